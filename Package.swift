@@ -1,0 +1,63 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Module boundaries follow the data path: config → routing → upstream → server composition.
+// GatewayConfig and GatewayRouting stay free of NIO/Hummingbird so they build and test fast.
+let package = Package(
+    name: "mcp-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mcp-gateway", targets: ["mcp-gateway"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .target(
+            name: "GatewayConfig",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+                "GatewayRouting",
+            ]
+        ),
+        .target(name: "GatewayRouting"),
+        .target(
+            name: "GatewayUpstream",
+            dependencies: [
+                "GatewayConfig",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "GatewayServer",
+            dependencies: [
+                "GatewayConfig",
+                "GatewayRouting",
+                "GatewayUpstream",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "mcp-gateway",
+            dependencies: [
+                "GatewayConfig",
+                "GatewayServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
+        .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
+    ]
+)

@@ -1,0 +1,409 @@
+import Foundation
+import GatewayRouting
+import Yams
+
+/// Turns the YAML tree into the typed model. Every section is read even after an error,
+/// so `mcp-gateway check` lists all problems in one run.
+struct ConfigurationBuilder {
+    let reader: NodeReader
+
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "routers", "services", "log"]
+
+    func build(root: Node) -> GatewayConfiguration? {
+        guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
+
+        let entryPoints = buildEntryPoints(top["entryPoints"], root: root)
+        let publicURL = buildPublicURL(top["publicURL"], root: root)
+        let store = top["store"].flatMap { buildStore($0) }
+        let auth = top["auth"].flatMap { buildAuth($0) }
+        let services = buildServices(top["services"], root: root)
+        let routers = buildRouters(top["routers"], root: root, services: services, entryPoints: entryPoints)
+        let log = top["log"].flatMap { buildLog($0) } ?? .default
+
+        guard let entryPoints, let publicURL, let services, !services.failed, let routers else { return nil }
+        return GatewayConfiguration(
+            entryPoints: entryPoints, publicURL: publicURL, store: store, auth: auth,
+            routers: routers, services: services.byName, log: log
+        )
+    }
+
+    // MARK: entry points
+
+    private func buildEntryPoints(_ node: Node?, root: Node) -> [EntryPoint]? {
+        guard let node else {
+            reader.report("missing \"entryPoints\": say where the gateway listens, e.g. entryPoints: { web: { address: \"127.0.0.1:8080\" } }", "", root)
+            return nil
+        }
+        let entries = reader.orderedEntries(node, "entryPoints")
+        if entries.isEmpty {
+            reader.report("at least one entry point is needed", "entryPoints", node)
+            return nil
+        }
+        var result: [EntryPoint] = []
+        var failed = false
+        var seenAddresses: [String: String] = [:]
+        for entry in entries {
+            let path = "entryPoints.\(entry.key)"
+            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins"]) else { failed = true; continue }
+            guard let addressNode = fields["address"] else {
+                reader.report("missing \"address\" (host:port, e.g. \"127.0.0.1:8080\" or \":8080\")", path, entry.value)
+                failed = true
+                continue
+            }
+            guard let address = reader.string(addressNode, "\(path).address"),
+                  let (host, port) = Self.parseListenAddress(address)
+            else {
+                if case .scalar = addressNode, let text = try? reader.expander.expand(addressNode.scalar?.string ?? "") {
+                    reader.report("invalid address \"\(text)\"; expected host:port with a port from 1 to 65535", "\(path).address", addressNode)
+                }
+                failed = true
+                continue
+            }
+            if let other = seenAddresses["\(host):\(port)"] {
+                reader.report("address \(host):\(port) is already used by entry point \"\(other)\"", "\(path).address", addressNode)
+                failed = true
+            }
+            seenAddresses["\(host):\(port)"] = entry.key
+            var origins: [String] = []
+            if let originsNode = fields["allowedOrigins"] {
+                guard let list = reader.stringList(originsNode, "\(path).allowedOrigins") else { failed = true; continue }
+                for (index, origin) in list.enumerated() {
+                    guard let normalized = Self.normalizedOrigin(origin) else {
+                        let element = originsNode.sequence.map { Array($0) }?[index] ?? originsNode
+                        reader.report("\"\(origin)\" is not an origin; write scheme://host[:port] with no path", "\(path).allowedOrigins[\(index)]", element)
+                        failed = true
+                        continue
+                    }
+                    origins.append(normalized)
+                }
+            }
+            result.append(EntryPoint(name: entry.key, host: host, port: port, allowedOrigins: origins))
+        }
+        return failed ? nil : result
+    }
+
+    static func parseListenAddress(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        guard let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard !host.contains(" "), !host.contains("/") else { return nil }
+        return (host, port)
+    }
+
+    /// `scheme://host[:port]`, lower-cased, default port dropped; nil when not an origin.
+    static func normalizedOrigin(_ text: String) -> String? {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host?.lowercased(), !host.isEmpty,
+              components.path.isEmpty || components.path == "/", components.query == nil, components.fragment == nil,
+              components.user == nil
+        else { return nil }
+        var origin = "\(scheme)://\(host)"
+        if let port = components.port, port != (scheme == "https" ? 443 : 80) { origin += ":\(port)" }
+        return origin
+    }
+
+    // MARK: public URL
+
+    private func buildPublicURL(_ node: Node?, root: Node) -> PublicURL? {
+        guard let node else {
+            reader.report("missing \"publicURL\": the URL clients use to reach the gateway, e.g. \"https://mcp.example.com\"", "", root)
+            return nil
+        }
+        guard let text = reader.string(node, "publicURL") else { return nil }
+        var trimmed = text
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let components = URLComponents(string: trimmed), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else {
+            reader.report("\"\(text)\" is not an absolute http(s) URL", "publicURL", node)
+            return nil
+        }
+        guard components.path.isEmpty, components.query == nil, components.fragment == nil, components.user == nil else {
+            reader.report("must be an origin only (scheme://host[:port]); the gateway does not run under a path prefix", "publicURL", node)
+            return nil
+        }
+        return PublicURL(scheme: scheme, host: host.lowercased(), port: components.port)
+    }
+
+    // MARK: store
+
+    private func buildStore(_ node: Node) -> StoreConfiguration? {
+        guard let fields = reader.mapping(node, "store", allowed: ["redis"]) else { return nil }
+        guard let redisNode = fields["redis"] else { return nil }
+        guard let redis = reader.mapping(redisNode, "store.redis", allowed: ["url", "keyPrefix"]) else { return nil }
+        guard let urlNode = redis["url"] else {
+            reader.report("missing \"url\", e.g. \"redis://127.0.0.1:6379/0\"", "store.redis", redisNode)
+            return nil
+        }
+        guard let url = reader.string(urlNode, "store.redis.url") else { return nil }
+        guard let components = URLComponents(string: url), components.scheme == "redis" || components.scheme == "unix",
+              components.scheme == "unix" || components.host != nil
+        else {
+            reader.report("\"\(url)\" is not a redis:// URL (redis://[:password@]host[:port][/db]) or unix:///path/to/socket", "store.redis.url", urlNode)
+            return nil
+        }
+        let prefix = redis["keyPrefix"].flatMap { reader.string($0, "store.redis.keyPrefix") } ?? ConfigurationDefaults.redisKeyPrefix
+        return StoreConfiguration(redisURL: url, keyPrefix: prefix)
+    }
+
+    // MARK: auth
+
+    private func buildAuth(_ node: Node) -> AuthConfiguration? {
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL"]) else { return nil }
+        var github: GitHubConfiguration?
+        if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL"]) {
+            let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
+            let clientSecret = gh["clientSecret"].flatMap { reader.string($0, "auth.github.clientSecret") } ?? ""
+            let webURL = gh["webURL"].flatMap { httpURL($0, "auth.github.webURL") } ?? "https://github.com"
+            let apiURL = gh["apiURL"].flatMap { httpURL($0, "auth.github.apiURL") } ?? "https://api.github.com"
+            github = GitHubConfiguration(clientID: clientID, clientSecret: clientSecret, webURL: webURL, apiURL: apiURL)
+        }
+        let allow = fields["allow"].flatMap { buildAllowList($0, "auth.allow") } ?? AllowList()
+        let accessTTL = fields["accessTokenTTL"].flatMap { reader.duration($0, "auth.accessTokenTTL") } ?? ConfigurationDefaults.accessTokenTTL
+        let refreshTTL = fields["refreshTokenTTL"].flatMap { reader.duration($0, "auth.refreshTokenTTL") } ?? ConfigurationDefaults.refreshTokenTTL
+        return AuthConfiguration(github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL)
+    }
+
+    private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {
+        guard let fields = reader.mapping(node, path, allowed: ["users", "orgs", "teams", "anyone"]) else { return nil }
+        var list = AllowList()
+        list.users = fields["users"].flatMap { reader.stringList($0, "\(path).users") } ?? []
+        list.orgs = fields["orgs"].flatMap { reader.stringList($0, "\(path).orgs") } ?? []
+        list.teams = fields["teams"].flatMap { reader.stringList($0, "\(path).teams") } ?? []
+        list.anyone = fields["anyone"].flatMap { reader.boolean($0, "\(path).anyone") } ?? false
+        if let teamsNode = fields["teams"] {
+            for (index, team) in list.teams.enumerated() where team.split(separator: "/").count != 2 {
+                let element = teamsNode.sequence.map { Array($0) }?[index] ?? teamsNode
+                reader.report("team \"\(team)\" must be written as org/team-slug", "\(path).teams[\(index)]", element)
+            }
+        }
+        return list
+    }
+
+    private func httpURL(_ node: Node, _ path: String) -> String? {
+        guard let text = reader.string(node, path) else { return nil }
+        var trimmed = text
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let components = URLComponents(string: trimmed), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else {
+            reader.report("\"\(text)\" is not an absolute http(s) URL", path, node)
+            return nil
+        }
+        return trimmed
+    }
+
+    // MARK: services
+
+    struct ServiceTable {
+        var byName: [String: ServiceConfiguration]
+        /// Every defined name, valid or not, so routers naming a broken service are not also misreported.
+        var names: [String]
+        var failed: Bool
+    }
+
+    private func buildServices(_ node: Node?, root: Node) -> ServiceTable? {
+        guard let node else {
+            reader.report("missing \"services\": define at least one http or stdio service", "", root)
+            return nil
+        }
+        var table = ServiceTable(byName: [:], names: [], failed: false)
+        var failed = false
+        for entry in reader.orderedEntries(node, "services") {
+            let path = "services.\(entry.key)"
+            table.names.append(entry.key)
+            guard let fields = reader.mapping(entry.value, path, allowed: ["http", "stdio"]) else { failed = true; continue }
+            switch (fields["http"], fields["stdio"]) {
+            case (let http?, nil):
+                if let service = buildHTTPService(name: entry.key, node: http, path: "\(path).http") {
+                    table.byName[entry.key] = .http(service)
+                } else { failed = true }
+            case (nil, let stdio?):
+                if let service = buildStdioService(name: entry.key, node: stdio, path: "\(path).stdio") {
+                    table.byName[entry.key] = .stdio(service)
+                } else { failed = true }
+            case (.some, .some):
+                reader.report("a service is either \"http\" or \"stdio\", not both", path, entry.value)
+                failed = true
+            case (nil, nil):
+                reader.report("missing \"http\" (url of an MCP server) or \"stdio\" (command to spawn)", path, entry.value)
+                failed = true
+            }
+        }
+        table.failed = failed
+        return table
+    }
+
+    private func buildHTTPService(name: String, node: Node, path: String) -> HTTPServiceConfiguration? {
+        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize"]) else { return nil }
+        guard let urlNode = fields["url"] else {
+            reader.report("missing \"url\" of the upstream MCP endpoint, e.g. \"http://127.0.0.1:9100/mcp\"", path, node)
+            return nil
+        }
+        let url = httpURL(urlNode, "\(path).url")
+        var headers: [(name: String, value: String)] = []
+        var failed = url == nil
+        if let headersNode = fields["headers"] {
+            if let map = reader.stringMap(headersNode, "\(path).headers") {
+                for (headerName, value) in map {
+                    if !Self.isHeaderToken(headerName) || Self.hopByHopHeaders.contains(headerName.lowercased()) {
+                        reader.report("\"\(headerName)\" cannot be set on upstream requests", "\(path).headers.\(headerName)", headersNode)
+                        failed = true
+                    } else if value.contains("\r") || value.contains("\n") {
+                        reader.report("header values must be one line", "\(path).headers.\(headerName)", headersNode)
+                        failed = true
+                    } else {
+                        headers.append((headerName, value))
+                    }
+                }
+            } else { failed = true }
+        }
+        let connect = fields["connectTimeout"].map { reader.duration($0, "\(path).connectTimeout") } ?? ConfigurationDefaults.connectTimeout
+        let ttfb = fields["responseHeaderTimeout"].map { reader.duration($0, "\(path).responseHeaderTimeout") } ?? ConfigurationDefaults.responseHeaderTimeout
+        let body = fields["maxRequestBodySize"].map { reader.byteSize($0, "\(path).maxRequestBodySize") } ?? ConfigurationDefaults.maxRequestBodyBytes
+        guard !failed, let url, let connect, let ttfb, let body else { return nil }
+        return HTTPServiceConfiguration(name: name, url: url, headers: headers, connectTimeout: connect, responseHeaderTimeout: ttfb, maxRequestBodyBytes: body)
+    }
+
+    private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
+        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize"]
+        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
+        guard let commandNode = fields["command"] else {
+            reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
+            return nil
+        }
+        let command = reader.nonEmptyString(commandNode, "\(path).command")
+        let args = fields["args"].map { reader.stringList($0, "\(path).args") } ?? []
+        let envPairs = fields["env"].map { reader.stringMap($0, "\(path).env") } ?? []
+        let cwd = fields["cwd"].flatMap { reader.nonEmptyString($0, "\(path).cwd") }
+        let maxSessions = fields["maxSessions"].map { reader.integer($0, "\(path).maxSessions", range: 1...100_000) } ?? ConfigurationDefaults.maxSessions
+        let idle = fields["idleTimeout"].map { reader.duration($0, "\(path).idleTimeout") } ?? ConfigurationDefaults.idleTimeout
+        let requestTimeout: Duration?? = fields["requestTimeout"].map { reader.duration($0, "\(path).requestTimeout") }
+        let grace = fields["shutdownGrace"].map { reader.duration($0, "\(path).shutdownGrace") } ?? ConfigurationDefaults.shutdownGrace
+        let start = fields["startTimeout"].map { reader.duration($0, "\(path).startTimeout") } ?? ConfigurationDefaults.startTimeout
+        let spares = fields["spares"].map { reader.integer($0, "\(path).spares", range: 0...1000) } ?? 0
+        let body = fields["maxRequestBodySize"].map { reader.byteSize($0, "\(path).maxRequestBodySize") } ?? ConfigurationDefaults.maxRequestBodyBytes
+        guard let command, let args, let envPairs, let maxSessions, let idle, let grace, let start, let spares, let body else { return nil }
+        if case .some(.none) = requestTimeout { return nil }
+        if spares > maxSessions, let sparesNode = fields["spares"] {
+            reader.report("spares (\(spares)) cannot exceed maxSessions (\(maxSessions)): spares count toward it", "\(path).spares", sparesNode)
+            return nil
+        }
+        return StdioServiceConfiguration(
+            name: name, command: command, args: args, env: Dictionary(envPairs, uniquingKeysWith: { _, last in last }), cwd: cwd,
+            maxSessions: maxSessions, idleTimeout: idle, requestTimeout: requestTimeout ?? nil, shutdownGrace: grace,
+            startTimeout: start, spares: spares, maxRequestBodyBytes: body
+        )
+    }
+
+    static let hopByHopHeaders: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+        "transfer-encoding", "upgrade", "host", "content-length",
+    ]
+
+    static func isHeaderToken(_ name: String) -> Bool {
+        !name.isEmpty && name.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "!#$%&'*+-.^_`|~".unicodeScalars.contains(scalar))
+        }
+    }
+
+    // MARK: routers
+
+    private func buildRouters(_ node: Node?, root: Node, services: ServiceTable?, entryPoints: [EntryPoint]?) -> [RouterConfiguration]? {
+        guard let node else {
+            reader.report("missing \"routers\": define at least one router, e.g. routers: { time: { rule: \"PathPrefix(`/time`)\", service: time } }", "", root)
+            return nil
+        }
+        var routers: [RouterConfiguration] = []
+        var failed = false
+        var endpoints: [String: String] = [:]
+        for entry in reader.orderedEntries(node, "routers") {
+            let path = "routers.\(entry.key)"
+            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath"]
+            guard let fields = reader.mapping(entry.value, path, allowed: allowed) else { failed = true; continue }
+
+            var rule: Rule?
+            var ruleText = ""
+            if let ruleNode = fields["rule"] {
+                if let text = reader.string(ruleNode, "\(path).rule") {
+                    ruleText = text
+                    do {
+                        rule = try Rule(parsing: text)
+                    } catch {
+                        let position = reader.position(ruleNode)
+                        reader.collector.report(
+                            "invalid rule: \(error.message)", keyPath: "\(path).rule",
+                            at: SourcePosition(line: position.line, column: reader.contentColumn(ruleNode) + error.offset)
+                        )
+                    }
+                }
+            } else {
+                reader.report("missing \"rule\", e.g. \"PathPrefix(`/time`)\" or \"Host(`mcp.example.com`)\"", path, entry.value)
+            }
+
+            var serviceName: String?
+            if let serviceNode = fields["service"] {
+                if let name = reader.nonEmptyString(serviceNode, "\(path).service") {
+                    if let services, !services.names.contains(name) {
+                        let known = services.names.sorted().joined(separator: ", ")
+                        reader.report("service \"\(name)\" is not defined (defined: \(known.isEmpty ? "none" : known))", "\(path).service", serviceNode)
+                    } else {
+                        serviceName = name
+                    }
+                }
+            } else {
+                reader.report("missing \"service\": the name of a service under services", path, entry.value)
+            }
+
+            let priority = fields["priority"].map { reader.integer($0, "\(path).priority", range: 0...Int(Int32.max)) } ?? ruleText.count
+            var auth = RouterAuth.oauth
+            if let authNode = fields["auth"], let text = reader.string(authNode, "\(path).auth") {
+                if let value = RouterAuth(rawValue: text) { auth = value } else {
+                    reader.report("auth must be \"oauth\" (the default) or \"none\", got \"\(text)\"", "\(path).auth", authNode)
+                    failed = true
+                }
+            }
+            let allow = fields["allow"].flatMap { buildAllowList($0, "\(path).allow") }
+            var routerEntryPoints: [String] = []
+            if let epNode = fields["entryPoints"], let names = reader.stringList(epNode, "\(path).entryPoints") {
+                for name in names where !(entryPoints?.contains { $0.name == name } ?? true) {
+                    reader.report("entry point \"\(name)\" is not defined", "\(path).entryPoints", epNode)
+                    failed = true
+                }
+                routerEntryPoints = names
+            }
+            var mcpPath = rule?.mcpEndpointPath ?? "/mcp"
+            if let mcpNode = fields["mcpPath"], let text = reader.string(mcpNode, "\(path).mcpPath") {
+                if text.hasPrefix("/"), !text.contains("?"), !text.contains("#") { mcpPath = text } else {
+                    reader.report("mcpPath must be a path starting with \"/\"", "\(path).mcpPath", mcpNode)
+                    failed = true
+                }
+            }
+            guard let rule, let serviceName, let priority else { failed = true; continue }
+            let endpointKey = "\(rule.requiredMatchers.compactMap { if case .host(let h) = $0 { h } else { nil } }.first ?? "*")\(mcpPath)"
+            if let other = endpoints[endpointKey], let ruleNode = fields["rule"] {
+                reader.report("router \"\(other)\" already serves the MCP endpoint \(mcpPath) for the same host; give this router another path or host", "\(path).rule", ruleNode)
+                failed = true
+            }
+            endpoints[endpointKey] = entry.key
+            routers.append(RouterConfiguration(
+                name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
+                auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath
+            ))
+        }
+        return failed ? nil : routers
+    }
+
+    private func buildLog(_ node: Node) -> LogConfiguration? {
+        guard let fields = reader.mapping(node, "log", allowed: ["level"]) else { return nil }
+        guard let levelNode = fields["level"], let level = reader.string(levelNode, "log.level") else { return .default }
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        guard levels.contains(level) else {
+            reader.report("log level must be one of \(levels.joined(separator: ", "))", "log.level", levelNode)
+            return nil
+        }
+        return LogConfiguration(level: level)
+    }
+}

@@ -1,0 +1,178 @@
+public import GatewayRouting
+
+/// The whole of gateway.yaml, validated. Values here are final: env vars expanded, defaults applied.
+public struct GatewayConfiguration: Sendable, Equatable {
+    public var entryPoints: [EntryPoint]
+    public var publicURL: PublicURL
+    public var store: StoreConfiguration?
+    public var auth: AuthConfiguration?
+    public var routers: [RouterConfiguration]
+    public var services: [String: ServiceConfiguration]
+    public var log: LogConfiguration
+
+    public init(
+        entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
+        routers: [RouterConfiguration], services: [String: ServiceConfiguration], log: LogConfiguration
+    ) {
+        self.entryPoints = entryPoints
+        self.publicURL = publicURL
+        self.store = store
+        self.auth = auth
+        self.routers = routers
+        self.services = services
+        self.log = log
+    }
+}
+
+public struct LogConfiguration: Sendable, Equatable {
+    /// trace, debug, info, notice, warning, error, critical
+    public var level: String
+    public static let `default` = LogConfiguration(level: "info")
+}
+
+/// Where the gateway listens. Entry points are static: changing them needs a restart.
+public struct EntryPoint: Sendable, Equatable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    /// Origins (`scheme://host[:port]`) allowed besides the gateway's own, for browser-based clients.
+    public var allowedOrigins: [String]
+
+    public init(name: String, host: String, port: Int, allowedOrigins: [String]) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.allowedOrigins = allowedOrigins
+    }
+}
+
+/// How clients reach the gateway (scheme, host, port); the OAuth issuer and resource URLs derive from it.
+public struct PublicURL: Sendable, Equatable, CustomStringConvertible {
+    public var scheme: String
+    public var host: String
+    public var port: Int?
+
+    /// `scheme://host[:port]` with no trailing slash.
+    public var origin: String {
+        var text = "\(scheme)://\(host)"
+        if let port, port != (scheme == "https" ? 443 : 80) { text += ":\(port)" }
+        return text
+    }
+
+    public var description: String { origin }
+}
+
+public struct StoreConfiguration: Sendable, Equatable {
+    public var redisURL: String
+    /// Prefix of every Redis key the gateway writes.
+    public var keyPrefix: String
+}
+
+public struct AllowList: Sendable, Equatable {
+    public var users: [String]
+    public var orgs: [String]
+    public var teams: [String]
+    /// Must be written explicitly: an empty list lets nobody in.
+    public var anyone: Bool
+
+    public init(users: [String] = [], orgs: [String] = [], teams: [String] = [], anyone: Bool = false) {
+        self.users = users
+        self.orgs = orgs
+        self.teams = teams
+        self.anyone = anyone
+    }
+}
+
+public struct GitHubConfiguration: Sendable, Equatable {
+    public var clientID: String
+    public var clientSecret: String
+    public var webURL: String
+    public var apiURL: String
+}
+
+public struct AuthConfiguration: Sendable, Equatable {
+    public var github: GitHubConfiguration?
+    public var allow: AllowList
+    public var accessTokenTTL: Duration
+    public var refreshTokenTTL: Duration
+}
+
+public enum RouterAuth: String, Sendable, Equatable {
+    /// Bearer token of the gateway's own authorization server required (the default).
+    case oauth
+    /// No authentication: anyone who can reach the gateway can use the route.
+    case none
+}
+
+public struct RouterConfiguration: Sendable, Equatable {
+    public var name: String
+    public var ruleText: String
+    public var rule: Rule
+    public var priority: Int
+    public var service: String
+    public var auth: RouterAuth
+    /// Narrows the global allow-list for this router; nil means the global list applies.
+    public var allow: AllowList?
+    /// Entry points this router serves; empty means all.
+    public var entryPoints: [String]
+    /// Path of the router's MCP endpoint (`/time/mcp`, or `/mcp` on a host router).
+    public var mcpPath: String
+}
+
+public enum ServiceConfiguration: Sendable, Equatable {
+    case http(HTTPServiceConfiguration)
+    case stdio(StdioServiceConfiguration)
+
+    public var maxRequestBodyBytes: Int {
+        switch self {
+        case .http(let http): http.maxRequestBodyBytes
+        case .stdio(let stdio): stdio.maxRequestBodyBytes
+        }
+    }
+}
+
+public struct HTTPServiceConfiguration: Sendable, Equatable {
+    public var name: String
+    /// Absolute http(s) URL of the upstream MCP endpoint.
+    public var url: String
+    /// Added to every upstream request; values may hold secrets and are never logged.
+    public var headers: [(name: String, value: String)]
+    public var connectTimeout: Duration
+    /// Time to the upstream's response head; an open SSE stream has no idle timeout.
+    public var responseHeaderTimeout: Duration
+    public var maxRequestBodyBytes: Int
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
+            && lhs.responseHeaderTimeout == rhs.responseHeaderTimeout && lhs.maxRequestBodyBytes == rhs.maxRequestBodyBytes
+            && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
+    }
+}
+
+public struct StdioServiceConfiguration: Sendable, Equatable {
+    public var name: String
+    public var command: String
+    public var args: [String]
+    public var env: [String: String]
+    public var cwd: String?
+    public var maxSessions: Int
+    public var idleTimeout: Duration
+    public var requestTimeout: Duration?
+    public var shutdownGrace: Duration
+    public var startTimeout: Duration
+    public var spares: Int
+    public var maxRequestBodyBytes: Int
+}
+
+public enum ConfigurationDefaults {
+    public static let maxRequestBodyBytes = 4 * 1024 * 1024
+    public static let connectTimeout: Duration = .seconds(5)
+    public static let responseHeaderTimeout: Duration = .seconds(60)
+    public static let accessTokenTTL: Duration = .seconds(3600)
+    public static let refreshTokenTTL: Duration = .seconds(720 * 3600)
+    public static let maxSessions = 100
+    public static let idleTimeout: Duration = .seconds(600)
+    public static let shutdownGrace: Duration = .seconds(5)
+    public static let startTimeout: Duration = .seconds(30)
+    public static let redisKeyPrefix = "mcpgw:"
+}

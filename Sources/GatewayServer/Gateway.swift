@@ -1,0 +1,80 @@
+import Foundation
+public import GatewayConfig
+import GatewayUpstream
+import Hummingbird
+public import Logging
+import ServiceLifecycle
+
+/// Composition root: one Hummingbird server per entry point, the config reload service, and the
+/// shared upstream clients, run as one service group with graceful shutdown on SIGTERM/SIGINT.
+public struct Gateway {
+    public struct Options: Sendable {
+        public var configPath: String
+        public var pollInterval: Duration
+
+        public init(configPath: String, pollInterval: Duration = .seconds(1)) {
+            self.configPath = configPath
+            self.pollInterval = pollInterval
+        }
+    }
+
+    let options: Options
+    let configuration: GatewayConfiguration
+    let logger: Logger
+
+    public init(options: Options, configuration: GatewayConfiguration, logger: Logger) {
+        self.options = options
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        // A write to a peer that went away must fail the write, not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+
+        let clients = UpstreamClients()
+        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients))
+        let proxy = HTTPProxy()
+        var services: [any Service] = [UpstreamClientsService(clients: clients)]
+        for entryPoint in configuration.entryPoints {
+            var entryLogger = logger
+            entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
+            let responder = GatewayResponder(entryPoint: entryPoint, holder: holder, proxy: proxy)
+            let app = Application(
+                responder: responder,
+                configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
+                onServerRunning: { [entryLogger] channel in
+                    entryLogger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                },
+                logger: entryLogger
+            )
+            services.append(app)
+        }
+        services.append(ReloadService(
+            path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients,
+            pollInterval: options.pollInterval, logger: logger
+        ))
+        logger.info("mcp-gateway starting", metadata: [
+            "config": "\(options.configPath)", "publicURL": "\(configuration.publicURL)",
+            "routers": "\(configuration.routers.map(\.name).joined(separator: ","))",
+        ])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
+
+/// Shuts the shared HTTP clients down after the servers have stopped.
+struct UpstreamClientsService: Service {
+    let clients: UpstreamClients
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await clients.shutdown()
+    }
+}

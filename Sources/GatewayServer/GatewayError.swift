@@ -1,0 +1,107 @@
+import Foundation
+import GatewayUpstream
+import HTTPTypes
+import Hummingbird
+
+/// Every failure the gateway answers itself. `response` is the one place that decides status
+/// codes and bodies, so each error looks the same wherever it is raised.
+enum GatewayError: Error {
+    case noRoute(host: String, path: String)
+    case notMCPEndpoint(router: String, mcpPath: String)
+    case methodNotAllowed(method: String)
+    case originForbidden(origin: String)
+    case authenticationUnavailable(router: String)
+    case stdioUnavailable(service: String)
+    case requestTooLarge(limit: Int)
+    case upstream(UpstreamError)
+
+    var status: HTTPResponse.Status {
+        switch self {
+        case .noRoute, .notMCPEndpoint: .notFound
+        case .methodNotAllowed: .methodNotAllowed
+        case .originForbidden: .forbidden
+        case .authenticationUnavailable: .serviceUnavailable
+        case .stdioUnavailable: .notImplemented
+        case .requestTooLarge: .contentTooLarge
+        case .upstream(let error):
+            switch error.kind {
+            case .timeout: .gatewayTimeout
+            case .requestTooLarge: .contentTooLarge
+            case .unreachable, .protocolFailure: .badGateway
+            }
+        }
+    }
+
+    /// A short, stable identifier for logs and clients.
+    var reason: String {
+        switch self {
+        case .noRoute: "no_route"
+        case .notMCPEndpoint: "not_mcp_endpoint"
+        case .methodNotAllowed: "method_not_allowed"
+        case .originForbidden: "origin_forbidden"
+        case .authenticationUnavailable: "authentication_unavailable"
+        case .stdioUnavailable: "stdio_bridge_unavailable"
+        case .requestTooLarge: "request_too_large"
+        case .upstream(let error):
+            switch error.kind {
+            case .timeout: "upstream_timeout"
+            case .unreachable: "upstream_unreachable"
+            case .protocolFailure: "upstream_failed"
+            case .requestTooLarge: "request_too_large"
+            }
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .noRoute(let host, let path): "no router matches host \"\(host)\" and path \"\(path)\""
+        case .notMCPEndpoint(let router, let mcpPath): "router \"\(router)\" serves MCP at \(mcpPath) only"
+        case .methodNotAllowed(let method): "method \(method) is not allowed on an MCP endpoint; use POST, GET or DELETE"
+        case .originForbidden(let origin): "origin \(origin) is not allowed to use this gateway"
+        case .authenticationUnavailable(let router): "router \"\(router)\" requires authentication, which this gateway build does not provide yet; the route stays closed"
+        case .stdioUnavailable(let service): "service \"\(service)\" is a stdio service; the stdio bridge is not available in this build"
+        case .requestTooLarge(let limit): "request body exceeds the limit of \(limit) bytes"
+        case .upstream(let error): error.description
+        }
+    }
+
+    var service: String? {
+        switch self {
+        case .stdioUnavailable(let service): service
+        case .upstream(let error): error.service
+        default: nil
+        }
+    }
+
+    /// Errors at an MCP endpoint are JSON-RPC error objects (MCP clients surface their message);
+    /// elsewhere a plain JSON object.
+    func response(jsonRPC: Bool, requestID: Any? = nil) -> Response {
+        var data: [String: Any] = ["status": Int(status.code), "reason": reason]
+        if let service { data["service"] = service }
+        let object: [String: Any]
+        if jsonRPC {
+            object = [
+                "jsonrpc": "2.0",
+                "id": requestID ?? NSNull(),
+                "error": ["code": -32000, "message": message, "data": data] as [String: Any],
+            ]
+        } else {
+            var plain = data
+            plain["error"] = reason
+            plain["message"] = message
+            object = plain
+        }
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        if case .methodNotAllowed = self { headers[.allow] = "GET, POST, DELETE" }
+        return JSONResponse.make(status: status, object: object, headers: headers)
+    }
+}
+
+enum JSONResponse {
+    static func make(status: HTTPResponse.Status, object: Any, headers: HTTPFields = [.contentType: "application/json"]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var headers = headers
+        if headers[.contentType] == nil { headers[.contentType] = "application/json" }
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,16 @@
+public import Hummingbird
+public import NIOCore
+
+/// Per-request context: Hummingbird's core context plus the peer address for X-Forwarded-For.
+public struct GatewayRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+
+    /// The peer's IP address as text, without port.
+    var clientIP: String? { remoteAddress?.ipAddress }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import GatewayConfig
+import GatewayRouting
+import GatewayUpstream
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// The gateway's request handler for one entry point: health endpoints, then routing by the
+/// configuration in force, then the checks every MCP endpoint gets, then the upstream.
+struct GatewayResponder: HTTPResponder {
+    typealias Context = GatewayRequestContext
+
+    let entryPoint: EntryPoint
+    let holder: ConfigurationHolder
+    let proxy: HTTPProxy
+
+    func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
+        switch request.uri.path {
+        case "/healthz":
+            return JSONResponse.make(status: .ok, object: ["status": "ok"], headers: [.cacheControl: "no-store"])
+        case "/readyz":
+            return readiness()
+        default:
+            break
+        }
+        let runtime = holder.current
+        let incoming = IncomingRequest(request)
+        guard let route = runtime.routeTable(entryPoint: entryPoint.name)?.match(incoming)?.target else {
+            return GatewayError.noRoute(host: incoming.host, path: incoming.path).response(jsonRPC: false)
+        }
+        let mcpPath = route.router.mcpPath
+        guard incoming.path == mcpPath || incoming.path == mcpPath + "/" else {
+            return GatewayError.notMCPEndpoint(router: route.router.name, mcpPath: mcpPath).response(jsonRPC: false)
+        }
+        do {
+            try checkOrigin(request, publicURL: runtime.configuration.publicURL)
+            guard [.post, .get, .delete].contains(request.method) else {
+                throw GatewayError.methodNotAllowed(method: request.method.rawValue)
+            }
+            // Fail closed: a protected route never serves without the token check.
+            guard route.router.auth == .none else {
+                throw GatewayError.authenticationUnavailable(router: route.router.name)
+            }
+            switch route.upstream {
+            case .http(let upstream):
+                return try await proxy.forward(request, context: context, route: route, upstream: upstream, publicURL: runtime.configuration.publicURL)
+            case .stdio(let service):
+                throw GatewayError.stdioUnavailable(service: service.name)
+            }
+        } catch let error as GatewayError {
+            if case .upstream(let upstreamError) = error {
+                context.logger.warning("upstream request failed", metadata: [
+                    "router": "\(route.router.name)", "service": "\(upstreamError.service)", "reason": "\(error.reason)",
+                    "detail": "\(upstreamError.detail)",
+                ])
+            }
+            return error.response(jsonRPC: true)
+        }
+    }
+
+    /// MCP transports MUST validate Origin to stop DNS rebinding: a present Origin must be the
+    /// gateway's own (public URL or the Host the request was sent to) or explicitly allowed.
+    private func checkOrigin(_ request: Request, publicURL: PublicURL) throws(GatewayError) {
+        guard let origin = request.headers[.origin] else { return }
+        let normalized = origin.lowercased()
+        if normalized == publicURL.origin.lowercased() { return }
+        if let authority = request.head.authority?.lowercased(), normalized == "http://\(authority)" { return }
+        if entryPoint.allowedOrigins.contains(normalized) { return }
+        throw .originForbidden(origin: origin)
+    }
+
+    private func readiness() -> Response {
+        let runtime = holder.current
+        let body: [String: Any] = [
+            "status": "ready",
+            "configGeneration": runtime.generation,
+            "rejectedReloads": holder.rejectedReloads,
+            "routers": runtime.configuration.routers.count,
+        ]
+        return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
+    }
+}

@@ -1,0 +1,78 @@
+import AsyncHTTPClient
+import GatewayConfig
+import GatewayUpstream
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Relays one MCP Streamable HTTP exchange to an HTTP upstream. Request bodies are single
+/// JSON-RPC messages, read up to the route's limit (so an oversized one is refused with 413 before
+/// the upstream sees a byte); response bodies are relayed chunk by chunk as they arrive.
+struct HTTPProxy: Sendable {
+    static let eventStreamHeaders: HTTPFields = [
+        HTTPField.Name("X-Accel-Buffering")!: "no",
+    ]
+
+    func forward(
+        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, publicURL: PublicURL
+    ) async throws(GatewayError) -> Response {
+        var request = request
+        var body: ByteBuffer?
+        let limit = route.maxRequestBodyBytes
+        if request.method == .post || request.method == .put || request.method == .patch {
+            if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+                throw .requestTooLarge(limit: limit)
+            }
+            do {
+                body = try await request.collectBody(upTo: limit)
+            } catch is NIOTooManyBytesError {
+                throw .requestTooLarge(limit: limit)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw .requestTooLarge(limit: limit)
+            } catch {
+                throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "reading the client's request failed: \(error)"))
+            }
+        }
+        let headers = HeaderPolicy.upstreamRequestHeaders(
+            from: request.headers,
+            removing: [],
+            clientAddress: context.clientIP,
+            forwardedProto: "http",
+            forwardedHost: request.head.authority,
+            serviceHeaders: upstream.service.headers
+        )
+        let upstreamResponse: HTTPClientResponse
+        do {
+            upstreamResponse = try await upstream.send(
+                method: HTTPMethod(rawValue: request.method.rawValue), query: request.uri.query, headers: headers, body: body, logger: context.logger
+            )
+        } catch {
+            throw .upstream(error)
+        }
+
+        var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
+        let isEventStream = fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+        let upstreamBody = upstreamResponse.body
+        let responseBody: ResponseBody
+        if isEventStream {
+            fields.append(contentsOf: Self.eventStreamHeaders)
+            if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
+            let clientRequest = request
+            // An SSE stream can sit idle for hours: watch the client's side of the connection so a
+            // disconnect cancels the upstream request at once (in 2026-07-28, closing *is* cancel).
+            responseBody = ResponseBody { writer in
+                try await clientRequest.body.consumeWithCancellationOnInboundClose { _ in
+                    for try await chunk in upstreamBody {
+                        try await writer.write(chunk)
+                    }
+                }
+                try await writer.finish(nil)
+            }
+        } else {
+            responseBody = ResponseBody(asyncSequence: upstreamBody)
+        }
+        return Response(status: .init(code: Int(upstreamResponse.status.code)), headers: fields, body: responseBody)
+    }
+}

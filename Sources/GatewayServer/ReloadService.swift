@@ -1,0 +1,114 @@
+import Foundation
+import GatewayConfig
+import GatewayUpstream
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// Watches gateway.yaml (polling its identity and content) and listens for SIGHUP. A valid new
+/// file is compiled aside and swapped in atomically; an invalid one is logged and ignored.
+struct ReloadService: Service {
+    let path: String
+    let loader: ConfigurationLoader
+    let holder: ConfigurationHolder
+    let clients: UpstreamClients
+    let pollInterval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        let (triggers, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let path = path
+        let pollInterval = pollInterval
+        try await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    for await _ in signals { continuation.yield("SIGHUP") }
+                }
+                group.addTask {
+                    var last = FileFingerprint.read(path)
+                    while !Task.isCancelled {
+                        // Cancellation here is the graceful shutdown: end quietly.
+                        guard (try? await Task.sleep(for: pollInterval)) != nil else { return }
+                        let now = FileFingerprint.read(path)
+                        if now != last {
+                            last = now
+                            continuation.yield("file changed")
+                        }
+                    }
+                }
+                group.addTask {
+                    var lastText = try? String(contentsOfFile: path, encoding: .utf8)
+                    for await reason in triggers {
+                        let text = try? String(contentsOfFile: path, encoding: .utf8)
+                        // Editors often touch a file without changing it; SIGHUP always reloads.
+                        if reason != "SIGHUP", text == lastText { continue }
+                        lastText = text
+                        reload(reason: reason)
+                    }
+                }
+            }
+        }
+    }
+
+    func reload(reason: String) {
+        let old = holder.current
+        let candidate: GatewayConfiguration
+        do {
+            candidate = try loader.load(path: path)
+        } catch {
+            holder.recordRejectedReload()
+            logger.error("configuration reload rejected; the previous configuration stays in force", metadata: [
+                "reason": "\(reason)", "problems": "\(error.diagnostics.count)",
+            ])
+            for diagnostic in error.diagnostics {
+                logger.error("\(diagnostic.description)")
+            }
+            return
+        }
+        let merged = Self.applyingDynamicPart(of: candidate, to: old.configuration, logger: logger)
+        let runtime = RuntimeConfiguration(configuration: merged, generation: old.generation + 1, clients: clients)
+        holder.replace(with: runtime)
+        logger.info("configuration reloaded", metadata: [
+            "reason": "\(reason)", "generation": "\(runtime.generation)", "routers": "\(merged.routers.count)",
+            "services": "\(merged.services.count)",
+        ])
+    }
+
+    /// Routers and services reload live; entry points, publicURL, auth and store are read at
+    /// start-up only. Changes to those are logged and wait for a restart.
+    static func applyingDynamicPart(of candidate: GatewayConfiguration, to running: GatewayConfiguration, logger: Logger) -> GatewayConfiguration {
+        var restartNeeded: [String] = []
+        if candidate.entryPoints != running.entryPoints { restartNeeded.append("entryPoints") }
+        if candidate.publicURL != running.publicURL { restartNeeded.append("publicURL") }
+        if candidate.auth != running.auth { restartNeeded.append("auth") }
+        if candidate.store != running.store { restartNeeded.append("store") }
+        if candidate.log != running.log { restartNeeded.append("log") }
+        if !restartNeeded.isEmpty {
+            logger.warning("these settings changed but take effect only after a restart; the running values stay in force", metadata: [
+                "keys": "\(restartNeeded.joined(separator: ", "))",
+            ])
+        }
+        var merged = running
+        merged.routers = candidate.routers
+        merged.services = candidate.services
+        return merged
+    }
+}
+
+/// Identity of a file for change detection: an editor's rename-over-write changes the inode.
+struct FileFingerprint: Equatable {
+    var inode: UInt64
+    var size: Int64
+    var modified: Int
+    var modifiedNanoseconds: Int
+
+    static func read(_ path: String) -> FileFingerprint? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return FileFingerprint(
+            inode: UInt64(info.st_ino), size: Int64(info.st_size),
+            modified: Int(info.st_mtim.tv_sec), modifiedNanoseconds: Int(info.st_mtim.tv_nsec)
+        )
+    }
+}

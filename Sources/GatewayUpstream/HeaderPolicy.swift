@@ -1,0 +1,69 @@
+public import HTTPTypes
+public import NIOHTTP1
+
+/// Which headers cross the gateway, in each direction.
+public enum HeaderPolicy {
+    /// RFC 9110 §7.6.1 hop-by-hop headers, plus ones the client must not dictate to the upstream.
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+        "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect", "http2-settings",
+    ]
+
+    /// The gateway sets these itself; client-supplied copies are never trusted.
+    static let forwardingHeaders: Set<String> = [
+        "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip",
+    ]
+
+    /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`
+    /// (e.g. the gateway's own credentials), then forwarding headers, then the service's configured headers.
+    public static func upstreamRequestHeaders(
+        from fields: HTTPFields,
+        removing extraRemovals: Set<String>,
+        clientAddress: String?,
+        forwardedProto: String,
+        forwardedHost: String?,
+        serviceHeaders: [(name: String, value: String)]
+    ) -> HTTPHeaders {
+        let connectionListed = Set(fields[values: .connection].flatMap { $0.split(separator: ",") }.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        })
+        let configured = Set(serviceHeaders.map { $0.name.lowercased() })
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count + 4)
+        for field in fields {
+            let name = field.name.canonicalName
+            if hopByHop.contains(name) || forwardingHeaders.contains(name) || connectionListed.contains(name)
+                || extraRemovals.contains(name) || configured.contains(name)
+            {
+                continue
+            }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let clientAddress { headers.add(name: "X-Forwarded-For", value: clientAddress) }
+        headers.add(name: "X-Forwarded-Proto", value: forwardedProto)
+        if let forwardedHost { headers.add(name: "X-Forwarded-Host", value: forwardedHost) }
+        for header in serviceHeaders {
+            headers.add(name: header.name, value: header.value)
+        }
+        return headers
+    }
+
+    /// Headers for the client response: the upstream's end-to-end headers, hop-by-hop removed.
+    public static func clientResponseHeaders(from headers: HTTPHeaders) -> HTTPFields {
+        let connectionListed = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
+        var fields = HTTPFields()
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if lower == "content-length" {
+                // Kept: the body is relayed byte for byte, so the length still holds.
+            } else if hopByHop.contains(lower) || connectionListed.contains(lower) {
+                continue
+            }
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            fields.append(HTTPField(name: fieldName, value: value))
+        }
+        return fields
+    }
+}
+
+import Foundation

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import GatewayConfig
+import GatewayServer
+import Logging
+
+@main
+struct MCPGateway: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mcp-gateway",
+        abstract: "An authenticating reverse proxy for MCP servers.",
+        version: GatewayVersion.current,
+        subcommands: [Serve.self, Check.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+enum GatewayVersion {
+    static let current = "0.1.0"
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: [.short, .long], help: "Path to gateway.yaml.")
+    var config: String = "gateway.yaml"
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical); overrides log.level.")
+    var logLevel: String?
+
+    @Option(help: "How often to check gateway.yaml for changes, in seconds (SIGHUP reloads at once).")
+    var watchInterval: Double = 1
+
+    func run() async throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try ConfigurationLoader().load(path: options.config)
+        } catch {
+            FileHandle.standardError.write(Data("\(error.description)\n\(options.config): \(error.diagnostics.count) problem(s); not starting\n".utf8))
+            throw ExitCode(2)
+        }
+        let levelName = logLevel ?? configuration.log.level
+        let level = Logger.Level(rawValue: levelName) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "mcp-gateway")
+        let interval = Duration.milliseconds(Int64(max(0.05, watchInterval) * 1000))
+        try await Gateway(options: .init(configPath: options.config, pollInterval: interval), configuration: configuration, logger: logger).run()
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate gateway.yaml and list every problem as file:line:column: message.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        do {
+            let configuration = try ConfigurationLoader().load(path: options.config)
+            print("\(options.config): OK (\(configuration.entryPoints.count) entry point(s), \(configuration.routers.count) router(s), \(configuration.services.count) service(s))")
+        } catch {
+            FileHandle.standardError.write(Data("\(error.description)\n\(options.config): \(error.diagnostics.count) problem(s)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}

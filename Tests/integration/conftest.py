@@ -1,0 +1,169 @@
+"""Fixtures that start real processes (the gateway, upstream MCP servers) on free loopback
+ports, wait for readiness by polling, and stop exactly the processes they started, by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SERVERS = HERE / "servers"
+
+
+def gateway_binary() -> str:
+    binary = os.environ.get("MCPGW_BINARY") or str(REPO / ".build" / "debug" / "mcp-gateway")
+    if not Path(binary).exists():
+        pytest.fail(f"gateway binary {binary} not found; build it first (just build)")
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as error:  # noqa: BLE001 - readiness probes fail until ready
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ManagedProcess:
+    process: subprocess.Popen
+    name: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+
+def start_process(name: str, argv: list[str], tmp_path: Path, env: dict | None = None) -> ManagedProcess:
+    log_path = tmp_path / f"{name}.log"
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env or dict(os.environ), cwd=tmp_path)
+    log_file.close()
+    return ManagedProcess(process, name, log_path)
+
+
+@pytest.fixture
+def processes():
+    started: list[ManagedProcess] = []
+    yield started
+    for managed in reversed(started):
+        managed.stop()
+
+
+def _start_python_server(processes, tmp_path, script: str, name: str) -> int:
+    port = free_port()
+    managed = start_process(name, [sys.executable, str(SERVERS / script), "--port", str(port)], tmp_path)
+    processes.append(managed)
+    wait_until(lambda: managed.process.poll() is None and port_open(port), what=f"{name} on port {port}")
+    return port
+
+
+@pytest.fixture
+def raw_upstream(processes, tmp_path) -> str:
+    """Base URL of the plain HTTP upstream (echo, sse, hang, state)."""
+    port = _start_python_server(processes, tmp_path, "raw_upstream.py", "raw-upstream")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def mcp_upstream(processes, tmp_path) -> str:
+    """MCP endpoint URL of a real SDK server (both eras)."""
+    port = _start_python_server(processes, tmp_path, "mcp_http_server.py", "mcp-upstream")
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+@dataclass
+class Gateway:
+    managed: ManagedProcess
+    port: int
+    config_path: Path
+    base: str = field(init=False)
+
+    def __post_init__(self):
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def readiness(self) -> dict:
+        return httpx.get(self.url("/readyz"), timeout=5).json()
+
+    def rewrite_config(self, text: str) -> None:
+        # Write aside and rename, as editors do; the gateway notices the new file.
+        temporary = self.config_path.with_suffix(".tmp")
+        temporary.write_text(textwrap.dedent(text))
+        os.replace(temporary, self.config_path)
+
+    def wait_for_generation(self, generation: int) -> dict:
+        return wait_until(lambda: (r := self.readiness())["configGeneration"] >= generation and r, what=f"config generation {generation}")
+
+
+@pytest.fixture
+def start_gateway(processes, tmp_path):
+    """Start the gateway with a YAML body; `{port}` in it is replaced by a free port."""
+
+    def start(config: str, env: dict | None = None, extra_args: list[str] | None = None) -> Gateway:
+        port = free_port()
+        config_path = tmp_path / "gateway.yaml"
+        config_path.write_text(textwrap.dedent(config).replace("{port}", str(port)))
+        argv = [gateway_binary(), "serve", "--config", str(config_path), "--watch-interval", "0.2", *(extra_args or [])]
+        managed = start_process("gateway", argv, tmp_path, env={**os.environ, **(env or {})})
+        processes.append(managed)
+        gateway = Gateway(managed, port, config_path)
+
+        def healthy():
+            if managed.process.poll() is not None:
+                raise AssertionError(f"gateway exited with {managed.process.returncode}:\n{managed.log()}")
+            return httpx.get(gateway.url("/healthz"), timeout=1).status_code == 200
+
+        wait_until(healthy, what="gateway /healthz")
+        return gateway
+
+    return start

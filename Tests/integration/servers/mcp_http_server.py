@@ -1,0 +1,37 @@
+"""An MCP server over Streamable HTTP, written with the official SDK (serves both protocol eras)."""
+
+import argparse
+import os
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("integration-http")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
+@server.tool()
+async def count(steps: int, delay_seconds: float, ctx: Context) -> str:
+    """Report progress after each step, then return."""
+    for done in range(1, steps + 1):
+        await ctx.report_progress(done, steps, f"step {done}")
+        await anyio.sleep(delay_seconds)
+    return f"counted {steps}"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    anyio.run(lambda: server.run_streamable_http_async(host="127.0.0.1", port=args.port))

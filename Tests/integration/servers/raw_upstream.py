@@ -1,0 +1,84 @@
+"""A plain HTTP upstream for proxy tests: echoes requests, streams SSE, hangs, records disconnects."""
+
+import argparse
+import asyncio
+import json
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+STATE = {"disconnects": 0, "active_streams": 0, "stream_requests": 0}
+
+
+async def echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
+            "body": body.decode("utf-8", "replace"),
+        },
+        headers={"X-Upstream": "raw", "Connection": "close, X-Drop-Me", "X-Drop-Me": "secret", "Mcp-Session-Id": "upstream-session"},
+    )
+
+
+async def sse(request: Request) -> Response:
+    count = int(request.query_params.get("count", "10"))
+    interval = float(request.query_params.get("interval", "0"))
+    size = int(request.query_params.get("size", "16"))
+
+    async def events():
+        for index in range(count):
+            yield f"id: {index}\nevent: message\ndata: {json.dumps({'n': index, 'pad': 'x' * size})}\n\n".encode()
+            if interval:
+                await asyncio.sleep(interval)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def sse_forever(request: Request) -> Response:
+    STATE["stream_requests"] += 1
+
+    async def events():
+        STATE["active_streams"] += 1
+        try:
+            index = 0
+            while True:
+                yield f"id: {index}\ndata: {{\"n\": {index}}}\n\n".encode()
+                index += 1
+                await asyncio.sleep(0.1)
+        finally:
+            STATE["active_streams"] -= 1
+            STATE["disconnects"] += 1
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def hang(request: Request) -> Response:
+    await asyncio.sleep(3600)
+    return Response(status_code=204)
+
+
+async def state(request: Request) -> Response:
+    return JSONResponse(STATE)
+
+
+app = Starlette(
+    routes=[
+        Route("/echo", echo, methods=["GET", "POST", "DELETE", "PUT"]),
+        Route("/sse", sse, methods=["GET", "POST"]),
+        Route("/sse-forever", sse_forever, methods=["GET", "POST"]),
+        Route("/hang", hang, methods=["GET", "POST"]),
+        Route("/state", state, methods=["GET"]),
+    ]
+)
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -1,0 +1,60 @@
+"""The repository's own gateway.yaml, started the way `just run` starts it (services/run.py)."""
+
+import os
+import signal
+import sys
+
+import anyio
+import httpx
+from mcp import Client
+
+from conftest import REPO, free_port, gateway_binary, start_process, wait_until
+
+
+def test_default_config_serves_the_public_example_and_keeps_protected_routes_closed(tmp_path, processes):
+    gateway_port, status_port, notes_port = free_port(), free_port(), free_port()
+    config = (
+        (REPO / "gateway.yaml").read_text()
+        .replace("127.0.0.1:8080", f"127.0.0.1:{gateway_port}")
+        .replace("127.0.0.1:9200", f"127.0.0.1:{status_port}")
+        .replace("127.0.0.1:9100", f"127.0.0.1:{notes_port}")
+    )
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(config)
+    env = {k: v for k, v in os.environ.items() if k != "NOTES_API_KEY"}
+    runner = start_process(
+        "run",
+        [sys.executable, str(REPO / "services" / "run.py"), "--gateway", gateway_binary(), "--config", str(config_path),
+         "--status-port", str(status_port), "--notes-port", str(notes_port)],
+        tmp_path,
+        env=env,
+    )
+    processes.append(runner)
+    base = f"http://127.0.0.1:{gateway_port}"
+    wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, timeout=60, what="gateway from run.py")
+
+    async def use_status_route():
+        for mode in ("legacy", "2026-07-28"):
+            async with Client(f"{base}/status/mcp", mode=mode) as client:
+                names = {tool.name for tool in (await client.list_tools()).tools}
+                assert names == {"echo", "status", "countdown"}
+                result = await client.call_tool("countdown", {"steps": 2, "delay_seconds": 0.05})
+                assert result.content[0].text == "countdown of 2 finished"
+
+    anyio.run(use_status_route)
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    assert httpx.post(f"{base}/time/mcp", content=ping).status_code == 503
+    assert httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"}).status_code == 503
+
+    os.kill(runner.pid, signal.SIGTERM)
+    assert runner.process.wait(timeout=20) == 0
+    for port in (gateway_port, status_port, notes_port):
+        wait_until(lambda: not _listening(port), timeout=10, what=f"port {port} released")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,36 @@
+# Recipes; on a fresh machine run them through ./bootstrap.sh, which installs prerequisites first.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+python := venv / "bin" / "python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the gateway (debug).
+build:
+    swift build
+
+# Build the gateway (release).
+build-release:
+    swift build -c release
+
+# Run the gateway with gateway.yaml, plus the example services it routes to.
+run: build-release
+    PATH="{{venv}}/bin:$PATH" {{python}} services/run.py --gateway .build/release/mcp-gateway --config gateway.yaml
+
+# Validate a configuration file.
+check config="gateway.yaml": build
+    .build/debug/mcp-gateway check --config {{config}}
+
+# The whole test suite: Swift unit tests, then integration tests with real servers and clients.
+test: build
+    swift build --build-tests
+    swift test --skip-build
+    MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
+
+# Benchmarks (wrk, nginx); results land in bench/results.md.
+bench: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway
