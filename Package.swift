@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
     ],
     targets: [
         .target(
@@ -26,6 +27,22 @@ let package = Package(
             ]
         ),
         .target(name: "GatewayRouting"),
+        .target(name: "CProcessSpawn"),
+        .target(
+            name: "GatewayStdio",
+            dependencies: [
+                "CProcessSpawn",
+                "GatewayConfig",
+                "MCPMessages",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MCPMessages",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
         .target(
             name: "GatewayUpstream",
             dependencies: [
@@ -41,6 +58,8 @@ let package = Package(
                 "GatewayConfig",
                 "GatewayRouting",
                 "GatewayUpstream",
+                "GatewayStdio",
+                "MCPMessages",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -59,5 +78,6 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
+        .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages"]),
     ]
 )

@@ -26,6 +26,7 @@ check config="gateway.yaml": build
 
 # The whole test suite: Swift unit tests, then integration tests with real servers and clients.
 test: build
+    bash scripts/legacy-venv.sh
     swift build --build-tests
     swift test --skip-build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration

@@ -3,6 +3,7 @@ public import GatewayConfig
 import GatewayUpstream
 import Hummingbird
 public import Logging
+import GatewayStdio
 import ServiceLifecycle
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
@@ -33,13 +34,15 @@ public struct Gateway {
         signal(SIGPIPE, SIG_IGN)
 
         let clients = UpstreamClients()
-        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients))
+        let stdioRegistry = StdioRegistry(logger: logger)
+        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
         let proxy = HTTPProxy()
+        let stdio = StdioBridge(registry: stdioRegistry)
         var services: [any Service] = [UpstreamClientsService(clients: clients)]
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
-            let responder = GatewayResponder(entryPoint: entryPoint, holder: holder, proxy: proxy)
+            let responder = GatewayResponder(entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio)
             let app = Application(
                 responder: responder,
                 configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
@@ -51,21 +54,38 @@ public struct Gateway {
             services.append(app)
         }
         services.append(ReloadService(
-            path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients,
+            path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients, stdio: stdioRegistry,
             pollInterval: options.pollInterval, logger: logger
         ))
+        // Shut down first (services stop in reverse order): ending the children ends their open
+        // streams, which lets the HTTP servers finish gracefully.
+        services.append(StdioShutdownService(registry: stdioRegistry, logger: logger))
         logger.info("mcp-gateway starting", metadata: [
             "config": "\(options.configPath)", "publicURL": "\(configuration.publicURL)",
             "routers": "\(configuration.routers.map(\.name).joined(separator: ","))",
         ])
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services.map { .init(service: $0) },
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
         )
+        // Long-lived streams must not hold shutdown hostage.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
+        let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
+    }
+}
+
+/// Ends every stdio child at shutdown: stdin closed, SIGTERM after the grace period, then SIGKILL.
+struct StdioShutdownService: Service {
+    let registry: StdioRegistry
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let count = registry.allManagers.reduce(0) { $0 + $1.childPIDs.count }
+        logger.info("ending stdio children", metadata: ["children": "\(count)"])
+        await registry.shutdown()
     }
 }
 

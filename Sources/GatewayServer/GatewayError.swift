@@ -11,9 +11,16 @@ enum GatewayError: Error {
     case methodNotAllowed(method: String)
     case originForbidden(origin: String)
     case authenticationUnavailable(router: String)
-    case stdioUnavailable(service: String)
     case requestTooLarge(limit: Int)
     case upstream(UpstreamError)
+    case clientBodyFailed(detail: String)
+    case badRequest(code: Int, message: String)
+    case sessionNotFound
+    case streamConflict
+    case notAcceptable(message: String)
+    case stdioAtCapacity(service: String, limit: Int)
+    case stdioStartFailed(service: String, detail: String)
+    case stdioStartTimeout(service: String, timeout: Duration)
 
     var status: HTTPResponse.Status {
         switch self {
@@ -21,8 +28,14 @@ enum GatewayError: Error {
         case .methodNotAllowed: .methodNotAllowed
         case .originForbidden: .forbidden
         case .authenticationUnavailable: .serviceUnavailable
-        case .stdioUnavailable: .notImplemented
         case .requestTooLarge: .contentTooLarge
+        case .clientBodyFailed, .badRequest: .badRequest
+        case .sessionNotFound: .notFound
+        case .streamConflict: .conflict
+        case .notAcceptable: .notAcceptable
+        case .stdioAtCapacity: .serviceUnavailable
+        case .stdioStartFailed: .badGateway
+        case .stdioStartTimeout: .gatewayTimeout
         case .upstream(let error):
             switch error.kind {
             case .timeout: .gatewayTimeout
@@ -40,8 +53,15 @@ enum GatewayError: Error {
         case .methodNotAllowed: "method_not_allowed"
         case .originForbidden: "origin_forbidden"
         case .authenticationUnavailable: "authentication_unavailable"
-        case .stdioUnavailable: "stdio_bridge_unavailable"
         case .requestTooLarge: "request_too_large"
+        case .clientBodyFailed: "client_body_failed"
+        case .badRequest: "bad_request"
+        case .sessionNotFound: "session_not_found"
+        case .streamConflict: "stream_conflict"
+        case .notAcceptable: "not_acceptable"
+        case .stdioAtCapacity: "service_at_capacity"
+        case .stdioStartFailed: "server_start_failed"
+        case .stdioStartTimeout: "server_start_timeout"
         case .upstream(let error):
             switch error.kind {
             case .timeout: "upstream_timeout"
@@ -59,15 +79,31 @@ enum GatewayError: Error {
         case .methodNotAllowed(let method): "method \(method) is not allowed on an MCP endpoint; use POST, GET or DELETE"
         case .originForbidden(let origin): "origin \(origin) is not allowed to use this gateway"
         case .authenticationUnavailable(let router): "router \"\(router)\" requires authentication, which this gateway build does not provide yet; the route stays closed"
-        case .stdioUnavailable(let service): "service \"\(service)\" is a stdio service; the stdio bridge is not available in this build"
         case .requestTooLarge(let limit): "request body exceeds the limit of \(limit) bytes"
         case .upstream(let error): error.description
+        case .clientBodyFailed(let detail): "reading the request body failed: \(detail)"
+        case .badRequest(_, let message): message
+        case .sessionNotFound: "Session not found: the Mcp-Session-Id is unknown or the session has ended; initialize a new session"
+        case .streamConflict: "this session already has an open GET stream"
+        case .notAcceptable(let message): message
+        case .stdioAtCapacity(let service, let limit): "service \(service) is at its limit of \(limit) sessions; retry later"
+        case .stdioStartFailed(let service, let detail): "service \(service): \(detail)"
+        case .stdioStartTimeout(let service, let timeout): "service \(service): the MCP server did not answer initialize within \(timeout)"
+        }
+    }
+
+    /// JSON-RPC error code for the body.
+    var jsonRPCCode: Int {
+        switch self {
+        case .badRequest(let code, _): code
+        case .sessionNotFound: -32001
+        default: -32000
         }
     }
 
     var service: String? {
         switch self {
-        case .stdioUnavailable(let service): service
+        case .stdioAtCapacity(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _): service
         case .upstream(let error): error.service
         default: nil
         }
@@ -83,7 +119,7 @@ enum GatewayError: Error {
             object = [
                 "jsonrpc": "2.0",
                 "id": requestID ?? NSNull(),
-                "error": ["code": -32000, "message": message, "data": data] as [String: Any],
+                "error": ["code": jsonRPCCode, "message": message, "data": data] as [String: Any],
             ]
         } else {
             var plain = data
@@ -93,6 +129,7 @@ enum GatewayError: Error {
         }
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         if case .methodNotAllowed = self { headers[.allow] = "GET, POST, DELETE" }
+        if case .stdioAtCapacity = self { headers[.retryAfter] = "5" }
         return JSONResponse.make(status: status, object: object, headers: headers)
     }
 }

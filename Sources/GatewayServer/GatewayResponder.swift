@@ -14,6 +14,7 @@ struct GatewayResponder: HTTPResponder {
     let entryPoint: EntryPoint
     let holder: ConfigurationHolder
     let proxy: HTTPProxy
+    let stdio: StdioBridge
 
     func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
         switch request.uri.path {
@@ -45,8 +46,8 @@ struct GatewayResponder: HTTPResponder {
             switch route.upstream {
             case .http(let upstream):
                 return try await proxy.forward(request, context: context, route: route, upstream: upstream, publicURL: runtime.configuration.publicURL)
-            case .stdio(let service):
-                throw GatewayError.stdioUnavailable(service: service.name)
+            case .stdio(let manager):
+                return try await stdio.handle(request, context: context, route: route, manager: manager)
             }
         } catch let error as GatewayError {
             if case .upstream(let upstreamError) = error {
@@ -54,6 +55,9 @@ struct GatewayResponder: HTTPResponder {
                     "router": "\(route.router.name)", "service": "\(upstreamError.service)", "reason": "\(error.reason)",
                     "detail": "\(upstreamError.detail)",
                 ])
+            }
+            if case .stdioStartFailed = error {
+                context.logger.error("stdio service failed to start", metadata: ["router": "\(route.router.name)", "detail": "\(error.message)"])
             }
             return error.response(jsonRPC: true)
         }

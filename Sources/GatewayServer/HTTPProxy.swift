@@ -20,20 +20,8 @@ struct HTTPProxy: Sendable {
     ) async throws(GatewayError) -> Response {
         var request = request
         var body: ByteBuffer?
-        let limit = route.maxRequestBodyBytes
         if request.method == .post || request.method == .put || request.method == .patch {
-            if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
-                throw .requestTooLarge(limit: limit)
-            }
-            do {
-                body = try await request.collectBody(upTo: limit)
-            } catch is NIOTooManyBytesError {
-                throw .requestTooLarge(limit: limit)
-            } catch let error as HTTPError where error.status == .contentTooLarge {
-                throw .requestTooLarge(limit: limit)
-            } catch {
-                throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "reading the client's request failed: \(error)"))
-            }
+            body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes, service: upstream.service.name)
         }
         let headers = HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,

@@ -1,5 +1,6 @@
 import Foundation
 import GatewayConfig
+import GatewayStdio
 import GatewayUpstream
 import Logging
 import ServiceLifecycle
@@ -12,6 +13,7 @@ struct ReloadService: Service {
     let loader: ConfigurationLoader
     let holder: ConfigurationHolder
     let clients: UpstreamClients
+    let stdio: StdioRegistry
     let pollInterval: Duration
     let logger: Logger
 
@@ -67,7 +69,7 @@ struct ReloadService: Service {
             return
         }
         let merged = Self.applyingDynamicPart(of: candidate, to: old.configuration, logger: logger)
-        let runtime = RuntimeConfiguration(configuration: merged, generation: old.generation + 1, clients: clients)
+        let runtime = RuntimeConfiguration(configuration: merged, generation: old.generation + 1, clients: clients, stdio: stdio)
         holder.replace(with: runtime)
         logger.info("configuration reloaded", metadata: [
             "reason": "\(reason)", "generation": "\(runtime.generation)", "routers": "\(merged.routers.count)",

@@ -1,12 +1,13 @@
 import GatewayConfig
 import GatewayRouting
+import GatewayStdio
 import GatewayUpstream
 import Synchronization
 
 /// What a router leads to once compiled.
 enum RouteUpstream: Sendable {
     case http(HTTPUpstream)
-    case stdio(StdioServiceConfiguration)
+    case stdio(StdioSessionManager)
 }
 
 struct CompiledRoute: Sendable {
@@ -22,7 +23,7 @@ final class RuntimeConfiguration: Sendable {
     let generation: Int
     private let tables: [String: RouteTable<CompiledRoute>]
 
-    init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients) {
+    init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients, stdio: StdioRegistry) {
         self.configuration = configuration
         self.generation = generation
         var tables: [String: RouteTable<CompiledRoute>] = [:]
@@ -33,7 +34,7 @@ final class RuntimeConfiguration: Sendable {
                 let upstream: RouteUpstream
                 switch service {
                 case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
-                case .stdio(let stdio): upstream = .stdio(stdio)
+                case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
                 }
                 let route = CompiledRoute(router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes)
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))

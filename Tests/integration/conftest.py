@@ -19,6 +19,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SERVERS = HERE / "servers"
+# mcp-server-time pinned to a 2025 release with mcp<2: a legacy-only (session-based) child.
+LEGACY_TIME_SERVER = REPO / ".venv-legacy" / "bin" / "mcp-server-time"
 
 
 def gateway_binary() -> str:
@@ -154,7 +156,9 @@ def start_gateway(processes, tmp_path):
         config_path = tmp_path / "gateway.yaml"
         config_path.write_text(textwrap.dedent(config).replace("{port}", str(port)))
         argv = [gateway_binary(), "serve", "--config", str(config_path), "--watch-interval", "0.2", *(extra_args or [])]
-        managed = start_process("gateway", argv, tmp_path, env={**os.environ, **(env or {})})
+        # Children are looked up in PATH: the project's .venv holds mcp-server-time and friends.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        managed = start_process("gateway", argv, tmp_path, env={**os.environ, "PATH": path, **(env or {})})
         processes.append(managed)
         gateway = Gateway(managed, port, config_path)
 

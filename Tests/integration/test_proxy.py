@@ -163,12 +163,6 @@ def test_protected_route_fails_closed_with_503(gateway):
     assert "authentication" in body["error"]["message"]
 
 
-def test_stdio_route_answers_501(gateway):
-    response = httpx.post(gateway.url("/stdio/mcp"), content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
-    assert response.status_code == 501
-    assert response.json()["error"]["data"]["service"] == "child"
-
-
 def test_origin_validation(gateway):
     evil = httpx.post(gateway.url("/echo/mcp"), content=b"{}", headers={"Origin": "http://evil.example"})
     assert evil.status_code == 403 and evil.json()["error"]["data"]["reason"] == "origin_forbidden"

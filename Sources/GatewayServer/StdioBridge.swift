@@ -1,0 +1,269 @@
+import Foundation
+import GatewayConfig
+import GatewayStdio
+import HTTPTypes
+import Hummingbird
+import Logging
+import MCPMessages
+import NIOCore
+
+/// Serves the session-based Streamable HTTP transport (2025-03-26 … 2025-11-25) for a stdio
+/// service: `initialize` spawns (or takes a spare) child and mints `Mcp-Session-Id`; requests answer
+/// with JSON, or SSE when the child sends anything before its response; GET opens the session's
+/// stream; DELETE ends the session.
+struct StdioBridge: Sendable {
+    static let supportedVersions = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
+    static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
+    static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+
+    let registry: StdioRegistry
+
+    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+        switch request.method {
+        case .post: return try await post(request, context: context, route: route, manager: manager)
+        case .get: return try get(request, service: manager.service)
+        case .delete: return try await delete(request, service: manager.service)
+        default: throw .methodNotAllowed(method: request.method.rawValue)
+        }
+    }
+
+    // MARK: POST
+
+    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+        var request = request
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes, service: manager.service.name)
+        let payload: JSONRPCPayload
+        do {
+            payload = try JSONRPCPayload(parsing: body)
+        } catch {
+            switch error {
+            case .invalidJSON:
+                throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not valid JSON")
+            case .invalidMessage(let detail):
+                throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(detail)")
+            }
+        }
+
+        guard let sessionID = request.headers[Self.sessionHeader] else {
+            guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
+                throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
+            }
+            return try await initialize(message, request: request, manager: manager)
+        }
+        guard let (_, session) = registry.session(serviceName: manager.service.name, id: sessionID) else {
+            throw .sessionNotFound
+        }
+        try checkProtocolVersion(request)
+        let messages: [JSONRPCMessage]
+        switch payload {
+        case .single(let message):
+            messages = [message]
+        case .batch(let batch):
+            // JSON-RPC batching was removed in 2025-06-18.
+            guard let version = session.protocolVersion, version < "2025-06-18" else {
+                throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: JSON-RPC batches are not supported by protocol version \(session.protocolVersion ?? "?")")
+            }
+            messages = batch
+        }
+        if messages.contains(where: { $0.method == "initialize" }) {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the session is already initialized")
+        }
+        let requests = messages.filter(\.isRequest)
+        let others = messages.filter { !$0.isRequest }
+        do {
+            if !others.isEmpty { try session.sendNotifications(others) }
+            guard !requests.isEmpty else { return Response(status: .accepted) }
+            let subscription = try session.sendRequests(requests)
+            return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:])
+        } catch {
+            throw .sessionNotFound
+        }
+    }
+
+    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+        let session: LegacySession
+        let subscription: LegacySession.Subscription
+        do {
+            (session, subscription) = try await manager.beginInitialize(message)
+        } catch {
+            switch error {
+            case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
+            case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
+            case .startTimeout(let timeout): throw .stdioStartTimeout(service: manager.service.name, timeout: timeout)
+            case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
+            }
+        }
+        // Collect everything up to the initialize response: the session id can only be handed out
+        // once the child has accepted.
+        var interim: [(String, ByteBuffer)] = []
+        var final: ByteBuffer?
+        for await item in subscription.items {
+            guard case .message(let eventID, let bytes, let isFinal) = item else { break }
+            if isFinal {
+                final = bytes
+                break
+            }
+            interim.append((eventID, bytes))
+        }
+        session.readerStopped(subscription)
+        guard let final, let response = try? JSONRPCMessage(parsing: final) else {
+            await manager.abandon(session, reason: "the MCP server ended before answering initialize")
+            throw .stdioStartFailed(service: manager.service.name, detail: "the MCP server ended before answering initialize")
+        }
+        guard response.kind == .response else {
+            // Either the child answered initialize with an error (relayed as is), or the gateway
+            // ended the attempt: the child exited (502) or did not answer in time (504).
+            let endedByGateway: String?
+            if case .closed(let reason) = session.phase { endedByGateway = reason } else { endedByGateway = nil }
+            let timedOut = response.string(at: ["error", "data", "reason"]) == "start_timeout"
+            await manager.abandon(session, reason: "initialize failed")
+            if timedOut { throw .stdioStartTimeout(service: manager.service.name, timeout: manager.service.startTimeout) }
+            if let endedByGateway { throw .stdioStartFailed(service: manager.service.name, detail: endedByGateway) }
+            return Self.jsonResponse(final, headers: [:])
+        }
+        let version = response.string(at: ["result", "protocolVersion"])
+        let sessionID = manager.activate(session, protocolVersion: version, owner: nil)
+        let headers: HTTPFields = [Self.sessionHeader: sessionID]
+        if interim.isEmpty {
+            return Self.jsonResponse(final, headers: headers)
+        }
+        var events = interim.map { SSEEncoding.event(id: $0.0, data: $0.1) }
+        events.append(SSEEncoding.event(id: nil, data: final))
+        var fields = Self.eventStreamHeaders
+        fields.append(contentsOf: headers)
+        return Response(status: .ok, headers: fields, body: ResponseBody(contentsOf: events))
+    }
+
+    // MARK: GET
+
+    private func get(_ request: Request, service: StdioServiceConfiguration) throws(GatewayError) -> Response {
+        let accept = request.headers[.accept] ?? ""
+        guard accept.contains("text/event-stream") || accept.contains("*/*") else {
+            throw .notAcceptable(message: "GET on an MCP endpoint opens an event stream: send Accept: text/event-stream")
+        }
+        guard let sessionID = request.headers[Self.sessionHeader] else {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
+        }
+        guard let (_, session) = registry.session(serviceName: service.name, id: sessionID) else { throw .sessionNotFound }
+        try checkProtocolVersion(request)
+        let subscription: LegacySession.Subscription
+        do {
+            subscription = try session.attachStream(lastEventID: request.headers[Self.lastEventIDHeader])
+        } catch {
+            switch error {
+            case .alreadyAttached: throw .streamConflict
+            case .closed: throw .sessionNotFound
+            }
+        }
+        return sseResponse(to: request, session: session, subscription: subscription, first: nil, extraHeaders: [:])
+    }
+
+    // MARK: DELETE
+
+    private func delete(_ request: Request, service: StdioServiceConfiguration) async throws(GatewayError) -> Response {
+        guard let sessionID = request.headers[Self.sessionHeader] else {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
+        }
+        guard let (manager, _) = registry.session(serviceName: service.name, id: sessionID) else { throw .sessionNotFound }
+        await manager.end(sessionID: sessionID, reason: "client sent DELETE")
+        return Response(status: .noContent)
+    }
+
+    // MARK: responses
+
+    private func checkProtocolVersion(_ request: Request) throws(GatewayError) {
+        guard let version = request.headers[Self.versionHeader] else { return }
+        guard Self.supportedVersions.contains(version) else {
+            throw .badRequest(
+                code: JSONRPCErrorResponse.invalidRequest,
+                message: "Bad Request: unsupported MCP-Protocol-Version \(version); supported: \(Self.supportedVersions.joined(separator: ", "))"
+            )
+        }
+    }
+
+    /// JSON when the first thing the child sends is the (only) response; otherwise an SSE stream.
+    private func respond(to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields) async -> Response {
+        let iterator = IteratorBox(subscription.items.makeAsyncIterator())
+        let first = await iterator.next()
+        switch first {
+        case .message(_, let bytes, true) where single:
+            session.readerStopped(subscription)
+            return Self.jsonResponse(bytes, headers: extraHeaders)
+        case .none, .end:
+            session.readerStopped(subscription)
+            let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
+            return Self.jsonResponse(error, headers: extraHeaders)
+        case .message:
+            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders)
+        }
+    }
+
+    private func sseResponse(
+        to request: Request, session: LegacySession, subscription: LegacySession.Subscription, first: StreamItem?,
+        iterator: IteratorBox? = nil, extraHeaders: HTTPFields
+    ) -> Response {
+        let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
+        var headers = Self.eventStreamHeaders
+        headers.append(contentsOf: extraHeaders)
+        let body = ResponseBody { writer in
+            defer { session.readerStopped(subscription) }
+            if case .message(let eventID, let bytes, _) = first {
+                try await writer.write(SSEEncoding.event(id: eventID, data: bytes))
+            }
+            // Stop at once when the client goes away, so the stream's messages buffer for a resume.
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                while let item = await iterator.next() {
+                    guard case .message(let eventID, let bytes, _) = item else { break }
+                    try await writer.write(SSEEncoding.event(id: eventID, data: bytes))
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    static let eventStreamHeaders: HTTPFields = [
+        .contentType: "text/event-stream",
+        .cacheControl: "no-cache",
+        HTTPField.Name("X-Accel-Buffering")!: "no",
+    ]
+
+    static func jsonResponse(_ bytes: ByteBuffer, headers: HTTPFields) -> Response {
+        var fields: HTTPFields = [.contentType: "application/json"]
+        fields.append(contentsOf: headers)
+        return Response(status: .ok, headers: fields, body: ResponseBody(byteBuffer: bytes))
+    }
+}
+
+/// An AsyncStream iterator handed from the handler to the response body writer. It is used by one
+/// task at a time (first the handler, then the writer), never concurrently.
+final class IteratorBox: @unchecked Sendable {
+    private var iterator: AsyncStream<StreamItem>.Iterator
+
+    init(_ iterator: AsyncStream<StreamItem>.Iterator) {
+        self.iterator = iterator
+    }
+
+    func next() async -> StreamItem? {
+        await iterator.next()
+    }
+}
+
+/// Reads a request body up to the route's limit, mapping overflow to 413.
+enum RequestBodyReader {
+    static func read(_ request: inout Request, limit: Int, service: String) async throws(GatewayError) -> ByteBuffer {
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw .requestTooLarge(limit: limit)
+        }
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw .requestTooLarge(limit: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw .requestTooLarge(limit: limit)
+        } catch {
+            throw .clientBodyFailed(detail: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,348 @@
+import Foundation
+public import Logging
+import MCPMessages
+public import NIOCore
+import Synchronization
+
+/// One session-based (2025) MCP session bridged to one child process.
+///
+/// Requests from the client get gateway-assigned ids on their way to the child, so they can never
+/// collide with the gateway's own requests, and each response finds the stream that asked for it.
+/// Every message to the client belongs to a stream (a POST's response stream or the session's GET
+/// stream), carries an event id, and is kept in a bounded replay buffer so a broken stream can be
+/// resumed with `Last-Event-ID`.
+public final class LegacySession: Sendable {
+    public enum Phase: Sendable, Equatable {
+        case spare
+        case initializing
+        case ready
+        case closed(String)
+    }
+
+    /// A reader of one stream: the stream's id, the writer generation (a newer reader replaces an
+    /// older one), and the items.
+    public struct Subscription: Sendable {
+        public let streamID: Int
+        let generation: Int
+        public let items: AsyncStream<StreamItem>
+    }
+
+    public struct ClosedError: Error, Sendable {
+        public var reason: String
+    }
+
+    public enum AttachError: Error, Sendable {
+        case closed(String)
+        case alreadyAttached
+    }
+
+    let child: ChildProcess
+    let serviceName: String
+    let logger: Logger
+    private let replayLimit: Int
+    private let state: Mutex<State>
+
+    private struct Pending {
+        var clientRawID: String
+        var streamID: Int
+        var progressToken: String?
+    }
+
+    private struct EventStream {
+        var buffered: [(seq: Int, bytes: ByteBuffer, final: Bool)] = []
+        var continuation: AsyncStream<StreamItem>.Continuation?
+        var writerGeneration = 0
+        var lastDeliveredSeq = 0
+        var openRequests = 0
+        var finished = false
+        let isStandalone: Bool
+    }
+
+    private struct State {
+        var phase: Phase = .spare
+        var sessionID: String?
+        var owner: String?
+        var protocolVersion: String?
+        var nextGatewayID: Int64 = 1
+        var nextStreamID = 1
+        var nextSeq = 1
+        var pending: [Int64: Pending] = [:]
+        var streams: [Int: EventStream] = [:]
+        var standaloneStreamID: Int?
+        var bufferedEvents = 0
+        var lastActivity = ContinuousClock.now
+        var requestOrder: [Int64] = []
+    }
+
+    init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
+        self.child = child
+        self.serviceName = serviceName
+        self.replayLimit = replayLimit
+        self.logger = logger
+        self.state = Mutex(State())
+    }
+
+    public var sessionID: String? { state.withLock { $0.sessionID } }
+    public var phase: Phase { state.withLock { $0.phase } }
+    public var protocolVersion: String? { state.withLock { $0.protocolVersion } }
+    public var owner: String? { state.withLock { $0.owner } }
+    public var pid: Int32 { child.pid }
+
+    /// Whether the session has been idle (no request in flight, no open stream) since `deadline`.
+    func isIdle(since deadline: ContinuousClock.Instant) -> Bool {
+        state.withLock { state in
+            guard state.pending.isEmpty, state.lastActivity < deadline else { return false }
+            return !state.streams.values.contains { $0.continuation != nil }
+        }
+    }
+
+    func markInitializing() {
+        state.withLock { $0.phase = .initializing }
+    }
+
+    func activate(sessionID: String, protocolVersion: String?, owner: String?) {
+        state.withLock { state in
+            state.sessionID = sessionID
+            state.protocolVersion = protocolVersion
+            state.owner = owner
+            if case .initializing = state.phase { state.phase = .ready }
+        }
+    }
+
+    // MARK: client → child
+
+    /// Sends requests to the child on a new stream; the returned sequence yields the messages of
+    /// that stream (interim notifications and requests, then the responses) and ends after the last.
+    public func sendRequests(_ messages: [JSONRPCMessage]) throws(ClosedError) -> Subscription {
+        let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
+        let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
+            if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
+            let streamID = state.nextStreamID
+            state.nextStreamID += 1
+            var eventStream = EventStream(isStandalone: false)
+            eventStream.continuation = continuation
+            eventStream.writerGeneration = 1
+            eventStream.openRequests = messages.count
+            state.streams[streamID] = eventStream
+            state.lastActivity = .now
+            return (streamID, messages.map { message in
+                let gatewayID = state.nextGatewayID
+                state.nextGatewayID += 1
+                state.pending[gatewayID] = Pending(
+                    clientRawID: message.rawID ?? "null", streamID: streamID,
+                    progressToken: message.paramsValue("_meta", "progressToken")
+                )
+                state.requestOrder.append(gatewayID)
+                return message.replacingID(with: String(gatewayID))
+            })
+        }
+        for line in lines { child.send(line) }
+        return Subscription(streamID: streamID, generation: 1, items: stream)
+    }
+
+    /// Forwards notifications and responses (answers to the child's own requests) as they are,
+    /// except that a cancellation names the gateway's id for the request.
+    public func sendNotifications(_ messages: [JSONRPCMessage]) throws(ClosedError) {
+        let lines: [ByteBuffer] = try state.withLock { state throws(ClosedError) in
+            if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
+            state.lastActivity = .now
+            return messages.map { message in
+                guard message.method == "notifications/cancelled", let requestID = message.paramsValue("requestId"),
+                      let gatewayID = state.pending.first(where: { $0.value.clientRawID == requestID })?.key
+                else { return message.bytes }
+                let reason = message.paramsValue("reason").map { ",\"reason\":\($0)" } ?? ""
+                return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID)\(reason)}}")
+            }
+        }
+        for line in lines { child.send(line) }
+    }
+
+    /// Attaches a GET stream: with `lastEventID`, resumes that stream from the replay buffer;
+    /// without, opens (or reopens) the session's standalone stream.
+    public func attachStream(lastEventID: String?) throws(AttachError) -> Subscription {
+        let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
+        let (streamID, generation) = try state.withLock { state throws(AttachError) -> (Int, Int) in
+            if case .closed(let reason) = state.phase { throw .closed(reason) }
+            state.lastActivity = .now
+            var resumeFrom: (streamID: Int, seq: Int)?
+            if let lastEventID, let parsed = Self.parseEventID(lastEventID), state.streams[parsed.streamID] != nil {
+                resumeFrom = parsed
+            }
+            let streamID: Int
+            if let resumeFrom {
+                streamID = resumeFrom.streamID
+            } else if let standalone = state.standaloneStreamID {
+                guard state.streams[standalone]?.continuation == nil else { throw .alreadyAttached }
+                streamID = standalone
+            } else {
+                streamID = state.nextStreamID
+                state.nextStreamID += 1
+                state.streams[streamID] = EventStream(isStandalone: true)
+                state.standaloneStreamID = streamID
+            }
+            guard var eventStream = state.streams[streamID] else { throw .closed("stream gone") }
+            eventStream.continuation?.yield(.end)
+            eventStream.continuation?.finish()
+            eventStream.continuation = continuation
+            eventStream.writerGeneration += 1
+            let from = resumeFrom?.seq ?? eventStream.lastDeliveredSeq
+            for event in eventStream.buffered where event.seq > from {
+                continuation.yield(.message(eventID: "\(streamID)_\(event.seq)", bytes: event.bytes, final: event.final))
+                eventStream.lastDeliveredSeq = max(eventStream.lastDeliveredSeq, event.seq)
+            }
+            if eventStream.finished {
+                continuation.yield(.end)
+                continuation.finish()
+                eventStream.continuation = nil
+            }
+            state.streams[streamID] = eventStream
+            return (streamID, eventStream.writerGeneration)
+        }
+        return Subscription(streamID: streamID, generation: generation, items: stream)
+    }
+
+    /// The HTTP response reading `subscription` has stopped (stream complete, or the client went
+    /// away). Messages keep buffering for a `Last-Event-ID` resume; a newer reader is left alone.
+    public func readerStopped(_ subscription: Subscription) {
+        state.withLock { state in
+            state.lastActivity = .now
+            guard var stream = state.streams[subscription.streamID], stream.writerGeneration == subscription.generation else { return }
+            stream.continuation?.finish()
+            stream.continuation = nil
+            if stream.finished, stream.buffered.allSatisfy({ $0.seq <= stream.lastDeliveredSeq }) {
+                state.bufferedEvents -= stream.buffered.count
+                state.streams[subscription.streamID] = nil
+            } else {
+                state.streams[subscription.streamID] = stream
+            }
+        }
+    }
+
+    // MARK: child → client
+
+    func handleChildLine(_ line: ByteBuffer) {
+        let message: JSONRPCMessage
+        do {
+            message = try JSONRPCMessage(parsing: line)
+        } catch {
+            let preview = String(buffer: line.getSlice(at: line.readerIndex, length: min(200, line.readableBytes)) ?? ByteBuffer())
+            logger.warning("child wrote a line that is not a JSON-RPC message; skipped", metadata: ["error": "\(error)", "line": "\(preview)"])
+            return
+        }
+        state.withLock { state in
+            state.lastActivity = .now
+            if message.isResponse {
+                guard let rawID = message.rawID, let gatewayID = Int64(rawID), let pending = state.pending.removeValue(forKey: gatewayID) else {
+                    logger.debug("child answered an unknown request id; dropped", metadata: ["id": "\(message.rawID ?? "none")"])
+                    return
+                }
+                state.requestOrder.removeAll { $0 == gatewayID }
+                let bytes = message.replacingID(with: pending.clientRawID)
+                Self.emit(&state, streamID: pending.streamID, bytes: bytes, final: true, replayLimit: replayLimit)
+                return
+            }
+            let streamID = Self.route(message, state: state)
+            Self.emit(&state, streamID: streamID, bytes: message.bytes, final: false, replayLimit: replayLimit)
+        }
+    }
+
+    /// Picks the stream for a message the child sent on its own: progress follows its token;
+    /// requests and log messages go to the request in flight; change notifications to the GET stream.
+    private static func route(_ message: JSONRPCMessage, state: State) -> Int? {
+        if message.method == "notifications/progress", let token = message.paramsValue("progressToken"),
+           let pending = state.pending.values.first(where: { $0.progressToken == token })
+        {
+            return pending.streamID
+        }
+        let latestRequestStream = state.requestOrder.last.flatMap { state.pending[$0]?.streamID }
+        let standaloneAttached = state.standaloneStreamID.flatMap { state.streams[$0]?.continuation != nil ? $0 : nil }
+        if message.isRequest || message.method == "notifications/message" {
+            return latestRequestStream ?? state.standaloneStreamID
+        }
+        return standaloneAttached ?? latestRequestStream ?? state.standaloneStreamID
+    }
+
+    /// Appends to a stream (creating the standalone stream when needed), delivers it if a
+    /// writer is attached, and keeps the replay buffer within its bound.
+    private static func emit(_ state: inout State, streamID: Int?, bytes: ByteBuffer, final: Bool, replayLimit: Int) {
+        let id: Int
+        if let streamID {
+            id = streamID
+        } else {
+            id = state.nextStreamID
+            state.nextStreamID += 1
+            state.streams[id] = EventStream(isStandalone: true)
+            state.standaloneStreamID = id
+        }
+        guard var stream = state.streams[id] else { return }
+        let seq = state.nextSeq
+        state.nextSeq += 1
+        stream.buffered.append((seq, bytes, final))
+        state.bufferedEvents += 1
+        if final {
+            stream.openRequests -= 1
+            if stream.openRequests <= 0 { stream.finished = true }
+        }
+        if let continuation = stream.continuation {
+            continuation.yield(.message(eventID: "\(id)_\(seq)", bytes: bytes, final: final))
+            stream.lastDeliveredSeq = seq
+            if stream.finished {
+                continuation.yield(.end)
+                continuation.finish()
+                stream.continuation = nil
+            }
+        }
+        state.streams[id] = stream
+        trimReplayBuffer(&state, limit: replayLimit)
+    }
+
+    private static func trimReplayBuffer(_ state: inout State, limit: Int) {
+        while state.bufferedEvents > limit {
+            // Drop the oldest event of any stream.
+            guard let (streamID, _) = state.streams.compactMap({ key, value in value.buffered.first.map { (key, $0.seq) } })
+                .min(by: { $0.1 < $1.1 })
+            else { return }
+            guard var stream = state.streams[streamID] else { return }
+            stream.buffered.removeFirst()
+            state.bufferedEvents -= 1
+            if stream.buffered.isEmpty, stream.finished, stream.continuation == nil {
+                state.streams[streamID] = nil
+            } else {
+                state.streams[streamID] = stream
+            }
+        }
+    }
+
+    // MARK: ending
+
+    /// Ends the session: every request in flight gets a JSON-RPC error, every stream closes.
+    /// Returns false when it had already ended.
+    @discardableResult
+    func close(reason: String, errorData: String?) -> Bool {
+        let closed = state.withLock { state -> Bool in
+            if case .closed = state.phase { return false }
+            state.phase = .closed(reason)
+            for (_, pending) in state.pending.sorted(by: { $0.key < $1.key }) {
+                let error = JSONRPCErrorResponse.make(rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError, message: reason, dataJSON: errorData)
+                Self.emit(&state, streamID: pending.streamID, bytes: error, final: true, replayLimit: Int.max)
+            }
+            state.pending.removeAll()
+            state.requestOrder.removeAll()
+            for (id, var stream) in state.streams {
+                stream.finished = true
+                stream.continuation?.yield(.end)
+                stream.continuation?.finish()
+                stream.continuation = nil
+                state.streams[id] = stream
+            }
+            return true
+        }
+        return closed
+    }
+
+    static func parseEventID(_ text: String) -> (streamID: Int, seq: Int)? {
+        let parts = text.split(separator: "_")
+        guard parts.count == 2, let stream = Int(parts[0]), let seq = Int(parts[1]) else { return nil }
+        return (stream, seq)
+    }
+}

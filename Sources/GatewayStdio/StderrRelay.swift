@@ -1,0 +1,40 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// Relays a child's stderr into the gateway log, tagged with service and session. A noisy child
+/// is always drained (so it never blocks on a full pipe) but logged at a bounded rate; what is
+/// dropped is counted and reported.
+final class StderrRelay: Sendable {
+    private let logger: Logger
+    private let linesPerSecond: Int
+    private let state = Mutex<(windowStart: ContinuousClock.Instant, logged: Int, suppressed: Int)>((.now, 0, 0))
+
+    init(logger: Logger, linesPerSecond: Int = 50) {
+        self.logger = logger
+        self.linesPerSecond = linesPerSecond
+    }
+
+    func relay(_ line: ByteBuffer) {
+        let now = ContinuousClock.now
+        let (shouldLog, suppressedReport) = state.withLock { state -> (Bool, Int) in
+            var report = 0
+            if now - state.windowStart >= .seconds(1) {
+                report = state.suppressed
+                state = (now, 0, 0)
+            }
+            if state.logged < linesPerSecond {
+                state.logged += 1
+                return (true, report)
+            }
+            state.suppressed += 1
+            return (false, report)
+        }
+        if suppressedReport > 0 {
+            logger.warning("child stderr: lines suppressed (rate limit)", metadata: ["suppressed": "\(suppressedReport)"])
+        }
+        if shouldLog {
+            logger.info("child stderr", metadata: ["line": "\(String(buffer: line))"])
+        }
+    }
+}

@@ -1,0 +1,56 @@
+public import GatewayConfig
+public import Logging
+import Synchronization
+
+/// The session managers of all stdio services. A reload that changes a service starts a new
+/// manager for new sessions while the old one keeps serving its sessions until they end.
+public final class StdioRegistry: Sendable {
+    private let logger: Logger
+    private let state = Mutex<(current: [String: StdioSessionManager], draining: [StdioSessionManager])>(([:], []))
+
+    public init(logger: Logger) {
+        self.logger = logger
+    }
+
+    /// The manager for `service`, created (and started) on first use or when its settings changed.
+    public func manager(for service: StdioServiceConfiguration) -> StdioSessionManager {
+        let (manager, replaced, created) = state.withLock { state -> (StdioSessionManager, StdioSessionManager?, Bool) in
+            if let existing = state.current[service.name], existing.service == service {
+                return (existing, nil, false)
+            }
+            let manager = StdioSessionManager(service: service, logger: logger)
+            let old = state.current[service.name]
+            state.current[service.name] = manager
+            if let old { state.draining.append(old) }
+            state.draining.removeAll { $0.isDrained }
+            return (manager, old, true)
+        }
+        if created { manager.start() }
+        replaced?.drain()
+        return manager
+    }
+
+    /// Finds a session of `serviceName` by id, in the current manager or one being drained.
+    public func session(serviceName: String, id: String) -> (StdioSessionManager, LegacySession)? {
+        state.withLock { state in
+            let candidates = [state.current[serviceName]].compactMap { $0 } + state.draining.filter { $0.service.name == serviceName }
+            for manager in candidates {
+                if let session = manager.session(id: id) { return (manager, session) }
+            }
+            return nil
+        }
+    }
+
+    public var allManagers: [StdioSessionManager] {
+        state.withLock { Array($0.current.values) + $0.draining }
+    }
+
+    public func shutdown() async {
+        let managers = allManagers
+        await withTaskGroup(of: Void.self) { group in
+            for manager in managers {
+                group.addTask { await manager.shutdown() }
+            }
+        }
+    }
+}

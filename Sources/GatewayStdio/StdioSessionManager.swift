@@ -1,0 +1,320 @@
+import Foundation
+public import GatewayConfig
+public import Logging
+public import MCPMessages
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The sessions of one stdio service: one child process per MCP session, spares started ahead of
+/// demand, a cap on children, idle reaping, and clean endings (crash, DELETE, shutdown).
+public final class StdioSessionManager: Sendable {
+    public enum Failure: Error, Sendable {
+        case atCapacity(limit: Int)
+        case spawnFailed(String)
+        case startTimeout(Duration)
+        case childExited(String)
+        case shuttingDown
+    }
+
+    public let service: StdioServiceConfiguration
+    let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+    let replayLimit: Int
+    let baseEnvironment: [String: String]
+    private let state = Mutex(State())
+    private let maintenance = Mutex<Task<Void, Never>?>(nil)
+
+    private struct State {
+        var sessions: [String: LegacySession] = [:]
+        var spares: [LegacySession] = []
+        var starting = 0
+        var initializing = 0
+        var draining = false
+        var replenishing = false
+        var count: Int { sessions.count + spares.count + starting + initializing }
+    }
+
+    public init(
+        service: StdioServiceConfiguration, logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        replayLimit: Int = 512, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
+        self.service = service
+        var logger = logger
+        logger[metadataKey: "service"] = "\(service.name)"
+        self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
+        self.replayLimit = replayLimit
+        // Children get the configured environment on top of a minimal base, never the gateway's
+        // own environment (which holds its secrets).
+        var base: [String: String] = [:]
+        for key in ["PATH", "HOME", "LANG"] { base[key] = environment[key] }
+        if base["PATH"] == nil { base["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+        self.baseEnvironment = base
+    }
+
+    /// Starts background upkeep (spares, idle reaping).
+    public func start() {
+        let interval = Duration.milliseconds(max(100, min(5000, Int64(service.idleTimeout.timeInterval * 1000 / 4))))
+        let task = Task { [weak self] in
+            self?.replenishSpares()
+            while !Task.isCancelled {
+                guard (try? await Task.sleep(for: interval)) != nil, let self else { return }
+                await self.reapIdleSessions()
+            }
+        }
+        maintenance.withLock { $0 = task }
+    }
+
+    public var sessionCount: Int { state.withLock { $0.sessions.count } }
+    public var spareCount: Int { state.withLock { $0.spares.count } }
+    public var childPIDs: [Int32] {
+        state.withLock { state in state.sessions.values.map(\.pid) + state.spares.map(\.pid) }
+    }
+
+    public func session(id: String) -> LegacySession? {
+        state.withLock { $0.sessions[id] }
+    }
+
+    // MARK: initialize
+
+    /// Starts a session: takes a spare child or spawns one, forwards `initialize`, and waits (up
+    /// to `startTimeout`) for the child's first message. The caller answers the client and calls
+    /// ``activate`` or ``abandon`` depending on the result.
+    public func beginInitialize(_ message: JSONRPCMessage) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
+        let spare: LegacySession? = try state.withLock { state throws(Failure) -> LegacySession? in
+            if state.draining { throw .shuttingDown }
+            if let spare = state.spares.popLast() {
+                state.initializing += 1
+                return spare
+            }
+            guard state.count < service.maxSessions else { throw .atCapacity(limit: service.maxSessions) }
+            state.initializing += 1
+            return nil
+        }
+        replenishSpares()
+        let session: LegacySession
+        if let spare {
+            session = spare
+        } else {
+            do {
+                session = try await spawnChild()
+            } catch {
+                state.withLock { $0.initializing -= 1 }
+                throw error
+            }
+        }
+        session.markInitializing()
+        let subscription: LegacySession.Subscription
+        do {
+            subscription = try session.sendRequests([message])
+        } catch {
+            state.withLock { $0.initializing -= 1 }
+            throw .childExited(error.reason)
+        }
+        // The child has startTimeout to answer; after that it is killed and the waiting request
+        // gets an error (the stream ends with it).
+        let timeout = service.startTimeout
+        let timer = Task { [logger] in
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            if session.phase == .initializing {
+                logger.error("child did not answer initialize in time; killing it", metadata: ["timeout": "\(timeout)", "pid": "\(session.pid)"])
+                session.close(reason: "the MCP server did not answer initialize within \(timeout)", errorData: "{\"reason\":\"start_timeout\"}")
+                session.child.signal(SIGKILL)
+            }
+        }
+        _ = timer
+        return (session, subscription)
+    }
+
+    /// The child answered initialize successfully: the session becomes addressable by `sessionID`.
+    public func activate(_ session: LegacySession, protocolVersion: String?, owner: String?) -> String {
+        let sessionID = Self.mintSessionID()
+        session.activate(sessionID: sessionID, protocolVersion: protocolVersion, owner: owner)
+        state.withLock { state in
+            state.initializing -= 1
+            state.sessions[sessionID] = session
+        }
+        logger.info("session started", metadata: ["session": "\(sessionID)", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
+        return sessionID
+    }
+
+    /// Initialize failed or timed out: the child is ended and its slot freed.
+    public func abandon(_ session: LegacySession, reason: String) async {
+        state.withLock { $0.initializing -= 1 }
+        session.close(reason: reason, errorData: nil)
+        await session.child.terminate(grace: .milliseconds(200))
+    }
+
+    // MARK: ending sessions
+
+    /// DELETE, idle timeout or shutdown: closes the session and ends its child gracefully.
+    public func end(sessionID: String, reason: String) async {
+        guard let session = state.withLock({ $0.sessions.removeValue(forKey: sessionID) }) else { return }
+        await end(session, reason: reason)
+    }
+
+    private func end(_ session: LegacySession, reason: String) async {
+        session.close(reason: "session ended: \(reason)", errorData: nil)
+        let exit = await session.child.terminate(grace: service.shutdownGrace)
+        logger.info("session ended", metadata: ["session": "\(session.sessionID ?? "spare")", "reason": "\(reason)", "pid": "\(session.pid)", "exit": "\(exit)"])
+        replenishSpares()
+    }
+
+    func reapIdleSessions() async {
+        let deadline = ContinuousClock.now - service.idleTimeout
+        let idle = state.withLock { state in state.sessions.filter { $0.value.isIdle(since: deadline) }.map(\.key) }
+        for sessionID in idle {
+            await end(sessionID: sessionID, reason: "idle for \(service.idleTimeout)")
+        }
+    }
+
+    /// Ends every session and spare; used at shutdown and when a reload replaced this service.
+    public func shutdown() async {
+        maintenance.withLock { $0?.cancel() }
+        let (sessions, spares) = state.withLock { state in
+            state.draining = true
+            let all = (Array(state.sessions.values), state.spares)
+            state.sessions.removeAll()
+            state.spares.removeAll()
+            return all
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for session in sessions {
+                group.addTask { await self.end(session, reason: "gateway shutting down") }
+            }
+            for spare in spares {
+                group.addTask {
+                    spare.close(reason: "gateway shutting down", errorData: nil)
+                    await spare.child.terminate(grace: .milliseconds(500))
+                }
+            }
+        }
+    }
+
+    /// Stops taking new sessions (a reload replaced the service) but serves existing ones.
+    public func drain() {
+        let spares = state.withLock { state in
+            state.draining = true
+            defer { state.spares.removeAll() }
+            return state.spares
+        }
+        for spare in spares {
+            spare.close(reason: "service reconfigured", errorData: nil)
+            Task { await spare.child.terminate(grace: .milliseconds(500)) }
+        }
+    }
+
+    public var isDrained: Bool { state.withLock { $0.draining && $0.sessions.isEmpty && $0.initializing == 0 } }
+
+    // MARK: children
+
+    private func spawnChild() async throws(Failure) -> LegacySession {
+        var environment = baseEnvironment
+        for (key, value) in service.env { environment[key] = value }
+        let options = ChildProcess.Options(command: service.command, arguments: service.args, environment: environment, workingDirectory: service.cwd)
+        let box = SessionBox()
+        let childLogger = logger
+        let stderrRelay = StderrRelay(logger: childLogger)
+        let child: ChildProcess
+        do {
+            child = try await ChildProcess.spawn(
+                options, eventLoop: eventLoopGroup.next(), logger: childLogger,
+                onLine: { line in box.session?.handleChildLine(line) },
+                onStderr: { line in stderrRelay.relay(line) }
+            )
+        } catch {
+            logger.error("cannot start child", metadata: ["error": "\(error)"])
+            throw .spawnFailed("\(error)")
+        }
+        var sessionLogger = logger
+        sessionLogger[metadataKey: "pid"] = "\(child.pid)"
+        let session = LegacySession(child: child, serviceName: service.name, replayLimit: replayLimit, logger: sessionLogger)
+        box.session = session
+        child.exit.whenSuccess { [weak self] exit in
+            self?.childExited(session, exit: exit)
+        }
+        return session
+    }
+
+    private func childExited(_ session: LegacySession, exit: ChildExit) {
+        let reason = "service \(service.name): the MCP server process ended (\(exit))"
+        let data: String
+        switch exit {
+        case .exited(let code): data = "{\"exitStatus\":\(code)}"
+        case .signaled(let signal): data = "{\"signal\":\(signal)}"
+        }
+        let unexpected = session.close(reason: reason, errorData: data)
+        state.withLock { state in
+            if let id = session.sessionID, state.sessions[id] === session { state.sessions[id] = nil }
+            state.spares.removeAll { $0 === session }
+        }
+        if unexpected {
+            logger.error("child exited", metadata: ["session": "\(session.sessionID ?? "none")", "pid": "\(session.pid)", "exit": "\(exit)"])
+            replenishSpares()
+        }
+    }
+
+    /// Keeps `spares` children started and waiting, within `maxSessions`.
+    func replenishSpares() {
+        guard service.spares > 0 else { return }
+        let needed = state.withLock { state -> Int in
+            guard !state.draining, !state.replenishing else { return 0 }
+            let missing = min(service.spares - state.spares.count - state.starting, service.maxSessions - state.count)
+            if missing > 0 {
+                state.starting += missing
+                state.replenishing = true
+            }
+            return max(0, missing)
+        }
+        guard needed > 0 else { return }
+        Task {
+            var failures = 0
+            for _ in 0..<needed {
+                do {
+                    let spare = try await self.spawnChild()
+                    let keep = self.state.withLock { state -> Bool in
+                        state.starting -= 1
+                        guard !state.draining else { return false }
+                        state.spares.append(spare)
+                        return true
+                    }
+                    if !keep { await spare.child.terminate(grace: .milliseconds(200)) }
+                } catch {
+                    failures += 1
+                    self.state.withLock { $0.starting -= 1 }
+                }
+            }
+            self.state.withLock { $0.replenishing = false }
+            if failures > 0 {
+                // Do not spin on a command that cannot start; the next session retries.
+                self.logger.warning("spare children failed to start", metadata: ["failures": "\(failures)"])
+            }
+        }
+    }
+
+    /// ≥128 bits from the system CSPRNG, as 32 lowercase hex characters (visible ASCII).
+    static func mintSessionID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        let text = String(high, radix: 16) .leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
+        return text
+    }
+}
+
+private final class SessionBox: @unchecked Sendable {
+    // Written once, before the child's first line can arrive is handled (the session is created
+    // right after spawn; lines that arrive earlier are impossible because the child has no input).
+    private let lock = Mutex<LegacySession?>(nil)
+    var session: LegacySession? {
+        get { lock.withLock { $0 } }
+        set { lock.withLock { $0 = newValue } }
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to length: Int) -> String {
+        count >= length ? self : String(repeating: "0", count: length - count) + self
+    }
+}

@@ -1,0 +1,225 @@
+public import NIOCore
+
+/// One JSON-RPC 2.0 message, kept as the bytes it arrived in plus the positions of its envelope.
+public struct JSONRPCMessage: Sendable {
+    public enum Kind: Sendable, Equatable {
+        case request
+        case notification
+        case response
+        case errorResponse
+    }
+
+    public enum ParseError: Error, Equatable, Sendable {
+        /// Not JSON at all (JSON-RPC -32700).
+        case invalidJSON
+        /// JSON, but not a JSON-RPC 2.0 message (JSON-RPC -32600).
+        case invalidMessage(String)
+    }
+
+    public let bytes: ByteBuffer
+    public let kind: Kind
+    public let method: String?
+    /// The id exactly as written (`7`, `"abc"`), for echoing back unchanged.
+    public let rawID: String?
+    let idRange: Range<Int>?
+    let paramsRange: Range<Int>?
+
+    public init(parsing bytes: ByteBuffer) throws(ParseError) {
+        self.bytes = bytes
+        let envelope = try bytes.withUnsafeReadableBytes { buffer throws(ParseError) in
+            try Self.scanEnvelope(buffer)
+        }
+        (kind, method, rawID, idRange, paramsRange) = envelope
+    }
+
+    public init(parsing text: String) throws(ParseError) {
+        try self.init(parsing: ByteBuffer(string: text))
+    }
+
+    public var isRequest: Bool { kind == .request }
+    public var isResponse: Bool { kind == .response || kind == .errorResponse }
+
+    private static func scanEnvelope(_ buffer: UnsafeRawBufferPointer) throws(ParseError)
+        -> (Kind, String?, String?, Range<Int>?, Range<Int>?)
+    {
+        let members: [JSONScanner.Member]
+        do {
+            members = try JSONScanner.members(of: buffer, in: 0..<buffer.count)
+        } catch .notAnObject {
+            do {
+                try JSONScanner.validate(buffer, in: 0..<buffer.count)
+            } catch {
+                throw .invalidJSON
+            }
+            throw .invalidMessage("a JSON-RPC message must be a JSON object")
+        } catch {
+            throw .invalidJSON
+        }
+        var version: String?
+        var method: String?
+        var idRange: Range<Int>?
+        var paramsRange: Range<Int>?
+        var hasResult = false
+        var hasError = false
+        for member in members {
+            switch member.key {
+            case "jsonrpc": version = JSONScanner.string(buffer, in: member.value)
+            case "method":
+                guard let name = JSONScanner.string(buffer, in: member.value) else {
+                    throw .invalidMessage("\"method\" must be a string")
+                }
+                method = name
+            case "id": idRange = member.value
+            case "params": paramsRange = member.value
+            case "result": hasResult = true
+            case "error": hasError = true
+            default: continue
+            }
+        }
+        guard version == "2.0" else { throw .invalidMessage("\"jsonrpc\" must be \"2.0\"") }
+        var rawID: String?
+        if let idRange {
+            let first = buffer[idRange.lowerBound]
+            let isString = first == UInt8(ascii: "\"")
+            let isNumber = first == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first)
+            let isNull = first == UInt8(ascii: "n")
+            guard isString || isNumber || (isNull && (hasResult || hasError)) else {
+                throw .invalidMessage("\"id\" must be a string or a number")
+            }
+            rawID = String(decoding: UnsafeRawBufferPointer(rebasing: buffer[idRange]), as: UTF8.self)
+        }
+        if let method {
+            guard !hasResult, !hasError else { throw .invalidMessage("a message cannot have both \"method\" and \"result\"/\"error\"") }
+            return (idRange == nil ? .notification : .request, method, rawID, idRange, paramsRange)
+        }
+        guard hasResult != hasError else { throw .invalidMessage("a message needs \"method\", or exactly one of \"result\" and \"error\"") }
+        guard idRange != nil else { throw .invalidMessage("a response needs an \"id\"") }
+        return (hasResult ? .response : .errorResponse, nil, rawID, idRange, paramsRange)
+    }
+
+    /// The same message with its id replaced by `newRawID` (raw JSON, e.g. `17` or `"g-3"`);
+    /// every other byte is kept as it was.
+    public func replacingID(with newRawID: String) -> ByteBuffer {
+        guard let idRange else { return bytes }
+        var output = ByteBufferAllocator().buffer(capacity: bytes.readableBytes - idRange.count + newRawID.utf8.count)
+        let start = bytes.readerIndex
+        output.writeImmutableBuffer(bytes.getSlice(at: start, length: idRange.lowerBound) ?? ByteBuffer())
+        output.writeString(newRawID)
+        output.writeImmutableBuffer(bytes.getSlice(at: start + idRange.upperBound, length: bytes.readableBytes - idRange.upperBound) ?? ByteBuffer())
+        return output
+    }
+
+    /// A member of `params` as raw JSON (e.g. `params.progressToken`); `path` descends objects.
+    public func paramsValue(_ path: String...) -> String? {
+        value(at: ["params"] + path)
+    }
+
+    /// A string member of `params` (decoded), e.g. `params.protocolVersion`.
+    public func paramsString(_ path: String...) -> String? {
+        string(at: ["params"] + path)
+    }
+
+    /// Raw JSON of the value at `path` (object keys from the top level), if present.
+    public func value(at path: [String]) -> String? {
+        bytes.withUnsafeReadableBytes { buffer -> String? in
+            guard let range = Self.range(of: path, in: buffer) else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[range]), as: UTF8.self)
+        }
+    }
+
+    /// The decoded string at `path`, if present and a string.
+    public func string(at path: [String]) -> String? {
+        bytes.withUnsafeReadableBytes { buffer -> String? in
+            guard let range = Self.range(of: path, in: buffer) else { return nil }
+            return JSONScanner.string(buffer, in: range)
+        }
+    }
+
+    private static func range(of path: [String], in buffer: UnsafeRawBufferPointer) -> Range<Int>? {
+        var range = 0..<buffer.count
+        for key in path {
+            guard let members = try? JSONScanner.members(of: buffer, in: range),
+                  let member = members.first(where: { $0.key == key })
+            else { return nil }
+            range = member.value
+        }
+        return range
+    }
+
+    /// A top-level member as raw JSON.
+    public func member(_ key: String) -> String? {
+        bytes.withUnsafeReadableBytes { buffer -> String? in
+            guard let members = try? JSONScanner.members(of: buffer, in: 0..<buffer.count),
+                  let member = members.first(where: { $0.key == key })
+            else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[member.value]), as: UTF8.self)
+        }
+    }
+
+    public var text: String { String(buffer: bytes) }
+}
+
+/// A POST body: one message, or (2025-03-26 only) a batch.
+public enum JSONRPCPayload: Sendable {
+    case single(JSONRPCMessage)
+    case batch([JSONRPCMessage])
+
+    public init(parsing bytes: ByteBuffer) throws(JSONRPCMessage.ParseError) {
+        let first = bytes.withUnsafeReadableBytes { JSONScanner.firstSignificantByte($0, in: 0..<$0.count) }
+        guard first == UInt8(ascii: "[") else {
+            self = .single(try JSONRPCMessage(parsing: bytes))
+            return
+        }
+        let ranges: [Range<Int>]
+        do {
+            ranges = try bytes.withUnsafeReadableBytes { buffer throws(JSONScanner.Failure) in
+                try JSONScanner.elements(of: buffer, in: 0..<buffer.count)
+            }
+        } catch {
+            throw .invalidJSON
+        }
+        guard !ranges.isEmpty else { throw .invalidMessage("an empty batch is not a JSON-RPC message") }
+        var messages: [JSONRPCMessage] = []
+        for range in ranges {
+            guard let slice = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count) else { throw .invalidJSON }
+            messages.append(try JSONRPCMessage(parsing: slice))
+        }
+        self = .batch(messages)
+    }
+}
+
+/// JSON-RPC error objects the gateway writes itself.
+public enum JSONRPCErrorResponse {
+    public static let parseError = -32700
+    public static let invalidRequest = -32600
+    public static let methodNotFound = -32601
+    public static let invalidParams = -32602
+    public static let internalError = -32603
+
+    /// `{"jsonrpc":"2.0","id":<rawID or null>,"error":{"code":…,"message":…[,"data":…]}}`
+    public static func make(rawID: String?, code: Int, message: String, dataJSON: String? = nil) -> ByteBuffer {
+        var text = "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"error\":{\"code\":\(code),\"message\":\(jsonString(message))"
+        if let dataJSON { text += ",\"data\":\(dataJSON)" }
+        text += "}}"
+        return ByteBuffer(string: text)
+    }
+
+    /// A JSON string literal for `value`.
+    public static func jsonString(_ value: String) -> String {
+        var output = "\""
+        output.reserveCapacity(value.utf8.count + 2)
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            case "\n": output += "\\n"
+            case "\r": output += "\\r"
+            case "\t": output += "\\t"
+            case let control where control.value < 0x20:
+                output += "\\u" + String(repeating: "0", count: 4 - String(control.value, radix: 16).count) + String(control.value, radix: 16)
+            default: output.unicodeScalars.append(scalar)
+            }
+        }
+        return output + "\""
+    }
+}

@@ -1,0 +1,101 @@
+import MCPMessages
+import NIOCore
+import Testing
+
+@Suite struct JSONRPCMessageTests {
+    @Test func classifiesRequestsNotificationsAndResponses() throws {
+        let request = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#)
+        #expect(request.kind == .request)
+        #expect(request.method == "tools/call")
+        #expect(request.rawID == "7")
+        let notification = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        #expect(notification.kind == .notification)
+        #expect(notification.rawID == nil)
+        let response = try JSONRPCMessage(parsing: #" { "id" : "abc" , "result" : {"x":[1,2,{"y":null}]}, "jsonrpc":"2.0" } "#)
+        #expect(response.kind == .response)
+        #expect(response.rawID == "\"abc\"")
+        let error = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#)
+        #expect(error.kind == .errorResponse)
+    }
+
+    @Test(arguments: [
+        "", "{", "{\"jsonrpc\":\"2.0\",}", "[1,2", "{\"a\":tru}", "nul", "{\"a\":\"\u{01}\"}", "{\"a\":01}", "{\"a\":1.}",
+    ])
+    func rejectsInvalidJSON(text: String) {
+        #expect(throws: JSONRPCMessage.ParseError.invalidJSON) { try JSONRPCMessage(parsing: text) }
+    }
+
+    @Test(arguments: [
+        #"[]"#,
+        #"{"id":1,"method":"x"}"#,
+        #"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+        #"{"jsonrpc":"2.0","id":1}"#,
+        #"{"jsonrpc":"2.0","id":{"a":1},"method":"x"}"#,
+        #"{"jsonrpc":"2.0","method":5}"#,
+        #"{"jsonrpc":"2.0","result":1}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"x","result":1}"#,
+        #"42"#,
+    ])
+    func rejectsInvalidMessages(text: String) {
+        do {
+            _ = try JSONRPCMessage(parsing: text)
+            Issue.record("accepted \(text)")
+        } catch {
+            if case .invalidMessage = error {} else if text == "[]" || text == "42" {} else {
+                Issue.record("\(text): \(error)")
+            }
+        }
+    }
+
+    @Test func replacesTheIDAndNothingElse() throws {
+        let original = #"{"jsonrpc":"2.0","id":"client-1","method":"ping","params":{"id":"inner"}}"#
+        let message = try JSONRPCMessage(parsing: original)
+        let replaced = message.replacingID(with: "42")
+        #expect(String(buffer: replaced) == #"{"jsonrpc":"2.0","id":42,"method":"ping","params":{"id":"inner"}}"#)
+        let back = try JSONRPCMessage(parsing: replaced).replacingID(with: message.rawID ?? "")
+        #expect(String(buffer: back) == original)
+    }
+
+    @Test func readsNestedParams() throws {
+        let message = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p\"1"},"protocolVersion":"2025-11-25"}}"#)
+        #expect(message.paramsValue("_meta", "progressToken") == #""p\"1""#)
+        #expect(message.paramsString("protocolVersion") == "2025-11-25")
+        #expect(message.paramsValue("missing") == nil)
+    }
+
+    @Test func decodesEscapedStrings() throws {
+        let message = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"a\u00e9\n\ud83d\ude00b"}"#)
+        #expect(message.method == "aé\n😀b")
+    }
+
+    @Test func keepsLineSeparatorsInsideStrings() throws {
+        // U+2028 is valid raw inside a JSON string; framing splits on "\n" only.
+        let message = try JSONRPCMessage(parsing: "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"text\":\"a\u{2028}b\"}}")
+        #expect(message.kind == .response)
+    }
+
+    @Test func parsesBatches() throws {
+        let payload = try JSONRPCPayload(parsing: ByteBuffer(string: #"[{"jsonrpc":"2.0","id":1,"method":"a"}, {"jsonrpc":"2.0","method":"b"}]"#))
+        guard case .batch(let messages) = payload else {
+            Issue.record("not a batch")
+            return
+        }
+        #expect(messages.map(\.method) == ["a", "b"])
+        #expect(messages[0].rawID == "1")
+        #expect(throws: JSONRPCMessage.ParseError.self) { try JSONRPCPayload(parsing: ByteBuffer(string: "[]")) }
+    }
+
+    @Test func largeMessagesScanQuickly() throws {
+        let payload = String(repeating: "x", count: 10 * 1024 * 1024)
+        let message = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":3,"result":{"text":""# + payload + "\"}}")
+        #expect(message.kind == .response)
+        #expect(message.replacingID(with: "9").readableBytes == message.bytes.readableBytes)
+    }
+
+    @Test func errorResponsesAreValidJSONRPC() throws {
+        let buffer = JSONRPCErrorResponse.make(rawID: "\"a\"", code: -32603, message: "child \"x\" exited\n", dataJSON: #"{"exitStatus":1}"#)
+        let message = try JSONRPCMessage(parsing: buffer)
+        #expect(message.kind == .errorResponse)
+        #expect(message.rawID == "\"a\"")
+    }
+}

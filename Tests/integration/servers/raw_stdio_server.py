@@ -1,0 +1,50 @@
+"""A hand-written stdio MCP server (no SDK), for exact control of what goes on the wire.
+
+Speaks 2025-11-25 and older only. Tool `garbage` writes a non-JSON line to stdout before its result.
+"""
+
+import json
+import os
+import sys
+
+TOOLS = [
+    {"name": "echo", "description": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+    {"name": "garbage", "description": "writes a non-JSON line first", "inputSchema": {"type": "object"}},
+    {"name": "pid", "description": "process id", "inputSchema": {"type": "object"}},
+]
+
+
+def send(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def text_result(request_id, text: str) -> None:
+    send({"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}], "isError": False}})
+
+
+for line in sys.stdin:
+    message = json.loads(line)
+    method, request_id = message.get("method"), message.get("id")
+    if method == "initialize":
+        version = message["params"].get("protocolVersion", "2025-11-25")
+        if version not in ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"):
+            version = "2025-11-25"
+        send({"jsonrpc": "2.0", "id": request_id, "result": {
+            "protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "raw-stdio", "version": "1.0"}}})
+    elif method == "ping":
+        send({"jsonrpc": "2.0", "id": request_id, "result": {}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS}})
+    elif method == "tools/call":
+        name = message["params"]["name"]
+        if name == "garbage":
+            sys.stdout.write("this is not JSON\n")
+            sys.stdout.flush()
+            text_result(request_id, "still fine")
+        elif name == "pid":
+            text_result(request_id, str(os.getpid()))
+        else:
+            text_result(request_id, message["params"].get("arguments", {}).get("text", ""))
+    elif request_id is not None and method is not None:
+        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"unknown method {method}"}})

@@ -1,0 +1,296 @@
+"""HTTP-route benchmark: tools/call POSTs with wrk at several concurrencies against a fast upstream
+(nginx answering a canned JSON-RPC result), measured direct, through nginx `proxy_pass` (the
+reference for a mature C proxy) and through mcp-gateway, all in one run on this machine.
+Also relays a 1 000-event SSE stream direct and through the gateway and compares per-event delay.
+
+Writes bench/results-http.md (and prints it). Usage: python bench/http_proxy.py --gateway PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CANNED = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def process_tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user+system) of the given processes and their children."""
+    total = 0.0
+    seen = set()
+    frontier = list(pids)
+    while frontier:
+        pid = frontier.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            frontier.extend(int(child) for child in children)
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def nginx_config(prefix: Path, port: int, body: str) -> Path:
+    conf = prefix / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""
+        daemon off;
+        worker_processes 1;
+        error_log {prefix}/error.log warn;
+        pid {prefix}/nginx.pid;
+        events {{ worker_connections 4096; }}
+        http {{
+            access_log off;
+            client_body_temp_path {prefix}/body;
+            proxy_temp_path {prefix}/proxy;
+            fastcgi_temp_path {prefix}/fastcgi;
+            uwsgi_temp_path {prefix}/uwsgi;
+            scgi_temp_path {prefix}/scgi;
+            keepalive_requests 1000000;
+            {body.replace("PORT", str(port))}
+        }}
+    """))
+    return conf
+
+
+def start_nginx(name: str, body: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    prefix = workdir / name
+    prefix.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = nginx_config(prefix, port, body)
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return process, port
+
+
+def run_wrk(url: str, connections: int, seconds: int) -> dict:
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(HERE / "tools_call.lua"), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result = {"raw": out}
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    for label, key in (("50%", "p50"), ("99%", "p99")):
+        match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(match.group(1)), match.group(2)
+        result[key] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    result["errors"] = errors
+    return result
+
+
+def sse_delays(url: str, count: int) -> list[float]:
+    """Per-event delay between the upstream writing an event and the client reading it (ms)."""
+    import httpx
+
+    delays = []
+    with httpx.stream("GET", url, params={"count": count}, timeout=60) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                sent = json.loads(line[6:])["t"]
+                delays.append((time.time() - sent) * 1000)
+    return delays
+
+
+SSE_UPSTREAM = r'''
+import asyncio, json, sys, time
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+async def sse(request):
+    count = int(request.query_params.get("count", "1000"))
+    async def events():
+        for i in range(count):
+            yield f"id: {i}\ndata: {json.dumps({'n': i, 't': time.time()})}\n\n".encode()
+            await asyncio.sleep(0.002)
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+uvicorn.run(Starlette(routes=[Route("/sse", sse)]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+'''
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--output", default=str(HERE / "results-http.md"))
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+
+    workdir = Path(tempfile.mkdtemp(prefix="mcpgw-bench-"))
+    started: list[subprocess.Popen] = []
+    try:
+        upstream, upstream_port = start_nginx(
+            "upstream",
+            f"server {{ listen 127.0.0.1:PORT; location / {{ default_type application/json; return 200 '{CANNED}'; }} }}",
+            workdir,
+        )
+        started.append(upstream)
+        proxy, proxy_port = start_nginx(
+            "proxy",
+            f"upstream mcp {{ server 127.0.0.1:{upstream_port}; keepalive 512; }}\n"
+            "server { listen 127.0.0.1:PORT; location / { proxy_pass http://mcp; proxy_http_version 1.1; "
+            "proxy_set_header Connection \"\"; proxy_buffering off; } }",
+            workdir,
+        )
+        started.append(proxy)
+
+        sse_port = free_port()
+        sse_script = workdir / "sse_upstream.py"
+        sse_script.write_text(SSE_UPSTREAM)
+        sse_upstream = subprocess.Popen([sys.executable, str(sse_script), str(sse_port)])
+        started.append(sse_upstream)
+        wait_port(sse_port)
+
+        gateway_port = free_port()
+        config = workdir / "gateway.yaml"
+        config.write_text(textwrap.dedent(f"""
+            entryPoints:
+              web:
+                address: "127.0.0.1:{gateway_port}"
+            publicURL: "http://127.0.0.1:{gateway_port}"
+            log:
+              level: warning
+            routers:
+              bench:
+                rule: "PathPrefix(`/bench`)"
+                service: bench
+                auth: none
+              sse:
+                rule: "PathPrefix(`/sse`)"
+                service: sse
+                auth: none
+            services:
+              bench:
+                http:
+                  url: "http://127.0.0.1:{upstream_port}/mcp"
+              sse:
+                http:
+                  url: "http://127.0.0.1:{sse_port}/sse"
+        """))
+        gateway = subprocess.Popen([args.gateway, "serve", "--config", str(config)], stderr=open(workdir / "gateway.log", "wb"))
+        started.append(gateway)
+        wait_port(gateway_port)
+
+        targets = [
+            ("direct", f"http://127.0.0.1:{upstream_port}/mcp", []),
+            ("nginx", f"http://127.0.0.1:{proxy_port}/mcp", [proxy.pid]),
+            ("mcp-gateway", f"http://127.0.0.1:{gateway_port}/bench/mcp", [gateway.pid]),
+        ]
+        rows = []
+        for name, url, pids in targets:
+            run_wrk(url, 16, 2)  # warm-up: connections, caches, JIT-free but lazy paths
+        for connections in concurrencies:
+            for name, url, pids in targets:
+                before = process_tree_cpu(pids) if pids else 0.0
+                result = run_wrk(url, connections, args.seconds)
+                after = process_tree_cpu(pids) if pids else 0.0
+                cpu_per_k = (after - before) / result["requests"] * 1000 if pids and result["requests"] else None
+                rows.append({"target": name, "c": connections, **{k: v for k, v in result.items() if k != "raw"}, "cpu_per_k": cpu_per_k})
+                print(f"{name:12} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms  errors {result['errors']}  cpu/1k {cpu_per_k if cpu_per_k is None else round(cpu_per_k, 3)}", flush=True)
+
+        direct_sse = sse_delays(f"http://127.0.0.1:{sse_port}/sse", 1000)
+        gateway_sse = sse_delays(f"http://127.0.0.1:{gateway_port}/sse/mcp", 1000)
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM if process is not started[0] and process is not started[1] else signal.SIGQUIT)
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    by = {(row["target"], row["c"]): row for row in rows}
+    lines = [
+        "# HTTP route benchmark",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: {os.cpu_count()} cores, "
+        f"{platform.machine()}, Linux {platform.release()}; wrk with {args.seconds}s per cell, tools/call POSTs "
+        "(bench/tools_call.lua) against nginx answering a canned JSON-RPC result. nginx 1 worker for both "
+        "upstream and reference proxy; mcp-gateway release build. Everything, wrk included, shares the 2 cores.",
+        "",
+        "| target | concurrency | req/s | p50 ms | p99 ms | errors | proxy CPU s / 1 000 req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cpu = "—" if row["cpu_per_k"] is None else f"{row['cpu_per_k']:.3f}"
+        lines.append(f"| {row['target']} | {row['c']} | {row['rps']:.0f} | {row['p50']:.3f} | {row['p99']:.3f} | {row['errors']} | {cpu} |")
+    lines += ["", "## Against the targets", ""]
+    for connections in concurrencies:
+        gw, ng, direct = by[("mcp-gateway", connections)], by[("nginx", connections)], by[("direct", connections)]
+        ratio = gw["cpu_per_k"] / ng["cpu_per_k"] if ng["cpu_per_k"] else float("nan")
+        lines.append(
+            f"- c={connections}: gateway CPU per request = **{ratio:.2f}×** nginx's (target ≤ 2×); "
+            f"added p50 over direct {gw['p50'] - direct['p50']:.3f} ms (nginx: {ng['p50'] - direct['p50']:.3f} ms); "
+            f"gateway req/s = {gw['rps'] / ng['rps']:.2f}× nginx's; errors {gw['errors']}"
+        )
+    lines += [
+        "",
+        "## SSE relay (1 000 events, one every 2 ms)",
+        "",
+        "Delay from the upstream writing an event to the client reading it:",
+        "",
+        "| path | events | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|",
+        f"| direct | {len(direct_sse)} | {percentile(direct_sse, 0.5):.2f} | {percentile(direct_sse, 0.99):.2f} | {max(direct_sse):.2f} |",
+        f"| mcp-gateway | {len(gateway_sse)} | {percentile(gateway_sse, 0.5):.2f} | {percentile(gateway_sse, 0.99):.2f} | {max(gateway_sse):.2f} |",
+        "",
+    ]
+    text = "\n".join(lines)
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# A second venv holding a legacy-only (2025, session-based) stdio MCP server: mcp-server-time
+# pinned to a 2025 release with the SDK held below 2.x (SDK 2.x would make it dual-era).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want="mcp<2 mcp-server-time==2025.9.25"
+stamp=.venv-legacy/.installed
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+python3 -m venv .venv-legacy
+.venv-legacy/bin/python -m pip install -q --disable-pip-version-check "mcp<2" "mcp-server-time==2025.9.25"
+echo "$want" > "$stamp"
