@@ -24,44 +24,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(HERE))
+from common import free_port, machine_line, percentile, tree_cpu_seconds as process_tree_cpu, wait_port  # noqa: E402
+from common import run_wrk as common_run_wrk  # noqa: E402
+
 CANNED = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
-
-
-def process_tree_cpu(pids: list[int]) -> float:
-    """CPU seconds (user+system) of the given processes and their children."""
-    total = 0.0
-    seen = set()
-    frontier = list(pids)
-    while frontier:
-        pid = frontier.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            frontier.extend(int(child) for child in children)
-        except FileNotFoundError:
-            continue
-    return total
 
 
 def nginx_config(prefix: Path, port: int, body: str) -> Path:
@@ -97,27 +64,7 @@ def start_nginx(name: str, body: str, workdir: Path) -> tuple[subprocess.Popen, 
 
 
 def run_wrk(url: str, connections: int, seconds: int) -> dict:
-    threads = min(2, connections)
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(HERE / "tools_call.lua"), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    result = {"raw": out}
-    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
-    for label, key in (("50%", "p50"), ("99%", "p99")):
-        match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(match.group(1)), match.group(2)
-        result[key] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    errors = 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if socket_errors:
-        errors += sum(int(x) for x in socket_errors.groups())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    result["errors"] = errors
-    return result
+    return common_run_wrk(url, connections, seconds, HERE / "tools_call.lua")
 
 
 def sse_delays(url: str, count: int) -> list[float]:
@@ -150,11 +97,6 @@ async def sse(request):
 
 uvicorn.run(Starlette(routes=[Route("/sse", sse)]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 '''
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> int:
@@ -254,8 +196,7 @@ def main() -> int:
     lines = [
         "# HTTP route benchmark",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: {os.cpu_count()} cores, "
-        f"{platform.machine()}, Linux {platform.release()}; wrk with {args.seconds}s per cell, tools/call POSTs "
+        f"Measured {machine_line()}; wrk with {args.seconds}s per cell, tools/call POSTs "
         "(bench/tools_call.lua) against nginx answering a canned JSON-RPC result. nginx 1 worker for both "
         "upstream and reference proxy; mcp-gateway release build. Everything, wrk included, shares the 2 cores.",
         "",

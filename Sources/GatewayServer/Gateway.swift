@@ -32,6 +32,12 @@ public struct Gateway {
     public func run() async throws {
         // A write to a peer that went away must fail the write, not kill the process.
         signal(SIGPIPE, SIG_IGN)
+        // Every stdio child holds three descriptors in the gateway: use all the process may have.
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        }
 
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)

@@ -76,11 +76,19 @@ struct GatewayResponder: HTTPResponder {
 
     private func readiness() -> Response {
         let runtime = holder.current
+        var stdioServices: [String: [String: Int]] = [:]
+        for manager in stdio.registry.allManagers {
+            var entry = stdioServices[manager.service.name] ?? ["sessions": 0, "spares": 0]
+            entry["sessions", default: 0] += manager.sessionCount
+            entry["spares", default: 0] += manager.spareCount
+            stdioServices[manager.service.name] = entry
+        }
         let body: [String: Any] = [
             "status": "ready",
             "configGeneration": runtime.generation,
             "rejectedReloads": holder.rejectedReloads,
             "routers": runtime.configuration.routers.count,
+            "stdio": stdioServices,
         ]
         return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
     }

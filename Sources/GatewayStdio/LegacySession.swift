@@ -40,6 +40,7 @@ public final class LegacySession: Sendable {
     let serviceName: String
     let logger: Logger
     private let replayLimit: Int
+    private let requestTimeout: Duration?
     private let state: Mutex<State>
 
     private struct Pending {
@@ -74,10 +75,11 @@ public final class LegacySession: Sendable {
         var requestOrder: [Int64] = []
     }
 
-    init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
+    init(child: ChildProcess, serviceName: String, replayLimit: Int, requestTimeout: Duration?, logger: Logger) {
         self.child = child
         self.serviceName = serviceName
         self.replayLimit = replayLimit
+        self.requestTimeout = requestTimeout
         self.logger = logger
         self.state = Mutex(State())
     }
@@ -113,6 +115,7 @@ public final class LegacySession: Sendable {
 
     /// Sends requests to the child on a new stream; the returned sequence yields the messages of
     /// that stream (interim notifications and requests, then the responses) and ends after the last.
+    /// `initialize` is bounded by the service's `startTimeout` instead of `requestTimeout`.
     public func sendRequests(_ messages: [JSONRPCMessage]) throws(ClosedError) -> Subscription {
         let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
         let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
@@ -137,7 +140,33 @@ public final class LegacySession: Sendable {
             })
         }
         for line in lines { child.send(line) }
+        if let requestTimeout, !messages.contains(where: { $0.method == "initialize" }) {
+            let firstID = state.withLock { $0.nextGatewayID } - Int64(lines.count)
+            Task { [weak self] in
+                guard (try? await Task.sleep(for: requestTimeout)) != nil else { return }
+                for gatewayID in firstID..<(firstID + Int64(lines.count)) {
+                    self?.expire(gatewayID, after: requestTimeout)
+                }
+            }
+        }
         return Subscription(streamID: streamID, generation: 1, items: stream)
+    }
+
+    /// `requestTimeout` passed: the client gets an error, the child a cancellation.
+    private func expire(_ gatewayID: Int64, after timeout: Duration) {
+        let expired = state.withLock { state -> Bool in
+            guard let pending = state.pending.removeValue(forKey: gatewayID) else { return false }
+            state.requestOrder.removeAll { $0 == gatewayID }
+            let error = JSONRPCErrorResponse.make(
+                rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError,
+                message: "service \(serviceName): request timed out after \(timeout)", dataJSON: "{\"reason\":\"request_timeout\"}"
+            )
+            Self.emit(&state, streamID: pending.streamID, bytes: error, final: true, replayLimit: replayLimit)
+            return true
+        }
+        guard expired else { return }
+        logger.warning("request timed out; cancelled", metadata: ["session": "\(sessionID ?? "none")", "timeout": "\(timeout)"])
+        child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID),\"reason\":\"request timed out\"}}"))
     }
 
     /// Forwards notifications and responses (answers to the child's own requests) as they are,

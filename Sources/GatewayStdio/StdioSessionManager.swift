@@ -229,7 +229,7 @@ public final class StdioSessionManager: Sendable {
         }
         var sessionLogger = logger
         sessionLogger[metadataKey: "pid"] = "\(child.pid)"
-        let session = LegacySession(child: child, serviceName: service.name, replayLimit: replayLimit, logger: sessionLogger)
+        let session = LegacySession(child: child, serviceName: service.name, replayLimit: replayLimit, requestTimeout: service.requestTimeout, logger: sessionLogger)
         box.session = session
         child.exit.whenSuccess { [weak self] exit in
             self?.childExited(session, exit: exit)
@@ -304,8 +304,8 @@ public final class StdioSessionManager: Sendable {
 }
 
 private final class SessionBox: @unchecked Sendable {
-    // Written once, before the child's first line can arrive is handled (the session is created
-    // right after spawn; lines that arrive earlier are impossible because the child has no input).
+    // Set right after spawn. A line the child prints before that (unprompted start-up output)
+    // finds no session and is dropped; it cannot be a response, as nothing was sent yet.
     private let lock = Mutex<LegacySession?>(nil)
     var session: LegacySession? {
         get { lock.withLock { $0 } }

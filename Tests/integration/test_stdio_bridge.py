@@ -414,17 +414,20 @@ def test_idle_sessions_are_reaped(start_gateway):
     assert "idle for" in gateway.managed.log()
 
 
-def test_spares_make_initialize_fast(start_gateway):
+def test_spares_serve_initialize_without_a_new_spawn(start_gateway):
     gateway = start_gateway(config("          spares: 2"))
-    wait_until(lambda: len(children_of(gateway.managed.pid)) == 2, timeout=20, what="two spares started")
-    time.sleep(0.5)  # let the spares finish importing; this is measured, not synchronised on
-    started = time.monotonic()
+    wait_until(lambda: gateway.readiness()["stdio"]["kit"]["spares"] == 2, timeout=30, what="two spares started")
+    spares = set(children_of(gateway.managed.pid))
+    assert len(spares) == 2
     init = raw_initialize(gateway)
-    elapsed = time.monotonic() - started
     assert init.status_code == 200
-    assert elapsed < 0.5, elapsed
-    # The spare used is replaced.
-    wait_until(lambda: len(children_of(gateway.managed.pid)) == 3, timeout=20, what="spare replenished")
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    answer = httpx.post(gateway.url("/kit/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "pid", "arguments": {}}}, headers=headers, timeout=30)
+    serving_pid = int(answer.json()["result"]["content"][0]["text"])
+    # The session runs on a child that was already waiting, and the spare it used is replaced.
+    assert serving_pid in spares
+    wait_until(lambda: gateway.readiness()["stdio"]["kit"] == {"sessions": 1, "spares": 2}, timeout=30, what="spare replenished")
+    assert len(children_of(gateway.managed.pid)) == 3
 
 
 def test_gateway_shutdown_ends_every_child(start_gateway):
@@ -437,3 +440,22 @@ def test_gateway_shutdown_ends_every_child(start_gateway):
     assert gateway.managed.process.wait(timeout=30) == 0
     for pid in pids:
         wait_until(lambda: not alive(pid), timeout=5, what=f"child {pid} gone")
+
+
+def test_request_timeout_errors_the_request_and_cancels_it_in_the_child(start_gateway):
+    from mcp.shared.exceptions import MCPError
+
+    gateway = start_gateway(config('          requestTimeout: "1s"'))
+
+    async def scenario():
+        async with Client(gateway.url("/kit/mcp"), mode="legacy") as client:
+            started = time.monotonic()
+            with pytest.raises(MCPError) as failure:
+                await client.call_tool("hang", {})
+            assert 0.9 < time.monotonic() - started < 10
+            assert "timed out" in failure.value.error.message
+            # The session survives: the next request is answered.
+            assert (await client.call_tool("echo", {"text": "still here"})).content[0].text == "still here"
+
+    run(scenario)
+    assert "request timed out; cancelled" in gateway.managed.log()
