@@ -188,7 +188,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results-stdio.md"))
     parser.add_argument("--quick", action="store_true", help="fewer cells, for a smoke run")
+    parser.add_argument("--sections", default="throughput,ceiling,creation,memory",
+                        help="which parts to (re)measure; the others are read from bench/out/ if an earlier run saved them")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    saved = HERE / "out" / "stdio-sections.json"
+    saved.parent.mkdir(exist_ok=True)
+    previous = json.loads(saved.read_text()) if saved.exists() else {}
     workdir = Path(tempfile.mkdtemp(prefix="mcpgw-stdio-bench-"))
     session_counts = [1, 50]
     concurrencies = [1, 16] if args.quick else [1, 16, 64]
@@ -206,7 +212,7 @@ def main() -> int:
             [str(REPO / ".venv-bench-mcpproxy" / "bin" / "mcp-proxy"), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
              TIME_SERVER, "--", *CHILD_ARGS], port, "/mcp"))(free_port())),
     ]
-    for name, start in targets:
+    for name, start in (targets if "throughput" in sections else []):
         target = start()
         try:
             for sessions_wanted in session_counts:
@@ -227,7 +233,7 @@ def main() -> int:
         finally:
             target.stop()
 
-    for sessions_wanted in session_counts:
+    for sessions_wanted in (session_counts if "ceiling" in sections else []):
         for connections in concurrencies:
             result = asyncio.run(child_ceiling(sessions_wanted, connections, args.seconds))
             rows.append({"target": "children direct (ceiling)", "sessions": sessions_wanted, "c": connections, **result, "cpu_us": None, "requests": 0})
@@ -235,6 +241,23 @@ def main() -> int:
 
     # Session creation: cold (spawn + import + initialize) vs a waiting spare.
     creation = {}
+    if "creation" in sections:
+        measure_creation(args, workdir, creation)
+    memory = []
+    if "memory" in sections:
+        measure_memory(args, workdir, memory)
+    if "throughput" not in sections:
+        rows = [r for r in previous.get("rows", []) if r["target"] != "children direct (ceiling)"] + rows
+    if "ceiling" not in sections:
+        rows += [r for r in previous.get("rows", []) if r["target"] == "children direct (ceiling)"]
+    creation = creation or previous.get("creation", {})
+    memory = memory or [tuple(m) for m in previous.get("memory", [])]
+    saved.write_text(json.dumps({"rows": rows, "creation": creation, "memory": memory}))
+    write_report(args, rows, creation, memory, concurrencies, session_counts)
+    return 0
+
+
+def measure_creation(args, workdir, creation) -> None:
     cold = gateway_target(args.gateway, workdir, spares=0, name="cold")
     try:
         creation["mcp-gateway, no spares"] = session_creation_times(cold, 20)
@@ -253,9 +276,11 @@ def main() -> int:
     finally:
         anchor.stop()
 
-    # Gateway memory per idle session, with a tiny child so 500 children fit on the machine.
-    memory = []
-    tiny = gateway_target(args.gateway, workdir, command="awk", args=["-f", str(HERE / "tiny_child.awk")], name="tiny")
+
+def measure_memory(args, workdir, memory) -> None:
+    """Gateway memory per idle session, with a tiny child so 500 children fit on the machine."""
+    # mawk (Debian's awk) block-buffers stdin unless interactive.
+    tiny = gateway_target(args.gateway, workdir, command="awk", args=["-W", "interactive", "-f", str(HERE / "tiny_child.awk")], name="tiny")
     try:
         for _ in range(3):
             delete_sessions(tiny.url, create_sessions(tiny.url, 20))
@@ -269,9 +294,6 @@ def main() -> int:
         delete_sessions(tiny.url, created)
     finally:
         tiny.stop()
-
-    write_report(args, rows, creation, memory, concurrencies, session_counts)
-    return 0
 
 
 def write_report(args, rows, creation, memory, concurrencies, session_counts) -> None:

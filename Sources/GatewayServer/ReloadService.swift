@@ -3,6 +3,7 @@ import GatewayConfig
 import GatewayStdio
 import GatewayUpstream
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
@@ -40,24 +41,34 @@ struct ReloadService: Service {
                     }
                 }
                 group.addTask {
-                    var lastText = try? String(contentsOfFile: path, encoding: .utf8)
+                    var lastText = await Self.readFile(path)
                     for await reason in triggers {
-                        let text = try? String(contentsOfFile: path, encoding: .utf8)
+                        let text = await Self.readFile(path)
                         // Editors often touch a file without changing it; SIGHUP always reloads.
                         if reason != "SIGHUP", text == lastText { continue }
                         lastText = text
-                        reload(reason: reason)
+                        reload(reason: reason, text: text)
                     }
                 }
             }
         }
     }
 
-    func reload(reason: String) {
+    /// Reads the file on NIO's blocking-I/O pool: tasks run on the event loops, which must not block.
+    static func readFile(_ path: String) async -> String? {
+        try? await NIOThreadPool.singleton.runIfActive {
+            try String(contentsOfFile: path, encoding: .utf8)
+        }
+    }
+
+    func reload(reason: String, text: String?) {
         let old = holder.current
         let candidate: GatewayConfiguration
-        do {
-            candidate = try loader.load(path: path)
+        do throws(ConfigError) {
+            guard let text else {
+                throw ConfigError([ConfigDiagnostic(file: path, line: 1, column: 1, keyPath: "", message: "cannot read the file")])
+            }
+            candidate = try loader.load(yaml: text, file: path)
         } catch {
             holder.recordRejectedReload()
             logger.error("configuration reload rejected; the previous configuration stays in force", metadata: [

@@ -1,10 +1,27 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import GatewayConfig
 import GatewayServer
 import Logging
+import NIOCore
+import NIOPosix
 
 @main
+enum Entry {
+    static func main() {
+        // Run Swift concurrency on the NIO event loops: a request then stays on the loop that
+        // does its I/O instead of hopping between thread pools (measured: see bench/results-http.md).
+        // This must happen before any async code runs, hence the synchronous main.
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        Task {
+            await MCPGateway.main()
+            exit(0)
+        }
+        dispatchMain()
+    }
+}
+
 struct MCPGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mcp-gateway",
