@@ -28,6 +28,16 @@ let package = Package(
         ),
         .target(name: "GatewayRouting"),
         .target(name: "CProcessSpawn"),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .target(name: "GatewayStore"),
+        .target(
+            name: "GatewayRedis",
+            dependencies: [
+                "CHiredis",
+                "GatewayStore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "GatewayStdio",
             dependencies: [
@@ -81,5 +91,6 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages"]),
+        .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
     ]
 )

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages every recipe may need; recipes ask for their own extras (e.g. bench).
-bash scripts/ensure-apt.sh python3-venv curl ca-certificates
+bash scripts/ensure-apt.sh python3-venv curl ca-certificates pkg-config libhiredis-dev redis-server
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

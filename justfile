@@ -31,7 +31,16 @@ test: build
     swift test --skip-build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
-# Benchmarks (wrk, nginx); results land in bench/results.md.
-bench: build-release
+# Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
+bench: bench-http bench-stdio
+
+# HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
+bench-http: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway
+
+# stdio bridge: mcp-gateway vs mcp-streamablehttp-proxy vs mcp-proxy vs the children's ceiling.
+bench-stdio: build-release
+    bash scripts/ensure-apt.sh wrk
+    bash bench/setup-anchors.sh
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/stdio_bridge.py --gateway .build/release/mcp-gateway

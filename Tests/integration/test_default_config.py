@@ -11,7 +11,7 @@ from mcp import Client
 from conftest import REPO, free_port, gateway_binary, start_process, wait_until
 
 
-def test_default_config_serves_the_public_example_and_keeps_protected_routes_closed(tmp_path, processes):
+def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tmp_path, processes):
     gateway_port, status_port, notes_port = free_port(), free_port(), free_port()
     config = (
         (REPO / "gateway.yaml").read_text()
@@ -41,9 +41,18 @@ def test_default_config_serves_the_public_example_and_keeps_protected_routes_clo
                 result = await client.call_tool("countdown", {"steps": 2, "delay_seconds": 0.05})
                 assert result.content[0].text == "countdown of 2 finished"
 
+    async def use_time_route():
+        # mcp-server-time over stdio, from the project's .venv.
+        async with Client(f"{base}/time/mcp", mode="legacy") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert names == {"get_current_time", "convert_time"}
+            result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            assert '"timezone": "UTC"' in result.content[0].text
+
     anyio.run(use_status_route)
+    anyio.run(use_time_route)
     ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    assert httpx.post(f"{base}/time/mcp", content=ping).status_code == 503
+    # A protected route fails closed until token enforcement exists.
     assert httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"}).status_code == 503
 
     os.kill(runner.pid, signal.SIGTERM)

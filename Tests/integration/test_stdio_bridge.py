@@ -459,3 +459,21 @@ def test_request_timeout_errors_the_request_and_cancels_it_in_the_child(start_ga
 
     run(scenario)
     assert "request timed out; cancelled" in gateway.managed.log()
+
+
+def test_list_changed_goes_to_the_get_stream_not_the_request_stream(gateway):
+    url = gateway.url("/kit/mcp")
+    init = raw_initialize(gateway)
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    with httpx.stream("GET", url, headers={**headers, "Accept": "text/event-stream"}, timeout=10) as get_stream:
+        assert get_stream.status_code == 200
+        call = {"jsonrpc": "2.0", "id": "add", "method": "tools/call", "params": {"name": "add_tool", "arguments": {"name": "fresh"}}}
+        posted = httpx.post(url, json=call, headers=headers, timeout=10)
+        # The POST carries only its result (JSON), the notification went elsewhere.
+        assert posted.headers["content-type"].startswith("application/json")
+        assert posted.json()["result"]["content"][0]["text"] == "added fresh"
+        lines = get_stream.iter_lines()
+        event = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))
+        assert event["method"] == "notifications/tools/list_changed"

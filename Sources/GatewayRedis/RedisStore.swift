@@ -1,0 +1,95 @@
+public import GatewayStore
+import Synchronization
+
+/// ``KeyValueStore`` on Redis through hiredis: a small pool of connections, each on its own
+/// thread, every key under `keyPrefix`.
+public final class RedisStore: KeyValueStore {
+    private let connections: [RedisConnection]
+    private let next = Atomic<Int>(0)
+    public let keyPrefix: String
+
+    /// Increments a counter and starts its expiry window on the first increment, atomically.
+    private static let incrementScript = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n"
+
+    public init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
+        guard let endpoint = RedisEndpoint(url: url) else { return nil }
+        self.keyPrefix = keyPrefix
+        self.connections = (0..<max(1, connections)).map { _ in RedisConnection(endpoint: endpoint, timeout: timeout) }
+    }
+
+    public func shutdown() async {
+        for connection in connections { await connection.shutdown() }
+    }
+
+    private func key(_ key: String) -> [UInt8] { Array((keyPrefix + key).utf8) }
+
+    private func run(_ arguments: [[UInt8]]) async throws(StoreError) -> RedisValue {
+        let index = next.wrappingAdd(1, ordering: .relaxed).oldValue % connections.count
+        let replies = try await connections[index].pipeline([arguments])
+        guard let reply = replies.first else { throw .unavailable("no reply") }
+        if case .error(let message) = reply { throw .rejected(message) }
+        return reply
+    }
+
+    private func run(_ words: String...) async throws(StoreError) -> RedisValue {
+        try await run(words.map { Array($0.utf8) })
+    }
+
+    public func get(_ key: String) async throws(StoreError) -> [UInt8]? {
+        try await run([Array("GET".utf8), self.key(key)]).bytes
+    }
+
+    public func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) {
+        var command = [Array("SET".utf8), self.key(key), value]
+        if let ttl { command += [Array("PX".utf8), Array(String(max(1, ttl.wholeMilliseconds)).utf8)] }
+        _ = try await run(command)
+    }
+
+    public func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool {
+        var command = [Array("SET".utf8), self.key(key), value, Array("NX".utf8)]
+        if let ttl { command += [Array("PX".utf8), Array(String(max(1, ttl.wholeMilliseconds)).utf8)] }
+        return try await run(command) != .null
+    }
+
+    public func take(_ key: String) async throws(StoreError) -> [UInt8]? {
+        try await run([Array("GETDEL".utf8), self.key(key)]).bytes
+    }
+
+    public func delete(_ keys: [String]) async throws(StoreError) -> Int {
+        guard !keys.isEmpty else { return 0 }
+        return Int(try await run([Array("DEL".utf8)] + keys.map { self.key($0) }).integer ?? 0)
+    }
+
+    public func increment(_ key: String, window: Duration) async throws(StoreError) -> Int {
+        let reply = try await run([
+            Array("EVAL".utf8), Array(Self.incrementScript.utf8), Array("1".utf8), self.key(key),
+            Array(String(max(1, window.wholeMilliseconds)).utf8),
+        ])
+        return Int(reply.integer ?? 0)
+    }
+
+    public func timeToLive(_ key: String) async throws(StoreError) -> Duration? {
+        guard let millis = try await run([Array("PTTL".utf8), self.key(key)]).integer, millis >= 0 else { return nil }
+        return .milliseconds(millis)
+    }
+
+    public func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) {
+        guard !members.isEmpty else { return }
+        let index = next.wrappingAdd(1, ordering: .relaxed).oldValue % connections.count
+        var commands = [[Array("SADD".utf8), self.key(key)] + members.map { Array($0.utf8) }]
+        if let ttl { commands.append([Array("PEXPIRE".utf8), self.key(key), Array(String(max(1, ttl.wholeMilliseconds)).utf8)]) }
+        let replies = try await connections[index].pipeline(commands)
+        for reply in replies {
+            if case .error(let message) = reply { throw .rejected(message) }
+        }
+    }
+
+    public func setMembers(_ key: String) async throws(StoreError) -> [String] {
+        guard case .array(let values) = try await run([Array("SMEMBERS".utf8), self.key(key)]) else { return [] }
+        return values.compactMap { $0.bytes.map { String(decoding: $0, as: UTF8.self) } }.sorted()
+    }
+
+    public func ping() async throws(StoreError) {
+        _ = try await run("PING")
+    }
+}

@@ -1,0 +1,99 @@
+import Synchronization
+
+/// An in-process ``KeyValueStore`` for tests and single-instance development. Expiry follows an
+/// injectable clock so tests can move time.
+public final class MemoryStore: KeyValueStore {
+    private struct Entry {
+        var value: [UInt8]
+        var set: Set<String>?
+        var expires: ContinuousClock.Instant?
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+    private let now: @Sendable () -> ContinuousClock.Instant
+
+    public init(now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+        self.now = now
+    }
+
+    private func live(_ entries: inout [String: Entry], _ key: String) -> Entry? {
+        guard let entry = entries[key] else { return nil }
+        if let expires = entry.expires, expires <= now() {
+            entries[key] = nil
+            return nil
+        }
+        return entry
+    }
+
+    private func deadline(_ ttl: Duration?) -> ContinuousClock.Instant? {
+        ttl.map { now() + $0 }
+    }
+
+    public func get(_ key: String) async throws(StoreError) -> [UInt8]? {
+        entries.withLock { live(&$0, key)?.value }
+    }
+
+    public func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) {
+        let expires = deadline(ttl)
+        entries.withLock { $0[key] = Entry(value: value, expires: expires) }
+    }
+
+    public func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool {
+        let expires = deadline(ttl)
+        return entries.withLock { entries in
+            guard live(&entries, key) == nil else { return false }
+            entries[key] = Entry(value: value, expires: expires)
+            return true
+        }
+    }
+
+    public func take(_ key: String) async throws(StoreError) -> [UInt8]? {
+        entries.withLock { entries in
+            let value = live(&entries, key)?.value
+            entries[key] = nil
+            return value
+        }
+    }
+
+    public func delete(_ keys: [String]) async throws(StoreError) -> Int {
+        entries.withLock { entries in
+            keys.reduce(0) { count, key in
+                let existed = live(&entries, key) != nil
+                entries[key] = nil
+                return count + (existed ? 1 : 0)
+            }
+        }
+    }
+
+    public func increment(_ key: String, window: Duration) async throws(StoreError) -> Int {
+        let expires = deadline(window)
+        return entries.withLock { entries in
+            var entry = live(&entries, key) ?? Entry(value: Array("0".utf8), expires: expires)
+            let next = (Int(String(decoding: entry.value, as: UTF8.self)) ?? 0) + 1
+            entry.value = Array(String(next).utf8)
+            entries[key] = entry
+            return next
+        }
+    }
+
+    public func timeToLive(_ key: String) async throws(StoreError) -> Duration? {
+        let current = now()
+        return entries.withLock { entries in live(&entries, key)?.expires.map { $0 - current } }
+    }
+
+    public func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) {
+        let expires = deadline(ttl)
+        entries.withLock { entries in
+            var entry = live(&entries, key) ?? Entry(value: [], set: [], expires: nil)
+            entry.set = (entry.set ?? []).union(members)
+            entry.expires = expires
+            entries[key] = entry
+        }
+    }
+
+    public func setMembers(_ key: String) async throws(StoreError) -> [String] {
+        entries.withLock { entries in (live(&entries, key)?.set).map { Array($0).sorted() } ?? [] }
+    }
+
+    public func ping() async throws(StoreError) {}
+}

@@ -1,0 +1,193 @@
+import Foundation
+import GatewayRedis
+import GatewayStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real redis-server on a free loopback port, started and stopped (by PID) by the test.
+final class RedisServer: @unchecked Sendable {
+    let port: Int
+    private var process: Process?
+
+    init() throws {
+        port = Self.freePort()
+        try start()
+    }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+    }
+
+    func stop() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    deinit { stop() }
+
+    var url: String { "redis://127.0.0.1:\(port)/0" }
+
+    /// Waits until the server answers, by PING through a store (a readiness check, not a sleep).
+    func waitReady(_ store: RedisStore) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if (try? await store.ping()) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("redis-server on port \(port) did not become ready")
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// One suite of behaviours every store must have, run against each implementation.
+enum StoreConformance {
+    static func run(_ store: any KeyValueStore) async throws {
+        let unique = UUID().uuidString
+        func k(_ name: String) -> String { "\(unique):\(name)" }
+
+        #expect(try await store.get(k("missing")) == nil)
+        try await store.set(k("a"), Array("alpha".utf8), ttl: nil)
+        #expect(try await store.get(k("a")) == Array("alpha".utf8))
+        #expect(try await store.timeToLive(k("a")) == nil)
+
+        // Binary values survive unchanged.
+        let binary: [UInt8] = [0, 1, 2, 255, 10, 13, 0]
+        try await store.set(k("bin"), binary, ttl: .seconds(60))
+        #expect(try await store.get(k("bin")) == binary)
+        let ttl = try await store.timeToLive(k("bin"))
+        #expect(ttl != nil && ttl! > .seconds(50) && ttl! <= .seconds(60))
+
+        #expect(try await store.setIfAbsent(k("once"), [1], ttl: .seconds(60)) == true)
+        #expect(try await store.setIfAbsent(k("once"), [2], ttl: .seconds(60)) == false)
+        #expect(try await store.get(k("once")) == [1])
+
+        // take: single use, atomically, even under concurrent attempts.
+        try await store.set(k("code"), Array("c0de".utf8), ttl: .seconds(60))
+        let winners = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<20 {
+                group.addTask { (try? await store.take(k("code"))) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(winners == 1)
+        #expect(try await store.get(k("code")) == nil)
+
+        // Expiry.
+        try await store.set(k("short"), [9], ttl: .milliseconds(100))
+        let deadline = ContinuousClock.now + .seconds(5)
+        while try await store.get(k("short")) != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await store.get(k("short")) == nil)
+
+        #expect(try await store.increment(k("rate"), window: .seconds(60)) == 1)
+        #expect(try await store.increment(k("rate"), window: .seconds(60)) == 2)
+        #expect(try await store.timeToLive(k("rate")) != nil)
+
+        try await store.addToSet(k("family"), ["t1", "t2"], ttl: .seconds(60))
+        try await store.addToSet(k("family"), ["t2", "t3"], ttl: .seconds(60))
+        #expect(try await store.setMembers(k("family")) == ["t1", "t2", "t3"])
+
+        #expect(try await store.delete([k("a"), k("bin"), k("nope")]) == 2)
+        #expect(try await store.get(k("a")) == nil)
+        try await store.ping()
+    }
+}
+
+@Suite struct MemoryStoreTests {
+    @Test func conformance() async throws {
+        try await StoreConformance.run(MemoryStore())
+    }
+}
+
+@Suite(.serialized) struct RedisStoreTests {
+    @Test func conformance() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let store = try #require(RedisStore(url: server.url, keyPrefix: "test:"))
+        try await server.waitReady(store)
+        try await StoreConformance.run(store)
+        await store.shutdown()
+    }
+
+    @Test func keysCarryThePrefix() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        #expect(server.port > 1024)
+        let prefixed = try #require(RedisStore(url: server.url, keyPrefix: "gw1:"))
+        let bare = try #require(RedisStore(url: server.url, keyPrefix: ""))
+        try await server.waitReady(prefixed)
+        try await prefixed.set("k", Array("v".utf8), ttl: .seconds(10))
+        #expect(try await bare.get("gw1:k") == Array("v".utf8))
+        #expect(try await bare.get("k") == nil)
+        // Ask the server itself (redis-cli, not our client) what it holds.
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        cli.arguments = ["-p", "\(server.port)", "--raw", "EXISTS", "gw1:k"]
+        let pipe = Pipe()
+        cli.standardOutput = pipe
+        try cli.run()
+        cli.waitUntilExit()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        await prefixed.shutdown()
+        await bare.shutdown()
+    }
+
+    @Test func unreachableRedisFailsFastAndRecoversWithoutRestart() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let store = try #require(RedisStore(url: server.url, keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        try await server.waitReady(store)
+        try await store.set("before", [1], ttl: nil)
+
+        server.stop()
+        let started = ContinuousClock.now
+        await #expect(throws: StoreError.self) { try await store.get("before") }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        // While reconnecting, calls fail at once with "unavailable", not after a timeout.
+        do {
+            _ = try await store.get("before")
+            Issue.record("expected the store to be unavailable")
+        } catch {
+            if case .unavailable = error {} else { Issue.record("unexpected \(error)") }
+        }
+
+        try server.start()
+        try await server.waitReady(store)
+        try await store.set("after", [2], ttl: nil)
+        #expect(try await store.get("after") == [2])
+        await store.shutdown()
+    }
+
+    @Test func parsesRedisURLs() throws {
+        #expect(RedisStore(url: "redis://127.0.0.1:6379/0", keyPrefix: "") != nil)
+        #expect(RedisStore(url: "redis://:secret@redis.internal/3", keyPrefix: "") != nil)
+        #expect(RedisStore(url: "unix:///run/redis.sock", keyPrefix: "") != nil)
+        #expect(RedisStore(url: "http://127.0.0.1", keyPrefix: "") == nil)
+        #expect(RedisStore(url: "redis://127.0.0.1/notanumber", keyPrefix: "") == nil)
+    }
+}
