@@ -253,11 +253,12 @@ private final class LineHandler: ChannelInboundHandler, Sendable {
     }
 }
 
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+/// A NULL-terminated C string array for `argv`/`envp`, valid during `body`.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>?) -> R) -> R {
     var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
     pointers.append(nil)
     defer { pointers.forEach { free($0) } }
     return pointers.withUnsafeBufferPointer { buffer in
-        body(buffer.baseAddress!)
+        body(buffer.baseAddress)
     }
 }

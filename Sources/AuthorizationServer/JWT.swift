@@ -1,0 +1,71 @@
+public import Crypto
+import Foundation
+
+/// Claims of the gateway's access tokens.
+public struct AccessTokenClaims: Codable, Sendable, Equatable {
+    public var iss: String
+    public var sub: String
+    public var aud: String
+    public var exp: Int
+    public var iat: Int
+    public var jti: String
+    public var client_id: String
+    public var scope: String
+    public var login: String
+
+    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String) {
+        self.iss = iss
+        self.sub = sub
+        self.aud = aud
+        self.exp = exp
+        self.iat = iat
+        self.jti = jti
+        self.client_id = client_id
+        self.scope = scope
+        self.login = login
+    }
+}
+
+public enum JWTError: Error, Equatable, Sendable {
+    case malformed
+    case unsupportedAlgorithm(String)
+    case unknownKey(String)
+    case badSignature
+}
+
+/// Compact JWS with ES256 (RFC 7515/7518): the only algorithm the gateway signs or accepts, so
+/// `alg: none` and algorithm-confusion attacks have nothing to work with.
+public enum JWT {
+    struct Header: Codable {
+        var alg: String
+        var typ: String?
+        var kid: String?
+    }
+
+    public static func sign<Claims: Encodable>(_ claims: Claims, with key: SigningKey) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let header = Base64URL.encode(try encoder.encode(Header(alg: "ES256", typ: "at+jwt", kid: key.kid)))
+        let payload = Base64URL.encode(try encoder.encode(claims))
+        let signingInput = "\(header).\(payload)"
+        let signature = try key.privateKey.signature(for: Data(signingInput.utf8))
+        return "\(signingInput).\(Base64URL.encode(signature.rawRepresentation))"
+    }
+
+    /// Verifies the signature with the ring's key named by `kid` and decodes the claims. Claim
+    /// checks (issuer, audience, expiry) are the caller's: they depend on the route.
+    public static func verify<Claims: Decodable>(_ token: String, keys: KeyRing, as type: Claims.Type = Claims.self) throws(JWTError) -> Claims {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerBytes = Base64URL.decode(parts[0]), let payloadBytes = Base64URL.decode(parts[1]),
+              let signatureBytes = Base64URL.decode(parts[2])
+        else { throw .malformed }
+        guard let header = try? JSONDecoder().decode(Header.self, from: Data(headerBytes)) else { throw .malformed }
+        guard header.alg == "ES256" else { throw .unsupportedAlgorithm(header.alg) }
+        guard let kid = header.kid, let key = keys.key(id: kid) else { throw .unknownKey(header.kid ?? "") }
+        guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
+              key.privateKey.publicKey.isValidSignature(signature, for: Data("\(parts[0]).\(parts[1])".utf8))
+        else { throw .badSignature }
+        guard let claims = try? JSONDecoder().decode(Claims.self, from: Data(payloadBytes)) else { throw .malformed }
+        return claims
+    }
+}
