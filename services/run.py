@@ -6,6 +6,7 @@ foreground, and everything started here is stopped when the gateway exits or on 
 
 import argparse
 import os
+import re
 import secrets
 import signal
 import socket
@@ -30,6 +31,24 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: floa
     sys.exit(f"run: example service {name} did not listen on port {port} within {timeout:.0f}s")
 
 
+def start_redis_if_needed(config_text: str, children: list) -> None:
+    """The store of gateway.yaml on loopback with nothing listening: start a throwaway redis-server
+    there (state lives for this run only)."""
+    match = re.search(r"redis://(?:[^@/\s]*@)?(127\.0\.0\.1|localhost):(\d+)", config_text)
+    if not match:
+        return
+    port = int(match.group(2))
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            print(f"run: using the Redis already listening on 127.0.0.1:{port}", flush=True)
+            return
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL)
+    children.append(process)
+    wait_for_port(port, process, "redis-server")
+    print(f"run: redis-server listening on 127.0.0.1:{port} (ephemeral)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True, help="path to the mcp-gateway binary")
@@ -49,6 +68,7 @@ def main() -> int:
 
     children: list[subprocess.Popen] = []
     try:
+        start_redis_if_needed(Path(args.config).read_text(), children)
         for name, argv, port in examples:
             process = subprocess.Popen([sys.executable, *argv], env=env)
             children.append(process)

@@ -151,7 +151,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration"]) else { return nil }
         var github: GitHubConfiguration?
         if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
@@ -163,7 +163,18 @@ struct ConfigurationBuilder {
         let allow = fields["allow"].flatMap { buildAllowList($0, "auth.allow") } ?? AllowList()
         let accessTTL = fields["accessTokenTTL"].flatMap { reader.duration($0, "auth.accessTokenTTL") } ?? ConfigurationDefaults.accessTokenTTL
         let refreshTTL = fields["refreshTokenTTL"].flatMap { reader.duration($0, "auth.refreshTokenTTL") } ?? ConfigurationDefaults.refreshTokenTTL
-        return AuthConfiguration(github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL)
+        var registration = RegistrationConfiguration.default
+        if let registrationNode = fields["registration"],
+           let entries = reader.mapping(registrationNode, "auth.registration", allowed: ["rateLimit", "unusedClientTTL"])
+        {
+            if let node = entries["rateLimit"], let value = reader.integer(node, "auth.registration.rateLimit", range: 1...1_000_000) {
+                registration.rateLimit = value
+            }
+            if let node = entries["unusedClientTTL"], let value = reader.duration(node, "auth.registration.unusedClientTTL") {
+                registration.unusedClientTTL = value
+            }
+        }
+        return AuthConfiguration(github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration)
     }
 
     private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {

@@ -95,6 +95,17 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var allow: AllowList
     public var accessTokenTTL: Duration
     public var refreshTokenTTL: Duration
+    public var registration: RegistrationConfiguration
+}
+
+/// Dynamic client registration (RFC 7591) limits.
+public struct RegistrationConfiguration: Sendable, Equatable {
+    /// Registrations per client IP per minute.
+    public var rateLimit: Int
+    /// A client unused for this long expires.
+    public var unusedClientTTL: Duration
+
+    public static let `default` = RegistrationConfiguration(rateLimit: 60, unusedClientTTL: .seconds(30 * 86400))
 }
 
 public enum RouterAuth: String, Sendable, Equatable {

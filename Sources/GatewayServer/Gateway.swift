@@ -3,7 +3,10 @@ public import GatewayConfig
 import GatewayUpstream
 import Hummingbird
 public import Logging
+import AuthorizationServer
+import GatewayRedis
 import GatewayStdio
+import GatewayStore
 import ServiceLifecycle
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
@@ -44,11 +47,32 @@ public struct Gateway {
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
         let proxy = HTTPProxy()
         let stdio = StdioBridge(registry: stdioRegistry)
-        var services: [any Service] = [UpstreamClientsService(clients: clients)]
+        let store: any KeyValueStore
+        var redis: RedisStore?
+        if let storeConfiguration = configuration.store {
+            guard let redisStore = RedisStore(url: storeConfiguration.redisURL, keyPrefix: storeConfiguration.keyPrefix) else {
+                throw GatewayStartupError("store.redis.url \(storeConfiguration.redisURL) cannot be used")
+            }
+            store = redisStore
+            redis = redisStore
+        } else {
+            store = MemoryStore()
+            logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
+        }
+        let registrationSettings = configuration.auth?.registration ?? .default
+        let registration = RegistrationEndpoints(
+            registry: ClientRegistry(store: store, settings: .init(
+                rateLimitPerMinute: registrationSettings.rateLimit, unusedClientTTL: registrationSettings.unusedClientTTL
+            )),
+            publicURL: configuration.publicURL
+        )
+        var services: [any Service] = [UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis)]
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
-            let responder = GatewayResponder(entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio)
+            let responder = GatewayResponder(
+                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, store: redis
+            )
             let app = Application(
                 responder: responder,
                 configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
@@ -92,6 +116,21 @@ struct StdioShutdownService: Service {
         let count = registry.allManagers.reduce(0) { $0 + $1.childPIDs.count }
         logger.info("ending stdio children", metadata: ["children": "\(count)"])
         await registry.shutdown()
+    }
+}
+
+public struct GatewayStartupError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Closes the Redis connections last.
+struct StoreShutdownService: Service {
+    let redis: RedisStore?
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await redis?.shutdown()
     }
 }
 

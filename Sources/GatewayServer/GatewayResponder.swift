@@ -1,5 +1,6 @@
 import Foundation
 import GatewayConfig
+import GatewayStore
 import GatewayRouting
 import GatewayUpstream
 import HTTPTypes
@@ -15,15 +16,21 @@ struct GatewayResponder: HTTPResponder {
     let holder: ConfigurationHolder
     let proxy: HTTPProxy
     let stdio: StdioBridge
+    let registration: RegistrationEndpoints
+    /// Checked by /readyz; nil when state lives in memory.
+    let store: (any KeyValueStore)?
 
     func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
         switch request.uri.path {
         case "/healthz":
             return JSONResponse.make(status: .ok, object: ["status": "ok"], headers: [.cacheControl: "no-store"])
         case "/readyz":
-            return readiness()
+            return await readiness()
         default:
             break
+        }
+        if let response = await registration.respond(to: request, context: context) {
+            return response
         }
         let runtime = holder.current
         let incoming = IncomingRequest(request)
@@ -74,8 +81,21 @@ struct GatewayResponder: HTTPResponder {
         throw .originForbidden(origin: origin)
     }
 
-    private func readiness() -> Response {
+    private func readiness() async -> Response {
         let runtime = holder.current
+        var storeStatus = "memory"
+        if let store {
+            do {
+                try await store.ping()
+                storeStatus = "reachable"
+            } catch {
+                return JSONResponse.make(
+                    status: .serviceUnavailable,
+                    object: ["status": "not_ready", "store": "unreachable", "detail": error.description],
+                    headers: [.cacheControl: "no-store"]
+                )
+            }
+        }
         var stdioServices: [String: [String: Int]] = [:]
         for manager in stdio.registry.allManagers {
             var entry = stdioServices[manager.service.name] ?? ["sessions": 0, "spares": 0]
@@ -89,6 +109,7 @@ struct GatewayResponder: HTTPResponder {
             "rejectedReloads": holder.rejectedReloads,
             "routers": runtime.configuration.routers.count,
             "stdio": stdioServices,
+            "store": storeStatus,
         ]
         return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
     }

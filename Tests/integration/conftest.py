@@ -122,6 +122,42 @@ def mcp_upstream(processes, tmp_path) -> str:
 
 
 @dataclass
+class RedisServer:
+    managed: ManagedProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), "--raw", *args], capture_output=True, text=True, timeout=10).stdout
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+    def restart(self, tmp_path: Path) -> None:
+        self.managed = start_process("redis", _redis_argv(self.port), tmp_path)
+        wait_until(lambda: self.cli("PING").strip() == "PONG", what="redis-server restarted")
+
+
+def _redis_argv(port: int) -> list[str]:
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+@pytest.fixture
+def redis_server(processes, tmp_path) -> RedisServer:
+    """A real redis-server on a free port, ready (answers PING) before the test starts."""
+    port = free_port()
+    managed = start_process("redis", _redis_argv(port), tmp_path)
+    server = RedisServer(managed, port)
+    processes.append(managed)
+    wait_until(lambda: server.cli("PING").strip() == "PONG", what="redis-server ready")
+    yield server
+    server.managed.stop()
+
+
+@dataclass
 class Gateway:
     managed: ManagedProcess
     port: int

@@ -12,12 +12,13 @@ from conftest import REPO, free_port, gateway_binary, start_process, wait_until
 
 
 def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tmp_path, processes):
-    gateway_port, status_port, notes_port = free_port(), free_port(), free_port()
+    gateway_port, status_port, notes_port, redis_port = free_port(), free_port(), free_port(), free_port()
     config = (
         (REPO / "gateway.yaml").read_text()
         .replace("127.0.0.1:8080", f"127.0.0.1:{gateway_port}")
         .replace("127.0.0.1:9200", f"127.0.0.1:{status_port}")
         .replace("127.0.0.1:9100", f"127.0.0.1:{notes_port}")
+        .replace("127.0.0.1:6379", f"127.0.0.1:{redis_port}")
     )
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(config)
@@ -32,6 +33,8 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
     processes.append(runner)
     base = f"http://127.0.0.1:{gateway_port}"
     wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, timeout=60, what="gateway from run.py")
+    # run.py started a redis-server for the store, and the gateway reaches it.
+    assert httpx.get(f"{base}/readyz").json()["store"] == "reachable"
 
     async def use_status_route():
         for mode in ("legacy", "2026-07-28"):
@@ -57,7 +60,7 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
 
     os.kill(runner.pid, signal.SIGTERM)
     assert runner.process.wait(timeout=20) == 0
-    for port in (gateway_port, status_port, notes_port):
+    for port in (gateway_port, status_port, notes_port, redis_port):
         wait_until(lambda: not _listening(port), timeout=10, what=f"port {port} released")
 
 

@@ -1,0 +1,121 @@
+import AuthorizationServer
+import Foundation
+import GatewayConfig
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// `POST /register` (RFC 7591) and `GET/PUT/DELETE /register/{client_id}` (RFC 7592).
+struct RegistrationEndpoints: Sendable {
+    let registry: ClientRegistry
+    let publicURL: PublicURL
+    static let maxBodyBytes = 64 * 1024
+    static let pragma = HTTPField.Name("Pragma")!
+
+    /// Answers when the path is a registration path; nil otherwise.
+    func respond(to request: Request, context: GatewayRequestContext) async -> Response? {
+        let path = request.uri.path
+        if path == "/register" {
+            guard request.method == .post else { return Self.methodNotAllowed("POST") }
+            return await register(request, context: context)
+        }
+        guard path.hasPrefix("/register/") else { return nil }
+        let clientID = String(path.dropFirst("/register/".count))
+        guard !clientID.isEmpty, !clientID.contains("/") else { return nil }
+        switch request.method {
+        case .get, .put, .delete: return await manage(request, clientID: clientID)
+        default: return Self.methodNotAllowed("GET, PUT, DELETE")
+        }
+    }
+
+    private func register(_ request: Request, context: GatewayRequestContext) async -> Response {
+        var request = request
+        guard let body = await Self.jsonObject(&request) else {
+            return Self.oauthError(.badRequest, "invalid_client_metadata", "the body must be a JSON object")
+        }
+        do {
+            let issued = try await registry.register(body, clientIP: context.clientIP ?? "unknown")
+            var response = issued.record.responseBody(registrationClientURI: clientURI(issued.record.clientID))
+            response["registration_access_token"] = issued.registrationAccessToken
+            if let secret = issued.clientSecret { response["client_secret"] = secret }
+            return Self.json(.created, response)
+        } catch {
+            return Self.response(for: error)
+        }
+    }
+
+    private func manage(_ request: Request, clientID: String) async -> Response {
+        var request = request
+        guard let token = Self.bearerToken(request) else {
+            return Self.oauthError(.unauthorized, "invalid_token", "a registration access token is required", challenge: true)
+        }
+        do {
+            let record = try await registry.authorize(clientID: clientID, registrationToken: token)
+            switch request.method {
+            case .get:
+                return Self.json(.ok, record.responseBody(registrationClientURI: clientURI(clientID)))
+            case .put:
+                guard let body = await Self.jsonObject(&request) else {
+                    return Self.oauthError(.badRequest, "invalid_client_metadata", "the body must be a JSON object")
+                }
+                let (updated, newSecret) = try await registry.update(record, with: body)
+                var response = updated.responseBody(registrationClientURI: clientURI(clientID))
+                if let newSecret { response["client_secret"] = newSecret }
+                return Self.json(.ok, response)
+            default:
+                try await registry.delete(record)
+                return Response(status: .noContent, headers: [.cacheControl: "no-store"])
+            }
+        } catch {
+            return Self.response(for: error)
+        }
+    }
+
+    private func clientURI(_ clientID: String) -> String { "\(publicURL.origin)/register/\(clientID)" }
+
+    // MARK: helpers
+
+    static func response(for error: RegistryError) -> Response {
+        switch error {
+        case .invalid(let registration):
+            return oauthError(.badRequest, registration.code, registration.description)
+        case .unauthorized:
+            return oauthError(.unauthorized, "invalid_token", "the registration access token is not valid for this client", challenge: true)
+        case .rateLimited(let seconds):
+            var response = oauthError(.tooManyRequests, "rate_limited", "too many registrations from this address; retry later")
+            response.headers[.retryAfter] = String(seconds)
+            return response
+        case .storeUnavailable:
+            return oauthError(.serviceUnavailable, "temporarily_unavailable", "the gateway's state store is unavailable; retry shortly")
+        }
+    }
+
+    static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
+    static func jsonObject(_ request: inout Request) async -> [String: Any]? {
+        guard let buffer = try? await request.collectBody(upTo: maxBodyBytes) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(buffer: buffer))) as? [String: Any]
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        JSONResponse.make(status: status, object: object, headers: [.contentType: "application/json", .cacheControl: "no-store", Self.pragma: "no-cache"])
+    }
+
+    static func oauthError(_ status: HTTPResponse.Status, _ code: String, _ description: String, challenge: Bool = false) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", Self.pragma: "no-cache"]
+        if challenge { headers[.wwwAuthenticate] = "Bearer error=\"\(code)\"" }
+        return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
+    }
+
+    static func methodNotAllowed(_ allow: String) -> Response {
+        var response = oauthError(.methodNotAllowed, "invalid_request", "method not allowed")
+        response.headers[.allow] = allow
+        return response
+    }
+}
