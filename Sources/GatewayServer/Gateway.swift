@@ -64,6 +64,7 @@ public struct Gateway {
             registry: ClientRegistry(store: store, settings: .init(
                 rateLimitPerMinute: registrationSettings.rateLimit, unusedClientTTL: registrationSettings.unusedClientTTL
             )),
+            refreshTokens: RefreshTokens(store: store, lifetime: configuration.auth?.refreshTokenTTL ?? ConfigurationDefaults.refreshTokenTTL),
             publicURL: configuration.publicURL
         )
         var services: [any Service] = [UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis)]

@@ -8,6 +8,7 @@ import NIOCore
 /// `POST /register` (RFC 7591) and `GET/PUT/DELETE /register/{client_id}` (RFC 7592).
 struct RegistrationEndpoints: Sendable {
     let registry: ClientRegistry
+    let refreshTokens: RefreshTokens
     let publicURL: PublicURL
     static let maxBodyBytes = 64 * 1024
     static let pragma = HTTPField.Name("Pragma")!
@@ -49,7 +50,7 @@ struct RegistrationEndpoints: Sendable {
         guard let token = Self.bearerToken(request) else {
             return Self.oauthError(.unauthorized, "invalid_token", "a registration access token is required", challenge: true)
         }
-        do {
+        do throws(RegistryError) {
             let record = try await registry.authorize(clientID: clientID, registrationToken: token)
             switch request.method {
             case .get:
@@ -63,6 +64,13 @@ struct RegistrationEndpoints: Sendable {
                 if let newSecret { response["client_secret"] = newSecret }
                 return Self.json(.ok, response)
             default:
+                // The client's refresh tokens die with it (access tokens are checked against the
+                // client's existence when enforcement lands).
+                do {
+                    try await refreshTokens.revokeAll(clientID: clientID)
+                } catch {
+                    throw RegistryError.storeUnavailable(error.description)
+                }
                 try await registry.delete(record)
                 return Response(status: .noContent, headers: [.cacheControl: "no-store"])
             }

@@ -204,10 +204,7 @@ public final class LegacySession: Sendable {
                 guard state.streams[standalone]?.continuation == nil else { throw .alreadyAttached }
                 streamID = standalone
             } else {
-                streamID = state.nextStreamID
-                state.nextStreamID += 1
-                state.streams[streamID] = EventStream(isStandalone: true)
-                state.standaloneStreamID = streamID
+                streamID = Self.openStandaloneStream(&state)
             }
             guard var eventStream = state.streams[streamID] else { throw .closed("stream gone") }
             eventStream.continuation?.yield(.end)
@@ -294,15 +291,7 @@ public final class LegacySession: Sendable {
     /// Appends to a stream (creating the standalone stream when needed), delivers it if a
     /// writer is attached, and keeps the replay buffer within its bound.
     private static func emit(_ state: inout State, streamID: Int?, bytes: ByteBuffer, final: Bool, replayLimit: Int) {
-        let id: Int
-        if let streamID {
-            id = streamID
-        } else {
-            id = state.nextStreamID
-            state.nextStreamID += 1
-            state.streams[id] = EventStream(isStandalone: true)
-            state.standaloneStreamID = id
-        }
+        let id = streamID ?? openStandaloneStream(&state)
         guard var stream = state.streams[id] else { return }
         let seq = state.nextSeq
         state.nextSeq += 1
@@ -323,6 +312,15 @@ public final class LegacySession: Sendable {
         }
         state.streams[id] = stream
         trimReplayBuffer(&state, limit: replayLimit)
+    }
+
+    /// Creates the session's GET stream (messages for it buffer until a GET attaches).
+    private static func openStandaloneStream(_ state: inout State) -> Int {
+        let id = state.nextStreamID
+        state.nextStreamID += 1
+        state.streams[id] = EventStream(isStandalone: true)
+        state.standaloneStreamID = id
+        return id
     }
 
     private static func trimReplayBuffer(_ state: inout State, limit: Int) {

@@ -97,6 +97,12 @@ public struct JSONScanner {
         }
 
         mutating func scanObject(_ member: (String, Range<Int>) -> Void) throws(Failure) {
+            try walkObject(depth: 0, decodeKeys: true, member: member)
+        }
+
+        /// Walks an object, reporting each key and value range; with `decodeKeys` false it only
+        /// validates (keys are skipped, not decoded, and reported as "").
+        private mutating func walkObject(depth: Int, decodeKeys: Bool, member: (String, Range<Int>) -> Void) throws(Failure) {
             guard next() == UInt8(ascii: "{") else { throw .invalidJSON(offset: position - 1) }
             skipWhitespace()
             if peek() == UInt8(ascii: "}") {
@@ -106,12 +112,13 @@ public struct JSONScanner {
             while true {
                 skipWhitespace()
                 guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON(offset: position) }
-                let key = try scanString()
+                var key = ""
+                if decodeKeys { key = try scanString() } else { try skipString() }
                 skipWhitespace()
                 guard next() == UInt8(ascii: ":") else { throw .invalidJSON(offset: position - 1) }
                 skipWhitespace()
                 let start = position
-                try skipValue()
+                try skipValue(depth: depth)
                 member(key, start..<position)
                 skipWhitespace()
                 guard let separator = next() else { throw .invalidJSON(offset: position) }
@@ -124,7 +131,7 @@ public struct JSONScanner {
             guard depth < 512, let byte = peek() else { throw .invalidJSON(offset: position) }
             switch byte {
             case UInt8(ascii: "{"):
-                try scanObjectSkipping(depth: depth + 1)
+                try walkObject(depth: depth + 1, decodeKeys: false) { _, _ in }
             case UInt8(ascii: "["):
                 position += 1
                 skipWhitespace()
@@ -152,28 +159,6 @@ public struct JSONScanner {
                 try skipNumber()
             default:
                 throw .invalidJSON(offset: position)
-            }
-        }
-
-        private mutating func scanObjectSkipping(depth: Int) throws(Failure) {
-            position += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") {
-                position += 1
-                return
-            }
-            while true {
-                skipWhitespace()
-                guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON(offset: position) }
-                try skipString()
-                skipWhitespace()
-                guard next() == UInt8(ascii: ":") else { throw .invalidJSON(offset: position - 1) }
-                skipWhitespace()
-                try skipValue(depth: depth)
-                skipWhitespace()
-                guard let separator = next() else { throw .invalidJSON(offset: position) }
-                if separator == UInt8(ascii: "}") { return }
-                guard separator == UInt8(ascii: ",") else { throw .invalidJSON(offset: position - 1) }
             }
         }
 

@@ -1,0 +1,199 @@
+public import Crypto
+import Foundation
+public import GatewayStore
+
+/// Who signed in, as the grants record it.
+public struct GrantSubject: Codable, Sendable, Equatable {
+    /// `github:<id>` (or `local:<name>`).
+    public var subject: String
+    public var login: String
+
+    public init(subject: String, login: String) {
+        self.subject = subject
+        self.login = login
+    }
+}
+
+/// What a code or refresh token entitles its client to.
+public struct Grant: Codable, Sendable, Equatable {
+    public var clientID: String
+    public var user: GrantSubject
+    public var scope: String
+    /// RFC 8707 resource (the MCP endpoint URL) the tokens are for.
+    public var resource: String
+
+    public init(clientID: String, user: GrantSubject, scope: String, resource: String) {
+        self.clientID = clientID
+        self.user = user
+        self.scope = scope
+        self.resource = resource
+    }
+}
+
+public enum GrantError: Error, Sendable, Equatable {
+    /// RFC 6749 `invalid_grant`, with a description safe to return.
+    case invalidGrant(String)
+    case storeUnavailable(String)
+}
+
+/// Authorization codes: random, single use (consumed atomically, so a concurrent double spend
+/// fails), alive for at most 60 s, and bound to the client, redirect URI, PKCE challenge, resource
+/// and user they were issued for. Only their hash is stored.
+public struct AuthorizationCodes: Sendable {
+    struct Record: Codable {
+        var grant: Grant
+        var redirectURI: String
+        var codeChallenge: String
+    }
+
+    public static let lifetime: Duration = .seconds(60)
+    let store: any KeyValueStore
+
+    public init(store: any KeyValueStore) {
+        self.store = store
+    }
+
+    public func issue(_ grant: Grant, redirectURI: String, codeChallenge: String) async throws(GrantError) -> String {
+        let code = ClientRegistry.randomToken(bytes: 32)
+        let record = Record(grant: grant, redirectURI: redirectURI, codeChallenge: codeChallenge)
+        do {
+            let bytes = Array(try JSONEncoder().encode(record))
+            try await store.set("code:\(ClientRegistry.hash(code))", bytes, ttl: Self.lifetime)
+        } catch let error as StoreError {
+            throw .storeUnavailable(error.description)
+        } catch {
+            throw .storeUnavailable("cannot encode the code")
+        }
+        return code
+    }
+
+    /// Redeems a code. It is consumed whether or not the checks pass: a code presented with the
+    /// wrong client, redirect URI or verifier is burnt, never retried.
+    public func redeem(_ code: String, clientID: String, redirectURI: String, codeVerifier: String, resource: String?) async throws(GrantError) -> Grant {
+        let bytes: [UInt8]?
+        do { bytes = try await store.take("code:\(ClientRegistry.hash(code))") } catch { throw .storeUnavailable(error.description) }
+        guard let bytes, let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)) else {
+            throw .invalidGrant("the authorization code is invalid, expired or already used")
+        }
+        guard record.grant.clientID == clientID else { throw .invalidGrant("the authorization code was issued to another client") }
+        guard record.redirectURI == redirectURI else { throw .invalidGrant("redirect_uri does not match the authorization request") }
+        guard PKCE.verify(verifier: codeVerifier, challenge: record.codeChallenge) else {
+            throw .invalidGrant("code_verifier does not match the code_challenge")
+        }
+        if let resource, resource != record.grant.resource {
+            throw .invalidGrant("resource does not match the authorization request")
+        }
+        return record.grant
+    }
+}
+
+/// PKCE (RFC 7636), S256 only.
+public enum PKCE {
+    /// A verifier is 43–128 characters of [A-Z a-z 0-9 - . _ ~].
+    public static func isValidVerifier(_ verifier: String) -> Bool {
+        (43...128).contains(verifier.count) && verifier.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-._~".contains($0)) }
+    }
+
+    /// A challenge is base64url(SHA-256(verifier)): 43 characters.
+    public static func isValidChallenge(_ challenge: String) -> Bool {
+        challenge.count == 43 && Base64URL.decode(challenge)?.count == 32
+    }
+
+    public static func challenge(for verifier: String) -> String {
+        Base64URL.encode(SHA256.hash(data: Data(verifier.utf8)))
+    }
+
+    public static func verify(verifier: String, challenge: String) -> Bool {
+        guard isValidVerifier(verifier) else { return false }
+        return ClientRegistry.constantTimeEqual(Self.challenge(for: verifier), challenge)
+    }
+}
+
+/// Refresh tokens, rotated on every use. Each token belongs to a family (one sign-in); presenting a
+/// token that was already rotated away revokes the whole family, which stops a thief and the
+/// victim alike until the user signs in again. Tokens are bound to their client, and deleting a
+/// client revokes all its families.
+public struct RefreshTokens: Sendable {
+    struct Record: Codable {
+        var grant: Grant
+        var family: String
+    }
+
+    let store: any KeyValueStore
+    let lifetime: Duration
+
+    public init(store: any KeyValueStore, lifetime: Duration) {
+        self.store = store
+        self.lifetime = lifetime
+    }
+
+    /// Starts a family for a new sign-in and returns its first token.
+    public func issue(_ grant: Grant) async throws(GrantError) -> String {
+        let family = ClientRegistry.randomToken(bytes: 16)
+        do {
+            try await store.addToSet("client-families:\(grant.clientID)", [family], ttl: lifetime)
+        } catch {
+            throw .storeUnavailable(error.description)
+        }
+        return try await issue(grant, family: family)
+    }
+
+    private func issue(_ grant: Grant, family: String) async throws(GrantError) -> String {
+        let token = ClientRegistry.randomToken(bytes: 32)
+        do {
+            let bytes = Array(try JSONEncoder().encode(Record(grant: grant, family: family)))
+            try await store.set("refresh:\(ClientRegistry.hash(token))", bytes, ttl: lifetime)
+        } catch let error as StoreError {
+            throw .storeUnavailable(error.description)
+        } catch {
+            throw .storeUnavailable("cannot encode the refresh token")
+        }
+        return token
+    }
+
+    /// Exchanges a refresh token for its successor. The old token is consumed atomically; a second
+    /// presentation of it (replay, or a race) revokes the family.
+    public func rotate(_ token: String, clientID: String) async throws(GrantError) -> (grant: Grant, refreshToken: String) {
+        let hash = ClientRegistry.hash(token)
+        do {
+            guard let bytes = try await store.take("refresh:\(hash)"),
+                  let record = try? JSONDecoder().decode(Record.self, from: Data(bytes))
+            else {
+                if let family = try await store.getString("refresh-used:\(hash)") {
+                    try await revokeFamily(family)
+                    throw GrantError.invalidGrant("the refresh token was already used; every token of this sign-in is now revoked")
+                }
+                throw GrantError.invalidGrant("the refresh token is invalid or expired")
+            }
+            try await store.set("refresh-used:\(hash)", record.family, ttl: lifetime)
+            if try await store.get("family-revoked:\(record.family)") != nil {
+                throw GrantError.invalidGrant("the refresh token was revoked")
+            }
+            guard record.grant.clientID == clientID else {
+                // A token presented by another client is treated as stolen.
+                try await revokeFamily(record.family)
+                throw GrantError.invalidGrant("the refresh token was issued to another client")
+            }
+            let next = try await issue(record.grant, family: record.family)
+            return (record.grant, next)
+        } catch let error as GrantError {
+            throw error
+        } catch let error as StoreError {
+            throw .storeUnavailable(error.description)
+        } catch {
+            throw .storeUnavailable("\(error)")
+        }
+    }
+
+    public func revokeFamily(_ family: String) async throws(StoreError) {
+        try await store.set("family-revoked:\(family)", "1", ttl: lifetime)
+    }
+
+    /// RFC 7592 DELETE: every refresh token the client holds stops working.
+    public func revokeAll(clientID: String) async throws(StoreError) {
+        for family in try await store.setMembers("client-families:\(clientID)") {
+            try await revokeFamily(family)
+        }
+        try await store.delete(["client-families:\(clientID)"])
+    }
+}

@@ -1,0 +1,162 @@
+import AuthorizationServer
+import Foundation
+import GatewayStore
+import Synchronization
+import Testing
+
+/// A clock tests can move.
+final class TestClock: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    var now: ContinuousClock.Instant { instant.withLock { $0 } }
+    func advance(_ duration: Duration) { instant.withLock { $0 += duration } }
+}
+
+let alice = GrantSubject(subject: "github:1", login: "alice")
+let grant = Grant(clientID: "client-a", user: alice, scope: "mcp", resource: "https://gw.example/time/mcp")
+let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0", count: 24)
+
+@Suite struct PKCETests {
+    @Test func s256RoundTrip() {
+        let challenge = PKCE.challenge(for: verifier)
+        #expect(PKCE.isValidChallenge(challenge))
+        #expect(PKCE.verify(verifier: verifier, challenge: challenge))
+        #expect(!PKCE.verify(verifier: verifier + "x", challenge: challenge))
+    }
+
+    @Test func rejectsPlainAndMalformed() {
+        // "plain" would send the verifier itself as challenge: not a valid S256 challenge.
+        #expect(!PKCE.isValidChallenge(verifier))
+        #expect(!PKCE.isValidVerifier("short"))
+        #expect(!PKCE.isValidVerifier(String(repeating: "a", count: 129)))
+        #expect(!PKCE.isValidVerifier(String(repeating: "a", count: 42) + "!"))
+        // RFC 7636 appendix B test vector.
+        #expect(PKCE.challenge(for: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+    }
+}
+
+@Suite struct AuthorizationCodeTests {
+    let challenge = PKCE.challenge(for: verifier)
+
+    @Test func redeemsOnceWithEveryBinding() async throws {
+        let codes = AuthorizationCodes(store: MemoryStore())
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        let redeemed = try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: grant.resource)
+        #expect(redeemed == grant)
+        await #expect(throws: GrantError.self) {
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+        }
+    }
+
+    @Test(arguments: [
+        ("client-b", "https://claude.ai/cb", true, "another client"),
+        ("client-a", "https://claude.ai/other", true, "redirect_uri"),
+        ("client-a", "https://claude.ai/cb", false, "code_verifier"),
+    ])
+    func wrongBindingsFailAndBurnTheCode(clientID: String, redirectURI: String, rightVerifier: Bool, fragment: String) async throws {
+        let codes = AuthorizationCodes(store: MemoryStore())
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        do {
+            _ = try await codes.redeem(code, clientID: clientID, redirectURI: redirectURI, codeVerifier: rightVerifier ? verifier : verifier + "x", resource: nil)
+            Issue.record("redeemed with a wrong binding")
+        } catch {
+            guard case .invalidGrant(let description) = error else { Issue.record("\(error)"); return }
+            #expect(description.contains(fragment))
+        }
+        // The legitimate client cannot use it afterwards either.
+        await #expect(throws: GrantError.self) {
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+        }
+    }
+
+    @Test func wrongResourceFails() async throws {
+        let codes = AuthorizationCodes(store: MemoryStore())
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        await #expect(throws: GrantError.self) {
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: "https://gw.example/notes/mcp")
+        }
+    }
+
+    @Test func codesExpireAfterSixtySeconds() async throws {
+        let clock = TestClock()
+        let codes = AuthorizationCodes(store: MemoryStore(now: { clock.now }))
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        clock.advance(.seconds(61))
+        await #expect(throws: GrantError.self) {
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+        }
+    }
+
+    @Test func concurrentDoubleSpendHasOneWinner() async throws {
+        let codes = AuthorizationCodes(store: MemoryStore())
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        let wins = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    (try? await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)) != nil
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(wins == 1)
+    }
+}
+
+@Suite struct RefreshTokenTests {
+    @Test func rotatesOnEveryUse() async throws {
+        let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant)
+        let (rotatedGrant, second) = try await tokens.rotate(first, clientID: "client-a")
+        #expect(rotatedGrant == grant)
+        #expect(second != first)
+        let (_, third) = try await tokens.rotate(second, clientID: "client-a")
+        #expect(third != second)
+    }
+
+    @Test func reuseRevokesTheWholeFamily() async throws {
+        let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant)
+        let (_, second) = try await tokens.rotate(first, clientID: "client-a")
+        // The old token shows up again (stolen copy): rejected, and the current one dies too.
+        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
+        await #expect(throws: GrantError.self) { try await tokens.rotate(second, clientID: "client-a") }
+    }
+
+    @Test func anotherClientCannotRedeem() async throws {
+        let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant)
+        do {
+            _ = try await tokens.rotate(first, clientID: "client-b")
+            Issue.record("another client redeemed the token")
+        } catch {
+            #expect(error == .invalidGrant("the refresh token was issued to another client"))
+        }
+    }
+
+    @Test func deletingTheClientRevokesItsTokens() async throws {
+        let store = MemoryStore()
+        let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
+        let mine = try await tokens.issue(grant)
+        var other = grant
+        other.clientID = "client-z"
+        let theirs = try await tokens.issue(other)
+        try await tokens.revokeAll(clientID: "client-a")
+        await #expect(throws: GrantError.self) { try await tokens.rotate(mine, clientID: "client-a") }
+        _ = try await tokens.rotate(theirs, clientID: "client-z")
+    }
+
+    @Test func expiredTokensFail() async throws {
+        let clock = TestClock()
+        let tokens = RefreshTokens(store: MemoryStore(now: { clock.now }), lifetime: .seconds(100))
+        let first = try await tokens.issue(grant)
+        clock.advance(.seconds(101))
+        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
+    }
+
+    @Test func onlyHashesAreStored() async throws {
+        let store = MemoryStore()
+        let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant)
+        #expect(try await store.get("refresh:\(first)") == nil)
+        #expect(try await store.get("refresh:\(ClientRegistry.hash(first))") != nil)
+    }
+}
