@@ -36,6 +36,7 @@ let package = Package(
             dependencies: [
                 "GatewayStore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ]
         ),
         .target(
@@ -93,6 +94,7 @@ let package = Package(
             dependencies: [
                 "GatewayConfig",
                 "GatewayServer",
+                "AuthorizationServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -151,7 +151,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local"]) else { return nil }
         var github: GitHubConfiguration?
         if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
@@ -174,7 +174,25 @@ struct ConfigurationBuilder {
                 registration.unusedClientTTL = value
             }
         }
-        return AuthConfiguration(github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration)
+        var localUsers: [String: String] = [:]
+        if let localNode = fields["local"], let local = reader.mapping(localNode, "auth.local", allowed: ["users"]), let usersNode = local["users"] {
+            for entry in reader.orderedEntries(usersNode, "auth.local.users") {
+                let path = "auth.local.users.\(entry.key)"
+                guard entry.key.range(of: #"^[A-Za-z0-9._-]{1,64}$"#, options: .regularExpression) != nil else {
+                    reader.report("user names are 1–64 letters, digits, '.', '_' or '-'", path, entry.keyNode)
+                    continue
+                }
+                guard let hash = reader.string(entry.value, path) else { continue }
+                guard hash.range(of: #"^\$scrypt\$ln=\d+,r=\d+,p=\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+$"#, options: .regularExpression) != nil else {
+                    reader.report("expected a password hash from `mcp-gateway hash-password` ($scrypt$…), never a plain password", path, entry.value)
+                    continue
+                }
+                localUsers[entry.key] = hash
+            }
+        }
+        return AuthConfiguration(
+            github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration, localUsers: localUsers
+        )
     }
 
     private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {

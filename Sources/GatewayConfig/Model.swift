@@ -96,6 +96,8 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var accessTokenTTL: Duration
     public var refreshTokenTTL: Duration
     public var registration: RegistrationConfiguration
+    /// Local identity provider: user name → scrypt hash (`mcp-gateway hash-password`).
+    public var localUsers: [String: String]
 }
 
 /// Dynamic client registration (RFC 7591) limits.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthorizationServer
 import Dispatch
 import Foundation
 import GatewayConfig
@@ -27,7 +28,7 @@ struct MCPGateway: AsyncParsableCommand {
         commandName: "mcp-gateway",
         abstract: "An authenticating reverse proxy for MCP servers.",
         version: GatewayVersion.current,
-        subcommands: [Serve.self, Check.self],
+        subcommands: [Serve.self, Check.self, HashPassword.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -86,5 +87,35 @@ struct Check: ParsableCommand {
             FileHandle.standardError.write(Data("\(error.description)\n\(options.config): \(error.diagnostics.count) problem(s)\n".utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+struct HashPassword: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-password",
+        abstract: "Print a scrypt hash of a password for auth.local.users in gateway.yaml.",
+        discussion: "Reads the password from standard input (a terminal prompt hides it), e.g. `mcp-gateway hash-password < file`."
+    )
+
+    func run() throws {
+        let interactive = isatty(STDIN_FILENO) == 1
+        var saved = termios()
+        if interactive {
+            FileHandle.standardError.write(Data("Password: ".utf8))
+            tcgetattr(STDIN_FILENO, &saved)
+            var silent = saved
+            silent.c_lflag &= ~tcflag_t(ECHO)
+            tcsetattr(STDIN_FILENO, TCSANOW, &silent)
+        }
+        let line = readLine(strippingNewline: true)
+        if interactive {
+            tcsetattr(STDIN_FILENO, TCSANOW, &saved)
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        guard let password = line, !password.isEmpty else {
+            FileHandle.standardError.write(Data("hash-password: no password on standard input\n".utf8))
+            throw ExitCode(2)
+        }
+        print(try PasswordHash.hash(password))
     }
 }

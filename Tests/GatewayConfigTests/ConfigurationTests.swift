@@ -291,3 +291,29 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
         #expect(ByteSizeSyntax.parse(text) == expected)
     }
 }
+
+@Suite struct LocalUsersTests {
+    @Test func hashesAreRequiredNotPasswords() {
+        let yaml = """
+        entryPoints: { web: { address: "127.0.0.1:8080" } }
+        publicURL: "http://localhost:8080"
+        auth:
+          local:
+            users:
+              alice: "$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+              bob: "hunter2"
+              "bad name": "$scrypt$ln=15,r=8,p=1$a$b"
+        routers: { a: { rule: "PathPrefix(`/a`)", service: s, auth: none } }
+        services: { s: { http: { url: "http://127.0.0.1:1/mcp" } } }
+        """
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "u.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let lines = error.description.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2)
+            #expect(lines[0].hasPrefix("u.yaml:7:12: auth.local.users.bob: expected a password hash"))
+            #expect(lines[1].hasPrefix("u.yaml:8:7: auth.local.users.bad name: user names are"))
+        }
+    }
+}

@@ -60,3 +60,27 @@ def test_version_and_help():
     help_text = run("--help")
     assert help_text.returncode == 0
     assert "serve" in help_text.stdout and "check" in help_text.stdout
+
+
+def test_hash_password_writes_a_standard_scrypt_hash():
+    import base64
+    import hashlib
+    import hmac
+
+    result = subprocess.run([gateway_binary(), "hash-password"], input="s3cret pass\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    encoded = result.stdout.strip()
+    _, scheme, params, salt, digest = encoded.split("$")
+    assert scheme == "scrypt"
+    settings = dict(pair.split("=") for pair in params.split(","))
+
+    def b64(text):
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    # An independent implementation (Python's hashlib) derives the same key.
+    expected = hashlib.scrypt(b"s3cret pass", salt=b64(salt), n=2 ** int(settings["ln"]), r=int(settings["r"]),
+                              p=int(settings["p"]), maxmem=2 ** 27, dklen=len(b64(digest)))
+    assert hmac.compare_digest(expected, b64(digest))
+    assert int(settings["ln"]) >= 14
+    empty = subprocess.run([gateway_binary(), "hash-password"], input="", capture_output=True, text=True, timeout=30)
+    assert empty.returncode == 2

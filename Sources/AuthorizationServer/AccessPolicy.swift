@@ -1,0 +1,63 @@
+/// What the identity provider knows about a user: enough to evaluate allow-lists.
+public struct UserIdentity: Sendable, Equatable {
+    public var login: String
+    /// Organisation logins; nil when not fetched (not needed by the lists in force).
+    public var orgs: [String]?
+    /// Teams as `org/team-slug`; nil when not fetched.
+    public var teams: [String]?
+
+    public init(login: String, orgs: [String]? = nil, teams: [String]? = nil) {
+        self.login = login
+        self.orgs = orgs
+        self.teams = teams
+    }
+}
+
+/// An allow-list in force (`users`, `orgs`, `teams`, or `anyone`). Names compare without regard to
+/// case, as GitHub's do. An empty list admits nobody: opening a route to everyone must be written
+/// as `anyone: true`.
+public struct AccessRule: Sendable, Equatable {
+    public var anyone: Bool
+    public var users: Set<String>
+    public var orgs: Set<String>
+    public var teams: Set<String>
+
+    public init(anyone: Bool = false, users: [String] = [], orgs: [String] = [], teams: [String] = []) {
+        self.anyone = anyone
+        self.users = Set(users.map { $0.lowercased() })
+        self.orgs = Set(orgs.map { $0.lowercased() })
+        self.teams = Set(teams.map { $0.lowercased() })
+    }
+
+    /// Whether evaluating this rule needs the user's organisations / teams (each an extra GitHub
+    /// call, made only when a list names them).
+    public var needsOrgs: Bool { !anyone && !orgs.isEmpty }
+    public var needsTeams: Bool { !anyone && !teams.isEmpty }
+
+    public func admits(_ user: UserIdentity) -> Bool {
+        if anyone { return true }
+        if users.contains(user.login.lowercased()) { return true }
+        if let orgs = user.orgs, orgs.contains(where: { self.orgs.contains($0.lowercased()) }) { return true }
+        if let teams = user.teams, teams.contains(where: { self.teams.contains($0.lowercased()) }) { return true }
+        return false
+    }
+}
+
+/// The global list and a router's own: the router's list, when present, narrows the global one —
+/// a user must pass both.
+public struct AccessPolicy: Sendable, Equatable {
+    public var global: AccessRule
+    public var router: AccessRule?
+
+    public init(global: AccessRule, router: AccessRule?) {
+        self.global = global
+        self.router = router
+    }
+
+    public var needsOrgs: Bool { global.needsOrgs || (router?.needsOrgs ?? false) }
+    public var needsTeams: Bool { global.needsTeams || (router?.needsTeams ?? false) }
+
+    public func admits(_ user: UserIdentity) -> Bool {
+        global.admits(user) && (router?.admits(user) ?? true)
+    }
+}
