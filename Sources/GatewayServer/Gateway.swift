@@ -76,6 +76,7 @@ public struct Gateway {
             )
             let app = Application(
                 responder: responder,
+                server: .http1(configuration: .init(additionalChannelHandlers: [InboundCloseWatcher()])),
                 configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
                 onServerRunning: { [entryLogger] channel in
                     entryLogger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])

@@ -32,12 +32,20 @@ struct HTTPProxy: Sendable {
             serviceHeaders: upstream.service.headers
         )
         let upstreamResponse: HTTPClientResponse
+        let method = HTTPMethod(rawValue: request.method.rawValue)
+        let query = request.uri.query
+        let logger = context.logger
+        let requestBody = body
         do {
-            upstreamResponse = try await upstream.send(
-                method: HTTPMethod(rawValue: request.method.rawValue), query: request.uri.query, headers: headers, body: body, logger: context.logger
-            )
-        } catch {
+            // The client hanging up before the upstream answers ends the upstream request too
+            // (in 2026-07-28, closing the stream is how a client cancels).
+            upstreamResponse = try await Self.cancellingOnClose(of: context.channel) {
+                try await upstream.send(method: method, query: query, headers: headers, body: requestBody, logger: logger)
+            }
+        } catch let error as UpstreamError {
             throw .upstream(error)
+        } catch {
+            throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "\(error)"))
         }
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
@@ -62,5 +70,20 @@ struct HTTPProxy: Sendable {
             responseBody = ResponseBody(asyncSequence: upstreamBody)
         }
         return Response(status: .init(code: Int(upstreamResponse.status.code)), headers: fields, body: responseBody)
+    }
+
+    /// Runs `operation`, cancelling it if the client hangs up first.
+    static func cancellingOnClose<Value: Sendable>(
+        of channel: any Channel, _ operation: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        guard let watcher = InboundCloseWatcher.watcher(for: channel) else { return try await operation() }
+        let task = Task { try await operation() }
+        let token = watcher.onClose { task.cancel() }
+        defer { watcher.cancel(token) }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
+        }
     }
 }

@@ -313,3 +313,24 @@ def indent(block: str) -> str:
 
     # Router and service names sit at six spaces inside config_for's template.
     return textwrap.indent(textwrap.dedent(block), "      ")
+
+
+def test_client_disconnect_cancels_a_pending_json_request(start_gateway, raw_upstream):
+    routers = """
+      slow:
+        rule: "PathPrefix(`/slow`)"
+        service: slow
+        auth: none
+    """
+    services = f"""
+      slow:
+        http:
+          url: "{raw_upstream}/hang"
+          responseHeaderTimeout: "60s"
+    """
+    gateway = start_gateway(config_for(raw_upstream, indent(routers), indent(services)), env={"TEST_UPSTREAM_KEY": "k"})
+    with socket.create_connection(("127.0.0.1", gateway.port)) as client:
+        client.sendall(b"POST /slow/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hanging") == 1, what="request reached the upstream")
+    # The client is gone before any answer: the upstream request must end, not wait for its timeout.
+    wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hang_disconnects") == 1, timeout=10, what="upstream request cancelled")

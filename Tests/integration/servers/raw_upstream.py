@@ -59,8 +59,17 @@ async def sse_forever(request: Request) -> Response:
 
 
 async def hang(request: Request) -> Response:
-    await asyncio.sleep(3600)
-    return Response(status_code=204)
+    STATE["hanging"] = STATE.get("hanging", 0) + 1
+    try:
+        # Watch for the caller going away (uvicorn does not cancel a plain handler by itself).
+        for _ in range(36000):
+            if await request.is_disconnected():
+                STATE["hang_disconnects"] = STATE.get("hang_disconnects", 0) + 1
+                return Response(status_code=499)
+            await asyncio.sleep(0.05)
+        return Response(status_code=204)
+    finally:
+        STATE["hanging"] -= 1
 
 
 async def state(request: Request) -> Response:

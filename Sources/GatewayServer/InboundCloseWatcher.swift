@@ -1,0 +1,76 @@
+import NIOCore
+import Synchronization
+
+/// Notices a client hanging up while its request is still being answered. Hummingbird keeps
+/// HTTP/1 connections half-closable, so a client's FIN arrives as `inputClosed` (the channel stays
+/// open); an RST as the channel going inactive. One watcher per connection.
+final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    private struct State {
+        var closed = false
+        var nextToken = 0
+        var callbacks: [Int: @Sendable () -> Void] = [:]
+    }
+
+    private let state = Mutex(State())
+    private static let registry = Mutex<[ObjectIdentifier: InboundCloseWatcher]>([:])
+
+    /// The watcher of `channel`, if the connection has one.
+    static func watcher(for channel: any Channel) -> InboundCloseWatcher? {
+        registry.withLock { $0[ObjectIdentifier(channel)] }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let id = ObjectIdentifier(context.channel)
+        Self.registry.withLock { $0[id] = self }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        let id = ObjectIdentifier(context.channel)
+        Self.registry.withLock { if $0[id] === self { $0[id] = nil } }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { fire() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fire()
+        let id = ObjectIdentifier(context.channel)
+        Self.registry.withLock { if $0[id] === self { $0[id] = nil } }
+        context.fireChannelInactive()
+    }
+
+    /// Calls `callback` once when the client hangs up (at once if it already has). Returns a token
+    /// for ``cancel(_:)``.
+    func onClose(_ callback: @escaping @Sendable () -> Void) -> Int? {
+        let token = state.withLock { state -> Int? in
+            guard !state.closed else { return nil }
+            state.nextToken += 1
+            state.callbacks[state.nextToken] = callback
+            return state.nextToken
+        }
+        if token == nil { callback() }
+        return token
+    }
+
+    func cancel(_ token: Int?) {
+        guard let token else { return }
+        _ = state.withLock { $0.callbacks.removeValue(forKey: token) }
+    }
+
+    private func fire() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            state.closed = true
+            defer { state.callbacks.removeAll() }
+            return Array(state.callbacks.values)
+        }
+        callbacks.forEach { $0() }
+    }
+}
