@@ -39,7 +39,6 @@ enum GatewayError: Error {
         case .upstream(let error):
             switch error.kind {
             case .timeout: .gatewayTimeout
-            case .requestTooLarge: .contentTooLarge
             case .unreachable, .protocolFailure: .badGateway
             }
         }
@@ -67,7 +66,6 @@ enum GatewayError: Error {
             case .timeout: "upstream_timeout"
             case .unreachable: "upstream_unreachable"
             case .protocolFailure: "upstream_failed"
-            case .requestTooLarge: "request_too_large"
             }
         }
     }

@@ -52,7 +52,7 @@ struct GatewayResponder: HTTPResponder {
             }
             switch route.upstream {
             case .http(let upstream):
-                return try await proxy.forward(request, context: context, route: route, upstream: upstream, publicURL: runtime.configuration.publicURL)
+                return try await proxy.forward(request, context: context, route: route, upstream: upstream)
             case .stdio(let manager):
                 return try await stdio.handle(request, context: context, route: route, manager: manager)
             }

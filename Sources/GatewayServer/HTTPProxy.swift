@@ -11,17 +11,14 @@ import NIOHTTP1
 /// JSON-RPC messages, read up to the route's limit (so an oversized one is refused with 413 before
 /// the upstream sees a byte); response bodies are relayed chunk by chunk as they arrive.
 struct HTTPProxy: Sendable {
-    static let eventStreamHeaders: HTTPFields = [
-        HTTPField.Name("X-Accel-Buffering")!: "no",
-    ]
 
     func forward(
-        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, publicURL: PublicURL
+        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream
     ) async throws(GatewayError) -> Response {
         var request = request
         var body: ByteBuffer?
         if request.method == .post || request.method == .put || request.method == .patch {
-            body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes, service: upstream.service.name)
+            body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         }
         let headers = HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
@@ -53,7 +50,8 @@ struct HTTPProxy: Sendable {
         let upstreamBody = upstreamResponse.body
         let responseBody: ResponseBody
         if isEventStream {
-            fields.append(contentsOf: Self.eventStreamHeaders)
+            // The upstream's own Content-Type stays; only the anti-buffering headers are added.
+            fields[SSEHeaders.accelBuffering] = "no"
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
             let clientRequest = request
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a

@@ -32,7 +32,7 @@ struct StdioBridge: Sendable {
 
     private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager) async throws(GatewayError) -> Response {
         var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes, service: manager.service.name)
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let payload: JSONRPCPayload
         do {
             payload = try JSONRPCPayload(parsing: body)
@@ -51,7 +51,8 @@ struct StdioBridge: Sendable {
             }
             return try await initialize(message, request: request, manager: manager)
         }
-        guard let (_, session) = registry.session(serviceName: manager.service.name, id: sessionID) else {
+        // The session's own manager: after a reload it may be an older one, with its own settings.
+        guard let (owner, session) = registry.session(serviceName: manager.service.name, id: sessionID) else {
             throw .sessionNotFound
         }
         try checkProtocolVersion(request)
@@ -74,7 +75,7 @@ struct StdioBridge: Sendable {
         do {
             if !others.isEmpty { try session.sendNotifications(others) }
             guard !requests.isEmpty else { return Response(status: .accepted) }
-            let subscription = try session.sendRequests(requests)
+            let subscription = try session.sendRequests(requests, timeout: owner.service.requestTimeout)
             return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:])
         } catch {
             throw .sessionNotFound
@@ -90,7 +91,6 @@ struct StdioBridge: Sendable {
             switch error {
             case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
             case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
-            case .startTimeout(let timeout): throw .stdioStartTimeout(service: manager.service.name, timeout: timeout)
             case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
             }
         }
@@ -112,15 +112,15 @@ struct StdioBridge: Sendable {
             throw .stdioStartFailed(service: manager.service.name, detail: "the MCP server ended before answering initialize")
         }
         guard response.kind == .response else {
-            // Either the child answered initialize with an error (relayed as is), or the gateway
-            // ended the attempt: the child exited (502) or did not answer in time (504).
-            let endedByGateway: String?
-            if case .closed(let reason) = session.phase { endedByGateway = reason } else { endedByGateway = nil }
-            let timedOut = response.string(at: ["error", "data", "reason"]) == "start_timeout"
+            // Either the child answered initialize with an error (relayed as is), or the session
+            // ended first: the child did not answer in time (504) or exited (502).
+            let ending = session.ending
             await manager.abandon(session, reason: "initialize failed")
-            if timedOut { throw .stdioStartTimeout(service: manager.service.name, timeout: manager.service.startTimeout) }
-            if let endedByGateway { throw .stdioStartFailed(service: manager.service.name, detail: endedByGateway) }
-            return Self.jsonResponse(final, headers: [:])
+            switch ending {
+            case .startTimeout: throw .stdioStartTimeout(service: manager.service.name, timeout: manager.service.startTimeout)
+            case .childExited, .ended: throw .stdioStartFailed(service: manager.service.name, detail: session.closedReason ?? "the session ended")
+            case nil: return Self.jsonResponse(final, headers: [:])
+            }
         }
         let version = response.string(at: ["result", "protocolVersion"])
         let sessionID = manager.activate(session, protocolVersion: version, owner: nil)
@@ -226,7 +226,7 @@ struct StdioBridge: Sendable {
     static let eventStreamHeaders: HTTPFields = [
         .contentType: "text/event-stream",
         .cacheControl: "no-cache",
-        HTTPField.Name("X-Accel-Buffering")!: "no",
+        SSEHeaders.accelBuffering: "no",
     ]
 
     static func jsonResponse(_ bytes: ByteBuffer, headers: HTTPFields) -> Response {
@@ -234,6 +234,12 @@ struct StdioBridge: Sendable {
         fields.append(contentsOf: headers)
         return Response(status: .ok, headers: fields, body: ResponseBody(byteBuffer: bytes))
     }
+}
+
+/// Headers every SSE response of the gateway carries.
+enum SSEHeaders {
+    /// Tells nginx-style proxies in front not to buffer the stream.
+    static let accelBuffering = HTTPField.Name("X-Accel-Buffering")!
 }
 
 /// An AsyncStream iterator handed from the handler to the response body writer. It is used by one
@@ -252,7 +258,7 @@ final class IteratorBox: @unchecked Sendable {
 
 /// Reads a request body up to the route's limit, mapping overflow to 413.
 enum RequestBodyReader {
-    static func read(_ request: inout Request, limit: Int, service: String) async throws(GatewayError) -> ByteBuffer {
+    static func read(_ request: inout Request, limit: Int) async throws(GatewayError) -> ByteBuffer {
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw .requestTooLarge(limit: limit)
         }

@@ -27,6 +27,15 @@ public final class LegacySession: Sendable {
         public let items: AsyncStream<StreamItem>
     }
 
+    /// Why a session ended.
+    public enum Ending: Sendable, Equatable {
+        /// The child did not answer initialize within startTimeout.
+        case startTimeout
+        case childExited(ChildExit)
+        /// DELETE, idle reaping, shutdown, reconfiguration.
+        case ended
+    }
+
     public struct ClosedError: Error, Sendable {
         public var reason: String
     }
@@ -40,7 +49,6 @@ public final class LegacySession: Sendable {
     let serviceName: String
     let logger: Logger
     private let replayLimit: Int
-    private let requestTimeout: Duration?
     private let state: Mutex<State>
 
     private struct Pending {
@@ -61,6 +69,7 @@ public final class LegacySession: Sendable {
 
     private struct State {
         var phase: Phase = .spare
+        var ending: Ending?
         var sessionID: String?
         var owner: String?
         var protocolVersion: String?
@@ -75,11 +84,10 @@ public final class LegacySession: Sendable {
         var requestOrder: [Int64] = []
     }
 
-    init(child: ChildProcess, serviceName: String, replayLimit: Int, requestTimeout: Duration?, logger: Logger) {
+    init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
         self.child = child
         self.serviceName = serviceName
         self.replayLimit = replayLimit
-        self.requestTimeout = requestTimeout
         self.logger = logger
         self.state = Mutex(State())
     }
@@ -88,6 +96,13 @@ public final class LegacySession: Sendable {
     public var phase: Phase { state.withLock { $0.phase } }
     public var protocolVersion: String? { state.withLock { $0.protocolVersion } }
     public var owner: String? { state.withLock { $0.owner } }
+    public var ending: Ending? { state.withLock { $0.ending } }
+    public var closedReason: String? {
+        state.withLock { state in
+            if case .closed(let reason) = state.phase { return reason }
+            return nil
+        }
+    }
     public var pid: Int32 { child.pid }
 
     /// Whether the session has been idle (no request in flight, no open stream) since `deadline`.
@@ -115,8 +130,9 @@ public final class LegacySession: Sendable {
 
     /// Sends requests to the child on a new stream; the returned sequence yields the messages of
     /// that stream (interim notifications and requests, then the responses) and ends after the last.
-    /// `initialize` is bounded by the service's `startTimeout` instead of `requestTimeout`.
-    public func sendRequests(_ messages: [JSONRPCMessage]) throws(ClosedError) -> Subscription {
+    /// `timeout`: how long the child has to answer each request before it gets an error and a
+    /// cancellation (nil: no limit).
+    public func sendRequests(_ messages: [JSONRPCMessage], timeout: Duration?) throws(ClosedError) -> Subscription {
         let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
         let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
             if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
@@ -140,7 +156,7 @@ public final class LegacySession: Sendable {
             })
         }
         for line in lines { child.send(line) }
-        if let requestTimeout, !messages.contains(where: { $0.method == "initialize" }) {
+        if let requestTimeout = timeout {
             let firstID = state.withLock { $0.nextGatewayID } - Int64(lines.count)
             Task { [weak self] in
                 guard (try? await Task.sleep(for: requestTimeout)) != nil else { return }
@@ -345,10 +361,11 @@ public final class LegacySession: Sendable {
     /// Ends the session: every request in flight gets a JSON-RPC error, every stream closes.
     /// Returns false when it had already ended.
     @discardableResult
-    func close(reason: String, errorData: String?) -> Bool {
+    func close(reason: String, errorData: String?, ending: Ending = .ended) -> Bool {
         let closed = state.withLock { state -> Bool in
             if case .closed = state.phase { return false }
             state.phase = .closed(reason)
+            state.ending = ending
             for (_, pending) in state.pending.sorted(by: { $0.key < $1.key }) {
                 let error = JSONRPCErrorResponse.make(rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError, message: reason, dataJSON: errorData)
                 Self.emit(&state, streamID: pending.streamID, bytes: error, final: true, replayLimit: Int.max)

@@ -12,7 +12,6 @@ public final class StdioSessionManager: Sendable {
     public enum Failure: Error, Sendable {
         case atCapacity(limit: Int)
         case spawnFailed(String)
-        case startTimeout(Duration)
         case childExited(String)
         case shuttingDown
     }
@@ -107,7 +106,8 @@ public final class StdioSessionManager: Sendable {
         session.markInitializing()
         let subscription: LegacySession.Subscription
         do {
-            subscription = try session.sendRequests([message])
+            // initialize is bounded by startTimeout (below), not requestTimeout.
+            subscription = try session.sendRequests([message], timeout: nil)
         } catch {
             state.withLock { $0.initializing -= 1 }
             throw .childExited(error.reason)
@@ -119,7 +119,7 @@ public final class StdioSessionManager: Sendable {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             if session.phase == .initializing {
                 logger.error("child did not answer initialize in time; killing it", metadata: ["timeout": "\(timeout)", "pid": "\(session.pid)"])
-                session.close(reason: "the MCP server did not answer initialize within \(timeout)", errorData: "{\"reason\":\"start_timeout\"}")
+                session.close(reason: "the MCP server did not answer initialize within \(timeout)", errorData: nil, ending: .startTimeout)
                 session.child.signal(SIGKILL)
             }
         }
@@ -229,7 +229,7 @@ public final class StdioSessionManager: Sendable {
         }
         var sessionLogger = logger
         sessionLogger[metadataKey: "pid"] = "\(child.pid)"
-        let session = LegacySession(child: child, serviceName: service.name, replayLimit: replayLimit, requestTimeout: service.requestTimeout, logger: sessionLogger)
+        let session = LegacySession(child: child, serviceName: service.name, replayLimit: replayLimit, logger: sessionLogger)
         box.session = session
         child.exit.whenSuccess { [weak self] exit in
             self?.childExited(session, exit: exit)
@@ -244,7 +244,7 @@ public final class StdioSessionManager: Sendable {
         case .exited(let code): data = "{\"exitStatus\":\(code)}"
         case .signaled(let signal): data = "{\"signal\":\(signal)}"
         }
-        let unexpected = session.close(reason: reason, errorData: data)
+        let unexpected = session.close(reason: reason, errorData: data, ending: .childExited(exit))
         state.withLock { state in
             if let id = session.sessionID, state.sessions[id] === session { state.sessions[id] = nil }
             state.spares.removeAll { $0 === session }

@@ -7,8 +7,6 @@ public struct UpstreamError: Error, Sendable, CustomStringConvertible {
         case timeout
         /// The upstream broke the exchange after it started, or answered nonsense: 502.
         case protocolFailure
-        /// The request body is larger than the service accepts: 413.
-        case requestTooLarge(limit: Int)
     }
 
     public var kind: Kind

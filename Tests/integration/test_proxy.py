@@ -268,7 +268,8 @@ def test_unreachable_upstream_gives_502_quickly(start_gateway, raw_upstream):
     assert body["error"]["data"] == {"reason": "upstream_unreachable", "service": "dead", "status": 502}
 
 
-def test_silent_upstream_gives_504_after_the_response_header_timeout(start_gateway, raw_upstream):
+def slow_gateway(start_gateway, raw_upstream, response_header_timeout: str):
+    """A gateway whose /slow route leads to an upstream that never answers."""
     routers = """
       slow:
         rule: "PathPrefix(`/slow`)"
@@ -279,9 +280,13 @@ def test_silent_upstream_gives_504_after_the_response_header_timeout(start_gatew
       slow:
         http:
           url: "{raw_upstream}/hang"
-          responseHeaderTimeout: "1s"
+          responseHeaderTimeout: "{response_header_timeout}"
     """
-    gateway = start_gateway(config_for(raw_upstream, indent(routers), indent(services)), env={"TEST_UPSTREAM_KEY": "k"})
+    return start_gateway(config_for(raw_upstream, indent(routers), indent(services)), env={"TEST_UPSTREAM_KEY": "k"})
+
+
+def test_silent_upstream_gives_504_after_the_response_header_timeout(start_gateway, raw_upstream):
+    gateway = slow_gateway(start_gateway, raw_upstream, "1s")
     started = time.monotonic()
     response = httpx.post(gateway.url("/slow/mcp"), content=b"{}", timeout=30)
     elapsed = time.monotonic() - started
@@ -316,21 +321,10 @@ def indent(block: str) -> str:
 
 
 def test_client_disconnect_cancels_a_pending_json_request(start_gateway, raw_upstream):
-    routers = """
-      slow:
-        rule: "PathPrefix(`/slow`)"
-        service: slow
-        auth: none
-    """
-    services = f"""
-      slow:
-        http:
-          url: "{raw_upstream}/hang"
-          responseHeaderTimeout: "60s"
-    """
-    gateway = start_gateway(config_for(raw_upstream, indent(routers), indent(services)), env={"TEST_UPSTREAM_KEY": "k"})
+    gateway = slow_gateway(start_gateway, raw_upstream, "60s")
     with socket.create_connection(("127.0.0.1", gateway.port)) as client:
         client.sendall(b"POST /slow/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hanging") == 1, what="request reached the upstream")
     # The client is gone before any answer: the upstream request must end, not wait for its timeout.
     wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hang_disconnects") == 1, timeout=10, what="upstream request cancelled")
+

@@ -257,6 +257,17 @@ def raw_initialize(gateway, path="/kit/mcp", version="2025-11-25"):
     return response
 
 
+def raw_session(gateway, version="2025-11-25") -> dict:
+    """Initializes a session over raw HTTP (including notifications/initialized); returns the
+    headers for requests in it."""
+    init = raw_initialize(gateway, version=version)
+    assert init.status_code == 200
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": version}
+    assert httpx.post(gateway.url("/kit/mcp"), json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers).status_code == 202
+    return headers
+
+
 def test_transport_edges_over_raw_http(gateway):
     url = gateway.url("/kit/mcp")
     accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -309,6 +320,7 @@ def test_batches_are_accepted_for_2025_03_26(gateway):
     assert init.json()["result"]["protocolVersion"] == "2025-03-26"
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-03-26"}
+    # The batch carries notifications/initialized itself, so this test does not use raw_session.
     batch = [{"jsonrpc": "2.0", "method": "notifications/initialized"},
              {"jsonrpc": "2.0", "id": "a", "method": "ping"}, {"jsonrpc": "2.0", "id": "b", "method": "tools/list"}]
     response = httpx.post(url, json=batch, headers=headers, timeout=10)
@@ -319,10 +331,7 @@ def test_batches_are_accepted_for_2025_03_26(gateway):
 
 def test_broken_stream_resumes_with_last_event_id(gateway):
     url = gateway.url("/kit/mcp")
-    init = raw_initialize(gateway)
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    headers = raw_session(gateway)
     call = {"jsonrpc": "2.0", "id": "c1", "method": "tools/call",
             "params": {"name": "count", "arguments": {"steps": 4, "delay_seconds": 0.3}, "_meta": {"progressToken": "tok"}}}
     last_id = None
@@ -463,10 +472,7 @@ def test_request_timeout_errors_the_request_and_cancels_it_in_the_child(start_ga
 
 def test_list_changed_goes_to_the_get_stream_not_the_request_stream(gateway):
     url = gateway.url("/kit/mcp")
-    init = raw_initialize(gateway)
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    headers = raw_session(gateway)
     with httpx.stream("GET", url, headers={**headers, "Accept": "text/event-stream"}, timeout=10) as get_stream:
         assert get_stream.status_code == 200
         call = {"jsonrpc": "2.0", "id": "add", "method": "tools/call", "params": {"name": "add_tool", "arguments": {"name": "fresh"}}}
