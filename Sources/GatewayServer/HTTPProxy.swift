@@ -52,6 +52,7 @@ struct HTTPProxy: Sendable {
         if isEventStream {
             // The upstream's own Content-Type stays; only the anti-buffering headers are added.
             fields[SSEHeaders.accelBuffering] = "no"
+            fields[.connection] = "close"
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
             let clientRequest = request
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a

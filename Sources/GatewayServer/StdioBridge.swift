@@ -227,6 +227,7 @@ struct StdioBridge: Sendable {
         .contentType: "text/event-stream",
         .cacheControl: "no-cache",
         SSEHeaders.accelBuffering: "no",
+        .connection: "close",
     ]
 
     static func jsonResponse(_ bytes: ByteBuffer, headers: HTTPFields) -> Response {
@@ -236,7 +237,10 @@ struct StdioBridge: Sendable {
     }
 }
 
-/// Headers every SSE response of the gateway carries.
+/// Headers every SSE response of the gateway carries. SSE bodies are written under Hummingbird's
+/// `consumeWithCancellationOnInboundClose` (a client going away cancels the stream at once), which
+/// closes the connection when the stream ends; `Connection: close` tells the client so, instead of
+/// letting it send its next request on a connection that is about to go.
 enum SSEHeaders {
     /// Tells nginx-style proxies in front not to buffer the stream.
     static let accelBuffering = HTTPField.Name("X-Accel-Buffering")!

@@ -328,3 +328,15 @@ def test_client_disconnect_cancels_a_pending_json_request(start_gateway, raw_ups
     # The client is gone before any answer: the upstream request must end, not wait for its timeout.
     wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hang_disconnects") == 1, timeout=10, what="upstream request cancelled")
 
+
+def test_sse_responses_announce_that_the_connection_closes(gateway):
+    # The stream's connection ends with it: the client must not reuse it for its next request.
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+    connection.request("GET", "/sse/mcp?count=2")
+    response = connection.getresponse()
+    assert response.getheader("Content-Type").startswith("text/event-stream")
+    assert response.getheader("Connection") == "close"
+    response.read()
+    connection.close()
