@@ -113,6 +113,11 @@ public struct ClientRegistry: Sendable {
         return (updated, newSecret)
     }
 
+    /// A use at the token endpoint keeps the client from expiring as unused.
+    public func touch(_ record: ClientRecord) async throws(RegistryError) {
+        try await save(record)
+    }
+
     public func delete(_ record: ClientRecord) async throws(RegistryError) {
         do {
             try await store.delete([Self.clientKey(record.clientID)])
@@ -152,7 +157,7 @@ public struct ClientRegistry: Sendable {
         SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
-    static func constantTimeEqual(_ lhs: String, _ rhs: String) -> Bool {
+    public static func constantTimeEqual(_ lhs: String, _ rhs: String) -> Bool {
         let a = Array(lhs.utf8), b = Array(rhs.utf8)
         guard a.count == b.count else { return false }
         return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0

@@ -7,11 +7,19 @@ public struct GrantSubject: Codable, Sendable, Equatable {
     /// `github:<id>` (or `local:<name>`).
     public var subject: String
     public var login: String
+    /// Organisations and teams as read at sign-in, when the allow-lists needed them; refreshes
+    /// re-evaluate the allow-lists in force against them.
+    public var orgs: [String]?
+    public var teams: [String]?
 
-    public init(subject: String, login: String) {
+    public init(subject: String, login: String, orgs: [String]? = nil, teams: [String]? = nil) {
         self.subject = subject
         self.login = login
+        self.orgs = orgs
+        self.teams = teams
     }
+
+    public var identity: UserIdentity { UserIdentity(login: login, orgs: orgs, teams: teams) }
 }
 
 /// What a code or refresh token entitles its client to.
@@ -183,6 +191,16 @@ public struct RefreshTokens: Sendable {
         } catch {
             throw .storeUnavailable("\(error)")
         }
+    }
+
+    /// What a refresh token stands for, without consuming it (introspection, revocation). Nil when
+    /// unknown, rotated away, or revoked.
+    public func inspect(_ token: String) async throws(StoreError) -> (grant: Grant, family: String)? {
+        guard let bytes = try await store.get("refresh:\(ClientRegistry.hash(token))"),
+              let record = try? JSONDecoder().decode(Record.self, from: Data(bytes))
+        else { return nil }
+        if try await store.get("family-revoked:\(record.family)") != nil { return nil }
+        return (record.grant, record.family)
     }
 
     public func revokeFamily(_ family: String) async throws(StoreError) {

@@ -33,8 +33,9 @@ public enum JWTError: Error, Equatable, Sendable {
     case badSignature
 }
 
-/// Compact JWS with ES256 (RFC 7515/7518): the only algorithm the gateway signs or accepts, so
-/// `alg: none` and algorithm-confusion attacks have nothing to work with.
+/// Compact JWS (RFC 7515/7518) with ES256 or RS256. A token verifies only with the key its `kid`
+/// names and only if its `alg` is that key's algorithm, so `alg: none` and algorithm-confusion
+/// attacks have nothing to work with.
 public enum JWT {
     struct Header: Codable {
         var alg: String
@@ -45,11 +46,11 @@ public enum JWT {
     public static func sign<Claims: Encodable>(_ claims: Claims, with key: SigningKey) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let header = Base64URL.encode(try encoder.encode(Header(alg: "ES256", typ: "at+jwt", kid: key.kid)))
+        let header = Base64URL.encode(try encoder.encode(Header(alg: key.algorithm.rawValue, typ: "at+jwt", kid: key.kid)))
         let payload = Base64URL.encode(try encoder.encode(claims))
         let signingInput = "\(header).\(payload)"
-        let signature = try key.privateKey.signature(for: Data(signingInput.utf8))
-        return "\(signingInput).\(Base64URL.encode(signature.rawRepresentation))"
+        let signature = try key.sign(Data(signingInput.utf8))
+        return "\(signingInput).\(Base64URL.encode(signature))"
     }
 
     /// Verifies the signature with the ring's key named by `kid` and decodes the claims. Claim
@@ -60,11 +61,10 @@ public enum JWT {
               let signatureBytes = Base64URL.decode(parts[2])
         else { throw .malformed }
         guard let header = try? JSONDecoder().decode(Header.self, from: Data(headerBytes)) else { throw .malformed }
-        guard header.alg == "ES256" else { throw .unsupportedAlgorithm(header.alg) }
+        guard SigningAlgorithm(rawValue: header.alg) != nil else { throw .unsupportedAlgorithm(header.alg) }
         guard let kid = header.kid, let key = keys.key(id: kid) else { throw .unknownKey(header.kid ?? "") }
-        guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
-              key.privateKey.publicKey.isValidSignature(signature, for: Data("\(parts[0]).\(parts[1])".utf8))
-        else { throw .badSignature }
+        guard header.alg == key.algorithm.rawValue else { throw .unsupportedAlgorithm(header.alg) }
+        guard key.isValidSignature(signatureBytes, for: Data("\(parts[0]).\(parts[1])".utf8)) else { throw .badSignature }
         guard let claims = try? JSONDecoder().decode(Claims.self, from: Data(payloadBytes)) else { throw .malformed }
         return claims
     }

@@ -1,35 +1,107 @@
 public import Crypto
+public import CryptoExtras
 import Foundation
 public import GatewayStore
 
-/// One ES256 signing key, identified by `kid`.
+/// JWS algorithms the gateway signs with. A key has exactly one; verification uses the algorithm
+/// of the key named by `kid`, never the token header's choice, so algorithm confusion is impossible.
+public enum SigningAlgorithm: String, Codable, Sendable {
+    case es256 = "ES256"
+    case rs256 = "RS256"
+}
+
+/// One signing key, identified by `kid`.
 public struct SigningKey: Sendable {
+    public enum Material: Sendable {
+        case p256(P256.Signing.PrivateKey)
+        case rsa(_RSA.Signing.PrivateKey)
+    }
+
     public let kid: String
-    public let privateKey: P256.Signing.PrivateKey
+    public let material: Material
     public let createdAt: Date
     /// When it stopped signing; it stays published until every token it signed has expired.
     public var retiredAt: Date?
 
-    public init(kid: String, privateKey: P256.Signing.PrivateKey, createdAt: Date, retiredAt: Date? = nil) {
+    public var algorithm: SigningAlgorithm {
+        switch material {
+        case .p256: .es256
+        case .rsa: .rs256
+        }
+    }
+
+    public init(kid: String, material: Material, createdAt: Date, retiredAt: Date? = nil) {
         self.kid = kid
-        self.privateKey = privateKey
+        self.material = material
         self.createdAt = createdAt
         self.retiredAt = retiredAt
     }
 
-    public static func generate(now: Date = Date()) -> SigningKey {
+    public static func generate(algorithm: SigningAlgorithm = .es256, now: Date = Date()) -> SigningKey {
         var random = SystemRandomNumberGenerator()
         let kid = Base64URL.encode((0..<12).map { _ in UInt8.random(in: 0...255, using: &random) })
-        return SigningKey(kid: kid, privateKey: P256.Signing.PrivateKey(), createdAt: now)
+        switch algorithm {
+        case .es256:
+            return SigningKey(kid: kid, material: .p256(P256.Signing.PrivateKey()), createdAt: now)
+        case .rs256:
+            // 2048-bit generation cannot fail short of a broken RNG; fall back to ES256 rather than crash.
+            guard let key = try? _RSA.Signing.PrivateKey(keySize: .bits2048) else {
+                return SigningKey(kid: kid, material: .p256(P256.Signing.PrivateKey()), createdAt: now)
+            }
+            return SigningKey(kid: kid, material: .rsa(key), createdAt: now)
+        }
     }
 
-    /// The public key as a JWK (RFC 7517/7518): kty EC, crv P-256, x, y.
+    func sign(_ input: Data) throws -> Data {
+        switch material {
+        case .p256(let key): try key.signature(for: input).rawRepresentation
+        case .rsa(let key): try key.signature(for: input, padding: .insecurePKCS1v1_5).rawRepresentation
+        }
+    }
+
+    func isValidSignature(_ signature: [UInt8], for input: Data) -> Bool {
+        switch material {
+        case .p256(let key):
+            guard let parsed = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+            return key.publicKey.isValidSignature(parsed, for: input)
+        case .rsa(let key):
+            return key.publicKey.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: input, padding: .insecurePKCS1v1_5)
+        }
+    }
+
+    /// The public key as a JWK (RFC 7517/7518).
     public var publicJWK: [String: String] {
-        let point = Array(privateKey.publicKey.x963Representation)  // 0x04 || X || Y
-        return [
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": Base64URL.encode(point[1..<33]), "y": Base64URL.encode(point[33..<65]),
-        ]
+        switch material {
+        case .p256(let key):
+            let point = Array(key.publicKey.x963Representation)  // 0x04 || X || Y
+            return [
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": Base64URL.encode(point[1..<33]), "y": Base64URL.encode(point[33..<65]),
+            ]
+        case .rsa(let key):
+            guard let primitives = try? key.publicKey.getKeyPrimitives() else { return ["kty": "RSA", "kid": kid] }
+            return [
+                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                "n": Base64URL.encode(primitives.modulus), "e": Base64URL.encode(primitives.publicExponent),
+            ]
+        }
+    }
+
+    var encodedPrivateKey: String {
+        switch material {
+        case .p256(let key): Base64URL.encode(key.rawRepresentation)
+        case .rsa(let key): key.pemRepresentation
+        }
+    }
+
+    static func decodeMaterial(_ text: String, algorithm: SigningAlgorithm) throws -> Material {
+        switch algorithm {
+        case .es256:
+            guard let raw = Base64URL.decode(text) else { throw KeyRingError.corrupt }
+            return .p256(try P256.Signing.PrivateKey(rawRepresentation: raw))
+        case .rs256:
+            return .rsa(try _RSA.Signing.PrivateKey(pemRepresentation: text))
+        }
     }
 }
 
@@ -52,11 +124,11 @@ public struct KeyRing: Sendable {
     public func key(id kid: String) -> SigningKey? { keys.first { $0.kid == kid } }
 
     /// Retires the current key and adds a new one that signs from now on.
-    public mutating func rotate(now: Date = Date()) {
+    public mutating func rotate(algorithm: SigningAlgorithm = .es256, now: Date = Date()) {
         for index in keys.indices where keys[index].retiredAt == nil {
             keys[index].retiredAt = now
         }
-        keys.append(.generate(now: now))
+        keys.append(.generate(algorithm: algorithm, now: now))
     }
 
     /// Drops retired keys whose tokens have all expired (retired longer ago than the longest token life).
@@ -76,6 +148,8 @@ public struct KeyRing: Sendable {
 
     struct StoredKey: Codable {
         var kid: String
+        /// Absent in rings written before RS256 support: ES256.
+        var algorithm: SigningAlgorithm?
         var privateKey: String
         var createdAt: Double
         var retiredAt: Double?
@@ -84,7 +158,7 @@ public struct KeyRing: Sendable {
     func encoded() throws -> [UInt8] {
         let stored = keys.map {
             StoredKey(
-                kid: $0.kid, privateKey: Base64URL.encode($0.privateKey.rawRepresentation),
+                kid: $0.kid, algorithm: $0.algorithm, privateKey: $0.encodedPrivateKey,
                 createdAt: $0.createdAt.timeIntervalSince1970, retiredAt: $0.retiredAt?.timeIntervalSince1970
             )
         }
@@ -94,9 +168,8 @@ public struct KeyRing: Sendable {
     static func decode(_ bytes: [UInt8]) throws -> KeyRing {
         let stored = try JSONDecoder().decode([StoredKey].self, from: Data(bytes))
         return KeyRing(keys: try stored.map { record in
-            guard let raw = Base64URL.decode(record.privateKey) else { throw KeyRingError.corrupt }
-            return SigningKey(
-                kid: record.kid, privateKey: try P256.Signing.PrivateKey(rawRepresentation: raw),
+            SigningKey(
+                kid: record.kid, material: try SigningKey.decodeMaterial(record.privateKey, algorithm: record.algorithm ?? .es256),
                 createdAt: Date(timeIntervalSince1970: record.createdAt), retiredAt: record.retiredAt.map(Date.init(timeIntervalSince1970:))
             )
         })
@@ -118,12 +191,12 @@ public struct KeyRingRepository: Sendable {
         self.store = store
     }
 
-    public func loadOrCreate(now: Date = Date()) async throws(KeyRingError) -> KeyRing {
+    public func loadOrCreate(algorithm: SigningAlgorithm = .es256, now: Date = Date()) async throws(KeyRingError) -> KeyRing {
         do {
             if let bytes = try await store.get(Self.storeKey) {
                 return try Self.decodeRing(bytes)
             }
-            let fresh = KeyRing(keys: [.generate(now: now)])
+            let fresh = KeyRing(keys: [.generate(algorithm: algorithm, now: now)])
             let encoded = try Self.encodeRing(fresh)
             if try await store.setIfAbsent(Self.storeKey, encoded, ttl: nil) {
                 return fresh

@@ -151,7 +151,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata"]) else { return nil }
         var github: GitHubConfiguration?
         if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
@@ -190,9 +190,67 @@ struct ConfigurationBuilder {
                 localUsers[entry.key] = hash
             }
         }
+        var signing = SigningConfiguration.default
+        if let signingNode = fields["signing"], let entries = reader.mapping(signingNode, "auth.signing", allowed: ["algorithm", "rotationInterval"]) {
+            if let node = entries["algorithm"], let text = reader.string(node, "auth.signing.algorithm") {
+                if let algorithm = SigningConfiguration.Algorithm(rawValue: text.uppercased()) {
+                    signing.algorithm = algorithm
+                } else {
+                    reader.report("algorithm must be ES256 (the default) or RS256, got \"\(text)\"", "auth.signing.algorithm", node)
+                }
+            }
+            if let node = entries["rotationInterval"], let value = reader.duration(node, "auth.signing.rotationInterval") {
+                if value < accessTTL {
+                    reader.report("rotationInterval must be at least accessTokenTTL", "auth.signing.rotationInterval", node)
+                } else {
+                    signing.rotationInterval = value
+                }
+            }
+        }
+        var clientMetadata = ClientMetadataConfiguration.default
+        if let node = fields["clientMetadata"] {
+            clientMetadata = buildClientMetadata(node)
+        }
         return AuthConfiguration(
-            github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration, localUsers: localUsers
+            github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration, localUsers: localUsers,
+            signing: signing, clientMetadata: clientMetadata
         )
+    }
+
+    private func buildClientMetadata(_ node: Node) -> ClientMetadataConfiguration {
+        var result = ClientMetadataConfiguration.default
+        let path = "auth.clientMetadata"
+        guard let fields = reader.mapping(node, path, allowed: ["enabled", "fetchTimeout", "allowPrivateAddresses", "caFile", "pinned"]) else { return result }
+        if let node = fields["enabled"], let value = reader.boolean(node, "\(path).enabled") { result.enabled = value }
+        if let node = fields["fetchTimeout"], let value = reader.duration(node, "\(path).fetchTimeout") { result.fetchTimeout = value }
+        if let node = fields["allowPrivateAddresses"], let value = reader.boolean(node, "\(path).allowPrivateAddresses") {
+            result.allowPrivateAddresses = value
+        }
+        if let node = fields["caFile"], let value = reader.nonEmptyString(node, "\(path).caFile") { result.caFile = value }
+        if let pinnedNode = fields["pinned"] {
+            for entry in reader.orderedEntries(pinnedNode, "\(path).pinned") {
+                let entryPath = "\(path).pinned.\(entry.key)"
+                guard let components = URLComponents(string: entry.key), components.scheme == "https", components.host?.isEmpty == false,
+                      !components.path.isEmpty, components.path != "/"
+                else {
+                    reader.report("pinned documents are keyed by their client id, an https URL with a path", entryPath, entry.keyNode)
+                    continue
+                }
+                guard let document = reader.mapping(entry.value, entryPath, allowed: ["client_name", "redirect_uris", "token_endpoint_auth_method"]) else { continue }
+                let name = document["client_name"].flatMap { reader.string($0, "\(entryPath).client_name") }
+                guard let redirectsNode = document["redirect_uris"], let redirects = reader.stringList(redirectsNode, "\(entryPath).redirect_uris"), !redirects.isEmpty else {
+                    reader.report("redirect_uris is required", entryPath, entry.value)
+                    continue
+                }
+                let method = document["token_endpoint_auth_method"].flatMap { reader.string($0, "\(entryPath).token_endpoint_auth_method") } ?? "none"
+                if method != "none" {
+                    reader.report("documents can only describe public clients: token_endpoint_auth_method must be none", entryPath, entry.value)
+                    continue
+                }
+                result.pinned[entry.key] = PinnedClientMetadata(clientName: name, redirectURIs: redirects, tokenEndpointAuthMethod: method)
+            }
+        }
+        return result
     }
 
     private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {

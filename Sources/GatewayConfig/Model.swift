@@ -98,6 +98,84 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var registration: RegistrationConfiguration
     /// Local identity provider: user name → scrypt hash (`mcp-gateway hash-password`).
     public var localUsers: [String: String]
+    public var signing: SigningConfiguration
+    public var clientMetadata: ClientMetadataConfiguration
+
+    public init(
+        github: GitHubConfiguration? = nil, allow: AllowList = AllowList(), accessTokenTTL: Duration = ConfigurationDefaults.accessTokenTTL,
+        refreshTokenTTL: Duration = ConfigurationDefaults.refreshTokenTTL, registration: RegistrationConfiguration = .default,
+        localUsers: [String: String] = [:], signing: SigningConfiguration = .default, clientMetadata: ClientMetadataConfiguration = .default
+    ) {
+        self.github = github
+        self.allow = allow
+        self.accessTokenTTL = accessTokenTTL
+        self.refreshTokenTTL = refreshTokenTTL
+        self.registration = registration
+        self.localUsers = localUsers
+        self.signing = signing
+        self.clientMetadata = clientMetadata
+    }
+
+    /// Equal except for the allow-list, which reloads live.
+    public func equalsIgnoringAllowList(_ other: AuthConfiguration) -> Bool {
+        var copy = other
+        copy.allow = allow
+        return copy == self
+    }
+}
+
+/// Access-token signing keys.
+public struct SigningConfiguration: Sendable, Equatable {
+    public enum Algorithm: String, Sendable, Equatable {
+        case es256 = "ES256"
+        case rs256 = "RS256"
+    }
+
+    public var algorithm: Algorithm
+    /// A new key starts signing when the current one is this old.
+    public var rotationInterval: Duration
+
+    public init(algorithm: Algorithm, rotationInterval: Duration) {
+        self.algorithm = algorithm
+        self.rotationInterval = rotationInterval
+    }
+
+    public static let `default` = SigningConfiguration(algorithm: .es256, rotationInterval: .seconds(30 * 86400))
+}
+
+/// Client ID Metadata Documents: https client_ids whose metadata the gateway fetches.
+public struct ClientMetadataConfiguration: Sendable, Equatable {
+    public var enabled: Bool
+    public var fetchTimeout: Duration
+    /// Fetch documents from private, loopback and link-local addresses (tests, private networks).
+    public var allowPrivateAddresses: Bool
+    /// PEM file of extra CA certificates trusted for fetches (tests, private PKI).
+    public var caFile: String?
+    /// Documents used when a fetch fails, keyed by client id; each value is the document's JSON
+    /// fields (client_name, redirect_uris, token_endpoint_auth_method, ...).
+    public var pinned: [String: PinnedClientMetadata]
+
+    public init(enabled: Bool = true, fetchTimeout: Duration = .seconds(5), allowPrivateAddresses: Bool = false, caFile: String? = nil, pinned: [String: PinnedClientMetadata] = [:]) {
+        self.enabled = enabled
+        self.fetchTimeout = fetchTimeout
+        self.allowPrivateAddresses = allowPrivateAddresses
+        self.caFile = caFile
+        self.pinned = pinned
+    }
+
+    public static let `default` = ClientMetadataConfiguration()
+}
+
+public struct PinnedClientMetadata: Sendable, Equatable {
+    public var clientName: String?
+    public var redirectURIs: [String]
+    public var tokenEndpointAuthMethod: String
+
+    public init(clientName: String?, redirectURIs: [String], tokenEndpointAuthMethod: String) {
+        self.clientName = clientName
+        self.redirectURIs = redirectURIs
+        self.tokenEndpointAuthMethod = tokenEndpointAuthMethod
+    }
 }
 
 /// Dynamic client registration (RFC 7591) limits.
@@ -188,4 +266,20 @@ public enum ConfigurationDefaults {
     public static let shutdownGrace: Duration = .seconds(5)
     public static let startTimeout: Duration = .seconds(30)
     public static let redisKeyPrefix = "mcpgw:"
+}
+
+extension RouterConfiguration {
+    /// The router's MCP endpoint as an absolute URL: the RFC 8707 resource (token audience) and the
+    /// RFC 9728 `resource`. A router whose rule requires a Host is reached at that host (with the
+    /// public URL's scheme and port); any other router at the public URL.
+    public func resourceURL(publicURL: PublicURL) -> String {
+        for matcher in rule.requiredMatchers {
+            if case .host(let host) = matcher {
+                var origin = PublicURL(scheme: publicURL.scheme, host: host.lowercased(), port: publicURL.port)
+                if host.contains(":") { origin.port = nil }
+                return origin.origin + mcpPath
+            }
+        }
+        return publicURL.origin + mcpPath
+    }
 }

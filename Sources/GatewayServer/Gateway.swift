@@ -3,7 +3,9 @@ public import GatewayConfig
 import GatewayUpstream
 import Hummingbird
 public import Logging
+import AsyncHTTPClient
 import AuthorizationServer
+import NIOPosix
 import GatewayRedis
 import GatewayStdio
 import GatewayStore
@@ -59,20 +61,51 @@ public struct Gateway {
             store = MemoryStore()
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
         }
-        let registrationSettings = configuration.auth?.registration ?? .default
+        let auth = configuration.auth ?? AuthConfiguration()
+        let registry = ClientRegistry(store: store, settings: .init(
+            rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL
+        ))
+        let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL)
+        let keys = KeyManager(store: store, settings: .init(
+            algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256,
+            rotationInterval: auth.signing.rotationInterval.timeInterval,
+            maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
+        ))
+        let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
         let registration = RegistrationEndpoints(
-            registry: ClientRegistry(store: store, settings: .init(
-                rateLimitPerMinute: registrationSettings.rateLimit, unusedClientTTL: registrationSettings.unusedClientTTL
-            )),
-            refreshTokens: RefreshTokens(store: store, lifetime: configuration.auth?.refreshTokenTTL ?? ConfigurationDefaults.refreshTokenTTL),
-            publicURL: configuration.publicURL
+            registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, publicURL: configuration.publicURL
         )
-        var services: [any Service] = [UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis)]
+        let documents: ClientMetadataDocuments?
+        do {
+            documents = auth.clientMetadata.enabled ? try ClientMetadataDocuments(configuration: auth.clientMetadata, logger: logger) : nil
+        } catch {
+            throw GatewayStartupError("auth.clientMetadata cannot be used: \(error)")
+        }
+        let authHTTP = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: .init(
+            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)), decompression: .disabled
+        ))
+        var github: GitHubClient?
+        if let githubConfiguration = auth.github, !githubConfiguration.clientID.isEmpty {
+            github = GitHubClient(configuration: githubConfiguration, http: authHTTP)
+        }
+        if auth.github != nil, github == nil {
+            logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
+        }
+        let oauth = OAuthEndpoints(
+            holder: holder, publicURL: configuration.publicURL, registry: registry,
+            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store),
+            refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
+            github: github, localUsers: auth.localUsers, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
+        )
+        _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
+        var services: [any Service] = [
+            UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
+        ]
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
             let responder = GatewayResponder(
-                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, store: redis
+                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, store: redis
             )
             let app = Application(
                 responder: responder,
@@ -133,6 +166,16 @@ struct StoreShutdownService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await redis?.shutdown()
+    }
+}
+
+/// Shuts the authorization server's HTTP client (GitHub) down after the servers have stopped.
+struct HTTPClientShutdownService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try? await client.shutdown()
     }
 }
 

@@ -17,6 +17,7 @@ struct GatewayResponder: HTTPResponder {
     let proxy: HTTPProxy
     let stdio: StdioBridge
     let registration: RegistrationEndpoints
+    let oauth: OAuthEndpoints
     /// Checked by /readyz; nil when state lives in memory.
     let store: (any KeyValueStore)?
 
@@ -30,6 +31,9 @@ struct GatewayResponder: HTTPResponder {
             break
         }
         if let response = await registration.respond(to: request, context: context) {
+            return response
+        }
+        if let response = await oauth.respond(to: request, context: context) {
             return response
         }
         let runtime = holder.current

@@ -9,6 +9,7 @@ import NIOCore
 struct RegistrationEndpoints: Sendable {
     let registry: ClientRegistry
     let refreshTokens: RefreshTokens
+    let accessTokens: AccessTokens
     let publicURL: PublicURL
     static let maxBodyBytes = 64 * 1024
     static let pragma = HTTPField.Name("Pragma")!
@@ -64,10 +65,10 @@ struct RegistrationEndpoints: Sendable {
                 if let newSecret { response["client_secret"] = newSecret }
                 return Self.json(.ok, response)
             default:
-                // The client's refresh tokens die with it (access tokens are checked against the
-                // client's existence when enforcement lands).
+                // Every token issued to the client dies with it.
                 do {
                     try await refreshTokens.revokeAll(clientID: clientID)
+                    try await accessTokens.revokeAll(clientID: clientID)
                 } catch {
                     throw RegistryError.storeUnavailable(error.description)
                 }

@@ -88,13 +88,18 @@ struct ReloadService: Service {
         ])
     }
 
-    /// Routers and services reload live; entry points, publicURL, auth and store are read at
-    /// start-up only. Changes to those are logged and wait for a restart.
+    /// Routers, services and the global allow-list reload live; entry points, publicURL, the rest of
+    /// auth, and store are read at start-up only. Changes to those are logged and wait for a restart.
     static func applyingDynamicPart(of candidate: GatewayConfiguration, to running: GatewayConfiguration, logger: Logger) -> GatewayConfiguration {
         var restartNeeded: [String] = []
         if candidate.entryPoints != running.entryPoints { restartNeeded.append("entryPoints") }
         if candidate.publicURL != running.publicURL { restartNeeded.append("publicURL") }
-        if candidate.auth != running.auth { restartNeeded.append("auth") }
+        let authChanged: Bool
+        switch (candidate.auth, running.auth) {
+        case (let new?, let old?): authChanged = !new.equalsIgnoringAllowList(old)
+        default: authChanged = candidate.auth != running.auth
+        }
+        if authChanged { restartNeeded.append("auth") }
         if candidate.store != running.store { restartNeeded.append("store") }
         if candidate.log != running.log { restartNeeded.append("log") }
         if !restartNeeded.isEmpty {
@@ -105,6 +110,10 @@ struct ReloadService: Service {
         var merged = running
         merged.routers = candidate.routers
         merged.services = candidate.services
+        // Allow-lists reload live: removing a user cuts them off without a restart.
+        if let allow = candidate.auth?.allow, merged.auth != nil {
+            merged.auth?.allow = allow
+        }
         return merged
     }
 }

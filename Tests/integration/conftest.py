@@ -207,3 +207,40 @@ def start_gateway(processes, tmp_path):
         return gateway
 
     return start
+
+
+@dataclass
+class FakeGitHub:
+    base: str
+
+    @property
+    def web_url(self) -> str:
+        return self.base
+
+    @property
+    def api_url(self) -> str:
+        # GitHub Enterprise layout: the REST API under /api/v3.
+        return self.base + "/api/v3"
+
+    def set_user(self, login: str, user_id: int = 583231, orgs=(), teams=()) -> None:
+        httpx.post(self.base + "/_control", json={"user": {"login": login, "id": user_id, "orgs": list(orgs), "teams": list(teams)}}, timeout=5)
+
+    def control(self, **fields) -> None:
+        httpx.post(self.base + "/_control", json=fields, timeout=5)
+
+    def requests(self) -> list[dict]:
+        return [r for r in httpx.get(self.base + "/_requests", timeout=5).json() if r["path"] != "/_requests"]
+
+
+@pytest.fixture
+def fake_github(processes, tmp_path) -> FakeGitHub:
+    port = _start_python_server(processes, tmp_path, "fake_github.py", "fake-github")
+    return FakeGitHub(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def local_password_hash() -> str:
+    """A hash of the password `correct horse battery staple`, made by the gateway's own CLI."""
+    result = subprocess.run([gateway_binary(), "hash-password"], input="correct horse battery staple\n", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

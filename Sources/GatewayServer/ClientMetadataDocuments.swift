@@ -1,0 +1,214 @@
+import AsyncHTTPClient
+import AuthorizationServer
+import Foundation
+import GatewayConfig
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Client ID Metadata Documents: a `client_id` that is an https URL names a JSON document
+/// describing the client. Fetched with care, since the URL comes from whoever sends a request:
+/// https only, a timeout, a 64 KiB cap, redirects only within the same host, and never to private,
+/// loopback or link-local addresses unless allowed (the address checked is the one connected to).
+/// Cached per the response's caching headers, in a bounded cache. Pinned documents from
+/// gateway.yaml stand in when a fetch fails.
+final class ClientMetadataDocuments: ClientMetadataDocumentSource {
+    struct CacheEntry {
+        var metadata: ClientMetadata
+        var expires: Date
+    }
+
+    static let maxDocumentBytes = 64 * 1024
+    static let maxCacheEntries = 256
+    static let maxCacheSeconds: TimeInterval = 86400
+    static let defaultCacheSeconds: TimeInterval = 300
+    static let maxRedirects = 3
+
+    let configuration: ClientMetadataConfiguration
+    let pinned: [String: ClientMetadata]
+    let tls: TLSConfiguration
+    let logger: Logger
+    private let cache = Mutex<[String: CacheEntry]>([:])
+
+    init(configuration: ClientMetadataConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let caFile = configuration.caFile {
+            tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(caFile))]
+        }
+        self.tls = tls
+        var pinned: [String: ClientMetadata] = [:]
+        for (clientID, document) in configuration.pinned {
+            var json: [String: Any] = [
+                "client_id": clientID, "redirect_uris": document.redirectURIs, "token_endpoint_auth_method": document.tokenEndpointAuthMethod,
+            ]
+            json["client_name"] = document.clientName
+            pinned[clientID] = try ClientMetadataValidator.validateDocument(json, url: clientID)
+        }
+        self.pinned = pinned
+    }
+
+    func metadata(for clientID: String) async throws(ClientLookupError) -> (ClientMetadata, pinned: Bool)? {
+        guard configuration.enabled else { return nil }
+        let now = Date()
+        if let entry = cache.withLock({ $0[clientID] }), entry.expires > now {
+            return (entry.metadata, false)
+        }
+        do {
+            let (metadata, lifetime) = try await fetch(clientID)
+            if lifetime > 0 {
+                cache.withLock { cache in
+                    if cache.count >= Self.maxCacheEntries {
+                        cache = cache.filter { $0.value.expires > now }
+                        if cache.count >= Self.maxCacheEntries, let oldest = cache.min(by: { $0.value.expires < $1.value.expires })?.key {
+                            cache[oldest] = nil
+                        }
+                    }
+                    cache[clientID] = CacheEntry(metadata: metadata, expires: now.addingTimeInterval(lifetime))
+                }
+            }
+            return (metadata, false)
+        } catch {
+            if let document = pinned[clientID] {
+                logger.info("client metadata fetch failed; using the pinned document", metadata: ["client_id": "\(clientID)", "reason": "\(error.description)"])
+                return (document, true)
+            }
+            logger.notice("client metadata document unusable", metadata: ["client_id": "\(clientID)", "reason": "\(error.description)"])
+            throw .unusableDocument("The application's metadata document \(clientID) could not be used: \(error.description)")
+        }
+    }
+
+    struct FetchError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private func fetch(_ clientID: String) async throws(FetchError) -> (ClientMetadata, TimeInterval) {
+        var url = clientID
+        for _ in 0...Self.maxRedirects {
+            guard let components = URLComponents(string: url), components.scheme == "https", let host = components.host, !host.isEmpty else {
+                throw FetchError(description: "only https URLs are fetched")
+            }
+            let address = try await resolve(host)
+            var clientConfiguration = HTTPClient.Configuration(
+                tlsConfiguration: tls, redirectConfiguration: .disallow,
+                timeout: .init(connect: .nanoseconds(Int64(configuration.fetchTimeout.timeInterval * 1e9)), read: .nanoseconds(Int64(configuration.fetchTimeout.timeInterval * 1e9))),
+                decompression: .disabled
+            )
+            // Connect to the address that was checked, not to whatever a second lookup returns.
+            clientConfiguration.dnsOverride = [host: address]
+            let client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: clientConfiguration)
+            let outcome: Result<(status: UInt, location: String?, cacheControl: String?, body: ByteBuffer), FetchError>
+            do {
+                var request = HTTPClientRequest(url: url)
+                request.headers.add(name: "Accept", value: "application/json")
+                request.headers.add(name: "User-Agent", value: "mcp-gateway")
+                let response = try await client.execute(request, timeout: .nanoseconds(Int64(configuration.fetchTimeout.timeInterval * 1e9)))
+                let body = try await response.body.collect(upTo: Self.maxDocumentBytes)
+                outcome = .success((response.status.code, response.headers.first(name: "location"), response.headers.first(name: "cache-control"), body))
+            } catch let error as NIOTooManyBytesError {
+                _ = error
+                outcome = .failure(FetchError(description: "the document is larger than 64 KiB"))
+            } catch {
+                outcome = .failure(FetchError(description: "fetching it failed (\(error))"))
+            }
+            try? await client.shutdown()
+            let answer = try outcome.get()
+            if (300..<400).contains(answer.status) {
+                guard let location = answer.location, let next = URL(string: location, relativeTo: URL(string: url))?.absoluteURL,
+                      next.scheme == "https", next.host?.lowercased() == host.lowercased()
+                else { throw FetchError(description: "it redirects to another host, which is not followed") }
+                url = next.absoluteString
+                continue
+            }
+            guard answer.status == 200 else { throw FetchError(description: "the server answered HTTP \(answer.status)") }
+            guard let json = (try? JSONSerialization.jsonObject(with: Data(buffer: answer.body))) as? [String: Any] else {
+                throw FetchError(description: "it is not a JSON object")
+            }
+            let metadata: ClientMetadata
+            do { metadata = try ClientMetadataValidator.validateDocument(json, url: clientID) } catch {
+                throw FetchError(description: error.description)
+            }
+            return (metadata, Self.cacheLifetime(answer.cacheControl))
+        }
+        throw FetchError(description: "too many redirects")
+    }
+
+    static func cacheLifetime(_ cacheControl: String?) -> TimeInterval {
+        guard let cacheControl = cacheControl?.lowercased() else { return defaultCacheSeconds }
+        let directives = cacheControl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if directives.contains("no-store") || directives.contains("no-cache") { return 0 }
+        for directive in directives where directive.hasPrefix("max-age=") {
+            if let seconds = TimeInterval(directive.dropFirst("max-age=".count)) { return min(max(0, seconds), maxCacheSeconds) }
+        }
+        return defaultCacheSeconds
+    }
+
+    /// The first address of `host` this gateway may connect to.
+    private func resolve(_ host: String) async throws(FetchError) -> String {
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        let addresses: [String]
+        do {
+            addresses = try await NIOThreadPool.singleton.runIfActive { Self.lookup(bare) }
+        } catch {
+            throw FetchError(description: "name resolution failed")
+        }
+        guard !addresses.isEmpty else { throw FetchError(description: "\(host) does not resolve") }
+        if configuration.allowPrivateAddresses { return addresses[0] }
+        guard let usable = addresses.first(where: { !Self.isPrivate($0) }) else {
+            throw FetchError(description: "\(host) resolves only to private, loopback or link-local addresses")
+        }
+        return usable
+    }
+
+    static func lookup(_ host: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return [] }
+        defer { freeaddrinfo(first) }
+        var addresses: [String] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = cursor {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(entry.pointee.ai_addr, entry.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !addresses.contains(text) { addresses.append(text) }
+            }
+            cursor = entry.pointee.ai_next
+        }
+        return addresses
+    }
+
+    /// Loopback, private (RFC 1918, RFC 4193), link-local, CGNAT, unspecified, multicast and
+    /// broadcast addresses, in IPv4, IPv6 and IPv4-mapped IPv6 form.
+    static func isPrivate(_ address: String) -> Bool {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, address, &v4) == 1 {
+            let bytes = withUnsafeBytes(of: v4.s_addr) { Array($0) }
+            return isPrivateV4(bytes)
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, address, &v6) == 1 else { return true }
+        let bytes = withUnsafeBytes(of: v6) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff { return isPrivateV4(Array(bytes[12..<16])) }
+        if bytes[0..<15].allSatisfy({ $0 == 0 }) && (bytes[15] == 1 || bytes[15] == 0) { return true }  // ::1, ::
+        if bytes[0] & 0xfe == 0xfc { return true }  // fc00::/7
+        if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return true }  // fe80::/10
+        if bytes[0] == 0xff { return true }  // multicast
+        return false
+    }
+
+    static func isPrivateV4(_ b: [UInt8]) -> Bool {
+        switch (b[0], b[1]) {
+        case (0, _), (10, _), (127, _): return true
+        case (169, 254): return true
+        case (172, 16...31): return true
+        case (192, 168): return true
+        case (100, 64...127): return true
+        default: return b[0] >= 224
+        }
+    }
+}

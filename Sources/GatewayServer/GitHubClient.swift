@@ -1,0 +1,114 @@
+import AsyncHTTPClient
+import Foundation
+import GatewayConfig
+import NIOCore
+import NIOHTTP1
+
+struct GitHubError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// GitHub's OAuth web flow and the few REST reads sign-in needs, against github.com or a GitHub
+/// Enterprise install (`webURL`, `apiURL`). GitHub's token lives only for the duration of one
+/// sign-in: it is never stored and never logged.
+struct GitHubClient: Sendable {
+    let configuration: GitHubConfiguration
+    let http: HTTPClient
+    static let timeout: TimeAmount = .seconds(10)
+    static let maxBody = 1024 * 1024
+
+    func authorizeURL(state: String, callbackURL: String, needsOrgs: Bool) -> String {
+        let pairs: [(String, String?)] = [
+            ("client_id", configuration.clientID), ("redirect_uri", callbackURL), ("state", state),
+            // Org and team membership are readable only with read:org.
+            ("scope", needsOrgs ? "read:org" : ""), ("allow_signup", "false"),
+        ]
+        return FormEncoding.appending(pairs, to: configuration.webURL + "/login/oauth/authorize")
+    }
+
+    /// Exchanges the callback's code for a GitHub token. GitHub reports failures with status 200
+    /// and an `error` field, so the body decides, not the status.
+    func exchange(code: String, callbackURL: String) async throws(GitHubError) -> String {
+        var request = HTTPClientRequest(url: configuration.webURL + "/login/oauth/access_token")
+        request.method = .POST
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "User-Agent", value: "mcp-gateway")
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode([
+            ("client_id", configuration.clientID), ("client_secret", configuration.clientSecret), ("code", code), ("redirect_uri", callbackURL),
+        ])))
+        let json = try await send(request, what: "token exchange")
+        if let error = json["error"] as? String {
+            let description = json["error_description"] as? String ?? error
+            throw GitHubError(description: "GitHub refused the sign-in: \(description) (\(error))")
+        }
+        guard let token = json["access_token"] as? String, !token.isEmpty else {
+            throw GitHubError(description: "GitHub's token response had no access_token")
+        }
+        return token
+    }
+
+    func user(token: String) async throws(GitHubError) -> (id: Int64, login: String) {
+        guard let json = try await api("/user", token: token) as? [String: Any],
+              let login = json["login"] as? String, let id = (json["id"] as? NSNumber)?.int64Value
+        else { throw GitHubError(description: "GitHub's /user answer had no id and login") }
+        return (id, login)
+    }
+
+    /// Logins of the user's organisations.
+    func orgs(token: String) async throws(GitHubError) -> [String] {
+        try await pages("/user/orgs", token: token).compactMap { $0["login"] as? String }
+    }
+
+    /// The user's teams as `org/team-slug`.
+    func teams(token: String) async throws(GitHubError) -> [String] {
+        try await pages("/user/teams", token: token).compactMap { team in
+            guard let slug = team["slug"] as? String, let org = (team["organization"] as? [String: Any])?["login"] as? String else { return nil }
+            return "\(org)/\(slug)"
+        }
+    }
+
+    /// Follows page numbers up to 10 pages of 100 (1 000 orgs or teams is past any allow-list's use).
+    private func pages(_ path: String, token: String) async throws(GitHubError) -> [[String: Any]] {
+        var all: [[String: Any]] = []
+        for page in 1...10 {
+            guard let items = try await api("\(path)?per_page=100&page=\(page)", token: token) as? [[String: Any]] else {
+                throw GitHubError(description: "GitHub's \(path) answer was not a list")
+            }
+            all += items
+            if items.count < 100 { break }
+        }
+        return all
+    }
+
+    private func api(_ path: String, token: String) async throws(GitHubError) -> Any {
+        var request = HTTPClientRequest(url: configuration.apiURL + path)
+        request.headers.add(name: "Accept", value: "application/vnd.github+json")
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "X-GitHub-Api-Version", value: "2022-11-28")
+        request.headers.add(name: "User-Agent", value: "mcp-gateway")
+        return try await sendAny(request, what: path)
+    }
+
+    private func send(_ request: HTTPClientRequest, what: String) async throws(GitHubError) -> [String: Any] {
+        guard let object = try await sendAny(request, what: what) as? [String: Any] else {
+            throw GitHubError(description: "GitHub's \(what) answer was not a JSON object")
+        }
+        return object
+    }
+
+    private func sendAny(_ request: HTTPClientRequest, what: String) async throws(GitHubError) -> Any {
+        do {
+            let response = try await http.execute(request, timeout: Self.timeout)
+            let body = try await response.body.collect(upTo: Self.maxBody)
+            guard (200..<300).contains(response.status.code) else {
+                throw GitHubError(description: "GitHub's \(what) failed with HTTP \(response.status.code)")
+            }
+            return try JSONSerialization.jsonObject(with: Data(buffer: body))
+        } catch let error as GitHubError {
+            throw error
+        } catch {
+            throw GitHubError(description: "GitHub's \(what) failed: \(error)")
+        }
+    }
+}

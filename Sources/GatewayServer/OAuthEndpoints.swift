@@ -1,0 +1,640 @@
+import AuthorizationServer
+import Foundation
+import GatewayConfig
+import GatewayStore
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The authorization server's endpoints: metadata (RFC 8414), JWKS, `/authorize` with consent and
+/// sign-in (GitHub or local accounts), `/token`, `/revoke` (RFC 7009) and `/introspect` (RFC 7662).
+/// Registration (RFC 7591/7592) lives in `RegistrationEndpoints`.
+struct OAuthEndpoints: Sendable {
+    let holder: ConfigurationHolder
+    let publicURL: PublicURL
+    let registry: ClientRegistry
+    let clients: ClientDirectory
+    let codes: AuthorizationCodes
+    let refreshTokens: RefreshTokens
+    let accessTokens: AccessTokens
+    let keys: KeyManager
+    let flows: AuthorizationFlows
+    let github: GitHubClient?
+    let localUsers: [String: String]
+    let metadataDocumentsEnabled: Bool
+    let store: any KeyValueStore
+    let logger: Logger
+
+    var issuer: String { publicURL.origin }
+    var githubCallbackURL: String { issuer + "/oauth/github/callback" }
+    /// The browser-binding cookie; `__Host-` (host-only, Secure, Path=/) when served over https.
+    var cookieName: String { publicURL.scheme == "https" ? "__Host-mcpgw-browser" : "mcpgw-browser" }
+    static let localLoginsPerMinute = 10
+
+    func respond(to request: Request, context: GatewayRequestContext) async -> Response? {
+        switch request.uri.path {
+        case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
+            guard request.method == .get || request.method == .head else { return OAuthResponses.methodNotAllowed("GET") }
+            return OAuthResponses.json(.ok, metadata, cache: "public, max-age=300")
+        case "/jwks.json":
+            guard request.method == .get || request.method == .head else { return OAuthResponses.methodNotAllowed("GET") }
+            return await jwks()
+        case "/authorize":
+            guard request.method == .get else { return OAuthResponses.methodNotAllowed("GET") }
+            return await authorize(request)
+        case "/authorize/consent":
+            guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
+            return await consent(request, context: context)
+        case "/oauth/github/callback":
+            guard request.method == .get else { return OAuthResponses.methodNotAllowed("GET") }
+            return await githubCallback(request)
+        case "/token":
+            guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
+            return await token(request)
+        case "/revoke":
+            guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
+            return await revoke(request)
+        case "/introspect":
+            guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
+            return await introspect(request)
+        default:
+            return nil
+        }
+    }
+
+    // MARK: metadata
+
+    var metadata: [String: Any] {
+        let authMethods = ["none", "client_secret_basic", "client_secret_post"]
+        return [
+            "issuer": issuer,
+            "authorization_endpoint": issuer + "/authorize",
+            "token_endpoint": issuer + "/token",
+            "registration_endpoint": issuer + "/register",
+            "revocation_endpoint": issuer + "/revoke",
+            "introspection_endpoint": issuer + "/introspect",
+            "jwks_uri": issuer + "/jwks.json",
+            "scopes_supported": Scopes.supported,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": authMethods,
+            "revocation_endpoint_auth_methods_supported": authMethods,
+            "introspection_endpoint_auth_methods_supported": authMethods,
+            "client_id_metadata_document_supported": metadataDocumentsEnabled,
+            "authorization_response_iss_parameter_supported": true,
+        ]
+    }
+
+    private func jwks() async -> Response {
+        do {
+            let ring = try await keys.current()
+            return OAuthResponses.json(.ok, ring.jwks, cache: "public, max-age=60")
+        } catch {
+            return OAuthResponses.error(.serviceUnavailable, "temporarily_unavailable", "the gateway's state store is unavailable; retry shortly")
+        }
+    }
+
+    // MARK: /authorize
+
+    /// Errors found before the client and redirect URI are known to be genuine are shown to the user
+    /// (never redirected: that would make the gateway an open redirector); later ones go back to the
+    /// client with `error`, `state` and `iss`.
+    private func authorize(_ request: Request) async -> Response {
+        let query = FormFields(query: request)
+        if let name = query.repeated.first {
+            return AuthPages.error(.badRequest, title: "Invalid authorization request", message: "The parameter \(name) appears more than once.")
+        }
+        guard let clientID = query["client_id"] else {
+            return AuthPages.error(.badRequest, title: "Invalid authorization request", message: "The request has no client_id.")
+        }
+        let client: ResolvedClient
+        do {
+            guard let found = try await clients.resolve(clientID) else {
+                return AuthPages.error(.badRequest, title: "Unknown application", message: "No application is registered as \(clientID). It may have expired; reconnect from the application to register again.")
+            }
+            client = found
+        } catch {
+            return clientLookupPage(error)
+        }
+        let redirectURI: String
+        if let presented = query["redirect_uri"] {
+            guard ClientMetadataValidator.matches(presented: presented, registered: client.metadata.redirect_uris) else {
+                return AuthPages.error(.badRequest, title: "Invalid redirect URI", message: "\(presented) is not a redirect URI registered for \(client.metadata.client_name ?? clientID).")
+            }
+            redirectURI = presented
+        } else if client.metadata.redirect_uris.count == 1 {
+            redirectURI = client.metadata.redirect_uris[0]
+        } else {
+            return AuthPages.error(.badRequest, title: "Invalid authorization request", message: "redirect_uri is required: the application registered several.")
+        }
+        let state = query["state"]
+        func fail(_ code: String, _ description: String) -> Response {
+            OAuthResponses.redirect(to: errorRedirect(redirectURI, code, description, state: state))
+        }
+        guard query["response_type"] == "code" else {
+            return fail("unsupported_response_type", "only response_type=code is supported")
+        }
+        guard let challenge = query["code_challenge"] else {
+            return fail("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256")
+        }
+        guard query["code_challenge_method"] == "S256" else {
+            return fail("invalid_request", "code_challenge_method must be S256 (plain is not accepted)")
+        }
+        guard PKCE.isValidChallenge(challenge) else {
+            return fail("invalid_request", "code_challenge must be the base64url SHA-256 of the verifier (43 characters)")
+        }
+        guard let resource = canonicalResource(query["resource"]) else {
+            return fail("invalid_target", "resource must be one of this gateway's MCP endpoint URLs")
+        }
+        let authorizationRequest = AuthorizationRequest(
+            clientID: clientID, clientName: client.metadata.client_name, redirectURI: redirectURI, state: state,
+            codeChallenge: challenge, scope: Scopes.grant(requested: query["scope"]), resource: resource
+        )
+        let browserSecret = Cookies.value(cookieName, in: request).flatMap { $0.count >= 32 ? $0 : nil } ?? ClientRegistry.randomToken(bytes: 32)
+        do {
+            let (id, pending) = try await flows.begin(authorizationRequest, browserSecret: browserSecret)
+            return consentPage(pending, id: id, client: client, extraHeaders: [.setCookie: browserCookie(browserSecret)])
+        } catch {
+            return storeUnavailablePage()
+        }
+    }
+
+    /// The resource a request names, as this gateway spells it: a router's MCP endpoint URL (with or
+    /// without a trailing slash) or the gateway's origin. Without `resource`, the origin.
+    func canonicalResource(_ requested: String?) -> String? {
+        guard let requested else { return issuer }
+        var trimmed = requested
+        if trimmed.hasSuffix("/") { trimmed.removeLast() }
+        if trimmed.lowercased() == issuer.lowercased() { return issuer }
+        for router in holder.current.configuration.routers where router.auth != .none {
+            let url = router.resourceURL(publicURL: publicURL)
+            if url == trimmed || url.lowercased() == trimmed.lowercased() { return url }
+        }
+        return nil
+    }
+
+    private func consentPage(_ pending: PendingAuthorization, id: String, client: ResolvedClient?, localError: String? = nil, username: String? = nil, status: HTTPResponse.Status = .ok, extraHeaders: HTTPFields = [:]) -> Response {
+        let request = pending.request
+        let page = AuthPages.consent(.init(
+            clientName: request.clientName, clientID: request.clientID, clientIsVerified: client?.isMetadataDocument ?? ClientDirectory.isMetadataDocumentURL(request.clientID),
+            redirectHost: URLComponents(string: request.redirectURI)?.host ?? request.redirectURI, resource: request.resource, scope: request.scope,
+            requestID: id, csrfToken: pending.csrfToken, github: github != nil, local: !localUsers.isEmpty, localError: localError, username: username
+        ))
+        return AuthPages.response(status, html: page, extraHeaders: extraHeaders)
+    }
+
+    private func browserCookie(_ secret: String) -> String {
+        var cookie = "\(cookieName)=\(secret); Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
+        if publicURL.scheme == "https" { cookie += "; Secure" }
+        return cookie
+    }
+
+    private func errorRedirect(_ redirectURI: String, _ code: String, _ description: String, state: String?) -> String {
+        FormEncoding.appending([("error", code), ("error_description", description), ("state", state), ("iss", issuer)], to: redirectURI)
+    }
+
+    // MARK: consent and sign-in
+
+    private func consent(_ request: Request, context: GatewayRequestContext) async -> Response {
+        var request = request
+        guard let form = await FormFields.body(&request), let id = form["request"] else {
+            return AuthPages.error(.badRequest, title: "Invalid form", message: "The consent form was incomplete.")
+        }
+        let pending: PendingAuthorization
+        do {
+            guard let found = try await flows.load(id) else { return expiredPage() }
+            pending = found
+        } catch {
+            return storeUnavailablePage()
+        }
+        // The browser that started the request, submitting the form this gateway rendered.
+        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName, in: request)),
+              let csrf = form["csrf"], ClientRegistry.constantTimeEqual(csrf, pending.csrfToken)
+        else {
+            return AuthPages.error(.forbidden, title: "Request refused", message: "This form was not submitted from the browser that started the sign-in. Start again from the application.")
+        }
+        let authorizationRequest = pending.request
+        switch (form["action"], form["provider"]) {
+        case ("deny", _):
+            guard (try? await flows.take(id)) != nil else { return expiredPage() }
+            return OAuthResponses.redirect(to: errorRedirect(authorizationRequest.redirectURI, "access_denied", "the user denied the request", state: authorizationRequest.state))
+        case ("approve", "github"):
+            guard let github else { return AuthPages.error(.badRequest, title: "GitHub sign-in is not configured", message: "This gateway has no auth.github settings.") }
+            do {
+                guard let taken = try await flows.take(id) else { return expiredPage() }
+                let state = try await flows.beginLogin(taken)
+                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: policy(for: authorizationRequest.resource).needsOrgs || policy(for: authorizationRequest.resource).needsTeams))
+            } catch {
+                return storeUnavailablePage()
+            }
+        case ("approve", "local"):
+            return await localSignIn(form, id: id, pending: pending, context: context)
+        default:
+            return AuthPages.error(.badRequest, title: "Invalid form", message: "The consent form was incomplete.")
+        }
+    }
+
+    private func localSignIn(_ form: FormFields, id: String, pending: PendingAuthorization, context: GatewayRequestContext) async -> Response {
+        guard !localUsers.isEmpty else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
+        let username = form["username"] ?? ""
+        let password = form["password"] ?? ""
+        do {
+            let attempts = try await store.increment("ratelimit:login:\(context.clientIP ?? "unknown")", window: .seconds(60))
+            if attempts > Self.localLoginsPerMinute {
+                return consentPage(pending, id: id, client: nil, localError: "Too many sign-in attempts from your address; wait a minute and try again.", username: username, status: .tooManyRequests)
+            }
+        } catch {
+            return storeUnavailablePage()
+        }
+        // An unknown user costs the same scrypt work as a wrong password, so timing tells nothing.
+        let stored = localUsers[username]
+        let hash = stored ?? Self.decoyHash
+        let matches = (try? await NIOThreadPool.singleton.runIfActive { PasswordHash.verify(password, against: hash) }) ?? false
+        guard stored != nil, matches else {
+            logger.notice("local sign-in failed", metadata: ["user": "\(username)", "client": "\(pending.request.clientID)"])
+            return consentPage(pending, id: id, client: nil, localError: "The user name or password is wrong.", username: username, status: .unauthorized)
+        }
+        do {
+            guard let taken = try await flows.take(id) else { return expiredPage() }
+            return await finish(taken.request, user: GrantSubject(subject: "local:\(username)", login: username))
+        } catch {
+            return storeUnavailablePage()
+        }
+    }
+
+    /// Hashed once at start-up: a real scrypt hash that no password in gateway.yaml matches.
+    static let decoyHash: String = (try? PasswordHash.hash(ClientRegistry.randomToken(bytes: 16))) ?? ""
+
+    private func githubCallback(_ request: Request) async -> Response {
+        let query = FormFields(query: request)
+        guard let github else { return AuthPages.error(.notFound, title: "GitHub sign-in is not configured", message: "This gateway has no auth.github settings.") }
+        guard let state = query["state"] else {
+            return AuthPages.error(.badRequest, title: "Invalid sign-in response", message: "GitHub's answer had no state.")
+        }
+        let pending: PendingAuthorization
+        do {
+            guard let found = try await flows.takeLogin(state) else { return expiredPage() }
+            pending = found
+        } catch {
+            return storeUnavailablePage()
+        }
+        let authorizationRequest = pending.request
+        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName, in: request)) else {
+            return AuthPages.error(.forbidden, title: "Request refused", message: "This sign-in was started in another browser. Start again from the application.")
+        }
+        if let error = query["error"] {
+            logger.info("GitHub sign-in not completed", metadata: ["error": "\(error)"])
+            return OAuthResponses.redirect(to: errorRedirect(authorizationRequest.redirectURI, "access_denied", "GitHub sign-in was not completed (\(error))", state: authorizationRequest.state))
+        }
+        guard let code = query["code"] else {
+            return AuthPages.error(.badRequest, title: "Invalid sign-in response", message: "GitHub's answer had no code.")
+        }
+        let policy = policy(for: authorizationRequest.resource)
+        do {
+            let token = try await github.exchange(code: code, callbackURL: githubCallbackURL)
+            let user = try await github.user(token: token)
+            let orgs = policy.needsOrgs ? try await github.orgs(token: token) : nil
+            let teams = policy.needsTeams ? try await github.teams(token: token) : nil
+            return await finish(authorizationRequest, user: GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams))
+        } catch {
+            logger.warning("GitHub sign-in failed", metadata: ["detail": "\(error.description)"])
+            return AuthPages.error(
+                .badGateway, title: "GitHub sign-in failed", message: error.description,
+                returnURL: errorRedirect(authorizationRequest.redirectURI, "temporarily_unavailable", "sign-in with GitHub failed", state: authorizationRequest.state)
+            )
+        }
+    }
+
+    /// The allow-lists in force for a resource: the global list, narrowed by the router's own.
+    func policy(for resource: String) -> AccessPolicy {
+        let configuration = holder.current.configuration
+        let global = AccessRule(configuration.auth?.allow ?? AllowList())
+        let router = configuration.routers.first { $0.resourceURL(publicURL: publicURL) == resource }
+        return AccessPolicy(global: global, router: router?.allow.map(AccessRule.init))
+    }
+
+    /// Signed in: check the allow-lists, then send the browser back to the client with a code.
+    private func finish(_ request: AuthorizationRequest, user: GrantSubject) async -> Response {
+        guard policy(for: request.resource).admits(user.identity) else {
+            logger.notice("sign-in denied by allow-list", metadata: ["login": "\(user.login)", "resource": "\(request.resource)"])
+            return AuthPages.error(
+                .forbidden, title: "Access denied",
+                message: "\(user.login) is not allowed to use \(request.resource). Ask the gateway's operator to add you to its allow-list.",
+                returnURL: errorRedirect(request.redirectURI, "access_denied", "the user is not allowed to use this resource", state: request.state)
+            )
+        }
+        do {
+            let grant = Grant(clientID: request.clientID, user: user, scope: request.scope, resource: request.resource)
+            let code = try await codes.issue(grant, redirectURI: request.redirectURI, codeChallenge: request.codeChallenge)
+            logger.info("authorization granted", metadata: ["login": "\(user.login)", "client": "\(request.clientID)", "resource": "\(request.resource)"])
+            return OAuthResponses.redirect(to: FormEncoding.appending([("code", code), ("state", request.state), ("iss", issuer)], to: request.redirectURI))
+        } catch {
+            return storeUnavailablePage()
+        }
+    }
+
+    private func expiredPage() -> Response {
+        AuthPages.error(.badRequest, title: "Sign-in expired", message: "This sign-in request expired or was already used. Start again from the application.")
+    }
+
+    private func storeUnavailablePage() -> Response {
+        AuthPages.error(.serviceUnavailable, title: "Temporarily unavailable", message: "The gateway cannot reach its state store. Try again in a moment.")
+    }
+
+    private func clientLookupPage(_ error: ClientLookupError) -> Response {
+        switch error {
+        case .unusableDocument(let detail):
+            return AuthPages.error(.badRequest, title: "Application metadata unusable", message: detail)
+        case .storeUnavailable:
+            return storeUnavailablePage()
+        }
+    }
+
+    // MARK: client authentication (token, revocation, introspection)
+
+    enum ClientAuthFailure: Error {
+        case response(Response)
+    }
+
+    /// RFC 6749 §2.3: the client's registered method decides; an unknown client or wrong secret is
+    /// `invalid_client` (401), which makes clients such as Claude register again.
+    private func authenticateClient(_ request: Request, form: FormFields) async throws(ClientAuthFailure) -> ResolvedClient {
+        var clientID = form["client_id"]
+        var secret = form["client_secret"]
+        var method = ClientMetadata.AuthMethod.none
+        var usedBasic = false
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "basic", let decoded = Data(base64Encoded: String(parts[1])).flatMap({ String(data: $0, encoding: .utf8) }),
+                  let colon = decoded.firstIndex(of: ":")
+            else { throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "the Authorization header is not valid HTTP Basic client authentication", basicChallenge: true)) }
+            guard secret == nil else { throw .response(OAuthResponses.error(.badRequest, "invalid_request", "use one client authentication method, not two")) }
+            let headerID = String(decoded[..<colon]).removingPercentEncoding ?? ""
+            if let clientID, clientID != headerID {
+                throw .response(OAuthResponses.error(.badRequest, "invalid_request", "client_id in the body differs from the one authenticated"))
+            }
+            clientID = headerID
+            secret = String(decoded[decoded.index(after: colon)...]).removingPercentEncoding
+            method = .clientSecretBasic
+            usedBasic = true
+        } else if secret != nil {
+            method = .clientSecretPost
+        }
+        guard let clientID, !clientID.isEmpty else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "client authentication is required (client_id)", basicChallenge: usedBasic))
+        }
+        let client: ResolvedClient
+        do {
+            guard let found = try await clients.resolve(clientID) else {
+                throw ClientAuthFailure.response(OAuthResponses.error(.unauthorized, "invalid_client", "unknown client; register again", basicChallenge: usedBasic))
+            }
+            client = found
+        } catch let failure as ClientAuthFailure {
+            throw failure
+        } catch let error as ClientLookupError {
+            switch error {
+            case .unusableDocument(let detail): throw .response(OAuthResponses.error(.unauthorized, "invalid_client", detail))
+            case .storeUnavailable: throw .response(OAuthResponses.storeUnavailable)
+            }
+        } catch {
+            throw .response(OAuthResponses.storeUnavailable)
+        }
+        let expected = client.metadata.token_endpoint_auth_method
+        guard expected == method else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "this client authenticates with \(expected.rawValue)", basicChallenge: usedBasic))
+        }
+        if expected != .none {
+            guard let secret, let hash = client.clientSecretHash, ClientRegistry.constantTimeEqual(hash, ClientRegistry.hash(secret)) else {
+                throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "client authentication failed", basicChallenge: usedBasic))
+            }
+        }
+        return client
+    }
+
+    private func formBody(_ request: inout Request) async -> Result<FormFields, ClientAuthFailure> {
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true else {
+            return .failure(.response(OAuthResponses.error(.badRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")))
+        }
+        guard let form = await FormFields.body(&request) else {
+            return .failure(.response(OAuthResponses.error(.badRequest, "invalid_request", "the body is too large")))
+        }
+        if let name = form.repeated.first {
+            return .failure(.response(OAuthResponses.error(.badRequest, "invalid_request", "the parameter \(name) appears more than once")))
+        }
+        return .success(form)
+    }
+
+    // MARK: /token
+
+    private func token(_ request: Request) async -> Response {
+        var request = request
+        let form: FormFields
+        switch await formBody(&request) {
+        case .success(let fields): form = fields
+        case .failure(.response(let response)): return response
+        }
+        let client: ResolvedClient
+        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
+        if case .registered(let record) = client.origin {
+            try? await registry.touch(record)
+        }
+        switch form["grant_type"] {
+        case "authorization_code":
+            return await redeemCode(form, client: client)
+        case "refresh_token":
+            return await refresh(form, client: client)
+        case nil:
+            return OAuthResponses.error(.badRequest, "invalid_request", "grant_type is required")
+        case let other?:
+            return OAuthResponses.error(.badRequest, "unsupported_grant_type", "grant_type \(other) is not supported")
+        }
+    }
+
+    private func redeemCode(_ form: FormFields, client: ResolvedClient) async -> Response {
+        guard let code = form["code"], let verifier = form["code_verifier"] else {
+            return OAuthResponses.error(.badRequest, "invalid_request", "code and code_verifier are required")
+        }
+        guard let redirectURI = form["redirect_uri"] ?? (client.metadata.redirect_uris.count == 1 ? client.metadata.redirect_uris[0] : nil) else {
+            return OAuthResponses.error(.badRequest, "invalid_request", "redirect_uri is required")
+        }
+        var resource: String?
+        if let requested = form["resource"] {
+            guard let canonical = canonicalResource(requested) else {
+                return OAuthResponses.error(.badRequest, "invalid_target", "resource is not one of this gateway's MCP endpoints")
+            }
+            resource = canonical
+        }
+        do {
+            let grant = try await codes.redeem(code, clientID: client.clientID, redirectURI: redirectURI, codeVerifier: verifier, resource: resource)
+            return await tokenResponse(grant, client: client, refreshToken: nil)
+        } catch {
+            return grantErrorResponse(error)
+        }
+    }
+
+    private func refresh(_ form: FormFields, client: ResolvedClient) async -> Response {
+        guard client.metadata.grant_types.contains("refresh_token") else {
+            return OAuthResponses.error(.badRequest, "unauthorized_client", "this client is not registered for the refresh_token grant")
+        }
+        guard let presented = form["refresh_token"] else {
+            return OAuthResponses.error(.badRequest, "invalid_request", "refresh_token is required")
+        }
+        do {
+            var (grant, next) = try await refreshTokens.rotate(presented, clientID: client.clientID)
+            if let requested = form["resource"], canonicalResource(requested) != grant.resource {
+                return OAuthResponses.error(.badRequest, "invalid_target", "a refresh token serves only the resource it was issued for")
+            }
+            // The allow-lists in force now decide, not those at sign-in.
+            guard policy(for: grant.resource).admits(grant.user.identity) else {
+                if let family = try? await refreshTokens.inspect(next)?.family { try? await refreshTokens.revokeFamily(family) }
+                return OAuthResponses.error(.badRequest, "invalid_grant", "\(grant.user.login) is no longer allowed to use \(grant.resource)")
+            }
+            if let narrowed = Scopes.narrow(granted: grant.scope, requested: form["scope"]) {
+                grant.scope = narrowed
+            } else {
+                return OAuthResponses.error(.badRequest, "invalid_scope", "a refresh can only keep or narrow the granted scope")
+            }
+            return await tokenResponse(grant, client: client, refreshToken: next)
+        } catch {
+            return grantErrorResponse(error)
+        }
+    }
+
+    private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?) async -> Response {
+        do {
+            let accessToken = try await accessTokens.issue(for: grant)
+            var body: [String: Any] = [
+                "access_token": accessToken, "token_type": "Bearer", "expires_in": accessTokens.lifetimeSeconds, "scope": grant.scope,
+            ]
+            // Never `refresh_token: null`: the field is present only with a token in it.
+            if let refreshToken {
+                body["refresh_token"] = refreshToken
+            } else if client.metadata.grant_types.contains("refresh_token") {
+                body["refresh_token"] = try await refreshTokens.issue(grant)
+            }
+            return OAuthResponses.json(.ok, body)
+        } catch let error as GrantError {
+            return grantErrorResponse(error)
+        } catch {
+            return OAuthResponses.storeUnavailable
+        }
+    }
+
+    private func grantErrorResponse(_ error: GrantError) -> Response {
+        switch error {
+        case .invalidGrant(let description): OAuthResponses.error(.badRequest, "invalid_grant", description)
+        case .storeUnavailable: OAuthResponses.storeUnavailable
+        }
+    }
+
+    // MARK: /revoke and /introspect
+
+    private func revoke(_ request: Request) async -> Response {
+        var request = request
+        let form: FormFields
+        switch await formBody(&request) {
+        case .success(let fields): form = fields
+        case .failure(.response(let response)): return response
+        }
+        let client: ResolvedClient
+        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
+        guard let token = form["token"] else { return OAuthResponses.error(.badRequest, "invalid_request", "token is required") }
+        do {
+            if let (grant, family) = try await refreshTokens.inspect(token) {
+                guard grant.clientID == client.clientID else { return notYourToken }
+                try await refreshTokens.revokeFamily(family)
+            } else if let ring = try? await keys.current(), let claims = try? accessTokens.checkSignatureAndClaims(token, ring: ring, audience: nil) {
+                guard claims.client_id == client.clientID else { return notYourToken }
+                try await accessTokens.revoke(claims)
+            }
+            // RFC 7009 §2.2: unknown, expired or already revoked tokens are answered 200 too.
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+        } catch {
+            return OAuthResponses.storeUnavailable
+        }
+    }
+
+    private var notYourToken: Response {
+        OAuthResponses.error(.badRequest, "unauthorized_client", "the token was not issued to this client")
+    }
+
+    private func introspect(_ request: Request) async -> Response {
+        var request = request
+        let form: FormFields
+        switch await formBody(&request) {
+        case .success(let fields): form = fields
+        case .failure(.response(let response)): return response
+        }
+        let client: ResolvedClient
+        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
+        guard let token = form["token"] else { return OAuthResponses.error(.badRequest, "invalid_request", "token is required") }
+        let inactive = OAuthResponses.json(.ok, ["active": false])
+        do {
+            if let (grant, _) = try await refreshTokens.inspect(token) {
+                guard grant.clientID == client.clientID else { return inactive }
+                return OAuthResponses.json(.ok, [
+                    "active": true, "token_type": "refresh_token", "client_id": grant.clientID, "scope": grant.scope,
+                    "sub": grant.user.subject, "username": grant.user.login, "aud": grant.resource, "iss": issuer,
+                ])
+            }
+        } catch {
+            return OAuthResponses.storeUnavailable
+        }
+        do {
+            let claims = try await accessTokens.validate(token, audience: nil)
+            // A client sees only its own tokens; for any other, the token does not exist.
+            guard claims.client_id == client.clientID else { return inactive }
+            return OAuthResponses.json(.ok, [
+                "active": true, "token_type": "Bearer", "client_id": claims.client_id, "scope": claims.scope, "sub": claims.sub,
+                "username": claims.login, "aud": claims.aud, "iss": claims.iss, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
+            ])
+        } catch {
+            if case .storeUnavailable = error { return OAuthResponses.storeUnavailable }
+            return inactive
+        }
+    }
+}
+
+extension AccessRule {
+    init(_ list: AllowList) {
+        self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams)
+    }
+}
+
+/// RFC 6749 JSON responses: every one `no-store`.
+enum OAuthResponses {
+    static let pragma = HTTPField.Name("Pragma")!
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any], cache: String = "no-store") -> Response {
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: cache]
+        if cache == "no-store" { headers[pragma] = "no-cache" }
+        return JSONResponse.make(status: status, object: object, headers: headers)
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ code: String, _ description: String, basicChallenge: Bool = false) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", pragma: "no-cache"]
+        if basicChallenge { headers[.wwwAuthenticate] = "Basic realm=\"mcp-gateway\"" }
+        return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
+    }
+
+    static var storeUnavailable: Response {
+        var response = error(.serviceUnavailable, "temporarily_unavailable", "the gateway's state store is unavailable; retry shortly")
+        response.headers[.retryAfter] = "2"
+        return response
+    }
+
+    static func redirect(to location: String) -> Response {
+        // 303: after a form POST the browser must GET the next page.
+        Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store", HTTPField.Name("Referrer-Policy")!: "no-referrer"])
+    }
+
+    static func methodNotAllowed(_ allow: String) -> Response {
+        var response = error(.methodNotAllowed, "invalid_request", "method not allowed")
+        response.headers[.allow] = allow
+        return response
+    }
+}
