@@ -244,3 +244,31 @@ def local_password_hash() -> str:
     result = subprocess.run([gateway_binary(), "hash-password"], input="correct horse battery staple\n", capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@dataclass
+class MetadataDocuments:
+    base: str
+    ca_file: Path
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def counts(self) -> dict:
+        import ssl
+
+        return httpx.get(self.base + "/_count", verify=ssl.create_default_context(cafile=str(self.ca_file)), timeout=5).json()
+
+
+@pytest.fixture
+def metadata_documents(processes, tmp_path) -> MetadataDocuments:
+    """An https server of Client ID Metadata Documents, with its test CA."""
+    from pki import make_ca_and_server_cert
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    port = free_port()
+    managed = start_process("metadata-documents", [sys.executable, str(SERVERS / "metadata_documents.py"), "--port", str(port),
+                                                   "--cert", str(cert), "--key", str(key)], tmp_path)
+    processes.append(managed)
+    wait_until(lambda: managed.process.poll() is None and port_open(port), what="metadata document server")
+    return MetadataDocuments(f"https://127.0.0.1:{port}", ca)

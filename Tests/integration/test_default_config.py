@@ -58,6 +58,8 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
     # A protected route fails closed until token enforcement exists.
     assert httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"}).status_code == 503
 
+    sign_in_as_claude_with_the_demo_account(base, gateway_port)
+
     os.kill(runner.pid, signal.SIGTERM)
     assert runner.process.wait(timeout=20) == 0
     for port in (gateway_port, status_port, notes_port, redis_port):
@@ -70,3 +72,34 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def sign_in_as_claude_with_the_demo_account(base: str, gateway_port: int) -> None:
+    """On a fresh clone the default config can sign in: Claude's client id resolves to the pinned
+    document (claude.ai is unreachable here, as it often is from datacenters), and the demo local
+    account gets a code for the notes route."""
+    from oauth_helpers import form_for, pkce_pair, query_of
+
+    claude = "https://claude.ai/oauth/mcp-oauth-client-metadata"
+    callback = "https://claude.ai/api/mcp/auth_callback"
+    resource = f"http://notes.example.com:{gateway_port}/mcp"
+    verifier, challenge = pkce_pair()
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{base}/authorize", params={
+            "response_type": "code", "client_id": claude, "redirect_uri": callback, "state": "s1",
+            "code_challenge": challenge, "code_challenge_method": "S256", "resource": resource, "scope": "claudeai",
+        })
+        assert page.status_code == 200, page.text
+        assert ">Claude<" in page.text and "claude.ai" in page.text
+        form = form_for(page.text, "approve", "local")
+        answer = browser.post(f"{base}/authorize/consent", data={**form, "username": "demo", "password": "demo-password-change-me"})
+        assert answer.status_code == 303, answer.text
+        location = answer.headers["location"]
+        assert location.startswith(callback)
+        params = query_of(location)
+    tokens = httpx.post(f"{base}/token", data={
+        "grant_type": "authorization_code", "code": params["code"], "code_verifier": verifier, "redirect_uri": callback,
+        "client_id": claude, "resource": resource,
+    }, timeout=30)
+    assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["scope"] == "mcp" and tokens.json()["refresh_token"]

@@ -1,0 +1,91 @@
+"""Client ID Metadata Documents: https client_ids fetched (through a test CA), validated, cached,
+refused when unsafe, and replaced by pinned documents when a fetch fails."""
+
+import httpx
+import pytest
+
+from oauth_helpers import Browser, exchange_code, page_text, pkce_pair
+from test_oauth import config as oauth_config
+
+
+def config(redis_url, github, password_hash, ca_file, allow_private=True, pinned: str = "") -> str:
+    extra = f"""
+      clientMetadata:
+        allowPrivateAddresses: {"true" if allow_private else "false"}
+        caFile: "{ca_file}"
+        fetchTimeout: "3s"
+{pinned}"""
+    return oauth_config(redis_url, github, password_hash, extra_auth=extra)
+
+
+@pytest.fixture
+def gateway(start_gateway, redis_server, fake_github, local_password_hash, metadata_documents):
+    return start_gateway(config(redis_server.url, fake_github, local_password_hash, metadata_documents.ca_file))
+
+
+def test_document_client_signs_in_and_is_cached(gateway, metadata_documents):
+    client_id = metadata_documents.url("/client.json")
+    browser = Browser(gateway)
+    try:
+        verifier, challenge = pkce_pair()
+        page = browser.open(browser.authorize_url(client_id, challenge, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 200, page.text
+        assert "Docs Client" in page.text and "published client metadata" in page_text(page)
+        result = browser.follow(browser.approve(page))
+        tokens = exchange_code(gateway, client_id, result.params["code"], verifier, resource=gateway.url("/time/mcp"))
+        assert tokens.status_code == 200, tokens.text
+        assert tokens.json()["refresh_token"]
+        # Fetched once for /authorize, /token and the consent page: cached per max-age.
+        assert metadata_documents.counts()["/client.json"] == 1
+    finally:
+        browser.close()
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/wrong-id.json", "must equal its URL"),
+    ("/big.json", "64 KiB"),
+    ("/secret.json", "not supported for metadata documents"),
+    ("/redirect-other", "another host"),
+    ("/missing.json", "HTTP 404"),
+])
+def test_unusable_documents_are_refused_with_the_reason(gateway, metadata_documents, path, reason):
+    _, challenge = pkce_pair()
+    browser = Browser(gateway)
+    try:
+        page = browser.open(browser.authorize_url(metadata_documents.url(path), challenge, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 400 and "location" not in page.headers
+        assert reason in page_text(page)
+    finally:
+        browser.close()
+
+
+def test_same_host_redirect_is_followed(gateway, metadata_documents):
+    _, challenge = pkce_pair()
+    browser = Browser(gateway)
+    try:
+        page = browser.open(browser.authorize_url(metadata_documents.url("/redirect-same"), challenge, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 200 and "Docs Client" in page.text
+    finally:
+        browser.close()
+
+
+def test_private_addresses_are_refused_unless_allowed_and_pins_stand_in(start_gateway, redis_server, fake_github, local_password_hash, metadata_documents):
+    client_id = metadata_documents.url("/client.json")
+    pinned = f"""        pinned:
+          "{client_id}":
+            client_name: "Pinned Docs Client"
+            redirect_uris: ["http://127.0.0.1:33418/callback"]
+"""
+    gateway = start_gateway(config(redis_server.url, fake_github, local_password_hash, metadata_documents.ca_file, allow_private=False, pinned=pinned))
+    browser = Browser(gateway)
+    try:
+        _, challenge = pkce_pair()
+        # The fetch is refused (127.0.0.1 is loopback) before any connection: the pin is used.
+        page = browser.open(browser.authorize_url(client_id, challenge, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 200 and "Pinned Docs Client" in page.text
+        assert metadata_documents.counts().get("/client.json", 0) == 0
+        # Without a pin, the refusal says why.
+        page = browser.open(browser.authorize_url(metadata_documents.url("/redirect-same"), challenge, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 400 and "private, loopback or link-local" in page_text(page)
+    finally:
+        browser.close()
