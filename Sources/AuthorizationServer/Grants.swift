@@ -128,7 +128,7 @@ public struct RefreshTokens: Sendable {
     }
 
     let store: any KeyValueStore
-    let lifetime: Duration
+    public let lifetime: Duration
 
     public init(store: any KeyValueStore, lifetime: Duration) {
         self.store = store

@@ -97,6 +97,7 @@ public struct Gateway {
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
             github: github, localUsers: auth.localUsers, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
+        let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store)
         _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
@@ -105,7 +106,7 @@ public struct Gateway {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
             let responder = GatewayResponder(
-                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, store: redis
+                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate, store: redis
             )
             let app = Application(
                 responder: responder,

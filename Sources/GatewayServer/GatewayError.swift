@@ -10,7 +10,6 @@ enum GatewayError: Error {
     case notMCPEndpoint(router: String, mcpPath: String)
     case methodNotAllowed(method: String)
     case originForbidden(origin: String)
-    case authenticationUnavailable(router: String)
     case requestTooLarge(limit: Int)
     case upstream(UpstreamError)
     case clientBodyFailed(detail: String)
@@ -27,7 +26,6 @@ enum GatewayError: Error {
         case .noRoute, .notMCPEndpoint: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .originForbidden: .forbidden
-        case .authenticationUnavailable: .serviceUnavailable
         case .requestTooLarge: .contentTooLarge
         case .clientBodyFailed, .badRequest: .badRequest
         case .sessionNotFound: .notFound
@@ -51,7 +49,6 @@ enum GatewayError: Error {
         case .notMCPEndpoint: "not_mcp_endpoint"
         case .methodNotAllowed: "method_not_allowed"
         case .originForbidden: "origin_forbidden"
-        case .authenticationUnavailable: "authentication_unavailable"
         case .requestTooLarge: "request_too_large"
         case .clientBodyFailed: "client_body_failed"
         case .badRequest: "bad_request"
@@ -76,7 +73,6 @@ enum GatewayError: Error {
         case .notMCPEndpoint(let router, let mcpPath): "router \"\(router)\" serves MCP at \(mcpPath) only"
         case .methodNotAllowed(let method): "method \(method) is not allowed on an MCP endpoint; use POST, GET or DELETE"
         case .originForbidden(let origin): "origin \(origin) is not allowed to use this gateway"
-        case .authenticationUnavailable(let router): "router \"\(router)\" requires authentication, which this gateway build does not provide yet; the route stays closed"
         case .requestTooLarge(let limit): "request body exceeds the limit of \(limit) bytes"
         case .upstream(let error): error.description
         case .clientBodyFailed(let detail): "reading the request body failed: \(detail)"

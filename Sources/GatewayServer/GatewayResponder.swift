@@ -18,6 +18,7 @@ struct GatewayResponder: HTTPResponder {
     let stdio: StdioBridge
     let registration: RegistrationEndpoints
     let oauth: OAuthEndpoints
+    let gate: ResourceGate
     /// Checked by /readyz; nil when state lives in memory.
     let store: (any KeyValueStore)?
 
@@ -37,6 +38,9 @@ struct GatewayResponder: HTTPResponder {
             return response
         }
         let runtime = holder.current
+        if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
+            return protectedResourceMetadata(request, runtime: runtime)
+        }
         let incoming = IncomingRequest(request)
         guard let route = runtime.routeTable(entryPoint: entryPoint.name)?.match(incoming)?.target else {
             return GatewayError.noRoute(host: incoming.host, path: incoming.path).response(jsonRPC: false)
@@ -50,13 +54,16 @@ struct GatewayResponder: HTTPResponder {
             guard [.post, .get, .delete].contains(request.method) else {
                 throw GatewayError.methodNotAllowed(method: request.method.rawValue)
             }
-            // Fail closed: a protected route never serves without the token check.
-            guard route.router.auth == .none else {
-                throw GatewayError.authenticationUnavailable(router: route.router.name)
+            var caller: VerifiedCaller?
+            if route.router.auth == .oauth {
+                switch await gate.check(request, router: route.router, allow: runtime.configuration.auth?.allow ?? AllowList()) {
+                case .success(let verified): caller = verified
+                case .failure(let failure): return gate.response(for: failure, router: route.router)
+                }
             }
             switch route.upstream {
             case .http(let upstream):
-                return try await proxy.forward(request, context: context, route: route, upstream: upstream)
+                return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
             case .stdio(let manager):
                 return try await stdio.handle(request, context: context, route: route, manager: manager)
             }
@@ -83,6 +90,27 @@ struct GatewayResponder: HTTPResponder {
         if let authority = request.head.authority?.lowercased(), normalized == "http://\(authority)" { return }
         if entryPoint.allowedOrigins.contains(normalized) { return }
         throw .originForbidden(origin: origin)
+    }
+
+    /// RFC 9728 metadata of a protected router: path-inserted (`/.well-known/oauth-protected-resource/time/mcp`),
+    /// and at the root for a router reached by its own host.
+    private func protectedResourceMetadata(_ request: Request, runtime: RuntimeConfiguration) -> Response {
+        let suffix = String(request.uri.path.dropFirst("/.well-known/oauth-protected-resource".count))
+        let host = IncomingRequest(request).host
+        let publicURL = runtime.configuration.publicURL
+        let candidates = runtime.configuration.routers.filter { $0.auth == .oauth }
+        let match = candidates.first { router in
+            guard let components = URLComponents(string: router.resourceURL(publicURL: publicURL)) else { return false }
+            let hostMatches = components.host?.lowercased() == host.lowercased() || components.host?.lowercased() == publicURL.host.lowercased()
+            if suffix.isEmpty || suffix == "/" {
+                return components.host?.lowercased() == host.lowercased() && components.host?.lowercased() != publicURL.host.lowercased()
+            }
+            return hostMatches && (components.path == suffix || components.path + "/" == suffix)
+        }
+        guard let router = match else {
+            return JSONResponse.make(status: .notFound, object: ["error": "not_found", "error_description": "no protected MCP endpoint here"], headers: [.cacheControl: "no-store"])
+        }
+        return OAuthResponses.json(.ok, gate.protectedResourceMetadata(router), cache: "public, max-age=300")
     }
 
     private func readiness() async -> Response {

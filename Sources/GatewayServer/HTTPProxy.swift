@@ -13,7 +13,7 @@ import NIOHTTP1
 struct HTTPProxy: Sendable {
 
     func forward(
-        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream
+        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {
         var request = request
         var body: ByteBuffer?
@@ -22,11 +22,12 @@ struct HTTPProxy: Sendable {
         }
         let headers = HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
-            removing: [],
+            // No token passthrough: the gateway's token and cookies stay at the gateway.
+            removing: route.router.auth == .oauth ? ["authorization", "cookie"] : [],
             clientAddress: context.clientIP,
             forwardedProto: "http",
             forwardedHost: request.head.authority,
-            serviceHeaders: upstream.service.headers
+            serviceHeaders: (caller.map(IdentityHeaders.fields) ?? []) + upstream.service.headers
         )
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
@@ -84,5 +85,14 @@ struct HTTPProxy: Sendable {
         } onCancel: {
             task.cancel()
         }
+    }
+}
+
+/// Who the caller is, told to upstreams of protected routes (client copies are always dropped).
+enum IdentityHeaders {
+    static let names: Set<String> = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id"]
+
+    static func fields(_ caller: VerifiedCaller) -> [(name: String, value: String)] {
+        [("X-Forwarded-User", caller.claims.login), ("X-Forwarded-Client-Id", caller.claims.client_id)]
     }
 }

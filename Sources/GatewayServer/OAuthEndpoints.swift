@@ -328,6 +328,8 @@ struct OAuthEndpoints: Sendable {
             )
         }
         do {
+            // What the allow-lists were evaluated on, for the token check on MCP requests.
+            try await store.set("identity:\(user.subject)", Array(JSONEncoder().encode(user)), ttl: refreshTokens.lifetime)
             let grant = Grant(clientID: request.clientID, user: user, scope: request.scope, resource: request.resource)
             let code = try await codes.issue(grant, redirectURI: request.redirectURI, codeChallenge: request.codeChallenge)
             logger.info("authorization granted", metadata: ["login": "\(user.login)", "client": "\(request.clientID)", "resource": "\(request.resource)"])

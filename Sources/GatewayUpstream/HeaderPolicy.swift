@@ -12,6 +12,8 @@ public enum HeaderPolicy {
     /// The gateway sets these itself; client-supplied copies are never trusted.
     static let forwardingHeaders: Set<String> = [
         "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip",
+        // Identity headers: set by the gateway on protected routes, never passed on from a client.
+        "x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id",
     ]
 
     /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`

@@ -45,18 +45,28 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
                 assert result.content[0].text == "countdown of 2 finished"
 
     async def use_time_route():
-        # mcp-server-time over stdio, from the project's .venv.
-        async with Client(f"{base}/time/mcp", mode="legacy") as client:
-            names = {tool.name for tool in (await client.list_tools()).tools}
-            assert names == {"get_current_time", "convert_time"}
-            result = await client.call_tool("get_current_time", {"timezone": "UTC"})
-            assert '"timezone": "UTC"' in result.content[0].text
+        # mcp-server-time over stdio, from the project's .venv, behind the gateway's sign-in: the
+        # official client's OAuth provider with the default config's demo local account.
+        from test_sdk_oauth import BrowserAgent, MemoryStorage, call_tools, provider_for
+
+        class DefaultGateway:
+            def url(self, path):
+                return base + path
+
+        agent = BrowserAgent(DefaultGateway(), provider="local", username="demo", password="demo-password-change-me")
+        try:
+            names, text = await call_tools(f"{base}/time/mcp", provider_for(f"{base}/time/mcp", agent, MemoryStorage()))
+        finally:
+            agent.browser.close()
+        assert names == {"get_current_time", "convert_time"}
+        assert '"timezone": "UTC"' in text and agent.authorizations == 1
 
     anyio.run(use_status_route)
     anyio.run(use_time_route)
     ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    # A protected route fails closed until token enforcement exists.
-    assert httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"}).status_code == 503
+    # A protected route answers 401 with its metadata URL to a request without a token.
+    challenge = httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"})
+    assert challenge.status_code == 401 and "resource_metadata=" in challenge.headers["www-authenticate"]
 
     sign_in_as_claude_with_the_demo_account(base, gateway_port)
 

@@ -155,12 +155,19 @@ def test_unrouted_and_non_mcp_paths_are_404_json(gateway):
     assert other.status_code == 404 and "/echo/mcp" in other.json()["message"]
 
 
-def test_protected_route_fails_closed_with_503(gateway):
-    response = httpx.post(gateway.url("/locked/mcp"), content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
-    assert response.status_code == 503
-    body = response.json()
-    assert body["error"]["data"]["reason"] == "authentication_unavailable"
-    assert "authentication" in body["error"]["message"]
+def test_protected_route_challenges_without_a_valid_token(gateway):
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    metadata_url = gateway.url("/.well-known/oauth-protected-resource/locked/mcp")
+    for path in ("/locked/mcp", "/locked/mcp/"):
+        response = httpx.post(gateway.url(path), content=ping)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == f'Bearer resource_metadata="{metadata_url}", scope="mcp"'
+        assert response.headers["cache-control"] == "no-store"
+    forged = httpx.post(gateway.url("/locked/mcp"), content=ping, headers={"Authorization": "Bearer not.a.token"})
+    assert forged.status_code == 401 and 'error="invalid_token"' in forged.headers["www-authenticate"]
+    metadata = httpx.get(metadata_url).json()
+    assert metadata["resource"] == gateway.url("/locked/mcp")
+    assert metadata["authorization_servers"] == [gateway.base] and metadata["bearer_methods_supported"] == ["header"]
 
 
 def test_origin_validation(gateway):

@@ -1,0 +1,152 @@
+import AuthorizationServer
+import Crypto
+import Foundation
+import GatewayConfig
+import GatewayStore
+import HTTPTypes
+import Hummingbird
+import Synchronization
+
+/// Who a request to a protected route comes from, once its token passed.
+struct VerifiedCaller: Sendable {
+    let claims: AccessTokenClaims
+}
+
+/// The token check in front of every protected router (RFC 6750 + RFC 9728 challenges): an ES256 /
+/// RS256 JWT of this gateway, for this router's MCP endpoint (`aud`), not expired or revoked, with
+/// the `mcp` scope, of a user the allow-lists in force admit now. Verified tokens are remembered
+/// for a few seconds (keyed by a hash of the token) so the hot path does no store round trip and
+/// no signature check; allow-lists are evaluated on every request, so a reload applies at once.
+final class ResourceGate: Sendable {
+    struct CachedToken {
+        var claims: AccessTokenClaims
+        var identity: UserIdentity
+        var validUntil: Date
+    }
+
+    static let cacheSeconds: TimeInterval = 5
+    static let maxCachedTokens = 10_000
+
+    let accessTokens: AccessTokens
+    let publicURL: PublicURL
+    let store: any KeyValueStore
+    private let cache = Mutex<[String: CachedToken]>([:])
+
+    init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore) {
+        self.accessTokens = accessTokens
+        self.publicURL = publicURL
+        self.store = store
+    }
+
+    enum Failure: Error {
+        case missingToken
+        case invalidToken(String)
+        case insufficientScope
+        case denied(login: String)
+        case storeUnavailable
+    }
+
+    func check(_ request: Request, router: RouterConfiguration, allow: AllowList) async -> Result<VerifiedCaller, Failure> {
+        guard let token = RegistrationEndpoints.bearerToken(request) else { return .failure(.missingToken) }
+        let key = SHA256.hash(data: Data(token.utf8)).withUnsafeBytes { Data($0).base64EncodedString() }
+        let now = Date()
+        var entry = cache.withLock { $0[key] }
+        if let cached = entry, cached.validUntil <= now { entry = nil }
+        if entry == nil {
+            do {
+                let claims = try await accessTokens.validate(token, audience: nil)
+                let identity = await identity(for: claims)
+                let fresh = CachedToken(claims: claims, identity: identity, validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp))))
+                cache.withLock { cache in
+                    if cache.count >= Self.maxCachedTokens { cache = cache.filter { $0.value.validUntil > now } }
+                    if cache.count < Self.maxCachedTokens { cache[key] = fresh }
+                }
+                entry = fresh
+            } catch {
+                switch error {
+                case .invalid(let description): return .failure(.invalidToken(description))
+                case .storeUnavailable: return .failure(.storeUnavailable)
+                }
+            }
+        }
+        guard let entry else { return .failure(.invalidToken("the access token is not valid")) }
+        let claims = entry.claims
+        guard TimeInterval(claims.exp) + AccessTokens.clockSkew > now.timeIntervalSince1970 else {
+            return .failure(.invalidToken("the access token expired"))
+        }
+        let resource = router.resourceURL(publicURL: publicURL)
+        guard claims.aud == resource else {
+            return .failure(.invalidToken("the access token is for \(claims.aud), not \(resource)"))
+        }
+        guard claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)) else { return .failure(.insufficientScope) }
+        let policy = AccessPolicy(global: AccessRule(allow), router: router.allow.map(AccessRule.init))
+        guard policy.admits(entry.identity) else { return .failure(.denied(login: claims.login)) }
+        return .success(VerifiedCaller(claims: claims))
+    }
+
+    /// Orgs and teams recorded at sign-in (`identity:<sub>`); login only when none were read.
+    private func identity(for claims: AccessTokenClaims) async -> UserIdentity {
+        guard let bytes = try? await store.get("identity:\(claims.sub)"),
+              let subject = try? JSONDecoder().decode(GrantSubject.self, from: Data(bytes))
+        else { return UserIdentity(login: claims.login) }
+        return UserIdentity(login: claims.login, orgs: subject.orgs, teams: subject.teams)
+    }
+
+    // MARK: challenges
+
+    /// RFC 9728 §5.1: the protected-resource metadata URL of a router, path-inserted.
+    func resourceMetadataURL(_ router: RouterConfiguration) -> String {
+        let resource = router.resourceURL(publicURL: publicURL)
+        guard let components = URLComponents(string: resource), let scheme = components.scheme, let host = components.host else { return resource }
+        var origin = "\(scheme)://\(host)"
+        if let port = components.port { origin += ":\(port)" }
+        return origin + "/.well-known/oauth-protected-resource" + components.path
+    }
+
+    func response(for failure: Failure, router: RouterConfiguration) -> Response {
+        let metadata = resourceMetadataURL(router)
+        var challenge = "Bearer resource_metadata=\"\(metadata)\", scope=\"\(Scopes.mcp)\""
+        let status: HTTPResponse.Status
+        let code: String
+        let description: String
+        switch failure {
+        case .missingToken:
+            status = .unauthorized
+            code = "invalid_request"
+            description = "this MCP endpoint requires an access token from \(publicURL.origin)"
+        case .invalidToken(let reason):
+            status = .unauthorized
+            code = "invalid_token"
+            description = reason
+            challenge += ", error=\"invalid_token\", error_description=\"\(reason.replacingOccurrences(of: "\"", with: "'"))\""
+        case .insufficientScope:
+            status = .forbidden
+            code = "insufficient_scope"
+            description = "the access token lacks the \(Scopes.mcp) scope"
+            challenge += ", error=\"insufficient_scope\""
+        case .denied(let login):
+            status = .forbidden
+            code = "access_denied"
+            description = "\(login) is not allowed to use this MCP endpoint"
+            // No `insufficient_scope` here: another sign-in would not help, and clients would loop.
+        case .storeUnavailable:
+            var response = OAuthResponses.storeUnavailable
+            response.headers[.wwwAuthenticate] = challenge
+            return response
+        }
+        var response = OAuthResponses.error(status, code, description)
+        response.headers[.wwwAuthenticate] = challenge
+        return response
+    }
+
+    /// RFC 9728 metadata for a router.
+    func protectedResourceMetadata(_ router: RouterConfiguration) -> [String: Any] {
+        [
+            "resource": router.resourceURL(publicURL: publicURL),
+            "authorization_servers": [publicURL.origin],
+            "scopes_supported": Scopes.supported,
+            "bearer_methods_supported": ["header"],
+            "resource_name": router.name,
+        ]
+    }
+}

@@ -1,0 +1,187 @@
+"""The official MCP Python SDK's OAuthClientProvider, given only an MCP URL, completes the whole
+flow the way Claude.ai does: 401 → protected-resource metadata → authorization-server metadata →
+dynamic registration → /authorize → consent (submitted by the test's browser) → fake GitHub →
+/token → MCP requests; then a transparent refresh after the access token expires; then the user is
+removed from gateway.yaml and the next call is refused."""
+
+import time
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from oauth_helpers import CALLBACK, Browser, jwt_claims, pkce_pair
+from test_oauth import config as oauth_config
+
+
+class MemoryStorage:
+    def __init__(self):
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+        self.token_history: list[OAuthToken] = []
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+        self.token_history.append(tokens)
+
+    async def get_client_info(self):
+        return self.client
+
+    async def set_client_info(self, client_info):
+        self.client = client_info
+
+
+class BrowserAgent:
+    """Plays the user: opens the authorization URL, approves with GitHub, hands the code back."""
+
+    def __init__(self, gateway, provider: str = "github", **login):
+        self.browser = Browser(gateway)
+        self.provider = provider
+        self.login = login
+        self.result: dict | None = None
+        self.authorizations = 0
+
+    async def redirect(self, url: str) -> None:
+        self.authorizations += 1
+
+        def run():
+            page = self.browser.open(url)
+            return self.browser.follow(self.browser.approve(page, self.provider, **self.login), stop_prefix=CALLBACK).params
+
+        self.result = await anyio.to_thread.run_sync(run)
+
+    async def callback(self) -> AuthorizationCodeResult:
+        assert self.result and "code" in self.result, self.result
+        return AuthorizationCodeResult(code=self.result["code"], state=self.result.get("state"), iss=self.result.get("iss"))
+
+
+def provider_for(url: str, agent: BrowserAgent, storage: MemoryStorage, client_metadata_url: str | None = None) -> OAuthClientProvider:
+    metadata = OAuthClientMetadata(
+        client_name="SDK end-to-end", redirect_uris=[CALLBACK], grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"], token_endpoint_auth_method="none",
+    )
+    return OAuthClientProvider(
+        server_url=url, client_metadata=metadata, storage=storage, redirect_handler=agent.redirect,
+        callback_handler=agent.callback, client_metadata_url=client_metadata_url,
+    )
+
+
+async def call_tools(url: str, provider: OAuthClientProvider, mode: str = "legacy") -> tuple[set[str], str]:
+    async with create_mcp_http_client(auth=provider) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            if "get_current_time" in names:
+                result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            else:
+                result = await client.call_tool("echo", {"text": "through the gate"})
+            return names, result.content[0].text
+
+
+@pytest.fixture
+def gateway(start_gateway, redis_server, fake_github, local_password_hash, mcp_upstream):
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('accessTokenTTL: "5m"', 'accessTokenTTL: "4s"')
+    text = text.replace("""      notes:
+        http:
+          url: "http://127.0.0.1:9/mcp\"""", f"""      notes:
+        http:
+          url: "{mcp_upstream}\"""").replace('users: ["bob"]', 'users: ["octocat"]')
+    return start_gateway(text)
+
+
+def test_sdk_client_signs_in_uses_both_route_kinds_refreshes_and_is_cut_off(gateway, redis_server, fake_github, local_password_hash, mcp_upstream):
+    agent = BrowserAgent(gateway)
+    storage = MemoryStorage()
+    time_url = gateway.url("/time/mcp")
+    try:
+        time_provider = provider_for(time_url, agent, storage)  # one client, kept across connections
+        names, text = anyio.run(call_tools, time_url, time_provider)
+        assert names == {"get_current_time", "convert_time"} and '"timezone": "UTC"' in text
+        assert agent.authorizations == 1 and storage.client.client_id.startswith("mcpgw-")
+        first = storage.tokens
+        assert jwt_claims(first.access_token)["aud"] == time_url and first.refresh_token
+
+        # The HTTP route needs its own token (audience), so the SDK signs in again for it.
+        notes_url = gateway.url("/notes/mcp")
+        notes_storage = MemoryStorage()
+        names, text = anyio.run(call_tools, notes_url, provider_for(notes_url, agent, notes_storage))
+        assert "echo" in names and text == "through the gate"
+        assert jwt_claims(notes_storage.tokens.access_token)["aud"] == notes_url
+
+        # Expiry, then a transparent refresh (no browser): access token lifetime is 4 s.
+        deadline = jwt_claims(storage.tokens.access_token)["exp"]
+        time.sleep(max(0.0, deadline - time.time() + 1))
+        names, _ = anyio.run(call_tools, time_url, time_provider)
+        assert "get_current_time" in names and agent.authorizations == 2  # 1 for time, 1 for notes
+        assert storage.tokens.refresh_token != first.refresh_token and storage.tokens.access_token != first.access_token
+
+        # octocat removed from gateway.yaml: the next call is refused, no restart.
+        removed = oauth_config(redis_server.url, fake_github, local_password_hash, allow_users=("someone-else",))
+        removed = removed.replace('orgs: ["acme"]', "orgs: []").replace("{port}", str(gateway.port))
+        gateway.rewrite_config(removed)
+        gateway.wait_for_generation(2)
+        response = httpx.post(time_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                              headers={"Authorization": f"Bearer {storage.tokens.access_token}", "Accept": "application/json, text/event-stream",
+                                       "Content-Type": "application/json"}, timeout=10)
+        assert response.status_code == 403 and response.json()["error"] == "access_denied"
+    finally:
+        agent.browser.close()
+
+
+def test_upstream_never_sees_the_token_and_gets_identity_headers(start_gateway, redis_server, fake_github, local_password_hash, raw_upstream):
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(
+        'url: "http://127.0.0.1:9/mcp"', f'url: "{raw_upstream}/echo"', 1).replace('users: ["bob"]', 'users: ["octocat"]')
+    gateway = start_gateway(text)
+    browser = Browser(gateway)
+    try:
+        from oauth_helpers import exchange_code, register
+
+        client = register(gateway)
+        verifier, challenge = pkce_pair()
+        resource = gateway.url("/notes/mcp")
+        code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+        token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+        echoed = httpx.post(resource, content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', headers={
+            "Authorization": f"Bearer {token}", "Cookie": "mcpgw-browser=secret", "X-Forwarded-User": "admin",
+        }, timeout=10).json()
+        headers = {k.lower(): v for k, v in echoed["headers"]}
+        assert "authorization" not in headers and "cookie" not in headers
+        assert headers["x-forwarded-user"] == "octocat" and headers["x-forwarded-client-id"] == client["client_id"]
+        # A token for another router is refused (audience).
+        time_token_client = register(gateway)
+        verifier, challenge = pkce_pair()
+        code = browser.sign_in(time_token_client["client_id"], challenge, resource=gateway.url("/time/mcp")).params["code"]
+        time_token = exchange_code(gateway, time_token_client["client_id"], code, verifier).json()["access_token"]
+        wrong = httpx.post(resource, content=b"{}", headers={"Authorization": f"Bearer {time_token}"}, timeout=10)
+        assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    finally:
+        browser.close()
+
+
+def test_sdk_client_with_a_client_id_metadata_document(start_gateway, redis_server, fake_github, local_password_hash, metadata_documents):
+    extra = f"""
+      clientMetadata:
+        allowPrivateAddresses: true
+        caFile: "{metadata_documents.ca_file}"
+"""
+    gateway = start_gateway(oauth_config(redis_server.url, fake_github, local_password_hash, extra_auth=extra))
+    agent = BrowserAgent(gateway)
+    storage = MemoryStorage()
+    time_url = gateway.url("/time/mcp")
+    document = metadata_documents.url("/client.json")
+    try:
+        names, _ = anyio.run(call_tools, time_url, provider_for(time_url, agent, storage, client_metadata_url=document))
+        assert "get_current_time" in names
+        # No registration happened: the client id is the document's URL.
+        assert storage.client.client_id == document
+        assert jwt_claims(storage.tokens.access_token)["client_id"] == document
+        assert metadata_documents.counts()["/client.json"] == 1
+    finally:
+        agent.browser.close()
