@@ -17,7 +17,7 @@ from oauth_helpers import (
 )
 
 
-def config(redis_url: str, github, password_hash: str, allow_users=("octocat",), extra_auth: str = "") -> str:
+def config(redis_url: str, github, password_hash: str, allow_users=("octocat",), extra_auth: str = "", access_ttl: str = "5m") -> str:
     users = ", ".join(f'"{u}"' for u in allow_users)
     return f"""
     entryPoints:
@@ -37,10 +37,11 @@ def config(redis_url: str, github, password_hash: str, allow_users=("octocat",),
       allow:
         users: [{users}]
         orgs: ["acme"]
+        teams: ["Acme/Platform"]
       local:
         users:
           alice: "{password_hash}"
-      accessTokenTTL: "5m"
+      accessTokenTTL: "{access_ttl}"
 {extra_auth}
     routers:
       time:
@@ -136,9 +137,11 @@ def test_github_sign_in_issues_audience_bound_tokens_with_refresh(gateway, brows
     assert tokens["refresh_token"]
     claims = jwt_claims(tokens["access_token"])
     assert claims["aud"] == time_resource(gateway) and claims["client_id"] == client["client_id"]
-    # GitHub's REST reads: /user, and /user/orgs because the allow-list names an org; no /user/teams.
+    # GitHub's REST reads: /user, and /user/orgs and /user/teams because the allow-list names both.
     paths = [r["path"] for r in fake_github.requests()]
-    assert "/api/v3/user" in paths and "/api/v3/user/orgs" in paths and "/api/v3/user/teams" not in paths
+    assert "/api/v3/user" in paths and "/api/v3/user/orgs" in paths and "/api/v3/user/teams" in paths
+    authorize = next(r for r in fake_github.requests() if r["path"] == "/login/oauth/authorize")
+    assert authorize["query"]["scope"] == "read:org"
     exchange = next(r for r in fake_github.requests() if r["path"] == "/login/oauth/access_token")
     assert exchange["accept"] == "application/json"
 
@@ -255,8 +258,26 @@ def test_org_membership_admits_and_router_list_narrows(gateway, browser, fake_gi
     assert result.response.status_code == 403
 
 
+def test_team_membership_admits(gateway, browser, fake_github):
+    fake_github.set_user("dave", user_id=8, orgs=["other"], teams=["acme/platform"])
+    _, tokens = signed_in(gateway, browser)
+    assert jwt_claims(tokens["access_token"])["login"] == "dave"
+
+
+def test_login_only_lists_read_neither_orgs_nor_teams(start_gateway, redis_server, fake_github, local_password_hash):
+    text = config(redis_server.url, fake_github, local_password_hash).replace('orgs: ["acme"]\n        teams: ["Acme/Platform"]', "orgs: []")
+    gateway = start_gateway(text)
+    browser = Browser(gateway)
+    try:
+        signed_in(gateway, browser)
+        paths = [r["path"] for r in fake_github.requests()]
+        assert "/api/v3/user" in paths and not [p for p in paths if p.startswith("/api/v3/user/")]
+    finally:
+        browser.close()
+
+
 def test_empty_allow_list_admits_nobody(start_gateway, redis_server, fake_github, local_password_hash):
-    text = config(redis_server.url, fake_github, local_password_hash).replace('users: ["octocat"]\n        orgs: ["acme"]', "users: []")
+    text = config(redis_server.url, fake_github, local_password_hash).replace('users: ["octocat"]\n        orgs: ["acme"]\n        teams: ["Acme/Platform"]', "users: []")
     gateway = start_gateway(text)
     browser = Browser(gateway)
     try:
@@ -462,7 +483,7 @@ def test_refresh_token_is_bound_to_its_client(gateway, browser):
 
 def test_refresh_rechecks_the_allow_list_in_force(gateway, browser, redis_server, fake_github, local_password_hash):
     client, tokens = signed_in(gateway, browser)
-    fake_github_free = config(redis_server.url, fake_github, local_password_hash, allow_users=("someone-else",)).replace('orgs: ["acme"]', "orgs: []").replace("{port}", str(gateway.port))
+    fake_github_free = config(redis_server.url, fake_github, local_password_hash, allow_users=("someone-else",)).replace('orgs: ["acme"]', "orgs: []").replace('teams: ["Acme/Platform"]', "teams: []").replace("{port}", str(gateway.port))
     gateway.rewrite_config(fake_github_free)
     gateway.wait_for_generation(2)
     denied = refresh(gateway, client, tokens["refresh_token"])
@@ -529,3 +550,31 @@ def test_redis_restart_mid_flow(gateway, browser, redis_server, tmp_path):
     wait_until(lambda: httpx.get(gateway.url("/readyz"), timeout=5).status_code == 200, what="gateway ready again")
     _, again = signed_in(gateway, browser)
     assert again["access_token"]
+
+
+# --- key rotation ---------------------------------------------------------------------------------
+
+def test_key_rotation_keeps_the_previous_key_published_for_live_tokens(start_gateway, redis_server, fake_github, local_password_hash):
+    extra = """
+      signing:
+        rotationInterval: "3s"
+"""
+    gateway = start_gateway(config(redis_server.url, fake_github, local_password_hash, extra_auth=extra, access_ttl="3s"))
+    browser = Browser(gateway)
+    try:
+        client, tokens = signed_in(gateway, browser)
+        old_kid = jwt_header(tokens["access_token"])["kid"]
+        # Each token request checks the schedule: once the key is 3 s old, a new one signs.
+        def rotated():
+            _, fresh = signed_in(gateway, browser, client=client)
+            return jwt_header(fresh["access_token"])["kid"] != old_kid and fresh
+        fresh = wait_until(rotated, timeout=20, interval=0.5, what="a token signed by a new key")
+        kids = [k["kid"] for k in httpx.get(gateway.url("/jwks.json"), timeout=5).json()["keys"]]
+        assert jwt_header(fresh["access_token"])["kid"] in kids and old_kid in kids
+        assert introspect(gateway, client, tokens["access_token"]).json()["active"] in (True, False)  # may have expired
+        assert introspect(gateway, client, fresh["access_token"]).json()["active"] is True
+        # Once every token the old key signed has expired (3 s + 10 s skew), it is pruned.
+        wait_until(lambda: old_kid not in [k["kid"] for k in httpx.get(gateway.url("/jwks.json"), timeout=5).json()["keys"]]
+                   and signed_in(gateway, browser, client=client), timeout=40, interval=1, what="old key pruned")
+    finally:
+        browser.close()
