@@ -65,7 +65,7 @@ struct GatewayResponder: HTTPResponder {
             case .http(let upstream):
                 return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
             case .stdio(let manager):
-                return try await stdio.handle(request, context: context, route: route, manager: manager)
+                return try await stdio.handle(request, context: context, route: route, manager: manager, caller: caller?.claims.sub)
             }
         } catch let error as GatewayError {
             if case .upstream(let upstreamError) = error {

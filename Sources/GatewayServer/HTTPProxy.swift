@@ -1,3 +1,4 @@
+import Synchronization
 import AsyncHTTPClient
 import GatewayConfig
 import GatewayUpstream
@@ -11,10 +12,17 @@ import NIOHTTP1
 /// JSON-RPC messages, read up to the route's limit (so an oversized one is refused with 413 before
 /// the upstream sees a byte); response bodies are relayed chunk by chunk as they arrive.
 struct HTTPProxy: Sendable {
+    /// Which identity created each upstream session on a protected route: a session id presented
+    /// with another user's token is not found (404), as the upstream cannot know who is who.
+    let sessionOwners = SessionOwners()
 
     func forward(
         _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {
+        let sessionID = request.headers[HTTPField.Name("Mcp-Session-Id")!]
+        if let caller, let sessionID, let owner = sessionOwners.owner(router: route.router.name, session: sessionID), owner != caller.claims.sub {
+            throw .sessionNotFound
+        }
         var request = request
         var body: ByteBuffer?
         if request.method == .post || request.method == .put || request.method == .patch {
@@ -47,6 +55,9 @@ struct HTTPProxy: Sendable {
         }
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
+        if let caller, let created = fields[HTTPField.Name("Mcp-Session-Id")!] {
+            sessionOwners.record(router: route.router.name, session: created, owner: caller.claims.sub)
+        }
         let isEventStream = fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
         let upstreamBody = upstreamResponse.body
         let responseBody: ResponseBody
@@ -94,5 +105,27 @@ enum IdentityHeaders {
 
     static func fields(_ caller: VerifiedCaller) -> [(name: String, value: String)] {
         [("X-Forwarded-User", caller.claims.login), ("X-Forwarded-Client-Id", caller.claims.client_id)]
+    }
+}
+
+/// Bounded map of upstream session → owner (oldest entries dropped past the bound).
+final class SessionOwners: Sendable {
+    static let limit = 100_000
+    private let state = Mutex<(owners: [String: String], order: [String])>(([:], []))
+
+    func owner(router: String, session: String) -> String? {
+        state.withLock { $0.owners["\(router)\u{0}\(session)"] }
+    }
+
+    func record(router: String, session: String, owner: String) {
+        let key = "\(router)\u{0}\(session)"
+        state.withLock { state in
+            if state.owners.updateValue(owner, forKey: key) == nil { state.order.append(key) }
+            if state.order.count > Self.limit {
+                let drop = state.order.prefix(state.order.count / 10)
+                for old in drop { state.owners[old] = nil }
+                state.order.removeFirst(drop.count)
+            }
+        }
     }
 }

@@ -19,18 +19,25 @@ struct StdioBridge: Sendable {
 
     let registry: StdioRegistry
 
-    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+    /// `caller` is the subject of the request's token on protected routes: a session belongs to the
+    /// identity that created it, and is not found (404) for anyone else.
+    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String? = nil) async throws(GatewayError) -> Response {
         switch request.method {
-        case .post: return try await post(request, context: context, route: route, manager: manager)
-        case .get: return try get(request, service: manager.service)
-        case .delete: return try await delete(request, service: manager.service)
+        case .post: return try await post(request, context: context, route: route, manager: manager, caller: caller)
+        case .get: return try get(request, service: manager.service, caller: caller)
+        case .delete: return try await delete(request, service: manager.service, caller: caller)
         default: throw .methodNotAllowed(method: request.method.rawValue)
         }
     }
 
     // MARK: POST
 
-    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+    private func session(service: String, id: String, caller: String?) -> (StdioSessionManager, LegacySession)? {
+        guard let found = registry.session(serviceName: service, id: id), found.1.owner == caller else { return nil }
+        return found
+    }
+
+    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let payload: JSONRPCPayload
@@ -49,10 +56,10 @@ struct StdioBridge: Sendable {
             guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
                 throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
             }
-            return try await initialize(message, request: request, manager: manager)
+            return try await initialize(message, request: request, manager: manager, caller: caller)
         }
         // The session's own manager: after a reload it may be an older one, with its own settings.
-        guard let (owner, session) = registry.session(serviceName: manager.service.name, id: sessionID) else {
+        guard let (owner, session) = session(service: manager.service.name, id: sessionID, caller: caller) else {
             throw .sessionNotFound
         }
         try checkProtocolVersion(request)
@@ -82,7 +89,7 @@ struct StdioBridge: Sendable {
         }
     }
 
-    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
         let session: LegacySession
         let subscription: LegacySession.Subscription
         do {
@@ -123,7 +130,7 @@ struct StdioBridge: Sendable {
             }
         }
         let version = response.string(at: ["result", "protocolVersion"])
-        let sessionID = manager.activate(session, protocolVersion: version, owner: nil)
+        let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
         let headers: HTTPFields = [Self.sessionHeader: sessionID]
         if interim.isEmpty {
             return Self.jsonResponse(final, headers: headers)
@@ -137,7 +144,7 @@ struct StdioBridge: Sendable {
 
     // MARK: GET
 
-    private func get(_ request: Request, service: StdioServiceConfiguration) throws(GatewayError) -> Response {
+    private func get(_ request: Request, service: StdioServiceConfiguration, caller: String?) throws(GatewayError) -> Response {
         let accept = request.headers[.accept] ?? ""
         guard accept.contains("text/event-stream") || accept.contains("*/*") else {
             throw .notAcceptable(message: "GET on an MCP endpoint opens an event stream: send Accept: text/event-stream")
@@ -145,7 +152,7 @@ struct StdioBridge: Sendable {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
-        guard let (_, session) = registry.session(serviceName: service.name, id: sessionID) else { throw .sessionNotFound }
+        guard let (_, session) = session(service: service.name, id: sessionID, caller: caller) else { throw .sessionNotFound }
         try checkProtocolVersion(request)
         let subscription: LegacySession.Subscription
         do {
@@ -161,11 +168,11 @@ struct StdioBridge: Sendable {
 
     // MARK: DELETE
 
-    private func delete(_ request: Request, service: StdioServiceConfiguration) async throws(GatewayError) -> Response {
+    private func delete(_ request: Request, service: StdioServiceConfiguration, caller: String?) async throws(GatewayError) -> Response {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
-        guard let (manager, _) = registry.session(serviceName: service.name, id: sessionID) else { throw .sessionNotFound }
+        guard let (manager, _) = session(service: service.name, id: sessionID, caller: caller) else { throw .sessionNotFound }
         await manager.end(sessionID: sessionID, reason: "client sent DELETE")
         return Response(status: .noContent)
     }

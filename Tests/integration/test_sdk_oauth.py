@@ -92,7 +92,7 @@ def gateway(start_gateway, redis_server, fake_github, local_password_hash, mcp_u
         http:
           url: "http://127.0.0.1:9/mcp\"""", f"""      notes:
         http:
-          url: "{mcp_upstream}\"""").replace('users: ["bob"]', 'users: ["octocat"]')
+          url: "{mcp_upstream}\"""").replace('users: ["bob"]', 'users: ["octocat", "carol"]')
     return start_gateway(text)
 
 
@@ -185,3 +185,40 @@ def test_sdk_client_with_a_client_id_metadata_document(start_gateway, redis_serv
         assert metadata_documents.counts()["/client.json"] == 1
     finally:
         agent.browser.close()
+
+
+def test_sessions_are_bound_to_the_identity_that_created_them(gateway, fake_github):
+    from oauth_helpers import exchange_code, register
+
+    def token_for(login: str, user_id: int, resource: str) -> str:
+        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
+        browser = Browser(gateway)
+        try:
+            client = register(gateway)
+            verifier, challenge = pkce_pair()
+            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+            return exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+        finally:
+            browser.close()
+
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    for path in ("/time/mcp", "/notes/mcp"):
+        resource = gateway.url(path)
+        alice, mallory = token_for("octocat", 1, resource), token_for("carol", 2, resource)
+
+        def post(token, body, session=None):
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+            if session:
+                headers["Mcp-Session-Id"] = session
+            return httpx.post(resource, json=body, headers=headers, timeout=20)
+
+        created = post(alice, initialize)
+        assert created.status_code == 200, created.text
+        session = created.headers["mcp-session-id"]
+        assert post(alice, ping, session).status_code in (200, 202)
+        stolen = post(mallory, ping, session)
+        assert stolen.status_code == 404, (path, stolen.status_code, stolen.text)
+        assert httpx.delete(resource, headers={"Authorization": f"Bearer {mallory}", "Mcp-Session-Id": session}, timeout=10).status_code == 404
+        assert post(alice, ping, session).status_code in (200, 202)  # untouched for its owner
