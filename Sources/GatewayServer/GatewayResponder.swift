@@ -38,6 +38,9 @@ struct GatewayResponder: HTTPResponder {
             return response
         }
         let runtime = holder.current
+        if request.uri.path == "/verify" {
+            return await forwardAuth(request, runtime: runtime)
+        }
         if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
             return protectedResourceMetadata(request, runtime: runtime)
         }
@@ -90,6 +93,32 @@ struct GatewayResponder: HTTPResponder {
         if let authority = request.head.authority?.lowercased(), normalized == "http://\(authority)" { return }
         if entryPoint.allowedOrigins.contains(normalized) { return }
         throw .originForbidden(origin: origin)
+    }
+
+    /// Forward auth for a proxy in front (Traefik `forwardAuth`, nginx `auth_request`, Caddy
+    /// `forward_auth`): decides from `X-Forwarded-Method/Proto/Host/Uri` which router applies, then
+    /// answers 200 with identity headers, or the same 401/403 challenge a direct request would get.
+    private func forwardAuth(_ request: Request, runtime: RuntimeConfiguration) async -> Response {
+        guard let forwarded = IncomingRequest(forwardedBy: request) else {
+            return OAuthResponses.error(.badRequest, "invalid_request", "forward auth needs X-Forwarded-Host and X-Forwarded-Uri")
+        }
+        guard let route = runtime.routeTable(entryPoint: entryPoint.name)?.match(forwarded)?.target else {
+            // Deny by default: a request no router claims is not let through.
+            return OAuthResponses.error(.forbidden, "no_route", "no router matches \(forwarded.host)\(forwarded.path)")
+        }
+        guard route.router.auth == .oauth else {
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+        }
+        switch await gate.check(request, router: route.router, allow: runtime.configuration.auth?.allow ?? AllowList()) {
+        case .success(let caller):
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            for (name, value) in IdentityHeaders.fields(caller) {
+                if let fieldName = HTTPField.Name(name) { headers[fieldName] = value }
+            }
+            return Response(status: .ok, headers: headers)
+        case .failure(let failure):
+            return gate.response(for: failure, router: route.router)
+        }
     }
 
     /// RFC 9728 metadata of a protected router: path-inserted (`/.well-known/oauth-protected-resource/time/mcp`),

@@ -18,6 +18,19 @@ struct IncomingRequest: RoutableRequest {
         self.fields = request.headers
     }
 
+    /// The request a proxy in front asks about (forward auth): `X-Forwarded-Method/Host/Uri`.
+    init?(forwardedBy request: Request) {
+        guard let host = request.headers[HTTPField.Name("X-Forwarded-Host")!], let uri = request.headers[HTTPField.Name("X-Forwarded-Uri")!] else {
+            return nil
+        }
+        self.method = (request.headers[HTTPField.Name("X-Forwarded-Method")!] ?? "GET").uppercased()
+        self.host = Self.hostWithoutPort(host.split(separator: ",").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? host)
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        self.path = parts.first.map(String.init) ?? "/"
+        self.rawQuery = parts.count > 1 ? String(parts[1]) : nil
+        self.fields = request.headers
+    }
+
     var queryItems: [(name: String, value: String)] {
         guard let rawQuery, !rawQuery.isEmpty else { return [] }
         return rawQuery.split(separator: "&").map { pair in
