@@ -26,8 +26,9 @@ check config="gateway.yaml": build
 
 # The whole test suite: Swift unit tests, then integration tests with real servers and clients.
 test: build
-    # nginx: the forward-auth test runs a real nginx (auth_request) in front of the gateway.
-    bash scripts/ensure-apt.sh nginx-light
+    # nginx: the forward-auth test runs a real nginx (auth_request) in front of the gateway;
+    # chromium: the consent and error pages are rendered and screenshotted headless.
+    bash scripts/ensure-apt.sh nginx-light chromium
     bash scripts/legacy-venv.sh
     swift build --build-tests
     swift test --skip-build
