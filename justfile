@@ -35,12 +35,17 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-stdio
+bench: bench-http bench-auth bench-stdio
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway
+
+# Token check: the same HTTP route with auth: none and with a valid token.
+bench-auth: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light redis-server
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/auth_overhead.py --gateway .build/release/mcp-gateway
 
 # stdio bridge: mcp-gateway vs mcp-streamablehttp-proxy vs mcp-proxy vs the children's ceiling.
 bench-stdio: build-release
