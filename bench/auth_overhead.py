@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(HERE / "results-auth.md"))
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    script = HERE / "tools_call_auth.lua"
+    script = HERE / "tools_call.lua"
     processes: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -132,7 +132,7 @@ services:
     lines = [
         "# Token check overhead (HTTP route)", "",
         f"Measured {machine_line()}; wrk {args.seconds}s per cell after a 2s warm-up, tools/call POSTs "
-        "(bench/tools_call_auth.lua) through the gateway (release build) to nginx answering a canned result. "
+        "(bench/tools_call.lua) through the gateway (release build) to nginx answering a canned result. "
         "Same route and upstream; only `auth` differs. Gateway CPU from /proc; Redis commands from `INFO commandstats`.", "",
         "| c | route | req/s | p50 ms | errors | gateway CPU µs/req | Redis commands/req |",
         "|---|---|---|---|---|---|---|",

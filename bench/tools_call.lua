@@ -6,3 +6,8 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
 wrk.headers["Mcp-Method"] = "tools/call"
 wrk.headers["Mcp-Name"] = "echo"
+-- With MCPGW_TOKEN set (bench/auth_overhead.py), the bearer token of a protected route.
+local token = os.getenv("MCPGW_TOKEN")
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end

@@ -417,6 +417,17 @@ struct OAuthEndpoints: Sendable {
         return client
     }
 
+    /// The form of a client-authenticated endpoint (/token, /revoke, /introspect) and its client.
+    private func authenticatedForm(_ request: Request) async -> Result<(FormFields, ResolvedClient), ClientAuthFailure> {
+        var request = request
+        switch await formBody(&request) {
+        case .success(let form):
+            do { return .success((form, try await authenticateClient(request, form: form))) } catch { return .failure(error) }
+        case .failure(let failure):
+            return .failure(failure)
+        }
+    }
+
     private func formBody(_ request: inout Request) async -> Result<FormFields, ClientAuthFailure> {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true else {
             return .failure(.response(OAuthResponses.error(.badRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")))
@@ -433,14 +444,11 @@ struct OAuthEndpoints: Sendable {
     // MARK: /token
 
     private func token(_ request: Request) async -> Response {
-        var request = request
-        let form: FormFields
-        switch await formBody(&request) {
-        case .success(let fields): form = fields
+        let form: FormFields, client: ResolvedClient
+        switch await authenticatedForm(request) {
+        case .success(let authenticated): (form, client) = authenticated
         case .failure(.response(let response)): return response
         }
-        let client: ResolvedClient
-        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
         if case .registered(let record) = client.origin {
             try? await registry.touch(record)
         }
@@ -536,14 +544,11 @@ struct OAuthEndpoints: Sendable {
     // MARK: /revoke and /introspect
 
     private func revoke(_ request: Request) async -> Response {
-        var request = request
-        let form: FormFields
-        switch await formBody(&request) {
-        case .success(let fields): form = fields
+        let form: FormFields, client: ResolvedClient
+        switch await authenticatedForm(request) {
+        case .success(let authenticated): (form, client) = authenticated
         case .failure(.response(let response)): return response
         }
-        let client: ResolvedClient
-        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
         guard let token = form["token"] else { return OAuthResponses.error(.badRequest, "invalid_request", "token is required") }
         do {
             if let (grant, family) = try await refreshTokens.inspect(token) {
@@ -565,14 +570,11 @@ struct OAuthEndpoints: Sendable {
     }
 
     private func introspect(_ request: Request) async -> Response {
-        var request = request
-        let form: FormFields
-        switch await formBody(&request) {
-        case .success(let fields): form = fields
+        let form: FormFields, client: ResolvedClient
+        switch await authenticatedForm(request) {
+        case .success(let authenticated): (form, client) = authenticated
         case .failure(.response(let response)): return response
         }
-        let client: ResolvedClient
-        do { client = try await authenticateClient(request, form: form) } catch { if case .response(let r) = error { return r }; return OAuthResponses.storeUnavailable }
         guard let token = form["token"] else { return OAuthResponses.error(.badRequest, "invalid_request", "token is required") }
         let inactive = OAuthResponses.json(.ok, ["active": false])
         do {
