@@ -355,7 +355,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
-        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize"]
+        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         guard let commandNode = fields["command"] else {
             reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
@@ -378,11 +378,27 @@ struct ConfigurationBuilder {
             reader.report("spares (\(spares)) cannot exceed maxSessions (\(maxSessions)): spares count toward it", "\(path).spares", sparesNode)
             return nil
         }
-        return StdioServiceConfiguration(
+        var passIdentity = false
+        if let node = fields["passIdentity"], let text = reader.string(node, "\(path).passIdentity") {
+            switch text {
+            case "none": passIdentity = false
+            case "env": passIdentity = true
+            default:
+                reader.report("passIdentity must be \"none\" (the default) or \"env\", got \"\(text)\"", "\(path).passIdentity", node)
+                return nil
+            }
+            if passIdentity, spares > 0, let sparesNode = fields["spares"] {
+                reader.report("spares cannot be used with passIdentity: env (a spare is started before anyone signs in)", "\(path).spares", sparesNode)
+                return nil
+            }
+        }
+        var service = StdioServiceConfiguration(
             name: name, command: command, args: args, env: Dictionary(envPairs, uniquingKeysWith: { _, last in last }), cwd: cwd,
             maxSessions: maxSessions, idleTimeout: idle, requestTimeout: requestTimeout ?? nil, shutdownGrace: grace,
             startTimeout: start, spares: spares, maxRequestBodyBytes: body
         )
+        service.passIdentity = passIdentity
+        return service
     }
 
     static let hopByHopHeaders: Set<String> = [

@@ -253,6 +253,9 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
     public var startTimeout: Duration
     public var spares: Int
     public var maxRequestBodyBytes: Int
+    /// `passIdentity: env`: each session's child starts with the caller's identity in
+    /// MCP_GATEWAY_USER, MCP_GATEWAY_SUBJECT and MCP_GATEWAY_CLIENT_ID.
+    public var passIdentity: Bool = false
 }
 
 public enum ConfigurationDefaults {

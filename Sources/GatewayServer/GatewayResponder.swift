@@ -68,7 +68,7 @@ struct GatewayResponder: HTTPResponder {
             case .http(let upstream):
                 return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
             case .stdio(let manager):
-                return try await stdio.handle(request, context: context, route: route, manager: manager, caller: caller?.claims.sub)
+                return try await stdio.handle(request, context: context, route: route, manager: manager, verified: caller)
             }
         } catch let error as GatewayError {
             if case .upstream(let upstreamError) = error {

@@ -21,8 +21,11 @@ struct StdioBridge: Sendable {
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
-    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String? = nil) async throws(GatewayError) -> Response {
+    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller? = nil) async throws(GatewayError) -> Response {
+        let caller = verified?.claims.sub
         switch request.method {
+        case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
+            return try await post(request, context: context, route: route, manager: manager, caller: caller, identity: verified.map(Self.identityEnvironment) ?? [:])
         case .post: return try await post(request, context: context, route: route, manager: manager, caller: caller)
         case .get: return try get(request, service: manager.service, caller: caller)
         case .delete: return try await delete(request, service: manager.service, caller: caller)
@@ -37,7 +40,11 @@ struct StdioBridge: Sendable {
         return found
     }
 
-    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
+    static func identityEnvironment(_ caller: VerifiedCaller) -> [String: String] {
+        ["MCP_GATEWAY_USER": caller.claims.login, "MCP_GATEWAY_SUBJECT": caller.claims.sub, "MCP_GATEWAY_CLIENT_ID": caller.claims.client_id]
+    }
+
+    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let payload: JSONRPCPayload
@@ -56,7 +63,7 @@ struct StdioBridge: Sendable {
             guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
                 throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
             }
-            return try await initialize(message, request: request, manager: manager, caller: caller)
+            return try await initialize(message, request: request, manager: manager, caller: caller, identity: identity)
         }
         // The session's own manager: after a reload it may be an older one, with its own settings.
         guard let (owner, session) = session(service: manager.service.name, id: sessionID, caller: caller) else {
@@ -89,11 +96,11 @@ struct StdioBridge: Sendable {
         }
     }
 
-    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
+    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?, identity: [String: String]?) async throws(GatewayError) -> Response {
         let session: LegacySession
         let subscription: LegacySession.Subscription
         do {
-            (session, subscription) = try await manager.beginInitialize(message)
+            (session, subscription) = try await manager.beginInitialize(message, identity: identity)
         } catch {
             switch error {
             case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)

@@ -80,10 +80,12 @@ public final class StdioSessionManager: Sendable {
     /// Starts a session: takes a spare child or spawns one, forwards `initialize`, and waits (up
     /// to `startTimeout`) for the child's first message. The caller answers the client and calls
     /// ``activate`` or ``abandon`` depending on the result.
-    public func beginInitialize(_ message: JSONRPCMessage) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
+    /// `identity` (environment variables) is set at spawn for services with `passIdentity: env`;
+    /// such sessions never take a spare, which was started before anyone signed in.
+    public func beginInitialize(_ message: JSONRPCMessage, identity: [String: String]? = nil) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
         let spare: LegacySession? = try state.withLock { state throws(Failure) -> LegacySession? in
             if state.draining { throw .shuttingDown }
-            if let spare = state.spares.popLast() {
+            if identity == nil, let spare = state.spares.popLast() {
                 state.initializing += 1
                 return spare
             }
@@ -97,7 +99,7 @@ public final class StdioSessionManager: Sendable {
             session = spare
         } else {
             do {
-                session = try await spawnChild()
+                session = try await spawnChild(identity: identity ?? [:])
             } catch {
                 state.withLock { $0.initializing -= 1 }
                 throw error
@@ -209,9 +211,10 @@ public final class StdioSessionManager: Sendable {
 
     // MARK: children
 
-    private func spawnChild() async throws(Failure) -> LegacySession {
+    private func spawnChild(identity: [String: String] = [:]) async throws(Failure) -> LegacySession {
         var environment = baseEnvironment
         for (key, value) in service.env { environment[key] = value }
+        for (key, value) in identity { environment[key] = value }
         let options = ChildProcess.Options(command: service.command, arguments: service.args, environment: environment, workingDirectory: service.cwd)
         let box = SessionBox()
         let childLogger = logger

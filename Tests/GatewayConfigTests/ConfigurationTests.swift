@@ -317,3 +317,56 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
         }
     }
 }
+
+@Suite struct AuthSettingsTests {
+    let base = """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    routers: { a: { rule: "PathPrefix(`/a`)", service: s } }
+    """
+
+    @Test func signingAndMetadataDocumentsAndPassIdentityLoad() throws {
+        let yaml = base + """
+
+        auth:
+          signing: { algorithm: RS256, rotationInterval: "48h" }
+          clientMetadata:
+            allowPrivateAddresses: true
+            pinned:
+              "https://app.example/client.json": { client_name: App, redirect_uris: ["https://app.example/cb"] }
+        services: { s: { stdio: { command: "x", passIdentity: env } } }
+        """
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "a.yaml")
+        #expect(configuration.auth?.signing.algorithm == .rs256)
+        #expect(configuration.auth?.signing.rotationInterval == .seconds(48 * 3600))
+        #expect(configuration.auth?.clientMetadata.allowPrivateAddresses == true)
+        #expect(configuration.auth?.clientMetadata.pinned["https://app.example/client.json"]?.redirectURIs == ["https://app.example/cb"])
+        guard case .stdio(let stdio) = configuration.services["s"] else { Issue.record("expected a stdio service"); return }
+        #expect(stdio.passIdentity)
+    }
+
+    @Test func unusableSettingsAreReportedWithPositions() {
+        let yaml = base + """
+
+        auth:
+          accessTokenTTL: "2h"
+          signing: { algorithm: HS256, rotationInterval: "1h" }
+          clientMetadata:
+            pinned:
+              "http://app.example/client.json": { redirect_uris: ["https://app.example/cb"] }
+              "https://app.example/secret.json": { redirect_uris: ["https://app.example/cb"], token_endpoint_auth_method: client_secret_basic }
+        services: { s: { stdio: { command: "x", passIdentity: env, spares: 2 } } }
+        """
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "a.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("auth.signing.algorithm: algorithm must be ES256"))
+            #expect(text.contains("auth.signing.rotationInterval: rotationInterval must be at least accessTokenTTL"))
+            #expect(text.contains("pinned documents are keyed by their client id"))
+            #expect(text.contains("token_endpoint_auth_method must be none"))
+            #expect(text.contains("services.s.stdio.spares: spares cannot be used with passIdentity: env"))
+        }
+    }
+}

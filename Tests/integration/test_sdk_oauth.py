@@ -222,3 +222,47 @@ def test_sessions_are_bound_to_the_identity_that_created_them(gateway, fake_gith
         assert stolen.status_code == 404, (path, stolen.status_code, stolen.text)
         assert httpx.delete(resource, headers={"Authorization": f"Bearer {mallory}", "Mcp-Session-Id": session}, timeout=10).status_code == 404
         assert post(alice, ping, session).status_code in (200, 202)  # untouched for its owner
+
+
+def test_pass_identity_env_gives_each_session_its_callers_identity(start_gateway, redis_server, fake_github, local_password_hash):
+    import sys
+    from pathlib import Path
+
+    from oauth_helpers import exchange_code, register
+
+    server = Path(__file__).resolve().parent / "servers" / "stdio_server.py"
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('''      time:
+        stdio:
+          command: "mcp-server-time"''', f'''      time:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{server}"]
+          passIdentity: env''')
+    gateway = start_gateway(text)
+    resource = gateway.url("/time/mcp")
+    seen = {}
+    for login, user_id in (("octocat", 1), ("carol", 2)):
+        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
+        browser = Browser(gateway)
+        try:
+            client = register(gateway)
+            verifier, challenge = pkce_pair()
+            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+            token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+        finally:
+            browser.close()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+        init = httpx.post(resource, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}, headers=headers, timeout=30)
+        assert init.status_code == 200, init.text
+        headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+        httpx.post(resource, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10)
+        values = []
+        for name in ("MCP_GATEWAY_USER", "MCP_GATEWAY_SUBJECT"):
+            answer = httpx.post(resource, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "getenv", "arguments": {"name": name}}},
+                                headers=headers, timeout=30)
+            body = answer.text
+            values.append(body)
+        seen[login] = values
+    assert "octocat" in seen["octocat"][0] and "github:1" in seen["octocat"][1]
+    assert "carol" in seen["carol"][0] and "github:2" in seen["carol"][1]

@@ -30,6 +30,12 @@ def pid() -> int:
 
 
 @server.tool()
+def getenv(name: str) -> str:
+    """The value of one environment variable, or an empty string."""
+    return os.environ.get(name, "")
+
+
+@server.tool()
 def environment() -> list[str]:
     """Names of the environment variables the server sees."""
     return sorted(os.environ)
