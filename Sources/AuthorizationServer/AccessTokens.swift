@@ -37,7 +37,7 @@ public struct AccessTokens: Sendable {
         let issuedAt = Int(now().timeIntervalSince1970)
         let claims = AccessTokenClaims(
             iss: issuer, sub: grant.user.subject, aud: grant.resource, exp: issuedAt + lifetimeSeconds, iat: issuedAt,
-            jti: ClientRegistry.randomToken(bytes: 16), client_id: grant.clientID, scope: grant.scope, login: grant.user.login
+            jti: ClientRegistry.randomToken(bytes: 16), client_id: grant.clientID, scope: grant.scope, login: grant.user.login, email: grant.user.email
         )
         do {
             return try JWT.sign(claims, with: key)

@@ -11,12 +11,15 @@ public struct GrantSubject: Codable, Sendable, Equatable {
     /// re-evaluate the allow-lists in force against them.
     public var orgs: [String]?
     public var teams: [String]?
+    /// The user's public email at GitHub, when they show one.
+    public var email: String?
 
-    public init(subject: String, login: String, orgs: [String]? = nil, teams: [String]? = nil) {
+    public init(subject: String, login: String, orgs: [String]? = nil, teams: [String]? = nil, email: String? = nil) {
         self.subject = subject
         self.login = login
         self.orgs = orgs
         self.teams = teams
+        self.email = email
     }
 
     public var identity: UserIdentity { UserIdentity(login: login, orgs: orgs, teams: teams) }

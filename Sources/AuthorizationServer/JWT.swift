@@ -12,8 +12,9 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
     public var client_id: String
     public var scope: String
     public var login: String
+    public var email: String?
 
-    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String) {
+    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String, email: String? = nil) {
         self.iss = iss
         self.sub = sub
         self.aud = aud
@@ -23,6 +24,7 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
         self.client_id = client_id
         self.scope = scope
         self.login = login
+        self.email = email
     }
 }
 

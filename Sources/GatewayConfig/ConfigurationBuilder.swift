@@ -424,7 +424,7 @@ struct ConfigurationBuilder {
         var endpoints: [String: String] = [:]
         for entry in reader.orderedEntries(node, "routers") {
             let path = "routers.\(entry.key)"
-            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath"]
+            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders"]
             guard let fields = reader.mapping(entry.value, path, allowed: allowed) else { failed = true; continue }
 
             var rule: Rule?
@@ -484,6 +484,22 @@ struct ConfigurationBuilder {
                     failed = true
                 }
             }
+            var identityHeaders = IdentityHeaderNames.default
+            if let node = fields["identityHeaders"], let names = reader.mapping(node, "\(path).identityHeaders", allowed: ["user", "email", "clientID"]) {
+                for (key, valueNode) in names {
+                    guard let name = reader.string(valueNode, "\(path).identityHeaders.\(key)") else { failed = true; continue }
+                    guard Self.isHeaderToken(name), !Self.hopByHopHeaders.contains(name.lowercased()), name.lowercased() != "authorization" else {
+                        reader.report("\"\(name)\" cannot be an identity header name", "\(path).identityHeaders.\(key)", valueNode)
+                        failed = true
+                        continue
+                    }
+                    switch key {
+                    case "user": identityHeaders.user = name
+                    case "email": identityHeaders.email = name
+                    default: identityHeaders.clientID = name
+                    }
+                }
+            }
             guard let rule, let serviceName, let priority else { failed = true; continue }
             let endpointKey = "\(rule.requiredMatchers.compactMap { if case .host(let h) = $0 { h } else { nil } }.first ?? "*")\(mcpPath)"
             if let other = endpoints[endpointKey], let ruleNode = fields["rule"] {
@@ -493,7 +509,7 @@ struct ConfigurationBuilder {
             endpoints[endpointKey] = entry.key
             routers.append(RouterConfiguration(
                 name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
-                auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath
+                auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders
             ))
         }
         return failed ? nil : routers

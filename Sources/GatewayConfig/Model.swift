@@ -208,6 +208,19 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var entryPoints: [String]
     /// Path of the router's MCP endpoint (`/time/mcp`, or `/mcp` on a host router).
     public var mcpPath: String
+    /// Names of the identity headers sent upstream on this protected router.
+    public var identityHeaders: IdentityHeaderNames = .default
+}
+
+/// Like Traefik's `authResponseHeaders`: which headers carry the verified identity upstream.
+public struct IdentityHeaderNames: Sendable, Equatable {
+    public var user: String
+    public var email: String
+    public var clientID: String
+
+    public static let `default` = IdentityHeaderNames(user: "X-Forwarded-User", email: "X-Forwarded-Email", clientID: "X-Forwarded-Client-Id")
+
+    public var all: [String] { [user, email, clientID] }
 }
 
 public enum ServiceConfiguration: Sendable, Equatable {

@@ -112,7 +112,7 @@ struct GatewayResponder: HTTPResponder {
         switch await gate.check(request, router: route.router, allow: runtime.configuration.auth?.allow ?? AllowList()) {
         case .success(let caller):
             var headers: HTTPFields = [.cacheControl: "no-store"]
-            for (name, value) in IdentityHeaders.fields(caller) {
+            for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) {
                 if let fieldName = HTTPField.Name(name) { headers[fieldName] = value }
             }
             return Response(status: .ok, headers: headers)

@@ -48,11 +48,11 @@ struct GitHubClient: Sendable {
         return token
     }
 
-    func user(token: String) async throws(GitHubError) -> (id: Int64, login: String) {
+    func user(token: String) async throws(GitHubError) -> (id: Int64, login: String, email: String?) {
         guard let json = try await api("/user", token: token) as? [String: Any],
               let login = json["login"] as? String, let id = (json["id"] as? NSNumber)?.int64Value
         else { throw GitHubError(description: "GitHub's /user answer had no id and login") }
-        return (id, login)
+        return (id, login, json["email"] as? String)
     }
 
     /// Logins of the user's organisations.

@@ -31,11 +31,12 @@ struct HTTPProxy: Sendable {
         let headers = HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
             // No token passthrough: the gateway's token and cookies stay at the gateway.
-            removing: route.router.auth == .oauth ? ["authorization", "cookie"] : [],
+            // Identity header names are never taken from a client.
+            removing: Set(route.router.identityHeaders.all.map { $0.lowercased() }).union(route.router.auth == .oauth ? ["authorization", "cookie"] : []),
             clientAddress: context.clientIP,
             forwardedProto: "http",
             forwardedHost: request.head.authority,
-            serviceHeaders: (caller.map(IdentityHeaders.fields) ?? []) + upstream.service.headers
+            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
         )
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
@@ -103,8 +104,10 @@ struct HTTPProxy: Sendable {
 enum IdentityHeaders {
     static let names: Set<String> = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id"]
 
-    static func fields(_ caller: VerifiedCaller) -> [(name: String, value: String)] {
-        [("X-Forwarded-User", caller.claims.login), ("X-Forwarded-Client-Id", caller.claims.client_id)]
+    static func fields(_ caller: VerifiedCaller, names: IdentityHeaderNames) -> [(name: String, value: String)] {
+        var fields = [(names.user, caller.claims.login), (names.clientID, caller.claims.client_id)]
+        if let email = caller.claims.email { fields.append((names.email, email)) }
+        return fields
     }
 }
 

@@ -299,7 +299,7 @@ struct OAuthEndpoints: Sendable {
             let user = try await github.user(token: token)
             let orgs = policy.needsOrgs ? try await github.orgs(token: token) : nil
             let teams = policy.needsTeams ? try await github.teams(token: token) : nil
-            return await finish(authorizationRequest, user: GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams))
+            return await finish(authorizationRequest, user: GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams, email: user.email))
         } catch {
             logger.warning("GitHub sign-in failed", metadata: ["detail": "\(error.description)"])
             return AuthPages.error(

@@ -222,8 +222,9 @@ class FakeGitHub:
         # GitHub Enterprise layout: the REST API under /api/v3.
         return self.base + "/api/v3"
 
-    def set_user(self, login: str, user_id: int = 583231, orgs=(), teams=()) -> None:
-        httpx.post(self.base + "/_control", json={"user": {"login": login, "id": user_id, "orgs": list(orgs), "teams": list(teams)}}, timeout=5)
+    def set_user(self, login: str, user_id: int = 583231, orgs=(), teams=(), email: str | None = None) -> None:
+        user = {"login": login, "id": user_id, "orgs": list(orgs), "teams": list(teams), "email": email}
+        httpx.post(self.base + "/_control", json={"user": user}, timeout=5)
 
     def control(self, **fields) -> None:
         httpx.post(self.base + "/_control", json=fields, timeout=5)

@@ -137,8 +137,9 @@ def test_sdk_client_signs_in_uses_both_route_kinds_refreshes_and_is_cut_off(gate
 
 def test_upstream_never_sees_the_token_and_gets_identity_headers(start_gateway, redis_server, fake_github, local_password_hash, raw_upstream):
     text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(
-        'url: "http://127.0.0.1:9/mcp"', f'url: "{raw_upstream}/echo"', 1).replace('users: ["bob"]', 'users: ["octocat"]')
+        'url: "http://127.0.0.1:9/mcp"', f'url: "{raw_upstream}/echo"', 1).replace('users: ["bob"]', 'users: ["octocat"]\n        identityHeaders:\n          user: X-Remote-User')
     gateway = start_gateway(text)
+    fake_github.set_user("octocat", email="octocat@example.com")
     browser = Browser(gateway)
     try:
         from oauth_helpers import exchange_code, register
@@ -149,11 +150,14 @@ def test_upstream_never_sees_the_token_and_gets_identity_headers(start_gateway, 
         code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
         token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
         echoed = httpx.post(resource, content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', headers={
-            "Authorization": f"Bearer {token}", "Cookie": "mcpgw-browser=secret", "X-Forwarded-User": "admin",
+            "Authorization": f"Bearer {token}", "Cookie": "mcpgw-browser=secret", "X-Forwarded-User": "admin", "X-Remote-User": "admin",
+            "X-Forwarded-Email": "admin@evil.example",
         }, timeout=10).json()
         headers = {k.lower(): v for k, v in echoed["headers"]}
         assert "authorization" not in headers and "cookie" not in headers
-        assert headers["x-forwarded-user"] == "octocat" and headers["x-forwarded-client-id"] == client["client_id"]
+        # The router renamed the user header; spoofed copies of every identity header are gone.
+        assert headers["x-remote-user"] == "octocat" and "x-forwarded-user" not in headers
+        assert headers["x-forwarded-email"] == "octocat@example.com" and headers["x-forwarded-client-id"] == client["client_id"]
         # A token for another router is refused (audience).
         time_token_client = register(gateway)
         verifier, challenge = pkce_pair()

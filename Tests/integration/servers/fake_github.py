@@ -79,7 +79,7 @@ class Handler(BaseHTTPRequestHandler):
             if user is None:
                 return self.send_json(401, {"message": "Bad credentials"})
             if api == "/user":
-                return self.send_json(200, {"login": user["login"], "id": user["id"], "type": "User"})
+                return self.send_json(200, {"login": user["login"], "id": user["id"], "type": "User", "email": user.get("email")})
             if api == "/user/orgs":
                 return self.send_json(200, [{"login": org, "id": index} for index, org in enumerate(user["orgs"])])
             return self.send_json(200, [
