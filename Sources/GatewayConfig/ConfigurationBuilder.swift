@@ -153,12 +153,14 @@ struct ConfigurationBuilder {
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
         guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata"]) else { return nil }
         var github: GitHubConfiguration?
-        if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL"]) {
+        if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL", "membershipToken", "membershipTTL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
             let clientSecret = gh["clientSecret"].flatMap { reader.string($0, "auth.github.clientSecret") } ?? ""
             let webURL = gh["webURL"].flatMap { httpURL($0, "auth.github.webURL") } ?? "https://github.com"
             let apiURL = gh["apiURL"].flatMap { httpURL($0, "auth.github.apiURL") } ?? "https://api.github.com"
             github = GitHubConfiguration(clientID: clientID, clientSecret: clientSecret, webURL: webURL, apiURL: apiURL)
+            github?.membershipToken = gh["membershipToken"].flatMap { reader.string($0, "auth.github.membershipToken") } ?? ""
+            if let node = gh["membershipTTL"], let ttl = reader.duration(node, "auth.github.membershipTTL") { github?.membershipTTL = ttl }
         }
         let allow = fields["allow"].flatMap { buildAllowList($0, "auth.allow") } ?? AllowList()
         let accessTTL = fields["accessTokenTTL"].flatMap { reader.duration($0, "auth.accessTokenTTL") } ?? ConfigurationDefaults.accessTokenTTL

@@ -88,6 +88,11 @@ public struct GitHubConfiguration: Sendable, Equatable {
     public var clientSecret: String
     public var webURL: String
     public var apiURL: String
+    /// A token with `read:org` (of an org member, or a GitHub App installation) used to re-check
+    /// org and team membership after sign-in; without it membership is what sign-in read.
+    public var membershipToken: String = ""
+    /// How long a membership check is trusted.
+    public var membershipTTL: Duration = .seconds(300)
 }
 
 public struct AuthConfiguration: Sendable, Equatable {

@@ -97,7 +97,11 @@ public struct Gateway {
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
             github: github, localUsers: auth.localUsers, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
-        let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store)
+        var membership: MembershipChecker?
+        if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
+            membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)
+        }
+        let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
         _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),

@@ -68,6 +68,61 @@ struct GitHubClient: Sendable {
         }
     }
 
+    /// Whether `user` is a member of `org` now (204 yes; 404 or 302 no), asked with the
+    /// operator's membership token.
+    func isMember(org: String, user: String, token: String) async throws(GitHubError) -> Bool {
+        try await status("/orgs/\(Self.segment(org))/members/\(Self.segment(user))", token: token) == 204
+    }
+
+    /// Whether `user` is an active member of `org/team`.
+    func isTeamMember(org: String, team: String, user: String, token: String) async throws(GitHubError) -> Bool {
+        let path = "/orgs/\(Self.segment(org))/teams/\(Self.segment(team))/memberships/\(Self.segment(user))"
+        var request = apiRequest(path, token: token)
+        request.method = .GET
+        do {
+            let response = try await http.execute(request, timeout: Self.timeout)
+            let body = try await response.body.collect(upTo: Self.maxBody)
+            guard response.status.code == 200 else {
+                if response.status.code == 404 { return false }
+                throw GitHubError(description: "GitHub's team membership check failed with HTTP \(response.status.code)")
+            }
+            let json = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
+            return json?["state"] as? String == "active"
+        } catch let error as GitHubError {
+            throw error
+        } catch {
+            throw GitHubError(description: "GitHub's team membership check failed: \(error)")
+        }
+    }
+
+    private func status(_ path: String, token: String) async throws(GitHubError) -> UInt {
+        do {
+            let response = try await http.execute(apiRequest(path, token: token), timeout: Self.timeout)
+            _ = try await response.body.collect(upTo: Self.maxBody)
+            switch response.status.code {
+            case 204, 404, 302: return response.status.code
+            default: throw GitHubError(description: "GitHub's membership check failed with HTTP \(response.status.code)")
+            }
+        } catch let error as GitHubError {
+            throw error
+        } catch {
+            throw GitHubError(description: "GitHub's membership check failed: \(error)")
+        }
+    }
+
+    static func segment(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: FormEncoding.unreserved) ?? text
+    }
+
+    private func apiRequest(_ path: String, token: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: configuration.apiURL + path)
+        request.headers.add(name: "Accept", value: "application/vnd.github+json")
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "X-GitHub-Api-Version", value: "2022-11-28")
+        request.headers.add(name: "User-Agent", value: "mcp-gateway")
+        return request
+    }
+
     /// Follows page numbers up to 10 pages of 100 (1 000 orgs or teams is past any allow-list's use).
     private func pages(_ path: String, token: String) async throws(GitHubError) -> [[String: Any]] {
         var all: [[String: Any]] = []
@@ -82,12 +137,7 @@ struct GitHubClient: Sendable {
     }
 
     private func api(_ path: String, token: String) async throws(GitHubError) -> Any {
-        var request = HTTPClientRequest(url: configuration.apiURL + path)
-        request.headers.add(name: "Accept", value: "application/vnd.github+json")
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.headers.add(name: "X-GitHub-Api-Version", value: "2022-11-28")
-        request.headers.add(name: "User-Agent", value: "mcp-gateway")
-        return try await sendAny(request, what: path)
+        try await sendAny(apiRequest(path, token: token), what: path)
     }
 
     private func send(_ request: HTTPClientRequest, what: String) async throws(GitHubError) -> [String: Any] {

@@ -30,12 +30,14 @@ final class ResourceGate: Sendable {
     let accessTokens: AccessTokens
     let publicURL: PublicURL
     let store: any KeyValueStore
+    let membership: MembershipChecker?
     private let cache = Mutex<[String: CachedToken]>([:])
 
-    init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore) {
+    init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
         self.accessTokens = accessTokens
         self.publicURL = publicURL
         self.store = store
+        self.membership = membership
     }
 
     enum Failure: Error {
@@ -55,7 +57,7 @@ final class ResourceGate: Sendable {
         if entry == nil {
             do {
                 let claims = try await accessTokens.validate(token, audience: nil)
-                let identity = await identity(for: claims)
+                let identity = await identity(for: claims, policy: AccessPolicy(global: AccessRule(allow), router: router.allow.map(AccessRule.init)))
                 let fresh = CachedToken(claims: claims, identity: identity, validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp))))
                 cache.withLock { cache in
                     if cache.count >= Self.maxCachedTokens { cache = cache.filter { $0.value.validUntil > now } }
@@ -84,12 +86,21 @@ final class ResourceGate: Sendable {
         return .success(VerifiedCaller(claims: claims))
     }
 
-    /// Orgs and teams recorded at sign-in (`identity:<sub>`); login only when none were read.
-    private func identity(for claims: AccessTokenClaims) async -> UserIdentity {
-        guard let bytes = try? await store.get("identity:\(claims.sub)"),
-              let subject = try? JSONDecoder().decode(GrantSubject.self, from: Data(bytes))
-        else { return UserIdentity(login: claims.login) }
-        return UserIdentity(login: claims.login, orgs: subject.orgs, teams: subject.teams)
+    /// The user as the allow-lists see them: the login alone when it suffices; otherwise orgs and
+    /// teams re-checked at GitHub (at most every membershipTTL) when a membership token is
+    /// configured, else as recorded at sign-in (`identity:<sub>`).
+    private func identity(for claims: AccessTokenClaims, policy: AccessPolicy) async -> UserIdentity {
+        let loginOnly = UserIdentity(login: claims.login)
+        if policy.admits(loginOnly) || !(policy.needsOrgs || policy.needsTeams) { return loginOnly }
+        var recorded = loginOnly
+        if let bytes = try? await store.get("identity:\(claims.sub)"), let subject = try? JSONDecoder().decode(GrantSubject.self, from: Data(bytes)) {
+            recorded = UserIdentity(login: claims.login, orgs: subject.orgs, teams: subject.teams)
+        }
+        guard let membership, claims.sub.hasPrefix("github:") else { return recorded }
+        let rules = [policy.global] + (policy.router.map { [$0] } ?? [])
+        return await membership.identity(
+            login: claims.login, subject: claims.sub, orgs: Set(rules.flatMap(\.orgs)), teams: Set(rules.flatMap(\.teams)), fallback: recorded
+        )
     }
 
     // MARK: challenges

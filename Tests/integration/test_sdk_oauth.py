@@ -270,3 +270,35 @@ def test_pass_identity_env_gives_each_session_its_callers_identity(start_gateway
         seen[login] = values
     assert "octocat" in seen["octocat"][0] and "github:1" in seen["octocat"][1]
     assert "carol" in seen["carol"][0] and "github:2" in seen["carol"][1]
+
+
+def test_org_membership_is_rechecked_with_the_membership_token(start_gateway, redis_server, fake_github, local_password_hash):
+    """carol is admitted through the acme org; when GitHub says she left, her next request after
+    membershipTTL is refused — no restart, no new sign-in, and her GitHub token was never kept."""
+    from oauth_helpers import exchange_code, register
+
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(
+        'apiURL: "' + fake_github.api_url + '"',
+        'apiURL: "' + fake_github.api_url + '"\n        membershipToken: "membership-token"\n        membershipTTL: "1s"')
+    gateway = start_gateway(text)
+    fake_github.set_user("carol", user_id=2, orgs=["acme"])
+    resource = gateway.url("/time/mcp")
+    browser = Browser(gateway)
+    try:
+        client = register(gateway)
+        verifier, challenge = pkce_pair()
+        code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+        token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+    finally:
+        browser.close()
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    assert httpx.post(resource, json=initialize, headers=headers, timeout=30).status_code == 200
+    checks = [r for r in fake_github.requests() if r["path"] == "/api/v3/orgs/acme/members/carol"]
+    assert checks and checks[-1]["authorization"] == "Bearer membership-token"
+    fake_github.control(membership={"login": "carol", "orgs": []})
+    from conftest import wait_until
+    # Within membershipTTL (1 s) plus the verified-token cache (5 s) the gateway asks again.
+    wait_until(lambda: httpx.post(resource, json=initialize, headers=headers, timeout=30).status_code == 403, timeout=20, interval=0.5,
+               what="carol refused after leaving the org")

@@ -22,7 +22,10 @@ state = {
     "codes": {},
     "tokens": {},
     "requests": [],
+    # Current org/team memberships by login (lower case), for the membership-token checks.
+    "members": {},
 }
+MEMBERSHIP_TOKEN = "membership-token"
 lock = threading.Lock()
 
 
@@ -41,6 +44,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def reply_empty(self, status):
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def body(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -74,6 +82,22 @@ class Handler(BaseHTTPRequestHandler):
             return
         api = path[len("/api/v3"):] if path.startswith("/api/v3/") else path
         auth = self.headers.get("Authorization", "")
+        parts = api.strip("/").split("/")
+        if len(parts) >= 4 and parts[0] == "orgs" and (parts[2] == "members" or parts[2] == "teams"):
+            if auth != f"Bearer {MEMBERSHIP_TOKEN}":
+                return self.send_json(401, {"message": "Bad credentials"})
+            with lock:
+                member = state["members"].get(parts[-1].lower(), {"orgs": [], "teams": []})
+            orgs = [o.lower() for o in member["orgs"]]
+            teams = [t.lower() for t in member["teams"]]
+            if parts[2] == "members" and len(parts) == 4:
+                if parts[1].lower() in orgs:
+                    return self.reply_empty(204)
+                return self.send_json(404, {"message": "Not Found"})
+            if len(parts) == 6 and parts[4] == "memberships":
+                if f"{parts[1]}/{parts[3]}".lower() in teams:
+                    return self.send_json(200, {"state": "active", "role": "member"})
+                return self.send_json(404, {"message": "Not Found"})
         user = state["tokens"].get(auth.removeprefix("Bearer ").removeprefix("token ")) if auth else None
         if api in ("/user", "/user/orgs", "/user/teams"):
             if user is None:
@@ -97,6 +121,10 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 if "user" in update:
                     state["user"] = {"orgs": [], "teams": [], **update["user"]}
+                    state["members"][state["user"]["login"].lower()] = {"orgs": state["user"]["orgs"], "teams": state["user"]["teams"]}
+                if "membership" in update:
+                    state["members"][update["membership"]["login"].lower()] = {
+                        "orgs": update["membership"].get("orgs", []), "teams": update["membership"].get("teams", [])}
                 for key in ("deny", "exchange_error"):
                     if key in update:
                         state[key] = update[key]
