@@ -67,6 +67,14 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
     # A protected route answers 401 with its metadata URL to a request without a token.
     challenge = httpx.post(f"{base}/mcp", content=ping, headers={"Host": "notes.example.com"})
     assert challenge.status_code == 401 and "resource_metadata=" in challenge.headers["www-authenticate"]
+    # A host router's metadata at the root of its host, and the 2025-03-26 fallback (authorization
+    # server metadata on the MCP host itself).
+    prm = httpx.get(f"{base}/.well-known/oauth-protected-resource", headers={"Host": "notes.example.com"}).json()
+    assert prm["resource"] == f"http://notes.example.com:{gateway_port}/mcp" and prm["authorization_servers"] == [base]
+    assert challenge.headers["www-authenticate"].startswith(
+        f'Bearer resource_metadata="http://notes.example.com:{gateway_port}/.well-known/oauth-protected-resource/mcp"')
+    on_host = httpx.get(f"{base}/.well-known/oauth-authorization-server", headers={"Host": "notes.example.com"}).json()
+    assert on_host["issuer"] == base
 
     sign_in_as_claude_with_the_demo_account(base, gateway_port)
 
