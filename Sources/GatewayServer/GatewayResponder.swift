@@ -59,7 +59,7 @@ struct GatewayResponder: HTTPResponder {
             }
             var caller: VerifiedCaller?
             if route.router.auth == .oauth {
-                switch await gate.check(request, router: route.router, allow: runtime.configuration.auth?.allow ?? AllowList()) {
+                switch await gate.check(request, route: route) {
                 case .success(let verified): caller = verified
                 case .failure(let failure): return gate.response(for: failure, router: route.router)
                 }
@@ -109,7 +109,7 @@ struct GatewayResponder: HTTPResponder {
         guard route.router.auth == .oauth else {
             return Response(status: .ok, headers: [.cacheControl: "no-store"])
         }
-        switch await gate.check(request, router: route.router, allow: runtime.configuration.auth?.allow ?? AllowList()) {
+        switch await gate.check(request, route: route) {
         case .success(let caller):
             var headers: HTTPFields = [.cacheControl: "no-store"]
             for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) {

@@ -15,11 +15,12 @@ struct HTTPProxy: Sendable {
     /// Which identity created each upstream session on a protected route: a session id presented
     /// with another user's token is not found (404), as the upstream cannot know who is who.
     let sessionOwners = SessionOwners()
+    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
 
     func forward(
         _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {
-        let sessionID = request.headers[HTTPField.Name("Mcp-Session-Id")!]
+        let sessionID = request.headers[Self.sessionHeader]
         if let caller, let sessionID, let owner = sessionOwners.owner(router: route.router.name, session: sessionID), owner != caller.claims.sub {
             throw .sessionNotFound
         }
@@ -31,8 +32,9 @@ struct HTTPProxy: Sendable {
         let headers = HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
             // No token passthrough: the gateway's token and cookies stay at the gateway.
-            // Identity header names are never taken from a client.
-            removing: Set(route.router.identityHeaders.all.map { $0.lowercased() }).union(route.router.auth == .oauth ? ["authorization", "cookie"] : []),
+            // Identity header names are never taken from a client; on protected routes neither are
+            // the client's credentials.
+            removing: route.upstreamRemovals,
             clientAddress: context.clientIP,
             forwardedProto: "http",
             forwardedHost: request.head.authority,
@@ -56,7 +58,7 @@ struct HTTPProxy: Sendable {
         }
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
-        if let caller, let created = fields[HTTPField.Name("Mcp-Session-Id")!] {
+        if let caller, let created = fields[Self.sessionHeader] {
             sessionOwners.record(router: route.router.name, session: created, owner: caller.claims.sub)
         }
         let isEventStream = fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false

@@ -100,11 +100,14 @@ struct RegistrationEndpoints: Sendable {
     }
 
     static func bearerToken(_ request: Request) -> String? {
-        guard let header = request.headers[.authorization] else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        guard let header = request.headers[.authorization], header.utf8.count > 7 else { return nil }
+        let scheme = header.utf8.prefix(7)
+        // "Bearer " compared without case and without allocating.
+        guard zip(scheme, "bearer ".utf8).allSatisfy({ ($0 | 0x20) == $1 }) else { return nil }
+        var token = header.dropFirst(7)
+        while token.first == " " || token.first == "\t" { token.removeFirst() }
+        while token.last == " " || token.last == "\t" { token.removeLast() }
+        return token.isEmpty ? nil : String(token)
     }
 
     static func jsonObject(_ request: inout Request) async -> [String: Any]? {

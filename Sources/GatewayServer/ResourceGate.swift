@@ -21,7 +21,31 @@ final class ResourceGate: Sendable {
     struct CachedToken {
         var claims: AccessTokenClaims
         var identity: UserIdentity
+        var hasMCPScope: Bool
         var validUntil: Date
+    }
+
+    /// SHA-256 of a token, as dictionary key without building a string.
+    struct TokenKey: Hashable {
+        var words: (UInt64, UInt64, UInt64, UInt64)
+
+        init(_ token: String) {
+            var token = token
+            let digest = token.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+            words = digest.withUnsafeBytes { raw in
+                (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                 raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            }
+        }
+
+        static func == (lhs: TokenKey, rhs: TokenKey) -> Bool { lhs.words == rhs.words }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(words.0)
+            hasher.combine(words.1)
+            hasher.combine(words.2)
+            hasher.combine(words.3)
+        }
     }
 
     static let cacheSeconds: TimeInterval = 5
@@ -31,7 +55,7 @@ final class ResourceGate: Sendable {
     let publicURL: PublicURL
     let store: any KeyValueStore
     let membership: MembershipChecker?
-    private let cache = Mutex<[String: CachedToken]>([:])
+    private let cache = Mutex<[TokenKey: CachedToken]>([:])
 
     init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
         self.accessTokens = accessTokens
@@ -48,17 +72,20 @@ final class ResourceGate: Sendable {
         case storeUnavailable
     }
 
-    func check(_ request: Request, router: RouterConfiguration, allow: AllowList) async -> Result<VerifiedCaller, Failure> {
+    func check(_ request: Request, route: CompiledRoute) async -> Result<VerifiedCaller, Failure> {
         guard let token = RegistrationEndpoints.bearerToken(request) else { return .failure(.missingToken) }
-        let key = SHA256.hash(data: Data(token.utf8)).withUnsafeBytes { Data($0).base64EncodedString() }
+        let key = TokenKey(token)
         let now = Date()
         var entry = cache.withLock { $0[key] }
         if let cached = entry, cached.validUntil <= now { entry = nil }
         if entry == nil {
             do {
                 let claims = try await accessTokens.validate(token, audience: nil)
-                let identity = await identity(for: claims, policy: AccessPolicy(global: AccessRule(allow), router: router.allow.map(AccessRule.init)))
-                let fresh = CachedToken(claims: claims, identity: identity, validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp))))
+                let identity = await identity(for: claims, policy: route.accessPolicy)
+                let fresh = CachedToken(
+                    claims: claims, identity: identity, hasMCPScope: claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)),
+                    validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp)))
+                )
                 cache.withLock { cache in
                     if cache.count >= Self.maxCachedTokens { cache = cache.filter { $0.value.validUntil > now } }
                     if cache.count < Self.maxCachedTokens { cache[key] = fresh }
@@ -76,13 +103,11 @@ final class ResourceGate: Sendable {
         guard TimeInterval(claims.exp) + AccessTokens.clockSkew > now.timeIntervalSince1970 else {
             return .failure(.invalidToken("the access token expired"))
         }
-        let resource = router.resourceURL(publicURL: publicURL)
-        guard claims.aud == resource else {
-            return .failure(.invalidToken("the access token is for \(claims.aud), not \(resource)"))
+        guard claims.aud == route.resourceURL else {
+            return .failure(.invalidToken("the access token is for \(claims.aud), not \(route.resourceURL)"))
         }
-        guard claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)) else { return .failure(.insufficientScope) }
-        let policy = AccessPolicy(global: AccessRule(allow), router: router.allow.map(AccessRule.init))
-        guard policy.admits(entry.identity) else { return .failure(.denied(login: claims.login)) }
+        guard entry.hasMCPScope else { return .failure(.insufficientScope) }
+        guard route.accessPolicy.admits(entry.identity) else { return .failure(.denied(login: claims.login)) }
         return .success(VerifiedCaller(claims: claims))
     }
 

@@ -1,3 +1,4 @@
+import AuthorizationServer
 import GatewayConfig
 import GatewayRouting
 import GatewayStdio
@@ -14,6 +15,14 @@ struct CompiledRoute: Sendable {
     let router: RouterConfiguration
     let upstream: RouteUpstream
     let maxRequestBodyBytes: Int
+    /// The router's MCP endpoint URL: the audience its tokens must carry.
+    let resourceURL: String
+    /// The allow-lists in force for this router (global narrowed by the router's), compiled once
+    /// per configuration generation, so a reload applies at the next request.
+    let accessPolicy: AccessPolicy
+    /// Client headers never forwarded upstream: identity header names, and on protected routes the
+    /// client's credentials.
+    let upstreamRemovals: Set<String>
 }
 
 /// An immutable, compiled configuration. Requests read one snapshot at their start and keep it,
@@ -36,7 +45,14 @@ final class RuntimeConfiguration: Sendable {
                 case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
                 case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
                 }
-                let route = CompiledRoute(router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes)
+                var removals = Set(router.identityHeaders.all.map { $0.lowercased() })
+                if router.auth == .oauth { removals.formUnion(["authorization", "cookie"]) }
+                let route = CompiledRoute(
+                    router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
+                    resourceURL: router.resourceURL(publicURL: configuration.publicURL),
+                    accessPolicy: AccessPolicy(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router.allow.map(AccessRule.init)),
+                    upstreamRemovals: removals
+                )
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))
             }
             tables[entryPoint.name] = RouteTable(entries)
