@@ -18,11 +18,15 @@ struct StdioBridge: Sendable {
     static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
 
     let registry: StdioRegistry
+    let modernSessions = ModernSessions()
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller? = nil) async throws(GatewayError) -> Response {
         let caller = verified?.claims.sub
+        if ModernProtocol.isModern(request) {
+            return try await handleModern(request, context: context, route: route, manager: manager, verified: verified)
+        }
         switch request.method {
         case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
             return try await post(request, context: context, route: route, manager: manager, caller: caller, identity: verified.map(Self.identityEnvironment) ?? [:])
@@ -197,39 +201,42 @@ struct StdioBridge: Sendable {
     }
 
     /// JSON when the first thing the child sends is the (only) response; otherwise an SSE stream.
-    private func respond(to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields) async -> Response {
+    func respond(
+        to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields,
+        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil
+    ) async -> Response {
         let iterator = IteratorBox(subscription.items.makeAsyncIterator())
         let first = await iterator.next()
         switch first {
         case .message(_, let bytes, true) where single:
             session.readerStopped(subscription)
-            return Self.jsonResponse(bytes, headers: extraHeaders)
+            return Self.jsonResponse(transform?(bytes, true) ?? bytes, headers: extraHeaders)
         case .none, .end:
             session.readerStopped(subscription)
             let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
             return Self.jsonResponse(error, headers: extraHeaders)
         case .message:
-            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders)
+            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform)
         }
     }
 
     private func sseResponse(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, first: StreamItem?,
-        iterator: IteratorBox? = nil, extraHeaders: HTTPFields
+        iterator: IteratorBox? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil
     ) -> Response {
         let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
         var headers = Self.eventStreamHeaders
         headers.append(contentsOf: extraHeaders)
         let body = ResponseBody { writer in
             defer { session.readerStopped(subscription) }
-            if case .message(let eventID, let bytes, _) = first {
-                try await writer.write(SSEEncoding.event(id: eventID, data: bytes))
+            if case .message(let eventID, let bytes, let isFinal) = first {
+                try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
             }
             // Stop at once when the client goes away, so the stream's messages buffer for a resume.
             try await request.body.consumeWithCancellationOnInboundClose { _ in
                 while let item = await iterator.next() {
-                    guard case .message(let eventID, let bytes, _) = item else { break }
-                    try await writer.write(SSEEncoding.event(id: eventID, data: bytes))
+                    guard case .message(let eventID, let bytes, let isFinal) = item else { break }
+                    try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
                 }
             }
             try await writer.finish(nil)

@@ -1,0 +1,233 @@
+import Foundation
+import GatewayConfig
+import GatewayStdio
+import HTTPTypes
+import Hummingbird
+import Logging
+import MCPMessages
+import NIOCore
+import Synchronization
+
+/// 2026-07-28 (stateless) requests on a stdio route. Each request stands alone: no session id, the
+/// client's version, capabilities and identity ride in `_meta` and in `Mcp-*` headers, which must
+/// agree with the body. The gateway serves them from children it initialized itself as a
+/// session-based client — which every child understands, legacy-only or dual-era — kept per
+/// identity (a child is never shared between users) and reused across requests, with JSON-RPC ids
+/// remapped so many clients' requests can share one child.
+///
+/// Built so far: header validation (-32020 HeaderMismatch, -32022 unsupported version), GET/DELETE
+/// → 405, `server/discover` answered from the child's InitializeResult, requests forwarded without
+/// the modern `_meta` keys, `resultType: "complete"` added to results, progress relayed on SSE.
+/// Not yet: server→client asks as Multi Round-Trip Requests, `subscriptions/listen`, modern-only
+/// children, HTTP upstreams, a pool of several children per identity.
+enum ModernProtocol {
+    static let versions = ["2026-07-28"]
+    static let metaPrefix = "io.modelcontextprotocol/"
+    static let headerMismatch = -32020
+    static let unsupportedVersion = -32022
+    static let methodHeader = HTTPField.Name("Mcp-Method")!
+    static let nameHeader = HTTPField.Name("Mcp-Name")!
+
+    /// Whether a request is for the modern era: its MCP-Protocol-Version is not a 2025 (or earlier)
+    /// session-based version.
+    static func isModern(_ request: Request) -> Bool {
+        guard let version = request.headers[StdioBridge.versionHeader] else { return false }
+        return !StdioBridge.supportedVersions.contains(version)
+    }
+
+    /// `=?base64?…?=` header values decode to their UTF-8 text; others are taken as they are.
+    static func decodeHeader(_ value: String) -> String? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("=?base64?"), trimmed.hasSuffix("?=") else { return trimmed }
+        let encoded = String(trimmed.dropFirst("=?base64?".count).dropLast(2))
+        guard let data = Data(base64Encoded: encoded) else { return nil }
+        return String(data: data, encoding: .utf8)
+    }
+
+    static func error(_ status: HTTPResponse.Status, code: Int, message: String, id: Any?, data: [String: Any]? = nil) -> Response {
+        var error: [String: Any] = ["code": code, "message": message]
+        if let data { error["data"] = data }
+        return JSONResponse.make(status: status, object: ["jsonrpc": "2.0", "id": id ?? NSNull(), "error": error], headers: [.contentType: "application/json", .cacheControl: "no-store"])
+    }
+}
+
+/// One gateway-initialized child session per (service, identity), created once even when several
+/// first requests arrive together.
+final class ModernSessions: Sendable {
+    struct Entry: Sendable {
+        let session: LegacySession
+        /// The child's InitializeResult as a JSON object, for `server/discover`.
+        let initializeResult: [String: SendableJSON]
+    }
+
+    private let entries = Mutex<[String: Task<Entry, any Error>]>([:])
+
+    func entry(key: String, create: @escaping @Sendable () async throws -> Entry) async throws -> Entry {
+        let task = entries.withLock { entries -> Task<Entry, any Error> in
+            if let existing = entries[key] { return existing }
+            let task = Task { try await create() }
+            entries[key] = task
+            return task
+        }
+        do {
+            let entry = try await task.value
+            if case .closed = entry.session.phase {
+                entries.withLock { if $0[key] == task { $0[key] = nil } }
+                return try await self.entry(key: key, create: create)
+            }
+            return entry
+        } catch {
+            entries.withLock { if $0[key] == task { $0[key] = nil } }
+            throw error
+        }
+    }
+}
+
+/// A JSON value that can cross concurrency domains (decoded by JSONSerialization).
+struct SendableJSON: @unchecked Sendable {
+    let value: Any
+}
+
+extension StdioBridge {
+    func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
+        guard request.method == .post else {
+            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", id: nil)
+            response.headers[.allow] = "POST"
+            return response
+        }
+        var request = request
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", id: nil)
+        }
+        let id = object["id"]
+        guard object["jsonrpc"] as? String == "2.0", let method = object["method"] as? String else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", id: id)
+        }
+        let params = object["params"] as? [String: Any] ?? [:]
+        let meta = params["_meta"] as? [String: Any] ?? [:]
+        let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
+        guard ModernProtocol.versions.contains(headerVersion) else {
+            return ModernProtocol.error(.badRequest, code: ModernProtocol.unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", id: id,
+                                        data: ["supported": ModernProtocol.versions + StdioBridge.supportedVersions.reversed(), "requested": headerVersion])
+        }
+        // The headers mirror the body; intermediaries route on them, so a mismatch is refused.
+        var mismatch: String?
+        if let bodyVersion = meta[ModernProtocol.metaPrefix + "protocolVersion"] as? String, bodyVersion != headerVersion {
+            mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
+        } else if meta[ModernProtocol.metaPrefix + "protocolVersion"] == nil, id != nil {
+            mismatch = "_meta[\"io.modelcontextprotocol/protocolVersion\"] is required"
+        } else if request.headers[ModernProtocol.methodHeader].flatMap(ModernProtocol.decodeHeader) != method {
+            mismatch = "Mcp-Method must equal the body's method \(method)"
+        } else if ["tools/call", "prompts/get", "resources/read"].contains(method) {
+            let expected = (params["name"] as? String) ?? (params["uri"] as? String)
+            if request.headers[ModernProtocol.nameHeader].flatMap(ModernProtocol.decodeHeader) != expected {
+                mismatch = "Mcp-Name must equal the body's \(method == "resources/read" ? "params.uri" : "params.name")"
+            }
+        }
+        if let mismatch {
+            return ModernProtocol.error(.badRequest, code: ModernProtocol.headerMismatch, message: "Header mismatch: \(mismatch)", id: id)
+        }
+
+        let identityKey = verified?.claims.sub ?? "anonymous"
+        let service = manager.service
+        let identity = manager.service.passIdentity ? verified.map(Self.identityEnvironment) : nil
+        let entry: ModernSessions.Entry
+        do {
+            entry = try await modernSessions.entry(key: "\(service.name)\u{0}\(identityKey)") {
+                try await Self.startModernSession(manager: manager, owner: "modern:\(identityKey)", identity: identity)
+            }
+        } catch let error as GatewayError {
+            throw error
+        } catch {
+            throw .stdioStartFailed(service: service.name, detail: "\(error)")
+        }
+
+        if method == "server/discover" {
+            return Self.jsonResponse(Self.discoverResponse(id: id, initializeResult: entry.initializeResult), headers: [:])
+        }
+        // The child speaks the session-based protocol: it gets the request without modern _meta.
+        var forwardedParams = params
+        let keptMeta = meta.filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
+        forwardedParams["_meta"] = keptMeta.isEmpty ? nil : keptMeta
+        var forwarded = object
+        forwarded["params"] = forwardedParams.isEmpty ? nil : forwardedParams
+        guard let data = try? JSONSerialization.data(withJSONObject: forwarded), let message = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)) else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", id: id)
+        }
+        do {
+            guard message.isRequest else {
+                try entry.session.sendNotifications([message])
+                return Response(status: .accepted)
+            }
+            let subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout)
+            return await respond(to: request, session: entry.session, subscription: subscription, single: true, extraHeaders: [:], transform: Self.completeResult(for: method))
+        } catch {
+            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", id: id)
+        }
+    }
+
+    /// The child initialized by the gateway itself, as a session-based client without
+    /// capabilities (server→client asks are not translated yet, so none are offered).
+    static func startModernSession(manager: StdioSessionManager, owner: String, identity: [String: String]?) async throws -> ModernSessions.Entry {
+        let initialize = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
+        let message = try JSONRPCMessage(parsing: initialize)
+        let (session, subscription) = try await manager.beginInitialize(message, identity: identity)
+        var final: ByteBuffer?
+        for await item in subscription.items {
+            guard case .message(_, let bytes, let isFinal) = item else { break }
+            if isFinal {
+                final = bytes
+                break
+            }
+        }
+        session.readerStopped(subscription)
+        guard let final, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
+              let result = object["result"] as? [String: Any]
+        else {
+            let reason = session.closedReason ?? "the MCP server did not accept initialize"
+            await manager.abandon(session, reason: "initialize failed")
+            throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
+        }
+        _ = manager.activate(session, protocolVersion: result["protocolVersion"] as? String, owner: owner)
+        try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
+        return ModernSessions.Entry(session: session, initializeResult: result.mapValues(SendableJSON.init))
+    }
+
+    static func discoverResponse(id: Any?, initializeResult: [String: SendableJSON]) -> ByteBuffer {
+        var result: [String: Any] = [
+            "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
+            "supportedVersions": ModernProtocol.versions,
+            "capabilities": initializeResult["capabilities"]?.value ?? [String: Any](),
+        ]
+        if let serverInfo = initializeResult["serverInfo"]?.value {
+            result["_meta"] = [ModernProtocol.metaPrefix + "serverInfo": serverInfo]
+        }
+        if let instructions = initializeResult["instructions"]?.value { result["instructions"] = instructions }
+        let object: [String: Any] = ["jsonrpc": "2.0", "id": id ?? NSNull(), "result": result]
+        return ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object)) ?? Data())
+    }
+
+    /// Results whose 2026-07-28 types are cacheable and so carry `ttlMs` and `cacheScope`.
+    static let cacheableMethods: Set<String> = ["tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"]
+
+    /// A result of the session-based child, as 2026-07-28 spells it: `resultType: "complete"`, and
+    /// for cacheable results `ttlMs: 0` (a legacy child announces changes by notification, so
+    /// nothing is promised fresh) with `cacheScope: "private"` (children are per user).
+    static func completeResult(for method: String) -> @Sendable (ByteBuffer, Bool) -> ByteBuffer {
+        let cacheable = cacheableMethods.contains(method)
+        return { bytes, isFinal in
+            guard isFinal, var object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any],
+                  var result = object["result"] as? [String: Any]
+            else { return bytes }
+            if result["resultType"] == nil { result["resultType"] = "complete" }
+            if cacheable {
+                if result["ttlMs"] == nil { result["ttlMs"] = 0 }
+                if result["cacheScope"] == nil { result["cacheScope"] = "private" }
+            }
+            object["result"] = result
+            guard let data = try? JSONSerialization.data(withJSONObject: object) else { return bytes }
+            return ByteBuffer(bytes: data)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+"""2026-07-28 (stateless) clients on stdio routes: the official SDK client in `2026-07-28` and
+`auto` modes against a legacy-only child (mcp-server-time 2025 release) and a dual-era child (the
+current release), plus the transport's header rules. The gateway initializes each child itself and
+translates (issue 6, first slice)."""
+
+import sys
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from conftest import LEGACY_TIME_SERVER, SERVERS
+
+
+def config(time_command: str) -> str:
+    return f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      time:
+        rule: "PathPrefix(`/time`)"
+        service: time
+        auth: none
+      kit:
+        rule: "PathPrefix(`/kit`)"
+        service: kit
+        auth: none
+    services:
+      time:
+        stdio:
+          command: "{time_command}"
+          args: ["--local-timezone=UTC"]
+      kit:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'stdio_server.py'}"]
+    """
+
+
+async def list_and_call(url: str, mode: str):
+    async with Client(url, mode=mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+        return names, result.content[0].text
+
+
+@pytest.mark.parametrize("child", ["legacy-only", "dual-era"])
+@pytest.mark.parametrize("mode", ["2026-07-28", "auto", "legacy"])
+def test_every_client_mode_reaches_every_child_era(start_gateway, child, mode):
+    command = str(LEGACY_TIME_SERVER) if child == "legacy-only" else "mcp-server-time"
+    gateway = start_gateway(config(command))
+    names, text = anyio.run(list_and_call, gateway.url("/time/mcp"), mode)
+    assert names == {"get_current_time", "convert_time"}
+    assert '"timezone": "UTC"' in text
+
+
+def modern_headers(method: str, name: str | None = None) -> dict:
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def modern_body(method: str, params: dict | None = None, id: int = 1) -> dict:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**(params or {}), "_meta": meta}}
+
+
+def test_discover_call_and_header_rules(start_gateway):
+    gateway = start_gateway(config("mcp-server-time"))
+    url = gateway.url("/kit/mcp")
+    discover = httpx.post(url, json=modern_body("server/discover"), headers=modern_headers("server/discover"), timeout=30)
+    assert discover.status_code == 200, discover.text
+    result = discover.json()["result"]
+    assert result["resultType"] == "complete" and result["supportedVersions"] == ["2026-07-28"]
+    assert "tools" in result["capabilities"] and result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"]
+
+    call = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "héllo"}}, id=7),
+                      headers=modern_headers("tools/call", "echo"), timeout=30)
+    assert call.status_code == 200 and call.json()["id"] == 7
+    assert call.json()["result"]["resultType"] == "complete" and call.json()["result"]["content"][0]["text"] == "héllo"
+    # Base64-sentinel encoded Mcp-Name decodes to the same name.
+    encoded = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
+                         headers=modern_headers("tools/call", "=?base64?ZWNobw==?="), timeout=30)
+    assert encoded.status_code == 200, encoded.text
+
+    mismatched = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
+                            headers=modern_headers("tools/call", "pid"), timeout=10)
+    assert mismatched.status_code == 400 and mismatched.json()["error"]["code"] == -32020
+    wrong_method = httpx.post(url, json=modern_body("tools/list"), headers=modern_headers("tools/call"), timeout=10)
+    assert wrong_method.status_code == 400 and wrong_method.json()["error"]["code"] == -32020
+    missing = httpx.post(url, json=modern_body("tools/list"), headers={"MCP-Protocol-Version": "2026-07-28"}, timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == -32020
+    body = modern_body("tools/list")
+    body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = "2027-01-01"
+    assert httpx.post(url, json=body, headers=modern_headers("tools/list"), timeout=10).json()["error"]["code"] == -32020
+    unsupported = httpx.post(url, json=modern_body("tools/list"), headers={**modern_headers("tools/list"), "MCP-Protocol-Version": "2031-01-01"}, timeout=10)
+    assert unsupported.status_code == 400 and unsupported.json()["error"]["code"] == -32022
+    assert "2026-07-28" in unsupported.json()["error"]["data"]["supported"]
+    for method in ("GET", "DELETE"):
+        assert httpx.request(method, url, headers=modern_headers("tools/list"), timeout=10).status_code == 405
+    # Session headers are ignored for modern requests.
+    ignored = httpx.post(url, json=modern_body("tools/list"), headers={**modern_headers("tools/list"), "Mcp-Session-Id": "nonexistent"}, timeout=10)
+    assert ignored.status_code == 200 and ignored.json()["result"]["resultType"] == "complete"
+
+
+def test_progress_reaches_a_modern_client(start_gateway):
+    gateway = start_gateway(config("mcp-server-time"))
+
+    async def run():
+        updates = []
+
+        async def on_progress(progress, total, message):
+            updates.append(progress)
+
+        async with Client(gateway.url("/kit/mcp"), mode="2026-07-28") as client:
+            result = await client.call_tool("count", {"steps": 3, "delay_seconds": 0.01}, progress_callback=on_progress)
+            return result.content[0].text, updates
+
+    text, updates = anyio.run(run)
+    assert text == "counted 3" and updates == [1, 2, 3]
