@@ -17,7 +17,8 @@ import Synchronization
 ///
 /// Built so far: header validation (-32020 HeaderMismatch, -32022 unsupported version), GET/DELETE
 /// → 405, `server/discover` answered from the child's InitializeResult, requests forwarded without
-/// the modern `_meta` keys, `resultType: "complete"` added to results, progress relayed on SSE.
+/// the modern `_meta` keys, `resultType: "complete"` added to results, progress relayed on SSE,
+/// closing the stream cancels the request in the child.
 /// Not yet: server→client asks as Multi Round-Trip Requests, `subscriptions/listen`, modern-only
 /// children, HTTP upstreams, a pool of several children per identity.
 enum ModernProtocol {
@@ -161,7 +162,18 @@ extension StdioBridge {
                 return Response(status: .accepted)
             }
             let subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout)
-            return await respond(to: request, session: entry.session, subscription: subscription, single: true, extraHeaders: [:], transform: Self.completeResult(for: method))
+            // Closing the response stream cancels the request: the child hears of it at once.
+            let session = entry.session
+            let watcher = InboundCloseWatcher.watcher(for: context.channel)
+            let token = watcher?.onClose { session.cancelRequests(of: subscription, reason: "the client closed the response stream") }
+            let onEnd: @Sendable () -> Void = {
+                watcher?.cancel(token)
+                session.cancelRequests(of: subscription, reason: "the client closed the response stream")
+            }
+            return await respond(
+                to: request, session: session, subscription: subscription, single: true, extraHeaders: [:],
+                transform: Self.completeResult(for: method), onEnd: onEnd
+            )
         } catch {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", id: id)
         }

@@ -203,32 +203,38 @@ struct StdioBridge: Sendable {
     /// JSON when the first thing the child sends is the (only) response; otherwise an SSE stream.
     func respond(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields,
-        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil
+        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil, onEnd: (@Sendable () -> Void)? = nil
     ) async -> Response {
         let iterator = IteratorBox(subscription.items.makeAsyncIterator())
         let first = await iterator.next()
         switch first {
         case .message(_, let bytes, true) where single:
             session.readerStopped(subscription)
+            onEnd?()
             return Self.jsonResponse(transform?(bytes, true) ?? bytes, headers: extraHeaders)
         case .none, .end:
             session.readerStopped(subscription)
+            onEnd?()
             let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
             return Self.jsonResponse(error, headers: extraHeaders)
         case .message:
-            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform)
+            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform, onEnd: onEnd)
         }
     }
 
     private func sseResponse(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, first: StreamItem?,
-        iterator: IteratorBox? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil
+        iterator: IteratorBox? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil,
+        onEnd: (@Sendable () -> Void)? = nil
     ) -> Response {
         let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
         var headers = Self.eventStreamHeaders
         headers.append(contentsOf: extraHeaders)
         let body = ResponseBody { writer in
-            defer { session.readerStopped(subscription) }
+            defer {
+                session.readerStopped(subscription)
+                onEnd?()
+            }
             if case .message(let eventID, let bytes, let isFinal) = first {
                 try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
             }

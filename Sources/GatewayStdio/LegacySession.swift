@@ -185,6 +185,33 @@ public final class LegacySession: Sendable {
         child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID),\"reason\":\"request timed out\"}}"))
     }
 
+    /// The client of a stream went away before its answers (2026-07-28: closing the response stream
+    /// cancels the request): the child gets `notifications/cancelled` for each request still
+    /// pending on the stream, and the stream ends. No-op once every answer arrived.
+    public func cancelRequests(of subscription: Subscription, reason: String) {
+        let cancelled: [Int64] = state.withLock { state in
+            let ids = state.pending.filter { $0.value.streamID == subscription.streamID }.map(\.key)
+            for id in ids {
+                state.pending[id] = nil
+                state.requestOrder.removeAll { $0 == id }
+            }
+            if !ids.isEmpty, var stream = state.streams[subscription.streamID] {
+                stream.continuation?.finish()
+                stream.continuation = nil
+                state.bufferedEvents -= stream.buffered.count
+                stream.buffered.removeAll()
+                state.streams[subscription.streamID] = nil
+            }
+            return ids.sorted()
+        }
+        guard !cancelled.isEmpty else { return }
+        logger.info("request cancelled: the client closed its stream", metadata: ["requests": "\(cancelled.count)"])
+        let escaped = reason.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        for id in cancelled {
+            child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(id),\"reason\":\"\(escaped)\"}}"))
+        }
+    }
+
     /// Forwards notifications and responses (answers to the child's own requests) as they are,
     /// except that a cancellation names the gateway's id for the request.
     public func sendNotifications(_ messages: [JSONRPCMessage]) throws(ClosedError) {

@@ -123,3 +123,22 @@ def test_progress_reaches_a_modern_client(start_gateway):
 
     text, updates = anyio.run(run)
     assert text == "counted 3" and updates == [1, 2, 3]
+
+
+def test_closing_the_stream_cancels_the_request_in_the_child(start_gateway, tmp_path):
+    from conftest import wait_until
+
+    gateway = start_gateway(config("mcp-server-time"))
+    url = gateway.url("/kit/mcp")
+    marker = tmp_path / "cancelled.txt"
+    body = modern_body("tools/call", {"name": "wait_for_cancel", "arguments": {"marker": str(marker)}})
+    # Warm the child first, so the request below is in the child when the client goes away.
+    assert httpx.post(url, json=modern_body("tools/list"), headers=modern_headers("tools/list"), timeout=30).status_code == 200
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json=body, headers=modern_headers("tools/call", "wait_for_cancel"), timeout=httpx.Timeout(10, read=1.0))
+    wait_until(lambda: marker.exists(), timeout=10, what="the child saw notifications/cancelled")
+    assert "request cancelled" in gateway.managed.log()
+    # The child is still usable afterwards.
+    again = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "still here"}}),
+                       headers=modern_headers("tools/call", "echo"), timeout=30)
+    assert again.json()["result"]["content"][0]["text"] == "still here"

@@ -108,6 +108,18 @@ async def hang() -> str:
 
 
 @server.tool()
+async def wait_for_cancel(marker: str) -> str:
+    """Wait until cancelled, then write `marker` (a file path) to prove the cancellation arrived."""
+    try:
+        await anyio.sleep(3600)
+    except anyio.get_cancelled_exc_class():
+        with open(marker, "w") as handle:
+            handle.write("cancelled")
+        raise
+    return "unreachable"
+
+
+@server.tool()
 def spam_stderr(lines: int) -> str:
     """Write many lines to stderr, then return."""
     for index in range(lines):
