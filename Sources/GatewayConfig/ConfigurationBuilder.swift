@@ -357,7 +357,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
-        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity"]
+        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         guard let commandNode = fields["command"] else {
             reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
@@ -400,6 +400,32 @@ struct ConfigurationBuilder {
             startTimeout: start, spares: spares, maxRequestBodyBytes: body
         )
         service.passIdentity = passIdentity
+        if let node = fields["isolation"], let text = reader.string(node, "\(path).isolation") {
+            guard let isolation = StdioServiceConfiguration.Isolation(rawValue: text) else {
+                reader.report("isolation must be \"user\" (the default: a child never serves two identities) or \"shared\", got \"\(text)\"", "\(path).isolation", node)
+                return nil
+            }
+            service.isolation = isolation
+        }
+        if let node = fields["pool"], let pool = reader.mapping(node, "\(path).pool", allowed: ["min", "max", "idleTimeout"]) {
+            var settings = StdioServiceConfiguration.PoolSettings.default
+            if let minNode = pool["min"], let value = reader.integer(minNode, "\(path).pool.min", range: 0...1000) { settings.min = value }
+            if let maxNode = pool["max"], let value = reader.integer(maxNode, "\(path).pool.max", range: 1...1000) { settings.max = value }
+            if let idleNode = pool["idleTimeout"], let value = reader.duration(idleNode, "\(path).pool.idleTimeout") { settings.idleTimeout = value }
+            if settings.min > maxSessions {
+                reader.report("pool.min (\(settings.min)) cannot exceed maxSessions (\(maxSessions)): pool children count toward it", "\(path).pool.min", node)
+                return nil
+            }
+            if service.isolation == .shared, settings.min > settings.max {
+                reader.report("pool.min (\(settings.min)) cannot exceed pool.max (\(settings.max)) with isolation: shared", "\(path).pool.min", node)
+                return nil
+            }
+            if passIdentity, settings.min > 0 {
+                reader.report("pool.min cannot be used with passIdentity: env (a warm child is started before anyone signs in)", "\(path).pool.min", node)
+                return nil
+            }
+            service.pool = settings
+        }
         return service
     }
 

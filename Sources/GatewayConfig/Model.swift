@@ -274,6 +274,31 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
     /// `passIdentity: env`: each session's child starts with the caller's identity in
     /// MCP_GATEWAY_USER, MCP_GATEWAY_SUBJECT and MCP_GATEWAY_CLIENT_ID.
     public var passIdentity: Bool = false
+    /// 2026-07-28 clients: whether a child may serve several identities (`shared`) or only one
+    /// (`user`, the default: stdio servers keep state).
+    public var isolation: Isolation = .user
+    public var pool: PoolSettings = .default
+
+    public enum Isolation: String, Sendable, Equatable {
+        case user
+        case shared
+    }
+
+    /// Children for 2026-07-28 clients: `min` initialized and waiting (no spawn on the request
+    /// path), at most `max` per identity (`user`) or in all (`shared`), ended after `idleTimeout`.
+    public struct PoolSettings: Sendable, Equatable {
+        public var min: Int
+        public var max: Int
+        public var idleTimeout: Duration?
+
+        public init(min: Int, max: Int, idleTimeout: Duration?) {
+            self.min = min
+            self.max = max
+            self.idleTimeout = idleTimeout
+        }
+
+        public static let `default` = PoolSettings(min: 0, max: 1, idleTimeout: nil)
+    }
 }
 
 public enum ConfigurationDefaults {

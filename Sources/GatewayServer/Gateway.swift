@@ -49,6 +49,10 @@ public struct Gateway {
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
         let proxy = HTTPProxy()
         let stdio = StdioBridge(registry: stdioRegistry)
+        // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
+        for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
+            stdio.keepWarm(stdioRegistry.manager(for: service))
+        }
         let store: any KeyValueStore
         var redis: RedisStore?
         if let storeConfiguration = configuration.store {

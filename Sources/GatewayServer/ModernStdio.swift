@@ -52,8 +52,10 @@ enum ModernProtocol {
     }
 }
 
-/// One gateway-initialized child session per (service, identity), created once even when several
-/// first requests arrive together.
+/// The children serving 2026-07-28 clients, initialized by the gateway itself: per key (service
+/// and identity, or service alone with `isolation: shared`) up to `pool.max` children, each request
+/// going to the least busy one and a new child starting only when all are busy; plus `pool.min`
+/// warm children per service, initialized ahead and handed to the first identity that needs one.
 final class ModernSessions: Sendable {
     struct Entry: Sendable {
         let session: LegacySession
@@ -61,25 +63,100 @@ final class ModernSessions: Sendable {
         let initializeResult: [String: SendableJSON]
     }
 
-    private let entries = Mutex<[String: Task<Entry, any Error>]>([:])
+    private struct Pool {
+        var entries: [Entry] = []
+        var starting: [Task<Entry, any Error>] = []
+    }
 
-    func entry(key: String, create: @escaping @Sendable () async throws -> Entry) async throws -> Entry {
-        let task = entries.withLock { entries -> Task<Entry, any Error> in
-            if let existing = entries[key] { return existing }
-            let task = Task { try await create() }
-            entries[key] = task
-            return task
-        }
-        do {
-            let entry = try await task.value
-            if case .closed = entry.session.phase {
-                entries.withLock { if $0[key] == task { $0[key] = nil } }
-                return try await self.entry(key: key, create: create)
+    private struct State {
+        var pools: [String: Pool] = [:]
+        var warm: [String: [Entry]] = [:]
+        var warming: [String: Int] = [:]
+    }
+
+    private enum Decision {
+        case use(Entry)
+        case assign(Entry)
+        case create
+        case wait(Task<Entry, any Error>)
+    }
+
+    private let state = Mutex(State())
+
+    /// A child for `key`, taken, assigned or started per the pool settings.
+    func entry(
+        service: StdioServiceConfiguration, key: String, owner: String, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry
+    ) async throws -> Entry {
+        while true {
+            let decision: Decision = state.withLock { state in
+                var pool = state.pools[key] ?? Pool()
+                pool.entries.removeAll { if case .closed = $0.session.phase { true } else { false } }
+                defer { state.pools[key] = pool }
+                let best = pool.entries.min { $0.session.pendingCount < $1.session.pendingCount }
+                if let best, best.session.pendingCount == 0 || pool.entries.count + pool.starting.count >= service.pool.max {
+                    return .use(best)
+                }
+                if pool.entries.count + pool.starting.count < service.pool.max {
+                    var warm = state.warm[service.name] ?? []
+                    warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
+                    if let taken = warm.popLast() {
+                        state.warm[service.name] = warm
+                        pool.entries.append(taken)
+                        return .assign(taken)
+                    }
+                    state.warm[service.name] = warm
+                    return .create
+                }
+                return pool.starting.first.map(Decision.wait) ?? .create
             }
-            return entry
-        } catch {
-            entries.withLock { if $0[key] == task { $0[key] = nil } }
-            throw error
+            switch decision {
+            case .use(let entry):
+                return entry
+            case .assign(let entry):
+                entry.session.assign(owner: owner, idleTimeout: service.pool.idleTimeout, neverIdle: false)
+                return entry
+            case .wait(let task):
+                _ = try? await task.value
+            case .create:
+                let task = Task { try await create(false) }
+                state.withLock { state in state.pools[key, default: Pool()].starting.append(task) }
+                do {
+                    let entry = try await task.value
+                    state.withLock { state in
+                        state.pools[key, default: Pool()].starting.removeAll { $0 == task }
+                        state.pools[key, default: Pool()].entries.append(entry)
+                    }
+                    return entry
+                } catch {
+                    state.withLock { state in state.pools[key, default: Pool()].starting.removeAll { $0 == task } }
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Keeps `pool.min` warm children for the service (started in the background).
+    func keepWarm(service: StdioServiceConfiguration, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry) {
+        guard service.pool.min > 0, !service.passIdentity else { return }
+        let missing: Int = state.withLock { state in
+            var warm = state.warm[service.name] ?? []
+            warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
+            state.warm[service.name] = warm
+            // Shared children count toward the minimum once assigned; per-user ones do not (each
+            // new identity should find a warm child).
+            let assigned = service.isolation == .shared ? (state.pools["\(service.name)\u{0}shared"]?.entries.count ?? 0) : 0
+            let missing = service.pool.min - warm.count - assigned - state.warming[service.name, default: 0]
+            if missing > 0 { state.warming[service.name, default: 0] += missing }
+            return max(0, missing)
+        }
+        for _ in 0..<missing {
+            Task {
+                let entry = try? await create(true)
+                state.withLock { state in
+                    state.warming[service.name, default: 1] -= 1
+                    if let entry { state.warm[service.name, default: []].append(entry) }
+                }
+            }
         }
     }
 }
@@ -130,14 +207,16 @@ extension StdioBridge {
             return ModernProtocol.error(.badRequest, code: ModernProtocol.headerMismatch, message: "Header mismatch: \(mismatch)", id: id)
         }
 
-        let identityKey = verified?.claims.sub ?? "anonymous"
         let service = manager.service
-        let identity = manager.service.passIdentity ? verified.map(Self.identityEnvironment) : nil
+        let identityKey = service.isolation == .shared ? "shared" : (verified?.claims.sub ?? "anonymous")
+        let identity = service.passIdentity ? verified.map(Self.identityEnvironment) : nil
+        let owner = "modern:\(identityKey)"
         let entry: ModernSessions.Entry
         do {
-            entry = try await modernSessions.entry(key: "\(service.name)\u{0}\(identityKey)") {
-                try await Self.startModernSession(manager: manager, owner: "modern:\(identityKey)", identity: identity)
+            entry = try await modernSessions.entry(service: service, key: "\(service.name)\u{0}\(identityKey)", owner: owner) { warm in
+                try await Self.startModernSession(manager: manager, owner: owner, identity: identity, warm: warm)
             }
+            keepWarm(manager)
         } catch let error as GatewayError {
             throw error
         } catch {
@@ -181,7 +260,14 @@ extension StdioBridge {
 
     /// The child initialized by the gateway itself, as a session-based client without
     /// capabilities (server→client asks are not translated yet, so none are offered).
-    static func startModernSession(manager: StdioSessionManager, owner: String, identity: [String: String]?) async throws -> ModernSessions.Entry {
+    /// Tops the service's warm children up to `pool.min`.
+    func keepWarm(_ manager: StdioSessionManager) {
+        modernSessions.keepWarm(service: manager.service) { warm in
+            try await Self.startModernSession(manager: manager, owner: "modern:warm", identity: nil, warm: warm)
+        }
+    }
+
+    static func startModernSession(manager: StdioSessionManager, owner: String, identity: [String: String]?, warm: Bool) async throws -> ModernSessions.Entry {
         let initialize = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
         let message = try JSONRPCMessage(parsing: initialize)
         let (session, subscription) = try await manager.beginInitialize(message, identity: identity)
@@ -202,6 +288,7 @@ extension StdioBridge {
             throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
         }
         _ = manager.activate(session, protocolVersion: result["protocolVersion"] as? String, owner: owner)
+        session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
         try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
         return ModernSessions.Entry(session: session, initializeResult: result.mapValues(SendableJSON.init))
     }

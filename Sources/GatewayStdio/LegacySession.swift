@@ -72,6 +72,9 @@ public final class LegacySession: Sendable {
         var ending: Ending?
         var sessionID: String?
         var owner: String?
+        /// Pool children (2026-07-28 clients) idle out on the pool's timeout; warm ones never do.
+        var idleTimeout: Duration?
+        var neverIdle = false
         var protocolVersion: String?
         var nextGatewayID: Int64 = 1
         var nextStreamID = 1
@@ -105,11 +108,25 @@ public final class LegacySession: Sendable {
     }
     public var pid: Int32 { child.pid }
 
-    /// Whether the session has been idle (no request in flight, no open stream) since `deadline`.
-    func isIdle(since deadline: ContinuousClock.Instant) -> Bool {
+    /// Whether the session has been idle (no request in flight, no open stream) for its idle
+    /// timeout (`defaultTimeout` unless the session has its own).
+    func isIdle(now: ContinuousClock.Instant, defaultTimeout: Duration) -> Bool {
         state.withLock { state in
-            guard state.pending.isEmpty, state.lastActivity < deadline else { return false }
+            guard !state.neverIdle, state.pending.isEmpty, state.lastActivity < now - (state.idleTimeout ?? defaultTimeout) else { return false }
             return !state.streams.values.contains { $0.continuation != nil }
+        }
+    }
+
+    /// Requests sent to the child and not answered yet.
+    public var pendingCount: Int { state.withLock { $0.pending.count } }
+
+    /// A pool child changing hands: a warm child assigned to its first identity.
+    public func assign(owner: String?, idleTimeout: Duration?, neverIdle: Bool) {
+        state.withLock { state in
+            state.owner = owner
+            state.idleTimeout = idleTimeout
+            state.neverIdle = neverIdle
+            state.lastActivity = .now
         }
     }
 

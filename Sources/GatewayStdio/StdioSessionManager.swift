@@ -164,10 +164,10 @@ public final class StdioSessionManager: Sendable {
     }
 
     func reapIdleSessions() async {
-        let deadline = ContinuousClock.now - service.idleTimeout
-        let idle = state.withLock { state in state.sessions.filter { $0.value.isIdle(since: deadline) }.map(\.key) }
+        let now = ContinuousClock.now
+        let idle = state.withLock { state in state.sessions.filter { $0.value.isIdle(now: now, defaultTimeout: service.idleTimeout) }.map(\.key) }
         for sessionID in idle {
-            await end(sessionID: sessionID, reason: "idle for \(service.idleTimeout)")
+            await end(sessionID: sessionID, reason: "idle")
         }
     }
 

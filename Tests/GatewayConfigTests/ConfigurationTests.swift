@@ -334,9 +334,13 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
             allowPrivateAddresses: true
             pinned:
               "https://app.example/client.json": { client_name: App, redirect_uris: ["https://app.example/cb"] }
-        services: { s: { stdio: { command: "x", passIdentity: env } } }
+        services:
+          s: { stdio: { command: "x", passIdentity: env } }
+          t: { stdio: { command: "y", isolation: shared, pool: { min: 2, max: 4, idleTimeout: "2m" } } }
         """
         let configuration = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "a.yaml")
+        guard case .stdio(let pooled) = configuration.services["t"] else { Issue.record("expected a stdio service"); return }
+        #expect(pooled.isolation == .shared && pooled.pool == .init(min: 2, max: 4, idleTimeout: .seconds(120)))
         #expect(configuration.auth?.signing.algorithm == .rs256)
         #expect(configuration.auth?.signing.rotationInterval == .seconds(48 * 3600))
         #expect(configuration.auth?.clientMetadata.allowPrivateAddresses == true)
@@ -355,7 +359,10 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
             pinned:
               "http://app.example/client.json": { redirect_uris: ["https://app.example/cb"] }
               "https://app.example/secret.json": { redirect_uris: ["https://app.example/cb"], token_endpoint_auth_method: client_secret_basic }
-        services: { s: { stdio: { command: "x", passIdentity: env, spares: 2 } } }
+        services:
+          s: { stdio: { command: "x", passIdentity: env, spares: 2 } }
+          t: { stdio: { command: "y", isolation: everyone, pool: { min: 1 } } }
+          u: { stdio: { command: "y", isolation: shared, pool: { min: 3, max: 2 } } }
         """
         do {
             _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "a.yaml")
@@ -367,6 +374,8 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
             #expect(text.contains("pinned documents are keyed by their client id"))
             #expect(text.contains("token_endpoint_auth_method must be none"))
             #expect(text.contains("services.s.stdio.spares: spares cannot be used with passIdentity: env"))
+            #expect(text.contains("services.t.stdio.isolation: isolation must be \"user\""))
+            #expect(text.contains("services.u.stdio.pool.min: pool.min (3) cannot exceed pool.max (2)"))
         }
     }
 }

@@ -142,3 +142,66 @@ def test_closing_the_stream_cancels_the_request_in_the_child(start_gateway, tmp_
     again = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "still here"}}),
                        headers=modern_headers("tools/call", "echo"), timeout=30)
     assert again.json()["result"]["content"][0]["text"] == "still here"
+
+
+def pid_of(url: str, token: str | None = None) -> int:
+    headers = modern_headers("tools/call", "pid")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    answer = httpx.post(url, json=modern_body("tools/call", {"name": "pid", "arguments": {}}), headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["result"]["content"][0]["text"])
+
+
+def test_warm_pool_and_shared_isolation(start_gateway):
+    from conftest import wait_until
+
+    text = config("mcp-server-time").replace(f'''      kit:
+        stdio:
+          command: "{sys.executable}"''', f'''      kit:
+        stdio:
+          isolation: shared
+          pool: {{ min: 2, max: 2 }}
+          command: "{sys.executable}"''')
+    gateway = start_gateway(text)
+    # Two children are started and initialized before any request arrives.
+    wait_until(lambda: gateway.readiness()["stdio"].get("kit", {}).get("sessions") == 2, what="two warm children")
+    url = gateway.url("/kit/mcp")
+    first = pid_of(url)
+    assert pid_of(url) == first  # an idle child is reused, not another spawned
+    # Shared children count toward the minimum: still two children, none spawned on the request path.
+    assert gateway.readiness()["stdio"]["kit"]["sessions"] == 2
+    assert gateway.managed.log().count("session started") == 2
+
+
+def test_user_isolation_never_shares_a_child(start_gateway, redis_server, fake_github, local_password_hash):
+    from oauth_helpers import Browser, exchange_code, pkce_pair, register
+    from test_oauth import config as oauth_config
+
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('''      time:
+        stdio:
+          command: "mcp-server-time"''', f'''      time:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'stdio_server.py'}"]
+          pool: {{ min: 1, max: 1 }}''')
+    gateway = start_gateway(text)
+    resource = gateway.url("/time/mcp")
+
+    def token_for(login, user_id):
+        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
+        browser = Browser(gateway)
+        try:
+            client = register(gateway)
+            verifier, challenge = pkce_pair()
+            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+            return exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+        finally:
+            browser.close()
+
+    alice, bob = token_for("octocat", 1), token_for("carol", 2)
+    alice_pid = pid_of(resource, alice)
+    bob_pid = pid_of(resource, bob)
+    assert alice_pid != bob_pid
+    for _ in range(5):
+        assert pid_of(resource, bob) == bob_pid and pid_of(resource, alice) == alice_pid
