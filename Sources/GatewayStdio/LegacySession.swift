@@ -117,6 +117,9 @@ public final class LegacySession: Sendable {
         }
     }
 
+    /// The session's own idle timeout (pool children), if any.
+    var idleTimeout: Duration? { state.withLock { $0.idleTimeout } }
+
     /// Requests sent to the child and not answered yet.
     public var pendingCount: Int { state.withLock { $0.pending.count } }
 

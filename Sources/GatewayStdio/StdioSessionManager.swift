@@ -165,9 +165,11 @@ public final class StdioSessionManager: Sendable {
 
     func reapIdleSessions() async {
         let now = ContinuousClock.now
-        let idle = state.withLock { state in state.sessions.filter { $0.value.isIdle(now: now, defaultTimeout: service.idleTimeout) }.map(\.key) }
-        for sessionID in idle {
-            await end(sessionID: sessionID, reason: "idle")
+        let idle = state.withLock { state in
+            state.sessions.filter { $0.value.isIdle(now: now, defaultTimeout: service.idleTimeout) }.map { ($0.key, $0.value.idleTimeout ?? service.idleTimeout) }
+        }
+        for (sessionID, timeout) in idle {
+            await end(sessionID: sessionID, reason: "idle for \(timeout)")
         }
     }
 
