@@ -45,10 +45,11 @@ enum ModernProtocol {
         return String(data: data, encoding: .utf8)
     }
 
-    static func error(_ status: HTTPResponse.Status, code: Int, message: String, id: Any?, data: [String: Any]? = nil) -> Response {
-        var error: [String: Any] = ["code": code, "message": message]
-        if let data { error["data"] = data }
-        return JSONResponse.make(status: status, object: ["jsonrpc": "2.0", "id": id ?? NSNull(), "error": error], headers: [.contentType: "application/json", .cacheControl: "no-store"])
+    static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: ResponseBody(byteBuffer: JSONRPCErrorResponse.make(rawID: rawID, code: code, message: message, dataJSON: dataJSON))
+        )
     }
 }
 
@@ -169,42 +170,49 @@ struct SendableJSON: @unchecked Sendable {
 extension StdioBridge {
     func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
         guard request.method == .post else {
-            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", id: nil)
+            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", rawID: nil)
             response.headers[.allow] = "POST"
             return response
         }
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
-            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", id: nil)
+        // Read in place with the scanner: no decoding of the body on the hot path.
+        let message: JSONRPCMessage
+        do {
+            message = try JSONRPCMessage(parsing: body)
+        } catch {
+            if case .invalidJSON = error {
+                return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", rawID: nil)
+            }
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: nil)
         }
-        let id = object["id"]
-        guard object["jsonrpc"] as? String == "2.0", let method = object["method"] as? String else {
-            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", id: id)
+        let rawID = message.rawID
+        guard let method = message.method, message.kind == .request || message.kind == .notification else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)
         }
-        let params = object["params"] as? [String: Any] ?? [:]
-        let meta = params["_meta"] as? [String: Any] ?? [:]
         let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
         guard ModernProtocol.versions.contains(headerVersion) else {
-            return ModernProtocol.error(.badRequest, code: ModernProtocol.unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", id: id,
-                                        data: ["supported": ModernProtocol.versions + StdioBridge.supportedVersions.reversed(), "requested": headerVersion])
+            let supported = (ModernProtocol.versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
+            return ModernProtocol.error(.badRequest, code: ModernProtocol.unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", rawID: rawID,
+                                        dataJSON: "{\"supported\":[\(supported)]}")
         }
         // The headers mirror the body; intermediaries route on them, so a mismatch is refused.
         var mismatch: String?
-        if let bodyVersion = meta[ModernProtocol.metaPrefix + "protocolVersion"] as? String, bodyVersion != headerVersion {
+        let bodyVersion = message.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"])
+        if let bodyVersion, bodyVersion != headerVersion {
             mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
-        } else if meta[ModernProtocol.metaPrefix + "protocolVersion"] == nil, id != nil {
+        } else if bodyVersion == nil, message.isRequest {
             mismatch = "_meta[\"io.modelcontextprotocol/protocolVersion\"] is required"
         } else if request.headers[ModernProtocol.methodHeader].flatMap(ModernProtocol.decodeHeader) != method {
             mismatch = "Mcp-Method must equal the body's method \(method)"
         } else if ["tools/call", "prompts/get", "resources/read"].contains(method) {
-            let expected = (params["name"] as? String) ?? (params["uri"] as? String)
+            let expected = message.string(at: ["params", method == "resources/read" ? "uri" : "name"])
             if request.headers[ModernProtocol.nameHeader].flatMap(ModernProtocol.decodeHeader) != expected {
                 mismatch = "Mcp-Name must equal the body's \(method == "resources/read" ? "params.uri" : "params.name")"
             }
         }
         if let mismatch {
-            return ModernProtocol.error(.badRequest, code: ModernProtocol.headerMismatch, message: "Header mismatch: \(mismatch)", id: id)
+            return ModernProtocol.error(.badRequest, code: ModernProtocol.headerMismatch, message: "Header mismatch: \(mismatch)", rawID: rawID)
         }
 
         let service = manager.service
@@ -224,16 +232,12 @@ extension StdioBridge {
         }
 
         if method == "server/discover" {
-            return Self.jsonResponse(Self.discoverResponse(id: id, initializeResult: entry.initializeResult), headers: [:])
+            return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult), headers: [:])
         }
-        // The child speaks the session-based protocol: it gets the request without modern _meta.
-        var forwardedParams = params
-        let keptMeta = meta.filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
-        forwardedParams["_meta"] = keptMeta.isEmpty ? nil : keptMeta
-        var forwarded = object
-        forwarded["params"] = forwardedParams.isEmpty ? nil : forwardedParams
-        guard let data = try? JSONSerialization.data(withJSONObject: forwarded), let message = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)) else {
-            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", id: id)
+        // The child speaks the session-based protocol: it gets the request without the modern
+        // `_meta` keys (spliced out; rewritten only when `_meta` also holds other keys).
+        guard let message = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? Self.withoutModernMeta(message) else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
         do {
             guard message.isRequest else {
@@ -254,7 +258,7 @@ extension StdioBridge {
                 transform: Self.completeResult(for: method), onEnd: onEnd
             )
         } catch {
-            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", id: id)
+            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
     }
 
@@ -293,7 +297,18 @@ extension StdioBridge {
         return ModernSessions.Entry(session: session, initializeResult: result.mapValues(SendableJSON.init))
     }
 
-    static func discoverResponse(id: Any?, initializeResult: [String: SendableJSON]) -> ByteBuffer {
+    /// Rewrites `params._meta` without the modern keys (when it also holds others, e.g. a progress token).
+    static func withoutModernMeta(_ message: JSONRPCMessage) -> JSONRPCMessage? {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { return nil }
+        var params = object["params"] as? [String: Any] ?? [:]
+        let meta = (params["_meta"] as? [String: Any] ?? [:]).filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
+        params["_meta"] = meta.isEmpty ? nil : meta
+        object["params"] = params
+        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+        return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
+    }
+
+    static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON]) -> ByteBuffer {
         var result: [String: Any] = [
             "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
             "supportedVersions": ModernProtocol.versions,
@@ -303,8 +318,8 @@ extension StdioBridge {
             result["_meta"] = [ModernProtocol.metaPrefix + "serverInfo": serverInfo]
         }
         if let instructions = initializeResult["instructions"]?.value { result["instructions"] = instructions }
-        let object: [String: Any] = ["jsonrpc": "2.0", "id": id ?? NSNull(), "result": result]
-        return ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object)) ?? Data())
+        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
+        return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
     }
 
     /// Results whose 2026-07-28 types are cacheable and so carry `ttlMs` and `cacheScope`.
@@ -316,17 +331,15 @@ extension StdioBridge {
     static func completeResult(for method: String) -> @Sendable (ByteBuffer, Bool) -> ByteBuffer {
         let cacheable = cacheableMethods.contains(method)
         return { bytes, isFinal in
-            guard isFinal, var object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any],
-                  var result = object["result"] as? [String: Any]
-            else { return bytes }
-            if result["resultType"] == nil { result["resultType"] = "complete" }
+            guard isFinal, let message = try? JSONRPCMessage(parsing: bytes), message.kind == .response else { return bytes }
+            var members: [String] = []
+            if !message.resultHasMember("resultType") { members.append(#""resultType":"complete""#) }
             if cacheable {
-                if result["ttlMs"] == nil { result["ttlMs"] = 0 }
-                if result["cacheScope"] == nil { result["cacheScope"] = "private" }
+                if !message.resultHasMember("ttlMs") { members.append(#""ttlMs":0"#) }
+                if !message.resultHasMember("cacheScope") { members.append(#""cacheScope":"private""#) }
             }
-            object["result"] = result
-            guard let data = try? JSONSerialization.data(withJSONObject: object) else { return bytes }
-            return ByteBuffer(bytes: data)
+            guard !members.isEmpty else { return bytes }
+            return message.insertingIntoResult(members.joined(separator: ",")) ?? bytes
         }
     }
 }

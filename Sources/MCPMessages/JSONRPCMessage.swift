@@ -223,3 +223,79 @@ public enum JSONRPCErrorResponse {
         return output + "\""
     }
 }
+
+// MARK: splicing (2026-07-28 translation without re-encoding)
+
+extension JSONRPCMessage {
+    /// The message without `params._meta`, when every key of that `_meta` starts with `prefix`
+    /// (nil otherwise, and the message unchanged when it has no `_meta`). Bytes outside the removed
+    /// member are kept as they are.
+    public func removingParamsMeta(ifOnlyKeysWithPrefix prefix: String) -> JSONRPCMessage? {
+        let cut: Range<Int>?? = bytes.withUnsafeReadableBytes { buffer -> Range<Int>?? in
+            guard let params = Self.range(of: ["params"], in: buffer), let metaValue = Self.range(of: ["params", "_meta"], in: buffer) else {
+                return .some(nil)
+            }
+            guard let members = try? JSONScanner.members(of: buffer, in: metaValue), members.allSatisfy({ $0.key.hasPrefix(prefix) }) else {
+                return nil
+            }
+            return .some(Self.memberSpan(valueRange: metaValue, key: "_meta", container: params, in: buffer))
+        }
+        guard let found = cut else { return nil }
+        guard let span = found else { return self }
+        var spliced = ByteBuffer()
+        spliced.reserveCapacity(bytes.readableBytes - span.count)
+        let start = bytes.readerIndex
+        if let head = bytes.getSlice(at: start, length: span.lowerBound) { spliced.writeImmutableBuffer(head) }
+        if let tail = bytes.getSlice(at: start + span.upperBound, length: bytes.readableBytes - span.upperBound) { spliced.writeImmutableBuffer(tail) }
+        return try? JSONRPCMessage(parsing: spliced)
+    }
+
+    /// A response with `members` (raw JSON object members, e.g. `"resultType":"complete"`) written
+    /// at the start of its `result` object; nil when `result` is not an object.
+    public func insertingIntoResult(_ members: String) -> ByteBuffer? {
+        let position: (Int, Bool)? = bytes.withUnsafeReadableBytes { buffer in
+            guard let result = Self.range(of: ["result"], in: buffer), result.count >= 2, buffer[result.lowerBound] == UInt8(ascii: "{") else { return nil }
+            let empty = (try? JSONScanner.members(of: buffer, in: result))?.isEmpty ?? false
+            return (result.lowerBound + 1, empty)
+        }
+        guard let (offset, empty) = position else { return nil }
+        var spliced = ByteBuffer()
+        spliced.reserveCapacity(bytes.readableBytes + members.utf8.count + 1)
+        let start = bytes.readerIndex
+        if let head = bytes.getSlice(at: start, length: offset) { spliced.writeImmutableBuffer(head) }
+        spliced.writeString(members)
+        if !empty { spliced.writeString(",") }
+        if let tail = bytes.getSlice(at: start + offset, length: bytes.readableBytes - offset) { spliced.writeImmutableBuffer(tail) }
+        return spliced
+    }
+
+    /// Whether `result` has a member named `key`.
+    public func resultHasMember(_ key: String) -> Bool {
+        bytes.withUnsafeReadableBytes { Self.range(of: ["result", key], in: $0) != nil }
+    }
+
+    /// The byte span of the member `"key": value` inside `container`, including one adjacent comma.
+    private static func memberSpan(valueRange: Range<Int>, key: String, container: Range<Int>, in buffer: UnsafeRawBufferPointer) -> Range<Int>? {
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        var index = valueRange.lowerBound - 1
+        while index > container.lowerBound, isSpace(buffer[index]) { index -= 1 }
+        guard buffer[index] == UInt8(ascii: ":") else { return nil }
+        index -= 1
+        while index > container.lowerBound, isSpace(buffer[index]) { index -= 1 }
+        // The key as written: `"_meta"` (no escapes in the keys this is used for).
+        let quoted = Array("\"\(key)\"".utf8)
+        let keyStart = index - quoted.count + 1
+        guard keyStart > container.lowerBound, Array(buffer[keyStart...index]) == quoted else { return nil }
+        var end = valueRange.upperBound
+        while end < container.upperBound - 1, isSpace(buffer[end]) { end += 1 }
+        if buffer[end] == UInt8(ascii: ",") {
+            return keyStart..<(end + 1)
+        }
+        var before = keyStart - 1
+        while before > container.lowerBound, isSpace(buffer[before]) { before -= 1 }
+        if buffer[before] == UInt8(ascii: ",") {
+            return before..<valueRange.upperBound
+        }
+        return keyStart..<valueRange.upperBound
+    }
+}

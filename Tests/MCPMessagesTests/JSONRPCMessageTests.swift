@@ -99,3 +99,34 @@ import Testing
         #expect(message.rawID == "\"a\"")
     }
 }
+
+@Suite struct SplicingTests {
+    @Test func modernMetaIsSplicedOutWhereverItStands() throws {
+        let cases = [
+            (#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"io.x/a":1},"name":"n"}}"#, #"{"jsonrpc":"2.0","id":1,"method":"m","params":{"name":"n"}}"#),
+            (#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"name":"n", "_meta" : {"io.x/a":1} }}"#, #"{"jsonrpc":"2.0","id":1,"method":"m","params":{"name":"n" }}"#),
+            (#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"io.x/a":{"b":[1,2]}}}}"#, #"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#),
+            (#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"_meta":{},"b":2}}"#, #"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"b":2}}"#),
+        ]
+        for (input, expected) in cases {
+            let message = try JSONRPCMessage(parsing: input)
+            let spliced = try #require(message.removingParamsMeta(ifOnlyKeysWithPrefix: "io.x/"))
+            #expect(spliced.text == expected)
+        }
+        // Other keys in _meta (a progress token): not spliced; the caller rewrites.
+        let mixed = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"io.x/a":1,"progressToken":7}}}"#)
+        #expect(mixed.removingParamsMeta(ifOnlyKeysWithPrefix: "io.x/") == nil)
+        let plain = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"method":"m"}"#)
+        #expect(plain.removingParamsMeta(ifOnlyKeysWithPrefix: "io.x/")?.text == plain.text)
+    }
+
+    @Test func membersAreInsertedIntoTheResult() throws {
+        let full = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":"a","result":{"tools":[]}}"#)
+        #expect(full.insertingIntoResult(#""resultType":"complete""#).map { String(buffer: $0) } == #"{"jsonrpc":"2.0","id":"a","result":{"resultType":"complete","tools":[]}}"#)
+        let empty = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"result":{ }}"#)
+        #expect(empty.insertingIntoResult(#""x":1"#).map { String(buffer: $0) } == #"{"jsonrpc":"2.0","id":1,"result":{"x":1 }}"#)
+        #expect(full.resultHasMember("tools") && !full.resultHasMember("resultType"))
+        let error = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#)
+        #expect(error.insertingIntoResult(#""x":1"#) == nil)
+    }
+}
