@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-stdio
+bench: bench-http bench-auth bench-stdio bench-modern
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -52,3 +52,9 @@ bench-stdio: build-release
     bash scripts/ensure-apt.sh wrk
     bash bench/setup-anchors.sh
     PATH="{{venv}}/bin:$PATH" {{python}} bench/stdio_bridge.py --gateway .build/release/mcp-gateway
+
+# 2026-07-28 clients through a warm stdio pool vs the session-based path vs mcp-streamablehttp-proxy.
+bench-modern: build-release
+    bash scripts/ensure-apt.sh wrk
+    bash bench/setup-anchors.sh
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/modern_pool.py --gateway .build/release/mcp-gateway

@@ -38,6 +38,8 @@ enum ModernProtocol {
 
     /// `=?base64?…?=` header values decode to their UTF-8 text; others are taken as they are.
     static func decodeHeader(_ value: String) -> String? {
+        // The common case: a plain value, nothing to trim or decode.
+        if !value.hasPrefix("=?"), value.first != " ", value.last != " " { return value }
         let trimmed = value.trimmingCharacters(in: .whitespaces)
         guard trimmed.hasPrefix("=?base64?"), trimmed.hasSuffix("?=") else { return trimmed }
         let encoded = String(trimmed.dropFirst("=?base64?".count).dropLast(2))
@@ -85,9 +87,11 @@ final class ModernSessions: Sendable {
     private let state = Mutex(State())
 
     /// A child for `key`, taken, assigned or started per the pool settings.
+    /// `changed` says whether a warm child was taken or a child started (then the warm set may need
+    /// topping up); the common case, reusing a child, touches nothing else.
     func entry(
         service: StdioServiceConfiguration, key: String, owner: String, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry
-    ) async throws -> Entry {
+    ) async throws -> (entry: Entry, changed: Bool) {
         while true {
             let decision: Decision = state.withLock { state in
                 var pool = state.pools[key] ?? Pool()
@@ -112,10 +116,10 @@ final class ModernSessions: Sendable {
             }
             switch decision {
             case .use(let entry):
-                return entry
+                return (entry, false)
             case .assign(let entry):
                 entry.session.assign(owner: owner, idleTimeout: service.pool.idleTimeout, neverIdle: false)
-                return entry
+                return (entry, true)
             case .wait(let task):
                 _ = try? await task.value
             case .create:
@@ -127,7 +131,7 @@ final class ModernSessions: Sendable {
                         state.pools[key, default: Pool()].starting.removeAll { $0 == task }
                         state.pools[key, default: Pool()].entries.append(entry)
                     }
-                    return entry
+                    return (entry, true)
                 } catch {
                     state.withLock { state in state.pools[key, default: Pool()].starting.removeAll { $0 == task } }
                     throw error
@@ -221,10 +225,11 @@ extension StdioBridge {
         let owner = "modern:\(identityKey)"
         let entry: ModernSessions.Entry
         do {
-            entry = try await modernSessions.entry(service: service, key: "\(service.name)\u{0}\(identityKey)", owner: owner) { warm in
+            let (found, changed) = try await modernSessions.entry(service: service, key: "\(service.name)\u{0}\(identityKey)", owner: owner) { warm in
                 try await Self.startModernSession(manager: manager, owner: owner, identity: identity, warm: warm)
             }
-            keepWarm(manager)
+            entry = found
+            if changed { keepWarm(manager) }
         } catch let error as GatewayError {
             throw error
         } catch {
