@@ -62,7 +62,10 @@ enum ModernProtocol {
 final class ModernSessions: Sendable {
     struct Entry: Sendable {
         let session: LegacySession
-        /// The child's InitializeResult as a JSON object, for `server/discover`.
+        /// The child answered `server/discover`: it speaks 2026-07-28 itself and gets requests as
+        /// they are. Otherwise it was initialized as a session-based server and is translated for.
+        let modern: Bool
+        /// The child's DiscoverResult (modern) or InitializeResult (legacy) as a JSON object.
         let initializeResult: [String: SendableJSON]
     }
 
@@ -237,13 +240,24 @@ extension StdioBridge {
         }
 
         if method == "server/discover" {
-            return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult), headers: [:])
+            return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult, modern: entry.modern), headers: [:])
+        }
+        if entry.modern {
+            // A modern child: the request as the client sent it, the answers as the child wrote them.
+            return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: nil)
         }
         // The child speaks the session-based protocol: it gets the request without the modern
         // `_meta` keys (spliced out; rewritten only when `_meta` also holds other keys).
         guard let message = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? Self.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
+        return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: Self.completeResult(for: method))
+    }
+
+    private func forward(
+        _ message: JSONRPCMessage, request: Request, context: GatewayRequestContext, entry: ModernSessions.Entry, service: StdioServiceConfiguration,
+        rawID: String?, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)?
+    ) async throws(GatewayError) -> Response {
         do {
             guard message.isRequest else {
                 try entry.session.sendNotifications([message])
@@ -258,10 +272,7 @@ extension StdioBridge {
                 watcher?.cancel(token)
                 session.cancelRequests(of: subscription, reason: "the client closed the response stream")
             }
-            return await respond(
-                to: request, session: session, subscription: subscription, single: true, extraHeaders: [:],
-                transform: Self.completeResult(for: method), onEnd: onEnd
-            )
+            return await respond(to: request, session: session, subscription: subscription, single: true, extraHeaders: [:], transform: transform, onEnd: onEnd)
         } catch {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
@@ -276,10 +287,41 @@ extension StdioBridge {
         }
     }
 
+    static let discoverProbe = #"{"jsonrpc":"2.0","id":"mcp-gateway-discover","method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#
+    static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
+
+    /// Starts a child and learns its era (2026-07-28 stdio rule): `server/discover` first; a
+    /// DiscoverResult naming 2026-07-28 means modern, anything else (an error, another version)
+    /// means it is initialized as a session-based server on the same process.
     static func startModernSession(manager: StdioSessionManager, owner: String, identity: [String: String]?, warm: Bool) async throws -> ModernSessions.Entry {
-        let initialize = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
-        let message = try JSONRPCMessage(parsing: initialize)
-        let (session, subscription) = try await manager.beginInitialize(message, identity: identity)
+        let (session, subscription) = try await manager.beginInitialize(try JSONRPCMessage(parsing: discoverProbe), identity: identity)
+        let answer = await finalMessage(subscription, session: session)
+        if let answer, let result = answer["result"] as? [String: Any],
+           (result["supportedVersions"] as? [String])?.contains(where: ModernProtocol.versions.contains) == true
+        {
+            _ = manager.activate(session, protocolVersion: ModernProtocol.versions[0], owner: owner)
+            session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
+            return ModernSessions.Entry(session: session, modern: true, initializeResult: result.mapValues(SendableJSON.init))
+        }
+        guard answer != nil else {
+            let reason = session.closedReason ?? "the MCP server did not answer"
+            await manager.abandon(session, reason: "start failed")
+            throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
+        }
+        _ = manager.activate(session, protocolVersion: nil, owner: owner)
+        let initialize = try session.sendRequests([try JSONRPCMessage(parsing: initializeRequest)], timeout: manager.service.startTimeout)
+        guard let initialized = await finalMessage(initialize, session: session), let result = initialized["result"] as? [String: Any] else {
+            let reason = session.closedReason ?? "the MCP server did not accept initialize"
+            if let id = session.sessionID { await manager.end(sessionID: id, reason: "initialize failed") }
+            throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
+        }
+        session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
+        try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
+        return ModernSessions.Entry(session: session, modern: false, initializeResult: result.mapValues(SendableJSON.init))
+    }
+
+    /// The response a stream ends with, decoded (nil when the stream ended without one).
+    private static func finalMessage(_ subscription: LegacySession.Subscription, session: LegacySession) async -> [String: Any]? {
         var final: ByteBuffer?
         for await item in subscription.items {
             guard case .message(_, let bytes, let isFinal) = item else { break }
@@ -289,17 +331,7 @@ extension StdioBridge {
             }
         }
         session.readerStopped(subscription)
-        guard let final, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
-              let result = object["result"] as? [String: Any]
-        else {
-            let reason = session.closedReason ?? "the MCP server did not accept initialize"
-            await manager.abandon(session, reason: "initialize failed")
-            throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
-        }
-        _ = manager.activate(session, protocolVersion: result["protocolVersion"] as? String, owner: owner)
-        session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
-        try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
-        return ModernSessions.Entry(session: session, initializeResult: result.mapValues(SendableJSON.init))
+        return final.flatMap { (try? JSONSerialization.jsonObject(with: Data(buffer: $0))) as? [String: Any] }
     }
 
     /// Rewrites `params._meta` without the modern keys (when it also holds others, e.g. a progress token).
@@ -313,7 +345,12 @@ extension StdioBridge {
         return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
     }
 
-    static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON]) -> ByteBuffer {
+    static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON], modern: Bool) -> ByteBuffer {
+        if modern {
+            // The child's own DiscoverResult, remembered from the probe.
+            let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: initializeResult.mapValues(\.value))) ?? Data("{}".utf8), as: UTF8.self)
+            return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
+        }
         var result: [String: Any] = [
             "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
             "supportedVersions": ModernProtocol.versions,

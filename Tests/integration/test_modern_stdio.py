@@ -205,3 +205,35 @@ def test_user_isolation_never_shares_a_child(start_gateway, redis_server, fake_g
     assert alice_pid != bob_pid
     for _ in range(5):
         assert pid_of(resource, bob) == bob_pid and pid_of(resource, alice) == alice_pid
+
+
+def modern_only_config() -> str:
+    return config("mcp-server-time").replace(f'''      kit:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'stdio_server.py'}"]''', f'''      kit:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'modern_stdio_server.py'}"]''')
+
+
+def test_modern_client_reaches_a_modern_only_child_directly(start_gateway):
+    gateway = start_gateway(modern_only_config())
+
+    async def run():
+        updates = []
+
+        async def on_progress(progress, total, message):
+            updates.append(progress)
+
+        async with Client(gateway.url("/kit/mcp"), mode="2026-07-28") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "direct"})
+            counted = await client.call_tool("count", {"steps": 2}, progress_callback=on_progress)
+            return names, echoed.content[0].text, counted.content[0].text, updates
+
+    names, echoed, counted, updates = anyio.run(run)
+    assert {"echo", "pid", "count", "whoami"} <= names
+    assert echoed == "direct" and counted == "counted 2" and updates == [1, 2]
+    discover = httpx.post(gateway.url("/kit/mcp"), json=modern_body("server/discover"), headers=modern_headers("server/discover"), timeout=30).json()
+    assert discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "modern-stdio"
