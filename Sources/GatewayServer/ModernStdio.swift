@@ -385,3 +385,60 @@ extension StdioBridge {
         }
     }
 }
+
+extension StdioBridge {
+    /// A session-based client's `initialize` to a 2026-07-28-only child: answered by the gateway
+    /// from the child's `server/discover`; the session then stamps `_meta` on every request.
+    func initializeForModernChild(_ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
+        let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
+        let version = Self.supportedVersions.contains(requested) ? requested : Self.supportedVersions[Self.supportedVersions.count - 1]
+        let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
+        let discoverResult: [String: Any]
+        do {
+            let probe = try session.sendRequests([try JSONRPCMessage(parsing: Self.discoverProbe)], timeout: manager.service.startTimeout)
+            var final: ByteBuffer?
+            for await item in probe.items {
+                guard case .message(_, let bytes, let isFinal) = item else { break }
+                if isFinal { final = bytes; break }
+            }
+            session.readerStopped(probe)
+            guard let final, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
+                  let result = object["result"] as? [String: Any]
+            else { throw GatewayError.stdioStartFailed(service: manager.service.name, detail: "the MCP server refused initialize and server/discover") }
+            discoverResult = result
+        } catch {
+            await manager.end(sessionID: sessionID, reason: "neither initialize nor server/discover succeeded")
+            if let gatewayError = error as? GatewayError { throw gatewayError }
+            throw .stdioStartFailed(service: manager.service.name, detail: "\(error)")
+        }
+        var meta: [String: Any] = [ModernProtocol.metaPrefix + "protocolVersion": ModernProtocol.versions[0]]
+        meta[ModernProtocol.metaPrefix + "clientInfo"] = (try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "clientInfo"]) ?? "{}").utf8)))
+        meta[ModernProtocol.metaPrefix + "clientCapabilities"] = (try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "capabilities"]) ?? "{}").utf8)))
+        if let data = try? JSONSerialization.data(withJSONObject: meta) {
+            session.modernMeta = String(decoding: data, as: UTF8.self)
+        }
+        var result: [String: Any] = [
+            "protocolVersion": version,
+            "capabilities": discoverResult["capabilities"] ?? [String: Any](),
+            "serverInfo": ((discoverResult["_meta"] as? [String: Any])?[ModernProtocol.metaPrefix + "serverInfo"]) ?? ["name": manager.service.name, "version": "unknown"],
+        ]
+        if let instructions = discoverResult["instructions"] { result["instructions"] = instructions }
+        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
+        let body = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(message.rawID ?? "null"),\"result\":\(resultJSON)}")
+        return Self.jsonResponse(body, headers: [Self.sessionHeader: sessionID])
+    }
+
+    /// The message with `meta` (a JSON object of `_meta` members) merged into `params._meta`.
+    static func stamping(_ message: JSONRPCMessage, meta: String) -> JSONRPCMessage {
+        guard message.isRequest, var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any],
+              let stamp = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
+        else { return message }
+        var params = object["params"] as? [String: Any] ?? [:]
+        var existing = params["_meta"] as? [String: Any] ?? [:]
+        existing.merge(stamp) { current, _ in current }
+        params["_meta"] = existing
+        object["params"] = params
+        guard let data = try? JSONSerialization.data(withJSONObject: object), let stamped = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)) else { return message }
+        return stamped
+    }
+}

@@ -74,7 +74,7 @@ struct StdioBridge: Sendable {
             throw .sessionNotFound
         }
         try checkProtocolVersion(request)
-        let messages: [JSONRPCMessage]
+        var messages: [JSONRPCMessage]
         switch payload {
         case .single(let message):
             messages = [message]
@@ -87,6 +87,11 @@ struct StdioBridge: Sendable {
         }
         if messages.contains(where: { $0.method == "initialize" }) {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the session is already initialized")
+        }
+        if let stamp = session.modernMeta {
+            // A modern-only child: no handshake notifications; every request carries the client's
+            // version, identity and capabilities in _meta.
+            messages = messages.filter { $0.method != "notifications/initialized" }.map { Self.stamping($0, meta: stamp) }
         }
         let requests = messages.filter(\.isRequest)
         let others = messages.filter { !$0.isRequest }
@@ -128,6 +133,10 @@ struct StdioBridge: Sendable {
         guard let final, let response = try? JSONRPCMessage(parsing: final) else {
             await manager.abandon(session, reason: "the MCP server ended before answering initialize")
             throw .stdioStartFailed(service: manager.service.name, detail: "the MCP server ended before answering initialize")
+        }
+        if response.kind == .errorResponse, response.value(at: ["error", "code"]) == String(ModernProtocol.unsupportedVersion) {
+            // A 2026-07-28-only child: the gateway answers initialize itself from its discover.
+            return try await initializeForModernChild(message, session: session, manager: manager, caller: caller)
         }
         guard response.kind == .response else {
             // Either the child answered initialize with an error (relayed as is), or the session

@@ -72,6 +72,9 @@ public final class LegacySession: Sendable {
         var ending: Ending?
         var sessionID: String?
         var owner: String?
+        /// A session-based client bridged to a 2026-07-28-only child: the `_meta` members (raw JSON)
+        /// stamped on every request forwarded to the child.
+        var modernMeta: String?
         /// Pool children (2026-07-28 clients) idle out on the pool's timeout; warm ones never do.
         var idleTimeout: Duration?
         var neverIdle = false
@@ -115,6 +118,12 @@ public final class LegacySession: Sendable {
             guard !state.neverIdle, state.pending.isEmpty, state.lastActivity < now - (state.idleTimeout ?? defaultTimeout) else { return false }
             return !state.streams.values.contains { $0.continuation != nil }
         }
+    }
+
+    /// Set when the child speaks only 2026-07-28 and the gateway translates for a session-based client.
+    public var modernMeta: String? {
+        get { state.withLock { $0.modernMeta } }
+        set { state.withLock { $0.modernMeta = newValue } }
     }
 
     /// The session's own idle timeout (pool children), if any.

@@ -237,3 +237,22 @@ def test_modern_client_reaches_a_modern_only_child_directly(start_gateway):
     assert echoed == "direct" and counted == "counted 2" and updates == [1, 2]
     discover = httpx.post(gateway.url("/kit/mcp"), json=modern_body("server/discover"), headers=modern_headers("server/discover"), timeout=30).json()
     assert discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "modern-stdio"
+
+
+def test_session_based_client_reaches_a_modern_only_child(start_gateway):
+    import mcp_types as types
+
+    gateway = start_gateway(modern_only_config())
+
+    async def run(mode):
+        async with Client(gateway.url("/kit/mcp"), mode=mode, client_info=types.Implementation(name="legacy-client", version="1")) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "translated"})
+            who = await client.call_tool("whoami", {})
+            return names, echoed.content[0].text, who.content[0].text
+
+    for mode in ("legacy", "auto"):
+        names, echoed, who = anyio.run(run, mode)
+        assert {"echo", "whoami"} <= names and echoed == "translated"
+        # The gateway stamped the client's own identity from initialize into _meta.
+        assert who == "legacy-client"
