@@ -246,12 +246,41 @@ extension StdioBridge {
             // A modern child: the request as the client sent it, the answers as the child wrote them.
             return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: nil)
         }
+        // A retry carrying `requestState`: the answers go to the child's waiting asks, and the
+        // original request's outcome answers this one.
+        if let token = message.string(at: ["params", "requestState"]) {
+            guard let parked = inputRequired.take(token: token, owner: owner) else {
+                return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
+            }
+            var answers: [JSONRPCMessage] = []
+            for (key, childID) in parked.asks {
+                let value = message.value(at: ["params", "inputResponses", key])
+                let line = value.map { "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"result\":\($0)}" }
+                    ?? "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"error\":{\"code\":-32600,\"message\":\"the client sent no response for this request\"}}"
+                if let answer = try? JSONRPCMessage(parsing: line) { answers.append(answer) }
+            }
+            do { try parked.session.sendNotifications(answers) } catch {
+                return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
+            }
+            return await driveTranslated(parked.session, parked.subscription, parked.iterator, request: request, context: context, rawID: rawID, method: method,
+                                         owner: owner, capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
+        }
         // The child speaks the session-based protocol: it gets the request without the modern
         // `_meta` keys (spliced out; rewritten only when `_meta` also holds other keys).
+        let capabilities = message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"])
         guard let message = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? Self.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
-        return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: Self.completeResult(for: method))
+        guard message.isRequest else {
+            do { try entry.session.sendNotifications([message]) } catch {}
+            return Response(status: .accepted)
+        }
+        let subscription: LegacySession.Subscription
+        do { subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout) } catch {
+            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
+        }
+        return await driveTranslated(entry.session, subscription, IteratorBox(subscription.items.makeAsyncIterator()), request: request, context: context,
+                                     rawID: rawID, method: method, owner: owner, capabilities: capabilities)
     }
 
     private func forward(
@@ -288,7 +317,9 @@ extension StdioBridge {
     }
 
     static let discoverProbe = #"{"jsonrpc":"2.0","id":"mcp-gateway-discover","method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#
-    static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
+    /// Offers elicitation and sampling: a child's asks become Multi Round-Trip Requests to the
+    /// 2026-07-28 client (refused by the gateway when that client did not declare the capability).
+    static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{},"sampling":{}},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
 
     /// Starts a child and learns its era (2026-07-28 stdio rule): `server/discover` first; a
     /// DiscoverResult naming 2026-07-28 means modern, anything else (an error, another version)
@@ -440,5 +471,116 @@ extension StdioBridge {
         object["params"] = params
         guard let data = try? JSONSerialization.data(withJSONObject: object), let stamped = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)) else { return message }
         return stamped
+    }
+}
+
+/// Asks of session-based children waiting for a 2026-07-28 client's retry (Multi Round-Trip
+/// Requests): the `requestState` handed to the client is an unguessable handle, bound to the
+/// identity it was issued to and valid for a few minutes; the original request keeps running in
+/// the child meanwhile.
+final class InputRequiredStore: Sendable {
+    struct Parked: Sendable {
+        let session: LegacySession
+        let subscription: LegacySession.Subscription
+        let iterator: IteratorBox
+        /// Input-request key → the child's request id (raw JSON).
+        let asks: [(String, String)]
+        let owner: String
+        let expires: ContinuousClock.Instant
+    }
+
+    static let lifetime: Duration = .seconds(300)
+    private let parked = Mutex<[String: Parked]>([:])
+
+    func park(_ value: Parked) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let now = ContinuousClock.now
+        parked.withLock { parked in
+            parked = parked.filter { $0.value.expires > now }
+            parked[token] = value
+        }
+        return token
+    }
+
+    func take(token: String, owner: String) -> Parked? {
+        parked.withLock { parked in
+            guard let value = parked[token], value.owner == owner, value.expires > .now else { return nil }
+            parked[token] = nil
+            return value
+        }
+    }
+}
+
+extension StdioBridge {
+    static let askCapabilities = ["elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"]
+
+    /// Relays a translated child's answer to a 2026-07-28 client: progress and other notifications
+    /// as SSE events while they come; the final result (with `resultType`); or, when the child asks
+    /// the client something, an `InputRequiredResult` whose `requestState` parks the request.
+    func driveTranslated(
+        _ session: LegacySession, _ subscription: LegacySession.Subscription, _ iterator: IteratorBox, request: Request, context: GatewayRequestContext,
+        rawID: String?, method: String, owner: String, capabilities: String?
+    ) async -> Response {
+        let transform = Self.completeResult(for: method)
+        let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
+        let parkedFlag = Mutex(false)
+        // Closing the response stream cancels the request, unless it was parked for a retry.
+        let watcher = InboundCloseWatcher.watcher(for: context.channel)
+        let token = watcher?.onClose { if !parkedFlag.withLock({ $0 }) { session.cancelRequests(of: subscription, reason: "the client closed the response stream") } }
+        let finish: @Sendable () -> Void = {
+            watcher?.cancel(token)
+            if !parkedFlag.withLock({ $0 }) {
+                session.readerStopped(subscription)
+                session.cancelRequests(of: subscription, reason: "the client closed the response stream")
+            }
+        }
+        let store = inputRequired
+        /// The next message to send the client, or nil when the stream ended without an answer.
+        @Sendable func next() async -> (bytes: ByteBuffer, final: Bool)? {
+            while let item = await iterator.next() {
+                guard case .message(_, let bytes, let isFinal) = item else { return nil }
+                if isFinal {
+                    let answer = (try? JSONRPCMessage(parsing: bytes))?.replacingID(with: rawID ?? "null") ?? bytes
+                    return (transform(answer, true), true)
+                }
+                guard let ask = try? JSONRPCMessage(parsing: bytes), ask.isRequest, let askMethod = ask.method, let childID = ask.rawID else {
+                    return (bytes, false)
+                }
+                guard let capability = Self.askCapabilities[askMethod], declared.contains(capability) else {
+                    // The client cannot answer this kind of ask: the child hears so at once.
+                    let refusal = "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}"
+                    try? session.sendNotifications([try JSONRPCMessage(parsing: refusal)])
+                    continue
+                }
+                parkedFlag.withLock { $0 = true }
+                let handle = store.park(.init(session: session, subscription: subscription, iterator: iterator, asks: [("input-1", childID)], owner: owner,
+                                              expires: .now + InputRequiredStore.lifetime))
+                let params = ask.value(at: ["params"]) ?? "{}"
+                let result = "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(handle)\"}}"
+                return (ByteBuffer(string: result), true)
+            }
+            return nil
+        }
+        guard let first = await next() else {
+            finish()
+            return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
+        }
+        if first.final {
+            finish()
+            return Self.jsonResponse(first.bytes, headers: [:])
+        }
+        let body = ResponseBody { writer in
+            defer { finish() }
+            try await writer.write(SSEEncoding.event(id: nil, data: first.bytes))
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                while let message = await next() {
+                    try await writer.write(SSEEncoding.event(id: nil, data: message.bytes))
+                    if message.final { break }
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
     }
 }

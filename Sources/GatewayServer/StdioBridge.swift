@@ -19,6 +19,7 @@ struct StdioBridge: Sendable {
 
     let registry: StdioRegistry
     let modernSessions = ModernSessions()
+    let inputRequired = InputRequiredStore()
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.

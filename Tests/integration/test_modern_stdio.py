@@ -256,3 +256,37 @@ def test_session_based_client_reaches_a_modern_only_child(start_gateway):
         assert {"echo", "whoami"} <= names and echoed == "translated"
         # The gateway stamped the client's own identity from initialize into _meta.
         assert who == "legacy-client"
+
+
+def test_a_legacy_childs_asks_become_multi_round_trip_requests(start_gateway):
+    """A session-based child asks the client (elicitation, sampling) in the middle of a tool call;
+    a 2026-07-28 client gets an InputRequiredResult, answers it on its retry, and receives the
+    original call's result. The SDK client drives the retries itself."""
+    import mcp_types as types
+
+    text = config("mcp-server-time").replace(f"args: [\"{SERVERS / 'stdio_server.py'}\"]", f"args: [\"{SERVERS / 'raw_stdio_server.py'}\"]")
+    gateway = start_gateway(text)
+
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="42"), model="test-model")
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+    async def run():
+        async with Client(gateway.url("/kit/mcp"), mode="2026-07-28", sampling_callback=sampling, elicitation_callback=elicitation) as client:
+            liked = await client.call_tool("ask_user", {})
+            said = await client.call_tool("ask_llm", {})
+            return liked.content[0].text, said.content[0].text
+
+    liked, said = anyio.run(run)
+    assert liked == "user likes teal" and said == "model said: 42"
+
+    # A client that declared no elicitation: the gateway refuses the ask to the child instead.
+    body = modern_body("tools/call", {"name": "ask_user", "arguments": {}})
+    refused = httpx.post(gateway.url("/kit/mcp"), json=body, headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
+    assert "did not declare support for elicitation/create" in refused["result"]["content"][0]["text"]
+    # A forged requestState is refused.
+    forged = modern_body("tools/call", {"name": "ask_user", "arguments": {}, "requestState": "0" * 48, "inputResponses": {}})
+    answer = httpx.post(gateway.url("/kit/mcp"), json=forged, headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
+    assert answer["error"]["code"] == -32602

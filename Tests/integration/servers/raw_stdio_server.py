@@ -11,7 +11,20 @@ TOOLS = [
     {"name": "echo", "description": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
     {"name": "garbage", "description": "writes a non-JSON line first", "inputSchema": {"type": "object"}},
     {"name": "pid", "description": "process id", "inputSchema": {"type": "object"}},
+    {"name": "ask_user", "description": "asks the user (elicitation) for a colour", "inputSchema": {"type": "object"}},
+    {"name": "ask_llm", "description": "asks the client's model (sampling)", "inputSchema": {"type": "object"}},
 ]
+
+
+def ask_client(method: str, params: dict) -> dict:
+    """Sends a request to the client and reads stdin until its answer (other lines are ignored)."""
+    ask_id = f"ask-{method}"
+    send({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params})
+    for answer_line in sys.stdin:
+        answer = json.loads(answer_line)
+        if answer.get("id") == ask_id and "method" not in answer:
+            return answer
+    return {}
 
 
 def send(message: dict) -> None:
@@ -44,6 +57,18 @@ for line in sys.stdin:
             text_result(request_id, "still fine")
         elif name == "pid":
             text_result(request_id, str(os.getpid()))
+        elif name == "ask_user":
+            answer = ask_client("elicitation/create", {"message": "What is your favourite colour?", "requestedSchema": {
+                "type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}})
+            result = answer.get("result") or {}
+            if result.get("action") == "accept":
+                text_result(request_id, f"user likes {result.get('content', {}).get('colour')}")
+            else:
+                text_result(request_id, f"user chose {result.get('action') or answer.get('error', {}).get('message')}")
+        elif name == "ask_llm":
+            answer = ask_client("sampling/createMessage", {"messages": [{"role": "user", "content": {"type": "text", "text": "meaning of life?"}}], "maxTokens": 20})
+            result = answer.get("result") or {}
+            text_result(request_id, f"model said: {(result.get('content') or {}).get('text') or answer.get('error', {}).get('message')}")
         else:
             text_result(request_id, message["params"].get("arguments", {}).get("text", ""))
     elif request_id is not None and method is not None:
