@@ -357,7 +357,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
-        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool"]
+        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool", "sseKeepAlive"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         guard let commandNode = fields["command"] else {
             reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
@@ -400,6 +400,13 @@ struct ConfigurationBuilder {
             startTimeout: start, spares: spares, maxRequestBodyBytes: body
         )
         service.passIdentity = passIdentity
+        if let node = fields["sseKeepAlive"], let value = reader.duration(node, "\(path).sseKeepAlive") {
+            guard value >= .milliseconds(100) else {
+                reader.report("sseKeepAlive must be at least 100ms", "\(path).sseKeepAlive", node)
+                return nil
+            }
+            service.sseKeepAlive = value
+        }
         if let node = fields["isolation"], let text = reader.string(node, "\(path).isolation") {
             guard let isolation = StdioServiceConfiguration.Isolation(rawValue: text) else {
                 reader.report("isolation must be \"user\" (the default: a child never serves two identities) or \"shared\", got \"\(text)\"", "\(path).isolation", node)

@@ -278,6 +278,9 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
     /// (`user`, the default: stdio servers keep state).
     public var isolation: Isolation = .user
     public var pool: PoolSettings = .default
+    /// SSE comment sent on a 2026-07-28 response stream that has been quiet this long, so proxies
+    /// and clients do not time it out.
+    public var sseKeepAlive: Duration = .seconds(15)
 
     public enum Isolation: String, Sendable, Equatable {
         case user

@@ -263,7 +263,8 @@ extension StdioBridge {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
             }
             return await driveTranslated(parked.session, parked.subscription, parked.iterator, request: request, context: context, rawID: rawID, method: method,
-                                         owner: owner, capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
+                                         owner: owner, capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]),
+                                         keepAliveInterval: service.sseKeepAlive)
         }
         // The child speaks the session-based protocol: it gets the request without the modern
         // `_meta` keys (spliced out; rewritten only when `_meta` also holds other keys).
@@ -280,7 +281,7 @@ extension StdioBridge {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
         return await driveTranslated(entry.session, subscription, IteratorBox(subscription.items.makeAsyncIterator()), request: request, context: context,
-                                     rawID: rawID, method: method, owner: owner, capabilities: capabilities)
+                                     rawID: rawID, method: method, owner: owner, capabilities: capabilities, keepAliveInterval: service.sseKeepAlive)
     }
 
     private func forward(
@@ -520,24 +521,24 @@ extension StdioBridge {
     /// the client something, an `InputRequiredResult` whose `requestState` parks the request.
     func driveTranslated(
         _ session: LegacySession, _ subscription: LegacySession.Subscription, _ iterator: IteratorBox, request: Request, context: GatewayRequestContext,
-        rawID: String?, method: String, owner: String, capabilities: String?
+        rawID: String?, method: String, owner: String, capabilities: String?, keepAliveInterval: Duration = .seconds(15)
     ) async -> Response {
         let transform = Self.completeResult(for: method)
         let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
-        let parkedFlag = Mutex(false)
+        let parkedFlag = ParkedFlag()
         // Closing the response stream cancels the request, unless it was parked for a retry.
         let watcher = InboundCloseWatcher.watcher(for: context.channel)
-        let token = watcher?.onClose { if !parkedFlag.withLock({ $0 }) { session.cancelRequests(of: subscription, reason: "the client closed the response stream") } }
+        let token = watcher?.onClose { if !parkedFlag.value { session.cancelRequests(of: subscription, reason: "the client closed the response stream") } }
         let finish: @Sendable () -> Void = {
             watcher?.cancel(token)
-            if !parkedFlag.withLock({ $0 }) {
+            if !parkedFlag.value {
                 session.readerStopped(subscription)
                 session.cancelRequests(of: subscription, reason: "the client closed the response stream")
             }
         }
         let store = inputRequired
         /// The next message to send the client, or nil when the stream ended without an answer.
-        @Sendable func next() async -> (bytes: ByteBuffer, final: Bool)? {
+        let next: @Sendable () async -> (bytes: ByteBuffer, final: Bool)? = {
             while let item = await iterator.next() {
                 guard case .message(_, let bytes, let isFinal) = item else { return nil }
                 if isFinal {
@@ -553,7 +554,7 @@ extension StdioBridge {
                     try? session.sendNotifications([try JSONRPCMessage(parsing: refusal)])
                     continue
                 }
-                parkedFlag.withLock { $0 = true }
+                parkedFlag.set()
                 let handle = store.park(.init(session: session, subscription: subscription, iterator: iterator, asks: [("input-1", childID)], owner: owner,
                                               expires: .now + InputRequiredStore.lifetime))
                 let params = ask.value(at: ["params"]) ?? "{}"
@@ -570,17 +571,43 @@ extension StdioBridge {
             finish()
             return Self.jsonResponse(first.bytes, headers: [:])
         }
+        let keepAlive = keepAliveInterval
         let body = ResponseBody { writer in
             defer { finish() }
             try await writer.write(SSEEncoding.event(id: nil, data: first.bytes))
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
+            // One producer feeds the messages and, when the stream is quiet, keep-alive comments.
+            let (events, continuation) = AsyncStream<ByteBuffer?>.makeStream()
+            let producer = Task {
                 while let message = await next() {
-                    try await writer.write(SSEEncoding.event(id: nil, data: message.bytes))
+                    continuation.yield(SSEEncoding.event(id: nil, data: message.bytes))
                     if message.final { break }
+                }
+                continuation.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    guard (try? await Task.sleep(for: keepAlive)) != nil else { break }
+                    continuation.yield(nil)
+                }
+            }
+            defer {
+                ticker.cancel()
+                producer.cancel()
+            }
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                for await event in events {
+                    try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
                 }
             }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
     }
+}
+
+/// Set once a request is parked for a Multi Round-Trip retry: it must then outlive its response.
+final class ParkedFlag: Sendable {
+    private let state = Mutex(false)
+    var value: Bool { state.withLock { $0 } }
+    func set() { state.withLock { $0 = true } }
 }

@@ -290,3 +290,16 @@ def test_a_legacy_childs_asks_become_multi_round_trip_requests(start_gateway):
     forged = modern_body("tools/call", {"name": "ask_user", "arguments": {}, "requestState": "0" * 48, "inputResponses": {}})
     answer = httpx.post(gateway.url("/kit/mcp"), json=forged, headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
     assert answer["error"]["code"] == -32602
+
+
+def test_quiet_sse_streams_get_keep_alive_comments(start_gateway):
+    text = config("mcp-server-time").replace(f"args: [\"{SERVERS / 'stdio_server.py'}\"]", f"args: [\"{SERVERS / 'raw_stdio_server.py'}\"]\n          sseKeepAlive: \"200ms\"")
+    gateway = start_gateway(text)
+    body = modern_body("tools/call", {"name": "slow", "arguments": {"seconds": 1.2}})
+    body["params"]["_meta"]["progressToken"] = "p1"
+    with httpx.stream("POST", gateway.url("/kit/mcp"), json=body, headers=modern_headers("tools/call", "slow"), timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = "".join(response.iter_text())
+    assert ": keep-alive" in stream
+    assert stream.index("notifications/progress") < stream.index(": keep-alive") < stream.index("slow done")
+    assert '"resultType":"complete"' in stream.replace(" ", "")

@@ -13,6 +13,7 @@ TOOLS = [
     {"name": "pid", "description": "process id", "inputSchema": {"type": "object"}},
     {"name": "ask_user", "description": "asks the user (elicitation) for a colour", "inputSchema": {"type": "object"}},
     {"name": "ask_llm", "description": "asks the client's model (sampling)", "inputSchema": {"type": "object"}},
+    {"name": "slow", "description": "one progress notification, then an answer after `seconds`", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -57,6 +58,13 @@ for line in sys.stdin:
             text_result(request_id, "still fine")
         elif name == "pid":
             text_result(request_id, str(os.getpid()))
+        elif name == "slow":
+            token = (message["params"].get("_meta") or {}).get("progressToken")
+            if token is not None:
+                send({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1, "total": 2}})
+            import time
+            time.sleep(float(message["params"].get("arguments", {}).get("seconds", 1)))
+            text_result(request_id, "slow done")
         elif name == "ask_user":
             answer = ask_client("elicitation/create", {"message": "What is your favourite colour?", "requestedSchema": {
                 "type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}})
