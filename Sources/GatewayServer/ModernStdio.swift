@@ -67,6 +67,9 @@ final class ModernSessions: Sendable {
         let modern: Bool
         /// The child's DiscoverResult (modern) or InitializeResult (legacy) as a JSON object.
         let initializeResult: [String: SendableJSON]
+        /// The child's own notifications (list changes) for `subscriptions/listen` streams;
+        /// translated children only.
+        var hub: NotificationHub? = nil
     }
 
     private struct Pool {
@@ -246,6 +249,9 @@ extension StdioBridge {
             // A modern child: the request as the client sent it, the answers as the child wrote them.
             return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: nil)
         }
+        if method == "subscriptions/listen", let hub = entry.hub {
+            return listen(message, rawID: rawID, entry: entry, hub: hub, request: request, keepAlive: service.sseKeepAlive)
+        }
         // A retry carrying `requestState`: the answers go to the child's waiting asks, and the
         // original request's outcome answers this one.
         if let token = message.string(at: ["params", "requestState"]) {
@@ -348,8 +354,10 @@ extension StdioBridge {
             throw GatewayError.stdioStartFailed(service: manager.service.name, detail: reason)
         }
         session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
+        // The child's unsolicited notifications go to the hub, never into a request's stream.
+        let hub = NotificationHub(session: session)
         try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
-        return ModernSessions.Entry(session: session, modern: false, initializeResult: result.mapValues(SendableJSON.init))
+        return ModernSessions.Entry(session: session, modern: false, initializeResult: result.mapValues(SendableJSON.init), hub: hub)
     }
 
     /// The response a stream ends with, decoded (nil when the stream ended without one).
@@ -610,4 +618,145 @@ final class ParkedFlag: Sendable {
     private let state = Mutex(false)
     var value: Bool { state.withLock { $0 } }
     func set() { state.withLock { $0 = true } }
+}
+
+/// The notifications a translated child sends on its own (list changes), fanned out to the
+/// `subscriptions/listen` streams that asked for them. Reads the session's standalone stream.
+final class NotificationHub: Sendable {
+    private struct Listener {
+        let methods: Set<String>
+        let subscriptionID: String
+        let continuation: AsyncStream<ByteBuffer?>.Continuation
+    }
+
+    private let listeners = Mutex<(next: Int, all: [Int: Listener], ended: Bool)>((0, [:], false))
+
+    init(session: LegacySession) {
+        guard let subscription = try? session.attachStream(lastEventID: nil) else {
+            listeners.withLock { $0.ended = true }
+            return
+        }
+        Task { [weak self] in
+            for await item in subscription.items {
+                guard case .message(_, let bytes, _) = item else { break }
+                self?.deliver(bytes)
+            }
+            self?.end()
+        }
+    }
+
+    /// A stream of notifications (raw JSON, stamped with the subscription id); nil marks the end.
+    func listen(methods: Set<String>, subscriptionID: String) -> (Int, AsyncStream<ByteBuffer?>) {
+        let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
+        let id: Int = listeners.withLock { state in
+            state.next += 1
+            if state.ended {
+                continuation.yield(nil)
+                continuation.finish()
+            } else {
+                state.all[state.next] = Listener(methods: methods, subscriptionID: subscriptionID, continuation: continuation)
+            }
+            return state.next
+        }
+        return (id, stream)
+    }
+
+    func stop(_ id: Int) {
+        let listener = listeners.withLock { $0.all.removeValue(forKey: id) }
+        listener?.continuation.finish()
+    }
+
+    private func deliver(_ bytes: ByteBuffer) {
+        guard let message = try? JSONRPCMessage(parsing: bytes), let method = message.method, !message.isRequest else { return }
+        let targets = listeners.withLock { state in state.all.values.filter { $0.methods.contains(method) } }
+        for listener in targets {
+            listener.continuation.yield(Self.stamped(message, subscriptionID: listener.subscriptionID))
+        }
+    }
+
+    private func end() {
+        let all = listeners.withLock { state -> [Listener] in
+            state.ended = true
+            defer { state.all.removeAll() }
+            return Array(state.all.values)
+        }
+        for listener in all {
+            listener.continuation.yield(nil)
+            listener.continuation.finish()
+        }
+    }
+
+    /// The notification with `_meta["io.modelcontextprotocol/subscriptionId"]` set.
+    static func stamped(_ message: JSONRPCMessage, subscriptionID: String) -> ByteBuffer {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any],
+              let id = try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])
+        else { return message.bytes }
+        var params = object["params"] as? [String: Any] ?? [:]
+        var meta = params["_meta"] as? [String: Any] ?? [:]
+        meta[ModernProtocol.metaPrefix + "subscriptionId"] = id
+        params["_meta"] = meta
+        object["params"] = params
+        return ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object)) ?? Data(buffer: message.bytes))
+    }
+}
+
+extension StdioBridge {
+    static let listChangedFilters = [
+        ("toolsListChanged", "tools", "notifications/tools/list_changed"),
+        ("promptsListChanged", "prompts", "notifications/prompts/list_changed"),
+        ("resourcesListChanged", "resources", "notifications/resources/list_changed"),
+    ]
+
+    /// `subscriptions/listen` for a translated child: acknowledged with the subset the child can
+    /// announce (its `listChanged` capabilities), then its list changes as they come, until the
+    /// client closes the stream (or the child ends: then a completion result closes it).
+    func listen(_ message: JSONRPCMessage, rawID: String?, entry: ModernSessions.Entry, hub: NotificationHub, request: Request, keepAlive: Duration) -> Response {
+        let subscriptionID = rawID ?? "null"
+        let capabilities = entry.initializeResult["capabilities"]?.value as? [String: Any] ?? [:]
+        var acknowledged: [String: Any] = [:]
+        var methods: Set<String> = []
+        for (field, capability, method) in Self.listChangedFilters where message.value(at: ["params", "notifications", field]) == "true" {
+            if (capabilities[capability] as? [String: Any])?["listChanged"] as? Bool == true {
+                acknowledged[field] = true
+                methods.insert(method)
+            }
+        }
+        let ackParams: [String: Any] = ["_meta": [ModernProtocol.metaPrefix + "subscriptionId": (try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])) ?? NSNull()],
+                                        "notifications": acknowledged]
+        let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams])) ?? Data()
+        let (listenerID, notifications) = hub.listen(methods: methods, subscriptionID: subscriptionID)
+        let body = ResponseBody { writer in
+            defer { hub.stop(listenerID) }
+            try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(bytes: ack)))
+            let (events, continuation) = AsyncStream<ByteBuffer?>.makeStream()
+            let producer = Task {
+                for await notification in notifications {
+                    guard let notification else {
+                        // The child went away: end the subscription gracefully.
+                        continuation.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")))
+                        break
+                    }
+                    continuation.yield(SSEEncoding.event(id: nil, data: notification))
+                }
+                continuation.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    guard (try? await Task.sleep(for: keepAlive)) != nil else { break }
+                    continuation.yield(nil)
+                }
+            }
+            defer {
+                ticker.cancel()
+                producer.cancel()
+            }
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                for await event in events {
+                    try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
+    }
 }

@@ -17,7 +17,7 @@ final class StderrRelay: Sendable {
 
     func relay(_ line: ByteBuffer) {
         let now = ContinuousClock.now
-        let (shouldLog, suppressedReport) = state.withLock { state -> (Bool, Int) in
+        let (shouldLog, suppressedReport, flushAt) = state.withLock { state -> (Bool, Int, ContinuousClock.Instant?) in
             var report = 0
             if now - state.windowStart >= .seconds(1) {
                 report = state.suppressed
@@ -25,16 +25,35 @@ final class StderrRelay: Sendable {
             }
             if state.logged < linesPerSecond {
                 state.logged += 1
-                return (true, report)
+                return (true, report, nil)
             }
             state.suppressed += 1
-            return (false, report)
+            // The first suppressed line of a window: report the count when the window closes, even
+            // if the burst ends before another line arrives.
+            return (false, report, state.suppressed == 1 ? state.windowStart : nil)
         }
         if suppressedReport > 0 {
             logger.warning("child stderr: lines suppressed (rate limit)", metadata: ["suppressed": "\(suppressedReport)"])
         }
+        if let windowStart = flushAt {
+            Task { [weak self] in
+                try? await Task.sleep(until: windowStart + .seconds(1), clock: .continuous)
+                self?.flush(windowStart: windowStart)
+            }
+        }
         if shouldLog {
             logger.info("child stderr", metadata: ["line": "\(String(buffer: line))"])
+        }
+    }
+
+    private func flush(windowStart: ContinuousClock.Instant) {
+        let count = state.withLock { state -> Int in
+            guard state.windowStart == windowStart, state.suppressed > 0 else { return 0 }
+            defer { state.suppressed = 0 }
+            return state.suppressed
+        }
+        if count > 0 {
+            logger.warning("child stderr: lines suppressed (rate limit)", metadata: ["suppressed": "\(count)"])
         }
     }
 }

@@ -303,3 +303,42 @@ def test_quiet_sse_streams_get_keep_alive_comments(start_gateway):
     assert ": keep-alive" in stream
     assert stream.index("notifications/progress") < stream.index(": keep-alive") < stream.index("slow done")
     assert '"resultType":"complete"' in stream.replace(" ", "")
+
+
+def test_subscriptions_listen_delivers_a_translated_childs_list_changes(start_gateway):
+    import json
+    import threading
+
+    text = config("mcp-server-time").replace(f"args: [\"{SERVERS / 'stdio_server.py'}\"]", f"args: [\"{SERVERS / 'raw_stdio_server.py'}\"]")
+    gateway = start_gateway(text)
+    url = gateway.url("/kit/mcp")
+    body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, id=41)
+    events: list[dict] = []
+    acknowledged = threading.Event()
+    changed = threading.Event()
+
+    def listen():
+        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if len(events) == 1:
+                        acknowledged.set()
+                    else:
+                        changed.set()
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert acknowledged.wait(20), "no acknowledgment"
+    ack = events[0]
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
+    # The child announces tool changes only: prompts are not acknowledged.
+    assert ack["params"]["notifications"] == {"toolsListChanged": True}
+    call = httpx.post(url, json=modern_body("tools/call", {"name": "add_tool", "arguments": {}}), headers=modern_headers("tools/call", "add_tool"), timeout=30)
+    assert call.json()["result"]["content"][0]["text"] == "added"
+    assert changed.wait(20), "no list_changed on the subscription"
+    assert events[1]["method"] == "notifications/tools/list_changed"
+    assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
+    listener.join(5)

@@ -14,6 +14,7 @@ TOOLS = [
     {"name": "ask_user", "description": "asks the user (elicitation) for a colour", "inputSchema": {"type": "object"}},
     {"name": "ask_llm", "description": "asks the client's model (sampling)", "inputSchema": {"type": "object"}},
     {"name": "slow", "description": "one progress notification, then an answer after `seconds`", "inputSchema": {"type": "object"}},
+    {"name": "add_tool", "description": "announces a tool list change", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -45,7 +46,7 @@ for line in sys.stdin:
         if version not in ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"):
             version = "2025-11-25"
         send({"jsonrpc": "2.0", "id": request_id, "result": {
-            "protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "raw-stdio", "version": "1.0"}}})
+            "protocolVersion": version, "capabilities": {"tools": {"listChanged": True}}, "serverInfo": {"name": "raw-stdio", "version": "1.0"}}})
     elif method == "ping":
         send({"jsonrpc": "2.0", "id": request_id, "result": {}})
     elif method == "tools/list":
@@ -58,6 +59,9 @@ for line in sys.stdin:
             text_result(request_id, "still fine")
         elif name == "pid":
             text_result(request_id, str(os.getpid()))
+        elif name == "add_tool":
+            text_result(request_id, "added")
+            send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         elif name == "slow":
             token = (message["params"].get("_meta") or {}).get("progressToken")
             if token is not None:
