@@ -106,6 +106,7 @@ public struct Gateway {
             membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)
         }
         let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
+        let modernHTTP = ModernHTTPTranslator()
         _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
@@ -114,7 +115,7 @@ public struct Gateway {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
             let responder = GatewayResponder(
-                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate, store: redis
+                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate, modernHTTP: modernHTTP, store: redis
             )
             let app = Application(
                 responder: responder,

@@ -19,6 +19,7 @@ struct GatewayResponder: HTTPResponder {
     let registration: RegistrationEndpoints
     let oauth: OAuthEndpoints
     let gate: ResourceGate
+    let modernHTTP: ModernHTTPTranslator
     /// Checked by /readyz; nil when state lives in memory.
     let store: (any KeyValueStore)?
 
@@ -66,6 +67,9 @@ struct GatewayResponder: HTTPResponder {
             }
             switch route.upstream {
             case .http(let upstream):
+                if ModernProtocol.isModern(request), await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
+                    return try await modernHTTP.handle(request, context: context, route: route, upstream: upstream, caller: caller)
+                }
                 return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
             case .stdio(let manager):
                 return try await stdio.handle(request, context: context, route: route, manager: manager, verified: caller)

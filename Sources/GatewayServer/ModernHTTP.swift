@@ -1,0 +1,222 @@
+import AsyncHTTPClient
+import Foundation
+import GatewayConfig
+import GatewayStdio
+import GatewayUpstream
+import HTTPTypes
+import Hummingbird
+import Logging
+import MCPMessages
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// 2026-07-28 clients on an HTTP route whose upstream speaks only the session-based protocol.
+/// The upstream's era is probed once per upstream URL with `server/discover` (cached); a modern
+/// upstream gets modern requests proxied as they are. For a legacy upstream the gateway is the
+/// session-based client: one upstream session per identity (`initialize` once, `Mcp-Session-Id`
+/// kept, re-initialized once if the upstream forgets it), requests forwarded without the modern
+/// `_meta`, results given `resultType` (and `ttlMs`/`cacheScope` where 2026-07-28 wants them).
+/// Interim notifications are relayed as SSE events before the result (after the upstream
+/// finished, not live). Server→client asks from a legacy upstream are not translated yet.
+final class ModernHTTPTranslator: Sendable {
+    enum Era: Sendable { case modern, legacy }
+
+    struct UpstreamSession: Sendable {
+        let id: String
+        let protocolVersion: String
+        let initializeResult: [String: SendableJSON]
+    }
+
+    private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
+    private let sessions = Mutex<[String: UpstreamSession]>([:])
+    static let eraTTL: Duration = .seconds(600)
+    static let maxBody = 16 * 1024 * 1024
+
+    /// The upstream's era, probed with `server/discover` when unknown or stale.
+    func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
+        let now = ContinuousClock.now
+        if let (era, checked) = eras.withLock({ $0[upstream.service.url] }), now - checked < Self.eraTTL { return era }
+        var headers = Self.baseHeaders(upstream)
+        headers.replaceOrAdd(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
+        headers.replaceOrAdd(name: "Mcp-Method", value: "server/discover")
+        // The 2026-07-28 HTTP rule: a modern request first; only a 4xx without a modern error body
+        // means a session-based server. Anything else (including no answer) is proxied as it is.
+        guard let response = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: logger) else {
+            return .modern
+        }
+        var era = Era.modern
+        if (400..<500).contains(response.status.code) {
+            let body = (try? await response.body.collect(upTo: 64 * 1024)) ?? ByteBuffer()
+            let code = (try? JSONRPCMessage(parsing: body))?.value(at: ["error", "code"])
+            let modernCodes = [ModernProtocol.headerMismatch, ModernProtocol.unsupportedVersion, JSONRPCErrorResponse.methodNotFound].map(String.init)
+            if !(code.map(modernCodes.contains) ?? false) { era = .legacy }
+        } else {
+            _ = try? await response.body.collect(upTo: Self.maxBody)
+        }
+        eras.withLock { $0[upstream.service.url] = (era, now) }
+        logger.info("upstream era detected", metadata: ["service": "\(upstream.service.name)", "era": "\(era == .modern ? "2026-07-28" : "session-based")"])
+        return era
+    }
+
+    static func baseHeaders(_ upstream: HTTPUpstream) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Accept", value: "application/json, text/event-stream")
+        for header in upstream.service.headers { headers.add(name: header.name, value: header.value) }
+        return headers
+    }
+
+    /// The final JSON-RPC response of an upstream answer (JSON or SSE) and the messages before it.
+    static func collect(_ response: HTTPClientResponse) async throws -> (ByteBuffer, [ByteBuffer])? {
+        let body = try await response.body.collect(upTo: maxBody)
+        let contentType = response.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard contentType.hasPrefix("text/event-stream") else { return (body, []) }
+        var messages: [ByteBuffer] = []
+        let text = String(buffer: body).replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        for block in text.components(separatedBy: "\n\n") {
+            let data = block.split(separator: "\n").filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
+            if !data.isEmpty { messages.append(ByteBuffer(string: data)) }
+        }
+        guard let index = messages.lastIndex(where: { (try? JSONRPCMessage(parsing: $0))?.isResponse == true }) else { return nil }
+        return (messages[index], Array(messages[..<index]))
+    }
+
+    private func session(for key: String, upstream: HTTPUpstream, logger: Logger) async throws(GatewayError) -> UpstreamSession {
+        if let existing = sessions.withLock({ $0[key] }) { return existing }
+        let response: HTTPClientResponse
+        do {
+            response = try await upstream.send(method: .POST, query: nil, headers: Self.baseHeaders(upstream), body: ByteBuffer(string: StdioBridge.initializeRequest), logger: logger)
+        } catch {
+            throw .upstream(error)
+        }
+        guard response.status == .ok, let sessionID = response.headers.first(name: "mcp-session-id"),
+              let (final, _) = try? await Self.collect(response),
+              let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
+              let result = object["result"] as? [String: Any]
+        else {
+            throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream did not accept initialize from the gateway"))
+        }
+        let version = result["protocolVersion"] as? String ?? "2025-06-18"
+        var headers = Self.baseHeaders(upstream)
+        headers.add(name: "Mcp-Session-Id", value: sessionID)
+        headers.add(name: "MCP-Protocol-Version", value: version)
+        if let ack = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), logger: logger) {
+            _ = try? await ack.body.collect(upTo: 1024 * 1024)
+        }
+        let session = UpstreamSession(id: sessionID, protocolVersion: version, initializeResult: result.mapValues(SendableJSON.init))
+        sessions.withLock { $0[key] = session }
+        return session
+    }
+
+    /// Serves one modern request from a session-based upstream.
+    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
+        guard request.method == .post else {
+            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", rawID: nil)
+            response.headers[.allow] = "POST"
+            return response
+        }
+        var request = request
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
+        let message: JSONRPCMessage
+        switch ModernProtocol.validate(body: body, request: request) {
+        case .failure(let box): return box.response
+        case .success(let valid): message = valid
+        }
+        let rawID = message.rawID
+        let method = message.method ?? ""
+        let key = "\(route.router.name)\u{0}\(caller?.claims.sub ?? "anonymous")"
+        var session = try await session(for: key, upstream: upstream, logger: context.logger)
+        if method == "server/discover" {
+            return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
+        }
+        guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? StdioBridge.withoutModernMeta(message) else {
+            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
+        }
+        for attempt in 0..<2 {
+            var headers = Self.baseHeaders(upstream)
+            headers.add(name: "Mcp-Session-Id", value: session.id)
+            headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
+            if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
+            if let caller {
+                for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
+            }
+            let response: HTTPClientResponse
+            do {
+                response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: forwarded.bytes, logger: context.logger)
+            } catch {
+                throw .upstream(error)
+            }
+            if response.status == .notFound, attempt == 0 {
+                // The upstream forgot the session (restart, expiry): start another once.
+                _ = try? await response.body.collect(upTo: 1024 * 1024)
+                sessions.withLock { _ = $0.removeValue(forKey: key) }
+                session = try await self.session(for: key, upstream: upstream, logger: context.logger)
+                continue
+            }
+            guard message.isRequest else {
+                _ = try? await response.body.collect(upTo: 1024 * 1024)
+                return Response(status: .accepted)
+            }
+            guard let (final, interim) = try? await Self.collect(response) else {
+                throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
+            }
+            let answer = StdioBridge.completeResult(for: method)(final, true)
+            if interim.isEmpty {
+                return StdioBridge.jsonResponse(answer, headers: [:])
+            }
+            var events = interim.map { SSEEncoding.event(id: nil, data: $0) }
+            events.append(SSEEncoding.event(id: nil, data: answer))
+            return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: ResponseBody(contentsOf: events))
+        }
+        throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream lost its session twice"))
+    }
+}
+
+extension ModernProtocol {
+    /// The 2026-07-28 request rules (version, headers mirroring the body), as one step.
+    static func validate(body: ByteBuffer, request: Request) -> Result<JSONRPCMessage, ResponseBox> {
+        let message: JSONRPCMessage
+        do {
+            message = try JSONRPCMessage(parsing: body)
+        } catch let failure {
+            if case .invalidJSON = failure {
+                return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", rawID: nil)))
+            }
+            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: nil)))
+        }
+        let rawID = message.rawID
+        guard let method = message.method, message.kind == .request || message.kind == .notification else {
+            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)))
+        }
+        let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
+        guard versions.contains(headerVersion) else {
+            let supported = (versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
+            return .failure(ResponseBox(error(.badRequest, code: unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")))
+        }
+        var mismatch: String?
+        let bodyVersion = message.string(at: ["params", "_meta", metaPrefix + "protocolVersion"])
+        if let bodyVersion, bodyVersion != headerVersion {
+            mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
+        } else if bodyVersion == nil, message.isRequest {
+            mismatch = "_meta[\"io.modelcontextprotocol/protocolVersion\"] is required"
+        } else if request.headers[methodHeader].flatMap(decodeHeader) != method {
+            mismatch = "Mcp-Method must equal the body's method \(method)"
+        } else if ["tools/call", "prompts/get", "resources/read"].contains(method) {
+            let expected = message.string(at: ["params", method == "resources/read" ? "uri" : "name"])
+            if request.headers[nameHeader].flatMap(decodeHeader) != expected {
+                mismatch = "Mcp-Name must equal the body's \(method == "resources/read" ? "params.uri" : "params.name")"
+            }
+        }
+        if let mismatch {
+            return .failure(ResponseBox(error(.badRequest, code: headerMismatch, message: "Header mismatch: \(mismatch)", rawID: rawID)))
+        }
+        return .success(message)
+    }
+}
+
+/// A Response as an Error, for `Result`.
+struct ResponseBox: Error {
+    let response: Response
+    init(_ response: Response) { self.response = response }
+}

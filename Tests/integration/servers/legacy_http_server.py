@@ -1,0 +1,31 @@
+"""A session-based-only MCP server over Streamable HTTP: the mcp 1.x SDK (FastMCP), run with the
+project's .venv-legacy interpreter. Tools: echo, count (progress)."""
+
+import argparse
+
+import anyio
+from mcp.server.fastmcp import Context, FastMCP
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, required=True)
+args = parser.parse_args()
+
+server = FastMCP("legacy-http", host="127.0.0.1", port=args.port, log_level="WARNING")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+async def count(steps: int, ctx: Context) -> str:
+    """Report progress after each step, then return."""
+    for done in range(1, steps + 1):
+        await ctx.report_progress(done, steps)
+        await anyio.sleep(0.01)
+    return f"counted {steps}"
+
+
+server.run(transport="streamable-http")

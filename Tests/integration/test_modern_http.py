@@ -1,0 +1,49 @@
+"""2026-07-28 clients on an HTTP route whose upstream speaks only the session-based protocol
+(the mcp 1.x SDK in .venv-legacy): the gateway probes the upstream's era, keeps one upstream
+session per identity and translates."""
+
+import anyio
+import httpx
+from mcp import Client
+
+from conftest import REPO, SERVERS, free_port, port_open, start_process, wait_until
+
+
+def test_modern_client_reaches_a_legacy_http_upstream(start_gateway, processes, tmp_path):
+    port = free_port()
+    upstream = start_process("legacy-http", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="legacy HTTP upstream")
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      legacy:
+        rule: "PathPrefix(`/legacy`)"
+        service: legacy
+        auth: none
+    services:
+      legacy:
+        http:
+          url: "http://127.0.0.1:{port}/mcp"
+    """)
+
+    async def run(mode):
+        updates = []
+
+        async def on_progress(progress, total, message):
+            updates.append(progress)
+
+        async with Client(gateway.url("/legacy/mcp"), mode=mode) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "across eras"})
+            counted = await client.call_tool("count", {"steps": 2}, progress_callback=on_progress)
+            return names, echoed.content[0].text, counted.content[0].text, updates
+
+    for mode in ("2026-07-28", "auto", "legacy"):
+        names, echoed, counted, updates = anyio.run(run, mode)
+        assert {"echo", "count"} <= names and echoed == "across eras" and counted == "counted 2", mode
+        assert updates == [1, 2], mode
+    assert "upstream era detected" in gateway.managed.log() and "era=session-based" in gateway.managed.log()
