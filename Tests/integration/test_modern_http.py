@@ -47,3 +47,37 @@ def test_modern_client_reaches_a_legacy_http_upstream(start_gateway, processes, 
         assert {"echo", "count"} <= names and echoed == "across eras" and counted == "counted 2", mode
         assert updates == [1, 2], mode
     assert "upstream era detected" in gateway.managed.log() and "era=session-based" in gateway.managed.log()
+
+
+def test_modern_clients_reach_a_modern_only_http_upstream(start_gateway, processes, tmp_path):
+    import sys
+
+    port = free_port()
+    upstream = start_process("modern-http", [sys.executable, str(SERVERS / "modern_http_server.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="modern HTTP upstream")
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      modern:
+        rule: "PathPrefix(`/modern`)"
+        service: modern
+        auth: none
+    services:
+      modern:
+        http:
+          url: "http://127.0.0.1:{port}/mcp"
+    """)
+
+    async def run(mode):
+        async with Client(gateway.url("/modern/mcp"), mode=mode) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "as is"})
+            return names, echoed.content[0].text
+
+    for mode in ("2026-07-28", "auto"):
+        names, echoed = anyio.run(run, mode)
+        assert names == {"echo", "whoami"} and echoed == "as is", mode
