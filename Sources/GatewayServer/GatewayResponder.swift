@@ -67,8 +67,16 @@ struct GatewayResponder: HTTPResponder {
             }
             switch route.upstream {
             case .http(let upstream):
-                if ModernProtocol.isModern(request), await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
-                    return try await modernHTTP.handle(request, context: context, route: route, upstream: upstream, caller: caller)
+                if ModernProtocol.isModern(request) {
+                    if await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
+                        return try await modernHTTP.handle(request, context: context, route: route, upstream: upstream, caller: caller)
+                    }
+                } else if modernHTTP.isBridged(request) {
+                    return try await modernHTTP.bridge(request, context: context, route: route, upstream: upstream, caller: caller)
+                } else if request.method == .post, request.headers[StdioBridge.sessionHeader] == nil {
+                    // Possibly a session-based client starting a session: if the upstream refuses
+                    // initialize as a 2026-07-28-only server, the gateway bridges.
+                    return try await modernHTTP.legacyInitialize(request, context: context, route: route, upstream: upstream, caller: caller, proxy: proxy)
                 }
                 return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
             case .stdio(let manager):

@@ -17,6 +17,15 @@ struct HTTPProxy: Sendable {
     let sessionOwners = SessionOwners()
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
 
+    /// A request whose body was already read (to look at it) proxied as usual.
+    func forwardBuffered(
+        _ request: Request, body: ByteBuffer, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
+    ) async throws(GatewayError) -> Response {
+        var request = request
+        request.body = RequestBody(buffer: body)
+        return try await forward(request, context: context, route: route, upstream: upstream, caller: caller)
+    }
+
     func forward(
         _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {

@@ -28,6 +28,15 @@ final class ModernHTTPTranslator: Sendable {
         let initializeResult: [String: SendableJSON]
     }
 
+    /// Session-based clients bridged to 2026-07-28-only upstreams: the gateway-minted session id →
+    /// who owns it and the `_meta` members stamped on each forwarded request.
+    struct BridgedSession: Sendable {
+        let owner: String?
+        let router: String
+        let meta: String
+    }
+
+    private let bridged = Mutex<[String: BridgedSession]>([:])
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     static let eraTTL: Duration = .seconds(600)
@@ -107,6 +116,117 @@ final class ModernHTTPTranslator: Sendable {
         let session = UpstreamSession(id: sessionID, protocolVersion: version, initializeResult: result.mapValues(SendableJSON.init))
         sessions.withLock { $0[key] = session }
         return session
+    }
+
+    /// Whether `request` belongs to a session-based client bridged to a modern-only upstream.
+    func isBridged(_ request: Request) -> Bool {
+        guard let id = request.headers[StdioBridge.sessionHeader] else { return false }
+        return bridged.withLock { $0[id] != nil }
+    }
+
+    /// A session-based client's `initialize` on an HTTP route whose upstream answers 2026-07-28
+    /// requests: sent on; when the upstream refuses it as a modern-only server (-32022), the gateway
+    /// answers it from the upstream's `server/discover` and bridges the session. Anything other
+    /// than an initialize is proxied as usual.
+    func legacyInitialize(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, proxy: HTTPProxy) async throws(GatewayError) -> Response {
+        var request = request
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
+        guard let message = try? JSONRPCMessage(parsing: body), message.method == "initialize", message.isRequest else {
+            return try await proxy.forwardBuffered(request, body: body, context: context, route: route, upstream: upstream, caller: caller)
+        }
+        // The same headers the proxy would send (forwarding and identity headers, no credentials).
+        let headers = HeaderPolicy.upstreamRequestHeaders(
+            from: request.headers, removing: route.upstreamRemovals, clientAddress: context.clientIP, forwardedProto: "http",
+            forwardedHost: request.head.authority,
+            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
+        )
+        let response: HTTPClientResponse
+        do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: body, logger: context.logger) } catch { throw .upstream(error) }
+        let answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
+        let code = (try? JSONRPCMessage(parsing: answer))?.value(at: ["error", "code"])
+        guard response.status == .badRequest, code == String(ModernProtocol.unsupportedVersion) else {
+            // A server that takes initialize: its answer as it is; its session belongs to the caller.
+            var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
+            fields[.contentLength] = nil
+            if let caller, let created = fields[HTTPProxy.sessionHeader] {
+                proxy.sessionOwners.record(router: route.router.name, session: created, owner: caller.claims.sub)
+            }
+            return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
+        }
+        // A 2026-07-28-only upstream: initialize answered from its discover.
+        var probeHeaders = Self.baseHeaders(upstream)
+        probeHeaders.add(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
+        probeHeaders.add(name: "Mcp-Method", value: "server/discover")
+        var discoverResult: [String: Any] = [:]
+        if let probe = try? await upstream.send(method: .POST, query: nil, headers: probeHeaders, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: context.logger),
+           let (final, _) = try? await Self.collect(probe), let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
+           let result = object["result"] as? [String: Any]
+        {
+            discoverResult = result
+        } else {
+            throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream refused initialize and server/discover"))
+        }
+        let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
+        let version = StdioBridge.supportedVersions.contains(requested) ? requested : StdioBridge.supportedVersions[StdioBridge.supportedVersions.count - 1]
+        var meta: [String: Any] = [ModernProtocol.metaPrefix + "protocolVersion": ModernProtocol.versions[0]]
+        meta[ModernProtocol.metaPrefix + "clientInfo"] = try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "clientInfo"]) ?? "{}").utf8))
+        meta[ModernProtocol.metaPrefix + "clientCapabilities"] = try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "capabilities"]) ?? "{}").utf8))
+        let sessionID = StdioSessionManager.mintSessionID()
+        let metaJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: meta)) ?? Data("{}".utf8), as: UTF8.self)
+        bridged.withLock { $0[sessionID] = BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON) }
+        var result: [String: Any] = [
+            "protocolVersion": version,
+            "capabilities": discoverResult["capabilities"] ?? [String: Any](),
+            "serverInfo": ((discoverResult["_meta"] as? [String: Any])?[ModernProtocol.metaPrefix + "serverInfo"]) ?? ["name": upstream.service.name, "version": "unknown"],
+        ]
+        if let instructions = discoverResult["instructions"] { result["instructions"] = instructions }
+        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
+        let reply = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(message.rawID ?? "null"),\"result\":\(resultJSON)}")
+        context.logger.info("session-based client bridged to a 2026-07-28-only upstream", metadata: ["service": "\(upstream.service.name)"])
+        return StdioBridge.jsonResponse(reply, headers: [StdioBridge.sessionHeader: sessionID])
+    }
+
+    /// A request of a bridged session: stamped with `_meta` and the 2026-07-28 headers and sent on.
+    func bridge(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
+        guard let id = request.headers[StdioBridge.sessionHeader],
+              let session = bridged.withLock({ $0[id] }), session.owner == caller?.claims.sub, session.router == route.router.name
+        else { throw .sessionNotFound }
+        switch request.method {
+        case .delete:
+            bridged.withLock { _ = $0.removeValue(forKey: id) }
+            return Response(status: .noContent)
+        case .get:
+            // 2026-07-28 servers have no standalone stream.
+            var response = Response(status: .methodNotAllowed)
+            response.headers[.allow] = "POST, DELETE"
+            return response
+        default:
+            break
+        }
+        var request = request
+        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
+        guard let message = try? JSONRPCMessage(parsing: body), let method = message.method else {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC request or notification per POST")
+        }
+        if method == "notifications/initialized" { return Response(status: .accepted) }
+        let stamped = StdioBridge.stamping(message, meta: session.meta)
+        var headers = Self.baseHeaders(upstream)
+        headers.add(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
+        headers.add(name: "Mcp-Method", value: method)
+        if let name = message.string(at: ["params", "name"]) ?? message.string(at: ["params", "uri"]) {
+            let plain = name.allSatisfy { $0.isASCII && !$0.isNewline } && name.first != " " && name.last != " "
+            headers.add(name: "Mcp-Name", value: plain ? name : "=?base64?\(Data(name.utf8).base64EncodedString())?=")
+        }
+        if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
+        if let caller {
+            for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
+        }
+        let response: HTTPClientResponse
+        do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
+        let answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
+        var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
+        fields[.contentLength] = nil
+        return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
     }
 
     /// Serves one modern request from a session-based upstream.

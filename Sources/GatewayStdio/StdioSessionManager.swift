@@ -299,7 +299,7 @@ public final class StdioSessionManager: Sendable {
     }
 
     /// ≥128 bits from the system CSPRNG, as 32 lowercase hex characters (visible ASCII).
-    static func mintSessionID() -> String {
+    public static func mintSessionID() -> String {
         var generator = SystemRandomNumberGenerator()
         let high = generator.next() as UInt64
         let low = generator.next() as UInt64

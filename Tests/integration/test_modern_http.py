@@ -81,3 +81,40 @@ def test_modern_clients_reach_a_modern_only_http_upstream(start_gateway, process
     for mode in ("2026-07-28", "auto"):
         names, echoed = anyio.run(run, mode)
         assert names == {"echo", "whoami"} and echoed == "as is", mode
+
+
+def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway, processes, tmp_path):
+    import sys
+
+    import mcp_types as types
+
+    port = free_port()
+    upstream = start_process("modern-http", [sys.executable, str(SERVERS / "modern_http_server.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="modern HTTP upstream")
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      modern:
+        rule: "PathPrefix(`/modern`)"
+        service: modern
+        auth: none
+    services:
+      modern:
+        http:
+          url: "http://127.0.0.1:{port}/mcp"
+    """)
+
+    async def run():
+        async with Client(gateway.url("/modern/mcp"), mode="legacy", client_info=types.Implementation(name="old-client", version="1")) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "bridged"})
+            who = await client.call_tool("whoami", {})
+            return names, echoed.content[0].text, who.content[0].text
+
+    names, echoed, who = anyio.run(run)
+    assert names == {"echo", "whoami"} and echoed == "bridged" and who == "old-client"
+    assert "bridged to a 2026-07-28-only upstream" in gateway.managed.log()
