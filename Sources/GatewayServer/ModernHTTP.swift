@@ -40,6 +40,7 @@ final class ModernHTTPTranslator: Sendable {
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     static let eraTTL: Duration = .seconds(600)
+    static let maxBridgedSessions = 10_000
     static let maxBody = 16 * 1024 * 1024
 
     /// The upstream's era, probed with `server/discover` when unknown or stale.
@@ -173,7 +174,13 @@ final class ModernHTTPTranslator: Sendable {
         meta[ModernProtocol.metaPrefix + "clientCapabilities"] = try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "capabilities"]) ?? "{}").utf8))
         let sessionID = StdioSessionManager.mintSessionID()
         let metaJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: meta)) ?? Data("{}".utf8), as: UTF8.self)
-        bridged.withLock { $0[sessionID] = BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON) }
+        bridged.withLock { sessions in
+            // Bounded: clients that never say DELETE must not grow this forever.
+            if sessions.count >= Self.maxBridgedSessions {
+                for key in sessions.keys.prefix(Self.maxBridgedSessions / 10) { sessions[key] = nil }
+            }
+            sessions[sessionID] = BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON)
+        }
         var result: [String: Any] = [
             "protocolVersion": version,
             "capabilities": discoverResult["capabilities"] ?? [String: Any](),
