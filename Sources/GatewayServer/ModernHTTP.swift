@@ -37,6 +37,18 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     private let bridged = Mutex<[String: BridgedSession]>([:])
+
+    /// An upstream's ask waiting for a 2026-07-28 client's retry (Multi Round-Trip Requests): the
+    /// upstream's answer stream stays open meanwhile.
+    struct ParkedAsk: Sendable {
+        let reader: UpstreamMessageReader
+        let session: UpstreamSession
+        let askID: String
+        let key: String
+        let expires: ContinuousClock.Instant
+    }
+
+    private let parkedAsks = Mutex<[String: ParkedAsk]>([:])
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     static let eraTTL: Duration = .seconds(600)
@@ -236,6 +248,59 @@ final class ModernHTTPTranslator: Sendable {
         return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
     }
 
+    /// Posts a JSON-RPC response (an answer to the upstream's own request) in the upstream session.
+    func postToUpstream(_ json: String, session: UpstreamSession, upstream: HTTPUpstream, logger: Logger) async {
+        var headers = Self.baseHeaders(upstream)
+        headers.add(name: "Mcp-Session-Id", value: session.id)
+        headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
+        if let response = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: json), logger: logger) {
+            _ = try? await response.body.collect(upTo: 1024 * 1024)
+        }
+    }
+
+    /// Reads the upstream's answer: notifications are kept for the client, an ask becomes an
+    /// `InputRequiredResult` (or is refused to the upstream when the client cannot answer it), the
+    /// response ends it.
+    func drive(
+        _ reader: UpstreamMessageReader, rawID: String?, method: String, session: UpstreamSession, upstream: HTTPUpstream, key: String,
+        context: GatewayRequestContext, capabilities: String?
+    ) async throws(GatewayError) -> Response {
+        let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
+        var interim: [ByteBuffer] = []
+        func reply(_ bytes: ByteBuffer) -> Response {
+            if interim.isEmpty { return StdioBridge.jsonResponse(bytes, headers: [:]) }
+            var events = interim.map { SSEEncoding.event(id: nil, data: $0) }
+            events.append(SSEEncoding.event(id: nil, data: bytes))
+            return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: ResponseBody(contentsOf: events))
+        }
+        while let bytes = await reader.next() {
+            guard let message = try? JSONRPCMessage(parsing: bytes) else { continue }
+            if message.isResponse {
+                let answer = message.replacingID(with: rawID ?? "null")
+                return reply(StdioBridge.completeResult(for: method)(answer, true))
+            }
+            guard message.isRequest, let askMethod = message.method, let askID = message.rawID else {
+                interim.append(bytes)
+                continue
+            }
+            guard let capability = StdioBridge.askCapabilities[askMethod], declared.contains(capability) else {
+                await postToUpstream("{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}",
+                                     session: session, upstream: upstream, logger: context.logger)
+                continue
+            }
+            var generator = SystemRandomNumberGenerator()
+            let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+            let now = ContinuousClock.now
+            parkedAsks.withLock { parked in
+                parked = parked.filter { $0.value.expires > now }
+                parked[token] = ParkedAsk(reader: reader, session: session, askID: askID, key: key, expires: now + InputRequiredStore.lifetime)
+            }
+            let params = message.value(at: ["params"]) ?? "{}"
+            return reply(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(token)\"}}"))
+        }
+        throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
+    }
+
     /// Serves one modern request from a session-based upstream.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
         guard request.method == .post else {
@@ -256,6 +321,17 @@ final class ModernHTTPTranslator: Sendable {
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
             return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
+        }
+        if let token = message.string(at: ["params", "requestState"]) {
+            guard let parked = parkedAsks.withLock({ $0.removeValue(forKey: token) }), parked.key == key, parked.expires > .now else {
+                return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
+            }
+            let value = message.value(at: ["params", "inputResponses", "input-1"])
+            let answer = value.map { "{\"jsonrpc\":\"2.0\",\"id\":\(parked.askID),\"result\":\($0)}" }
+                ?? "{\"jsonrpc\":\"2.0\",\"id\":\(parked.askID),\"error\":{\"code\":-32600,\"message\":\"the client sent no response for this request\"}}"
+            await postToUpstream(answer, session: parked.session, upstream: upstream, logger: context.logger)
+            return try await drive(parked.reader, rawID: rawID, method: method, session: parked.session, upstream: upstream, key: key, context: context,
+                                   capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? StdioBridge.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
@@ -285,16 +361,9 @@ final class ModernHTTPTranslator: Sendable {
                 _ = try? await response.body.collect(upTo: 1024 * 1024)
                 return Response(status: .accepted)
             }
-            guard let (final, interim) = try? await Self.collect(response) else {
-                throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
-            }
-            let answer = StdioBridge.completeResult(for: method)(final, true)
-            if interim.isEmpty {
-                return StdioBridge.jsonResponse(answer, headers: [:])
-            }
-            var events = interim.map { SSEEncoding.event(id: nil, data: $0) }
-            events.append(SSEEncoding.event(id: nil, data: answer))
-            return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: ResponseBody(contentsOf: events))
+            let reader = UpstreamMessageReader(response)
+            return try await drive(reader, rawID: rawID, method: method, session: session, upstream: upstream, key: key, context: context,
+                                   capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream lost its session twice"))
     }
@@ -346,4 +415,48 @@ extension ModernProtocol {
 struct ResponseBox: Error {
     let response: Response
     init(_ response: Response) { self.response = response }
+}
+
+/// The JSON-RPC messages of an upstream answer as they arrive: one for a JSON body, each `data`
+/// of an SSE stream otherwise. Used by one task at a time (a parked ask hands it to the retry).
+final class UpstreamMessageReader: @unchecked Sendable {
+    private var iterator: HTTPClientResponse.Body.AsyncIterator
+    private let isEventStream: Bool
+    private var pending = ""
+    private var finished = false
+    private var jsonBody = ByteBuffer()
+
+    init(_ response: HTTPClientResponse) {
+        iterator = response.body.makeAsyncIterator()
+        isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+    }
+
+    func next() async -> ByteBuffer? {
+        if !isEventStream {
+            guard !finished else { return nil }
+            finished = true
+            while let chunk = try? await iterator.next() {
+                var chunk = chunk
+                jsonBody.writeBuffer(&chunk)
+                if jsonBody.readableBytes > ModernHTTPTranslator.maxBody { return nil }
+            }
+            return jsonBody.readableBytes > 0 ? jsonBody : nil
+        }
+        while true {
+            // A CR at the end may be half of a CRLF split across chunks: wait for the rest.
+            if let range = pending.hasSuffix("\r") && !finished ? nil : pending.range(of: "\n\n") {
+                let block = String(pending[..<range.lowerBound])
+                pending.removeSubrange(..<range.upperBound)
+                let data = block.split(separator: "\n").filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
+                if !data.isEmpty { return ByteBuffer(string: data) }
+                continue
+            }
+            guard !finished, let chunk = try? await iterator.next() else {
+                finished = true
+                return nil
+            }
+            pending = (pending + String(buffer: chunk)).replacingOccurrences(of: "\r\n", with: "\n")
+            if pending.utf8.count > ModernHTTPTranslator.maxBody { return nil }
+        }
+    }
 }

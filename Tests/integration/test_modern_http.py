@@ -118,3 +118,39 @@ def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway,
     names, echoed, who = anyio.run(run)
     assert names == {"echo", "whoami"} and echoed == "bridged" and who == "old-client"
     assert "bridged to a 2026-07-28-only upstream" in gateway.managed.log()
+
+
+def test_a_legacy_http_upstreams_ask_becomes_a_multi_round_trip_request(start_gateway, processes, tmp_path):
+    import mcp_types as types
+
+    port = free_port()
+    upstream = start_process("legacy-http", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="legacy HTTP upstream")
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      legacy:
+        rule: "PathPrefix(`/legacy`)"
+        service: legacy
+        auth: none
+    services:
+      legacy:
+        http:
+          url: "http://127.0.0.1:{port}/mcp"
+    """)
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"colour": "ochre"})
+
+    async def run(callback):
+        async with Client(gateway.url("/legacy/mcp"), mode="2026-07-28", elicitation_callback=callback) as client:
+            return (await client.call_tool("ask_user", {})).content[0].text
+
+    assert anyio.run(run, elicitation) == "user likes ochre"
+    # Without the elicitation capability the upstream's ask is refused to it, promptly, not hung.
+    refused = anyio.run(run, None)
+    assert "user likes" not in refused

@@ -4,6 +4,7 @@ project's .venv-legacy interpreter. Tools: echo, count (progress)."""
 import argparse
 
 import anyio
+from pydantic import BaseModel
 from mcp.server.fastmcp import Context, FastMCP
 
 parser = argparse.ArgumentParser()
@@ -26,6 +27,19 @@ async def count(steps: int, ctx: Context) -> str:
         await ctx.report_progress(done, steps)
         await anyio.sleep(0.01)
     return f"counted {steps}"
+
+
+class Favourite(BaseModel):
+    colour: str
+
+
+@server.tool()
+async def ask_user(ctx: Context) -> str:
+    """Ask the user (elicitation) for a colour."""
+    answer = await ctx.elicit("What is your favourite colour?", Favourite)
+    if answer.action == "accept" and answer.data is not None:
+        return f"user likes {answer.data.colour}"
+    return f"user chose {answer.action}"
 
 
 server.run(transport="streamable-http")
