@@ -16,9 +16,10 @@ import Synchronization
 /// upstream gets modern requests proxied as they are. For a legacy upstream the gateway is the
 /// session-based client: one upstream session per identity (`initialize` once, `Mcp-Session-Id`
 /// kept, re-initialized once if the upstream forgets it), requests forwarded without the modern
-/// `_meta`, results given `resultType` (and `ttlMs`/`cacheScope` where 2026-07-28 wants them).
-/// Interim notifications are relayed as SSE events before the result (after the upstream
-/// finished, not live). Server→client asks from a legacy upstream are not translated yet.
+/// `_meta`, results given `resultType` (and `ttlMs`/`cacheScope` where 2026-07-28 wants them),
+/// notifications relayed as SSE events as they come, and the upstream's asks turned into
+/// Multi Round-Trip Requests. Session-based clients of 2026-07-28-only upstreams are bridged the
+/// other way (`legacyInitialize`, `bridge`).
 final class ModernHTTPTranslator: Sendable {
     enum Era: Sendable { case modern, legacy }
 
@@ -266,39 +267,47 @@ final class ModernHTTPTranslator: Sendable {
         context: GatewayRequestContext, capabilities: String?
     ) async throws(GatewayError) -> Response {
         let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
-        var interim: [ByteBuffer] = []
-        func reply(_ bytes: ByteBuffer) -> Response {
-            if interim.isEmpty { return StdioBridge.jsonResponse(bytes, headers: [:]) }
-            var events = interim.map { SSEEncoding.event(id: nil, data: $0) }
-            events.append(SSEEncoding.event(id: nil, data: bytes))
-            return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: ResponseBody(contentsOf: events))
+        let logger = context.logger
+        // The next message for the client: a notification, the result, or an InputRequiredResult
+        // for an ask (parked); nil when the upstream ended without answering.
+        let step: @Sendable () async -> (bytes: ByteBuffer, final: Bool)? = { [self] in
+            while let bytes = await reader.next() {
+                guard let message = try? JSONRPCMessage(parsing: bytes) else { continue }
+                if message.isResponse {
+                    return (StdioBridge.completeResult(for: method)(message.replacingID(with: rawID ?? "null"), true), true)
+                }
+                guard message.isRequest, let askMethod = message.method, let askID = message.rawID else { return (bytes, false) }
+                guard let capability = StdioBridge.askCapabilities[askMethod], declared.contains(capability) else {
+                    await postToUpstream("{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}",
+                                         session: session, upstream: upstream, logger: logger)
+                    continue
+                }
+                var generator = SystemRandomNumberGenerator()
+                let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+                let now = ContinuousClock.now
+                parkedAsks.withLock { parked in
+                    parked = parked.filter { $0.value.expires > now }
+                    parked[token] = ParkedAsk(reader: reader, session: session, askID: askID, key: key, expires: now + InputRequiredStore.lifetime)
+                }
+                let params = message.value(at: ["params"]) ?? "{}"
+                return (ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(token)\"}}"), true)
+            }
+            return nil
         }
-        while let bytes = await reader.next() {
-            guard let message = try? JSONRPCMessage(parsing: bytes) else { continue }
-            if message.isResponse {
-                let answer = message.replacingID(with: rawID ?? "null")
-                return reply(StdioBridge.completeResult(for: method)(answer, true))
-            }
-            guard message.isRequest, let askMethod = message.method, let askID = message.rawID else {
-                interim.append(bytes)
-                continue
-            }
-            guard let capability = StdioBridge.askCapabilities[askMethod], declared.contains(capability) else {
-                await postToUpstream("{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}",
-                                     session: session, upstream: upstream, logger: context.logger)
-                continue
-            }
-            var generator = SystemRandomNumberGenerator()
-            let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-            let now = ContinuousClock.now
-            parkedAsks.withLock { parked in
-                parked = parked.filter { $0.value.expires > now }
-                parked[token] = ParkedAsk(reader: reader, session: session, askID: askID, key: key, expires: now + InputRequiredStore.lifetime)
-            }
-            let params = message.value(at: ["params"]) ?? "{}"
-            return reply(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(token)\"}}"))
+        guard let first = await step() else {
+            throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
         }
-        throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
+        if first.final { return StdioBridge.jsonResponse(first.bytes, headers: [:]) }
+        // Notifications (progress) reach the client as they come.
+        let body = ResponseBody { writer in
+            try await writer.write(SSEEncoding.event(id: nil, data: first.bytes))
+            while let message = await step() {
+                try await writer.write(SSEEncoding.event(id: nil, data: message.bytes))
+                if message.final { break }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: body)
     }
 
     /// Serves one modern request from a session-based upstream.
