@@ -243,9 +243,12 @@ final class ModernHTTPTranslator: Sendable {
         }
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
-        let answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
+        var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
         var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
         fields[.contentLength] = nil
+        if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
+            answer = StdioBridge.refusingInputRequired(answer)
+        }
         return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
     }
 

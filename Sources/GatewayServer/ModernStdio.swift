@@ -468,6 +468,22 @@ extension StdioBridge {
         return Self.jsonResponse(body, headers: [Self.sessionHeader: sessionID])
     }
 
+    /// An `InputRequiredResult` (2026-07-28) turned into a JSON-RPC error for a session-based
+    /// client; anything else unchanged.
+    static func refusingInputRequired(_ bytes: ByteBuffer) -> ByteBuffer {
+        guard let message = try? JSONRPCMessage(parsing: bytes), message.isResponse,
+              message.string(at: ["result", "resultType"]) == "input_required"
+        else { return bytes }
+        let asks = (try? JSONScannerKeys.keys(of: message, at: ["result", "inputRequests"])) ?? []
+        let methods = asks.compactMap { message.string(at: ["result", "inputRequests", $0, "method"]) }
+        let what = methods.isEmpty ? "more input" : methods.joined(separator: ", ")
+        return JSONRPCErrorResponse.make(
+            rawID: message.rawID, code: JSONRPCErrorResponse.internalError,
+            message: "the MCP server asked for \(what), which this gateway cannot yet relay from a 2026-07-28 server to a session-based client",
+            dataJSON: "{\"reason\":\"input_required_not_relayed\"}"
+        )
+    }
+
     /// The message with `meta` (a JSON object of `_meta` members) merged into `params._meta`.
     static func stamping(_ message: JSONRPCMessage, meta: String) -> JSONRPCMessage {
         guard message.isRequest, var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any],
@@ -758,5 +774,13 @@ extension StdioBridge {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
+    }
+}
+
+/// Object keys at a path of a message (for small lookups off the hot path).
+enum JSONScannerKeys {
+    static func keys(of message: JSONRPCMessage, at path: [String]) throws -> [String] {
+        guard let raw = message.value(at: path), let object = try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any] else { return [] }
+        return object.keys.sorted()
     }
 }

@@ -100,7 +100,13 @@ struct StdioBridge: Sendable {
             if !others.isEmpty { try session.sendNotifications(others) }
             guard !requests.isEmpty else { return Response(status: .accepted) }
             let subscription = try session.sendRequests(requests, timeout: owner.service.requestTimeout)
-            return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:])
+            // A 2026-07-28 child asking for input cannot be relayed to a session-based client yet:
+            // the client gets a precise error instead of a result it cannot read.
+            var transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)?
+            if session.modernMeta != nil {
+                transform = { bytes, _ in StdioBridge.refusingInputRequired(bytes) }
+            }
+            return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:], transform: transform)
         } catch {
             throw .sessionNotFound
         }

@@ -342,3 +342,20 @@ def test_subscriptions_listen_delivers_a_translated_childs_list_changes(start_ga
     assert events[1]["method"] == "notifications/tools/list_changed"
     assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
     listener.join(5)
+
+
+def test_input_required_from_a_modern_only_child_is_a_precise_error_for_a_session_based_client(start_gateway):
+    from mcp.shared.exceptions import MCPError
+
+    gateway = start_gateway(modern_only_config())
+
+    async def run():
+        async with Client(gateway.url("/kit/mcp"), mode="legacy") as client:
+            try:
+                await client.call_tool("ask", {})
+            except MCPError as error:
+                return str(error)
+            return "no error"
+
+    message = anyio.run(run)
+    assert "asked for elicitation/create" in message and "session-based client" in message

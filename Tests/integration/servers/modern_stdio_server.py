@@ -16,6 +16,7 @@ TOOLS = [
     {"name": "pid", "description": "process id", "inputSchema": {"type": "object"}},
     {"name": "count", "description": "progress", "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}},
     {"name": "whoami", "description": "client name from _meta", "inputSchema": {"type": "object"}},
+    {"name": "ask", "description": "asks for input (InputRequiredResult)", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -55,6 +56,10 @@ for line in sys.stdin:
         arguments = message["params"].get("arguments") or {}
         if name == "pid":
             text(request_id, str(os.getpid()))
+        elif name == "ask":
+            result(request_id, {"resultType": "input_required", "inputRequests": {"colour": {"method": "elicitation/create", "params": {
+                "mode": "form", "message": "Favourite colour?", "requestedSchema": {"type": "object", "properties": {"colour": {"type": "string"}}}}}},
+                "requestState": "opaque"})
         elif name == "whoami":
             text(request_id, meta.get("io.modelcontextprotocol/clientInfo", {}).get("name", ""))
         elif name == "count":
