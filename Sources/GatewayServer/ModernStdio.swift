@@ -784,3 +784,117 @@ enum JSONScannerKeys {
         return object.keys.sorted()
     }
 }
+
+/// Asks relayed to session-based clients on behalf of 2026-07-28 children, waiting for the
+/// client's answer (a JSON-RPC response POSTed in its session).
+final class BridgeAsks: Sendable {
+    private let waiting = Mutex<[String: AsyncStream<ByteBuffer?>.Continuation]>([:])
+
+    /// Registers interest in the answer to `askID` before the ask is sent (so a fast answer is
+    /// never missed); the returned stream yields the answer, or nil after `timeout`.
+    func expect(session: String, askID: String, timeout: Duration) -> AsyncStream<ByteBuffer?> {
+        let key = "\(session)\u{0}\(askID)"
+        let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
+        waiting.withLock { $0[key] = continuation }
+        Task { [weak self] in
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            self?.finish(key, with: nil)
+        }
+        return stream
+    }
+
+    /// True when `answer` was the response an ask waited for (then it is consumed here).
+    func resume(session: String, answer: JSONRPCMessage) -> Bool {
+        guard answer.isResponse, let id = answer.rawID else { return false }
+        return finish("\(session)\u{0}\(id)", with: answer.bytes)
+    }
+
+    @discardableResult
+    private func finish(_ key: String, with value: ByteBuffer?) -> Bool {
+        guard let continuation = waiting.withLock({ $0.removeValue(forKey: key) }) else { return false }
+        continuation.yield(value)
+        continuation.finish()
+        return true
+    }
+}
+
+extension StdioBridge {
+    static func declares(stamp: String, anyOf capabilities: [String]) -> Bool {
+        guard let meta = (try? JSONSerialization.jsonObject(with: Data(stamp.utf8))) as? [String: Any],
+              let declared = meta[ModernProtocol.metaPrefix + "clientCapabilities"] as? [String: Any]
+        else { return false }
+        return capabilities.contains { declared[$0] != nil }
+    }
+
+    /// A session-based client's request to a 2026-07-28 child: when the child answers with an
+    /// `InputRequiredResult`, its asks go to the client as server→client requests on this
+    /// response's SSE stream; the client's answers come back in its session, and the request is
+    /// retried with `inputResponses` (and `requestState`) until the child completes it.
+    func relayingInputRequired(_ message: JSONRPCMessage, request: Request, session: LegacySession, sessionID: String, stamp: String, timeout: Duration?) async -> Response {
+        let asks = bridgeAsks
+        // Sends the request (or a retry) and waits for the child's final answer.
+        let exchange: @Sendable (JSONRPCMessage) async -> ByteBuffer? = { outgoing in
+            guard let subscription = try? session.sendRequests([outgoing], timeout: timeout) else { return nil }
+            var final: ByteBuffer?
+            for await item in subscription.items {
+                guard case .message(_, let bytes, let isFinal) = item else { break }
+                if isFinal { final = bytes; break }
+            }
+            session.readerStopped(subscription)
+            return final
+        }
+        guard let first = await exchange(message) else {
+            return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
+        }
+        guard Self.isInputRequired(first) else { return Self.jsonResponse(first, headers: [:]) }
+        let body = ResponseBody { writer in
+            var answer = first
+            var round = 0
+            while Self.isInputRequired(answer), round < 10 {
+                round += 1
+                guard let result = (try? JSONRPCMessage(parsing: answer)), let requestsJSON = result.value(at: ["result", "inputRequests"]),
+                      let inputRequests = (try? JSONSerialization.jsonObject(with: Data(requestsJSON.utf8))) as? [String: Any]
+                else { break }
+                var responses: [String: Any] = [:]
+                for (key, value) in inputRequests.sorted(by: { $0.key < $1.key }) {
+                    guard let ask = value as? [String: Any], let method = ask["method"] as? String else { continue }
+                    let askID = "\"mcp-gateway-ask-\(round)-\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "k")\""
+                    let params = ask["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                    let pending = asks.expect(session: sessionID, askID: askID, timeout: .seconds(300))
+                    try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"method\":\"\(method)\",\"params\":\(params)}")))
+                    var received: ByteBuffer?
+                    for await value in pending {
+                        received = value
+                        break
+                    }
+                    guard let reply = received,
+                          let replyObject = (try? JSONSerialization.jsonObject(with: Data(buffer: reply))) as? [String: Any], let value = replyObject["result"]
+                    else {
+                        try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
+                            rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the client did not answer the server's \(method)")))
+                        try await writer.finish(nil)
+                        return
+                    }
+                    responses[key] = value
+                }
+                // The retry: the same request, with the answers and the child's state.
+                guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { break }
+                var params = object["params"] as? [String: Any] ?? [:]
+                params["inputResponses"] = responses
+                if let state = result.string(at: ["result", "requestState"]) { params["requestState"] = state } else { params["requestState"] = nil }
+                object["params"] = params
+                guard let data = try? JSONSerialization.data(withJSONObject: object), let retry = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
+                      let next = await exchange(retry)
+                else { break }
+                answer = next
+            }
+            try await writer.write(SSEEncoding.event(id: nil, data: Self.refusingInputRequired(answer)))
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
+    }
+
+    static func isInputRequired(_ bytes: ByteBuffer) -> Bool {
+        (try? JSONRPCMessage(parsing: bytes))?.string(at: ["result", "resultType"]) == "input_required"
+    }
+}

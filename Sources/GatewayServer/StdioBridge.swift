@@ -20,6 +20,7 @@ struct StdioBridge: Sendable {
     let registry: StdioRegistry
     let modernSessions = ModernSessions()
     let inputRequired = InputRequiredStore()
+    let bridgeAsks = BridgeAsks()
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
@@ -95,10 +96,19 @@ struct StdioBridge: Sendable {
             messages = messages.filter { $0.method != "notifications/initialized" }.map { Self.stamping($0, meta: stamp) }
         }
         let requests = messages.filter(\.isRequest)
-        let others = messages.filter { !$0.isRequest }
+        var others = messages.filter { !$0.isRequest }
+        if session.modernMeta != nil, let sessionID = session.sessionID {
+            // The client's answers to asks the gateway relayed for a 2026-07-28 child.
+            others = others.filter { !bridgeAsks.resume(session: sessionID, answer: $0) }
+        }
         do {
             if !others.isEmpty { try session.sendNotifications(others) }
             guard !requests.isEmpty else { return Response(status: .accepted) }
+            if let stamp = session.modernMeta, requests.count == 1, let sessionID = session.sessionID,
+               Self.declares(stamp: stamp, anyOf: ["elicitation", "sampling", "roots"])
+            {
+                return await relayingInputRequired(requests[0], request: request, session: session, sessionID: sessionID, stamp: stamp, timeout: owner.service.requestTimeout)
+            }
             let subscription = try session.sendRequests(requests, timeout: owner.service.requestTimeout)
             // A 2026-07-28 child asking for input cannot be relayed to a session-based client yet:
             // the client gets a precise error instead of a result it cannot read.

@@ -359,3 +359,21 @@ def test_input_required_from_a_modern_only_child_is_a_precise_error_for_a_sessio
 
     message = anyio.run(run)
     assert "asked for elicitation/create" in message and "session-based client" in message
+
+
+def test_a_modern_only_childs_input_request_reaches_a_session_based_client_as_an_ask(start_gateway):
+    import mcp_types as types
+
+    gateway = start_gateway(modern_only_config())
+
+    async def elicitation(context, params):
+        assert params.message == "Favourite colour?"
+        return types.ElicitResult(action="accept", content={"colour": "indigo"})
+
+    async def run():
+        async with Client(gateway.url("/kit/mcp"), mode="legacy", elicitation_callback=elicitation) as client:
+            return (await client.call_tool("ask", {})).content[0].text
+
+    # The gateway relayed the child's InputRequiredResult as elicitation/create on the client's
+    # stream, retried with the answer and the child's requestState, and returned the final result.
+    assert anyio.run(run) == "user likes indigo (state opaque)"

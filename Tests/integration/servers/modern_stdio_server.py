@@ -56,6 +56,10 @@ for line in sys.stdin:
         arguments = message["params"].get("arguments") or {}
         if name == "pid":
             text(request_id, str(os.getpid()))
+        elif name == "ask" and (message["params"].get("inputResponses") or {}).get("colour") is not None:
+            answer = message["params"]["inputResponses"]["colour"]
+            state = message["params"].get("requestState")
+            text(request_id, f"user likes {(answer.get('content') or {}).get('colour')} (state {state})")
         elif name == "ask":
             result(request_id, {"resultType": "input_required", "inputRequests": {"colour": {"method": "elicitation/create", "params": {
                 "mode": "form", "message": "Favourite colour?", "requestedSchema": {"type": "object", "properties": {"colour": {"type": "string"}}}}}},
