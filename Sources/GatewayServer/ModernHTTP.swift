@@ -50,6 +50,8 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     private let parkedAsks = Mutex<[String: ParkedAsk]>([:])
+    /// Answers of session-based clients to asks relayed from 2026-07-28-only upstreams.
+    let bridgeAsks = BridgeAsks()
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     static let eraTTL: Duration = .seconds(600)
@@ -225,7 +227,15 @@ final class ModernHTTPTranslator: Sendable {
         }
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
-        guard let message = try? JSONRPCMessage(parsing: body), let method = message.method else {
+        guard let message = try? JSONRPCMessage(parsing: body) else {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC message per POST")
+        }
+        // The client's answer to an ask relayed from the upstream.
+        if message.isResponse {
+            _ = bridgeAsks.resume(session: id, answer: message)
+            return Response(status: .accepted)
+        }
+        guard let method = message.method else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC request or notification per POST")
         }
         if method == "notifications/initialized" { return Response(status: .accepted) }
@@ -246,6 +256,17 @@ final class ModernHTTPTranslator: Sendable {
         var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
         var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
         fields[.contentLength] = nil
+        if message.isRequest, StdioBridge.isInputRequired(answer), StdioBridge.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"]) {
+            // The upstream asks for input: relayed to the client as server→client requests.
+            let logger = context.logger
+            let retryHeaders = headers
+            let exchange: @Sendable (JSONRPCMessage) async -> ByteBuffer? = { retry in
+                let stampedRetry = StdioBridge.stamping(retry, meta: session.meta)
+                guard let reply = try? await upstream.send(method: .POST, query: nil, headers: retryHeaders, body: stampedRetry.bytes, logger: logger) else { return nil }
+                return try? await reply.body.collect(upTo: Self.maxBody)
+            }
+            return StdioBridge.relayAsks(first: answer, original: message, sessionKey: id, asks: bridgeAsks, exchange: exchange)
+        }
         if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
             answer = StdioBridge.refusingInputRequired(answer)
         }

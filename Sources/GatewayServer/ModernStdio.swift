@@ -847,6 +847,16 @@ extension StdioBridge {
             return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
         }
         guard Self.isInputRequired(first) else { return Self.jsonResponse(first, headers: [:]) }
+        return Self.relayAsks(first: first, original: message, sessionKey: sessionID, asks: asks, exchange: exchange)
+    }
+
+    /// Relays an `InputRequiredResult` to a session-based client as server→client requests on an
+    /// SSE stream, collects its answers (`asks`), and retries `original` through `exchange` until
+    /// the server completes it (≤ 10 rounds).
+    static func relayAsks(
+        first: ByteBuffer, original message: JSONRPCMessage, sessionKey sessionID: String, asks: BridgeAsks,
+        exchange: @escaping @Sendable (JSONRPCMessage) async -> ByteBuffer?
+    ) -> Response {
         let body = ResponseBody { writer in
             var answer = first
             var round = 0

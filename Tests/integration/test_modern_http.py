@@ -80,7 +80,7 @@ def test_modern_clients_reach_a_modern_only_http_upstream(start_gateway, process
 
     for mode in ("2026-07-28", "auto"):
         names, echoed = anyio.run(run, mode)
-        assert names == {"echo", "whoami"} and echoed == "as is", mode
+        assert {"echo", "whoami"} <= names and echoed == "as is", mode
 
 
 def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway, processes, tmp_path):
@@ -116,7 +116,17 @@ def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway,
             return names, echoed.content[0].text, who.content[0].text
 
     names, echoed, who = anyio.run(run)
-    assert names == {"echo", "whoami"} and echoed == "bridged" and who == "old-client"
+    assert {"echo", "whoami"} <= names and echoed == "bridged" and who == "old-client"
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"colour": "saffron"})
+
+    async def ask():
+        async with Client(gateway.url("/modern/mcp"), mode="legacy", elicitation_callback=elicitation) as client:
+            return (await client.call_tool("ask", {})).content[0].text
+
+    # The upstream's InputRequiredResult became an elicitation on the client's stream, then a retry.
+    assert anyio.run(ask) == "user likes saffron (http-state)"
     assert "bridged to a 2026-07-28-only upstream" in gateway.managed.log()
 
 

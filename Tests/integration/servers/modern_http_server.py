@@ -10,6 +10,7 @@ VERSION = "2026-07-28"
 TOOLS = [
     {"name": "echo", "description": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
     {"name": "whoami", "description": "client name from _meta", "inputSchema": {"type": "object"}},
+    {"name": "ask", "description": "asks for input (InputRequiredResult)", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -50,6 +51,13 @@ class Handler(BaseHTTPRequestHandler):
                            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern-http", "version": "1.0"}}})
         if method == "tools/list":
             return result({"tools": TOOLS, "ttlMs": 0, "cacheScope": "public"})
+        if method == "tools/call" and message["params"]["name"] == "ask":
+            answer = (message["params"].get("inputResponses") or {}).get("colour")
+            if answer is None:
+                return result({"resultType": "input_required", "inputRequests": {"colour": {"method": "elicitation/create", "params": {
+                    "mode": "form", "message": "Favourite colour?", "requestedSchema": {"type": "object", "properties": {"colour": {"type": "string"}}}}}},
+                    "requestState": "http-state"})
+            return result({"content": [{"type": "text", "text": f"user likes {(answer.get('content') or {}).get('colour')} ({message['params'].get('requestState')})"}], "isError": False})
         if method == "tools/call":
             name = message["params"]["name"]
             text = meta.get("io.modelcontextprotocol/clientInfo", {}).get("name", "") if name == "whoami" else (message["params"].get("arguments") or {}).get("text", "")
