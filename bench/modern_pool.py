@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import httpx
 from stdio_bridge import (  # noqa: E402 (bench/ is on sys.path when run as a script)
     CHILD_ARGS, HERE, REPO, TIME_SERVER, Target, child_ceiling, create_sessions, delete_sessions, gateway_target,
 )
-from common import free_port, machine_line, own_cpu_seconds, percentile, run_wrk  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, percentile, run_wrk  # noqa: E402,F401
 
 MODERN_BODY = json.loads(
     '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"},'
@@ -33,29 +32,9 @@ MODERN_HEADERS = {"Content-Type": "application/json", "Accept": "application/jso
 
 
 def pool_target(binary: str, workdir: Path, size: int) -> Target:
-    port = free_port()
-    config = workdir / "gateway-pool.yaml"
-    config.write_text(textwrap.dedent(f"""
-        entryPoints:
-          web:
-            address: "127.0.0.1:{port}"
-        publicURL: "http://127.0.0.1:{port}"
-        log:
-          level: warning
-        routers:
-          time:
-            rule: "PathPrefix(`/time`)"
-            service: time
-            auth: none
-        services:
-          time:
-            stdio:
-              command: "{TIME_SERVER}"
-              args: {json.dumps(CHILD_ARGS)}
-              isolation: shared
-              pool: {{ min: {size}, max: {size}, idleTimeout: "1h" }}
-    """))
-    return Target("mcp-gateway (2026-07-28, warm pool)", [binary, "serve", "--config", str(config)], port, "/time/mcp")
+    target = gateway_target(binary, workdir, name="pool", extra=f"isolation: shared\npool: {{ min: {size}, max: {size}, idleTimeout: \"1h\" }}")
+    target.name = "mcp-gateway (2026-07-28, warm pool)"
+    return target
 
 
 def wait_warm(target: Target, size: int) -> None:
@@ -140,7 +119,7 @@ def main() -> int:
         cpu = "—" if r.get("cpu_us") is None else f"{r['cpu_us']:.0f}"
         lines.append(f"| {r['target']} | {r['clients']} | {r['c']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | {cpu} |")
     by = {(r["target"], r["c"]): r for r in rows}
-    modern = by[(f"mcp-gateway (2026-07-28, warm pool)", 64)]
+    modern = by[("mcp-gateway (2026-07-28, warm pool)", 64)]
     anchor = by[("mcp-streamablehttp-proxy", 64)]
     ceiling_row = rows[-1]
     lines += [

@@ -81,7 +81,8 @@ class Target:
 
 
 def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS,
-                   max_sessions: int = 1000, name: str = "mcp-gateway") -> Target:
+                   max_sessions: int = 1000, name: str = "mcp-gateway", extra: str = "") -> Target:
+    """The gateway serving one stdio service at /time/mcp; `extra` adds keys to the service."""
     port = free_port()
     config = workdir / f"gateway-{name}.yaml"
     config.write_text(textwrap.dedent(f"""
@@ -104,6 +105,7 @@ def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = T
               maxSessions: {max_sessions}
               spares: {spares}
               idleTimeout: "1h"
+{textwrap.indent(extra, "              ")}
     """))
     return Target(name, [binary, "serve", "--config", str(config)], port, "/time/mcp")
 

@@ -50,27 +50,13 @@ public actor KeyManager {
         return loaded
     }
 
-    /// The ring as last loaded, without touching the store (nil before the first load). For the
-    /// request hot path, which must not wait on the store.
-    public var cached: KeyRing? { ring }
-
-    /// Starts a new key now, whatever the schedule (operators' `rotate-keys`, tests).
-    public func rotateNow() async throws(KeyRingError) -> KeyRing {
-        let time = now()
-        let loaded = try await repository.loadOrCreate(algorithm: settings.algorithm, now: time)
-        let rotated = try await rotate(loaded, at: time, force: true)
-        ring = rotated
-        loadedAt = time
-        return rotated
-    }
-
     private func isRotationDue(_ ring: KeyRing, at time: Date) -> Bool {
         guard let current = ring.current else { return true }
         return time.timeIntervalSince(current.createdAt) >= settings.rotationInterval || current.algorithm != settings.algorithm
     }
 
     /// One instance rotates (a short lock in the store); the others read its result.
-    private func rotate(_ ring: KeyRing, at time: Date, force: Bool = false) async throws(KeyRingError) -> KeyRing {
+    private func rotate(_ ring: KeyRing, at time: Date) async throws(KeyRingError) -> KeyRing {
         let lock = "keys:rotation-lock"
         let acquired: Bool
         do { acquired = try await store.setIfAbsent(lock, Array("1".utf8), ttl: .seconds(10)) } catch { throw .store(error) }
@@ -79,7 +65,7 @@ public actor KeyManager {
             return try await repository.loadOrCreate(algorithm: settings.algorithm, now: time)
         }
         var rotated = try await repository.loadOrCreate(algorithm: settings.algorithm, now: time)
-        if force || isRotationDue(rotated, at: time) {
+        if isRotationDue(rotated, at: time) {
             rotated.rotate(algorithm: settings.algorithm, now: time)
         }
         rotated.prune(maxTokenLifetime: settings.maxTokenLifetime, now: time)

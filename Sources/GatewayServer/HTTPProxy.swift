@@ -113,8 +113,6 @@ struct HTTPProxy: Sendable {
 
 /// Who the caller is, told to upstreams of protected routes (client copies are always dropped).
 enum IdentityHeaders {
-    static let names: Set<String> = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id"]
-
     static func fields(_ caller: VerifiedCaller, names: IdentityHeaderNames) -> [(name: String, value: String)] {
         var fields = [(names.user, caller.claims.login), (names.clientID, caller.claims.client_id)]
         if let email = caller.claims.email { fields.append((names.email, email)) }

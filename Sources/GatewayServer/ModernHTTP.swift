@@ -45,16 +45,16 @@ final class ModernHTTPTranslator: Sendable {
         let reader: UpstreamMessageReader
         let session: UpstreamSession
         let askID: String
-        let key: String
-        let expires: ContinuousClock.Instant
     }
 
-    private let parkedAsks = Mutex<[String: ParkedAsk]>([:])
+    private let parkedAsks = ParkedRequests<ParkedAsk>()
     /// Answers of session-based clients to asks relayed from 2026-07-28-only upstreams.
     let bridgeAsks = BridgeAsks()
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     static let eraTTL: Duration = .seconds(600)
+    /// SSE comment interval on quiet streams to 2026-07-28 clients (as stdio's default).
+    let keepAlive: Duration = .seconds(15)
     static let maxBridgedSessions = 10_000
     static let maxBody = 16 * 1024 * 1024
 
@@ -84,6 +84,15 @@ final class ModernHTTPTranslator: Sendable {
         return era
     }
 
+    /// Who is calling, for requests the gateway writes itself: the client's address and, on
+    /// protected routes, the identity headers (as the proxy sends them).
+    static func addForwarding(to headers: inout HTTPHeaders, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?) {
+        if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
+        if let caller {
+            for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
+        }
+    }
+
     static func baseHeaders(_ upstream: HTTPUpstream) -> HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
@@ -92,19 +101,14 @@ final class ModernHTTPTranslator: Sendable {
         return headers
     }
 
-    /// The final JSON-RPC response of an upstream answer (JSON or SSE) and the messages before it.
-    static func collect(_ response: HTTPClientResponse) async throws -> (ByteBuffer, [ByteBuffer])? {
-        let body = try await response.body.collect(upTo: maxBody)
-        let contentType = response.headers.first(name: "content-type")?.lowercased() ?? ""
-        guard contentType.hasPrefix("text/event-stream") else { return (body, []) }
-        var messages: [ByteBuffer] = []
-        let text = String(buffer: body).replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
-        for block in text.components(separatedBy: "\n\n") {
-            let data = block.split(separator: "\n").filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
-            if !data.isEmpty { messages.append(ByteBuffer(string: data)) }
+    /// The JSON-RPC response in an upstream answer (JSON or SSE), decoded; what precedes it is skipped.
+    static func finalResult(_ response: HTTPClientResponse) async -> [String: Any]? {
+        let reader = UpstreamMessageReader(response)
+        while let bytes = await reader.next() {
+            guard let message = try? JSONRPCMessage(parsing: bytes), message.isResponse else { continue }
+            return (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any]
         }
-        guard let index = messages.lastIndex(where: { (try? JSONRPCMessage(parsing: $0))?.isResponse == true }) else { return nil }
-        return (messages[index], Array(messages[..<index]))
+        return nil
     }
 
     private func session(for key: String, upstream: HTTPUpstream, logger: Logger) async throws(GatewayError) -> UpstreamSession {
@@ -116,9 +120,7 @@ final class ModernHTTPTranslator: Sendable {
             throw .upstream(error)
         }
         guard response.status == .ok, let sessionID = response.headers.first(name: "mcp-session-id"),
-              let (final, _) = try? await Self.collect(response),
-              let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
-              let result = object["result"] as? [String: Any]
+              let object = await Self.finalResult(response), let result = object["result"] as? [String: Any]
         else {
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream did not accept initialize from the gateway"))
         }
@@ -175,20 +177,14 @@ final class ModernHTTPTranslator: Sendable {
         probeHeaders.add(name: "Mcp-Method", value: "server/discover")
         var discoverResult: [String: Any] = [:]
         if let probe = try? await upstream.send(method: .POST, query: nil, headers: probeHeaders, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: context.logger),
-           let (final, _) = try? await Self.collect(probe), let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
-           let result = object["result"] as? [String: Any]
+           let object = await Self.finalResult(probe), let result = object["result"] as? [String: Any]
         {
             discoverResult = result
         } else {
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream refused initialize and server/discover"))
         }
-        let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
-        let version = StdioBridge.supportedVersions.contains(requested) ? requested : StdioBridge.supportedVersions[StdioBridge.supportedVersions.count - 1]
-        var meta: [String: Any] = [ModernProtocol.metaPrefix + "protocolVersion": ModernProtocol.versions[0]]
-        meta[ModernProtocol.metaPrefix + "clientInfo"] = try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "clientInfo"]) ?? "{}").utf8))
-        meta[ModernProtocol.metaPrefix + "clientCapabilities"] = try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "capabilities"]) ?? "{}").utf8))
+        let metaJSON = ModernProtocol.clientStamp(from: message)
         let sessionID = StdioSessionManager.mintSessionID()
-        let metaJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: meta)) ?? Data("{}".utf8), as: UTF8.self)
         bridged.withLock { sessions in
             // Bounded: clients that never say DELETE must not grow this forever.
             if sessions.count >= Self.maxBridgedSessions {
@@ -196,14 +192,7 @@ final class ModernHTTPTranslator: Sendable {
             }
             sessions[sessionID] = BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON)
         }
-        var result: [String: Any] = [
-            "protocolVersion": version,
-            "capabilities": discoverResult["capabilities"] ?? [String: Any](),
-            "serverInfo": ((discoverResult["_meta"] as? [String: Any])?[ModernProtocol.metaPrefix + "serverInfo"]) ?? ["name": upstream.service.name, "version": "unknown"],
-        ]
-        if let instructions = discoverResult["instructions"] { result["instructions"] = instructions }
-        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
-        let reply = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(message.rawID ?? "null"),\"result\":\(resultJSON)}")
+        let reply = ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: upstream.service.name)
         context.logger.info("session-based client bridged to a 2026-07-28-only upstream", metadata: ["service": "\(upstream.service.name)"])
         return StdioBridge.jsonResponse(reply, headers: [StdioBridge.sessionHeader: sessionID])
     }
@@ -247,10 +236,7 @@ final class ModernHTTPTranslator: Sendable {
             let plain = name.allSatisfy { $0.isASCII && !$0.isNewline } && name.first != " " && name.last != " "
             headers.add(name: "Mcp-Name", value: plain ? name : "=?base64?\(Data(name.utf8).base64EncodedString())?=")
         }
-        if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
-        if let caller {
-            for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
-        }
+        Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
         var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
@@ -288,9 +274,8 @@ final class ModernHTTPTranslator: Sendable {
     /// response ends it.
     func drive(
         _ reader: UpstreamMessageReader, rawID: String?, method: String, session: UpstreamSession, upstream: HTTPUpstream, key: String,
-        context: GatewayRequestContext, capabilities: String?
+        request: Request, context: GatewayRequestContext, capabilities: String?
     ) async throws(GatewayError) -> Response {
-        let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
         let logger = context.logger
         // The next message for the client: a notification, the result, or an InputRequiredResult
         // for an ask (parked); nil when the upstream ended without answering.
@@ -301,20 +286,13 @@ final class ModernHTTPTranslator: Sendable {
                     return (StdioBridge.completeResult(for: method)(message.replacingID(with: rawID ?? "null"), true), true)
                 }
                 guard message.isRequest, let askMethod = message.method, let askID = message.rawID else { return (bytes, false) }
-                guard let capability = StdioBridge.askCapabilities[askMethod], declared.contains(capability) else {
+                guard let capability = StdioBridge.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
                     await postToUpstream("{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}",
                                          session: session, upstream: upstream, logger: logger)
                     continue
                 }
-                var generator = SystemRandomNumberGenerator()
-                let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-                let now = ContinuousClock.now
-                parkedAsks.withLock { parked in
-                    parked = parked.filter { $0.value.expires > now }
-                    parked[token] = ParkedAsk(reader: reader, session: session, askID: askID, key: key, expires: now + InputRequiredStore.lifetime)
-                }
-                let params = message.value(at: ["params"]) ?? "{}"
-                return (ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(token)\"}}"), true)
+                let token = parkedAsks.park(ParkedAsk(reader: reader, session: session, askID: askID), owner: key)
+                return (ModernProtocol.inputRequiredResponse(rawID: rawID, askMethod: askMethod, askParams: message.value(at: ["params"]) ?? "{}", requestState: token), true)
             }
             return nil
         }
@@ -323,24 +301,12 @@ final class ModernHTTPTranslator: Sendable {
         }
         if first.final { return StdioBridge.jsonResponse(first.bytes, headers: [:]) }
         // Notifications (progress) reach the client as they come.
-        let body = ResponseBody { writer in
-            try await writer.write(SSEEncoding.event(id: nil, data: first.bytes))
-            while let message = await step() {
-                try await writer.write(SSEEncoding.event(id: nil, data: message.bytes))
-                if message.final { break }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: StdioBridge.eventStreamHeaders, body: body)
+        return StdioBridge.eventStream(first: first.bytes, request: request, keepAlive: keepAlive, next: step)
     }
 
     /// Serves one modern request from a session-based upstream.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
-        guard request.method == .post else {
-            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", rawID: nil)
-            response.headers[.allow] = "POST"
-            return response
-        }
+        if let refusal = ModernProtocol.postOnly(request) { return refusal }
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let message: JSONRPCMessage
@@ -356,14 +322,11 @@ final class ModernHTTPTranslator: Sendable {
             return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
         }
         if let token = message.string(at: ["params", "requestState"]) {
-            guard let parked = parkedAsks.withLock({ $0.removeValue(forKey: token) }), parked.key == key, parked.expires > .now else {
+            guard let parked = parkedAsks.take(token: token, owner: key) else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
             }
-            let value = message.value(at: ["params", "inputResponses", "input-1"])
-            let answer = value.map { "{\"jsonrpc\":\"2.0\",\"id\":\(parked.askID),\"result\":\($0)}" }
-                ?? "{\"jsonrpc\":\"2.0\",\"id\":\(parked.askID),\"error\":{\"code\":-32600,\"message\":\"the client sent no response for this request\"}}"
-            await postToUpstream(answer, session: parked.session, upstream: upstream, logger: context.logger)
-            return try await drive(parked.reader, rawID: rawID, method: method, session: parked.session, upstream: upstream, key: key, context: context,
+            await postToUpstream(ModernProtocol.answerToAsk(id: parked.askID, from: message), session: parked.session, upstream: upstream, logger: context.logger)
+            return try await drive(parked.reader, rawID: rawID, method: method, session: parked.session, upstream: upstream, key: key, request: request, context: context,
                                    capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? StdioBridge.withoutModernMeta(message) else {
@@ -373,10 +336,7 @@ final class ModernHTTPTranslator: Sendable {
             var headers = Self.baseHeaders(upstream)
             headers.add(name: "Mcp-Session-Id", value: session.id)
             headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
-            if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
-            if let caller {
-                for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
-            }
+            Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
             let response: HTTPClientResponse
             do {
                 response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: forwarded.bytes, logger: context.logger)
@@ -395,59 +355,11 @@ final class ModernHTTPTranslator: Sendable {
                 return Response(status: .accepted)
             }
             let reader = UpstreamMessageReader(response)
-            return try await drive(reader, rawID: rawID, method: method, session: session, upstream: upstream, key: key, context: context,
+            return try await drive(reader, rawID: rawID, method: method, session: session, upstream: upstream, key: key, request: request, context: context,
                                    capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream lost its session twice"))
     }
-}
-
-extension ModernProtocol {
-    /// The 2026-07-28 request rules (version, headers mirroring the body), as one step.
-    static func validate(body: ByteBuffer, request: Request) -> Result<JSONRPCMessage, ResponseBox> {
-        let message: JSONRPCMessage
-        do {
-            message = try JSONRPCMessage(parsing: body)
-        } catch let failure {
-            if case .invalidJSON = failure {
-                return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", rawID: nil)))
-            }
-            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: nil)))
-        }
-        let rawID = message.rawID
-        guard let method = message.method, message.kind == .request || message.kind == .notification else {
-            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)))
-        }
-        let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
-        guard versions.contains(headerVersion) else {
-            let supported = (versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
-            return .failure(ResponseBox(error(.badRequest, code: unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")))
-        }
-        var mismatch: String?
-        let bodyVersion = message.string(at: ["params", "_meta", metaPrefix + "protocolVersion"])
-        if let bodyVersion, bodyVersion != headerVersion {
-            mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
-        } else if bodyVersion == nil, message.isRequest {
-            mismatch = "_meta[\"io.modelcontextprotocol/protocolVersion\"] is required"
-        } else if request.headers[methodHeader].flatMap(decodeHeader) != method {
-            mismatch = "Mcp-Method must equal the body's method \(method)"
-        } else if ["tools/call", "prompts/get", "resources/read"].contains(method) {
-            let expected = message.string(at: ["params", method == "resources/read" ? "uri" : "name"])
-            if request.headers[nameHeader].flatMap(decodeHeader) != expected {
-                mismatch = "Mcp-Name must equal the body's \(method == "resources/read" ? "params.uri" : "params.name")"
-            }
-        }
-        if let mismatch {
-            return .failure(ResponseBox(error(.badRequest, code: headerMismatch, message: "Header mismatch: \(mismatch)", rawID: rawID)))
-        }
-        return .success(message)
-    }
-}
-
-/// A Response as an Error, for `Result`.
-struct ResponseBox: Error {
-    let response: Response
-    init(_ response: Response) { self.response = response }
 }
 
 /// The JSON-RPC messages of an upstream answer as they arrive: one for a JSON body, each `data`

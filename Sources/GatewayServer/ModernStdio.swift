@@ -1,3 +1,4 @@
+import AuthorizationServer
 import Foundation
 import GatewayConfig
 import GatewayStdio
@@ -10,51 +11,12 @@ import Synchronization
 
 /// 2026-07-28 (stateless) requests on a stdio route. Each request stands alone: no session id, the
 /// client's version, capabilities and identity ride in `_meta` and in `Mcp-*` headers, which must
-/// agree with the body. The gateway serves them from children it initialized itself as a
-/// session-based client — which every child understands, legacy-only or dual-era — kept per
-/// identity (a child is never shared between users) and reused across requests, with JSON-RPC ids
-/// remapped so many clients' requests can share one child.
-///
-/// Built so far: header validation (-32020 HeaderMismatch, -32022 unsupported version), GET/DELETE
-/// → 405, `server/discover` answered from the child's InitializeResult, requests forwarded without
-/// the modern `_meta` keys, `resultType: "complete"` added to results, progress relayed on SSE,
-/// closing the stream cancels the request in the child.
-/// Not yet: server→client asks as Multi Round-Trip Requests, `subscriptions/listen`, modern-only
-/// children, HTTP upstreams, a pool of several children per identity.
-enum ModernProtocol {
-    static let versions = ["2026-07-28"]
-    static let metaPrefix = "io.modelcontextprotocol/"
-    static let headerMismatch = -32020
-    static let unsupportedVersion = -32022
-    static let methodHeader = HTTPField.Name("Mcp-Method")!
-    static let nameHeader = HTTPField.Name("Mcp-Name")!
-
-    /// Whether a request is for the modern era: its MCP-Protocol-Version is not a 2025 (or earlier)
-    /// session-based version.
-    static func isModern(_ request: Request) -> Bool {
-        guard let version = request.headers[StdioBridge.versionHeader] else { return false }
-        return !StdioBridge.supportedVersions.contains(version)
-    }
-
-    /// `=?base64?…?=` header values decode to their UTF-8 text; others are taken as they are.
-    static func decodeHeader(_ value: String) -> String? {
-        // The common case: a plain value, nothing to trim or decode.
-        if !value.hasPrefix("=?"), value.first != " ", value.last != " " { return value }
-        let trimmed = value.trimmingCharacters(in: .whitespaces)
-        guard trimmed.hasPrefix("=?base64?"), trimmed.hasSuffix("?=") else { return trimmed }
-        let encoded = String(trimmed.dropFirst("=?base64?".count).dropLast(2))
-        guard let data = Data(base64Encoded: encoded) else { return nil }
-        return String(data: data, encoding: .utf8)
-    }
-
-    static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
-        Response(
-            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-            body: ResponseBody(byteBuffer: JSONRPCErrorResponse.make(rawID: rawID, code: code, message: message, dataJSON: dataJSON))
-        )
-    }
-}
-
+/// agree with the body. The gateway serves them from children it starts itself, learning each
+/// one's era (`server/discover` first): modern children get requests as they are; session-based
+/// ones are initialized by the gateway and translated for (modern `_meta` out, `resultType` in,
+/// asks as Multi Round-Trip Requests, list changes for `subscriptions/listen`). Children are pooled
+/// per identity (never shared between users unless `isolation: shared`), with JSON-RPC ids
+/// remapped so many requests can share one child.
 /// The children serving 2026-07-28 clients, initialized by the gateway itself: per key (service
 /// and identity, or service alone with `isolation: shared`) up to `pool.max` children, each request
 /// going to the least busy one and a new child starting only when all are busy; plus `pool.min`
@@ -179,51 +141,17 @@ struct SendableJSON: @unchecked Sendable {
 
 extension StdioBridge {
     func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
-        guard request.method == .post else {
-            var response = ModernProtocol.error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest, message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", rawID: nil)
-            response.headers[.allow] = "POST"
-            return response
-        }
+        if let refusal = ModernProtocol.postOnly(request) { return refusal }
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         // Read in place with the scanner: no decoding of the body on the hot path.
         let message: JSONRPCMessage
-        do {
-            message = try JSONRPCMessage(parsing: body)
-        } catch {
-            if case .invalidJSON = error {
-                return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", rawID: nil)
-            }
-            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: nil)
+        switch ModernProtocol.validate(body: body, request: request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let valid): message = valid
         }
         let rawID = message.rawID
-        guard let method = message.method, message.kind == .request || message.kind == .notification else {
-            return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)
-        }
-        let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
-        guard ModernProtocol.versions.contains(headerVersion) else {
-            let supported = (ModernProtocol.versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
-            return ModernProtocol.error(.badRequest, code: ModernProtocol.unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", rawID: rawID,
-                                        dataJSON: "{\"supported\":[\(supported)]}")
-        }
-        // The headers mirror the body; intermediaries route on them, so a mismatch is refused.
-        var mismatch: String?
-        let bodyVersion = message.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"])
-        if let bodyVersion, bodyVersion != headerVersion {
-            mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
-        } else if bodyVersion == nil, message.isRequest {
-            mismatch = "_meta[\"io.modelcontextprotocol/protocolVersion\"] is required"
-        } else if request.headers[ModernProtocol.methodHeader].flatMap(ModernProtocol.decodeHeader) != method {
-            mismatch = "Mcp-Method must equal the body's method \(method)"
-        } else if ["tools/call", "prompts/get", "resources/read"].contains(method) {
-            let expected = message.string(at: ["params", method == "resources/read" ? "uri" : "name"])
-            if request.headers[ModernProtocol.nameHeader].flatMap(ModernProtocol.decodeHeader) != expected {
-                mismatch = "Mcp-Name must equal the body's \(method == "resources/read" ? "params.uri" : "params.name")"
-            }
-        }
-        if let mismatch {
-            return ModernProtocol.error(.badRequest, code: ModernProtocol.headerMismatch, message: "Header mismatch: \(mismatch)", rawID: rawID)
-        }
+        let method = message.method ?? ""
 
         let service = manager.service
         let identityKey = service.isolation == .shared ? "shared" : (verified?.claims.sub ?? "anonymous")
@@ -258,14 +186,8 @@ extension StdioBridge {
             guard let parked = inputRequired.take(token: token, owner: owner) else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
             }
-            var answers: [JSONRPCMessage] = []
-            for (key, childID) in parked.asks {
-                let value = message.value(at: ["params", "inputResponses", key])
-                let line = value.map { "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"result\":\($0)}" }
-                    ?? "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"error\":{\"code\":-32600,\"message\":\"the client sent no response for this request\"}}"
-                if let answer = try? JSONRPCMessage(parsing: line) { answers.append(answer) }
-            }
-            do { try parked.session.sendNotifications(answers) } catch {
+            let answer = ModernProtocol.answerToAsk(id: parked.childID, from: message)
+            do { try parked.session.sendNotifications([try JSONRPCMessage(parsing: answer)]) } catch {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
             }
             return await driveTranslated(parked.session, parked.subscription, parked.iterator, request: request, context: context, rawID: rawID, method: method,
@@ -314,8 +236,6 @@ extension StdioBridge {
         }
     }
 
-    /// The child initialized by the gateway itself, as a session-based client without
-    /// capabilities (server→client asks are not translated yet, so none are offered).
     /// Tops the service's warm children up to `pool.min`.
     func keepWarm(_ manager: StdioSessionManager) {
         modernSessions.keepWarm(service: manager.service) { warm in
@@ -362,16 +282,7 @@ extension StdioBridge {
 
     /// The response a stream ends with, decoded (nil when the stream ended without one).
     private static func finalMessage(_ subscription: LegacySession.Subscription, session: LegacySession) async -> [String: Any]? {
-        var final: ByteBuffer?
-        for await item in subscription.items {
-            guard case .message(_, let bytes, let isFinal) = item else { break }
-            if isFinal {
-                final = bytes
-                break
-            }
-        }
-        session.readerStopped(subscription)
-        return final.flatMap { (try? JSONSerialization.jsonObject(with: Data(buffer: $0))) as? [String: Any] }
+        await finalAnswer(of: subscription, session: session).flatMap { (try? JSONSerialization.jsonObject(with: Data(buffer: $0))) as? [String: Any] }
     }
 
     /// Rewrites `params._meta` without the modern keys (when it also holds others, e.g. a progress token).
@@ -436,14 +347,7 @@ extension StdioBridge {
         let discoverResult: [String: Any]
         do {
             let probe = try session.sendRequests([try JSONRPCMessage(parsing: Self.discoverProbe)], timeout: manager.service.startTimeout)
-            var final: ByteBuffer?
-            for await item in probe.items {
-                guard case .message(_, let bytes, let isFinal) = item else { break }
-                if isFinal { final = bytes; break }
-            }
-            session.readerStopped(probe)
-            guard let final, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
-                  let result = object["result"] as? [String: Any]
+            guard let object = await Self.finalMessage(probe, session: session), let result = object["result"] as? [String: Any]
             else { throw GatewayError.stdioStartFailed(service: manager.service.name, detail: "the MCP server refused initialize and server/discover") }
             discoverResult = result
         } catch {
@@ -451,21 +355,8 @@ extension StdioBridge {
             if let gatewayError = error as? GatewayError { throw gatewayError }
             throw .stdioStartFailed(service: manager.service.name, detail: "\(error)")
         }
-        var meta: [String: Any] = [ModernProtocol.metaPrefix + "protocolVersion": ModernProtocol.versions[0]]
-        meta[ModernProtocol.metaPrefix + "clientInfo"] = (try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "clientInfo"]) ?? "{}").utf8)))
-        meta[ModernProtocol.metaPrefix + "clientCapabilities"] = (try? JSONSerialization.jsonObject(with: Data((message.value(at: ["params", "capabilities"]) ?? "{}").utf8)))
-        if let data = try? JSONSerialization.data(withJSONObject: meta) {
-            session.modernMeta = String(decoding: data, as: UTF8.self)
-        }
-        var result: [String: Any] = [
-            "protocolVersion": version,
-            "capabilities": discoverResult["capabilities"] ?? [String: Any](),
-            "serverInfo": ((discoverResult["_meta"] as? [String: Any])?[ModernProtocol.metaPrefix + "serverInfo"]) ?? ["name": manager.service.name, "version": "unknown"],
-        ]
-        if let instructions = discoverResult["instructions"] { result["instructions"] = instructions }
-        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
-        let body = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(message.rawID ?? "null"),\"result\":\(resultJSON)}")
-        return Self.jsonResponse(body, headers: [Self.sessionHeader: sessionID])
+        session.modernMeta = ModernProtocol.clientStamp(from: message)
+        return Self.jsonResponse(ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: manager.service.name), headers: [Self.sessionHeader: sessionID])
     }
 
     /// An `InputRequiredResult` (2026-07-28) turned into a JSON-RPC error for a session-based
@@ -474,8 +365,8 @@ extension StdioBridge {
         guard let message = try? JSONRPCMessage(parsing: bytes), message.isResponse,
               message.string(at: ["result", "resultType"]) == "input_required"
         else { return bytes }
-        let asks = (try? JSONScannerKeys.keys(of: message, at: ["result", "inputRequests"])) ?? []
-        let methods = asks.compactMap { message.string(at: ["result", "inputRequests", $0, "method"]) }
+        let asks = message.value(at: ["result", "inputRequests"]).flatMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] } ?? [:]
+        let methods = asks.keys.sorted().compactMap { message.string(at: ["result", "inputRequests", $0, "method"]) }
         let what = methods.isEmpty ? "more input" : methods.joined(separator: ", ")
         return JSONRPCErrorResponse.make(
             rawID: message.rawID, code: JSONRPCErrorResponse.internalError,
@@ -499,42 +390,46 @@ extension StdioBridge {
     }
 }
 
-/// Asks of session-based children waiting for a 2026-07-28 client's retry (Multi Round-Trip
-/// Requests): the `requestState` handed to the client is an unguessable handle, bound to the
-/// identity it was issued to and valid for a few minutes; the original request keeps running in
-/// the child meanwhile.
-final class InputRequiredStore: Sendable {
-    struct Parked: Sendable {
-        let session: LegacySession
-        let subscription: LegacySession.Subscription
-        let iterator: IteratorBox
-        /// Input-request key → the child's request id (raw JSON).
-        let asks: [(String, String)]
+/// Requests parked while a 2026-07-28 client answers an ask (Multi Round-Trip Requests): the
+/// `requestState` handed to the client is an unguessable handle, bound to the identity it was
+/// issued to and valid for a few minutes; the original request keeps running meanwhile.
+final class ParkedRequests<Value: Sendable>: Sendable {
+    private struct Parked {
+        let value: Value
         let owner: String
         let expires: ContinuousClock.Instant
     }
 
-    static let lifetime: Duration = .seconds(300)
+    static var lifetime: Duration { .seconds(300) }
     private let parked = Mutex<[String: Parked]>([:])
 
-    func park(_ value: Parked) -> String {
-        var generator = SystemRandomNumberGenerator()
-        let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    func park(_ value: Value, owner: String) -> String {
+        let token = ClientRegistry.randomToken(bytes: 24)
         let now = ContinuousClock.now
         parked.withLock { parked in
             parked = parked.filter { $0.value.expires > now }
-            parked[token] = value
+            parked[token] = Parked(value: value, owner: owner, expires: now + Self.lifetime)
         }
         return token
     }
 
-    func take(token: String, owner: String) -> Parked? {
+    /// The parked value, once, for its owner only.
+    func take(token: String, owner: String) -> Value? {
         parked.withLock { parked in
-            guard let value = parked[token], value.owner == owner, value.expires > .now else { return nil }
+            guard let entry = parked[token], entry.owner == owner, entry.expires > .now else { return nil }
             parked[token] = nil
-            return value
+            return entry.value
         }
     }
+}
+
+/// A translated child's request waiting for the client's answer to its ask.
+struct ParkedChildAsk: Sendable {
+    let session: LegacySession
+    let subscription: LegacySession.Subscription
+    let iterator: IteratorBox
+    /// The child's id of its ask (raw JSON).
+    let childID: String
 }
 
 extension StdioBridge {
@@ -548,7 +443,6 @@ extension StdioBridge {
         rawID: String?, method: String, owner: String, capabilities: String?, keepAliveInterval: Duration = .seconds(15)
     ) async -> Response {
         let transform = Self.completeResult(for: method)
-        let declared = Set(((try? JSONSerialization.jsonObject(with: Data((capabilities ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
         let parkedFlag = ParkedFlag()
         // Closing the response stream cancels the request, unless it was parked for a retry.
         let watcher = InboundCloseWatcher.watcher(for: context.channel)
@@ -572,18 +466,16 @@ extension StdioBridge {
                 guard let ask = try? JSONRPCMessage(parsing: bytes), ask.isRequest, let askMethod = ask.method, let childID = ask.rawID else {
                     return (bytes, false)
                 }
-                guard let capability = Self.askCapabilities[askMethod], declared.contains(capability) else {
+                // Capabilities are read only when the child asks (not on every request).
+                guard let capability = Self.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
                     // The client cannot answer this kind of ask: the child hears so at once.
                     let refusal = "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}"
                     try? session.sendNotifications([try JSONRPCMessage(parsing: refusal)])
                     continue
                 }
                 parkedFlag.set()
-                let handle = store.park(.init(session: session, subscription: subscription, iterator: iterator, asks: [("input-1", childID)], owner: owner,
-                                              expires: .now + InputRequiredStore.lifetime))
-                let params = ask.value(at: ["params"]) ?? "{}"
-                let result = "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(params)}},\"requestState\":\"\(handle)\"}}"
-                return (ByteBuffer(string: result), true)
+                let handle = store.park(ParkedChildAsk(session: session, subscription: subscription, iterator: iterator, childID: childID), owner: owner)
+                return (ModernProtocol.inputRequiredResponse(rawID: rawID, askMethod: askMethod, askParams: ask.value(at: ["params"]) ?? "{}", requestState: handle), true)
             }
             return nil
         }
@@ -595,37 +487,7 @@ extension StdioBridge {
             finish()
             return Self.jsonResponse(first.bytes, headers: [:])
         }
-        let keepAlive = keepAliveInterval
-        let body = ResponseBody { writer in
-            defer { finish() }
-            try await writer.write(SSEEncoding.event(id: nil, data: first.bytes))
-            // One producer feeds the messages and, when the stream is quiet, keep-alive comments.
-            let (events, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-            let producer = Task {
-                while let message = await next() {
-                    continuation.yield(SSEEncoding.event(id: nil, data: message.bytes))
-                    if message.final { break }
-                }
-                continuation.finish()
-            }
-            let ticker = Task {
-                while !Task.isCancelled {
-                    guard (try? await Task.sleep(for: keepAlive)) != nil else { break }
-                    continuation.yield(nil)
-                }
-            }
-            defer {
-                ticker.cancel()
-                producer.cancel()
-            }
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
-                for await event in events {
-                    try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
-                }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
+        return Self.eventStream(first: first.bytes, request: request, keepAlive: keepAliveInterval, onEnd: finish, next: next)
     }
 }
 
@@ -741,47 +603,27 @@ extension StdioBridge {
                                         "notifications": acknowledged]
         let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams])) ?? Data()
         let (listenerID, notifications) = hub.listen(methods: methods, subscriptionID: subscriptionID)
-        let body = ResponseBody { writer in
-            defer { hub.stop(listenerID) }
-            try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(bytes: ack)))
-            let (events, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-            let producer = Task {
-                for await notification in notifications {
-                    guard let notification else {
-                        // The child went away: end the subscription gracefully.
-                        continuation.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")))
-                        break
-                    }
-                    continuation.yield(SSEEncoding.event(id: nil, data: notification))
-                }
-                continuation.finish()
-            }
-            let ticker = Task {
-                while !Task.isCancelled {
-                    guard (try? await Task.sleep(for: keepAlive)) != nil else { break }
-                    continuation.yield(nil)
-                }
-            }
-            defer {
-                ticker.cancel()
-                producer.cancel()
-            }
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
-                for await event in events {
-                    try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
-                }
-            }
-            try await writer.finish(nil)
+        let iterator = NotificationIterator(notifications.makeAsyncIterator())
+        let completion = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")
+        return Self.eventStream(first: ByteBuffer(bytes: ack), request: request, keepAlive: keepAlive, onEnd: { hub.stop(listenerID) }) {
+            guard let notification = await iterator.next() else { return nil }
+            // nil from the hub: the child went away; the subscription ends gracefully.
+            return notification.map { ($0, false) } ?? (completion, true)
         }
-        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
     }
 }
 
-/// Object keys at a path of a message (for small lookups off the hot path).
-enum JSONScannerKeys {
-    static func keys(of message: JSONRPCMessage, at path: [String]) throws -> [String] {
-        guard let raw = message.value(at: path), let object = try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any] else { return [] }
-        return object.keys.sorted()
+/// The hub's stream, read by one task at a time.
+final class NotificationIterator: @unchecked Sendable {
+    private var iterator: AsyncStream<ByteBuffer?>.Iterator
+
+    init(_ iterator: AsyncStream<ByteBuffer?>.Iterator) {
+        self.iterator = iterator
+    }
+
+    /// The next element: `.some(nil)` is the hub's end marker, nil the end of the stream.
+    func next() async -> ByteBuffer?? {
+        await iterator.next()
     }
 }
 
@@ -835,13 +677,7 @@ extension StdioBridge {
         // Sends the request (or a retry) and waits for the child's final answer.
         let exchange: @Sendable (JSONRPCMessage) async -> ByteBuffer? = { outgoing in
             guard let subscription = try? session.sendRequests([outgoing], timeout: timeout) else { return nil }
-            var final: ByteBuffer?
-            for await item in subscription.items {
-                guard case .message(_, let bytes, let isFinal) = item else { break }
-                if isFinal { final = bytes; break }
-            }
-            session.readerStopped(subscription)
-            return final
+            return await Self.finalAnswer(of: subscription, session: session)
         }
         guard let first = await exchange(message) else {
             return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
@@ -906,5 +742,57 @@ extension StdioBridge {
 
     static func isInputRequired(_ bytes: ByteBuffer) -> Bool {
         (try? JSONRPCMessage(parsing: bytes))?.string(at: ["result", "resultType"]) == "input_required"
+    }
+}
+
+extension StdioBridge {
+    /// An SSE response to a 2026-07-28 client: `first`, then each event `next` yields until it
+    /// says final (or ends), with a keep-alive comment whenever the stream has been quiet for
+    /// `keepAlive`; stops at once when the client goes away, and calls `onEnd` either way.
+    static func eventStream(
+        first: ByteBuffer, request: Request, keepAlive: Duration, onEnd: (@Sendable () -> Void)? = nil,
+        next: @escaping @Sendable () async -> (bytes: ByteBuffer, final: Bool)?
+    ) -> Response {
+        let body = ResponseBody { writer in
+            defer { onEnd?() }
+            try await writer.write(SSEEncoding.event(id: nil, data: first))
+            // One producer feeds the events and, when the stream is quiet, keep-alive comments.
+            let (events, continuation) = AsyncStream<ByteBuffer?>.makeStream()
+            let producer = Task {
+                while let message = await next() {
+                    continuation.yield(SSEEncoding.event(id: nil, data: message.bytes))
+                    if message.final { break }
+                }
+                continuation.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    guard (try? await Task.sleep(for: keepAlive)) != nil else { break }
+                    continuation.yield(nil)
+                }
+            }
+            defer {
+                ticker.cancel()
+                producer.cancel()
+            }
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                for await event in events {
+                    try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: eventStreamHeaders, body: body)
+    }
+
+    /// The final message of a stream the gateway reads itself (its own initialize or discover, a
+    /// relayed retry); nil when the stream ended without one.
+    static func finalAnswer(of subscription: LegacySession.Subscription, session: LegacySession) async -> ByteBuffer? {
+        defer { session.readerStopped(subscription) }
+        for await item in subscription.items {
+            guard case .message(_, let bytes, let isFinal) = item else { return nil }
+            if isFinal { return bytes }
+        }
+        return nil
     }
 }

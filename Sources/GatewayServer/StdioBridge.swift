@@ -19,7 +19,7 @@ struct StdioBridge: Sendable {
 
     let registry: StdioRegistry
     let modernSessions = ModernSessions()
-    let inputRequired = InputRequiredStore()
+    let inputRequired = ParkedRequests<ParkedChildAsk>()
     let bridgeAsks = BridgeAsks()
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the

@@ -160,3 +160,16 @@ def exchange_code(gateway, client_id: str, code: str, verifier: str, resource: s
 
 def page_text(response: httpx.Response) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
+
+
+def access_token_for(gateway, fake_github, login: str, user_id: int, resource: str, orgs=("acme",)) -> str:
+    """Signs `login` in through the fake GitHub with a fresh public client; returns the access token."""
+    fake_github.set_user(login, user_id=user_id, orgs=list(orgs))
+    browser = Browser(gateway)
+    try:
+        client = register(gateway)
+        verifier, challenge = pkce_pair()
+        code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
+        return exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
+    finally:
+        browser.close()

@@ -1,34 +1,53 @@
 """2026-07-28 clients on an HTTP route whose upstream speaks only the session-based protocol
-(the mcp 1.x SDK in .venv-legacy): the gateway probes the upstream's era, keeps one upstream
-session per identity and translates."""
+(the mcp 1.x SDK in .venv-legacy), and session-based clients of a 2026-07-28-only upstream
+(hand-written): the gateway probes the upstream's era, keeps upstream sessions per identity and
+translates both ways."""
+
+import sys
 
 import anyio
-import httpx
+import mcp_types as types
+import pytest
 from mcp import Client
 
 from conftest import REPO, SERVERS, free_port, port_open, start_process, wait_until
 
 
-def test_modern_client_reaches_a_legacy_http_upstream(start_gateway, processes, tmp_path):
+def upstream_gateway(start_gateway, processes, tmp_path, name: str, argv: list[str]):
+    """Starts an HTTP MCP upstream and a gateway routing `/<name>` to it (auth: none)."""
     port = free_port()
-    upstream = start_process("legacy-http", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py"), "--port", str(port)], tmp_path)
+    upstream = start_process(f"{name}-http", [*argv, "--port", str(port)], tmp_path)
     processes.append(upstream)
-    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="legacy HTTP upstream")
-    gateway = start_gateway(f"""
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what=f"{name} HTTP upstream")
+    return start_gateway(f"""
     entryPoints:
       web:
         address: "127.0.0.1:{{port}}"
     publicURL: "http://127.0.0.1:{{port}}"
     routers:
-      legacy:
-        rule: "PathPrefix(`/legacy`)"
-        service: legacy
+      {name}:
+        rule: "PathPrefix(`/{name}`)"
+        service: {name}
         auth: none
     services:
-      legacy:
+      {name}:
         http:
           url: "http://127.0.0.1:{port}/mcp"
     """)
+
+
+@pytest.fixture
+def legacy_gateway(start_gateway, processes, tmp_path):
+    return upstream_gateway(start_gateway, processes, tmp_path, "legacy", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py")])
+
+
+@pytest.fixture
+def modern_gateway(start_gateway, processes, tmp_path):
+    return upstream_gateway(start_gateway, processes, tmp_path, "modern", [sys.executable, str(SERVERS / "modern_http_server.py")])
+
+
+def test_modern_client_reaches_a_legacy_http_upstream(legacy_gateway):
+    gateway = legacy_gateway
 
     async def run(mode):
         updates = []
@@ -49,28 +68,8 @@ def test_modern_client_reaches_a_legacy_http_upstream(start_gateway, processes, 
     assert "upstream era detected" in gateway.managed.log() and "era=session-based" in gateway.managed.log()
 
 
-def test_modern_clients_reach_a_modern_only_http_upstream(start_gateway, processes, tmp_path):
-    import sys
-
-    port = free_port()
-    upstream = start_process("modern-http", [sys.executable, str(SERVERS / "modern_http_server.py"), "--port", str(port)], tmp_path)
-    processes.append(upstream)
-    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="modern HTTP upstream")
-    gateway = start_gateway(f"""
-    entryPoints:
-      web:
-        address: "127.0.0.1:{{port}}"
-    publicURL: "http://127.0.0.1:{{port}}"
-    routers:
-      modern:
-        rule: "PathPrefix(`/modern`)"
-        service: modern
-        auth: none
-    services:
-      modern:
-        http:
-          url: "http://127.0.0.1:{port}/mcp"
-    """)
+def test_modern_clients_reach_a_modern_only_http_upstream(modern_gateway):
+    gateway = modern_gateway
 
     async def run(mode):
         async with Client(gateway.url("/modern/mcp"), mode=mode) as client:
@@ -83,30 +82,8 @@ def test_modern_clients_reach_a_modern_only_http_upstream(start_gateway, process
         assert {"echo", "whoami"} <= names and echoed == "as is", mode
 
 
-def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway, processes, tmp_path):
-    import sys
-
-    import mcp_types as types
-
-    port = free_port()
-    upstream = start_process("modern-http", [sys.executable, str(SERVERS / "modern_http_server.py"), "--port", str(port)], tmp_path)
-    processes.append(upstream)
-    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="modern HTTP upstream")
-    gateway = start_gateway(f"""
-    entryPoints:
-      web:
-        address: "127.0.0.1:{{port}}"
-    publicURL: "http://127.0.0.1:{{port}}"
-    routers:
-      modern:
-        rule: "PathPrefix(`/modern`)"
-        service: modern
-        auth: none
-    services:
-      modern:
-        http:
-          url: "http://127.0.0.1:{port}/mcp"
-    """)
+def test_session_based_client_reaches_a_modern_only_http_upstream(modern_gateway):
+    gateway = modern_gateway
 
     async def run():
         async with Client(gateway.url("/modern/mcp"), mode="legacy", client_info=types.Implementation(name="old-client", version="1")) as client:
@@ -130,28 +107,8 @@ def test_session_based_client_reaches_a_modern_only_http_upstream(start_gateway,
     assert "bridged to a 2026-07-28-only upstream" in gateway.managed.log()
 
 
-def test_a_legacy_http_upstreams_ask_becomes_a_multi_round_trip_request(start_gateway, processes, tmp_path):
-    import mcp_types as types
-
-    port = free_port()
-    upstream = start_process("legacy-http", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py"), "--port", str(port)], tmp_path)
-    processes.append(upstream)
-    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="legacy HTTP upstream")
-    gateway = start_gateway(f"""
-    entryPoints:
-      web:
-        address: "127.0.0.1:{{port}}"
-    publicURL: "http://127.0.0.1:{{port}}"
-    routers:
-      legacy:
-        rule: "PathPrefix(`/legacy`)"
-        service: legacy
-        auth: none
-    services:
-      legacy:
-        http:
-          url: "http://127.0.0.1:{port}/mcp"
-    """)
+def test_a_legacy_http_upstreams_ask_becomes_a_multi_round_trip_request(legacy_gateway):
+    gateway = legacy_gateway
 
     async def elicitation(context, params):
         return types.ElicitResult(action="accept", content={"colour": "ochre"})

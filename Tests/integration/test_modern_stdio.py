@@ -175,7 +175,7 @@ def test_warm_pool_and_shared_isolation(start_gateway):
 
 
 def test_user_isolation_never_shares_a_child(start_gateway, redis_server, fake_github, local_password_hash):
-    from oauth_helpers import Browser, exchange_code, pkce_pair, register
+    from oauth_helpers import access_token_for
     from test_oauth import config as oauth_config
 
     text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('''      time:
@@ -188,18 +188,8 @@ def test_user_isolation_never_shares_a_child(start_gateway, redis_server, fake_g
     gateway = start_gateway(text)
     resource = gateway.url("/time/mcp")
 
-    def token_for(login, user_id):
-        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
-        browser = Browser(gateway)
-        try:
-            client = register(gateway)
-            verifier, challenge = pkce_pair()
-            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
-            return exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
-        finally:
-            browser.close()
-
-    alice, bob = token_for("octocat", 1), token_for("carol", 2)
+    alice = access_token_for(gateway, fake_github, "octocat", 1, resource)
+    bob = access_token_for(gateway, fake_github, "carol", 2, resource)
     alice_pid = pid_of(resource, alice)
     bob_pid = pid_of(resource, bob)
     assert alice_pid != bob_pid

@@ -15,7 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from oauth_helpers import CALLBACK, Browser, jwt_claims, pkce_pair
+from oauth_helpers import CALLBACK, Browser, access_token_for, exchange_code, jwt_claims, pkce_pair, register
 from test_oauth import config as oauth_config
 
 
@@ -87,8 +87,7 @@ async def call_tools(url: str, provider: OAuthClientProvider, mode: str = "legac
 
 @pytest.fixture
 def gateway(start_gateway, redis_server, fake_github, local_password_hash, mcp_upstream):
-    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('accessTokenTTL: "5m"', 'accessTokenTTL: "4s"')
-    text = text.replace("""      notes:
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace("""      notes:
         http:
           url: "http://127.0.0.1:9/mcp\"""", f"""      notes:
         http:
@@ -115,9 +114,10 @@ def test_sdk_client_signs_in_uses_both_route_kinds_refreshes_and_is_cut_off(gate
         assert "echo" in names and text == "through the gate"
         assert jwt_claims(notes_storage.tokens.access_token)["aud"] == notes_url
 
-        # Expiry, then a transparent refresh (no browser): access token lifetime is 4 s.
-        deadline = jwt_claims(storage.tokens.access_token)["exp"]
-        time.sleep(max(0.0, deadline - time.time() + 1))
+        # Expiry, then a transparent refresh (no browser). The client is told its token expired
+        # rather than the test waiting out a real lifetime; the gateway's own expiry check is
+        # covered by the unit tests (AccessTokenTests.expiryAllowsOnlySmallSkew).
+        time_provider.context.token_expiry_time = time.time() - 1
         names, _ = anyio.run(call_tools, time_url, time_provider)
         assert "get_current_time" in names and agent.authorizations == 2  # 1 for time, 1 for notes
         assert storage.tokens.refresh_token != first.refresh_token and storage.tokens.access_token != first.access_token
@@ -142,8 +142,6 @@ def test_upstream_never_sees_the_token_and_gets_identity_headers(start_gateway, 
     fake_github.set_user("octocat", email="octocat@example.com")
     browser = Browser(gateway)
     try:
-        from oauth_helpers import exchange_code, register
-
         client = register(gateway)
         verifier, challenge = pkce_pair()
         resource = gateway.url("/notes/mcp")
@@ -159,10 +157,7 @@ def test_upstream_never_sees_the_token_and_gets_identity_headers(start_gateway, 
         assert headers["x-remote-user"] == "octocat" and "x-forwarded-user" not in headers
         assert headers["x-forwarded-email"] == "octocat@example.com" and headers["x-forwarded-client-id"] == client["client_id"]
         # A token for another router is refused (audience).
-        time_token_client = register(gateway)
-        verifier, challenge = pkce_pair()
-        code = browser.sign_in(time_token_client["client_id"], challenge, resource=gateway.url("/time/mcp")).params["code"]
-        time_token = exchange_code(gateway, time_token_client["client_id"], code, verifier).json()["access_token"]
+        time_token = access_token_for(gateway, fake_github, "octocat", 583231, gateway.url("/time/mcp"))
         wrong = httpx.post(resource, content=b"{}", headers={"Authorization": f"Bearer {time_token}"}, timeout=10)
         assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
     finally:
@@ -192,25 +187,13 @@ def test_sdk_client_with_a_client_id_metadata_document(start_gateway, redis_serv
 
 
 def test_sessions_are_bound_to_the_identity_that_created_them(gateway, fake_github):
-    from oauth_helpers import exchange_code, register
-
-    def token_for(login: str, user_id: int, resource: str) -> str:
-        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
-        browser = Browser(gateway)
-        try:
-            client = register(gateway)
-            verifier, challenge = pkce_pair()
-            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
-            return exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
-        finally:
-            browser.close()
-
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     for path in ("/time/mcp", "/notes/mcp"):
         resource = gateway.url(path)
-        alice, mallory = token_for("octocat", 1, resource), token_for("carol", 2, resource)
+        alice = access_token_for(gateway, fake_github, "octocat", 1, resource)
+        mallory = access_token_for(gateway, fake_github, "carol", 2, resource)
 
         def post(token, body, session=None):
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
@@ -232,8 +215,6 @@ def test_pass_identity_env_gives_each_session_its_callers_identity(start_gateway
     import sys
     from pathlib import Path
 
-    from oauth_helpers import exchange_code, register
-
     server = Path(__file__).resolve().parent / "servers" / "stdio_server.py"
     text = oauth_config(redis_server.url, fake_github, local_password_hash).replace('''      time:
         stdio:
@@ -246,15 +227,7 @@ def test_pass_identity_env_gives_each_session_its_callers_identity(start_gateway
     resource = gateway.url("/time/mcp")
     seen = {}
     for login, user_id in (("octocat", 1), ("carol", 2)):
-        fake_github.set_user(login, user_id=user_id, orgs=["acme"])
-        browser = Browser(gateway)
-        try:
-            client = register(gateway)
-            verifier, challenge = pkce_pair()
-            code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
-            token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
-        finally:
-            browser.close()
+        token = access_token_for(gateway, fake_github, login, user_id, resource)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
         init = httpx.post(resource, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}, headers=headers, timeout=30)
@@ -275,22 +248,12 @@ def test_pass_identity_env_gives_each_session_its_callers_identity(start_gateway
 def test_org_membership_is_rechecked_with_the_membership_token(start_gateway, redis_server, fake_github, local_password_hash):
     """carol is admitted through the acme org; when GitHub says she left, her next request after
     membershipTTL is refused — no restart, no new sign-in, and her GitHub token was never kept."""
-    from oauth_helpers import exchange_code, register
-
     text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(
         'apiURL: "' + fake_github.api_url + '"',
         'apiURL: "' + fake_github.api_url + '"\n        membershipToken: "membership-token"\n        membershipTTL: "1s"')
     gateway = start_gateway(text)
-    fake_github.set_user("carol", user_id=2, orgs=["acme"])
     resource = gateway.url("/time/mcp")
-    browser = Browser(gateway)
-    try:
-        client = register(gateway)
-        verifier, challenge = pkce_pair()
-        code = browser.sign_in(client["client_id"], challenge, resource=resource).params["code"]
-        token = exchange_code(gateway, client["client_id"], code, verifier, resource=resource).json()["access_token"]
-    finally:
-        browser.close()
+    token = access_token_for(gateway, fake_github, "carol", 2, resource)
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
