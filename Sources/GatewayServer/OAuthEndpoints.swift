@@ -227,7 +227,7 @@ struct OAuthEndpoints: Sendable {
             do {
                 guard let taken = try await flows.take(id) else { return expiredPage() }
                 let state = try await flows.beginLogin(taken)
-                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: policy(for: authorizationRequest.resource).needsOrgs || policy(for: authorizationRequest.resource).needsTeams))
+                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: Self.needsMembership(policy(for: authorizationRequest.resource))))
             } catch {
                 return storeUnavailablePage()
             }
@@ -312,9 +312,8 @@ struct OAuthEndpoints: Sendable {
     /// The allow-lists in force for a resource: the global list, narrowed by the router's own.
     func policy(for resource: String) -> AccessPolicy {
         let configuration = holder.current.configuration
-        let global = AccessRule(configuration.auth?.allow ?? AllowList())
         let router = configuration.routers.first { $0.resourceURL(publicURL: publicURL) == resource }
-        return AccessPolicy(global: global, router: router?.allow.map(AccessRule.init))
+        return AccessPolicy(configuration: configuration, router: router)
     }
 
     /// Signed in: check the allow-lists, then send the browser back to the client with a code.
@@ -607,6 +606,19 @@ extension AccessRule {
     init(_ list: AllowList) {
         self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams)
     }
+}
+
+extension AccessPolicy {
+    /// The allow-lists in force for `router` (the global list alone when there is none): the one
+    /// place sign-in, refresh and the token check derive them from.
+    init(configuration: GatewayConfiguration, router: RouterConfiguration?) {
+        self.init(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router?.allow.map(AccessRule.init))
+    }
+}
+
+extension OAuthEndpoints {
+    /// GitHub's `read:org` scope is asked for only when a list names orgs or teams.
+    static func needsMembership(_ policy: AccessPolicy) -> Bool { policy.needsOrgs || policy.needsTeams }
 }
 
 /// RFC 6749 JSON responses: every one `no-store`.

@@ -50,7 +50,7 @@ final class RuntimeConfiguration: Sendable {
                 let route = CompiledRoute(
                     router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
                     resourceURL: router.resourceURL(publicURL: configuration.publicURL),
-                    accessPolicy: AccessPolicy(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router.allow.map(AccessRule.init)),
+                    accessPolicy: AccessPolicy(configuration: configuration, router: router),
                     upstreamRemovals: removals
                 )
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))
