@@ -114,8 +114,14 @@ def readiness(target: Target) -> dict:
     return httpx.get(f"http://127.0.0.1:{target.port}/readyz", timeout=5).json()
 
 
-async def child_ceiling(children: int, concurrency: int, seconds: float) -> dict:
-    """Requests piped straight into `children` mcp-server-time processes, `concurrency` in flight."""
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "b", "version": "1"},
+               "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+async def child_ceiling(children: int, concurrency: int, seconds: float, modern: bool = False) -> dict:
+    """Requests piped straight into `children` mcp-server-time processes, `concurrency` in flight;
+    `modern`: spoken to in 2026-07-28 (discover first, `_meta` on every call) instead of after
+    an `initialize` handshake."""
     processes = []
     for _ in range(children):
         process = await asyncio.create_subprocess_exec(TIME_SERVER, *CHILD_ARGS, stdin=asyncio.subprocess.PIPE,
@@ -144,8 +150,12 @@ async def child_ceiling(children: int, concurrency: int, seconds: float) -> dict
         await future
 
     for index, process in enumerate(processes):
+        if modern:
+            await call(index, "server/discover", {"_meta": MODERN_META})
+            continue
         await call(index, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}})
         process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    extra = {"_meta": MODERN_META} if modern else {}
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
     next_child = 0
@@ -156,7 +166,7 @@ async def child_ceiling(children: int, concurrency: int, seconds: float) -> dict
             index = next_child % children
             next_child += 1
             started = time.perf_counter()
-            await call(index, "tools/call", {"name": "get_current_time", "arguments": {"timezone": "UTC"}})
+            await call(index, "tools/call", {"name": "get_current_time", "arguments": {"timezone": "UTC"}, **extra})
             latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.monotonic()
