@@ -25,12 +25,20 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     static let maxCacheSeconds: TimeInterval = 86400
     static let defaultCacheSeconds: TimeInterval = 300
     static let maxRedirects = 3
+    /// After a failed fetch of a pinned client's document, the pin answers without another
+    /// attempt for this long (Claude's document is often unreachable from datacenters; each
+    /// attempt would cost a sign-in up to the fetch timeout).
+    static let pinnedFallbackSeconds: TimeInterval = 60
 
     let configuration: ClientMetadataConfiguration
     let pinned: [String: ClientMetadata]
     let tls: TLSConfiguration
     let logger: Logger
     private let cache = Mutex<[String: CacheEntry]>([:])
+    private let failedPinnedFetches = Mutex<[String: Date]>([:])
+    /// Name lookups block a thread and may hang on a broken resolver: they get their own threads
+    /// (not the shared pool that password checks and config reads use) and a deadline.
+    private let resolver: NIOThreadPool
 
     init(configuration: ClientMetadataConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -49,6 +57,12 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
             pinned[clientID] = try ClientMetadataValidator.validateDocument(json, url: clientID)
         }
         self.pinned = pinned
+        resolver = NIOThreadPool(numberOfThreads: 2)
+        resolver.start()
+    }
+
+    deinit {
+        resolver.shutdownGracefully { _ in }
     }
 
     func metadata(for clientID: String) async throws(ClientLookupError) -> (ClientMetadata, pinned: Bool)? {
@@ -56,6 +70,10 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         let now = Date()
         if let entry = cache.withLock({ $0[clientID] }), entry.expires > now {
             return (entry.metadata, false)
+        }
+        if let document = pinned[clientID], let failed = failedPinnedFetches.withLock({ $0[clientID] }),
+           now.timeIntervalSince(failed) < Self.pinnedFallbackSeconds {
+            return (document, true)
         }
         do {
             let (metadata, lifetime) = try await fetch(clientID)
@@ -73,6 +91,7 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
             return (metadata, false)
         } catch {
             if let document = pinned[clientID] {
+                failedPinnedFetches.withLock { $0[clientID] = Date() }
                 logger.info("client metadata fetch failed; using the pinned document", metadata: ["client_id": "\(clientID)", "reason": "\(error.description)"])
                 return (document, true)
             }
@@ -150,8 +169,21 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     private func resolve(_ host: String) async throws(FetchError) -> String {
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         let addresses: [String]
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let timeout = configuration.fetchTimeout
+        let answer = loop.makePromise(of: [String].self)
+        let deadline = loop.scheduleTask(in: .nanoseconds(Int64(timeout.timeInterval * 1e9))) {
+            answer.fail(FetchError(description: "resolving \(host) took longer than \(timeout)"))
+        }
+        // A lookup that outlives its deadline finishes on its thread; its late answer is ignored.
+        resolver.runIfActive(eventLoop: loop) { Self.lookup(bare) }.whenComplete { result in
+            deadline.cancel()
+            answer.completeWith(result)
+        }
         do {
-            addresses = try await NIOThreadPool.singleton.runIfActive { Self.lookup(bare) }
+            addresses = try await answer.futureResult.get()
+        } catch let error as FetchError {
+            throw error
         } catch {
             throw FetchError(description: "name resolution failed")
         }

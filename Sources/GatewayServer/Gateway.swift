@@ -47,7 +47,8 @@ public struct Gateway {
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
-        let proxy = HTTPProxy()
+        let drain = ShutdownDrain()
+        let proxy = HTTPProxy(drain: drain)
         let stdio = StdioBridge(registry: stdioRegistry)
         // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
@@ -135,6 +136,7 @@ public struct Gateway {
         // Shut down first (services stop in reverse order): ending the children ends their open
         // streams, which lets the HTTP servers finish gracefully.
         services.append(StdioShutdownService(registry: stdioRegistry, logger: logger))
+        services.append(ShutdownDrainService(drain: drain))
         logger.info("mcp-gateway starting", metadata: [
             "config": "\(options.configPath)", "publicURL": "\(configuration.publicURL)",
             "routers": "\(configuration.routers.map(\.name).joined(separator: ","))",

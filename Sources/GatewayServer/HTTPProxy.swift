@@ -5,6 +5,7 @@ import GatewayUpstream
 import HTTPTypes
 import Hummingbird
 import Logging
+import MCPMessages
 import NIOCore
 import NIOHTTP1
 
@@ -15,6 +16,8 @@ struct HTTPProxy: Sendable {
     /// Which identity created each upstream session on a protected route: a session id presented
     /// with another user's token is not found (404), as the upstream cannot know who is who.
     let sessionOwners = SessionOwners()
+    /// Standalone GET streams end when the gateway starts shutting down.
+    let drain: ShutdownDrain
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
 
     /// A request whose body was already read (to look at it) proxied as usual.
@@ -79,12 +82,25 @@ struct HTTPProxy: Sendable {
             fields[.connection] = "close"
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
             let clientRequest = request
+            // A standalone GET stream and a 2026-07-28 `subscriptions/listen` stream answer no
+            // pending request: they must not hold a shutdown open.
+            let standalone = request.method == .get
+                || (requestBody.flatMap { try? JSONRPCMessage(parsing: $0) }?.method == "subscriptions/listen")
+            let drain = standalone ? self.drain : nil
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a
             // disconnect cancels the upstream request at once (in 2026-07-28, closing *is* cancel).
             responseBody = ResponseBody { writer in
                 try await clientRequest.body.consumeWithCancellationOnInboundClose { _ in
-                    for try await chunk in upstreamBody {
-                        try await writer.write(chunk)
+                    if let drain {
+                        _ = try await drain.runUntilDrained {
+                            for try await chunk in upstreamBody {
+                                try await writer.write(chunk)
+                            }
+                        }
+                    } else {
+                        for try await chunk in upstreamBody {
+                            try await writer.write(chunk)
+                        }
                     }
                 }
                 try await writer.finish(nil)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import sys
 
 import anyio
@@ -79,7 +80,11 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
     sign_in_as_claude_with_the_demo_account(base, gateway_port)
 
     os.kill(runner.pid, signal.SIGTERM)
-    assert runner.process.wait(timeout=20) == 0
+    try:
+        status = runner.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("run.py did not stop within 20 s of SIGTERM; its log ends:\n" + runner.log()[-4000:]) from None
+    assert status == 0, runner.log()[-4000:]
     for port in (gateway_port, status_port, notes_port, redis_port):
         wait_until(lambda: not _listening(port), timeout=10, what=f"port {port} released")
 

@@ -89,3 +89,25 @@ def test_private_addresses_are_refused_unless_allowed_and_pins_stand_in(start_ga
         assert page.status_code == 400 and "private, loopback or link-local" in page_text(page)
     finally:
         browser.close()
+
+
+def test_a_failed_fetch_of_a_pinned_document_is_not_retried_on_every_sign_in(start_gateway, redis_server, fake_github, local_password_hash, metadata_documents):
+    # Claude's document is often unreachable from datacenters: after one failed fetch the pin
+    # answers for a minute, so each sign-in does not wait out another failed attempt.
+    client_id = metadata_documents.url("/gone.json")
+    pinned = f"""        pinned:
+          "{client_id}":
+            client_name: "Pinned Gone Client"
+            redirect_uris: ["http://127.0.0.1:33418/callback"]
+"""
+    gateway = start_gateway(config(redis_server.url, fake_github, local_password_hash, metadata_documents.ca_file, pinned=pinned))
+    browser = Browser(gateway)
+    try:
+        _, challenge = pkce_pair()
+        for _ in range(3):
+            page = browser.open(browser.authorize_url(client_id, challenge, resource=gateway.url("/time/mcp")))
+            assert page.status_code == 200 and "Pinned Gone Client" in page.text
+        assert metadata_documents.counts().get("/gone.json", 0) == 1
+        assert "using the pinned document" in gateway.managed.log()
+    finally:
+        browser.close()

@@ -347,3 +347,21 @@ def test_sse_responses_announce_that_the_connection_closes(gateway):
     assert response.getheader("Connection") == "close"
     response.read()
     connection.close()
+
+
+def test_shutdown_ends_open_get_streams_instead_of_waiting_for_them(gateway, raw_upstream):
+    # A standalone GET stream answers no request: at SIGTERM it is ended cleanly (the client
+    # reconnects elsewhere), instead of holding the shutdown until its 15 s deadline.
+    import os
+    import signal
+
+    with httpx.stream("GET", gateway.url("/forever/mcp"), timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        started = time.monotonic()
+        os.kill(gateway.managed.pid, signal.SIGTERM)
+        for _ in lines:  # ends without an error: the chunked body is terminated properly
+            pass
+    assert gateway.managed.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    wait_until(lambda: httpx.get(f"{raw_upstream}/state").json()["active_streams"] == 0, timeout=10, what="upstream stream closed")

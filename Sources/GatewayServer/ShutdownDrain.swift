@@ -1,0 +1,92 @@
+import ServiceLifecycle
+import Synchronization
+
+/// Ends the streams that would otherwise hold a graceful shutdown open until its deadline: a
+/// standalone GET event stream has no request to finish, and its client reconnects (to another
+/// instance, or to this one after a restart) with `Last-Event-ID`. Requests still being answered
+/// keep the shutdown's grace period.
+final class ShutdownDrain: Sendable {
+    private struct State {
+        var draining = false
+        var nextToken = 0
+        var callbacks: [Int: @Sendable () -> Void] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var isDraining: Bool { state.withLock { $0.draining } }
+
+    /// Calls `callback` once when the drain starts (at once if it has). Returns a token for
+    /// ``cancel(_:)``.
+    func onDrain(_ callback: @escaping @Sendable () -> Void) -> Int? {
+        let token = state.withLock { state -> Int? in
+            guard !state.draining else { return nil }
+            state.nextToken += 1
+            state.callbacks[state.nextToken] = callback
+            return state.nextToken
+        }
+        if token == nil { callback() }
+        return token
+    }
+
+    func cancel(_ token: Int?) {
+        guard let token else { return }
+        _ = state.withLock { $0.callbacks.removeValue(forKey: token) }
+    }
+
+    func drain() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            state.draining = true
+            defer { state.callbacks.removeAll() }
+            return Array(state.callbacks.values)
+        }
+        callbacks.forEach { $0() }
+    }
+
+    /// Runs `operation` until it returns or the drain starts (then it is cancelled); true when the
+    /// drain ended it. `operation` runs in a child task while the caller waits, so it may use the
+    /// caller's non-Sendable state (a response body writer), as Hummingbird's own
+    /// `consumeWithCancellationOnInboundClose` does.
+    func runUntilDrained(_ operation: () async throws -> Void) async throws -> Bool {
+        try await withoutActuallyEscaping(operation) { operation in
+            let (barrier, source) = AsyncStream<Void>.makeStream()
+            let token = onDrain { source.finish() }
+            defer {
+                cancel(token)
+                source.finish()
+            }
+            return try await withThrowingTaskGroup(of: Bool.self) { group in
+                let transferred = UnsafeTransfer(operation)
+                group.addTask {
+                    for await _ in barrier {}
+                    return !Task.isCancelled
+                }
+                group.addTask {
+                    try await transferred.value()
+                    return false
+                }
+                let drained = try await group.next() ?? false
+                source.finish()
+                group.cancelAll()
+                return drained
+            }
+        }
+    }
+}
+
+/// Starts the drain when the service group begins its graceful shutdown (placed so that it is
+/// told before the HTTP servers, which wait for open requests).
+struct ShutdownDrainService: Service {
+    let drain: ShutdownDrain
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        drain.drain()
+    }
+}
+
+/// Hands a value the caller will not touch meanwhile to a child task.
+private struct UnsafeTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
