@@ -237,26 +237,43 @@ final class ModernHTTPTranslator: Sendable {
             headers.add(name: "Mcp-Name", value: plain ? name : "=?base64?\(Data(name.utf8).base64EncodedString())?=")
         }
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
+        let logger = context.logger
+        let sendHeaders = headers
+        let canAsk = StdioBridge.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"])
+        // One request (or retry) to the upstream: its SSE answer read message by message, so
+        // progress reaches the client live.
+        let exchange: BridgedExchange = { outgoing in
+            guard let reply = try? await upstream.send(method: .POST, query: nil, headers: sendHeaders, body: StdioBridge.stamping(outgoing, meta: session.meta).bytes, logger: logger) else { return nil }
+            return Self.messages(of: UpstreamMessageReader(reply))
+        }
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
+        let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        if message.isRequest, response.status == .ok, isEventStream {
+            return await StdioBridge.relayBridged(original: message, feed: Self.messages(of: UpstreamMessageReader(response)), sessionKey: id, asks: bridgeAsks, canAsk: canAsk, exchange: exchange)
+        }
         var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
         var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
         fields[.contentLength] = nil
-        if message.isRequest, StdioBridge.isInputRequired(answer), StdioBridge.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"]) {
+        if message.isRequest, canAsk, StdioBridge.isInputRequired(answer) {
             // The upstream asks for input: relayed to the client as server→client requests.
-            let logger = context.logger
-            let retryHeaders = headers
-            let exchange: @Sendable (JSONRPCMessage) async -> ByteBuffer? = { retry in
-                let stampedRetry = StdioBridge.stamping(retry, meta: session.meta)
-                guard let reply = try? await upstream.send(method: .POST, query: nil, headers: retryHeaders, body: stampedRetry.bytes, logger: logger) else { return nil }
-                return try? await reply.body.collect(upTo: Self.maxBody)
-            }
-            return StdioBridge.relayAsks(first: answer, original: message, sessionKey: id, asks: bridgeAsks, exchange: exchange)
+            let only = answer
+            let delivered = Mutex(false)
+            let feed: BridgedMessages = { delivered.withLock { done in defer { done = true }; return done ? nil : (only, true) } }
+            return await StdioBridge.relayBridged(original: message, feed: feed, sessionKey: id, asks: bridgeAsks, canAsk: true, exchange: exchange)
         }
         if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
             answer = StdioBridge.refusingInputRequired(answer)
         }
         return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
+    }
+
+    /// An upstream answer as a message feed: a response is the final message.
+    static func messages(of reader: UpstreamMessageReader) -> BridgedMessages {
+        {
+            guard let bytes = await reader.next() else { return nil }
+            return (bytes, (try? JSONRPCMessage(parsing: bytes))?.isResponse ?? false)
+        }
     }
 
     /// Posts a JSON-RPC response (an answer to the upstream's own request) in the upstream session.
@@ -320,6 +337,11 @@ final class ModernHTTPTranslator: Sendable {
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
             return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
+        }
+        if method == "subscriptions/listen" {
+            // Not translated for session-based HTTP upstreams (their notifications arrive on a GET
+            // stream per upstream session): said plainly instead of passing an unknown method on.
+            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.methodNotFound, message: "subscriptions/listen is not available on this route: its MCP server speaks the session-based protocol, which the gateway does not translate subscriptions for", rawID: rawID)
         }
         if let token = message.string(at: ["params", "requestState"]) {
             guard let parked = parkedAsks.take(token: token, owner: key) else {

@@ -108,6 +108,16 @@ final class ModernSessions: Sendable {
         }
     }
 
+    /// The live child of `key`'s pool whose session id is `sessionID`.
+    func entry(key: String, sessionID: String) -> Entry? {
+        state.withLock { state in
+            state.pools[key]?.entries.first { entry in
+                if case .closed = entry.session.phase { return false }
+                return entry.session.sessionID == sessionID
+            }
+        }
+    }
+
     /// Keeps `pool.min` warm children for the service (started in the background).
     func keepWarm(service: StdioServiceConfiguration, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry) {
         guard service.pool.min > 0, !service.passIdentity else { return }
@@ -145,7 +155,7 @@ extension StdioBridge {
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         // Read in place with the scanner: no decoding of the body on the hot path.
-        let message: JSONRPCMessage
+        var message: JSONRPCMessage
         switch ModernProtocol.validate(body: body, request: request) {
         case .failure(let refusal): return refusal.response
         case .success(let valid): message = valid
@@ -157,9 +167,24 @@ extension StdioBridge {
         let identityKey = service.isolation == .shared ? "shared" : (verified?.claims.sub ?? "anonymous")
         let identity = service.passIdentity ? verified.map(Self.identityEnvironment) : nil
         let owner = "modern:\(identityKey)"
+        let poolKey = "\(service.name)\u{0}\(identityKey)"
+        // A retry of a request a 2026-07-28 child answered with an InputRequiredResult goes back to
+        // that child: its requestState may be sealed with that process's own key.
+        var returning: ModernSessions.Entry?
+        if let state = message.string(at: ["params", "requestState"]), let (sessionID, original) = RequestStateAffinity.parse(state) {
+            guard let child = modernSessions.entry(key: poolKey, sessionID: sessionID), child.modern,
+                  let restored = RequestStateAffinity.restoring(message, state: original)
+            else {
+                return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState belongs to an MCP server process that has ended; send the request again without it", rawID: rawID)
+            }
+            returning = child
+            message = restored
+        }
         let entry: ModernSessions.Entry
-        do {
-            let (found, changed) = try await modernSessions.entry(service: service, key: "\(service.name)\u{0}\(identityKey)", owner: owner) { warm in
+        if let returning {
+            entry = returning
+        } else { do {
+            let (found, changed) = try await modernSessions.entry(service: service, key: poolKey, owner: owner) { warm in
                 try await Self.startModernSession(manager: manager, owner: owner, identity: identity, warm: warm)
             }
             entry = found
@@ -168,14 +193,17 @@ extension StdioBridge {
             throw error
         } catch {
             throw .stdioStartFailed(service: service.name, detail: "\(error)")
-        }
+        } }
 
         if method == "server/discover" {
             return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult, modern: entry.modern), headers: [:])
         }
         if entry.modern {
             // A modern child: the request as the client sent it, the answers as the child wrote them.
-            return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, transform: nil)
+            let sessionID = entry.session.sessionID ?? ""
+            return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID) { bytes, final in
+                final && Self.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID) : bytes
+            }
         }
         if method == "subscriptions/listen", let hub = entry.hub {
             return listen(message, rawID: rawID, entry: entry, hub: hub, request: request, keepAlive: service.sseKeepAlive)
@@ -627,6 +655,12 @@ final class NotificationIterator: @unchecked Sendable {
     }
 }
 
+/// The messages a 2026-07-28 server sends for one request: interim ones (progress, logs), then its
+/// answer (`final`); nil when it ended without one.
+typealias BridgedMessages = @Sendable () async -> (bytes: ByteBuffer, final: Bool)?
+/// Sends one request (or a retry) to a 2026-07-28 server; nil when it cannot be reached.
+typealias BridgedExchange = @Sendable (JSONRPCMessage) async -> BridgedMessages?
+
 /// Asks relayed to session-based clients on behalf of 2026-07-28 children, waiting for the
 /// client's answer (a JSON-RPC response POSTed in its session).
 final class BridgeAsks: Sendable {
@@ -668,39 +702,81 @@ extension StdioBridge {
         return capabilities.contains { declared[$0] != nil }
     }
 
-    /// A session-based client's request to a 2026-07-28 child: when the child answers with an
+    /// A session-based client's request to a 2026-07-28 child: the child's interim messages
+    /// (progress, logs) reach the client as they come; when the child answers with an
     /// `InputRequiredResult`, its asks go to the client as server→client requests on this
-    /// response's SSE stream; the client's answers come back in its session, and the request is
+    /// response's SSE stream, the client's answers come back in its session, and the request is
     /// retried with `inputResponses` (and `requestState`) until the child completes it.
     func relayingInputRequired(_ message: JSONRPCMessage, request: Request, session: LegacySession, sessionID: String, stamp: String, timeout: Duration?) async -> Response {
-        let asks = bridgeAsks
-        // Sends the request (or a retry) and waits for the child's final answer.
-        let exchange: @Sendable (JSONRPCMessage) async -> ByteBuffer? = { outgoing in
+        let exchange: BridgedExchange = { outgoing in
             guard let subscription = try? session.sendRequests([outgoing], timeout: timeout) else { return nil }
-            return await Self.finalAnswer(of: subscription, session: session)
+            let items = IteratorBox(subscription.items.makeAsyncIterator())
+            return {
+                guard case .message(_, let bytes, let isFinal)? = await items.next() else {
+                    session.readerStopped(subscription)
+                    return nil
+                }
+                if isFinal { session.readerStopped(subscription) }
+                return (bytes, isFinal)
+            }
         }
-        guard let first = await exchange(message) else {
+        guard let feed = await exchange(message) else {
             return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
         }
-        guard Self.isInputRequired(first) else { return Self.jsonResponse(first, headers: [:]) }
-        return Self.relayAsks(first: first, original: message, sessionKey: sessionID, asks: asks, exchange: exchange)
+        return await Self.relayBridged(original: message, feed: feed, sessionKey: sessionID, asks: bridgeAsks, canAsk: true, exchange: exchange)
     }
 
-    /// Relays an `InputRequiredResult` to a session-based client as server→client requests on an
-    /// SSE stream, collects its answers (`asks`), and retries `original` through `exchange` until
-    /// the server completes it (≤ 10 rounds).
-    static func relayAsks(
-        first: ByteBuffer, original message: JSONRPCMessage, sessionKey sessionID: String, asks: BridgeAsks,
-        exchange: @escaping @Sendable (JSONRPCMessage) async -> ByteBuffer?
-    ) -> Response {
+    /// Answers a session-based client's request to a 2026-07-28 server: a lone final answer as
+    /// JSON; otherwise an SSE stream that carries the server's interim messages live and, when the
+    /// server returns an `InputRequiredResult` and the client can answer (`canAsk`), its asks as
+    /// server→client requests, the client's answers collected through `asks` and the request
+    /// retried through `exchange` until the server completes it (≤ 10 rounds). An ask the client
+    /// cannot answer ends in a precise error.
+    static func relayBridged(
+        original message: JSONRPCMessage, feed firstFeed: @escaping BridgedMessages, sessionKey sessionID: String, asks: BridgeAsks, canAsk: Bool,
+        exchange: @escaping BridgedExchange
+    ) async -> Response {
+        guard let first = await firstFeed() else {
+            return jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server ended without answering"), headers: [:])
+        }
+        if first.final, !(canAsk && isInputRequired(first.bytes)) {
+            return jsonResponse(refusingInputRequired(first.bytes), headers: [:])
+        }
         let body = ResponseBody { writer in
-            var answer = first
+            var pendingFirst: (bytes: ByteBuffer, final: Bool)? = first
+            var feed = firstFeed
             var round = 0
-            while Self.isInputRequired(answer), round < 10 {
-                round += 1
-                guard let result = (try? JSONRPCMessage(parsing: answer)), let requestsJSON = result.value(at: ["result", "inputRequests"]),
+            while true {
+                // The server's interim messages go out as they come, up to its answer.
+                var answer: ByteBuffer?
+                while true {
+                    let read: (bytes: ByteBuffer, final: Bool)?
+                    if let held = pendingFirst {
+                        read = held
+                        pendingFirst = nil
+                    } else {
+                        read = await feed()
+                    }
+                    guard let next = read else { break }
+                    if next.final {
+                        answer = next.bytes
+                        break
+                    }
+                    try await writer.write(SSEEncoding.event(id: nil, data: next.bytes))
+                }
+                guard let answer else {
+                    try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
+                        rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server ended without answering")))
+                    break
+                }
+                guard canAsk, isInputRequired(answer), round < 10,
+                      let result = try? JSONRPCMessage(parsing: answer), let requestsJSON = result.value(at: ["result", "inputRequests"]),
                       let inputRequests = (try? JSONSerialization.jsonObject(with: Data(requestsJSON.utf8))) as? [String: Any]
-                else { break }
+                else {
+                    try await writer.write(SSEEncoding.event(id: nil, data: refusingInputRequired(answer)))
+                    break
+                }
+                round += 1
                 var responses: [String: Any] = [:]
                 for (key, value) in inputRequests.sorted(by: { $0.key < $1.key }) {
                     guard let ask = value as? [String: Any], let method = ask["method"] as? String else { continue }
@@ -723,7 +799,7 @@ extension StdioBridge {
                     }
                     responses[key] = value
                 }
-                // The retry: the same request, with the answers and the child's state.
+                // The retry: the same request, with the answers and the server's state.
                 guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { break }
                 var params = object["params"] as? [String: Any] ?? [:]
                 params["inputResponses"] = responses
@@ -731,13 +807,16 @@ extension StdioBridge {
                 object["params"] = params
                 guard let data = try? JSONSerialization.data(withJSONObject: object), let retry = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
                       let next = await exchange(retry)
-                else { break }
-                answer = next
+                else {
+                    try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
+                        rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server could not be reached for the retry")))
+                    break
+                }
+                feed = next
             }
-            try await writer.write(SSEEncoding.event(id: nil, data: Self.refusingInputRequired(answer)))
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: Self.eventStreamHeaders, body: body)
+        return Response(status: .ok, headers: eventStreamHeaders, body: body)
     }
 
     static func isInputRequired(_ bytes: ByteBuffer) -> Bool {
@@ -794,5 +873,40 @@ extension StdioBridge {
             if isFinal { return bytes }
         }
         return nil
+    }
+}
+
+/// Ties a 2026-07-28 child's `requestState` to that child: the state the client sees is
+/// `mcpgw~<child session>~<child's state>`, and the retry is sent back to the same child with the
+/// child's own state. Routing only: the pool it is looked up in is the caller's own.
+enum RequestStateAffinity {
+    static let prefix = "mcpgw~"
+
+    static func parse(_ state: String) -> (sessionID: String, original: String)? {
+        guard state.hasPrefix(prefix) else { return nil }
+        let rest = state.dropFirst(prefix.count)
+        guard let separator = rest.firstIndex(of: "~") else { return nil }
+        return (String(rest[..<separator]), String(rest[rest.index(after: separator)...]))
+    }
+
+    /// An InputRequiredResult with its requestState tagged (added when the child gave none).
+    static func tagging(_ bytes: ByteBuffer, sessionID: String) -> ByteBuffer {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any],
+              var result = object["result"] as? [String: Any]
+        else { return bytes }
+        result["requestState"] = prefix + sessionID + "~" + ((result["requestState"] as? String) ?? "")
+        object["result"] = result
+        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return bytes }
+        return ByteBuffer(bytes: data)
+    }
+
+    /// The retry with the child's own requestState (none when it gave none).
+    static func restoring(_ message: JSONRPCMessage, state: String) -> JSONRPCMessage? {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { return nil }
+        var params = object["params"] as? [String: Any] ?? [:]
+        params["requestState"] = state.isEmpty ? nil : state
+        object["params"] = params
+        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+        return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
     }
 }

@@ -38,7 +38,7 @@ def upstream_gateway(start_gateway, processes, tmp_path, name: str, argv: list[s
 
 @pytest.fixture
 def legacy_gateway(start_gateway, processes, tmp_path):
-    return upstream_gateway(start_gateway, processes, tmp_path, "legacy", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_http_server.py")])
+    return upstream_gateway(start_gateway, processes, tmp_path, "legacy", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_server.py")])
 
 
 @pytest.fixture

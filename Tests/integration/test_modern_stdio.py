@@ -367,3 +367,47 @@ def test_a_modern_only_childs_input_request_reaches_a_session_based_client_as_an
     # The gateway relayed the child's InputRequiredResult as elicitation/create on the client's
     # stream, retried with the answer and the child's requestState, and returned the final result.
     assert anyio.run(run) == "user likes indigo (state opaque)"
+
+
+def test_a_retry_returns_to_the_child_that_asked(start_gateway):
+    # A dual-era SDK child seals its requestState with a key of its own process: with two children
+    # in the pool, the retry must reach the child that asked, even when that one is busy and a
+    # request would otherwise go to (or start) another.
+    import json
+    import threading
+
+    import mcp_types as types
+
+    text = config("mcp-server-time").replace(f'''      kit:
+        stdio:
+          command: "{sys.executable}"''', f'''      kit:
+        stdio:
+          pool: {{ max: 2 }}
+          command: "{sys.executable}"''')
+    gateway = start_gateway(text)
+    url = gateway.url("/kit/mcp")
+    busy_started = threading.Event()
+    busy_done = threading.Event()
+
+    def keep_the_asking_child_busy():
+        body = modern_body("tools/call", {"name": "count", "arguments": {"steps": 2, "delay_seconds": 1.5}})
+        body["params"]["_meta"]["progressToken"] = "busy"
+        with httpx.stream("POST", url, json=body, headers=modern_headers("tools/call", "count"), timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:]).get("method") == "notifications/progress":
+                    busy_started.set()
+        busy_done.set()
+
+    async def on_elicit(context, params):
+        # The only child (it answered the first round) gets a long call before the retry is sent.
+        threading.Thread(target=keep_the_asking_child_busy, daemon=True).start()
+        assert await anyio.to_thread.run_sync(busy_started.wait, 20)
+        return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+    async def run():
+        async with Client(url, mode="2026-07-28", elicitation_callback=on_elicit) as client:
+            return (await client.call_tool("ask", {})).content[0].text
+
+    # Without the affinity the retry reaches another child, which cannot unseal the state.
+    assert anyio.run(run) == "user likes teal"
+    assert busy_done.wait(20)

@@ -2,9 +2,11 @@
 
 import argparse
 import os
+from typing import Annotated
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 
 server = MCPServer("integration-http")
 
@@ -28,6 +30,21 @@ async def count(steps: int, delay_seconds: float, ctx: Context) -> str:
         await ctx.report_progress(done, steps, f"step {done}")
         await anyio.sleep(delay_seconds)
     return f"counted {steps}"
+
+
+class Colour(BaseModel):
+    colour: str
+
+
+def favourite_colour() -> Elicit[Colour]:
+    return Elicit("What is your favourite colour?", Colour)
+
+
+@server.tool()
+async def ask(choice: Annotated[Colour, Resolve(favourite_colour)]) -> str:
+    """Ask the user (elicitation) for a colour, in either era: a resolver's ask is sent mid-call
+    to a session-based client and returned as an InputRequiredResult to a 2026-07-28 one."""
+    return f"user likes {choice.colour}"
 
 
 if __name__ == "__main__":

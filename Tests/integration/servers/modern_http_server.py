@@ -1,9 +1,12 @@
 """A hand-written 2026-07-28-only MCP server over HTTP (no SDK): every POST must carry
 MCP-Protocol-Version 2026-07-28 and `_meta` protocolVersion; `initialize` and session-based requests
-get 400 with -32022 (UnsupportedProtocolVersion). Tools: echo, whoami (clientInfo name from _meta)."""
+get 400 with -32022 (UnsupportedProtocolVersion). Tools: echo, whoami (clientInfo name from _meta),
+count (progress notifications on an SSE answer, when the request has a progressToken), ask
+(an InputRequiredResult)."""
 
 import argparse
 import json
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "2026-07-28"
@@ -11,6 +14,7 @@ TOOLS = [
     {"name": "echo", "description": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
     {"name": "whoami", "description": "client name from _meta", "inputSchema": {"type": "object"}},
     {"name": "ask", "description": "asks for input (InputRequiredResult)", "inputSchema": {"type": "object"}},
+    {"name": "count", "description": "progress", "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}},
 ]
 
 
@@ -58,6 +62,25 @@ class Handler(BaseHTTPRequestHandler):
                     "mode": "form", "message": "Favourite colour?", "requestedSchema": {"type": "object", "properties": {"colour": {"type": "string"}}}}}},
                     "requestState": "http-state"})
             return result({"content": [{"type": "text", "text": f"user likes {(answer.get('content') or {}).get('colour')} ({message['params'].get('requestState')})"}], "isError": False})
+        if method == "tools/call" and message["params"]["name"] == "count":
+            steps = int((message["params"].get("arguments") or {}).get("steps", 2))
+            token = meta.get("progressToken")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for done in range(1, steps + 1):
+                if token is not None:
+                    event = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": done, "total": steps}}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                time.sleep(0.05)
+            final = {"jsonrpc": "2.0", "id": request_id, "result": {"resultType": "complete", "content": [{"type": "text", "text": f"counted {steps}"}], "isError": False}}
+            self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if method == "tools/call":
             name = message["params"]["name"]
             text = meta.get("io.modelcontextprotocol/clientInfo", {}).get("name", "") if name == "whoami" else (message["params"].get("arguments") or {}).get("text", "")

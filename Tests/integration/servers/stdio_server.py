@@ -8,11 +8,12 @@ import argparse
 import os
 import sys
 import time
+from typing import Annotated
 
 import anyio
 from pydantic import BaseModel
 from mcp import types
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 
 server = MCPServer("integration-stdio")
 
@@ -134,6 +135,21 @@ def garbage_then_answer() -> str:
     # The SDK redirects sys.stdout; write to the real descriptor.
     os.write(1, b"this is not JSON\n")
     return "still fine"
+
+
+class Colour(BaseModel):
+    colour: str
+
+
+def favourite_colour() -> Elicit[Colour]:
+    return Elicit("What is your favourite colour?", Colour)
+
+
+@server.tool()
+async def ask(choice: Annotated[Colour, Resolve(favourite_colour)]) -> str:
+    """Ask the user (elicitation) for a colour, in either era: a resolver's ask is sent mid-call
+    to a session-based client and returned as an InputRequiredResult to a 2026-07-28 one."""
+    return f"user likes {choice.colour}"
 
 
 if __name__ == "__main__":

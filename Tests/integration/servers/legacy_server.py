@@ -1,5 +1,7 @@
-"""A session-based-only MCP server over Streamable HTTP: the mcp 1.x SDK (FastMCP), run with the
-project's .venv-legacy interpreter. Tools: echo, count (progress)."""
+"""A session-based-only MCP server: the mcp 1.x SDK (FastMCP), run with the project's .venv-legacy
+interpreter, over Streamable HTTP (`--port`) or stdio (no `--port`).
+
+Tools: echo, count (progress), ask / ask_user (elicitation of a colour)."""
 
 import argparse
 
@@ -8,10 +10,10 @@ from pydantic import BaseModel
 from mcp.server.fastmcp import Context, FastMCP
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--port", type=int)
 args = parser.parse_args()
 
-server = FastMCP("legacy-http", host="127.0.0.1", port=args.port, log_level="WARNING")
+server = FastMCP("legacy-server", host="127.0.0.1", port=args.port or 0, log_level="WARNING")
 
 
 @server.tool()
@@ -34,7 +36,7 @@ class Favourite(BaseModel):
 
 
 @server.tool()
-async def ask_user(ctx: Context) -> str:
+async def ask(ctx: Context) -> str:
     """Ask the user (elicitation) for a colour."""
     answer = await ctx.elicit("What is your favourite colour?", Favourite)
     if answer.action == "accept" and answer.data is not None:
@@ -42,4 +44,6 @@ async def ask_user(ctx: Context) -> str:
     return f"user chose {answer.action}"
 
 
-server.run(transport="streamable-http")
+server.add_tool(ask, name="ask_user", description="Ask the user (elicitation) for a colour.")
+
+server.run(transport="streamable-http" if args.port else "stdio")

@@ -1,0 +1,128 @@
+"""The protocol-era matrix of docs/compatibility.md, one test per cell: the official `mcp` SDK
+client in each mode (`legacy`, `2026-07-28`, `auto`) against a server of each era (session-based
+only, dual-era, 2026-07-28 only), as a stdio child and as an HTTP upstream. Every cell lists tools,
+calls a tool, receives progress and completes one elicitation round trip through the gateway."""
+
+import sys
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from conftest import REPO, SERVERS, free_port, gateway_binary, port_open, start_process, wait_until
+
+LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
+SERVER_ERAS = ("legacy", "dual", "modern")
+SERVERS_BY_ERA = {
+    # era: (interpreter, arguments of the `count` tool)
+    "legacy": (LEGACY_PYTHON, {"steps": 2}),
+    "dual": (sys.executable, {"steps": 2, "delay_seconds": 0.01}),
+    "modern": (sys.executable, {"steps": 2}),
+}
+STDIO_SCRIPTS = {"legacy": SERVERS / "legacy_server.py", "dual": SERVERS / "stdio_server.py", "modern": SERVERS / "modern_stdio_server.py"}
+HTTP_SCRIPTS = {"legacy": SERVERS / "legacy_server.py", "dual": SERVERS / "mcp_http_server.py", "modern": SERVERS / "modern_http_server.py"}
+
+
+@pytest.fixture(scope="module")
+def matrix_gateway(tmp_path_factory):
+    """One gateway with a route per (transport, server era): /stdio-<era>/mcp and /http-<era>/mcp."""
+    from conftest import Gateway
+
+    import httpx
+
+    tmp_path = tmp_path_factory.mktemp("era-matrix")
+    started = []
+    try:
+        upstream_ports = {}
+        for era, script in HTTP_SCRIPTS.items():
+            port = free_port()
+            managed = start_process(f"http-{era}", [SERVERS_BY_ERA[era][0], str(script), "--port", str(port)], tmp_path)
+            started.append(managed)
+            upstream_ports[era] = port
+        for era, port in upstream_ports.items():
+            wait_until(lambda: port_open(port), what=f"{era} HTTP upstream")
+        routers, services = [], []
+        for era in SERVER_ERAS:
+            routers.append(f"""
+      stdio-{era}:
+        rule: "PathPrefix(`/stdio-{era}`)"
+        service: stdio-{era}
+        auth: none
+      http-{era}:
+        rule: "PathPrefix(`/http-{era}`)"
+        service: http-{era}
+        auth: none""")
+            services.append(f"""
+      stdio-{era}:
+        stdio:
+          command: "{SERVERS_BY_ERA[era][0]}"
+          args: ["{STDIO_SCRIPTS[era]}"]
+      http-{era}:
+        http:
+          url: "http://127.0.0.1:{upstream_ports[era]}/mcp\"""")
+        port = free_port()
+        config_path = tmp_path / "gateway.yaml"
+        config_path.write_text(f"""
+entryPoints:
+  web:
+    address: "127.0.0.1:{port}"
+publicURL: "http://127.0.0.1:{port}"
+routers:{''.join(routers)}
+services:{''.join(services)}
+""")
+        managed = start_process("gateway", [gateway_binary(), "serve", "--config", str(config_path)], tmp_path)
+        started.append(managed)
+        gateway = Gateway(managed, port, config_path)
+        wait_until(lambda: httpx.get(gateway.url("/healthz"), timeout=1).status_code == 200, what="gateway /healthz")
+        yield gateway
+    finally:
+        for managed in reversed(started):
+            managed.stop()
+
+
+async def exercise(url: str, mode: str, count_arguments: dict):
+    asked = []
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"colour": "saffron"})
+
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append(value)
+
+    async with Client(url, mode=mode, elicitation_callback=on_elicit) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        echoed = await client.call_tool("echo", {"text": "across eras"})
+        counted = await client.call_tool("count", count_arguments, progress_callback=on_progress)
+        answered = await client.call_tool("ask", {})
+    return names, echoed.content[0].text, counted.content[0].text, progress, asked, answered.content[0].text
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28", "auto"])
+@pytest.mark.parametrize("server", SERVER_ERAS)
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_cell(matrix_gateway, transport, server, mode):
+    url = matrix_gateway.url(f"/{transport}-{server}/mcp")
+    names, echoed, counted, progress, asked, answered = anyio.run(exercise, url, mode, SERVERS_BY_ERA[server][1])
+    assert {"echo", "count", "ask"} <= names
+    assert echoed == "across eras"
+    assert counted == "counted 2"
+    assert progress == [1, 2]
+    assert len(asked) == 1 and "colour" in asked[0].lower()
+    assert answered.startswith("user likes saffron"), answered
+
+
+def test_listen_through_a_session_based_http_upstream_fails_precisely(matrix_gateway):
+    # Not translated (docs/compatibility.md, Limits): a JSON-RPC error at once, never a hang.
+    import httpx
+
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": 5, "method": "subscriptions/listen", "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen", "Accept": "application/json, text/event-stream"}
+    answer = httpx.post(matrix_gateway.url("/http-legacy/mcp"), json=body, headers=headers, timeout=15)
+    error = answer.json()["error"]
+    assert answer.json()["id"] == 5 and error["code"] == -32601 and "session-based" in error["message"], answer.text
