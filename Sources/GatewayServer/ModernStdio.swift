@@ -200,6 +200,19 @@ extension StdioBridge {
         }
         if entry.modern {
             // A modern child: the request as the client sent it, the answers as the child wrote them.
+            if method == "subscriptions/listen" {
+                // The child names the subscription by the id the gateway gave the request: the
+                // client gets its own back. A child that goes away completes the subscription.
+                let session = entry.session
+                let clientID = rawID ?? "null"
+                return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID) { bytes, final in
+                    if final, case .closed = session.phase, (try? JSONRPCMessage(parsing: bytes))?.kind == .errorResponse {
+                        return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(clientID),\"result\":{\"resultType\":\"complete\"}}")
+                    }
+                    guard !final, let notification = try? JSONRPCMessage(parsing: bytes) else { return bytes }
+                    return NotificationHub.stamped(notification, subscriptionID: clientID)
+                }
+            }
             let sessionID = entry.session.sessionID ?? ""
             return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID) { bytes, final in
                 final && Self.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID) : bytes
@@ -258,7 +271,13 @@ extension StdioBridge {
                 watcher?.cancel(token)
                 session.cancelRequests(of: subscription, reason: "the client closed the response stream")
             }
-            return await respond(to: request, session: session, subscription: subscription, single: true, extraHeaders: [:], transform: transform, onEnd: onEnd)
+            // A child that goes away mid-request still leaves the client an answer: a listen
+            // subscription completes, anything else fails with a retryable error.
+            let endedEarly = message.method == "subscriptions/listen"
+                ? ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"complete\"}}")
+                : JSONRPCErrorResponse.make(rawID: rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request")
+            return await respond(to: request, session: session, subscription: subscription, single: true, extraHeaders: [:], transform: transform,
+                                 endedEarly: endedEarly, onEnd: onEnd)
         } catch {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
@@ -390,7 +409,7 @@ extension StdioBridge {
     /// An `InputRequiredResult` (2026-07-28) turned into a JSON-RPC error for a session-based
     /// client; anything else unchanged.
     static func refusingInputRequired(_ bytes: ByteBuffer) -> ByteBuffer {
-        guard let message = try? JSONRPCMessage(parsing: bytes), message.isResponse,
+        guard mayBeInputRequired(bytes), let message = try? JSONRPCMessage(parsing: bytes), message.isResponse,
               message.string(at: ["result", "resultType"]) == "input_required"
         else { return bytes }
         let asks = message.value(at: ["result", "inputRequests"]).flatMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] } ?? [:]
@@ -819,8 +838,30 @@ extension StdioBridge {
         return Response(status: .ok, headers: eventStreamHeaders, body: body)
     }
 
+    /// Whether `bytes` is an `InputRequiredResult`. Called on every answer: a byte search rules
+    /// out almost all of them before anything is parsed.
     static func isInputRequired(_ bytes: ByteBuffer) -> Bool {
-        (try? JSONRPCMessage(parsing: bytes))?.string(at: ["result", "resultType"]) == "input_required"
+        mayBeInputRequired(bytes) && (try? JSONRPCMessage(parsing: bytes))?.string(at: ["result", "resultType"]) == "input_required"
+    }
+
+    private static let inputRequiredMarker = Array("input_required".utf8)
+
+    static func mayBeInputRequired(_ bytes: ByteBuffer) -> Bool {
+        bytes.withUnsafeReadableBytes { buffer in
+            let marker = inputRequiredMarker
+            guard buffer.count >= marker.count else { return false }
+            var start = 0
+            let last = buffer.count - marker.count
+            while start <= last {
+                if buffer[start] == marker[0] {
+                    var matched = 1
+                    while matched < marker.count, buffer[start + matched] == marker[matched] { matched += 1 }
+                    if matched == marker.count { return true }
+                }
+                start += 1
+            }
+            return false
+        }
     }
 }
 

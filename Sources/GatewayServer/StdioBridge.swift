@@ -227,9 +227,11 @@ struct StdioBridge: Sendable {
     }
 
     /// JSON when the first thing the child sends is the (only) response; otherwise an SSE stream.
+    /// `endedEarly`: the final message written when the stream ends before the child answered
+    /// (its process went away), so a 2026-07-28 request always ends with an answer.
     func respond(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields,
-        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil, onEnd: (@Sendable () -> Void)? = nil
+        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil, endedEarly: ByteBuffer? = nil, onEnd: (@Sendable () -> Void)? = nil
     ) async -> Response {
         let iterator = IteratorBox(subscription.items.makeAsyncIterator())
         let first = await iterator.next()
@@ -241,17 +243,18 @@ struct StdioBridge: Sendable {
         case .none, .end:
             session.readerStopped(subscription)
             onEnd?()
-            let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
+            let error = endedEarly ?? JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
             return Self.jsonResponse(error, headers: extraHeaders)
         case .message:
-            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform, onEnd: onEnd)
+            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders,
+                               transform: transform, endedEarly: endedEarly, onEnd: onEnd)
         }
     }
 
     private func sseResponse(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, first: StreamItem?,
         iterator: IteratorBox? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil,
-        onEnd: (@Sendable () -> Void)? = nil
+        endedEarly: ByteBuffer? = nil, onEnd: (@Sendable () -> Void)? = nil
     ) -> Response {
         let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
         var headers = Self.eventStreamHeaders
@@ -261,15 +264,21 @@ struct StdioBridge: Sendable {
                 session.readerStopped(subscription)
                 onEnd?()
             }
+            var answered = false
             if case .message(let eventID, let bytes, let isFinal) = first {
+                answered = isFinal
                 try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
             }
             // Stop at once when the client goes away, so the stream's messages buffer for a resume.
             try await request.body.consumeWithCancellationOnInboundClose { _ in
                 while let item = await iterator.next() {
                     guard case .message(let eventID, let bytes, let isFinal) = item else { break }
+                    answered = answered || isFinal
                     try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
                 }
+            }
+            if !answered, let endedEarly {
+                try await writer.write(SSEEncoding.event(id: nil, data: endedEarly))
             }
             try await writer.finish(nil)
         }

@@ -344,11 +344,19 @@ public final class LegacySession: Sendable {
         }
     }
 
-    /// Picks the stream for a message the child sent on its own: progress follows its token;
+    /// Picks the stream for a message the child sent on its own: progress follows its token, a
+    /// subscription's notifications their subscription;
     /// requests and log messages go to the request in flight; change notifications to the GET stream.
     private static func route(_ message: JSONRPCMessage, state: State) -> Int? {
         if message.method == "notifications/progress", let token = message.paramsValue("progressToken"),
            let pending = state.pending.values.first(where: { $0.progressToken == token })
+        {
+            return pending.streamID
+        }
+        // A 2026-07-28 child names the subscription (the `subscriptions/listen` request, by the id
+        // the gateway gave it) a notification belongs to.
+        if let subscription = message.paramsValue("_meta", "io.modelcontextprotocol/subscriptionId"), let gatewayID = Int64(subscription),
+           let pending = state.pending[gatewayID]
         {
             return pending.streamID
         }

@@ -411,3 +411,47 @@ def test_a_retry_returns_to_the_child_that_asked(start_gateway):
     # Without the affinity the retry reaches another child, which cannot unseal the state.
     assert anyio.run(run) == "user likes teal"
     assert busy_done.wait(20)
+
+
+def test_a_modern_childs_listen_stream_and_requests_end_cleanly_when_it_goes(start_gateway):
+    # The child holds a subscriptions/listen stream open; when its process ends, the stream ends
+    # with a completion result and an unanswered request with a retryable error, not a cut stream.
+    import json
+    import threading
+
+    from conftest import wait_until
+
+    gateway = start_gateway(modern_only_config())
+    url = gateway.url("/kit/mcp")
+    events: list[dict] = []
+    acknowledged = threading.Event()
+    ended = threading.Event()
+
+    def listen():
+        body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True}}, id=77)
+        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    acknowledged.set()
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    assert acknowledged.wait(20), "no acknowledgment"
+    # A list change the child names the subscription for reaches the listen stream, not the
+    # stream of the call that caused it.
+    announce = httpx.post(url, json=modern_body("tools/call", {"name": "announce", "arguments": {}}, id=79), headers=modern_headers("tools/call", "announce"), timeout=30)
+    assert announce.headers["content-type"].startswith("application/json") and announce.json()["result"]["content"][0]["text"] == "announced to 1"
+    wait_until(lambda: len(events) >= 2, what="list change on the listen stream")
+    assert events[1]["method"] == "notifications/tools/list_changed"
+    assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 77
+    died = httpx.post(url, json=modern_body("tools/call", {"name": "exit", "arguments": {}}, id=78), headers=modern_headers("tools/call", "exit"), timeout=30)
+    assert died.json()["id"] == 78 and died.json()["error"]["code"] == -32603 and "process ended" in died.json()["error"]["message"]
+    assert ended.wait(20), "the listen stream did not end"
+    # The acknowledgment names the client's own request id (the child saw a gateway-assigned one).
+    assert events[0]["method"] == "notifications/subscriptions/acknowledged"
+    assert events[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 77
+    assert events[-1] == {"jsonrpc": "2.0", "id": 77, "result": {"resultType": "complete"}}
+    # The next request gets a new child.
+    again = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "back"}}), headers=modern_headers("tools/call", "echo"), timeout=30)
+    assert again.json()["result"]["content"][0]["text"] == "back"

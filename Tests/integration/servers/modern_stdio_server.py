@@ -3,7 +3,9 @@ requests carrying `_meta` protocolVersion 2026-07-28; refuses `initialize` and r
 version with -32022 (UnsupportedProtocolVersion), as a modern-only server does.
 
 Tools: echo (text), pid, count (progress notifications to the request's progressToken), whoami
-(the clientInfo name from the request's _meta, proving the gateway stamps it)."""
+(the clientInfo name from the request's _meta, proving the gateway stamps it), ask
+(InputRequiredResult), exit (the process ends without answering), announce (a tools/list_changed
+on the open `subscriptions/listen` stream, which is acknowledged and held open)."""
 
 import json
 import os
@@ -17,7 +19,10 @@ TOOLS = [
     {"name": "count", "description": "progress", "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}},
     {"name": "whoami", "description": "client name from _meta", "inputSchema": {"type": "object"}},
     {"name": "ask", "description": "asks for input (InputRequiredResult)", "inputSchema": {"type": "object"}},
+    {"name": "exit", "description": "the process ends at once", "inputSchema": {"type": "object"}},
+    {"name": "announce", "description": "tools/list_changed to the listen stream", "inputSchema": {"type": "object"}},
 ]
+listening = []
 
 
 def send(message: dict) -> None:
@@ -54,6 +59,14 @@ for line in sys.stdin:
     elif method == "tools/call":
         name = message["params"]["name"]
         arguments = message["params"].get("arguments") or {}
+        if name == "exit":
+            os._exit(0)
+        if name == "announce":
+            for subscription in listening:
+                send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                      "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": subscription}}})
+            text(request_id, f"announced to {len(listening)}")
+            continue
         if name == "pid":
             text(request_id, str(os.getpid()))
         elif name == "ask" and (message["params"].get("inputResponses") or {}).get("colour") is not None:
@@ -76,6 +89,10 @@ for line in sys.stdin:
             text(request_id, f"counted {steps}")
         else:
             text(request_id, arguments.get("text", ""))
+    elif method == "subscriptions/listen":
+        listening.append(request_id)
+        send({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+              "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": request_id}, "notifications": {}}})
     elif method == "ping":
         result(request_id, {})
     else:
