@@ -7,13 +7,7 @@ import Synchronization
 final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = NIOAny
 
-    private struct State {
-        var closed = false
-        var nextToken = 0
-        var callbacks: [Int: @Sendable () -> Void] = [:]
-    }
-
-    private let state = Mutex(State())
+    private let closed = OneShotSignal()
     private static let registry = Mutex<[ObjectIdentifier: InboundCloseWatcher]>([:])
 
     /// The watcher of `channel`, if the connection has one.
@@ -50,27 +44,14 @@ final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler,
     /// Calls `callback` once when the client hangs up (at once if it already has). Returns a token
     /// for ``cancel(_:)``.
     func onClose(_ callback: @escaping @Sendable () -> Void) -> Int? {
-        let token = state.withLock { state -> Int? in
-            guard !state.closed else { return nil }
-            state.nextToken += 1
-            state.callbacks[state.nextToken] = callback
-            return state.nextToken
-        }
-        if token == nil { callback() }
-        return token
+        closed.onFire(callback)
     }
 
     func cancel(_ token: Int?) {
-        guard let token else { return }
-        _ = state.withLock { $0.callbacks.removeValue(forKey: token) }
+        closed.cancel(token)
     }
 
     private func fire() {
-        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
-            state.closed = true
-            defer { state.callbacks.removeAll() }
-            return Array(state.callbacks.values)
-        }
-        callbacks.forEach { $0() }
+        closed.fire()
     }
 }

@@ -727,22 +727,31 @@ extension StdioBridge {
     /// response's SSE stream, the client's answers come back in its session, and the request is
     /// retried with `inputResponses` (and `requestState`) until the child completes it.
     func relayingInputRequired(_ message: JSONRPCMessage, request: Request, session: LegacySession, sessionID: String, stamp: String, timeout: Duration?) async -> Response {
+        // Streams still being read; released when the client goes away mid-way too.
+        let reading = Mutex<[LegacySession.Subscription]>([])
         let exchange: BridgedExchange = { outgoing in
             guard let subscription = try? session.sendRequests([outgoing], timeout: timeout) else { return nil }
+            reading.withLock { $0.append(subscription) }
             let items = IteratorBox(subscription.items.makeAsyncIterator())
+            let release: @Sendable () -> Void = {
+                reading.withLock { $0.removeAll { $0.streamID == subscription.streamID } }
+                session.readerStopped(subscription)
+            }
             return {
                 guard case .message(_, let bytes, let isFinal)? = await items.next() else {
-                    session.readerStopped(subscription)
+                    release()
                     return nil
                 }
-                if isFinal { session.readerStopped(subscription) }
+                if isFinal { release() }
                 return (bytes, isFinal)
             }
         }
         guard let feed = await exchange(message) else {
             return Self.jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the session ended"), headers: [:])
         }
-        return await Self.relayBridged(original: message, feed: feed, sessionKey: sessionID, asks: bridgeAsks, canAsk: true, exchange: exchange)
+        return await Self.relayBridged(original: message, feed: feed, sessionKey: sessionID, asks: bridgeAsks, canAsk: true, exchange: exchange) {
+            for subscription in reading.withLock({ $0 }) { session.readerStopped(subscription) }
+        }
     }
 
     /// Answers a session-based client's request to a 2026-07-28 server: a lone final answer as
@@ -753,7 +762,7 @@ extension StdioBridge {
     /// cannot answer ends in a precise error.
     static func relayBridged(
         original message: JSONRPCMessage, feed firstFeed: @escaping BridgedMessages, sessionKey sessionID: String, asks: BridgeAsks, canAsk: Bool,
-        exchange: @escaping BridgedExchange
+        exchange: @escaping BridgedExchange, onEnd: (@Sendable () -> Void)? = nil
     ) async -> Response {
         guard let first = await firstFeed() else {
             return jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server ended without answering"), headers: [:])
@@ -762,6 +771,7 @@ extension StdioBridge {
             return jsonResponse(refusingInputRequired(first.bytes), headers: [:])
         }
         let body = ResponseBody { writer in
+            defer { onEnd?() }
             var pendingFirst: (bytes: ByteBuffer, final: Bool)? = first
             var feed = firstFeed
             var round = 0

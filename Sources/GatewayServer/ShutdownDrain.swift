@@ -1,46 +1,24 @@
 import ServiceLifecycle
-import Synchronization
 
 /// Ends the streams that would otherwise hold a graceful shutdown open until its deadline: a
 /// standalone GET event stream has no request to finish, and its client reconnects (to another
 /// instance, or to this one after a restart) with `Last-Event-ID`. Requests still being answered
 /// keep the shutdown's grace period.
 final class ShutdownDrain: Sendable {
-    private struct State {
-        var draining = false
-        var nextToken = 0
-        var callbacks: [Int: @Sendable () -> Void] = [:]
-    }
-
-    private let state = Mutex(State())
-
-    var isDraining: Bool { state.withLock { $0.draining } }
+    private let started = OneShotSignal()
 
     /// Calls `callback` once when the drain starts (at once if it has). Returns a token for
     /// ``cancel(_:)``.
     func onDrain(_ callback: @escaping @Sendable () -> Void) -> Int? {
-        let token = state.withLock { state -> Int? in
-            guard !state.draining else { return nil }
-            state.nextToken += 1
-            state.callbacks[state.nextToken] = callback
-            return state.nextToken
-        }
-        if token == nil { callback() }
-        return token
+        started.onFire(callback)
     }
 
     func cancel(_ token: Int?) {
-        guard let token else { return }
-        _ = state.withLock { $0.callbacks.removeValue(forKey: token) }
+        started.cancel(token)
     }
 
     func drain() {
-        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
-            state.draining = true
-            defer { state.callbacks.removeAll() }
-            return Array(state.callbacks.values)
-        }
-        callbacks.forEach { $0() }
+        started.fire()
     }
 
     /// Runs `operation` until it returns or the drain starts (then it is cancelled); true when the
