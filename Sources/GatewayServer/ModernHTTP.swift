@@ -17,8 +17,9 @@ import Synchronization
 /// session-based client: one upstream session per identity (`initialize` once, `Mcp-Session-Id`
 /// kept, re-initialized once if the upstream forgets it), requests forwarded without the modern
 /// `_meta`, results given `resultType` (and `ttlMs`/`cacheScope` where 2026-07-28 wants them),
-/// notifications relayed as SSE events as they come, and the upstream's asks turned into
-/// Multi Round-Trip Requests. Session-based clients of 2026-07-28-only upstreams are bridged the
+/// notifications relayed as SSE events as they come, the upstream's asks turned into
+/// Multi Round-Trip Requests, and `subscriptions/listen` served from the upstream session's GET
+/// stream. Session-based clients of 2026-07-28-only upstreams are bridged the
 /// other way (`legacyInitialize`, `bridge`).
 final class ModernHTTPTranslator: Sendable {
     enum Era: Sendable { case modern, legacy }
@@ -52,6 +53,8 @@ final class ModernHTTPTranslator: Sendable {
     let bridgeAsks = BridgeAsks()
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
+    /// Per identity key: the upstream session whose GET stream feeds `subscriptions/listen`.
+    private let hubs = Mutex<[String: (sessionID: String, hub: NotificationHub)]>([:])
     static let eraTTL: Duration = .seconds(600)
     /// SSE comment interval on quiet streams to 2026-07-28 clients (as stdio's default).
     let keepAlive: Duration = .seconds(15)
@@ -134,6 +137,31 @@ final class ModernHTTPTranslator: Sendable {
         let session = UpstreamSession(id: sessionID, protocolVersion: version, initializeResult: result.mapValues(SendableJSON.init))
         sessions.withLock { $0[key] = session }
         return session
+    }
+
+    /// The hub relaying the list changes of the upstream session `session` (its GET stream), opened
+    /// on first use; nil when the upstream offers no GET stream.
+    private func notificationHub(
+        for key: String, session: UpstreamSession, upstream: HTTPUpstream, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?
+    ) async -> NotificationHub? {
+        if let (sessionID, hub) = hubs.withLock({ $0[key] }), sessionID == session.id, !hub.hasEnded { return hub }
+        var headers = Self.baseHeaders(upstream)
+        headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
+        headers.remove(name: "Content-Type")
+        headers.add(name: "Mcp-Session-Id", value: session.id)
+        headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
+        Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
+        guard let response = try? await upstream.send(method: .GET, query: nil, headers: headers, body: nil, logger: context.logger),
+              response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
+        else { return nil }
+        let reader = UpstreamMessageReader(response)
+        let hub = NotificationHub { await reader.next() }
+        return hubs.withLock { hubs in
+            // Two listeners racing: the first hub stays (the second GET ends with its hub).
+            if let (sessionID, existing) = hubs[key], sessionID == session.id, !existing.hasEnded { return existing }
+            hubs[key] = (session.id, hub)
+            return hub
+        }
     }
 
     /// Whether `request` belongs to a session-based client bridged to a modern-only upstream.
@@ -339,9 +367,11 @@ final class ModernHTTPTranslator: Sendable {
             return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
         }
         if method == "subscriptions/listen" {
-            // Not translated for session-based HTTP upstreams (their notifications arrive on a GET
-            // stream per upstream session): said plainly instead of passing an unknown method on.
-            return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.methodNotFound, message: "subscriptions/listen is not available on this route: its MCP server speaks the session-based protocol, which the gateway does not translate subscriptions for", rawID: rawID)
+            // The upstream's list changes arrive on its GET stream (one per upstream session, shared
+            // by the identity's listeners); without one, nothing can be acknowledged.
+            let hub = await notificationHub(for: key, session: session, upstream: upstream, context: context, route: route, caller: caller)
+            let capabilities = hub == nil ? [:] : (session.initializeResult["capabilities"]?.value as? [String: Any] ?? [:])
+            return StdioBridge.listen(message, rawID: rawID, capabilities: capabilities, hub: hub ?? NotificationHub(), request: request, keepAlive: keepAlive)
         }
         if let token = message.string(at: ["params", "requestState"]) {
             guard let parked = parkedAsks.take(token: token, owner: key) else {

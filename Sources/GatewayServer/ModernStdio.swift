@@ -219,7 +219,8 @@ extension StdioBridge {
             }
         }
         if method == "subscriptions/listen", let hub = entry.hub {
-            return listen(message, rawID: rawID, entry: entry, hub: hub, request: request, keepAlive: service.sseKeepAlive)
+            let capabilities = entry.initializeResult["capabilities"]?.value as? [String: Any] ?? [:]
+            return Self.listen(message, rawID: rawID, capabilities: capabilities, hub: hub, request: request, keepAlive: service.sseKeepAlive)
         }
         // A retry carrying `requestState`: the answers go to the child's waiting asks, and the
         // original request's outcome answers this one.
@@ -555,6 +556,8 @@ final class NotificationHub: Sendable {
     }
 
     private let listeners = Mutex<(next: Int, all: [Int: Listener], ended: Bool)>((0, [:], false))
+    /// The task reading an HTTP upstream's stream (nil for a stdio child's hub).
+    private let reader = Mutex<Task<Void, Never>?>(nil)
 
     init(session: LegacySession) {
         guard let subscription = try? session.attachStream(lastEventID: nil) else {
@@ -569,6 +572,27 @@ final class NotificationHub: Sendable {
             self?.end()
         }
     }
+
+    /// A hub with no source: its listeners hear nothing until they leave (a server that cannot
+    /// announce anything).
+    init() {}
+
+    /// Fed by `next` (the messages of a session-based HTTP upstream's GET stream) until it returns
+    /// nil; the stream is closed (the reading task cancelled) when the last listener leaves.
+    init(reading next: @escaping @Sendable () async -> ByteBuffer?) {
+        let reader = Task { [weak self] in
+            while let bytes = await next() { self?.deliver(bytes) }
+            self?.end()
+        }
+        self.reader.withLock { $0 = reader }
+    }
+
+    deinit {
+        reader.withLock { $0?.cancel() }
+    }
+
+    /// True once the source ended: a new listener needs a new hub.
+    var hasEnded: Bool { listeners.withLock { $0.ended } }
 
     /// A stream of notifications (raw JSON, stamped with the subscription id); nil marks the end.
     func listen(methods: Set<String>, subscriptionID: String) -> (Int, AsyncStream<ByteBuffer?>) {
@@ -587,8 +611,9 @@ final class NotificationHub: Sendable {
     }
 
     func stop(_ id: Int) {
-        let listener = listeners.withLock { $0.all.removeValue(forKey: id) }
+        let (listener, empty) = listeners.withLock { state in (state.all.removeValue(forKey: id), state.all.isEmpty) }
         listener?.continuation.finish()
+        if empty { reader.withLock { $0?.cancel() } }
     }
 
     private func deliver(_ bytes: ByteBuffer) {
@@ -632,12 +657,12 @@ extension StdioBridge {
         ("resourcesListChanged", "resources", "notifications/resources/list_changed"),
     ]
 
-    /// `subscriptions/listen` for a translated child: acknowledged with the subset the child can
-    /// announce (its `listChanged` capabilities), then its list changes as they come, until the
-    /// client closes the stream (or the child ends: then a completion result closes it).
-    func listen(_ message: JSONRPCMessage, rawID: String?, entry: ModernSessions.Entry, hub: NotificationHub, request: Request, keepAlive: Duration) -> Response {
+    /// `subscriptions/listen` for a translated server (a stdio child or a session-based HTTP
+    /// upstream): acknowledged with the subset it can announce (its `listChanged` `capabilities`),
+    /// then its list changes as they come through `hub`, until the client closes the stream (or the
+    /// server's notification stream ends: then a completion result closes it).
+    static func listen(_ message: JSONRPCMessage, rawID: String?, capabilities: [String: Any], hub: NotificationHub, request: Request, keepAlive: Duration) -> Response {
         let subscriptionID = rawID ?? "null"
-        let capabilities = entry.initializeResult["capabilities"]?.value as? [String: Any] ?? [:]
         var acknowledged: [String: Any] = [:]
         var methods: Set<String> = []
         for (field, capability, method) in Self.listChangedFilters where message.value(at: ["params", "notifications", field]) == "true" {

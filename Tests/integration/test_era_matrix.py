@@ -115,14 +115,54 @@ def test_cell(matrix_gateway, transport, server, mode):
     assert answered.startswith("user likes saffron"), answered
 
 
-def test_listen_through_a_session_based_http_upstream_fails_precisely(matrix_gateway):
-    # Not translated (docs/compatibility.md, Limits): a JSON-RPC error at once, never a hang.
+def test_listen_through_a_session_based_http_upstream_relays_its_list_changes(matrix_gateway):
+    # The upstream announces list changes on its session's GET stream; the gateway relays them to
+    # a 2026-07-28 client's subscriptions/listen stream, stamped with the subscription's id.
+    import json
+    import threading
+
     import httpx
 
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    body = {"jsonrpc": "2.0", "id": 5, "method": "subscriptions/listen", "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}}
-    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen", "Accept": "application/json, text/event-stream"}
-    answer = httpx.post(matrix_gateway.url("/http-legacy/mcp"), json=body, headers=headers, timeout=15)
-    error = answer.json()["error"]
-    assert answer.json()["id"] == 5 and error["code"] == -32601 and "session-based" in error["message"], answer.text
+    url = matrix_gateway.url("/http-legacy/mcp")
+
+    def body(method: str, params: dict, id: int) -> dict:
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}}
+        return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": meta}}
+
+    def headers(method: str, name: str | None = None) -> dict:
+        fields = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
+        return {**fields, "Mcp-Name": name} if name else fields
+
+    def subscribe_and_add(subscription_id: int, tool: str) -> list[dict]:
+        events: list[dict] = []
+        acknowledged, changed = threading.Event(), threading.Event()
+
+        def listen():
+            listen_body = body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, subscription_id)
+            with httpx.stream("POST", url, json=listen_body, headers=headers("subscriptions/listen"), timeout=30) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        events.append(json.loads(line[5:]))
+                        (changed if len(events) > 1 else acknowledged).set()
+                        if len(events) > 1:
+                            return  # the client closes its subscription
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert acknowledged.wait(20), "no acknowledgment"
+        added = httpx.post(url, json=body("tools/call", {"name": "add_tool", "arguments": {"name": tool}}, 6), headers=headers("tools/call", "add_tool"), timeout=30)
+        assert f"added {tool}" in added.text
+        assert changed.wait(20), "no list change on the subscription"
+        listener.join(10)
+        return events
+
+    events = subscribe_and_add(5, "late")
+    assert events[0]["method"] == "notifications/subscriptions/acknowledged"
+    # The upstream declares tools.listChanged only: prompts are not acknowledged.
+    assert events[0]["params"]["notifications"] == {"toolsListChanged": True}
+    assert events[1]["method"] == "notifications/tools/list_changed"
+    assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 5
+    # The first subscription closed its upstream stream with it; a new one opens another.
+    again = subscribe_and_add(9, "later")
+    assert again[1]["method"] == "notifications/tools/list_changed" and again[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
