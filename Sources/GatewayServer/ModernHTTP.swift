@@ -46,6 +46,8 @@ final class ModernHTTPTranslator: Sendable {
         let reader: UpstreamMessageReader
         let session: UpstreamSession
         let askID: String
+        /// The id the gateway gave the original request in the upstream session.
+        let upstreamID: String
     }
 
     private let parkedAsks = ParkedRequests<ParkedAsk>()
@@ -53,6 +55,9 @@ final class ModernHTTPTranslator: Sendable {
     let bridgeAsks = BridgeAsks()
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
+    /// Request ids in upstream sessions are the gateway's: clients of one identity share a
+    /// session, and their own ids may collide.
+    private let nextUpstreamID = Atomic<Int>(0)
     /// Per identity key: the upstream session whose GET stream feeds `subscriptions/listen`.
     private let hubs = Mutex<[String: (sessionID: String, hub: NotificationHub)]>([:])
     static let eraTTL: Duration = .seconds(600)
@@ -155,7 +160,22 @@ final class ModernHTTPTranslator: Sendable {
               response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
         else { return nil }
         let reader = UpstreamMessageReader(response)
-        let hub = NotificationHub { await reader.next() }
+        var requestHeaders = Self.baseHeaders(upstream)
+        requestHeaders.add(name: "Mcp-Session-Id", value: session.id)
+        requestHeaders.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
+        Self.addForwarding(to: &requestHeaders, context: context, route: route, caller: caller)
+        let sendHeaders = requestHeaders
+        let logger = context.logger
+        let hub = NotificationHub(reading: { await reader.next() }, subscriber: { [self] uri, subscribe in
+            let request: [String: Any] = [
+                "jsonrpc": "2.0", "id": "mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)",
+                "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
+            ]
+            guard let data = try? JSONSerialization.data(withJSONObject: request),
+                  let response = try? await upstream.send(method: .POST, query: nil, headers: sendHeaders, body: ByteBuffer(bytes: data), logger: logger)
+            else { return false }
+            return await Self.finalResult(response)?["result"] != nil
+        })
         return hubs.withLock { hubs in
             // Two listeners racing: the first hub stays (the second GET ends with its hub).
             if let (sessionID, existing) = hubs[key], sessionID == session.id, !existing.hasEnded { return existing }
@@ -318,16 +338,32 @@ final class ModernHTTPTranslator: Sendable {
     /// `InputRequiredResult` (or is refused to the upstream when the client cannot answer it), the
     /// response ends it.
     func drive(
-        _ reader: UpstreamMessageReader, rawID: String?, method: String, session: UpstreamSession, upstream: HTTPUpstream, key: String,
+        _ reader: UpstreamMessageReader, rawID: String?, upstreamID: String, method: String, session: UpstreamSession, upstream: HTTPUpstream, key: String,
         request: Request, context: GatewayRequestContext, capabilities: String?
     ) async throws(GatewayError) -> Response {
         let logger = context.logger
+        // The client closing its stream before the answer cancels the request (2026-07-28); in the
+        // upstream's session-based protocol that takes a notifications/cancelled.
+        let answered = Atomic<Bool>(false)
+        let watcher = InboundCloseWatcher.watcher(for: context.channel)
+        let closeToken = watcher?.onClose { [self] in
+            guard !answered.load(ordering: .acquiring) else { return }
+            Task {
+                await self.postToUpstream("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(upstreamID),\"reason\":\"the client closed the response stream\"}}",
+                                          session: session, upstream: upstream, logger: logger)
+            }
+        }
+        let settle: @Sendable () -> Void = {
+            answered.store(true, ordering: .releasing)
+            watcher?.cancel(closeToken)
+        }
         // The next message for the client: a notification, the result, or an InputRequiredResult
         // for an ask (parked); nil when the upstream ended without answering.
         let step: @Sendable () async -> (bytes: ByteBuffer, final: Bool)? = { [self] in
             while let bytes = await reader.next() {
                 guard let message = try? JSONRPCMessage(parsing: bytes) else { continue }
                 if message.isResponse {
+                    settle()
                     return (StdioBridge.completeResult(for: method)(message.replacingID(with: rawID ?? "null"), true), true)
                 }
                 guard message.isRequest, let askMethod = message.method, let askID = message.rawID else { return (bytes, false) }
@@ -336,12 +372,15 @@ final class ModernHTTPTranslator: Sendable {
                                          session: session, upstream: upstream, logger: logger)
                     continue
                 }
-                let token = parkedAsks.park(ParkedAsk(reader: reader, session: session, askID: askID), owner: key)
+                // The request stays open upstream while the client answers: not a cancellation.
+                settle()
+                let token = parkedAsks.park(ParkedAsk(reader: reader, session: session, askID: askID, upstreamID: upstreamID), owner: key)
                 return (ModernProtocol.inputRequiredResponse(rawID: rawID, askMethod: askMethod, askParams: message.value(at: ["params"]) ?? "{}", requestState: token), true)
             }
             return nil
         }
         guard let first = await step() else {
+            settle()
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
         }
         if first.final { return StdioBridge.jsonResponse(first.bytes, headers: [:]) }
@@ -371,19 +410,21 @@ final class ModernHTTPTranslator: Sendable {
             // by the identity's listeners); without one, nothing can be acknowledged.
             let hub = await notificationHub(for: key, session: session, upstream: upstream, context: context, route: route, caller: caller)
             let capabilities = hub == nil ? [:] : (session.initializeResult["capabilities"]?.value as? [String: Any] ?? [:])
-            return StdioBridge.listen(message, rawID: rawID, capabilities: capabilities, hub: hub ?? NotificationHub(), request: request, keepAlive: keepAlive)
+            return await StdioBridge.listen(message, rawID: rawID, capabilities: capabilities, hub: hub ?? NotificationHub(), request: request, keepAlive: keepAlive)
         }
         if let token = message.string(at: ["params", "requestState"]) {
             guard let parked = parkedAsks.take(token: token, owner: key) else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
             }
             await postToUpstream(ModernProtocol.answerToAsk(id: parked.askID, from: message), session: parked.session, upstream: upstream, logger: context.logger)
-            return try await drive(parked.reader, rawID: rawID, method: method, session: parked.session, upstream: upstream, key: key, request: request, context: context,
+            return try await drive(parked.reader, rawID: rawID, upstreamID: parked.upstreamID, method: method, session: parked.session, upstream: upstream, key: key, request: request, context: context,
                                    capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? StdioBridge.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
+        let upstreamID = "\"mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)\""
+        let outgoing = forwarded.isRequest ? forwarded.replacingID(with: upstreamID) : forwarded.bytes
         for attempt in 0..<2 {
             var headers = Self.baseHeaders(upstream)
             headers.add(name: "Mcp-Session-Id", value: session.id)
@@ -391,7 +432,7 @@ final class ModernHTTPTranslator: Sendable {
             Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
             let response: HTTPClientResponse
             do {
-                response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: forwarded.bytes, logger: context.logger)
+                response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: outgoing, logger: context.logger)
             } catch {
                 throw .upstream(error)
             }
@@ -407,7 +448,7 @@ final class ModernHTTPTranslator: Sendable {
                 return Response(status: .accepted)
             }
             let reader = UpstreamMessageReader(response)
-            return try await drive(reader, rawID: rawID, method: method, session: session, upstream: upstream, key: key, request: request, context: context,
+            return try await drive(reader, rawID: rawID, upstreamID: upstreamID, method: method, session: session, upstream: upstream, key: key, request: request, context: context,
                                    capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
         throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream lost its session twice"))

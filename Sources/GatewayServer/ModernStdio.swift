@@ -220,7 +220,7 @@ extension StdioBridge {
         }
         if method == "subscriptions/listen", let hub = entry.hub {
             let capabilities = entry.initializeResult["capabilities"]?.value as? [String: Any] ?? [:]
-            return Self.listen(message, rawID: rawID, capabilities: capabilities, hub: hub, request: request, keepAlive: service.sseKeepAlive)
+            return await Self.listen(message, rawID: rawID, capabilities: capabilities, hub: hub, request: request, keepAlive: service.sseKeepAlive)
         }
         // A retry carrying `requestState`: the answers go to the child's waiting asks, and the
         // original request's outcome answers this one.
@@ -277,8 +277,23 @@ extension StdioBridge {
             let endedEarly = message.method == "subscriptions/listen"
                 ? ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"complete\"}}")
                 : JSONRPCErrorResponse.make(rawID: rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request")
-            return await respond(to: request, session: session, subscription: subscription, single: true, extraHeaders: [:], transform: transform,
-                                 endedEarly: endedEarly, onEnd: onEnd)
+            let items = IteratorBox(subscription.items.makeAsyncIterator())
+            let next: @Sendable () async -> (bytes: ByteBuffer, final: Bool)? = {
+                // The stream is read only up to its answer, so an end here comes before one.
+                guard case .message(_, let bytes, let isFinal)? = await items.next() else { return (endedEarly, true) }
+                return (transform?(bytes, isFinal) ?? bytes, isFinal)
+            }
+            let finish: @Sendable () -> Void = {
+                session.readerStopped(subscription)
+                onEnd()
+            }
+            guard let first = await next() else { return Response(status: .accepted) }
+            if first.final {
+                finish()
+                return Self.jsonResponse(first.bytes, headers: [:])
+            }
+            // Progress and other interim messages as they come, with keep-alive comments when quiet.
+            return Self.eventStream(first: first.bytes, request: request, keepAlive: service.sseKeepAlive, onEnd: finish, next: next)
         } catch {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
@@ -323,7 +338,15 @@ extension StdioBridge {
         }
         session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
         // The child's unsolicited notifications go to the hub, never into a request's stream.
-        let hub = NotificationHub(session: session)
+        let hub = NotificationHub(session: session) { uri, subscribe in
+            let request: [String: Any] = [
+                "jsonrpc": "2.0", "id": "mcp-gateway-subscribe", "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
+            ]
+            guard let data = try? JSONSerialization.data(withJSONObject: request), let message = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
+                  let subscription = try? session.sendRequests([message], timeout: .seconds(30))
+            else { return false }
+            return (await finalAnswer(of: subscription, session: session)).flatMap { try? JSONRPCMessage(parsing: $0) }?.kind == .response
+        }
         try session.sendNotifications([try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)])
         return ModernSessions.Entry(session: session, modern: false, initializeResult: result.mapValues(SendableJSON.init), hub: hub)
     }
@@ -546,22 +569,39 @@ final class ParkedFlag: Sendable {
     func set() { state.withLock { $0 = true } }
 }
 
-/// The notifications a translated child sends on its own (list changes), fanned out to the
-/// `subscriptions/listen` streams that asked for them. Reads the session's standalone stream.
+/// The notifications a translated server sends on its own (list changes, resource updates), fanned
+/// out to the `subscriptions/listen` streams that asked for them. Fed by a stdio child's standalone
+/// stream or a session-based HTTP upstream's GET stream. Resource subscriptions are counted across
+/// listeners: the server is sent `resources/subscribe` for a URI when the first listener asks for
+/// it and `resources/unsubscribe` when the last one leaves.
 final class NotificationHub: Sendable {
+    /// Sends `resources/subscribe` (true) or `resources/unsubscribe` (false) for a URI to the
+    /// server; whether it accepted.
+    typealias ResourceSubscriber = @Sendable (_ uri: String, _ subscribe: Bool) async -> Bool
+
     private struct Listener {
         let methods: Set<String>
+        let resources: Set<String>
         let subscriptionID: String
         let continuation: AsyncStream<ByteBuffer?>.Continuation
     }
 
-    private let listeners = Mutex<(next: Int, all: [Int: Listener], ended: Bool)>((0, [:], false))
+    private struct State {
+        var next = 0
+        var all: [Int: Listener] = [:]
+        var ended = false
+        var resourceCounts: [String: Int] = [:]
+    }
+
+    private let state = Mutex(State())
     /// The task reading an HTTP upstream's stream (nil for a stdio child's hub).
     private let reader = Mutex<Task<Void, Never>?>(nil)
+    private let subscriber: ResourceSubscriber?
 
-    init(session: LegacySession) {
+    init(session: LegacySession, subscriber: ResourceSubscriber? = nil) {
+        self.subscriber = subscriber
         guard let subscription = try? session.attachStream(lastEventID: nil) else {
-            listeners.withLock { $0.ended = true }
+            state.withLock { $0.ended = true }
             return
         }
         Task { [weak self] in
@@ -575,11 +615,14 @@ final class NotificationHub: Sendable {
 
     /// A hub with no source: its listeners hear nothing until they leave (a server that cannot
     /// announce anything).
-    init() {}
+    init() {
+        subscriber = nil
+    }
 
     /// Fed by `next` (the messages of a session-based HTTP upstream's GET stream) until it returns
     /// nil; the stream is closed (the reading task cancelled) when the last listener leaves.
-    init(reading next: @escaping @Sendable () async -> ByteBuffer?) {
+    init(reading next: @escaping @Sendable () async -> ByteBuffer?, subscriber: ResourceSubscriber? = nil) {
+        self.subscriber = subscriber
         let reader = Task { [weak self] in
             while let bytes = await next() { self?.deliver(bytes) }
             self?.end()
@@ -592,40 +635,81 @@ final class NotificationHub: Sendable {
     }
 
     /// True once the source ended: a new listener needs a new hub.
-    var hasEnded: Bool { listeners.withLock { $0.ended } }
+    var hasEnded: Bool { state.withLock { $0.ended } }
 
-    /// A stream of notifications (raw JSON, stamped with the subscription id); nil marks the end.
-    func listen(methods: Set<String>, subscriptionID: String) -> (Int, AsyncStream<ByteBuffer?>) {
+    /// A stream of notifications (raw JSON, stamped with the subscription id; nil marks the end)
+    /// for `methods` and for updates of `resources`; `resources` lists the URIs the server accepted.
+    func listen(methods: Set<String>, resources requested: [String], subscriptionID: String) async -> (id: Int, stream: AsyncStream<ByteBuffer?>, resources: [String]) {
+        // Subscribed at the server before the listener exists, so no update is announced for a
+        // URI it then refuses; a URI already subscribed for another listener is just counted.
+        var accepted: [String] = []
+        for uri in Set(requested).sorted() {
+            let first = state.withLock { state -> Bool in
+                state.resourceCounts[uri, default: 0] += 1
+                return state.resourceCounts[uri] == 1
+            }
+            if !first {
+                accepted.append(uri)
+            } else if await subscriber?(uri, true) == true {
+                accepted.append(uri)
+            } else {
+                state.withLock { state in
+                    state.resourceCounts[uri, default: 1] -= 1
+                    if state.resourceCounts[uri] == 0 { state.resourceCounts[uri] = nil }
+                }
+            }
+        }
         let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-        let id: Int = listeners.withLock { state in
+        let id: Int = state.withLock { state in
             state.next += 1
             if state.ended {
                 continuation.yield(nil)
                 continuation.finish()
             } else {
-                state.all[state.next] = Listener(methods: methods, subscriptionID: subscriptionID, continuation: continuation)
+                state.all[state.next] = Listener(methods: methods, resources: Set(accepted), subscriptionID: subscriptionID, continuation: continuation)
             }
             return state.next
         }
-        return (id, stream)
+        return (id, stream, accepted)
     }
 
     func stop(_ id: Int) {
-        let (listener, empty) = listeners.withLock { state in (state.all.removeValue(forKey: id), state.all.isEmpty) }
+        let (listener, empty, released) = state.withLock { state -> (Listener?, Bool, [String]) in
+            guard let listener = state.all.removeValue(forKey: id) else { return (nil, state.all.isEmpty, []) }
+            var released: [String] = []
+            for uri in listener.resources {
+                state.resourceCounts[uri, default: 1] -= 1
+                if state.resourceCounts[uri] == 0 {
+                    state.resourceCounts[uri] = nil
+                    released.append(uri)
+                }
+            }
+            return (listener, state.all.isEmpty, released)
+        }
         listener?.continuation.finish()
-        if empty { reader.withLock { $0?.cancel() } }
+        if let subscriber, !released.isEmpty {
+            Task {
+                for uri in released { _ = await subscriber(uri, false) }
+                if empty { self.reader.withLock { $0?.cancel() } }
+            }
+        } else if empty {
+            reader.withLock { $0?.cancel() }
+        }
     }
 
     private func deliver(_ bytes: ByteBuffer) {
         guard let message = try? JSONRPCMessage(parsing: bytes), let method = message.method, !message.isRequest else { return }
-        let targets = listeners.withLock { state in state.all.values.filter { $0.methods.contains(method) } }
+        let uri = method == "notifications/resources/updated" ? message.paramsString("uri") : nil
+        let targets = state.withLock { state in
+            state.all.values.filter { $0.methods.contains(method) || (uri.map($0.resources.contains) ?? false) }
+        }
         for listener in targets {
             listener.continuation.yield(Self.stamped(message, subscriptionID: listener.subscriptionID))
         }
     }
 
     private func end() {
-        let all = listeners.withLock { state -> [Listener] in
+        let all = state.withLock { state -> [Listener] in
             state.ended = true
             defer { state.all.removeAll() }
             return Array(state.all.values)
@@ -658,10 +742,11 @@ extension StdioBridge {
     ]
 
     /// `subscriptions/listen` for a translated server (a stdio child or a session-based HTTP
-    /// upstream): acknowledged with the subset it can announce (its `listChanged` `capabilities`),
-    /// then its list changes as they come through `hub`, until the client closes the stream (or the
+    /// upstream): acknowledged with the subset it can announce (its `listChanged` `capabilities`,
+    /// and `resourceSubscriptions` it accepted when it declares `resources.subscribe`), then those
+    /// notifications as they come through `hub`, until the client closes the stream (or the
     /// server's notification stream ends: then a completion result closes it).
-    static func listen(_ message: JSONRPCMessage, rawID: String?, capabilities: [String: Any], hub: NotificationHub, request: Request, keepAlive: Duration) -> Response {
+    static func listen(_ message: JSONRPCMessage, rawID: String?, capabilities: [String: Any], hub: NotificationHub, request: Request, keepAlive: Duration) async -> Response {
         let subscriptionID = rawID ?? "null"
         var acknowledged: [String: Any] = [:]
         var methods: Set<String> = []
@@ -671,15 +756,23 @@ extension StdioBridge {
                 methods.insert(method)
             }
         }
+        var resources: [String] = []
+        if (capabilities["resources"] as? [String: Any])?["subscribe"] as? Bool == true,
+           let json = message.value(at: ["params", "notifications", "resourceSubscriptions"]),
+           let uris = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String]
+        {
+            resources = uris
+        }
+        let (listenerID, notifications, accepted) = await hub.listen(methods: methods, resources: resources, subscriptionID: subscriptionID)
+        if message.value(at: ["params", "notifications", "resourceSubscriptions"]) != nil { acknowledged["resourceSubscriptions"] = accepted }
         let ackParams: [String: Any] = ["_meta": [ModernProtocol.metaPrefix + "subscriptionId": (try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])) ?? NSNull()],
                                         "notifications": acknowledged]
         let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams])) ?? Data()
-        let (listenerID, notifications) = hub.listen(methods: methods, subscriptionID: subscriptionID)
         let iterator = NotificationIterator(notifications.makeAsyncIterator())
         let completion = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")
         return Self.eventStream(first: ByteBuffer(bytes: ack), request: request, keepAlive: keepAlive, onEnd: { hub.stop(listenerID) }) {
             guard let notification = await iterator.next() else { return nil }
-            // nil from the hub: the child went away; the subscription ends gracefully.
+            // nil from the hub: the server's stream ended; the subscription ends gracefully.
             return notification.map { ($0, false) } ?? (completion, true)
         }
     }

@@ -166,3 +166,56 @@ def test_listen_through_a_session_based_http_upstream_relays_its_list_changes(ma
     # The first subscription closed its upstream stream with it; a new one opens another.
     again = subscribe_and_add(9, "later")
     assert again[1]["method"] == "notifications/tools/list_changed" and again[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_resource_subscriptions_through_a_session_based_server(matrix_gateway, transport):
+    # listen's resourceSubscriptions become resources/subscribe at the session-based server (and
+    # resources/unsubscribe when the subscription closes); only the subscribed URI's updates arrive.
+    import json
+    import threading
+
+    import httpx
+
+    url = matrix_gateway.url(f"/{transport}-legacy/mcp")
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def call(tool: str, arguments: dict) -> str:
+        body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta}}
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool, "Accept": "application/json, text/event-stream"}
+        answer = httpx.post(url, json=body, headers=headers, timeout=30)
+        return next(json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")) if answer.headers["content-type"].startswith("text/event-stream") \
+            else answer.json()
+
+    def text_of(answer: dict) -> str:
+        return answer["result"]["content"][0]["text"] if answer["result"]["content"] else ""
+
+    events: list[dict] = []
+    acknowledged, updated = threading.Event(), threading.Event()
+
+    def listen():
+        body = {"jsonrpc": "2.0", "id": 12, "method": "subscriptions/listen",
+                "params": {"notifications": {"resourceSubscriptions": ["memo://one"]}, "_meta": meta}}
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen", "Accept": "application/json, text/event-stream"}
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    (updated if len(events) > 1 else acknowledged).set()
+                    if len(events) > 1:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert acknowledged.wait(20), "no acknowledgment"
+    assert events[0]["params"]["notifications"] == {"resourceSubscriptions": ["memo://one"]}
+    assert text_of(call("subscriptions", {})) == "memo://one"
+    call("touch", {"uri": "memo://two"})  # not subscribed: not delivered
+    call("touch", {"uri": "memo://one"})
+    assert updated.wait(20), "no resources/updated on the subscription"
+    assert events[1]["method"] == "notifications/resources/updated" and events[1]["params"]["uri"] == "memo://one"
+    assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 12
+    listener.join(10)
+    # The subscription closed: the server is told to stop.
+    wait_until(lambda: text_of(call("subscriptions", {})) == "", timeout=15, what="resources/unsubscribe at the server")

@@ -121,3 +121,39 @@ def test_a_legacy_http_upstreams_ask_becomes_a_multi_round_trip_request(legacy_g
     # Without the elicitation capability the upstream's ask is refused to it, promptly, not hung.
     refused = anyio.run(run, None)
     assert "user likes" not in refused
+
+
+def _modern(method: str, params: dict, id, name: str | None = None):
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
+    if name:
+        headers["Mcp-Name"] = name
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": {**meta, **params.get("_meta", {})}}}, headers
+
+
+def test_closing_the_stream_cancels_the_request_in_a_legacy_http_upstream(legacy_gateway, tmp_path):
+    import httpx
+
+    marker = tmp_path / "cancelled"
+    body, headers = _modern("tools/call", {"name": "wait_for_cancel", "arguments": {"marker": str(marker)}, "_meta": {"progressToken": "p"}}, 1, "wait_for_cancel")
+    with httpx.stream("POST", legacy_gateway.url("/legacy/mcp"), json=body, headers=headers, timeout=30) as response:
+        # The first progress event: the request is running in the upstream. Then the client goes.
+        assert next(line for line in response.iter_lines() if line.startswith("data:"))
+    wait_until(marker.exists, timeout=15, what="the upstream to hear notifications/cancelled")
+
+
+def test_clients_of_one_identity_may_reuse_request_ids(legacy_gateway):
+    # Both share the identity's upstream session: the gateway's own ids keep their requests apart.
+    import concurrent.futures
+
+    import httpx
+
+    def call(steps: int) -> str:
+        body, headers = _modern("tools/call", {"name": "count", "arguments": {"steps": steps}}, 1, "count")
+        answer = httpx.post(legacy_gateway.url("/legacy/mcp"), json=body, headers=headers, timeout=30)
+        return answer.json()["result"]["content"][0]["text"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, [3, 5, 7, 9]))
+    assert results == ["counted 3", "counted 5", "counted 7", "counted 9"]

@@ -1,8 +1,9 @@
 """A session-based-only MCP server: the mcp 1.x SDK (FastMCP), run with the project's .venv-legacy
 interpreter, over Streamable HTTP (`--port`) or stdio (no `--port`).
 
-Tools: echo, count (progress), ask / ask_user (elicitation of a colour), add_tool (registers a tool
-and announces tools/list_changed, which the server declares)."""
+Tools: echo, count (progress), ask / ask_user (elicitation of a colour), wait_for_cancel, add_tool
+(registers a tool and announces tools/list_changed), touch (resources/updated for a URI),
+subscriptions (the URIs subscribed to). Resource memo://one can be subscribed to."""
 
 import argparse
 
@@ -16,10 +17,49 @@ parser.add_argument("--port", type=int)
 args = parser.parse_args()
 
 server = FastMCP("legacy-server", host="127.0.0.1", port=args.port or 0, log_level="WARNING")
-# FastMCP 1.x declares no listChanged capability: declare tools/list_changed, which add_tool sends.
+# FastMCP 1.x declares neither listChanged nor resource subscriptions: declare tools/list_changed
+# (add_tool sends it) and resources.subscribe (touch sends resources/updated).
 _initialization_options = server._mcp_server.create_initialization_options
-server._mcp_server.create_initialization_options = lambda notification_options=None, experimental_capabilities=None: _initialization_options(
-    NotificationOptions(tools_changed=True), experimental_capabilities)
+
+
+def _declared(notification_options=None, experimental_capabilities=None):
+    options = _initialization_options(NotificationOptions(tools_changed=True), experimental_capabilities)
+    if options.capabilities.resources is not None:
+        options.capabilities.resources.subscribe = True
+    return options
+
+
+server._mcp_server.create_initialization_options = _declared
+subscribed: set[str] = set()
+
+
+@server._mcp_server.subscribe_resource()
+async def _subscribe(uri) -> None:
+    subscribed.add(str(uri))
+
+
+@server._mcp_server.unsubscribe_resource()
+async def _unsubscribe(uri) -> None:
+    subscribed.discard(str(uri))
+
+
+@server.resource("memo://one")
+def memo_one() -> str:
+    """A resource that can be subscribed to."""
+    return "one"
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Announce that a resource changed (resources/updated)."""
+    await ctx.session.send_resource_updated(uri)
+    return f"touched {uri}"
+
+
+@server.tool()
+def subscriptions() -> str:
+    """The resource URIs subscribed to in this process, comma-separated."""
+    return ",".join(sorted(subscribed))
 
 
 @server.tool()
@@ -48,6 +88,19 @@ async def ask(ctx: Context) -> str:
     if answer.action == "accept" and answer.data is not None:
         return f"user likes {answer.data.colour}"
     return f"user chose {answer.action}"
+
+
+@server.tool()
+async def wait_for_cancel(marker: str, ctx: Context) -> str:
+    """Report progress once, then wait until cancelled; write `marker` (a file path) when cancelled."""
+    await ctx.report_progress(0, 1)
+    try:
+        await anyio.sleep(3600)
+    except anyio.get_cancelled_exc_class():
+        with open(marker, "w") as handle:
+            handle.write("cancelled")
+        raise
+    return "unreachable"
 
 
 @server.tool()
