@@ -50,6 +50,21 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
 
 
+def modern_headers(method: str, name: str | None = None) -> dict:
+    """The HTTP headers of a 2026-07-28 request."""
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def modern_body(method: str, params: dict | None = None, id: int = 1) -> dict:
+    """A 2026-07-28 request: `params` plus the `_meta` every request carries."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**(params or {}), "_meta": meta}}
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)

@@ -10,7 +10,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from conftest import REPO, SERVERS, free_port, gateway_binary, port_open, start_process, wait_until
+from conftest import REPO, SERVERS, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
 
 LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
 SERVER_ERAS = ("legacy", "dual", "modern")
@@ -125,22 +125,13 @@ def test_listen_through_a_session_based_http_upstream_relays_its_list_changes(ma
 
     url = matrix_gateway.url("/http-legacy/mcp")
 
-    def body(method: str, params: dict, id: int) -> dict:
-        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-                "io.modelcontextprotocol/clientCapabilities": {}}
-        return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": meta}}
-
-    def headers(method: str, name: str | None = None) -> dict:
-        fields = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
-        return {**fields, "Mcp-Name": name} if name else fields
-
     def subscribe_and_add(subscription_id: int, tool: str) -> list[dict]:
         events: list[dict] = []
         acknowledged, changed = threading.Event(), threading.Event()
 
         def listen():
-            listen_body = body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, subscription_id)
-            with httpx.stream("POST", url, json=listen_body, headers=headers("subscriptions/listen"), timeout=30) as response:
+            listen_body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, subscription_id)
+            with httpx.stream("POST", url, json=listen_body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         events.append(json.loads(line[5:]))
@@ -151,7 +142,7 @@ def test_listen_through_a_session_based_http_upstream_relays_its_list_changes(ma
         listener = threading.Thread(target=listen, daemon=True)
         listener.start()
         assert acknowledged.wait(20), "no acknowledgment"
-        added = httpx.post(url, json=body("tools/call", {"name": "add_tool", "arguments": {"name": tool}}, 6), headers=headers("tools/call", "add_tool"), timeout=30)
+        added = httpx.post(url, json=modern_body("tools/call", {"name": "add_tool", "arguments": {"name": tool}}, 6), headers=modern_headers("tools/call", "add_tool"), timeout=30)
         assert f"added {tool}" in added.text
         assert changed.wait(20), "no list change on the subscription"
         listener.join(10)
@@ -178,13 +169,9 @@ def test_resource_subscriptions_through_a_session_based_server(matrix_gateway, t
     import httpx
 
     url = matrix_gateway.url(f"/{transport}-legacy/mcp")
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
 
-    def call(tool: str, arguments: dict) -> str:
-        body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta}}
-        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool, "Accept": "application/json, text/event-stream"}
-        answer = httpx.post(url, json=body, headers=headers, timeout=30)
+    def call(tool: str, arguments: dict) -> dict:
+        answer = httpx.post(url, json=modern_body("tools/call", {"name": tool, "arguments": arguments}, 3), headers=modern_headers("tools/call", tool), timeout=30)
         return next(json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")) if answer.headers["content-type"].startswith("text/event-stream") \
             else answer.json()
 
@@ -195,10 +182,8 @@ def test_resource_subscriptions_through_a_session_based_server(matrix_gateway, t
     acknowledged, updated = threading.Event(), threading.Event()
 
     def listen():
-        body = {"jsonrpc": "2.0", "id": 12, "method": "subscriptions/listen",
-                "params": {"notifications": {"resourceSubscriptions": ["memo://one"]}, "_meta": meta}}
-        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen", "Accept": "application/json, text/event-stream"}
-        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+        body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": ["memo://one"]}}, 12)
+        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
             for line in response.iter_lines():
                 if line.startswith("data:"):
                     events.append(json.loads(line[5:]))

@@ -3,7 +3,6 @@ who keep their own proxy deploy the gateway. The snippet tested here is the one 
 docs/deployment.md."""
 
 import shutil
-import subprocess
 import textwrap
 
 import httpx

@@ -7,7 +7,6 @@ import httpx
 import pytest
 from mcp import Client
 
-from conftest import wait_until
 
 CONFIG = """
 entryPoints:

@@ -1,7 +1,6 @@
 """Client ID Metadata Documents: https client_ids fetched (through a test CA), validated, cached,
 refused when unsafe, and replaced by pinned documents when a fetch fails."""
 
-import httpx
 import pytest
 
 from oauth_helpers import Browser, exchange_code, page_text, pkce_pair

@@ -10,7 +10,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from conftest import REPO, SERVERS, free_port, port_open, start_process, wait_until
+from conftest import REPO, SERVERS, free_port, modern_body, modern_headers, port_open, start_process, wait_until
 
 
 def upstream_gateway(start_gateway, processes, tmp_path, name: str, argv: list[str]):
@@ -123,20 +123,12 @@ def test_a_legacy_http_upstreams_ask_becomes_a_multi_round_trip_request(legacy_g
     assert "user likes" not in refused
 
 
-def _modern(method: str, params: dict, id, name: str | None = None):
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
-    if name:
-        headers["Mcp-Name"] = name
-    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": {**meta, **params.get("_meta", {})}}}, headers
-
-
 def test_closing_the_stream_cancels_the_request_in_a_legacy_http_upstream(legacy_gateway, tmp_path):
     import httpx
 
     marker = tmp_path / "cancelled"
-    body, headers = _modern("tools/call", {"name": "wait_for_cancel", "arguments": {"marker": str(marker)}, "_meta": {"progressToken": "p"}}, 1, "wait_for_cancel")
+    body, headers = modern_body("tools/call", {"name": "wait_for_cancel", "arguments": {"marker": str(marker)}}), modern_headers("tools/call", "wait_for_cancel")
+    body["params"]["_meta"]["progressToken"] = "p"
     with httpx.stream("POST", legacy_gateway.url("/legacy/mcp"), json=body, headers=headers, timeout=30) as response:
         # The first progress event: the request is running in the upstream. Then the client goes.
         assert next(line for line in response.iter_lines() if line.startswith("data:"))
@@ -150,7 +142,7 @@ def test_clients_of_one_identity_may_reuse_request_ids(legacy_gateway):
     import httpx
 
     def call(steps: int) -> str:
-        body, headers = _modern("tools/call", {"name": "count", "arguments": {"steps": steps}}, 1, "count")
+        body, headers = modern_body("tools/call", {"name": "count", "arguments": {"steps": steps}}), modern_headers("tools/call", "count")
         answer = httpx.post(legacy_gateway.url("/legacy/mcp"), json=body, headers=headers, timeout=30)
         return answer.json()["result"]["content"][0]["text"]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from mcp import Client
 
-from conftest import LEGACY_TIME_SERVER, SERVERS
+from conftest import LEGACY_TIME_SERVER, SERVERS, modern_body, modern_headers
 
 
 def config(time_command: str) -> str:
@@ -55,19 +55,6 @@ def test_every_client_mode_reaches_every_child_era(start_gateway, child, mode):
     names, text = anyio.run(list_and_call, gateway.url("/time/mcp"), mode)
     assert names == {"get_current_time", "convert_time"}
     assert '"timezone": "UTC"' in text
-
-
-def modern_headers(method: str, name: str | None = None) -> dict:
-    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Accept": "application/json, text/event-stream"}
-    if name is not None:
-        headers["Mcp-Name"] = name
-    return headers
-
-
-def modern_body(method: str, params: dict | None = None, id: int = 1) -> dict:
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**(params or {}), "_meta": meta}}
 
 
 def test_discover_call_and_header_rules(start_gateway):

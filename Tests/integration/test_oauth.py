@@ -3,9 +3,7 @@ GitHub sign-in against a fake GitHub (Enterprise URL layout), local accounts, /t
 refresh rotation, revocation and introspection, with a real redis-server. Each "known hole" of the
 project this gateway replaces has a test here that shows it closed."""
 
-import base64
 import concurrent.futures
-import json
 
 import httpx
 import jwt

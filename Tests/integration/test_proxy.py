@@ -1,6 +1,5 @@
 """The HTTP proxy: routing, header hygiene, streaming, failures, limits, origin checks."""
 
-import json
 import socket
 import time
 

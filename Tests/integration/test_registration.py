@@ -2,7 +2,6 @@
 redis-server as the store."""
 
 import hashlib
-import json
 
 import httpx
 import pytest
