@@ -56,6 +56,8 @@ public struct AccessPolicy: Sendable, Equatable {
 
     public var needsOrgs: Bool { global.needsOrgs || (router?.needsOrgs ?? false) }
     public var needsTeams: Bool { global.needsTeams || (router?.needsTeams ?? false) }
+    /// Whether any list names orgs or teams (GitHub's `read:org`, membership checks).
+    public var needsMembership: Bool { needsOrgs || needsTeams }
 
     public func admits(_ user: UserIdentity) -> Bool {
         global.admits(user) && (router?.admits(user) ?? true)

@@ -71,38 +71,26 @@ struct GitHubClient: Sendable {
     /// Whether `user` is a member of `org` now (204 yes; 404 or 302 no), asked with the
     /// operator's membership token.
     func isMember(org: String, user: String, token: String) async throws(GitHubError) -> Bool {
-        try await status("/orgs/\(Self.segment(org))/members/\(Self.segment(user))", token: token) == 204
+        try await membership("/orgs/\(Self.segment(org))/members/\(Self.segment(user))", token: token, answers: [204, 404, 302]).code == 204
     }
 
     /// Whether `user` is an active member of `org/team`.
     func isTeamMember(org: String, team: String, user: String, token: String) async throws(GitHubError) -> Bool {
         let path = "/orgs/\(Self.segment(org))/teams/\(Self.segment(team))/memberships/\(Self.segment(user))"
-        var request = apiRequest(path, token: token)
-        request.method = .GET
-        do {
-            let response = try await http.execute(request, timeout: Self.timeout)
-            let body = try await response.body.collect(upTo: Self.maxBody)
-            guard response.status.code == 200 else {
-                if response.status.code == 404 { return false }
-                throw GitHubError(description: "GitHub's team membership check failed with HTTP \(response.status.code)")
-            }
-            let json = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
-            return json?["state"] as? String == "active"
-        } catch let error as GitHubError {
-            throw error
-        } catch {
-            throw GitHubError(description: "GitHub's team membership check failed: \(error)")
-        }
+        let (code, body) = try await membership(path, token: token, answers: [200, 404])
+        guard code == 200 else { return false }
+        return ((try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any])?["state"] as? String == "active"
     }
 
-    private func status(_ path: String, token: String) async throws(GitHubError) -> UInt {
+    /// A membership endpoint's answer; any status outside `answers` is a failed check.
+    private func membership(_ path: String, token: String, answers: Set<UInt>) async throws(GitHubError) -> (code: UInt, body: ByteBuffer) {
         do {
             let response = try await http.execute(apiRequest(path, token: token), timeout: Self.timeout)
-            _ = try await response.body.collect(upTo: Self.maxBody)
-            switch response.status.code {
-            case 204, 404, 302: return response.status.code
-            default: throw GitHubError(description: "GitHub's membership check failed with HTTP \(response.status.code)")
+            let body = try await response.body.collect(upTo: Self.maxBody)
+            guard answers.contains(response.status.code) else {
+                throw GitHubError(description: "GitHub's membership check failed with HTTP \(response.status.code)")
             }
+            return (response.status.code, body)
         } catch let error as GitHubError {
             throw error
         } catch {

@@ -41,17 +41,7 @@ struct HTTPProxy: Sendable {
         if request.method == .post || request.method == .put || request.method == .patch {
             body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         }
-        let headers = HeaderPolicy.upstreamRequestHeaders(
-            from: request.headers,
-            // No token passthrough: the gateway's token and cookies stay at the gateway.
-            // Identity header names are never taken from a client; on protected routes neither are
-            // the client's credentials.
-            removing: route.upstreamRemovals,
-            clientAddress: context.clientIP,
-            forwardedProto: "http",
-            forwardedHost: request.head.authority,
-            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
-        )
+        let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
         let query = request.uri.query
@@ -109,6 +99,24 @@ struct HTTPProxy: Sendable {
             responseBody = ResponseBody(asyncSequence: upstreamBody)
         }
         return Response(status: .init(code: Int(upstreamResponse.status.code)), headers: fields, body: responseBody)
+    }
+
+    /// The headers sent upstream for `request`: hop-by-hop ones removed, `X-Forwarded-*` set by the
+    /// gateway, identity headers and the service's own added.
+    static func upstreamHeaders(
+        for request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
+    ) -> HTTPHeaders {
+        HeaderPolicy.upstreamRequestHeaders(
+            from: request.headers,
+            // No token passthrough: the gateway's token and cookies stay at the gateway.
+            // Identity header names are never taken from a client; on protected routes neither are
+            // the client's credentials.
+            removing: route.upstreamRemovals,
+            clientAddress: context.clientIP,
+            forwardedProto: "http",
+            forwardedHost: request.head.authority,
+            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
+        )
     }
 
     /// Runs `operation`, cancelling it if the client hangs up first.

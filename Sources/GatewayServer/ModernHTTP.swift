@@ -70,14 +70,9 @@ final class ModernHTTPTranslator: Sendable {
     func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
         let now = ContinuousClock.now
         if let (era, checked) = eras.withLock({ $0[upstream.service.url] }), now - checked < Self.eraTTL { return era }
-        var headers = Self.baseHeaders(upstream)
-        headers.replaceOrAdd(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
-        headers.replaceOrAdd(name: "Mcp-Method", value: "server/discover")
         // The 2026-07-28 HTTP rule: a modern request first; only a 4xx without a modern error body
         // means a session-based server. Anything else (including no answer) is proxied as it is.
-        guard let response = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: logger) else {
-            return .modern
-        }
+        guard let response = await Self.discover(upstream, logger: logger) else { return .modern }
         var era = Era.modern
         if (400..<500).contains(response.status.code) {
             let body = (try? await response.body.collect(upTo: 64 * 1024)) ?? ByteBuffer()
@@ -90,6 +85,14 @@ final class ModernHTTPTranslator: Sendable {
         eras.withLock { $0[upstream.service.url] = (era, now) }
         logger.info("upstream era detected", metadata: ["service": "\(upstream.service.name)", "era": "\(era == .modern ? "2026-07-28" : "session-based")"])
         return era
+    }
+
+    /// The gateway's own `server/discover` to the upstream (nil when it cannot be reached).
+    static func discover(_ upstream: HTTPUpstream, logger: Logger) async -> HTTPClientResponse? {
+        var headers = baseHeaders(upstream)
+        headers.replaceOrAdd(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
+        headers.replaceOrAdd(name: "Mcp-Method", value: "server/discover")
+        return try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: logger)
     }
 
     /// Who is calling, for requests the gateway writes itself: the client's address and, on
@@ -133,13 +136,8 @@ final class ModernHTTPTranslator: Sendable {
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream did not accept initialize from the gateway"))
         }
         let version = result["protocolVersion"] as? String ?? "2025-06-18"
-        var headers = Self.baseHeaders(upstream)
-        headers.add(name: "Mcp-Session-Id", value: sessionID)
-        headers.add(name: "MCP-Protocol-Version", value: version)
-        if let ack = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), logger: logger) {
-            _ = try? await ack.body.collect(upTo: 1024 * 1024)
-        }
         let session = UpstreamSession(id: sessionID, protocolVersion: version, initializeResult: result.mapValues(SendableJSON.init))
+        await postToUpstream(#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, session: session, upstream: upstream, logger: logger)
         sessions.withLock { $0[key] = session }
         return session
     }
@@ -150,31 +148,22 @@ final class ModernHTTPTranslator: Sendable {
         for key: String, session: UpstreamSession, upstream: HTTPUpstream, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?
     ) async -> NotificationHub? {
         if let (sessionID, hub) = hubs.withLock({ $0[key] }), sessionID == session.id, !hub.hasEnded { return hub }
-        var headers = Self.baseHeaders(upstream)
+        var headers = Self.sessionHeaders(upstream, session: session)
         headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
         headers.remove(name: "Content-Type")
-        headers.add(name: "Mcp-Session-Id", value: session.id)
-        headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
         guard let response = try? await upstream.send(method: .GET, query: nil, headers: headers, body: nil, logger: context.logger),
               response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
         else { return nil }
         let reader = UpstreamMessageReader(response)
-        var requestHeaders = Self.baseHeaders(upstream)
-        requestHeaders.add(name: "Mcp-Session-Id", value: session.id)
-        requestHeaders.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
-        Self.addForwarding(to: &requestHeaders, context: context, route: route, caller: caller)
-        let sendHeaders = requestHeaders
         let logger = context.logger
         let hub = NotificationHub(reading: { await reader.next() }, subscriber: { [self] uri, subscribe in
             let request: [String: Any] = [
                 "jsonrpc": "2.0", "id": "mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)",
                 "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
             ]
-            guard let data = try? JSONSerialization.data(withJSONObject: request),
-                  let response = try? await upstream.send(method: .POST, query: nil, headers: sendHeaders, body: ByteBuffer(bytes: data), logger: logger)
-            else { return false }
-            return await Self.finalResult(response)?["result"] != nil
+            guard let data = try? JSONSerialization.data(withJSONObject: request) else { return false }
+            return await postToUpstream(String(decoding: data, as: UTF8.self), session: session, upstream: upstream, logger: logger)?["result"] != nil
         })
         return hubs.withLock { hubs in
             // Two listeners racing: the first hub stays (the second GET ends with its hub).
@@ -201,11 +190,7 @@ final class ModernHTTPTranslator: Sendable {
             return try await proxy.forwardBuffered(request, body: body, context: context, route: route, upstream: upstream, caller: caller)
         }
         // The same headers the proxy would send (forwarding and identity headers, no credentials).
-        let headers = HeaderPolicy.upstreamRequestHeaders(
-            from: request.headers, removing: route.upstreamRemovals, clientAddress: context.clientIP, forwardedProto: "http",
-            forwardedHost: request.head.authority,
-            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
-        )
+        let headers = HTTPProxy.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: body, logger: context.logger) } catch { throw .upstream(error) }
         let answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
@@ -220,12 +205,8 @@ final class ModernHTTPTranslator: Sendable {
             return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
         }
         // A 2026-07-28-only upstream: initialize answered from its discover.
-        var probeHeaders = Self.baseHeaders(upstream)
-        probeHeaders.add(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
-        probeHeaders.add(name: "Mcp-Method", value: "server/discover")
         var discoverResult: [String: Any] = [:]
-        if let probe = try? await upstream.send(method: .POST, query: nil, headers: probeHeaders, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: context.logger),
-           let object = await Self.finalResult(probe), let result = object["result"] as? [String: Any]
+        if let probe = await Self.discover(upstream, logger: context.logger), let object = await Self.finalResult(probe), let result = object["result"] as? [String: Any]
         {
             discoverResult = result
         } else {
@@ -281,8 +262,7 @@ final class ModernHTTPTranslator: Sendable {
         headers.add(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
         headers.add(name: "Mcp-Method", value: method)
         if let name = message.string(at: ["params", "name"]) ?? message.string(at: ["params", "uri"]) {
-            let plain = name.allSatisfy { $0.isASCII && !$0.isNewline } && name.first != " " && name.last != " "
-            headers.add(name: "Mcp-Name", value: plain ? name : "=?base64?\(Data(name.utf8).base64EncodedString())?=")
+            headers.add(name: "Mcp-Name", value: ModernProtocol.encodeHeader(name))
         }
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
         let logger = context.logger
@@ -324,14 +304,22 @@ final class ModernHTTPTranslator: Sendable {
         }
     }
 
-    /// Posts a JSON-RPC response (an answer to the upstream's own request) in the upstream session.
-    func postToUpstream(_ json: String, session: UpstreamSession, upstream: HTTPUpstream, logger: Logger) async {
-        var headers = Self.baseHeaders(upstream)
+    /// Posts a message the gateway writes itself (a notification, an answer to the upstream's ask,
+    /// a subscription request) in the upstream session; the upstream's JSON-RPC response, if any.
+    @discardableResult
+    func postToUpstream(_ json: String, session: UpstreamSession, upstream: HTTPUpstream, logger: Logger) async -> [String: Any]? {
+        guard let response = try? await upstream.send(method: .POST, query: nil, headers: Self.sessionHeaders(upstream, session: session), body: ByteBuffer(string: json), logger: logger) else {
+            return nil
+        }
+        return await Self.finalResult(response)
+    }
+
+    /// The headers of a request in an upstream session.
+    static func sessionHeaders(_ upstream: HTTPUpstream, session: UpstreamSession) -> HTTPHeaders {
+        var headers = baseHeaders(upstream)
         headers.add(name: "Mcp-Session-Id", value: session.id)
         headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
-        if let response = try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: json), logger: logger) {
-            _ = try? await response.body.collect(upTo: 1024 * 1024)
-        }
+        return headers
     }
 
     /// Reads the upstream's answer: notifications are kept for the client, an ask becomes an
@@ -349,8 +337,8 @@ final class ModernHTTPTranslator: Sendable {
         let closeToken = watcher?.onClose { [self] in
             guard !answered.load(ordering: .acquiring) else { return }
             Task {
-                await self.postToUpstream("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(upstreamID),\"reason\":\"the client closed the response stream\"}}",
-                                          session: session, upstream: upstream, logger: logger)
+                _ = await self.postToUpstream("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(upstreamID),\"reason\":\"the client closed the response stream\"}}",
+                                              session: session, upstream: upstream, logger: logger)
             }
         }
         let settle: @Sendable () -> Void = {
@@ -368,7 +356,7 @@ final class ModernHTTPTranslator: Sendable {
                 }
                 guard message.isRequest, let askMethod = message.method, let askID = message.rawID else { return (bytes, false) }
                 guard let capability = StdioBridge.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
-                    await postToUpstream("{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}",
+                    await postToUpstream(String(buffer: JSONRPCErrorResponse.make(rawID: askID, code: JSONRPCErrorResponse.methodNotFound, message: "the client did not declare support for \(askMethod)")),
                                          session: session, upstream: upstream, logger: logger)
                     continue
                 }
@@ -390,12 +378,10 @@ final class ModernHTTPTranslator: Sendable {
 
     /// Serves one modern request from a session-based upstream.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
-        if let refusal = ModernProtocol.postOnly(request) { return refusal }
         var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let message: JSONRPCMessage
-        switch ModernProtocol.validate(body: body, request: request) {
-        case .failure(let box): return box.response
+        switch try await ModernProtocol.receive(&request, limit: route.maxRequestBodyBytes) {
+        case .failure(let refusal): return refusal.response
         case .success(let valid): message = valid
         }
         let rawID = message.rawID
@@ -426,9 +412,7 @@ final class ModernHTTPTranslator: Sendable {
         let upstreamID = "\"mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)\""
         let outgoing = forwarded.isRequest ? forwarded.replacingID(with: upstreamID) : forwarded.bytes
         for attempt in 0..<2 {
-            var headers = Self.baseHeaders(upstream)
-            headers.add(name: "Mcp-Session-Id", value: session.id)
-            headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
+            var headers = Self.sessionHeaders(upstream, session: session)
             Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
             let response: HTTPClientResponse
             do {

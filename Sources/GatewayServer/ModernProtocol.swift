@@ -32,6 +32,12 @@ enum ModernProtocol {
         return String(data: data, encoding: .utf8)
     }
 
+    /// The header value for `text`: as it is when it is plain visible ASCII, else `=?base64?…?=`.
+    static func encodeHeader(_ text: String) -> String {
+        let plain = text.allSatisfy { $0.isASCII && !$0.isNewline } && text.first != " " && text.last != " "
+        return plain ? text : "=?base64?\(Data(text.utf8).base64EncodedString())?="
+    }
+
     static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
         Response(
             status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
@@ -89,6 +95,14 @@ struct ResponseBox: Error {
 }
 
 extension ModernProtocol {
+    /// A 2026-07-28 request's message: POST only, the body read up to `limit` and validated
+    /// (`validate`); a failure carries the response refusing it.
+    static func receive(_ request: inout Request, limit: Int) async throws(GatewayError) -> Result<JSONRPCMessage, ResponseBox> {
+        if let refusal = postOnly(request) { return .failure(ResponseBox(refusal)) }
+        let body = try await RequestBodyReader.read(&request, limit: limit)
+        return validate(body: body, request: request)
+    }
+
     /// 405 for GET/DELETE: 2026-07-28 has no streams or sessions to open or end.
     static func postOnly(_ request: Request) -> Response? {
         guard request.method != .post else { return nil }
@@ -100,7 +114,7 @@ extension ModernProtocol {
 
     /// An `InputRequiredResult` carrying one ask under the key `input-1`, answering `rawID`.
     static func inputRequiredResponse(rawID: String?, askMethod: String, askParams: String, requestState: String) -> ByteBuffer {
-        ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\"\(askMethod)\",\"params\":\(askParams)}},\"requestState\":\"\(requestState)\"}}")
+        ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\(JSONRPCErrorResponse.jsonString(askMethod)),\"params\":\(askParams)}},\"requestState\":\"\(requestState)\"}}")
     }
 
     /// The response to a server's ask (id `id`, raw JSON), made from a client's retry: its
@@ -140,5 +154,19 @@ extension ModernProtocol {
     /// The capability names in a `clientCapabilities` JSON object (raw text), if any.
     static func declaredCapabilities(_ json: String?) -> Set<String> {
         Set(((try? JSONSerialization.jsonObject(with: Data((json ?? "{}").utf8))) as? [String: Any] ?? [:]).keys)
+    }
+}
+
+extension JSONRPCMessage {
+    /// The message decoded, changed by `edit` at `member` (an object, created when absent), and
+    /// encoded again; nil when it is not a JSON object. For the rare rewrites (stamping `_meta`, a
+    /// retry's answers): the hot path splices bytes instead.
+    func editing(_ member: String, _ edit: (inout [String: Any]) -> Void) -> JSONRPCMessage? {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] else { return nil }
+        var value = object[member] as? [String: Any] ?? [:]
+        edit(&value)
+        object[member] = value
+        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+        return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
     }
 }

@@ -151,12 +151,10 @@ struct SendableJSON: @unchecked Sendable {
 
 extension StdioBridge {
     func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
-        if let refusal = ModernProtocol.postOnly(request) { return refusal }
         var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         // Read in place with the scanner: no decoding of the body on the hot path.
         var message: JSONRPCMessage
-        switch ModernProtocol.validate(body: body, request: request) {
+        switch try await ModernProtocol.receive(&request, limit: route.maxRequestBodyBytes) {
         case .failure(let refusal): return refusal.response
         case .success(let valid): message = valid
         }
@@ -358,13 +356,10 @@ extension StdioBridge {
 
     /// Rewrites `params._meta` without the modern keys (when it also holds others, e.g. a progress token).
     static func withoutModernMeta(_ message: JSONRPCMessage) -> JSONRPCMessage? {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { return nil }
-        var params = object["params"] as? [String: Any] ?? [:]
-        let meta = (params["_meta"] as? [String: Any] ?? [:]).filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
-        params["_meta"] = meta.isEmpty ? nil : meta
-        object["params"] = params
-        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
-        return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
+        message.editing("params") { params in
+            let meta = (params["_meta"] as? [String: Any] ?? [:]).filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
+            params["_meta"] = meta.isEmpty ? nil : meta
+        }
     }
 
     static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON], modern: Bool) -> ByteBuffer {
@@ -448,16 +443,10 @@ extension StdioBridge {
 
     /// The message with `meta` (a JSON object of `_meta` members) merged into `params._meta`.
     static func stamping(_ message: JSONRPCMessage, meta: String) -> JSONRPCMessage {
-        guard message.isRequest, var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any],
-              let stamp = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
-        else { return message }
-        var params = object["params"] as? [String: Any] ?? [:]
-        var existing = params["_meta"] as? [String: Any] ?? [:]
-        existing.merge(stamp) { current, _ in current }
-        params["_meta"] = existing
-        object["params"] = params
-        guard let data = try? JSONSerialization.data(withJSONObject: object), let stamped = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)) else { return message }
-        return stamped
+        guard message.isRequest, let stamp = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any] else { return message }
+        return message.editing("params") { params in
+            params["_meta"] = (params["_meta"] as? [String: Any] ?? [:]).merging(stamp) { current, _ in current }
+        } ?? message
     }
 }
 
@@ -498,7 +487,7 @@ final class ParkedRequests<Value: Sendable>: Sendable {
 struct ParkedChildAsk: Sendable {
     let session: LegacySession
     let subscription: LegacySession.Subscription
-    let iterator: IteratorBox
+    let iterator: IteratorBox<StreamItem>
     /// The child's id of its ask (raw JSON).
     let childID: String
 }
@@ -510,7 +499,7 @@ extension StdioBridge {
     /// as SSE events while they come; the final result (with `resultType`); or, when the child asks
     /// the client something, an `InputRequiredResult` whose `requestState` parks the request.
     func driveTranslated(
-        _ session: LegacySession, _ subscription: LegacySession.Subscription, _ iterator: IteratorBox, request: Request, context: GatewayRequestContext,
+        _ session: LegacySession, _ subscription: LegacySession.Subscription, _ iterator: IteratorBox<StreamItem>, request: Request, context: GatewayRequestContext,
         rawID: String?, method: String, owner: String, capabilities: String?, keepAliveInterval: Duration = .seconds(15)
     ) async -> Response {
         let transform = Self.completeResult(for: method)
@@ -540,7 +529,7 @@ extension StdioBridge {
                 // Capabilities are read only when the child asks (not on every request).
                 guard let capability = Self.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
                     // The client cannot answer this kind of ask: the child hears so at once.
-                    let refusal = "{\"jsonrpc\":\"2.0\",\"id\":\(childID),\"error\":{\"code\":-32601,\"message\":\"the client did not declare support for \(askMethod)\"}}"
+                    let refusal = JSONRPCErrorResponse.make(rawID: childID, code: JSONRPCErrorResponse.methodNotFound, message: "the client did not declare support for \(askMethod)")
                     try? session.sendNotifications([try JSONRPCMessage(parsing: refusal)])
                     continue
                 }
@@ -722,15 +711,12 @@ final class NotificationHub: Sendable {
 
     /// The notification with `_meta["io.modelcontextprotocol/subscriptionId"]` set.
     static func stamped(_ message: JSONRPCMessage, subscriptionID: String) -> ByteBuffer {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any],
-              let id = try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])
-        else { return message.bytes }
-        var params = object["params"] as? [String: Any] ?? [:]
-        var meta = params["_meta"] as? [String: Any] ?? [:]
-        meta[ModernProtocol.metaPrefix + "subscriptionId"] = id
-        params["_meta"] = meta
-        object["params"] = params
-        return ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object)) ?? Data(buffer: message.bytes))
+        guard let id = try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed]) else { return message.bytes }
+        return message.editing("params") { params in
+            var meta = params["_meta"] as? [String: Any] ?? [:]
+            meta[ModernProtocol.metaPrefix + "subscriptionId"] = id
+            params["_meta"] = meta
+        }?.bytes ?? message.bytes
     }
 }
 
@@ -768,27 +754,13 @@ extension StdioBridge {
         let ackParams: [String: Any] = ["_meta": [ModernProtocol.metaPrefix + "subscriptionId": (try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])) ?? NSNull()],
                                         "notifications": acknowledged]
         let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams])) ?? Data()
-        let iterator = NotificationIterator(notifications.makeAsyncIterator())
+        let iterator = IteratorBox(notifications.makeAsyncIterator())
         let completion = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")
         return Self.eventStream(first: ByteBuffer(bytes: ack), request: request, keepAlive: keepAlive, onEnd: { hub.stop(listenerID) }) {
             guard let notification = await iterator.next() else { return nil }
             // nil from the hub: the server's stream ended; the subscription ends gracefully.
             return notification.map { ($0, false) } ?? (completion, true)
         }
-    }
-}
-
-/// The hub's stream, read by one task at a time.
-final class NotificationIterator: @unchecked Sendable {
-    private var iterator: AsyncStream<ByteBuffer?>.Iterator
-
-    init(_ iterator: AsyncStream<ByteBuffer?>.Iterator) {
-        self.iterator = iterator
-    }
-
-    /// The next element: `.some(nil)` is the hub's end marker, nil the end of the stream.
-    func next() async -> ByteBuffer?? {
-        await iterator.next()
     }
 }
 
@@ -930,7 +902,7 @@ extension StdioBridge {
                     let askID = "\"mcp-gateway-ask-\(round)-\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "k")\""
                     let params = ask["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
                     let pending = asks.expect(session: sessionID, askID: askID, timeout: .seconds(300))
-                    try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"method\":\"\(method)\",\"params\":\(params)}")))
+                    try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"method\":\(JSONRPCErrorResponse.jsonString(method)),\"params\":\(params)}")))
                     var received: ByteBuffer?
                     for await value in pending {
                         received = value
@@ -947,13 +919,11 @@ extension StdioBridge {
                     responses[key] = value
                 }
                 // The retry: the same request, with the answers and the server's state.
-                guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { break }
-                var params = object["params"] as? [String: Any] ?? [:]
-                params["inputResponses"] = responses
-                if let state = result.string(at: ["result", "requestState"]) { params["requestState"] = state } else { params["requestState"] = nil }
-                object["params"] = params
-                guard let data = try? JSONSerialization.data(withJSONObject: object), let retry = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
-                      let next = await exchange(retry)
+                let state = result.string(at: ["result", "requestState"])
+                guard let retry = message.editing("params", { params in
+                    params["inputResponses"] = responses
+                    params["requestState"] = state.map { $0 as Any }
+                }), let next = await exchange(retry)
                 else {
                     try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
                         rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server could not be reached for the retry")))
@@ -1060,22 +1030,13 @@ enum RequestStateAffinity {
 
     /// An InputRequiredResult with its requestState tagged (added when the child gave none).
     static func tagging(_ bytes: ByteBuffer, sessionID: String) -> ByteBuffer {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any],
-              var result = object["result"] as? [String: Any]
-        else { return bytes }
-        result["requestState"] = prefix + sessionID + "~" + ((result["requestState"] as? String) ?? "")
-        object["result"] = result
-        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return bytes }
-        return ByteBuffer(bytes: data)
+        (try? JSONRPCMessage(parsing: bytes))?.editing("result") { result in
+            result["requestState"] = prefix + sessionID + "~" + ((result["requestState"] as? String) ?? "")
+        }?.bytes ?? bytes
     }
 
     /// The retry with the child's own requestState (none when it gave none).
     static func restoring(_ message: JSONRPCMessage, state: String) -> JSONRPCMessage? {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(buffer: message.bytes))) as? [String: Any] else { return nil }
-        var params = object["params"] as? [String: Any] ?? [:]
-        params["requestState"] = state.isEmpty ? nil : state
-        object["params"] = params
-        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
-        return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
+        message.editing("params") { params in params["requestState"] = state.isEmpty ? nil : state }
     }
 }

@@ -227,7 +227,7 @@ struct OAuthEndpoints: Sendable {
             do {
                 guard let taken = try await flows.take(id) else { return expiredPage() }
                 let state = try await flows.beginLogin(taken)
-                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: Self.needsMembership(policy(for: authorizationRequest.resource))))
+                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: policy(for: authorizationRequest.resource).needsMembership))
             } catch {
                 return storeUnavailablePage()
             }
@@ -614,11 +614,6 @@ extension AccessPolicy {
     init(configuration: GatewayConfiguration, router: RouterConfiguration?) {
         self.init(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router?.allow.map(AccessRule.init))
     }
-}
-
-extension OAuthEndpoints {
-    /// GitHub's `read:org` scope is asked for only when a list names orgs or teams.
-    static func needsMembership(_ policy: AccessPolicy) -> Bool { policy.needsOrgs || policy.needsTeams }
 }
 
 /// RFC 6749 JSON responses: every one `no-store`.

@@ -25,29 +25,6 @@ final class ResourceGate: Sendable {
         var validUntil: Date
     }
 
-    /// SHA-256 of a token, as dictionary key without building a string.
-    struct TokenKey: Hashable {
-        var words: (UInt64, UInt64, UInt64, UInt64)
-
-        init(_ token: String) {
-            var token = token
-            let digest = token.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
-            words = digest.withUnsafeBytes { raw in
-                (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                 raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-            }
-        }
-
-        static func == (lhs: TokenKey, rhs: TokenKey) -> Bool { lhs.words == rhs.words }
-
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(words.0)
-            hasher.combine(words.1)
-            hasher.combine(words.2)
-            hasher.combine(words.3)
-        }
-    }
-
     static let cacheSeconds: TimeInterval = 5
     static let maxCachedTokens = 10_000
 
@@ -55,7 +32,8 @@ final class ResourceGate: Sendable {
     let publicURL: PublicURL
     let store: any KeyValueStore
     let membership: MembershipChecker?
-    private let cache = Mutex<[TokenKey: CachedToken]>([:])
+    /// Keyed by the token's SHA-256 (the digest itself: no string is built per request).
+    private let cache = Mutex<[SHA256.Digest: CachedToken]>([:])
 
     init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
         self.accessTokens = accessTokens
@@ -74,7 +52,8 @@ final class ResourceGate: Sendable {
 
     func check(_ request: Request, route: CompiledRoute) async -> Result<VerifiedCaller, Failure> {
         guard let token = RegistrationEndpoints.bearerToken(request) else { return .failure(.missingToken) }
-        let key = TokenKey(token)
+        var bearer = token
+        let key = bearer.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         let now = Date()
         var entry = cache.withLock { $0[key] }
         if let cached = entry, cached.validUntil <= now { entry = nil }
@@ -116,7 +95,7 @@ final class ResourceGate: Sendable {
     /// configured, else as recorded at sign-in (`identity:<sub>`).
     private func identity(for claims: AccessTokenClaims, policy: AccessPolicy) async -> UserIdentity {
         let loginOnly = UserIdentity(login: claims.login)
-        if policy.admits(loginOnly) || !(policy.needsOrgs || policy.needsTeams) { return loginOnly }
+        if policy.admits(loginOnly) || !policy.needsMembership { return loginOnly }
         var recorded = loginOnly
         if let bytes = try? await store.get("identity:\(claims.sub)"), let subject = try? JSONDecoder().decode(GrantSubject.self, from: Data(bytes)) {
             recorded = UserIdentity(login: claims.login, orgs: subject.orgs, teams: subject.teams)

@@ -110,12 +110,9 @@ struct StdioBridge: Sendable {
                 return await relayingInputRequired(requests[0], request: request, session: session, sessionID: sessionID, stamp: stamp, timeout: owner.service.requestTimeout)
             }
             let subscription = try session.sendRequests(requests, timeout: owner.service.requestTimeout)
-            // A 2026-07-28 child asking for input cannot be relayed to a session-based client yet:
-            // the client gets a precise error instead of a result it cannot read.
-            var transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)?
-            if session.modernMeta != nil {
-                transform = { bytes, _ in StdioBridge.refusingInputRequired(bytes) }
-            }
+            // A 2026-07-28 child asking for input a client declared no capability for (or asking
+            // in a batch): the client gets a precise error instead of a result it cannot read.
+            let transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = session.modernMeta == nil ? nil : StdioBridge.refusingInputRequired
             return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:], transform: transform)
         } catch {
             throw .sessionNotFound
@@ -227,58 +224,44 @@ struct StdioBridge: Sendable {
     }
 
     /// JSON when the first thing the child sends is the (only) response; otherwise an SSE stream.
-    /// `endedEarly`: the final message written when the stream ends before the child answered
-    /// (its process went away), so a 2026-07-28 request always ends with an answer.
-    func respond(
+    /// `transform` rewrites each message on its way to the client.
+    private func respond(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, single: Bool, extraHeaders: HTTPFields,
-        transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil, endedEarly: ByteBuffer? = nil, onEnd: (@Sendable () -> Void)? = nil
+        transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = nil
     ) async -> Response {
         let iterator = IteratorBox(subscription.items.makeAsyncIterator())
         let first = await iterator.next()
         switch first {
         case .message(_, let bytes, true) where single:
             session.readerStopped(subscription)
-            onEnd?()
-            return Self.jsonResponse(transform?(bytes, true) ?? bytes, headers: extraHeaders)
+            return Self.jsonResponse(transform?(bytes) ?? bytes, headers: extraHeaders)
         case .none, .end:
             session.readerStopped(subscription)
-            onEnd?()
-            let error = endedEarly ?? JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
+            let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
             return Self.jsonResponse(error, headers: extraHeaders)
         case .message:
-            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders,
-                               transform: transform, endedEarly: endedEarly, onEnd: onEnd)
+            return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform)
         }
     }
 
     private func sseResponse(
         to request: Request, session: LegacySession, subscription: LegacySession.Subscription, first: StreamItem?,
-        iterator: IteratorBox? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)? = nil,
-        endedEarly: ByteBuffer? = nil, onEnd: (@Sendable () -> Void)? = nil
+        iterator: IteratorBox<StreamItem>? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = nil
     ) -> Response {
         let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
         var headers = Self.eventStreamHeaders
         headers.append(contentsOf: extraHeaders)
         let body = ResponseBody { writer in
-            defer {
-                session.readerStopped(subscription)
-                onEnd?()
-            }
-            var answered = false
-            if case .message(let eventID, let bytes, let isFinal) = first {
-                answered = isFinal
-                try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
+            defer { session.readerStopped(subscription) }
+            if case .message(let eventID, let bytes, _) = first {
+                try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes) ?? bytes))
             }
             // Stop at once when the client goes away, so the stream's messages buffer for a resume.
             try await request.body.consumeWithCancellationOnInboundClose { _ in
                 while let item = await iterator.next() {
-                    guard case .message(let eventID, let bytes, let isFinal) = item else { break }
-                    answered = answered || isFinal
-                    try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes, isFinal) ?? bytes))
+                    guard case .message(let eventID, let bytes, _) = item else { break }
+                    try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes) ?? bytes))
                 }
-            }
-            if !answered, let endedEarly {
-                try await writer.write(SSEEncoding.event(id: nil, data: endedEarly))
             }
             try await writer.finish(nil)
         }
@@ -310,14 +293,14 @@ enum SSEHeaders {
 
 /// An AsyncStream iterator handed from the handler to the response body writer. It is used by one
 /// task at a time (first the handler, then the writer), never concurrently.
-final class IteratorBox: @unchecked Sendable {
-    private var iterator: AsyncStream<StreamItem>.Iterator
+final class IteratorBox<Element: Sendable>: @unchecked Sendable {
+    private var iterator: AsyncStream<Element>.Iterator
 
-    init(_ iterator: AsyncStream<StreamItem>.Iterator) {
+    init(_ iterator: AsyncStream<Element>.Iterator) {
         self.iterator = iterator
     }
 
-    func next() async -> StreamItem? {
+    func next() async -> Element? {
         await iterator.next()
     }
 }

@@ -235,9 +235,9 @@ public final class LegacySession: Sendable {
         }
         guard !cancelled.isEmpty else { return }
         logger.info("request cancelled: the client closed its stream", metadata: ["requests": "\(cancelled.count)"])
-        let escaped = reason.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        let quoted = JSONRPCErrorResponse.jsonString(reason)
         for id in cancelled {
-            child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(id),\"reason\":\"\(escaped)\"}}"))
+            child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(id),\"reason\":\(quoted)}}"))
         }
     }
 
