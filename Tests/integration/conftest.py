@@ -65,6 +65,48 @@ def modern_body(method: str, params: dict | None = None, id: int = 1) -> dict:
     return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**(params or {}), "_meta": meta}}
 
 
+class Subscription:
+    """A 2026-07-28 `subscriptions/listen` stream, read in a thread. `close_after`: the client
+    closes the stream after that many events (None: it reads until the server ends it)."""
+
+    def __init__(self, url: str, notifications: dict, id: int, close_after: int | None = None):
+        import json
+        import threading
+
+        self.events: list[dict] = []
+        self.ended = threading.Event()
+        self._changed = threading.Condition()
+
+        def read():
+            body = modern_body("subscriptions/listen", {"notifications": notifications}, id)
+            try:
+                with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            with self._changed:
+                                self.events.append(json.loads(line[5:]))
+                                self._changed.notify_all()
+                            if close_after is not None and len(self.events) >= close_after:
+                                return
+            finally:
+                self.ended.set()
+                with self._changed:
+                    self._changed.notify_all()
+
+        self._thread = threading.Thread(target=read, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[dict]:
+        """The events once there are `count` of them (fails the test if they do not come)."""
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: len(self.events) >= count or self.ended.is_set(), timeout)
+        assert arrived and len(self.events) >= count, f"expected {count} events on the subscription, got {self.events}"
+        return self.events
+
+    def join(self, timeout: float = 20) -> None:
+        assert self.ended.wait(timeout), "the subscription stream did not end"
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)

@@ -10,7 +10,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from conftest import REPO, SERVERS, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
+from conftest import REPO, SERVERS, Subscription, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
 
 LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
 SERVER_ERAS = ("legacy", "dual", "modern")
@@ -118,34 +118,18 @@ def test_cell(matrix_gateway, transport, server, mode):
 def test_listen_through_a_session_based_http_upstream_relays_its_list_changes(matrix_gateway):
     # The upstream announces list changes on its session's GET stream; the gateway relays them to
     # a 2026-07-28 client's subscriptions/listen stream, stamped with the subscription's id.
-    import json
-    import threading
-
     import httpx
 
     url = matrix_gateway.url("/http-legacy/mcp")
 
     def subscribe_and_add(subscription_id: int, tool: str) -> list[dict]:
-        events: list[dict] = []
-        acknowledged, changed = threading.Event(), threading.Event()
-
-        def listen():
-            listen_body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, subscription_id)
-            with httpx.stream("POST", url, json=listen_body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        events.append(json.loads(line[5:]))
-                        (changed if len(events) > 1 else acknowledged).set()
-                        if len(events) > 1:
-                            return  # the client closes its subscription
-
-        listener = threading.Thread(target=listen, daemon=True)
-        listener.start()
-        assert acknowledged.wait(20), "no acknowledgment"
+        # The client closes its subscription after the first list change.
+        subscription = Subscription(url, {"toolsListChanged": True, "promptsListChanged": True}, subscription_id, close_after=2)
+        subscription.wait_for(1)
         added = httpx.post(url, json=modern_body("tools/call", {"name": "add_tool", "arguments": {"name": tool}}, 6), headers=modern_headers("tools/call", "add_tool"), timeout=30)
         assert f"added {tool}" in added.text
-        assert changed.wait(20), "no list change on the subscription"
-        listener.join(10)
+        events = subscription.wait_for(2)
+        subscription.join()
         return events
 
     events = subscribe_and_add(5, "late")
@@ -164,7 +148,6 @@ def test_resource_subscriptions_through_a_session_based_server(matrix_gateway, t
     # listen's resourceSubscriptions become resources/subscribe at the session-based server (and
     # resources/unsubscribe when the subscription closes); only the subscribed URI's updates arrive.
     import json
-    import threading
 
     import httpx
 
@@ -178,29 +161,15 @@ def test_resource_subscriptions_through_a_session_based_server(matrix_gateway, t
     def text_of(answer: dict) -> str:
         return answer["result"]["content"][0]["text"] if answer["result"]["content"] else ""
 
-    events: list[dict] = []
-    acknowledged, updated = threading.Event(), threading.Event()
-
-    def listen():
-        body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": ["memo://one"]}}, 12)
-        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    (updated if len(events) > 1 else acknowledged).set()
-                    if len(events) > 1:
-                        return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert acknowledged.wait(20), "no acknowledgment"
+    subscription = Subscription(url, {"resourceSubscriptions": ["memo://one"]}, 12, close_after=2)
+    events = subscription.wait_for(1)
     assert events[0]["params"]["notifications"] == {"resourceSubscriptions": ["memo://one"]}
     assert text_of(call("subscriptions", {})) == "memo://one"
     call("touch", {"uri": "memo://two"})  # not subscribed: not delivered
     call("touch", {"uri": "memo://one"})
-    assert updated.wait(20), "no resources/updated on the subscription"
+    events = subscription.wait_for(2)
     assert events[1]["method"] == "notifications/resources/updated" and events[1]["params"]["uri"] == "memo://one"
     assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 12
-    listener.join(10)
+    subscription.join()
     # The subscription closed: the server is told to stop.
     wait_until(lambda: text_of(call("subscriptions", {})) == "", timeout=15, what="resources/unsubscribe at the server")

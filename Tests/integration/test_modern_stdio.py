@@ -10,7 +10,7 @@ import httpx
 import pytest
 from mcp import Client
 
-from conftest import LEGACY_TIME_SERVER, SERVERS, modern_body, modern_headers
+from conftest import LEGACY_TIME_SERVER, SERVERS, Subscription, modern_body, modern_headers, wait_until
 
 
 def config(time_command: str) -> str:
@@ -113,7 +113,6 @@ def test_progress_reaches_a_modern_client(start_gateway):
 
 
 def test_closing_the_stream_cancels_the_request_in_the_child(start_gateway, tmp_path):
-    from conftest import wait_until
 
     gateway = start_gateway(config("mcp-server-time"))
     url = gateway.url("/kit/mcp")
@@ -141,7 +140,6 @@ def pid_of(url: str, token: str | None = None) -> int:
 
 
 def test_warm_pool_and_shared_isolation(start_gateway):
-    from conftest import wait_until
 
     text = config("mcp-server-time").replace(f'''      kit:
         stdio:
@@ -283,31 +281,11 @@ def test_quiet_sse_streams_get_keep_alive_comments(start_gateway):
 
 
 def test_subscriptions_listen_delivers_a_translated_childs_list_changes(start_gateway):
-    import json
-    import threading
-
     text = config("mcp-server-time").replace(f"args: [\"{SERVERS / 'stdio_server.py'}\"]", f"args: [\"{SERVERS / 'raw_stdio_server.py'}\"]")
     gateway = start_gateway(text)
     url = gateway.url("/kit/mcp")
-    body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True, "promptsListChanged": True}}, id=41)
-    events: list[dict] = []
-    acknowledged = threading.Event()
-    changed = threading.Event()
-
-    def listen():
-        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    if len(events) == 1:
-                        acknowledged.set()
-                    else:
-                        changed.set()
-                        return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert acknowledged.wait(20), "no acknowledgment"
+    subscription = Subscription(url, {"toolsListChanged": True, "promptsListChanged": True}, 41, close_after=2)
+    events = subscription.wait_for(1)
     ack = events[0]
     assert ack["method"] == "notifications/subscriptions/acknowledged"
     assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
@@ -315,10 +293,10 @@ def test_subscriptions_listen_delivers_a_translated_childs_list_changes(start_ga
     assert ack["params"]["notifications"] == {"toolsListChanged": True}
     call = httpx.post(url, json=modern_body("tools/call", {"name": "add_tool", "arguments": {}}), headers=modern_headers("tools/call", "add_tool"), timeout=30)
     assert call.json()["result"]["content"][0]["text"] == "added"
-    assert changed.wait(20), "no list_changed on the subscription"
+    events = subscription.wait_for(2)
     assert events[1]["method"] == "notifications/tools/list_changed"
     assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
-    listener.join(5)
+    subscription.join()
 
 
 def test_input_required_from_a_modern_only_child_is_a_precise_error_for_a_session_based_client(start_gateway):
@@ -356,7 +334,7 @@ def test_a_modern_only_childs_input_request_reaches_a_session_based_client_as_an
     assert anyio.run(run) == "user likes indigo (state opaque)"
 
 
-def test_a_retry_returns_to_the_child_that_asked(start_gateway):
+def test_a_retry_returns_to_the_child_that_asked(start_gateway, tmp_path):
     # A dual-era SDK child seals its requestState with a key of its own process: with two children
     # in the pool, the retry must reach the child that asked, even when that one is busy and a
     # request would otherwise go to (or start) another.
@@ -373,17 +351,19 @@ def test_a_retry_returns_to_the_child_that_asked(start_gateway):
           command: "{sys.executable}"''')
     gateway = start_gateway(text)
     url = gateway.url("/kit/mcp")
-    busy_started = threading.Event()
-    busy_done = threading.Event()
+    busy_started, release = threading.Event(), threading.Event()
+    marker = tmp_path / "busy-call-ended"
 
     def keep_the_asking_child_busy():
-        body = modern_body("tools/call", {"name": "count", "arguments": {"steps": 2, "delay_seconds": 1.5}})
+        # A call that runs until this test closes its stream (which cancels it in the child).
+        body = modern_body("tools/call", {"name": "wait_for_cancel", "arguments": {"marker": str(marker)}})
         body["params"]["_meta"]["progressToken"] = "busy"
-        with httpx.stream("POST", url, json=body, headers=modern_headers("tools/call", "count"), timeout=30) as response:
+        with httpx.stream("POST", url, json=body, headers=modern_headers("tools/call", "wait_for_cancel"), timeout=30) as response:
             for line in response.iter_lines():
                 if line.startswith("data:") and json.loads(line[5:]).get("method") == "notifications/progress":
                     busy_started.set()
-        busy_done.set()
+                    release.wait(30)
+                    return
 
     async def on_elicit(context, params):
         # The only child (it answered the first round) gets a long call before the retry is sent.
@@ -396,45 +376,31 @@ def test_a_retry_returns_to_the_child_that_asked(start_gateway):
             return (await client.call_tool("ask", {})).content[0].text
 
     # Without the affinity the retry reaches another child, which cannot unseal the state.
-    assert anyio.run(run) == "user likes teal"
-    assert busy_done.wait(20)
+    try:
+        assert anyio.run(run) == "user likes teal"
+    finally:
+        release.set()
+    # The busy call was still running when the retry was answered: it ends only now.
+    wait_until(marker.exists, timeout=15, what="the busy call cancelled in the child")
 
 
 def test_a_modern_childs_listen_stream_and_requests_end_cleanly_when_it_goes(start_gateway):
     # The child holds a subscriptions/listen stream open; when its process ends, the stream ends
     # with a completion result and an unanswered request with a retryable error, not a cut stream.
-    import json
-    import threading
-
-    from conftest import wait_until
-
     gateway = start_gateway(modern_only_config())
     url = gateway.url("/kit/mcp")
-    events: list[dict] = []
-    acknowledged = threading.Event()
-    ended = threading.Event()
-
-    def listen():
-        body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True}}, id=77)
-        with httpx.stream("POST", url, json=body, headers=modern_headers("subscriptions/listen"), timeout=30) as response:
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    acknowledged.set()
-        ended.set()
-
-    threading.Thread(target=listen, daemon=True).start()
-    assert acknowledged.wait(20), "no acknowledgment"
+    subscription = Subscription(url, {"toolsListChanged": True}, 77)
+    subscription.wait_for(1)
     # A list change the child names the subscription for reaches the listen stream, not the
     # stream of the call that caused it.
     announce = httpx.post(url, json=modern_body("tools/call", {"name": "announce", "arguments": {}}, id=79), headers=modern_headers("tools/call", "announce"), timeout=30)
     assert announce.headers["content-type"].startswith("application/json") and announce.json()["result"]["content"][0]["text"] == "announced to 1"
-    wait_until(lambda: len(events) >= 2, what="list change on the listen stream")
+    events = subscription.wait_for(2)
     assert events[1]["method"] == "notifications/tools/list_changed"
     assert events[1]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 77
     died = httpx.post(url, json=modern_body("tools/call", {"name": "exit", "arguments": {}}, id=78), headers=modern_headers("tools/call", "exit"), timeout=30)
     assert died.json()["id"] == 78 and died.json()["error"]["code"] == -32603 and "process ended" in died.json()["error"]["message"]
-    assert ended.wait(20), "the listen stream did not end"
+    subscription.join()
     # The acknowledgment names the client's own request id (the child saw a gateway-assigned one).
     assert events[0]["method"] == "notifications/subscriptions/acknowledged"
     assert events[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 77

@@ -6,7 +6,6 @@ count (progress notifications on an SSE answer, when the request has a progressT
 
 import argparse
 import json
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "2026-07-28"
@@ -75,7 +74,6 @@ class Handler(BaseHTTPRequestHandler):
                     event = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": done, "total": steps}}
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
-                time.sleep(0.05)
             final = {"jsonrpc": "2.0", "id": request_id, "result": {"resultType": "complete", "content": [{"type": "text", "text": f"counted {steps}"}], "isError": False}}
             self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
             self.wfile.flush()

@@ -10,7 +10,6 @@ on the open `subscriptions/listen` stream, which is acknowledged and held open).
 import json
 import os
 import sys
-import time
 
 VERSION = "2026-07-28"
 TOOLS = [
@@ -85,7 +84,6 @@ for line in sys.stdin:
             for done in range(1, steps + 1):
                 if token is not None:
                     send({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": done, "total": steps}})
-                time.sleep(0.01)
             text(request_id, f"counted {steps}")
         else:
             text(request_id, arguments.get("text", ""))

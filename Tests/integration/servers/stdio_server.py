@@ -109,8 +109,10 @@ async def hang() -> str:
 
 
 @server.tool()
-async def wait_for_cancel(marker: str) -> str:
-    """Wait until cancelled, then write `marker` (a file path) to prove the cancellation arrived."""
+async def wait_for_cancel(marker: str, ctx: Context) -> str:
+    """Report progress once (the call is running), wait until cancelled, then write `marker` (a
+    file path) to prove the cancellation arrived."""
+    await ctx.report_progress(0, 1)
     try:
         await anyio.sleep(3600)
     except anyio.get_cancelled_exc_class():
