@@ -9,8 +9,9 @@ public enum TokenValidationError: Error, Sendable, Equatable {
 }
 
 /// The gateway's access tokens: signed JWTs (RFC 9068 shape) bound to one resource (`aud`).
-/// Revocation is recorded per token (`revoked-jti:<jti>`) and per client (`client-revoked:<id>`,
-/// for RFC 7592 DELETE), each kept only as long as a token could still be alive.
+/// Revocation is recorded per token (`revoked-jti:<jti>`), per sign-in (`family-revoked:<fam>`,
+/// shared with the refresh tokens) and per client (`client-revoked:<id>`, for RFC 7592 DELETE),
+/// each kept only as long as a token could still be alive.
 public struct AccessTokens: Sendable {
     public let issuer: String
     public let lifetime: Duration
@@ -30,14 +31,15 @@ public struct AccessTokens: Sendable {
 
     public var lifetimeSeconds: Int { Int(lifetime.components.seconds) }
 
-    public func issue(for grant: Grant) async throws(TokenValidationError) -> String {
+    public func issue(for grant: Grant, family: String? = nil) async throws(TokenValidationError) -> String {
         let ring: KeyRing
         do { ring = try await keys.current() } catch { throw .storeUnavailable("\(error)") }
         guard let key = ring.current else { throw .storeUnavailable("no signing key") }
         let issuedAt = Int(now().timeIntervalSince1970)
         let claims = AccessTokenClaims(
             iss: issuer, sub: grant.user.subject, aud: grant.resource, exp: issuedAt + lifetimeSeconds, iat: issuedAt,
-            jti: ClientRegistry.randomToken(bytes: 16), client_id: grant.clientID, scope: grant.scope, login: grant.user.login, email: grant.user.email
+            jti: ClientRegistry.randomToken(bytes: 16), client_id: grant.clientID, scope: grant.scope, login: grant.user.login, email: grant.user.email,
+            nbf: issuedAt, fam: family
         )
         do {
             return try JWT.sign(claims, with: key)
@@ -53,6 +55,9 @@ public struct AccessTokens: Sendable {
         let claims = try checkSignatureAndClaims(token, ring: ring, audience: audience)
         do {
             if try await store.get("revoked-jti:\(claims.jti)") != nil { throw TokenValidationError.invalid("the access token was revoked") }
+            if let family = claims.fam, try await store.get("family-revoked:\(family)") != nil {
+                throw TokenValidationError.invalid("the sign-in this token belongs to was revoked")
+            }
             if let revokedAt = try await store.getString("client-revoked:\(claims.client_id)"), let time = Int(revokedAt), claims.iat <= time {
                 throw TokenValidationError.invalid("the client this token was issued to was deleted")
             }
@@ -76,6 +81,7 @@ public struct AccessTokens: Sendable {
         guard claims.iss == issuer else { throw .invalid("the access token was issued by another server") }
         guard TimeInterval(claims.exp) + Self.clockSkew > time else { throw .invalid("the access token expired") }
         guard TimeInterval(claims.iat) - Self.clockSkew <= time else { throw .invalid("the access token is not valid yet") }
+        if let notBefore = claims.nbf, TimeInterval(notBefore) - Self.clockSkew > time { throw .invalid("the access token is not valid yet") }
         if let audience, claims.aud != audience {
             throw .invalid("the access token is for another resource (\(claims.aud))")
         }

@@ -51,13 +51,15 @@ public enum ClientMetadataValidator {
         func string(_ key: String, maxLength: Int = 2048) throws(RegistrationError) -> String? {
             guard let value = json[key] else { return nil }
             guard let text = value as? String else { throw .metadata("\(key) must be a string") }
-            guard text.count <= maxLength else { throw .metadata("\(key) is too long") }
+            guard text.utf8.count <= maxLength else { throw .metadata("\(key) is too long") }
             return text
         }
-        func strings(_ key: String) throws(RegistrationError) -> [String]? {
+        // Every stored field is bounded: a registration is open to anyone.
+        func strings(_ key: String, maxLength: Int = 2048) throws(RegistrationError) -> [String]? {
             guard let value = json[key] else { return nil }
             guard let list = value as? [String] else { throw .metadata("\(key) must be an array of strings") }
             guard list.count <= 20 else { throw .metadata("\(key) has too many entries") }
+            guard list.allSatisfy({ $0.utf8.count <= maxLength }) else { throw .metadata("an entry of \(key) is too long") }
             return list
         }
 
@@ -89,7 +91,7 @@ public enum ClientMetadataValidator {
         var metadata = ClientMetadata(
             redirect_uris: redirects, token_endpoint_auth_method: method, grant_types: grants, response_types: responses,
             client_name: try string("client_name", maxLength: 200), client_uri: nil, logo_uri: nil, scope: try string("scope", maxLength: 1000),
-            contacts: try strings("contacts"), tos_uri: nil, policy_uri: nil, software_id: try string("software_id", maxLength: 200),
+            contacts: try strings("contacts", maxLength: 320), tos_uri: nil, policy_uri: nil, software_id: try string("software_id", maxLength: 200),
             software_version: try string("software_version", maxLength: 100), application_type: applicationType
         )
         for key in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
@@ -118,6 +120,7 @@ public enum ClientMetadataValidator {
         guard !forbiddenSchemes.contains(scheme) else { throw .redirect("\(scheme): URIs cannot be redirect URIs") }
         guard components.fragment == nil, !uri.contains("#") else { throw .redirect("redirect URIs must not contain a fragment") }
         guard components.user == nil, components.password == nil else { throw .redirect("redirect URIs must not contain credentials") }
+        guard hasValidPort(uri, components) else { throw .redirect("\(uri) has an invalid port (1 to 65535)") }
         switch scheme {
         case "https":
             guard let host = components.host, !host.isEmpty else { throw .redirect("\(uri) has no host") }
@@ -136,11 +139,25 @@ public enum ClientMetadataValidator {
         }
     }
 
+    /// The authority's port, when one is written, is a number from 1 to 65535 (an empty `host:`
+    /// port, `:0` or `:99999` is refused: browsers and servers read those differently).
+    static func hasValidPort(_ uri: String, _ components: URLComponents) -> Bool {
+        guard let schemeEnd = uri.range(of: "://") else { return true }
+        let rest = uri[schemeEnd.upperBound...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let hostAndPort = authority.split(separator: "@").last.map(String.init) ?? String(authority)
+        let afterHost = hostAndPort.hasPrefix("[") ? hostAndPort.split(separator: "]", maxSplits: 1).dropFirst().first.map(String.init) ?? "" : hostAndPort
+        guard let colon = afterHost.firstIndex(of: ":") else { return true }
+        let digits = afterHost[afterHost.index(after: colon)...]
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let port = Int(digits), (1...65535).contains(port) else { return false }
+        return components.port == port
+    }
+
     /// Whether `presented` matches a registered redirect URI: exactly, except that for loopback
     /// http URIs the port may differ (RFC 8252 §7.3).
     public static func matches(presented: String, registered: [String]) -> Bool {
         if registered.contains(presented) { return true }
-        guard let candidate = URLComponents(string: presented), candidate.scheme == "http",
+        guard let candidate = URLComponents(string: presented), hasValidPort(presented, candidate), candidate.scheme == "http",
               let host = candidate.host?.lowercased(), loopbackHosts.contains(host) || loopbackHosts.contains("[\(host)]")
         else { return false }
         return registered.contains { uri in

@@ -35,9 +35,13 @@ public struct ClientRegistry: Sendable {
         /// A client unused for this long expires.
         public var unusedClientTTL: Duration
 
-        public init(rateLimitPerMinute: Int = 60, unusedClientTTL: Duration = .seconds(30 * 86400)) {
+        /// Registrations per minute for the whole gateway.
+        public var globalRateLimitPerMinute: Int
+
+        public init(rateLimitPerMinute: Int = 60, unusedClientTTL: Duration = .seconds(30 * 86400), globalRateLimitPerMinute: Int = 600) {
             self.rateLimitPerMinute = rateLimitPerMinute
             self.unusedClientTTL = unusedClientTTL
+            self.globalRateLimitPerMinute = globalRateLimitPerMinute
         }
     }
 
@@ -51,16 +55,19 @@ public struct ClientRegistry: Sendable {
 
     static func clientKey(_ clientID: String) -> String { "client:\(clientID)" }
 
-    public func register(_ body: [String: Any], clientIP: String) async throws(RegistryError) -> IssuedCredentials {
-        let attempts: Int
-        do {
-            attempts = try await store.increment("ratelimit:register:\(clientIP)", window: .seconds(60))
-        } catch {
-            throw .storeUnavailable(error.description)
-        }
-        if attempts > settings.rateLimitPerMinute {
-            let remaining = (try? await store.timeToLive("ratelimit:register:\(clientIP)")) ?? nil
-            throw .rateLimited(retryAfterSeconds: max(1, Int(remaining?.components.seconds ?? 60)))
+    /// `clientKey`: the address the limit counts for (an IPv6 client by its /64).
+    public func register(_ body: [String: Any], clientKey: String) async throws(RegistryError) -> IssuedCredentials {
+        for (key, limit) in [("ratelimit:register:\(clientKey)", settings.rateLimitPerMinute), ("ratelimit:register-all", settings.globalRateLimitPerMinute)] {
+            let attempts: Int
+            do {
+                attempts = try await store.increment(key, window: .seconds(60))
+            } catch {
+                throw .storeUnavailable(error.description)
+            }
+            if attempts > limit {
+                let remaining = (try? await store.timeToLive(key)) ?? nil
+                throw .rateLimited(retryAfterSeconds: max(1, Int(remaining?.components.seconds ?? 60)))
+            }
         }
         let metadata: ClientMetadata
         do { metadata = try ClientMetadataValidator.validate(body) } catch { throw .invalid(error) }

@@ -59,9 +59,12 @@ public struct AuthorizationCodes: Sendable {
 
     public static let lifetime: Duration = .seconds(60)
     let store: any KeyValueStore
+    /// How long a family revoked by a code replay stays revoked (the refresh-token lifetime).
+    let familyLifetime: Duration
 
-    public init(store: any KeyValueStore) {
+    public init(store: any KeyValueStore, familyLifetime: Duration = .seconds(720 * 3600)) {
         self.store = store
+        self.familyLifetime = familyLifetime
     }
 
     public func issue(_ grant: Grant, redirectURI: String, codeChallenge: String) async throws(GrantError) -> String {
@@ -80,12 +83,30 @@ public struct AuthorizationCodes: Sendable {
 
     /// Redeems a code. It is consumed whether or not the checks pass: a code presented with the
     /// wrong client, redirect URI or verifier is burnt, never retried.
-    public func redeem(_ code: String, clientID: String, redirectURI: String, codeVerifier: String, resource: String?) async throws(GrantError) -> Grant {
+    /// How long a redeemed code is remembered, so a replay can revoke what it was exchanged for.
+    public static let replayMemory: Duration = .seconds(3600)
+
+    /// Redeems a code; `family` is the sign-in the tokens issued for it will belong to. A code
+    /// presented a second time fails and revokes that family (RFC 6749 §4.1.2, RFC 9700 §4.5):
+    /// whoever replays a code may have stolen it, so neither copy of the tokens stays usable.
+    public func redeem(_ code: String, clientID: String, redirectURI: String, codeVerifier: String, resource: String?, family: String) async throws(GrantError) -> Grant {
+        let hash = ClientRegistry.hash(code)
         let bytes: [UInt8]?
-        do { bytes = try await store.take("code:\(ClientRegistry.hash(code))") } catch { throw .storeUnavailable(error.description) }
+        do { bytes = try await store.take("code:\(hash)") } catch { throw .storeUnavailable(error.description) }
         guard let bytes, let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)) else {
+            do {
+                if let issued = try await store.getString("code-used:\(hash)") {
+                    try await store.set("family-revoked:\(issued)", "1", ttl: familyLifetime)
+                    throw GrantError.invalidGrant("the authorization code was already used; the tokens issued for it are now revoked")
+                }
+            } catch let error as GrantError {
+                throw error
+            } catch {
+                throw .storeUnavailable("\(error)")
+            }
             throw .invalidGrant("the authorization code is invalid, expired or already used")
         }
+        do { try await store.set("code-used:\(hash)", family, ttl: Self.replayMemory) } catch { throw .storeUnavailable(error.description) }
         guard record.grant.clientID == clientID else { throw .invalidGrant("the authorization code was issued to another client") }
         guard record.redirectURI == redirectURI else { throw .invalidGrant("redirect_uri does not match the authorization request") }
         guard PKCE.verify(verifier: codeVerifier, challenge: record.codeChallenge) else {
@@ -138,18 +159,20 @@ public struct RefreshTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    /// Starts a family for a new sign-in and returns its first token.
-    public func issue(_ grant: Grant) async throws(GrantError) -> String {
-        let family = ClientRegistry.randomToken(bytes: 16)
+    /// A new family id, for a sign-in's tokens (access tokens carry it as `fam`).
+    public static func newFamily() -> String { ClientRegistry.randomToken(bytes: 16) }
+
+    /// Starts `family` (a new sign-in) and returns its first token.
+    public func issue(_ grant: Grant, family: String) async throws(GrantError) -> String {
         do {
             try await store.addToSet("client-families:\(grant.clientID)", [family], ttl: lifetime)
         } catch {
             throw .storeUnavailable(error.description)
         }
-        return try await issue(grant, family: family)
+        return try await token(grant, family: family)
     }
 
-    private func issue(_ grant: Grant, family: String) async throws(GrantError) -> String {
+    private func token(_ grant: Grant, family: String) async throws(GrantError) -> String {
         let token = ClientRegistry.randomToken(bytes: 32)
         do {
             let bytes = Array(try JSONEncoder().encode(Record(grant: grant, family: family)))
@@ -164,7 +187,7 @@ public struct RefreshTokens: Sendable {
 
     /// Exchanges a refresh token for its successor. The old token is consumed atomically; a second
     /// presentation of it (replay, or a race) revokes the family.
-    public func rotate(_ token: String, clientID: String) async throws(GrantError) -> (grant: Grant, refreshToken: String) {
+    public func rotate(_ token: String, clientID: String) async throws(GrantError) -> (grant: Grant, refreshToken: String, family: String) {
         let hash = ClientRegistry.hash(token)
         do {
             guard let bytes = try await store.take("refresh:\(hash)"),
@@ -185,8 +208,8 @@ public struct RefreshTokens: Sendable {
                 try await revokeFamily(record.family)
                 throw GrantError.invalidGrant("the refresh token was issued to another client")
             }
-            let next = try await issue(record.grant, family: record.family)
-            return (record.grant, next)
+            let next = try await self.token(record.grant, family: record.family)
+            return (record.grant, next, record.family)
         } catch let error as GrantError {
             throw error
         } catch let error as StoreError {

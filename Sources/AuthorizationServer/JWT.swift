@@ -13,8 +13,13 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
     public var scope: String
     public var login: String
     public var email: String?
+    /// Not before (RFC 7519 §4.1.5); the gateway sets it to `iat`.
+    public var nbf: Int?
+    /// The sign-in (refresh-token family) the token belongs to: revoking the family (refresh
+    /// token replay, authorization code replay, revocation) revokes the access tokens too.
+    public var fam: String?
 
-    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String, email: String? = nil) {
+    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String, email: String? = nil, nbf: Int? = nil, fam: String? = nil) {
         self.iss = iss
         self.sub = sub
         self.aud = aud
@@ -25,6 +30,8 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
         self.scope = scope
         self.login = login
         self.email = email
+        self.nbf = nbf
+        self.fam = fam
     }
 }
 

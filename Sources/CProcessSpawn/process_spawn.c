@@ -32,6 +32,10 @@ int mcpgw_spawn(const char *path, char *const argv[], char *const envp[], const 
     posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+    // The child gets descriptors 0, 1 and 2 and nothing else: not the gateway's listening
+    // sockets, client connections, Redis connections or files, whether or not whoever opened
+    // them asked for close-on-exec (glibc >= 2.34).
+    posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
     if (cwd != NULL) {
         posix_spawn_file_actions_addchdir_np(&actions, cwd);
     }

@@ -44,7 +44,7 @@ struct ConfigurationBuilder {
         var seenAddresses: [String: String] = [:]
         for entry in entries {
             let path = "entryPoints.\(entry.key)"
-            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins"]) else { failed = true; continue }
+            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins", "allowedHosts", "trustedProxies", "idleTimeout", "headerTimeout"]) else { failed = true; continue }
             guard let addressNode = fields["address"] else {
                 reader.report("missing \"address\" (host:port, e.g. \"127.0.0.1:8080\" or \":8080\")", path, entry.value)
                 failed = true
@@ -77,7 +77,42 @@ struct ConfigurationBuilder {
                     origins.append(normalized)
                 }
             }
-            result.append(EntryPoint(name: entry.key, host: host, port: port, allowedOrigins: origins))
+            var entryPoint = EntryPoint(name: entry.key, host: host, port: port, allowedOrigins: origins)
+            if let hostsNode = fields["allowedHosts"] {
+                guard let list = reader.stringList(hostsNode, "\(path).allowedHosts") else { failed = true; continue }
+                for (index, name) in list.enumerated() {
+                    let lowered = name.lowercased()
+                    let valid = !lowered.isEmpty && lowered.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-.:[]*".contains($0)) }
+                    guard valid, !lowered.dropFirst().contains("*"), !lowered.hasPrefix("*") || lowered.hasPrefix("*.") else {
+                        let element = hostsNode.sequence.map { Array($0) }?[index] ?? hostsNode
+                        reader.report("\"\(name)\" is not a host name; write a name such as mcp.example.com or *.example.com (no scheme, port or path)", "\(path).allowedHosts[\(index)]", element)
+                        failed = true
+                        continue
+                    }
+                    entryPoint.allowedHosts.append(lowered)
+                }
+            }
+            if let proxiesNode = fields["trustedProxies"] {
+                guard let list = reader.stringList(proxiesNode, "\(path).trustedProxies") else { failed = true; continue }
+                for (index, text) in list.enumerated() {
+                    guard let range = AddressRange(text) else {
+                        let element = proxiesNode.sequence.map { Array($0) }?[index] ?? proxiesNode
+                        reader.report("\"\(text)\" is not an address or CIDR range (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)", "\(path).trustedProxies[\(index)]", element)
+                        failed = true
+                        continue
+                    }
+                    entryPoint.trustedProxies.append(range)
+                }
+            }
+            if let idleNode = fields["idleTimeout"] {
+                guard let idle = reader.duration(idleNode, "\(path).idleTimeout") else { failed = true; continue }
+                entryPoint.idleTimeout = idle
+            }
+            if let headerNode = fields["headerTimeout"] {
+                guard let header = reader.duration(headerNode, "\(path).headerTimeout") else { failed = true; continue }
+                entryPoint.headerTimeout = header
+            }
+            result.append(entryPoint)
         }
         return failed ? nil : result
     }
@@ -167,17 +202,27 @@ struct ConfigurationBuilder {
         let refreshTTL = fields["refreshTokenTTL"].flatMap { reader.duration($0, "auth.refreshTokenTTL") } ?? ConfigurationDefaults.refreshTokenTTL
         var registration = RegistrationConfiguration.default
         if let registrationNode = fields["registration"],
-           let entries = reader.mapping(registrationNode, "auth.registration", allowed: ["rateLimit", "unusedClientTTL"])
+           let entries = reader.mapping(registrationNode, "auth.registration", allowed: ["rateLimit", "globalRateLimit", "unusedClientTTL"])
         {
             if let node = entries["rateLimit"], let value = reader.integer(node, "auth.registration.rateLimit", range: 1...1_000_000) {
                 registration.rateLimit = value
+            }
+            if let node = entries["globalRateLimit"], let value = reader.integer(node, "auth.registration.globalRateLimit", range: 1...10_000_000) {
+                registration.globalRateLimit = value
             }
             if let node = entries["unusedClientTTL"], let value = reader.duration(node, "auth.registration.unusedClientTTL") {
                 registration.unusedClientTTL = value
             }
         }
         var localUsers: [String: String] = [:]
-        if let localNode = fields["local"], let local = reader.mapping(localNode, "auth.local", allowed: ["users"]), let usersNode = local["users"] {
+        var localLimits = LocalSignInLimits.default
+        let local = fields["local"].flatMap { reader.mapping($0, "auth.local", allowed: ["users", "rateLimit"]) }
+        if let limitsNode = local?["rateLimit"], let limits = reader.mapping(limitsNode, "auth.local.rateLimit", allowed: ["perAddress", "perAccount", "global"]) {
+            if let node = limits["perAddress"], let value = reader.integer(node, "auth.local.rateLimit.perAddress", range: 1...1_000_000) { localLimits.perAddress = value }
+            if let node = limits["perAccount"], let value = reader.integer(node, "auth.local.rateLimit.perAccount", range: 1...1_000_000) { localLimits.perAccount = value }
+            if let node = limits["global"], let value = reader.integer(node, "auth.local.rateLimit.global", range: 1...1_000_000) { localLimits.global = value }
+        }
+        if let usersNode = local?["users"] {
             for entry in reader.orderedEntries(usersNode, "auth.local.users") {
                 let path = "auth.local.users.\(entry.key)"
                 guard entry.key.range(of: #"^[A-Za-z0-9._-]{1,64}$"#, options: .regularExpression) != nil else {
@@ -213,10 +258,12 @@ struct ConfigurationBuilder {
         if let node = fields["clientMetadata"] {
             clientMetadata = buildClientMetadata(node)
         }
-        return AuthConfiguration(
+        var auth = AuthConfiguration(
             github: github, allow: allow, accessTokenTTL: accessTTL, refreshTokenTTL: refreshTTL, registration: registration, localUsers: localUsers,
             signing: signing, clientMetadata: clientMetadata
         )
+        auth.localLimits = localLimits
+        return auth
     }
 
     private func buildClientMetadata(_ node: Node) -> ClientMetadataConfiguration {
@@ -326,7 +373,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildHTTPService(name: String, node: Node, path: String) -> HTTPServiceConfiguration? {
-        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize"]) else { return nil }
+        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize", "passAuthorization"]) else { return nil }
         guard let urlNode = fields["url"] else {
             reader.report("missing \"url\" of the upstream MCP endpoint, e.g. \"http://127.0.0.1:9100/mcp\"", path, node)
             return nil
@@ -352,12 +399,15 @@ struct ConfigurationBuilder {
         let connect = fields["connectTimeout"].map { reader.duration($0, "\(path).connectTimeout") } ?? ConfigurationDefaults.connectTimeout
         let ttfb = fields["responseHeaderTimeout"].map { reader.duration($0, "\(path).responseHeaderTimeout") } ?? ConfigurationDefaults.responseHeaderTimeout
         let body = fields["maxRequestBodySize"].map { reader.byteSize($0, "\(path).maxRequestBodySize") } ?? ConfigurationDefaults.maxRequestBodyBytes
-        guard !failed, let url, let connect, let ttfb, let body else { return nil }
-        return HTTPServiceConfiguration(name: name, url: url, headers: headers, connectTimeout: connect, responseHeaderTimeout: ttfb, maxRequestBodyBytes: body)
+        let passAuthorization = fields["passAuthorization"].map { reader.boolean($0, "\(path).passAuthorization") } ?? false
+        guard !failed, let url, let connect, let ttfb, let body, let passAuthorization else { return nil }
+        var service = HTTPServiceConfiguration(name: name, url: url, headers: headers, connectTimeout: connect, responseHeaderTimeout: ttfb, maxRequestBodyBytes: body)
+        service.passAuthorization = passAuthorization
+        return service
     }
 
     private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
-        let allowed = ["command", "args", "env", "cwd", "maxSessions", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool", "sseKeepAlive"]
+        let allowed = ["command", "args", "env", "cwd", "maxSessions", "maxSessionsPerUser", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool", "sseKeepAlive"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         guard let commandNode = fields["command"] else {
             reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
@@ -400,6 +450,15 @@ struct ConfigurationBuilder {
             startTimeout: start, spares: spares, maxRequestBodyBytes: body
         )
         service.passIdentity = passIdentity
+        service.maxSessionsPerUser = min(maxSessions, ConfigurationDefaults.maxSessionsPerUser)
+        if let node = fields["maxSessionsPerUser"] {
+            guard let value = reader.integer(node, "\(path).maxSessionsPerUser", range: 1...100_000) else { return nil }
+            guard value <= maxSessions else {
+                reader.report("maxSessionsPerUser (\(value)) cannot exceed maxSessions (\(maxSessions))", "\(path).maxSessionsPerUser", node)
+                return nil
+            }
+            service.maxSessionsPerUser = value
+        }
         if let node = fields["sseKeepAlive"], let value = reader.duration(node, "\(path).sseKeepAlive") {
             guard value >= .milliseconds(100) else {
                 reader.report("sseKeepAlive must be at least 100ms", "\(path).sseKeepAlive", node)

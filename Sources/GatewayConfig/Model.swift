@@ -37,6 +37,17 @@ public struct EntryPoint: Sendable, Equatable {
     public var port: Int
     /// Origins (`scheme://host[:port]`) allowed besides the gateway's own, for browser-based clients.
     public var allowedOrigins: [String]
+    /// Host names MCP requests may name besides the public URL's host and the routers' `Host`
+    /// rules (`*.example.com` matches one or more labels): anything else is refused, which stops
+    /// DNS rebinding.
+    public var allowedHosts: [String] = []
+    /// Proxies in front whose `X-Forwarded-For` is believed: the client is the right-most address
+    /// in it that is not one of these. Empty: the peer address is the client.
+    public var trustedProxies: [AddressRange] = []
+    /// A connection with no request in flight is closed after this long.
+    public var idleTimeout: Duration = ConfigurationDefaults.entryPointIdleTimeout
+    /// A request's head must arrive within this long of its first byte (slow-header attacks).
+    public var headerTimeout: Duration = ConfigurationDefaults.entryPointHeaderTimeout
 
     public init(name: String, host: String, port: Int, allowedOrigins: [String]) {
         self.name = name
@@ -105,6 +116,8 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var localUsers: [String: String]
     public var signing: SigningConfiguration
     public var clientMetadata: ClientMetadataConfiguration
+    /// Limits on local-account sign-in (password guessing).
+    public var localLimits: LocalSignInLimits = .default
 
     public init(
         github: GitHubConfiguration? = nil, allow: AllowList = AllowList(), accessTokenTTL: Duration = ConfigurationDefaults.accessTokenTTL,
@@ -185,12 +198,39 @@ public struct PinnedClientMetadata: Sendable, Equatable {
 
 /// Dynamic client registration (RFC 7591) limits.
 public struct RegistrationConfiguration: Sendable, Equatable {
-    /// Registrations per client IP per minute.
+    /// Registrations per client address (IPv6: per /64) per minute.
     public var rateLimit: Int
     /// A client unused for this long expires.
     public var unusedClientTTL: Duration
+    /// Registrations per minute for the whole gateway, whatever their address.
+    public var globalRateLimit: Int = 600
+
+    public init(rateLimit: Int, unusedClientTTL: Duration, globalRateLimit: Int = 600) {
+        self.rateLimit = rateLimit
+        self.unusedClientTTL = unusedClientTTL
+        self.globalRateLimit = globalRateLimit
+    }
 
     public static let `default` = RegistrationConfiguration(rateLimit: 60, unusedClientTTL: .seconds(30 * 86400))
+}
+
+/// Local-account password checks: each costs ~270 ms of CPU (scrypt), so they are bounded per
+/// address, per account and for the whole gateway.
+public struct LocalSignInLimits: Sendable, Equatable {
+    /// Sign-in attempts per client address (IPv6: per /64) per minute.
+    public var perAddress: Int
+    /// Failed attempts per account within 15 minutes before that account's sign-in pauses.
+    public var perAccount: Int
+    /// Password checks per minute for the whole gateway (unauthenticated work).
+    public var global: Int
+
+    public init(perAddress: Int, perAccount: Int, global: Int) {
+        self.perAddress = perAddress
+        self.perAccount = perAccount
+        self.global = global
+    }
+
+    public static let `default` = LocalSignInLimits(perAddress: 10, perAccount: 10, global: 120)
 }
 
 public enum RouterAuth: String, Sendable, Equatable {
@@ -250,9 +290,21 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     /// Time to the upstream's response head; an open SSE stream has no idle timeout.
     public var responseHeaderTimeout: Duration
     public var maxRequestBodyBytes: Int
+    /// On `auth: none` routers, pass the client's `Authorization` header to this upstream (it
+    /// checks credentials of its own). Never on protected routers: there it is the gateway's token.
+    public var passAuthorization = false
+
+    public init(name: String, url: String, headers: [(name: String, value: String)], connectTimeout: Duration, responseHeaderTimeout: Duration, maxRequestBodyBytes: Int) {
+        self.name = name
+        self.url = url
+        self.headers = headers
+        self.connectTimeout = connectTimeout
+        self.responseHeaderTimeout = responseHeaderTimeout
+        self.maxRequestBodyBytes = maxRequestBodyBytes
+    }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
+        lhs.passAuthorization == rhs.passAuthorization && lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
             && lhs.responseHeaderTimeout == rhs.responseHeaderTimeout && lhs.maxRequestBodyBytes == rhs.maxRequestBodyBytes
             && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
     }
@@ -265,6 +317,9 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
     public var env: [String: String]
     public var cwd: String?
     public var maxSessions: Int
+    /// Sessions one caller (a signed-in user; on `auth: none` routes an address) may hold at once,
+    /// so one caller cannot take every session.
+    public var maxSessionsPerUser: Int = ConfigurationDefaults.maxSessionsPerUser
     public var idleTimeout: Duration
     public var requestTimeout: Duration?
     public var shutdownGrace: Duration
@@ -311,10 +366,13 @@ public enum ConfigurationDefaults {
     public static let accessTokenTTL: Duration = .seconds(3600)
     public static let refreshTokenTTL: Duration = .seconds(720 * 3600)
     public static let maxSessions = 100
+    public static let maxSessionsPerUser = 10
     public static let idleTimeout: Duration = .seconds(600)
     public static let shutdownGrace: Duration = .seconds(5)
     public static let startTimeout: Duration = .seconds(30)
     public static let redisKeyPrefix = "mcpgw:"
+    public static let entryPointIdleTimeout: Duration = .seconds(60)
+    public static let entryPointHeaderTimeout: Duration = .seconds(10)
 }
 
 extension RouterConfiguration {

@@ -174,6 +174,10 @@ final class RedisConnection: Sendable {
             return .failure(.unavailable("cannot connect to Redis: \(message)"))
         }
         _ = redisSetTimeout(pointer, tv)
+        // hiredis opens its socket without close-on-exec: a child spawned now must not inherit an
+        // authenticated connection to the gateway's state (the spawn shim closes the rest too).
+        let descriptor = pointer.pointee.fd
+        _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
         var setup: [[[UInt8]]] = []
         if let password = endpoint.password {
             setup.append([Array("AUTH".utf8)] + (endpoint.user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)])

@@ -22,6 +22,21 @@ public indirect enum Rule: Sendable, Equatable {
         }
     }
 
+    /// Every host name a `Host` matcher of the rule names (outside `!`).
+    public var hostNames: [String] {
+        switch self {
+        case .matcher(.host(let host)): [host]
+        case .matcher: []
+        case .and(let lhs, let rhs), .or(let lhs, let rhs): lhs.hostNames + rhs.hostNames
+        case .not: []
+        }
+    }
+
+    /// Whether every matching request must satisfy a `HostRegexp` matcher.
+    public var requiresHostPattern: Bool {
+        requiredMatchers.contains { if case .hostRegexp = $0 { true } else { false } }
+    }
+
     /// Matchers that every matching request must satisfy (those reachable through `&&` only).
     public var requiredMatchers: [Matcher] {
         switch self {
@@ -76,7 +91,7 @@ public protocol RoutableRequest {
     var method: String { get }
     /// Lower-cased host without port (from `Host` / `:authority`).
     var host: String { get }
-    /// The request path without query string, as sent.
+    /// The request path without query string (normalized as fronting proxies do, see `RequestPath`).
     var path: String { get }
     var queryItems: [(name: String, value: String)] { get }
     /// Values of a header; `name` is matched case-insensitively.

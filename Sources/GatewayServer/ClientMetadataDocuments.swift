@@ -29,6 +29,13 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     /// attempt for this long (Claude's document is often unreachable from datacenters; each
     /// attempt would cost a sign-in up to the fetch timeout).
     static let pinnedFallbackSeconds: TimeInterval = 60
+    /// A document that could not be used is not fetched again for this long: each attempt is
+    /// work done for whoever names a URL.
+    static let failureMemorySeconds: TimeInterval = 30
+    /// Fetches per minute, per document host and in all: `client_id` URLs come from anyone, and
+    /// the gateway must not become a tool for hammering a host (or for probing many).
+    static let fetchesPerHostPerMinute = 10
+    static let fetchesPerMinute = 120
 
     let configuration: ClientMetadataConfiguration
     let pinned: [String: ClientMetadata]
@@ -36,6 +43,8 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     let logger: Logger
     private let cache = Mutex<[String: CacheEntry]>([:])
     private let failedPinnedFetches = Mutex<[String: Date]>([:])
+    private let failedFetches = Mutex<[String: Date]>([:])
+    private let fetchBudget = Mutex<(window: Date, perHost: [String: Int], total: Int)>((Date.distantPast, [:], 0))
     /// Name lookups block a thread and may hang on a broken resolver: they get their own threads
     /// (not the shared pool that password checks and config reads use) and a deadline.
     private let resolver: NIOThreadPool
@@ -75,8 +84,12 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
            now.timeIntervalSince(failed) < Self.pinnedFallbackSeconds {
             return (document, true)
         }
-        do {
-            let (metadata, lifetime) = try await fetch(clientID)
+        do throws(FetchError) {
+            if let failed = failedFetches.withLock({ $0[clientID] }), now.timeIntervalSince(failed) < Self.failureMemorySeconds {
+                throw FetchError(description: "it failed less than \(Int(Self.failureMemorySeconds)) s ago")
+            }
+            try takeFetchBudget(clientID, now: now)
+            let (metadata, lifetime) = try await fetchWithinDeadline(clientID)
             if lifetime > 0 {
                 cache.withLock { cache in
                     if cache.count >= Self.maxCacheEntries {
@@ -95,9 +108,51 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
                 logger.info("client metadata fetch failed; using the pinned document", metadata: ["client_id": "\(clientID)", "reason": "\(error.description)"])
                 return (document, true)
             }
+            failedFetches.withLock { failed in
+                if failed.count >= Self.maxCacheEntries { failed = failed.filter { now.timeIntervalSince($0.value) < Self.failureMemorySeconds } }
+                if failed.count < Self.maxCacheEntries { failed[clientID] = now }
+            }
+            // The reason stays in the log: told to the browser, it would make the gateway an
+            // oracle for what answers where on networks the requester cannot see.
             logger.notice("client metadata document unusable", metadata: ["client_id": "\(clientID)", "reason": "\(error.description)"])
-            throw .unusableDocument("The application's metadata document \(clientID) could not be used: \(error.description)")
+            throw .unusableDocument("The application's metadata document \(clientID) could not be fetched or is not a valid client metadata document. The gateway's log says why.")
         }
+    }
+
+    private func takeFetchBudget(_ clientID: String, now: Date) throws(FetchError) {
+        let host = URLComponents(string: clientID)?.host?.lowercased() ?? ""
+        let allowed = fetchBudget.withLock { budget -> Bool in
+            if now.timeIntervalSince(budget.window) >= 60 { budget = (now, [:], 0) }
+            guard budget.total < Self.fetchesPerMinute, budget.perHost[host, default: 0] < Self.fetchesPerHostPerMinute else { return false }
+            budget.total += 1
+            budget.perHost[host, default: 0] += 1
+            return true
+        }
+        if !allowed { throw FetchError(description: "too many metadata document fetches this minute") }
+    }
+
+    /// One deadline for the whole fetch: name resolution, every redirect, the body. The task
+    /// calling this being cancelled (the browser went away) cancels the fetch too. The answer does
+    /// not wait for the cancelled fetch to wind down.
+    private func fetchWithinDeadline(_ clientID: String) async throws(FetchError) -> (ClientMetadata, TimeInterval) {
+        let timeout = configuration.fetchTimeout
+        let outcome = FirstOutcome<(ClientMetadata, TimeInterval), FetchError>()
+        let fetching = Task {
+            do throws(FetchError) { outcome.settle(.success(try await self.fetch(clientID))) } catch { outcome.settle(.failure(error)) }
+        }
+        let timer = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            outcome.settle(.failure(FetchError(description: "fetching it took longer than \(timeout)")))
+        }
+        defer {
+            fetching.cancel()
+            timer.cancel()
+        }
+        return try await withTaskCancellationHandler {
+            await outcome.value
+        } onCancel: {
+            outcome.settle(.failure(FetchError(description: "the request was cancelled")))
+        }.get()
     }
 
     struct FetchError: Error, CustomStringConvertible {
@@ -214,33 +269,37 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         return addresses
     }
 
-    /// Loopback, private (RFC 1918, RFC 4193), link-local, CGNAT, unspecified, multicast and
-    /// broadcast addresses, in IPv4, IPv6 and IPv4-mapped IPv6 form.
+    /// Whether `address` is one a fetch may not connect to (see `IPAddress.isPublicUnicast`).
     static func isPrivate(_ address: String) -> Bool {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, address, &v4) == 1 {
-            let bytes = withUnsafeBytes(of: v4.s_addr) { Array($0) }
-            return isPrivateV4(bytes)
+        guard let parsed = IPAddress(address) else { return true }
+        return !parsed.isPublicUnicast
+    }
+}
+
+/// The first of several racing outcomes; later ones are ignored.
+final class FirstOutcome<Success: Sendable, Failure: Error>: Sendable {
+    private let state = Mutex<(result: Result<Success, Failure>?, waiter: CheckedContinuation<Result<Success, Failure>, Never>?)>((nil, nil))
+
+    func settle(_ result: Result<Success, Failure>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<Success, Failure>, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
         }
-        var v6 = in6_addr()
-        guard inet_pton(AF_INET6, address, &v6) == 1 else { return true }
-        let bytes = withUnsafeBytes(of: v6) { Array($0) }
-        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff { return isPrivateV4(Array(bytes[12..<16])) }
-        if bytes[0..<15].allSatisfy({ $0 == 0 }) && (bytes[15] == 1 || bytes[15] == 0) { return true }  // ::1, ::
-        if bytes[0] & 0xfe == 0xfc { return true }  // fc00::/7
-        if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return true }  // fe80::/10
-        if bytes[0] == 0xff { return true }  // multicast
-        return false
+        waiter?.resume(returning: result)
     }
 
-    static func isPrivateV4(_ b: [UInt8]) -> Bool {
-        switch (b[0], b[1]) {
-        case (0, _), (10, _), (127, _): return true
-        case (169, 254): return true
-        case (172, 16...31): return true
-        case (192, 168): return true
-        case (100, 64...127): return true
-        default: return b[0] >= 224
+    var value: Result<Success, Failure> {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Result<Success, Failure>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
         }
     }
 }

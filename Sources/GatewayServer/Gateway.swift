@@ -47,13 +47,6 @@ public struct Gateway {
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
-        let drain = ShutdownDrain()
-        let proxy = HTTPProxy(drain: drain)
-        let stdio = StdioBridge(registry: stdioRegistry)
-        // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
-        for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
-            stdio.keepWarm(stdioRegistry.manager(for: service))
-        }
         let store: any KeyValueStore
         var redis: RedisStore?
         if let storeConfiguration = configuration.store {
@@ -66,9 +59,18 @@ public struct Gateway {
             store = MemoryStore()
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
         }
+        let bindings = SessionBindings(store: store)
+        let drain = ShutdownDrain()
+        let proxy = HTTPProxy(bindings: bindings, drain: drain)
+        let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings)
+        // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
+        for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
+            stdio.keepWarm(stdioRegistry.manager(for: service))
+        }
         let auth = configuration.auth ?? AuthConfiguration()
         let registry = ClientRegistry(store: store, settings: .init(
-            rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL
+            rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL,
+            globalRateLimitPerMinute: auth.registration.globalRateLimit
         ))
         let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL)
         let keys = KeyManager(store: store, settings: .init(
@@ -98,16 +100,16 @@ public struct Gateway {
         }
         let oauth = OAuthEndpoints(
             holder: holder, publicURL: configuration.publicURL, registry: registry,
-            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store),
+            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
-            github: github, localUsers: auth.localUsers, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
+            github: github, localUsers: auth.localUsers, localLimits: auth.localLimits, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
         var membership: MembershipChecker?
         if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
             membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)
         }
         let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
-        let modernHTTP = ModernHTTPTranslator()
+        let modernHTTP = ModernHTTPTranslator(bindings: bindings)
         _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
@@ -120,7 +122,10 @@ public struct Gateway {
             )
             let app = Application(
                 responder: responder,
-                server: .http1(configuration: .init(additionalChannelHandlers: [InboundCloseWatcher()])),
+                server: .http1(configuration: .init(
+                    additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: .nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9)))],
+                    idleTimeout: .nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
+                )),
                 configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
                 onServerRunning: { [entryLogger] channel in
                     entryLogger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])

@@ -7,6 +7,11 @@ import Hummingbird
 /// codes and bodies, so each error looks the same wherever it is raised.
 enum GatewayError: Error {
     case noRoute(host: String, path: String)
+    /// A path that cannot be read one way only (encoded slash, `..` above the root, raw and
+    /// normalized forms reaching different routers).
+    case ambiguousPath(detail: String)
+    /// The Host names no host this gateway serves (DNS rebinding, misdirected requests).
+    case hostNotAllowed(host: String)
     case notMCPEndpoint(router: String, mcpPath: String)
     case methodNotAllowed(method: String)
     case originForbidden(origin: String)
@@ -18,12 +23,17 @@ enum GatewayError: Error {
     case streamConflict
     case notAcceptable(message: String)
     case stdioAtCapacity(service: String, limit: Int)
+    case stdioUserLimit(service: String, limit: Int)
     case stdioStartFailed(service: String, detail: String)
     case stdioStartTimeout(service: String, timeout: Duration)
+    /// The state store could not answer a check the request depends on (fails closed).
+    case storeUnavailable
 
     var status: HTTPResponse.Status {
         switch self {
         case .noRoute, .notMCPEndpoint: .notFound
+        case .ambiguousPath: .badRequest
+        case .hostNotAllowed: .misdirectedRequest
         case .methodNotAllowed: .methodNotAllowed
         case .originForbidden: .forbidden
         case .requestTooLarge: .contentTooLarge
@@ -31,7 +41,8 @@ enum GatewayError: Error {
         case .sessionNotFound: .notFound
         case .streamConflict: .conflict
         case .notAcceptable: .notAcceptable
-        case .stdioAtCapacity: .serviceUnavailable
+        case .stdioAtCapacity, .storeUnavailable: .serviceUnavailable
+        case .stdioUserLimit: .tooManyRequests
         case .stdioStartFailed: .badGateway
         case .stdioStartTimeout: .gatewayTimeout
         case .upstream(let error):
@@ -46,6 +57,8 @@ enum GatewayError: Error {
     var reason: String {
         switch self {
         case .noRoute: "no_route"
+        case .ambiguousPath: "ambiguous_path"
+        case .hostNotAllowed: "host_not_allowed"
         case .notMCPEndpoint: "not_mcp_endpoint"
         case .methodNotAllowed: "method_not_allowed"
         case .originForbidden: "origin_forbidden"
@@ -56,8 +69,10 @@ enum GatewayError: Error {
         case .streamConflict: "stream_conflict"
         case .notAcceptable: "not_acceptable"
         case .stdioAtCapacity: "service_at_capacity"
+        case .stdioUserLimit: "user_session_limit"
         case .stdioStartFailed: "server_start_failed"
         case .stdioStartTimeout: "server_start_timeout"
+        case .storeUnavailable: "store_unavailable"
         case .upstream(let error):
             switch error.kind {
             case .timeout: "upstream_timeout"
@@ -70,6 +85,8 @@ enum GatewayError: Error {
     var message: String {
         switch self {
         case .noRoute(let host, let path): "no router matches host \"\(host)\" and path \"\(path)\""
+        case .ambiguousPath(let detail): "the request path is refused: \(detail)"
+        case .hostNotAllowed(let host): "host \"\(host)\" is not served here; add it to entryPoints.<name>.allowedHosts if it should be"
         case .notMCPEndpoint(let router, let mcpPath): "router \"\(router)\" serves MCP at \(mcpPath) only"
         case .methodNotAllowed(let method): "method \(method) is not allowed on an MCP endpoint; use POST, GET or DELETE"
         case .originForbidden(let origin): "origin \(origin) is not allowed to use this gateway"
@@ -81,8 +98,10 @@ enum GatewayError: Error {
         case .streamConflict: "this session already has an open GET stream"
         case .notAcceptable(let message): message
         case .stdioAtCapacity(let service, let limit): "service \(service) is at its limit of \(limit) sessions; retry later"
+        case .stdioUserLimit(let service, let limit): "you already hold \(limit) sessions of service \(service); end one (DELETE) or let one idle out"
         case .stdioStartFailed(let service, let detail): "service \(service): \(detail)"
         case .stdioStartTimeout(let service, let timeout): "service \(service): the MCP server did not answer initialize within \(timeout)"
+        case .storeUnavailable: "the gateway's state store is unavailable; retry shortly"
         }
     }
 
@@ -97,7 +116,7 @@ enum GatewayError: Error {
 
     var service: String? {
         switch self {
-        case .stdioAtCapacity(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _): service
+        case .stdioAtCapacity(let service, _), .stdioUserLimit(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _): service
         case .upstream(let error): error.service
         default: nil
         }
@@ -124,6 +143,8 @@ enum GatewayError: Error {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         if case .methodNotAllowed = self { headers[.allow] = "GET, POST, DELETE" }
         if case .stdioAtCapacity = self { headers[.retryAfter] = "5" }
+        if case .stdioUserLimit = self { headers[.retryAfter] = "30" }
+        if case .storeUnavailable = self { headers[.retryAfter] = "2" }
         return JSONResponse.make(status: status, object: object, headers: headers)
     }
 }

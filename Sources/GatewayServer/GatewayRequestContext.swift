@@ -8,12 +8,14 @@ public struct GatewayRequestContext: RequestContext {
     /// The client's connection: its close cancels work done on the client's behalf.
     public let channel: any Channel
 
+    /// The client's IP address as text, without port: the peer's, or, behind a trusted proxy of
+    /// the entry point, the right-most untrusted `X-Forwarded-For` address (set by the responder).
+    var clientIP: String?
+
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
+        self.clientIP = source.channel.remoteAddress?.ipAddress
     }
-
-    /// The peer's IP address as text, without port.
-    var clientIP: String? { remoteAddress?.ipAddress }
 }

@@ -24,6 +24,10 @@ struct GatewayResponder: HTTPResponder {
     let store: (any KeyValueStore)?
 
     func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
+        var context = context
+        if !entryPoint.trustedProxies.isEmpty {
+            context.clientIP = ClientAddress.resolve(peer: context.clientIP, forwardedFor: request.headers[values: ClientAddress.forwardedFor], trusted: entryPoint.trustedProxies)
+        }
         switch request.uri.path {
         case "/healthz":
             return JSONResponse.make(status: .ok, object: ["status": "ok"], headers: [.cacheControl: "no-store"])
@@ -45,8 +49,15 @@ struct GatewayResponder: HTTPResponder {
         if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
             return protectedResourceMetadata(request, runtime: runtime)
         }
-        let incoming = IncomingRequest(request)
-        guard let route = runtime.routeTable(entryPoint: entryPoint.name)?.match(incoming)?.target else {
+        let incoming: IncomingRequest
+        let matched: RouteTable<CompiledRoute>.Entry?
+        do {
+            incoming = try IncomingRequest(request)
+            matched = try incoming.route(in: runtime.routeTable(entryPoint: entryPoint.name))
+        } catch {
+            return GatewayError.ambiguousPath(detail: error.detail).response(jsonRPC: false)
+        }
+        guard let route = matched?.target else {
             return GatewayError.noRoute(host: incoming.host, path: incoming.path).response(jsonRPC: false)
         }
         let mcpPath = route.router.mcpPath
@@ -54,7 +65,12 @@ struct GatewayResponder: HTTPResponder {
             return GatewayError.notMCPEndpoint(router: route.router.name, mcpPath: mcpPath).response(jsonRPC: false)
         }
         do {
-            try checkOrigin(request, publicURL: runtime.configuration.publicURL)
+            let hosts = runtime.allowedHosts(entryPoint: entryPoint.name)
+            // A router whose rule requires a HostRegexp matched this host by that pattern.
+            guard hosts.admits(incoming.host) || route.router.rule.requiresHostPattern else {
+                throw GatewayError.hostNotAllowed(host: incoming.host)
+            }
+            try checkOrigin(request, publicURL: runtime.configuration.publicURL, hosts: hosts)
             guard [.post, .get, .delete].contains(request.method) else {
                 throw GatewayError.methodNotAllowed(method: request.method.rawValue)
             }
@@ -97,13 +113,18 @@ struct GatewayResponder: HTTPResponder {
     }
 
     /// MCP transports MUST validate Origin to stop DNS rebinding: a present Origin must be the
-    /// gateway's own (public URL or the Host the request was sent to) or explicitly allowed.
-    private func checkOrigin(_ request: Request, publicURL: PublicURL) throws(GatewayError) {
+    /// gateway's public origin, an explicitly allowed one, or name a host this entry point serves
+    /// (never merely the Host the request was sent to: a rebinding page has exactly that pair).
+    private func checkOrigin(_ request: Request, publicURL: PublicURL, hosts: HostAllowList) throws(GatewayError) {
         guard let origin = request.headers[.origin] else { return }
         let normalized = origin.lowercased()
         if normalized == publicURL.origin.lowercased() { return }
-        if let authority = request.head.authority?.lowercased(), normalized == "http://\(authority)" { return }
         if entryPoint.allowedOrigins.contains(normalized) { return }
+        if let components = URLComponents(string: normalized), components.scheme == "http" || components.scheme == "https",
+           let host = components.host, components.path.isEmpty, hosts.admits(host.contains(":") ? "[\(host)]" : host) || hosts.admits(host)
+        {
+            return
+        }
         throw .originForbidden(origin: origin)
     }
 
@@ -111,12 +132,28 @@ struct GatewayResponder: HTTPResponder {
     /// `forward_auth`): decides from `X-Forwarded-Method/Proto/Host/Uri` which router applies, then
     /// answers 200 with identity headers, or the same 401/403 challenge a direct request would get.
     private func forwardAuth(_ request: Request, runtime: RuntimeConfiguration) async -> Response {
-        guard let forwarded = IncomingRequest(forwardedBy: request) else {
-            return OAuthResponses.error(.badRequest, "invalid_request", "forward auth needs X-Forwarded-Host and X-Forwarded-Uri")
+        let forwarded: IncomingRequest
+        let matched: RouteTable<CompiledRoute>.Entry?
+        do {
+            forwarded = try IncomingRequest(forwardedBy: request)
+            matched = try forwarded.route(in: runtime.routeTable(entryPoint: entryPoint.name))
+        } catch {
+            // Deny: a request whose path can be read two ways is not let through.
+            return OAuthResponses.error(.badRequest, "invalid_request", error.detail)
         }
-        guard let route = runtime.routeTable(entryPoint: entryPoint.name)?.match(forwarded)?.target else {
+        guard let route = matched?.target else {
             // Deny by default: a request no router claims is not let through.
             return OAuthResponses.error(.forbidden, "no_route", "no router matches \(forwarded.host)\(forwarded.path)")
+        }
+        // The same host and Origin rules as a request made to the gateway directly.
+        let hosts = runtime.allowedHosts(entryPoint: entryPoint.name)
+        guard hosts.admits(forwarded.host) || route.router.rule.requiresHostPattern else {
+            return OAuthResponses.error(.forbidden, "host_not_allowed", GatewayError.hostNotAllowed(host: forwarded.host).message)
+        }
+        do {
+            try checkOrigin(request, publicURL: runtime.configuration.publicURL, hosts: hosts)
+        } catch {
+            return OAuthResponses.error(.forbidden, "origin_forbidden", error.message)
         }
         guard route.router.auth == .oauth else {
             return Response(status: .ok, headers: [.cacheControl: "no-store"])
@@ -137,7 +174,7 @@ struct GatewayResponder: HTTPResponder {
     /// and at the root for a router reached by its own host.
     private func protectedResourceMetadata(_ request: Request, runtime: RuntimeConfiguration) -> Response {
         let suffix = String(request.uri.path.dropFirst("/.well-known/oauth-protected-resource".count))
-        let host = IncomingRequest(request).host
+        let host = IncomingRequest.hostWithoutPort(request.head.authority ?? "")
         let publicURL = runtime.configuration.publicURL
         let candidates = runtime.configuration.routers.filter { $0.auth == .oauth }
         let match = candidates.first { router in

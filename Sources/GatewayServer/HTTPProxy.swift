@@ -13,9 +13,9 @@ import NIOHTTP1
 /// JSON-RPC messages, read up to the route's limit (so an oversized one is refused with 413 before
 /// the upstream sees a byte); response bodies are relayed chunk by chunk as they arrive.
 struct HTTPProxy: Sendable {
-    /// Which identity created each upstream session on a protected route: a session id presented
-    /// with another user's token is not found (404), as the upstream cannot know who is who.
-    let sessionOwners = SessionOwners()
+    /// Session ids the upstream hands out are bound to the router and caller that created them:
+    /// presented through another router or by another caller, a session is not found (404).
+    let bindings: SessionBindings
     /// Standalone GET streams end when the gateway starts shutting down.
     let drain: ShutdownDrain
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
@@ -33,8 +33,9 @@ struct HTTPProxy: Sendable {
         _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {
         let sessionID = request.headers[Self.sessionHeader]
-        if let caller, let sessionID, let owner = sessionOwners.owner(router: route.router.name, session: sessionID), owner != caller.claims.sub {
-            throw .sessionNotFound
+        let owner = SessionOwner(route: route, caller: caller)
+        if let sessionID {
+            try await bindings.check(sessionID, owner: owner)
         }
         var request = request
         var body: ByteBuffer?
@@ -60,8 +61,11 @@ struct HTTPProxy: Sendable {
         }
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
-        if let caller, let created = fields[Self.sessionHeader] {
-            sessionOwners.record(router: route.router.name, session: created, owner: caller.claims.sub)
+        if let created = fields[Self.sessionHeader], created != sessionID {
+            try await bindings.bind(created, to: owner)
+        }
+        if request.method == .delete, let sessionID, (200..<300).contains(upstreamResponse.status.code) {
+            await bindings.unbind(sessionID)
         }
         let isEventStream = fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
         let upstreamBody = upstreamResponse.body
@@ -112,6 +116,8 @@ struct HTTPProxy: Sendable {
             // Identity header names are never taken from a client; on protected routes neither are
             // the client's credentials.
             removing: route.upstreamRemovals,
+            // The gateway's own cookies (browser binding) never leave it, whatever the route.
+            removingCookies: ["mcpgw-", "__Host-mcpgw-"],
             clientAddress: context.clientIP,
             forwardedProto: "http",
             forwardedHost: request.head.authority,
@@ -144,24 +150,3 @@ enum IdentityHeaders {
     }
 }
 
-/// Bounded map of upstream session → owner (oldest entries dropped past the bound).
-final class SessionOwners: Sendable {
-    static let limit = 100_000
-    private let state = Mutex<(owners: [String: String], order: [String])>(([:], []))
-
-    func owner(router: String, session: String) -> String? {
-        state.withLock { $0.owners["\(router)\u{0}\(session)"] }
-    }
-
-    func record(router: String, session: String, owner: String) {
-        let key = "\(router)\u{0}\(session)"
-        state.withLock { state in
-            if state.owners.updateValue(owner, forKey: key) == nil { state.order.append(key) }
-            if state.order.count > Self.limit {
-                let drop = state.order.prefix(state.order.count / 10)
-                for old in drop { state.owners[old] = nil }
-                state.order.removeFirst(drop.count)
-            }
-        }
-    }
-}

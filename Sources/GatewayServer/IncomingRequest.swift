@@ -1,3 +1,5 @@
+import Foundation
+import GatewayConfig
 import GatewayRouting
 import HTTPTypes
 import Hummingbird
@@ -6,29 +8,83 @@ import Hummingbird
 struct IncomingRequest: RoutableRequest {
     let method: String
     let host: String
+    /// The path as routing sees it: normalized the way fronting proxies normalize it.
     let path: String
+    /// The path as sent.
+    let rawPath: String
     let rawQuery: String?
     let fields: HTTPFields
 
-    init(_ request: Request) {
+    static let forwardedHost = HTTPField.Name("X-Forwarded-Host")!
+    static let forwardedURI = HTTPField.Name("X-Forwarded-Uri")!
+    static let forwardedMethod = HTTPField.Name("X-Forwarded-Method")!
+
+    /// Why a request cannot be routed at all (answered 400).
+    enum Refusal: Error {
+        case missingForwardedFields
+        case path(RequestPath.Refusal)
+        /// The raw and the normalized path lead to different routers.
+        case ambiguousPath
+
+        var detail: String {
+            switch self {
+            case .missingForwardedFields: "forward auth needs X-Forwarded-Host and X-Forwarded-Uri"
+            case .path(let refusal): refusal.description
+            case .ambiguousPath: "the path as sent and the path as normalized lead to different routers"
+            }
+        }
+    }
+
+    init(_ request: Request) throws(Refusal) {
         self.method = request.method.rawValue
         self.host = Self.hostWithoutPort(request.head.authority ?? "")
-        self.path = request.uri.path
+        self.rawPath = request.uri.path
+        do { self.path = try RequestPath.normalize(rawPath) } catch { throw .path(error) }
         self.rawQuery = request.uri.query
         self.fields = request.headers
     }
 
     /// The request a proxy in front asks about (forward auth): `X-Forwarded-Method/Host/Uri`.
-    init?(forwardedBy request: Request) {
-        guard let host = request.headers[HTTPField.Name("X-Forwarded-Host")!], let uri = request.headers[HTTPField.Name("X-Forwarded-Uri")!] else {
-            return nil
+    init(forwardedBy request: Request) throws(Refusal) {
+        guard let host = request.headers[Self.forwardedHost], let uri = request.headers[Self.forwardedURI] else {
+            throw .missingForwardedFields
         }
-        self.method = (request.headers[HTTPField.Name("X-Forwarded-Method")!] ?? "GET").uppercased()
+        self.method = (request.headers[Self.forwardedMethod] ?? "GET").uppercased()
         self.host = Self.hostWithoutPort(host.split(separator: ",").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? host)
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        self.path = parts.first.map(String.init) ?? "/"
+        var rawPath = parts.first.map(String.init) ?? "/"
+        // An absolute URI (`http://host/path`): its path.
+        if !rawPath.hasPrefix("/"), let scheme = rawPath.range(of: "://") {
+            let afterAuthority = rawPath[scheme.upperBound...].firstIndex(of: "/")
+            rawPath = afterAuthority.map { String(rawPath[$0...]) } ?? "/"
+        }
+        self.rawPath = rawPath
+        do { self.path = try RequestPath.normalize(rawPath) } catch { throw .path(error) }
         self.rawQuery = parts.count > 1 ? String(parts[1]) : nil
         self.fields = request.headers
+    }
+
+    /// The request's route in `table`, refusing a request whose path as sent would reach another
+    /// router (or none) than its normalized path: whatever reads the raw text then cannot be
+    /// steered elsewhere than the gateway decided.
+    func route<Target>(in table: RouteTable<Target>?) throws(Refusal) -> RouteTable<Target>.Entry? {
+        guard let table else { return nil }
+        let match = table.match(self)
+        if rawPath != path {
+            let raw = table.match(RawPathView(request: self))
+            if raw?.name != match?.name { throw .ambiguousPath }
+        }
+        return match
+    }
+
+    /// The same request with its path as sent, to see where that text would lead.
+    private struct RawPathView: RoutableRequest {
+        let request: IncomingRequest
+        var method: String { request.method }
+        var host: String { request.host }
+        var path: String { request.rawPath }
+        var queryItems: [(name: String, value: String)] { request.queryItems }
+        func headerValues(_ name: String) -> [String] { request.headerValues(name) }
     }
 
     var queryItems: [(name: String, value: String)] {
@@ -57,4 +113,29 @@ struct IncomingRequest: RoutableRequest {
     }
 }
 
-import Foundation
+
+/// Who the client is when proxies stand in front.
+enum ClientAddress {
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+
+    /// The peer address, unless the peer is a trusted proxy: then the right-most address of
+    /// `X-Forwarded-For` that is not a trusted proxy (addresses further left were written by the
+    /// client itself and prove nothing).
+    static func resolve(peer: String?, forwardedFor: [String], trusted: [AddressRange]) -> String? {
+        guard let peer, let peerAddress = IPAddress(peer), trusted.contains(where: { $0.contains(peerAddress) }) else { return peer }
+        let hops = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        var client = peer
+        for hop in hops.reversed() {
+            guard let address = IPAddress(hop) else { return client }
+            client = address.description
+            if !trusted.contains(where: { $0.contains(address) }) { return client }
+        }
+        return client
+    }
+
+    /// The key per-address limits count under: IPv4 addresses as they are, IPv6 ones per /64.
+    static func limitKey(_ clientIP: String?) -> String {
+        guard let clientIP else { return "unknown" }
+        return IPAddress(clientIP)?.rateLimitKey ?? clientIP
+    }
+}

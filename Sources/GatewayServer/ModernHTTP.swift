@@ -39,6 +39,12 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     private let bridged = Mutex<[String: BridgedSession]>([:])
+    /// Ownership of the sessions bridged here and of those passed on from upstreams.
+    let bindings: SessionBindings
+
+    init(bindings: SessionBindings) {
+        self.bindings = bindings
+    }
 
     /// An upstream's ask waiting for a 2026-07-28 client's retry (Multi Round-Trip Requests): the
     /// upstream's answer stream stays open meanwhile.
@@ -199,8 +205,8 @@ final class ModernHTTPTranslator: Sendable {
             // A server that takes initialize: its answer as it is; its session belongs to the caller.
             var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
             fields[.contentLength] = nil
-            if let caller, let created = fields[HTTPProxy.sessionHeader] {
-                proxy.sessionOwners.record(router: route.router.name, session: created, owner: caller.claims.sub)
+            if let created = fields[HTTPProxy.sessionHeader] {
+                try await bindings.bind(created, to: SessionOwner(route: route, caller: caller))
             }
             return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
         }
@@ -214,6 +220,7 @@ final class ModernHTTPTranslator: Sendable {
         }
         let metaJSON = ModernProtocol.clientStamp(from: message)
         let sessionID = StdioSessionManager.mintSessionID()
+        try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller))
         bridged.withLock { sessions in
             // Bounded: clients that never say DELETE must not grow this forever.
             if sessions.count >= Self.maxBridgedSessions {
@@ -231,9 +238,11 @@ final class ModernHTTPTranslator: Sendable {
         guard let id = request.headers[StdioBridge.sessionHeader],
               let session = bridged.withLock({ $0[id] }), session.owner == caller?.claims.sub, session.router == route.router.name
         else { throw .sessionNotFound }
+        try await bindings.check(id, owner: SessionOwner(route: route, caller: caller))
         switch request.method {
         case .delete:
             bridged.withLock { _ = $0.removeValue(forKey: id) }
+            await bindings.unbind(id)
             return Response(status: .noContent)
         case .get:
             // 2026-07-28 servers have no standalone stream.
@@ -386,7 +395,7 @@ final class ModernHTTPTranslator: Sendable {
         }
         let rawID = message.rawID
         let method = message.method ?? ""
-        let key = "\(route.router.name)\u{0}\(caller?.claims.sub ?? "anonymous")"
+        let key = SessionOwner(route: route, caller: caller).key
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
             return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])

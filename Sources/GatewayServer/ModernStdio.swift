@@ -1,3 +1,4 @@
+import Crypto
 import AuthorizationServer
 import Foundation
 import GatewayConfig
@@ -166,11 +167,16 @@ extension StdioBridge {
         let identity = service.passIdentity ? verified.map(Self.identityEnvironment) : nil
         let owner = "modern:\(identityKey)"
         let poolKey = "\(service.name)\u{0}\(identityKey)"
+        // The caller itself (router and subject), whatever pool serves it: parked requests, request
+        // states and cancellations belong to it alone, even on a child several callers share.
+        let requester = SessionOwner(route: route, caller: verified).key
         // A retry of a request a 2026-07-28 child answered with an InputRequiredResult goes back to
         // that child: its requestState may be sealed with that process's own key.
         var returning: ModernSessions.Entry?
-        if let state = message.string(at: ["params", "requestState"]), let (sessionID, original) = RequestStateAffinity.parse(state) {
-            guard let child = modernSessions.entry(key: poolKey, sessionID: sessionID), child.modern,
+        let presentedState = message.string(at: ["params", "requestState"])
+        if let state = presentedState, state.hasPrefix(RequestStateAffinity.prefix) {
+            guard let (sessionID, original) = RequestStateAffinity.parse(state, requester: requester),
+                  let child = modernSessions.entry(key: poolKey, sessionID: sessionID), child.modern,
                   let restored = RequestStateAffinity.restoring(message, state: original)
             else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState belongs to an MCP server process that has ended; send the request again without it", rawID: rawID)
@@ -197,13 +203,18 @@ extension StdioBridge {
             return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult, modern: entry.modern), headers: [:])
         }
         if entry.modern {
+            // The gateway tags every requestState a modern child hands out with its caller: an
+            // untagged one is not this caller's to present (on a shared child it could be another's).
+            if presentedState != nil, returning == nil {
+                return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
+            }
             // A modern child: the request as the client sent it, the answers as the child wrote them.
             if method == "subscriptions/listen" {
                 // The child names the subscription by the id the gateway gave the request: the
                 // client gets its own back. A child that goes away completes the subscription.
                 let session = entry.session
                 let clientID = rawID ?? "null"
-                return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID) { bytes, final in
+                return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, origin: requester) { bytes, final in
                     if final, case .closed = session.phase, (try? JSONRPCMessage(parsing: bytes))?.kind == .errorResponse {
                         return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(clientID),\"result\":{\"resultType\":\"complete\"}}")
                     }
@@ -212,8 +223,8 @@ extension StdioBridge {
                 }
             }
             let sessionID = entry.session.sessionID ?? ""
-            return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID) { bytes, final in
-                final && Self.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID) : bytes
+            return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, origin: requester) { bytes, final in
+                final && Self.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID, requester: requester) : bytes
             }
         }
         if method == "subscriptions/listen", let hub = entry.hub {
@@ -223,7 +234,7 @@ extension StdioBridge {
         // A retry carrying `requestState`: the answers go to the child's waiting asks, and the
         // original request's outcome answers this one.
         if let token = message.string(at: ["params", "requestState"]) {
-            guard let parked = inputRequired.take(token: token, owner: owner) else {
+            guard let parked = inputRequired.take(token: token, owner: requester) else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState is unknown, expired or was issued to another user; send the request again without it", rawID: rawID)
             }
             let answer = ModernProtocol.answerToAsk(id: parked.childID, from: message)
@@ -231,7 +242,7 @@ extension StdioBridge {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
             }
             return await driveTranslated(parked.session, parked.subscription, parked.iterator, request: request, context: context, rawID: rawID, method: method,
-                                         owner: owner, capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]),
+                                         owner: requester, capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]),
                                          keepAliveInterval: service.sseKeepAlive)
         }
         // The child speaks the session-based protocol: it gets the request without the modern
@@ -241,27 +252,27 @@ extension StdioBridge {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
         guard message.isRequest else {
-            do { try entry.session.sendNotifications([message]) } catch {}
+            do { try entry.session.sendNotifications([message], origin: requester) } catch {}
             return Response(status: .accepted)
         }
         let subscription: LegacySession.Subscription
-        do { subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout) } catch {
+        do { subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout, origin: requester) } catch {
             return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.internalError, message: "the MCP server's process ended; retry the request", rawID: rawID)
         }
         return await driveTranslated(entry.session, subscription, IteratorBox(subscription.items.makeAsyncIterator()), request: request, context: context,
-                                     rawID: rawID, method: method, owner: owner, capabilities: capabilities, keepAliveInterval: service.sseKeepAlive)
+                                     rawID: rawID, method: method, owner: requester, capabilities: capabilities, keepAliveInterval: service.sseKeepAlive)
     }
 
     private func forward(
         _ message: JSONRPCMessage, request: Request, context: GatewayRequestContext, entry: ModernSessions.Entry, service: StdioServiceConfiguration,
-        rawID: String?, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)?
+        rawID: String?, origin: String, transform: (@Sendable (ByteBuffer, Bool) -> ByteBuffer)?
     ) async throws(GatewayError) -> Response {
         do {
             guard message.isRequest else {
-                try entry.session.sendNotifications([message])
+                try entry.session.sendNotifications([message], origin: origin)
                 return Response(status: .accepted)
             }
-            let subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout)
+            let subscription = try entry.session.sendRequests([message], timeout: service.requestTimeout, origin: origin)
             // Closing the response stream cancels the request: the child hears of it at once.
             let session = entry.session
             let watcher = InboundCloseWatcher.watcher(for: context.channel)
@@ -406,7 +417,7 @@ extension StdioBridge {
 extension StdioBridge {
     /// A session-based client's `initialize` to a 2026-07-28-only child: answered by the gateway
     /// from the child's `server/discover`; the session then stamps `_meta` on every request.
-    func initializeForModernChild(_ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?) async throws(GatewayError) -> Response {
+    func initializeForModernChild(_ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?, owner: SessionOwner) async throws(GatewayError) -> Response {
         let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
         let version = Self.supportedVersions.contains(requested) ? requested : Self.supportedVersions[Self.supportedVersions.count - 1]
         let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
@@ -420,6 +431,12 @@ extension StdioBridge {
             await manager.end(sessionID: sessionID, reason: "neither initialize nor server/discover succeeded")
             if let gatewayError = error as? GatewayError { throw gatewayError }
             throw .stdioStartFailed(service: manager.service.name, detail: "\(error)")
+        }
+        do {
+            try await bindings.bind(sessionID, to: owner)
+        } catch {
+            await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
+            throw error
         }
         session.modernMeta = ModernProtocol.clientStamp(from: message)
         return Self.jsonResponse(ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: manager.service.name), headers: [Self.sessionHeader: sessionID])
@@ -1020,19 +1037,33 @@ extension StdioBridge {
 /// child's own state. Routing only: the pool it is looked up in is the caller's own.
 enum RequestStateAffinity {
     static let prefix = "mcpgw~"
+    /// Signs the tags this process hands out: a tag is only honoured for the caller it was given to.
+    private static let key = SymmetricKey(size: .bits256)
 
-    static func parse(_ state: String) -> (sessionID: String, original: String)? {
+    /// The child and the child's own state of a tag this process gave `requester`; nil for any
+    /// other tag (forged, altered, or another caller's).
+    static func parse(_ state: String, requester: String) -> (sessionID: String, original: String)? {
         guard state.hasPrefix(prefix) else { return nil }
-        let rest = state.dropFirst(prefix.count)
-        guard let separator = rest.firstIndex(of: "~") else { return nil }
-        return (String(rest[..<separator]), String(rest[rest.index(after: separator)...]))
+        let parts = state.dropFirst(prefix.count).split(separator: "~", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { return nil }
+        let (sessionID, mac, original) = (String(parts[0]), String(parts[1]), String(parts[2]))
+        guard ClientRegistry.constantTimeEqual(mac, Self.mac(sessionID: sessionID, original: original, requester: requester)) else { return nil }
+        return (sessionID, original)
     }
 
     /// An InputRequiredResult with its requestState tagged (added when the child gave none).
-    static func tagging(_ bytes: ByteBuffer, sessionID: String) -> ByteBuffer {
+    static func tagging(_ bytes: ByteBuffer, sessionID: String, requester: String) -> ByteBuffer {
         (try? JSONRPCMessage(parsing: bytes))?.editing("result") { result in
-            result["requestState"] = prefix + sessionID + "~" + ((result["requestState"] as? String) ?? "")
+            let original = (result["requestState"] as? String) ?? ""
+            result["requestState"] = prefix + sessionID + "~" + mac(sessionID: sessionID, original: original, requester: requester) + "~" + original
         }?.bytes ?? bytes
+    }
+
+    private static func mac(sessionID: String, original: String, requester: String) -> String {
+        let input = Data("\(requester)\u{0}\(sessionID)\u{0}\(original)".utf8)
+        return HMAC<SHA256>.authenticationCode(for: input, using: key).prefix(16).map { byte in
+            String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+        }.joined()
     }
 
     /// The retry with the child's own requestState (none when it gave none).

@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The authorization server's endpoints: metadata (RFC 8414), JWKS, `/authorize` with consent and
 /// sign-in (GitHub or local accounts), `/token`, `/revoke` (RFC 7009) and `/introspect` (RFC 7662).
@@ -23,6 +24,7 @@ struct OAuthEndpoints: Sendable {
     let flows: AuthorizationFlows
     let github: GitHubClient?
     let localUsers: [String: String]
+    let localLimits: LocalSignInLimits
     let metadataDocumentsEnabled: Bool
     let store: any KeyValueStore
     let logger: Logger
@@ -31,7 +33,15 @@ struct OAuthEndpoints: Sendable {
     var githubCallbackURL: String { issuer + "/oauth/github/callback" }
     /// The browser-binding cookie; `__Host-` (host-only, Secure, Path=/) when served over https.
     var cookieName: String { publicURL.scheme == "https" ? "__Host-mcpgw-browser" : "mcpgw-browser" }
-    static let localLoginsPerMinute = 10
+
+    /// Each sign-in's own binding cookie (named after its secret's hash), so two sign-ins in one
+    /// browser do not overwrite each other's now that every sign-in mints a fresh secret.
+    func cookieName(for pending: PendingAuthorization) -> String {
+        cookieName + "-" + pending.browserHash.prefix(16)
+    }
+    /// Password checks running at once, whoever asks: scrypt is CPU-bound, and unauthenticated
+    /// callers must not be able to occupy more than the cores.
+    static let hashing = HashingSlots(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
 
     func respond(to request: Request, context: GatewayRequestContext) async -> Response? {
         switch request.uri.path {
@@ -43,7 +53,10 @@ struct OAuthEndpoints: Sendable {
             return await jwks()
         case "/authorize":
             guard request.method == .get else { return OAuthResponses.methodNotAllowed("GET") }
-            return await authorize(request)
+            // A browser that goes away cancels what was started for it (a metadata document fetch).
+            let endpoints = self
+            return (try? await HTTPProxy.cancellingOnClose(of: context.channel) { await endpoints.authorize(request) })
+                ?? AuthPages.error(.badRequest, title: "Request cancelled", message: "The browser closed the connection.")
         case "/authorize/consent":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
             return await consent(request, context: context)
@@ -132,8 +145,12 @@ struct OAuthEndpoints: Sendable {
             return AuthPages.error(.badRequest, title: "Invalid authorization request", message: "redirect_uri is required: the application registered several.")
         }
         let state = query["state"]
+        // RFC 9700 §4.11.2: anyone can register a client with a redirect URI of their choosing, so
+        // an error here is shown, not redirected; otherwise a link to /authorize would send the
+        // browser anywhere under this gateway's name. The user may follow the link back.
         func fail(_ code: String, _ description: String) -> Response {
-            OAuthResponses.redirect(to: errorRedirect(redirectURI, code, description, state: state))
+            AuthPages.error(.badRequest, title: "Invalid authorization request", message: "\(description) (\(code))",
+                            returnURL: errorRedirect(redirectURI, code, description, state: state))
         }
         guard query["response_type"] == "code" else {
             return fail("unsupported_response_type", "only response_type=code is supported")
@@ -154,10 +171,11 @@ struct OAuthEndpoints: Sendable {
             clientID: clientID, clientName: client.metadata.client_name, redirectURI: redirectURI, state: state,
             codeChallenge: challenge, scope: Scopes.grant(requested: query["scope"]), resource: resource
         )
-        let browserSecret = Cookies.value(cookieName, in: request).flatMap { $0.count >= 32 ? $0 : nil } ?? ClientRegistry.randomToken(bytes: 32)
+        // Always a fresh secret: one taken from the request could have been planted (fixation).
+        let browserSecret = ClientRegistry.randomToken(bytes: 32)
         do {
             let (id, pending) = try await flows.begin(authorizationRequest, browserSecret: browserSecret)
-            return consentPage(pending, id: id, client: client, extraHeaders: [.setCookie: browserCookie(browserSecret)])
+            return consentPage(pending, id: id, client: client, extraHeaders: [.setCookie: browserCookie(browserSecret, name: cookieName(for: pending))])
         } catch {
             return storeUnavailablePage()
         }
@@ -187,8 +205,8 @@ struct OAuthEndpoints: Sendable {
         return AuthPages.response(status, html: page, extraHeaders: extraHeaders)
     }
 
-    private func browserCookie(_ secret: String) -> String {
-        var cookie = "\(cookieName)=\(secret); Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
+    private func browserCookie(_ secret: String, name: String) -> String {
+        var cookie = "\(name)=\(secret); Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
         if publicURL.scheme == "https" { cookie += "; Secure" }
         return cookie
     }
@@ -212,7 +230,7 @@ struct OAuthEndpoints: Sendable {
             return storeUnavailablePage()
         }
         // The browser that started the request, submitting the form this gateway rendered.
-        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName, in: request)),
+        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName(for: pending), in: request)),
               let csrf = form["csrf"], ClientRegistry.constantTimeEqual(csrf, pending.csrfToken)
         else {
             return AuthPages.error(.forbidden, title: "Request refused", message: "This form was not submitted from the browser that started the sign-in. Start again from the application.")
@@ -242,20 +260,35 @@ struct OAuthEndpoints: Sendable {
         guard !localUsers.isEmpty else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
         let username = form["username"] ?? ""
         let password = form["password"] ?? ""
+        // Per account (failures only, 15 minutes), per address (IPv6: per /64) and for the whole
+        // gateway: guessing is throttled wherever it comes from, and one address behind a shared
+        // proxy cannot lock everybody out (the client address honours trustedProxies).
+        let accountKey = "ratelimit:login-account:\(ClientRegistry.hash(username.lowercased()))"
         do {
-            let attempts = try await store.increment("ratelimit:login:\(context.clientIP ?? "unknown")", window: .seconds(60))
-            if attempts > Self.localLoginsPerMinute {
+            if let failures = try await store.getString(accountKey).flatMap(Int.init), failures >= localLimits.perAccount {
+                return consentPage(pending, id: id, client: nil, localError: "Too many failed sign-ins for this account; wait 15 minutes and try again.", username: username, status: .tooManyRequests)
+            }
+            let attempts = try await store.increment("ratelimit:login:\(ClientAddress.limitKey(context.clientIP))", window: .seconds(60))
+            if attempts > localLimits.perAddress {
                 return consentPage(pending, id: id, client: nil, localError: "Too many sign-in attempts from your address; wait a minute and try again.", username: username, status: .tooManyRequests)
+            }
+            if try await store.increment("ratelimit:login-all", window: .seconds(60)) > localLimits.global {
+                return consentPage(pending, id: id, client: nil, localError: "The gateway is busy checking sign-ins; wait a minute and try again.", username: username, status: .tooManyRequests)
             }
         } catch {
             return storeUnavailablePage()
+        }
+        guard Self.hashing.acquire() else {
+            return consentPage(pending, id: id, client: nil, localError: "The gateway is busy checking sign-ins; try again in a moment.", username: username, status: .tooManyRequests)
         }
         // An unknown user costs the same scrypt work as a wrong password, so timing tells nothing.
         let stored = localUsers[username]
         let hash = stored ?? Self.decoyHash
         let matches = (try? await NIOThreadPool.singleton.runIfActive { PasswordHash.verify(password, against: hash) }) ?? false
+        Self.hashing.release()
         guard stored != nil, matches else {
             logger.notice("local sign-in failed", metadata: ["user": "\(username)", "client": "\(pending.request.clientID)"])
+            _ = try? await store.increment(accountKey, window: .seconds(900))
             return consentPage(pending, id: id, client: nil, localError: "The user name or password is wrong.", username: username, status: .unauthorized)
         }
         do {
@@ -283,7 +316,7 @@ struct OAuthEndpoints: Sendable {
             return storeUnavailablePage()
         }
         let authorizationRequest = pending.request
-        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName, in: request)) else {
+        guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName(for: pending), in: request)) else {
             return AuthPages.error(.forbidden, title: "Request refused", message: "This sign-in was started in another browser. Start again from the application.")
         }
         if let error = query["error"] {
@@ -478,8 +511,9 @@ struct OAuthEndpoints: Sendable {
             resource = canonical
         }
         do {
-            let grant = try await codes.redeem(code, clientID: client.clientID, redirectURI: redirectURI, codeVerifier: verifier, resource: resource)
-            return await tokenResponse(grant, client: client, refreshToken: nil)
+            let family = RefreshTokens.newFamily()
+            let grant = try await codes.redeem(code, clientID: client.clientID, redirectURI: redirectURI, codeVerifier: verifier, resource: resource, family: family)
+            return await tokenResponse(grant, client: client, refreshToken: nil, family: family)
         } catch {
             return grantErrorResponse(error)
         }
@@ -493,13 +527,13 @@ struct OAuthEndpoints: Sendable {
             return OAuthResponses.error(.badRequest, "invalid_request", "refresh_token is required")
         }
         do {
-            var (grant, next) = try await refreshTokens.rotate(presented, clientID: client.clientID)
+            var (grant, next, family) = try await refreshTokens.rotate(presented, clientID: client.clientID)
             if let requested = form["resource"], canonicalResource(requested) != grant.resource {
                 return OAuthResponses.error(.badRequest, "invalid_target", "a refresh token serves only the resource it was issued for")
             }
             // The allow-lists in force now decide, not those at sign-in.
             guard policy(for: grant.resource).admits(grant.user.identity) else {
-                if let family = try? await refreshTokens.inspect(next)?.family { try? await refreshTokens.revokeFamily(family) }
+                try? await refreshTokens.revokeFamily(family)
                 return OAuthResponses.error(.badRequest, "invalid_grant", "\(grant.user.login) is no longer allowed to use \(grant.resource)")
             }
             if let narrowed = Scopes.narrow(granted: grant.scope, requested: form["scope"]) {
@@ -507,15 +541,16 @@ struct OAuthEndpoints: Sendable {
             } else {
                 return OAuthResponses.error(.badRequest, "invalid_scope", "a refresh can only keep or narrow the granted scope")
             }
-            return await tokenResponse(grant, client: client, refreshToken: next)
+            return await tokenResponse(grant, client: client, refreshToken: next, family: family)
         } catch {
             return grantErrorResponse(error)
         }
     }
 
-    private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?) async -> Response {
+    /// `family`: the sign-in the tokens belong to (its revocation revokes the access token too).
+    private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?, family: String) async -> Response {
         do {
-            let accessToken = try await accessTokens.issue(for: grant)
+            let accessToken = try await accessTokens.issue(for: grant, family: family)
             var body: [String: Any] = [
                 "access_token": accessToken, "token_type": "Bearer", "expires_in": accessTokens.lifetimeSeconds, "scope": grant.scope,
             ]
@@ -523,7 +558,7 @@ struct OAuthEndpoints: Sendable {
             if let refreshToken {
                 body["refresh_token"] = refreshToken
             } else if client.metadata.grant_types.contains("refresh_token") {
-                body["refresh_token"] = try await refreshTokens.issue(grant)
+                body["refresh_token"] = try await refreshTokens.issue(grant, family: family)
             }
             return OAuthResponses.json(.ok, body)
         } catch let error as GrantError {
@@ -550,22 +585,18 @@ struct OAuthEndpoints: Sendable {
         }
         guard let token = form["token"] else { return OAuthResponses.error(.badRequest, "invalid_request", "token is required") }
         do {
+            // Another client's token is left alone and answered like an unknown one: a different
+            // answer would tell that client the token exists (RFC 7009 §2.2).
             if let (grant, family) = try await refreshTokens.inspect(token) {
-                guard grant.clientID == client.clientID else { return notYourToken }
-                try await refreshTokens.revokeFamily(family)
+                if grant.clientID == client.clientID { try await refreshTokens.revokeFamily(family) }
             } else if let ring = try? await keys.current(), let claims = try? accessTokens.checkSignatureAndClaims(token, ring: ring, audience: nil) {
-                guard claims.client_id == client.clientID else { return notYourToken }
-                try await accessTokens.revoke(claims)
+                if claims.client_id == client.clientID { try await accessTokens.revoke(claims) }
             }
             // RFC 7009 §2.2: unknown, expired or already revoked tokens are answered 200 too.
             return Response(status: .ok, headers: [.cacheControl: "no-store"])
         } catch {
             return OAuthResponses.storeUnavailable
         }
-    }
-
-    private var notYourToken: Response {
-        OAuthResponses.error(.badRequest, "unauthorized_client", "the token was not issued to this client")
     }
 
     private func introspect(_ request: Request) async -> Response {
@@ -647,5 +678,28 @@ enum OAuthResponses {
         var response = error(.methodNotAllowed, "invalid_request", "method not allowed")
         response.headers[.allow] = allow
         return response
+    }
+}
+
+/// A fixed number of slots for CPU-heavy work done before anyone is authenticated; a request that
+/// finds none free is refused at once instead of queueing behind the others.
+final class HashingSlots: Sendable {
+    private let limit: Int
+    private let inUse = Mutex(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func acquire() -> Bool {
+        inUse.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func release() {
+        inUse.withLock { $0 -= 1 }
     }
 }

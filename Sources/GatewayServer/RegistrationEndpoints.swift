@@ -36,7 +36,7 @@ struct RegistrationEndpoints: Sendable {
             return Self.oauthError(.badRequest, "invalid_client_metadata", "the body must be a JSON object")
         }
         do {
-            let issued = try await registry.register(body, clientIP: context.clientIP ?? "unknown")
+            let issued = try await registry.register(body, clientKey: ClientAddress.limitKey(context.clientIP))
             var response = issued.record.responseBody(registrationClientURI: clientURI(issued.record.clientID))
             response["registration_access_token"] = issued.registrationAccessToken
             if let secret = issued.clientSecret { response["client_secret"] = secret }

@@ -20,8 +20,9 @@ struct CompiledRoute: Sendable {
     /// The allow-lists in force for this router (global narrowed by the router's), compiled once
     /// per configuration generation, so a reload applies at the next request.
     let accessPolicy: AccessPolicy
-    /// Client headers never forwarded upstream: identity header names, and on protected routes the
-    /// client's credentials.
+    /// Client headers never forwarded upstream (folded names, see `HeaderPolicy.folded`): every
+    /// router's identity header names, and the client's `Authorization` (unless an `auth: none`
+    /// HTTP service asks for it with `passAuthorization`); on protected routes all cookies.
     let upstreamRemovals: Set<String>
 }
 
@@ -31,11 +32,15 @@ final class RuntimeConfiguration: Sendable {
     let configuration: GatewayConfiguration
     let generation: Int
     private let tables: [String: RouteTable<CompiledRoute>]
+    private let hosts: [String: HostAllowList]
 
     init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients, stdio: StdioRegistry) {
         self.configuration = configuration
         self.generation = generation
         var tables: [String: RouteTable<CompiledRoute>] = [:]
+        var hosts: [String: HostAllowList] = [:]
+        let identityHeaderNames = Set(configuration.routers.flatMap { $0.identityHeaders.all.map(HeaderPolicy.folded) }
+            + IdentityHeaderNames.default.all.map(HeaderPolicy.folded))
         for entryPoint in configuration.entryPoints {
             var entries: [RouteTable<CompiledRoute>.Entry] = []
             for router in configuration.routers where router.entryPoints.isEmpty || router.entryPoints.contains(entryPoint.name) {
@@ -45,8 +50,14 @@ final class RuntimeConfiguration: Sendable {
                 case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
                 case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
                 }
-                var removals = Set(router.identityHeaders.all.map { $0.lowercased() })
-                if router.auth == .oauth { removals.formUnion(["authorization", "cookie"]) }
+                // Every router's identity header names, on every route: a header one router sets
+                // must not be forgeable through another.
+                var removals = identityHeaderNames
+                if router.auth == .oauth {
+                    removals.formUnion(["authorization", "cookie"])
+                } else if case .http(let http) = service, !http.passAuthorization {
+                    removals.insert("authorization")
+                }
                 let route = CompiledRoute(
                     router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
                     resourceURL: router.resourceURL(publicURL: configuration.publicURL),
@@ -56,12 +67,53 @@ final class RuntimeConfiguration: Sendable {
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))
             }
             tables[entryPoint.name] = RouteTable(entries)
+            hosts[entryPoint.name] = HostAllowList(configuration: configuration, entryPoint: entryPoint)
         }
         self.tables = tables
+        self.hosts = hosts
     }
 
     func routeTable(entryPoint: String) -> RouteTable<CompiledRoute>? {
         tables[entryPoint]
+    }
+
+    func allowedHosts(entryPoint: String) -> HostAllowList {
+        hosts[entryPoint] ?? HostAllowList(exact: [], suffixes: [])
+    }
+}
+
+/// The host names an entry point serves MCP requests for: the public URL's host (with the other
+/// loopback names when it is a loopback one), every router's `Host` rule, and the entry point's
+/// `allowedHosts`. A DNS-rebinding page reaches the gateway under its own name, which is none of
+/// these, so its requests (and any `Origin` it sends) are refused.
+struct HostAllowList: Sendable {
+    let exact: Set<String>
+    /// From `*.example.com`: `.example.com`.
+    let suffixes: [String]
+
+    static let loopbackNames: Set<String> = ["127.0.0.1", "localhost", "[::1]", "::1"]
+
+    init(exact: Set<String>, suffixes: [String]) {
+        self.exact = exact
+        self.suffixes = suffixes
+    }
+
+    init(configuration: GatewayConfiguration, entryPoint: EntryPoint) {
+        var exact: Set<String> = [configuration.publicURL.host.lowercased()]
+        if exact.isDisjoint(with: Self.loopbackNames) == false { exact.formUnion(Self.loopbackNames) }
+        for router in configuration.routers {
+            exact.formUnion(router.rule.hostNames.map { IncomingRequest.hostWithoutPort($0) })
+        }
+        var suffixes: [String] = []
+        for name in entryPoint.allowedHosts {
+            if name.hasPrefix("*.") { suffixes.append(String(name.dropFirst())) } else { exact.insert(name) }
+        }
+        self.init(exact: exact, suffixes: suffixes)
+    }
+
+    func admits(_ host: String) -> Bool {
+        let host = host.hasSuffix(".") ? String(host.dropLast()) : host
+        return exact.contains(host) || suffixes.contains { host.hasSuffix($0) && host.count > $0.count }
     }
 }
 

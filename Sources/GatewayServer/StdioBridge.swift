@@ -18,6 +18,8 @@ struct StdioBridge: Sendable {
     static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
 
     let registry: StdioRegistry
+    /// Who each session belongs to (router and caller), checked on every request naming one.
+    let bindings: SessionBindings
     let modernSessions = ModernSessions()
     let inputRequired = ParkedRequests<ParkedChildAsk>()
     let bridgeAsks = BridgeAsks()
@@ -29,20 +31,24 @@ struct StdioBridge: Sendable {
         if ModernProtocol.isModern(request) {
             return try await handleModern(request, context: context, route: route, manager: manager, verified: verified)
         }
+        let owner = SessionOwner(route: route, caller: verified)
         switch request.method {
         case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
-            return try await post(request, context: context, route: route, manager: manager, caller: caller, identity: verified.map(Self.identityEnvironment) ?? [:])
-        case .post: return try await post(request, context: context, route: route, manager: manager, caller: caller)
-        case .get: return try get(request, service: manager.service, caller: caller)
-        case .delete: return try await delete(request, service: manager.service, caller: caller)
+            return try await post(request, context: context, route: route, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
+        case .post: return try await post(request, context: context, route: route, manager: manager, caller: caller, owner: owner)
+        case .get: return try await get(request, service: manager.service, caller: caller, owner: owner)
+        case .delete: return try await delete(request, service: manager.service, caller: caller, owner: owner)
         default: throw .methodNotAllowed(method: request.method.rawValue)
         }
     }
 
     // MARK: POST
 
-    private func session(service: String, id: String, caller: String?) -> (StdioSessionManager, LegacySession)? {
-        guard let found = registry.session(serviceName: service, id: id), found.1.owner == caller else { return nil }
+    /// The session `id` names, for its owner only (bound router and caller, then the process's
+    /// own record of its creator); anyone else gets the 404 of an unknown session.
+    private func session(service: String, id: String, caller: String?, owner: SessionOwner) async throws(GatewayError) -> (StdioSessionManager, LegacySession) {
+        try await bindings.check(id, owner: owner)
+        guard let found = registry.session(serviceName: service, id: id), found.1.owner == caller else { throw .sessionNotFound }
         return found
     }
 
@@ -50,7 +56,7 @@ struct StdioBridge: Sendable {
         ["MCP_GATEWAY_USER": caller.claims.login, "MCP_GATEWAY_SUBJECT": caller.claims.sub, "MCP_GATEWAY_CLIENT_ID": caller.claims.client_id]
     }
 
-    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
+    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?, owner sessionOwner: SessionOwner, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
         var request = request
         let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let payload: JSONRPCPayload
@@ -69,12 +75,12 @@ struct StdioBridge: Sendable {
             guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
                 throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
             }
-            return try await initialize(message, request: request, manager: manager, caller: caller, identity: identity)
+            // maxSessionsPerUser counts per signed-in user; anonymous callers per address.
+            let requester = caller ?? "address:" + ClientAddress.limitKey(context.clientIP)
+            return try await initialize(message, request: request, manager: manager, caller: caller, owner: sessionOwner, identity: identity, requester: requester)
         }
         // The session's own manager: after a reload it may be an older one, with its own settings.
-        guard let (owner, session) = session(service: manager.service.name, id: sessionID, caller: caller) else {
-            throw .sessionNotFound
-        }
+        let (owner, session) = try await session(service: manager.service.name, id: sessionID, caller: caller, owner: sessionOwner)
         try checkProtocolVersion(request)
         var messages: [JSONRPCMessage]
         switch payload {
@@ -119,14 +125,15 @@ struct StdioBridge: Sendable {
         }
     }
 
-    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?, identity: [String: String]?) async throws(GatewayError) -> Response {
+    private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?, owner: SessionOwner, identity: [String: String]?, requester: String) async throws(GatewayError) -> Response {
         let session: LegacySession
         let subscription: LegacySession.Subscription
         do {
-            (session, subscription) = try await manager.beginInitialize(message, identity: identity)
+            (session, subscription) = try await manager.beginInitialize(message, identity: identity, requester: requester)
         } catch {
             switch error {
             case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
+            case .atUserLimit(let limit): throw .stdioUserLimit(service: manager.service.name, limit: limit)
             case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
             case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
             }
@@ -150,7 +157,7 @@ struct StdioBridge: Sendable {
         }
         if response.kind == .errorResponse, response.value(at: ["error", "code"]) == String(ModernProtocol.unsupportedVersion) {
             // A 2026-07-28-only child: the gateway answers initialize itself from its discover.
-            return try await initializeForModernChild(message, session: session, manager: manager, caller: caller)
+            return try await initializeForModernChild(message, session: session, manager: manager, caller: caller, owner: owner)
         }
         guard response.kind == .response else {
             // Either the child answered initialize with an error (relayed as is), or the session
@@ -165,6 +172,12 @@ struct StdioBridge: Sendable {
         }
         let version = response.string(at: ["result", "protocolVersion"])
         let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
+        do {
+            try await bindings.bind(sessionID, to: owner)
+        } catch {
+            await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
+            throw error
+        }
         let headers: HTTPFields = [Self.sessionHeader: sessionID]
         if interim.isEmpty {
             return Self.jsonResponse(final, headers: headers)
@@ -178,7 +191,7 @@ struct StdioBridge: Sendable {
 
     // MARK: GET
 
-    private func get(_ request: Request, service: StdioServiceConfiguration, caller: String?) throws(GatewayError) -> Response {
+    private func get(_ request: Request, service: StdioServiceConfiguration, caller: String?, owner: SessionOwner) async throws(GatewayError) -> Response {
         let accept = request.headers[.accept] ?? ""
         guard accept.contains("text/event-stream") || accept.contains("*/*") else {
             throw .notAcceptable(message: "GET on an MCP endpoint opens an event stream: send Accept: text/event-stream")
@@ -186,7 +199,7 @@ struct StdioBridge: Sendable {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
-        guard let (_, session) = session(service: service.name, id: sessionID, caller: caller) else { throw .sessionNotFound }
+        let (_, session) = try await session(service: service.name, id: sessionID, caller: caller, owner: owner)
         try checkProtocolVersion(request)
         let subscription: LegacySession.Subscription
         do {
@@ -202,12 +215,13 @@ struct StdioBridge: Sendable {
 
     // MARK: DELETE
 
-    private func delete(_ request: Request, service: StdioServiceConfiguration, caller: String?) async throws(GatewayError) -> Response {
+    private func delete(_ request: Request, service: StdioServiceConfiguration, caller: String?, owner: SessionOwner) async throws(GatewayError) -> Response {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
-        guard let (manager, _) = session(service: service.name, id: sessionID, caller: caller) else { throw .sessionNotFound }
+        let (manager, _) = try await session(service: service.name, id: sessionID, caller: caller, owner: owner)
         await manager.end(sessionID: sessionID, reason: "client sent DELETE")
+        await bindings.unbind(sessionID)
         return Response(status: .noContent)
     }
 
@@ -305,14 +319,15 @@ final class IteratorBox<Element: Sendable>: @unchecked Sendable {
     }
 }
 
-/// Reads a request body up to the route's limit, mapping overflow to 413.
+/// Reads an MCP request body up to the route's limit (overflow: 413) and checks it is strict JSON (400).
 enum RequestBodyReader {
     static func read(_ request: inout Request, limit: Int) async throws(GatewayError) -> ByteBuffer {
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw .requestTooLarge(limit: limit)
         }
+        let body: ByteBuffer
         do {
-            return try await request.collectBody(upTo: limit)
+            body = try await request.collectBody(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw .requestTooLarge(limit: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
@@ -320,5 +335,17 @@ enum RequestBodyReader {
         } catch {
             throw .clientBodyFailed(detail: "\(error)")
         }
+        // Every client message is read strictly once, here, before anything looks at it: a body
+        // the gateway and a server could read two ways (duplicate names, bad escapes, lone
+        // surrogates, invalid UTF-8) never gets past the gateway.
+        let violation: StrictJSON.Violation? = body.withUnsafeReadableBytes { buffer in
+            do throws(StrictJSON.Violation) { try StrictJSON.validate(buffer) } catch { return error }
+            return nil
+        }
+        if let violation {
+            let error = violation
+            throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not acceptable JSON: \(error.description)")
+        }
+        return body
     }
 }

@@ -55,6 +55,8 @@ public final class LegacySession: Sendable {
         var clientRawID: String
         var streamID: Int
         var progressToken: String?
+        /// Who sent the request, on a child that serves several callers: only they may cancel it.
+        var origin: String?
     }
 
     private struct EventStream {
@@ -78,6 +80,11 @@ public final class LegacySession: Sendable {
         /// Pool children (2026-07-28 clients) idle out on the pool's timeout; warm ones never do.
         var idleTimeout: Duration?
         var neverIdle = false
+        /// Pool children idle out by their clients' last use, not by their own output or the
+        /// streams the gateway itself keeps open on them (a translated child's notification
+        /// stream would otherwise pin it forever).
+        var poolChild = false
+        var lastClientUse = ContinuousClock.now
         var protocolVersion: String?
         var nextGatewayID: Int64 = 1
         var nextStreamID = 1
@@ -87,7 +94,12 @@ public final class LegacySession: Sendable {
         var standaloneStreamID: Int?
         var bufferedEvents = 0
         var lastActivity = ContinuousClock.now
+        /// Gateway ids in the order sent; entries already answered are dropped from the end as
+        /// soon as they get there, so the last one is the newest request still pending (O(1)
+        /// amortized per answer, whatever the number in flight).
         var requestOrder: [Int64] = []
+        /// Pending requests by progress token, so progress finds its stream without a scan.
+        var progressTokens: [String: Int64] = [:]
     }
 
     init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
@@ -115,7 +127,10 @@ public final class LegacySession: Sendable {
     /// timeout (`defaultTimeout` unless the session has its own).
     func isIdle(now: ContinuousClock.Instant, defaultTimeout: Duration) -> Bool {
         state.withLock { state in
-            guard !state.neverIdle, state.pending.isEmpty, state.lastActivity < now - (state.idleTimeout ?? defaultTimeout) else { return false }
+            let timeout = state.idleTimeout ?? defaultTimeout
+            guard !state.neverIdle, state.pending.isEmpty else { return false }
+            if state.poolChild { return state.lastClientUse < now - timeout }
+            guard state.lastActivity < now - timeout else { return false }
             return !state.streams.values.contains { $0.continuation != nil }
         }
     }
@@ -138,7 +153,9 @@ public final class LegacySession: Sendable {
             state.owner = owner
             state.idleTimeout = idleTimeout
             state.neverIdle = neverIdle
+            state.poolChild = true
             state.lastActivity = .now
+            state.lastClientUse = .now
         }
     }
 
@@ -161,7 +178,7 @@ public final class LegacySession: Sendable {
     /// that stream (interim notifications and requests, then the responses) and ends after the last.
     /// `timeout`: how long the child has to answer each request before it gets an error and a
     /// cancellation (nil: no limit).
-    public func sendRequests(_ messages: [JSONRPCMessage], timeout: Duration?) throws(ClosedError) -> Subscription {
+    public func sendRequests(_ messages: [JSONRPCMessage], timeout: Duration?, origin: String? = nil) throws(ClosedError) -> Subscription {
         let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
         let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
             if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
@@ -173,13 +190,15 @@ public final class LegacySession: Sendable {
             eventStream.openRequests = messages.count
             state.streams[streamID] = eventStream
             state.lastActivity = .now
+            state.lastClientUse = .now
             return (streamID, messages.map { message in
                 let gatewayID = state.nextGatewayID
                 state.nextGatewayID += 1
+                let progressToken = message.paramsValue("_meta", "progressToken")
                 state.pending[gatewayID] = Pending(
-                    clientRawID: message.rawID ?? "null", streamID: streamID,
-                    progressToken: message.paramsValue("_meta", "progressToken")
+                    clientRawID: message.rawID ?? "null", streamID: streamID, progressToken: progressToken, origin: origin
                 )
+                if let progressToken { state.progressTokens[progressToken] = gatewayID }
                 state.requestOrder.append(gatewayID)
                 return message.replacingID(with: String(gatewayID))
             })
@@ -200,8 +219,7 @@ public final class LegacySession: Sendable {
     /// `requestTimeout` passed: the client gets an error, the child a cancellation.
     private func expire(_ gatewayID: Int64, after timeout: Duration) {
         let expired = state.withLock { state -> Bool in
-            guard let pending = state.pending.removeValue(forKey: gatewayID) else { return false }
-            state.requestOrder.removeAll { $0 == gatewayID }
+            guard let pending = Self.removePending(&state, gatewayID) else { return false }
             let error = JSONRPCErrorResponse.make(
                 rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError,
                 message: "service \(serviceName): request timed out after \(timeout)", dataJSON: "{\"reason\":\"request_timeout\"}"
@@ -220,10 +238,7 @@ public final class LegacySession: Sendable {
     public func cancelRequests(of subscription: Subscription, reason: String) {
         let cancelled: [Int64] = state.withLock { state in
             let ids = state.pending.filter { $0.value.streamID == subscription.streamID }.map(\.key)
-            for id in ids {
-                state.pending[id] = nil
-                state.requestOrder.removeAll { $0 == id }
-            }
+            for id in ids { Self.removePending(&state, id) }
             if !ids.isEmpty, var stream = state.streams[subscription.streamID] {
                 stream.continuation?.finish()
                 stream.continuation = nil
@@ -242,20 +257,35 @@ public final class LegacySession: Sendable {
     }
 
     /// Forwards notifications and responses (answers to the child's own requests) as they are,
-    /// except that a cancellation names the gateway's id for the request.
-    public func sendNotifications(_ messages: [JSONRPCMessage]) throws(ClosedError) {
+    /// except that a cancellation names the gateway's id for the request. A cancellation reaches
+    /// only requests of the same `origin` (on a child several callers share), and one that names
+    /// no such pending request is dropped: passed on, the child would read the client's id as one
+    /// of the gateway's and cancel somebody else's request.
+    public func sendNotifications(_ messages: [JSONRPCMessage], origin: String? = nil) throws(ClosedError) {
         let lines: [ByteBuffer] = try state.withLock { state throws(ClosedError) in
             if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
             state.lastActivity = .now
-            return messages.map { message in
-                guard message.method == "notifications/cancelled", let requestID = message.paramsValue("requestId"),
-                      let gatewayID = state.pending.first(where: { $0.value.clientRawID == requestID })?.key
-                else { return message.bytes }
+            state.lastClientUse = .now
+            return messages.compactMap { message in
+                guard message.method == "notifications/cancelled" else { return message.bytes }
+                guard let requestID = message.paramsValue("requestId"),
+                      let gatewayID = state.pending.first(where: { $0.value.clientRawID == requestID && $0.value.origin == origin })?.key
+                else { return nil }
                 let reason = message.paramsValue("reason").map { ",\"reason\":\($0)" } ?? ""
                 return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID)\(reason)}}")
             }
         }
         for line in lines { child.send(line) }
+    }
+
+    /// Forgets a pending request (answered, expired, cancelled) in O(1) amortized.
+    @discardableResult
+    private static func removePending(_ state: inout State, _ gatewayID: Int64) -> Pending? {
+        guard let pending = state.pending.removeValue(forKey: gatewayID) else { return nil }
+        if let token = pending.progressToken, state.progressTokens[token] == gatewayID { state.progressTokens[token] = nil }
+        while let last = state.requestOrder.last, state.pending[last] == nil { state.requestOrder.removeLast() }
+        if state.pending.isEmpty { state.requestOrder.removeAll(keepingCapacity: true) }
+        return pending
     }
 
     /// Attaches a GET stream: with `lastEventID`, resumes that stream from the replay buffer;
@@ -304,6 +334,7 @@ public final class LegacySession: Sendable {
     public func readerStopped(_ subscription: Subscription) {
         state.withLock { state in
             state.lastActivity = .now
+            state.lastClientUse = .now
             guard var stream = state.streams[subscription.streamID], stream.writerGeneration == subscription.generation else { return }
             stream.continuation?.finish()
             stream.continuation = nil
@@ -330,11 +361,10 @@ public final class LegacySession: Sendable {
         state.withLock { state in
             state.lastActivity = .now
             if message.isResponse {
-                guard let rawID = message.rawID, let gatewayID = Int64(rawID), let pending = state.pending.removeValue(forKey: gatewayID) else {
+                guard let rawID = message.rawID, let gatewayID = Int64(rawID), let pending = Self.removePending(&state, gatewayID) else {
                     logger.debug("child answered an unknown request id; dropped", metadata: ["id": "\(message.rawID ?? "none")"])
                     return
                 }
-                state.requestOrder.removeAll { $0 == gatewayID }
                 let bytes = message.replacingID(with: pending.clientRawID)
                 Self.emit(&state, streamID: pending.streamID, bytes: bytes, final: true, replayLimit: replayLimit)
                 return
@@ -349,7 +379,7 @@ public final class LegacySession: Sendable {
     /// requests and log messages go to the request in flight; change notifications to the GET stream.
     private static func route(_ message: JSONRPCMessage, state: State) -> Int? {
         if message.method == "notifications/progress", let token = message.paramsValue("progressToken"),
-           let pending = state.pending.values.first(where: { $0.progressToken == token })
+           let gatewayID = state.progressTokens[token], let pending = state.pending[gatewayID]
         {
             return pending.streamID
         }
@@ -436,6 +466,7 @@ public final class LegacySession: Sendable {
             }
             state.pending.removeAll()
             state.requestOrder.removeAll()
+            state.progressTokens.removeAll()
             for (id, var stream) in state.streams {
                 stream.finished = true
                 stream.continuation?.yield(.end)

@@ -11,6 +11,8 @@ import Synchronization
 public final class StdioSessionManager: Sendable {
     public enum Failure: Error, Sendable {
         case atCapacity(limit: Int)
+        /// The caller already holds `maxSessionsPerUser` sessions of this service.
+        case atUserLimit(limit: Int)
         case spawnFailed(String)
         case childExited(String)
         case shuttingDown
@@ -31,7 +33,17 @@ public final class StdioSessionManager: Sendable {
         var initializing = 0
         var draining = false
         var replenishing = false
+        /// Sessions (starting or running) per caller, for `maxSessionsPerUser`.
+        var byRequester: [String: Int] = [:]
+        var requesterOf: [ObjectIdentifier: String] = [:]
         var count: Int { sessions.count + spares.count + starting + initializing }
+
+        /// The session no longer counts toward its caller's limit.
+        mutating func release(_ session: LegacySession) {
+            guard let requester = requesterOf.removeValue(forKey: ObjectIdentifier(session)) else { return }
+            byRequester[requester, default: 1] -= 1
+            if byRequester[requester] ?? 0 <= 0 { byRequester[requester] = nil }
+        }
     }
 
     public init(
@@ -82,15 +94,22 @@ public final class StdioSessionManager: Sendable {
     /// ``activate`` or ``abandon`` depending on the result.
     /// `identity` (environment variables) is set at spawn for services with `passIdentity: env`;
     /// such sessions never take a spare, which was started before anyone signed in.
-    public func beginInitialize(_ message: JSONRPCMessage, identity: [String: String]? = nil) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
+    /// `requester` (the caller, for `maxSessionsPerUser`) is nil for the gateway's own children.
+    public func beginInitialize(_ message: JSONRPCMessage, identity: [String: String]? = nil, requester: String? = nil) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
+        let limit = service.maxSessionsPerUser
         let spare: LegacySession? = try state.withLock { state throws(Failure) -> LegacySession? in
             if state.draining { throw .shuttingDown }
+            // A full service says so first (503); below that, a caller at its own limit gets 429.
+            if state.spares.isEmpty || identity != nil, state.count >= service.maxSessions { throw .atCapacity(limit: service.maxSessions) }
+            if let requester, state.byRequester[requester, default: 0] >= limit { throw .atUserLimit(limit: limit) }
             if identity == nil, let spare = state.spares.popLast() {
                 state.initializing += 1
+                if let requester { state.byRequester[requester, default: 0] += 1 }
                 return spare
             }
             guard state.count < service.maxSessions else { throw .atCapacity(limit: service.maxSessions) }
             state.initializing += 1
+            if let requester { state.byRequester[requester, default: 0] += 1 }
             return nil
         }
         replenishSpares()
@@ -101,17 +120,24 @@ public final class StdioSessionManager: Sendable {
             do {
                 session = try await spawnChild(identity: identity ?? [:])
             } catch {
-                state.withLock { $0.initializing -= 1 }
+                state.withLock { state in
+                    state.initializing -= 1
+                    if let requester { state.byRequester[requester, default: 1] -= 1 }
+                }
                 throw error
             }
         }
+        if let requester { state.withLock { $0.requesterOf[ObjectIdentifier(session)] = requester } }
         session.markInitializing()
         let subscription: LegacySession.Subscription
         do {
             // initialize is bounded by startTimeout (below), not requestTimeout.
             subscription = try session.sendRequests([message], timeout: nil)
         } catch {
-            state.withLock { $0.initializing -= 1 }
+            state.withLock { state in
+                state.initializing -= 1
+                state.release(session)
+            }
             throw .childExited(error.reason)
         }
         // The child has startTimeout to answer; after that it is killed and the waiting request
@@ -143,7 +169,10 @@ public final class StdioSessionManager: Sendable {
 
     /// Initialize failed or timed out: the child is ended and its slot freed.
     public func abandon(_ session: LegacySession, reason: String) async {
-        state.withLock { $0.initializing -= 1 }
+        state.withLock { state in
+            state.initializing -= 1
+            state.release(session)
+        }
         session.close(reason: reason, errorData: nil)
         await session.child.terminate(grace: .milliseconds(200))
     }
@@ -157,6 +186,7 @@ public final class StdioSessionManager: Sendable {
     }
 
     private func end(_ session: LegacySession, reason: String) async {
+        state.withLock { $0.release(session) }
         session.close(reason: "session ended: \(reason)", errorData: nil)
         let exit = await session.child.terminate(grace: service.shutdownGrace)
         logger.info("session ended", metadata: ["session": "\(session.sessionID ?? "spare")", "reason": "\(reason)", "pid": "\(session.pid)", "exit": "\(exit)"])
@@ -251,7 +281,10 @@ public final class StdioSessionManager: Sendable {
         }
         let unexpected = session.close(reason: reason, errorData: data, ending: .childExited(exit))
         state.withLock { state in
-            if let id = session.sessionID, state.sessions[id] === session { state.sessions[id] = nil }
+            if let id = session.sessionID, state.sessions[id] === session {
+                state.sessions[id] = nil
+                state.release(session)
+            }
             state.spares.removeAll { $0 === session }
         }
         if unexpected {

@@ -16,27 +16,46 @@ public enum HeaderPolicy {
         "x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id",
     ]
 
+    /// A header name as servers that fold `_` into `-` (CGI, many frameworks) read it: lower case,
+    /// underscores as dashes. Removal decisions compare this form, so `X_Forwarded_User` cannot
+    /// ride next to the `X-Forwarded-User` the gateway sets.
+    public static func folded(_ name: String) -> String {
+        var folded = name.lowercased()
+        if folded.contains("_") { folded = folded.replacingOccurrences(of: "_", with: "-") }
+        return folded
+    }
+
     /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`
-    /// (e.g. the gateway's own credentials), then forwarding headers, then the service's configured headers.
+    /// (folded names, e.g. every identity header and the gateway's own credentials), cookies whose
+    /// name starts with one of `removingCookies`, then forwarding headers, then the service's
+    /// configured headers.
     public static func upstreamRequestHeaders(
         from fields: HTTPFields,
         removing extraRemovals: Set<String>,
+        removingCookies cookiePrefixes: [String] = [],
         clientAddress: String?,
         forwardedProto: String,
         forwardedHost: String?,
         serviceHeaders: [(name: String, value: String)]
     ) -> HTTPHeaders {
         let connectionListed = Set(fields[values: .connection].flatMap { $0.split(separator: ",") }.map {
-            $0.trimmingCharacters(in: .whitespaces).lowercased()
+            folded($0.trimmingCharacters(in: .whitespaces))
         })
-        let configured = Set(serviceHeaders.map { $0.name.lowercased() })
+        let configured = Set(serviceHeaders.map { folded($0.name) })
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count + 4)
         for field in fields {
-            let name = field.name.canonicalName
+            let name = folded(field.name.canonicalName)
             if hopByHop.contains(name) || forwardingHeaders.contains(name) || connectionListed.contains(name)
                 || extraRemovals.contains(name) || configured.contains(name)
             {
+                continue
+            }
+            if name == "cookie", !cookiePrefixes.isEmpty {
+                let kept = field.value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { cookie in
+                    !cookiePrefixes.contains { cookie.lowercased().hasPrefix($0.lowercased()) }
+                }
+                if !kept.isEmpty { headers.add(name: field.name.rawName, value: kept.joined(separator: "; ")) }
                 continue
             }
             headers.add(name: field.name.rawName, value: field.value)

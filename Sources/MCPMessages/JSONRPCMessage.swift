@@ -164,6 +164,10 @@ public enum JSONRPCPayload: Sendable {
     case single(JSONRPCMessage)
     case batch([JSONRPCMessage])
 
+    /// Batches (2025-03-26 and earlier only) are bounded: every message in one costs bookkeeping
+    /// in the session it is sent to, and no real client sends hundreds at once.
+    public static let maxBatchSize = 100
+
     public init(parsing bytes: ByteBuffer) throws(JSONRPCMessage.ParseError) {
         let first = bytes.withUnsafeReadableBytes { JSONScanner.firstSignificantByte($0, in: 0..<$0.count) }
         guard first == UInt8(ascii: "[") else {
@@ -179,6 +183,9 @@ public enum JSONRPCPayload: Sendable {
             throw .invalidJSON
         }
         guard !ranges.isEmpty else { throw .invalidMessage("an empty batch is not a JSON-RPC message") }
+        guard ranges.count <= Self.maxBatchSize else {
+            throw .invalidMessage("a batch may hold at most \(Self.maxBatchSize) messages (this one holds \(ranges.count))")
+        }
         var messages: [JSONRPCMessage] = []
         for range in ranges {
             guard let slice = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count) else { throw .invalidJSON }

@@ -37,13 +37,26 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
 @Suite struct AuthorizationCodeTests {
     let challenge = PKCE.challenge(for: verifier)
 
+    @Test func aReplayedCodeRevokesTheSignInItWasExchangedFor() async throws {
+        let store = MemoryStore()
+        let codes = AuthorizationCodes(store: store)
+        let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
+        _ = try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-first")
+        #expect(try await store.get("family-revoked:fam-first") == nil)
+        await #expect(throws: GrantError.invalidGrant("the authorization code was already used; the tokens issued for it are now revoked")) {
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-second")
+        }
+        #expect(try await store.get("family-revoked:fam-first") != nil)
+        #expect(try await store.get("family-revoked:fam-second") == nil)
+    }
+
     @Test func redeemsOnceWithEveryBinding() async throws {
         let codes = AuthorizationCodes(store: MemoryStore())
         let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
-        let redeemed = try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: grant.resource)
+        let redeemed = try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: grant.resource, family: "fam-1")
         #expect(redeemed == grant)
         await #expect(throws: GrantError.self) {
-            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-1")
         }
     }
 
@@ -56,7 +69,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let codes = AuthorizationCodes(store: MemoryStore())
         let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
         do {
-            _ = try await codes.redeem(code, clientID: clientID, redirectURI: redirectURI, codeVerifier: rightVerifier ? verifier : verifier + "x", resource: nil)
+            _ = try await codes.redeem(code, clientID: clientID, redirectURI: redirectURI, codeVerifier: rightVerifier ? verifier : verifier + "x", resource: nil, family: "fam-1")
             Issue.record("redeemed with a wrong binding")
         } catch {
             guard case .invalidGrant(let description) = error else { Issue.record("\(error)"); return }
@@ -64,7 +77,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         }
         // The legitimate client cannot use it afterwards either.
         await #expect(throws: GrantError.self) {
-            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-1")
         }
     }
 
@@ -72,7 +85,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let codes = AuthorizationCodes(store: MemoryStore())
         let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
         await #expect(throws: GrantError.self) {
-            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: "https://gw.example/notes/mcp")
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: "https://gw.example/notes/mcp", family: "fam-1")
         }
     }
 
@@ -82,7 +95,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let code = try await codes.issue(grant, redirectURI: "https://claude.ai/cb", codeChallenge: challenge)
         clock.advance(.seconds(61))
         await #expect(throws: GrantError.self) {
-            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)
+            try await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-1")
         }
     }
 
@@ -92,7 +105,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let wins = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<16 {
                 group.addTask {
-                    (try? await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil)) != nil
+                    (try? await codes.redeem(code, clientID: "client-a", redirectURI: "https://claude.ai/cb", codeVerifier: verifier, resource: nil, family: "fam-1")) != nil
                 }
             }
             return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
@@ -104,18 +117,18 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
 @Suite struct RefreshTokenTests {
     @Test func rotatesOnEveryUse() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
-        let first = try await tokens.issue(grant)
-        let (rotatedGrant, second) = try await tokens.rotate(first, clientID: "client-a")
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
+        let (rotatedGrant, second, _) = try await tokens.rotate(first, clientID: "client-a")
         #expect(rotatedGrant == grant)
         #expect(second != first)
-        let (_, third) = try await tokens.rotate(second, clientID: "client-a")
+        let (_, third, _) = try await tokens.rotate(second, clientID: "client-a")
         #expect(third != second)
     }
 
     @Test func reuseRevokesTheWholeFamily() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
-        let first = try await tokens.issue(grant)
-        let (_, second) = try await tokens.rotate(first, clientID: "client-a")
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
+        let (_, second, _) = try await tokens.rotate(first, clientID: "client-a")
         // The old token shows up again (stolen copy): rejected, and the current one dies too.
         await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
         await #expect(throws: GrantError.self) { try await tokens.rotate(second, clientID: "client-a") }
@@ -123,7 +136,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
 
     @Test func anotherClientCannotRedeem() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
-        let first = try await tokens.issue(grant)
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         do {
             _ = try await tokens.rotate(first, clientID: "client-b")
             Issue.record("another client redeemed the token")
@@ -135,10 +148,10 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
     @Test func deletingTheClientRevokesItsTokens() async throws {
         let store = MemoryStore()
         let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
-        let mine = try await tokens.issue(grant)
+        let mine = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         var other = grant
         other.clientID = "client-z"
-        let theirs = try await tokens.issue(other)
+        let theirs = try await tokens.issue(other, family: RefreshTokens.newFamily())
         try await tokens.revokeAll(clientID: "client-a")
         await #expect(throws: GrantError.self) { try await tokens.rotate(mine, clientID: "client-a") }
         _ = try await tokens.rotate(theirs, clientID: "client-z")
@@ -147,7 +160,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
     @Test func expiredTokensFail() async throws {
         let clock = TestClock()
         let tokens = RefreshTokens(store: MemoryStore(now: { clock.now }), lifetime: .seconds(100))
-        let first = try await tokens.issue(grant)
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         clock.advance(.seconds(101))
         await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
     }
@@ -155,7 +168,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
     @Test func onlyHashesAreStored() async throws {
         let store = MemoryStore()
         let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
-        let first = try await tokens.issue(grant)
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         #expect(try await store.get("refresh:\(first)") == nil)
         #expect(try await store.get("refresh:\(ClientRegistry.hash(first))") != nil)
     }

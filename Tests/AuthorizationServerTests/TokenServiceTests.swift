@@ -29,6 +29,35 @@ final class WallClock: Sendable {
         await #expect(throws: TokenValidationError.self) { try await service.validate(token, audience: "https://gw.example/notes/mcp") }
     }
 
+    @Test func notBeforeIsHonoured() async throws {
+        let store = MemoryStore()
+        let service = tokens(store: store)
+        let ring = try await service.keys.current()
+        let now = Int(clock.now.timeIntervalSince1970)
+        let claims = AccessTokenClaims(
+            iss: "https://gw.example", sub: "github:1", aud: "https://gw.example/time/mcp", exp: now + 3600, iat: now, jti: "j-1",
+            client_id: "c1", scope: "mcp", login: "octocat", nbf: now + 600
+        )
+        let token = try JWT.sign(claims, with: try #require(ring.current))
+        await #expect(throws: TokenValidationError.invalid("the access token is not valid yet")) { try await service.validate(token, audience: nil) }
+        clock.advance(600 - AccessTokens.clockSkew + 1)
+        _ = try await service.validate(token, audience: nil)
+        // Issued tokens carry nbf = iat.
+        let issued = try await service.validate(try await service.issue(for: grant), audience: nil)
+        #expect(issued.nbf == issued.iat)
+    }
+
+    @Test func revokingTheSignInRevokesItsAccessTokens() async throws {
+        let store = MemoryStore()
+        let service = tokens(store: store)
+        let token = try await service.issue(for: grant, family: "fam-x")
+        let other = try await service.issue(for: grant, family: "fam-y")
+        _ = try await service.validate(token, audience: nil)
+        try await RefreshTokens(store: store, lifetime: .seconds(3600)).revokeFamily("fam-x")
+        await #expect(throws: TokenValidationError.invalid("the sign-in this token belongs to was revoked")) { try await service.validate(token, audience: nil) }
+        _ = try await service.validate(other, audience: nil)
+    }
+
     @Test func expiryAllowsOnlySmallSkew() async throws {
         let service = tokens(store: MemoryStore())
         let token = try await service.issue(for: grant)

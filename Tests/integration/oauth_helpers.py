@@ -37,6 +37,17 @@ def query_of(url: str) -> dict:
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
 
+def error_page_return(response) -> dict:
+    """An /authorize error shown as a page (never redirected, RFC 9700 §4.11.2): the query of its
+    "Return to the application" link, which the user may follow."""
+    import re
+
+    assert response.status_code == 400 and "location" not in response.headers, response
+    found = re.search(r'id="return" href="([^"]*)"', response.text)
+    assert found, response.text
+    return query_of(html.unescape(found.group(1)))
+
+
 def register(gateway, **overrides) -> dict:
     body = {
         "client_name": "Test Client",

@@ -106,6 +106,15 @@ def test_nginx_auth_request_through_verify(start_gateway, redis_server, fake_git
         assert httpx.post(public + "/status/mcp", content=ping, timeout=10).status_code == 200
         # A path no router claims is refused.
         assert httpx.get(public + "/nowhere", timeout=10).status_code == 403
+        # Traversal from the public router to protected ones: nginx normalizes the path before it
+        # proxies, so the gateway must decide on that path too, never approve the raw text's.
+        import socket
+
+        for uri in ("/status/../notes/mcp", "/status/%2e%2e/notes/mcp", "/status/%2E%2E/time/mcp", "/status/mcp/../../time/mcp", "/status/./../time/mcp"):
+            with socket.create_connection(("127.0.0.1", nginx_port), timeout=10) as raw:
+                raw.sendall(f"POST {uri} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(ping)}\r\nConnection: close\r\n\r\n".encode() + ping)
+                status = int(raw.recv(65536).split(b" ", 2)[1])
+            assert status in (400, 401, 500), (uri, status)
     finally:
         browser.close()
 

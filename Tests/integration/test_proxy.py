@@ -77,13 +77,15 @@ def test_health_and_readiness(gateway):
 
 
 def test_post_is_relayed_with_mcp_headers_and_without_hop_by_hop(gateway):
+    # The session the upstream hands out is this caller's through this router.
+    session = httpx.post(gateway.url("/echo/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "initialize"}).headers["mcp-session-id"]
     response = httpx.post(
         gateway.url("/echo/mcp"),
         content=b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}',
         headers={
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
-            "Mcp-Session-Id": "sess-1",
+            "Mcp-Session-Id": session,
             "MCP-Protocol-Version": "2025-11-25",
             "Mcp-Method": "tools/call",
             "Mcp-Name": "echo",
@@ -104,7 +106,7 @@ def test_post_is_relayed_with_mcp_headers_and_without_hop_by_hop(gateway):
     assert echoed["method"] == "POST"
     assert echoed["body"] == '{"jsonrpc":"2.0","id":7,"method":"tools/list"}'
     for name, value in [
-        ("mcp-session-id", "sess-1"),
+        ("mcp-session-id", session),
         ("mcp-protocol-version", "2025-11-25"),
         ("mcp-method", "tools/call"),
         ("mcp-name", "echo"),
@@ -124,16 +126,20 @@ def test_post_is_relayed_with_mcp_headers_and_without_hop_by_hop(gateway):
     assert "upstream-secret" not in gateway.managed.log()
     # Upstream response: hop-by-hop and Connection-listed headers removed, the rest kept.
     assert response.headers.get("x-upstream") == "raw"
-    assert response.headers.get("mcp-session-id") == "upstream-session"
+    assert response.headers.get("mcp-session-id") == session
     assert "x-drop-me" not in response.headers
 
 
 def test_get_and_delete_are_relayed(gateway):
     got = httpx.get(gateway.url("/echo/mcp/"), headers={"Accept": "text/event-stream"})
     assert got.status_code == 200 and got.json()["method"] == "GET"
-    deleted = httpx.delete(gateway.url("/echo/mcp"), headers={"Mcp-Session-Id": "abc"})
+    session = httpx.post(gateway.url("/echo/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "initialize"}).headers["mcp-session-id"]
+    deleted = httpx.delete(gateway.url("/echo/mcp"), headers={"Mcp-Session-Id": session})
     assert deleted.status_code == 200 and deleted.json()["method"] == "DELETE"
-    assert header_values(deleted.json(), "mcp-session-id") == ["abc"]
+    assert header_values(deleted.json(), "mcp-session-id") == [session]
+    # A session id the gateway never saw handed out (or one already deleted) is not found.
+    for unknown in ("abc", session):
+        assert httpx.delete(gateway.url("/echo/mcp"), headers={"Mcp-Session-Id": unknown}).status_code == 404
 
 
 def test_other_methods_get_405(gateway):
@@ -194,7 +200,7 @@ def test_body_limit_gives_413_without_reaching_upstream(gateway):
 
     streamed = httpx.post(gateway.url("/echo/mcp"), content=chunks())
     assert streamed.status_code == 413
-    just_fits = httpx.post(gateway.url("/echo/mcp"), content=b"y" * (60 * 1024))
+    just_fits = httpx.post(gateway.url("/echo/mcp"), content=b'{"pad":"' + b"y" * (60 * 1024) + b'"}')
     assert just_fits.status_code == 200
 
 
@@ -303,9 +309,9 @@ def test_silent_upstream_gives_504_after_the_response_header_timeout(start_gatew
 
 def test_hostile_requests_get_clear_errors_and_the_gateway_survives(gateway):
     raw_requests = [
-        b"POST /echo/mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /echo/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GARBAGE\r\n\r\n",
-        b"POST /echo/mcp HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"POST /echo/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
         b"GET /echo/mcp HTTP/1.1\r\nHost: \r\n\r\n",
     ]
     for raw in raw_requests:
@@ -329,7 +335,7 @@ def indent(block: str) -> str:
 def test_client_disconnect_cancels_a_pending_json_request(start_gateway, raw_upstream):
     gateway = slow_gateway(start_gateway, raw_upstream, "60s")
     with socket.create_connection(("127.0.0.1", gateway.port)) as client:
-        client.sendall(b"POST /slow/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        client.sendall(b"POST /slow/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hanging") == 1, what="request reached the upstream")
     # The client is gone before any answer: the upstream request must end, not wait for its timeout.
     wait_until(lambda: httpx.get(f"{raw_upstream}/state").json().get("hang_disconnects") == 1, timeout=10, what="upstream request cancelled")

@@ -6,6 +6,7 @@
 /secret.json        a document asking for client_secret_basic
 /redirect-same      302 to /client.json on the same host
 /redirect-other     302 to the same document via https://localhost (another host)
+/slow.json          a valid document sent one byte a second (longer than any fetch deadline)
 /_count             how many times each path was fetched"""
 
 import argparse
@@ -57,6 +58,22 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(302, b"", {"Location": "/same-target"})
         if path == "/same-target":
             return self.reply(200, json.dumps({"client_id": base + "/redirect-same", **document}).encode(), json_headers)
+        if path == "/slow.json":
+            import time
+
+            body = json.dumps({"client_id": base + path, **document}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for index in range(len(body)):
+                    self.wfile.write(body[index:index + 1])
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+            return
         if path == "/redirect-other":
             return self.reply(302, b"", {"Location": f"https://localhost:{port}/client.json"})
         self.reply(404, b"{}", {"Content-Type": "application/json"})

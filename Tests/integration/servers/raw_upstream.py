@@ -10,11 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-STATE = {"disconnects": 0, "active_streams": 0, "stream_requests": 0}
+STATE = {"disconnects": 0, "active_streams": 0, "stream_requests": 0, "sessions": 0}
 
 
 async def echo(request: Request) -> Response:
     body = await request.body()
+    # A session-based server: a request in a session stays in it, any other starts a new one.
+    session = request.headers.get("mcp-session-id")
+    if session is None:
+        STATE["sessions"] += 1
+        session = f"upstream-session-{STATE['sessions']}"
     return JSONResponse(
         {
             "method": request.method,
@@ -22,7 +27,7 @@ async def echo(request: Request) -> Response:
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
             "body": body.decode("utf-8", "replace"),
         },
-        headers={"X-Upstream": "raw", "Connection": "close, X-Drop-Me", "X-Drop-Me": "secret", "Mcp-Session-Id": "upstream-session"},
+        headers={"X-Upstream": "raw", "Connection": "close, X-Drop-Me", "X-Drop-Me": "secret", "Mcp-Session-Id": session},
     )
 
 
