@@ -110,7 +110,7 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
-        .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages"]),
+        .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
         .testTarget(name: "AuthorizationServerTests", dependencies: ["AuthorizationServer", "GatewayStore"]),
     ]

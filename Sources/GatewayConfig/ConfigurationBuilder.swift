@@ -285,18 +285,29 @@ struct ConfigurationBuilder {
                     reader.report("pinned documents are keyed by their client id, an https URL with a path", entryPath, entry.keyNode)
                     continue
                 }
-                guard let document = reader.mapping(entry.value, entryPath, allowed: ["client_name", "redirect_uris", "token_endpoint_auth_method"]) else { continue }
-                let name = document["client_name"].flatMap { reader.string($0, "\(entryPath).client_name") }
-                guard let redirectsNode = document["redirect_uris"], let redirects = reader.stringList(redirectsNode, "\(entryPath).redirect_uris"), !redirects.isEmpty else {
-                    reader.report("redirect_uris is required", entryPath, entry.value)
+                // The whole document as the client publishes it (paste it as it is); checked here
+                // for what makes it unusable, and at start like a fetched one.
+                guard let document = reader.mapping(entry.value, entryPath) else { continue }
+                var json: [String: Any] = [:]
+                var usable = true
+                for (key, node) in document {
+                    guard let value = reader.jsonValue(node, "\(entryPath).\(key)") else { usable = false; continue }
+                    json[key] = value
+                }
+                guard usable else { continue }
+                guard let redirects = json["redirect_uris"] as? [String], !redirects.isEmpty else {
+                    reader.report("redirect_uris is required: a list of the client's redirect URIs", entryPath, entry.value)
                     continue
                 }
-                let method = document["token_endpoint_auth_method"].flatMap { reader.string($0, "\(entryPath).token_endpoint_auth_method") } ?? "none"
-                if method != "none" {
-                    reader.report("documents can only describe public clients: token_endpoint_auth_method must be none", entryPath, entry.value)
+                if let method = json["token_endpoint_auth_method"], method as? String != "none" {
+                    reader.report("documents can only describe public clients: token_endpoint_auth_method must be none", "\(entryPath).token_endpoint_auth_method", document["token_endpoint_auth_method"] ?? entry.value)
                     continue
                 }
-                result.pinned[entry.key] = PinnedClientMetadata(clientName: name, redirectURIs: redirects, tokenEndpointAuthMethod: method)
+                if let clientID = json["client_id"], clientID as? String != entry.key {
+                    reader.report("client_id must equal the key the document is pinned under (\(entry.key))", "\(entryPath).client_id", document["client_id"] ?? entry.value)
+                    continue
+                }
+                result.pinned[entry.key] = PinnedClientMetadata(document: json)
             }
         }
         return result

@@ -22,16 +22,29 @@ public struct ConfigurationLoader: Sendable {
 
     public func load(yaml text: String, file: String = "gateway.yaml") throws(ConfigError) -> GatewayConfiguration {
         let collector = DiagnosticCollector(file: file)
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            Self.report(yamlError: error, text: text, into: collector)
-            throw ConfigError(collector.diagnostics)
-        } catch {
-            collector.report("cannot parse YAML: \(error)", keyPath: "", at: .start)
-            throw ConfigError(collector.diagnostics)
+        var root: Node?
+        // libyaml stops at the first mapping with a duplicate key. Each duplicate is reported, its
+        // later occurrences renamed out of the way, and the file read again, so one `check` lists
+        // every problem of the file, not just the first duplicate.
+        var source = text
+        var renamed = false
+        for attempt in 0...Self.maxDuplicateRounds {
+            do {
+                root = try Yams.compose(yaml: source)
+                break
+            } catch let error as YamlError {
+                Self.report(yamlError: error, text: source, into: collector)
+                guard case .duplicatedKeysInMapping(let duplicates, let context) = error, attempt < Self.maxDuplicateRounds,
+                      let next = Self.renamingLaterOccurrences(of: duplicates, in: source, mark: context.mark)
+                else { throw ConfigError(collector.diagnostics) }
+                source = next
+                renamed = true
+            } catch {
+                collector.report("cannot parse YAML: \(error)", keyPath: "", at: .start)
+                throw ConfigError(collector.diagnostics)
+            }
         }
+        if renamed { collector.ignoreKeysContaining(Self.duplicateMarker) }
         guard let root else {
             collector.report("the file is empty; it needs at least entryPoints, publicURL, routers and services", keyPath: "", at: .start)
             throw ConfigError(collector.diagnostics)
@@ -44,24 +57,66 @@ public struct ConfigurationLoader: Sendable {
         return configuration
     }
 
+    static let maxDuplicateRounds = 32
+    /// Appended to the renamed later occurrences of a duplicate key; diagnostics about those
+    /// stand-in keys are not reported (the duplicate itself was).
+    static let duplicateMarker = "\u{2063}duplicate"
+
+    /// `text` with the later occurrences of `keys` in the mapping whose first duplicate key is at
+    /// `mark` renamed (block mappings only); nil when nothing could be renamed.
+    static func renamingLaterOccurrences(of keys: [String], in text: String, mark: Mark) -> String? {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var changed = false
+        for key in keys {
+            for index in occurrences(of: key, in: lines, mark: mark).dropFirst() {
+                let line = lines[index]
+                let indent = line.prefix { $0 == " " }.count
+                let content = line.dropFirst(indent)
+                guard let spelling = Self.spellings(key).first(where: { content.hasPrefix($0) }) else { continue }
+                lines[index] = String(repeating: " ", count: indent) + "\"\(key)\(duplicateMarker)\(index)\":" + content.dropFirst(spelling.count)
+                changed = true
+            }
+        }
+        return changed ? lines.joined(separator: "\n") : nil
+    }
+
+    private static func spellings(_ key: String) -> [String] { ["\(key):", "\"\(key)\":", "'\(key)':"] }
+
+    /// Line indexes of `key` in the block mapping holding the key at `mark`: the lines at that
+    /// indentation between the mapping's start and its end (the first less indented line).
+    static func occurrences(of key: String, in lines: [String], mark: Mark) -> [Int] {
+        let indent = mark.column - 1
+        func indentation(_ line: String) -> Int { line.prefix { $0 == " " }.count }
+        func isContent(_ line: String) -> Bool {
+            let content = line.dropFirst(indentation(line))
+            return !content.isEmpty && !content.hasPrefix("#")
+        }
+        var start = min(max(0, mark.line - 1), lines.count)
+        while start > 0, !isContent(lines[start - 1]) || indentation(lines[start - 1]) >= indent { start -= 1 }
+        var found: [Int] = []
+        var index = start
+        while index < lines.count {
+            let line = lines[index]
+            if isContent(line), indentation(line) < indent, index >= mark.line - 1 { break }
+            if isContent(line), indentation(line) < indent, index < mark.line - 1 { found.removeAll() }
+            if indentation(line) == indent, Self.spellings(key).contains(where: { line.dropFirst(indent).hasPrefix($0) }) {
+                found.append(index)
+            }
+            index += 1
+        }
+        return found
+    }
+
     private static func report(yamlError: YamlError, text: String, into collector: DiagnosticCollector) {
         switch yamlError {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
             collector.report("invalid YAML: \(problem)", keyPath: "", at: SourcePosition(line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
-            // libyaml stops at the first mapping with duplicates; point at every repeated occurrence.
-            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            // Point at every repeated occurrence in that mapping.
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             let column = context.mark.column
             for key in duplicates {
-                var occurrences: [Int] = []
-                for (index, line) in lines.enumerated() {
-                    let indent = line.prefix { $0 == " " }.count
-                    guard indent == column - 1 else { continue }
-                    let rest = line.dropFirst(indent)
-                    if rest.hasPrefix("\(key):") || rest.hasPrefix("\"\(key)\":") || rest.hasPrefix("'\(key)':") {
-                        occurrences.append(index + 1)
-                    }
-                }
+                let occurrences = Self.occurrences(of: key, in: lines, mark: context.mark).map { $0 + 1 }
                 if occurrences.count > 1 {
                     for line in occurrences.dropFirst() {
                         collector.report("duplicate key \"\(key)\" (first defined at line \(occurrences[0])); names must be unique", keyPath: "", at: SourcePosition(line: line, column: column))
@@ -96,6 +151,43 @@ struct NodeReader {
             return scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string)
         }
         return false
+    }
+
+    /// A value as JSON would hold it (strings, numbers, booleans, null, lists, mappings), with
+    /// `${VAR}` expanded in strings; nil (reported) for what JSON cannot hold.
+    func jsonValue(_ node: Node, _ keyPath: String) -> Any? {
+        switch node {
+        case .scalar(let scalar):
+            if isNull(node) { return NSNull() }
+            if scalar.style == .plain {
+                if ["true", "True", "TRUE"].contains(scalar.string) { return true }
+                if ["false", "False", "FALSE"].contains(scalar.string) { return false }
+                if let integer = Int(scalar.string) { return integer }
+                if let number = Double(scalar.string), scalar.string.contains(where: { $0.isNumber }) { return number }
+            }
+            return string(node, keyPath)
+        case .sequence(let sequence):
+            var list: [Any] = []
+            for (index, element) in sequence.enumerated() {
+                guard let value = jsonValue(element, "\(keyPath)[\(index)]") else { return nil }
+                list.append(value)
+            }
+            return list
+        case .mapping(let mapping):
+            var object: [String: Any] = [:]
+            for (keyNode, value) in mapping {
+                guard case .scalar(let key) = keyNode else {
+                    report("keys must be plain strings", keyPath, keyNode)
+                    return nil
+                }
+                guard let converted = jsonValue(value, "\(keyPath).\(key.string)") else { return nil }
+                object[key.string] = converted
+            }
+            return object
+        case .alias:
+            report("YAML aliases are not supported here", keyPath, node)
+            return nil
+        }
     }
 
     /// The mapping's entries by key; unknown keys are reported with a suggestion.

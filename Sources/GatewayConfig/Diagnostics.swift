@@ -43,8 +43,34 @@ final class DiagnosticCollector {
         self.file = file
     }
 
+    private var ignoredMarker: String?
+
     func report(_ message: String, keyPath: String, at position: SourcePosition) {
+        var keyPath = keyPath
+        var message = message
+        if let marker = ignoredMarker {
+            // A problem of the stand-in key itself (e.g. "unknown key"): the duplicate was reported.
+            if keyPath.split(separator: ".").last?.contains(marker) == true || (message.contains("unknown key") && message.contains(marker)) { return }
+            keyPath = Self.removing(marker, from: keyPath)
+            message = Self.removing(marker, from: message)
+        }
         diagnostics.append(ConfigDiagnostic(file: file, line: position.line, column: position.column, keyPath: keyPath, message: message))
+    }
+
+    /// From now on, diagnostics about keys renamed with `marker` are left out (see
+    /// `ConfigurationLoader.renamingLaterOccurrences`), and the marker is removed from key paths.
+    func ignoreKeysContaining(_ marker: String) {
+        ignoredMarker = marker
+    }
+
+    private static func removing(_ marker: String, from text: String) -> String {
+        var result = text
+        while let range = result.range(of: marker) {
+            var end = range.upperBound
+            while end < result.endIndex, result[end].isNumber { end = result.index(after: end) }
+            result.removeSubrange(range.lowerBound..<end)
+        }
+        return result
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 public import GatewayRouting
 
 /// The whole of gateway.yaml, validated. Values here are final: env vars expanded, defaults applied.
@@ -173,7 +174,7 @@ public struct ClientMetadataConfiguration: Sendable, Equatable {
     /// fields (client_name, redirect_uris, token_endpoint_auth_method, ...).
     public var pinned: [String: PinnedClientMetadata]
 
-    public init(enabled: Bool = true, fetchTimeout: Duration = .seconds(5), allowPrivateAddresses: Bool = false, caFile: String? = nil, pinned: [String: PinnedClientMetadata] = [:]) {
+    public init(enabled: Bool = true, fetchTimeout: Duration = .seconds(5), allowPrivateAddresses: Bool = false, caFile: String? = nil, pinned: [String: PinnedClientMetadata] = ClientMetadataConfiguration.builtInPins) {
         self.enabled = enabled
         self.fetchTimeout = fetchTimeout
         self.allowPrivateAddresses = allowPrivateAddresses
@@ -182,18 +183,42 @@ public struct ClientMetadataConfiguration: Sendable, Equatable {
     }
 
     public static let `default` = ClientMetadataConfiguration()
+
+    /// Claude's client id: its document is often unreachable from datacenters (a bot challenge),
+    /// so the gateway knows it without being told. A `pinned` entry for the same id replaces it.
+    public static let claudeClientID = "https://claude.ai/oauth/mcp-oauth-client-metadata"
+
+    public static let builtInPins: [String: PinnedClientMetadata] = [
+        claudeClientID: PinnedClientMetadata(document: [
+            "client_id": claudeClientID,
+            "client_name": "Claude",
+            "client_uri": "https://claude.ai",
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        ])
+    ]
 }
 
+/// A client metadata document, as published (any of its fields), used when fetching it fails.
+/// Kept as JSON text so the configuration stays a value; validated like a fetched document.
 public struct PinnedClientMetadata: Sendable, Equatable {
-    public var clientName: String?
-    public var redirectURIs: [String]
-    public var tokenEndpointAuthMethod: String
+    /// The document as canonical JSON (sorted keys).
+    public var json: String
 
-    public init(clientName: String?, redirectURIs: [String], tokenEndpointAuthMethod: String) {
-        self.clientName = clientName
-        self.redirectURIs = redirectURIs
-        self.tokenEndpointAuthMethod = tokenEndpointAuthMethod
+    public init(document: [String: Any]) {
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+        self.json = String(decoding: data, as: UTF8.self)
     }
+
+    /// The document's fields.
+    public var document: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+    }
+
+    public var clientName: String? { document["client_name"] as? String }
+    public var redirectURIs: [String] { document["redirect_uris"] as? [String] ?? [] }
 }
 
 /// Dynamic client registration (RFC 7591) limits.

@@ -59,10 +59,8 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         self.tls = tls
         var pinned: [String: ClientMetadata] = [:]
         for (clientID, document) in configuration.pinned {
-            var json: [String: Any] = [
-                "client_id": clientID, "redirect_uris": document.redirectURIs, "token_endpoint_auth_method": document.tokenEndpointAuthMethod,
-            ]
-            json["client_name"] = document.clientName
+            var json = document.document
+            if json["client_id"] == nil { json["client_id"] = clientID }
             pinned[clientID] = try ClientMetadataValidator.validateDocument(json, url: clientID)
         }
         self.pinned = pinned

@@ -11,6 +11,9 @@ public struct GatewayRequestContext: RequestContext {
     /// The client's IP address as text, without port: the peer's, or, behind a trusted proxy of
     /// the entry point, the right-most untrusted `X-Forwarded-For` address (set by the responder).
     var clientIP: String?
+    /// How the client reached the gateway, for `X-Forwarded-Proto` upstream: the public URL's
+    /// scheme, or what a trusted proxy in front says (set by the responder).
+    var forwardedProto = "http"
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

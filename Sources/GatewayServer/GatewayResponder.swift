@@ -25,7 +25,14 @@ struct GatewayResponder: HTTPResponder {
 
     func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
         var context = context
+        context.forwardedProto = holder.current.configuration.publicURL.scheme
         if !entryPoint.trustedProxies.isEmpty {
+            if ClientAddress.isTrusted(context.clientIP, entryPoint.trustedProxies),
+               let proto = request.headers[ClientAddress.forwardedProto]?.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased(),
+               proto == "http" || proto == "https"
+            {
+                context.forwardedProto = proto
+            }
             context.clientIP = ClientAddress.resolve(peer: context.clientIP, forwardedFor: request.headers[values: ClientAddress.forwardedFor], trusted: entryPoint.trustedProxies)
         }
         switch request.uri.path {

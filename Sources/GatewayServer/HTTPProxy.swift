@@ -119,7 +119,7 @@ struct HTTPProxy: Sendable {
             // The gateway's own cookies (browser binding) never leave it, whatever the route.
             removingCookies: ["mcpgw-", "__Host-mcpgw-"],
             clientAddress: context.clientIP,
-            forwardedProto: "http",
+            forwardedProto: context.forwardedProto,
             forwardedHost: request.head.authority,
             serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
         )

@@ -117,6 +117,12 @@ struct IncomingRequest: RoutableRequest {
 /// Who the client is when proxies stand in front.
 enum ClientAddress {
     static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+    static let forwardedProto = HTTPField.Name("X-Forwarded-Proto")!
+
+    static func isTrusted(_ peer: String?, _ trusted: [AddressRange]) -> Bool {
+        guard let peer, let address = IPAddress(peer) else { return false }
+        return trusted.contains { $0.contains(address) }
+    }
 
     /// The peer address, unless the peer is a trusted proxy: then the right-most address of
     /// `X-Forwarded-For` that is not a trusted proxy (addresses further left were written by the

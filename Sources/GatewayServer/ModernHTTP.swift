@@ -103,8 +103,10 @@ final class ModernHTTPTranslator: Sendable {
 
     /// Who is calling, for requests the gateway writes itself: the client's address and, on
     /// protected routes, the identity headers (as the proxy sends them).
-    static func addForwarding(to headers: inout HTTPHeaders, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?) {
+    static func addForwarding(to headers: inout HTTPHeaders, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?, host: String? = nil) {
         if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
+        headers.add(name: "X-Forwarded-Proto", value: context.forwardedProto)
+        if let host { headers.add(name: "X-Forwarded-Host", value: host) }
         if let caller {
             for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) { headers.add(name: name, value: value) }
         }
@@ -273,7 +275,7 @@ final class ModernHTTPTranslator: Sendable {
         if let name = message.string(at: ["params", "name"]) ?? message.string(at: ["params", "uri"]) {
             headers.add(name: "Mcp-Name", value: ModernProtocol.encodeHeader(name))
         }
-        Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
+        Self.addForwarding(to: &headers, context: context, route: route, caller: caller, host: request.head.authority)
         let logger = context.logger
         let sendHeaders = headers
         let canAsk = StdioBridge.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"])
@@ -422,7 +424,7 @@ final class ModernHTTPTranslator: Sendable {
         let outgoing = forwarded.isRequest ? forwarded.replacingID(with: upstreamID) : forwarded.bytes
         for attempt in 0..<2 {
             var headers = Self.sessionHeaders(upstream, session: session)
-            Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
+            Self.addForwarding(to: &headers, context: context, route: route, caller: caller, host: request.head.authority)
             let response: HTTPClientResponse
             do {
                 response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: outgoing, logger: context.logger)
@@ -453,9 +455,12 @@ final class ModernHTTPTranslator: Sendable {
 final class UpstreamMessageReader: @unchecked Sendable {
     private var iterator: HTTPClientResponse.Body.AsyncIterator
     private let isEventStream: Bool
-    private var pending = ""
     private var finished = false
     private var jsonBody = ByteBuffer()
+    /// Decodes bytes as they come (see `SSEDecoder`): no text decoding per chunk, no rescans.
+    private var decoder = SSEDecoder(maxEventBytes: ModernHTTPTranslator.maxBody)
+    private var unread = ByteBuffer()
+    private var ready: [ByteBuffer] = []
 
     init(_ response: HTTPClientResponse) {
         iterator = response.body.makeAsyncIterator()
@@ -473,21 +478,24 @@ final class UpstreamMessageReader: @unchecked Sendable {
             }
             return jsonBody.readableBytes > 0 ? jsonBody : nil
         }
-        while true {
-            // A CR at the end may be half of a CRLF split across chunks: wait for the rest.
-            if let range = pending.hasSuffix("\r") && !finished ? nil : pending.range(of: "\n\n") {
-                let block = String(pending[..<range.lowerBound])
-                pending.removeSubrange(..<range.upperBound)
-                let data = block.split(separator: "\n").filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
-                if !data.isEmpty { return ByteBuffer(string: data) }
-                continue
-            }
-            guard !finished, let chunk = try? await iterator.next() else {
+        while ready.isEmpty {
+            guard !finished, var chunk = try? await iterator.next() else {
                 finished = true
                 return nil
             }
-            pending = (pending + String(buffer: chunk)).replacingOccurrences(of: "\r\n", with: "\n")
-            if pending.utf8.count > ModernHTTPTranslator.maxBody { return nil }
+            unread.writeBuffer(&chunk)
+            do {
+                while let event = try decoder.decode(buffer: &unread) {
+                    if event.data.readableBytes > 0 { ready.append(event.data) }
+                }
+            } catch {
+                finished = true
+                return nil
+            }
+            // Reclaim consumed bytes only when that copies less than it frees: a huge event
+            // arriving in small chunks must not be copied once per chunk.
+            if unread.readerIndex > 64 * 1024, unread.readerIndex > unread.readableBytes { unread.discardReadBytes() }
         }
+        return ready.removeFirst()
     }
 }

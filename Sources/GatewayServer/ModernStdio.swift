@@ -59,7 +59,7 @@ final class ModernSessions: Sendable {
     /// `changed` says whether a warm child was taken or a child started (then the warm set may need
     /// topping up); the common case, reusing a child, touches nothing else.
     func entry(
-        service: StdioServiceConfiguration, key: String, owner: String, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry
+        service: StdioServiceConfiguration, scope: String, key: String, owner: String, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry
     ) async throws -> (entry: Entry, changed: Bool) {
         while true {
             let decision: Decision = state.withLock { state in
@@ -71,14 +71,14 @@ final class ModernSessions: Sendable {
                     return .use(best)
                 }
                 if pool.entries.count + pool.starting.count < service.pool.max {
-                    var warm = state.warm[service.name] ?? []
+                    var warm = state.warm[scope] ?? []
                     warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
                     if let taken = warm.popLast() {
-                        state.warm[service.name] = warm
+                        state.warm[scope] = warm
                         pool.entries.append(taken)
                         return .assign(taken)
                     }
-                    state.warm[service.name] = warm
+                    state.warm[scope] = warm
                     return .create
                 }
                 return pool.starting.first.map(Decision.wait) ?? .create
@@ -120,25 +120,27 @@ final class ModernSessions: Sendable {
     }
 
     /// Keeps `pool.min` warm children for the service (started in the background).
-    func keepWarm(service: StdioServiceConfiguration, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry) {
+    /// `scope` names the generation of the service's settings (its manager): pools and warm
+    /// children of replaced settings are never handed out again.
+    func keepWarm(service: StdioServiceConfiguration, scope: String, create: @escaping @Sendable (_ warm: Bool) async throws -> Entry) {
         guard service.pool.min > 0, !service.passIdentity else { return }
         let missing: Int = state.withLock { state in
-            var warm = state.warm[service.name] ?? []
+            var warm = state.warm[scope] ?? []
             warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
-            state.warm[service.name] = warm
+            state.warm[scope] = warm
             // Shared children count toward the minimum once assigned; per-user ones do not (each
             // new identity should find a warm child).
-            let assigned = service.isolation == .shared ? (state.pools["\(service.name)\u{0}shared"]?.entries.count ?? 0) : 0
-            let missing = service.pool.min - warm.count - assigned - state.warming[service.name, default: 0]
-            if missing > 0 { state.warming[service.name, default: 0] += missing }
+            let assigned = service.isolation == .shared ? (state.pools["\(scope)\u{0}shared"]?.entries.count ?? 0) : 0
+            let missing = service.pool.min - warm.count - assigned - state.warming[scope, default: 0]
+            if missing > 0 { state.warming[scope, default: 0] += missing }
             return max(0, missing)
         }
         for _ in 0..<missing {
             Task {
                 let entry = try? await create(true)
                 state.withLock { state in
-                    state.warming[service.name, default: 1] -= 1
-                    if let entry { state.warm[service.name, default: []].append(entry) }
+                    state.warming[scope, default: 1] -= 1
+                    if let entry { state.warm[scope, default: []].append(entry) }
                 }
             }
         }
@@ -166,7 +168,10 @@ extension StdioBridge {
         let identityKey = service.isolation == .shared ? "shared" : (verified?.claims.sub ?? "anonymous")
         let identity = service.passIdentity ? verified.map(Self.identityEnvironment) : nil
         let owner = "modern:\(identityKey)"
-        let poolKey = "\(service.name)\u{0}\(identityKey)"
+        // Pools belong to the settings in force (the manager): after a reload that changed the
+        // service, new requests get children started with the new command, args and env.
+        let scope = String(manager.generation)
+        let poolKey = "\(scope)\u{0}\(identityKey)"
         // The caller itself (router and subject), whatever pool serves it: parked requests, request
         // states and cancellations belong to it alone, even on a child several callers share.
         let requester = SessionOwner(route: route, caller: verified).key
@@ -188,7 +193,7 @@ extension StdioBridge {
         if let returning {
             entry = returning
         } else { do {
-            let (found, changed) = try await modernSessions.entry(service: service, key: poolKey, owner: owner) { warm in
+            let (found, changed) = try await modernSessions.entry(service: service, scope: scope, key: poolKey, owner: owner) { warm in
                 try await Self.startModernSession(manager: manager, owner: owner, identity: identity, warm: warm)
             }
             entry = found
@@ -310,7 +315,7 @@ extension StdioBridge {
 
     /// Tops the service's warm children up to `pool.min`.
     func keepWarm(_ manager: StdioSessionManager) {
-        modernSessions.keepWarm(service: manager.service) { warm in
+        modernSessions.keepWarm(service: manager.service, scope: String(manager.generation)) { warm in
             try await Self.startModernSession(manager: manager, owner: "modern:warm", identity: nil, warm: warm)
         }
     }
@@ -790,18 +795,19 @@ typealias BridgedExchange = @Sendable (JSONRPCMessage) async -> BridgedMessages?
 /// Asks relayed to session-based clients on behalf of 2026-07-28 children, waiting for the
 /// client's answer (a JSON-RPC response POSTed in its session).
 final class BridgeAsks: Sendable {
-    private let waiting = Mutex<[String: AsyncStream<ByteBuffer?>.Continuation]>([:])
+    private let waiting = Mutex<[String: (continuation: AsyncStream<ByteBuffer?>.Continuation, timer: Task<Void, Never>)]>([:])
 
     /// Registers interest in the answer to `askID` before the ask is sent (so a fast answer is
-    /// never missed); the returned stream yields the answer, or nil after `timeout`.
+    /// never missed); the returned stream yields the answer, or nil after `timeout`. The timer
+    /// ends with the wait: an answered ask leaves no sleeping task behind.
     func expect(session: String, askID: String, timeout: Duration) -> AsyncStream<ByteBuffer?> {
         let key = "\(session)\u{0}\(askID)"
         let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-        waiting.withLock { $0[key] = continuation }
-        Task { [weak self] in
+        let timer = Task { [weak self] in
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self?.finish(key, with: nil)
         }
+        waiting.withLock { $0[key] = (continuation, timer) }
         return stream
     }
 
@@ -813,7 +819,8 @@ final class BridgeAsks: Sendable {
 
     @discardableResult
     private func finish(_ key: String, with value: ByteBuffer?) -> Bool {
-        guard let continuation = waiting.withLock({ $0.removeValue(forKey: key) }) else { return false }
+        guard let (continuation, timer) = waiting.withLock({ $0.removeValue(forKey: key) }) else { return false }
+        timer.cancel()
         continuation.yield(value)
         continuation.finish()
         return true

@@ -20,7 +20,6 @@ struct VerifiedCaller: Sendable {
 final class ResourceGate: Sendable {
     struct CachedToken {
         var claims: AccessTokenClaims
-        var identity: UserIdentity
         var hasMCPScope: Bool
         var validUntil: Date
     }
@@ -34,6 +33,9 @@ final class ResourceGate: Sendable {
     let membership: MembershipChecker?
     /// Keyed by the token's SHA-256 (the digest itself: no string is built per request).
     private let cache = Mutex<[SHA256.Digest: CachedToken]>([:])
+    /// Identities as a router's policy needed them (orgs/teams), per subject and router, for the
+    /// same few seconds.
+    private let identities = Mutex<[String: (identity: UserIdentity, validUntil: Date)]>([:])
 
     init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
         self.accessTokens = accessTokens
@@ -60,9 +62,8 @@ final class ResourceGate: Sendable {
         if entry == nil {
             do {
                 let claims = try await accessTokens.validate(token, audience: nil)
-                let identity = await identity(for: claims, policy: route.accessPolicy)
                 let fresh = CachedToken(
-                    claims: claims, identity: identity, hasMCPScope: claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)),
+                    claims: claims, hasMCPScope: claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)),
                     validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp)))
                 )
                 cache.withLock { cache in
@@ -86,7 +87,24 @@ final class ResourceGate: Sendable {
             return .failure(.invalidToken("the access token is for \(claims.aud), not \(route.resourceURL)"))
         }
         guard entry.hasMCPScope else { return .failure(.insufficientScope) }
-        guard route.accessPolicy.admits(entry.identity) else { return .failure(.denied(login: claims.login)) }
+        // Only a token for this router reaches the identity lookup (which may ask GitHub); the
+        // identity is shaped by this router's policy, so it is not cached with the token.
+        let loginOnly = UserIdentity(login: claims.login)
+        if route.accessPolicy.admits(loginOnly) { return .success(VerifiedCaller(claims: claims)) }
+        let identityKey = "\(claims.sub)\u{0}\(route.router.name)"
+        var identity = identities.withLock { cached -> UserIdentity? in
+            guard let entry = cached[identityKey], entry.validUntil > now else { return nil }
+            return entry.identity
+        }
+        if identity == nil {
+            let fresh = await self.identity(for: claims, policy: route.accessPolicy)
+            identities.withLock { cached in
+                if cached.count >= Self.maxCachedTokens { cached = cached.filter { $0.value.validUntil > now } }
+                if cached.count < Self.maxCachedTokens { cached[identityKey] = (fresh, now.addingTimeInterval(Self.cacheSeconds)) }
+            }
+            identity = fresh
+        }
+        guard let identity, route.accessPolicy.admits(identity) else { return .failure(.denied(login: claims.login)) }
         return .success(VerifiedCaller(claims: claims))
     }
 

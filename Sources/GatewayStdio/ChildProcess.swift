@@ -64,24 +64,30 @@ public final class ChildProcess: Sendable {
         onLine: @escaping @Sendable (ByteBuffer) -> Void,
         onStderr: @escaping @Sendable (ByteBuffer) -> Void
     ) async throws -> ChildProcess {
-        guard let executable = resolveExecutable(options.command, path: options.environment["PATH"] ?? "/usr/bin:/bin") else {
-            throw SpawnError(command: options.command, reason: "not found in PATH")
-        }
-        let argv = [options.command] + options.arguments
-        let envp = options.environment.map { "\($0.key)=\($0.value)" }.sorted()
-        var pid: pid_t = 0
-        var stdinFD: Int32 = -1, stdoutFD: Int32 = -1, stderrFD: Int32 = -1
-        let result = withCStrings(argv) { argvPointer in
-            withCStrings(envp) { envpPointer in
-                if let cwd = options.workingDirectory {
-                    return cwd.withCString { mcpgw_spawn(executable, argvPointer, envpPointer, $0, &pid, &stdinFD, &stdoutFD, &stderrFD) }
-                }
-                return mcpgw_spawn(executable, argvPointer, envpPointer, nil, &pid, &stdinFD, &stdoutFD, &stderrFD)
+        // PATH lookup (stat per entry) and posix_spawn block: they run on the thread pool, not
+        // on the event loop serving the request that needed a child.
+        let spawned = try await NIOThreadPool.singleton.runIfActive { () throws -> (pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32) in
+            guard let executable = resolveExecutable(options.command, path: options.environment["PATH"] ?? "/usr/bin:/bin") else {
+                throw SpawnError(command: options.command, reason: "not found in PATH")
             }
+            let argv = [options.command] + options.arguments
+            let envp = options.environment.map { "\($0.key)=\($0.value)" }.sorted()
+            var pid: pid_t = 0
+            var stdinFD: Int32 = -1, stdoutFD: Int32 = -1, stderrFD: Int32 = -1
+            let result = withCStrings(argv) { argvPointer in
+                withCStrings(envp) { envpPointer in
+                    if let cwd = options.workingDirectory {
+                        return cwd.withCString { mcpgw_spawn(executable, argvPointer, envpPointer, $0, &pid, &stdinFD, &stdoutFD, &stderrFD) }
+                    }
+                    return mcpgw_spawn(executable, argvPointer, envpPointer, nil, &pid, &stdinFD, &stdoutFD, &stderrFD)
+                }
+            }
+            guard result == 0 else {
+                throw SpawnError(command: options.command, reason: String(cString: strerror(result)))
+            }
+            return (pid, stdinFD, stdoutFD, stderrFD)
         }
-        guard result == 0 else {
-            throw SpawnError(command: options.command, reason: String(cString: strerror(result)))
-        }
+        let (pid, stdinFD, stdoutFD, stderrFD) = spawned
 
         let exitPromise = eventLoop.makePromise(of: ChildExit.self)
         let reaper = Reaper(pid: pid, eventLoop: eventLoop, promise: exitPromise)

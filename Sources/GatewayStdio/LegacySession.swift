@@ -100,6 +100,10 @@ public final class LegacySession: Sendable {
         var requestOrder: [Int64] = []
         /// Pending requests by progress token, so progress finds its stream without a scan.
         var progressTokens: [String: Int64] = [:]
+        /// `requestTimeout` timers per stream, cancelled when the stream's answers are all in.
+        var timers: [Int: Task<Void, Never>] = [:]
+        /// The child's deadline for answering initialize, cancelled when it does.
+        var startTimer: Task<Void, Never>?
     }
 
     init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
@@ -141,6 +145,9 @@ public final class LegacySession: Sendable {
         set { state.withLock { $0.modernMeta = newValue } }
     }
 
+    /// A warm pool child not yet assigned to anyone.
+    public var isWarm: Bool { state.withLock { $0.neverIdle } }
+
     /// The session's own idle timeout (pool children), if any.
     var idleTimeout: Duration? { state.withLock { $0.idleTimeout } }
 
@@ -163,8 +170,20 @@ public final class LegacySession: Sendable {
         state.withLock { $0.phase = .initializing }
     }
 
+    /// The child's deadline for answering initialize; cancelled by ``activate`` or ``close``.
+    func armStartTimer(_ timer: Task<Void, Never>) {
+        let keep = state.withLock { state -> Bool in
+            guard case .initializing = state.phase else { return false }
+            state.startTimer = timer
+            return true
+        }
+        if !keep { timer.cancel() }
+    }
+
     func activate(sessionID: String, protocolVersion: String?, owner: String?) {
         state.withLock { state in
+            state.startTimer?.cancel()
+            state.startTimer = nil
             state.sessionID = sessionID
             state.protocolVersion = protocolVersion
             state.owner = owner
@@ -203,16 +222,20 @@ public final class LegacySession: Sendable {
                 return message.replacingID(with: String(gatewayID))
             })
         }
-        for line in lines { child.send(line) }
         if let requestTimeout = timeout {
-            let firstID = state.withLock { $0.nextGatewayID } - Int64(lines.count)
-            Task { [weak self] in
+            let ids: [Int64] = state.withLock { state in state.pending.filter { $0.value.streamID == streamID }.map(\.key) }
+            let timer = Task { [weak self] in
                 guard (try? await Task.sleep(for: requestTimeout)) != nil else { return }
-                for gatewayID in firstID..<(firstID + Int64(lines.count)) {
+                for gatewayID in ids {
                     self?.expire(gatewayID, after: requestTimeout)
                 }
             }
+            state.withLock { state in
+                // Answered already (or the session closed): no timer to keep.
+                if state.streams[streamID]?.finished == false { state.timers[streamID] = timer } else { timer.cancel() }
+            }
         }
+        for line in lines { child.send(line) }
         return Subscription(streamID: streamID, generation: 1, items: stream)
     }
 
@@ -239,6 +262,7 @@ public final class LegacySession: Sendable {
         let cancelled: [Int64] = state.withLock { state in
             let ids = state.pending.filter { $0.value.streamID == subscription.streamID }.map(\.key)
             for id in ids { Self.removePending(&state, id) }
+            state.timers.removeValue(forKey: subscription.streamID)?.cancel()
             if !ids.isEmpty, var stream = state.streams[subscription.streamID] {
                 stream.continuation?.finish()
                 stream.continuation = nil
@@ -409,7 +433,10 @@ public final class LegacySession: Sendable {
         state.bufferedEvents += 1
         if final {
             stream.openRequests -= 1
-            if stream.openRequests <= 0 { stream.finished = true }
+            if stream.openRequests <= 0 {
+                stream.finished = true
+                state.timers.removeValue(forKey: id)?.cancel()
+            }
         }
         if let continuation = stream.continuation {
             continuation.yield(.message(eventID: "\(id)_\(seq)", bytes: bytes, final: final))
@@ -467,6 +494,10 @@ public final class LegacySession: Sendable {
             state.pending.removeAll()
             state.requestOrder.removeAll()
             state.progressTokens.removeAll()
+            for timer in state.timers.values { timer.cancel() }
+            state.timers.removeAll()
+            state.startTimer?.cancel()
+            state.startTimer = nil
             for (id, var stream) in state.streams {
                 stream.finished = true
                 stream.continuation?.yield(.end)

@@ -19,6 +19,9 @@ public final class StdioSessionManager: Sendable {
     }
 
     public let service: StdioServiceConfiguration
+    /// Unique per manager (per version of a service's settings): what 2026-07-28 pools key on.
+    public let generation: Int
+    private static let generations = Atomic<Int>(0)
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let replayLimit: Int
@@ -51,6 +54,7 @@ public final class StdioSessionManager: Sendable {
         replayLimit: Int = 512, environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
         self.service = service
+        self.generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
         var logger = logger
         logger[metadataKey: "service"] = "\(service.name)"
         self.logger = logger
@@ -151,7 +155,8 @@ public final class StdioSessionManager: Sendable {
                 session.child.signal(SIGKILL)
             }
         }
-        _ = timer
+        // Cancelled when the session activates or closes: no sleeping task per session start.
+        session.armStartTimer(timer)
         return (session, subscription)
     }
 
@@ -227,15 +232,19 @@ public final class StdioSessionManager: Sendable {
     }
 
     /// Stops taking new sessions (a reload replaced the service) but serves existing ones.
+    /// Warm 2026-07-28 pool children (never assigned to anyone) end too: nobody will take them.
     public func drain() {
-        let spares = state.withLock { state in
+        let (spares, warm) = state.withLock { state in
             state.draining = true
             defer { state.spares.removeAll() }
-            return state.spares
+            return (state.spares, state.sessions.filter { $0.value.isWarm })
         }
         for spare in spares {
             spare.close(reason: "service reconfigured", errorData: nil)
             Task { await spare.child.terminate(grace: .milliseconds(500)) }
+        }
+        for (sessionID, _) in warm {
+            Task { await self.end(sessionID: sessionID, reason: "service reconfigured") }
         }
     }
 

@@ -182,6 +182,41 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
         }
     }
 
+    @Test func everyProblemIsListedEvenWithDuplicateKeys() {
+        let yaml = """
+        entryPoints: { web: { address: "127.0.0.1:8080" } }
+        publicURL: "http://localhost:8080"
+        routers:
+          a:
+            rule: "PathPrefix(`/a`)"
+            service: s
+            rule: "PathPrefix(`/z`)"
+          b:
+            rule: "PathPrefix(`/b`)"
+            service: nowhere
+          a:
+            rule: "PathPrefix(`/c`)"
+            service: s
+        services:
+          s: { http: { url: "http://127.0.0.1:1/mcp" } }
+          s: { http: { url: "http://127.0.0.1:2/mcp" } }
+          t: { http: { url: "http://127.0.0.1:3/mcp" } }
+        """
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "d.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let lines = error.description.split(separator: "\n").map(String.init)
+            #expect(lines.contains("d.yaml:7:5: duplicate key \"rule\" (first defined at line 5); names must be unique"), "\(lines)")
+            #expect(lines.contains("d.yaml:11:3: duplicate key \"a\" (first defined at line 4); names must be unique"), "\(lines)")
+            #expect(lines.contains("d.yaml:16:3: duplicate key \"s\" (first defined at line 15); names must be unique"), "\(lines)")
+            #expect(lines.contains { $0.contains("routers.b.service") && $0.contains("nowhere") }, "\(lines)")
+            #expect(!lines.contains { $0.contains("\u{2063}") }, "\(lines)")
+            // Not the other routers' `rule` lines: only the mapping that repeats it.
+            #expect(!lines.contains { $0.hasPrefix("d.yaml:9:") || $0.hasPrefix("d.yaml:12:") }, "\(lines)")
+        }
+    }
+
     @Test func yamlSyntaxErrorHasAPosition() {
         do {
             _ = try ConfigurationLoader(environment: [:]).load(yaml: "routers:\n  a: [\n", file: "e.yaml")
@@ -347,6 +382,36 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
         #expect(configuration.auth?.clientMetadata.pinned["https://app.example/client.json"]?.redirectURIs == ["https://app.example/cb"])
         guard case .stdio(let stdio) = configuration.services["s"] else { Issue.record("expected a stdio service"); return }
         #expect(stdio.passIdentity)
+    }
+
+    @Test func aPublishedDocumentIsPinnedAsItIsAndClaudeIsPinnedByDefault() throws {
+        let yaml = base + """
+
+        auth:
+          clientMetadata:
+            pinned:
+              "https://app.example/client.json":
+                client_id: "https://app.example/client.json"
+                client_name: "App"
+                client_uri: "https://app.example"
+                logo_uri: "https://app.example/logo.png"
+                redirect_uris: ["https://app.example/cb"]
+                grant_types: ["authorization_code", "refresh_token"]
+                response_types: ["code"]
+                token_endpoint_auth_method: "none"
+                scope: "mcp"
+        services:
+          s: { stdio: { command: "x" } }
+        """
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "a.yaml")
+        let pinned = try #require(configuration.auth?.clientMetadata.pinned)
+        let app = try #require(pinned["https://app.example/client.json"])
+        #expect(app.redirectURIs == ["https://app.example/cb"] && app.clientName == "App")
+        #expect(app.document["grant_types"] as? [String] == ["authorization_code", "refresh_token"])
+        // Claude's document is known without being written down.
+        #expect(pinned[ClientMetadataConfiguration.claudeClientID]?.redirectURIs.contains("https://claude.ai/api/mcp/auth_callback") == true)
+        let bare = try ConfigurationLoader(environment: [:]).load(yaml: base + "\nservices:\n  s: { stdio: { command: \"x\" } }\n", file: "b.yaml")
+        #expect(bare.auth == nil && ClientMetadataConfiguration.default.pinned[ClientMetadataConfiguration.claudeClientID] != nil)
     }
 
     @Test func unusableSettingsAreReportedWithPositions() {

@@ -132,3 +132,16 @@ def test_a_failed_fetch_of_a_pinned_document_is_not_retried_on_every_sign_in(sta
         assert "using the pinned document" in gateway.managed.log()
     finally:
         browser.close()
+
+
+def test_claudes_document_is_pinned_without_configuration(gateway):
+    """A gateway.yaml that never mentions Claude still lets Claude.ai in when fetching its
+    document fails (a bot challenge from a datacenter; here: no route to the internet at all)."""
+    claude = "https://claude.ai/oauth/mcp-oauth-client-metadata"
+    browser = Browser(gateway)
+    try:
+        page = browser.open(browser.authorize_url(claude, pkce_pair()[1], redirect_uri="https://claude.ai/api/mcp/auth_callback",
+                                                  resource=gateway.url("/time/mcp")))
+        assert page.status_code == 200 and "Claude" in page_text(page)
+    finally:
+        browser.close()

@@ -370,3 +370,17 @@ def test_shutdown_ends_open_get_streams_instead_of_waiting_for_them(gateway, raw
     assert gateway.managed.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
     wait_until(lambda: httpx.get(f"{raw_upstream}/state").json()["active_streams"] == 0, timeout=10, what="upstream stream closed")
+
+
+def test_forwarded_proto_follows_the_public_url_or_a_trusted_proxy(start_gateway, raw_upstream):
+    """Behind TLS the upstream hears https (from publicURL), or what a trusted proxy in front says."""
+    config = config_for(raw_upstream).replace('publicURL: "http://127.0.0.1:{port}"', 'publicURL: "https://gw.example.com"').replace(
+        'allowedOrigins: ["https://app.example.com"]', 'allowedOrigins: ["https://app.example.com"]\n        trustedProxies: ["127.0.0.1/32"]')
+    gateway = start_gateway(config, env={"TEST_UPSTREAM_KEY": "k"})
+    direct = httpx.post(gateway.url("/echo/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"Host": "gw.example.com"})
+    assert header_values(direct.json(), "x-forwarded-proto") == ["https"]
+    assert header_values(direct.json(), "x-forwarded-host") == ["gw.example.com"]
+    proxied = httpx.post(gateway.url("/echo/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                         headers={"Host": "gw.example.com", "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9"})
+    assert header_values(proxied.json(), "x-forwarded-proto") == ["http"]
+    assert header_values(proxied.json(), "x-forwarded-for") == ["203.0.113.9"]

@@ -103,3 +103,43 @@ def test_static_changes_wait_for_a_restart(gateway, raw_upstream):
 def test_sigterm_stops_the_gateway_cleanly(gateway):
     os.kill(gateway.managed.pid, signal.SIGTERM)
     assert gateway.managed.process.wait(timeout=15) == 0
+
+
+def test_a_reload_reaches_2026_07_28_pools(start_gateway):
+    """A stdio service whose settings change gets new children for 2026-07-28 clients too: the
+    pool (and any warm child) of the old settings is not handed out again."""
+    import sys
+
+    from conftest import SERVERS, modern_body, modern_headers
+
+    text = f"""
+entryPoints:
+  web:
+    address: "127.0.0.1:{{port}}"
+publicURL: "http://127.0.0.1:{{port}}"
+routers:
+  kids:
+    rule: "PathPrefix(`/kids`)"
+    service: kids
+    auth: none
+services:
+  kids:
+    stdio:
+      command: "{sys.executable}"
+      args: ["{SERVERS / 'modern_stdio_server.py'}"]
+      env: {{FLAVOUR: "one"}}
+      pool: {{min: 1}}
+"""
+    gateway = start_gateway(text)
+
+    def pid() -> int:
+        answer = httpx.post(gateway.url("/kids/mcp"), json=modern_body("tools/call", {"name": "pid", "arguments": {}}),
+                            headers=modern_headers("tools/call", "pid"), timeout=20).json()
+        return int(answer["result"]["content"][0]["text"])
+
+    before = pid()
+    assert pid() == before  # the same child serves the same identity
+    gateway.rewrite_config(text.replace('FLAVOUR: "one"', 'FLAVOUR: "two"').replace("{port}", str(gateway.port)))
+    gateway.wait_for_generation(2)
+    after = pid()
+    assert after != before

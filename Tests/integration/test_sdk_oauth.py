@@ -265,3 +265,21 @@ def test_org_membership_is_rechecked_with_the_membership_token(start_gateway, re
     # Within membershipTTL (1 s) plus the verified-token cache (5 s) the gateway asks again.
     wait_until(lambda: httpx.post(resource, json=initialize, headers=headers, timeout=30).status_code == 403, timeout=20, interval=0.5,
                what="carol refused after leaving the org")
+
+
+def test_a_token_for_another_router_is_refused_before_any_github_call(start_gateway, redis_server, fake_github, local_password_hash):
+    """The audience is checked first: a token for /time/mcp shown to /notes/mcp costs no
+    membership lookup at GitHub (and a cached org-derived identity of one router never decides
+    for another)."""
+    text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(
+        'apiURL: "' + fake_github.api_url + '"',
+        'apiURL: "' + fake_github.api_url + '"\n        membershipToken: "membership-token"\n        membershipTTL: "1s"')
+    gateway = start_gateway(text)
+    token = access_token_for(gateway, fake_github, "carol", 2, gateway.url("/time/mcp"))
+    before = len([r for r in fake_github.requests() if "/members/" in r["path"] or "/memberships/" in r["path"]])
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for _ in range(3):
+        refused = httpx.post(gateway.url("/notes/mcp"), json=ping, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
+    after = len([r for r in fake_github.requests() if "/members/" in r["path"] or "/memberships/" in r["path"]])
+    assert after == before
