@@ -422,12 +422,18 @@ extension StdioBridge {
 extension StdioBridge {
     /// A session-based client's `initialize` to a 2026-07-28-only child: answered by the gateway
     /// from the child's `server/discover`; the session then stamps `_meta` on every request.
-    func initializeForModernChild(_ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?, owner: SessionOwner) async throws(GatewayError) -> Response {
+    /// `discovered`: the child's DiscoverResult when it was started with `server/discover` (a child
+    /// that answered initialize's refusal is asked on the same process otherwise).
+    func initializeForModernChild(
+        _ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?, owner: SessionOwner, discovered: [String: Any]? = nil
+    ) async throws(GatewayError) -> Response {
         let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
         let version = Self.supportedVersions.contains(requested) ? requested : Self.supportedVersions[Self.supportedVersions.count - 1]
         let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
         let discoverResult: [String: Any]
-        do {
+        if let discovered {
+            discoverResult = discovered
+        } else { do {
             let probe = try session.sendRequests([try JSONRPCMessage(parsing: Self.discoverProbe)], timeout: manager.service.startTimeout)
             guard let object = await Self.finalMessage(probe, session: session), let result = object["result"] as? [String: Any]
             else { throw GatewayError.stdioStartFailed(service: manager.service.name, detail: "the MCP server refused initialize and server/discover") }
@@ -436,7 +442,7 @@ extension StdioBridge {
             await manager.end(sessionID: sessionID, reason: "neither initialize nor server/discover succeeded")
             if let gatewayError = error as? GatewayError { throw gatewayError }
             throw .stdioStartFailed(service: manager.service.name, detail: "\(error)")
-        }
+        } }
         do {
             try await bindings.bind(sessionID, to: owner)
         } catch {

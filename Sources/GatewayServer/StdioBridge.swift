@@ -126,18 +126,10 @@ struct StdioBridge: Sendable {
     }
 
     private func initialize(_ message: JSONRPCMessage, request: Request, manager: StdioSessionManager, caller: String?, owner: SessionOwner, identity: [String: String]?, requester: String) async throws(GatewayError) -> Response {
-        let session: LegacySession
-        let subscription: LegacySession.Subscription
-        do {
-            (session, subscription) = try await manager.beginInitialize(message, identity: identity, requester: requester)
-        } catch {
-            switch error {
-            case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
-            case .atUserLimit(let limit): throw .stdioUserLimit(service: manager.service.name, limit: limit)
-            case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
-            case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
-            }
+        if manager.speaksOnly2026 {
+            return try await initializeModernOnly(message, manager: manager, caller: caller, owner: owner, identity: identity, requester: requester)
         }
+        let (session, subscription) = try await begin(message, manager: manager, identity: identity, requester: requester)
         // Collect everything up to the initialize response: the session id can only be handed out
         // once the child has accepted.
         var interim: [(String, ByteBuffer)] = []
@@ -156,8 +148,12 @@ struct StdioBridge: Sendable {
             throw .stdioStartFailed(service: manager.service.name, detail: "the MCP server ended before answering initialize")
         }
         if response.kind == .errorResponse, response.value(at: ["error", "code"]) == String(ModernProtocol.unsupportedVersion) {
-            // A 2026-07-28-only child: the gateway answers initialize itself from its discover.
-            return try await initializeForModernChild(message, session: session, manager: manager, caller: caller, owner: owner)
+            // A 2026-07-28-only child. A server may bind its process to the era of the first
+            // request it saw (the SDK's do): this one has seen initialize, so a fresh process is
+            // asked with server/discover first, and so is every later child of these settings.
+            await manager.abandon(session, reason: "the MCP server speaks 2026-07-28 only; starting it again with server/discover")
+            manager.noteSpeaksOnly2026()
+            return try await initializeModernOnly(message, manager: manager, caller: caller, owner: owner, identity: identity, requester: requester)
         }
         guard response.kind == .response else {
             // Either the child answered initialize with an error (relayed as is), or the session
@@ -187,6 +183,46 @@ struct StdioBridge: Sendable {
         var fields = Self.eventStreamHeaders
         fields.append(contentsOf: headers)
         return Response(status: .ok, headers: fields, body: ResponseBody(contentsOf: events))
+    }
+
+    /// A child started (spare or spawned) with `first` as its first message, mapped to gateway errors.
+    private func begin(_ first: JSONRPCMessage, manager: StdioSessionManager, identity: [String: String]?, requester: String) async throws(GatewayError)
+        -> (LegacySession, LegacySession.Subscription)
+    {
+        do {
+            return try await manager.beginInitialize(first, identity: identity, requester: requester)
+        } catch {
+            switch error {
+            case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
+            case .atUserLimit(let limit): throw .stdioUserLimit(service: manager.service.name, limit: limit)
+            case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
+            case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
+            }
+        }
+    }
+
+    /// A session-based client's `initialize` for a service known to speak 2026-07-28 only: a
+    /// child started with `server/discover`, and the initialize answered from its DiscoverResult.
+    private func initializeModernOnly(_ message: JSONRPCMessage, manager: StdioSessionManager, caller: String?, owner: SessionOwner, identity: [String: String]?, requester: String) async throws(GatewayError) -> Response {
+        let probe: JSONRPCMessage
+        do { probe = try JSONRPCMessage(parsing: Self.discoverProbe) } catch { throw .stdioStartFailed(service: manager.service.name, detail: "\(error)") }
+        let (session, subscription) = try await begin(probe, manager: manager, identity: identity, requester: requester)
+        var final: ByteBuffer?
+        for await item in subscription.items {
+            guard case .message(_, let bytes, let isFinal) = item else { break }
+            if isFinal {
+                final = bytes
+                break
+            }
+        }
+        session.readerStopped(subscription)
+        guard let final, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: final))) as? [String: Any],
+              let result = object["result"] as? [String: Any]
+        else {
+            await manager.abandon(session, reason: "the MCP server refused initialize and server/discover")
+            throw .stdioStartFailed(service: manager.service.name, detail: "the MCP server refused initialize and server/discover")
+        }
+        return try await initializeForModernChild(message, session: session, manager: manager, caller: caller, owner: owner, discovered: result)
     }
 
     // MARK: GET

@@ -28,6 +28,17 @@ public final class StdioSessionManager: Sendable {
     let baseEnvironment: [String: String]
     private let state = Mutex(State())
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
+    private let modernOnly = Atomic<Bool>(false)
+
+    /// Set once a child of these settings refused `initialize` as a 2026-07-28-only server: later
+    /// children are started with `server/discover` instead.
+    public var speaksOnly2026: Bool { modernOnly.load(ordering: .relaxed) }
+
+    /// A child refused `initialize` as a 2026-07-28-only server (logged once).
+    public func noteSpeaksOnly2026() {
+        guard !modernOnly.exchange(true, ordering: .relaxed) else { return }
+        logger.info("the MCP server speaks 2026-07-28 only: its children are started with server/discover from now on")
+    }
 
     private struct State {
         var sessions: [String: LegacySession] = [:]

@@ -408,3 +408,40 @@ def test_a_modern_childs_listen_stream_and_requests_end_cleanly_when_it_goes(sta
     # The next request gets a new child.
     again = httpx.post(url, json=modern_body("tools/call", {"name": "echo", "arguments": {"text": "back"}}), headers=modern_headers("tools/call", "echo"), timeout=30)
     assert again.json()["result"]["content"][0]["text"] == "back"
+
+
+def test_session_based_clients_reach_an_sdk_server_that_speaks_only_2026_07_28(start_gateway):
+    """An SDK 2.x server that refuses initialize binds its process to the handshake era on that
+    first request, so server/discover on the same process fails: the gateway starts a fresh child
+    with server/discover, and starts every later child of the service that way."""
+    from mcp import Client
+
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    routers:
+      modern:
+        rule: "PathPrefix(`/modern`)"
+        service: modern
+        auth: none
+    services:
+      modern:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'sdk_modern_stdio_server.py'}"]
+    """)
+
+    async def session() -> tuple[set[str], str]:
+        async with Client(gateway.url("/modern/mcp"), mode="legacy") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo", {"text": "both eras"})
+            return names, echoed.content[0].text
+
+    for _ in range(2):
+        names, echoed = anyio.run(session)
+        assert {"echo", "pid"} <= names and echoed == "both eras"
+    log = gateway.managed.log()
+    # One refused initialize, once: the second session's child got server/discover first.
+    assert log.count("speaks 2026-07-28 only: its children are started with server/discover") == 1, log
