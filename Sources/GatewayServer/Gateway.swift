@@ -44,9 +44,6 @@ public struct Gateway {
             _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         }
 
-        let clients = UpstreamClients()
-        let stdioRegistry = StdioRegistry(logger: logger)
-        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
         let store: any KeyValueStore
         var redis: RedisStore?
         if let storeConfiguration = configuration.store {
@@ -59,57 +56,12 @@ public struct Gateway {
             store = MemoryStore()
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
         }
-        let bindings = SessionBindings(store: store)
-        let drain = ShutdownDrain()
-        let proxy = HTTPProxy(bindings: bindings, drain: drain)
-        let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings)
+        let components = try GatewayComponents(configuration: configuration, store: store, logger: logger)
+        let (clients, stdioRegistry, holder, drain, authHTTP) = (components.clients, components.stdioRegistry, components.holder, components.drain, components.authHTTP)
         // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
-            stdio.keepWarm(stdioRegistry.manager(for: service))
+            components.stdio.keepWarm(stdioRegistry.manager(for: service))
         }
-        let auth = configuration.auth ?? AuthConfiguration()
-        let registry = ClientRegistry(store: store, settings: .init(
-            rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL,
-            globalRateLimitPerMinute: auth.registration.globalRateLimit
-        ))
-        let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL)
-        let keys = KeyManager(store: store, settings: .init(
-            algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256,
-            rotationInterval: auth.signing.rotationInterval.timeInterval,
-            maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
-        ))
-        let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
-        let registration = RegistrationEndpoints(
-            registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, publicURL: configuration.publicURL
-        )
-        let documents: ClientMetadataDocuments?
-        do {
-            documents = auth.clientMetadata.enabled ? try ClientMetadataDocuments(configuration: auth.clientMetadata, logger: logger) : nil
-        } catch {
-            throw GatewayStartupError("auth.clientMetadata cannot be used: \(error)")
-        }
-        let authHTTP = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: .init(
-            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)), decompression: .disabled
-        ))
-        var github: GitHubClient?
-        if let githubConfiguration = auth.github, !githubConfiguration.clientID.isEmpty {
-            github = GitHubClient(configuration: githubConfiguration, http: authHTTP)
-        }
-        if auth.github != nil, github == nil {
-            logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
-        }
-        let oauth = OAuthEndpoints(
-            holder: holder, publicURL: configuration.publicURL, registry: registry,
-            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
-            refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
-            github: github, localUsers: auth.localUsers, localLimits: auth.localLimits, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
-        )
-        var membership: MembershipChecker?
-        if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
-            membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)
-        }
-        let gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
-        let modernHTTP = ModernHTTPTranslator(bindings: bindings)
         _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
@@ -117,9 +69,7 @@ public struct Gateway {
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
-            let responder = GatewayResponder(
-                entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate, modernHTTP: modernHTTP, store: redis
-            )
+            let responder = components.responder(for: entryPoint, readinessStore: redis)
             let app = Application(
                 responder: responder,
                 server: .http1(configuration: .init(
@@ -203,5 +153,98 @@ struct UpstreamClientsService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await clients.shutdown()
+    }
+}
+
+/// Everything that answers requests, built from a configuration and a store: what `run` serves,
+/// and what in-process tests drive (with a `MemoryStore`).
+struct GatewayComponents: Sendable {
+    let clients: UpstreamClients
+    let stdioRegistry: StdioRegistry
+    let holder: ConfigurationHolder
+    let drain: ShutdownDrain
+    let proxy: HTTPProxy
+    let stdio: StdioBridge
+    let registration: RegistrationEndpoints
+    let oauth: OAuthEndpoints
+    let gate: ResourceGate
+    let modernHTTP: ModernHTTPTranslator
+    let authHTTP: HTTPClient
+
+    init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
+        let clients = UpstreamClients()
+        let stdioRegistry = StdioRegistry(logger: logger)
+        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
+        let bindings = SessionBindings(store: store)
+        let drain = ShutdownDrain()
+        let proxy = HTTPProxy(bindings: bindings, drain: drain)
+        let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings)
+        let auth = configuration.auth ?? AuthConfiguration()
+        let registry = ClientRegistry(store: store, settings: .init(
+            rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL,
+            globalRateLimitPerMinute: auth.registration.globalRateLimit
+        ))
+        let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL)
+        let keys = KeyManager(store: store, settings: .init(
+            algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256,
+            rotationInterval: auth.signing.rotationInterval.timeInterval,
+            maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
+        ))
+        let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
+        let registration = RegistrationEndpoints(
+            registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, publicURL: configuration.publicURL
+        )
+        let documents: ClientMetadataDocuments?
+        do {
+            documents = auth.clientMetadata.enabled ? try ClientMetadataDocuments(configuration: auth.clientMetadata, logger: logger) : nil
+        } catch {
+            throw GatewayStartupError("auth.clientMetadata cannot be used: \(error)")
+        }
+        let authHTTP = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: .init(
+            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)), decompression: .disabled
+        ))
+        var github: GitHubClient?
+        if let githubConfiguration = auth.github, !githubConfiguration.clientID.isEmpty {
+            github = GitHubClient(configuration: githubConfiguration, http: authHTTP)
+        }
+        if auth.github != nil, github == nil {
+            logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
+        }
+        let oauth = OAuthEndpoints(
+            holder: holder, publicURL: configuration.publicURL, registry: registry,
+            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
+            refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
+            github: github, localUsers: auth.localUsers, localLimits: auth.localLimits, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
+        )
+        var membership: MembershipChecker?
+        if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
+            membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)
+        }
+        self.clients = clients
+        self.stdioRegistry = stdioRegistry
+        self.holder = holder
+        self.drain = drain
+        self.proxy = proxy
+        self.stdio = stdio
+        self.registration = registration
+        self.oauth = oauth
+        self.gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
+        self.modernHTTP = ModernHTTPTranslator(bindings: bindings)
+        self.authHTTP = authHTTP
+    }
+
+    /// The responder of one entry point; `readinessStore` is what /readyz pings (nil: memory).
+    func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> GatewayResponder {
+        GatewayResponder(
+            entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate,
+            modernHTTP: modernHTTP, store: readinessStore
+        )
+    }
+
+    /// Releases the clients (what the lifecycle services do at shutdown).
+    func shutdown() async {
+        await stdioRegistry.shutdown()
+        await clients.shutdown()
+        try? await authHTTP.shutdown()
     }
 }

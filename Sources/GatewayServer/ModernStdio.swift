@@ -66,22 +66,21 @@ final class ModernSessions: Sendable {
                 var pool = state.pools[key] ?? Pool()
                 pool.entries.removeAll { if case .closed = $0.session.phase { true } else { false } }
                 defer { state.pools[key] = pool }
-                let best = pool.entries.min { $0.session.pendingCount < $1.session.pendingCount }
-                if let best, best.session.pendingCount == 0 || pool.entries.count + pool.starting.count >= service.pool.max {
-                    return .use(best)
+                var warm = state.warm[scope] ?? []
+                warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
+                defer { state.warm[scope] = warm }
+                let plan = PoolPlan.choose(
+                    loads: pool.entries.map(\.session.pendingCount), starting: pool.starting.count, warmAvailable: !warm.isEmpty, max: service.pool.max
+                )
+                switch plan {
+                case .use(let index): return .use(pool.entries[index])
+                case .takeWarm:
+                    guard let taken = warm.popLast() else { return .create }
+                    pool.entries.append(taken)
+                    return .assign(taken)
+                case .start: return .create
+                case .waitForStarting: return pool.starting.first.map(Decision.wait) ?? .create
                 }
-                if pool.entries.count + pool.starting.count < service.pool.max {
-                    var warm = state.warm[scope] ?? []
-                    warm.removeAll { if case .closed = $0.session.phase { true } else { false } }
-                    if let taken = warm.popLast() {
-                        state.warm[scope] = warm
-                        pool.entries.append(taken)
-                        return .assign(taken)
-                    }
-                    state.warm[scope] = warm
-                    return .create
-                }
-                return pool.starting.first.map(Decision.wait) ?? .create
             }
             switch decision {
             case .use(let entry):
@@ -144,6 +143,54 @@ final class ModernSessions: Sendable {
                 }
             }
         }
+    }
+}
+
+/// Resource subscriptions shared by a server's listeners: the server is asked to subscribe for the
+/// first listener of a URI and to unsubscribe after the last one leaves.
+struct SubscriptionCounts: Equatable {
+    private var counts: [String: Int] = [:]
+
+    /// A listener wants `uri`; true when it is the first (ask the server to subscribe).
+    mutating func join(_ uri: String) -> Bool {
+        counts[uri, default: 0] += 1
+        return counts[uri] == 1
+    }
+
+    /// A listener no longer wants `uri` (it left, or the server refused it); true when it was the
+    /// last (ask the server to unsubscribe, when it had accepted).
+    mutating func leave(_ uri: String) -> Bool {
+        guard let count = counts[uri] else { return false }
+        if count <= 1 {
+            counts[uri] = nil
+            return true
+        }
+        counts[uri] = count - 1
+        return false
+    }
+
+    func listeners(of uri: String) -> Int { counts[uri] ?? 0 }
+}
+
+/// Which child of a pool serves a request, decided on values (no processes): the least busy child
+/// when it is idle or the pool is full; otherwise another child, a warm one if any is waiting.
+enum PoolPlan: Equatable {
+    /// The child at this index of the pool's children.
+    case use(Int)
+    /// Take a warm (initialized, unassigned) child into the pool.
+    case takeWarm
+    /// Start a new child.
+    case start
+    /// Every child is busy and the pool is full of children still starting: wait for one.
+    case waitForStarting
+
+    /// `loads`: requests in flight per live child; `starting`: children being started.
+    static func choose(loads: [Int], starting: Int, warmAvailable: Bool, max: Int) -> PoolPlan {
+        let leastBusy = loads.indices.min { loads[$0] < loads[$1] }
+        let size = loads.count + starting
+        if let leastBusy, loads[leastBusy] == 0 || size >= max { return .use(leastBusy) }
+        if size < max { return warmAvailable ? .takeWarm : .start }
+        return .waitForStarting
     }
 }
 
@@ -607,7 +654,7 @@ final class NotificationHub: Sendable {
         var next = 0
         var all: [Int: Listener] = [:]
         var ended = false
-        var resourceCounts: [String: Int] = [:]
+        var resources = SubscriptionCounts()
     }
 
     private let state = Mutex(State())
@@ -661,19 +708,13 @@ final class NotificationHub: Sendable {
         // URI it then refuses; a URI already subscribed for another listener is just counted.
         var accepted: [String] = []
         for uri in Set(requested).sorted() {
-            let first = state.withLock { state -> Bool in
-                state.resourceCounts[uri, default: 0] += 1
-                return state.resourceCounts[uri] == 1
-            }
+            let first = state.withLock { $0.resources.join(uri) }
             if !first {
                 accepted.append(uri)
             } else if await subscriber?(uri, true) == true {
                 accepted.append(uri)
             } else {
-                state.withLock { state in
-                    state.resourceCounts[uri, default: 1] -= 1
-                    if state.resourceCounts[uri] == 0 { state.resourceCounts[uri] = nil }
-                }
+                state.withLock { _ = $0.resources.leave(uri) }
             }
         }
         let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
@@ -693,14 +734,7 @@ final class NotificationHub: Sendable {
     func stop(_ id: Int) {
         let (listener, empty, released) = state.withLock { state -> (Listener?, Bool, [String]) in
             guard let listener = state.all.removeValue(forKey: id) else { return (nil, state.all.isEmpty, []) }
-            var released: [String] = []
-            for uri in listener.resources {
-                state.resourceCounts[uri, default: 1] -= 1
-                if state.resourceCounts[uri] == 0 {
-                    state.resourceCounts[uri] = nil
-                    released.append(uri)
-                }
-            }
+            let released = listener.resources.sorted().filter { state.resources.leave($0) }
             return (listener, state.all.isEmpty, released)
         }
         listener?.continuation.finish()

@@ -6,7 +6,7 @@ import NIOCore
 struct LineFramer: ByteToMessageDecoder {
     typealias InboundOut = LineEvent
 
-    enum LineEvent {
+    enum LineEvent: Equatable {
         case line(ByteBuffer)
         case oversized(bytes: Int)
     }

@@ -1,0 +1,122 @@
+@testable import GatewayServer
+import GatewayConfig
+import GatewayStore
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Testing
+import Foundation
+
+/// The front door in process: routing, path normalization, Host and Origin checks, session
+/// ownership and forward auth, with a MemoryStore and no upstream process.
+@Suite struct FrontDoorTests {
+    /// The test clients always send `Host: localhost`: allowed here unless a test says otherwise.
+    static func yaml(allowedHosts: String = #"["localhost"]"#) -> String { """
+    entryPoints:
+      web:
+        address: "127.0.0.1:8080"
+        allowedHosts: \(allowedHosts)
+    publicURL: "https://gw.example.com"
+    routers:
+      pub:
+        rule: "PathPrefix(`/pub`)"
+        service: echo
+        auth: none
+      alpha:
+        rule: "PathPrefix(`/alpha`)"
+        service: echo
+    services:
+      echo:
+        http:
+          url: "http://127.0.0.1:9/mcp"
+          connectTimeout: "1s"
+    """ }
+
+    func withGateway(allowedHosts: String = #"["localhost"]"#, _ test: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(allowedHosts: allowedHosts))
+        let logger = Logger(label: "test")
+        let components = try GatewayComponents(configuration: configuration, store: MemoryStore(), logger: logger)
+        let responder = components.responder(for: configuration.entryPoints[0], readinessStore: nil)
+        let app = Application(responder: responder, logger: logger)
+        do {
+            try await app.test(.router) { client in try await test(client) }
+        } catch {
+            await components.shutdown()
+            throw error
+        }
+        await components.shutdown()
+    }
+
+    static let initialize = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+
+    func json(_ response: TestResponse) throws -> [String: Any] {
+        let object = try JSONSerialization.jsonObject(with: Data(buffer: response.body))
+        return try #require(object as? [String: Any])
+    }
+
+    @Test func healthAndUnroutedPaths() async throws {
+        try await withGateway { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/nowhere/mcp", method: .post, body: Self.initialize) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+    }
+
+    @Test(arguments: ["/pub/../alpha/mcp", "/pub/%2e%2e/alpha/mcp", "/pub/..%2Falpha/mcp", "/../alpha/mcp", "/pub%5Cmcp"])
+    func pathsThatReadTwoWaysAreRefused(_ path: String) async throws {
+        try await withGateway { client in
+            try await client.execute(uri: path, method: .post, body: Self.initialize) { response in
+                #expect(response.status == .badRequest, "\(path)")
+                let body = try json(response)
+                #expect(body["error"] as? String == "ambiguous_path")
+            }
+            let verify: HTTPFields = [HTTPField.Name("X-Forwarded-Host")!: "gw.example.com", HTTPField.Name("X-Forwarded-Uri")!: path]
+            try await client.execute(uri: "/verify", method: .get, headers: verify) { response in
+                #expect(response.status != .ok, "\(path)")
+            }
+        }
+    }
+
+    @Test func foreignHostsAndOriginsAreRefused() async throws {
+        // `localhost` is not this gateway's name here (its public URL is gw.example.com).
+        try await withGateway(allowedHosts: #"["mcp.allowed.example"]"#) { client in
+            try await client.execute(uri: "/pub/mcp", method: .post, body: Self.initialize) { response in
+                #expect(response.status == .misdirectedRequest)
+            }
+        }
+        try await withGateway { client in
+            try await client.execute(uri: "/pub/mcp", method: .post, headers: [.origin: "http://rebind.attacker.example:8080"], body: Self.initialize) { response in
+                #expect(response.status == .forbidden)
+            }
+        }
+    }
+
+    @Test func aSessionIdTheGatewayNeverBoundIsNotFound() async throws {
+        try await withGateway { client in
+            var headers: HTTPFields = [.contentType: "application/json"]
+            headers[HTTPField.Name("Mcp-Session-Id")!] = "made-up"
+            for method in [HTTPRequest.Method.post, .get, .delete] {
+                try await client.execute(uri: "/pub/mcp", method: method, headers: headers, body: method == .post ? Self.initialize : nil) { response in
+                    #expect(response.status == .notFound, "\(method)")
+                }
+            }
+        }
+    }
+
+    @Test func duplicateMembersAreRefusedBeforeAnyUpstream() async throws {
+        try await withGateway { client in
+            let body = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#)
+            try await client.execute(uri: "/pub/mcp", method: .post, body: body) { response in
+                #expect(response.status == .badRequest)
+                let body = try json(response)
+                let error = try #require(body["error"] as? [String: Any])
+                #expect(error["code"] as? Int == -32700)
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+@testable import GatewayServer
+import Testing
+
+/// The 2026-07-28 pool's choice of child, on values.
+@Suite struct PoolPlanTests {
+    @Test func anIdleChildIsReusedBeforeAnythingStarts() {
+        #expect(PoolPlan.choose(loads: [3, 0, 1], starting: 0, warmAvailable: true, max: 4) == .use(1))
+    }
+
+    @Test func allBusyBelowMaxTakesAWarmChildOrStartsOne() {
+        #expect(PoolPlan.choose(loads: [2, 1], starting: 0, warmAvailable: true, max: 3) == .takeWarm)
+        #expect(PoolPlan.choose(loads: [2, 1], starting: 0, warmAvailable: false, max: 3) == .start)
+        #expect(PoolPlan.choose(loads: [], starting: 0, warmAvailable: false, max: 1) == .start)
+        #expect(PoolPlan.choose(loads: [], starting: 0, warmAvailable: true, max: 1) == .takeWarm)
+    }
+
+    @Test func aFullPoolSharesTheLeastBusyChild() {
+        #expect(PoolPlan.choose(loads: [4, 2, 5], starting: 0, warmAvailable: true, max: 3) == .use(1))
+        // Children still starting count toward the maximum.
+        #expect(PoolPlan.choose(loads: [2], starting: 1, warmAvailable: true, max: 2) == .use(0))
+        #expect(PoolPlan.choose(loads: [], starting: 1, warmAvailable: true, max: 1) == .waitForStarting)
+    }
+}
+
+/// Reference counts of resource subscriptions shared by listeners.
+@Suite struct SubscriptionCountsTests {
+    @Test func theServerIsAskedForTheFirstListenerAndReleasedAfterTheLast() {
+        var counts = SubscriptionCounts()
+        // Mutating calls are evaluated outside #expect (the macro captures values).
+        let first = counts.join("memo://one"), second = counts.join("memo://one"), other = counts.join("memo://two")
+        #expect(first && !second && other)
+        #expect(counts.listeners(of: "memo://one") == 2)
+        let notLast = counts.leave("memo://one"), last = counts.leave("memo://one"), never = counts.leave("memo://one")
+        #expect(!notLast && last && !never)
+        #expect(counts.listeners(of: "memo://one") == 0)
+        let otherLast = counts.leave("memo://two")
+        #expect(otherLast && counts == SubscriptionCounts())
+    }
+}
