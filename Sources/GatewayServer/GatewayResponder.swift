@@ -24,8 +24,10 @@ struct GatewayResponder: HTTPResponder {
     let store: (any KeyValueStore)?
 
     func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
+        // The configuration in force when the request arrived: it keeps it to the end.
+        let runtime = holder.current
         var context = context
-        context.forwardedProto = holder.current.configuration.publicURL.scheme
+        context.forwardedProto = runtime.configuration.publicURL.scheme
         if !entryPoint.trustedProxies.isEmpty {
             if ClientAddress.isTrusted(context.clientIP, entryPoint.trustedProxies),
                let proto = request.headers[ClientAddress.forwardedProto]?.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased(),
@@ -49,7 +51,6 @@ struct GatewayResponder: HTTPResponder {
         if let response = await oauth.respond(to: request, context: context) {
             return response
         }
-        let runtime = holder.current
         if request.uri.path == "/verify" {
             return await forwardAuth(request, runtime: runtime)
         }

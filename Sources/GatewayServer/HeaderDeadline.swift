@@ -16,7 +16,11 @@ final class HeaderDeadline: ChannelInboundHandler, RemovableChannelHandler {
     private let timeout: TimeAmount
     /// A request's head has arrived and its body is not finished yet.
     private var inRequest = false
-    private var deadline: Scheduled<Void>?
+    /// When the first byte of the head now awaited arrived (nil: none awaited).
+    private var headStarted: NIODeadline?
+    /// At most one timer per connection, re-armed from its own firing: a kept-alive connection
+    /// serving many requests does not schedule and cancel a task per request.
+    private var timer: Scheduled<Void>?
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -35,7 +39,7 @@ final class HeaderDeadline: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             inRequest = true
-            disarm()
+            headStarted = nil
         case .body:
             break
         case .end:
@@ -51,16 +55,30 @@ final class HeaderDeadline: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Bytes arrived from the client: the start of a head, unless a request is being read.
     fileprivate func bytesArrived(_ context: ChannelHandlerContext) {
-        guard !inRequest, deadline == nil else { return }
+        guard !inRequest, headStarted == nil else { return }
+        headStarted = .now()
+        if timer == nil { arm(context, in: timeout) }
+    }
+
+    private func arm(_ context: ChannelHandlerContext, in delay: TimeAmount) {
         let channel = context.channel
-        deadline = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: timeout) {
-            channel.close(promise: nil)
+        timer = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: delay) { [self] in
+            timer = nil
+            // Nothing awaited: the timer lapses until the next head starts.
+            guard let started = headStarted else { return }
+            let waited = NIODeadline.now() - started
+            if waited >= timeout {
+                channel.close(promise: nil)
+            } else {
+                arm(context, in: timeout - waited)
+            }
         }
     }
 
     private func disarm() {
-        deadline?.cancel()
-        deadline = nil
+        timer?.cancel()
+        timer = nil
+        headStarted = nil
     }
 
     private final class RawBytes: ChannelInboundHandler, RemovableChannelHandler {
