@@ -3,6 +3,15 @@ import PackageDescription
 
 // Module boundaries follow the data path: config → routing → upstream → server composition.
 // GatewayConfig and GatewayRouting stay free of NIO/Hummingbird so they build and test fast.
+/// The language settings every module of the project compiles with: imports are internal unless
+/// marked `public import`, existentials are spelled `any`, and members are visible only through
+/// modules a file imports itself.
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
 let package = Package(
     name: "mcp-gateway",
     platforms: [.macOS(.v15)],
@@ -126,3 +135,7 @@ let package = Package(
         ),
     ]
 )
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + strictness
+}

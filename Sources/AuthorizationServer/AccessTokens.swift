@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import GatewayStore
 
 public enum TokenValidationError: Error, Sendable, Equatable {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import GatewayStore
 
 /// The signing keys in force for this instance: the ring shared through the store, re-read every

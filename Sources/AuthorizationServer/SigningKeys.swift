@@ -1,6 +1,6 @@
 public import Crypto
 public import CryptoExtras
-import Foundation
+public import Foundation
 public import GatewayStore
 
 /// JWS algorithms the gateway signs with. A key has exactly one; verification uses the algorithm

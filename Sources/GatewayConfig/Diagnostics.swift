@@ -1,3 +1,4 @@
+import Foundation
 /// A problem found in a configuration file, printed as `file:line:column: message`.
 public struct ConfigDiagnostic: Sendable, Equatable, CustomStringConvertible {
     public var file: String

@@ -1,3 +1,4 @@
+import Foundation
 /// Expands `${VAR}` and `${VAR:-default}` (default used when VAR is unset or empty);
 /// `$$` stands for a literal `$`.
 public struct EnvironmentExpander: Sendable {

@@ -1,3 +1,4 @@
+import UnixSignals
 import Foundation
 public import GatewayConfig
 import GatewayUpstream

@@ -1,3 +1,4 @@
+import GatewayStdio
 import Foundation
 import GatewayConfig
 import GatewayStore

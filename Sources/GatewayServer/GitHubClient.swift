@@ -1,3 +1,4 @@
+import NIOFoundationEssentialsCompat
 import AsyncHTTPClient
 import Foundation
 import GatewayConfig

@@ -1,3 +1,4 @@
+import AuthorizationServer
 import Synchronization
 import AsyncHTTPClient
 import GatewayConfig

@@ -1,3 +1,5 @@
+import NIOFoundationEssentialsCompat
+import AuthorizationServer
 import AsyncHTTPClient
 import Foundation
 import GatewayConfig

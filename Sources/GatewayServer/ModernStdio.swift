@@ -1,3 +1,4 @@
+import NIOFoundationEssentialsCompat
 import Crypto
 import AuthorizationServer
 import Foundation

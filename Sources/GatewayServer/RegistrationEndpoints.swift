@@ -1,3 +1,5 @@
+import NIOFoundationEssentialsCompat
+import GatewayStore
 import AuthorizationServer
 import Foundation
 import GatewayConfig

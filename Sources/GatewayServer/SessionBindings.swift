@@ -1,3 +1,5 @@
+import GatewayConfig
+import AuthorizationServer
 import Crypto
 import Foundation
 import GatewayStore

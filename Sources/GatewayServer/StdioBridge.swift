@@ -1,3 +1,5 @@
+import NIOFoundationEssentialsCompat
+import AuthorizationServer
 import Foundation
 import GatewayConfig
 import GatewayStdio

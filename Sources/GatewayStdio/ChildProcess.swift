@@ -1,11 +1,11 @@
 import CProcessSpawn
 public import Logging
 public import NIOCore
-import NIOPosix
-import Synchronization
+public import NIOPosix
+public import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// How a child ended.
@@ -31,7 +31,7 @@ public struct SpawnError: Error, CustomStringConvertible {
 /// channels (no thread per child, nothing blocks an event loop); stderr is drained continuously
 /// into the log. The child runs in its own process group so that signals reach its descendants.
 public final class ChildProcess: Sendable {
-    public let pid: pid_t
+    public let pid: Int32
     public let command: String
     /// Completes once the child has been reaped.
     public let exit: EventLoopFuture<ChildExit>

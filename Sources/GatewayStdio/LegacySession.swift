@@ -1,8 +1,8 @@
-import Foundation
+public import Foundation
 public import Logging
-import MCPMessages
+public import MCPMessages
 public import NIOCore
-import Synchronization
+public import Synchronization
 
 /// One session-based (2025) MCP session bridged to one child process.
 ///

@@ -1,10 +1,10 @@
-import Foundation
+public import Foundation
 public import GatewayConfig
 public import Logging
 public import MCPMessages
 public import NIOCore
-import NIOPosix
-import Synchronization
+public import NIOPosix
+public import Synchronization
 
 /// The sessions of one stdio service: one child process per MCP session, spares started ahead of
 /// demand, a cap on children, idle reaping, and clean endings (crash, DELETE, shutdown).

@@ -1,11 +1,11 @@
 public import AsyncHTTPClient
-import Foundation
+public import Foundation
 public import GatewayConfig
 public import Logging
-import NIOCore
-import NIOHTTP1
-import NIOPosix
-import Synchronization
+public import NIOCore
+public import NIOHTTP1
+public import NIOPosix
+public import Synchronization
 
 /// The HTTP clients the proxy uses, one per distinct connect timeout (a client-wide setting in
 /// AsyncHTTPClient). Clients live as long as the gateway, so reloads never cut open streams.

@@ -1,3 +1,4 @@
+import NIOFoundationEssentialsCompat
 @testable import GatewayServer
 import GatewayConfig
 import GatewayStore

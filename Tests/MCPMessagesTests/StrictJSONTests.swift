@@ -1,4 +1,5 @@
 import MCPMessages
+import NIOCore
 import Testing
 
 /// Client messages are read one way only: anything two parsers could read differently is refused.
