@@ -9,7 +9,10 @@ import UnixSignals
 
 /// Watches gateway.yaml (polling its identity and content) and listens for SIGHUP. A valid new
 /// file is compiled aside and swapped in atomically; an invalid one is logged and ignored.
-struct ReloadService: Service {
+struct ReloadService: Service, CustomStringConvertible {
+    /// What service-lifecycle logs: the watched file, nothing the loader holds.
+    var description: String { "ReloadService(\(path))" }
+
     let path: String
     let loader: ConfigurationLoader
     let holder: ConfigurationHolder

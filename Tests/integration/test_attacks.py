@@ -134,14 +134,15 @@ class StartedGateway:
         return self.base + path
 
 
-def start_gateway(tmp: Path, config: str, name: str = "gateway") -> StartedGateway:
+def start_gateway(tmp: Path, config: str, name: str = "gateway", extra_args: list[str] | None = None, env: dict | None = None) -> StartedGateway:
     import textwrap
 
     port = free_port()
     config_path = tmp / f"{name}.yaml"
     config_path.write_text(textwrap.dedent(config).replace("{port}", str(port)))
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    managed = start_process(name, [gateway_binary(), "serve", "--config", str(config_path)], tmp, env={**os.environ, "PATH": path})
+    managed = start_process(name, [gateway_binary(), "serve", "--config", str(config_path), *(extra_args or [])], tmp,
+                            env={**os.environ, "PATH": path, **(env or {})})
     gateway = StartedGateway(managed, port)
 
     def healthy():
@@ -735,3 +736,67 @@ def test_pool_children_idle_out_by_last_client_use(tmp_path_factory, local_passw
         wait_until(lambda: list_tools("carol").status_code == 200, timeout=15, what="a pool child idled out")
     finally:
         gateway.managed.stop()
+
+
+# --- no secret in any log, at any level ------------------------------------------------------------
+
+def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_password_hash):
+    """Sign-in, token exchange, refresh, a proxied call with a configured upstream key and a
+    confidential client: the log at --log-level trace holds none of the secrets involved."""
+    tmp = tmp_path_factory.mktemp("trace")
+    upstream_port = free_port()
+    upstream = start_process("raw-upstream", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(upstream_port)], tmp)
+    wait_until(lambda: port_open(upstream_port), what="the echo upstream")
+    config = f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    auth:
+      allow:
+        users: ["alice"]
+      local:
+        users:
+          alice: "{local_password_hash}"
+    routers:
+      alpha:
+        rule: "PathPrefix(`/alpha`)"
+        service: echo
+    services:
+      echo:
+        http:
+          url: "http://127.0.0.1:{upstream_port}/echo"
+          headers:
+            X-Api-Key: "${{TRACE_UPSTREAM_KEY}}"
+    """
+    upstream_key = "upstream-key-" + os.urandom(8).hex()
+    # A secret only in the environment: the loader holds the whole environment for ${VAR}, and
+    # service-lifecycle prints its services' descriptions at debug.
+    unused_secret = "env-only-secret-" + os.urandom(8).hex()
+    gateway = start_gateway(tmp, config, name="trace", extra_args=["--log-level", "trace"],
+                            env={"TRACE_UPSTREAM_KEY": upstream_key, "SOME_OTHER_SECRET": unused_secret})
+    try:
+        world = World(gateway, 0, "", tmp, local_password_hash)
+        signed = world.sign_in("alice", "alpha")
+        confidential = register(gateway, token_endpoint_auth_method="client_secret_basic")
+        session = legacy_session(world, "/alpha/mcp", signed["access_token"])
+        echoed = httpx.post(world.url("/alpha/mcp"), json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                            headers=bearer(signed["access_token"], **{"Mcp-Session-Id": session}), timeout=10)
+        assert echoed.status_code == 200 and upstream_key in echoed.text  # the key did reach the upstream
+        refreshed = token_request(gateway, {"grant_type": "refresh_token", "refresh_token": signed["refresh_token"],
+                                            "client_id": signed["client"]["client_id"]}).json()
+        assert "access_token" in refreshed
+    finally:
+        gateway.managed.stop()
+        upstream.stop()
+    log = gateway.managed.log()
+    assert " trace mcp-gateway:" in log and " debug mcp-gateway:" in log  # the levels really were on
+    secrets = {
+        "access token": signed["access_token"], "refresh token": signed["refresh_token"], "code": signed["code"],
+        "PKCE verifier": signed["verifier"], "password": PASSWORD, "upstream key": upstream_key,
+        "client secret": confidential["client_secret"], "registration token": confidential["registration_access_token"],
+        "refreshed access token": refreshed["access_token"], "rotated refresh token": refreshed["refresh_token"],
+        "environment-only secret": unused_secret,
+    }
+    for what, secret in secrets.items():
+        assert secret not in log, f"the {what} is in the log"
