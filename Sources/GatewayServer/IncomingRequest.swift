@@ -128,7 +128,7 @@ enum ClientAddress {
     /// `X-Forwarded-For` that is not a trusted proxy (addresses further left were written by the
     /// client itself and prove nothing).
     static func resolve(peer: String?, forwardedFor: [String], trusted: [AddressRange]) -> String? {
-        guard let peer, let peerAddress = IPAddress(peer), trusted.contains(where: { $0.contains(peerAddress) }) else { return peer }
+        guard let peer, isTrusted(peer, trusted) else { return peer }
         let hops = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
         var client = peer
         for hop in hops.reversed() {
