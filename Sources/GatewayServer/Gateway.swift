@@ -234,14 +234,6 @@ struct GatewayComponents: Sendable {
         self.authHTTP = authHTTP
     }
 
-    /// The responder of one entry point; `readinessStore` is what /readyz pings (nil: memory).
-    func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> GatewayResponder {
-        GatewayResponder(
-            entryPoint: entryPoint, holder: holder, proxy: proxy, stdio: stdio, registration: registration, oauth: oauth, gate: gate,
-            modernHTTP: modernHTTP, store: readinessStore
-        )
-    }
-
     /// Releases the clients (what the lifecycle services do at shutdown).
     func shutdown() async {
         await stdioRegistry.shutdown()

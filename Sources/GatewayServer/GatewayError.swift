@@ -2,9 +2,12 @@ import Foundation
 import GatewayUpstream
 import HTTPTypes
 import Hummingbird
+import MCPMessages
 
-/// Every failure the gateway answers itself. `response` is the one place that decides status
-/// codes and bodies, so each error looks the same wherever it is raised.
+/// Every failure the gateway answers itself. `response(form:)` is the one place that decides
+/// status codes and bodies, so each error looks the same wherever it is raised; the form (plain
+/// JSON, a JSON-RPC error object, an OAuth error) follows from where it happened
+/// (`response(at:)`).
 enum GatewayError: Error {
     case noRoute(host: String, path: String)
     /// A path that cannot be read one way only (encoded slash, `..` above the root, raw and
@@ -28,6 +31,17 @@ enum GatewayError: Error {
     case stdioStartTimeout(service: String, timeout: Duration)
     /// The state store could not answer a check the request depends on (fails closed).
     case storeUnavailable
+    /// An OAuth error (RFC 6749 §5.2, RFC 6750 §3): a refused or missing access token with its
+    /// challenge, or a forward-auth denial.
+    case oauth(OAuthRefusal)
+    /// A request that breaks a protocol rule of its era, answered as a JSON-RPC error for its id.
+    case protocolViolation(ProtocolViolation)
+    /// A stage ran before the stage whose result it needs: a programming error, never a client's.
+    case pipelineOrder(stage: String)
+
+    static func oauth(status: HTTPResponse.Status, code: String, description: String) -> GatewayError {
+        .oauth(OAuthRefusal(status: status, code: code, description: description))
+    }
 
     var status: HTTPResponse.Status {
         switch self {
@@ -50,6 +64,9 @@ enum GatewayError: Error {
             case .timeout: .gatewayTimeout
             case .unreachable, .protocolFailure: .badGateway
             }
+        case .oauth(let refusal): refusal.status
+        case .protocolViolation(let violation): violation.status
+        case .pipelineOrder: .internalServerError
         }
     }
 
@@ -73,6 +90,9 @@ enum GatewayError: Error {
         case .stdioStartFailed: "server_start_failed"
         case .stdioStartTimeout: "server_start_timeout"
         case .storeUnavailable: "store_unavailable"
+        case .oauth(let refusal): refusal.code
+        case .protocolViolation: "protocol_violation"
+        case .pipelineOrder: "internal_error"
         case .upstream(let error):
             switch error.kind {
             case .timeout: "upstream_timeout"
@@ -102,6 +122,9 @@ enum GatewayError: Error {
         case .stdioStartFailed(let service, let detail): "service \(service): \(detail)"
         case .stdioStartTimeout(let service, let timeout): "service \(service): the MCP server did not answer initialize within \(timeout)"
         case .storeUnavailable: "the gateway's state store is unavailable; retry shortly"
+        case .oauth(let refusal): refusal.description
+        case .protocolViolation(let violation): violation.message
+        case .pipelineOrder(let stage): "internal error: \(stage) ran before the stage it depends on"
         }
     }
 
@@ -110,6 +133,7 @@ enum GatewayError: Error {
         switch self {
         case .badRequest(let code, _): code
         case .sessionNotFound: -32001
+        case .protocolViolation(let violation): violation.code
         default: -32000
         }
     }
@@ -122,31 +146,95 @@ enum GatewayError: Error {
         }
     }
 
-    /// Errors at an MCP endpoint are JSON-RPC error objects (MCP clients surface their message);
-    /// elsewhere a plain JSON object.
-    func response(jsonRPC: Bool, requestID: Any? = nil) -> Response {
-        var data: [String: Any] = ["status": Int(status.code), "reason": reason]
-        if let service { data["service"] = service }
-        let object: [String: Any]
-        if jsonRPC {
-            object = [
-                "jsonrpc": "2.0",
-                "id": requestID ?? NSNull(),
-                "error": ["code": jsonRPCCode, "message": message, "data": data] as [String: Any],
-            ]
-        } else {
-            var plain = data
-            plain["error"] = reason
-            plain["message"] = message
-            object = plain
-        }
-        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
-        if case .methodNotAllowed = self { headers[.allow] = "GET, POST, DELETE" }
-        if case .stdioAtCapacity = self { headers[.retryAfter] = "5" }
-        if case .stdioUserLimit = self { headers[.retryAfter] = "30" }
-        if case .storeUnavailable = self { headers[.retryAfter] = "2" }
-        return JSONResponse.make(status: status, object: object, headers: headers)
+    /// The forms a failure is answered in.
+    enum ResponseForm {
+        /// Outside MCP endpoints: `{"error": reason, "message": …, "status": …}`.
+        case plain
+        /// At an MCP endpoint: a JSON-RPC error object (MCP clients surface its message), for the
+        /// request's id when the gateway read it.
+        case jsonRPC(rawID: String?)
+        /// RFC 6749 §5.2: `{"error": code, "error_description": …}`.
+        case oauth
     }
+
+    /// The form for an error raised with `context`: OAuth errors and protocol violations have
+    /// their own; other errors are JSON-RPC once a router matched (an MCP client is talking) and
+    /// plain before.
+    func response(at context: GatewayRequestContext) -> Response {
+        switch self {
+        case .oauth: response(form: .oauth)
+        case .protocolViolation(let violation): response(form: .jsonRPC(rawID: violation.rawID))
+        default: response(form: context.route == nil ? .plain : .jsonRPC(rawID: nil))
+        }
+    }
+
+    /// The one mapping from a failure to its response.
+    func response(form: ResponseForm) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        switch self {
+        case .methodNotAllowed: headers[.allow] = "GET, POST, DELETE"
+        case .stdioAtCapacity: headers[.retryAfter] = "5"
+        case .stdioUserLimit: headers[.retryAfter] = "30"
+        case .storeUnavailable: headers[.retryAfter] = "2"
+        case .oauth(let refusal):
+            if let challenge = refusal.challenge { headers[.wwwAuthenticate] = challenge }
+            if let retryAfter = refusal.retryAfter { headers[.retryAfter] = retryAfter }
+        case .protocolViolation(let violation):
+            if let allow = violation.allow { headers[.allow] = allow }
+        default: break
+        }
+        switch form {
+        case .oauth:
+            headers[OAuthResponses.pragma] = "no-cache"
+            return JSONResponse.make(status: status, object: ["error": reason, "error_description": message], headers: headers)
+        case .jsonRPC(let rawID):
+            var dataJSON: String?
+            if case .protocolViolation(let violation) = self {
+                dataJSON = violation.dataJSON
+            } else {
+                var data: [String: Any] = ["status": Int(status.code), "reason": reason]
+                if let service { data["service"] = service }
+                dataJSON = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys])).flatMap { String(data: $0, encoding: .utf8) }
+            }
+            let body = JSONRPCErrorResponse.make(rawID: rawID, code: jsonRPCCode, message: message, dataJSON: dataJSON)
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
+        case .plain:
+            var object: [String: Any] = ["status": Int(status.code), "reason": reason, "error": reason, "message": message]
+            if let service { object["service"] = service }
+            return JSONResponse.make(status: status, object: object, headers: headers)
+        }
+    }
+}
+
+extension GatewayError: HTTPResponseError {
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        if let context = context as? GatewayRequestContext { return response(at: context) }
+        return response(form: .plain)
+    }
+}
+
+/// An OAuth error answer: status, RFC 6749 error code, description, and for a protected
+/// resource its `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9728 §5.1).
+struct OAuthRefusal: Sendable {
+    var status: HTTPResponse.Status
+    var code: String
+    var description: String
+    var challenge: String?
+    var retryAfter: String?
+}
+
+/// A request breaking a rule of its protocol era (version, header/body agreement, method), as
+/// the JSON-RPC error the era prescribes.
+struct ProtocolViolation: Sendable {
+    var status: HTTPResponse.Status
+    var code: Int
+    var message: String
+    /// The refused request's id (raw JSON), when it could be read.
+    var rawID: String?
+    /// The error's `data` member (raw JSON).
+    var dataJSON: String?
+    /// `Allow` for a refused method.
+    var allow: String?
 }
 
 enum JSONResponse {

@@ -1,19 +1,32 @@
 public import Hummingbird
+import MCPMessages
 public import NIOCore
 
-/// Per-request context: Hummingbird's core context plus the peer address for X-Forwarded-For.
+/// Per-request context: Hummingbird's core context, the client's connection, and what the
+/// pipeline's stages establish about the request, each filled by the stage named below (see
+/// `GatewayPipeline` for their order). A stage only reads what an earlier stage wrote.
 public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
     /// The client's connection: its close cancels work done on the client's behalf.
     public let channel: any Channel
 
-    /// The client's IP address as text, without port: the peer's, or, behind a trusted proxy of
-    /// the entry point, the right-most untrusted `X-Forwarded-For` address (set by the responder).
+    /// `ClientAddressing`: the client's IP address as text, without port: the peer's, or, behind a
+    /// trusted proxy of the entry point, the right-most untrusted `X-Forwarded-For` address.
     var clientIP: String?
-    /// How the client reached the gateway, for `X-Forwarded-Proto` upstream: the public URL's
-    /// scheme, or what a trusted proxy in front says (set by the responder).
+    /// `ClientAddressing`: how the client reached the gateway, for `X-Forwarded-Proto` upstream:
+    /// the public URL's scheme, or what a trusted proxy in front says.
     var forwardedProto = "http"
+    /// `ClientAddressing`: the configuration in force when the request arrived; the request keeps
+    /// it to the end, whatever a reload swaps in meanwhile.
+    var runtime: RuntimeConfiguration?
+    /// `RouteMatching`: the router (and its compiled upstream) whose MCP endpoint this is. Once it
+    /// is set, errors are answered as JSON-RPC error objects.
+    var route: CompiledRoute?
+    /// `Authentication`: who the verified access token belongs to (protected routers only).
+    var caller: VerifiedCaller?
+    /// `MCPCallParsing`: the MCP call, body read and parsed once.
+    var call: MCPCall?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -21,15 +21,6 @@ struct HTTPProxy: Sendable {
     let drain: ShutdownDrain
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
 
-    /// A request whose body was already read (to look at it) proxied as usual.
-    func forwardBuffered(
-        _ request: Request, body: ByteBuffer, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
-    ) async throws(GatewayError) -> Response {
-        var request = request
-        request.body = RequestBody(buffer: body)
-        return try await forward(request, context: context, route: route, upstream: upstream, caller: caller)
-    }
-
     func forward(
         _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
     ) async throws(GatewayError) -> Response {
@@ -38,11 +29,8 @@ struct HTTPProxy: Sendable {
         if let sessionID {
             try await bindings.check(sessionID, owner: owner)
         }
-        var request = request
-        var body: ByteBuffer?
-        if request.method == .post || request.method == .put || request.method == .patch {
-            body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
-        }
+        // Read (up to the route's limit) and checked by `MCPCallParsing`.
+        let body = context.call?.body
         let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
@@ -79,8 +67,7 @@ struct HTTPProxy: Sendable {
             let clientRequest = request
             // A standalone GET stream and a 2026-07-28 `subscriptions/listen` stream answer no
             // pending request: they must not hold a shutdown open.
-            let standalone = request.method == .get
-                || (requestBody.flatMap { try? JSONRPCMessage(parsing: $0) }?.method == "subscriptions/listen")
+            let standalone = request.method == .get || context.call?.method == "subscriptions/listen"
             let drain = standalone ? self.drain : nil
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a
             // disconnect cancels the upstream request at once (in 2026-07-28, closing *is* cancel).

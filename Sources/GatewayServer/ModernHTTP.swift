@@ -194,10 +194,8 @@ final class ModernHTTPTranslator: Sendable {
     /// answers it from the upstream's `server/discover` and bridges the session. Anything other
     /// than an initialize is proxied as usual.
     func legacyInitialize(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, proxy: HTTPProxy) async throws(GatewayError) -> Response {
-        var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
-        guard let message = try? JSONRPCMessage(parsing: body), message.method == "initialize", message.isRequest else {
-            return try await proxy.forwardBuffered(request, body: body, context: context, route: route, upstream: upstream, caller: caller)
+        guard let body = context.call?.body, let message = context.call?.message, message.method == "initialize", message.isRequest else {
+            return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
         }
         // The same headers the proxy would send (forwarding and identity headers, no credentials).
         let headers = HTTPProxy.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
@@ -256,9 +254,7 @@ final class ModernHTTPTranslator: Sendable {
         default:
             break
         }
-        var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
-        guard let message = try? JSONRPCMessage(parsing: body) else {
+        guard let message = context.call?.message else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC message per POST")
         }
         // The client's answer to an ask relayed from the upstream.
@@ -391,12 +387,8 @@ final class ModernHTTPTranslator: Sendable {
 
     /// Serves one modern request from a session-based upstream.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
-        var request = request
-        let message: JSONRPCMessage
-        switch try await ModernProtocol.receive(&request, limit: route.maxRequestBodyBytes) {
-        case .failure(let refusal): return refusal.response
-        case .success(let valid): message = valid
-        }
+        guard let call = context.call else { throw .pipelineOrder(stage: "ModernHTTPTranslator.handle") }
+        let message = try ModernProtocol.validate(call, request: request)
         let rawID = message.rawID
         let method = message.method ?? ""
         let key = SessionOwner(route: route, caller: caller).key

@@ -8,19 +8,12 @@ import NIOCore
 /// The 2026-07-28 protocol as the gateway speaks it on both sides: request validation, and the
 /// messages it writes itself when translating between eras.
 enum ModernProtocol {
-    static let versions = ["2026-07-28"]
+    static let versions = MCPVersions.modern
     static let metaPrefix = "io.modelcontextprotocol/"
     static let headerMismatch = -32020
     static let unsupportedVersion = -32022
     static let methodHeader = HTTPField.Name("Mcp-Method")!
     static let nameHeader = HTTPField.Name("Mcp-Name")!
-
-    /// Whether a request is for the modern era: its MCP-Protocol-Version is not a 2025 (or earlier)
-    /// session-based version.
-    static func isModern(_ request: Request) -> Bool {
-        guard let version = request.headers[StdioBridge.versionHeader] else { return false }
-        return !StdioBridge.supportedVersions.contains(version)
-    }
 
     /// `=?base64?…?=` header values decode to their UTF-8 text; others are taken as they are.
     static func decodeHeader(_ value: String) -> String? {
@@ -48,25 +41,36 @@ enum ModernProtocol {
 }
 
 extension ModernProtocol {
-    /// The 2026-07-28 request rules (version, headers mirroring the body), as one step.
-    static func validate(body: ByteBuffer, request: Request) -> Result<JSONRPCMessage, ResponseBox> {
+    /// The 2026-07-28 request rules, as one step: POST only, one JSON-RPC request or notification,
+    /// a version the gateway speaks, and headers that mirror the body.
+    static func validate(_ call: MCPCall, request: Request) throws(GatewayError) -> JSONRPCMessage {
+        func violation(_ status: HTTPResponse.Status, _ code: Int, _ message: String, rawID: String? = nil, dataJSON: String? = nil) -> GatewayError {
+            .protocolViolation(ProtocolViolation(status: status, code: code, message: message, rawID: rawID, dataJSON: dataJSON))
+        }
+        guard request.method == .post, let parsed = call.parsed else {
+            // 2026-07-28 has no streams or sessions to open or end.
+            throw .protocolViolation(ProtocolViolation(
+                status: .methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest,
+                message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", allow: "POST"
+            ))
+        }
         let message: JSONRPCMessage
-        do {
-            message = try JSONRPCMessage(parsing: body)
-        } catch let failure {
-            if case .invalidJSON = failure {
-                return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.parseError, message: "Parse error: the body must be one JSON-RPC message", rawID: nil)))
-            }
-            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: nil)))
+        switch parsed {
+        case .failure(.invalidJSON):
+            throw violation(.badRequest, JSONRPCErrorResponse.parseError, "Parse error: the body must be one JSON-RPC message")
+        case .failure, .success(.batch):
+            throw violation(.badRequest, JSONRPCErrorResponse.invalidRequest, "Invalid Request: the body must be a JSON-RPC request or notification")
+        case .success(.single(let single)):
+            message = single
         }
         let rawID = message.rawID
         guard let method = message.method, message.kind == .request || message.kind == .notification else {
-            return .failure(ResponseBox(error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)))
+            throw violation(.badRequest, JSONRPCErrorResponse.invalidRequest, "Invalid Request: the body must be a JSON-RPC request or notification", rawID: rawID)
         }
-        let headerVersion = request.headers[StdioBridge.versionHeader] ?? ""
+        let headerVersion = call.protocolVersion ?? ""
         guard versions.contains(headerVersion) else {
             let supported = (versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
-            return .failure(ResponseBox(error(.badRequest, code: unsupportedVersion, message: "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")))
+            throw violation(.badRequest, unsupportedVersion, "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")
         }
         var mismatch: String?
         let bodyVersion = message.string(at: ["params", "_meta", metaPrefix + "protocolVersion"])
@@ -83,36 +87,13 @@ extension ModernProtocol {
             }
         }
         if let mismatch {
-            return .failure(ResponseBox(error(.badRequest, code: headerMismatch, message: "Header mismatch: \(mismatch)", rawID: rawID)))
+            throw violation(.badRequest, headerMismatch, "Header mismatch: \(mismatch)", rawID: rawID)
         }
-        return .success(message)
+        return message
     }
-}
-
-/// A Response as an Error, for `Result`.
-struct ResponseBox: Error {
-    let response: Response
-    init(_ response: Response) { self.response = response }
 }
 
 extension ModernProtocol {
-    /// A 2026-07-28 request's message: POST only, the body read up to `limit` and validated
-    /// (`validate`); a failure carries the response refusing it.
-    static func receive(_ request: inout Request, limit: Int) async throws(GatewayError) -> Result<JSONRPCMessage, ResponseBox> {
-        if let refusal = postOnly(request) { return .failure(ResponseBox(refusal)) }
-        let body = try await RequestBodyReader.read(&request, limit: limit)
-        return validate(body: body, request: request)
-    }
-
-    /// 405 for GET/DELETE: 2026-07-28 has no streams or sessions to open or end.
-    static func postOnly(_ request: Request) -> Response? {
-        guard request.method != .post else { return nil }
-        var response = error(.methodNotAllowed, code: JSONRPCErrorResponse.invalidRequest,
-                             message: "\(request.method.rawValue) is not part of protocol version 2026-07-28: send each request as a POST", rawID: nil)
-        response.headers[.allow] = "POST"
-        return response
-    }
-
     /// An `InputRequiredResult` carrying one ask under the key `input-1`, answering `rawID`.
     static func inputRequiredResponse(rawID: String?, askMethod: String, askParams: String, requestState: String) -> ByteBuffer {
         ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{\"input-1\":{\"method\":\(JSONRPCErrorResponse.jsonString(askMethod)),\"params\":\(askParams)}},\"requestState\":\"\(requestState)\"}}")

@@ -202,13 +202,9 @@ struct SendableJSON: @unchecked Sendable {
 
 extension StdioBridge {
     func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
-        var request = request
+        guard let call = context.call else { throw .pipelineOrder(stage: "handleModern") }
         // Read in place with the scanner: no decoding of the body on the hot path.
-        var message: JSONRPCMessage
-        switch try await ModernProtocol.receive(&request, limit: route.maxRequestBodyBytes) {
-        case .failure(let refusal): return refusal.response
-        case .success(let valid): message = valid
-        }
+        var message = try ModernProtocol.validate(call, request: request)
         let rawID = message.rawID
         let method = message.method ?? ""
 

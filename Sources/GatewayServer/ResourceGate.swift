@@ -136,40 +136,31 @@ final class ResourceGate: Sendable {
         return origin + "/.well-known/oauth-protected-resource" + components.path
     }
 
-    func response(for failure: Failure, router: RouterConfiguration) -> Response {
+    /// The OAuth answer to a failed check: 401 with the challenge that names where to get a token,
+    /// 403 for a token that cannot do more by signing in again, 503 when the store cannot answer.
+    func refusal(_ failure: Failure, router: RouterConfiguration) -> OAuthRefusal {
         let metadata = resourceMetadataURL(router)
         var challenge = "Bearer resource_metadata=\"\(metadata)\", scope=\"\(Scopes.mcp)\""
-        let status: HTTPResponse.Status
-        let code: String
-        let description: String
         switch failure {
         case .missingToken:
-            status = .unauthorized
-            code = "invalid_request"
-            description = "this MCP endpoint requires an access token from \(publicURL.origin)"
+            return OAuthRefusal(
+                status: .unauthorized, code: "invalid_request", description: "this MCP endpoint requires an access token from \(publicURL.origin)", challenge: challenge
+            )
         case .invalidToken(let reason):
-            status = .unauthorized
-            code = "invalid_token"
-            description = reason
             challenge += ", error=\"invalid_token\", error_description=\"\(reason.replacingOccurrences(of: "\"", with: "'"))\""
+            return OAuthRefusal(status: .unauthorized, code: "invalid_token", description: reason, challenge: challenge)
         case .insufficientScope:
-            status = .forbidden
-            code = "insufficient_scope"
-            description = "the access token lacks the \(Scopes.mcp) scope"
             challenge += ", error=\"insufficient_scope\""
+            return OAuthRefusal(status: .forbidden, code: "insufficient_scope", description: "the access token lacks the \(Scopes.mcp) scope", challenge: challenge)
         case .denied(let login):
-            status = .forbidden
-            code = "access_denied"
-            description = "\(login) is not allowed to use this MCP endpoint"
             // No `insufficient_scope` here: another sign-in would not help, and clients would loop.
+            return OAuthRefusal(status: .forbidden, code: "access_denied", description: "\(login) is not allowed to use this MCP endpoint", challenge: challenge)
         case .storeUnavailable:
-            var response = OAuthResponses.storeUnavailable
-            response.headers[.wwwAuthenticate] = challenge
-            return response
+            return OAuthRefusal(
+                status: .serviceUnavailable, code: "temporarily_unavailable", description: "the gateway's state store is unavailable; retry shortly",
+                challenge: challenge, retryAfter: "2"
+            )
         }
-        var response = OAuthResponses.error(status, code, description)
-        response.headers[.wwwAuthenticate] = challenge
-        return response
     }
 
     /// RFC 9728 metadata for a router.

@@ -14,7 +14,7 @@ import NIOCore
 /// with JSON, or SSE when the child sends anything before its response; GET opens the session's
 /// stream; DELETE ends the session.
 struct StdioBridge: Sendable {
-    static let supportedVersions = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+    static let supportedVersions = MCPVersions.sessionBased
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
     static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
     static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
@@ -30,9 +30,6 @@ struct StdioBridge: Sendable {
     /// identity that created it, and is not found (404) for anyone else.
     func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller? = nil) async throws(GatewayError) -> Response {
         let caller = verified?.claims.sub
-        if ModernProtocol.isModern(request) {
-            return try await handleModern(request, context: context, route: route, manager: manager, verified: verified)
-        }
         let owner = SessionOwner(route: route, caller: verified)
         switch request.method {
         case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
@@ -59,18 +56,14 @@ struct StdioBridge: Sendable {
     }
 
     private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?, owner sessionOwner: SessionOwner, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
-        var request = request
-        let body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         let payload: JSONRPCPayload
-        do {
-            payload = try JSONRPCPayload(parsing: body)
-        } catch {
-            switch error {
-            case .invalidJSON:
-                throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not valid JSON")
-            case .invalidMessage(let detail):
-                throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(detail)")
-            }
+        switch context.call?.parsed {
+        case .success(let parsed):
+            payload = parsed
+        case .failure(.invalidJSON), nil:
+            throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not valid JSON")
+        case .failure(.invalidMessage(let detail)):
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(detail)")
         }
 
         guard let sessionID = request.headers[Self.sessionHeader] else {

@@ -28,7 +28,14 @@ import Foundation
       alpha:
         rule: "PathPrefix(`/alpha`)"
         service: echo
+      kid:
+        rule: "PathPrefix(`/kid`)"
+        service: child
+        auth: none
     services:
+      child:
+        stdio:
+          command: "/bin/cat"
       echo:
         http:
           url: "http://127.0.0.1:9/mcp"
@@ -117,6 +124,56 @@ import Foundation
                 let body = try json(response)
                 let error = try #require(body["error"] as? [String: Any])
                 #expect(error["code"] as? Int == -32700)
+            }
+        }
+    }
+
+    @Test func errorsTakeTheFormOfWhereTheyHappen() async throws {
+        try await withGateway { client in
+            // Before a router matched: plain JSON.
+            try await client.execute(uri: "/nowhere/mcp", method: .post, body: Self.initialize) { response in
+                let body = try json(response)
+                #expect(body["error"] as? String == "no_route")
+                #expect(body["jsonrpc"] == nil)
+            }
+            // At an MCP endpoint: a JSON-RPC error object.
+            try await client.execute(uri: "/pub/mcp", method: .put, body: Self.initialize) { response in
+                #expect(response.status == .methodNotAllowed)
+                #expect(response.headers[.allow] == "GET, POST, DELETE")
+                let body = try json(response)
+                #expect(body["jsonrpc"] as? String == "2.0")
+                let error = try #require(body["error"] as? [String: Any])
+                #expect((error["data"] as? [String: Any])?["reason"] as? String == "method_not_allowed")
+            }
+            // A protected endpoint without a token: the OAuth form with its challenge.
+            try await client.execute(uri: "/alpha/mcp", method: .post, body: Self.initialize) { response in
+                #expect(response.status == .unauthorized)
+                let challenge = try #require(response.headers[.wwwAuthenticate])
+                #expect(challenge.contains("resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/alpha/mcp\""))
+                let body = try json(response)
+                #expect(body["error"] as? String == "invalid_request")
+            }
+        }
+    }
+
+    @Test func aModernRequestBreakingItsEraIsAnsweredForItsID() async throws {
+        try await withGateway { client in
+            var headers: HTTPFields = [.contentType: "application/json"]
+            headers[HTTPField.Name("MCP-Protocol-Version")!] = "2026-07-28"
+            headers[HTTPField.Name("Mcp-Method")!] = "tools/list"
+            // The body says another method than the header: a header mismatch, for id 42.
+            let body = ByteBuffer(string: #"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#)
+            // A stdio route: the gateway itself speaks 2026-07-28 there (no child is started for a
+            // request it refuses).
+            try await client.execute(uri: "/kid/mcp", method: .post, headers: headers, body: body) { response in
+                #expect(response.status == .badRequest)
+                let object = try json(response)
+                #expect(object["id"] as? Int == 42)
+                #expect((object["error"] as? [String: Any])?["code"] as? Int == -32020)
+            }
+            try await client.execute(uri: "/kid/mcp", method: .get, headers: headers) { response in
+                #expect(response.status == .methodNotAllowed)
+                #expect(response.headers[.allow] == "POST")
             }
         }
     }

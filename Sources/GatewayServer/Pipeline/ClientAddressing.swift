@@ -1,0 +1,31 @@
+import Foundation
+import GatewayConfig
+import HTTPTypes
+import Hummingbird
+
+/// Stage 1: the configuration in force (kept by the request to its end), and who the client is
+/// when trusted proxies stand in front: its address (`X-Forwarded-For`) and scheme
+/// (`X-Forwarded-Proto`), believed only from a peer in the entry point's `trustedProxies`.
+struct ClientAddressing: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    let entryPoint: EntryPoint
+    let holder: ConfigurationHolder
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let runtime = holder.current
+        context.runtime = runtime
+        context.forwardedProto = runtime.configuration.publicURL.scheme
+        if !entryPoint.trustedProxies.isEmpty {
+            if ClientAddress.isTrusted(context.clientIP, entryPoint.trustedProxies),
+               let proto = request.headers[ClientAddress.forwardedProto]?.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased(),
+               proto == "http" || proto == "https"
+            {
+                context.forwardedProto = proto
+            }
+            context.clientIP = ClientAddress.resolve(peer: context.clientIP, forwardedFor: request.headers[values: ClientAddress.forwardedFor], trusted: entryPoint.trustedProxies)
+        }
+        return try await next(request, context)
+    }
+}

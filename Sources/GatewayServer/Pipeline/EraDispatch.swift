@@ -1,0 +1,46 @@
+import GatewayUpstream
+import Hummingbird
+import MCPMessages
+
+/// The end of the pipeline: one dispatch by protocol era and transport. An HTTP upstream gets
+/// the request relayed as it is, unless the client's era and the upstream's differ (then the
+/// gateway translates: a 2026-07-28 client of a session-based server, or a session-based client
+/// of a 2026-07-28-only server); a stdio service is served by the gateway in the client's era.
+struct EraDispatch: HTTPResponder {
+    typealias Context = GatewayRequestContext
+
+    let proxy: HTTPProxy
+    let stdio: StdioBridge
+    let modernHTTP: ModernHTTPTranslator
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "EraDispatch") }
+        let caller = context.caller
+        switch route.upstream {
+        case .http(let upstream):
+            switch call.era {
+            case .modern:
+                if await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
+                    return try await modernHTTP.handle(request, context: context, route: route, upstream: upstream, caller: caller)
+                }
+            case .sessionBased:
+                if modernHTTP.isBridged(request) {
+                    return try await modernHTTP.bridge(request, context: context, route: route, upstream: upstream, caller: caller)
+                }
+                if request.method == .post, call.sessionID == nil {
+                    // Possibly a session-based client starting a session: if the upstream refuses
+                    // initialize as a 2026-07-28-only server, the gateway bridges.
+                    return try await modernHTTP.legacyInitialize(request, context: context, route: route, upstream: upstream, caller: caller, proxy: proxy)
+                }
+            }
+            return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
+        case .stdio(let manager):
+            switch call.era {
+            case .modern:
+                return try await stdio.handleModern(request, context: context, route: route, manager: manager, verified: caller)
+            case .sessionBased:
+                return try await stdio.handle(request, context: context, route: route, manager: manager, verified: caller)
+            }
+        }
+    }
+}

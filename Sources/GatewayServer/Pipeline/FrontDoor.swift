@@ -1,0 +1,144 @@
+import GatewayStdio
+import Foundation
+import GatewayConfig
+import GatewayRouting
+import GatewayStore
+import HTTPTypes
+import Hummingbird
+
+/// Stage 2: what the gateway answers itself before any router is looked at: health and
+/// readiness, the authorization server's endpoints (registration, OAuth, sign-in pages), forward
+/// auth for a proxy in front (`/verify`), and RFC 9728 protected-resource metadata.
+struct FrontDoor: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    let entryPoint: EntryPoint
+    let holder: ConfigurationHolder
+    let registration: RegistrationEndpoints
+    let oauth: OAuthEndpoints
+    let gate: ResourceGate
+    let stdio: StdioBridge
+    /// Checked by /readyz; nil when state lives in memory.
+    let store: (any KeyValueStore)?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        switch request.uri.path {
+        case "/healthz":
+            return JSONResponse.make(status: .ok, object: ["status": "ok"], headers: [.cacheControl: "no-store"])
+        case "/readyz":
+            return await readiness()
+        default:
+            break
+        }
+        if let response = await registration.respond(to: request, context: context) {
+            return response
+        }
+        if let response = await oauth.respond(to: request, context: context) {
+            return response
+        }
+        guard let runtime = context.runtime else { throw GatewayError.pipelineOrder(stage: "FrontDoor") }
+        if request.uri.path == "/verify" {
+            return await forwardAuth(request, runtime: runtime)
+        }
+        if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
+            return protectedResourceMetadata(request, runtime: runtime)
+        }
+        return try await next(request, context)
+    }
+
+    /// Forward auth for a proxy in front (Traefik `forwardAuth`, nginx `auth_request`, Caddy
+    /// `forward_auth`): decides from `X-Forwarded-Method/Proto/Host/Uri` which router applies, then
+    /// answers 200 with identity headers, or the same 401/403 challenge a direct request would get.
+    private func forwardAuth(_ request: Request, runtime: RuntimeConfiguration) async -> Response {
+        let forwarded: IncomingRequest
+        let matched: RouteTable<CompiledRoute>.Entry?
+        do {
+            forwarded = try IncomingRequest(forwardedBy: request)
+            matched = try forwarded.route(in: runtime.routeTable(entryPoint: entryPoint.name))
+        } catch {
+            // Deny: a request whose path can be read two ways is not let through.
+            return GatewayError.oauth(status: .badRequest, code: "invalid_request", description: error.detail).response(form: .oauth)
+        }
+        guard let route = matched?.target else {
+            // Deny by default: a request no router claims is not let through.
+            return GatewayError.oauth(status: .forbidden, code: "no_route", description: "no router matches \(forwarded.host)\(forwarded.path)").response(form: .oauth)
+        }
+        // The same host and Origin rules as a request made to the gateway directly.
+        let hosts = runtime.allowedHosts(entryPoint: entryPoint.name)
+        guard hosts.admits(forwarded.host) || route.router.rule.requiresHostPattern else {
+            return GatewayError.oauth(status: .forbidden, code: "host_not_allowed", description: GatewayError.hostNotAllowed(host: forwarded.host).message).response(form: .oauth)
+        }
+        do {
+            try RequestChecks.checkOrigin(request, publicURL: runtime.configuration.publicURL, entryPoint: entryPoint, hosts: hosts)
+        } catch {
+            return GatewayError.oauth(status: .forbidden, code: "origin_forbidden", description: error.message).response(form: .oauth)
+        }
+        guard route.router.auth == .oauth else {
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+        }
+        switch await gate.check(request, route: route) {
+        case .success(let caller):
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) {
+                if let fieldName = HTTPField.Name(name) { headers[fieldName] = value }
+            }
+            return Response(status: .ok, headers: headers)
+        case .failure(let failure):
+            return GatewayError.oauth(gate.refusal(failure, router: route.router)).response(form: .oauth)
+        }
+    }
+
+    /// RFC 9728 metadata of a protected router: path-inserted (`/.well-known/oauth-protected-resource/time/mcp`),
+    /// and at the root for a router reached by its own host.
+    private func protectedResourceMetadata(_ request: Request, runtime: RuntimeConfiguration) -> Response {
+        let suffix = String(request.uri.path.dropFirst("/.well-known/oauth-protected-resource".count))
+        let host = IncomingRequest.hostWithoutPort(request.head.authority ?? "")
+        let publicURL = runtime.configuration.publicURL
+        let candidates = runtime.configuration.routers.filter { $0.auth == .oauth }
+        let match = candidates.first { router in
+            guard let components = URLComponents(string: router.resourceURL(publicURL: publicURL)) else { return false }
+            let hostMatches = components.host?.lowercased() == host.lowercased() || components.host?.lowercased() == publicURL.host.lowercased()
+            if suffix.isEmpty || suffix == "/" {
+                return components.host?.lowercased() == host.lowercased() && components.host?.lowercased() != publicURL.host.lowercased()
+            }
+            return hostMatches && (components.path == suffix || components.path + "/" == suffix)
+        }
+        guard let router = match else {
+            return JSONResponse.make(status: .notFound, object: ["error": "not_found", "error_description": "no protected MCP endpoint here"], headers: [.cacheControl: "no-store"])
+        }
+        return OAuthResponses.json(.ok, gate.protectedResourceMetadata(router), cache: "public, max-age=300")
+    }
+
+    private func readiness() async -> Response {
+        let runtime = holder.current
+        var storeStatus = "memory"
+        if let store {
+            do {
+                try await store.ping()
+                storeStatus = "reachable"
+            } catch {
+                return JSONResponse.make(
+                    status: .serviceUnavailable,
+                    object: ["status": "not_ready", "store": "unreachable", "detail": error.description],
+                    headers: [.cacheControl: "no-store"]
+                )
+            }
+        }
+        var stdioServices: [String: [String: Int]] = [:]
+        for manager in stdio.registry.allManagers {
+            var entry = stdioServices[manager.service.name] ?? ["sessions": 0, "spares": 0]
+            entry["sessions", default: 0] += manager.sessionCount
+            entry["spares", default: 0] += manager.spareCount
+            stdioServices[manager.service.name] = entry
+        }
+        let body: [String: Any] = [
+            "status": "ready",
+            "configGeneration": runtime.generation,
+            "rejectedReloads": holder.rejectedReloads,
+            "routers": runtime.configuration.routers.count,
+            "stdio": stdioServices,
+            "store": storeStatus,
+        ]
+        return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
+    }
+}

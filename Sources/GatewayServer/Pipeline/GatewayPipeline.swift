@@ -1,0 +1,55 @@
+import GatewayConfig
+import GatewayStore
+import Hummingbird
+
+/// The request's way through one entry point, stage by stage. Each stage is a Hummingbird
+/// middleware over `GatewayRequestContext` that either answers or adds what it established to the
+/// context for the stages after it:
+///
+/// 1. `ClientAddressing`: configuration in force, client address and scheme behind trusted proxies
+/// 2. `FrontDoor`: health, readiness, the authorization server, `/verify`, resource metadata
+/// 3. `RouteMatching`: the router (`context.route`); from here on errors are JSON-RPC
+/// 4. `RequestChecks`: Host, Origin, method
+/// 5. `Authentication`: the verified caller (`context.caller`) on protected routers
+/// 6. `MCPCallParsing`: the MCP call read and parsed once (`context.call`)
+///
+/// Stages that need an authenticated, parsed call (rate limits, tool policies, audit, metrics)
+/// go after stage 6. `EraDispatch` then hands the call to its transport.
+struct GatewayPipeline<Stages: MiddlewareProtocol>: HTTPResponder
+where Stages.Input == Request, Stages.Output == Response, Stages.Context == GatewayRequestContext {
+    typealias Context = GatewayRequestContext
+
+    let stages: Stages
+    let dispatch: EraDispatch
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        do {
+            return try await stages.handle(request, context: context) { request, context in
+                try await dispatch.respond(to: request, context: context)
+            }
+        } catch let error as GatewayError {
+            // Before a router matched: the error in plain JSON (after, `RouteMatching` answered it).
+            return error.response(at: context)
+        }
+    }
+}
+
+extension GatewayComponents {
+    /// The pipeline of one entry point; `readinessStore` is what /readyz pings (nil: memory).
+    func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
+        GatewayPipeline(
+            stages: stages(for: entryPoint, readinessStore: readinessStore),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP)
+        )
+    }
+
+    @MiddlewareFixedTypeBuilder<Request, Response, GatewayRequestContext>
+    private func stages(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some MiddlewareProtocol<Request, Response, GatewayRequestContext> {
+        ClientAddressing(entryPoint: entryPoint, holder: holder)
+        FrontDoor(entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore)
+        RouteMatching(entryPoint: entryPoint)
+        RequestChecks(entryPoint: entryPoint)
+        Authentication(gate: gate)
+        MCPCallParsing()
+    }
+}

@@ -1,0 +1,25 @@
+import HTTPTypes
+import Hummingbird
+import MCPMessages
+
+/// Stage 6: the MCP call read once: a POST body up to the router's limit (413 beyond it) and
+/// strictly checked JSON (400), parsed as JSON-RPC, with the era, session id and method named, for
+/// every later stage and the transports to look at rather than read again.
+struct MCPCallParsing: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
+    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "MCPCallParsing") }
+        var request = request
+        var body: ByteBuffer?
+        if request.method == .post {
+            body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
+        }
+        var context = context
+        context.call = MCPCall(protocolVersion: request.headers[Self.versionHeader], sessionID: request.headers[Self.sessionHeader], body: body)
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,73 @@
+public import NIOCore
+
+/// The protocol revisions the gateway speaks, by era.
+public enum MCPVersions {
+    /// Session-based revisions: `initialize`, `Mcp-Session-Id`, GET streams.
+    public static let sessionBased = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+    /// Stateless revisions: every request stands alone and carries its version and capabilities.
+    public static let modern = ["2026-07-28"]
+}
+
+/// One client request to an MCP endpoint as the gateway's stages see it: its body read once (and
+/// checked to be strict JSON by whoever read it) and parsed once, so that every later stage (rate
+/// limits, policies, audit, metrics, the era dispatch, the transports) looks at the same values.
+public struct MCPCall: Sendable {
+    public enum Era: Sendable, Equatable {
+        /// 2024-11-05 … 2025-11-25 (and requests that name no version).
+        case sessionBased
+        /// 2026-07-28: any version the session-based era does not know.
+        case modern
+    }
+
+    public let era: Era
+    /// The `MCP-Protocol-Version` header, when sent.
+    public let protocolVersion: String?
+    /// The `Mcp-Session-Id` header, when sent.
+    public let sessionID: String?
+    /// The POST body; nil for GET and DELETE.
+    public let body: ByteBuffer?
+    /// The body as JSON-RPC, or why it is not JSON-RPC (each era answers that in its own words).
+    public let parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?
+
+    public init(protocolVersion: String?, sessionID: String?, body: ByteBuffer?) {
+        self.protocolVersion = protocolVersion
+        self.era = protocolVersion.map { MCPVersions.sessionBased.contains($0) ? .sessionBased : .modern } ?? .sessionBased
+        self.sessionID = sessionID
+        self.body = body
+        if let body {
+            do throws(JSONRPCMessage.ParseError) {
+                self.parsed = .success(try JSONRPCPayload(parsing: body))
+            } catch {
+                self.parsed = .failure(error)
+            }
+        } else {
+            self.parsed = nil
+        }
+    }
+
+    public var payload: JSONRPCPayload? {
+        if case .success(let payload) = parsed { payload } else { nil }
+    }
+
+    /// The one message of a body that is not a batch.
+    public var message: JSONRPCMessage? {
+        if case .single(let message) = payload { message } else { nil }
+    }
+
+    /// The JSON-RPC method of a single request or notification.
+    public var method: String? { message?.method }
+
+    /// The raw JSON of the message's id.
+    public var rawID: String? { message?.rawID }
+
+    /// What the call is about: the tool or prompt name of `tools/call` and `prompts/get`, the
+    /// resource URI of `resources/read`, `resources/subscribe` and `resources/unsubscribe`.
+    public var target: String? {
+        guard let message, let method = message.method else { return nil }
+        switch method {
+        case "tools/call", "prompts/get": return message.string(at: ["params", "name"])
+        case "resources/read", "resources/subscribe", "resources/unsubscribe": return message.string(at: ["params", "uri"])
+        default: return nil
+        }
+    }
+}
