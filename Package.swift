@@ -32,6 +32,8 @@ let package = Package(
         // Already in the graph through Hummingbird; named for NIOHTTPTypes (the request parts a
         // connection handler sees).
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        // Already in the graph through Hummingbird; named for HTTPFields in GatewayAuth.
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         .target(
@@ -76,6 +78,36 @@ let package = Package(
             name: "MCPMessages",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The resource side of OAuth: the bearer-token gate with its challenges, GitHub membership,
+        // identity headers, client addresses behind proxies, and who owns each session.
+        .target(
+            name: "GatewayAuth",
+            dependencies: [
+                "GatewayConfig",
+                "GatewayStore",
+                "AuthorizationServer",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // The authorization server's HTTP side: metadata, /authorize with sign-in (GitHub, local
+        // accounts) and consent, /token, /revoke, /introspect, registration, metadata documents.
+        .target(
+            name: "AuthorizationEndpoints",
+            dependencies: [
+                "GatewayAuth",
+                "GatewayConfig",
+                "GatewayStore",
+                "AuthorizationServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "GatewayUpstream",
             dependencies: [
@@ -92,6 +124,8 @@ let package = Package(
                 "GatewayRouting",
                 "GatewayUpstream",
                 "GatewayStdio",
+                "GatewayAuth",
+                "AuthorizationEndpoints",
                 "MCPMessages",
                 "AuthorizationServer",
                 "GatewayStore",

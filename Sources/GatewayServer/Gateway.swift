@@ -1,3 +1,5 @@
+import AuthorizationEndpoints
+import GatewayAuth
 import UnixSignals
 import Foundation
 public import GatewayConfig
@@ -212,7 +214,7 @@ struct GatewayComponents: Sendable {
             logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
         }
         let oauth = OAuthEndpoints(
-            holder: holder, publicURL: configuration.publicURL, registry: registry,
+            currentConfiguration: { holder.current.configuration }, publicURL: configuration.publicURL, registry: registry,
             clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
             github: github, localUsers: auth.localUsers, localLimits: auth.localLimits, metadataDocumentsEnabled: documents != nil, store: store, logger: logger

@@ -1,3 +1,5 @@
+import AuthorizationEndpoints
+import GatewayAuth
 import Foundation
 import GatewayUpstream
 import HTTPTypes
@@ -213,16 +215,6 @@ extension GatewayError: HTTPResponseError {
     }
 }
 
-/// An OAuth error answer: status, RFC 6749 error code, description, and for a protected
-/// resource its `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9728 §5.1).
-struct OAuthRefusal: Sendable {
-    var status: HTTPResponse.Status
-    var code: String
-    var description: String
-    var challenge: String?
-    var retryAfter: String?
-}
-
 /// A request breaking a rule of its protocol era (version, header/body agreement, method), as
 /// the JSON-RPC error the era prescribes.
 struct ProtocolViolation: Sendable {
@@ -237,11 +229,13 @@ struct ProtocolViolation: Sendable {
     var allow: String?
 }
 
-enum JSONResponse {
-    static func make(status: HTTPResponse.Status, object: Any, headers: HTTPFields = [.contentType: "application/json"]) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        var headers = headers
-        if headers[.contentType] == nil { headers[.contentType] = "application/json" }
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+
+extension GatewayError {
+    /// A session id refused by `SessionBindings`: not found (404) or the store unavailable (503).
+    init(_ refusal: SessionRefusal) {
+        switch refusal {
+        case .notFound: self = .sessionNotFound
+        case .storeUnavailable: self = .storeUnavailable
+        }
     }
 }

@@ -1,4 +1,6 @@
+import AuthorizationEndpoints
 public import Hummingbird
+import GatewayAuth
 import MCPMessages
 public import NIOCore
 
@@ -33,5 +35,11 @@ public struct GatewayRequestContext: RequestContext {
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
         self.clientIP = source.channel.remoteAddress?.ipAddress
+    }
+}
+
+extension GatewayRequestContext: AuthorizationRequestContext {
+    func cancellingOnClose<Value: Sendable>(_ operation: @escaping @Sendable () async throws -> Value) async throws -> Value {
+        try await HTTPProxy.cancellingOnClose(of: channel, operation)
     }
 }

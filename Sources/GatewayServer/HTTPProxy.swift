@@ -1,3 +1,4 @@
+import GatewayAuth
 import AuthorizationServer
 import Synchronization
 import AsyncHTTPClient
@@ -27,7 +28,7 @@ struct HTTPProxy: Sendable {
         let sessionID = request.headers[Self.sessionHeader]
         let owner = SessionOwner(route: route, caller: caller)
         if let sessionID {
-            try await bindings.check(sessionID, owner: owner)
+            do { try await bindings.check(sessionID, owner: owner) } catch { throw GatewayError(error) }
         }
         // Read (up to the route's limit) and checked by `MCPCallParsing`.
         let body = context.call?.body
@@ -51,7 +52,7 @@ struct HTTPProxy: Sendable {
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
         if let created = fields[Self.sessionHeader], created != sessionID {
-            try await bindings.bind(created, to: owner)
+            do { try await bindings.bind(created, to: owner) } catch { throw GatewayError(error) }
         }
         if request.method == .delete, let sessionID, (200..<300).contains(upstreamResponse.status.code) {
             await bindings.unbind(sessionID)
@@ -126,15 +127,6 @@ struct HTTPProxy: Sendable {
         } onCancel: {
             task.cancel()
         }
-    }
-}
-
-/// Who the caller is, told to upstreams of protected routes (client copies are always dropped).
-enum IdentityHeaders {
-    static func fields(_ caller: VerifiedCaller, names: IdentityHeaderNames) -> [(name: String, value: String)] {
-        var fields = [(names.user, caller.claims.login), (names.clientID, caller.claims.client_id)]
-        if let email = caller.claims.email { fields.append((names.email, email)) }
-        return fields
     }
 }
 

@@ -1,3 +1,4 @@
+import GatewayAuth
 import NIOFoundationEssentialsCompat
 import AuthorizationServer
 import AsyncHTTPClient
@@ -208,7 +209,7 @@ final class ModernHTTPTranslator: Sendable {
             var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
             fields[.contentLength] = nil
             if let created = fields[HTTPProxy.sessionHeader] {
-                try await bindings.bind(created, to: SessionOwner(route: route, caller: caller))
+                do { try await bindings.bind(created, to: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
             }
             return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
         }
@@ -222,7 +223,7 @@ final class ModernHTTPTranslator: Sendable {
         }
         let metaJSON = ModernProtocol.clientStamp(from: message)
         let sessionID = StdioSessionManager.mintSessionID()
-        try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller))
+        do { try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
         bridged.withLock { sessions in
             // Bounded: clients that never say DELETE must not grow this forever.
             if sessions.count >= Self.maxBridgedSessions {
@@ -240,7 +241,7 @@ final class ModernHTTPTranslator: Sendable {
         guard let id = request.headers[StdioBridge.sessionHeader],
               let session = bridged.withLock({ $0[id] }), session.owner == caller?.claims.sub, session.router == route.router.name
         else { throw .sessionNotFound }
-        try await bindings.check(id, owner: SessionOwner(route: route, caller: caller))
+        do { try await bindings.check(id, owner: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
         switch request.method {
         case .delete:
             bridged.withLock { _ = $0.removeValue(forKey: id) }

@@ -1,3 +1,4 @@
+import GatewayAuth
 import NIOFoundationEssentialsCompat
 import Crypto
 import AuthorizationServer
@@ -491,7 +492,7 @@ extension StdioBridge {
             try await bindings.bind(sessionID, to: owner)
         } catch {
             await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
-            throw error
+            throw GatewayError(error)
         }
         session.modernMeta = ModernProtocol.clientStamp(from: message)
         return Self.jsonResponse(ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: manager.service.name), headers: [Self.sessionHeader: sessionID])

@@ -1,3 +1,4 @@
+import GatewayAuth
 import AuthorizationServer
 import GatewayConfig
 import GatewayRouting
@@ -11,7 +12,7 @@ enum RouteUpstream: Sendable {
     case stdio(StdioSessionManager)
 }
 
-struct CompiledRoute: Sendable {
+struct CompiledRoute: ProtectedRoute {
     let router: RouterConfiguration
     let upstream: RouteUpstream
     let maxRequestBodyBytes: Int

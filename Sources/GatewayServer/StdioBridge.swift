@@ -1,3 +1,4 @@
+import GatewayAuth
 import NIOFoundationEssentialsCompat
 import AuthorizationServer
 import Foundation
@@ -46,7 +47,7 @@ struct StdioBridge: Sendable {
     /// The session `id` names, for its owner only (bound router and caller, then the process's
     /// own record of its creator); anyone else gets the 404 of an unknown session.
     private func session(service: String, id: String, caller: String?, owner: SessionOwner) async throws(GatewayError) -> (StdioSessionManager, LegacySession) {
-        try await bindings.check(id, owner: owner)
+        do { try await bindings.check(id, owner: owner) } catch { throw GatewayError(error) }
         guard let found = registry.session(serviceName: service, id: id), found.1.owner == caller else { throw .sessionNotFound }
         return found
     }
@@ -167,7 +168,7 @@ struct StdioBridge: Sendable {
             try await bindings.bind(sessionID, to: owner)
         } catch {
             await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
-            throw error
+            throw GatewayError(error)
         }
         let headers: HTTPFields = [Self.sessionHeader: sessionID]
         if interim.isEmpty {

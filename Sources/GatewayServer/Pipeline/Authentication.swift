@@ -1,3 +1,4 @@
+import GatewayAuth
 import GatewayConfig
 import Hummingbird
 
@@ -13,7 +14,7 @@ struct Authentication: RouterMiddleware {
         guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "Authentication") }
         guard route.router.auth == .oauth else { return try await next(request, context) }
         var context = context
-        switch await gate.check(request, route: route) {
+        switch await gate.check(request.headers, route: route) {
         case .success(let caller): context.caller = caller
         case .failure(let failure): throw GatewayError.oauth(gate.refusal(failure, router: route.router))
         }

@@ -1,3 +1,4 @@
+import GatewayAuth
 import Foundation
 import GatewayConfig
 import HTTPTypes

@@ -1,3 +1,5 @@
+import AuthorizationEndpoints
+import GatewayAuth
 import GatewayStdio
 import Foundation
 import GatewayConfig
@@ -76,7 +78,7 @@ struct FrontDoor: RouterMiddleware {
         guard route.router.auth == .oauth else {
             return Response(status: .ok, headers: [.cacheControl: "no-store"])
         }
-        switch await gate.check(request, route: route) {
+        switch await gate.check(request.headers, route: route) {
         case .success(let caller):
             var headers: HTTPFields = [.cacheControl: "no-store"]
             for (name, value) in IdentityHeaders.fields(caller, names: route.router.identityHeaders) {

@@ -1,3 +1,4 @@
+import GatewayAuth
 import GatewayConfig
 import GatewayStore
 import Hummingbird

@@ -1,23 +1,31 @@
+import GatewayAuth
 import NIOFoundationEssentialsCompat
 import GatewayStore
-import AuthorizationServer
+package import AuthorizationServer
 import Foundation
-import GatewayConfig
-import HTTPTypes
-import Hummingbird
+package import GatewayConfig
+package import HTTPTypes
+package import Hummingbird
 import NIOCore
 
 /// `POST /register` (RFC 7591) and `GET/PUT/DELETE /register/{client_id}` (RFC 7592).
-struct RegistrationEndpoints: Sendable {
-    let registry: ClientRegistry
-    let refreshTokens: RefreshTokens
-    let accessTokens: AccessTokens
-    let publicURL: PublicURL
-    static let maxBodyBytes = 64 * 1024
-    static let pragma = HTTPField.Name("Pragma")!
+package struct RegistrationEndpoints: Sendable {
+    package let registry: ClientRegistry
+    package let refreshTokens: RefreshTokens
+    package let accessTokens: AccessTokens
+    package let publicURL: PublicURL
+
+    package init(registry: ClientRegistry, refreshTokens: RefreshTokens, accessTokens: AccessTokens, publicURL: PublicURL) {
+        self.registry = registry
+        self.refreshTokens = refreshTokens
+        self.accessTokens = accessTokens
+        self.publicURL = publicURL
+    }
+    package static let maxBodyBytes = 64 * 1024
+    package static let pragma = HTTPField.Name("Pragma")!
 
     /// Answers when the path is a registration path; nil otherwise.
-    func respond(to request: Request, context: GatewayRequestContext) async -> Response? {
+    package func respond(to request: Request, context: some AuthorizationRequestContext) async -> Response? {
         let path = request.uri.path
         if path == "/register" {
             guard request.method == .post else { return Self.methodNotAllowed("POST") }
@@ -32,7 +40,7 @@ struct RegistrationEndpoints: Sendable {
         }
     }
 
-    private func register(_ request: Request, context: GatewayRequestContext) async -> Response {
+    private func register(_ request: Request, context: some AuthorizationRequestContext) async -> Response {
         var request = request
         guard let body = await Self.jsonObject(&request) else {
             return Self.oauthError(.badRequest, "invalid_client_metadata", "the body must be a JSON object")
@@ -50,7 +58,7 @@ struct RegistrationEndpoints: Sendable {
 
     private func manage(_ request: Request, clientID: String) async -> Response {
         var request = request
-        guard let token = Self.bearerToken(request) else {
+        guard let token = BearerToken.from(request.headers) else {
             return Self.oauthError(.unauthorized, "invalid_token", "a registration access token is required", challenge: true)
         }
         do throws(RegistryError) {
@@ -86,7 +94,7 @@ struct RegistrationEndpoints: Sendable {
 
     // MARK: helpers
 
-    static func response(for error: RegistryError) -> Response {
+    package static func response(for error: RegistryError) -> Response {
         switch error {
         case .invalid(let registration):
             return oauthError(.badRequest, registration.code, registration.description)
@@ -101,33 +109,22 @@ struct RegistrationEndpoints: Sendable {
         }
     }
 
-    static func bearerToken(_ request: Request) -> String? {
-        guard let header = request.headers[.authorization], header.utf8.count > 7 else { return nil }
-        let scheme = header.utf8.prefix(7)
-        // "Bearer " compared without case and without allocating.
-        guard zip(scheme, "bearer ".utf8).allSatisfy({ ($0 | 0x20) == $1 }) else { return nil }
-        var token = header.dropFirst(7)
-        while token.first == " " || token.first == "\t" { token.removeFirst() }
-        while token.last == " " || token.last == "\t" { token.removeLast() }
-        return token.isEmpty ? nil : String(token)
-    }
-
-    static func jsonObject(_ request: inout Request) async -> [String: Any]? {
+    package static func jsonObject(_ request: inout Request) async -> [String: Any]? {
         guard let buffer = try? await request.collectBody(upTo: maxBodyBytes) else { return nil }
         return (try? JSONSerialization.jsonObject(with: Data(buffer: buffer))) as? [String: Any]
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+    package static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
         JSONResponse.make(status: status, object: object, headers: [.contentType: "application/json", .cacheControl: "no-store", Self.pragma: "no-cache"])
     }
 
-    static func oauthError(_ status: HTTPResponse.Status, _ code: String, _ description: String, challenge: Bool = false) -> Response {
+    package static func oauthError(_ status: HTTPResponse.Status, _ code: String, _ description: String, challenge: Bool = false) -> Response {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", Self.pragma: "no-cache"]
         if challenge { headers[.wwwAuthenticate] = "Bearer error=\"\(code)\"" }
         return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
     }
 
-    static func methodNotAllowed(_ allow: String) -> Response {
+    package static func methodNotAllowed(_ allow: String) -> Response {
         var response = oauthError(.methodNotAllowed, "invalid_request", "method not allowed")
         response.headers[.allow] = allow
         return response

@@ -1,10 +1,11 @@
-import AuthorizationServer
+package import GatewayAuth
+package import AuthorizationServer
 import Foundation
-import GatewayConfig
-import GatewayStore
-import HTTPTypes
-import Hummingbird
-import Logging
+package import GatewayConfig
+package import GatewayStore
+package import HTTPTypes
+package import Hummingbird
+package import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -12,38 +13,62 @@ import Synchronization
 /// The authorization server's endpoints: metadata (RFC 8414), JWKS, `/authorize` with consent and
 /// sign-in (GitHub or local accounts), `/token`, `/revoke` (RFC 7009) and `/introspect` (RFC 7662).
 /// Registration (RFC 7591/7592) lives in `RegistrationEndpoints`.
-struct OAuthEndpoints: Sendable {
-    let holder: ConfigurationHolder
-    let publicURL: PublicURL
-    let registry: ClientRegistry
-    let clients: ClientDirectory
-    let codes: AuthorizationCodes
-    let refreshTokens: RefreshTokens
-    let accessTokens: AccessTokens
-    let keys: KeyManager
-    let flows: AuthorizationFlows
-    let github: GitHubClient?
-    let localUsers: [String: String]
-    let localLimits: LocalSignInLimits
-    let metadataDocumentsEnabled: Bool
-    let store: any KeyValueStore
-    let logger: Logger
+package struct OAuthEndpoints: Sendable {
+    /// The configuration in force (a reload changes which routers exist and who may sign in).
+    package let currentConfiguration: @Sendable () -> GatewayConfiguration
+    package let publicURL: PublicURL
+    package let registry: ClientRegistry
+    package let clients: ClientDirectory
+    package let codes: AuthorizationCodes
+    package let refreshTokens: RefreshTokens
+    package let accessTokens: AccessTokens
+    package let keys: KeyManager
+    package let flows: AuthorizationFlows
+    package let github: GitHubClient?
+    package let localUsers: [String: String]
+    package let localLimits: LocalSignInLimits
+    package let metadataDocumentsEnabled: Bool
+    package let store: any KeyValueStore
+    package let logger: Logger
 
-    var issuer: String { publicURL.origin }
-    var githubCallbackURL: String { issuer + "/oauth/github/callback" }
+    package init(
+        currentConfiguration: @escaping @Sendable () -> GatewayConfiguration, publicURL: PublicURL, registry: ClientRegistry, clients: ClientDirectory,
+        codes: AuthorizationCodes, refreshTokens: RefreshTokens, accessTokens: AccessTokens, keys: KeyManager, flows: AuthorizationFlows,
+        github: GitHubClient?, localUsers: [String: String], localLimits: LocalSignInLimits, metadataDocumentsEnabled: Bool, store: any KeyValueStore,
+        logger: Logger
+    ) {
+        self.currentConfiguration = currentConfiguration
+        self.publicURL = publicURL
+        self.registry = registry
+        self.clients = clients
+        self.codes = codes
+        self.refreshTokens = refreshTokens
+        self.accessTokens = accessTokens
+        self.keys = keys
+        self.flows = flows
+        self.github = github
+        self.localUsers = localUsers
+        self.localLimits = localLimits
+        self.metadataDocumentsEnabled = metadataDocumentsEnabled
+        self.store = store
+        self.logger = logger
+    }
+
+    package var issuer: String { publicURL.origin }
+    package var githubCallbackURL: String { issuer + "/oauth/github/callback" }
     /// The browser-binding cookie; `__Host-` (host-only, Secure, Path=/) when served over https.
-    var cookieName: String { publicURL.scheme == "https" ? "__Host-mcpgw-browser" : "mcpgw-browser" }
+    package var cookieName: String { publicURL.scheme == "https" ? "__Host-mcpgw-browser" : "mcpgw-browser" }
 
     /// Each sign-in's own binding cookie (named after its secret's hash), so two sign-ins in one
     /// browser do not overwrite each other's now that every sign-in mints a fresh secret.
-    func cookieName(for pending: PendingAuthorization) -> String {
+    package func cookieName(for pending: PendingAuthorization) -> String {
         cookieName + "-" + pending.browserHash.prefix(16)
     }
     /// Password checks running at once, whoever asks: scrypt is CPU-bound, and unauthenticated
     /// callers must not be able to occupy more than the cores.
-    static let hashing = HashingSlots(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
+    package static let hashing = HashingSlots(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
 
-    func respond(to request: Request, context: GatewayRequestContext) async -> Response? {
+    package func respond(to request: Request, context: some AuthorizationRequestContext) async -> Response? {
         switch request.uri.path {
         case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
             guard request.method == .get || request.method == .head else { return OAuthResponses.methodNotAllowed("GET") }
@@ -55,7 +80,7 @@ struct OAuthEndpoints: Sendable {
             guard request.method == .get else { return OAuthResponses.methodNotAllowed("GET") }
             // A browser that goes away cancels what was started for it (a metadata document fetch).
             let endpoints = self
-            return (try? await HTTPProxy.cancellingOnClose(of: context.channel) { await endpoints.authorize(request) })
+            return (try? await context.cancellingOnClose { await endpoints.authorize(request) })
                 ?? AuthPages.error(.badRequest, title: "Request cancelled", message: "The browser closed the connection.")
         case "/authorize/consent":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
@@ -79,7 +104,7 @@ struct OAuthEndpoints: Sendable {
 
     // MARK: metadata
 
-    var metadata: [String: Any] {
+    package var metadata: [String: Any] {
         let authMethods = ["none", "client_secret_basic", "client_secret_post"]
         return [
             "issuer": issuer,
@@ -183,12 +208,12 @@ struct OAuthEndpoints: Sendable {
 
     /// The resource a request names, as this gateway spells it: a router's MCP endpoint URL (with or
     /// without a trailing slash) or the gateway's origin. Without `resource`, the origin.
-    func canonicalResource(_ requested: String?) -> String? {
+    package func canonicalResource(_ requested: String?) -> String? {
         guard let requested else { return issuer }
         var trimmed = requested
         if trimmed.hasSuffix("/") { trimmed.removeLast() }
         if trimmed.lowercased() == issuer.lowercased() { return issuer }
-        for router in holder.current.configuration.routers where router.auth != .none {
+        for router in currentConfiguration().routers where router.auth != .none {
             let url = router.resourceURL(publicURL: publicURL)
             if url == trimmed || url.lowercased() == trimmed.lowercased() { return url }
         }
@@ -217,7 +242,7 @@ struct OAuthEndpoints: Sendable {
 
     // MARK: consent and sign-in
 
-    private func consent(_ request: Request, context: GatewayRequestContext) async -> Response {
+    private func consent(_ request: Request, context: some AuthorizationRequestContext) async -> Response {
         var request = request
         guard let form = await FormFields.body(&request), let id = form["request"] else {
             return AuthPages.error(.badRequest, title: "Invalid form", message: "The consent form was incomplete.")
@@ -256,7 +281,7 @@ struct OAuthEndpoints: Sendable {
         }
     }
 
-    private func localSignIn(_ form: FormFields, id: String, pending: PendingAuthorization, context: GatewayRequestContext) async -> Response {
+    private func localSignIn(_ form: FormFields, id: String, pending: PendingAuthorization, context: some AuthorizationRequestContext) async -> Response {
         guard !localUsers.isEmpty else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
         let username = form["username"] ?? ""
         let password = form["password"] ?? ""
@@ -300,7 +325,7 @@ struct OAuthEndpoints: Sendable {
     }
 
     /// Hashed once at start-up: a real scrypt hash that no password in gateway.yaml matches.
-    static let decoyHash: String = (try? PasswordHash.hash(ClientRegistry.randomToken(bytes: 16))) ?? ""
+    package static let decoyHash: String = (try? PasswordHash.hash(ClientRegistry.randomToken(bytes: 16))) ?? ""
 
     private func githubCallback(_ request: Request) async -> Response {
         let query = FormFields(query: request)
@@ -343,8 +368,8 @@ struct OAuthEndpoints: Sendable {
     }
 
     /// The allow-lists in force for a resource: the global list, narrowed by the router's own.
-    func policy(for resource: String) -> AccessPolicy {
-        let configuration = holder.current.configuration
+    package func policy(for resource: String) -> AccessPolicy {
+        let configuration = currentConfiguration()
         let router = configuration.routers.first { $0.resourceURL(publicURL: publicURL) == resource }
         return AccessPolicy(configuration: configuration, router: router)
     }
@@ -390,7 +415,7 @@ struct OAuthEndpoints: Sendable {
 
     // MARK: client authentication (token, revocation, introspection)
 
-    enum ClientAuthFailure: Error {
+    package enum ClientAuthFailure: Error {
         case response(Response)
     }
 
@@ -633,48 +658,36 @@ struct OAuthEndpoints: Sendable {
     }
 }
 
-extension AccessRule {
-    init(_ list: AllowList) {
-        self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams)
-    }
-}
 
-extension AccessPolicy {
-    /// The allow-lists in force for `router` (the global list alone when there is none): the one
-    /// place sign-in, refresh and the token check derive them from.
-    init(configuration: GatewayConfiguration, router: RouterConfiguration?) {
-        self.init(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router?.allow.map(AccessRule.init))
-    }
-}
 
 /// RFC 6749 JSON responses: every one `no-store`.
-enum OAuthResponses {
-    static let pragma = HTTPField.Name("Pragma")!
+package enum OAuthResponses {
+    package static let pragma = HTTPField.Name("Pragma")!
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any], cache: String = "no-store") -> Response {
+    package static func json(_ status: HTTPResponse.Status, _ object: [String: Any], cache: String = "no-store") -> Response {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: cache]
         if cache == "no-store" { headers[pragma] = "no-cache" }
         return JSONResponse.make(status: status, object: object, headers: headers)
     }
 
-    static func error(_ status: HTTPResponse.Status, _ code: String, _ description: String, basicChallenge: Bool = false) -> Response {
+    package static func error(_ status: HTTPResponse.Status, _ code: String, _ description: String, basicChallenge: Bool = false) -> Response {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", pragma: "no-cache"]
         if basicChallenge { headers[.wwwAuthenticate] = "Basic realm=\"mcp-gateway\"" }
         return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
     }
 
-    static var storeUnavailable: Response {
+    package static var storeUnavailable: Response {
         var response = error(.serviceUnavailable, "temporarily_unavailable", "the gateway's state store is unavailable; retry shortly")
         response.headers[.retryAfter] = "2"
         return response
     }
 
-    static func redirect(to location: String) -> Response {
+    package static func redirect(to location: String) -> Response {
         // 303: after a form POST the browser must GET the next page.
         Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store", HTTPField.Name("Referrer-Policy")!: "no-referrer"])
     }
 
-    static func methodNotAllowed(_ allow: String) -> Response {
+    package static func methodNotAllowed(_ allow: String) -> Response {
         var response = error(.methodNotAllowed, "invalid_request", "method not allowed")
         response.headers[.allow] = allow
         return response
@@ -683,15 +696,15 @@ enum OAuthResponses {
 
 /// A fixed number of slots for CPU-heavy work done before anyone is authenticated; a request that
 /// finds none free is refused at once instead of queueing behind the others.
-final class HashingSlots: Sendable {
+package final class HashingSlots: Sendable {
     private let limit: Int
     private let inUse = Mutex(0)
 
-    init(limit: Int) {
+    package init(limit: Int) {
         self.limit = limit
     }
 
-    func acquire() -> Bool {
+    package func acquire() -> Bool {
         inUse.withLock { count in
             guard count < limit else { return false }
             count += 1
@@ -699,7 +712,7 @@ final class HashingSlots: Sendable {
         }
     }
 
-    func release() {
+    package func release() {
         inUse.withLock { $0 -= 1 }
     }
 }

@@ -1,13 +1,13 @@
 import Foundation
-import Hummingbird
+package import Hummingbird
 
 /// `application/x-www-form-urlencoded` fields (query strings and form bodies). OAuth parameters
 /// must not repeat (RFC 6749 §3.1): repeated names are kept so callers can refuse them.
-struct FormFields: Sendable {
+package struct FormFields: Sendable {
     private(set) var values: [String: String] = [:]
     private(set) var repeated: Set<String> = []
 
-    init(_ encoded: Substring) {
+    package init(_ encoded: Substring) {
         for pair in encoded.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = Self.decode(parts[0]), !name.isEmpty else { continue }
@@ -16,11 +16,11 @@ struct FormFields: Sendable {
         }
     }
 
-    init(query request: Request) {
+    package init(query request: Request) {
         self.init(Substring(request.uri.query ?? ""))
     }
 
-    static func body(_ request: inout Request, limit: Int = 64 * 1024) async -> FormFields? {
+    package static func body(_ request: inout Request, limit: Int = 64 * 1024) async -> FormFields? {
         guard let buffer = try? await request.collectBody(upTo: limit) else { return nil }
         return FormFields(Substring(String(buffer: buffer)))
     }
@@ -35,31 +35,9 @@ struct FormFields: Sendable {
     }
 }
 
-/// Builds `application/x-www-form-urlencoded` text (for redirects).
-enum FormEncoding {
-    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-    static func encode(_ pairs: [(String, String?)]) -> String {
-        pairs.compactMap { name, value in
-            guard let value else { return nil }
-            return "\(escape(name))=\(escape(value))"
-        }.joined(separator: "&")
-    }
-
-    static func escape(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
-    }
-
-    /// `base` with `pairs` appended to its query (RFC 6749 §4.1.2: keep the redirect URI's own query).
-    static func appending(_ pairs: [(String, String?)], to base: String) -> String {
-        let separator = base.contains("?") ? "&" : "?"
-        return base + separator + encode(pairs)
-    }
-}
-
 /// Cookies sent by the browser.
-enum Cookies {
-    static func value(_ name: String, in request: Request) -> String? {
+package enum Cookies {
+    package static func value(_ name: String, in request: Request) -> String? {
         for header in request.headers[values: .cookie] {
             for part in header.split(separator: ";") {
                 let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)

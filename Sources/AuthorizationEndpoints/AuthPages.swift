@@ -1,11 +1,11 @@
-import HTTPTypes
-import Hummingbird
+package import HTTPTypes
+package import Hummingbird
 import NIOCore
 
 /// The authorization server's HTML: the consent (and sign-in) page and error pages. Plain forms, no
 /// JavaScript; every value that came from a request or a client's metadata is escaped.
-enum AuthPages {
-    static func escape(_ text: String) -> String {
+package enum AuthPages {
+    package static func escape(_ text: String) -> String {
         var result = ""
         result.reserveCapacity(text.utf8.count)
         for character in text {
@@ -22,7 +22,7 @@ enum AuthPages {
     }
 
     /// No framing (clickjacking), no scripts, no third-party anything; forms post to this origin.
-    static let securityHeaders: HTTPFields = [
+    package static let securityHeaders: HTTPFields = [
         .contentType: "text/html; charset=utf-8",
         .cacheControl: "no-store",
         HTTPField.Name("Content-Security-Policy")!: "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
@@ -31,13 +31,13 @@ enum AuthPages {
         HTTPField.Name("Referrer-Policy")!: "no-referrer",
     ]
 
-    static func response(_ status: HTTPResponse.Status, html: String, extraHeaders: HTTPFields = [:]) -> Response {
+    package static func response(_ status: HTTPResponse.Status, html: String, extraHeaders: HTTPFields = [:]) -> Response {
         var headers = securityHeaders
         headers.append(contentsOf: extraHeaders)
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 
-    static func document(title: String, body: String) -> String {
+    package static func document(title: String, body: String) -> String {
         """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -60,22 +60,22 @@ enum AuthPages {
         """
     }
 
-    struct Consent {
-        var clientName: String?
-        var clientID: String
-        var clientIsVerified: Bool
-        var redirectHost: String
-        var resource: String
-        var scope: String
-        var requestID: String
-        var csrfToken: String
-        var github: Bool
-        var local: Bool
-        var localError: String?
-        var username: String?
+    package struct Consent {
+        package var clientName: String?
+        package var clientID: String
+        package var clientIsVerified: Bool
+        package var redirectHost: String
+        package var resource: String
+        package var scope: String
+        package var requestID: String
+        package var csrfToken: String
+        package var github: Bool
+        package var local: Bool
+        package var localError: String?
+        package var username: String?
     }
 
-    static func consent(_ consent: Consent) -> String {
+    package static func consent(_ consent: Consent) -> String {
         let name = escape(consent.clientName ?? consent.clientID)
         let provenance = consent.clientIsVerified
             ? "Its details come from its published client metadata at <strong>\(escape(consent.clientID))</strong>."
@@ -123,7 +123,7 @@ enum AuthPages {
             """)
     }
 
-    static func error(_ status: HTTPResponse.Status, title: String, message: String, returnURL: String? = nil) -> Response {
+    package static func error(_ status: HTTPResponse.Status, title: String, message: String, returnURL: String? = nil) -> Response {
         var body = "<h1>\(escape(title))</h1><p id=\"message\">\(escape(message))</p>"
         if let returnURL {
             body += "<p><a id=\"return\" href=\"\(escape(returnURL))\">Return to the application</a></p>"

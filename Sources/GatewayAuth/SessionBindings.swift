@@ -2,26 +2,26 @@ import GatewayConfig
 import AuthorizationServer
 import Crypto
 import Foundation
-import GatewayStore
+package import GatewayStore
 import Synchronization
 
 /// Who a client-visible session belongs to: the router it was created through and the caller who
 /// created it (the token's subject; nil on `auth: none` routers).
-struct SessionOwner: Hashable, Sendable, Codable {
-    let router: String
-    let subject: String?
+package struct SessionOwner: Hashable, Sendable, Codable {
+    package let router: String
+    package let subject: String?
 
-    init(router: String, subject: String?) {
+    package init(router: String, subject: String?) {
         self.router = router
         self.subject = subject
     }
 
-    init(route: CompiledRoute, caller: VerifiedCaller?) {
+    package init(route: some ProtectedRoute, caller: VerifiedCaller?) {
         self.init(router: route.router.name, subject: caller?.claims.sub)
     }
 
     /// One string per owner, for in-memory keys (parked requests, pools).
-    var key: String { "\(router)\u{0}\(subject ?? "anonymous")" }
+    package var key: String { "\(router)\u{0}\(subject ?? "anonymous")" }
 }
 
 /// The one place session ownership is decided. Every session id the gateway hands to a client
@@ -33,22 +33,22 @@ struct SessionOwner: Hashable, Sendable, Codable {
 ///
 /// Bindings never change once written, so a positive check is remembered in memory; the store
 /// record's TTL is pushed forward while the session is in use.
-final class SessionBindings: Sendable {
+package final class SessionBindings: Sendable {
     /// A binding unused for this long expires (the client gets 404 and starts a new session).
-    static let ttl: Duration = .seconds(24 * 3600)
+    package static let ttl: Duration = .seconds(24 * 3600)
     /// How often a session in use pushes its binding's TTL forward.
-    static let refreshInterval: Duration = .seconds(3600)
-    static let maxCached = 100_000
+    package static let refreshInterval: Duration = .seconds(3600)
+    package static let maxCached = 100_000
 
     private struct Cached {
-        let owner: SessionOwner
-        var refreshed: ContinuousClock.Instant
+        package let owner: SessionOwner
+        package var refreshed: ContinuousClock.Instant
     }
 
     private let store: any KeyValueStore
     private let cache = Mutex<[String: Cached]>([:])
 
-    init(store: any KeyValueStore) {
+    package init(store: any KeyValueStore) {
         self.store = store
     }
 
@@ -65,17 +65,17 @@ final class SessionBindings: Sendable {
 
     /// Binds a new session to its owner. A session id that is already bound to someone else is
     /// refused (an upstream handing out a known id must not hand over its owner's session).
-    func bind(_ sessionID: String, to owner: SessionOwner) async throws(GatewayError) {
+    package func bind(_ sessionID: String, to owner: SessionOwner) async throws(SessionRefusal) {
         let key = Self.key(sessionID)
         let value: [UInt8]
         do { value = Array(try JSONEncoder().encode(owner)) } catch { throw .storeUnavailable }
         do {
             if try await !store.setIfAbsent(key, value, ttl: Self.ttl) {
                 guard let existing = try await store.get(key), (try? JSONDecoder().decode(SessionOwner.self, from: Data(existing))) == owner else {
-                    throw GatewayError.sessionNotFound
+                    throw SessionRefusal.notFound
                 }
             }
-        } catch let error as GatewayError {
+        } catch let error as SessionRefusal {
             throw error
         } catch {
             throw .storeUnavailable
@@ -85,27 +85,27 @@ final class SessionBindings: Sendable {
 
     /// Passes when `sessionID` is bound to `owner`; 404 when it is bound to anyone else or to
     /// nobody; 503 when the store cannot say.
-    func check(_ sessionID: String, owner: SessionOwner) async throws(GatewayError) {
+    package func check(_ sessionID: String, owner: SessionOwner) async throws(SessionRefusal) {
         let key = Self.key(sessionID)
         let now = ContinuousClock.now
         if let cached = cache.withLock({ $0[key] }) {
-            guard cached.owner == owner else { throw .sessionNotFound }
+            guard cached.owner == owner else { throw .notFound }
             if now - cached.refreshed < Self.refreshInterval { return }
         }
         let bytes: [UInt8]?
         do { bytes = try await store.get(key) } catch { throw .storeUnavailable }
         guard let bytes, let bound = try? JSONDecoder().decode(SessionOwner.self, from: Data(bytes)) else {
             cache.withLock { $0[key] = nil }
-            throw .sessionNotFound
+            throw .notFound
         }
-        guard bound == owner else { throw .sessionNotFound }
+        guard bound == owner else { throw .notFound }
         // In use: keep the binding alive as long as the session is.
         try? await store.set(key, bytes, ttl: Self.ttl)
         remember(key, owner: owner)
     }
 
     /// The session ended (DELETE): its id binds nobody any more.
-    func unbind(_ sessionID: String) async {
+    package func unbind(_ sessionID: String) async {
         let key = Self.key(sessionID)
         cache.withLock { $0[key] = nil }
         _ = try? await store.delete([key])
@@ -117,4 +117,11 @@ final class SessionBindings: Sendable {
             cache[key] = Cached(owner: owner, refreshed: .now)
         }
     }
+}
+
+/// Why a session id is refused: it is not the caller's (or not known at all), or the store that
+/// knows cannot answer (fails closed).
+package enum SessionRefusal: Error {
+    case notFound
+    case storeUnavailable
 }

@@ -1,28 +1,36 @@
-import AuthorizationServer
+package import AuthorizationServer
 import Foundation
-import GatewayStore
-import Logging
+package import GatewayStore
+package import Logging
 
 /// Re-checks GitHub org and team membership after sign-in, with the operator's `read:org`
 /// membership token (GitHub's token of the user is never kept). A check is trusted for
 /// `membershipTTL` and shared through the store (`membership:<subject>`); when GitHub cannot be
 /// asked, the last known answer (or the one read at sign-in) stands, and the failure is logged.
-struct MembershipChecker: Sendable {
-    struct Record: Codable {
-        var checkedOrgs: [String]
-        var checkedTeams: [String]
-        var orgs: [String]
-        var teams: [String]
+package struct MembershipChecker: Sendable {
+    package struct Record: Codable {
+        package var checkedOrgs: [String]
+        package var checkedTeams: [String]
+        package var orgs: [String]
+        package var teams: [String]
     }
 
-    let github: GitHubClient
-    let token: String
-    let ttl: Duration
-    let store: any KeyValueStore
-    let logger: Logger
+    package let github: GitHubClient
+    package let token: String
+    package let ttl: Duration
+    package let store: any KeyValueStore
+    package let logger: Logger
+
+    package init(github: GitHubClient, token: String, ttl: Duration, store: any KeyValueStore, logger: Logger) {
+        self.github = github
+        self.token = token
+        self.ttl = ttl
+        self.store = store
+        self.logger = logger
+    }
 
     /// The user's memberships among `orgs` and `teams` (lower-cased names the allow-lists use).
-    func identity(login: String, subject: String, orgs: Set<String>, teams: Set<String>, fallback: UserIdentity) async -> UserIdentity {
+    package func identity(login: String, subject: String, orgs: Set<String>, teams: Set<String>, fallback: UserIdentity) async -> UserIdentity {
         let key = "membership:\(subject)"
         if let bytes = try? await store.get(key), let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)),
            orgs.isSubset(of: Set(record.checkedOrgs)), teams.isSubset(of: Set(record.checkedTeams))

@@ -1,24 +1,29 @@
 import NIOFoundationEssentialsCompat
-import AsyncHTTPClient
+package import AsyncHTTPClient
 import Foundation
-import GatewayConfig
-import NIOCore
+package import GatewayConfig
+package import NIOCore
 import NIOHTTP1
 
-struct GitHubError: Error, CustomStringConvertible {
-    var description: String
+package struct GitHubError: Error, CustomStringConvertible {
+    package var description: String
 }
 
 /// GitHub's OAuth web flow and the few REST reads sign-in needs, against github.com or a GitHub
 /// Enterprise install (`webURL`, `apiURL`). GitHub's token lives only for the duration of one
 /// sign-in: it is never stored and never logged.
-struct GitHubClient: Sendable {
-    let configuration: GitHubConfiguration
-    let http: HTTPClient
-    static let timeout: TimeAmount = .seconds(10)
-    static let maxBody = 1024 * 1024
+package struct GitHubClient: Sendable {
+    package let configuration: GitHubConfiguration
+    package let http: HTTPClient
+    package static let timeout: TimeAmount = .seconds(10)
+    package static let maxBody = 1024 * 1024
 
-    func authorizeURL(state: String, callbackURL: String, needsOrgs: Bool) -> String {
+    package init(configuration: GitHubConfiguration, http: HTTPClient) {
+        self.configuration = configuration
+        self.http = http
+    }
+
+    package func authorizeURL(state: String, callbackURL: String, needsOrgs: Bool) -> String {
         let pairs: [(String, String?)] = [
             ("client_id", configuration.clientID), ("redirect_uri", callbackURL), ("state", state),
             // Org and team membership are readable only with read:org.
@@ -29,7 +34,7 @@ struct GitHubClient: Sendable {
 
     /// Exchanges the callback's code for a GitHub token. GitHub reports failures with status 200
     /// and an `error` field, so the body decides, not the status.
-    func exchange(code: String, callbackURL: String) async throws(GitHubError) -> String {
+    package func exchange(code: String, callbackURL: String) async throws(GitHubError) -> String {
         var request = HTTPClientRequest(url: configuration.webURL + "/login/oauth/access_token")
         request.method = .POST
         request.headers.add(name: "Accept", value: "application/json")
@@ -49,7 +54,7 @@ struct GitHubClient: Sendable {
         return token
     }
 
-    func user(token: String) async throws(GitHubError) -> (id: Int64, login: String, email: String?) {
+    package func user(token: String) async throws(GitHubError) -> (id: Int64, login: String, email: String?) {
         guard let json = try await api("/user", token: token) as? [String: Any],
               let login = json["login"] as? String, let id = (json["id"] as? NSNumber)?.int64Value
         else { throw GitHubError(description: "GitHub's /user answer had no id and login") }
@@ -57,12 +62,12 @@ struct GitHubClient: Sendable {
     }
 
     /// Logins of the user's organisations.
-    func orgs(token: String) async throws(GitHubError) -> [String] {
+    package func orgs(token: String) async throws(GitHubError) -> [String] {
         try await pages("/user/orgs", token: token).compactMap { $0["login"] as? String }
     }
 
     /// The user's teams as `org/team-slug`.
-    func teams(token: String) async throws(GitHubError) -> [String] {
+    package func teams(token: String) async throws(GitHubError) -> [String] {
         try await pages("/user/teams", token: token).compactMap { team in
             guard let slug = team["slug"] as? String, let org = (team["organization"] as? [String: Any])?["login"] as? String else { return nil }
             return "\(org)/\(slug)"
@@ -71,12 +76,12 @@ struct GitHubClient: Sendable {
 
     /// Whether `user` is a member of `org` now (204 yes; 404 or 302 no), asked with the
     /// operator's membership token.
-    func isMember(org: String, user: String, token: String) async throws(GitHubError) -> Bool {
+    package func isMember(org: String, user: String, token: String) async throws(GitHubError) -> Bool {
         try await membership("/orgs/\(Self.segment(org))/members/\(Self.segment(user))", token: token, answers: [204, 404, 302]).code == 204
     }
 
     /// Whether `user` is an active member of `org/team`.
-    func isTeamMember(org: String, team: String, user: String, token: String) async throws(GitHubError) -> Bool {
+    package func isTeamMember(org: String, team: String, user: String, token: String) async throws(GitHubError) -> Bool {
         let path = "/orgs/\(Self.segment(org))/teams/\(Self.segment(team))/memberships/\(Self.segment(user))"
         let (code, body) = try await membership(path, token: token, answers: [200, 404])
         guard code == 200 else { return false }
@@ -99,7 +104,7 @@ struct GitHubClient: Sendable {
         }
     }
 
-    static func segment(_ text: String) -> String {
+    package static func segment(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: FormEncoding.unreserved) ?? text
     }
 

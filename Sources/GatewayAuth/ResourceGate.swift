@@ -1,15 +1,24 @@
-import AuthorizationServer
+package import AuthorizationServer
 import Crypto
-import Foundation
-import GatewayConfig
-import GatewayStore
-import HTTPTypes
+package import Foundation
+package import GatewayConfig
+package import GatewayStore
+package import HTTPTypes
 import Hummingbird
 import Synchronization
 
 /// Who a request to a protected route comes from, once its token passed.
-struct VerifiedCaller: Sendable {
-    let claims: AccessTokenClaims
+package struct VerifiedCaller: Sendable {
+    package let claims: AccessTokenClaims
+}
+
+/// What the gate and session ownership need to know of a router.
+package protocol ProtectedRoute: Sendable {
+    var router: RouterConfiguration { get }
+    /// The router's MCP endpoint URL: the audience its tokens must carry.
+    var resourceURL: String { get }
+    /// The allow-lists in force for this router.
+    var accessPolicy: AccessPolicy { get }
 }
 
 /// The token check in front of every protected router (RFC 6750 + RFC 9728 challenges): an ES256 /
@@ -17,34 +26,34 @@ struct VerifiedCaller: Sendable {
 /// the `mcp` scope, of a user the allow-lists in force admit now. Verified tokens are remembered
 /// for a few seconds (keyed by a hash of the token) so the hot path does no store round trip and
 /// no signature check; allow-lists are evaluated on every request, so a reload applies at once.
-final class ResourceGate: Sendable {
-    struct CachedToken {
-        var claims: AccessTokenClaims
-        var hasMCPScope: Bool
-        var validUntil: Date
+package final class ResourceGate: Sendable {
+    package struct CachedToken {
+        package var claims: AccessTokenClaims
+        package var hasMCPScope: Bool
+        package var validUntil: Date
     }
 
-    static let cacheSeconds: TimeInterval = 5
-    static let maxCachedTokens = 10_000
+    package static let cacheSeconds: TimeInterval = 5
+    package static let maxCachedTokens = 10_000
 
-    let accessTokens: AccessTokens
-    let publicURL: PublicURL
-    let store: any KeyValueStore
-    let membership: MembershipChecker?
+    package let accessTokens: AccessTokens
+    package let publicURL: PublicURL
+    package let store: any KeyValueStore
+    package let membership: MembershipChecker?
     /// Keyed by the token's SHA-256 (the digest itself: no string is built per request).
     private let cache = Mutex<[SHA256.Digest: CachedToken]>([:])
     /// Identities as a router's policy needed them (orgs/teams), per subject and router, for the
     /// same few seconds.
     private let identities = Mutex<[String: (identity: UserIdentity, validUntil: Date)]>([:])
 
-    init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
+    package init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
         self.accessTokens = accessTokens
         self.publicURL = publicURL
         self.store = store
         self.membership = membership
     }
 
-    enum Failure: Error {
+    package enum Failure: Error {
         case missingToken
         case invalidToken(String)
         case insufficientScope
@@ -52,8 +61,8 @@ final class ResourceGate: Sendable {
         case storeUnavailable
     }
 
-    func check(_ request: Request, route: CompiledRoute) async -> Result<VerifiedCaller, Failure> {
-        guard let token = RegistrationEndpoints.bearerToken(request) else { return .failure(.missingToken) }
+    package func check(_ fields: HTTPFields, route: some ProtectedRoute) async -> Result<VerifiedCaller, Failure> {
+        guard let token = BearerToken.from(fields) else { return .failure(.missingToken) }
         var bearer = token
         let key = bearer.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         let now = Date()
@@ -128,7 +137,7 @@ final class ResourceGate: Sendable {
     // MARK: challenges
 
     /// RFC 9728 §5.1: the protected-resource metadata URL of a router, path-inserted.
-    func resourceMetadataURL(_ router: RouterConfiguration) -> String {
+    package func resourceMetadataURL(_ router: RouterConfiguration) -> String {
         let resource = router.resourceURL(publicURL: publicURL)
         guard let components = URLComponents(string: resource), let scheme = components.scheme, let host = components.host else { return resource }
         var origin = "\(scheme)://\(host)"
@@ -138,7 +147,7 @@ final class ResourceGate: Sendable {
 
     /// The OAuth answer to a failed check: 401 with the challenge that names where to get a token,
     /// 403 for a token that cannot do more by signing in again, 503 when the store cannot answer.
-    func refusal(_ failure: Failure, router: RouterConfiguration) -> OAuthRefusal {
+    package func refusal(_ failure: Failure, router: RouterConfiguration) -> OAuthRefusal {
         let metadata = resourceMetadataURL(router)
         var challenge = "Bearer resource_metadata=\"\(metadata)\", scope=\"\(Scopes.mcp)\""
         switch failure {
@@ -164,7 +173,7 @@ final class ResourceGate: Sendable {
     }
 
     /// RFC 9728 metadata for a router.
-    func protectedResourceMetadata(_ router: RouterConfiguration) -> [String: Any] {
+    package func protectedResourceMetadata(_ router: RouterConfiguration) -> [String: Any] {
         [
             "resource": router.resourceURL(publicURL: publicURL),
             "authorization_servers": [publicURL.origin],

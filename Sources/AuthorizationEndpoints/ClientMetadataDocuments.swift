@@ -1,13 +1,13 @@
 import NIOHTTP1
 import NIOFoundationEssentialsCompat
 import AsyncHTTPClient
-import AuthorizationServer
-import Foundation
-import GatewayConfig
-import Logging
+package import AuthorizationServer
+package import Foundation
+package import GatewayConfig
+package import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
+package import NIOSSL
 import Synchronization
 
 /// Client ID Metadata Documents: a `client_id` that is an https URL names a JSON document
@@ -16,33 +16,33 @@ import Synchronization
 /// loopback or link-local addresses unless allowed (the address checked is the one connected to).
 /// Cached per the response's caching headers, in a bounded cache. Pinned documents from
 /// gateway.yaml stand in when a fetch fails.
-final class ClientMetadataDocuments: ClientMetadataDocumentSource {
-    struct CacheEntry {
-        var metadata: ClientMetadata
-        var expires: Date
+package final class ClientMetadataDocuments: ClientMetadataDocumentSource {
+    package struct CacheEntry {
+        package var metadata: ClientMetadata
+        package var expires: Date
     }
 
-    static let maxDocumentBytes = 64 * 1024
-    static let maxCacheEntries = 256
-    static let maxCacheSeconds: TimeInterval = 86400
-    static let defaultCacheSeconds: TimeInterval = 300
-    static let maxRedirects = 3
+    package static let maxDocumentBytes = 64 * 1024
+    package static let maxCacheEntries = 256
+    package static let maxCacheSeconds: TimeInterval = 86400
+    package static let defaultCacheSeconds: TimeInterval = 300
+    package static let maxRedirects = 3
     /// After a failed fetch of a pinned client's document, the pin answers without another
     /// attempt for this long (Claude's document is often unreachable from datacenters; each
     /// attempt would cost a sign-in up to the fetch timeout).
-    static let pinnedFallbackSeconds: TimeInterval = 60
+    package static let pinnedFallbackSeconds: TimeInterval = 60
     /// A document that could not be used is not fetched again for this long: each attempt is
     /// work done for whoever names a URL.
-    static let failureMemorySeconds: TimeInterval = 30
+    package static let failureMemorySeconds: TimeInterval = 30
     /// Fetches per minute, per document host and in all: `client_id` URLs come from anyone, and
     /// the gateway must not become a tool for hammering a host (or for probing many).
-    static let fetchesPerHostPerMinute = 10
-    static let fetchesPerMinute = 120
+    package static let fetchesPerHostPerMinute = 10
+    package static let fetchesPerMinute = 120
 
-    let configuration: ClientMetadataConfiguration
-    let pinned: [String: ClientMetadata]
-    let tls: TLSConfiguration
-    let logger: Logger
+    package let configuration: ClientMetadataConfiguration
+    package let pinned: [String: ClientMetadata]
+    package let tls: TLSConfiguration
+    package let logger: Logger
     private let cache = Mutex<[String: CacheEntry]>([:])
     private let failedPinnedFetches = Mutex<[String: Date]>([:])
     private let failedFetches = Mutex<[String: Date]>([:])
@@ -51,7 +51,7 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     /// (not the shared pool that password checks and config reads use) and a deadline.
     private let resolver: NIOThreadPool
 
-    init(configuration: ClientMetadataConfiguration, logger: Logger) throws {
+    package init(configuration: ClientMetadataConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -74,7 +74,7 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         resolver.shutdownGracefully { _ in }
     }
 
-    func metadata(for clientID: String) async throws(ClientLookupError) -> (ClientMetadata, pinned: Bool)? {
+    package func metadata(for clientID: String) async throws(ClientLookupError) -> (ClientMetadata, pinned: Bool)? {
         guard configuration.enabled else { return nil }
         let now = Date()
         if let entry = cache.withLock({ $0[clientID] }), entry.expires > now {
@@ -155,8 +155,8 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         }.get()
     }
 
-    struct FetchError: Error, CustomStringConvertible {
-        var description: String
+    package struct FetchError: Error, CustomStringConvertible {
+        package var description: String
     }
 
     private func fetch(_ clientID: String) async throws(FetchError) -> (ClientMetadata, TimeInterval) {
@@ -210,7 +210,7 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         throw FetchError(description: "too many redirects")
     }
 
-    static func cacheLifetime(_ cacheControl: String?) -> TimeInterval {
+    package static func cacheLifetime(_ cacheControl: String?) -> TimeInterval {
         guard let cacheControl = cacheControl?.lowercased() else { return defaultCacheSeconds }
         let directives = cacheControl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         if directives.contains("no-store") || directives.contains("no-cache") { return 0 }
@@ -250,7 +250,7 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         return usable
     }
 
-    static func lookup(_ host: String) -> [String] {
+    package static func lookup(_ host: String) -> [String] {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
@@ -270,17 +270,17 @@ final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     }
 
     /// Whether `address` is one a fetch may not connect to (see `IPAddress.isPublicUnicast`).
-    static func isPrivate(_ address: String) -> Bool {
+    package static func isPrivate(_ address: String) -> Bool {
         guard let parsed = IPAddress(address) else { return true }
         return !parsed.isPublicUnicast
     }
 }
 
 /// The first of several racing outcomes; later ones are ignored.
-final class FirstOutcome<Success: Sendable, Failure: Error>: Sendable {
+package final class FirstOutcome<Success: Sendable, Failure: Error>: Sendable {
     private let state = Mutex<(result: Result<Success, Failure>?, waiter: CheckedContinuation<Result<Success, Failure>, Never>?)>((nil, nil))
 
-    func settle(_ result: Result<Success, Failure>) {
+    package func settle(_ result: Result<Success, Failure>) {
         let waiter = state.withLock { state -> CheckedContinuation<Result<Success, Failure>, Never>? in
             guard state.result == nil else { return nil }
             state.result = result
@@ -290,7 +290,7 @@ final class FirstOutcome<Success: Sendable, Failure: Error>: Sendable {
         waiter?.resume(returning: result)
     }
 
-    var value: Result<Success, Failure> {
+    package var value: Result<Success, Failure> {
         get async {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> Result<Success, Failure>? in

@@ -1,0 +1,16 @@
+package import AuthorizationServer
+package import GatewayConfig
+
+extension AccessPolicy {
+    /// The allow-lists in force for `router` (the global list alone when there is none): the one
+    /// place sign-in, refresh and the token check derive them from.
+    package init(configuration: GatewayConfiguration, router: RouterConfiguration?) {
+        self.init(global: AccessRule(configuration.auth?.allow ?? AllowList()), router: router?.allow.map(AccessRule.init))
+    }
+}
+
+extension AccessRule {
+    package init(_ list: AllowList) {
+        self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams)
+    }
+}
