@@ -108,6 +108,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Between the protocol eras on messages alone (no HTTP, no processes): rewrites, the
+        // Multi Round-Trip relay, parked requests, request-state affinity, the notification hub.
+        .target(
+            name: "MCPTranslation",
+            dependencies: [
+                "MCPMessages",
+                "AuthorizationServer",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "GatewayUpstream",
             dependencies: [
@@ -127,6 +139,7 @@ let package = Package(
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
+                "MCPTranslation",
                 "AuthorizationServer",
                 "GatewayStore",
                 "GatewayRedis",
@@ -156,6 +169,7 @@ let package = Package(
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
         .testTarget(name: "AuthorizationServerTests", dependencies: ["AuthorizationServer", "GatewayStore"]),
+        .testTarget(name: "MCPTranslationTests", dependencies: ["MCPTranslation", "MCPMessages", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio")]),
         .testTarget(name: "GatewayStdioTests", dependencies: ["GatewayStdio", .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
         // The application in process (HummingbirdTesting's router and live clients) with MemoryStore.
         .testTarget(

@@ -10,6 +10,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import MCPMessages
+import MCPTranslation
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -101,7 +102,7 @@ final class ModernHTTPTranslator: Sendable {
         var headers = baseHeaders(upstream)
         headers.replaceOrAdd(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
         headers.replaceOrAdd(name: "Mcp-Method", value: "server/discover")
-        return try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: StdioBridge.discoverProbe), logger: logger)
+        return try? await upstream.send(method: .POST, query: nil, headers: headers, body: ByteBuffer(string: EraRewrite.discoverProbe), logger: logger)
     }
 
     /// Who is calling, for requests the gateway writes itself: the client's address and, on
@@ -267,7 +268,7 @@ final class ModernHTTPTranslator: Sendable {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC request or notification per POST")
         }
         if method == "notifications/initialized" { return Response(status: .accepted) }
-        let stamped = StdioBridge.stamping(message, meta: session.meta)
+        let stamped = EraRewrite.stamping(message, meta: session.meta)
         var headers = Self.baseHeaders(upstream)
         headers.add(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
         headers.add(name: "Mcp-Method", value: method)
@@ -277,11 +278,11 @@ final class ModernHTTPTranslator: Sendable {
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller, host: request.head.authority)
         let logger = context.logger
         let sendHeaders = headers
-        let canAsk = StdioBridge.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"])
+        let canAsk = EraRewrite.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"])
         // One request (or retry) to the upstream: its SSE answer read message by message, so
         // progress reaches the client live.
         let exchange: BridgedExchange = { outgoing in
-            guard let reply = try? await upstream.send(method: .POST, query: nil, headers: sendHeaders, body: StdioBridge.stamping(outgoing, meta: session.meta).bytes, logger: logger) else { return nil }
+            guard let reply = try? await upstream.send(method: .POST, query: nil, headers: sendHeaders, body: EraRewrite.stamping(outgoing, meta: session.meta).bytes, logger: logger) else { return nil }
             return Self.messages(of: UpstreamMessageReader(reply))
         }
         let response: HTTPClientResponse
@@ -293,7 +294,7 @@ final class ModernHTTPTranslator: Sendable {
         var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
         var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
         fields[.contentLength] = nil
-        if message.isRequest, canAsk, StdioBridge.isInputRequired(answer) {
+        if message.isRequest, canAsk, EraRewrite.isInputRequired(answer) {
             // The upstream asks for input: relayed to the client as server→client requests.
             let only = answer
             let delivered = Mutex(false)
@@ -301,7 +302,7 @@ final class ModernHTTPTranslator: Sendable {
             return await StdioBridge.relayBridged(original: message, feed: feed, sessionKey: id, asks: bridgeAsks, canAsk: true, exchange: exchange)
         }
         if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
-            answer = StdioBridge.refusingInputRequired(answer)
+            answer = EraRewrite.refusingInputRequired(answer)
         }
         return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
     }
@@ -362,10 +363,10 @@ final class ModernHTTPTranslator: Sendable {
                 guard let message = try? JSONRPCMessage(parsing: bytes) else { continue }
                 if message.isResponse {
                     settle()
-                    return (StdioBridge.completeResult(for: method)(message.replacingID(with: rawID ?? "null"), true), true)
+                    return (EraRewrite.completeResult(for: method)(message.replacingID(with: rawID ?? "null"), true), true)
                 }
                 guard message.isRequest, let askMethod = message.method, let askID = message.rawID else { return (bytes, false) }
-                guard let capability = StdioBridge.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
+                guard let capability = EraRewrite.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
                     await postToUpstream(String(buffer: JSONRPCErrorResponse.make(rawID: askID, code: JSONRPCErrorResponse.methodNotFound, message: "the client did not declare support for \(askMethod)")),
                                          session: session, upstream: upstream, logger: logger)
                     continue
@@ -395,7 +396,7 @@ final class ModernHTTPTranslator: Sendable {
         let key = SessionOwner(route: route, caller: caller).key
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
-            return StdioBridge.jsonResponse(StdioBridge.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
+            return StdioBridge.jsonResponse(EraRewrite.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
         }
         if method == "subscriptions/listen" {
             // The upstream's list changes arrive on its GET stream (one per upstream session, shared
@@ -412,7 +413,7 @@ final class ModernHTTPTranslator: Sendable {
             return try await drive(parked.reader, rawID: rawID, upstreamID: parked.upstreamID, method: method, session: parked.session, upstream: upstream, key: key, request: request, context: context,
                                    capabilities: message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"]))
         }
-        guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? StdioBridge.withoutModernMeta(message) else {
+        guard let forwarded = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? EraRewrite.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
         let upstreamID = "\"mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)\""

@@ -9,6 +9,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import MCPMessages
+import MCPTranslation
 import NIOCore
 import Synchronization
 
@@ -148,32 +149,6 @@ final class ModernSessions: Sendable {
     }
 }
 
-/// Resource subscriptions shared by a server's listeners: the server is asked to subscribe for the
-/// first listener of a URI and to unsubscribe after the last one leaves.
-struct SubscriptionCounts: Equatable {
-    private var counts: [String: Int] = [:]
-
-    /// A listener wants `uri`; true when it is the first (ask the server to subscribe).
-    mutating func join(_ uri: String) -> Bool {
-        counts[uri, default: 0] += 1
-        return counts[uri] == 1
-    }
-
-    /// A listener no longer wants `uri` (it left, or the server refused it); true when it was the
-    /// last (ask the server to unsubscribe, when it had accepted).
-    mutating func leave(_ uri: String) -> Bool {
-        guard let count = counts[uri] else { return false }
-        if count <= 1 {
-            counts[uri] = nil
-            return true
-        }
-        counts[uri] = count - 1
-        return false
-    }
-
-    func listeners(of uri: String) -> Int { counts[uri] ?? 0 }
-}
-
 /// Which child of a pool serves a request, decided on values (no processes): the least busy child
 /// when it is idle or the pool is full; otherwise another child, a warm one if any is waiting.
 enum PoolPlan: Equatable {
@@ -194,11 +169,6 @@ enum PoolPlan: Equatable {
         if size < max { return warmAvailable ? .takeWarm : .start }
         return .waitForStarting
     }
-}
-
-/// A JSON value that can cross concurrency domains (decoded by JSONSerialization).
-struct SendableJSON: @unchecked Sendable {
-    let value: Any
 }
 
 extension StdioBridge {
@@ -250,7 +220,7 @@ extension StdioBridge {
         } }
 
         if method == "server/discover" {
-            return Self.jsonResponse(Self.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult, modern: entry.modern), headers: [:])
+            return Self.jsonResponse(EraRewrite.discoverResponse(rawID: rawID, initializeResult: entry.initializeResult, modern: entry.modern), headers: [:])
         }
         if entry.modern {
             // The gateway tags every requestState a modern child hands out with its caller: an
@@ -274,7 +244,7 @@ extension StdioBridge {
             }
             let sessionID = entry.session.sessionID ?? ""
             return try await forward(message, request: request, context: context, entry: entry, service: service, rawID: rawID, origin: requester) { bytes, final in
-                final && Self.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID, requester: requester) : bytes
+                final && EraRewrite.isInputRequired(bytes) ? RequestStateAffinity.tagging(bytes, sessionID: sessionID, requester: requester) : bytes
             }
         }
         if method == "subscriptions/listen", let hub = entry.hub {
@@ -298,7 +268,7 @@ extension StdioBridge {
         // The child speaks the session-based protocol: it gets the request without the modern
         // `_meta` keys (spliced out; rewritten only when `_meta` also holds other keys).
         let capabilities = message.value(at: ["params", "_meta", ModernProtocol.metaPrefix + "clientCapabilities"])
-        guard let message = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? Self.withoutModernMeta(message) else {
+        guard let message = message.removingParamsMeta(ifOnlyKeysWithPrefix: ModernProtocol.metaPrefix) ?? EraRewrite.withoutModernMeta(message) else {
             return ModernProtocol.error(.badRequest, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request", rawID: rawID)
         }
         guard message.isRequest else {
@@ -365,7 +335,6 @@ extension StdioBridge {
         }
     }
 
-    static let discoverProbe = #"{"jsonrpc":"2.0","id":"mcp-gateway-discover","method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#
     /// Offers elicitation and sampling: a child's asks become Multi Round-Trip Requests to the
     /// 2026-07-28 client (refused by the gateway when that client did not declare the capability).
     static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{},"sampling":{}},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
@@ -374,7 +343,7 @@ extension StdioBridge {
     /// DiscoverResult naming 2026-07-28 means modern, anything else (an error, another version)
     /// means it is initialized as a session-based server on the same process.
     static func startModernSession(manager: StdioSessionManager, owner: String, identity: [String: String]?, warm: Bool) async throws -> ModernSessions.Entry {
-        let (session, subscription) = try await manager.beginInitialize(try JSONRPCMessage(parsing: discoverProbe), identity: identity)
+        let (session, subscription) = try await manager.beginInitialize(try JSONRPCMessage(parsing: EraRewrite.discoverProbe), identity: identity)
         let answer = await finalMessage(subscription, session: session)
         if let answer, let result = answer["result"] as? [String: Any],
            (result["supportedVersions"] as? [String])?.contains(where: ModernProtocol.versions.contains) == true
@@ -397,7 +366,7 @@ extension StdioBridge {
         }
         session.assign(owner: owner, idleTimeout: manager.service.pool.idleTimeout, neverIdle: warm)
         // The child's unsolicited notifications go to the hub, never into a request's stream.
-        let hub = NotificationHub(session: session) { uri, subscribe in
+        let hub = NotificationHub.following(session) { uri, subscribe in
             let request: [String: Any] = [
                 "jsonrpc": "2.0", "id": "mcp-gateway-subscribe", "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
             ]
@@ -415,53 +384,6 @@ extension StdioBridge {
         await finalAnswer(of: subscription, session: session).flatMap { (try? JSONSerialization.jsonObject(with: Data(buffer: $0))) as? [String: Any] }
     }
 
-    /// Rewrites `params._meta` without the modern keys (when it also holds others, e.g. a progress token).
-    static func withoutModernMeta(_ message: JSONRPCMessage) -> JSONRPCMessage? {
-        message.editing("params") { params in
-            let meta = (params["_meta"] as? [String: Any] ?? [:]).filter { !$0.key.hasPrefix(ModernProtocol.metaPrefix) }
-            params["_meta"] = meta.isEmpty ? nil : meta
-        }
-    }
-
-    static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON], modern: Bool) -> ByteBuffer {
-        if modern {
-            // The child's own DiscoverResult, remembered from the probe.
-            let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: initializeResult.mapValues(\.value))) ?? Data("{}".utf8), as: UTF8.self)
-            return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
-        }
-        var result: [String: Any] = [
-            "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
-            "supportedVersions": ModernProtocol.versions,
-            "capabilities": initializeResult["capabilities"]?.value ?? [String: Any](),
-        ]
-        if let serverInfo = initializeResult["serverInfo"]?.value {
-            result["_meta"] = [ModernProtocol.metaPrefix + "serverInfo": serverInfo]
-        }
-        if let instructions = initializeResult["instructions"]?.value { result["instructions"] = instructions }
-        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
-        return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
-    }
-
-    /// Results whose 2026-07-28 types are cacheable and so carry `ttlMs` and `cacheScope`.
-    static let cacheableMethods: Set<String> = ["tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"]
-
-    /// A result of the session-based child, as 2026-07-28 spells it: `resultType: "complete"`, and
-    /// for cacheable results `ttlMs: 0` (a legacy child announces changes by notification, so
-    /// nothing is promised fresh) with `cacheScope: "private"` (children are per user).
-    static func completeResult(for method: String) -> @Sendable (ByteBuffer, Bool) -> ByteBuffer {
-        let cacheable = cacheableMethods.contains(method)
-        return { bytes, isFinal in
-            guard isFinal, let message = try? JSONRPCMessage(parsing: bytes), message.kind == .response else { return bytes }
-            var members: [String] = []
-            if !message.resultHasMember("resultType") { members.append(#""resultType":"complete""#) }
-            if cacheable {
-                if !message.resultHasMember("ttlMs") { members.append(#""ttlMs":0"#) }
-                if !message.resultHasMember("cacheScope") { members.append(#""cacheScope":"private""#) }
-            }
-            guard !members.isEmpty else { return bytes }
-            return message.insertingIntoResult(members.joined(separator: ",")) ?? bytes
-        }
-    }
 }
 
 extension StdioBridge {
@@ -479,7 +401,7 @@ extension StdioBridge {
         if let discovered {
             discoverResult = discovered
         } else { do {
-            let probe = try session.sendRequests([try JSONRPCMessage(parsing: Self.discoverProbe)], timeout: manager.service.startTimeout)
+            let probe = try session.sendRequests([try JSONRPCMessage(parsing: EraRewrite.discoverProbe)], timeout: manager.service.startTimeout)
             guard let object = await Self.finalMessage(probe, session: session), let result = object["result"] as? [String: Any]
             else { throw GatewayError.stdioStartFailed(service: manager.service.name, detail: "the MCP server refused initialize and server/discover") }
             discoverResult = result
@@ -498,62 +420,6 @@ extension StdioBridge {
         return Self.jsonResponse(ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: manager.service.name), headers: [Self.sessionHeader: sessionID])
     }
 
-    /// An `InputRequiredResult` (2026-07-28) turned into a JSON-RPC error for a session-based
-    /// client; anything else unchanged.
-    static func refusingInputRequired(_ bytes: ByteBuffer) -> ByteBuffer {
-        guard mayBeInputRequired(bytes), let message = try? JSONRPCMessage(parsing: bytes), message.isResponse,
-              message.string(at: ["result", "resultType"]) == "input_required"
-        else { return bytes }
-        let asks = message.value(at: ["result", "inputRequests"]).flatMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] } ?? [:]
-        let methods = asks.keys.sorted().compactMap { message.string(at: ["result", "inputRequests", $0, "method"]) }
-        let what = methods.isEmpty ? "more input" : methods.joined(separator: ", ")
-        return JSONRPCErrorResponse.make(
-            rawID: message.rawID, code: JSONRPCErrorResponse.internalError,
-            message: "the MCP server asked for \(what), which this gateway cannot yet relay from a 2026-07-28 server to a session-based client",
-            dataJSON: "{\"reason\":\"input_required_not_relayed\"}"
-        )
-    }
-
-    /// The message with `meta` (a JSON object of `_meta` members) merged into `params._meta`.
-    static func stamping(_ message: JSONRPCMessage, meta: String) -> JSONRPCMessage {
-        guard message.isRequest, let stamp = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any] else { return message }
-        return message.editing("params") { params in
-            params["_meta"] = (params["_meta"] as? [String: Any] ?? [:]).merging(stamp) { current, _ in current }
-        } ?? message
-    }
-}
-
-/// Requests parked while a 2026-07-28 client answers an ask (Multi Round-Trip Requests): the
-/// `requestState` handed to the client is an unguessable handle, bound to the identity it was
-/// issued to and valid for a few minutes; the original request keeps running meanwhile.
-final class ParkedRequests<Value: Sendable>: Sendable {
-    private struct Parked {
-        let value: Value
-        let owner: String
-        let expires: ContinuousClock.Instant
-    }
-
-    static var lifetime: Duration { .seconds(300) }
-    private let parked = Mutex<[String: Parked]>([:])
-
-    func park(_ value: Value, owner: String) -> String {
-        let token = ClientRegistry.randomToken(bytes: 24)
-        let now = ContinuousClock.now
-        parked.withLock { parked in
-            parked = parked.filter { $0.value.expires > now }
-            parked[token] = Parked(value: value, owner: owner, expires: now + Self.lifetime)
-        }
-        return token
-    }
-
-    /// The parked value, once, for its owner only.
-    func take(token: String, owner: String) -> Value? {
-        parked.withLock { parked in
-            guard let entry = parked[token], entry.owner == owner, entry.expires > .now else { return nil }
-            parked[token] = nil
-            return entry.value
-        }
-    }
 }
 
 /// A translated child's request waiting for the client's answer to its ask.
@@ -566,7 +432,6 @@ struct ParkedChildAsk: Sendable {
 }
 
 extension StdioBridge {
-    static let askCapabilities = ["elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"]
 
     /// Relays a translated child's answer to a 2026-07-28 client: progress and other notifications
     /// as SSE events while they come; the final result (with `resultType`); or, when the child asks
@@ -575,7 +440,7 @@ extension StdioBridge {
         _ session: LegacySession, _ subscription: LegacySession.Subscription, _ iterator: IteratorBox<StreamItem>, request: Request, context: GatewayRequestContext,
         rawID: String?, method: String, owner: String, capabilities: String?, keepAliveInterval: Duration = .seconds(15)
     ) async -> Response {
-        let transform = Self.completeResult(for: method)
+        let transform = EraRewrite.completeResult(for: method)
         let parkedFlag = ParkedFlag()
         // Closing the response stream cancels the request, unless it was parked for a retry.
         let watcher = InboundCloseWatcher.watcher(for: context.channel)
@@ -600,7 +465,7 @@ extension StdioBridge {
                     return (bytes, false)
                 }
                 // Capabilities are read only when the child asks (not on every request).
-                guard let capability = Self.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
+                guard let capability = EraRewrite.askCapabilities[askMethod], ModernProtocol.declaredCapabilities(capabilities).contains(capability) else {
                     // The client cannot answer this kind of ask: the child hears so at once.
                     let refusal = JSONRPCErrorResponse.make(rawID: childID, code: JSONRPCErrorResponse.methodNotFound, message: "the client did not declare support for \(askMethod)")
                     try? session.sendNotifications([try JSONRPCMessage(parsing: refusal)])
@@ -624,169 +489,7 @@ extension StdioBridge {
     }
 }
 
-/// Set once a request is parked for a Multi Round-Trip retry: it must then outlive its response.
-final class ParkedFlag: Sendable {
-    private let state = Mutex(false)
-    var value: Bool { state.withLock { $0 } }
-    func set() { state.withLock { $0 = true } }
-}
-
-/// The notifications a translated server sends on its own (list changes, resource updates), fanned
-/// out to the `subscriptions/listen` streams that asked for them. Fed by a stdio child's standalone
-/// stream or a session-based HTTP upstream's GET stream. Resource subscriptions are counted across
-/// listeners: the server is sent `resources/subscribe` for a URI when the first listener asks for
-/// it and `resources/unsubscribe` when the last one leaves.
-final class NotificationHub: Sendable {
-    /// Sends `resources/subscribe` (true) or `resources/unsubscribe` (false) for a URI to the
-    /// server; whether it accepted.
-    typealias ResourceSubscriber = @Sendable (_ uri: String, _ subscribe: Bool) async -> Bool
-
-    private struct Listener {
-        let methods: Set<String>
-        let resources: Set<String>
-        let subscriptionID: String
-        let continuation: AsyncStream<ByteBuffer?>.Continuation
-    }
-
-    private struct State {
-        var next = 0
-        var all: [Int: Listener] = [:]
-        var ended = false
-        var resources = SubscriptionCounts()
-    }
-
-    private let state = Mutex(State())
-    /// The task reading an HTTP upstream's stream (nil for a stdio child's hub).
-    private let reader = Mutex<Task<Void, Never>?>(nil)
-    private let subscriber: ResourceSubscriber?
-
-    init(session: LegacySession, subscriber: ResourceSubscriber? = nil) {
-        self.subscriber = subscriber
-        guard let subscription = try? session.attachStream(lastEventID: nil) else {
-            state.withLock { $0.ended = true }
-            return
-        }
-        Task { [weak self] in
-            for await item in subscription.items {
-                guard case .message(_, let bytes, _) = item else { break }
-                self?.deliver(bytes)
-            }
-            self?.end()
-        }
-    }
-
-    /// A hub with no source: its listeners hear nothing until they leave (a server that cannot
-    /// announce anything).
-    init() {
-        subscriber = nil
-    }
-
-    /// Fed by `next` (the messages of a session-based HTTP upstream's GET stream) until it returns
-    /// nil; the stream is closed (the reading task cancelled) when the last listener leaves.
-    init(reading next: @escaping @Sendable () async -> ByteBuffer?, subscriber: ResourceSubscriber? = nil) {
-        self.subscriber = subscriber
-        let reader = Task { [weak self] in
-            while let bytes = await next() { self?.deliver(bytes) }
-            self?.end()
-        }
-        self.reader.withLock { $0 = reader }
-    }
-
-    deinit {
-        reader.withLock { $0?.cancel() }
-    }
-
-    /// True once the source ended: a new listener needs a new hub.
-    var hasEnded: Bool { state.withLock { $0.ended } }
-
-    /// A stream of notifications (raw JSON, stamped with the subscription id; nil marks the end)
-    /// for `methods` and for updates of `resources`; `resources` lists the URIs the server accepted.
-    func listen(methods: Set<String>, resources requested: [String], subscriptionID: String) async -> (id: Int, stream: AsyncStream<ByteBuffer?>, resources: [String]) {
-        // Subscribed at the server before the listener exists, so no update is announced for a
-        // URI it then refuses; a URI already subscribed for another listener is just counted.
-        var accepted: [String] = []
-        for uri in Set(requested).sorted() {
-            let first = state.withLock { $0.resources.join(uri) }
-            if !first {
-                accepted.append(uri)
-            } else if await subscriber?(uri, true) == true {
-                accepted.append(uri)
-            } else {
-                state.withLock { _ = $0.resources.leave(uri) }
-            }
-        }
-        let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-        let id: Int = state.withLock { state in
-            state.next += 1
-            if state.ended {
-                continuation.yield(nil)
-                continuation.finish()
-            } else {
-                state.all[state.next] = Listener(methods: methods, resources: Set(accepted), subscriptionID: subscriptionID, continuation: continuation)
-            }
-            return state.next
-        }
-        return (id, stream, accepted)
-    }
-
-    func stop(_ id: Int) {
-        let (listener, empty, released) = state.withLock { state -> (Listener?, Bool, [String]) in
-            guard let listener = state.all.removeValue(forKey: id) else { return (nil, state.all.isEmpty, []) }
-            let released = listener.resources.sorted().filter { state.resources.leave($0) }
-            return (listener, state.all.isEmpty, released)
-        }
-        listener?.continuation.finish()
-        if let subscriber, !released.isEmpty {
-            Task {
-                for uri in released { _ = await subscriber(uri, false) }
-                if empty { self.reader.withLock { $0?.cancel() } }
-            }
-        } else if empty {
-            reader.withLock { $0?.cancel() }
-        }
-    }
-
-    private func deliver(_ bytes: ByteBuffer) {
-        guard let message = try? JSONRPCMessage(parsing: bytes), let method = message.method, !message.isRequest else { return }
-        let uri = method == "notifications/resources/updated" ? message.paramsString("uri") : nil
-        let targets = state.withLock { state in
-            state.all.values.filter { $0.methods.contains(method) || (uri.map($0.resources.contains) ?? false) }
-        }
-        for listener in targets {
-            listener.continuation.yield(Self.stamped(message, subscriptionID: listener.subscriptionID))
-        }
-    }
-
-    private func end() {
-        let all = state.withLock { state -> [Listener] in
-            state.ended = true
-            defer { state.all.removeAll() }
-            return Array(state.all.values)
-        }
-        for listener in all {
-            listener.continuation.yield(nil)
-            listener.continuation.finish()
-        }
-    }
-
-    /// The notification with `_meta["io.modelcontextprotocol/subscriptionId"]` set.
-    static func stamped(_ message: JSONRPCMessage, subscriptionID: String) -> ByteBuffer {
-        guard let id = try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed]) else { return message.bytes }
-        return message.editing("params") { params in
-            var meta = params["_meta"] as? [String: Any] ?? [:]
-            meta[ModernProtocol.metaPrefix + "subscriptionId"] = id
-            params["_meta"] = meta
-        }?.bytes ?? message.bytes
-    }
-}
-
 extension StdioBridge {
-    static let listChangedFilters = [
-        ("toolsListChanged", "tools", "notifications/tools/list_changed"),
-        ("promptsListChanged", "prompts", "notifications/prompts/list_changed"),
-        ("resourcesListChanged", "resources", "notifications/resources/list_changed"),
-    ]
-
     /// `subscriptions/listen` for a translated server (a stdio child or a session-based HTTP
     /// upstream): acknowledged with the subset it can announce (its `listChanged` `capabilities`,
     /// and `resourceSubscriptions` it accepted when it declares `resources.subscribe`), then those
@@ -796,7 +499,7 @@ extension StdioBridge {
         let subscriptionID = rawID ?? "null"
         var acknowledged: [String: Any] = [:]
         var methods: Set<String> = []
-        for (field, capability, method) in Self.listChangedFilters where message.value(at: ["params", "notifications", field]) == "true" {
+        for (field, capability, method) in EraRewrite.listChangedFilters where message.value(at: ["params", "notifications", field]) == "true" {
             if (capabilities[capability] as? [String: Any])?["listChanged"] as? Bool == true {
                 acknowledged[field] = true
                 methods.insert(method)
@@ -824,54 +527,7 @@ extension StdioBridge {
     }
 }
 
-/// The messages a 2026-07-28 server sends for one request: interim ones (progress, logs), then its
-/// answer (`final`); nil when it ended without one.
-typealias BridgedMessages = @Sendable () async -> (bytes: ByteBuffer, final: Bool)?
-/// Sends one request (or a retry) to a 2026-07-28 server; nil when it cannot be reached.
-typealias BridgedExchange = @Sendable (JSONRPCMessage) async -> BridgedMessages?
-
-/// Asks relayed to session-based clients on behalf of 2026-07-28 children, waiting for the
-/// client's answer (a JSON-RPC response POSTed in its session).
-final class BridgeAsks: Sendable {
-    private let waiting = Mutex<[String: (continuation: AsyncStream<ByteBuffer?>.Continuation, timer: Task<Void, Never>)]>([:])
-
-    /// Registers interest in the answer to `askID` before the ask is sent (so a fast answer is
-    /// never missed); the returned stream yields the answer, or nil after `timeout`. The timer
-    /// ends with the wait: an answered ask leaves no sleeping task behind.
-    func expect(session: String, askID: String, timeout: Duration) -> AsyncStream<ByteBuffer?> {
-        let key = "\(session)\u{0}\(askID)"
-        let (stream, continuation) = AsyncStream<ByteBuffer?>.makeStream()
-        let timer = Task { [weak self] in
-            guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            self?.finish(key, with: nil)
-        }
-        waiting.withLock { $0[key] = (continuation, timer) }
-        return stream
-    }
-
-    /// True when `answer` was the response an ask waited for (then it is consumed here).
-    func resume(session: String, answer: JSONRPCMessage) -> Bool {
-        guard answer.isResponse, let id = answer.rawID else { return false }
-        return finish("\(session)\u{0}\(id)", with: answer.bytes)
-    }
-
-    @discardableResult
-    private func finish(_ key: String, with value: ByteBuffer?) -> Bool {
-        guard let (continuation, timer) = waiting.withLock({ $0.removeValue(forKey: key) }) else { return false }
-        timer.cancel()
-        continuation.yield(value)
-        continuation.finish()
-        return true
-    }
-}
-
 extension StdioBridge {
-    static func declares(stamp: String, anyOf capabilities: [String]) -> Bool {
-        guard let meta = (try? JSONSerialization.jsonObject(with: Data(stamp.utf8))) as? [String: Any],
-              let declared = meta[ModernProtocol.metaPrefix + "clientCapabilities"] as? [String: Any]
-        else { return false }
-        return capabilities.contains { declared[$0] != nil }
-    }
 
     /// A session-based client's request to a 2026-07-28 child: the child's interim messages
     /// (progress, logs) reach the client as they come; when the child answers with an
@@ -919,110 +575,56 @@ extension StdioBridge {
         guard let first = await firstFeed() else {
             return jsonResponse(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server ended without answering"), headers: [:])
         }
-        if first.final, !(canAsk && isInputRequired(first.bytes)) {
-            return jsonResponse(refusingInputRequired(first.bytes), headers: [:])
+        if first.final, !(canAsk && EraRewrite.isInputRequired(first.bytes)) {
+            return jsonResponse(EraRewrite.refusingInputRequired(first.bytes), headers: [:])
         }
         let body = ResponseBody { writer in
             defer { onEnd?() }
+            var relay = MultiRoundTripRelay(original: message, canAsk: canAsk)
             var pendingFirst: (bytes: ByteBuffer, final: Bool)? = first
             var feed = firstFeed
-            var round = 0
-            while true {
-                // The server's interim messages go out as they come, up to its answer.
-                var answer: ByteBuffer?
+            reading: while true {
+                let read: (bytes: ByteBuffer, final: Bool)?
+                if let held = pendingFirst {
+                    read = held
+                    pendingFirst = nil
+                } else {
+                    read = await feed()
+                }
+                var action = read.map { relay.serverSent($0.bytes, final: $0.final) } ?? relay.serverEnded()
+                // Act on what the relay says until it wants the server's next message.
                 while true {
-                    let read: (bytes: ByteBuffer, final: Bool)?
-                    if let held = pendingFirst {
-                        read = held
-                        pendingFirst = nil
-                    } else {
-                        read = await feed()
+                    switch action {
+                    case .forward(let bytes):
+                        try await writer.write(SSEEncoding.event(id: nil, data: bytes))
+                        continue reading
+                    case .ask(let askID, let request):
+                        let pending = asks.expect(session: sessionID, askID: askID, timeout: .seconds(300))
+                        try await writer.write(SSEEncoding.event(id: nil, data: request))
+                        var received: ByteBuffer?
+                        for await value in pending {
+                            received = value
+                            break
+                        }
+                        action = relay.clientAnswered(received)
+                    case .retry(let retry):
+                        guard let retryMessage = try? JSONRPCMessage(parsing: retry), let next = await exchange(retryMessage) else {
+                            action = relay.retryFailed()
+                            continue
+                        }
+                        feed = next
+                        continue reading
+                    case .finish(let bytes):
+                        try await writer.write(SSEEncoding.event(id: nil, data: bytes))
+                        break reading
                     }
-                    guard let next = read else { break }
-                    if next.final {
-                        answer = next.bytes
-                        break
-                    }
-                    try await writer.write(SSEEncoding.event(id: nil, data: next.bytes))
                 }
-                guard let answer else {
-                    try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
-                        rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server ended without answering")))
-                    break
-                }
-                guard canAsk, isInputRequired(answer), round < 10,
-                      let result = try? JSONRPCMessage(parsing: answer), let requestsJSON = result.value(at: ["result", "inputRequests"]),
-                      let inputRequests = (try? JSONSerialization.jsonObject(with: Data(requestsJSON.utf8))) as? [String: Any]
-                else {
-                    try await writer.write(SSEEncoding.event(id: nil, data: refusingInputRequired(answer)))
-                    break
-                }
-                round += 1
-                var responses: [String: Any] = [:]
-                for (key, value) in inputRequests.sorted(by: { $0.key < $1.key }) {
-                    guard let ask = value as? [String: Any], let method = ask["method"] as? String else { continue }
-                    let askID = "\"mcp-gateway-ask-\(round)-\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "k")\""
-                    let params = ask["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-                    let pending = asks.expect(session: sessionID, askID: askID, timeout: .seconds(300))
-                    try await writer.write(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(askID),\"method\":\(JSONRPCErrorResponse.jsonString(method)),\"params\":\(params)}")))
-                    var received: ByteBuffer?
-                    for await value in pending {
-                        received = value
-                        break
-                    }
-                    guard let reply = received,
-                          let replyObject = (try? JSONSerialization.jsonObject(with: Data(buffer: reply))) as? [String: Any], let value = replyObject["result"]
-                    else {
-                        try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
-                            rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the client did not answer the server's \(method)")))
-                        try await writer.finish(nil)
-                        return
-                    }
-                    responses[key] = value
-                }
-                // The retry: the same request, with the answers and the server's state.
-                let state = result.string(at: ["result", "requestState"])
-                guard let retry = message.editing("params", { params in
-                    params["inputResponses"] = responses
-                    params["requestState"] = state.map { $0 as Any }
-                }), let next = await exchange(retry)
-                else {
-                    try await writer.write(SSEEncoding.event(id: nil, data: JSONRPCErrorResponse.make(
-                        rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "the MCP server could not be reached for the retry")))
-                    break
-                }
-                feed = next
             }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: eventStreamHeaders, body: body)
     }
 
-    /// Whether `bytes` is an `InputRequiredResult`. Called on every answer: a byte search rules
-    /// out almost all of them before anything is parsed.
-    static func isInputRequired(_ bytes: ByteBuffer) -> Bool {
-        mayBeInputRequired(bytes) && (try? JSONRPCMessage(parsing: bytes))?.string(at: ["result", "resultType"]) == "input_required"
-    }
-
-    private static let inputRequiredMarker = Array("input_required".utf8)
-
-    static func mayBeInputRequired(_ bytes: ByteBuffer) -> Bool {
-        bytes.withUnsafeReadableBytes { buffer in
-            let marker = inputRequiredMarker
-            guard buffer.count >= marker.count else { return false }
-            var start = 0
-            let last = buffer.count - marker.count
-            while start <= last {
-                if buffer[start] == marker[0] {
-                    var matched = 1
-                    while matched < marker.count, buffer[start + matched] == marker[matched] { matched += 1 }
-                    if matched == marker.count { return true }
-                }
-                start += 1
-            }
-            return false
-        }
-    }
 }
 
 extension StdioBridge {
@@ -1077,42 +679,15 @@ extension StdioBridge {
     }
 }
 
-/// Ties a 2026-07-28 child's `requestState` to that child: the state the client sees is
-/// `mcpgw~<child session>~<child's state>`, and the retry is sent back to the same child with the
-/// child's own state. Routing only: the pool it is looked up in is the caller's own.
-enum RequestStateAffinity {
-    static let prefix = "mcpgw~"
-    /// Signs the tags this process hands out: a tag is only honoured for the caller it was given to.
-    private static let key = SymmetricKey(size: .bits256)
 
-    /// The child and the child's own state of a tag this process gave `requester`; nil for any
-    /// other tag (forged, altered, or another caller's).
-    static func parse(_ state: String, requester: String) -> (sessionID: String, original: String)? {
-        guard state.hasPrefix(prefix) else { return nil }
-        let parts = state.dropFirst(prefix.count).split(separator: "~", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3 else { return nil }
-        let (sessionID, mac, original) = (String(parts[0]), String(parts[1]), String(parts[2]))
-        guard ClientRegistry.constantTimeEqual(mac, Self.mac(sessionID: sessionID, original: original, requester: requester)) else { return nil }
-        return (sessionID, original)
-    }
-
-    /// An InputRequiredResult with its requestState tagged (added when the child gave none).
-    static func tagging(_ bytes: ByteBuffer, sessionID: String, requester: String) -> ByteBuffer {
-        (try? JSONRPCMessage(parsing: bytes))?.editing("result") { result in
-            let original = (result["requestState"] as? String) ?? ""
-            result["requestState"] = prefix + sessionID + "~" + mac(sessionID: sessionID, original: original, requester: requester) + "~" + original
-        }?.bytes ?? bytes
-    }
-
-    private static func mac(sessionID: String, original: String, requester: String) -> String {
-        let input = Data("\(requester)\u{0}\(sessionID)\u{0}\(original)".utf8)
-        return HMAC<SHA256>.authenticationCode(for: input, using: key).prefix(16).map { byte in
-            String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
-        }.joined()
-    }
-
-    /// The retry with the child's own requestState (none when it gave none).
-    static func restoring(_ message: JSONRPCMessage, state: String) -> JSONRPCMessage? {
-        message.editing("params") { params in params["requestState"] = state.isEmpty ? nil : state }
+extension NotificationHub {
+    /// A hub fed by a stdio child's standalone stream (ended at once when it cannot be attached).
+    static func following(_ session: LegacySession, subscriber: ResourceSubscriber? = nil) -> NotificationHub {
+        guard let subscription = try? session.attachStream(lastEventID: nil) else { return NotificationHub(ended: ()) }
+        let items = IteratorBox(subscription.items.makeAsyncIterator())
+        return NotificationHub(following: {
+            guard case .message(_, let bytes, _)? = await items.next() else { return nil }
+            return bytes
+        }, subscriber: subscriber)
     }
 }

@@ -8,6 +8,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import MCPMessages
+import MCPTranslation
 import NIOCore
 
 /// Serves the session-based Streamable HTTP transport (2025-03-26 … 2025-11-25) for a stdio
@@ -95,7 +96,7 @@ struct StdioBridge: Sendable {
         if let stamp = session.modernMeta {
             // A modern-only child: no handshake notifications; every request carries the client's
             // version, identity and capabilities in _meta.
-            messages = messages.filter { $0.method != "notifications/initialized" }.map { Self.stamping($0, meta: stamp) }
+            messages = messages.filter { $0.method != "notifications/initialized" }.map { EraRewrite.stamping($0, meta: stamp) }
         }
         let requests = messages.filter(\.isRequest)
         var others = messages.filter { !$0.isRequest }
@@ -107,14 +108,14 @@ struct StdioBridge: Sendable {
             if !others.isEmpty { try session.sendNotifications(others) }
             guard !requests.isEmpty else { return Response(status: .accepted) }
             if let stamp = session.modernMeta, requests.count == 1, let sessionID = session.sessionID,
-               Self.declares(stamp: stamp, anyOf: ["elicitation", "sampling", "roots"])
+               EraRewrite.declares(stamp: stamp, anyOf: ["elicitation", "sampling", "roots"])
             {
                 return await relayingInputRequired(requests[0], request: request, session: session, sessionID: sessionID, stamp: stamp, timeout: owner.service.requestTimeout)
             }
             let subscription = try session.sendRequests(requests, timeout: owner.service.requestTimeout)
             // A 2026-07-28 child asking for input a client declared no capability for (or asking
             // in a batch): the client gets a precise error instead of a result it cannot read.
-            let transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = session.modernMeta == nil ? nil : StdioBridge.refusingInputRequired
+            let transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = session.modernMeta == nil ? nil : EraRewrite.refusingInputRequired
             return await respond(to: request, session: session, subscription: subscription, single: requests.count == 1, extraHeaders: [:], transform: transform)
         } catch {
             throw .sessionNotFound
@@ -201,7 +202,7 @@ struct StdioBridge: Sendable {
     /// child started with `server/discover`, and the initialize answered from its DiscoverResult.
     private func initializeModernOnly(_ message: JSONRPCMessage, manager: StdioSessionManager, caller: String?, owner: SessionOwner, identity: [String: String]?, requester: String) async throws(GatewayError) -> Response {
         let probe: JSONRPCMessage
-        do { probe = try JSONRPCMessage(parsing: Self.discoverProbe) } catch { throw .stdioStartFailed(service: manager.service.name, detail: "\(error)") }
+        do { probe = try JSONRPCMessage(parsing: EraRewrite.discoverProbe) } catch { throw .stdioStartFailed(service: manager.service.name, detail: "\(error)") }
         let (session, subscription) = try await begin(probe, manager: manager, identity: identity, requester: requester)
         var final: ByteBuffer?
         for await item in subscription.items {

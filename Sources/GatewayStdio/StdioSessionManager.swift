@@ -26,7 +26,8 @@ public final class StdioSessionManager: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let replayLimit: Int
     let baseEnvironment: [String: String]
-    private let state = Mutex(State())
+    /// Slots, spares and per-caller counts (`SessionCapacity`), behind a lock.
+    private let state: Mutex<SessionCapacity<LegacySession>>
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let modernOnly = Atomic<Bool>(false)
 
@@ -40,31 +41,12 @@ public final class StdioSessionManager: Sendable {
         logger.info("the MCP server speaks 2026-07-28 only: its children are started with server/discover from now on")
     }
 
-    private struct State {
-        var sessions: [String: LegacySession] = [:]
-        var spares: [LegacySession] = []
-        var starting = 0
-        var initializing = 0
-        var draining = false
-        var replenishing = false
-        /// Sessions (starting or running) per caller, for `maxSessionsPerUser`.
-        var byRequester: [String: Int] = [:]
-        var requesterOf: [ObjectIdentifier: String] = [:]
-        var count: Int { sessions.count + spares.count + starting + initializing }
-
-        /// The session no longer counts toward its caller's limit.
-        mutating func release(_ session: LegacySession) {
-            guard let requester = requesterOf.removeValue(forKey: ObjectIdentifier(session)) else { return }
-            byRequester[requester, default: 1] -= 1
-            if byRequester[requester] ?? 0 <= 0 { byRequester[requester] = nil }
-        }
-    }
-
     public init(
         service: StdioServiceConfiguration, logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         replayLimit: Int = 512, environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
         self.service = service
+        self.state = Mutex(SessionCapacity(maxSessions: service.maxSessions, maxPerRequester: service.maxSessionsPerUser, spares: service.spares))
         self.generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
         var logger = logger
         logger[metadataKey: "service"] = "\(service.name)"
@@ -111,48 +93,39 @@ public final class StdioSessionManager: Sendable {
     /// such sessions never take a spare, which was started before anyone signed in.
     /// `requester` (the caller, for `maxSessionsPerUser`) is nil for the gateway's own children.
     public func beginInitialize(_ message: JSONRPCMessage, identity: [String: String]? = nil, requester: String? = nil) async throws(Failure) -> (LegacySession, LegacySession.Subscription) {
-        let limit = service.maxSessionsPerUser
-        let spare: LegacySession? = try state.withLock { state throws(Failure) -> LegacySession? in
-            if state.draining { throw .shuttingDown }
-            // A full service says so first (503); below that, a caller at its own limit gets 429.
-            if state.spares.isEmpty || identity != nil, state.count >= service.maxSessions { throw .atCapacity(limit: service.maxSessions) }
-            if let requester, state.byRequester[requester, default: 0] >= limit { throw .atUserLimit(limit: limit) }
-            if identity == nil, let spare = state.spares.popLast() {
-                state.initializing += 1
-                if let requester { state.byRequester[requester, default: 0] += 1 }
-                return spare
+        let source: SessionCapacity<LegacySession>.Source
+        do {
+            source = try state.withLock { state throws(SessionCapacity<LegacySession>.Refusal) in
+                try state.reserve(requester: requester, fresh: identity != nil)
             }
-            guard state.count < service.maxSessions else { throw .atCapacity(limit: service.maxSessions) }
-            state.initializing += 1
-            if let requester { state.byRequester[requester, default: 0] += 1 }
-            return nil
+        } catch {
+            switch error {
+            case .draining: throw .shuttingDown
+            case .atCapacity(let limit): throw .atCapacity(limit: limit)
+            case .atUserLimit(let limit): throw .atUserLimit(limit: limit)
+            }
         }
         replenishSpares()
         let session: LegacySession
-        if let spare {
+        switch source {
+        case .spare(let spare):
             session = spare
-        } else {
+        case .spawn:
             do {
                 session = try await spawnChild(identity: identity ?? [:])
             } catch {
-                state.withLock { state in
-                    state.initializing -= 1
-                    if let requester { state.byRequester[requester, default: 1] -= 1 }
-                }
+                state.withLock { $0.spawnFailed(requester: requester) }
                 throw error
             }
         }
-        if let requester { state.withLock { $0.requesterOf[ObjectIdentifier(session)] = requester } }
+        state.withLock { $0.assign(session, to: requester) }
         session.markInitializing()
         let subscription: LegacySession.Subscription
         do {
             // initialize is bounded by startTimeout (below), not requestTimeout.
             subscription = try session.sendRequests([message], timeout: nil)
         } catch {
-            state.withLock { state in
-                state.initializing -= 1
-                state.release(session)
-            }
+            state.withLock { $0.initializeFailed(session) }
             throw .childExited(error.reason)
         }
         // The child has startTimeout to answer; after that it is killed and the waiting request
@@ -175,20 +148,14 @@ public final class StdioSessionManager: Sendable {
     public func activate(_ session: LegacySession, protocolVersion: String?, owner: String?) -> String {
         let sessionID = Self.mintSessionID()
         session.activate(sessionID: sessionID, protocolVersion: protocolVersion, owner: owner)
-        state.withLock { state in
-            state.initializing -= 1
-            state.sessions[sessionID] = session
-        }
+        state.withLock { $0.activate(session, sessionID: sessionID) }
         logger.info("session started", metadata: ["session": "\(sessionID)", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
         return sessionID
     }
 
     /// Initialize failed or timed out: the child is ended and its slot freed.
     public func abandon(_ session: LegacySession, reason: String) async {
-        state.withLock { state in
-            state.initializing -= 1
-            state.release(session)
-        }
+        state.withLock { $0.initializeFailed(session) }
         session.close(reason: reason, errorData: nil)
         await session.child.terminate(grace: .milliseconds(200))
     }
@@ -197,7 +164,7 @@ public final class StdioSessionManager: Sendable {
 
     /// DELETE, idle timeout or shutdown: closes the session and ends its child gracefully.
     public func end(sessionID: String, reason: String) async {
-        guard let session = state.withLock({ $0.sessions.removeValue(forKey: sessionID) }) else { return }
+        guard let session = state.withLock({ $0.end(sessionID: sessionID) }) else { return }
         await end(session, reason: reason)
     }
 
@@ -222,13 +189,7 @@ public final class StdioSessionManager: Sendable {
     /// Ends every session and spare; used at shutdown and when a reload replaced this service.
     public func shutdown() async {
         maintenance.withLock { $0?.cancel() }
-        let (sessions, spares) = state.withLock { state in
-            state.draining = true
-            let all = (Array(state.sessions.values), state.spares)
-            state.sessions.removeAll()
-            state.spares.removeAll()
-            return all
-        }
+        let (sessions, spares) = state.withLock { $0.shutdown() }
         await withTaskGroup(of: Void.self) { group in
             for session in sessions {
                 group.addTask { await self.end(session, reason: "gateway shutting down") }
@@ -246,9 +207,7 @@ public final class StdioSessionManager: Sendable {
     /// Warm 2026-07-28 pool children (never assigned to anyone) end too: nobody will take them.
     public func drain() {
         let (spares, warm) = state.withLock { state in
-            state.draining = true
-            defer { state.spares.removeAll() }
-            return (state.spares, state.sessions.filter { $0.value.isWarm })
+            (state.drain(), state.sessions.filter { $0.value.isWarm })
         }
         for spare in spares {
             spare.close(reason: "service reconfigured", errorData: nil)
@@ -259,7 +218,7 @@ public final class StdioSessionManager: Sendable {
         }
     }
 
-    public var isDrained: Bool { state.withLock { $0.draining && $0.sessions.isEmpty && $0.initializing == 0 } }
+    public var isDrained: Bool { state.withLock { $0.isDrained } }
 
     // MARK: children
 
@@ -300,13 +259,7 @@ public final class StdioSessionManager: Sendable {
         case .signaled(let signal): data = "{\"signal\":\(signal)}"
         }
         let unexpected = session.close(reason: reason, errorData: data, ending: .childExited(exit))
-        state.withLock { state in
-            if let id = session.sessionID, state.sessions[id] === session {
-                state.sessions[id] = nil
-                state.release(session)
-            }
-            state.spares.removeAll { $0 === session }
-        }
+        state.withLock { $0.childExited(session, sessionID: session.sessionID) }
         if unexpected {
             logger.error("child exited", metadata: ["session": "\(session.sessionID ?? "none")", "pid": "\(session.pid)", "exit": "\(exit)"])
             replenishSpares()
@@ -315,35 +268,21 @@ public final class StdioSessionManager: Sendable {
 
     /// Keeps `spares` children started and waiting, within `maxSessions`.
     func replenishSpares() {
-        guard service.spares > 0 else { return }
-        let needed = state.withLock { state -> Int in
-            guard !state.draining, !state.replenishing else { return 0 }
-            let missing = min(service.spares - state.spares.count - state.starting, service.maxSessions - state.count)
-            if missing > 0 {
-                state.starting += missing
-                state.replenishing = true
-            }
-            return max(0, missing)
-        }
+        let needed = state.withLock { $0.sparesToStart() }
         guard needed > 0 else { return }
         Task {
             var failures = 0
             for _ in 0..<needed {
                 do {
                     let spare = try await self.spawnChild()
-                    let keep = self.state.withLock { state -> Bool in
-                        state.starting -= 1
-                        guard !state.draining else { return false }
-                        state.spares.append(spare)
-                        return true
-                    }
+                    let keep = self.state.withLock { $0.spareStarted(spare) }
                     if !keep { await spare.child.terminate(grace: .milliseconds(200)) }
                 } catch {
                     failures += 1
-                    self.state.withLock { $0.starting -= 1 }
+                    self.state.withLock { $0.spareFailed() }
                 }
             }
-            self.state.withLock { $0.replenishing = false }
+            self.state.withLock { $0.sparesStarted() }
             if failures > 0 {
                 // Do not spin on a command that cannot start; the next session retries.
                 self.logger.warning("spare children failed to start", metadata: ["failures": "\(failures)"])
