@@ -51,24 +51,6 @@ public final class LegacySession: Sendable {
     private let replayLimit: Int
     private let state: Mutex<State>
 
-    private struct Pending {
-        var clientRawID: String
-        var streamID: Int
-        var progressToken: String?
-        /// Who sent the request, on a child that serves several callers: only they may cancel it.
-        var origin: String?
-    }
-
-    private struct EventStream {
-        var buffered: [(seq: Int, bytes: ByteBuffer, final: Bool)] = []
-        var continuation: AsyncStream<StreamItem>.Continuation?
-        var writerGeneration = 0
-        var lastDeliveredSeq = 0
-        var openRequests = 0
-        var finished = false
-        let isStandalone: Bool
-    }
-
     private struct State {
         var phase: Phase = .spare
         var ending: Ending?
@@ -86,20 +68,11 @@ public final class LegacySession: Sendable {
         var poolChild = false
         var lastClientUse = ContinuousClock.now
         var protocolVersion: String?
-        var nextGatewayID: Int64 = 1
-        var nextStreamID = 1
-        var nextSeq = 1
-        var pending: [Int64: Pending] = [:]
-        var streams: [Int: EventStream] = [:]
-        var standaloneStreamID: Int?
-        var bufferedEvents = 0
         var lastActivity = ContinuousClock.now
-        /// Gateway ids in the order sent; entries already answered are dropped from the end as
-        /// soon as they get there, so the last one is the newest request still pending (O(1)
-        /// amortized per answer, whatever the number in flight).
-        var requestOrder: [Int64] = []
-        /// Pending requests by progress token, so progress finds its stream without a scan.
-        var progressTokens: [String: Int64] = [:]
+        /// Requests in flight, their streams and the replay buffer (`SessionStreams`).
+        var streams: SessionStreams
+        /// The readers of the streams (HTTP responses), by stream id.
+        var readers: [Int: AsyncStream<StreamItem>.Continuation] = [:]
         /// `requestTimeout` timers per stream, cancelled when the stream's answers are all in.
         var timers: [Int: Task<Void, Never>] = [:]
         /// The child's deadline for answering initialize, cancelled when it does.
@@ -111,7 +84,7 @@ public final class LegacySession: Sendable {
         self.serviceName = serviceName
         self.replayLimit = replayLimit
         self.logger = logger
-        self.state = Mutex(State())
+        self.state = Mutex(State(streams: SessionStreams(replayLimit: replayLimit)))
     }
 
     public var sessionID: String? { state.withLock { $0.sessionID } }
@@ -132,10 +105,10 @@ public final class LegacySession: Sendable {
     func isIdle(now: ContinuousClock.Instant, defaultTimeout: Duration) -> Bool {
         state.withLock { state in
             let timeout = state.idleTimeout ?? defaultTimeout
-            guard !state.neverIdle, state.pending.isEmpty else { return false }
+            guard !state.neverIdle, state.streams.pendingCount == 0 else { return false }
             if state.poolChild { return state.lastClientUse < now - timeout }
             guard state.lastActivity < now - timeout else { return false }
-            return !state.streams.values.contains { $0.continuation != nil }
+            return !state.streams.hasReader
         }
     }
 
@@ -152,7 +125,7 @@ public final class LegacySession: Sendable {
     var idleTimeout: Duration? { state.withLock { $0.idleTimeout } }
 
     /// Requests sent to the child and not answered yet.
-    public var pendingCount: Int { state.withLock { $0.pending.count } }
+    public var pendingCount: Int { state.withLock { $0.streams.pendingCount } }
 
     /// A pool child changing hands: a warm child assigned to its first identity.
     public func assign(owner: String?, idleTimeout: Duration?, neverIdle: Bool) {
@@ -201,29 +174,14 @@ public final class LegacySession: Sendable {
         let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
         let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
             if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
-            let streamID = state.nextStreamID
-            state.nextStreamID += 1
-            var eventStream = EventStream(isStandalone: false)
-            eventStream.continuation = continuation
-            eventStream.writerGeneration = 1
-            eventStream.openRequests = messages.count
-            state.streams[streamID] = eventStream
             state.lastActivity = .now
             state.lastClientUse = .now
-            return (streamID, messages.map { message in
-                let gatewayID = state.nextGatewayID
-                state.nextGatewayID += 1
-                let progressToken = message.paramsValue("_meta", "progressToken")
-                state.pending[gatewayID] = Pending(
-                    clientRawID: message.rawID ?? "null", streamID: streamID, progressToken: progressToken, origin: origin
-                )
-                if let progressToken { state.progressTokens[progressToken] = gatewayID }
-                state.requestOrder.append(gatewayID)
-                return message.replacingID(with: String(gatewayID))
-            })
+            let (streamID, lines, outputs) = state.streams.open(messages, origin: origin)
+            Self.apply(outputs, to: &state, newReader: continuation)
+            return (streamID, lines)
         }
         if let requestTimeout = timeout {
-            let ids: [Int64] = state.withLock { state in state.pending.filter { $0.value.streamID == streamID }.map(\.key) }
+            let ids: [Int64] = state.withLock { $0.streams.pendingIDs(of: streamID) }
             let timer = Task { [weak self] in
                 guard (try? await Task.sleep(for: requestTimeout)) != nil else { return }
                 for gatewayID in ids {
@@ -232,7 +190,7 @@ public final class LegacySession: Sendable {
             }
             state.withLock { state in
                 // Answered already (or the session closed): no timer to keep.
-                if state.streams[streamID]?.finished == false { state.timers[streamID] = timer } else { timer.cancel() }
+                if !state.streams.isFinished(streamID) { state.timers[streamID] = timer } else { timer.cancel() }
             }
         }
         for line in lines { child.send(line) }
@@ -241,13 +199,16 @@ public final class LegacySession: Sendable {
 
     /// `requestTimeout` passed: the client gets an error, the child a cancellation.
     private func expire(_ gatewayID: Int64, after timeout: Duration) {
+        let serviceName = serviceName
         let expired = state.withLock { state -> Bool in
-            guard let pending = Self.removePending(&state, gatewayID) else { return false }
-            let error = JSONRPCErrorResponse.make(
-                rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError,
-                message: "service \(serviceName): request timed out after \(timeout)", dataJSON: "{\"reason\":\"request_timeout\"}"
-            )
-            Self.emit(&state, streamID: pending.streamID, bytes: error, final: true, replayLimit: replayLimit)
+            let outputs = state.streams.answer(gatewayID) { clientRawID in
+                JSONRPCErrorResponse.make(
+                    rawID: clientRawID, code: JSONRPCErrorResponse.internalError,
+                    message: "service \(serviceName): request timed out after \(timeout)", dataJSON: "{\"reason\":\"request_timeout\"}"
+                )
+            }
+            guard let outputs else { return false }
+            Self.apply(outputs, to: &state)
             return true
         }
         guard expired else { return }
@@ -260,17 +221,9 @@ public final class LegacySession: Sendable {
     /// pending on the stream, and the stream ends. No-op once every answer arrived.
     public func cancelRequests(of subscription: Subscription, reason: String) {
         let cancelled: [Int64] = state.withLock { state in
-            let ids = state.pending.filter { $0.value.streamID == subscription.streamID }.map(\.key)
-            for id in ids { Self.removePending(&state, id) }
-            state.timers.removeValue(forKey: subscription.streamID)?.cancel()
-            if !ids.isEmpty, var stream = state.streams[subscription.streamID] {
-                stream.continuation?.finish()
-                stream.continuation = nil
-                state.bufferedEvents -= stream.buffered.count
-                stream.buffered.removeAll()
-                state.streams[subscription.streamID] = nil
-            }
-            return ids.sorted()
+            let (ids, outputs) = state.streams.cancel(streamID: subscription.streamID)
+            Self.apply(outputs, to: &state)
+            return ids
         }
         guard !cancelled.isEmpty else { return }
         logger.info("request cancelled: the client closed its stream", metadata: ["requests": "\(cancelled.count)"])
@@ -293,23 +246,13 @@ public final class LegacySession: Sendable {
             return messages.compactMap { message in
                 guard message.method == "notifications/cancelled" else { return message.bytes }
                 guard let requestID = message.paramsValue("requestId"),
-                      let gatewayID = state.pending.first(where: { $0.value.clientRawID == requestID && $0.value.origin == origin })?.key
+                      let gatewayID = state.streams.gatewayID(ofClientRequest: requestID, origin: origin)
                 else { return nil }
                 let reason = message.paramsValue("reason").map { ",\"reason\":\($0)" } ?? ""
                 return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID)\(reason)}}")
             }
         }
         for line in lines { child.send(line) }
-    }
-
-    /// Forgets a pending request (answered, expired, cancelled) in O(1) amortized.
-    @discardableResult
-    private static func removePending(_ state: inout State, _ gatewayID: Int64) -> Pending? {
-        guard let pending = state.pending.removeValue(forKey: gatewayID) else { return nil }
-        if let token = pending.progressToken, state.progressTokens[token] == gatewayID { state.progressTokens[token] = nil }
-        while let last = state.requestOrder.last, state.pending[last] == nil { state.requestOrder.removeLast() }
-        if state.pending.isEmpty { state.requestOrder.removeAll(keepingCapacity: true) }
-        return pending
     }
 
     /// Attaches a GET stream: with `lastEventID`, resumes that stream from the replay buffer;
@@ -319,36 +262,16 @@ public final class LegacySession: Sendable {
         let (streamID, generation) = try state.withLock { state throws(AttachError) -> (Int, Int) in
             if case .closed(let reason) = state.phase { throw .closed(reason) }
             state.lastActivity = .now
-            var resumeFrom: (streamID: Int, seq: Int)?
-            if let lastEventID, let parsed = Self.parseEventID(lastEventID), state.streams[parsed.streamID] != nil {
-                resumeFrom = parsed
+            do throws(SessionStreams.AttachFailure) {
+                let (streamID, generation, outputs) = try state.streams.attach(lastEventID: lastEventID)
+                Self.apply(outputs, to: &state, newReader: continuation)
+                return (streamID, generation)
+            } catch {
+                switch error {
+                case .alreadyAttached: throw .alreadyAttached
+                case .streamGone: throw .closed("stream gone")
+                }
             }
-            let streamID: Int
-            if let resumeFrom {
-                streamID = resumeFrom.streamID
-            } else if let standalone = state.standaloneStreamID {
-                guard state.streams[standalone]?.continuation == nil else { throw .alreadyAttached }
-                streamID = standalone
-            } else {
-                streamID = Self.openStandaloneStream(&state)
-            }
-            guard var eventStream = state.streams[streamID] else { throw .closed("stream gone") }
-            eventStream.continuation?.yield(.end)
-            eventStream.continuation?.finish()
-            eventStream.continuation = continuation
-            eventStream.writerGeneration += 1
-            let from = resumeFrom?.seq ?? eventStream.lastDeliveredSeq
-            for event in eventStream.buffered where event.seq > from {
-                continuation.yield(.message(eventID: "\(streamID)_\(event.seq)", bytes: event.bytes, final: event.final))
-                eventStream.lastDeliveredSeq = max(eventStream.lastDeliveredSeq, event.seq)
-            }
-            if eventStream.finished {
-                continuation.yield(.end)
-                continuation.finish()
-                eventStream.continuation = nil
-            }
-            state.streams[streamID] = eventStream
-            return (streamID, eventStream.writerGeneration)
         }
         return Subscription(streamID: streamID, generation: generation, items: stream)
     }
@@ -359,15 +282,8 @@ public final class LegacySession: Sendable {
         state.withLock { state in
             state.lastActivity = .now
             state.lastClientUse = .now
-            guard var stream = state.streams[subscription.streamID], stream.writerGeneration == subscription.generation else { return }
-            stream.continuation?.finish()
-            stream.continuation = nil
-            if stream.finished, stream.buffered.allSatisfy({ $0.seq <= stream.lastDeliveredSeq }) {
-                state.bufferedEvents -= stream.buffered.count
-                state.streams[subscription.streamID] = nil
-            } else {
-                state.streams[subscription.streamID] = stream
-            }
+            let outputs = state.streams.readerStopped(streamID: subscription.streamID, generation: subscription.generation)
+            Self.apply(outputs, to: &state)
         }
     }
 
@@ -382,97 +298,30 @@ public final class LegacySession: Sendable {
             logger.warning("child wrote a line that is not a JSON-RPC message; skipped", metadata: ["error": "\(error)", "line": "\(preview)"])
             return
         }
-        state.withLock { state in
+        let routed = state.withLock { state -> Bool in
             state.lastActivity = .now
-            if message.isResponse {
-                guard let rawID = message.rawID, let gatewayID = Int64(rawID), let pending = Self.removePending(&state, gatewayID) else {
-                    logger.debug("child answered an unknown request id; dropped", metadata: ["id": "\(message.rawID ?? "none")"])
-                    return
-                }
-                let bytes = message.replacingID(with: pending.clientRawID)
-                Self.emit(&state, streamID: pending.streamID, bytes: bytes, final: true, replayLimit: replayLimit)
-                return
-            }
-            let streamID = Self.route(message, state: state)
-            Self.emit(&state, streamID: streamID, bytes: message.bytes, final: false, replayLimit: replayLimit)
+            guard let outputs = state.streams.childSent(message) else { return false }
+            Self.apply(outputs, to: &state)
+            return true
+        }
+        if !routed {
+            logger.debug("child answered an unknown request id; dropped", metadata: ["id": "\(message.rawID ?? "none")"])
         }
     }
 
-    /// Picks the stream for a message the child sent on its own: progress follows its token, a
-    /// subscription's notifications their subscription;
-    /// requests and log messages go to the request in flight; change notifications to the GET stream.
-    private static func route(_ message: JSONRPCMessage, state: State) -> Int? {
-        if message.method == "notifications/progress", let token = message.paramsValue("progressToken"),
-           let gatewayID = state.progressTokens[token], let pending = state.pending[gatewayID]
-        {
-            return pending.streamID
-        }
-        // A 2026-07-28 child names the subscription (the `subscriptions/listen` request, by the id
-        // the gateway gave it) a notification belongs to.
-        if let subscription = message.paramsValue("_meta", "io.modelcontextprotocol/subscriptionId"), let gatewayID = Int64(subscription),
-           let pending = state.pending[gatewayID]
-        {
-            return pending.streamID
-        }
-        let latestRequestStream = state.requestOrder.last.flatMap { state.pending[$0]?.streamID }
-        let standaloneAttached = state.standaloneStreamID.flatMap { state.streams[$0]?.continuation != nil ? $0 : nil }
-        if message.isRequest || message.method == "notifications/message" {
-            return latestRequestStream ?? state.standaloneStreamID
-        }
-        return standaloneAttached ?? latestRequestStream ?? state.standaloneStreamID
-    }
-
-    /// Appends to a stream (creating the standalone stream when needed), delivers it if a
-    /// writer is attached, and keeps the replay buffer within its bound.
-    private static func emit(_ state: inout State, streamID: Int?, bytes: ByteBuffer, final: Bool, replayLimit: Int) {
-        let id = streamID ?? openStandaloneStream(&state)
-        guard var stream = state.streams[id] else { return }
-        let seq = state.nextSeq
-        state.nextSeq += 1
-        stream.buffered.append((seq, bytes, final))
-        state.bufferedEvents += 1
-        if final {
-            stream.openRequests -= 1
-            if stream.openRequests <= 0 {
-                stream.finished = true
-                state.timers.removeValue(forKey: id)?.cancel()
-            }
-        }
-        if let continuation = stream.continuation {
-            continuation.yield(.message(eventID: "\(id)_\(seq)", bytes: bytes, final: final))
-            stream.lastDeliveredSeq = seq
-            if stream.finished {
-                continuation.yield(.end)
-                continuation.finish()
-                stream.continuation = nil
-            }
-        }
-        state.streams[id] = stream
-        trimReplayBuffer(&state, limit: replayLimit)
-    }
-
-    /// Creates the session's GET stream (messages for it buffer until a GET attaches).
-    private static func openStandaloneStream(_ state: inout State) -> Int {
-        let id = state.nextStreamID
-        state.nextStreamID += 1
-        state.streams[id] = EventStream(isStandalone: true)
-        state.standaloneStreamID = id
-        return id
-    }
-
-    private static func trimReplayBuffer(_ state: inout State, limit: Int) {
-        while state.bufferedEvents > limit {
-            // Drop the oldest event of any stream.
-            guard let (streamID, _) = state.streams.compactMap({ key, value in value.buffered.first.map { (key, $0.seq) } })
-                .min(by: { $0.1 < $1.1 })
-            else { return }
-            guard var stream = state.streams[streamID] else { return }
-            stream.buffered.removeFirst()
-            state.bufferedEvents -= 1
-            if stream.buffered.isEmpty, stream.finished, stream.continuation == nil {
-                state.streams[streamID] = nil
-            } else {
-                state.streams[streamID] = stream
+    /// Carries out what `SessionStreams` decided on the readers and timers; `newReader` is the
+    /// reader of the call that asked (a POST's response, a GET).
+    private static func apply(_ outputs: [SessionStreams.Output], to state: inout State, newReader: AsyncStream<StreamItem>.Continuation? = nil) {
+        for output in outputs {
+            switch output {
+            case .attachReader(let streamID):
+                state.readers[streamID] = newReader
+            case .deliver(let streamID, let item):
+                state.readers[streamID]?.yield(item)
+            case .finishReader(let streamID):
+                state.readers.removeValue(forKey: streamID)?.finish()
+            case .cancelTimer(let streamID):
+                state.timers.removeValue(forKey: streamID)?.cancel()
             }
         }
     }
@@ -487,32 +336,26 @@ public final class LegacySession: Sendable {
             if case .closed = state.phase { return false }
             state.phase = .closed(reason)
             state.ending = ending
-            for (_, pending) in state.pending.sorted(by: { $0.key < $1.key }) {
-                let error = JSONRPCErrorResponse.make(rawID: pending.clientRawID, code: JSONRPCErrorResponse.internalError, message: reason, dataJSON: errorData)
-                Self.emit(&state, streamID: pending.streamID, bytes: error, final: true, replayLimit: Int.max)
+            let outputs = state.streams.close { clientRawID in
+                JSONRPCErrorResponse.make(rawID: clientRawID, code: JSONRPCErrorResponse.internalError, message: reason, dataJSON: errorData)
             }
-            state.pending.removeAll()
-            state.requestOrder.removeAll()
-            state.progressTokens.removeAll()
+            Self.apply(outputs, to: &state)
             for timer in state.timers.values { timer.cancel() }
             state.timers.removeAll()
             state.startTimer?.cancel()
             state.startTimer = nil
-            for (id, var stream) in state.streams {
-                stream.finished = true
-                stream.continuation?.yield(.end)
-                stream.continuation?.finish()
-                stream.continuation = nil
-                state.streams[id] = stream
+            // Readers of streams that had nothing pending (already ended above otherwise).
+            for reader in state.readers.values {
+                reader.yield(.end)
+                reader.finish()
             }
+            state.readers.removeAll()
             return true
         }
         return closed
     }
 
     static func parseEventID(_ text: String) -> (streamID: Int, seq: Int)? {
-        let parts = text.split(separator: "_")
-        guard parts.count == 2, let stream = Int(parts[0]), let seq = Int(parts[1]) else { return nil }
-        return (stream, seq)
+        SessionStreams.parseEventID(text)
     }
 }
