@@ -671,15 +671,13 @@ package enum OAuthResponses {
     }
 
     package static func error(_ status: HTTPResponse.Status, _ code: String, _ description: String, basicChallenge: Bool = false) -> Response {
-        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", pragma: "no-cache"]
-        if basicChallenge { headers[.wwwAuthenticate] = "Basic realm=\"mcp-gateway\"" }
-        return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
+        OAuthRefusal(status: status, code: code, description: description, challenge: basicChallenge ? "Basic realm=\"mcp-gateway\"" : nil).response
     }
 
     package static var storeUnavailable: Response {
-        var response = error(.serviceUnavailable, "temporarily_unavailable", "the gateway's state store is unavailable; retry shortly")
-        response.headers[.retryAfter] = "2"
-        return response
+        OAuthRefusal(
+            status: .serviceUnavailable, code: "temporarily_unavailable", description: "the gateway's state store is unavailable; retry shortly", retryAfter: "2"
+        ).response
     }
 
     package static func redirect(to location: String) -> Response {

@@ -119,9 +119,7 @@ package struct RegistrationEndpoints: Sendable {
     }
 
     package static func oauthError(_ status: HTTPResponse.Status, _ code: String, _ description: String, challenge: Bool = false) -> Response {
-        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", Self.pragma: "no-cache"]
-        if challenge { headers[.wwwAuthenticate] = "Bearer error=\"\(code)\"" }
-        return JSONResponse.make(status: status, object: ["error": code, "error_description": description], headers: headers)
+        OAuthRefusal(status: status, code: code, description: description, challenge: challenge ? "Bearer error=\"\(code)\"" : nil).response
     }
 
     package static func methodNotAllowed(_ allow: String) -> Response {

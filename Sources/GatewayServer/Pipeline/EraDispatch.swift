@@ -15,31 +15,29 @@ struct EraDispatch: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "EraDispatch") }
-        let caller = context.caller
+        let exchange = MCPExchange(request: request, context: context, route: route, caller: context.caller, call: call)
         switch route.upstream {
         case .http(let upstream):
             switch call.era {
             case .modern:
                 if await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
-                    return try await modernHTTP.handle(request, context: context, route: route, upstream: upstream, caller: caller)
+                    return try await modernHTTP.handle(exchange, upstream: upstream)
                 }
             case .sessionBased:
                 if modernHTTP.isBridged(request) {
-                    return try await modernHTTP.bridge(request, context: context, route: route, upstream: upstream, caller: caller)
+                    return try await modernHTTP.bridge(exchange, upstream: upstream)
                 }
                 if request.method == .post, call.sessionID == nil {
                     // Possibly a session-based client starting a session: if the upstream refuses
                     // initialize as a 2026-07-28-only server, the gateway bridges.
-                    return try await modernHTTP.legacyInitialize(request, context: context, route: route, upstream: upstream, caller: caller, proxy: proxy)
+                    return try await modernHTTP.legacyInitialize(exchange, upstream: upstream, proxy: proxy)
                 }
             }
-            return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
+            return try await proxy.forward(exchange, to: upstream)
         case .stdio(let manager):
             switch call.era {
-            case .modern:
-                return try await stdio.handleModern(request, context: context, route: route, manager: manager, verified: caller)
-            case .sessionBased:
-                return try await stdio.handle(request, context: context, route: route, manager: manager, verified: caller)
+            case .modern: return try await stdio.handleModern(exchange, manager: manager)
+            case .sessionBased: return try await stdio.handle(exchange, manager: manager)
             }
         }
     }

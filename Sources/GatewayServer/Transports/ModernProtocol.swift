@@ -11,11 +11,11 @@ extension ModernProtocol {
     static let methodHeader = HTTPField.Name("Mcp-Method")!
     static let nameHeader = HTTPField.Name("Mcp-Name")!
 
+    /// A JSON-RPC error answering a 2026-07-28 request (200 for errors the protocol reports as
+    /// a result of the call, such as an unknown `requestState`), in the gateway's one error form.
     static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
-        Response(
-            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-            body: ResponseBody(byteBuffer: JSONRPCErrorResponse.make(rawID: rawID, code: code, message: message, dataJSON: dataJSON))
-        )
+        GatewayError.protocolViolation(ProtocolViolation(status: status, code: code, message: message, rawID: rawID, dataJSON: dataJSON))
+            .response(form: .jsonRPC(rawID: rawID))
     }
 }
 

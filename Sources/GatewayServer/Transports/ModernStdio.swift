@@ -172,8 +172,8 @@ enum PoolPlan: Equatable {
 }
 
 extension StdioBridge {
-    func handleModern(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller?) async throws(GatewayError) -> Response {
-        guard let call = context.call else { throw .pipelineOrder(stage: "handleModern") }
+    func handleModern(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+        let (request, context, route, verified, call) = (exchange.request, exchange.context, exchange.route, exchange.caller, exchange.call)
         // Read in place with the scanner: no decoding of the body on the hot path.
         var message = try ModernProtocol.validate(call, request: request)
         let rawID = message.rawID

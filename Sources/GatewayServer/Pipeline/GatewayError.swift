@@ -187,8 +187,8 @@ enum GatewayError: Error {
         }
         switch form {
         case .oauth:
-            headers[OAuthResponses.pragma] = "no-cache"
-            return JSONResponse.make(status: status, object: ["error": reason, "error_description": message], headers: headers)
+            if case .oauth(let refusal) = self { return refusal.response }
+            return OAuthRefusal(status: status, code: reason, description: message, retryAfter: headers[.retryAfter]).response
         case .jsonRPC(let rawID):
             var dataJSON: String?
             if case .protocolViolation(let violation) = self {

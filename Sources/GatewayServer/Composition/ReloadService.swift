@@ -129,11 +129,17 @@ struct FileFingerprint: Equatable {
     var modifiedNanoseconds: Int
 
     static func read(_ path: String) -> FileFingerprint? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
+        // Through Foundation rather than stat(2): the C struct's fields are visible only through
+        // whichever module clang attributes the header to, which differs between builds.
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let inode = (attributes[.systemFileNumber] as? NSNumber)?.uint64Value,
+              let size = (attributes[.size] as? NSNumber)?.int64Value,
+              let modified = attributes[.modificationDate] as? Date
+        else { return nil }
+        let seconds = modified.timeIntervalSince1970
         return FileFingerprint(
-            inode: UInt64(info.st_ino), size: Int64(info.st_size),
-            modified: Int(info.st_mtim.tv_sec), modifiedNanoseconds: Int(info.st_mtim.tv_nsec)
+            inode: inode, size: size, modified: Int(seconds.rounded(.down)),
+            modifiedNanoseconds: Int(((seconds - seconds.rounded(.down)) * 1e9).rounded())
         )
     }
 }

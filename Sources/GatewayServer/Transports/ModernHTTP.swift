@@ -195,9 +195,10 @@ final class ModernHTTPTranslator: Sendable {
     /// requests: sent on; when the upstream refuses it as a modern-only server (-32022), the gateway
     /// answers it from the upstream's `server/discover` and bridges the session. Anything other
     /// than an initialize is proxied as usual.
-    func legacyInitialize(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, proxy: HTTPProxy) async throws(GatewayError) -> Response {
-        guard let body = context.call?.body, let message = context.call?.message, message.method == "initialize", message.isRequest else {
-            return try await proxy.forward(request, context: context, route: route, upstream: upstream, caller: caller)
+    func legacyInitialize(_ exchange: MCPExchange, upstream: HTTPUpstream, proxy: HTTPProxy) async throws(GatewayError) -> Response {
+        let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
+        guard let body = exchange.call.body, let message = exchange.call.message, message.method == "initialize", message.isRequest else {
+            return try await proxy.forward(exchange, to: upstream)
         }
         // The same headers the proxy would send (forwarding and identity headers, no credentials).
         let headers = HTTPProxy.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
@@ -238,7 +239,8 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// A request of a bridged session: stamped with `_meta` and the 2026-07-28 headers and sent on.
-    func bridge(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
+    func bridge(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+        let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         guard let id = request.headers[StdioBridge.sessionHeader],
               let session = bridged.withLock({ $0[id] }), session.owner == caller?.claims.sub, session.router == route.router.name
         else { throw .sessionNotFound }
@@ -256,7 +258,7 @@ final class ModernHTTPTranslator: Sendable {
         default:
             break
         }
-        guard let message = context.call?.message else {
+        guard let message = exchange.call.message else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: one JSON-RPC message per POST")
         }
         // The client's answer to an ask relayed from the upstream.
@@ -388,9 +390,9 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// Serves one modern request from a session-based upstream.
-    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?) async throws(GatewayError) -> Response {
-        guard let call = context.call else { throw .pipelineOrder(stage: "ModernHTTPTranslator.handle") }
-        let message = try ModernProtocol.validate(call, request: request)
+    func handle(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+        let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
+        let message = try ModernProtocol.validate(exchange.call, request: request)
         let rawID = message.rawID
         let method = message.method ?? ""
         let key = SessionOwner(route: route, caller: caller).key

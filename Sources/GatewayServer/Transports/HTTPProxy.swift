@@ -22,16 +22,15 @@ struct HTTPProxy: Sendable {
     let drain: ShutdownDrain
     static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
 
-    func forward(
-        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller? = nil
-    ) async throws(GatewayError) -> Response {
-        let sessionID = request.headers[Self.sessionHeader]
-        let owner = SessionOwner(route: route, caller: caller)
+    func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+        let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
+        let sessionID = exchange.call.sessionID
+        let owner = exchange.owner
         if let sessionID {
             do { try await bindings.check(sessionID, owner: owner) } catch { throw GatewayError(error) }
         }
         // Read (up to the route's limit) and checked by `MCPCallParsing`.
-        let body = context.call?.body
+        let body = exchange.call.body
         let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
@@ -68,7 +67,7 @@ struct HTTPProxy: Sendable {
             let clientRequest = request
             // A standalone GET stream and a 2026-07-28 `subscriptions/listen` stream answer no
             // pending request: they must not hold a shutdown open.
-            let standalone = request.method == .get || context.call?.method == "subscriptions/listen"
+            let standalone = request.method == .get || exchange.call.method == "subscriptions/listen"
             let drain = standalone ? self.drain : nil
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a
             // disconnect cancels the upstream request at once (in 2026-07-28, closing *is* cancel).

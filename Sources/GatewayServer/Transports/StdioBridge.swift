@@ -30,9 +30,10 @@ struct StdioBridge: Sendable {
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
-    func handle(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, verified: VerifiedCaller? = nil) async throws(GatewayError) -> Response {
+    func handle(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+        let (request, context, route, verified) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         let caller = verified?.claims.sub
-        let owner = SessionOwner(route: route, caller: verified)
+        let owner = exchange.owner
         switch request.method {
         case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
             return try await post(request, context: context, route: route, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
