@@ -171,11 +171,24 @@ let package = Package(
         .testTarget(name: "AuthorizationServerTests", dependencies: ["AuthorizationServer", "GatewayStore"]),
         .testTarget(name: "MCPTranslationTests", dependencies: ["MCPTranslation", "MCPMessages", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio")]),
         .testTarget(name: "GatewayStdioTests", dependencies: ["GatewayStdio", .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        // Shared test support: the gateway in process from a gateway.yaml text, an echo upstream.
+        .target(
+            name: "GatewayTesting",
+            dependencies: [
+                "GatewayServer", "GatewayConfig", "GatewayStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
+            ],
+            path: "Tests/GatewayTesting"
+        ),
         // The application in process (HummingbirdTesting's router and live clients) with MemoryStore.
         .testTarget(
             name: "GatewayServerTests",
             dependencies: [
-                "GatewayServer", "GatewayConfig", "GatewayStore",
+                "GatewayServer", "GatewayConfig", "GatewayStore", "GatewayTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,7 +1,6 @@
 import NIOFoundationEssentialsCompat
-@testable import GatewayServer
+import GatewayTesting
 import GatewayConfig
-import GatewayStore
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -43,25 +42,13 @@ import Foundation
     """ }
 
     func withGateway(allowedHosts: String = #"["localhost"]"#, _ test: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(allowedHosts: allowedHosts))
-        let logger = Logger(label: "test")
-        let components = try GatewayComponents(configuration: configuration, store: MemoryStore(), logger: logger)
-        let responder = components.responder(for: configuration.entryPoints[0], readinessStore: nil)
-        let app = Application(responder: responder, logger: logger)
-        do {
-            try await app.test(.router) { client in try await test(client) }
-        } catch {
-            await components.shutdown()
-            throw error
-        }
-        await components.shutdown()
+        try await TestGateway.run(yaml: Self.yaml(allowedHosts: allowedHosts), test)
     }
 
     static let initialize = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
 
     func json(_ response: TestResponse) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: Data(buffer: response.body))
-        return try #require(object as? [String: Any])
+        try TestGateway.json(response)
     }
 
     @Test func healthAndUnroutedPaths() async throws {

@@ -1,7 +1,5 @@
 import NIOFoundationEssentialsCompat
-@testable import GatewayServer
-import GatewayConfig
-import GatewayStore
+import GatewayTesting
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -13,21 +11,6 @@ import Foundation
 /// The HTTP relay in process: a Hummingbird upstream on a free port that hands out a session and
 /// echoes the headers it received, behind the gateway with a MemoryStore.
 @Suite struct UpstreamRelayTests {
-    /// An MCP-shaped upstream: `initialize` creates session `up-1`; every answer carries the
-    /// request headers it saw, so the test can see what the gateway forwarded.
-    static func upstream() -> Application<RouterResponder<BasicRequestContext>> {
-        let router = Router()
-        router.post("/mcp") { request, _ -> Response in
-            var seen: [String: String] = [:]
-            for field in request.headers { seen[field.name.canonicalName.lowercased()] = field.value }
-            let result = try JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "id": 1, "result": ["headers": seen]])
-            var headers: HTTPFields = [.contentType: "application/json"]
-            headers[HTTPField.Name("Mcp-Session-Id")!] = "up-1"
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: result)))
-        }
-        return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "upstream"))
-    }
-
     static func yaml(upstreamPort: Int) -> String { """
     entryPoints:
       web:
@@ -51,54 +34,39 @@ import Foundation
 
     static let initialize = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
 
-    func seenHeaders(_ response: TestResponse) throws -> [String: String] {
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
-        return try #require((object["result"] as? [String: Any])?["headers"] as? [String: String])
-    }
-
     @Test func relaysBindsTheUpstreamSessionAndSetsForwardingHeaders() async throws {
-        try await Self.upstream().test(.live) { upstreamClient in
+        try await EchoUpstream.application().test(.live) { upstreamClient in
             let port = try #require(upstreamClient.port)
-            let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(upstreamPort: port))
-            let logger = Logger(label: "test")
-            let components = try GatewayComponents(configuration: configuration, store: MemoryStore(), logger: logger)
-            let app = Application(responder: components.responder(for: configuration.entryPoints[0], readinessStore: nil), logger: logger)
-            do {
-                try await app.test(.router) { client in
-                    var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json, text/event-stream"]
-                    // Forged identity and forwarding headers never reach the upstream as sent.
-                    headers[HTTPField.Name("X-Forwarded-User")!] = "admin"
-                    headers[HTTPField.Name("X-Forwarded-Proto")!] = "gopher"
-                    headers[HTTPField.Name("X-Real-IP")!] = "10.9.9.9"
-                    try await client.execute(uri: "/one/mcp", method: .post, headers: headers, body: Self.initialize) { response in
-                        #expect(response.status == .ok)
-                        #expect(response.headers[HTTPField.Name("Mcp-Session-Id")!] == "up-1")
-                        let seen = try seenHeaders(response)
-                        // (The echo works: the client's own headers arrive.)
-                        #expect(seen["content-type"] == "application/json")
-                        #expect(seen["x-forwarded-user"] == nil)
-                        #expect(seen["x-real-ip"] == nil)
-                        // The public URL is https: so is the forwarded scheme, whatever the client said.
-                        #expect(seen["x-forwarded-proto"] == "https")
-                        #expect(seen["x-forwarded-host"] == "localhost")
-                    }
-                    // The session the upstream created belongs to router `one`: through `two` it is
-                    // not found, and the upstream never sees that request.
-                    var session = headers
-                    session[HTTPField.Name("Mcp-Session-Id")!] = "up-1"
-                    let ping = ByteBuffer(string: #"{"jsonrpc":"2.0","id":2,"method":"ping"}"#)
-                    try await client.execute(uri: "/two/mcp", method: .post, headers: session, body: ping) { response in
-                        #expect(response.status == .notFound)
-                    }
-                    try await client.execute(uri: "/one/mcp", method: .post, headers: session, body: ping) { response in
-                        #expect(response.status == .ok)
-                    }
+            try await TestGateway.run(yaml: Self.yaml(upstreamPort: port)) { client in
+                var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json, text/event-stream"]
+                // Forged identity and forwarding headers never reach the upstream as sent.
+                headers[HTTPField.Name("X-Forwarded-User")!] = "admin"
+                headers[HTTPField.Name("X-Forwarded-Proto")!] = "gopher"
+                headers[HTTPField.Name("X-Real-IP")!] = "10.9.9.9"
+                try await client.execute(uri: "/one/mcp", method: .post, headers: headers, body: Self.initialize) { response in
+                    #expect(response.status == .ok)
+                    #expect(response.headers[HTTPField.Name("Mcp-Session-Id")!] == "up-1")
+                    let seen = try EchoUpstream.seenHeaders(response)
+                    // (The echo works: the client's own headers arrive.)
+                    #expect(seen["content-type"] == "application/json")
+                    #expect(seen["x-forwarded-user"] == nil)
+                    #expect(seen["x-real-ip"] == nil)
+                    // The public URL is https: so is the forwarded scheme, whatever the client said.
+                    #expect(seen["x-forwarded-proto"] == "https")
+                    #expect(seen["x-forwarded-host"] == "localhost")
                 }
-            } catch {
-                await components.shutdown()
-                throw error
+                // The session the upstream created belongs to router `one`: through `two` it is
+                // not found, and the upstream never sees that request.
+                var session = headers
+                session[HTTPField.Name("Mcp-Session-Id")!] = "up-1"
+                let ping = ByteBuffer(string: #"{"jsonrpc":"2.0","id":2,"method":"ping"}"#)
+                try await client.execute(uri: "/two/mcp", method: .post, headers: session, body: ping) { response in
+                    #expect(response.status == .notFound)
+                }
+                try await client.execute(uri: "/one/mcp", method: .post, headers: session, body: ping) { response in
+                    #expect(response.status == .ok)
+                }
             }
-            await components.shutdown()
         }
     }
 }

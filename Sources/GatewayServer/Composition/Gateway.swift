@@ -11,7 +11,7 @@ import AuthorizationServer
 import NIOPosix
 import GatewayRedis
 import GatewayStdio
-import GatewayStore
+package import GatewayStore
 import ServiceLifecycle
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
@@ -161,7 +161,7 @@ struct UpstreamClientsService: Service {
 
 /// Everything that answers requests, built from a configuration and a store: what `run` serves,
 /// and what in-process tests drive (with a `MemoryStore`).
-struct GatewayComponents: Sendable {
+package struct GatewayComponents: Sendable {
     let clients: UpstreamClients
     let stdioRegistry: StdioRegistry
     let holder: ConfigurationHolder
@@ -174,7 +174,7 @@ struct GatewayComponents: Sendable {
     let modernHTTP: ModernHTTPTranslator
     let authHTTP: HTTPClient
 
-    init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
+    package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
@@ -237,7 +237,7 @@ struct GatewayComponents: Sendable {
     }
 
     /// Releases the clients (what the lifecycle services do at shutdown).
-    func shutdown() async {
+    package func shutdown() async {
         await stdioRegistry.shutdown()
         await clients.shutdown()
         try? await authHTTP.shutdown()

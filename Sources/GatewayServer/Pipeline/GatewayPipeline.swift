@@ -1,7 +1,7 @@
 import GatewayAuth
-import GatewayConfig
-import GatewayStore
-import Hummingbird
+package import GatewayConfig
+package import GatewayStore
+package import Hummingbird
 
 /// The request's way through one entry point, stage by stage. Each stage is a Hummingbird
 /// middleware over `GatewayRequestContext` that either answers or adds what it established to the
@@ -37,7 +37,7 @@ where Stages.Input == Request, Stages.Output == Response, Stages.Context == Gate
 
 extension GatewayComponents {
     /// The pipeline of one entry point; `readinessStore` is what /readyz pings (nil: memory).
-    func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
+    package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
         GatewayPipeline(
             stages: stages(for: entryPoint, readinessStore: readinessStore),
             dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP)
