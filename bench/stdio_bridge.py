@@ -103,6 +103,8 @@ def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = T
               command: "{command}"
               args: {json.dumps(args)}
               maxSessions: {max_sessions}
+              # One load generator from one address opens every session.
+              maxSessionsPerUser: {max_sessions}
               spares: {spares}
               idleTimeout: "1h"
 {textwrap.indent(extra, "              ")}
@@ -205,6 +207,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results-stdio.md"))
     parser.add_argument("--quick", action="store_true", help="fewer cells, for a smoke run")
+    parser.add_argument("--targets", default="mcp-gateway,mcp-streamablehttp-proxy,mcp-proxy",
+                        help="which bridges to drive (e.g. mcp-gateway alone, to compare two builds of it)")
     parser.add_argument("--sections", default="throughput,ceiling,creation,memory",
                         help="which parts to (re)measure; the others are read from bench/out/ if an earlier run saved them")
     args = parser.parse_args()
@@ -229,6 +233,8 @@ def main() -> int:
             [str(REPO / ".venv-bench-mcpproxy" / "bin" / "mcp-proxy"), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
              TIME_SERVER, "--", *CHILD_ARGS], port, "/mcp"))(free_port())),
     ]
+    wanted_targets = set(args.targets.split(","))
+    targets = [(name, start) for name, start in targets if name in wanted_targets]
     for name, start in (targets if "throughput" in sections else []):
         target = start()
         try:

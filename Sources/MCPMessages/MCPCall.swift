@@ -11,7 +11,8 @@ public enum MCPVersions {
 /// One client request to an MCP endpoint as the gateway's stages see it: its body read once (and
 /// checked to be strict JSON by whoever read it) and parsed once, so that every later stage (rate
 /// limits, policies, audit, metrics, the era dispatch, the transports) looks at the same values.
-public struct MCPCall: Sendable {
+/// A class: the request context carries it through every stage, as one reference.
+public final class MCPCall: Sendable {
     public enum Era: Sendable, Equatable {
         /// 2024-11-05 … 2025-11-25 (and requests that name no version).
         case sessionBased

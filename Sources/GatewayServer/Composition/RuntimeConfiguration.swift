@@ -12,7 +12,9 @@ enum RouteUpstream: Sendable {
     case stdio(StdioSessionManager)
 }
 
-struct CompiledRoute: ProtectedRoute {
+/// A class: the request context carries it through every stage, and a reference is one retain
+/// where a copy of the router's configuration would be dozens.
+final class CompiledRoute: ProtectedRoute {
     let router: RouterConfiguration
     let upstream: RouteUpstream
     let maxRequestBodyBytes: Int
@@ -25,6 +27,15 @@ struct CompiledRoute: ProtectedRoute {
     /// router's identity header names, and the client's `Authorization` (unless an `auth: none`
     /// HTTP service asks for it with `passAuthorization`); on protected routes all cookies.
     let upstreamRemovals: Set<String>
+
+    init(router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>) {
+        self.router = router
+        self.upstream = upstream
+        self.maxRequestBodyBytes = maxRequestBodyBytes
+        self.resourceURL = resourceURL
+        self.accessPolicy = accessPolicy
+        self.upstreamRemovals = upstreamRemovals
+    }
 }
 
 /// An immutable, compiled configuration. Requests read one snapshot at their start and keep it,
