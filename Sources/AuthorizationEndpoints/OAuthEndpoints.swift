@@ -64,9 +64,6 @@ package struct OAuthEndpoints: Sendable {
     package func cookieName(for pending: PendingAuthorization) -> String {
         cookieName + "-" + pending.browserHash.prefix(16)
     }
-    /// Password checks running at once, whoever asks: scrypt is CPU-bound, and unauthenticated
-    /// callers must not be able to occupy more than the cores.
-    package static let hashing = HashingSlots(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
 
     package func respond(to request: Request, context: some AuthorizationRequestContext) async -> Response? {
         switch request.uri.path {
@@ -282,50 +279,24 @@ package struct OAuthEndpoints: Sendable {
     }
 
     private func localSignIn(_ form: FormFields, id: String, pending: PendingAuthorization, context: some AuthorizationRequestContext) async -> Response {
-        guard !localUsers.isEmpty else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
+        let accounts = LocalAccounts(users: localUsers, limits: localLimits, store: store, logger: logger)
+        guard accounts.isEnabled else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
         let username = form["username"] ?? ""
-        let password = form["password"] ?? ""
-        // Per account (failures only, 15 minutes), per address (IPv6: per /64) and for the whole
-        // gateway: guessing is throttled wherever it comes from, and one address behind a shared
-        // proxy cannot lock everybody out (the client address honours trustedProxies).
-        let accountKey = "ratelimit:login-account:\(ClientRegistry.hash(username.lowercased()))"
-        do {
-            if let failures = try await store.getString(accountKey).flatMap(Int.init), failures >= localLimits.perAccount {
-                return consentPage(pending, id: id, client: nil, localError: "Too many failed sign-ins for this account; wait 15 minutes and try again.", username: username, status: .tooManyRequests)
-            }
-            let attempts = try await store.increment("ratelimit:login:\(ClientAddress.limitKey(context.clientIP))", window: .seconds(60))
-            if attempts > localLimits.perAddress {
-                return consentPage(pending, id: id, client: nil, localError: "Too many sign-in attempts from your address; wait a minute and try again.", username: username, status: .tooManyRequests)
-            }
-            if try await store.increment("ratelimit:login-all", window: .seconds(60)) > localLimits.global {
-                return consentPage(pending, id: id, client: nil, localError: "The gateway is busy checking sign-ins; wait a minute and try again.", username: username, status: .tooManyRequests)
-            }
-        } catch {
+        switch await accounts.signIn(username: username, password: form["password"] ?? "", clientIP: context.clientIP, clientID: pending.request.clientID) {
+        case .storeUnavailable:
             return storeUnavailablePage()
-        }
-        guard Self.hashing.acquire() else {
-            return consentPage(pending, id: id, client: nil, localError: "The gateway is busy checking sign-ins; try again in a moment.", username: username, status: .tooManyRequests)
-        }
-        // An unknown user costs the same scrypt work as a wrong password, so timing tells nothing.
-        let stored = localUsers[username]
-        let hash = stored ?? Self.decoyHash
-        let matches = (try? await NIOThreadPool.singleton.runIfActive { PasswordHash.verify(password, against: hash) }) ?? false
-        Self.hashing.release()
-        guard stored != nil, matches else {
-            logger.notice("local sign-in failed", metadata: ["user": "\(username)", "client": "\(pending.request.clientID)"])
-            _ = try? await store.increment(accountKey, window: .seconds(900))
-            return consentPage(pending, id: id, client: nil, localError: "The user name or password is wrong.", username: username, status: .unauthorized)
-        }
-        do {
-            guard let taken = try await flows.take(id) else { return expiredPage() }
-            return await finish(taken.request, user: GrantSubject(subject: "local:\(username)", login: username))
-        } catch {
-            return storeUnavailablePage()
+        case .refused(let message, let status):
+            return consentPage(pending, id: id, client: nil, localError: message, username: username, status: status)
+        case .signedIn(let user):
+            do {
+                guard let taken = try await flows.take(id) else { return expiredPage() }
+                return await finish(taken.request, user: user)
+            } catch {
+                return storeUnavailablePage()
+            }
         }
     }
 
-    /// Hashed once at start-up: a real scrypt hash that no password in gateway.yaml matches.
-    package static let decoyHash: String = (try? PasswordHash.hash(ClientRegistry.randomToken(bytes: 16))) ?? ""
 
     private func githubCallback(_ request: Request) async -> Response {
         let query = FormFields(query: request)

@@ -65,7 +65,7 @@ public struct Gateway {
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
             components.stdio.keepWarm(stdioRegistry.manager(for: service))
         }
-        _ = OAuthEndpoints.decoyHash  // computed at start-up, not on the first failed sign-in
+        _ = LocalAccounts.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
         ]
