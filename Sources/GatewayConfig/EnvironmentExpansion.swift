@@ -1,17 +1,22 @@
 import Foundation
 /// Expands `${VAR}` and `${VAR:-default}` (default used when VAR is unset or empty);
 /// `$$` stands for a literal `$`.
-public struct EnvironmentExpander: Sendable {
+public struct EnvironmentExpander: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     public enum Failure: Error, Equatable {
         case unset(name: String)
         case malformed(String)
     }
 
+    /// The whole process environment: secrets among it. Never part of a description, which
+    /// loggers and error messages print.
     public let environment: [String: String]
 
     public init(environment: [String: String]) {
         self.environment = environment
     }
+
+    public var description: String { "EnvironmentExpander(\(environment.count) environment variables)" }
+    public var debugDescription: String { description }
 
     public func expand(_ text: String) throws(Failure) -> String {
         guard text.contains("$") else { return text }

@@ -39,9 +39,11 @@ public final class ChildProcess: Sendable {
     private let eventLoop: any EventLoop
     private let reaper: Reaper
 
-    public struct Options: Sendable {
+    public struct Options: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
         public var command: String
         public var arguments: [String]
+        /// The child's environment: the service's `env` (API keys among it) and the caller's
+        /// identity. Described by names only.
         public var environment: [String: String]
         public var workingDirectory: String?
         public var maxLineBytes: Int
@@ -53,6 +55,12 @@ public final class ChildProcess: Sendable {
             self.workingDirectory = workingDirectory
             self.maxLineBytes = maxLineBytes
         }
+
+        public var description: String {
+            "ChildProcess.Options(command: \(command), arguments: \(arguments.count), environment: \(environment.keys.sorted().joined(separator: ",")))"
+        }
+
+        public var debugDescription: String { description }
     }
 
     /// Spawns the child. `onLine` receives each stdout line (on the child's event loop);

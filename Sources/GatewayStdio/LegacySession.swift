@@ -354,8 +354,4 @@ public final class LegacySession: Sendable {
         }
         return closed
     }
-
-    static func parseEventID(_ text: String) -> (streamID: Int, seq: Int)? {
-        SessionStreams.parseEventID(text)
-    }
 }

@@ -8,9 +8,6 @@ import MCPMessages
 struct MCPCallParsing: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
-    static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
-    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "MCPCallParsing") }
         var request = request
@@ -19,7 +16,14 @@ struct MCPCallParsing: RouterMiddleware {
             body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         }
         var context = context
-        context.call = MCPCall(protocolVersion: request.headers[Self.versionHeader], sessionID: request.headers[Self.sessionHeader], body: body)
+        context.call = MCPCall(protocolVersion: request.headers[MCPHeaders.protocolVersion], sessionID: request.headers[MCPHeaders.sessionID], body: body)
         return try await next(request, context)
     }
+}
+
+/// The Streamable HTTP transport's header names, named once for every stage and transport.
+enum MCPHeaders {
+    static let sessionID = HTTPField.Name("Mcp-Session-Id")!
+    static let protocolVersion = HTTPField.Name("MCP-Protocol-Version")!
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
 }

@@ -20,7 +20,7 @@ struct HTTPProxy: Sendable {
     let bindings: SessionBindings
     /// Standalone GET streams end when the gateway starts shutting down.
     let drain: ShutdownDrain
-    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
+    static let sessionHeader = MCPHeaders.sessionID
 
     func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)

@@ -17,9 +17,9 @@ import NIOCore
 /// stream; DELETE ends the session.
 struct StdioBridge: Sendable {
     static let supportedVersions = MCPVersions.sessionBased
-    static let sessionHeader = HTTPField.Name("Mcp-Session-Id")!
-    static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
-    static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+    static let sessionHeader = MCPHeaders.sessionID
+    static let versionHeader = MCPHeaders.protocolVersion
+    static let lastEventIDHeader = MCPHeaders.lastEventID
 
     let registry: StdioRegistry
     /// Who each session belongs to (router and caller), checked on every request naming one.
