@@ -68,8 +68,13 @@ let package = Package(
             dependencies: [
                 "CProcessSpawn",
                 "GatewayConfig",
+                "GatewayAuth",
                 "MCPMessages",
+                "MCPTranslation",
+                "MCPTransport",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -120,13 +125,39 @@ let package = Package(
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
             ]
         ),
+        // What every transport shares: the exchange a transport serves, the one error mapping, the
+        // JSON and SSE responses, the Multi Round-Trip relay over HTTP, client-close watching.
+        .target(
+            name: "MCPTransport",
+            dependencies: [
+                "GatewayAuth",
+                "AuthorizationEndpoints",
+                "GatewayConfig",
+                "MCPMessages",
+                "MCPTranslation",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
+            ]
+        ),
+        // HTTP upstreams: the client, the header policy, the relay, and the translation to and
+        // from a server of the other era (its era cache and the gateway's own upstream sessions).
         .target(
             name: "GatewayUpstream",
             dependencies: [
                 "GatewayConfig",
+                "GatewayAuth",
+                "MCPMessages",
+                "MCPTranslation",
+                "MCPTransport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
             ]
         ),
         .target(
@@ -136,6 +167,7 @@ let package = Package(
                 "GatewayRouting",
                 "GatewayUpstream",
                 "GatewayStdio",
+                "MCPTransport",
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
@@ -170,11 +202,11 @@ let package = Package(
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
         .testTarget(
             name: "AuthorizationEndpointsTests",
-            dependencies: ["AuthorizationEndpoints", "AuthorizationServer", "GatewayConfig", "GatewayStore", .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types")]
+            dependencies: ["AuthorizationEndpoints", "AuthorizationServer", "GatewayAuth", "GatewayConfig", "GatewayStore", .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types")]
         ),
         .testTarget(name: "AuthorizationServerTests", dependencies: ["AuthorizationServer", "GatewayStore"]),
         .testTarget(name: "MCPTranslationTests", dependencies: ["MCPTranslation", "MCPMessages", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio")]),
-        .testTarget(name: "GatewayStdioTests", dependencies: ["GatewayStdio", .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        .testTarget(name: "GatewayStdioTests", dependencies: ["GatewayStdio", "GatewayConfig", "MCPTranslation", .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
         // Shared test support: the gateway in process from a gateway.yaml text, an echo upstream.
         .target(
             name: "GatewayTesting",

@@ -11,13 +11,10 @@ import NIOPosix
 /// against its scrypt hash, throttled per account (failures), per client address and for the
 /// whole gateway, with an unknown user costing the same work as a wrong password. No HTTP: the
 /// consent page shows what `signIn` answers.
-package struct LocalAccounts: Sendable {
-    package enum Outcome: Sendable, Equatable {
-        case signedIn(GrantSubject)
-        /// Shown on the sign-in form, with this status.
-        case refused(message: String, status: HTTPResponse.Status)
-        case storeUnavailable
-    }
+package struct LocalAccounts: CredentialIdentityProvider {
+    package typealias Outcome = SignInOutcome
+    package var name: String { "local" }
+    package var displayName: String { "Gateway account" }
 
     /// Password checks running at once, whoever asks: scrypt is CPU-bound, and unauthenticated
     /// callers must not be able to occupy more than the cores.

@@ -24,9 +24,8 @@ package struct OAuthEndpoints: Sendable {
     package let accessTokens: AccessTokens
     package let keys: KeyManager
     package let flows: AuthorizationFlows
-    package let github: GitHubClient?
-    package let localUsers: [String: String]
-    package let localLimits: LocalSignInLimits
+    /// The ways to sign in the consent page offers, by their form name (`github`, `local`).
+    package let identityProviders: [String: any IdentityProvider]
     package let metadataDocumentsEnabled: Bool
     package let store: any KeyValueStore
     package let logger: Logger
@@ -34,7 +33,7 @@ package struct OAuthEndpoints: Sendable {
     package init(
         currentConfiguration: @escaping @Sendable () -> GatewayConfiguration, publicURL: PublicURL, registry: ClientRegistry, clients: ClientDirectory,
         codes: AuthorizationCodes, refreshTokens: RefreshTokens, accessTokens: AccessTokens, keys: KeyManager, flows: AuthorizationFlows,
-        github: GitHubClient?, localUsers: [String: String], localLimits: LocalSignInLimits, metadataDocumentsEnabled: Bool, store: any KeyValueStore,
+        identityProviders: [any IdentityProvider], metadataDocumentsEnabled: Bool, store: any KeyValueStore,
         logger: Logger
     ) {
         self.currentConfiguration = currentConfiguration
@@ -46,16 +45,15 @@ package struct OAuthEndpoints: Sendable {
         self.accessTokens = accessTokens
         self.keys = keys
         self.flows = flows
-        self.github = github
-        self.localUsers = localUsers
-        self.localLimits = localLimits
+        self.identityProviders = Dictionary(identityProviders.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.metadataDocumentsEnabled = metadataDocumentsEnabled
         self.store = store
         self.logger = logger
     }
 
     package var issuer: String { publicURL.origin }
-    package var githubCallbackURL: String { issuer + "/oauth/github/callback" }
+    /// Where a redirecting provider sends the browser back to.
+    package func callbackURL(for provider: some IdentityProvider) -> String { issuer + "/oauth/\(provider.name)/callback" }
     /// The browser-binding cookie; `__Host-` (host-only, Secure, Path=/) when served over https.
     package var cookieName: String { publicURL.scheme == "https" ? "__Host-mcpgw-browser" : "mcpgw-browser" }
 
@@ -82,9 +80,11 @@ package struct OAuthEndpoints: Sendable {
         case "/authorize/consent":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
             return await consent(request, context: context)
-        case "/oauth/github/callback":
+        case let path where path.hasPrefix("/oauth/") && path.hasSuffix("/callback"):
+            let name = path.dropFirst("/oauth/".count).dropLast("/callback".count)
+            guard let provider = identityProviders[String(name)] as? any RedirectingIdentityProvider else { return nil }
             guard request.method == .get else { return OAuthResponses.methodNotAllowed("GET") }
-            return await githubCallback(request)
+            return await callback(request, provider: provider)
         case "/token":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
             return await token(request)
@@ -222,7 +222,7 @@ package struct OAuthEndpoints: Sendable {
         let page = AuthPages.consent(.init(
             clientName: request.clientName, clientID: request.clientID, clientIsVerified: client?.isMetadataDocument ?? ClientDirectory.isMetadataDocumentURL(request.clientID),
             redirectHost: URLComponents(string: request.redirectURI)?.host ?? request.redirectURI, resource: request.resource, scope: request.scope,
-            requestID: id, csrfToken: pending.csrfToken, github: github != nil, local: !localUsers.isEmpty, localError: localError, username: username
+            requestID: id, csrfToken: pending.csrfToken, github: identityProviders["github"] != nil, local: identityProviders["local"] != nil, localError: localError, username: username
         ))
         return AuthPages.response(status, html: page, extraHeaders: extraHeaders)
     }
@@ -262,31 +262,39 @@ package struct OAuthEndpoints: Sendable {
         case ("deny", _):
             guard (try? await flows.take(id)) != nil else { return expiredPage() }
             return OAuthResponses.redirect(to: errorRedirect(authorizationRequest.redirectURI, "access_denied", "the user denied the request", state: authorizationRequest.state))
-        case ("approve", "github"):
-            guard let github else { return AuthPages.error(.badRequest, title: "GitHub sign-in is not configured", message: "This gateway has no auth.github settings.") }
-            do {
-                guard let taken = try await flows.take(id) else { return expiredPage() }
-                let state = try await flows.beginLogin(taken)
-                return OAuthResponses.redirect(to: github.authorizeURL(state: state, callbackURL: githubCallbackURL, needsOrgs: policy(for: authorizationRequest.resource).needsMembership))
-            } catch {
-                return storeUnavailablePage()
+        case ("approve", let name?):
+            switch identityProviders[name] {
+            case let provider as any RedirectingIdentityProvider:
+                do {
+                    guard let taken = try await flows.take(id) else { return expiredPage() }
+                    let state = try await flows.beginLogin(taken)
+                    return OAuthResponses.redirect(to: provider.signInURL(state: state, callbackURL: callbackURL(for: provider), policy: policy(for: authorizationRequest.resource)))
+                } catch {
+                    return storeUnavailablePage()
+                }
+            case let provider as any CredentialIdentityProvider:
+                return await credentialSignIn(form, provider: provider, id: id, pending: pending, context: context)
+            default:
+                return AuthPages.error(.badRequest, title: "This sign-in is not configured", message: "This gateway does not offer the sign-in method the form named.")
             }
-        case ("approve", "local"):
-            return await localSignIn(form, id: id, pending: pending, context: context)
         default:
             return AuthPages.error(.badRequest, title: "Invalid form", message: "The consent form was incomplete.")
         }
     }
 
-    private func localSignIn(_ form: FormFields, id: String, pending: PendingAuthorization, context: some AuthorizationRequestContext) async -> Response {
-        let accounts = LocalAccounts(users: localUsers, limits: localLimits, store: store, logger: logger)
-        guard accounts.isEnabled else { return AuthPages.error(.badRequest, title: "Local sign-in is not configured", message: "This gateway has no auth.local users.") }
+    private func credentialSignIn(
+        _ form: FormFields, provider: some CredentialIdentityProvider, id: String, pending: PendingAuthorization, context: some AuthorizationRequestContext
+    ) async -> Response {
         let username = form["username"] ?? ""
-        switch await accounts.signIn(username: username, password: form["password"] ?? "", clientIP: context.clientIP, clientID: pending.request.clientID) {
+        switch await provider.signIn(username: username, password: form["password"] ?? "", clientIP: context.clientIP, clientID: pending.request.clientID) {
         case .storeUnavailable:
             return storeUnavailablePage()
         case .refused(let message, let status):
             return consentPage(pending, id: id, client: nil, localError: message, username: username, status: status)
+        case .notCompleted(let message):
+            return consentPage(pending, id: id, client: nil, localError: message, username: username, status: .unauthorized)
+        case .providerFailed(let message):
+            return consentPage(pending, id: id, client: nil, localError: message, username: username, status: .badGateway)
         case .signedIn(let user):
             do {
                 guard let taken = try await flows.take(id) else { return expiredPage() }
@@ -297,12 +305,11 @@ package struct OAuthEndpoints: Sendable {
         }
     }
 
-
-    private func githubCallback(_ request: Request) async -> Response {
+    /// The browser back from a redirecting provider (`/oauth/<name>/callback`).
+    private func callback(_ request: Request, provider: some RedirectingIdentityProvider) async -> Response {
         let query = FormFields(query: request)
-        guard let github else { return AuthPages.error(.notFound, title: "GitHub sign-in is not configured", message: "This gateway has no auth.github settings.") }
         guard let state = query["state"] else {
-            return AuthPages.error(.badRequest, title: "Invalid sign-in response", message: "GitHub's answer had no state.")
+            return AuthPages.error(.badRequest, title: "Invalid sign-in response", message: "The sign-in answer had no state.")
         }
         let pending: PendingAuthorization
         do {
@@ -315,26 +322,20 @@ package struct OAuthEndpoints: Sendable {
         guard AuthorizationFlows.isSameBrowser(pending, secret: Cookies.value(cookieName(for: pending), in: request)) else {
             return AuthPages.error(.forbidden, title: "Request refused", message: "This sign-in was started in another browser. Start again from the application.")
         }
-        if let error = query["error"] {
-            logger.info("GitHub sign-in not completed", metadata: ["error": "\(error)"])
-            return OAuthResponses.redirect(to: errorRedirect(authorizationRequest.redirectURI, "access_denied", "GitHub sign-in was not completed (\(error))", state: authorizationRequest.state))
-        }
-        guard let code = query["code"] else {
-            return AuthPages.error(.badRequest, title: "Invalid sign-in response", message: "GitHub's answer had no code.")
-        }
-        let policy = policy(for: authorizationRequest.resource)
-        do {
-            let token = try await github.exchange(code: code, callbackURL: githubCallbackURL)
-            let user = try await github.user(token: token)
-            let orgs = policy.needsOrgs ? try await github.orgs(token: token) : nil
-            let teams = policy.needsTeams ? try await github.teams(token: token) : nil
-            return await finish(authorizationRequest, user: GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams, email: user.email))
-        } catch {
-            logger.warning("GitHub sign-in failed", metadata: ["detail": "\(error.description)"])
+        switch await provider.signedIn(callback: query, callbackURL: callbackURL(for: provider), policy: policy(for: authorizationRequest.resource)) {
+        case .signedIn(let user):
+            return await finish(authorizationRequest, user: user)
+        case .notCompleted(let detail):
+            return OAuthResponses.redirect(to: errorRedirect(authorizationRequest.redirectURI, "access_denied", detail, state: authorizationRequest.state))
+        case .refused(let message, let status):
+            return AuthPages.error(status, title: "Invalid sign-in response", message: message)
+        case .providerFailed(let detail):
             return AuthPages.error(
-                .badGateway, title: "GitHub sign-in failed", message: error.description,
-                returnURL: errorRedirect(authorizationRequest.redirectURI, "temporarily_unavailable", "sign-in with GitHub failed", state: authorizationRequest.state)
+                .badGateway, title: "\(provider.displayName) sign-in failed", message: detail,
+                returnURL: errorRedirect(authorizationRequest.redirectURI, "temporarily_unavailable", "sign-in with \(provider.displayName) failed", state: authorizationRequest.state)
             )
+        case .storeUnavailable:
+            return storeUnavailablePage()
         }
     }
 

@@ -21,12 +21,30 @@ package protocol ProtectedRoute: Sendable {
     var accessPolicy: AccessPolicy { get }
 }
 
+/// Why a request's credentials did not make a verified caller.
+package enum TokenCheckFailure: Error, Sendable {
+    case missingToken
+    case invalidToken(String)
+    case insufficientScope
+    case denied(login: String)
+    case storeUnavailable
+}
+
+/// What the `Authentication` stage asks of a protected router's request: the verified caller its
+/// credentials stand for, or the OAuth refusal (with the challenge that tells the client where to
+/// get a token). The gateway's own access tokens are one verifier (`ResourceGate`); other kinds of
+/// credentials (API keys, tokens of external issuers) are others behind the same stage.
+package protocol AccessTokenVerifier: Sendable {
+    func check(_ fields: HTTPFields, route: some ProtectedRoute) async -> Result<VerifiedCaller, TokenCheckFailure>
+    func refusal(_ failure: TokenCheckFailure, router: RouterConfiguration) -> OAuthRefusal
+}
+
 /// The token check in front of every protected router (RFC 6750 + RFC 9728 challenges): an ES256 /
 /// RS256 JWT of this gateway, for this router's MCP endpoint (`aud`), not expired or revoked, with
 /// the `mcp` scope, of a user the allow-lists in force admit now. Verified tokens are remembered
 /// for a few seconds (keyed by a hash of the token) so the hot path does no store round trip and
 /// no signature check; allow-lists are evaluated on every request, so a reload applies at once.
-package final class ResourceGate: Sendable {
+package final class ResourceGate: AccessTokenVerifier {
     package struct CachedToken {
         package var claims: AccessTokenClaims
         package var hasMCPScope: Bool
@@ -53,13 +71,7 @@ package final class ResourceGate: Sendable {
         self.membership = membership
     }
 
-    package enum Failure: Error {
-        case missingToken
-        case invalidToken(String)
-        case insufficientScope
-        case denied(login: String)
-        case storeUnavailable
-    }
+    package typealias Failure = TokenCheckFailure
 
     package func check(_ fields: HTTPFields, route: some ProtectedRoute) async -> Result<VerifiedCaller, Failure> {
         guard let token = BearerToken.from(fields) else { return .failure(.missingToken) }

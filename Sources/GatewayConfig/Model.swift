@@ -105,6 +105,13 @@ public struct GitHubConfiguration: Sendable, Equatable {
     public var membershipToken: String = ""
     /// How long a membership check is trusted.
     public var membershipTTL: Duration = .seconds(300)
+
+    public init(clientID: String, clientSecret: String, webURL: String = "https://github.com", apiURL: String = "https://api.github.com") {
+        self.clientID = clientID
+        self.clientSecret = clientSecret
+        self.webURL = webURL
+        self.apiURL = apiURL
+    }
 }
 
 public struct AuthConfiguration: Sendable, Equatable {

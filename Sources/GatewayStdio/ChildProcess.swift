@@ -1,4 +1,5 @@
 import CProcessSpawn
+import Foundation
 public import Logging
 public import NIOCore
 public import NIOPosix
@@ -186,8 +187,9 @@ public final class ChildProcess: Sendable {
         if command.contains("/") { return access(command, X_OK) == 0 ? command : nil }
         for directory in path.split(separator: ":") where !directory.isEmpty {
             let candidate = "\(directory)/\(command)"
-            var info = stat()
-            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+            // A file (not a directory) this process may execute.
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue, access(candidate, X_OK) == 0 {
                 return candidate
             }
         }

@@ -2,6 +2,7 @@ public import Foundation
 public import GatewayConfig
 public import Logging
 public import MCPMessages
+import MCPTransport
 public import NIOCore
 public import NIOPosix
 public import Synchronization
@@ -19,9 +20,6 @@ public final class StdioSessionManager: Sendable {
     }
 
     public let service: StdioServiceConfiguration
-    /// Unique per manager (per version of a service's settings): what 2026-07-28 pools key on.
-    public let generation: Int
-    private static let generations = Atomic<Int>(0)
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let replayLimit: Int
@@ -30,6 +28,8 @@ public final class StdioSessionManager: Sendable {
     private let state: Mutex<SessionCapacity<LegacySession>>
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let modernOnly = Atomic<Bool>(false)
+    /// The children serving 2026-07-28 requests with these settings (see ``ModernPool``).
+    package let pool: ModernPool
 
     /// Set once a child of these settings refused `initialize` as a 2026-07-28-only server: later
     /// children are started with `server/discover` instead.
@@ -47,7 +47,7 @@ public final class StdioSessionManager: Sendable {
     ) {
         self.service = service
         self.state = Mutex(SessionCapacity(maxSessions: service.maxSessions, maxPerRequester: service.maxSessionsPerUser, spares: service.spares))
-        self.generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
+        self.pool = ModernPool(settings: service.pool)
         var logger = logger
         logger[metadataKey: "service"] = "\(service.name)"
         self.logger = logger
@@ -290,14 +290,8 @@ public final class StdioSessionManager: Sendable {
         }
     }
 
-    /// ≥128 bits from the system CSPRNG, as 32 lowercase hex characters (visible ASCII).
-    public static func mintSessionID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        let text = String(high, radix: 16) .leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
-        return text
-    }
+    /// A fresh session id (see `MCPSessionID`).
+    public static func mintSessionID() -> String { MCPSessionID.mint() }
 }
 
 private final class SessionBox: @unchecked Sendable {
@@ -307,11 +301,5 @@ private final class SessionBox: @unchecked Sendable {
     var session: LegacySession? {
         get { lock.withLock { $0 } }
         set { lock.withLock { $0 = newValue } }
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
     }
 }

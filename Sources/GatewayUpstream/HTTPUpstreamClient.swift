@@ -1,3 +1,4 @@
+public import MCPTransport
 public import AsyncHTTPClient
 public import Foundation
 public import GatewayConfig

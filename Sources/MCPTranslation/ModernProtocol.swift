@@ -7,6 +7,11 @@ import Synchronization
 /// The 2026-07-28 protocol as the gateway speaks it on both sides: its constants, the header value
 /// codec, and the messages the gateway writes itself when translating between eras.
 package enum ModernProtocol {
+    /// The gateway's own `initialize` to a session-based server it translates for (a pool child, an
+    /// HTTP upstream). It offers elicitation and sampling: the server's asks become Multi
+    /// Round-Trip Requests to the 2026-07-28 client (refused by the gateway when that client did
+    /// not declare the capability).
+    package static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{},"sampling":{}},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
     package static let versions = MCPVersions.modern
     package static let metaPrefix = "io.modelcontextprotocol/"
     package static let headerMismatch = -32020

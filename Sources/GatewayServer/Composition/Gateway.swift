@@ -1,3 +1,4 @@
+import MCPTransport
 import AuthorizationEndpoints
 import GatewayAuth
 import UnixSignals
@@ -63,7 +64,7 @@ public struct Gateway {
         let (clients, stdioRegistry, holder, drain, authHTTP) = (components.clients, components.stdioRegistry, components.holder, components.drain, components.authHTTP)
         // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
-            components.stdio.keepWarm(stdioRegistry.manager(for: service))
+            stdioRegistry.manager(for: service).keepWarm()
         }
         _ = LocalAccounts.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
@@ -174,6 +175,15 @@ package struct GatewayComponents: Sendable {
     let modernHTTP: ModernHTTPTranslator
     let authHTTP: HTTPClient
 
+    /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
+    /// accounts when any are listed.
+    static func identityProviders(github: GitHubClient?, auth: AuthConfiguration, store: any KeyValueStore, logger: Logger) -> [any IdentityProvider] {
+        var providers: [any IdentityProvider] = []
+        if let github { providers.append(GitHubSignIn(github: github, logger: logger)) }
+        if !auth.localUsers.isEmpty { providers.append(LocalAccounts(users: auth.localUsers, limits: auth.localLimits, store: store, logger: logger)) }
+        return providers
+    }
+
     package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
@@ -217,7 +227,7 @@ package struct GatewayComponents: Sendable {
             currentConfiguration: { holder.current.configuration }, publicURL: configuration.publicURL, registry: registry,
             clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
-            github: github, localUsers: auth.localUsers, localLimits: auth.localLimits, metadataDocumentsEnabled: documents != nil, store: store, logger: logger
+            identityProviders: Self.identityProviders(github: github, auth: auth, store: store, logger: logger), metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
         var membership: MembershipChecker?
         if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
@@ -241,5 +251,16 @@ package struct GatewayComponents: Sendable {
         await stdioRegistry.shutdown()
         await clients.shutdown()
         try? await authHTTP.shutdown()
+    }
+}
+
+/// Starts the drain when the service group begins its graceful shutdown (placed so that it is
+/// told before the HTTP servers, which wait for open requests).
+struct ShutdownDrainService: Service {
+    let drain: ShutdownDrain
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        drain.drain()
     }
 }

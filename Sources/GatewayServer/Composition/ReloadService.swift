@@ -1,3 +1,4 @@
+import MCPTransport
 import Foundation
 import GatewayConfig
 import GatewayStdio

@@ -1,3 +1,4 @@
+import MCPTransport
 import GatewayAuth
 import AuthorizationServer
 import GatewayConfig
@@ -14,7 +15,7 @@ enum RouteUpstream: Sendable {
 
 /// A class: the request context carries it through every stage, and a reference is one retain
 /// where a copy of the router's configuration would be dozens.
-final class CompiledRoute: ProtectedRoute {
+final class CompiledRoute: TransportRoute {
     let router: RouterConfiguration
     let upstream: RouteUpstream
     let maxRequestBodyBytes: Int

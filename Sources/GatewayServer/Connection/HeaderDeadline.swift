@@ -1,3 +1,6 @@
+import GatewayStdio
+import GatewayUpstream
+import MCPTransport
 import NIOCore
 import NIOHTTPTypes
 

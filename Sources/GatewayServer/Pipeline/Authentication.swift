@@ -1,3 +1,6 @@
+import GatewayStdio
+import GatewayUpstream
+import MCPTransport
 import GatewayAuth
 import GatewayConfig
 import Hummingbird
@@ -8,7 +11,8 @@ import Hummingbird
 struct Authentication: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
-    let gate: ResourceGate
+    /// The gateway's own access tokens (`ResourceGate`), or any other verifier.
+    let gate: any AccessTokenVerifier
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "Authentication") }

@@ -1,6 +1,8 @@
 import GatewayUpstream
 import Hummingbird
 import MCPMessages
+import MCPTransport
+import GatewayStdio
 
 /// The end of the pipeline: one dispatch by protocol era and transport. An HTTP upstream gets
 /// the request relayed as it is, unless the client's era and the upstream's differ (then the
@@ -15,7 +17,7 @@ struct EraDispatch: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "EraDispatch") }
-        let exchange = MCPExchange(request: request, context: context, route: route, caller: context.caller, call: call)
+        let exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         switch route.upstream {
         case .http(let upstream):
             switch call.era {

@@ -1,3 +1,5 @@
+import GatewayUpstream
+import MCPTransport
 import AuthorizationEndpoints
 import GatewayAuth
 import GatewayStdio

@@ -1,3 +1,6 @@
+import GatewayStdio
+import GatewayUpstream
+import MCPTransport
 import GatewayAuth
 package import GatewayConfig
 package import GatewayStore
@@ -30,7 +33,7 @@ where Stages.Input == Request, Stages.Output == Response, Stages.Context == Gate
             }
         } catch let error as GatewayError {
             // Before a router matched: the error in plain JSON (after, `RouteMatching` answered it).
-            return error.response(at: context)
+            return error.response(routeMatched: context.route != nil)
         }
     }
 }

@@ -1,7 +1,10 @@
+import GatewayStdio
+import GatewayUpstream
 import AuthorizationEndpoints
 public import Hummingbird
 import GatewayAuth
 import MCPMessages
+import MCPTransport
 public import NIOCore
 
 /// Per-request context: Hummingbird's core context, the client's connection, and what the
@@ -35,6 +38,15 @@ public struct GatewayRequestContext: RequestContext {
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
         self.clientIP = source.channel.remoteAddress?.ipAddress
+    }
+}
+
+extension GatewayRequestContext: RouteAwareContext {
+    package var routeMatched: Bool { route != nil }
+
+    /// What the transport needs of the context.
+    var transport: TransportContext {
+        TransportContext(channel: channel, logger: logger, clientIP: clientIP, forwardedProto: forwardedProto)
     }
 }
 

@@ -1,3 +1,6 @@
+import GatewayStdio
+import GatewayUpstream
+import MCPTransport
 import HTTPTypes
 import Hummingbird
 import MCPMessages
@@ -22,8 +25,3 @@ struct MCPCallParsing: RouterMiddleware {
 }
 
 /// The Streamable HTTP transport's header names, named once for every stage and transport.
-enum MCPHeaders {
-    static let sessionID = HTTPField.Name("Mcp-Session-Id")!
-    static let protocolVersion = HTTPField.Name("MCP-Protocol-Version")!
-    static let lastEventID = HTTPField.Name("Last-Event-ID")!
-}

@@ -1,3 +1,5 @@
+import GatewayStdio
+import MCPTransport
 import GatewayUpstream
 import GatewayConfig
 import GatewayRouting
@@ -36,7 +38,7 @@ struct RouteMatching: RouterMiddleware {
             return try await next(request, context)
         } catch let error as GatewayError {
             Self.log(error, router: route.router.name, logger: context.logger)
-            return error.response(at: context)
+            return error.response(routeMatched: context.route != nil)
         }
     }
 

@@ -1,23 +1,24 @@
-import ServiceLifecycle
 
 /// Ends the streams that would otherwise hold a graceful shutdown open until its deadline: a
 /// standalone GET event stream has no request to finish, and its client reconnects (to another
 /// instance, or to this one after a restart) with `Last-Event-ID`. Requests still being answered
 /// keep the shutdown's grace period.
-final class ShutdownDrain: Sendable {
+package final class ShutdownDrain: Sendable {
     private let started = OneShotSignal()
+
+    package init() {}
 
     /// Calls `callback` once when the drain starts (at once if it has). Returns a token for
     /// ``cancel(_:)``.
-    func onDrain(_ callback: @escaping @Sendable () -> Void) -> Int? {
+    package func onDrain(_ callback: @escaping @Sendable () -> Void) -> Int? {
         started.onFire(callback)
     }
 
-    func cancel(_ token: Int?) {
+    package func cancel(_ token: Int?) {
         started.cancel(token)
     }
 
-    func drain() {
+    package func drain() {
         started.fire()
     }
 
@@ -25,7 +26,7 @@ final class ShutdownDrain: Sendable {
     /// drain ended it. `operation` runs in a child task while the caller waits, so it may use the
     /// caller's non-Sendable state (a response body writer), as Hummingbird's own
     /// `consumeWithCancellationOnInboundClose` does.
-    func runUntilDrained(_ operation: () async throws -> Void) async throws -> Bool {
+    package func runUntilDrained(_ operation: () async throws -> Void) async throws -> Bool {
         try await withoutActuallyEscaping(operation) { operation in
             let (barrier, source) = AsyncStream<Void>.makeStream()
             let token = onDrain { source.finish() }
@@ -52,19 +53,8 @@ final class ShutdownDrain: Sendable {
     }
 }
 
-/// Starts the drain when the service group begins its graceful shutdown (placed so that it is
-/// told before the HTTP servers, which wait for open requests).
-struct ShutdownDrainService: Service {
-    let drain: ShutdownDrain
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        drain.drain()
-    }
-}
-
 /// Hands a value the caller will not touch meanwhile to a child task.
 private struct UnsafeTransfer<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
 }

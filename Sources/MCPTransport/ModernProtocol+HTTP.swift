@@ -1,19 +1,19 @@
 import NIOFoundationEssentialsCompat
-import Foundation
-import HTTPTypes
-import Hummingbird
-import MCPMessages
-import MCPTranslation
-import NIOCore
+package import Foundation
+package import HTTPTypes
+package import Hummingbird
+package import MCPMessages
+package import MCPTranslation
+package import NIOCore
 
 /// The 2026-07-28 protocol over HTTP: the `Mcp-*` headers and the request rules.
 extension ModernProtocol {
-    static let methodHeader = HTTPField.Name("Mcp-Method")!
-    static let nameHeader = HTTPField.Name("Mcp-Name")!
+    package static let methodHeader = HTTPField.Name("Mcp-Method")!
+    package static let nameHeader = HTTPField.Name("Mcp-Name")!
 
     /// A JSON-RPC error answering a 2026-07-28 request (200 for errors the protocol reports as
     /// a result of the call, such as an unknown `requestState`), in the gateway's one error form.
-    static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
+    package static func error(_ status: HTTPResponse.Status, code: Int, message: String, rawID: String?, dataJSON: String? = nil) -> Response {
         GatewayError.protocolViolation(ProtocolViolation(status: status, code: code, message: message, rawID: rawID, dataJSON: dataJSON))
             .response(form: .jsonRPC(rawID: rawID))
     }
@@ -22,7 +22,7 @@ extension ModernProtocol {
 extension ModernProtocol {
     /// The 2026-07-28 request rules, as one step: POST only, one JSON-RPC request or notification,
     /// a version the gateway speaks, and headers that mirror the body.
-    static func validate(_ call: MCPCall, request: Request) throws(GatewayError) -> JSONRPCMessage {
+    package static func validate(_ call: MCPCall, request: Request) throws(GatewayError) -> JSONRPCMessage {
         func violation(_ status: HTTPResponse.Status, _ code: Int, _ message: String, rawID: String? = nil, dataJSON: String? = nil) -> GatewayError {
             .protocolViolation(ProtocolViolation(status: status, code: code, message: message, rawID: rawID, dataJSON: dataJSON))
         }
@@ -48,7 +48,7 @@ extension ModernProtocol {
         }
         let headerVersion = call.protocolVersion ?? ""
         guard versions.contains(headerVersion) else {
-            let supported = (versions + StdioBridge.supportedVersions.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
+            let supported = (versions + MCPVersions.sessionBased.reversed()).map { "\"\($0)\"" }.joined(separator: ",")
             throw violation(.badRequest, unsupportedVersion, "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")
         }
         var mismatch: String?

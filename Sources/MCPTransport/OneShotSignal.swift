@@ -2,7 +2,7 @@ import Synchronization
 
 /// Callbacks run once when something happens (a client hanging up, a drain starting); one
 /// registered after it happened runs at once.
-final class OneShotSignal: Sendable {
+package final class OneShotSignal: Sendable {
     private struct State {
         var fired = false
         var nextToken = 0
@@ -12,7 +12,7 @@ final class OneShotSignal: Sendable {
     private let state = Mutex(State())
 
     /// Registers `callback`; returns a token for ``cancel(_:)`` (nil when it already ran).
-    func onFire(_ callback: @escaping @Sendable () -> Void) -> Int? {
+    package func onFire(_ callback: @escaping @Sendable () -> Void) -> Int? {
         let token = state.withLock { state -> Int? in
             guard !state.fired else { return nil }
             state.nextToken += 1
@@ -23,12 +23,12 @@ final class OneShotSignal: Sendable {
         return token
     }
 
-    func cancel(_ token: Int?) {
+    package func cancel(_ token: Int?) {
         guard let token else { return }
         _ = state.withLock { $0.callbacks.removeValue(forKey: token) }
     }
 
-    func fire() {
+    package func fire() {
         let callbacks = state.withLock { state -> [@Sendable () -> Void] in
             state.fired = true
             defer { state.callbacks.removeAll() }

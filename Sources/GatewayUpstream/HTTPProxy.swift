@@ -1,28 +1,33 @@
-import GatewayAuth
-import AuthorizationServer
+package import MCPTransport
+package import GatewayAuth
+package import AuthorizationServer
 import Synchronization
-import AsyncHTTPClient
-import GatewayConfig
-import GatewayUpstream
-import HTTPTypes
-import Hummingbird
-import Logging
-import MCPMessages
-import NIOCore
-import NIOHTTP1
+package import AsyncHTTPClient
+package import GatewayConfig
+package import HTTPTypes
+package import Hummingbird
+package import Logging
+package import MCPMessages
+package import NIOCore
+package import NIOHTTP1
 
 /// Relays one MCP Streamable HTTP exchange to an HTTP upstream. Request bodies are single
 /// JSON-RPC messages, read up to the route's limit (so an oversized one is refused with 413 before
 /// the upstream sees a byte); response bodies are relayed chunk by chunk as they arrive.
-struct HTTPProxy: Sendable {
+package struct HTTPProxy: Sendable {
     /// Session ids the upstream hands out are bound to the router and caller that created them:
     /// presented through another router or by another caller, a session is not found (404).
-    let bindings: SessionBindings
+    package let bindings: SessionBindings
     /// Standalone GET streams end when the gateway starts shutting down.
-    let drain: ShutdownDrain
-    static let sessionHeader = MCPHeaders.sessionID
+    package let drain: ShutdownDrain
+    package static let sessionHeader = MCPHeaders.sessionID
 
-    func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+    package init(bindings: SessionBindings, drain: ShutdownDrain) {
+        self.bindings = bindings
+        self.drain = drain
+    }
+
+    package func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         let sessionID = exchange.call.sessionID
         let owner = exchange.owner
@@ -95,8 +100,8 @@ struct HTTPProxy: Sendable {
 
     /// The headers sent upstream for `request`: hop-by-hop ones removed, `X-Forwarded-*` set by the
     /// gateway, identity headers and the service's own added.
-    static func upstreamHeaders(
-        for request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
+    package static func upstreamHeaders(
+        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
     ) -> HTTPHeaders {
         HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
@@ -114,7 +119,7 @@ struct HTTPProxy: Sendable {
     }
 
     /// Runs `operation`, cancelling it if the client hangs up first.
-    static func cancellingOnClose<Value: Sendable>(
+    package static func cancellingOnClose<Value: Sendable>(
         of channel: any Channel, _ operation: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         guard let watcher = InboundCloseWatcher.watcher(for: channel) else { return try await operation() }

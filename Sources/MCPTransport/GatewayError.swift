@@ -1,16 +1,15 @@
-import AuthorizationEndpoints
-import GatewayAuth
-import Foundation
-import GatewayUpstream
-import HTTPTypes
-import Hummingbird
-import MCPMessages
+package import AuthorizationEndpoints
+package import GatewayAuth
+package import Foundation
+package import HTTPTypes
+package import Hummingbird
+package import MCPMessages
 
 /// Every failure the gateway answers itself. `response(form:)` is the one place that decides
 /// status codes and bodies, so each error looks the same wherever it is raised; the form (plain
 /// JSON, a JSON-RPC error object, an OAuth error) follows from where it happened
-/// (`response(at:)`).
-enum GatewayError: Error {
+/// (`response(routeMatched:)`).
+package enum GatewayError: Error {
     case noRoute(host: String, path: String)
     /// A path that cannot be read one way only (encoded slash, `..` above the root, raw and
     /// normalized forms reaching different routers).
@@ -41,11 +40,11 @@ enum GatewayError: Error {
     /// A stage ran before the stage whose result it needs: a programming error, never a client's.
     case pipelineOrder(stage: String)
 
-    static func oauth(status: HTTPResponse.Status, code: String, description: String) -> GatewayError {
+    package static func oauth(status: HTTPResponse.Status, code: String, description: String) -> GatewayError {
         .oauth(OAuthRefusal(status: status, code: code, description: description))
     }
 
-    var status: HTTPResponse.Status {
+    package var status: HTTPResponse.Status {
         switch self {
         case .noRoute, .notMCPEndpoint: .notFound
         case .ambiguousPath: .badRequest
@@ -73,7 +72,7 @@ enum GatewayError: Error {
     }
 
     /// A short, stable identifier for logs and clients.
-    var reason: String {
+    package var reason: String {
         switch self {
         case .noRoute: "no_route"
         case .ambiguousPath: "ambiguous_path"
@@ -104,7 +103,7 @@ enum GatewayError: Error {
         }
     }
 
-    var message: String {
+    package var message: String {
         switch self {
         case .noRoute(let host, let path): "no router matches host \"\(host)\" and path \"\(path)\""
         case .ambiguousPath(let detail): "the request path is refused: \(detail)"
@@ -131,7 +130,7 @@ enum GatewayError: Error {
     }
 
     /// JSON-RPC error code for the body.
-    var jsonRPCCode: Int {
+    package var jsonRPCCode: Int {
         switch self {
         case .badRequest(let code, _): code
         case .sessionNotFound: -32001
@@ -140,7 +139,7 @@ enum GatewayError: Error {
         }
     }
 
-    var service: String? {
+    package var service: String? {
         switch self {
         case .stdioAtCapacity(let service, _), .stdioUserLimit(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _): service
         case .upstream(let error): error.service
@@ -149,7 +148,7 @@ enum GatewayError: Error {
     }
 
     /// The forms a failure is answered in.
-    enum ResponseForm {
+    package enum ResponseForm {
         /// Outside MCP endpoints: `{"error": reason, "message": …, "status": …}`.
         case plain
         /// At an MCP endpoint: a JSON-RPC error object (MCP clients surface its message), for the
@@ -159,19 +158,19 @@ enum GatewayError: Error {
         case oauth
     }
 
-    /// The form for an error raised with `context`: OAuth errors and protocol violations have
-    /// their own; other errors are JSON-RPC once a router matched (an MCP client is talking) and
-    /// plain before.
-    func response(at context: GatewayRequestContext) -> Response {
+    /// The form for an error raised where a router did or did not match yet: OAuth errors and
+    /// protocol violations have their own; other errors are JSON-RPC once a router matched (an MCP
+    /// client is talking) and plain before.
+    package func response(routeMatched: Bool) -> Response {
         switch self {
         case .oauth: response(form: .oauth)
         case .protocolViolation(let violation): response(form: .jsonRPC(rawID: violation.rawID))
-        default: response(form: context.route == nil ? .plain : .jsonRPC(rawID: nil))
+        default: response(form: routeMatched ? .jsonRPC(rawID: nil) : .plain)
         }
     }
 
     /// The one mapping from a failure to its response.
-    func response(form: ResponseForm) -> Response {
+    package func response(form: ResponseForm) -> Response {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         switch self {
         case .methodNotAllowed: headers[.allow] = "GET, POST, DELETE"
@@ -209,30 +208,35 @@ enum GatewayError: Error {
 }
 
 extension GatewayError: HTTPResponseError {
-    func response(from request: Request, context: some RequestContext) throws -> Response {
-        if let context = context as? GatewayRequestContext { return response(at: context) }
+    package func response(from request: Request, context: some RequestContext) throws -> Response {
+        if let context = context as? any RouteAwareContext { return response(routeMatched: context.routeMatched) }
         return response(form: .plain)
     }
 }
 
+/// A request context that knows whether a router matched (which picks the error form).
+package protocol RouteAwareContext: RequestContext {
+    var routeMatched: Bool { get }
+}
+
 /// A request breaking a rule of its protocol era (version, header/body agreement, method), as
 /// the JSON-RPC error the era prescribes.
-struct ProtocolViolation: Sendable {
-    var status: HTTPResponse.Status
-    var code: Int
-    var message: String
+package struct ProtocolViolation: Sendable {
+    package var status: HTTPResponse.Status
+    package var code: Int
+    package var message: String
     /// The refused request's id (raw JSON), when it could be read.
-    var rawID: String?
+    package var rawID: String?
     /// The error's `data` member (raw JSON).
-    var dataJSON: String?
+    package var dataJSON: String?
     /// `Allow` for a refused method.
-    var allow: String?
+    package var allow: String?
 }
 
 
 extension GatewayError {
     /// A session id refused by `SessionBindings`: not found (404) or the store unavailable (503).
-    init(_ refusal: SessionRefusal) {
+    package init(_ refusal: SessionRefusal) {
         switch refusal {
         case .notFound: self = .sessionNotFound
         case .storeUnavailable: self = .storeUnavailable

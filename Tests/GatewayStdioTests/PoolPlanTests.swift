@@ -1,4 +1,4 @@
-@testable import GatewayServer
+import GatewayStdio
 import Testing
 
 /// The 2026-07-28 pool's choice of child, on values.

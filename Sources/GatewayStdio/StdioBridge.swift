@@ -1,43 +1,48 @@
-import GatewayAuth
+package import MCPTransport
+package import GatewayAuth
 import NIOFoundationEssentialsCompat
-import AuthorizationServer
-import Foundation
-import GatewayConfig
-import GatewayStdio
-import HTTPTypes
-import Hummingbird
-import Logging
-import MCPMessages
-import MCPTranslation
-import NIOCore
+package import AuthorizationServer
+package import Foundation
+package import GatewayConfig
+package import GatewayStdio
+package import HTTPTypes
+package import Hummingbird
+package import Logging
+package import MCPMessages
+package import MCPTranslation
+package import NIOCore
 
 /// Serves the session-based Streamable HTTP transport (2025-03-26 … 2025-11-25) for a stdio
 /// service: `initialize` spawns (or takes a spare) child and mints `Mcp-Session-Id`; requests answer
 /// with JSON, or SSE when the child sends anything before its response; GET opens the session's
 /// stream; DELETE ends the session.
-struct StdioBridge: Sendable {
-    static let supportedVersions = MCPVersions.sessionBased
-    static let sessionHeader = MCPHeaders.sessionID
-    static let versionHeader = MCPHeaders.protocolVersion
-    static let lastEventIDHeader = MCPHeaders.lastEventID
+package struct StdioBridge: Sendable {
+    package static let supportedVersions = MCPVersions.sessionBased
+    package static let sessionHeader = MCPHeaders.sessionID
+    package static let versionHeader = MCPHeaders.protocolVersion
+    package static let lastEventIDHeader = MCPHeaders.lastEventID
 
-    let registry: StdioRegistry
+    package let registry: StdioRegistry
     /// Who each session belongs to (router and caller), checked on every request naming one.
-    let bindings: SessionBindings
-    let modernSessions = ModernSessions()
-    let inputRequired = ParkedRequests<ParkedChildAsk>()
-    let bridgeAsks = BridgeAsks()
+    package let bindings: SessionBindings
+    package let inputRequired = ParkedRequests<ParkedChildAsk>()
+    package let bridgeAsks = BridgeAsks()
+
+    package init(registry: StdioRegistry, bindings: SessionBindings) {
+        self.registry = registry
+        self.bindings = bindings
+    }
 
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
-    func handle(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
+    package func handle(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
         let (request, context, route, verified) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         let caller = verified?.claims.sub
         let owner = exchange.owner
         switch request.method {
         case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
-            return try await post(request, context: context, route: route, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
-        case .post: return try await post(request, context: context, route: route, manager: manager, caller: caller, owner: owner)
+            return try await post(request, call: exchange.call, context: context, route: route, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
+        case .post: return try await post(request, call: exchange.call, context: context, route: route, manager: manager, caller: caller, owner: owner)
         case .get: return try await get(request, service: manager.service, caller: caller, owner: owner)
         case .delete: return try await delete(request, service: manager.service, caller: caller, owner: owner)
         default: throw .methodNotAllowed(method: request.method.rawValue)
@@ -54,13 +59,13 @@ struct StdioBridge: Sendable {
         return found
     }
 
-    static func identityEnvironment(_ caller: VerifiedCaller) -> [String: String] {
+    package static func identityEnvironment(_ caller: VerifiedCaller) -> [String: String] {
         ["MCP_GATEWAY_USER": caller.claims.login, "MCP_GATEWAY_SUBJECT": caller.claims.sub, "MCP_GATEWAY_CLIENT_ID": caller.claims.client_id]
     }
 
-    private func post(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, manager: StdioSessionManager, caller: String?, owner sessionOwner: SessionOwner, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
+    private func post(_ request: Request, call: MCPCall, context: TransportContext, route: any TransportRoute, manager: StdioSessionManager, caller: String?, owner sessionOwner: SessionOwner, identity: [String: String]? = nil) async throws(GatewayError) -> Response {
         let payload: JSONRPCPayload
-        switch context.call?.parsed {
+        switch call.parsed {
         case .success(let parsed):
             payload = parsed
         case .failure(.invalidJSON), nil:
@@ -161,7 +166,7 @@ struct StdioBridge: Sendable {
             switch ending {
             case .startTimeout: throw .stdioStartTimeout(service: manager.service.name, timeout: manager.service.startTimeout)
             case .childExited, .ended: throw .stdioStartFailed(service: manager.service.name, detail: session.closedReason ?? "the session ended")
-            case nil: return Self.jsonResponse(final, headers: [:])
+            case nil: return MCPResponses.jsonResponse(final, headers: [:])
             }
         }
         let version = response.string(at: ["result", "protocolVersion"])
@@ -174,11 +179,11 @@ struct StdioBridge: Sendable {
         }
         let headers: HTTPFields = [Self.sessionHeader: sessionID]
         if interim.isEmpty {
-            return Self.jsonResponse(final, headers: headers)
+            return MCPResponses.jsonResponse(final, headers: headers)
         }
         var events = interim.map { SSEEncoding.event(id: $0.0, data: $0.1) }
         events.append(SSEEncoding.event(id: nil, data: final))
-        var fields = Self.eventStreamHeaders
+        var fields = MCPResponses.eventStreamHeaders
         fields.append(contentsOf: headers)
         return Response(status: .ok, headers: fields, body: ResponseBody(contentsOf: events))
     }
@@ -190,12 +195,7 @@ struct StdioBridge: Sendable {
         do {
             return try await manager.beginInitialize(first, identity: identity, requester: requester)
         } catch {
-            switch error {
-            case .atCapacity(let limit): throw .stdioAtCapacity(service: manager.service.name, limit: limit)
-            case .atUserLimit(let limit): throw .stdioUserLimit(service: manager.service.name, limit: limit)
-            case .spawnFailed(let detail), .childExited(let detail): throw .stdioStartFailed(service: manager.service.name, detail: detail)
-            case .shuttingDown: throw .stdioAtCapacity(service: manager.service.name, limit: 0)
-            }
+            throw GatewayError(error, service: manager.service.name)
         }
     }
 
@@ -282,11 +282,11 @@ struct StdioBridge: Sendable {
         switch first {
         case .message(_, let bytes, true) where single:
             session.readerStopped(subscription)
-            return Self.jsonResponse(transform?(bytes) ?? bytes, headers: extraHeaders)
+            return MCPResponses.jsonResponse(transform?(bytes) ?? bytes, headers: extraHeaders)
         case .none, .end:
             session.readerStopped(subscription)
             let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
-            return Self.jsonResponse(error, headers: extraHeaders)
+            return MCPResponses.jsonResponse(error, headers: extraHeaders)
         case .message:
             return sseResponse(to: request, session: session, subscription: subscription, first: first, iterator: iterator, extraHeaders: extraHeaders, transform: transform)
         }
@@ -297,7 +297,7 @@ struct StdioBridge: Sendable {
         iterator: IteratorBox<StreamItem>? = nil, extraHeaders: HTTPFields, transform: (@Sendable (ByteBuffer) -> ByteBuffer)? = nil
     ) -> Response {
         let iterator = iterator ?? IteratorBox(subscription.items.makeAsyncIterator())
-        var headers = Self.eventStreamHeaders
+        var headers = MCPResponses.eventStreamHeaders
         headers.append(contentsOf: extraHeaders)
         let body = ResponseBody { writer in
             defer { session.readerStopped(subscription) }
@@ -315,71 +315,16 @@ struct StdioBridge: Sendable {
         }
         return Response(status: .ok, headers: headers, body: body)
     }
-
-    static let eventStreamHeaders: HTTPFields = [
-        .contentType: "text/event-stream",
-        .cacheControl: "no-cache",
-        SSEHeaders.accelBuffering: "no",
-        .connection: "close",
-    ]
-
-    static func jsonResponse(_ bytes: ByteBuffer, headers: HTTPFields) -> Response {
-        var fields: HTTPFields = [.contentType: "application/json"]
-        fields.append(contentsOf: headers)
-        return Response(status: .ok, headers: fields, body: ResponseBody(byteBuffer: bytes))
-    }
 }
 
-/// Headers every SSE response of the gateway carries. SSE bodies are written under Hummingbird's
-/// `consumeWithCancellationOnInboundClose` (a client going away cancels the stream at once), which
-/// closes the connection when the stream ends; `Connection: close` tells the client so, instead of
-/// letting it send its next request on a connection that is about to go.
-enum SSEHeaders {
-    /// Tells nginx-style proxies in front not to buffer the stream.
-    static let accelBuffering = HTTPField.Name("X-Accel-Buffering")!
-}
-
-/// An AsyncStream iterator handed from the handler to the response body writer. It is used by one
-/// task at a time (first the handler, then the writer), never concurrently.
-final class IteratorBox<Element: Sendable>: @unchecked Sendable {
-    private var iterator: AsyncStream<Element>.Iterator
-
-    init(_ iterator: AsyncStream<Element>.Iterator) {
-        self.iterator = iterator
-    }
-
-    func next() async -> Element? {
-        await iterator.next()
-    }
-}
-
-/// Reads an MCP request body up to the route's limit (overflow: 413) and checks it is strict JSON (400).
-enum RequestBodyReader {
-    static func read(_ request: inout Request, limit: Int) async throws(GatewayError) -> ByteBuffer {
-        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
-            throw .requestTooLarge(limit: limit)
+extension GatewayError {
+    /// A stdio service that could not give the request a child.
+    package init(_ failure: StdioSessionManager.Failure, service: String) {
+        switch failure {
+        case .atCapacity(let limit): self = .stdioAtCapacity(service: service, limit: limit)
+        case .atUserLimit(let limit): self = .stdioUserLimit(service: service, limit: limit)
+        case .spawnFailed(let detail), .childExited(let detail): self = .stdioStartFailed(service: service, detail: detail)
+        case .shuttingDown: self = .stdioAtCapacity(service: service, limit: 0)
         }
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw .requestTooLarge(limit: limit)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw .requestTooLarge(limit: limit)
-        } catch {
-            throw .clientBodyFailed(detail: "\(error)")
-        }
-        // Every client message is read strictly once, here, before anything looks at it: a body
-        // the gateway and a server could read two ways (duplicate names, bad escapes, lone
-        // surrogates, invalid UTF-8) never gets past the gateway.
-        let violation: StrictJSON.Violation? = body.withUnsafeReadableBytes { buffer in
-            do throws(StrictJSON.Violation) { try StrictJSON.validate(buffer) } catch { return error }
-            return nil
-        }
-        if let violation {
-            let error = violation
-            throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not acceptable JSON: \(error.description)")
-        }
-        return body
     }
 }

@@ -1,18 +1,17 @@
-import GatewayAuth
+package import MCPTransport
+package import GatewayAuth
 import NIOFoundationEssentialsCompat
-import AuthorizationServer
-import AsyncHTTPClient
-import Foundation
-import GatewayConfig
-import GatewayStdio
-import GatewayUpstream
-import HTTPTypes
-import Hummingbird
-import Logging
-import MCPMessages
-import MCPTranslation
-import NIOCore
-import NIOHTTP1
+package import AuthorizationServer
+package import AsyncHTTPClient
+package import Foundation
+package import GatewayConfig
+package import HTTPTypes
+package import Hummingbird
+package import Logging
+package import MCPMessages
+package import MCPTranslation
+package import NIOCore
+package import NIOHTTP1
 import Synchronization
 
 /// 2026-07-28 clients on an HTTP route whose upstream speaks only the session-based protocol.
@@ -25,44 +24,44 @@ import Synchronization
 /// Multi Round-Trip Requests, and `subscriptions/listen` served from the upstream session's GET
 /// stream. Session-based clients of 2026-07-28-only upstreams are bridged the
 /// other way (`legacyInitialize`, `bridge`).
-final class ModernHTTPTranslator: Sendable {
-    enum Era: Sendable { case modern, legacy }
+package final class ModernHTTPTranslator: Sendable {
+    package enum Era: Sendable { case modern, legacy }
 
-    struct UpstreamSession: Sendable {
-        let id: String
-        let protocolVersion: String
-        let initializeResult: [String: SendableJSON]
+    package struct UpstreamSession: Sendable {
+        package let id: String
+        package let protocolVersion: String
+        package let initializeResult: [String: SendableJSON]
     }
 
     /// Session-based clients bridged to 2026-07-28-only upstreams: the gateway-minted session id →
     /// who owns it and the `_meta` members stamped on each forwarded request.
-    struct BridgedSession: Sendable {
-        let owner: String?
-        let router: String
-        let meta: String
+    package struct BridgedSession: Sendable {
+        package let owner: String?
+        package let router: String
+        package let meta: String
     }
 
     private let bridged = Mutex<[String: BridgedSession]>([:])
     /// Ownership of the sessions bridged here and of those passed on from upstreams.
-    let bindings: SessionBindings
+    package let bindings: SessionBindings
 
-    init(bindings: SessionBindings) {
+    package init(bindings: SessionBindings) {
         self.bindings = bindings
     }
 
     /// An upstream's ask waiting for a 2026-07-28 client's retry (Multi Round-Trip Requests): the
     /// upstream's answer stream stays open meanwhile.
-    struct ParkedAsk: Sendable {
-        let reader: UpstreamMessageReader
-        let session: UpstreamSession
-        let askID: String
+    package struct ParkedAsk: Sendable {
+        package let reader: UpstreamMessageReader
+        package let session: UpstreamSession
+        package let askID: String
         /// The id the gateway gave the original request in the upstream session.
-        let upstreamID: String
+        package let upstreamID: String
     }
 
     private let parkedAsks = ParkedRequests<ParkedAsk>()
     /// Answers of session-based clients to asks relayed from 2026-07-28-only upstreams.
-    let bridgeAsks = BridgeAsks()
+    package let bridgeAsks = BridgeAsks()
     private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     /// Request ids in upstream sessions are the gateway's: clients of one identity share a
@@ -70,14 +69,14 @@ final class ModernHTTPTranslator: Sendable {
     private let nextUpstreamID = Atomic<Int>(0)
     /// Per identity key: the upstream session whose GET stream feeds `subscriptions/listen`.
     private let hubs = Mutex<[String: (sessionID: String, hub: NotificationHub)]>([:])
-    static let eraTTL: Duration = .seconds(600)
+    package static let eraTTL: Duration = .seconds(600)
     /// SSE comment interval on quiet streams to 2026-07-28 clients (as stdio's default).
-    let keepAlive: Duration = .seconds(15)
-    static let maxBridgedSessions = 10_000
-    static let maxBody = 16 * 1024 * 1024
+    package let keepAlive: Duration = .seconds(15)
+    package static let maxBridgedSessions = 10_000
+    package static let maxBody = 16 * 1024 * 1024
 
     /// The upstream's era, probed with `server/discover` when unknown or stale.
-    func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
+    package func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
         let now = ContinuousClock.now
         if let (era, checked) = eras.withLock({ $0[upstream.service.url] }), now - checked < Self.eraTTL { return era }
         // The 2026-07-28 HTTP rule: a modern request first; only a 4xx without a modern error body
@@ -98,7 +97,7 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// The gateway's own `server/discover` to the upstream (nil when it cannot be reached).
-    static func discover(_ upstream: HTTPUpstream, logger: Logger) async -> HTTPClientResponse? {
+    package static func discover(_ upstream: HTTPUpstream, logger: Logger) async -> HTTPClientResponse? {
         var headers = baseHeaders(upstream)
         headers.replaceOrAdd(name: "MCP-Protocol-Version", value: ModernProtocol.versions[0])
         headers.replaceOrAdd(name: "Mcp-Method", value: "server/discover")
@@ -107,7 +106,7 @@ final class ModernHTTPTranslator: Sendable {
 
     /// Who is calling, for requests the gateway writes itself: the client's address and, on
     /// protected routes, the identity headers (as the proxy sends them).
-    static func addForwarding(to headers: inout HTTPHeaders, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?, host: String? = nil) {
+    package static func addForwarding(to headers: inout HTTPHeaders, context: TransportContext, route: any TransportRoute, caller: VerifiedCaller?, host: String? = nil) {
         if let client = context.clientIP { headers.add(name: "X-Forwarded-For", value: client) }
         headers.add(name: "X-Forwarded-Proto", value: context.forwardedProto)
         if let host { headers.add(name: "X-Forwarded-Host", value: host) }
@@ -116,7 +115,7 @@ final class ModernHTTPTranslator: Sendable {
         }
     }
 
-    static func baseHeaders(_ upstream: HTTPUpstream) -> HTTPHeaders {
+    package static func baseHeaders(_ upstream: HTTPUpstream) -> HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Accept", value: "application/json, text/event-stream")
@@ -125,7 +124,7 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// The JSON-RPC response in an upstream answer (JSON or SSE), decoded; what precedes it is skipped.
-    static func finalResult(_ response: HTTPClientResponse) async -> [String: Any]? {
+    package static func finalResult(_ response: HTTPClientResponse) async -> [String: Any]? {
         let reader = UpstreamMessageReader(response)
         while let bytes = await reader.next() {
             guard let message = try? JSONRPCMessage(parsing: bytes), message.isResponse else { continue }
@@ -138,7 +137,7 @@ final class ModernHTTPTranslator: Sendable {
         if let existing = sessions.withLock({ $0[key] }) { return existing }
         let response: HTTPClientResponse
         do {
-            response = try await upstream.send(method: .POST, query: nil, headers: Self.baseHeaders(upstream), body: ByteBuffer(string: StdioBridge.initializeRequest), logger: logger)
+            response = try await upstream.send(method: .POST, query: nil, headers: Self.baseHeaders(upstream), body: ByteBuffer(string: ModernProtocol.initializeRequest), logger: logger)
         } catch {
             throw .upstream(error)
         }
@@ -157,7 +156,7 @@ final class ModernHTTPTranslator: Sendable {
     /// The hub relaying the list changes of the upstream session `session` (its GET stream), opened
     /// on first use; nil when the upstream offers no GET stream.
     private func notificationHub(
-        for key: String, session: UpstreamSession, upstream: HTTPUpstream, context: GatewayRequestContext, route: CompiledRoute, caller: VerifiedCaller?
+        for key: String, session: UpstreamSession, upstream: HTTPUpstream, context: TransportContext, route: any TransportRoute, caller: VerifiedCaller?
     ) async -> NotificationHub? {
         if let (sessionID, hub) = hubs.withLock({ $0[key] }), sessionID == session.id, !hub.hasEnded { return hub }
         var headers = Self.sessionHeaders(upstream, session: session)
@@ -186,8 +185,8 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// Whether `request` belongs to a session-based client bridged to a modern-only upstream.
-    func isBridged(_ request: Request) -> Bool {
-        guard let id = request.headers[StdioBridge.sessionHeader] else { return false }
+    package func isBridged(_ request: Request) -> Bool {
+        guard let id = request.headers[MCPHeaders.sessionID] else { return false }
         return bridged.withLock { $0[id] != nil }
     }
 
@@ -195,7 +194,7 @@ final class ModernHTTPTranslator: Sendable {
     /// requests: sent on; when the upstream refuses it as a modern-only server (-32022), the gateway
     /// answers it from the upstream's `server/discover` and bridges the session. Anything other
     /// than an initialize is proxied as usual.
-    func legacyInitialize(_ exchange: MCPExchange, upstream: HTTPUpstream, proxy: HTTPProxy) async throws(GatewayError) -> Response {
+    package func legacyInitialize(_ exchange: MCPExchange, upstream: HTTPUpstream, proxy: HTTPProxy) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         guard let body = exchange.call.body, let message = exchange.call.message, message.method == "initialize", message.isRequest else {
             return try await proxy.forward(exchange, to: upstream)
@@ -224,7 +223,7 @@ final class ModernHTTPTranslator: Sendable {
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream refused initialize and server/discover"))
         }
         let metaJSON = ModernProtocol.clientStamp(from: message)
-        let sessionID = StdioSessionManager.mintSessionID()
+        let sessionID = MCPSessionID.mint()
         do { try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
         bridged.withLock { sessions in
             // Bounded: clients that never say DELETE must not grow this forever.
@@ -235,13 +234,13 @@ final class ModernHTTPTranslator: Sendable {
         }
         let reply = ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: upstream.service.name)
         context.logger.info("session-based client bridged to a 2026-07-28-only upstream", metadata: ["service": "\(upstream.service.name)"])
-        return StdioBridge.jsonResponse(reply, headers: [StdioBridge.sessionHeader: sessionID])
+        return MCPResponses.jsonResponse(reply, headers: [MCPHeaders.sessionID: sessionID])
     }
 
     /// A request of a bridged session: stamped with `_meta` and the 2026-07-28 headers and sent on.
-    func bridge(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+    package func bridge(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
-        guard let id = request.headers[StdioBridge.sessionHeader],
+        guard let id = request.headers[MCPHeaders.sessionID],
               let session = bridged.withLock({ $0[id] }), session.owner == caller?.claims.sub, session.router == route.router.name
         else { throw .sessionNotFound }
         do { try await bindings.check(id, owner: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
@@ -291,7 +290,7 @@ final class ModernHTTPTranslator: Sendable {
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
         let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
         if message.isRequest, response.status == .ok, isEventStream {
-            return await StdioBridge.relayBridged(original: message, feed: Self.messages(of: UpstreamMessageReader(response)), sessionKey: id, asks: bridgeAsks, canAsk: canAsk, exchange: exchange)
+            return await MCPResponses.relayBridged(original: message, feed: Self.messages(of: UpstreamMessageReader(response)), sessionKey: id, asks: bridgeAsks, canAsk: canAsk, exchange: exchange)
         }
         var answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()
         var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
@@ -301,7 +300,7 @@ final class ModernHTTPTranslator: Sendable {
             let only = answer
             let delivered = Mutex(false)
             let feed: BridgedMessages = { delivered.withLock { done in defer { done = true }; return done ? nil : (only, true) } }
-            return await StdioBridge.relayBridged(original: message, feed: feed, sessionKey: id, asks: bridgeAsks, canAsk: true, exchange: exchange)
+            return await MCPResponses.relayBridged(original: message, feed: feed, sessionKey: id, asks: bridgeAsks, canAsk: true, exchange: exchange)
         }
         if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
             answer = EraRewrite.refusingInputRequired(answer)
@@ -310,7 +309,7 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// An upstream answer as a message feed: a response is the final message.
-    static func messages(of reader: UpstreamMessageReader) -> BridgedMessages {
+    package static func messages(of reader: UpstreamMessageReader) -> BridgedMessages {
         {
             guard let bytes = await reader.next() else { return nil }
             return (bytes, (try? JSONRPCMessage(parsing: bytes))?.isResponse ?? false)
@@ -320,7 +319,7 @@ final class ModernHTTPTranslator: Sendable {
     /// Posts a message the gateway writes itself (a notification, an answer to the upstream's ask,
     /// a subscription request) in the upstream session; the upstream's JSON-RPC response, if any.
     @discardableResult
-    func postToUpstream(_ json: String, session: UpstreamSession, upstream: HTTPUpstream, logger: Logger) async -> [String: Any]? {
+    package func postToUpstream(_ json: String, session: UpstreamSession, upstream: HTTPUpstream, logger: Logger) async -> [String: Any]? {
         guard let response = try? await upstream.send(method: .POST, query: nil, headers: Self.sessionHeaders(upstream, session: session), body: ByteBuffer(string: json), logger: logger) else {
             return nil
         }
@@ -328,7 +327,7 @@ final class ModernHTTPTranslator: Sendable {
     }
 
     /// The headers of a request in an upstream session.
-    static func sessionHeaders(_ upstream: HTTPUpstream, session: UpstreamSession) -> HTTPHeaders {
+    package static func sessionHeaders(_ upstream: HTTPUpstream, session: UpstreamSession) -> HTTPHeaders {
         var headers = baseHeaders(upstream)
         headers.add(name: "Mcp-Session-Id", value: session.id)
         headers.add(name: "MCP-Protocol-Version", value: session.protocolVersion)
@@ -338,9 +337,9 @@ final class ModernHTTPTranslator: Sendable {
     /// Reads the upstream's answer: notifications are kept for the client, an ask becomes an
     /// `InputRequiredResult` (or is refused to the upstream when the client cannot answer it), the
     /// response ends it.
-    func drive(
+    package func drive(
         _ reader: UpstreamMessageReader, rawID: String?, upstreamID: String, method: String, session: UpstreamSession, upstream: HTTPUpstream, key: String,
-        request: Request, context: GatewayRequestContext, capabilities: String?
+        request: Request, context: TransportContext, capabilities: String?
     ) async throws(GatewayError) -> Response {
         let logger = context.logger
         // The client closing its stream before the answer cancels the request (2026-07-28); in the
@@ -384,13 +383,13 @@ final class ModernHTTPTranslator: Sendable {
             settle()
             throw .upstream(UpstreamError(.protocolFailure, service: upstream.service.name, detail: "the upstream's answer held no JSON-RPC response"))
         }
-        if first.final { return StdioBridge.jsonResponse(first.bytes, headers: [:]) }
+        if first.final { return MCPResponses.jsonResponse(first.bytes, headers: [:]) }
         // Notifications (progress) reach the client as they come.
-        return StdioBridge.eventStream(first: first.bytes, request: request, keepAlive: keepAlive, next: step)
+        return MCPResponses.eventStream(first: first.bytes, request: request, keepAlive: keepAlive, next: step)
     }
 
     /// Serves one modern request from a session-based upstream.
-    func handle(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+    package func handle(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         let message = try ModernProtocol.validate(exchange.call, request: request)
         let rawID = message.rawID
@@ -398,14 +397,14 @@ final class ModernHTTPTranslator: Sendable {
         let key = SessionOwner(route: route, caller: caller).key
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
-            return StdioBridge.jsonResponse(EraRewrite.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
+            return MCPResponses.jsonResponse(EraRewrite.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])
         }
         if method == "subscriptions/listen" {
             // The upstream's list changes arrive on its GET stream (one per upstream session, shared
             // by the identity's listeners); without one, nothing can be acknowledged.
             let hub = await notificationHub(for: key, session: session, upstream: upstream, context: context, route: route, caller: caller)
             let capabilities = hub == nil ? [:] : (session.initializeResult["capabilities"]?.value as? [String: Any] ?? [:])
-            return await StdioBridge.listen(message, rawID: rawID, capabilities: capabilities, hub: hub ?? NotificationHub(), request: request, keepAlive: keepAlive)
+            return await MCPResponses.listen(message, rawID: rawID, capabilities: capabilities, hub: hub ?? NotificationHub(), request: request, keepAlive: keepAlive)
         }
         if let token = message.string(at: ["params", "requestState"]) {
             guard let parked = parkedAsks.take(token: token, owner: key) else {
@@ -450,7 +449,7 @@ final class ModernHTTPTranslator: Sendable {
 
 /// The JSON-RPC messages of an upstream answer as they arrive: one for a JSON body, each `data`
 /// of an SSE stream otherwise. Used by one task at a time (a parked ask hands it to the retry).
-final class UpstreamMessageReader: @unchecked Sendable {
+package final class UpstreamMessageReader: @unchecked Sendable {
     private var iterator: HTTPClientResponse.Body.AsyncIterator
     private let isEventStream: Bool
     private var finished = false
@@ -460,12 +459,12 @@ final class UpstreamMessageReader: @unchecked Sendable {
     private var unread = ByteBuffer()
     private var ready: [ByteBuffer] = []
 
-    init(_ response: HTTPClientResponse) {
+    package init(_ response: HTTPClientResponse) {
         iterator = response.body.makeAsyncIterator()
         isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
     }
 
-    func next() async -> ByteBuffer? {
+    package func next() async -> ByteBuffer? {
         if !isEventStream {
             guard !finished else { return nil }
             finished = true

@@ -1,40 +1,42 @@
-import NIOCore
+package import NIOCore
 import Synchronization
 
 /// Notices a client hanging up while its request is still being answered. Hummingbird keeps
 /// HTTP/1 connections half-closable, so a client's FIN arrives as `inputClosed` (the channel stays
 /// open); an RST as the channel going inactive. One watcher per connection.
-final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    typealias InboundIn = NIOAny
+package final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    package typealias InboundIn = NIOAny
 
     private let closed = OneShotSignal()
+
+    package init() {}
     private static let registry = Mutex<[ObjectIdentifier: InboundCloseWatcher]>([:])
 
     /// The watcher of `channel`, if the connection has one.
-    static func watcher(for channel: any Channel) -> InboundCloseWatcher? {
+    package static func watcher(for channel: any Channel) -> InboundCloseWatcher? {
         registry.withLock { $0[ObjectIdentifier(channel)] }
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         let id = ObjectIdentifier(context.channel)
         Self.registry.withLock { $0[id] = self }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         let id = ObjectIdentifier(context.channel)
         Self.registry.withLock { if $0[id] === self { $0[id] = nil } }
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event { fire() }
         context.fireUserInboundEventTriggered(event)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         fire()
         let id = ObjectIdentifier(context.channel)
         Self.registry.withLock { if $0[id] === self { $0[id] = nil } }
@@ -43,11 +45,11 @@ final class InboundCloseWatcher: ChannelInboundHandler, RemovableChannelHandler,
 
     /// Calls `callback` once when the client hangs up (at once if it already has). Returns a token
     /// for ``cancel(_:)``.
-    func onClose(_ callback: @escaping @Sendable () -> Void) -> Int? {
+    package func onClose(_ callback: @escaping @Sendable () -> Void) -> Int? {
         closed.onFire(callback)
     }
 
-    func cancel(_ token: Int?) {
+    package func cancel(_ token: Int?) {
         closed.cancel(token)
     }
 

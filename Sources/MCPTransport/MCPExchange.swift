@@ -1,0 +1,54 @@
+package import GatewayAuth
+package import GatewayConfig
+package import Hummingbird
+package import Logging
+package import MCPMessages
+package import NIOCore
+
+/// A router as its transport needs it: the token check's view (`ProtectedRoute`) and the headers
+/// never passed upstream.
+package protocol TransportRoute: ProtectedRoute {
+    /// Header names (lowercased) never sent upstream: hop-by-hop ones, identity header names, the
+    /// client's `Authorization` unless passed on purpose; on protected routes all cookies.
+    var upstreamRemovals: Set<String> { get }
+}
+
+/// What the pipeline learned about the client's connection, as a transport needs it.
+package struct TransportContext: Sendable {
+    /// The client's connection: its close cancels work done on the client's behalf.
+    package let channel: any Channel
+    package let logger: Logger
+    /// The client's address as the gateway trusts it (behind trusted proxies: theirs).
+    package let clientIP: String?
+    /// How the client reached the gateway (`http` or `https`), for `X-Forwarded-Proto` upstream.
+    package let forwardedProto: String
+
+    package init(channel: any Channel, logger: Logger, clientIP: String?, forwardedProto: String) {
+        self.channel = channel
+        self.logger = logger
+        self.clientIP = clientIP
+        self.forwardedProto = forwardedProto
+    }
+}
+
+/// An MCP request as the pipeline hands it to its transport: the request, what the stages
+/// established (route, verified caller, parsed call) no longer optional, and the connection.
+package struct MCPExchange: Sendable {
+    package let request: Request
+    package let context: TransportContext
+    package let route: any TransportRoute
+    /// The verified caller on protected routers; nil on `auth: none` ones.
+    package let caller: VerifiedCaller?
+    package let call: MCPCall
+
+    package init(request: Request, context: TransportContext, route: any TransportRoute, caller: VerifiedCaller?, call: MCPCall) {
+        self.request = request
+        self.context = context
+        self.route = route
+        self.caller = caller
+        self.call = call
+    }
+
+    /// Who sessions created by this request belong to.
+    package var owner: SessionOwner { SessionOwner(route: route, caller: caller) }
+}
