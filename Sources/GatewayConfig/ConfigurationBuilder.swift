@@ -555,7 +555,7 @@ struct ConfigurationBuilder {
             if let serviceNode = fields["service"] {
                 if let name = reader.nonEmptyString(serviceNode, "\(path).service") {
                     if let services, !services.names.contains(name) {
-                        let known = services.names.sorted().joined(separator: ", ")
+                        let known = Set(services.names.map(ConfigurationLoader.displayName)).sorted().joined(separator: ", ")
                         reader.report("service \"\(name)\" is not defined (defined: \(known.isEmpty ? "none" : known))", "\(path).service", serviceNode)
                     } else {
                         serviceName = name

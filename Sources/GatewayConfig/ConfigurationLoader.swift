@@ -67,6 +67,11 @@ public struct ConfigurationLoader: Sendable, CustomStringConvertible, CustomDebu
     /// stand-in keys are not reported (the duplicate itself was).
     static let duplicateMarker = "\u{2063}duplicate"
 
+    /// A key as the file spells it (without the marker a repeated key was renamed with).
+    static func displayName(_ key: String) -> String {
+        key.range(of: duplicateMarker).map { String(key[..<$0.lowerBound]) } ?? key
+    }
+
     /// `text` with the later occurrences of `keys` in the mapping whose first duplicate key is at
     /// `mark` renamed (block mappings only); nil when nothing could be renamed.
     static func renamingLaterOccurrences(of keys: [String], in text: String, mark: Mark) -> String? {

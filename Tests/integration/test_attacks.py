@@ -762,19 +762,30 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
       alpha:
         rule: "PathPrefix(`/alpha`)"
         service: echo
+      kids:
+        rule: "PathPrefix(`/kids`)"
+        service: child
     services:
       echo:
         http:
           url: "http://127.0.0.1:{upstream_port}/echo"
           headers:
             X-Api-Key: "${{TRACE_UPSTREAM_KEY}}"
+      child:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'stdio_server.py'}"]
+          env:
+            CHILD_API_KEY: "${{TRACE_CHILD_KEY}}"
     """
     upstream_key = "upstream-key-" + os.urandom(8).hex()
+    # A stdio service's env holds keys too: the child gets it, the log never shows it.
+    child_key = "child-key-" + os.urandom(8).hex()
     # A secret only in the environment: the loader holds the whole environment for ${VAR}, and
     # service-lifecycle prints its services' descriptions at debug.
     unused_secret = "env-only-secret-" + os.urandom(8).hex()
     gateway = start_gateway(tmp, config, name="trace", extra_args=["--log-level", "trace"],
-                            env={"TRACE_UPSTREAM_KEY": upstream_key, "SOME_OTHER_SECRET": unused_secret})
+                            env={"TRACE_UPSTREAM_KEY": upstream_key, "TRACE_CHILD_KEY": child_key, "SOME_OTHER_SECRET": unused_secret})
     try:
         world = World(gateway, 0, "", tmp, local_password_hash)
         signed = world.sign_in("alice", "alpha")
@@ -783,6 +794,11 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         echoed = httpx.post(world.url("/alpha/mcp"), json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
                             headers=bearer(signed["access_token"], **{"Mcp-Session-Id": session}), timeout=10)
         assert echoed.status_code == 200 and upstream_key in echoed.text  # the key did reach the upstream
+        child_token = world.sign_in("alice", "kids")["access_token"]
+        child_session = legacy_session(world, "/kids/mcp", child_token)
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "getenv", "arguments": {"name": "CHILD_API_KEY"}}}
+        seen = rpc_result(httpx.post(world.url("/kids/mcp"), json=call, headers=bearer(child_token, **{"Mcp-Session-Id": child_session}), timeout=20))
+        assert seen["result"]["content"][0]["text"] == child_key  # the key did reach the child
         refreshed = token_request(gateway, {"grant_type": "refresh_token", "refresh_token": signed["refresh_token"],
                                             "client_id": signed["client"]["client_id"]}).json()
         assert "access_token" in refreshed
@@ -796,7 +812,7 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         "PKCE verifier": signed["verifier"], "password": PASSWORD, "upstream key": upstream_key,
         "client secret": confidential["client_secret"], "registration token": confidential["registration_access_token"],
         "refreshed access token": refreshed["access_token"], "rotated refresh token": refreshed["refresh_token"],
-        "environment-only secret": unused_secret,
+        "environment-only secret": unused_secret, "stdio env key": child_key,
     }
     for what, secret in secrets.items():
         assert secret not in log, f"the {what} is in the log"

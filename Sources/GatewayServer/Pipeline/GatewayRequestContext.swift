@@ -28,6 +28,8 @@ public struct GatewayRequestContext: RequestContext {
     /// `RouteMatching`: the router (and its compiled upstream) whose MCP endpoint this is. Once it
     /// is set, errors are answered as JSON-RPC error objects.
     var route: CompiledRoute?
+    /// `RouteMatching`: the host the request names (its authority without port), as routing read it.
+    var host = ""
     /// `Authentication`: who the verified access token belongs to (protected routers only).
     var caller: VerifiedCaller?
     /// `MCPCallParsing`: the MCP call, body read and parsed once.

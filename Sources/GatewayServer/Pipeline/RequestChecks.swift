@@ -16,7 +16,7 @@ struct RequestChecks: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let runtime = context.runtime, let route = context.route else { throw GatewayError.pipelineOrder(stage: "RequestChecks") }
-        let host = IncomingRequest.hostWithoutPort(request.head.authority ?? "")
+        let host = context.host
         let hosts = runtime.allowedHosts(entryPoint: entryPoint.name)
         // A router whose rule requires a HostRegexp matched this host by that pattern.
         guard hosts.admits(host) || route.router.rule.requiresHostPattern else {

@@ -34,6 +34,7 @@ struct RouteMatching: RouterMiddleware {
         }
         var context = context
         context.route = route
+        context.host = incoming.host
         do {
             return try await next(request, context)
         } catch let error as GatewayError {
