@@ -160,6 +160,19 @@ let package = Package(
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
             ]
         ),
+        // The routers' `middlewares:` stages (rate limits first), run on authenticated, parsed calls.
+        .target(
+            name: "GatewayMiddlewares",
+            dependencies: [
+                "AuthorizationServer",
+                "GatewayAuth",
+                "GatewayConfig",
+                "GatewayStore",
+                "MCPMessages",
+                "MCPTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "GatewayServer",
             dependencies: [
@@ -168,6 +181,7 @@ let package = Package(
                 "GatewayUpstream",
                 "GatewayStdio",
                 "MCPTransport",
+                "GatewayMiddlewares",
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
@@ -198,6 +212,14 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
+        .testTarget(
+            name: "GatewayMiddlewaresTests",
+            dependencies: [
+                "GatewayMiddlewares", "GatewayAuth", "GatewayConfig", "GatewayStore", "MCPMessages", "MCPTransport", "AuthorizationServer",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
         .testTarget(

@@ -20,9 +20,9 @@ build-release:
 run: build-release
     PATH="{{venv}}/bin:$PATH" {{python}} services/run.py --gateway .build/release/mcp-gateway --config gateway.yaml
 
-# Validate a configuration file.
-check config="gateway.yaml": build
-    .build/debug/mcp-gateway check --config {{config}}
+# Validate a configuration file (with the release binary `just run` builds).
+check config="gateway.yaml": build-release
+    .build/release/mcp-gateway check --config {{config}}
 
 # The whole test suite: Swift unit tests, then integration tests with real servers and clients.
 test: build

@@ -43,7 +43,7 @@ def start_redis_if_needed(config_text: str, children: list) -> None:
             print(f"run: using the Redis already listening on 127.0.0.1:{port}", flush=True)
             return
     process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, start_new_session=True)
     children.append(process)
     wait_for_port(port, process, "redis-server")
     print(f"run: redis-server listening on 127.0.0.1:{port} (ephemeral)", flush=True)
@@ -70,18 +70,21 @@ def main() -> int:
     try:
         start_redis_if_needed(Path(args.config).read_text(), children)
         for name, argv, port in examples:
-            process = subprocess.Popen([sys.executable, *argv], env=env)
+            # Each child in its own session: a terminal's Ctrl-C reaches this script alone, which
+            # stops everything in order (no child dies mid-write with a traceback).
+            process = subprocess.Popen([sys.executable, *argv], env=env, start_new_session=True)
             children.append(process)
             wait_for_port(port, process, name)
             print(f"run: example service {name} listening on 127.0.0.1:{port}", flush=True)
-        gateway = subprocess.Popen([args.gateway, "serve", "--config", args.config], env=env)
+        gateway = subprocess.Popen([args.gateway, "serve", "--config", args.config], env=env, start_new_session=True)
         children.append(gateway)
-        signal.signal(signal.SIGTERM, lambda *_: gateway.send_signal(signal.SIGTERM))
-        try:
-            return gateway.wait()
-        except KeyboardInterrupt:
-            gateway.send_signal(signal.SIGINT)
-            return gateway.wait()
+        # Ctrl-C and SIGTERM are passed to the gateway, which shuts down gracefully; the example
+        # services and Redis are stopped after it.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda received, _frame: gateway.send_signal(received))
+        status = gateway.wait()
+        # Stopped by a signal it was asked to stop on: a normal end for `just run`.
+        return 0 if status in (0, -signal.SIGINT, -signal.SIGTERM) else status
     finally:
         for process in reversed(children):
             if process.poll() is None:
@@ -94,4 +97,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Ctrl-C while the services were still starting: they are stopped in main's finally.
+        sys.exit(130)

@@ -1,9 +1,9 @@
-package import AuthorizationServer
+import AuthorizationServer
 import Foundation
 import GatewayAuth
 package import GatewayConfig
 package import GatewayStore
-package import HTTPTypes
+import HTTPTypes
 package import Logging
 import NIOPosix
 

@@ -1,4 +1,4 @@
-package import GatewayAuth
+import GatewayAuth
 package import AuthorizationServer
 import Foundation
 package import GatewayConfig

@@ -1,5 +1,5 @@
 import Foundation
-public import GatewayStore
+import GatewayStore
 
 /// A client as the authorization and token endpoints see it, whether registered (RFC 7591) or
 /// described by a Client ID Metadata Document.

@@ -10,6 +10,10 @@ import Synchronization
 /// Who a request to a protected route comes from, once its token passed.
 package struct VerifiedCaller: Sendable {
     package let claims: AccessTokenClaims
+
+    package init(claims: AccessTokenClaims) {
+        self.claims = claims
+    }
 }
 
 /// What the gate and session ownership need to know of a router.

@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "routers", "services", "log"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -17,13 +17,14 @@ struct ConfigurationBuilder {
         let store = top["store"].flatMap { buildStore($0) }
         let auth = top["auth"].flatMap { buildAuth($0) }
         let services = buildServices(top["services"], root: root)
-        let routers = buildRouters(top["routers"], root: root, services: services, entryPoints: entryPoints)
+        let middlewares = buildMiddlewares(top["middlewares"])
+        let routers = buildRouters(top["routers"], root: root, services: services, entryPoints: entryPoints, middlewares: middlewares)
         let log = top["log"].flatMap { buildLog($0) } ?? .default
 
-        guard let entryPoints, let publicURL, let services, !services.failed, let routers else { return nil }
+        guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed else { return nil }
         return GatewayConfiguration(
             entryPoints: entryPoints, publicURL: publicURL, store: store, auth: auth,
-            routers: routers, services: services.byName, log: log
+            routers: routers, services: services.byName, log: log, middlewares: middlewares.byName
         )
     }
 
@@ -517,9 +518,89 @@ struct ConfigurationBuilder {
         }
     }
 
+    // MARK: middlewares
+
+    struct MiddlewareTable {
+        var byName: [String: MiddlewareConfiguration] = [:]
+        /// Every defined name, valid or not, so routers naming a broken one are not also misreported.
+        var names: [String] = []
+        var failed = false
+    }
+
+    private func buildMiddlewares(_ node: Node?) -> MiddlewareTable? {
+        var table = MiddlewareTable()
+        guard let node else { return table }
+        for entry in reader.orderedEntries(node, "middlewares") {
+            let path = "middlewares.\(entry.key)"
+            table.names.append(entry.key)
+            guard let fields = reader.mapping(entry.value, path, allowed: ["rateLimit"]) else { table.failed = true; continue }
+            guard let rateNode = fields["rateLimit"] else {
+                reader.report("a middleware needs a kind: rateLimit", path, entry.value)
+                table.failed = true
+                continue
+            }
+            guard let limit = buildRateLimit(rateNode, "\(path).rateLimit") else { table.failed = true; continue }
+            table.byName[entry.key] = .rateLimit(limit)
+        }
+        return table
+    }
+
+    private func buildRateLimit(_ node: Node, _ path: String) -> RateLimitConfiguration? {
+        guard let fields = reader.mapping(node, path, allowed: ["average", "period", "burst", "by", "onStoreError", "tools"]) else { return nil }
+        // Read on after a bad limit, so every mistake of the entry is reported at once.
+        let limit = buildLimit(fields, node, path)
+        var result = RateLimitConfiguration(limit: limit ?? .init(average: 1))
+        var failed = limit == nil
+        if let byNode = fields["by"], let text = reader.string(byNode, "\(path).by") {
+            if let key = RateLimitConfiguration.Key(rawValue: text) { result.by = key } else {
+                reader.report("by must be user, client or ip, got \"\(text)\"", "\(path).by", byNode)
+                failed = true
+            }
+        }
+        if let errorNode = fields["onStoreError"], let text = reader.string(errorNode, "\(path).onStoreError") {
+            if let choice = RateLimitConfiguration.OnStoreError(rawValue: text) { result.onStoreError = choice } else {
+                reader.report("onStoreError must be allow or deny, got \"\(text)\"", "\(path).onStoreError", errorNode)
+                failed = true
+            }
+        }
+        if let toolsNode = fields["tools"] {
+            for entry in reader.orderedEntries(toolsNode, "\(path).tools") {
+                let toolPath = "\(path).tools.\(entry.key)"
+                guard let toolFields = reader.mapping(entry.value, toolPath, allowed: ["average", "period", "burst"]),
+                      let toolLimit = buildLimit(toolFields, entry.value, toolPath)
+                else { failed = true; continue }
+                result.tools.append((pattern: entry.key, limit: toolLimit))
+            }
+        }
+        return failed ? nil : result
+    }
+
+    private func buildLimit(_ fields: [String: Node], _ node: Node, _ path: String) -> RateLimitConfiguration.Limit? {
+        guard let averageNode = fields["average"] else {
+            reader.report("missing \"average\": requests allowed per period", path, node)
+            return nil
+        }
+        guard let average = reader.integer(averageNode, "\(path).average", range: 1...1_000_000) else { return nil }
+        var period = Duration.seconds(1)
+        if let periodNode = fields["period"] {
+            guard let value = reader.duration(periodNode, "\(path).period") else { return nil }
+            guard value >= .milliseconds(1) else {
+                reader.report("period must be at least 1ms", "\(path).period", periodNode)
+                return nil
+            }
+            period = value
+        }
+        var burst = average
+        if let burstNode = fields["burst"] {
+            guard let value = reader.integer(burstNode, "\(path).burst", range: 1...1_000_000) else { return nil }
+            burst = value
+        }
+        return RateLimitConfiguration.Limit(average: average, period: period, burst: burst)
+    }
+
     // MARK: routers
 
-    private func buildRouters(_ node: Node?, root: Node, services: ServiceTable?, entryPoints: [EntryPoint]?) -> [RouterConfiguration]? {
+    private func buildRouters(_ node: Node?, root: Node, services: ServiceTable?, entryPoints: [EntryPoint]?, middlewares: MiddlewareTable?) -> [RouterConfiguration]? {
         guard let node else {
             reader.report("missing \"routers\": define at least one router, e.g. routers: { time: { rule: \"PathPrefix(`/time`)\", service: time } }", "", root)
             return nil
@@ -529,7 +610,7 @@ struct ConfigurationBuilder {
         var endpoints: [String: String] = [:]
         for entry in reader.orderedEntries(node, "routers") {
             let path = "routers.\(entry.key)"
-            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders"]
+            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders", "middlewares"]
             guard let fields = reader.mapping(entry.value, path, allowed: allowed) else { failed = true; continue }
 
             var rule: Rule?
@@ -605,6 +686,17 @@ struct ConfigurationBuilder {
                     }
                 }
             }
+            var routerMiddlewares: [String] = []
+            if let node = fields["middlewares"], let names = reader.stringList(node, "\(path).middlewares") {
+                let items: [Node] = if case .sequence(let sequence) = node { Array(sequence) } else { [] }
+                for (index, name) in names.enumerated() where !(middlewares?.names.contains(name) ?? true) {
+                    let known = Set((middlewares?.names ?? []).map(ConfigurationLoader.displayName)).sorted().joined(separator: ", ")
+                    // At the name itself, not the list.
+                    reader.report("middleware \"\(name)\" is not defined (defined: \(known.isEmpty ? "none" : known))", "\(path).middlewares", index < items.count ? items[index] : node)
+                    failed = true
+                }
+                routerMiddlewares = names
+            }
             guard let rule, let serviceName, let priority else { failed = true; continue }
             let endpointKey = "\(rule.requiredMatchers.compactMap { if case .host(let h) = $0 { h } else { nil } }.first ?? "*")\(mcpPath)"
             if let other = endpoints[endpointKey], let ruleNode = fields["rule"] {
@@ -614,7 +706,8 @@ struct ConfigurationBuilder {
             endpoints[endpointKey] = entry.key
             routers.append(RouterConfiguration(
                 name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
-                auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders
+                auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders,
+                middlewares: routerMiddlewares
             ))
         }
         return failed ? nil : routers

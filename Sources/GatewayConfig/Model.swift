@@ -10,11 +10,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var routers: [RouterConfiguration]
     public var services: [String: ServiceConfiguration]
     public var log: LogConfiguration
+    /// Named middlewares (`middlewares:`), applied by the routers that list them.
+    public var middlewares: [String: MiddlewareConfiguration] = [:]
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
-        routers: [RouterConfiguration], services: [String: ServiceConfiguration], log: LogConfiguration
+        routers: [RouterConfiguration], services: [String: ServiceConfiguration], log: LogConfiguration,
+        middlewares: [String: MiddlewareConfiguration] = [:]
     ) {
+        self.middlewares = middlewares
         self.entryPoints = entryPoints
         self.publicURL = publicURL
         self.store = store
@@ -215,7 +219,7 @@ public struct PinnedClientMetadata: Sendable, Equatable {
     public var json: String
 
     public init(document: [String: Any]) {
-        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         self.json = String(decoding: data, as: UTF8.self)
     }
 
@@ -287,6 +291,8 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var mcpPath: String
     /// Names of the identity headers sent upstream on this protected router.
     public var identityHeaders: IdentityHeaderNames = .default
+    /// Names of `middlewares:` entries applied to this router's MCP requests, in this order.
+    public var middlewares: [String] = []
 }
 
 /// Like Traefik's `authResponseHeaders`: which headers carry the verified identity upstream.

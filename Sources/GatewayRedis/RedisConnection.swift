@@ -161,7 +161,7 @@ final class RedisConnection: Sendable {
     private func connect() -> Result<UnsafeMutablePointer<redisContext>, StoreError> {
         let seconds = timeout.components.seconds
         let micros = timeout.components.attoseconds / 1_000_000_000_000
-        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(micros))
+        let tv = timeval(tv_sec: Int(seconds), tv_usec: Int(micros))
         let pointer: UnsafeMutablePointer<redisContext>?
         switch endpoint.address {
         case .tcp(let host, let port): pointer = redisConnectWithTimeout(host, Int32(port), tv)

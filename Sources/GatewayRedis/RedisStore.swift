@@ -11,6 +11,23 @@ public final class RedisStore: KeyValueStore {
     /// Increments a counter and starts its expiry window on the first increment, atomically.
     private static let incrementScript = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n"
 
+    /// ``RateLimitCell`` in one atomic step, on the Redis server's clock (so every gateway
+    /// instance counts against the same time): returns allowed (0/1), remaining, retry-after and
+    /// reset-after in milliseconds.
+    private static let rateLimitScript = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local interval = tonumber(ARGV[1])
+        local burst = tonumber(ARGV[2])
+        local tat = tonumber(redis.call('GET', KEYS[1])) or now
+        if tat < now then tat = now end
+        local nextTat = tat + interval
+        local allowAt = nextTat - burst * interval
+        if now < allowAt then return {0, 0, allowAt - now, tat - now} end
+        redis.call('SET', KEYS[1], nextTat, 'PX', nextTat - now)
+        return {1, math.floor((now - allowAt) / interval), 0, nextTat - now}
+        """
+
     public init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
         guard let endpoint = RedisEndpoint(url: url) else { return nil }
         self.keyPrefix = keyPrefix
@@ -66,6 +83,17 @@ public final class RedisStore: KeyValueStore {
             Array(String(max(1, window.wholeMilliseconds)).utf8),
         ])
         return Int(reply.integer ?? 0)
+    }
+
+    public func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
+        let reply = try await run([
+            Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8), self.key(key),
+            Array(String(max(1, interval.wholeMilliseconds)).utf8), Array(String(max(1, burst)).utf8),
+        ])
+        guard case .array(let values) = reply, values.count == 4, let allowed = values[0].integer, let remaining = values[1].integer,
+              let retry = values[2].integer, let reset = values[3].integer
+        else { throw .rejected("unexpected reply to the rate limit script") }
+        return RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
     }
 
     public func timeToLive(_ key: String) async throws(StoreError) -> Duration? {

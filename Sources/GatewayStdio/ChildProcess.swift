@@ -2,11 +2,11 @@ import CProcessSpawn
 import Foundation
 public import Logging
 public import NIOCore
-public import NIOPosix
-public import Synchronization
+import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// How a child ended.

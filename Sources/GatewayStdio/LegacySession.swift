@@ -1,8 +1,8 @@
-public import Foundation
-public import Logging
+import Foundation
+import Logging
 public import MCPMessages
-public import NIOCore
-public import Synchronization
+import NIOCore
+import Synchronization
 
 /// One session-based (2025) MCP session bridged to one child process.
 ///

@@ -1,4 +1,4 @@
-package import Foundation
+import Foundation
 package import GatewayConfig
 package import MCPTranslation
 import MCPMessages
@@ -242,7 +242,7 @@ extension StdioSessionManager {
             let request: [String: Any] = [
                 "jsonrpc": "2.0", "id": "mcp-gateway-subscribe", "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
             ]
-            guard let data = try? JSONSerialization.data(withJSONObject: request), let message = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
+            guard let data = try? JSONSerialization.data(withJSONObject: request, options: [.withoutEscapingSlashes]), let message = try? JSONRPCMessage(parsing: ByteBuffer(bytes: data)),
                   let subscription = try? session.sendRequests([message], timeout: .seconds(30))
             else { return false }
             return (await session.finalAnswer(of: subscription)).flatMap { try? JSONRPCMessage(parsing: $0) }?.kind == .response

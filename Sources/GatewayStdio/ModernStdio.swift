@@ -1,17 +1,16 @@
 package import MCPTransport
 package import GatewayAuth
 import NIOFoundationEssentialsCompat
-package import Crypto
-package import AuthorizationServer
-package import Foundation
-package import GatewayConfig
-package import GatewayStdio
-package import HTTPTypes
+import Crypto
+import AuthorizationServer
+import Foundation
+import GatewayConfig
+import HTTPTypes
 package import Hummingbird
-package import Logging
+import Logging
 package import MCPMessages
-package import MCPTranslation
-package import NIOCore
+import MCPTranslation
+import NIOCore
 import Synchronization
 
 /// 2026-07-28 (stateless) requests on a stdio route. Each request stands alone: no session id, the

@@ -1,16 +1,15 @@
 package import MCPTransport
 package import GatewayAuth
 import NIOFoundationEssentialsCompat
-package import AuthorizationServer
-package import Foundation
-package import GatewayConfig
-package import GatewayStdio
+import AuthorizationServer
+import Foundation
+import GatewayConfig
 package import HTTPTypes
 package import Hummingbird
-package import Logging
-package import MCPMessages
+import Logging
+import MCPMessages
 package import MCPTranslation
-package import NIOCore
+import NIOCore
 
 /// Serves the session-based Streamable HTTP transport (2025-03-26 … 2025-11-25) for a stdio
 /// service: `initialize` spawns (or takes a spare) child and mints `Mcp-Session-Id`; requests answer

@@ -5,7 +5,7 @@ public import MCPMessages
 import MCPTransport
 public import NIOCore
 public import NIOPosix
-public import Synchronization
+import Synchronization
 
 /// The sessions of one stdio service: one child process per MCP session, spares started ahead of
 /// demand, a cap on children, idle reaping, and clean endings (crash, DELETE, shutdown).

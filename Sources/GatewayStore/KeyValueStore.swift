@@ -32,6 +32,9 @@ public protocol KeyValueStore: Sendable {
     func delete(_ keys: [String]) async throws(StoreError) -> Int
     /// Increments a counter; the first increment starts its `window` (fixed-window rate limits).
     func increment(_ key: String, window: Duration) async throws(StoreError) -> Int
+    /// Counts one request against the rate limit `key` (see ``RateLimitCell``: `burst` requests
+    /// at once, then one per `interval`), atomically, in one round trip.
+    func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision
     /// Remaining time to live; nil when the key is absent or has no expiry.
     func timeToLive(_ key: String) async throws(StoreError) -> Duration?
     /// Adds members to a set (e.g. the tokens of a client, for revocation); refreshes its TTL.

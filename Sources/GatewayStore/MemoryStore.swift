@@ -12,8 +12,11 @@ public final class MemoryStore: KeyValueStore {
     private let entries = Mutex<[String: Entry]>([:])
     private let now: @Sendable () -> ContinuousClock.Instant
 
+    private let origin: ContinuousClock.Instant
+
     public init(now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.now = now
+        self.origin = now()
     }
 
     private func live(_ entries: inout [String: Entry], _ key: String) -> Entry? {
@@ -73,6 +76,20 @@ public final class MemoryStore: KeyValueStore {
             entry.value = Array(String(next).utf8)
             entries[key] = entry
             return next
+        }
+    }
+
+    public func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
+        let current = now()
+        // Milliseconds since a fixed origin of this store's clock: only differences matter.
+        let nowMillis = (current - origin).wholeMilliseconds
+        return entries.withLock { entries in
+            let stored = live(&entries, key).flatMap { Int64(String(decoding: $0.value, as: UTF8.self)) }
+            let (decision, next) = RateLimitCell.decide(tat: stored, now: nowMillis, interval: interval.wholeMilliseconds, burst: burst)
+            if let next {
+                entries[key] = Entry(value: Array(String(next).utf8), expires: current + .milliseconds(next - nowMillis))
+            }
+            return decision
         }
     }
 

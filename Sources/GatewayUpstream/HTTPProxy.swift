@@ -1,13 +1,13 @@
 package import MCPTransport
 package import GatewayAuth
-package import AuthorizationServer
+import AuthorizationServer
 import Synchronization
-package import AsyncHTTPClient
-package import GatewayConfig
+import AsyncHTTPClient
+import GatewayConfig
 package import HTTPTypes
 package import Hummingbird
-package import Logging
-package import MCPMessages
+import Logging
+import MCPMessages
 package import NIOCore
 package import NIOHTTP1
 

@@ -1,12 +1,12 @@
 public import MCPTransport
 public import AsyncHTTPClient
-public import Foundation
+import Foundation
 public import GatewayConfig
 public import Logging
 public import NIOCore
 public import NIOHTTP1
 public import NIOPosix
-public import Synchronization
+import Synchronization
 
 /// The HTTP clients the proxy uses, one per distinct connect timeout (a client-wide setting in
 /// AsyncHTTPClient). Clients live as long as the gateway, so reloads never cut open streams.

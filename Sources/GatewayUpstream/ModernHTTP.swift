@@ -1,14 +1,14 @@
 package import MCPTransport
 package import GatewayAuth
 import NIOFoundationEssentialsCompat
-package import AuthorizationServer
+import AuthorizationServer
 package import AsyncHTTPClient
-package import Foundation
-package import GatewayConfig
-package import HTTPTypes
+import Foundation
+import GatewayConfig
+import HTTPTypes
 package import Hummingbird
 package import Logging
-package import MCPMessages
+import MCPMessages
 package import MCPTranslation
 package import NIOCore
 package import NIOHTTP1
@@ -173,7 +173,7 @@ package final class ModernHTTPTranslator: Sendable {
                 "jsonrpc": "2.0", "id": "mcpgw-\(nextUpstreamID.wrappingAdd(1, ordering: .relaxed).newValue)",
                 "method": subscribe ? "resources/subscribe" : "resources/unsubscribe", "params": ["uri": uri],
             ]
-            guard let data = try? JSONSerialization.data(withJSONObject: request) else { return false }
+            guard let data = try? JSONSerialization.data(withJSONObject: request, options: [.withoutEscapingSlashes]) else { return false }
             return await postToUpstream(String(decoding: data, as: UTF8.self), session: session, upstream: upstream, logger: logger)?["result"] != nil
         })
         return hubs.withLock { hubs in

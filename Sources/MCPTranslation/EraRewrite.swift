@@ -20,7 +20,7 @@ package enum EraRewrite {
     package static func discoverResponse(rawID: String?, initializeResult: [String: SendableJSON], modern: Bool) -> ByteBuffer {
         if modern {
             // The child's own DiscoverResult, remembered from the probe.
-            let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: initializeResult.mapValues(\.value))) ?? Data("{}".utf8), as: UTF8.self)
+            let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: initializeResult.mapValues(\.value), options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
             return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
         }
         var result: [String: Any] = [
@@ -32,7 +32,7 @@ package enum EraRewrite {
             result["_meta"] = [ModernProtocol.metaPrefix + "serverInfo": serverInfo]
         }
         if let instructions = initializeResult["instructions"]?.value { result["instructions"] = instructions }
-        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
+        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
         return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":\(resultJSON)}")
     }
 
@@ -136,7 +136,7 @@ extension JSONRPCMessage {
         var value = object[member] as? [String: Any] ?? [:]
         edit(&value)
         object[member] = value
-        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]) else { return nil }
         return try? JSONRPCMessage(parsing: ByteBuffer(bytes: data))
     }
 }

@@ -60,7 +60,7 @@ package enum ModernProtocol {
             "serverInfo": ((discover["_meta"] as? [String: Any])?[metaPrefix + "serverInfo"]) ?? ["name": fallbackName, "version": "unknown"],
         ]
         if let instructions = discover["instructions"] { result["instructions"] = instructions }
-        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result)) ?? Data("{}".utf8), as: UTF8.self)
+        let resultJSON = String(decoding: (try? JSONSerialization.data(withJSONObject: result, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
         return ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(initialize.rawID ?? "null"),\"result\":\(resultJSON)}")
     }
 
@@ -70,7 +70,7 @@ package enum ModernProtocol {
         var meta: [String: Any] = [metaPrefix + "protocolVersion": versions[0]]
         meta[metaPrefix + "clientInfo"] = try? JSONSerialization.jsonObject(with: Data((initialize.value(at: ["params", "clientInfo"]) ?? "{}").utf8))
         meta[metaPrefix + "clientCapabilities"] = try? JSONSerialization.jsonObject(with: Data((initialize.value(at: ["params", "capabilities"]) ?? "{}").utf8))
-        return String(decoding: (try? JSONSerialization.data(withJSONObject: meta)) ?? Data("{}".utf8), as: UTF8.self)
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: meta, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
     }
 
     /// The capability names in a `clientCapabilities` JSON object (raw text), if any.

@@ -68,7 +68,7 @@ package struct MultiRoundTripRelay {
         round += 1
         let asks = inputRequests.sorted { $0.key < $1.key }.compactMap { key, value -> Ask? in
             guard let ask = value as? [String: Any], let method = ask["method"] as? String else { return nil }
-            let params = ask["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            let params = ask["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0, options: [.withoutEscapingSlashes]) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             return Ask(key: key, method: method, params: params)
         }
         return nextAsk(asks, collected: [:], requestState: result.string(at: ["result", "requestState"]))

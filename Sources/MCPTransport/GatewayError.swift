@@ -1,9 +1,9 @@
-package import AuthorizationEndpoints
+import AuthorizationEndpoints
 package import GatewayAuth
-package import Foundation
+import Foundation
 package import HTTPTypes
 package import Hummingbird
-package import MCPMessages
+import MCPMessages
 
 /// Every failure the gateway answers itself. `response(form:)` is the one place that decides
 /// status codes and bodies, so each error looks the same wherever it is raised; the form (plain
@@ -39,6 +39,8 @@ package enum GatewayError: Error {
     case protocolViolation(ProtocolViolation)
     /// A stage ran before the stage whose result it needs: a programming error, never a client's.
     case pipelineOrder(stage: String)
+    /// A router's `rateLimit` middleware refused the request (429 with `Retry-After`).
+    case rateLimited(RateLimitRefusal)
 
     package static func oauth(status: HTTPResponse.Status, code: String, description: String) -> GatewayError {
         .oauth(OAuthRefusal(status: status, code: code, description: description))
@@ -68,6 +70,7 @@ package enum GatewayError: Error {
         case .oauth(let refusal): refusal.status
         case .protocolViolation(let violation): violation.status
         case .pipelineOrder: .internalServerError
+        case .rateLimited: .tooManyRequests
         }
     }
 
@@ -94,6 +97,7 @@ package enum GatewayError: Error {
         case .oauth(let refusal): refusal.code
         case .protocolViolation: "protocol_violation"
         case .pipelineOrder: "internal_error"
+        case .rateLimited: "rate_limited"
         case .upstream(let error):
             switch error.kind {
             case .timeout: "upstream_timeout"
@@ -126,6 +130,7 @@ package enum GatewayError: Error {
         case .oauth(let refusal): refusal.description
         case .protocolViolation(let violation): violation.message
         case .pipelineOrder(let stage): "internal error: \(stage) ran before the stage it depends on"
+        case .rateLimited(let refusal): "rate limit \(refusal.policy) exceeded; retry in \(refusal.retryAfterSeconds) s"
         }
     }
 
@@ -177,6 +182,10 @@ package enum GatewayError: Error {
         case .stdioAtCapacity: headers[.retryAfter] = "5"
         case .stdioUserLimit: headers[.retryAfter] = "30"
         case .storeUnavailable: headers[.retryAfter] = "2"
+        case .rateLimited(let refusal):
+            headers[.retryAfter] = String(refusal.retryAfterSeconds)
+            headers[RateLimitRefusal.policyHeader] = refusal.policyField
+            headers[RateLimitRefusal.stateHeader] = refusal.stateField
         case .oauth(let refusal):
             if let challenge = refusal.challenge { headers[.wwwAuthenticate] = challenge }
             if let retryAfter = refusal.retryAfter { headers[.retryAfter] = retryAfter }
@@ -195,7 +204,7 @@ package enum GatewayError: Error {
             } else {
                 var data: [String: Any] = ["status": Int(status.code), "reason": reason]
                 if let service { data["service"] = service }
-                dataJSON = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys])).flatMap { String(data: $0, encoding: .utf8) }
+                dataJSON = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys, .withoutEscapingSlashes])).flatMap { String(data: $0, encoding: .utf8) }
             }
             let body = JSONRPCErrorResponse.make(rawID: rawID, code: jsonRPCCode, message: message, dataJSON: dataJSON)
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
@@ -211,6 +220,43 @@ extension GatewayError: HTTPResponseError {
     package func response(from request: Request, context: some RequestContext) throws -> Response {
         if let context = context as? any RouteAwareContext { return response(routeMatched: context.routeMatched) }
         return response(form: .plain)
+    }
+}
+
+/// What a rate limit that refused a request tells the client: `Retry-After` (whole seconds, at
+/// least 1) and the IETF httpapi draft's `RateLimit-Policy` and `RateLimit` fields.
+package struct RateLimitRefusal: Sendable {
+    package static let policyHeader = HTTPField.Name("RateLimit-Policy")!
+    package static let stateHeader = HTTPField.Name("RateLimit")!
+
+    /// The policy's name: the middleware's, with the tool pattern for a per-tool limit.
+    package var policy: String
+    /// Requests per window, and the window.
+    package var quota: Int
+    package var window: Duration
+    package var retryAfter: Duration
+
+    package init(policy: String, quota: Int, window: Duration, retryAfter: Duration) {
+        self.policy = policy
+        self.quota = quota
+        self.window = window
+        self.retryAfter = retryAfter
+    }
+
+    package var retryAfterSeconds: Int64 { max(1, Self.ceilingSeconds(retryAfter)) }
+    /// `"<name>";q=<quota>;w=<window seconds>`
+    package var policyField: String { "\(Self.quoted(policy));q=\(quota);w=\(max(1, Self.ceilingSeconds(window)))" }
+    /// `"<name>";r=0;t=<seconds until a request fits>`
+    package var stateField: String { "\(Self.quoted(policy));r=0;t=\(retryAfterSeconds)" }
+
+    private static func ceilingSeconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds + (attoseconds > 0 ? 1 : 0)
+    }
+
+    /// An sf-string: names come from gateway.yaml, but quotes and backslashes are escaped anyway.
+    private static func quoted(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }
 

@@ -1,4 +1,4 @@
-package import Foundation
+import Foundation
 package import HTTPTypes
 package import Hummingbird
 package import MCPMessages
@@ -49,7 +49,7 @@ package enum MCPResponses {
         if message.value(at: ["params", "notifications", "resourceSubscriptions"]) != nil { acknowledged["resourceSubscriptions"] = accepted }
         let ackParams: [String: Any] = ["_meta": [ModernProtocol.metaPrefix + "subscriptionId": (try? JSONSerialization.jsonObject(with: Data(subscriptionID.utf8), options: [.fragmentsAllowed])) ?? NSNull()],
                                         "notifications": acknowledged]
-        let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams])) ?? Data()
+        let ack = (try? JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ackParams], options: [.withoutEscapingSlashes])) ?? Data()
         let iterator = IteratorBox(notifications.makeAsyncIterator())
         let completion = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(subscriptionID),\"result\":{\"resultType\":\"complete\"}}")
         return Self.eventStream(first: ByteBuffer(bytes: ack), request: request, keepAlive: keepAlive, onEnd: { hub.stop(listenerID) }) {

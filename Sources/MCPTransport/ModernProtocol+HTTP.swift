@@ -1,10 +1,10 @@
 import NIOFoundationEssentialsCompat
-package import Foundation
+import Foundation
 package import HTTPTypes
 package import Hummingbird
 package import MCPMessages
 package import MCPTranslation
-package import NIOCore
+import NIOCore
 
 /// The 2026-07-28 protocol over HTTP: the `Mcp-*` headers and the request rules.
 extension ModernProtocol {

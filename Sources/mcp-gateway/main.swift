@@ -97,6 +97,8 @@ struct HashPassword: ParsableCommand {
         discussion: "Reads the password from standard input (a terminal prompt hides it), e.g. `mcp-gateway hash-password < file`."
     )
 
+    static let minimumLength = 12
+
     func run() throws {
         let interactive = isatty(STDIN_FILENO) == 1
         var saved = termios()
@@ -114,6 +116,11 @@ struct HashPassword: ParsableCommand {
         }
         guard let password = line, !password.isEmpty else {
             FileHandle.standardError.write(Data("hash-password: no password on standard input\n".utf8))
+            throw ExitCode(2)
+        }
+        // Local sign-in is guessable from the internet (throttled, but still): no short passwords.
+        guard password.count >= Self.minimumLength else {
+            FileHandle.standardError.write(Data("hash-password: a password needs at least \(Self.minimumLength) characters (this one has \(password.count)); a few random words make a good one\n".utf8))
             throw ExitCode(2)
         }
         print(try PasswordHash.hash(password))

@@ -62,6 +62,16 @@ import Foundation
         }
     }
 
+    @Test func jsonBodiesKeepSlashesAsTheyAre() async throws {
+        try await withGateway { client in
+            try await client.execute(uri: "/.well-known/oauth-authorization-server", method: .get) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains(#""issuer":"https://gw.example.com""#), "\(text)")
+                #expect(!text.contains(#"\/"#), "\(text)")
+            }
+        }
+    }
+
     @Test(arguments: ["/pub/../alpha/mcp", "/pub/%2e%2e/alpha/mcp", "/pub/..%2Falpha/mcp", "/../alpha/mcp", "/pub%5Cmcp"])
     func pathsThatReadTwoWaysAreRefused(_ path: String) async throws {
         try await withGateway { client in

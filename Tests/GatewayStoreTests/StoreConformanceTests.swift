@@ -107,6 +107,22 @@ enum StoreConformance {
         #expect(try await store.increment(k("rate"), window: .seconds(60)) == 2)
         #expect(try await store.timeToLive(k("rate")) != nil)
 
+        // A rate limit: `burst` at once, then refused until an interval has passed; concurrent
+        // requests never get more than the burst between them.
+        var decisions: [RateLimitDecision] = []
+        for _ in 0..<4 { decisions.append(try await store.rateLimit(k("cell"), interval: .seconds(60), burst: 3)) }
+        #expect(decisions.map(\.allowed) == [true, true, true, false])
+        #expect(decisions.map(\.remaining) == [2, 1, 0, 0])
+        #expect(decisions[3].retryAfter > .seconds(55) && decisions[3].retryAfter <= .seconds(60))
+        #expect(decisions[2].resetAfter > .seconds(175) && decisions[2].resetAfter <= .seconds(180))
+        let admitted = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<20 {
+                group.addTask { (try? await store.rateLimit(k("crowd"), interval: .seconds(60), burst: 5))?.allowed == true }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 5)
+
         try await store.addToSet(k("family"), ["t1", "t2"], ttl: .seconds(60))
         try await store.addToSet(k("family"), ["t2", "t3"], ttl: .seconds(60))
         #expect(try await store.setMembers(k("family")) == ["t1", "t2", "t3"])
@@ -189,5 +205,32 @@ enum StoreConformance {
         #expect(RedisStore(url: "unix:///run/redis.sock", keyPrefix: "") != nil)
         #expect(RedisStore(url: "http://127.0.0.1", keyPrefix: "") == nil)
         #expect(RedisStore(url: "redis://127.0.0.1/notanumber", keyPrefix: "") == nil)
+    }
+}
+
+/// The rate-limit algorithm on values (milliseconds).
+@Suite struct RateLimitCellTests {
+    @Test func aBurstThenOneRequestPerInterval() {
+        var tat: Int64?
+        var allowed: [Bool] = []
+        for _ in 0..<3 {
+            let (decision, next) = RateLimitCell.decide(tat: tat, now: 1_000, interval: 100, burst: 2)
+            allowed.append(decision.allowed)
+            if let next { tat = next }
+        }
+        #expect(allowed == [true, true, false])
+        // Refused: retry after one interval, the stored time unchanged.
+        let refused = RateLimitCell.decide(tat: tat, now: 1_000, interval: 100, burst: 2)
+        #expect(refused.decision.retryAfter == .milliseconds(100) && refused.store == nil)
+        // One interval later, one more request fits, and only one.
+        let later = RateLimitCell.decide(tat: tat, now: 1_100, interval: 100, burst: 2)
+        #expect(later.decision.allowed && later.decision.remaining == 0)
+        #expect(RateLimitCell.decide(tat: later.store, now: 1_100, interval: 100, burst: 2).decision.allowed == false)
+    }
+
+    @Test func anIdleKeyIsWholeAgain() {
+        // A TAT long in the past counts as now: the full burst is available.
+        let (decision, next) = RateLimitCell.decide(tat: 10, now: 1_000_000, interval: 100, burst: 5)
+        #expect(decision.allowed && decision.remaining == 4 && next == 1_000_100)
     }
 }

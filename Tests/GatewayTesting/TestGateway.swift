@@ -1,10 +1,10 @@
-public import Foundation
-package import GatewayConfig
-package import GatewayServer
+import Foundation
+import GatewayConfig
+import GatewayServer
 import GatewayStore
-public import HTTPTypes
-public import Hummingbird
-public import HummingbirdTesting
+import HTTPTypes
+package import Hummingbird
+package import HummingbirdTesting
 import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat

@@ -9,7 +9,7 @@ import anyio
 import httpx
 from mcp import Client
 
-from conftest import REPO, free_port, gateway_binary, start_process, wait_until
+from conftest import REPO, ManagedProcess, free_port, gateway_binary, start_process, wait_until
 
 
 def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tmp_path, processes):
@@ -24,16 +24,24 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "NOTES_API_KEY"}
-    runner = start_process(
-        "run",
-        [sys.executable, str(REPO / "services" / "run.py"), "--gateway", gateway_binary(), "--config", str(config_path),
-         "--status-port", str(status_port), "--notes-port", str(notes_port)],
-        tmp_path,
-        env=env,
-    )
+    # In a process group of its own, as a shell runs `just run` in the foreground: Ctrl-C is a
+    # SIGINT to that whole group.
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "services" / "run.py"), "--gateway", gateway_binary(), "--config", str(config_path),
+             "--status-port", str(status_port), "--notes-port", str(notes_port)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
+        )
+    runner = ManagedProcess(process, "run", log_path)
     processes.append(runner)
     base = f"http://127.0.0.1:{gateway_port}"
     wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, timeout=60, what="gateway from run.py")
+    # The log tells a first-time user where the MCP endpoints are and what the demo account is.
+    log = runner.log()
+    assert f"router=status signIn=none (public) url=http://127.0.0.1:{gateway_port}/status/mcp [GatewayServer] MCP endpoint" in log, log[-3000:]
+    assert f"router=time signIn=required url=http://127.0.0.1:{gateway_port}/time/mcp [GatewayServer] MCP endpoint" in log, log[-3000:]
+    assert "sign in on the consent page as demo / demo-password-change-me" in log, log[-3000:]
     # run.py started a redis-server for the store, and the gateway reaches it.
     assert httpx.get(f"{base}/readyz").json()["store"] == "reachable"
 
@@ -79,12 +87,14 @@ def test_default_config_serves_the_examples_and_keeps_protected_routes_closed(tm
 
     sign_in_as_claude_with_the_demo_account(base, gateway_port)
 
-    os.kill(runner.pid, signal.SIGTERM)
+    # Ctrl-C: everything stops, in order, without a traceback from any of the processes.
+    os.killpg(runner.pid, signal.SIGINT)
     try:
         status = runner.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        raise AssertionError("run.py did not stop within 20 s of SIGTERM; its log ends:\n" + runner.log()[-4000:]) from None
+        raise AssertionError("run.py did not stop within 20 s of Ctrl-C; its log ends:\n" + runner.log()[-4000:]) from None
     assert status == 0, runner.log()[-4000:]
+    assert "Traceback" not in runner.log(), runner.log()[-4000:]
     for port in (gateway_port, status_port, notes_port, redis_port):
         wait_until(lambda: not _listening(port), timeout=10, what=f"port {port} released")
 

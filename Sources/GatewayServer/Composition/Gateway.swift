@@ -89,7 +89,7 @@ public struct Gateway {
             services.append(app)
         }
         services.append(ReloadService(
-            path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients, stdio: stdioRegistry,
+            path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients, stdio: stdioRegistry, store: store,
             pollInterval: options.pollInterval, logger: logger
         ))
         // Shut down first (services stop in reverse order): ending the children ends their open
@@ -100,6 +100,7 @@ public struct Gateway {
             "config": "\(options.configPath)", "publicURL": "\(configuration.publicURL)",
             "routers": "\(configuration.routers.map(\.name).joined(separator: ","))",
         ])
+        Self.logFirstRunHints(configuration, logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(
             services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -113,6 +114,28 @@ public struct Gateway {
 }
 
 /// Ends every stdio child at shutdown: stdin closed, SIGTERM after the grace period, then SIGKILL.
+extension Gateway {
+    /// The hash of `demo-password-change-me`, as the shipped gateway.yaml has it.
+    static let shippedDemoHash = "$scrypt$ln=15,r=8,p=1$T32fP4Fuhz-TIWyyoElvtQ$XvQbAMVbjfpiclAPglkekM1I-P8og-oLgRjMnVmVMSU"
+
+    /// What a first-time operator needs from the log: each router's public MCP URL and whether it
+    /// needs sign-in, and while the shipped demo account exists, how to use it and that it must go.
+    static func logFirstRunHints(_ configuration: GatewayConfiguration, logger: Logger) {
+        for router in configuration.routers {
+            logger.info("MCP endpoint", metadata: [
+                "router": "\(router.name)", "url": "\(router.resourceURL(publicURL: configuration.publicURL))",
+                "signIn": "\(router.auth == .oauth ? "required" : "none (public)")",
+            ])
+        }
+        guard let demo = configuration.auth?.localUsers["demo"] else { return }
+        if demo == shippedDemoHash {
+            logger.warning("the local account demo with the shipped password exists: sign in on the consent page as demo / demo-password-change-me. Replace it (mcp-gateway hash-password) before the gateway is reachable from anywhere but this machine")
+        } else {
+            logger.notice("a local account named demo exists: make sure it is meant to")
+        }
+    }
+}
+
 struct StdioShutdownService: Service {
     let registry: StdioRegistry
     let logger: Logger
@@ -187,7 +210,7 @@ package struct GatewayComponents: Sendable {
     package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
-        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry))
+        let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry, store: store))
         let bindings = SessionBindings(store: store)
         let drain = ShutdownDrain()
         let proxy = HTTPProxy(bindings: bindings, drain: drain)

@@ -1,6 +1,7 @@
 import MCPTransport
 import Foundation
 import GatewayConfig
+import GatewayStore
 import GatewayStdio
 import GatewayUpstream
 import Logging
@@ -19,6 +20,8 @@ struct ReloadService: Service, CustomStringConvertible {
     let holder: ConfigurationHolder
     let clients: UpstreamClients
     let stdio: StdioRegistry
+    /// Where the rebuilt middlewares count (rate limits).
+    let store: any KeyValueStore
     let pollInterval: Duration
     let logger: Logger
 
@@ -84,7 +87,7 @@ struct ReloadService: Service, CustomStringConvertible {
             return
         }
         let merged = Self.applyingDynamicPart(of: candidate, to: old.configuration, logger: logger)
-        let runtime = RuntimeConfiguration(configuration: merged, generation: old.generation + 1, clients: clients, stdio: stdio)
+        let runtime = RuntimeConfiguration(configuration: merged, generation: old.generation + 1, clients: clients, stdio: stdio, store: store)
         holder.replace(with: runtime)
         logger.info("configuration reloaded", metadata: [
             "reason": "\(reason)", "generation": "\(runtime.generation)", "routers": "\(merged.routers.count)",
@@ -114,6 +117,7 @@ struct ReloadService: Service, CustomStringConvertible {
         var merged = running
         merged.routers = candidate.routers
         merged.services = candidate.services
+        merged.middlewares = candidate.middlewares
         // Allow-lists reload live: removing a user cuts them off without a restart.
         if let allow = candidate.auth?.allow, merged.auth != nil {
             merged.auth?.allow = allow

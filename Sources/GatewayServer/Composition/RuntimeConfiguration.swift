@@ -6,6 +6,8 @@ import GatewayRouting
 import GatewayStdio
 import GatewayUpstream
 import Synchronization
+import GatewayMiddlewares
+import GatewayStore
 
 /// What a router leads to once compiled.
 enum RouteUpstream: Sendable {
@@ -28,8 +30,14 @@ final class CompiledRoute: TransportRoute {
     /// router's identity header names, and the client's `Authorization` (unless an `auth: none`
     /// HTTP service asks for it with `passAuthorization`); on protected routes all cookies.
     let upstreamRemovals: Set<String>
+    /// The router's `middlewares`, in its order, built for this configuration generation.
+    let middlewares: [any RouteMiddleware]
 
-    init(router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>) {
+    init(
+        router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
+        middlewares: [any RouteMiddleware] = []
+    ) {
+        self.middlewares = middlewares
         self.router = router
         self.upstream = upstream
         self.maxRequestBodyBytes = maxRequestBodyBytes
@@ -47,7 +55,7 @@ final class RuntimeConfiguration: Sendable {
     private let tables: [String: RouteTable<CompiledRoute>]
     private let hosts: [String: HostAllowList]
 
-    init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients, stdio: StdioRegistry) {
+    init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients, stdio: StdioRegistry, store: any KeyValueStore) {
         self.configuration = configuration
         self.generation = generation
         var tables: [String: RouteTable<CompiledRoute>] = [:]
@@ -75,7 +83,10 @@ final class RuntimeConfiguration: Sendable {
                     router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
                     resourceURL: router.resourceURL(publicURL: configuration.publicURL),
                     accessPolicy: AccessPolicy(configuration: configuration, router: router),
-                    upstreamRemovals: removals
+                    upstreamRemovals: removals,
+                    middlewares: router.middlewares.compactMap { name in
+                        configuration.middlewares[name].map { Self.middleware(named: name, $0, store: store) }
+                    }
                 )
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))
             }
@@ -84,6 +95,13 @@ final class RuntimeConfiguration: Sendable {
         }
         self.tables = tables
         self.hosts = hosts
+    }
+
+    /// One `middlewares:` entry as a stage (each kind its own type).
+    static func middleware(named name: String, _ configuration: MiddlewareConfiguration, store: any KeyValueStore) -> any RouteMiddleware {
+        switch configuration {
+        case .rateLimit(let limit): RateLimiter(name: name, configuration: limit, store: store)
+        }
     }
 
     func routeTable(entryPoint: String) -> RouteTable<CompiledRoute>? {

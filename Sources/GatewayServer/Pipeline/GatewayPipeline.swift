@@ -16,9 +16,10 @@ package import Hummingbird
 /// 4. `RequestChecks`: Host, Origin, method
 /// 5. `Authentication`: the verified caller (`context.caller`) on protected routers
 /// 6. `MCPCallParsing`: the MCP call read and parsed once (`context.call`)
+/// 7. `RouterMiddlewares`: the router's `middlewares` (rate limits) on the authenticated, parsed call
 ///
-/// Stages that need an authenticated, parsed call (rate limits, tool policies, audit, metrics)
-/// go after stage 6. `EraDispatch` then hands the call to its transport.
+/// Stages that need an authenticated, parsed call (tool policies, audit, metrics) go after
+/// stage 6. `EraDispatch` then hands the call to its transport.
 struct GatewayPipeline<Stages: MiddlewareProtocol>: HTTPResponder
 where Stages.Input == Request, Stages.Output == Response, Stages.Context == GatewayRequestContext {
     typealias Context = GatewayRequestContext
@@ -55,5 +56,6 @@ extension GatewayComponents {
         RequestChecks(entryPoint: entryPoint)
         Authentication(gate: gate)
         MCPCallParsing()
+        RouterMiddlewares()
     }
 }

@@ -1,0 +1,76 @@
+package import GatewayConfig
+import GatewayAuth
+import Logging
+package import GatewayStore
+package import MCPTransport
+import MCPMessages
+import AuthorizationServer
+import Foundation
+import Synchronization
+
+/// `rateLimit`: each request counts against its caller's allowance in the store (Redis: shared by
+/// every gateway instance, one round trip); `tools/call` of a tool with its own limit counts
+/// against that one instead. A router counts separately from other routers using the same
+/// middleware, as in Traefik.
+package struct RateLimiter: RouteMiddleware {
+    package let name: String
+    package let configuration: RateLimitConfiguration
+    package let store: any KeyValueStore
+    /// When a store failure was last logged (seconds since the epoch): at most once a minute.
+    private let lastStoreErrorLog = LastLogged()
+
+    package init(name: String, configuration: RateLimitConfiguration, store: any KeyValueStore) {
+        self.name = name
+        self.configuration = configuration
+        self.store = store
+    }
+
+    package func admit(_ request: MiddlewareRequest) async throws(GatewayError) {
+        let tool = request.call.method == "tools/call" ? request.call.target : nil
+        let (pattern, limit) = configuration.limit(forTool: tool)
+        let key = "ratelimit:mw:\(name):\(request.router):\(pattern.map { "tool:" + $0 } ?? "*"):\(caller(of: request))"
+        let decision: RateLimitDecision
+        do {
+            decision = try await store.rateLimit(key, interval: limit.interval, burst: limit.burst)
+        } catch {
+            if lastStoreErrorLog.due() {
+                request.logger.warning("rate limit cannot be checked: the store is unavailable", metadata: [
+                    "middleware": "\(name)", "router": "\(request.router)", "onStoreError": "\(configuration.onStoreError.rawValue)", "error": "\(error)",
+                ])
+            }
+            switch configuration.onStoreError {
+            case .allow: return
+            case .deny: throw .storeUnavailable
+            }
+        }
+        guard decision.allowed else {
+            request.logger.notice("rate limited", metadata: ["middleware": "\(name)", "router": "\(request.router)", "tool": "\(tool ?? "")"])
+            throw .rateLimited(RateLimitRefusal(
+                policy: pattern.map { "\(name);tool=\($0)" } ?? name, quota: limit.average, window: limit.period, retryAfter: decision.retryAfter
+            ))
+        }
+    }
+
+    /// Whose allowance the request uses: `by` on protected routers; the client address when there
+    /// is no verified caller (`auth: none`), whatever `by` says.
+    private func caller(of request: MiddlewareRequest) -> String {
+        let address = "ip:" + ClientAddress.limitKey(request.clientIP)
+        guard let caller = request.caller else { return address }
+        switch configuration.by {
+        case .user: return "user:" + caller.claims.sub
+        case .client: return "client:" + caller.claims.client_id
+        case .ip: return address
+        }
+    }
+}
+
+/// A once-a-minute gate for a log line that could otherwise repeat on every request.
+final class LastLogged: Sendable {
+    private let last = Atomic<Int64>(0)
+
+    func due(now: Int64 = Int64(Date().timeIntervalSince1970)) -> Bool {
+        let previous = last.load(ordering: .relaxed)
+        guard now - previous >= 60 || previous == 0 else { return false }
+        return last.compareExchange(expected: previous, desired: now, ordering: .relaxed).exchanged
+    }
+}

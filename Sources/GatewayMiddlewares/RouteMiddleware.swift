@@ -1,0 +1,33 @@
+package import GatewayAuth
+package import Logging
+package import MCPMessages
+package import MCPTransport
+
+/// What a router's middleware sees of a request: it runs after authentication and parsing, so
+/// the router, the verified caller and the parsed MCP call are all known.
+package struct MiddlewareRequest: Sendable {
+    package let router: String
+    /// The verified caller; nil on `auth: none` routers.
+    package let caller: VerifiedCaller?
+    package let call: MCPCall
+    /// The client's address as the gateway trusts it.
+    package let clientIP: String?
+    package let logger: Logger
+
+    package init(router: String, caller: VerifiedCaller?, call: MCPCall, clientIP: String?, logger: Logger) {
+        self.router = router
+        self.caller = caller
+        self.call = call
+        self.clientIP = clientIP
+        self.logger = logger
+    }
+}
+
+/// One entry of `middlewares:` as a router applies it (`routers.<r>.middlewares`, in order). A
+/// middleware lets the request on by returning, or answers it itself by throwing; a new kind is a
+/// new conforming type, and neither routing nor the pipeline changes.
+package protocol RouteMiddleware: Sendable {
+    /// The name it has under `middlewares:`.
+    var name: String { get }
+    func admit(_ request: MiddlewareRequest) async throws(GatewayError)
+}

@@ -1,0 +1,26 @@
+import GatewayMiddlewares
+import Hummingbird
+import MCPTransport
+import MCPMessages
+import GatewayConfig
+
+/// Stage 7: the router's own `middlewares` (rate limits, …), in the router's order, on the
+/// authenticated, parsed call. A middleware that answers the request itself (429, 503) is
+/// answered as a JSON-RPC error for the request's id.
+struct RouterMiddlewares: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "RouterMiddlewares") }
+        guard !route.middlewares.isEmpty else { return try await next(request, context) }
+        let input = MiddlewareRequest(router: route.router.name, caller: context.caller, call: call, clientIP: context.clientIP, logger: context.logger)
+        for middleware in route.middlewares {
+            do {
+                try await middleware.admit(input)
+            } catch {
+                return error.response(form: .jsonRPC(rawID: call.rawID))
+            }
+        }
+        return try await next(request, context)
+    }
+}

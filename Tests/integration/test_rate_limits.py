@@ -1,0 +1,161 @@
+"""Router middlewares: `rateLimit` counted in Redis, so a limit holds across gateway instances.
+Two gateways on one Redis, the echo upstream behind them; tokens from the gateways' own sign-in."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+import pytest
+
+from conftest import SERVERS, free_port, port_open, start_process, wait_until
+from test_attacks import World, bearer, rpc_result, start_gateway
+
+
+def config(redis_url: str, upstream: str, password_hash: str) -> str:
+    return f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    store:
+      redis:
+        url: "{redis_url}"
+        keyPrefix: "rl:"
+    auth:
+      allow:
+        users: ["alice", "bob", "carol"]
+      local:
+        users:
+          alice: "{password_hash}"
+          bob: "{password_hash}"
+          carol: "{password_hash}"
+        rateLimit:
+          perAddress: 1000
+    middlewares:
+      perUser:
+        rateLimit:
+          average: 3
+          period: 1m
+          tools:
+            "slow_*": {{ average: 1, period: 1m }}
+    routers:
+      limited:
+        rule: "PathPrefix(`/limited`)"
+        service: echo
+        middlewares: [perUser]
+      open:
+        rule: "PathPrefix(`/open`)"
+        service: echo
+        auth: none
+        middlewares: [perUser]
+      free:
+        rule: "PathPrefix(`/free`)"
+        service: echo
+    services:
+      echo:
+        http:
+          url: "{upstream}/echo"
+    """
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, local_password_hash):
+    """Two gateways with the same gateway.yaml on one Redis (as behind a load balancer)."""
+    tmp = tmp_path_factory.mktemp("ratelimits")
+    started = []
+    try:
+        redis_port, upstream_port = free_port(), free_port()
+        started.append(start_process("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], tmp))
+        started.append(start_process("raw-upstream", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(upstream_port)], tmp))
+        wait_until(lambda: port_open(redis_port) and port_open(upstream_port), what="redis and the echo upstream")
+        text = config(f"redis://127.0.0.1:{redis_port}/0", f"http://127.0.0.1:{upstream_port}", local_password_hash)
+        first = start_gateway(tmp, text, name="first")
+        started.append(first.managed)
+        # The same public URL (one issuer, one audience per router), another listening address.
+        second = start_gateway(tmp, text.replace('publicURL: "http://127.0.0.1:{port}"', f'publicURL: "http://127.0.0.1:{first.port}"'), name="second")
+        started.append(second.managed)
+        yield World(first, redis_port, "", tmp, local_password_hash), second
+    finally:
+        for managed in reversed(started):
+            managed.stop()
+
+
+def call(base: str, path: str, token: str | None, tool: str | None = None, id: int = 1, **headers) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}} if tool else {"jsonrpc": "2.0", "id": id, "method": "ping"}
+    return httpx.post(base + path, json=body, headers=bearer(token, **headers), timeout=10)
+
+
+def assert_limited(response: httpx.Response, policy: str, quota: int, id: int) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["ratelimit-policy"] == f'"{policy}";q={quota};w=60'
+    assert response.headers["ratelimit"].startswith(f'"{policy}";r=0;t=')
+    answer = response.json()
+    assert answer["id"] == id and answer["error"]["data"]["reason"] == "rate_limited", answer
+
+
+def test_a_users_limit_holds_across_two_gateways_and_fresh_tokens(pair):
+    world, second = pair
+    alice = world.token("alice", "limited")
+    first = world.gateway.base
+    # Three requests a minute, counted in Redis: two here, one on the other instance.
+    assert call(first, "/limited/mcp", alice, id=1).status_code == 200
+    assert call(first, "/limited/mcp", alice, id=2).status_code == 200
+    assert call(second.base, "/limited/mcp", alice, id=3).status_code == 200
+    assert_limited(call(second.base, "/limited/mcp", alice, id=4), "perUser", 3, 4)
+    assert_limited(call(first, "/limited/mcp", alice, id=5), "perUser", 3, 5)
+    # The limit is the user's, not the token's: signing in again (another client) does not reset it.
+    again = world.sign_in("alice", "limited")["access_token"]
+    assert again != alice
+    assert_limited(call(first, "/limited/mcp", again, id=6), "perUser", 3, 6)
+    # Another user has an allowance of their own; a router without the middleware is not limited.
+    assert call(first, "/limited/mcp", world.token("bob", "limited"), id=7).status_code == 200
+    free = world.token("alice", "free")
+    assert all(call(first, "/free/mcp", free, id=n).status_code == 200 for n in range(8, 13))
+
+
+def test_a_tool_limit_replaces_the_routers_for_that_tool(pair):
+    world, second = pair
+    carol = world.token("carol", "limited")
+    first = world.gateway.base
+    assert call(first, "/limited/mcp", carol, tool="slow_report", id=1).status_code == 200
+    # Every tool matching the pattern shares its allowance, on either instance.
+    assert_limited(call(second.base, "/limited/mcp", carol, tool="slow_other", id=2), "perUser;tool=slow_*", 1, 2)
+    # Other calls count against the router's own limit, untouched by the tool's.
+    assert call(first, "/limited/mcp", carol, tool="echo", id=3).status_code == 200
+    assert call(first, "/limited/mcp", carol, id=4).status_code == 200
+
+
+def test_an_open_routers_limit_is_per_address_and_forged_forwarding_does_not_reset_it(pair):
+    world, second = pair
+    # auth: none: counted per client address. The gateway trusts no proxy here, so a client
+    # inventing X-Forwarded-For (or its case and underscore variants) is still the same address.
+    spoofs = [{"X-Forwarded-For": "203.0.113.1"}, {"x-forwarded-for": "203.0.113.2"}, {"X-Real-IP": "203.0.113.3"}]
+    for n, headers in enumerate(spoofs):
+        assert call(world.gateway.base, "/open/mcp", None, id=n, **headers).status_code == 200
+    assert_limited(call(second.base, "/open/mcp", None, id=9, **{"X_Forwarded_For": "203.0.113.4"}), "perUser", 3, 9)
+
+
+def test_an_unknown_middleware_is_a_config_error_with_its_position(tmp_path):
+    import subprocess
+
+    from conftest import gateway_binary
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        'entryPoints: { web: { address: "127.0.0.1:8080" } }\n'
+        'publicURL: "http://127.0.0.1:8080"\n'
+        "middlewares:\n"
+        "  perUser: { rateLimit: { average: 3 } }\n"
+        "routers:\n"
+        "  r:\n"
+        '    rule: "PathPrefix(`/r`)"\n'
+        "    service: s\n"
+        "    middlewares: [perUsr]\n"
+        "services:\n"
+        '  s: { http: { url: "http://127.0.0.1:1/mcp" } }\n'
+    )
+    result = subprocess.run([gateway_binary(), "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert 'gateway.yaml:9:19: routers.r.middlewares: middleware "perUsr" is not defined (defined: perUser)' in result.stdout + result.stderr
