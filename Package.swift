@@ -103,6 +103,7 @@ let package = Package(
         .target(
             name: "AuthorizationEndpoints",
             dependencies: [
+                "GatewayAudit",
                 "GatewayAuth",
                 "GatewayConfig",
                 "GatewayStore",
@@ -160,6 +161,11 @@ let package = Package(
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
             ]
         ),
+        // The audit log: events as JSON lines, argument redaction, the file writer (SIGUSR1 reopens).
+        .target(
+            name: "GatewayAudit",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
         // The routers' `middlewares:` stages (rate limits first), run on authenticated, parsed calls.
         .target(
             name: "GatewayMiddlewares",
@@ -182,6 +188,7 @@ let package = Package(
                 "GatewayStdio",
                 "MCPTransport",
                 "GatewayMiddlewares",
+                "GatewayAudit",
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
@@ -212,6 +219,7 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
+        .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit"]),
         .testTarget(
             name: "GatewayMiddlewaresTests",
             dependencies: [

@@ -105,6 +105,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--output", default=str(HERE / "results-http.md"))
+    parser.add_argument("--gateway-cpu", default="", help="pin the gateway to this CPU (taskset -c)")
+    parser.add_argument("--log-level", default="warning", help="the gateway's log.level (info: with the access log)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -141,7 +143,7 @@ def main() -> int:
                 address: "127.0.0.1:{gateway_port}"
             publicURL: "http://127.0.0.1:{gateway_port}"
             log:
-              level: warning
+              level: {args.log_level}
             routers:
               bench:
                 rule: "PathPrefix(`/bench`)"
@@ -159,7 +161,10 @@ def main() -> int:
                 http:
                   url: "http://127.0.0.1:{sse_port}/sse"
         """))
-        gateway = subprocess.Popen([args.gateway, "serve", "--config", str(config)], stderr=open(workdir / "gateway.log", "wb"))
+        # --gateway-cpu pins the gateway to one CPU (run the script itself under `taskset -c <other>`),
+        # so wrk and nginx never share its core: less run-to-run noise in CPU per request.
+        pin = ["taskset", "-c", args.gateway_cpu] if args.gateway_cpu else []
+        gateway = subprocess.Popen([*pin, args.gateway, "serve", "--config", str(config)], stderr=open(workdir / "gateway.log", "wb"))
         started.append(gateway)
         wait_port(gateway_port)
 

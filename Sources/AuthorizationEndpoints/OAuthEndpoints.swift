@@ -1,3 +1,4 @@
+package import GatewayAudit
 import GatewayAuth
 package import AuthorizationServer
 import Foundation
@@ -29,6 +30,8 @@ package struct OAuthEndpoints: Sendable {
     package let metadataDocumentsEnabled: Bool
     package let store: any KeyValueStore
     package let logger: Logger
+    /// Security events (sign-ins, tokens issued, refreshed and revoked); nil: not recorded.
+    package var audit: (any AuditSink)?
 
     package init(
         currentConfiguration: @escaping @Sendable () -> GatewayConfiguration, publicURL: PublicURL, registry: ClientRegistry, clients: ClientDirectory,
@@ -350,6 +353,10 @@ package struct OAuthEndpoints: Sendable {
     private func finish(_ request: AuthorizationRequest, user: GrantSubject) async -> Response {
         guard policy(for: request.resource).admits(user.identity) else {
             logger.notice("sign-in denied by allow-list", metadata: ["login": "\(user.login)", "resource": "\(request.resource)"])
+            audit?.record(AuditEvent("auth.denied", [
+                ("reason", .string("not_on_allow_list")), ("user", .string(user.login)), ("subject", .string(user.subject)),
+                ("client_id", .string(request.clientID)), ("resource", .string(request.resource)),
+            ]))
             return AuthPages.error(
                 .forbidden, title: "Access denied",
                 message: "\(user.login) is not allowed to use \(request.resource). Ask the gateway's operator to add you to its allow-list.",
@@ -362,6 +369,9 @@ package struct OAuthEndpoints: Sendable {
             let grant = Grant(clientID: request.clientID, user: user, scope: request.scope, resource: request.resource)
             let code = try await codes.issue(grant, redirectURI: request.redirectURI, codeChallenge: request.codeChallenge)
             logger.info("authorization granted", metadata: ["login": "\(user.login)", "client": "\(request.clientID)", "resource": "\(request.resource)"])
+            audit?.record(AuditEvent("auth.signin", [
+                ("user", .string(user.login)), ("subject", .string(user.subject)), ("client_id", .string(request.clientID)), ("resource", .string(request.resource)),
+            ]))
             return OAuthResponses.redirect(to: FormEncoding.appending([("code", code), ("state", request.state), ("iss", issuer)], to: request.redirectURI))
         } catch {
             return storeUnavailablePage()
@@ -557,6 +567,11 @@ package struct OAuthEndpoints: Sendable {
             } else if client.metadata.grant_types.contains("refresh_token") {
                 body["refresh_token"] = try await refreshTokens.issue(grant, family: family)
             }
+            audit?.record(AuditEvent(refreshToken == nil ? "token.issued" : "token.refreshed", [
+                ("grant_type", .string(refreshToken == nil ? "authorization_code" : "refresh_token")), ("user", .string(grant.user.login)),
+                ("subject", .string(grant.user.subject)), ("client_id", .string(client.clientID)), ("resource", .string(grant.resource)),
+                ("family", .string(String(ClientRegistry.hash(family).prefix(16)))),
+            ]))
             return OAuthResponses.json(.ok, body)
         } catch let error as GrantError {
             return grantErrorResponse(error)
@@ -585,9 +600,20 @@ package struct OAuthEndpoints: Sendable {
             // Another client's token is left alone and answered like an unknown one: a different
             // answer would tell that client the token exists (RFC 7009 §2.2).
             if let (grant, family) = try await refreshTokens.inspect(token) {
-                if grant.clientID == client.clientID { try await refreshTokens.revokeFamily(family) }
+                if grant.clientID == client.clientID {
+                    try await refreshTokens.revokeFamily(family)
+                    audit?.record(AuditEvent("token.revoked", [
+                        ("token_type", .string("refresh_token")), ("user", .string(grant.user.login)), ("client_id", .string(client.clientID)),
+                        ("family", .string(String(ClientRegistry.hash(family).prefix(16)))),
+                    ]))
+                }
             } else if let ring = try? await keys.current(), let claims = try? accessTokens.checkSignatureAndClaims(token, ring: ring, audience: nil) {
-                if claims.client_id == client.clientID { try await accessTokens.revoke(claims) }
+                if claims.client_id == client.clientID {
+                    try await accessTokens.revoke(claims)
+                    audit?.record(AuditEvent("token.revoked", [
+                        ("token_type", .string("access_token")), ("user", .string(claims.login)), ("client_id", .string(client.clientID)),
+                    ]))
+                }
             }
             // RFC 7009 §2.2: unknown, expired or already revoked tokens are answered 200 too.
             return Response(status: .ok, headers: [.cacheControl: "no-store"])

@@ -1,3 +1,4 @@
+package import GatewayAudit
 import GatewayAuth
 import NIOFoundationEssentialsCompat
 import GatewayStore
@@ -14,6 +15,8 @@ package struct RegistrationEndpoints: Sendable {
     package let refreshTokens: RefreshTokens
     package let accessTokens: AccessTokens
     package let publicURL: PublicURL
+    /// Client registrations, updates and deletions; nil: not recorded.
+    package var audit: (any AuditSink)?
 
     package init(registry: ClientRegistry, refreshTokens: RefreshTokens, accessTokens: AccessTokens, publicURL: PublicURL) {
         self.registry = registry
@@ -50,6 +53,10 @@ package struct RegistrationEndpoints: Sendable {
             var response = issued.record.responseBody(registrationClientURI: clientURI(issued.record.clientID))
             response["registration_access_token"] = issued.registrationAccessToken
             if let secret = issued.clientSecret { response["client_secret"] = secret }
+            audit?.record(AuditEvent("client.registered", [
+                ("client_id", .string(issued.record.clientID)), ("client_name", issued.record.metadata.client_name.map(AuditEvent.Value.string)),
+                ("ip", context.clientIP.map(AuditEvent.Value.string)),
+            ]))
             return Self.json(.created, response)
         } catch {
             return Self.response(for: error)
@@ -73,6 +80,7 @@ package struct RegistrationEndpoints: Sendable {
                 let (updated, newSecret) = try await registry.update(record, with: body)
                 var response = updated.responseBody(registrationClientURI: clientURI(clientID))
                 if let newSecret { response["client_secret"] = newSecret }
+                audit?.record(AuditEvent("client.updated", [("client_id", .string(clientID))]))
                 return Self.json(.ok, response)
             default:
                 // Every token issued to the client dies with it.
@@ -83,6 +91,7 @@ package struct RegistrationEndpoints: Sendable {
                     throw RegistryError.storeUnavailable(error.description)
                 }
                 try await registry.delete(record)
+                audit?.record(AuditEvent("client.deleted", [("client_id", .string(clientID))]))
                 return Response(status: .noContent, headers: [.cacheControl: "no-store"])
             }
         } catch {

@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -20,12 +20,16 @@ struct ConfigurationBuilder {
         let middlewares = buildMiddlewares(top["middlewares"])
         let routers = buildRouters(top["routers"], root: root, services: services, entryPoints: entryPoints, middlewares: middlewares)
         let log = top["log"].flatMap { buildLog($0) } ?? .default
+        let audit = top["audit"].flatMap { buildAudit($0) }
+        if top["audit"] != nil, audit == nil { return nil }
 
         guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed else { return nil }
-        return GatewayConfiguration(
+        var configuration = GatewayConfiguration(
             entryPoints: entryPoints, publicURL: publicURL, store: store, auth: auth,
             routers: routers, services: services.byName, log: log, middlewares: middlewares.byName
         )
+        configuration.audit = audit
+        return configuration
     }
 
     // MARK: entry points
@@ -713,14 +717,47 @@ struct ConfigurationBuilder {
         return failed ? nil : routers
     }
 
-    private func buildLog(_ node: Node) -> LogConfiguration? {
-        guard let fields = reader.mapping(node, "log", allowed: ["level"]) else { return nil }
-        guard let levelNode = fields["level"], let level = reader.string(levelNode, "log.level") else { return .default }
-        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-        guard levels.contains(level) else {
-            reader.report("log level must be one of \(levels.joined(separator: ", "))", "log.level", levelNode)
+    private func buildAudit(_ node: Node) -> AuditConfiguration? {
+        guard let fields = reader.mapping(node, "audit", allowed: ["file", "arguments", "redactKeys"]) else { return nil }
+        guard let fileNode = fields["file"] else {
+            reader.report("missing \"file\": a path, or \"-\" for standard output", "audit", node)
             return nil
         }
-        return LogConfiguration(level: level)
+        guard let file = reader.nonEmptyString(fileNode, "audit.file") else { return nil }
+        var result = AuditConfiguration(file: file)
+        var failed = false
+        if let argumentsNode = fields["arguments"], let text = reader.string(argumentsNode, "audit.arguments") {
+            if let mode = AuditConfiguration.Arguments(rawValue: text) { result.arguments = mode } else {
+                reader.report("arguments must be none, redacted or full, got \"\(text)\"", "audit.arguments", argumentsNode)
+                failed = true
+            }
+        }
+        if let keysNode = fields["redactKeys"] {
+            if let keys = reader.stringList(keysNode, "audit.redactKeys") { result.redactKeys = keys } else { failed = true }
+        }
+        return failed ? nil : result
+    }
+
+    private func buildLog(_ node: Node) -> LogConfiguration? {
+        guard let fields = reader.mapping(node, "log", allowed: ["level", "format", "accessLog"]) else { return nil }
+        var result = LogConfiguration.default
+        var failed = false
+        if let levelNode = fields["level"], let level = reader.string(levelNode, "log.level") {
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            if levels.contains(level) { result.level = level } else {
+                reader.report("log level must be one of \(levels.joined(separator: ", "))", "log.level", levelNode)
+                failed = true
+            }
+        }
+        if let formatNode = fields["format"], let text = reader.string(formatNode, "log.format") {
+            if let format = LogConfiguration.Format(rawValue: text) { result.format = format } else {
+                reader.report("log format must be text or json, got \"\(text)\"", "log.format", formatNode)
+                failed = true
+            }
+        }
+        if let accessNode = fields["accessLog"] {
+            if let value = reader.boolean(accessNode, "log.accessLog") { result.accessLog = value } else { failed = true }
+        }
+        return failed ? nil : result
     }
 }

@@ -12,6 +12,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var log: LogConfiguration
     /// Named middlewares (`middlewares:`), applied by the routers that list them.
     public var middlewares: [String: MiddlewareConfiguration] = [:]
+    /// `audit:`; nil: no audit log.
+    public var audit: AuditConfiguration?
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -29,9 +31,53 @@ public struct GatewayConfiguration: Sendable, Equatable {
     }
 }
 
+/// `audit:`: one JSON object per line for every MCP request and every security event.
+public struct AuditConfiguration: Sendable, Equatable {
+    public enum Arguments: String, Sendable, Equatable, CaseIterable {
+        /// No tool arguments in the log.
+        case none
+        /// The arguments with the values of sensitive-looking keys replaced by "[redacted]".
+        case redacted
+        /// The arguments as the client sent them.
+        case full
+    }
+
+    /// A file path, or "-" for standard output.
+    public var file: String
+    public var arguments: Arguments = .none
+    /// Keys whose values are redacted (case-insensitive substring match).
+    public var redactKeys: [String] = AuditConfiguration.defaultRedactKeys
+
+    public static let defaultRedactKeys = ["password", "secret", "token", "key", "authorization", "cookie"]
+
+    public init(file: String, arguments: Arguments = .none, redactKeys: [String] = AuditConfiguration.defaultRedactKeys) {
+        self.file = file
+        self.arguments = arguments
+        self.redactKeys = redactKeys
+    }
+}
+
 public struct LogConfiguration: Sendable, Equatable {
+    public enum Format: String, Sendable, Equatable, CaseIterable {
+        /// swift-log's line format.
+        case text
+        /// One JSON object per line: `time`, `level`, `logger`, `message`, and the metadata as fields.
+        case json
+    }
+
     /// trace, debug, info, notice, warning, error, critical
     public var level: String
+    public var format: Format = .text
+    /// One line per request (method, path without query, router, status, duration, user, MCP
+    /// method and tool) at `info`.
+    public var accessLog: Bool = true
+
+    public init(level: String, format: Format = .text, accessLog: Bool = true) {
+        self.level = level
+        self.format = format
+        self.accessLog = accessLog
+    }
+
     public static let `default` = LogConfiguration(level: "info")
 }
 

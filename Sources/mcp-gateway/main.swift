@@ -63,10 +63,19 @@ struct Serve: AsyncParsableCommand {
         }
         let levelName = logLevel ?? configuration.log.level
         let level = Logger.Level(rawValue: levelName) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch configuration.log.format {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "mcp-gateway")
         let interval = Duration.milliseconds(Int64(max(0.05, watchInterval) * 1000))

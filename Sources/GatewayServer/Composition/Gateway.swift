@@ -12,6 +12,7 @@ import AuthorizationServer
 import NIOPosix
 import GatewayRedis
 import GatewayStdio
+package import GatewayAudit
 package import GatewayStore
 import ServiceLifecycle
 
@@ -61,6 +62,10 @@ public struct Gateway {
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
         }
         let components = try GatewayComponents(configuration: configuration, store: store, logger: logger)
+        if let auditLog = components.audit?.sink as? AuditLog {
+            auditLog.reopenOnSIGUSR1()
+            logger.info("audit log", metadata: ["file": "\(configuration.audit?.file ?? "")", "arguments": "\(configuration.audit?.arguments.rawValue ?? "")"])
+        }
         let (clients, stdioRegistry, holder, drain, authHTTP) = (components.clients, components.stdioRegistry, components.holder, components.drain, components.authHTTP)
         // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
@@ -197,6 +202,10 @@ package struct GatewayComponents: Sendable {
     let gate: ResourceGate
     let modernHTTP: ModernHTTPTranslator
     let authHTTP: HTTPClient
+    /// Where the access log goes (`log.accessLog`); nil when it is off.
+    let accessLog: Logger?
+    /// The audit log (`audit:`) and its settings; nil when there is none.
+    let audit: (sink: any AuditSink, configuration: AuditConfiguration)?
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -207,7 +216,8 @@ package struct GatewayComponents: Sendable {
         return providers
     }
 
-    package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger) throws {
+    package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger, auditSink: (any AuditSink)? = nil) throws {
+        let auditSink = auditSink ?? configuration.audit.map { AuditLog(path: $0.file, logger: logger) }
         let clients = UpstreamClients()
         let stdioRegistry = StdioRegistry(logger: logger)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry, store: store))
@@ -227,7 +237,7 @@ package struct GatewayComponents: Sendable {
             maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
         ))
         let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
-        let registration = RegistrationEndpoints(
+        var registration = RegistrationEndpoints(
             registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, publicURL: configuration.publicURL
         )
         let documents: ClientMetadataDocuments?
@@ -246,7 +256,7 @@ package struct GatewayComponents: Sendable {
         if auth.github != nil, github == nil {
             logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
         }
-        let oauth = OAuthEndpoints(
+        var oauth = OAuthEndpoints(
             currentConfiguration: { holder.current.configuration }, publicURL: configuration.publicURL, registry: registry,
             clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
@@ -262,10 +272,14 @@ package struct GatewayComponents: Sendable {
         self.drain = drain
         self.proxy = proxy
         self.stdio = stdio
+        registration.audit = auditSink
+        oauth.audit = auditSink
         self.registration = registration
         self.oauth = oauth
         self.gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
         self.modernHTTP = ModernHTTPTranslator(bindings: bindings)
+        self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
+        self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP
     }
 

@@ -2,6 +2,8 @@ import GatewayStdio
 import GatewayUpstream
 import MCPTransport
 import GatewayAuth
+import GatewayAudit
+import AuthorizationServer
 import GatewayConfig
 import Hummingbird
 
@@ -13,14 +15,29 @@ struct Authentication: RouterMiddleware {
 
     /// The gateway's own access tokens (`ResourceGate`), or any other verifier.
     let gate: any AccessTokenVerifier
+    /// Refused credentials are security events (`auth.denied`).
+    var audit: (any AuditSink)? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "Authentication") }
         guard route.router.auth == .oauth else { return try await next(request, context) }
         var context = context
         switch await gate.check(request.headers, route: route) {
-        case .success(let caller): context.caller = caller
-        case .failure(let failure): throw GatewayError.oauth(gate.refusal(failure, router: route.router))
+        case .success(let caller):
+            context.caller = caller
+            context.record.update { fields in
+                fields.user = caller.claims.login
+                fields.caller = caller
+            }
+        case .failure(let failure):
+            let refusal = gate.refusal(failure, router: route.router)
+            // A missing token is how every OAuth client starts (to read the challenge): not an event.
+            if case .missingToken = failure {} else {
+                var fields: [(String, AuditEvent.Value?)] = [("reason", .string(refusal.code)), ("router", .string(route.router.name)), ("ip", context.clientIP.map(AuditEvent.Value.string))]
+                if case .denied(let login) = failure { fields.append(("user", .string(login))) }
+                audit?.record(AuditEvent("auth.denied", fields))
+            }
+            throw GatewayError.oauth(refusal)
         }
         return try await next(request, context)
     }

@@ -12,7 +12,8 @@ import Hummingbird
 
 /// Stage 2: what the gateway answers itself before any router is looked at: health and
 /// readiness, the authorization server's endpoints (registration, OAuth, sign-in pages), forward
-/// auth for a proxy in front (`/verify`), and RFC 9728 protected-resource metadata.
+/// auth for a proxy in front (`/verify`), RFC 9728 protected-resource metadata, and `/` on the
+/// gateway's own host (the MCP URLs it serves).
 struct FrontDoor: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
@@ -46,6 +47,11 @@ struct FrontDoor: RouterMiddleware {
         }
         if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
             return protectedResourceMetadata(request, runtime: runtime)
+        }
+        if request.uri.path == "/", request.method == .get || request.method == .head,
+           WelcomePage.isGatewayHost(IncomingRequest.hostWithoutPort(request.head.authority ?? ""), publicURL: runtime.configuration.publicURL)
+        {
+            return WelcomePage.response(to: request, configuration: runtime.configuration)
         }
         return try await next(request, context)
     }

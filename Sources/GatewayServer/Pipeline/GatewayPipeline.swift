@@ -5,6 +5,7 @@ import GatewayAuth
 package import GatewayConfig
 package import GatewayStore
 package import Hummingbird
+import Logging
 
 /// The request's way through one entry point, stage by stage. Each stage is a Hummingbird
 /// middleware over `GatewayRequestContext` that either answers or adds what it established to the
@@ -26,8 +27,31 @@ where Stages.Input == Request, Stages.Output == Response, Stages.Context == Gate
 
     let stages: Stages
     let dispatch: EraDispatch
+    /// `log.accessLog`: one line per request when its response head is ready; nil when off.
+    let accessLog: Logger?
+    /// `audit:`: an `mcp.request` line per MCP request, once its response is sent; nil when off.
+    let audit: RequestAudit?
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        guard accessLog != nil || audit != nil else { return try await answer(request, context: context) }
+        let started = ContinuousClock.now
+        var response = try await answer(request, context: context)
+        let fields = context.record.current
+        if let audit {
+            response = audit.auditing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
+        }
+        guard let accessLog else { return response }
+        let elapsed = ContinuousClock.now - started
+        // The path without its query: a query may carry a code or a state.
+        accessLog.info("request", metadata: [
+            "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+            "duration_ms": "\(elapsed.wholeMilliseconds)", "router": "\(fields.router ?? "")", "user": "\(fields.user ?? "")",
+            "mcp_method": "\(fields.mcpMethod ?? "")", "tool": "\(fields.tool ?? "")", "ip": "\(context.clientIP ?? "")",
+        ])
+        return response
+    }
+
+    private func answer(_ request: Request, context: Context) async throws -> Response {
         do {
             return try await stages.handle(request, context: context) { request, context in
                 try await dispatch.respond(to: request, context: context)
@@ -44,7 +68,9 @@ extension GatewayComponents {
     package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
         GatewayPipeline(
             stages: stages(for: entryPoint, readinessStore: readinessStore),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP)
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP),
+            accessLog: accessLog,
+            audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) }
         )
     }
 
@@ -54,8 +80,8 @@ extension GatewayComponents {
         FrontDoor(entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore)
         RouteMatching(entryPoint: entryPoint)
         RequestChecks(entryPoint: entryPoint)
-        Authentication(gate: gate)
+        Authentication(gate: gate, audit: audit?.sink)
         MCPCallParsing()
-        RouterMiddlewares()
+        RouterMiddlewares(audit: audit?.sink)
     }
 }

@@ -4,6 +4,7 @@ import AuthorizationEndpoints
 public import Hummingbird
 import GatewayAuth
 import MCPMessages
+import Synchronization
 import MCPTransport
 public import NIOCore
 
@@ -34,6 +35,9 @@ public struct GatewayRequestContext: RequestContext {
     var caller: VerifiedCaller?
     /// `MCPCallParsing`: the MCP call, body read and parsed once.
     var call: MCPCall?
+    /// What the access log (and later stages) report of the request, filled as stages learn it.
+    /// A reference: every stage's copy of the context shares it with the pipeline's outer end.
+    let record = RequestRecord()
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -41,6 +45,28 @@ public struct GatewayRequestContext: RequestContext {
         self.channel = source.channel
         self.clientIP = source.channel.remoteAddress?.ipAddress
     }
+}
+
+/// The request as the access log reports it. Written by the stages in turn (one at a time) and
+/// read by the pipeline when the response head is ready.
+final class RequestRecord: Sendable {
+    struct Fields {
+        var router: String?
+        var user: String?
+        var mcpMethod: String?
+        var tool: String?
+        /// `RouteMatching`: the route, for the audit record's service and transport.
+        var route: CompiledRoute?
+        /// `Authentication`: the verified caller.
+        var caller: VerifiedCaller?
+        /// `MCPCallParsing`: the parsed call.
+        var call: MCPCall?
+    }
+
+    private let fields = Mutex(Fields())
+
+    func update(_ change: (inout Fields) -> Void) { fields.withLock { change(&$0) } }
+    var current: Fields { fields.withLock { $0 } }
 }
 
 extension GatewayRequestContext: RouteAwareContext {

@@ -19,7 +19,13 @@ struct MCPCallParsing: RouterMiddleware {
             body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         }
         var context = context
-        context.call = MCPCall(protocolVersion: request.headers[MCPHeaders.protocolVersion], sessionID: request.headers[MCPHeaders.sessionID], body: body)
+        let call = MCPCall(protocolVersion: request.headers[MCPHeaders.protocolVersion], sessionID: request.headers[MCPHeaders.sessionID], body: body)
+        context.call = call
+        context.record.update { fields in
+            fields.call = call
+            fields.mcpMethod = call.method
+            if call.method == "tools/call" { fields.tool = call.target }
+        }
         return try await next(request, context)
     }
 }

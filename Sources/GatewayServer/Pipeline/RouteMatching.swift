@@ -35,6 +35,10 @@ struct RouteMatching: RouterMiddleware {
         var context = context
         context.route = route
         context.host = incoming.host
+        context.record.update { fields in
+            fields.router = route.router.name
+            fields.route = route
+        }
         do {
             return try await next(request, context)
         } catch let error as GatewayError {

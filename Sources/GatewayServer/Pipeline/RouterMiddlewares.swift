@@ -1,4 +1,7 @@
 import GatewayMiddlewares
+import GatewayAudit
+import GatewayAuth
+import AuthorizationServer
 import Hummingbird
 import MCPTransport
 import MCPMessages
@@ -10,6 +13,9 @@ import GatewayConfig
 struct RouterMiddlewares: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
+    /// Refusals are security events (`rate_limited`).
+    var audit: (any AuditSink)? = nil
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "RouterMiddlewares") }
         guard !route.middlewares.isEmpty else { return try await next(request, context) }
@@ -18,6 +24,13 @@ struct RouterMiddlewares: RouterMiddleware {
             do {
                 try await middleware.admit(input)
             } catch {
+                if case .rateLimited(let refusal) = error {
+                    audit?.record(AuditEvent("rate_limited", [
+                        ("router", .string(route.router.name)), ("policy", .string(refusal.policy)), ("user", context.caller.map { .string($0.claims.login) }),
+                        ("subject", context.caller.map { .string($0.claims.sub) }), ("ip", context.clientIP.map(AuditEvent.Value.string)),
+                        ("mcp_method", call.method.map(AuditEvent.Value.string)), ("tool", call.method == "tools/call" ? call.target.map(AuditEvent.Value.string) : nil),
+                    ]))
+                }
                 return error.response(form: .jsonRPC(rawID: call.rawID))
             }
         }

@@ -1,0 +1,29 @@
+import Foundation
+import GatewayAudit
+import Testing
+
+@Suite struct AuditEventTests {
+    @Test func aLineIsOneJSONObjectWithTimeAndEventFirstAndNoEmptyFields() throws {
+        let event = AuditEvent("mcp.request", time: Date(timeIntervalSince1970: 1_796_390_996.5), [
+            ("user", .string("al\"ice\n")), ("status", .integer(200)), ("tool", nil), ("arguments", .json(#"{"q":"x/y"}"#)),
+        ])
+        let line = event.line
+        #expect(line.hasPrefix(#"{"time":"2026-12-04T13:29:56.500Z","event":"mcp.request","#))
+        #expect(line.hasSuffix("}\n") && line.filter { $0 == "\n" }.count == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["user"] as? String == "al\"ice\n")
+        #expect(object["status"] as? Int == 200)
+        #expect(object["tool"] == nil)
+        #expect((object["arguments"] as? [String: String]) == ["q": "x/y"])
+    }
+
+    @Test func redactionReplacesSensitiveKeysAtAnyDepthCaseInsensitively() throws {
+        let raw = #"{"query":"weather","apiKey":"s1","nested":{"PASSWORD":"s2","list":[{"session_token":"s3","ok":1}]},"keyboard":"s4"}"#
+        let redacted = try #require(AuditArguments.redacted(raw, keys: ["password", "token", "key"]))
+        #expect(!redacted.contains("s1") && !redacted.contains("s2") && !redacted.contains("s3"))
+        // Substring matching is what the operator asked for: "keyboard" contains "key".
+        #expect(!redacted.contains("s4"))
+        #expect(redacted.contains(#""query":"weather""#) && redacted.contains(#""ok":1"#))
+        #expect(AuditArguments.redacted("not json", keys: ["key"]) == nil)
+    }
+}
