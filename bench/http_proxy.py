@@ -107,6 +107,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(HERE / "results-http.md"))
     parser.add_argument("--gateway-cpu", default="", help="pin the gateway to this CPU (taskset -c)")
     parser.add_argument("--log-level", default="warning", help="the gateway's log.level (info: with the access log)")
+    parser.add_argument("--extra-log", default="", help="more log: keys, e.g. 'accessLog: false' (builds that know them)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -144,6 +145,7 @@ def main() -> int:
             publicURL: "http://127.0.0.1:{gateway_port}"
             log:
               level: {args.log_level}
+              {args.extra_log}
             routers:
               bench:
                 rule: "PathPrefix(`/bench`)"

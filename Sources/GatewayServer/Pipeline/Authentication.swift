@@ -10,22 +10,19 @@ import Hummingbird
 /// Stage 5: on a protected router, the bearer token checked (audience first, then scope, then
 /// the allow-lists) and its verified caller put on the context; anything else is answered with
 /// the RFC 6750 / RFC 9728 challenge that tells the client where to sign in.
-struct Authentication: RouterMiddleware {
-    typealias Context = GatewayRequestContext
-
+struct Authentication {
     /// The gateway's own access tokens (`ResourceGate`), or any other verifier.
     let gate: any AccessTokenVerifier
     /// Refused credentials are security events (`auth.denied`).
     var audit: (any AuditSink)? = nil
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let route = context.route else { throw GatewayError.pipelineOrder(stage: "Authentication") }
-        guard route.router.auth == .oauth else { return try await next(request, context) }
-        var context = context
+    func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
+        guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
+        guard route.router.auth == .oauth else { return }
         switch await gate.check(request.headers, route: route) {
         case .success(let caller):
             context.caller = caller
-            context.record.update { fields in
+            context.record?.update { fields in
                 fields.user = caller.claims.login
                 fields.caller = caller
             }
@@ -37,8 +34,7 @@ struct Authentication: RouterMiddleware {
                 if case .denied(let login) = failure { fields.append(("user", .string(login))) }
                 audit?.record(AuditEvent("auth.denied", fields))
             }
-            throw GatewayError.oauth(refusal)
+            throw .oauth(refusal)
         }
-        return try await next(request, context)
     }
 }

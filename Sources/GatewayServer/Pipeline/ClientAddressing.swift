@@ -10,14 +10,11 @@ import Hummingbird
 /// Stage 1: the configuration in force (kept by the request to its end), and who the client is
 /// when trusted proxies stand in front: its address (`X-Forwarded-For`) and scheme
 /// (`X-Forwarded-Proto`), believed only from a peer in the entry point's `trustedProxies`.
-struct ClientAddressing: RouterMiddleware {
-    typealias Context = GatewayRequestContext
-
+struct ClientAddressing {
     let entryPoint: EntryPoint
     let holder: ConfigurationHolder
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var context = context
+    func apply(_ request: Request, _ context: inout GatewayRequestContext) {
         let runtime = holder.current
         context.runtime = runtime
         context.forwardedProto = runtime.configuration.publicURL.scheme
@@ -30,6 +27,5 @@ struct ClientAddressing: RouterMiddleware {
             }
             context.clientIP = ClientAddress.resolve(peer: context.clientIP, forwardedFor: request.headers[values: ClientAddress.forwardedFor], trusted: entryPoint.trustedProxies)
         }
-        return try await next(request, context)
     }
 }

@@ -8,15 +8,13 @@ import GatewayStdio
 /// the request relayed as it is, unless the client's era and the upstream's differ (then the
 /// gateway translates: a 2026-07-28 client of a session-based server, or a session-based client
 /// of a 2026-07-28-only server); a stdio service is served by the gateway in the client's era.
-struct EraDispatch: HTTPResponder {
-    typealias Context = GatewayRequestContext
-
+struct EraDispatch {
     let proxy: HTTPProxy
     let stdio: StdioBridge
     let modernHTTP: ModernHTTPTranslator
 
-    func respond(to request: Request, context: Context) async throws -> Response {
-        guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "EraDispatch") }
+    func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
+        guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "EraDispatch") }
         let exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         switch route.upstream {
         case .http(let upstream):

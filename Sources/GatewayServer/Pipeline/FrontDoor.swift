@@ -14,9 +14,7 @@ import Hummingbird
 /// readiness, the authorization server's endpoints (registration, OAuth, sign-in pages), forward
 /// auth for a proxy in front (`/verify`), RFC 9728 protected-resource metadata, and `/` on the
 /// gateway's own host (the MCP URLs it serves).
-struct FrontDoor: RouterMiddleware {
-    typealias Context = GatewayRequestContext
-
+struct FrontDoor {
     let entryPoint: EntryPoint
     let holder: ConfigurationHolder
     let registration: RegistrationEndpoints
@@ -26,7 +24,8 @@ struct FrontDoor: RouterMiddleware {
     /// Checked by /readyz; nil when state lives in memory.
     let store: (any KeyValueStore)?
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    /// The gateway's own answer, or nil for a request that goes on to routing.
+    func answer(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response? {
         switch request.uri.path {
         case "/healthz":
             return JSONResponse.make(status: .ok, object: ["status": "ok"], headers: [.cacheControl: "no-store"])
@@ -41,7 +40,7 @@ struct FrontDoor: RouterMiddleware {
         if let response = await oauth.respond(to: request, context: context) {
             return response
         }
-        guard let runtime = context.runtime else { throw GatewayError.pipelineOrder(stage: "FrontDoor") }
+        guard let runtime = context.runtime else { throw .pipelineOrder(stage: "FrontDoor") }
         if request.uri.path == "/verify" {
             return await forwardAuth(request, runtime: runtime)
         }
@@ -53,7 +52,7 @@ struct FrontDoor: RouterMiddleware {
         {
             return WelcomePage.response(to: request, configuration: runtime.configuration)
         }
-        return try await next(request, context)
+        return nil
     }
 
     /// Forward auth for a proxy in front (Traefik `forwardAuth`, nginx `auth_request`, Caddy

@@ -7,36 +7,47 @@ package import GatewayStore
 package import Hummingbird
 import Logging
 
-/// The request's way through one entry point, stage by stage. Each stage is a Hummingbird
-/// middleware over `GatewayRequestContext` that either answers or adds what it established to the
-/// context for the stages after it:
+/// The request's way through one entry point, stage by stage. Each stage is a small type with one
+/// function that either answers the request or adds what it established to the context for the
+/// stages after it:
 ///
 /// 1. `ClientAddressing`: configuration in force, client address and scheme behind trusted proxies
-/// 2. `FrontDoor`: health, readiness, the authorization server, `/verify`, resource metadata
+/// 2. `FrontDoor`: health, readiness, the authorization server, `/verify`, resource metadata, `/`
 /// 3. `RouteMatching`: the router (`context.route`); from here on errors are JSON-RPC
 /// 4. `RequestChecks`: Host, Origin, method
 /// 5. `Authentication`: the verified caller (`context.caller`) on protected routers
 /// 6. `MCPCallParsing`: the MCP call read and parsed once (`context.call`)
 /// 7. `RouterMiddlewares`: the router's `middlewares` (rate limits) on the authenticated, parsed call
 ///
-/// Stages that need an authenticated, parsed call (tool policies, audit, metrics) go after
-/// stage 6. `EraDispatch` then hands the call to its transport.
-struct GatewayPipeline<Stages: MiddlewareProtocol>: HTTPResponder
-where Stages.Input == Request, Stages.Output == Response, Stages.Context == GatewayRequestContext {
+/// Stages that need an authenticated, parsed call (tool policies, metrics) go after stage 6.
+/// `EraDispatch` then hands the call to its transport. The stages run in one flat function, by
+/// concrete type: no generic middleware stack, no closure per stage, and the synchronous stages
+/// cost no async frame.
+struct GatewayPipeline: HTTPResponder {
     typealias Context = GatewayRequestContext
 
-    let stages: Stages
+    let clientAddressing: ClientAddressing
+    let frontDoor: FrontDoor
+    let routeMatching: RouteMatching
+    let requestChecks: RequestChecks
+    let authentication: Authentication
+    let callParsing: MCPCallParsing
+    let routerMiddlewares: RouterMiddlewares
     let dispatch: EraDispatch
-    /// `log.accessLog`: one line per request when its response head is ready; nil when off.
+    /// `log.accessLog`: one line per request when its response head is ready; nil when off (or
+    /// when the log level filters `info` out).
     let accessLog: Logger?
     /// `audit:`: an `mcp.request` line per MCP request, once its response is sent; nil when off.
     let audit: RequestAudit?
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        guard accessLog != nil || audit != nil else { return try await answer(request, context: context) }
+        guard accessLog != nil || audit != nil else { return await answer(request, context: context) }
+        var context = context
+        let record = RequestRecord()
+        context.record = record
         let started = ContinuousClock.now
-        var response = try await answer(request, context: context)
-        let fields = context.record.current
+        var response = await answer(request, context: context)
+        let fields = record.current
         if let audit {
             response = audit.auditing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
         }
@@ -51,14 +62,27 @@ where Stages.Input == Request, Stages.Output == Response, Stages.Context == Gate
         return response
     }
 
-    private func answer(_ request: Request, context: Context) async throws -> Response {
+    /// Stages 1 to 7, then the transport. Before a router matched, a failure is plain JSON; after,
+    /// a JSON-RPC error object.
+    private func answer(_ request: Request, context: Context) async -> Response {
+        var request = request
+        var context = context
         do {
-            return try await stages.handle(request, context: context) { request, context in
-                try await dispatch.respond(to: request, context: context)
-            }
-        } catch let error as GatewayError {
-            // Before a router matched: the error in plain JSON (after, `RouteMatching` answered it).
-            return error.response(routeMatched: context.route != nil)
+            clientAddressing.apply(request, &context)
+            if let answered = try await frontDoor.answer(request, context: context) { return answered }
+            try routeMatching.apply(request, &context)
+        } catch {
+            return error.response(routeMatched: false)
+        }
+        guard let route = context.route else { return GatewayError.pipelineOrder(stage: "EraDispatch").response(routeMatched: false) }
+        do {
+            try requestChecks.apply(request, context)
+            try await authentication.apply(request, &context)
+            try await callParsing.apply(&request, &context)
+            if let refused = try await routerMiddlewares.apply(context) { return refused }
+            return try await dispatch.respond(to: request, context: context)
+        } catch {
+            return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
         }
     }
 }
@@ -67,21 +91,16 @@ extension GatewayComponents {
     /// The pipeline of one entry point; `readinessStore` is what /readyz pings (nil: memory).
     package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
         GatewayPipeline(
-            stages: stages(for: entryPoint, readinessStore: readinessStore),
+            clientAddressing: ClientAddressing(entryPoint: entryPoint, holder: holder),
+            frontDoor: FrontDoor(entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore),
+            routeMatching: RouteMatching(entryPoint: entryPoint),
+            requestChecks: RequestChecks(entryPoint: entryPoint),
+            authentication: Authentication(gate: gate, audit: audit?.sink),
+            callParsing: MCPCallParsing(),
+            routerMiddlewares: RouterMiddlewares(audit: audit?.sink),
             dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP),
-            accessLog: accessLog,
+            accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) }
         )
-    }
-
-    @MiddlewareFixedTypeBuilder<Request, Response, GatewayRequestContext>
-    private func stages(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some MiddlewareProtocol<Request, Response, GatewayRequestContext> {
-        ClientAddressing(entryPoint: entryPoint, holder: holder)
-        FrontDoor(entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore)
-        RouteMatching(entryPoint: entryPoint)
-        RequestChecks(entryPoint: entryPoint)
-        Authentication(gate: gate, audit: audit?.sink)
-        MCPCallParsing()
-        RouterMiddlewares(audit: audit?.sink)
     }
 }

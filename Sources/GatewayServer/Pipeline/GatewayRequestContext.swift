@@ -37,7 +37,8 @@ public struct GatewayRequestContext: RequestContext {
     var call: MCPCall?
     /// What the access log (and later stages) report of the request, filled as stages learn it.
     /// A reference: every stage's copy of the context shares it with the pipeline's outer end.
-    let record = RequestRecord()
+    /// Nil when neither the access log nor the audit log is on: nothing is recorded then.
+    var record: RequestRecord?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

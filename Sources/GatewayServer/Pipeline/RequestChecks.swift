@@ -9,24 +9,21 @@ import Hummingbird
 
 /// Stage 4: what every MCP endpoint requires before anyone is authenticated: a Host this entry
 /// point serves, an acceptable Origin (DNS rebinding), and one of the transport's methods.
-struct RequestChecks: RouterMiddleware {
-    typealias Context = GatewayRequestContext
-
+struct RequestChecks {
     let entryPoint: EntryPoint
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let runtime = context.runtime, let route = context.route else { throw GatewayError.pipelineOrder(stage: "RequestChecks") }
+    func apply(_ request: Request, _ context: GatewayRequestContext) throws(GatewayError) {
+        guard let runtime = context.runtime, let route = context.route else { throw .pipelineOrder(stage: "RequestChecks") }
         let host = context.host
         let hosts = runtime.allowedHosts(entryPoint: entryPoint.name)
         // A router whose rule requires a HostRegexp matched this host by that pattern.
         guard hosts.admits(host) || route.router.rule.requiresHostPattern else {
-            throw GatewayError.hostNotAllowed(host: host)
+            throw .hostNotAllowed(host: host)
         }
         try Self.checkOrigin(request, publicURL: runtime.configuration.publicURL, entryPoint: entryPoint, hosts: hosts)
         guard [.post, .get, .delete].contains(request.method) else {
-            throw GatewayError.methodNotAllowed(method: request.method.rawValue)
+            throw .methodNotAllowed(method: request.method.rawValue)
         }
-        return try await next(request, context)
     }
 
     /// MCP transports MUST validate Origin to stop DNS rebinding: a present Origin must be the

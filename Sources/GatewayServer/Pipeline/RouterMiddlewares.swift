@@ -10,15 +10,14 @@ import GatewayConfig
 /// Stage 7: the router's own `middlewares` (rate limits, …), in the router's order, on the
 /// authenticated, parsed call. A middleware that answers the request itself (429, 503) is
 /// answered as a JSON-RPC error for the request's id.
-struct RouterMiddlewares: RouterMiddleware {
-    typealias Context = GatewayRequestContext
-
+struct RouterMiddlewares {
     /// Refusals are security events (`rate_limited`).
     var audit: (any AuditSink)? = nil
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let route = context.route, let call = context.call else { throw GatewayError.pipelineOrder(stage: "RouterMiddlewares") }
-        guard !route.middlewares.isEmpty else { return try await next(request, context) }
+    /// The refusal of the first middleware that answers the request itself; nil: go on.
+    func apply(_ context: GatewayRequestContext) async throws(GatewayError) -> Response? {
+        guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "RouterMiddlewares") }
+        guard !route.middlewares.isEmpty else { return nil }
         let input = MiddlewareRequest(router: route.router.name, caller: context.caller, call: call, clientIP: context.clientIP, logger: context.logger)
         for middleware in route.middlewares {
             do {
@@ -34,6 +33,6 @@ struct RouterMiddlewares: RouterMiddleware {
                 return error.response(form: .jsonRPC(rawID: call.rawID))
             }
         }
-        return try await next(request, context)
+        return nil
     }
 }
