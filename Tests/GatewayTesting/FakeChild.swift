@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A stdio MCP server small enough to read at a glance, for tests that need a real child process
 /// without the SDK: Python's standard library only (`python3` on PATH). It speaks the
