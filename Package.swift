@@ -161,7 +161,8 @@ let package = Package(
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
             ]
         ),
-        // The audit log: events as JSON lines, argument redaction, the file writer (SIGUSR1 reopens).
+        // Structured output: the audit log (events as JSON lines, argument redaction, the file
+        // writer that SIGUSR1 reopens) and `log.format: json`.
         .target(
             name: "GatewayAudit",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -208,6 +209,7 @@ let package = Package(
         .executableTarget(
             name: "mcp-gateway",
             dependencies: [
+                "GatewayAudit",
                 "GatewayConfig",
                 "GatewayServer",
                 "AuthorizationServer",
@@ -219,7 +221,7 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
-        .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit"]),
+        .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "GatewayMiddlewaresTests",
             dependencies: [

@@ -23,48 +23,16 @@ public struct AuditEvent: Sendable {
 
     /// The line, newline included.
     public var line: String {
-        var text = "{\"time\":" + Self.quoted(Self.timestamp(time)) + ",\"event\":" + Self.quoted(name)
+        var text = "{\"time\":" + JSONText.quoted(JSONText.timestamp(time)) + ",\"event\":" + JSONText.quoted(name)
         for (key, value) in fields {
-            text += "," + Self.quoted(key) + ":"
+            text += "," + JSONText.quoted(key) + ":"
             switch value {
-            case .string(let string): text += Self.quoted(string)
+            case .string(let string): text += JSONText.quoted(string)
             case .integer(let number): text += String(number)
             case .json(let json): text += json
             }
         }
         return text + "}\n"
-    }
-
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case let control where control.value < 0x20:
-                let hex = String(control.value, radix: 16)
-                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
-    }
-
-    static func timestamp(_ date: Date) -> String {
-        let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        var whole = time_t(totalMillis / 1000)
-        var parts = tm()
-        gmtime_r(&whole, &parts)
-        func pad(_ value: Int64, _ width: Int = 2) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(Int64(parts.tm_year) + 1900, 4))-\(pad(Int64(parts.tm_mon) + 1))-\(pad(Int64(parts.tm_mday)))T"
-            + "\(pad(Int64(parts.tm_hour))):\(pad(Int64(parts.tm_min))):\(pad(Int64(parts.tm_sec))).\(pad(totalMillis % 1000, 3))Z"
     }
 }
 
@@ -95,5 +63,41 @@ public enum AuditArguments {
         }
         guard let out = try? JSONSerialization.data(withJSONObject: redact(value), options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes]) else { return nil }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// The two pieces every JSON line the gateway writes is made of (the audit log, `log.format:
+/// json`): string literals and timestamps.
+public enum JSONText {
+    /// A JSON string literal: quotes, backslashes and control characters escaped.
+    public static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case let control where control.value < 0x20:
+                let hex = String(control.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+
+    public static func timestamp(_ date: Date) -> String {
+        let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        var whole = time_t(totalMillis / 1000)
+        var parts = tm()
+        gmtime_r(&whole, &parts)
+        func pad(_ value: Int64, _ width: Int = 2) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(Int64(parts.tm_year) + 1900, 4))-\(pad(Int64(parts.tm_mon) + 1))-\(pad(Int64(parts.tm_mday)))T"
+            + "\(pad(Int64(parts.tm_hour))):\(pad(Int64(parts.tm_min))):\(pad(Int64(parts.tm_sec))).\(pad(totalMillis % 1000, 3))Z"
     }
 }

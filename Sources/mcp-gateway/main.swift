@@ -2,6 +2,7 @@ import ArgumentParser
 import AuthorizationServer
 import Dispatch
 import Foundation
+import GatewayAudit
 import GatewayConfig
 import GatewayServer
 import Logging

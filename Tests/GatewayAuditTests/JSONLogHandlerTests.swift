@@ -1,5 +1,5 @@
 import Foundation
-@testable import GatewayServer
+import GatewayAudit
 import Logging
 import Testing
 
@@ -7,7 +7,7 @@ import Testing
 @Suite struct JSONLogHandlerTests {
     @Test func stringsAreEscapedAsJSONRequires() throws {
         let text = "quote \" backslash \\ newline \n tab \t bell \u{07} slash / é"
-        let quoted = JSONLogHandler.quoted(text)
+        let quoted = JSONText.quoted(text)
         // What a JSON parser reads back is the original text.
         let decoded = try JSONSerialization.jsonObject(with: Data("[\(quoted)]".utf8)) as? [String]
         #expect(decoded == [text])
@@ -23,7 +23,7 @@ import Testing
     }
 
     @Test func timestampsAreRFC3339WithMillisecondsInUTC() {
-        #expect(JSONLogHandler.timestamp(Date(timeIntervalSince1970: 1_796_390_996.123)) == "2026-12-04T13:29:56.123Z")
-        #expect(JSONLogHandler.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(JSONText.timestamp(Date(timeIntervalSince1970: 1_796_390_996.123)) == "2026-12-04T13:29:56.123Z")
+        #expect(JSONText.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
     }
 }
