@@ -34,6 +34,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         // Already in the graph through Hummingbird; named for HTTPFields in GatewayAuth.
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -67,6 +70,7 @@ let package = Package(
             name: "GatewayStdio",
             dependencies: [
                 "CProcessSpawn",
+                "GatewayMetrics",
                 "GatewayConfig",
                 "GatewayAuth",
                 "MCPMessages",
@@ -104,6 +108,7 @@ let package = Package(
             name: "AuthorizationEndpoints",
             dependencies: [
                 "GatewayAudit",
+                "GatewayMetrics",
                 "GatewayAuth",
                 "GatewayConfig",
                 "GatewayStore",
@@ -167,6 +172,19 @@ let package = Package(
             name: "GatewayAudit",
             dependencies: [.product(name: "Logging", package: "swift-log")]
         ),
+        // What operators do to the state: clients, sessions, users (the admin CLI and page).
+        .target(
+            name: "GatewayAdmin",
+            dependencies: ["AuthorizationServer", "GatewayAuth", "GatewayConfig", "GatewayStore"]
+        ),
+        // Prometheus series (swift-metrics API, swift-prometheus exposition) with bounded labels.
+        .target(
+            name: "GatewayMetrics",
+            dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         // The routers' `middlewares:` stages (rate limits first), run on authenticated, parsed calls.
         .target(
             name: "GatewayMiddlewares",
@@ -190,6 +208,8 @@ let package = Package(
                 "MCPTransport",
                 "GatewayMiddlewares",
                 "GatewayAudit",
+                "GatewayMetrics",
+                "GatewayAdmin",
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
@@ -198,6 +218,11 @@ let package = Package(
                 "GatewayStore",
                 "GatewayRedis",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -209,6 +234,9 @@ let package = Package(
         .executableTarget(
             name: "mcp-gateway",
             dependencies: [
+                "GatewayAdmin",
+                "GatewayRedis",
+                "GatewayStore",
                 "GatewayAudit",
                 "GatewayConfig",
                 "GatewayServer",
@@ -221,6 +249,7 @@ let package = Package(
         ),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
+        .testTarget(name: "GatewayMetricsTests", dependencies: ["GatewayMetrics"]),
         .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "GatewayMiddlewaresTests",

@@ -33,6 +33,10 @@ package enum AuthPages {
 
     package static func response(_ status: HTTPResponse.Status, html: String, extraHeaders: HTTPFields = [:]) -> Response {
         var headers = securityHeaders
+        for field in extraHeaders {
+            // Cookies add up; any other field replaces the default of the same name.
+            if field.name != .setCookie { headers[field.name] = nil }
+        }
         headers.append(contentsOf: extraHeaders)
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }

@@ -25,7 +25,7 @@ package struct FormFields: Sendable {
         return FormFields(Substring(String(buffer: buffer)))
     }
 
-    subscript(_ name: String) -> String? {
+    package subscript(_ name: String) -> String? {
         guard let value = values[name], !value.isEmpty else { return nil }
         return value
     }

@@ -1,4 +1,5 @@
 package import GatewayAudit
+package import GatewayMetrics
 import GatewayAuth
 package import AuthorizationServer
 import Foundation
@@ -32,6 +33,10 @@ package struct OAuthEndpoints: Sendable {
     package let logger: Logger
     /// Security events (sign-ins, tokens issued, refreshed and revoked); nil: not recorded.
     package var audit: (any AuditSink)?
+    /// `mcp_gateway_tokens_issued_total`; nil when metrics are off.
+    package var metrics: GatewayMetrics?
+    /// Who signed in and which sign-ins they hold (the admin commands); nil in tests that need none.
+    package var users: UserDirectory?
 
     package init(
         currentConfiguration: @escaping @Sendable () -> GatewayConfiguration, publicURL: PublicURL, registry: ClientRegistry, clients: ClientDirectory,
@@ -192,6 +197,10 @@ package struct OAuthEndpoints: Sendable {
         guard let resource = canonicalResource(query["resource"]) else {
             return fail("invalid_target", "resource must be one of this gateway's MCP endpoint URLs")
         }
+        // The admin page's resource is its own client's alone, and that client signs in nowhere else.
+        guard (resource == adminResource) == (clientID == Self.adminClientID) else {
+            return fail("invalid_target", "resource must be one of this gateway's MCP endpoint URLs")
+        }
         let authorizationRequest = AuthorizationRequest(
             clientID: clientID, clientName: client.metadata.client_name, redirectURI: redirectURI, state: state,
             codeChallenge: challenge, scope: Scopes.grant(requested: query["scope"]), resource: resource
@@ -213,6 +222,7 @@ package struct OAuthEndpoints: Sendable {
         var trimmed = requested
         if trimmed.hasSuffix("/") { trimmed.removeLast() }
         if trimmed.lowercased() == issuer.lowercased() { return issuer }
+        if currentConfiguration().admin != nil, trimmed == adminResource { return adminResource }
         for router in currentConfiguration().routers where router.auth != .none {
             let url = router.resourceURL(publicURL: publicURL)
             if url == trimmed || url.lowercased() == trimmed.lowercased() { return url }
@@ -343,8 +353,17 @@ package struct OAuthEndpoints: Sendable {
     }
 
     /// The allow-lists in force for a resource: the global list, narrowed by the router's own.
+    /// The admin page's sign-in: its own resource (with `admin.allow` as its policy) and a built-in
+    /// public client whose only redirect URI is the page's callback.
+    package var adminResource: String { issuer + "/admin" }
+    package static let adminClientID = "mcp-gateway-admin"
+
     package func policy(for resource: String) -> AccessPolicy {
         let configuration = currentConfiguration()
+        if resource == adminResource {
+            // Nobody without an `admin:` section; only the admin allow-list otherwise.
+            return AccessPolicy(global: AccessRule(configuration.admin?.allow ?? AllowList()), router: nil)
+        }
         let router = configuration.routers.first { $0.resourceURL(publicURL: publicURL) == resource }
         return AccessPolicy(configuration: configuration, router: router)
     }
@@ -368,6 +387,7 @@ package struct OAuthEndpoints: Sendable {
             try await store.set("identity:\(user.subject)", Array(JSONEncoder().encode(user)), ttl: refreshTokens.lifetime)
             let grant = Grant(clientID: request.clientID, user: user, scope: request.scope, resource: request.resource)
             let code = try await codes.issue(grant, redirectURI: request.redirectURI, codeChallenge: request.codeChallenge)
+            try await users?.recordSignIn(login: user.login, subject: user.subject, clientID: request.clientID)
             logger.info("authorization granted", metadata: ["login": "\(user.login)", "client": "\(request.clientID)", "resource": "\(request.resource)"])
             audit?.record(AuditEvent("auth.signin", [
                 ("user", .string(user.login)), ("subject", .string(user.subject)), ("client_id", .string(request.clientID)), ("resource", .string(request.resource)),
@@ -557,6 +577,13 @@ package struct OAuthEndpoints: Sendable {
     /// `family`: the sign-in the tokens belong to (its revocation revokes the access token too).
     private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?, family: String) async -> Response {
         do {
+            // Each sign-in's family is indexed under its user before any token of it exists, so
+            // revoking the user reaches every token.
+            if refreshToken == nil {
+                try await users?.addFamily(login: grant.user.login, family: family)
+            } else {
+                try await users?.recordActivity(login: grant.user.login)
+            }
             let accessToken = try await accessTokens.issue(for: grant, family: family)
             var body: [String: Any] = [
                 "access_token": accessToken, "token_type": "Bearer", "expires_in": accessTokens.lifetimeSeconds, "scope": grant.scope,
@@ -567,6 +594,7 @@ package struct OAuthEndpoints: Sendable {
             } else if client.metadata.grant_types.contains("refresh_token") {
                 body["refresh_token"] = try await refreshTokens.issue(grant, family: family)
             }
+            metrics?.tokenIssued(grantType: refreshToken == nil ? "authorization_code" : "refresh_token")
             audit?.record(AuditEvent(refreshToken == nil ? "token.issued" : "token.refreshed", [
                 ("grant_type", .string(refreshToken == nil ? "authorization_code" : "refresh_token")), ("user", .string(grant.user.login)),
                 ("subject", .string(grant.user.subject)), ("client_id", .string(client.clientID)), ("resource", .string(grant.resource)),

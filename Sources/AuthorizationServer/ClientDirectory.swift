@@ -38,10 +38,13 @@ public protocol ClientMetadataDocumentSource: Sendable {
 public struct ClientDirectory: Sendable {
     let registry: ClientRegistry
     let documents: (any ClientMetadataDocumentSource)?
+    /// The gateway's own clients (the admin page), by id: not registrable, not in the store.
+    let builtIn: [String: ClientMetadata]
 
-    public init(registry: ClientRegistry, documents: (any ClientMetadataDocumentSource)?) {
+    public init(registry: ClientRegistry, documents: (any ClientMetadataDocumentSource)?, builtIn: [String: ClientMetadata] = [:]) {
         self.registry = registry
         self.documents = documents
+        self.builtIn = builtIn
     }
 
     public static func isMetadataDocumentURL(_ clientID: String) -> Bool {
@@ -52,6 +55,9 @@ public struct ClientDirectory: Sendable {
     /// Nil when no such client exists.
     public func resolve(_ clientID: String) async throws(ClientLookupError) -> ResolvedClient? {
         guard !clientID.isEmpty, clientID.utf8.count <= 2048 else { return nil }
+        if let metadata = builtIn[clientID] {
+            return ResolvedClient(clientID: clientID, metadata: metadata, clientSecretHash: nil, origin: .metadataDocument(pinned: true))
+        }
         if Self.isMetadataDocumentURL(clientID) {
             guard let documents, let (metadata, pinned) = try await documents.metadata(for: clientID) else { return nil }
             return ResolvedClient(clientID: clientID, metadata: metadata, clientSecretHash: nil, origin: .metadataDocument(pinned: pinned))

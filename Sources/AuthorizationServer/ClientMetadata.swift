@@ -24,6 +24,14 @@ public struct ClientMetadata: Codable, Sendable, Equatable {
     public var application_type: String
 
     public var isConfidential: Bool { token_endpoint_auth_method != .none }
+
+    /// A public client of the gateway's own (the admin page), known without registration.
+    public static func builtIn(name: String, redirectURI: String) -> ClientMetadata {
+        ClientMetadata(
+            redirect_uris: [redirectURI], token_endpoint_auth_method: .none, grant_types: ["authorization_code"], response_types: ["code"],
+            client_name: name, application_type: "web"
+        )
+    }
 }
 
 /// An RFC 7591 §3.2.2 error.

@@ -128,6 +128,7 @@ public struct ClientRegistry: Sendable {
     public func delete(_ record: ClientRecord) async throws(RegistryError) {
         do {
             try await store.delete([Self.clientKey(record.clientID)])
+            try await store.removeFromSet(Self.indexKey, [record.clientID])
         } catch {
             throw .storeUnavailable(error.description)
         }
@@ -140,10 +141,32 @@ public struct ClientRegistry: Sendable {
         return try? JSONDecoder().decode(ClientRecord.self, from: Data(bytes))
     }
 
+    /// The registered clients, newest first (for the admin commands); ids whose record expired
+    /// are pruned from the index.
+    public func list() async throws(RegistryError) -> [ClientRecord] {
+        do {
+            var records: [ClientRecord] = []
+            var gone: [String] = []
+            for clientID in try await store.setMembers(Self.indexKey) {
+                if let record = try await load(clientID) { records.append(record) } else { gone.append(clientID) }
+            }
+            try await store.removeFromSet(Self.indexKey, gone)
+            return records.sorted { ($0.issuedAt, $0.clientID) > ($1.issuedAt, $1.clientID) }
+        } catch let error as RegistryError {
+            throw error
+        } catch {
+            throw .storeUnavailable("\(error)")
+        }
+    }
+
+    /// The set of registered client ids.
+    static let indexKey = "clients"
+
     private func save(_ record: ClientRecord) async throws(RegistryError) {
         do {
             let bytes = Array(try JSONEncoder().encode(record))
             try await store.set(Self.clientKey(record.clientID), bytes, ttl: settings.unusedClientTTL)
+            try await store.addToSet(Self.indexKey, [record.clientID], ttl: settings.unusedClientTTL)
         } catch let error as StoreError {
             throw .storeUnavailable(error.description)
         } catch {

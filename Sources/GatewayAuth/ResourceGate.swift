@@ -32,6 +32,17 @@ package enum TokenCheckFailure: Error, Sendable {
     case insufficientScope
     case denied(login: String)
     case storeUnavailable
+
+    /// A bounded name for the metrics' `reason` label (the description of an invalid token is not).
+    package var metricReason: String {
+        switch self {
+        case .missingToken: "missing_token"
+        case .invalidToken: "invalid_token"
+        case .insufficientScope: "insufficient_scope"
+        case .denied: "not_allowed"
+        case .storeUnavailable: "store_unavailable"
+        }
+    }
 }
 
 /// What the `Authentication` stage asks of a protected router's request: the verified caller its

@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -22,6 +22,22 @@ struct ConfigurationBuilder {
         let log = top["log"].flatMap { buildLog($0) } ?? .default
         let audit = top["audit"].flatMap { buildAudit($0) }
         if top["audit"] != nil, audit == nil { return nil }
+        var admin: AdminConfiguration?
+        if let adminNode = top["admin"] {
+            guard let fields = reader.mapping(adminNode, "admin", allowed: ["allow"]) else { return nil }
+            guard let allowNode = fields["allow"] else {
+                reader.report("missing \"allow\": who may use /admin, e.g. admin: { allow: { users: [alice] } }", "admin", adminNode)
+                return nil
+            }
+            guard let allow = buildAllowList(allowNode, "admin.allow") else { return nil }
+            if allow.anyone {
+                reader.report("the admin page cannot be open to anyone: list users, orgs or teams", "admin.allow.anyone", allowNode)
+                return nil
+            }
+            admin = AdminConfiguration(allow: allow)
+        }
+        let metrics = top["metrics"].flatMap { buildMetrics($0, entryPointNames: Self.names(in: top["entryPoints"])) }
+        if top["metrics"] != nil, metrics == nil { return nil }
 
         guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed else { return nil }
         var configuration = GatewayConfiguration(
@@ -29,6 +45,8 @@ struct ConfigurationBuilder {
             routers: routers, services: services.byName, log: log, middlewares: middlewares.byName
         )
         configuration.audit = audit
+        configuration.metrics = metrics
+        configuration.admin = admin
         return configuration
     }
 
@@ -47,9 +65,10 @@ struct ConfigurationBuilder {
         var result: [EntryPoint] = []
         var failed = false
         var seenAddresses: [String: String] = [:]
+        var redirects: [(String, String, Node)] = []
         for entry in entries {
             let path = "entryPoints.\(entry.key)"
-            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins", "allowedHosts", "trustedProxies", "idleTimeout", "headerTimeout"]) else { failed = true; continue }
+            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins", "allowedHosts", "trustedProxies", "idleTimeout", "headerTimeout", "tls", "http2", "redirectTo"]) else { failed = true; continue }
             guard let addressNode = fields["address"] else {
                 reader.report("missing \"address\" (host:port, e.g. \"127.0.0.1:8080\" or \":8080\")", path, entry.value)
                 failed = true
@@ -117,9 +136,60 @@ struct ConfigurationBuilder {
                 guard let header = reader.duration(headerNode, "\(path).headerTimeout") else { failed = true; continue }
                 entryPoint.headerTimeout = header
             }
+            if let tlsNode = fields["tls"] {
+                guard let tls = buildTLS(tlsNode, path: "\(path).tls") else { failed = true; continue }
+                entryPoint.tls = tls
+            }
+            if let http2Node = fields["http2"] {
+                guard let http2 = reader.boolean(http2Node, "\(path).http2") else { failed = true; continue }
+                if http2, entryPoint.tls == nil {
+                    reader.report("http2 needs tls on the same entry point (HTTP/2 is offered by ALPN during the TLS handshake)", "\(path).http2", http2Node)
+                    failed = true
+                }
+                entryPoint.http2 = http2
+            }
+            if let redirectNode = fields["redirectTo"] {
+                guard let target = reader.nonEmptyString(redirectNode, "\(path).redirectTo") else { failed = true; continue }
+                entryPoint.redirectTo = target
+                redirects.append((entry.key, target, redirectNode))
+            }
             result.append(entryPoint)
         }
+        let names = entries.map(\.key)
+        for (name, target, node) in redirects {
+            guard names.contains(target) else {
+                reader.report("unknown entry point \"\(target)\" (defined: \(names.joined(separator: ", ")))", "entryPoints.\(name).redirectTo", node)
+                failed = true
+                continue
+            }
+            // A target that failed to read has been reported already.
+            guard let targetEntry = result.first(where: { $0.name == target }) else { continue }
+            if targetEntry.tls == nil || target == name {
+                reader.report("redirectTo must name another entry point that has tls", "entryPoints.\(name).redirectTo", node)
+                failed = true
+            }
+        }
         return failed ? nil : result
+    }
+
+    private func buildTLS(_ node: Node, path: String) -> TLSSettings? {
+        guard let fields = reader.mapping(node, path, allowed: ["certFile", "keyFile", "minVersion"]) else { return nil }
+        guard let certNode = fields["certFile"], let keyNode = fields["keyFile"] else {
+            reader.report("tls needs certFile and keyFile (PEM files: the certificate chain and its private key)", path, node)
+            return nil
+        }
+        guard let certFile = reader.nonEmptyString(certNode, "\(path).certFile"), let keyFile = reader.nonEmptyString(keyNode, "\(path).keyFile") else { return nil }
+        var settings = TLSSettings(certFile: certFile, keyFile: keyFile)
+        if let versionNode = fields["minVersion"] {
+            // YAML reads 1.2 as a number; the text is what counts.
+            let text = versionNode.scalar?.string ?? ""
+            guard let version = TLSSettings.Version(rawValue: text) else {
+                reader.report("minVersion must be \"1.2\" or \"1.3\", got \"\(text)\"", "\(path).minVersion", versionNode)
+                return nil
+            }
+            settings.minVersion = version
+        }
+        return settings
     }
 
     static func parseListenAddress(_ text: String) -> (String, Int)? {
@@ -734,6 +804,54 @@ struct ConfigurationBuilder {
         }
         if let keysNode = fields["redactKeys"] {
             if let keys = reader.stringList(keysNode, "audit.redactKeys") { result.redactKeys = keys } else { failed = true }
+        }
+        return failed ? nil : result
+    }
+
+    /// The names a mapping defines, read quietly (its own section reports what is wrong with it).
+    static func names(in node: Node?) -> [String] {
+        guard case .mapping(let mapping)? = node else { return [] }
+        return mapping.compactMap { $0.key.scalar?.string }
+    }
+
+    private func buildMetrics(_ node: Node, entryPointNames: [String]) -> MetricsConfiguration? {
+        guard let fields = reader.mapping(node, "metrics", allowed: ["prometheus"]) else { return nil }
+        guard let prometheusNode = fields["prometheus"] else {
+            reader.report("missing \"prometheus\": e.g. metrics: { prometheus: { entryPoint: metrics } }", "metrics", node)
+            return nil
+        }
+        var result = MetricsConfiguration()
+        // `prometheus: {}` (or a bare `prometheus:`) takes every default.
+        guard let prometheus = reader.mapping(prometheusNode, "metrics.prometheus", allowed: ["path", "entryPoint", "allowFrom"]) else { return nil }
+        var failed = false
+        if let pathNode = prometheus["path"], let path = reader.string(pathNode, "metrics.prometheus.path") {
+            if path.hasPrefix("/"), !path.contains("?"), !path.contains("#"), !path.contains("..") { result.path = path } else {
+                reader.report("path must start with / and have no query, fragment or \"..\", got \"\(path)\"", "metrics.prometheus.path", pathNode)
+                failed = true
+            }
+        }
+        if let entryNode = prometheus["entryPoint"], let name = reader.string(entryNode, "metrics.prometheus.entryPoint") {
+            if !entryPointNames.contains(name) {
+                let defined = entryPointNames.joined(separator: ", ")
+                reader.report("unknown entry point \"\(name)\" (defined: \(defined))", "metrics.prometheus.entryPoint", entryNode)
+                failed = true
+            }
+            result.entryPoint = name
+        }
+        if let allowNode = prometheus["allowFrom"] {
+            if let list = reader.stringList(allowNode, "metrics.prometheus.allowFrom") {
+                var ranges: [AddressRange] = []
+                for (index, text) in list.enumerated() {
+                    if let range = AddressRange(text) { ranges.append(range) } else {
+                        let element = allowNode.sequence.map { Array($0) }?[index] ?? allowNode
+                        reader.report("\"\(text)\" is not an address or CIDR range (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)", "metrics.prometheus.allowFrom[\(index)]", element)
+                        failed = true
+                    }
+                }
+                result.allowFrom = ranges
+            } else {
+                failed = true
+            }
         }
         return failed ? nil : result
     }

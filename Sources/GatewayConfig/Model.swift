@@ -14,6 +14,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var middlewares: [String: MiddlewareConfiguration] = [:]
     /// `audit:`; nil: no audit log.
     public var audit: AuditConfiguration?
+    /// `metrics:`; nil: no metrics endpoint.
+    public var metrics: MetricsConfiguration?
+    /// `admin:`; nil: no `/admin` page.
+    public var admin: AdminConfiguration?
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -54,6 +58,31 @@ public struct AuditConfiguration: Sendable, Equatable {
         self.file = file
         self.arguments = arguments
         self.redactKeys = redactKeys
+    }
+}
+
+/// `metrics:`: Prometheus metrics of requests, upstreams, sessions, children, sign-ins and the store.
+public struct MetricsConfiguration: Sendable, Equatable {
+    /// The scrape path (`metrics.prometheus.path`).
+    public var path: String = "/metrics"
+    /// The entry point that serves it (`metrics.prometheus.entryPoint`); nil: every entry point.
+    public var entryPoint: String?
+    /// Client addresses the path is served to (`metrics.prometheus.allowFrom`); the client is the
+    /// address ClientAddressing settled on (behind trusted proxies, the forwarded one).
+    public var allowFrom: [AddressRange] = MetricsConfiguration.loopback
+
+    public static let loopback: [AddressRange] = ["127.0.0.0/8", "::1"].compactMap { AddressRange($0) }
+
+    public init() {}
+}
+
+/// `admin:`: the `/admin` page, for the users its allow-list admits (signed in through the
+/// gateway's own sign-in). The allow-list reloads live.
+public struct AdminConfiguration: Sendable, Equatable {
+    public var allow: AllowList
+
+    public init(allow: AllowList) {
+        self.allow = allow
     }
 }
 
@@ -99,12 +128,38 @@ public struct EntryPoint: Sendable, Equatable {
     public var idleTimeout: Duration = ConfigurationDefaults.entryPointIdleTimeout
     /// A request's head must arrive within this long of its first byte (slow-header attacks).
     public var headerTimeout: Duration = ConfigurationDefaults.entryPointHeaderTimeout
+    /// `tls`: the entry point speaks https with this certificate; nil: plain HTTP.
+    public var tls: TLSSettings?
+    /// `http2`: HTTP/2 offered by ALPN next to HTTP/1.1 (needs `tls`).
+    public var http2 = false
+    /// `redirectTo`: every request but the health checks answered with a 308 to this https entry
+    /// point.
+    public var redirectTo: String?
 
     public init(name: String, host: String, port: Int, allowedOrigins: [String]) {
         self.name = name
         self.host = host
         self.port = port
         self.allowedOrigins = allowedOrigins
+    }
+}
+
+/// `entryPoints.<e>.tls`: the certificate chain and key (PEM files, watched and reloaded when they
+/// change) and the lowest TLS version accepted.
+public struct TLSSettings: Sendable, Equatable {
+    public enum Version: String, Sendable, Equatable, CaseIterable {
+        case tls12 = "1.2"
+        case tls13 = "1.3"
+    }
+
+    public var certFile: String
+    public var keyFile: String
+    public var minVersion: Version = .tls12
+
+    public init(certFile: String, keyFile: String, minVersion: Version = .tls12) {
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.minVersion = minVersion
     }
 }
 

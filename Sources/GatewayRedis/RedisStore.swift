@@ -117,6 +117,11 @@ public final class RedisStore: KeyValueStore {
         return values.compactMap { $0.bytes.map { String(decoding: $0, as: UTF8.self) } }.sorted()
     }
 
+    public func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) {
+        guard !members.isEmpty else { return }
+        if case .error(let message) = try await run([Array("SREM".utf8), self.key(key)] + members.map { Array($0.utf8) }) { throw .rejected(message) }
+    }
+
     public func ping() async throws(StoreError) {
         _ = try await run("PING")
     }

@@ -1,15 +1,18 @@
 public import GatewayConfig
 public import Logging
+public import GatewayMetrics
 import Synchronization
 
 /// The session managers of all stdio services. A reload that changes a service starts a new
 /// manager for new sessions while the old one keeps serving its sessions until they end.
 public final class StdioRegistry: Sendable {
     private let logger: Logger
+    private let metrics: GatewayMetrics?
     private let state = Mutex<(current: [String: StdioSessionManager], draining: [StdioSessionManager])>(([:], []))
 
-    public init(logger: Logger) {
+    public init(logger: Logger, metrics: GatewayMetrics? = nil) {
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// The manager for `service`, created (and started) on first use or when its settings changed.
@@ -18,7 +21,7 @@ public final class StdioRegistry: Sendable {
             if let existing = state.current[service.name], existing.service == service {
                 return (existing, nil, false)
             }
-            let manager = StdioSessionManager(service: service, logger: logger)
+            let manager = StdioSessionManager(service: service, logger: logger, metrics: metrics)
             let old = state.current[service.name]
             state.current[service.name] = manager
             if let old { state.draining.append(old) }

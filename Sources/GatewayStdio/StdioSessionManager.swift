@@ -1,6 +1,7 @@
 public import Foundation
 public import GatewayConfig
 public import Logging
+public import GatewayMetrics
 public import MCPMessages
 import MCPTransport
 public import NIOCore
@@ -23,6 +24,7 @@ public final class StdioSessionManager: Sendable {
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let replayLimit: Int
+    let metrics: GatewayMetrics?
     let baseEnvironment: [String: String]
     /// Slots, spares and per-caller counts (`SessionCapacity`), behind a lock.
     private let state: Mutex<SessionCapacity<LegacySession>>
@@ -43,8 +45,9 @@ public final class StdioSessionManager: Sendable {
 
     public init(
         service: StdioServiceConfiguration, logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        replayLimit: Int = 512, environment: [String: String] = ProcessInfo.processInfo.environment
+        replayLimit: Int = 512, environment: [String: String] = ProcessInfo.processInfo.environment, metrics: GatewayMetrics? = nil
     ) {
+        self.metrics = metrics
         self.service = service
         self.state = Mutex(SessionCapacity(maxSessions: service.maxSessions, maxPerRequester: service.maxSessionsPerUser, spares: service.spares))
         self.pool = ModernPool(settings: service.pool)
@@ -75,6 +78,15 @@ public final class StdioSessionManager: Sendable {
     }
 
     public var sessionCount: Int { state.withLock { $0.sessions.count } }
+
+    /// Children by what they do: serving a client's session, serving 2026-07-28 requests from the
+    /// pool (warm ones included), or spare (started ahead for the next session).
+    public var childCounts: (sessions: Int, pool: Int, spares: Int) {
+        let (children, spares) = state.withLock { (Array($0.sessions.values), $0.spares.count) }
+        // Owners are read outside the manager's lock: a session's lock is never taken inside it.
+        let pool = children.filter { $0.owner?.hasPrefix("modern:") == true }.count
+        return (children.count - pool, pool, spares)
+    }
     public var spareCount: Int { state.withLock { $0.spares.count } }
     public var childPIDs: [Int32] {
         state.withLock { state in state.sessions.values.map(\.pid) + state.spares.map(\.pid) }
@@ -239,6 +251,7 @@ public final class StdioSessionManager: Sendable {
             )
         } catch {
             logger.error("cannot start child", metadata: ["error": "\(error)"])
+            metrics?.stdioSpawnFailure(service: service.name)
             throw .spawnFailed("\(error)")
         }
         var sessionLogger = logger

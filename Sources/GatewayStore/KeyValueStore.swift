@@ -40,6 +40,8 @@ public protocol KeyValueStore: Sendable {
     /// Adds members to a set (e.g. the tokens of a client, for revocation); refreshes its TTL.
     func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError)
     func setMembers(_ key: String) async throws(StoreError) -> [String]
+    /// Removes members from a set (an index pruned of entries that are gone).
+    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError)
     /// Checks the store answers.
     func ping() async throws(StoreError)
 }

@@ -112,5 +112,13 @@ public final class MemoryStore: KeyValueStore {
         entries.withLock { entries in (live(&entries, key)?.set).map { Array($0).sorted() } ?? [] }
     }
 
+    public func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) {
+        entries.withLock { entries in
+            guard var entry = live(&entries, key) else { return }
+            entry.set = (entry.set ?? []).subtracting(members)
+            if entry.set?.isEmpty ?? true { entries[key] = nil } else { entries[key] = entry }
+        }
+    }
+
     public func ping() async throws(StoreError) {}
 }

@@ -108,5 +108,6 @@ struct UnavailableStore: KeyValueStore {
     func timeToLive(_ key: String) async throws(StoreError) -> Duration? { throw .unavailable("down") }
     func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) { throw .unavailable("down") }
     func setMembers(_ key: String) async throws(StoreError) -> [String] { throw .unavailable("down") }
+    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { throw .unavailable("down") }
     func ping() async throws(StoreError) { throw .unavailable("down") }
 }

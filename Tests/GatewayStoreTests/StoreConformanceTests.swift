@@ -128,6 +128,10 @@ enum StoreConformance {
         try await store.addToSet(k("family"), ["t1", "t2"], ttl: .seconds(60))
         try await store.addToSet(k("family"), ["t2", "t3"], ttl: .seconds(60))
         #expect(try await store.setMembers(k("family")) == ["t1", "t2", "t3"])
+        try await store.removeFromSet(k("family"), ["t1", "t9"])
+        #expect(try await store.setMembers(k("family")) == ["t2", "t3"])
+        try await store.removeFromSet(k("family"), ["t2", "t3"])
+        #expect(try await store.setMembers(k("family")) == [])
 
         #expect(try await store.delete([k("a"), k("bin"), k("nope")]) == 2)
         #expect(try await store.get(k("a")) == nil)

@@ -218,7 +218,7 @@ def test_noisy_stderr_does_not_block_the_child(gateway):
     log = gateway.managed.log()
     assert "child stderr" in log and "service=kit" in log
     # The suppressed count is reported when the rate window closes, even after the burst ended.
-    wait_until(lambda: "lines suppressed" in gateway.managed.log(), timeout=5, what="suppressed-lines report")
+    wait_until(lambda: "lines suppressed" in gateway.managed.log(), timeout=15, what="suppressed-lines report")
 
 
 def test_non_json_stdout_line_is_logged_and_skipped(gateway):

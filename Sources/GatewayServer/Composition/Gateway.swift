@@ -12,9 +12,16 @@ import AuthorizationServer
 import NIOPosix
 import GatewayRedis
 import GatewayStdio
+import GatewayMetrics
+import GatewayAdmin
 package import GatewayAudit
 package import GatewayStore
 import ServiceLifecycle
+import HummingbirdHTTP2
+import HummingbirdCore
+import HummingbirdTLS
+import NIOCore
+import NIOSSL
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
 /// shared upstream clients, run as one service group with graceful shutdown on SIGTERM/SIGINT.
@@ -61,6 +68,11 @@ public struct Gateway {
             store = MemoryStore()
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
         }
+        // Certificates first: a pair that cannot be used stops the start before anything is running.
+        var certificates: [String: CertificateReloader] = [:]
+        for entryPoint in configuration.entryPoints {
+            if let tls = entryPoint.tls { certificates[entryPoint.name] = try CertificateReloader(entryPoint: entryPoint.name, settings: tls, logger: logger) }
+        }
         let components = try GatewayComponents(configuration: configuration, store: store, logger: logger)
         if let auditLog = components.audit?.sink as? AuditLog {
             auditLog.reopenOnSIGUSR1()
@@ -78,20 +90,28 @@ public struct Gateway {
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
-            let responder = components.responder(for: entryPoint, readinessStore: redis)
-            let app = Application(
-                responder: responder,
-                server: .http1(configuration: .init(
-                    additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: .nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9)))],
-                    idleTimeout: .nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
-                )),
-                configuration: .init(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil),
-                onServerRunning: { [entryLogger] channel in
-                    entryLogger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
-                },
-                logger: entryLogger
-            )
-            services.append(app)
+            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration())
+            let onServerRunning: @Sendable (any Channel) async -> Void = { [entryLogger] channel in
+                entryLogger.info("listening", metadata: [
+                    "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "scheme": "\(entryPoint.tls == nil ? "http" : "https")",
+                    "http2": "\(entryPoint.http2)",
+                ])
+            }
+            let address = ApplicationConfiguration(address: .hostname(entryPoint.host, port: entryPoint.port), serverName: nil)
+            if let redirectTo = entryPoint.redirectTo, let target = configuration.entryPoints.first(where: { $0.name == redirectTo }) {
+                services.append(Application(
+                    responder: HTTPSRedirect(target: target, holder: holder), server: server, configuration: address,
+                    onServerRunning: onServerRunning, logger: entryLogger
+                ))
+            } else {
+                services.append(Application(
+                    responder: components.responder(for: entryPoint, readinessStore: redis), server: server, configuration: address,
+                    onServerRunning: onServerRunning, logger: entryLogger
+                ))
+            }
+        }
+        if !certificates.isEmpty {
+            services.append(CertificateWatchService(reloaders: Array(certificates.values), interval: options.pollInterval))
         }
         services.append(ReloadService(
             path: options.configPath, loader: ConfigurationLoader(), holder: holder, clients: clients, stdio: stdioRegistry, store: store,
@@ -118,7 +138,23 @@ public struct Gateway {
     }
 }
 
-/// Ends every stdio child at shutdown: stdin closed, SIGTERM after the grace period, then SIGKILL.
+extension Gateway {
+    /// HTTP/1.1; over TLS when the entry point has a certificate, with HTTP/2 by ALPN when asked.
+    static func server(for entryPoint: EntryPoint, tls: TLSConfiguration?) throws -> HTTPServerBuilder {
+        let idleTimeout = Duration.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
+        let headerTimeout = TimeAmount.nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9))
+        let idleAmount = TimeAmount.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)], idleTimeout: idleAmount)
+        guard let tls else { return .http1(configuration: http1) }
+        guard entryPoint.http2 else { return try .tls(.http1(configuration: http1), tlsConfiguration: tls) }
+        // The handlers are shared by HTTP/1.1 connections and HTTP/2 streams; the header deadline
+        // reads HTTP/1 bytes, so an h2 entry point relies on the connection's idle timeout.
+        return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(
+            idleTimeout: idleTimeout, streamConfiguration: .init(additionalChannelHandlers: [HTTP2HeaderHygiene(), InboundCloseWatcher()], idleTimeout: idleAmount)
+        ))
+    }
+}
+
 extension Gateway {
     /// The hash of `demo-password-change-me`, as the shipped gateway.yaml has it.
     static let shippedDemoHash = "$scrypt$ln=15,r=8,p=1$T32fP4Fuhz-TIWyyoElvtQ$XvQbAMVbjfpiclAPglkekM1I-P8og-oLgRjMnVmVMSU"
@@ -206,6 +242,12 @@ package struct GatewayComponents: Sendable {
     let accessLog: Logger?
     /// The audit log (`audit:`) and its settings; nil when there is none.
     let audit: (sink: any AuditSink, configuration: AuditConfiguration)?
+    /// The Prometheus series (`metrics:`); nil when metrics are off.
+    let metrics: GatewayMetrics?
+    /// Clients, sessions and users, for the `/admin` page.
+    let administration: Administration
+    /// The state store (admin page sessions).
+    let store: any KeyValueStore
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -219,7 +261,8 @@ package struct GatewayComponents: Sendable {
     package init(configuration: GatewayConfiguration, store: any KeyValueStore, logger: Logger, auditSink: (any AuditSink)? = nil) throws {
         let auditSink = auditSink ?? configuration.audit.map { AuditLog(path: $0.file, logger: logger) }
         let clients = UpstreamClients()
-        let stdioRegistry = StdioRegistry(logger: logger)
+        let metrics = configuration.metrics.map { _ in GatewayMetrics() }
+        let stdioRegistry = StdioRegistry(logger: logger, metrics: metrics)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry, store: store))
         let bindings = SessionBindings(store: store)
         let drain = ShutdownDrain()
@@ -258,7 +301,10 @@ package struct GatewayComponents: Sendable {
         }
         var oauth = OAuthEndpoints(
             currentConfiguration: { holder.current.configuration }, publicURL: configuration.publicURL, registry: registry,
-            clients: ClientDirectory(registry: registry, documents: documents), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
+            clients: ClientDirectory(
+                registry: registry, documents: documents,
+                builtIn: configuration.admin == nil ? [:] : [OAuthEndpoints.adminClientID: .builtIn(name: "mcp-gateway admin page", redirectURI: configuration.publicURL.origin + "/admin/callback")]
+            ), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
             identityProviders: Self.identityProviders(github: github, auth: auth, store: store, logger: logger), metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
@@ -274,6 +320,12 @@ package struct GatewayComponents: Sendable {
         self.stdio = stdio
         registration.audit = auditSink
         oauth.audit = auditSink
+        oauth.metrics = metrics
+        let users = UserDirectory(store: store, lifetime: auth.refreshTokenTTL)
+        oauth.users = users
+        self.store = store
+        self.administration = Administration(registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, users: users, sessions: bindings)
+        self.metrics = metrics
         self.registration = registration
         self.oauth = oauth
         self.gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)

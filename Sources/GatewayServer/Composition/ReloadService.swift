@@ -109,6 +109,8 @@ struct ReloadService: Service, CustomStringConvertible {
         if authChanged { restartNeeded.append("auth") }
         if candidate.store != running.store { restartNeeded.append("store") }
         if candidate.log != running.log { restartNeeded.append("log") }
+        if candidate.audit != running.audit { restartNeeded.append("audit") }
+        if candidate.metrics != running.metrics { restartNeeded.append("metrics") }
         if !restartNeeded.isEmpty {
             logger.warning("these settings changed but take effect only after a restart; the running values stay in force", metadata: [
                 "keys": "\(restartNeeded.joined(separator: ", "))",
@@ -118,6 +120,11 @@ struct ReloadService: Service, CustomStringConvertible {
         merged.routers = candidate.routers
         merged.services = candidate.services
         merged.middlewares = candidate.middlewares
+        // The admin page's allow-list reloads live too (adding or removing `admin:` needs a restart).
+        if merged.admin != nil, let admin = candidate.admin { merged.admin = admin }
+        if (candidate.admin == nil) != (running.admin == nil) {
+            logger.warning("admin was added or removed: that takes effect after a restart")
+        }
         // Allow-lists reload live: removing a user cuts them off without a restart.
         if let allow = candidate.auth?.allow, merged.auth != nil {
             merged.auth?.allow = allow
@@ -127,7 +134,7 @@ struct ReloadService: Service, CustomStringConvertible {
 }
 
 /// Identity of a file for change detection: an editor's rename-over-write changes the inode.
-struct FileFingerprint: Equatable {
+struct FileFingerprint: Equatable, Sendable {
     var inode: UInt64
     var size: Int64
     var modified: Int

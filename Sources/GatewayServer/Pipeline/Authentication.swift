@@ -1,3 +1,4 @@
+import GatewayMetrics
 import GatewayStdio
 import GatewayUpstream
 import MCPTransport
@@ -15,6 +16,7 @@ struct Authentication {
     let gate: any AccessTokenVerifier
     /// Refused credentials are security events (`auth.denied`).
     var audit: (any AuditSink)? = nil
+    var metrics: GatewayMetrics? = nil
 
     func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
         guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
@@ -28,6 +30,7 @@ struct Authentication {
             }
         case .failure(let failure):
             let refusal = gate.refusal(failure, router: route.router)
+            metrics?.authFailure(router: route.router.name, reason: failure.metricReason)
             // A missing token is how every OAuth client starts (to read the challenge): not an event.
             if case .missingToken = failure {} else {
                 var fields: [(String, AuditEvent.Value?)] = [("reason", .string(refusal.code)), ("router", .string(route.router.name)), ("ip", context.clientIP.map(AuditEvent.Value.string))]

@@ -3,6 +3,8 @@ import Hummingbird
 import MCPMessages
 import MCPTransport
 import GatewayStdio
+import GatewayMetrics
+import GatewayConfig
 
 /// The end of the pipeline: one dispatch by protocol era and transport. An HTTP upstream gets
 /// the request relayed as it is, unless the client's era and the upstream's differ (then the
@@ -12,8 +14,17 @@ struct EraDispatch {
     let proxy: HTTPProxy
     let stdio: StdioBridge
     let modernHTTP: ModernHTTPTranslator
+    /// Times the upstream's part: until the transport has the answer's head.
+    var metrics: GatewayMetrics? = nil
 
     func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
+        guard let metrics, let route = context.route else { return try await transport(request, context: context) }
+        let started = ContinuousClock.now
+        defer { metrics.upstream(service: route.router.service, duration: ContinuousClock.now - started) }
+        return try await transport(request, context: context)
+    }
+
+    private func transport(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "EraDispatch") }
         let exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         switch route.upstream {

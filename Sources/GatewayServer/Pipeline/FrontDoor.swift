@@ -23,6 +23,10 @@ struct FrontDoor {
     let stdio: StdioBridge
     /// Checked by /readyz; nil when state lives in memory.
     let store: (any KeyValueStore)?
+    /// `metrics.prometheus`; nil when metrics are off.
+    let metrics: MetricsEndpoint?
+    /// `/admin` (answers only when `admin:` is set).
+    let admin: AdminPage
 
     /// The gateway's own answer, or nil for a request that goes on to routing.
     func answer(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response? {
@@ -33,6 +37,12 @@ struct FrontDoor {
             return await readiness()
         default:
             break
+        }
+        if let metrics, metrics.serves(request, clientIP: context.clientIP) {
+            return await metrics.respond()
+        }
+        if let response = await admin.respond(to: request, context: context) {
+            return response
         }
         if let response = await registration.respond(to: request, context: context) {
             return response

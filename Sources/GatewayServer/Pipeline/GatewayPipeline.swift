@@ -6,6 +6,7 @@ package import GatewayConfig
 package import GatewayStore
 package import Hummingbird
 import Logging
+import GatewayMetrics
 
 /// The request's way through one entry point, stage by stage. Each stage is a small type with one
 /// function that either answers the request or adds what it established to the context for the
@@ -37,19 +38,19 @@ struct GatewayPipeline: HTTPResponder {
     /// `log.accessLog`: one line per request when its response head is ready; nil when off (or
     /// when the log level filters `info` out).
     let accessLog: Logger?
-    /// `audit:`: an `mcp.request` line per MCP request, once its response is sent; nil when off.
-    let audit: RequestAudit?
+    /// `audit:` and `metrics:`: what is recorded once a response is sent; nil when both are off.
+    let observer: ResponseObserver?
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        guard accessLog != nil || audit != nil else { return await answer(request, context: context) }
+        guard accessLog != nil || observer != nil else { return await answer(request, context: context) }
         var context = context
         let record = RequestRecord()
         context.record = record
         let started = ContinuousClock.now
         var response = await answer(request, context: context)
         let fields = record.current
-        if let audit {
-            response = audit.auditing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
+        if let observer {
+            response = observer.observing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
         }
         guard let accessLog else { return response }
         let elapsed = ContinuousClock.now - started
@@ -92,15 +93,26 @@ extension GatewayComponents {
     package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
         GatewayPipeline(
             clientAddressing: ClientAddressing(entryPoint: entryPoint, holder: holder),
-            frontDoor: FrontDoor(entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore),
+            frontDoor: FrontDoor(
+                entryPoint: entryPoint, holder: holder, registration: registration, oauth: oauth, gate: gate, stdio: stdio, store: readinessStore,
+                metrics: metrics.flatMap { metrics in
+                    holder.current.configuration.metrics.map {
+                        MetricsEndpoint(metrics: metrics, configuration: $0, entryPoint: entryPoint, holder: holder, stdio: stdio.registry, store: readinessStore)
+                    }
+                },
+                admin: AdminPage(oauth: oauth, administration: administration, store: store, holder: holder, audit: audit)
+            ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
             requestChecks: RequestChecks(entryPoint: entryPoint),
-            authentication: Authentication(gate: gate, audit: audit?.sink),
+            authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics),
             callParsing: MCPCallParsing(),
-            routerMiddlewares: RouterMiddlewares(audit: audit?.sink),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP),
+            routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics),
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
-            audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) }
+            observer: audit == nil && metrics == nil ? nil : ResponseObserver(
+                audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) },
+                metrics: metrics
+            )
         )
     }
 }

@@ -4,21 +4,23 @@ import GatewayAuth
 import GatewayStore
 import GatewayAudit
 import GatewayConfig
+import GatewayMetrics
 import HTTPTypes
 import Hummingbird
 import MCPMessages
 import NIOCore
 import Synchronization
 
-/// The `mcp.request` line of the audit log: written when the response has been sent (so it has
-/// the bytes sent and, for a JSON-RPC error answer, its code), from what the stages recorded.
-struct RequestAudit: Sendable {
-    let sink: any AuditSink
-    let arguments: AuditConfiguration.Arguments
-    let redactKeys: [String]
+/// What happens once a routed request's response has been sent: its audit line and its metrics.
+/// The body is wrapped once for both, to count the bytes sent and read the JSON-RPC error code of
+/// the answer (the last message).
+struct ResponseObserver: Sendable {
+    let audit: RequestAudit?
+    let metrics: GatewayMetrics?
 
-    /// `response` with its body counted; the record is written once the body is done.
-    func auditing(_ response: Response, request: Request, record: RequestRecord.Fields, clientIP: String?, started: ContinuousClock.Instant) -> Response {
+    /// `response` with its body counted; the observations are made once the body is done.
+    func observing(_ response: Response, request: Request, record: RequestRecord.Fields, clientIP: String?, started: ContinuousClock.Instant) -> Response {
+        metrics?.request(router: record.route?.router.name ?? "", status: Int(response.status.code))
         guard let route = record.route else { return response }
         var response = response
         let tally = BodyTally()
@@ -27,22 +29,16 @@ struct RequestAudit: Sendable {
         let contentType = response.headers[.contentType] ?? ""
         let createdSession = response.headers[HTTPField.Name("Mcp-Session-Id")!]
         let method = request.method.rawValue
+        let (audit, metrics) = (self.audit, self.metrics)
         response.body = ResponseBody(contentLength: original.contentLength) { writer in
             defer {
-                sink.record(event(route: route, record: record, method: method, status: status, contentType: contentType, tally: tally, createdSession: createdSession,
-                                  clientIP: clientIP, elapsed: ContinuousClock.now - started))
-                // Sessions begin with an answer that hands out an id, and end with a DELETE.
-                let sessionOf: (String) -> AuditEvent.Value = { .string(String(ClientRegistry.hash($0).prefix(16))) }
-                if let createdSession, record.call?.sessionID == nil, (200..<300).contains(status.code) {
-                    sink.record(AuditEvent("session.started", [
-                        ("session", sessionOf(createdSession)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
-                    ]))
-                }
-                if method == "DELETE", let ended = record.call?.sessionID, (200..<300).contains(status.code) {
-                    sink.record(AuditEvent("session.ended", [
-                        ("session", sessionOf(ended)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
-                    ]))
-                }
+                let elapsed = ContinuousClock.now - started
+                let (bytesOut, errorCode) = tally.summary(contentType: contentType)
+                let sent = RequestAudit.Sent(
+                    method: method, status: status, bytesOut: bytesOut, errorCode: errorCode, createdSession: createdSession, clientIP: clientIP, elapsed: elapsed
+                )
+                audit?.record(route: route, record: record, sent: sent)
+                if let metrics { Self.measure(metrics, route: route, record: record, sent: sent) }
             }
             try await original.write(writer.map { buffer in
                 tally.add(buffer)
@@ -52,14 +48,61 @@ struct RequestAudit: Sendable {
         return response
     }
 
-    private func event(
-        route: CompiledRoute, record: RequestRecord.Fields, method: String, status: HTTPResponse.Status, contentType: String, tally: BodyTally,
-        createdSession: String?, clientIP: String?, elapsed: Duration
-    ) -> AuditEvent {
+    private static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
+        let router = route.router.name
+        if let mcpMethod = record.call?.method {
+            let failed = sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
+            metrics.operation(method: mcpMethod, tool: record.call?.target, router: router, errorType: failed, duration: sent.elapsed)
+        }
+        guard (200..<300).contains(sent.status.code) else { return }
+        if sent.method == "DELETE", let ended = record.call?.sessionID {
+            metrics.sessionEnded(router: router, id: ended)
+        } else if let id = record.call?.sessionID ?? sent.createdSession {
+            metrics.sessionUsed(router: router, id: id)
+        }
+    }
+}
+
+/// The `mcp.request` line of the audit log, from what the stages recorded and what was sent, and
+/// the `session.started` / `session.ended` events.
+struct RequestAudit: Sendable {
+    let sink: any AuditSink
+    let arguments: AuditConfiguration.Arguments
+    let redactKeys: [String]
+
+    /// What the response turned out to be once its body was sent.
+    struct Sent {
+        let method: String
+        let status: HTTPResponse.Status
+        let bytesOut: Int64
+        let errorCode: Int?
+        let createdSession: String?
+        let clientIP: String?
+        let elapsed: Duration
+    }
+
+    func record(route: CompiledRoute, record: RequestRecord.Fields, sent: Sent) {
+        sink.record(event(route: route, record: record, sent: sent))
+        // Sessions begin with an answer that hands out an id, and end with a DELETE.
+        let sessionOf: (String) -> AuditEvent.Value = { .string(String(ClientRegistry.hash($0).prefix(16))) }
+        guard (200..<300).contains(sent.status.code) else { return }
+        if let createdSession = sent.createdSession, record.call?.sessionID == nil {
+            sink.record(AuditEvent("session.started", [
+                ("session", sessionOf(createdSession)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
+            ]))
+        }
+        if sent.method == "DELETE", let ended = record.call?.sessionID {
+            sink.record(AuditEvent("session.ended", [
+                ("session", sessionOf(ended)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
+            ]))
+        }
+    }
+
+    private func event(route: CompiledRoute, record: RequestRecord.Fields, sent: Sent) -> AuditEvent {
         let call = record.call
         let mcpMethod = call?.method
         let target = call?.target
-        let session = (call?.sessionID ?? createdSession).map { String(ClientRegistry.hash($0).prefix(16)) }
+        let session = (call?.sessionID ?? sent.createdSession).map { String(ClientRegistry.hash($0).prefix(16)) }
         let transport: String = switch route.upstream {
         case .http: "http"
         case .stdio: "stdio"
@@ -72,12 +115,11 @@ struct RequestAudit: Sendable {
             case .none: argumentsValue = nil
             }
         }
-        let (bytesOut, errorCode) = tally.summary(contentType: contentType)
         return AuditEvent("mcp.request", [
             ("router", .string(route.router.name)),
             ("service", .string(route.router.service)),
             ("transport", .string(transport)),
-            ("http_method", .string(method)),
+            ("http_method", .string(sent.method)),
             ("protocol_version", (call?.protocolVersion ?? call?.message?.string(at: ["params", "protocolVersion"])).map(AuditEvent.Value.string)),
             ("mcp_method", mcpMethod.map(AuditEvent.Value.string)),
             ("tool", mcpMethod == "tools/call" ? target.map(AuditEvent.Value.string) : nil),
@@ -87,12 +129,12 @@ struct RequestAudit: Sendable {
             ("user", record.caller.map { .string($0.claims.login) }),
             ("subject", record.caller.map { .string($0.claims.sub) }),
             ("client_id", record.caller.map { .string($0.claims.client_id) }),
-            ("ip", clientIP.map(AuditEvent.Value.string)),
-            ("status", .integer(Int64(status.code))),
-            ("error_code", errorCode.map { .integer(Int64($0)) }),
-            ("duration_ms", .integer(elapsed.wholeMilliseconds)),
+            ("ip", sent.clientIP.map(AuditEvent.Value.string)),
+            ("status", .integer(Int64(sent.status.code))),
+            ("error_code", sent.errorCode.map { .integer(Int64($0)) }),
+            ("duration_ms", .integer(sent.elapsed.wholeMilliseconds)),
             ("bytes_in", .integer(Int64(call?.body?.readableBytes ?? 0))),
-            ("bytes_out", .integer(bytesOut)),
+            ("bytes_out", .integer(sent.bytesOut)),
             ("arguments", argumentsValue),
         ])
     }

@@ -1,5 +1,6 @@
 import GatewayMiddlewares
 import GatewayAudit
+import GatewayMetrics
 import GatewayAuth
 import AuthorizationServer
 import Hummingbird
@@ -13,6 +14,7 @@ import GatewayConfig
 struct RouterMiddlewares {
     /// Refusals are security events (`rate_limited`).
     var audit: (any AuditSink)? = nil
+    var metrics: GatewayMetrics? = nil
 
     /// The refusal of the first middleware that answers the request itself; nil: go on.
     func apply(_ context: GatewayRequestContext) async throws(GatewayError) -> Response? {
@@ -24,6 +26,7 @@ struct RouterMiddlewares {
                 try await middleware.admit(input)
             } catch {
                 if case .rateLimited(let refusal) = error {
+                    metrics?.rateLimited(router: route.router.name)
                     audit?.record(AuditEvent("rate_limited", [
                         ("router", .string(route.router.name)), ("policy", .string(refusal.policy)), ("user", context.caller.map { .string($0.claims.login) }),
                         ("subject", context.caller.map { .string($0.claims.sub) }), ("ip", context.clientIP.map(AuditEvent.Value.string)),

@@ -15,6 +15,7 @@ TOOLS = [
     {"name": "ask_llm", "description": "asks the client's model (sampling)", "inputSchema": {"type": "object"}},
     {"name": "slow", "description": "one progress notification, then an answer after `seconds`", "inputSchema": {"type": "object"}},
     {"name": "add_tool", "description": "announces a tool list change", "inputSchema": {"type": "object"}},
+    {"name": "meta", "description": "the request's params._meta, as JSON text", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -59,6 +60,8 @@ for line in sys.stdin:
             text_result(request_id, "still fine")
         elif name == "pid":
             text_result(request_id, str(os.getpid()))
+        elif name == "meta":
+            text_result(request_id, json.dumps(message["params"].get("_meta", {})))
         elif name == "add_tool":
             text_result(request_id, "added")
             send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})

@@ -29,7 +29,7 @@ struct MCPGateway: AsyncParsableCommand {
         commandName: "mcp-gateway",
         abstract: "An authenticating reverse proxy for MCP servers.",
         version: GatewayVersion.current,
-        subcommands: [Serve.self, Check.self, HashPassword.self],
+        subcommands: [Serve.self, Check.self, HashPassword.self, Admin.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -1,0 +1,208 @@
+public import CoreMetrics
+import Prometheus
+import Synchronization
+
+/// The gateway's Prometheus series, recorded through swift-metrics and rendered by
+/// swift-prometheus. Handed to the stages that see each event; nil where metrics are off, so an
+/// instance without `metrics:` spends nothing on them.
+///
+/// Labels are bounded: routers and services come from the configuration, and the two labels a
+/// client chooses (the MCP method and the tool name) keep their first ``LabelBudget`` values and
+/// fold the rest into `_other`. No label carries a user.
+public final class GatewayMetrics: Sendable {
+    public enum Name {
+        public static let operationDuration = "mcp_server_operation_duration_seconds"
+        public static let upstreamDuration = "mcp_gateway_upstream_duration_seconds"
+        public static let sessions = "mcp_gateway_sessions"
+        public static let stdioChildren = "mcp_gateway_stdio_children"
+        public static let stdioSpawnFailures = "mcp_gateway_stdio_spawn_failures_total"
+        public static let authFailures = "mcp_gateway_auth_failures_total"
+        public static let rateLimited = "mcp_gateway_rate_limited_total"
+        public static let tokensIssued = "mcp_gateway_tokens_issued_total"
+        public static let configReloads = "mcp_gateway_config_reloads_total"
+        public static let storeUp = "mcp_gateway_store_up"
+        public static let requests = "mcp_gateway_http_requests_total"
+    }
+
+    private let registry: PrometheusCollectorRegistry
+    private let factory: any MetricsFactory
+    private let methods = LabelBudget(limit: 64)
+    private let tools = LabelBudget(limit: 512)
+    /// The gauge label sets written at the last scrape, so a series that disappeared reads 0.
+    private let lastGauges = Mutex<[String: Set<[String]>]>([:])
+    private let lastReloads = Mutex<(accepted: Int, rejected: Int)>((0, 0))
+    /// Sessions seen through this instance: by the id's hash (the id itself is not kept), the
+    /// router and when it was last used.
+    private let openSessions = Mutex<[Int: (router: String, lastUsed: ContinuousClock.Instant)]>([:])
+    /// A session unused for this long no longer counts as open (its child or upstream has
+    /// likely reaped it; a DELETE ends it at once).
+    public static let sessionWindow: Duration = .seconds(30 * 60)
+    static let maxTrackedSessions = 100_000
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let latency: [Duration] = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+        factory.defaultDurationHistogramBuckets = latency
+        self.registry = registry
+        self.factory = factory
+        // Counters a scrape should show from the start (at 0), for series without labels a
+        // request chooses.
+        for result in ["accepted", "rejected"] {
+            _ = Counter(label: Name.configReloads, dimensions: [("result", result)], factory: factory)
+        }
+    }
+
+    // MARK: what the stages record
+
+    /// One MCP request through a router: the OpenTelemetry MCP semantic conventions' operation
+    /// duration. `errorType`: the JSON-RPC error code or the HTTP status of a failed request.
+    public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration) {
+        let methodLabel = methods.admit(method)
+        let toolLabel = method == "tools/call" ? tool.map { tools.admit($0) } ?? "" : ""
+        Timer(label: Name.operationDuration, dimensions: [
+            ("mcp_method_name", methodLabel), ("gen_ai_tool_name", toolLabel), ("router", router), ("error_type", errorType ?? ""),
+        ], factory: factory).recordNanoseconds(duration.nanoseconds)
+    }
+
+    /// Every request an entry point answered, by router (empty: the gateway's own endpoints).
+    public func request(router: String, status: Int) {
+        Counter(label: Name.requests, dimensions: [("router", router), ("code", Self.statusClass(status))], factory: factory).increment()
+    }
+
+    /// How long the upstream took to answer (the response head, or the stdio child's reply).
+    public func upstream(service: String, duration: Duration) {
+        Timer(label: Name.upstreamDuration, dimensions: [("service", service)], factory: factory).recordNanoseconds(duration.nanoseconds)
+    }
+
+    public func authFailure(router: String, reason: String) {
+        Counter(label: Name.authFailures, dimensions: [("router", router), ("reason", reason)], factory: factory).increment()
+    }
+
+    public func rateLimited(router: String) {
+        Counter(label: Name.rateLimited, dimensions: [("router", router)], factory: factory).increment()
+    }
+
+    public func tokenIssued(grantType: String) {
+        Counter(label: Name.tokensIssued, dimensions: [("grant_type", grantType)], factory: factory).increment()
+    }
+
+    public func stdioSpawnFailure(service: String) {
+        Counter(label: Name.stdioSpawnFailures, dimensions: [("service", service)], factory: factory).increment()
+    }
+
+    /// A request in a session, or the answer that created one.
+    public func sessionUsed(router: String, id: String) {
+        let now = ContinuousClock.now
+        openSessions.withLock { sessions in
+            if sessions.count >= Self.maxTrackedSessions, sessions[id.hashValue] == nil { Self.prune(&sessions, now: now) }
+            guard sessions.count < Self.maxTrackedSessions || sessions[id.hashValue] != nil else { return }
+            sessions[id.hashValue] = (router, now)
+        }
+    }
+
+    /// A session ended by its client (DELETE).
+    public func sessionEnded(router: String, id: String) {
+        _ = openSessions.withLock { $0.removeValue(forKey: id.hashValue) }
+    }
+
+    private static func prune(_ sessions: inout [Int: (router: String, lastUsed: ContinuousClock.Instant)], now: ContinuousClock.Instant) {
+        sessions = sessions.filter { now - $0.value.lastUsed < sessionWindow }
+    }
+
+    // MARK: what a scrape reads
+
+    /// What the gateway reads off its parts just before rendering (gauges and totals it keeps
+    /// elsewhere).
+    public struct Snapshot: Sendable {
+        /// Routers (so each reads 0 before its first session).
+        public var routers: [String] = []
+        /// Stdio children by service and state (`session`, `pool`, `spare`).
+        public var stdioChildren: [String: [String: Int]] = [:]
+        /// Accepted and rejected reloads since start (running totals).
+        public var acceptedReloads = 0
+        public var rejectedReloads = 0
+        /// nil: state lives in memory (always up).
+        public var storeUp: Bool?
+
+        public init() {}
+    }
+
+    /// The text exposition format, after the snapshot's values are written.
+    public func exposition(_ snapshot: Snapshot) -> [UInt8] {
+        let now = ContinuousClock.now
+        var sessions = Dictionary(uniqueKeysWithValues: snapshot.routers.map { ($0, 0) })
+        openSessions.withLock { open in
+            Self.prune(&open, now: now)
+            for entry in open.values { sessions[entry.router, default: 0] += 1 }
+        }
+        setGauges(Name.sessions, sessions.map { ([$0.key], $0.value) }, labels: ["router"])
+        var children: [([String], Int)] = []
+        for (service, states) in snapshot.stdioChildren {
+            for state in ["session", "pool", "spare"] { children.append(([service, state], states[state] ?? 0)) }
+        }
+        setGauges(Name.stdioChildren, children, labels: ["service", "state"])
+        setGauges(Name.storeUp, [([], (snapshot.storeUp ?? true) ? 1 : 0)], labels: [])
+        let (newAccepted, newRejected) = lastReloads.withLock { last in
+            defer { last = (snapshot.acceptedReloads, snapshot.rejectedReloads) }
+            return (max(0, snapshot.acceptedReloads - last.accepted), max(0, snapshot.rejectedReloads - last.rejected))
+        }
+        if newAccepted > 0 { Counter(label: Name.configReloads, dimensions: [("result", "accepted")], factory: factory).increment(by: newAccepted) }
+        if newRejected > 0 { Counter(label: Name.configReloads, dimensions: [("result", "rejected")], factory: factory).increment(by: newRejected) }
+        return registry.emitToBuffer()
+    }
+
+    /// Writes each value, and 0 for a label set written before but absent now (a router removed
+    /// by a reload, a service with no children left).
+    private func setGauges(_ name: String, _ values: [([String], Int)], labels: [String]) {
+        let current = Set(values.map(\.0))
+        let stale = lastGauges.withLock { last in
+            defer { last[name] = current }
+            return (last[name] ?? []).subtracting(current)
+        }
+        for (labelValues, value) in values + stale.map({ ($0, 0) }) {
+            Gauge(label: name, dimensions: Array(zip(labels, labelValues)), factory: factory).record(value)
+        }
+    }
+
+    static func statusClass(_ status: Int) -> String {
+        switch status {
+        case 200..<300: "2xx"
+        case 300..<400: "3xx"
+        case 400..<500: "4xx"
+        default: "5xx"
+        }
+    }
+}
+
+/// The values a client-chosen label may take: the first `limit` distinct ones are kept as they
+/// are, later ones read `_other`, so a client inventing tool names cannot grow the series.
+final class LabelBudget: Sendable {
+    private let limit: Int
+    private let seen = Mutex<Set<String>>([])
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func admit(_ value: String) -> String {
+        // Long or odd values are not worth a series either.
+        guard value.utf8.count <= 128 else { return "_other" }
+        return seen.withLock { seen in
+            if seen.contains(value) { return value }
+            guard seen.count < limit else { return "_other" }
+            seen.insert(value)
+            return value
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

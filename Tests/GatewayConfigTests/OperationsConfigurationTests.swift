@@ -1,0 +1,59 @@
+import GatewayConfig
+import Testing
+
+/// `metrics:` and the TLS keys of entry points (`tls`, `http2`, `redirectTo`) as the loader reads them.
+@Suite struct OperationsConfigurationTests {
+    static func yaml(entryPoints: String, extra: String = "") -> String { """
+    entryPoints:
+    \(entryPoints)
+    publicURL: "https://localhost"
+    \(extra)
+    routers:
+      r:
+        rule: "PathPrefix(`/r`)"
+        service: s
+    services:
+      s: { http: { url: "http://127.0.0.1:1/mcp" } }
+    """ }
+
+    @Test func tlsEntryPointsWithHTTP2AndARedirect() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(entryPoints: """
+          web: { address: ":80", redirectTo: websecure }
+          websecure:
+            address: ":443"
+            http2: true
+            tls: { certFile: /etc/ssl/gw.pem, keyFile: /etc/ssl/gw-key.pem, minVersion: 1.3 }
+        """, extra: "metrics: { prometheus: {} }"))
+        let secure = try #require(configuration.entryPoints.first { $0.name == "websecure" })
+        #expect(secure.tls == TLSSettings(certFile: "/etc/ssl/gw.pem", keyFile: "/etc/ssl/gw-key.pem", minVersion: .tls13))
+        #expect(secure.http2)
+        #expect(configuration.entryPoints.first { $0.name == "web" }?.redirectTo == "websecure")
+        // Every default: /metrics, every entry point, loopback clients.
+        let metrics = try #require(configuration.metrics)
+        #expect(metrics.path == "/metrics" && metrics.entryPoint == nil && metrics.allowFrom == MetricsConfiguration.loopback)
+    }
+
+    @Test func everyMistakeIsReportedWithItsPosition() {
+        let yaml = Self.yaml(entryPoints: """
+          web: { address: ":80", redirectTo: plain, http2: true }
+          plain: { address: ":81", redirectTo: nowhere }
+          websecure: { address: ":443", tls: { certFile: a.pem, minVersion: "1.1" } }
+        """, extra: """
+        metrics:
+          prometheus: { path: "metrics", entryPoint: admin, allowFrom: ["10.0.0.0/33"] }
+        """)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "o.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("o.yaml:2:52: entryPoints.web.http2: http2 needs tls on the same entry point"), "\(text)")
+            #expect(text.contains("entryPoints.web.redirectTo: redirectTo must name another entry point that has tls"), "\(text)")
+            #expect(text.contains("entryPoints.plain.redirectTo: unknown entry point \"nowhere\" (defined: web, plain, websecure)"), "\(text)")
+            #expect(text.contains("entryPoints.websecure.tls: tls needs certFile and keyFile"), "\(text)")
+            #expect(text.contains("metrics.prometheus.path: path must start with /"), "\(text)")
+            #expect(text.contains("metrics.prometheus.entryPoint: unknown entry point \"admin\""), "\(text)")
+            #expect(text.contains("metrics.prometheus.allowFrom[0]: \"10.0.0.0/33\" is not an address or CIDR range"), "\(text)")
+        }
+    }
+}

@@ -1,0 +1,81 @@
+@testable import GatewayMetrics
+import Testing
+
+/// The series as Prometheus renders them: names, labels, and the bounds on client-chosen labels.
+@Suite struct GatewayMetricsTests {
+    private func text(_ metrics: GatewayMetrics, _ snapshot: GatewayMetrics.Snapshot = .init()) -> String {
+        String(decoding: metrics.exposition(snapshot), as: UTF8.self)
+    }
+
+    @Test func anOperationIsAHistogramWithTheSemanticConventionLabels() {
+        let metrics = GatewayMetrics()
+        metrics.operation(method: "tools/call", tool: "get_time", router: "time", errorType: nil, duration: .milliseconds(3))
+        metrics.operation(method: "tools/list", tool: "ignored", router: "time", errorType: "-32601", duration: .milliseconds(30))
+        let text = text(metrics)
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="get_time",router="time",error_type=""} 1"#))
+        // The tool label is set for tools/call only.
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/list",gen_ai_tool_name="",router="time",error_type="-32601"} 1"#))
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_bucket{mcp_method_name="tools/call",gen_ai_tool_name="get_time",router="time",error_type="",le="0.005"} 1"#))
+    }
+
+    @Test func inventedToolNamesFoldIntoOtherBeyondTheBudget() {
+        let metrics = GatewayMetrics()
+        for index in 0..<600 {
+            metrics.operation(method: "tools/call", tool: "tool-\(index)", router: "r", errorType: nil, duration: .milliseconds(1))
+        }
+        metrics.operation(method: "tools/call", tool: String(repeating: "x", count: 200), router: "r", errorType: nil, duration: .milliseconds(1))
+        let text = text(metrics)
+        let series = text.split(separator: "\n").filter { $0.hasPrefix("mcp_server_operation_duration_seconds_count") }
+        #expect(series.count == 513)
+        #expect(text.contains(#"gen_ai_tool_name="_other",router="r",error_type=""} 89"#))
+    }
+
+    @Test func gaugesComeFromTheSnapshotAndReadZeroOnceTheirSeriesIsGone() {
+        let metrics = GatewayMetrics()
+        var snapshot = GatewayMetrics.Snapshot()
+        snapshot.routers = ["notes", "time"]
+        metrics.sessionUsed(router: "notes", id: "a")
+        metrics.sessionUsed(router: "notes", id: "b")
+        metrics.sessionUsed(router: "notes", id: "a")
+        snapshot.stdioChildren = ["time": ["session": 1, "spare": 2]]
+        snapshot.storeUp = false
+        var text = text(metrics, snapshot)
+        #expect(text.contains(#"mcp_gateway_sessions{router="notes"} 2"#))
+        #expect(text.contains(#"mcp_gateway_sessions{router="time"} 0"#))
+        #expect(text.contains(#"mcp_gateway_stdio_children{service="time",state="spare"} 2"#))
+        #expect(text.contains(#"mcp_gateway_stdio_children{service="time",state="pool"} 0"#))
+        #expect(text.contains("mcp_gateway_store_up 0"))
+        metrics.sessionEnded(router: "notes", id: "a")
+        metrics.sessionEnded(router: "notes", id: "b")
+        text = self.text(metrics, GatewayMetrics.Snapshot())
+        #expect(text.contains(#"mcp_gateway_sessions{router="notes"} 0"#))
+        #expect(text.contains("mcp_gateway_store_up 1"))
+    }
+
+    @Test func reloadTotalsCountOnlyWhatHappenedSinceTheLastScrape() {
+        let metrics = GatewayMetrics()
+        var snapshot = GatewayMetrics.Snapshot()
+        #expect(text(metrics, snapshot).contains(#"mcp_gateway_config_reloads_total{result="accepted"} 0"#))
+        snapshot.acceptedReloads = 2
+        snapshot.rejectedReloads = 1
+        _ = text(metrics, snapshot)
+        let text = text(metrics, snapshot)
+        #expect(text.contains(#"mcp_gateway_config_reloads_total{result="accepted"} 2"#))
+        #expect(text.contains(#"mcp_gateway_config_reloads_total{result="rejected"} 1"#))
+    }
+
+    @Test func countersCarryTheirLabels() {
+        let metrics = GatewayMetrics()
+        metrics.authFailure(router: "notes", reason: "invalid_token")
+        metrics.rateLimited(router: "notes")
+        metrics.tokenIssued(grantType: "authorization_code")
+        metrics.stdioSpawnFailure(service: "broken")
+        metrics.request(router: "", status: 404)
+        let text = text(metrics)
+        #expect(text.contains(#"mcp_gateway_auth_failures_total{router="notes",reason="invalid_token"} 1"#))
+        #expect(text.contains(#"mcp_gateway_rate_limited_total{router="notes"} 1"#))
+        #expect(text.contains(#"mcp_gateway_tokens_issued_total{grant_type="authorization_code"} 1"#))
+        #expect(text.contains(#"mcp_gateway_stdio_spawn_failures_total{service="broken"} 1"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="",code="4xx"} 1"#))
+    }
+}
