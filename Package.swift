@@ -36,6 +36,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        // OTLP/HTTP only: the gRPC exporter's dependencies are not built.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
@@ -108,6 +111,7 @@ let package = Package(
             name: "AuthorizationEndpoints",
             dependencies: [
                 "GatewayAudit",
+                "GatewayPages",
                 "GatewayMetrics",
                 "GatewayAuth",
                 "GatewayConfig",
@@ -177,6 +181,26 @@ let package = Package(
             name: "GatewayAdmin",
             dependencies: ["AuthorizationServer", "GatewayAuth", "GatewayConfig", "GatewayStore"]
         ),
+        // OpenTelemetry: the OTLP/HTTP backend, W3C trace context in and out of HTTP headers, and
+        // the store's operations as spans.
+        .target(
+            name: "GatewayTracing",
+            dependencies: [
+                "GatewayConfig",
+                "GatewayStore",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The gateway's own HTML pages as Mustache templates (escaped by default).
+        .target(
+            name: "GatewayPages",
+            dependencies: [.product(name: "Mustache", package: "swift-mustache")]
+        ),
         // Prometheus series (swift-metrics API, swift-prometheus exposition) with bounded labels.
         .target(
             name: "GatewayMetrics",
@@ -209,7 +233,11 @@ let package = Package(
                 "GatewayMiddlewares",
                 "GatewayAudit",
                 "GatewayMetrics",
+                "GatewayPages",
                 "GatewayAdmin",
+                "GatewayTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 "GatewayAuth",
                 "AuthorizationEndpoints",
                 "MCPMessages",
@@ -219,7 +247,6 @@ let package = Package(
                 "GatewayRedis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdHTTP2", package: "hummingbird"),
                 .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
@@ -250,6 +277,7 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
         .testTarget(name: "GatewayMetricsTests", dependencies: ["GatewayMetrics"]),
+        .testTarget(name: "GatewayPagesTests", dependencies: ["GatewayPages"]),
         .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "GatewayMiddlewaresTests",

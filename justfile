@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-stdio bench-modern
+bench: bench-http bench-auth bench-operations bench-stdio bench-modern
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -46,6 +46,11 @@ bench-http: build-release
 bench-auth: build-release
     bash scripts/ensure-apt.sh wrk nginx-light redis-server
     PATH="{{venv}}/bin:$PATH" {{python}} bench/auth_overhead.py --gateway .build/release/mcp-gateway
+
+# Audit, metrics and a rate limit on against all off, on the same protected HTTP route.
+bench-operations: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light redis-server
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/operations_overhead.py --gateway .build/release/mcp-gateway
 
 # stdio bridge: mcp-gateway vs mcp-streamablehttp-proxy vs mcp-proxy vs the children's ceiling.
 bench-stdio: build-release

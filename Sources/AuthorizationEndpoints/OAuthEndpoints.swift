@@ -95,6 +95,7 @@ package struct OAuthEndpoints: Sendable {
             return await callback(request, provider: provider)
         case "/token":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
+            if let refused = await tokenRateLimited(clientIP: context.clientIP) { return refused }
             return await token(request)
         case "/revoke":
             guard request.method == .post else { return OAuthResponses.methodNotAllowed("POST") }
@@ -501,6 +502,18 @@ package struct OAuthEndpoints: Sendable {
     }
 
     // MARK: /token
+
+    /// `auth.token.rateLimit` per client address and minute (the store counts, so the limit holds
+    /// across instances); a store that cannot count lets the request through to the store-backed
+    /// checks, which fail closed themselves.
+    private func tokenRateLimited(clientIP: String?) async -> Response? {
+        let limit = currentConfiguration().auth?.tokenRateLimit ?? ConfigurationDefaults.tokenRateLimit
+        guard let count = try? await store.increment("ratelimit:token:\(ClientAddress.limitKey(clientIP))", window: .seconds(60)), count > limit else { return nil }
+        logger.notice("token requests over the per-address limit", metadata: ["ip": "\(clientIP ?? "")", "limit": "\(limit)"])
+        var response = OAuthResponses.error(.tooManyRequests, "rate_limited", "too many token requests from this address; retry in a minute")
+        response.headers[.retryAfter] = "60"
+        return response
+    }
 
     private func token(_ request: Request) async -> Response {
         let form: FormFields, client: ResolvedClient

@@ -1,5 +1,5 @@
 public import AuthorizationServer
-public import GatewayAuth
+package import GatewayAuth
 import Foundation
 public import GatewayStore
 public import GatewayConfig

@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin", "tracing"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -20,26 +20,15 @@ struct ConfigurationBuilder {
         let middlewares = buildMiddlewares(top["middlewares"])
         let routers = buildRouters(top["routers"], root: root, services: services, entryPoints: entryPoints, middlewares: middlewares)
         let log = top["log"].flatMap { buildLog($0) } ?? .default
+        // Every optional section is read even when another failed, so one run lists every problem.
         let audit = top["audit"].flatMap { buildAudit($0) }
-        if top["audit"] != nil, audit == nil { return nil }
-        var admin: AdminConfiguration?
-        if let adminNode = top["admin"] {
-            guard let fields = reader.mapping(adminNode, "admin", allowed: ["allow"]) else { return nil }
-            guard let allowNode = fields["allow"] else {
-                reader.report("missing \"allow\": who may use /admin, e.g. admin: { allow: { users: [alice] } }", "admin", adminNode)
-                return nil
-            }
-            guard let allow = buildAllowList(allowNode, "admin.allow") else { return nil }
-            if allow.anyone {
-                reader.report("the admin page cannot be open to anyone: list users, orgs or teams", "admin.allow.anyone", allowNode)
-                return nil
-            }
-            admin = AdminConfiguration(allow: allow)
-        }
+        let admin = top["admin"].flatMap { buildAdmin($0) }
+        let tracing = top["tracing"].flatMap { buildTracing($0) }
         let metrics = top["metrics"].flatMap { buildMetrics($0, entryPointNames: Self.names(in: top["entryPoints"])) }
-        if top["metrics"] != nil, metrics == nil { return nil }
+        let sectionFailed = (top["audit"] != nil && audit == nil) || (top["admin"] != nil && admin == nil)
+            || (top["tracing"] != nil && tracing == nil) || (top["metrics"] != nil && metrics == nil)
 
-        guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed else { return nil }
+        guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed, !sectionFailed else { return nil }
         var configuration = GatewayConfiguration(
             entryPoints: entryPoints, publicURL: publicURL, store: store, auth: auth,
             routers: routers, services: services.byName, log: log, middlewares: middlewares.byName
@@ -47,6 +36,7 @@ struct ConfigurationBuilder {
         configuration.audit = audit
         configuration.metrics = metrics
         configuration.admin = admin
+        configuration.tracing = tracing
         return configuration
     }
 
@@ -261,7 +251,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token"]) else { return nil }
         var github: GitHubConfiguration?
         if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL", "membershipToken", "membershipTTL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
@@ -288,6 +278,12 @@ struct ConfigurationBuilder {
             if let node = entries["unusedClientTTL"], let value = reader.duration(node, "auth.registration.unusedClientTTL") {
                 registration.unusedClientTTL = value
             }
+        }
+        var tokenRateLimit = ConfigurationDefaults.tokenRateLimit
+        if let tokenNode = fields["token"], let entries = reader.mapping(tokenNode, "auth.token", allowed: ["rateLimit"]),
+           let node = entries["rateLimit"], let value = reader.integer(node, "auth.token.rateLimit", range: 1...1_000_000)
+        {
+            tokenRateLimit = value
         }
         var localUsers: [String: String] = [:]
         var localLimits = LocalSignInLimits.default
@@ -338,6 +334,7 @@ struct ConfigurationBuilder {
             signing: signing, clientMetadata: clientMetadata
         )
         auth.localLimits = localLimits
+        auth.tokenRateLimit = tokenRateLimit
         return auth
     }
 
@@ -850,6 +847,41 @@ struct ConfigurationBuilder {
                 }
                 result.allowFrom = ranges
             } else {
+                failed = true
+            }
+        }
+        return failed ? nil : result
+    }
+
+    private func buildAdmin(_ node: Node) -> AdminConfiguration? {
+        guard let fields = reader.mapping(node, "admin", allowed: ["allow"]) else { return nil }
+        guard let allowNode = fields["allow"] else {
+            reader.report("missing \"allow\": who may use /admin, e.g. admin: { allow: { users: [alice] } }", "admin", node)
+            return nil
+        }
+        guard let allow = buildAllowList(allowNode, "admin.allow") else { return nil }
+        if allow.anyone {
+            reader.report("the admin page cannot be open to anyone: list users, orgs or teams", "admin.allow.anyone", allowNode)
+            return nil
+        }
+        return AdminConfiguration(allow: allow)
+    }
+
+    private func buildTracing(_ node: Node) -> TracingConfiguration? {
+        guard let fields = reader.mapping(node, "tracing", allowed: ["otlp", "serviceName", "sampleRatio"]) else { return nil }
+        guard let otlpNode = fields["otlp"], let otlp = reader.mapping(otlpNode, "tracing.otlp", allowed: ["endpoint"]), let endpointNode = otlp["endpoint"] else {
+            reader.report("missing \"otlp.endpoint\": the OTLP/HTTP collector, e.g. tracing: { otlp: { endpoint: \"http://127.0.0.1:4318\" } }", "tracing", node)
+            return nil
+        }
+        let endpoint = httpURL(endpointNode, "tracing.otlp.endpoint")
+        var result = TracingConfiguration(endpoint: endpoint ?? "")
+        var failed = endpoint == nil
+        if let nameNode = fields["serviceName"] {
+            if let name = reader.nonEmptyString(nameNode, "tracing.serviceName") { result.serviceName = name } else { failed = true }
+        }
+        if let ratioNode = fields["sampleRatio"] {
+            if let ratio = Double(ratioNode.scalar?.string ?? ""), (0...1).contains(ratio) { result.sampleRatio = ratio } else {
+                reader.report("sampleRatio must be a number from 0 to 1", "tracing.sampleRatio", ratioNode)
                 failed = true
             }
         }

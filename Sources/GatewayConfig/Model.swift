@@ -18,6 +18,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var metrics: MetricsConfiguration?
     /// `admin:`; nil: no `/admin` page.
     public var admin: AdminConfiguration?
+    /// `tracing:`; nil: no traces (and no cost).
+    public var tracing: TracingConfiguration?
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -74,6 +76,20 @@ public struct MetricsConfiguration: Sendable, Equatable {
     public static let loopback: [AddressRange] = ["127.0.0.0/8", "::1"].compactMap { AddressRange($0) }
 
     public init() {}
+}
+
+/// `tracing:`: OpenTelemetry spans exported over OTLP/HTTP (protobuf).
+public struct TracingConfiguration: Sendable, Equatable {
+    /// `tracing.otlp.endpoint`: the collector's base URL (`http://127.0.0.1:4318`); spans go to
+    /// `<endpoint>/v1/traces`.
+    public var endpoint: String
+    public var serviceName: String = "mcp-gateway"
+    /// The share of new traces recorded (0…1); a sampled incoming `traceparent` is always followed.
+    public var sampleRatio: Double = 1.0
+
+    public init(endpoint: String) {
+        self.endpoint = endpoint
+    }
 }
 
 /// `admin:`: the `/admin` page, for the users its allow-list admits (signed in through the
@@ -169,6 +185,12 @@ public struct PublicURL: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int?
 
+    public init(scheme: String, host: String, port: Int?) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+    }
+
     /// `scheme://host[:port]` with no trailing slash.
     public var origin: String {
         var text = "\(scheme)://\(host)"
@@ -231,6 +253,8 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var clientMetadata: ClientMetadataConfiguration
     /// Limits on local-account sign-in (password guessing).
     public var localLimits: LocalSignInLimits = .default
+    /// `auth.token.rateLimit`: `/token` requests per client address (IPv6: per /64) per minute.
+    public var tokenRateLimit: Int = ConfigurationDefaults.tokenRateLimit
 
     public init(
         github: GitHubConfiguration? = nil, allow: AllowList = AllowList(), accessTokenTTL: Duration = ConfigurationDefaults.accessTokenTTL,
@@ -499,6 +523,9 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
 }
 
 public enum ConfigurationDefaults {
+    /// `/token` requests per client address per minute: an MCP client needs a few an hour; a
+    /// guesser of codes or refresh tokens gets no more than this.
+    public static let tokenRateLimit = 120
     public static let maxRequestBodyBytes = 4 * 1024 * 1024
     public static let connectTimeout: Duration = .seconds(5)
     public static let responseHeaderTimeout: Duration = .seconds(60)

@@ -23,11 +23,13 @@ import Testing
             address: ":443"
             http2: true
             tls: { certFile: /etc/ssl/gw.pem, keyFile: /etc/ssl/gw-key.pem, minVersion: 1.3 }
-        """, extra: "metrics: { prometheus: {} }"))
+        """, extra: "metrics: { prometheus: {} }\ntracing: { otlp: { endpoint: \"http://127.0.0.1:4318/\" }, sampleRatio: 0.25 }"))
         let secure = try #require(configuration.entryPoints.first { $0.name == "websecure" })
         #expect(secure.tls == TLSSettings(certFile: "/etc/ssl/gw.pem", keyFile: "/etc/ssl/gw-key.pem", minVersion: .tls13))
         #expect(secure.http2)
         #expect(configuration.entryPoints.first { $0.name == "web" }?.redirectTo == "websecure")
+        let tracing = try #require(configuration.tracing)
+        #expect(tracing.endpoint == "http://127.0.0.1:4318" && tracing.serviceName == "mcp-gateway" && tracing.sampleRatio == 0.25)
         // Every default: /metrics, every entry point, loopback clients.
         let metrics = try #require(configuration.metrics)
         #expect(metrics.path == "/metrics" && metrics.entryPoint == nil && metrics.allowFrom == MetricsConfiguration.loopback)
@@ -41,6 +43,7 @@ import Testing
         """, extra: """
         metrics:
           prometheus: { path: "metrics", entryPoint: admin, allowFrom: ["10.0.0.0/33"] }
+        tracing: { otlp: { endpoint: "udp://x" }, sampleRatio: 2 }
         """)
         do {
             _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "o.yaml")
@@ -54,6 +57,7 @@ import Testing
             #expect(text.contains("metrics.prometheus.path: path must start with /"), "\(text)")
             #expect(text.contains("metrics.prometheus.entryPoint: unknown entry point \"admin\""), "\(text)")
             #expect(text.contains("metrics.prometheus.allowFrom[0]: \"10.0.0.0/33\" is not an address or CIDR range"), "\(text)")
+            #expect(text.contains("tracing.otlp.endpoint: \"udp://x\" is not an absolute http(s) URL"), "\(text)")
         }
     }
 }

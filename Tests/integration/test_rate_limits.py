@@ -159,3 +159,39 @@ def test_an_unknown_middleware_is_a_config_error_with_its_position(tmp_path):
     result = subprocess.run([gateway_binary(), "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert 'gateway.yaml:9:19: routers.r.middlewares: middleware "perUsr" is not defined (defined: perUser)' in result.stdout + result.stderr
+
+
+def test_the_token_endpoint_has_its_own_per_address_limit_across_instances(tmp_path_factory, redis_server):
+    tmp = tmp_path_factory.mktemp("token-limit")
+    text = f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    store:
+      redis:
+        url: "{redis_server.url}"
+        keyPrefix: "tl:"
+    auth:
+      token:
+        rateLimit: 3
+    routers:
+      r:
+        rule: "PathPrefix(`/r`)"
+        service: s
+    services:
+      s:
+        http:
+          url: "http://127.0.0.1:9/mcp"
+    """
+    first, second = start_gateway(tmp, text, name="token-a"), start_gateway(tmp, text, name="token-b")
+    try:
+        guess = {"grant_type": "refresh_token", "refresh_token": "guess", "client_id": "nobody"}
+        answers = [httpx.post(gateway.url("/token"), data=guess, timeout=10) for gateway in (first, second, first)]
+        assert [a.status_code for a in answers] == [401, 401, 401], [a.text for a in answers]
+        # The fourth from this address, on either instance, is refused before any token is looked at.
+        refused = httpx.post(second.url("/token"), data=guess, timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited" and refused.headers["retry-after"] == "60"
+    finally:
+        first.managed.stop()
+        second.managed.stop()

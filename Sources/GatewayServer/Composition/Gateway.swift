@@ -14,6 +14,7 @@ import GatewayRedis
 import GatewayStdio
 import GatewayMetrics
 import GatewayAdmin
+import GatewayTracing
 package import GatewayAudit
 package import GatewayStore
 import ServiceLifecycle
@@ -56,7 +57,7 @@ public struct Gateway {
             _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         }
 
-        let store: any KeyValueStore
+        var store: any KeyValueStore
         var redis: RedisStore?
         if let storeConfiguration = configuration.store {
             guard let redisStore = RedisStore(url: storeConfiguration.redisURL, keyPrefix: storeConfiguration.keyPrefix) else {
@@ -67,6 +68,12 @@ public struct Gateway {
         } else {
             store = MemoryStore()
             logger.warning("no store configured: registered clients and tokens live in memory and are lost on restart")
+        }
+        var tracingService: (any Service)?
+        if let tracing = configuration.tracing {
+            tracingService = try GatewayTracing.bootstrap(tracing, logger: logger)
+            store = TracedStore(store)
+            logger.info("tracing", metadata: ["endpoint": "\(tracing.endpoint)", "serviceName": "\(tracing.serviceName)", "sampleRatio": "\(tracing.sampleRatio)"])
         }
         // Certificates first: a pair that cannot be used stops the start before anything is running.
         var certificates: [String: CertificateReloader] = [:]
@@ -87,6 +94,8 @@ public struct Gateway {
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
         ]
+        // Started before the servers, so it stops after them and flushes the last spans.
+        if let tracingService { services.append(tracingService) }
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
@@ -248,6 +257,8 @@ package struct GatewayComponents: Sendable {
     let administration: Administration
     /// The state store (admin page sessions).
     let store: any KeyValueStore
+    /// `tracing:` is set (the tracer is installed by `run`).
+    let tracing: Bool
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -324,6 +335,7 @@ package struct GatewayComponents: Sendable {
         let users = UserDirectory(store: store, lifetime: auth.refreshTokenTTL)
         oauth.users = users
         self.store = store
+        self.tracing = configuration.tracing != nil
         self.administration = Administration(registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, users: users, sessions: bindings)
         self.metrics = metrics
         self.registration = registration

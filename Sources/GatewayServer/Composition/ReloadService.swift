@@ -111,6 +111,7 @@ struct ReloadService: Service, CustomStringConvertible {
         if candidate.log != running.log { restartNeeded.append("log") }
         if candidate.audit != running.audit { restartNeeded.append("audit") }
         if candidate.metrics != running.metrics { restartNeeded.append("metrics") }
+        if candidate.tracing != running.tracing { restartNeeded.append("tracing") }
         if !restartNeeded.isEmpty {
             logger.warning("these settings changed but take effect only after a restart; the running values stay in force", metadata: [
                 "keys": "\(restartNeeded.joined(separator: ", "))",

@@ -3,6 +3,7 @@ import AuthorizationServer
 import Foundation
 import GatewayAdmin
 import GatewayAudit
+import GatewayPages
 import GatewayAuth
 import GatewayConfig
 import GatewayStore
@@ -140,7 +141,7 @@ struct AdminPage: Sendable {
         if let done { context["done"] = Self.doneMessage(done) }
         if let auditNote { context["auditNote"] = auditNote }
         // Same-origin referrers, so the page's own forms carry an Origin to check.
-        return AuthPages.response(.ok, html: PageTemplates.render("admin", context), extraHeaders: [HTTPField.Name("Referrer-Policy")!: "same-origin"])
+        return AuthPages.response(.ok, html: Pages.render("admin", context), extraHeaders: [HTTPField.Name("Referrer-Policy")!: "same-origin"])
     }
 
     private static func doneMessage(_ code: String) -> String {

@@ -1,3 +1,5 @@
+import Tracing
+import Instrumentation
 import GatewayMetrics
 import GatewayStdio
 import GatewayUpstream
@@ -17,11 +19,22 @@ struct Authentication {
     /// Refused credentials are security events (`auth.denied`).
     var audit: (any AuditSink)? = nil
     var metrics: GatewayMetrics? = nil
+    /// `tracing:`: the token check is a span of its own.
+    var tracing = false
 
     func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
         guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
         guard route.router.auth == .oauth else { return }
-        switch await gate.check(request.headers, route: route) {
+        let checked: Result<VerifiedCaller, TokenCheckFailure>
+        if tracing {
+            let span = startSpan("token check", context: ServiceContext.current ?? .topLevel)
+            checked = await ServiceContext.withValue(span.context) { await gate.check(request.headers, route: route) }
+            if case .failure(let failure) = checked { span.attributes["mcp_gateway.auth.failure"] = failure.metricReason }
+            span.end()
+        } else {
+            checked = await gate.check(request.headers, route: route)
+        }
+        switch checked {
         case .success(let caller):
             context.caller = caller
             context.record?.update { fields in

@@ -1,3 +1,7 @@
+import GatewayTracing
+import Tracing
+import Instrumentation
+import MCPTranslation
 import GatewayUpstream
 import Hummingbird
 import MCPMessages
@@ -16,12 +20,56 @@ struct EraDispatch {
     let modernHTTP: ModernHTTPTranslator
     /// Times the upstream's part: until the transport has the answer's head.
     var metrics: GatewayMetrics? = nil
+    /// `tracing:`: the upstream's part is a client span, and the upstream is told its trace (an
+    /// HTTP upstream in `traceparent`, a stdio child in the request's `params._meta.traceparent`).
+    var tracing = false
 
     func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
-        guard let metrics, let route = context.route else { return try await transport(request, context: context) }
+        guard metrics != nil || tracing, let route = context.route else { return try await transport(request, context: context) }
         let started = ContinuousClock.now
-        defer { metrics.upstream(service: route.router.service, duration: ContinuousClock.now - started) }
-        return try await transport(request, context: context)
+        defer { metrics?.upstream(service: route.router.service, duration: ContinuousClock.now - started) }
+        guard tracing else { return try await transport(request, context: context) }
+        let span = startSpan("upstream \(route.router.service)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
+        defer { span.end() }
+        span.attributes["mcp_gateway.service"] = route.router.service
+        var request = request
+        var context = context
+        let traceparent = GatewayTracing.traceparent(of: span.context)
+        switch route.upstream {
+        case .http:
+            span.attributes["mcp_gateway.transport"] = "http"
+            var head = request.head
+            InstrumentationSystem.instrument.inject(span.context, into: &head.headerFields, using: HTTPFieldsInjector())
+            request = Request(head: head, body: request.body)
+        case .stdio:
+            span.attributes["mcp_gateway.transport"] = "stdio"
+            if let traceparent, let call = context.call { context.call = Self.stamped(call, traceparent: traceparent) }
+        }
+        // The HTTP client's own span (AsyncHTTPClient traces its requests) nests under this one.
+        let (request2, context2) = (request, context)
+        let result: Result<Response, GatewayError> = await ServiceContext.withValue(span.context) {
+            do throws(GatewayError) { return .success(try await transport(request2, context: context2)) } catch { return .failure(error) }
+        }
+        switch result {
+        case .success(let response):
+            if response.status.code >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            return response
+        case .failure(let error):
+            span.setStatus(SpanStatus(code: .error))
+            throw error
+        }
+    }
+
+    /// A request for a stdio child with `params._meta.traceparent` set (other messages as they are).
+    static func stamped(_ call: MCPCall, traceparent: String) -> MCPCall {
+        guard let message = call.message, message.kind == .request,
+              let edited = message.editing("params", { params in
+                  var meta = params["_meta"] as? [String: Any] ?? [:]
+                  meta["traceparent"] = traceparent
+                  params["_meta"] = meta
+              })
+        else { return call }
+        return MCPCall(protocolVersion: call.protocolVersion, sessionID: call.sessionID, body: edited.bytes)
     }
 
     private func transport(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {

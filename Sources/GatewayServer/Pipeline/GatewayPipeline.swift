@@ -40,14 +40,18 @@ struct GatewayPipeline: HTTPResponder {
     let accessLog: Logger?
     /// `audit:` and `metrics:`: what is recorded once a response is sent; nil when both are off.
     let observer: ResponseObserver?
+    /// `tracing:`: a server span per request, its trace id in the audit record.
+    let tracing: Bool
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        guard accessLog != nil || observer != nil else { return await answer(request, context: context) }
+        guard accessLog != nil || observer != nil || tracing else { return await answer(request, context: context) }
         var context = context
         let record = RequestRecord()
         context.record = record
         let started = ContinuousClock.now
-        var response = await answer(request, context: context)
+        var response = tracing ? await RequestSpan.around(request, record: record, clientIP: context.clientIP) { [context] in
+            await answer(request, context: context)
+        } : await answer(request, context: context)
         let fields = record.current
         if let observer {
             response = observer.observing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
@@ -104,15 +108,16 @@ extension GatewayComponents {
             ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
             requestChecks: RequestChecks(entryPoint: entryPoint),
-            authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics),
+            authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics, tracing: tracing),
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing),
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             observer: audit == nil && metrics == nil ? nil : ResponseObserver(
                 audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) },
                 metrics: metrics
-            )
+            ),
+            tracing: tracing
         )
     }
 }

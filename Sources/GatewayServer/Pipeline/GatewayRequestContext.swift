@@ -62,6 +62,8 @@ final class RequestRecord: Sendable {
         var caller: VerifiedCaller?
         /// `MCPCallParsing`: the parsed call.
         var call: MCPCall?
+        /// The request's trace (`tracing:`), for the audit record.
+        var traceID: String?
     }
 
     private let fields = Mutex(Fields())

@@ -116,6 +116,7 @@ struct RequestAudit: Sendable {
             }
         }
         return AuditEvent("mcp.request", [
+            ("trace_id", record.traceID.map(AuditEvent.Value.string)),
             ("router", .string(route.router.name)),
             ("service", .string(route.router.service)),
             ("transport", .string(transport)),

@@ -1,6 +1,7 @@
 import AuthorizationEndpoints
 import GatewayConfig
 import Hummingbird
+import GatewayPages
 
 /// `GET /` on the gateway's own host: the MCP URLs it serves and how to add one to Claude, as a
 /// small page, or as JSON for a client that asks for it (`Accept: application/json`).
@@ -22,15 +23,8 @@ enum WelcomePage {
             let list: [[String: Any]] = endpoints.map { ["router": $0.name, "url": $0.url, "signIn": $0.signIn] }
             return JSONResponse.make(status: .ok, object: ["mcpServers": list], headers: [.cacheControl: "no-store"])
         }
-        let rows = endpoints.map { endpoint in
-            "<dt>\(AuthPages.escape(endpoint.name))</dt><dd><code>\(AuthPages.escape(endpoint.url))</code><br><span class=\"note\">\(endpoint.signIn ? "sign-in required" : "public")</span></dd>"
-        }.joined()
-        let body = """
-        <h1>MCP servers on this gateway</h1>
-        <dl>\(rows.isEmpty ? "<dt>none</dt><dd>no routers are configured</dd>" : rows)</dl>
-        <p class="note">To add one to Claude: Settings → Connectors → Add custom connector, and paste
-        its URL. Claude signs in through this gateway when the server needs it.</p>
-        """
-        return AuthPages.response(.ok, html: AuthPages.document(title: "mcp-gateway", body: body), extraHeaders: [.cacheControl: "no-store"])
+        let rows: [[String: String]] = endpoints.map { ["name": $0.name, "url": $0.url, "access": $0.signIn ? "sign-in required" : "public"] }
+        let page = Pages.render("welcome", ["title": "mcp-gateway", "endpoints": rows])
+        return AuthPages.response(.ok, html: page, extraHeaders: [.cacheControl: "no-store"])
     }
 }
