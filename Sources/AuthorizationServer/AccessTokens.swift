@@ -73,7 +73,7 @@ public struct AccessTokens: Sendable {
     public func checkSignatureAndClaims(_ token: String, ring: KeyRing, audience: String?) throws(TokenValidationError) -> AccessTokenClaims {
         let claims: AccessTokenClaims
         do {
-            claims = try JWT.verify(token, keys: ring, as: AccessTokenClaims.self)
+            claims = try JWT.verify(token, keys: ring, as: AccessTokenClaims.self, requiredType: "at+jwt")
         } catch {
             throw .invalid("the access token is not one this gateway issued")
         }

@@ -52,10 +52,11 @@ public enum JWT {
         var kid: String?
     }
 
-    public static func sign<Claims: Encodable>(_ claims: Claims, with key: SigningKey) throws -> String {
+    /// `type`: the header's `typ` (RFC 9068 `at+jwt` for access tokens).
+    public static func sign<Claims: Encodable>(_ claims: Claims, with key: SigningKey, type: String = "at+jwt") throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let header = Base64URL.encode(try encoder.encode(Header(alg: key.algorithm.rawValue, typ: "at+jwt", kid: key.kid)))
+        let header = Base64URL.encode(try encoder.encode(Header(alg: key.algorithm.rawValue, typ: type, kid: key.kid)))
         let payload = Base64URL.encode(try encoder.encode(claims))
         let signingInput = "\(header).\(payload)"
         let signature = try key.sign(Data(signingInput.utf8))
@@ -64,12 +65,14 @@ public enum JWT {
 
     /// Verifies the signature with the ring's key named by `kid` and decodes the claims. Claim
     /// checks (issuer, audience, expiry) are the caller's: they depend on the route.
-    public static func verify<Claims: Decodable>(_ token: String, keys: KeyRing, as type: Claims.Type = Claims.self) throws(JWTError) -> Claims {
+    /// `requiredType`: the header's `typ` must be this (an identity token is not an access token).
+    public static func verify<Claims: Decodable>(_ token: String, keys: KeyRing, as type: Claims.Type = Claims.self, requiredType: String? = nil) throws(JWTError) -> Claims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = Base64URL.decode(parts[0]), let payloadBytes = Base64URL.decode(parts[1]),
               let signatureBytes = Base64URL.decode(parts[2])
         else { throw .malformed }
         guard let header = try? JSONDecoder().decode(Header.self, from: Data(headerBytes)) else { throw .malformed }
+        if let requiredType, header.typ?.lowercased() != requiredType { throw .malformed }
         guard SigningAlgorithm(rawValue: header.alg) != nil else { throw .unsupportedAlgorithm(header.alg) }
         guard let kid = header.kid, let key = keys.key(id: kid) else { throw .unknownKey(header.kid ?? "") }
         guard header.alg == key.algorithm.rawValue else { throw .unsupportedAlgorithm(header.alg) }

@@ -456,7 +456,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildHTTPService(name: String, node: Node, path: String) -> HTTPServiceConfiguration? {
-        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize", "passAuthorization"]) else { return nil }
+        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize", "passAuthorization", "auth", "identityToken"]) else { return nil }
         guard let urlNode = fields["url"] else {
             reader.report("missing \"url\" of the upstream MCP endpoint, e.g. \"http://127.0.0.1:9100/mcp\"", path, node)
             return nil
@@ -483,10 +483,111 @@ struct ConfigurationBuilder {
         let ttfb = fields["responseHeaderTimeout"].map { reader.duration($0, "\(path).responseHeaderTimeout") } ?? ConfigurationDefaults.responseHeaderTimeout
         let body = fields["maxRequestBodySize"].map { reader.byteSize($0, "\(path).maxRequestBodySize") } ?? ConfigurationDefaults.maxRequestBodyBytes
         let passAuthorization = fields["passAuthorization"].map { reader.boolean($0, "\(path).passAuthorization") } ?? false
+        var credentials: UpstreamCredentials?
+        if let authNode = fields["auth"] {
+            credentials = buildCredentials(authNode, path: "\(path).auth")
+            if credentials == nil { failed = true }
+            if passAuthorization == true, let passNode = fields["passAuthorization"] {
+                reader.report("passAuthorization and auth both set the upstream's credentials: choose one", "\(path).passAuthorization", passNode)
+                failed = true
+            }
+            if let credentials, case .apiKey(let header, _) = credentials, headers.contains(where: { $0.name.lowercased() == header.lowercased() }) {
+                reader.report("\(header) is set both by headers and by auth.apiKey", "\(path).auth.apiKey.header", authNode)
+                failed = true
+            }
+        }
+        var identityToken: IdentityTokenSettings?
+        if let identityNode = fields["identityToken"], let entries = reader.mapping(identityNode, "\(path).identityToken", allowed: ["header", "ttl"]) {
+            var settings = IdentityTokenSettings()
+            if let headerNode = entries["header"], let header = reader.nonEmptyString(headerNode, "\(path).identityToken.header") {
+                if Self.isHeaderToken(header), !Self.hopByHopHeaders.contains(header.lowercased()), !["host", "authorization", "cookie"].contains(header.lowercased()) {
+                    settings.header = header
+                } else {
+                    reader.report("\"\(header)\" cannot carry the identity token", "\(path).identityToken.header", headerNode)
+                    failed = true
+                }
+            }
+            if let ttlNode = entries["ttl"] {
+                if let ttl = reader.duration(ttlNode, "\(path).identityToken.ttl"), ttl >= .seconds(10), ttl <= .seconds(3600) { settings.ttl = ttl } else {
+                    reader.report("ttl must be from 10s to 1h", "\(path).identityToken.ttl", ttlNode)
+                    failed = true
+                }
+            }
+            identityToken = settings
+        } else if fields["identityToken"] != nil {
+            failed = true
+        }
         guard !failed, let url, let connect, let ttfb, let body, let passAuthorization else { return nil }
         var service = HTTPServiceConfiguration(name: name, url: url, headers: headers, connectTimeout: connect, responseHeaderTimeout: ttfb, maxRequestBodyBytes: body)
         service.passAuthorization = passAuthorization
+        service.credentials = credentials
+        service.identityToken = identityToken
         return service
+    }
+
+    /// `auth`: exactly one of `bearer`, `apiKey {header, value}`, `basic {username, password}`,
+    /// `query {name, value}`; secret values may be `env://` or `file://` references.
+    private func buildCredentials(_ node: Node, path: String) -> UpstreamCredentials? {
+        guard let fields = reader.mapping(node, path, allowed: ["bearer", "apiKey", "basic", "query"]) else { return nil }
+        guard fields.count == 1, let (kind, value) = fields.first else {
+            reader.report("auth takes exactly one of bearer, apiKey, basic or query", path, node)
+            return nil
+        }
+        let kindPath = "\(path).\(kind)"
+        switch kind {
+        case "bearer":
+            return secret(value, kindPath).map(UpstreamCredentials.bearer)
+        case "apiKey":
+            guard let entries = reader.mapping(value, kindPath, allowed: ["header", "value"]),
+                  let headerNode = entries["header"], let valueNode = entries["value"], let header = reader.nonEmptyString(headerNode, "\(kindPath).header")
+            else {
+                if reader.mapping(value, kindPath) != nil { reader.report("apiKey needs header and value", kindPath, value) }
+                return nil
+            }
+            guard Self.isHeaderToken(header), !Self.hopByHopHeaders.contains(header.lowercased()), header.lowercased() != "host" else {
+                reader.report("\"\(header)\" cannot carry an API key", "\(kindPath).header", headerNode)
+                return nil
+            }
+            return secret(valueNode, "\(kindPath).value").map { .apiKey(header: header, value: $0) }
+        case "basic":
+            guard let entries = reader.mapping(value, kindPath, allowed: ["username", "password"]),
+                  let userNode = entries["username"], let passwordNode = entries["password"]
+            else {
+                reader.report("basic needs username and password", kindPath, value)
+                return nil
+            }
+            guard let username = secret(userNode, "\(kindPath).username"), let password = secret(passwordNode, "\(kindPath).password") else { return nil }
+            guard !username.contains(":") else {
+                reader.report("a Basic user name cannot contain \":\"", "\(kindPath).username", userNode)
+                return nil
+            }
+            return .basic(username: username, password: password)
+        default:
+            guard let entries = reader.mapping(value, kindPath, allowed: ["name", "value"]),
+                  let nameNode = entries["name"], let valueNode = entries["value"], let name = reader.nonEmptyString(nameNode, "\(kindPath).name")
+            else {
+                reader.report("query needs name and value", kindPath, value)
+                return nil
+            }
+            return secret(valueNode, "\(kindPath).value").map { .query(name: name, value: $0) }
+        }
+    }
+
+    /// A secret value: `env://NAME`, `file:///path` or a literal; header-safe (one line).
+    private func secret(_ node: Node, _ path: String) -> String? {
+        guard let text = reader.nonEmptyString(node, path) else { return nil }
+        let value: String
+        do throws(SecretReference.Failure) {
+            value = try SecretReference.resolve(text, environment: reader.expander.environment)
+        } catch {
+            reader.report(error.message, path, node)
+            return nil
+        }
+        guard !value.contains("\r"), !value.contains("\n") else {
+            reader.report("the secret must be one line", path, node)
+            return nil
+        }
+        return value
     }
 
     private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
@@ -498,7 +599,22 @@ struct ConfigurationBuilder {
         }
         let command = reader.nonEmptyString(commandNode, "\(path).command")
         let args = fields["args"].map { reader.stringList($0, "\(path).args") } ?? []
-        let envPairs = fields["env"].map { reader.stringMap($0, "\(path).env") } ?? []
+        // Values may be secret references (env://, file://), resolved here and on every reload.
+        var envPairs: [(key: String, value: String)]? = []
+        if let envNode = fields["env"] {
+            for entry in reader.orderedEntries(envNode, "\(path).env") {
+                guard let raw = reader.string(entry.value, "\(path).env.\(entry.key)") else {
+                    envPairs = nil
+                    continue
+                }
+                do throws(SecretReference.Failure) {
+                    envPairs?.append((entry.key, try SecretReference.resolve(raw, environment: reader.expander.environment)))
+                } catch {
+                    reader.report(error.message, "\(path).env.\(entry.key)", entry.value)
+                    envPairs = nil
+                }
+            }
+        }
         let cwd = fields["cwd"].flatMap { reader.nonEmptyString($0, "\(path).cwd") }
         let maxSessions = fields["maxSessions"].map { reader.integer($0, "\(path).maxSessions", range: 1...100_000) } ?? ConfigurationDefaults.maxSessions
         let idle = fields["idleTimeout"].map { reader.duration($0, "\(path).idleTimeout") } ?? ConfigurationDefaults.idleTimeout

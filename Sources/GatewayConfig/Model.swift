@@ -456,6 +456,10 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     /// On `auth: none` routers, pass the client's `Authorization` header to this upstream (it
     /// checks credentials of its own). Never on protected routers: there it is the gateway's token.
     public var passAuthorization = false
+    /// `auth`: the gateway's own credentials for this upstream (resolved secrets; never logged).
+    public var credentials: UpstreamCredentials?
+    /// `identityToken`: a short-lived JWT naming the caller, signed with the gateway's keys.
+    public var identityToken: IdentityTokenSettings?
 
     public init(name: String, url: String, headers: [(name: String, value: String)], connectTimeout: Duration, responseHeaderTimeout: Duration, maxRequestBodyBytes: Int) {
         self.name = name
@@ -467,9 +471,58 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.passAuthorization == rhs.passAuthorization && lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
+        lhs.passAuthorization == rhs.passAuthorization && lhs.credentials == rhs.credentials && lhs.identityToken == rhs.identityToken && lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
             && lhs.responseHeaderTimeout == rhs.responseHeaderTimeout && lhs.maxRequestBodyBytes == rhs.maxRequestBodyBytes
             && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
+    }
+}
+
+/// `services.<s>.http.identityToken`: the header that carries the caller's signed identity and the
+/// token's lifetime.
+public struct IdentityTokenSettings: Sendable, Equatable {
+    public var header: String = "X-MCP-Identity"
+    public var ttl: Duration = .seconds(300)
+
+    public init() {}
+}
+
+/// `services.<s>.http.auth`: how the gateway authenticates itself to an upstream. The values are
+/// secrets (resolved from `env://`, `file://` or given literally); descriptions never show them.
+public enum UpstreamCredentials: Sendable, Equatable, CustomStringConvertible {
+    /// `Authorization: Bearer <token>`.
+    case bearer(String)
+    /// A header of the upstream's choosing.
+    case apiKey(header: String, value: String)
+    /// `Authorization: Basic base64(username:password)`.
+    case basic(username: String, password: String)
+    /// A query parameter on every upstream request.
+    case query(name: String, value: String)
+
+    /// The header fields these credentials add (none for `query`).
+    public var headerFields: [(name: String, value: String)] {
+        switch self {
+        case .bearer(let token): [("Authorization", "Bearer \(token)")]
+        case .apiKey(let header, let value): [(header, value)]
+        case .basic(let username, let password): [("Authorization", "Basic " + Data("\(username):\(password)".utf8).base64EncodedString())]
+        case .query: []
+        }
+    }
+
+    /// The query item these credentials add (`name=value`, percent-encoded), for `query`.
+    public var queryItem: String? {
+        guard case .query(let name, let value) = self else { return nil }
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+        let encode = { (text: String) in text.addingPercentEncoding(withAllowedCharacters: allowed) ?? "" }
+        return "\(encode(name))=\(encode(value))"
+    }
+
+    public var description: String {
+        switch self {
+        case .bearer: "bearer([redacted])"
+        case .apiKey(let header, _): "apiKey(\(header): [redacted])"
+        case .basic(let username, _): "basic(\(username):[redacted])"
+        case .query(let name, _): "query(\(name)=[redacted])"
+        }
     }
 }
 

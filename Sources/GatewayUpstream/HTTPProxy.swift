@@ -1,6 +1,6 @@
 package import MCPTransport
 package import GatewayAuth
-import AuthorizationServer
+package import AuthorizationServer
 import Synchronization
 import AsyncHTTPClient
 import GatewayConfig
@@ -22,9 +22,13 @@ package struct HTTPProxy: Sendable {
     package let drain: ShutdownDrain
     package static let sessionHeader = MCPHeaders.sessionID
 
-    package init(bindings: SessionBindings, drain: ShutdownDrain) {
+    /// Signs the callers' identity for services with `identityToken`.
+    package let identityTokens: IdentityTokens?
+
+    package init(bindings: SessionBindings, drain: ShutdownDrain, identityTokens: IdentityTokens? = nil) {
         self.bindings = bindings
         self.drain = drain
+        self.identityTokens = identityTokens
     }
 
     package func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
@@ -36,7 +40,8 @@ package struct HTTPProxy: Sendable {
         }
         // Read (up to the route's limit) and checked by `MCPCallParsing`.
         let body = exchange.call.body
-        let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller)
+        let identity = await Self.identityToken(identityTokens, upstream: upstream, route: route, caller: caller)
+        let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller, identityToken: identity)
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
         let query = request.uri.query
@@ -100,21 +105,35 @@ package struct HTTPProxy: Sendable {
 
     /// The headers sent upstream for `request`: hop-by-hop ones removed, `X-Forwarded-*` set by the
     /// gateway, identity headers and the service's own added.
+    /// The caller's signed identity for `upstream`, when it asks for one (`identityToken`).
+    package static func identityToken(_ tokens: IdentityTokens?, upstream: HTTPUpstream, route: any TransportRoute, caller: VerifiedCaller?) async -> String? {
+        guard let tokens, upstream.service.identityToken != nil, let caller, let settings = upstream.service.identityToken else { return nil }
+        return await tokens.token(
+            subject: caller.claims.sub, login: caller.claims.login, clientID: caller.claims.client_id, router: route.router.name,
+            audience: upstream.service.url, ttl: settings.ttl
+        )
+    }
+
     package static func upstreamHeaders(
-        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?
+        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
     ) -> HTTPHeaders {
-        HeaderPolicy.upstreamRequestHeaders(
+        var removals = route.upstreamRemovals
+        // The identity header is the gateway's to set: a client's copy never passes, token or not.
+        if let header = upstream.service.identityToken?.header { removals.insert(header.lowercased()) }
+        var serviceHeaders = (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
+        if let identityToken, let header = upstream.service.identityToken?.header { serviceHeaders.append((header, identityToken)) }
+        return HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
             // No token passthrough: the gateway's token and cookies stay at the gateway.
             // Identity header names are never taken from a client; on protected routes neither are
             // the client's credentials.
-            removing: route.upstreamRemovals,
+            removing: removals,
             // The gateway's own cookies (browser binding) never leave it, whatever the route.
             removingCookies: ["mcpgw-", "__Host-mcpgw-"],
             clientAddress: context.clientIP,
             forwardedProto: context.forwardedProto,
             forwardedHost: request.head.authority,
-            serviceHeaders: (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
+            serviceHeaders: serviceHeaders
         )
     }
 

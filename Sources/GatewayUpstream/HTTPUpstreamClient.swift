@@ -71,13 +71,23 @@ public struct HTTPUpstream: Sendable {
         if let query, !query.isEmpty {
             url += (url.contains("?") ? "&" : "?") + query
         }
+        var clientLogger = logger
+        if let credential = service.credentials?.queryItem {
+            url += (url.contains("?") ? "&" : "?") + credential
+            // The HTTP client logs request URLs at debug and trace: this one holds a secret.
+            if clientLogger.logLevel < .info { clientLogger.logLevel = .info }
+        }
         var request = HTTPClientRequest(url: url)
         request.method = method
         request.headers = headers
+        // The gateway's own credentials for this upstream (the client's never get this far).
+        for field in service.credentials?.headerFields ?? [] {
+            request.headers.replaceOrAdd(name: field.name, value: field.value)
+        }
         if let body { request.body = .bytes(body) }
         let timeout = TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
         do {
-            return try await client.execute(request, timeout: timeout, logger: logger)
+            return try await client.execute(request, timeout: timeout, logger: clientLogger)
         } catch {
             throw Self.classify(error, service: service)
         }

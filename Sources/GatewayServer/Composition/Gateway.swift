@@ -277,7 +277,7 @@ package struct GatewayComponents: Sendable {
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry, store: store))
         let bindings = SessionBindings(store: store)
         let drain = ShutdownDrain()
-        let proxy = HTTPProxy(bindings: bindings, drain: drain)
+
         let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings)
         let auth = configuration.auth ?? AuthConfiguration()
         let registry = ClientRegistry(store: store, settings: .init(
@@ -291,6 +291,8 @@ package struct GatewayComponents: Sendable {
             maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
         ))
         let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
+        // Identity tokens for upstreams that ask for them, signed with the same keys (the JWKS).
+        let proxy = HTTPProxy(bindings: bindings, drain: drain, identityTokens: IdentityTokens(issuer: configuration.publicURL.origin, keys: keys))
         var registration = RegistrationEndpoints(
             registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, publicURL: configuration.publicURL
         )

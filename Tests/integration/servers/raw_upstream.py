@@ -24,6 +24,7 @@ async def echo(request: Request) -> Response:
         {
             "method": request.method,
             "path": request.url.path,
+            "query": request.url.query,
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
             "body": body.decode("utf-8", "replace"),
         },
