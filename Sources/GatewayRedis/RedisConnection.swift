@@ -41,6 +41,9 @@ public struct RedisEndpoint: Sendable, Equatable {
 
 /// One hiredis connection. hiredis is blocking, so every call runs on this connection's own
 /// thread and never on an event loop; calls on one connection are serialised by that thread.
+/// Calls that arrive while the thread is busy are queued and sent together (automatic
+/// pipelining): one wake-up of the thread, one write and one pass over the replies for all of
+/// them, so concurrent requests share the cost of the hand-off.
 /// A broken connection is dropped and re-established on a later call, with backoff, so callers
 /// fail fast (503) while Redis is away and recover without a restart when it returns.
 final class RedisConnection: Sendable {
@@ -59,6 +62,14 @@ final class RedisConnection: Sendable {
     private let thread: NIOThreadPool
     private let context = Mutex(Context())
     private let backoff = Mutex(Backoff())
+
+    /// Calls waiting for the thread, and whether a drain of them is scheduled on it.
+    private struct Queue {
+        var pending: [(commands: [[[UInt8]]], done: CheckedContinuation<Result<[RedisValue], StoreError>, Never>)] = []
+        var draining = false
+    }
+
+    private let queue = Mutex(Queue())
 
     init(endpoint: RedisEndpoint, timeout: Duration) {
         self.endpoint = endpoint
@@ -83,11 +94,20 @@ final class RedisConnection: Sendable {
         if wait > .zero {
             throw .unavailable("reconnecting to Redis (next attempt in \(wait))")
         }
-        let result: Result<[RedisValue], StoreError>
-        do {
-            result = try await thread.runIfActive { [self] in self.execute(commands) }
-        } catch {
-            throw .unavailable("the Redis connection is shut down")
+        let result: Result<[RedisValue], StoreError> = await withCheckedContinuation { done in
+            let schedule = queue.withLock { queue -> Bool in
+                queue.pending.append((commands, done))
+                defer { queue.draining = true }
+                return !queue.draining
+            }
+            guard schedule else { return }
+            thread.submit { [self] state in
+                guard case .active = state else {
+                    failAll(.unavailable("the Redis connection is shut down"))
+                    return
+                }
+                drain()
+            }
         }
         switch result {
         case .success(let values):
@@ -107,6 +127,40 @@ final class RedisConnection: Sendable {
     }
 
     // MARK: on the connection's thread
+
+    /// Sends every queued call in one pipeline until the queue is empty.
+    private func drain() {
+        while true {
+            let batch = queue.withLock { queue in
+                let batch = queue.pending
+                queue.pending.removeAll(keepingCapacity: true)
+                if batch.isEmpty { queue.draining = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            switch execute(batch.flatMap(\.commands)) {
+            case .success(let replies):
+                var offset = 0
+                for call in batch {
+                    call.done.resume(returning: .success(Array(replies[offset..<offset + call.commands.count])))
+                    offset += call.commands.count
+                }
+            case .failure(let error):
+                for call in batch { call.done.resume(returning: .failure(error)) }
+            }
+        }
+    }
+
+    private func failAll(_ error: StoreError) {
+        let batch = queue.withLock { queue in
+            defer {
+                queue.pending.removeAll()
+                queue.draining = false
+            }
+            return queue.pending
+        }
+        for call in batch { call.done.resume(returning: .failure(error)) }
+    }
 
     private func execute(_ commands: [[[UInt8]]]) -> Result<[RedisValue], StoreError> {
         context.withLock { context in

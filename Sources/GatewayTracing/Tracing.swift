@@ -5,7 +5,7 @@ public import Instrumentation
 public import Logging
 import OTel
 public import ServiceLifecycle
-public import Tracing
+import Tracing
 
 /// The gateway's OpenTelemetry traces: swift-otel's OTLP/HTTP backend installed as the process's
 /// tracer (`tracing:`), W3C `traceparent` read from and written to HTTP headers, and the store's
