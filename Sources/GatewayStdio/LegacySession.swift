@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MCPTransport
 public import MCPMessages
 import NIOCore
 import Synchronization
@@ -212,7 +213,7 @@ public final class LegacySession: Sendable {
             return true
         }
         guard expired else { return }
-        logger.warning("request timed out; cancelled", metadata: ["session": "\(sessionID ?? "none")", "timeout": "\(timeout)"])
+        logger.warning("request timed out; cancelled", metadata: ["session": "\(MCPSessionID.logged(sessionID))", "timeout": "\(timeout)"])
         child.send(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\(gatewayID),\"reason\":\"request timed out\"}}"))
     }
 

@@ -161,7 +161,7 @@ public final class StdioSessionManager: Sendable {
         let sessionID = Self.mintSessionID()
         session.activate(sessionID: sessionID, protocolVersion: protocolVersion, owner: owner)
         state.withLock { $0.activate(session, sessionID: sessionID) }
-        logger.info("session started", metadata: ["session": "\(sessionID)", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
+        logger.info("session started", metadata: ["session": "\(MCPSessionID.logged(sessionID))", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
         return sessionID
     }
 
@@ -184,7 +184,7 @@ public final class StdioSessionManager: Sendable {
         state.withLock { $0.release(session) }
         session.close(reason: "session ended: \(reason)", errorData: nil)
         let exit = await session.child.terminate(grace: service.shutdownGrace)
-        logger.info("session ended", metadata: ["session": "\(session.sessionID ?? "spare")", "reason": "\(reason)", "pid": "\(session.pid)", "exit": "\(exit)"])
+        logger.info("session ended", metadata: ["session": "\(session.sessionID == nil ? "spare" : MCPSessionID.logged(session.sessionID))", "reason": "\(reason)", "pid": "\(session.pid)", "exit": "\(exit)"])
         replenishSpares()
     }
 
@@ -274,7 +274,7 @@ public final class StdioSessionManager: Sendable {
         let unexpected = session.close(reason: reason, errorData: data, ending: .childExited(exit))
         state.withLock { $0.childExited(session, sessionID: session.sessionID) }
         if unexpected {
-            logger.error("child exited", metadata: ["session": "\(session.sessionID ?? "none")", "pid": "\(session.pid)", "exit": "\(exit)"])
+            logger.error("child exited", metadata: ["session": "\(MCPSessionID.logged(session.sessionID))", "pid": "\(session.pid)", "exit": "\(exit)"])
             replenishSpares()
         }
     }

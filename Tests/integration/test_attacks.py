@@ -817,6 +817,8 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         "client secret": confidential["client_secret"], "registration token": confidential["registration_access_token"],
         "refreshed access token": refreshed["access_token"], "rotated refresh token": refreshed["refresh_token"],
         "environment-only secret": unused_secret, "stdio env key": child_key,
+        # A session id lets whoever holds it act as its owner's client: logs name it by hash.
+        "stdio session id": child_session,
     }
     for what, secret in secrets.items():
         assert secret not in log, f"the {what} is in the log"
