@@ -11,19 +11,21 @@ public enum Pages {
             ("page", Templates.page), ("consent", Templates.consent), ("error", Templates.error), ("welcome", Templates.welcome),
             ("wide", Templates.wide), ("admin", Templates.admin),
         ]
+        // The templates are constants of this module and PagesTests renders each one; a template
+        // that failed to parse is left out, and `render` answers the plain fallback page for it
+        // rather than stopping the process on a request.
         for (name, text) in templates {
-            do { try library.register(text, named: name) } catch {
-                // The templates are constants of this module: every test run would show this.
-                fatalError("page template \(name) does not parse: \(error)")
-            }
+            try? library.register(text, named: name)
         }
         return library
     }()
 
+    static let fallback = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mcp-gateway</title></head><body><p>This page cannot be shown.</p></body></html>"
+
     /// `template` rendered with `context` (dictionaries, arrays and strings; leave out a key rather
     /// than store nil: Mustache would print an Optional's description).
     public static func render(_ template: String, _ context: [String: Any]) -> String {
-        library.render(context, withTemplate: template) ?? ""
+        library.render(context, withTemplate: template) ?? fallback
     }
 }
 

@@ -32,4 +32,11 @@ import Testing
         let empty = Pages.render("welcome", ["title": "mcp-gateway", "endpoints": [[String: String]]()])
         #expect(empty.contains("no routers are configured"))
     }
+
+    @Test func everyTemplateParsesAndAnUnknownOneGetsTheFallbackPage() {
+        for name in ["consent", "error", "welcome", "admin"] {
+            #expect(Pages.render(name, ["title": "t"]) != Pages.render("no-such-template", [:]), "\(name)")
+        }
+        #expect(Pages.render("no-such-template", [:]).contains("This page cannot be shown."))
+    }
 }

@@ -8,7 +8,6 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -68,12 +67,7 @@ class Chromium:
 
     def settle(self) -> None:
         """Waits until the document (after any redirects and form posts) has loaded."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.evaluate("document.readyState") == "complete":
-                return
-            time.sleep(0.05)
-        raise AssertionError("the page did not finish loading")
+        wait_until(lambda: self.evaluate("document.readyState") == "complete", what="the page loaded", timeout=20)
 
     def submit(self, selector: str, **fields) -> None:
         """Fills `fields` (by element id) and submits the form holding `selector`."""
