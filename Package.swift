@@ -210,6 +210,16 @@ let package = Package(
             ]
         ),
         // The routers' `middlewares:` stages (rate limits first), run on authenticated, parsed calls.
+        // Tool, resource and prompt policies: per-caller decisions and list filtering (pure).
+        .target(
+            name: "GatewayPolicies",
+            dependencies: [
+                "AuthorizationServer",
+                "GatewayConfig",
+                "MCPMessages",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "GatewayMiddlewares",
             dependencies: [
@@ -231,6 +241,7 @@ let package = Package(
                 "GatewayStdio",
                 "MCPTransport",
                 "GatewayMiddlewares",
+                "GatewayPolicies",
                 "GatewayAudit",
                 "GatewayMetrics",
                 "GatewayPages",
@@ -278,6 +289,7 @@ let package = Package(
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
         .testTarget(name: "GatewayMetricsTests", dependencies: ["GatewayMetrics"]),
         .testTarget(name: "GatewayPagesTests", dependencies: ["GatewayPages"]),
+        .testTarget(name: "GatewayPoliciesTests", dependencies: ["GatewayPolicies", "GatewayConfig", "AuthorizationServer", "MCPMessages", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "GatewayMiddlewaresTests",
@@ -296,6 +308,12 @@ let package = Package(
         .testTarget(name: "AuthorizationServerTests", dependencies: ["AuthorizationServer", "GatewayStore"]),
         .testTarget(name: "MCPTranslationTests", dependencies: ["MCPTranslation", "MCPMessages", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio")]),
         .testTarget(name: "GatewayStdioTests", dependencies: ["GatewayStdio", "GatewayConfig", "MCPTranslation", .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        // `just bench-policies`: the cost of a policy decision (not part of the product).
+        .executableTarget(
+            name: "PolicyBenchmark",
+            dependencies: ["GatewayPolicies", "GatewayConfig", "AuthorizationServer", .product(name: "NIOCore", package: "swift-nio")],
+            path: "bench/PolicyBenchmark"
+        ),
         // Shared test support: the gateway in process from a gateway.yaml text, an echo upstream.
         .target(
             name: "GatewayTesting",

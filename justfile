@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-operations bench-stdio bench-modern
+bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -63,3 +63,8 @@ bench-modern: build-release
     bash scripts/ensure-apt.sh wrk
     bash bench/setup-anchors.sh
     PATH="{{venv}}/bin:$PATH" {{python}} bench/modern_pool.py --gateway .build/release/mcp-gateway
+
+# Policy evaluation: a view and a decision with 100 globs against none, a 50-tool answer filtered.
+bench-policies:
+    swift build -c release --product PolicyBenchmark
+    .build/release/PolicyBenchmark | tee bench/out/policies.md

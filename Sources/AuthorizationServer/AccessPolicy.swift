@@ -48,14 +48,23 @@ public struct AccessRule: Sendable, Equatable {
 public struct AccessPolicy: Sendable, Equatable {
     public var global: AccessRule
     public var router: AccessRule?
+    /// Organisations and teams (lower-cased) the router's tool, resource and prompt policies
+    /// name: they admit nobody, but sign-in records these memberships and the token check
+    /// establishes them, so the policies can be evaluated.
+    public var policyOrgs: Set<String>
+    public var policyTeams: Set<String>
 
-    public init(global: AccessRule, router: AccessRule?) {
+    public init(global: AccessRule, router: AccessRule?, policyOrgs: Set<String> = [], policyTeams: Set<String> = []) {
         self.global = global
         self.router = router
+        self.policyOrgs = policyOrgs
+        self.policyTeams = policyTeams
     }
 
-    public var needsOrgs: Bool { global.needsOrgs || (router?.needsOrgs ?? false) }
-    public var needsTeams: Bool { global.needsTeams || (router?.needsTeams ?? false) }
+    public var needsOrgs: Bool { global.needsOrgs || (router?.needsOrgs ?? false) || !policyOrgs.isEmpty }
+    public var needsTeams: Bool { global.needsTeams || (router?.needsTeams ?? false) || !policyTeams.isEmpty }
+    /// Whether the call policies need memberships, whatever the allow-lists decide.
+    public var callPoliciesNeedMembership: Bool { !policyOrgs.isEmpty || !policyTeams.isEmpty }
     /// Whether any list names orgs or teams (GitHub's `read:org`, membership checks).
     public var needsMembership: Bool { needsOrgs || needsTeams }
 

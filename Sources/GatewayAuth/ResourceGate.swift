@@ -10,9 +10,13 @@ import Synchronization
 /// Who a request to a protected route comes from, once its token passed.
 package struct VerifiedCaller: Sendable {
     package let claims: AccessTokenClaims
+    /// The caller as allow-lists and call policies see them: the login, with the organisations and
+    /// teams when a list or policy of the router names some (nil when not looked up).
+    package let identity: UserIdentity
 
-    package init(claims: AccessTokenClaims) {
+    package init(claims: AccessTokenClaims, identity: UserIdentity? = nil) {
         self.claims = claims
+        self.identity = identity ?? UserIdentity(login: claims.login)
     }
 }
 
@@ -126,7 +130,7 @@ package final class ResourceGate: AccessTokenVerifier {
         // Only a token for this router reaches the identity lookup (which may ask GitHub); the
         // identity is shaped by this router's policy, so it is not cached with the token.
         let loginOnly = UserIdentity(login: claims.login)
-        if route.accessPolicy.admits(loginOnly) { return .success(VerifiedCaller(claims: claims)) }
+        if !route.accessPolicy.callPoliciesNeedMembership, route.accessPolicy.admits(loginOnly) { return .success(VerifiedCaller(claims: claims)) }
         let identityKey = "\(claims.sub)\u{0}\(route.router.name)"
         var identity = identities.withLock { cached -> UserIdentity? in
             guard let entry = cached[identityKey], entry.validUntil > now else { return nil }
@@ -141,7 +145,7 @@ package final class ResourceGate: AccessTokenVerifier {
             identity = fresh
         }
         guard let identity, route.accessPolicy.admits(identity) else { return .failure(.denied(login: claims.login)) }
-        return .success(VerifiedCaller(claims: claims))
+        return .success(VerifiedCaller(claims: claims, identity: identity))
     }
 
     /// The user as the allow-lists see them: the login alone when it suffices; otherwise orgs and
@@ -149,15 +153,18 @@ package final class ResourceGate: AccessTokenVerifier {
     /// configured, else as recorded at sign-in (`identity:<sub>`).
     private func identity(for claims: AccessTokenClaims, policy: AccessPolicy) async -> UserIdentity {
         let loginOnly = UserIdentity(login: claims.login)
-        if policy.admits(loginOnly) || !policy.needsMembership { return loginOnly }
+        if !policy.needsMembership || (!policy.callPoliciesNeedMembership && policy.admits(loginOnly)) { return loginOnly }
         var recorded = loginOnly
         if let bytes = try? await store.get("identity:\(claims.sub)"), let subject = try? JSONDecoder().decode(GrantSubject.self, from: Data(bytes)) {
             recorded = UserIdentity(login: claims.login, orgs: subject.orgs, teams: subject.teams)
         }
-        guard let membership, claims.sub.hasPrefix("github:") else { return recorded }
+        // Local accounts belong to no organisation or team: known, not unknown.
+        guard claims.sub.hasPrefix("github:") else { return UserIdentity(login: claims.login, orgs: recorded.orgs ?? [], teams: recorded.teams ?? []) }
+        guard let membership else { return recorded }
         let rules = [policy.global] + (policy.router.map { [$0] } ?? [])
         return await membership.identity(
-            login: claims.login, subject: claims.sub, orgs: Set(rules.flatMap(\.orgs)), teams: Set(rules.flatMap(\.teams)), fallback: recorded
+            login: claims.login, subject: claims.sub, orgs: Set(rules.flatMap(\.orgs)).union(policy.policyOrgs),
+            teams: Set(rules.flatMap(\.teams)).union(policy.policyTeams), fallback: recorded
         )
     }
 

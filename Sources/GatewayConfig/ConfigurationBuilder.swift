@@ -387,6 +387,10 @@ struct ConfigurationBuilder {
 
     private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {
         guard let fields = reader.mapping(node, path, allowed: ["users", "orgs", "teams", "anyone"]) else { return nil }
+        return allowList(fields, path)
+    }
+
+    private func allowList(_ fields: [String: Node], _ path: String) -> AllowList {
         var list = AllowList()
         list.users = fields["users"].flatMap { reader.stringList($0, "\(path).users") } ?? []
         list.orgs = fields["orgs"].flatMap { reader.stringList($0, "\(path).orgs") } ?? []
@@ -797,7 +801,7 @@ struct ConfigurationBuilder {
         var endpoints: [String: String] = [:]
         for entry in reader.orderedEntries(node, "routers") {
             let path = "routers.\(entry.key)"
-            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders", "middlewares"]
+            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders", "middlewares", "tools", "resources", "prompts", "policies"]
             guard let fields = reader.mapping(entry.value, path, allowed: allowed) else { failed = true; continue }
 
             var rule: Rule?
@@ -884,7 +888,8 @@ struct ConfigurationBuilder {
                 }
                 routerMiddlewares = names
             }
-            guard let rule, let serviceName, let priority else { failed = true; continue }
+            let callPolicy = buildCallPolicy(fields, path)
+            guard let rule, let serviceName, let priority, let callPolicy else { failed = true; continue }
             let endpointKey = "\(rule.requiredMatchers.compactMap { if case .host(let h) = $0 { h } else { nil } }.first ?? "*")\(mcpPath)"
             if let other = endpoints[endpointKey], let ruleNode = fields["rule"] {
                 reader.report("router \"\(other)\" already serves the MCP endpoint \(mcpPath) for the same host; give this router another path or host", "\(path).rule", ruleNode)
@@ -894,10 +899,82 @@ struct ConfigurationBuilder {
             routers.append(RouterConfiguration(
                 name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
                 auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders,
-                middlewares: routerMiddlewares
+                middlewares: routerMiddlewares, callPolicy: callPolicy
             ))
         }
         return failed ? nil : routers
+    }
+
+    // MARK: call policies
+
+    /// `tools` / `resources` / `prompts` and `policies` of a router; nil when any part is wrong
+    /// (every problem reported).
+    private func buildCallPolicy(_ fields: [String: Node], _ path: String) -> CallPolicy? {
+        var policy = CallPolicy()
+        var failed = false
+        for kind in CallPolicy.Kind.allCases {
+            guard let node = fields[kind.rawValue] else { continue }
+            if let rules = buildCallRules(node, "\(path).\(kind.rawValue)") { policy.rules[kind] = rules } else { failed = true }
+        }
+        if let node = fields["policies"] {
+            guard case .sequence(let entries) = node else {
+                reader.report("expected a list of policies, e.g. [{teams: [\"acme/sre\"], allow: [\"*\"]}]", "\(path).policies", node)
+                return nil
+            }
+            for (index, entry) in entries.enumerated() {
+                let entryPath = "\(path).policies[\(index)]"
+                let allowed = ["users", "orgs", "teams", "allow", "deny"] + CallPolicy.Kind.allCases.map(\.rawValue)
+                guard let entryFields = reader.mapping(entry, entryPath, allowed: allowed) else { failed = true; continue }
+                let identities = allowList(entryFields, entryPath)
+                if identities.users.isEmpty, identities.orgs.isEmpty, identities.teams.isEmpty {
+                    reader.report("a policy names whom it applies to: users, orgs or teams (rules for everyone go on the router's own tools, resources and prompts)", entryPath, entry)
+                    failed = true
+                    continue
+                }
+                var identityPolicy = CallPolicy.IdentityPolicy(users: identities.users, orgs: identities.orgs, teams: identities.teams)
+                // `allow` / `deny` at the top of an entry are about tools, as in the router's `tools`.
+                if entryFields["allow"] != nil || entryFields["deny"] != nil {
+                    if entryFields["tools"] != nil {
+                        reader.report("write a policy's tool rules either as allow/deny or under tools, not both", entryPath, entry)
+                        failed = true
+                    } else if let rules = callRules(entryFields, entryPath) {
+                        identityPolicy.rules[.tools] = rules
+                    } else { failed = true }
+                }
+                for kind in CallPolicy.Kind.allCases {
+                    guard let node = entryFields[kind.rawValue] else { continue }
+                    if let rules = buildCallRules(node, "\(entryPath).\(kind.rawValue)") { identityPolicy.rules[kind] = rules } else { failed = true }
+                }
+                if identityPolicy.rules.isEmpty {
+                    reader.report("a policy needs allow or deny (or tools, resources, prompts)", entryPath, entry)
+                    failed = true
+                    continue
+                }
+                policy.policies.append(identityPolicy)
+            }
+        }
+        return failed ? nil : policy
+    }
+
+    private func buildCallRules(_ node: Node, _ path: String) -> CallPolicy.Rules? {
+        guard let fields = reader.mapping(node, path, allowed: ["allow", "deny"]) else { return nil }
+        return callRules(fields, path)
+    }
+
+    private func callRules(_ fields: [String: Node], _ path: String) -> CallPolicy.Rules? {
+        var rules = CallPolicy.Rules()
+        var failed = false
+        for key in ["allow", "deny"] {
+            guard let listNode = fields[key] else { continue }
+            guard let patterns = reader.stringList(listNode, "\(path).\(key)") else { failed = true; continue }
+            let items: [Node] = if case .sequence(let sequence) = listNode { Array(sequence) } else { [] }
+            for (index, pattern) in patterns.enumerated() where pattern.isEmpty {
+                reader.report("an empty pattern names nothing; \"*\" names everything", "\(path).\(key)[\(index)]", index < items.count ? items[index] : listNode)
+                failed = true
+            }
+            if key == "allow" { rules.allow = patterns } else { rules.deny = patterns }
+        }
+        return failed ? nil : rules
     }
 
     private func buildAudit(_ node: Node) -> AuditConfiguration? {

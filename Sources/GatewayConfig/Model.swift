@@ -418,6 +418,8 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var identityHeaders: IdentityHeaderNames = .default
     /// Names of `middlewares:` entries applied to this router's MCP requests, in this order.
     public var middlewares: [String] = []
+    /// `tools`, `resources`, `prompts` and `policies`: what each caller sees and may call.
+    public var callPolicy = CallPolicy()
 }
 
 /// Like Traefik's `authResponseHeaders`: which headers carry the verified identity upstream.

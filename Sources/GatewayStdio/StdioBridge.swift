@@ -304,7 +304,7 @@ package struct StdioBridge: Sendable {
                 try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes) ?? bytes))
             }
             // Stop at once when the client goes away, so the stream's messages buffer for a resume.
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
+            try await request.cancellingOnInboundClose {
                 while let item = await iterator.next() {
                     guard case .message(let eventID, let bytes, _) = item else { break }
                     try await writer.write(SSEEncoding.event(id: eventID, data: transform?(bytes) ?? bytes))

@@ -82,7 +82,7 @@ package struct HTTPProxy: Sendable {
             // An SSE stream can sit idle for hours: watch the client's side of the connection so a
             // disconnect cancels the upstream request at once (in 2026-07-28, closing *is* cancel).
             responseBody = ResponseBody { writer in
-                try await clientRequest.body.consumeWithCancellationOnInboundClose { _ in
+                try await clientRequest.cancellingOnInboundClose {
                     if let drain {
                         _ = try await drain.runUntilDrained {
                             for try await chunk in upstreamBody {

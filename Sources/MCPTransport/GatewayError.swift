@@ -268,6 +268,15 @@ package protocol RouteAwareContext: RequestContext {
 /// A request breaking a rule of its protocol era (version, header/body agreement, method), as
 /// the JSON-RPC error the era prescribes.
 package struct ProtocolViolation: Sendable {
+    package init(status: HTTPResponse.Status, code: Int, message: String, rawID: String? = nil, dataJSON: String? = nil, allow: String? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.rawID = rawID
+        self.dataJSON = dataJSON
+        self.allow = allow
+    }
+
     package var status: HTTPResponse.Status
     package var code: Int
     package var message: String

@@ -151,7 +151,7 @@ package enum MCPResponses {
                 ticker.cancel()
                 producer.cancel()
             }
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
+            try await request.cancellingOnInboundClose {
                 for await event in events {
                     try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))
                 }
@@ -199,5 +199,21 @@ package enum RequestBodyReader {
             throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not acceptable JSON: \(error.description)")
         }
         return body
+    }
+}
+
+/// Requests the gateway makes through its own pipeline (a further page of a filtered list) have
+/// no client connection of their own to watch: the client's request that caused them is watched
+/// by its own answer, and a request body can be iterated only once.
+package enum GatewayMadeRequest {
+    @TaskLocal package static var isActive = false
+}
+
+extension Request {
+    /// Runs `operation`, cancelled at once when the client's side of the connection closes (for a
+    /// request the gateway made itself: simply runs it).
+    package func cancellingOnInboundClose<Value: Sendable>(_ operation: () async throws -> Value) async throws -> Value {
+        if GatewayMadeRequest.isActive { return try await operation() }
+        return try await body.consumeWithCancellationOnInboundClose { _ in try await operation() }
     }
 }

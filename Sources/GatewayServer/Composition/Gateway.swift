@@ -259,6 +259,8 @@ package struct GatewayComponents: Sendable {
     let store: any KeyValueStore
     /// `tracing:` is set (the tracer is installed by `run`).
     let tracing: Bool
+    /// Session streams owed a `list_changed` when a reload changes a caller's policies.
+    let listChanges: ListChangeNotifier
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -347,6 +349,9 @@ package struct GatewayComponents: Sendable {
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP
+        let listChanges = ListChangeNotifier(logger: logger)
+        holder.observeReplacements { old, new in listChanges.configurationReplaced(old: old, new: new) }
+        self.listChanges = listChanges
     }
 
     /// Releases the clients (what the lifecycle services do at shutdown).

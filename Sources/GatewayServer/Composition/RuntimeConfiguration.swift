@@ -8,6 +8,7 @@ import GatewayUpstream
 import Synchronization
 import GatewayMiddlewares
 import GatewayStore
+import GatewayPolicies
 
 /// What a router leads to once compiled.
 enum RouteUpstream: Sendable {
@@ -32,12 +33,15 @@ final class CompiledRoute: TransportRoute {
     let upstreamRemovals: Set<String>
     /// The router's `middlewares`, in its order, built for this configuration generation.
     let middlewares: [any RouteMiddleware]
+    /// The router's `tools` / `resources` / `prompts` / `policies`, compiled.
+    let callPolicy: CompiledCallPolicy
 
     init(
         router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
-        middlewares: [any RouteMiddleware] = []
+        middlewares: [any RouteMiddleware] = [], callPolicy: CompiledCallPolicy? = nil
     ) {
         self.middlewares = middlewares
+        self.callPolicy = callPolicy ?? CompiledCallPolicy(router.callPolicy)
         self.router = router
         self.upstream = upstream
         self.maxRequestBodyBytes = maxRequestBodyBytes
@@ -54,12 +58,16 @@ final class RuntimeConfiguration: Sendable {
     let generation: Int
     private let tables: [String: RouteTable<CompiledRoute>]
     private let hosts: [String: HostAllowList]
+    /// Each router's call policy, compiled once for all its entry points.
+    let callPolicies: [String: CompiledCallPolicy]
 
     init(configuration: GatewayConfiguration, generation: Int, clients: UpstreamClients, stdio: StdioRegistry, store: any KeyValueStore) {
         self.configuration = configuration
         self.generation = generation
         var tables: [String: RouteTable<CompiledRoute>] = [:]
         var hosts: [String: HostAllowList] = [:]
+        let callPolicies = Dictionary(configuration.routers.map { ($0.name, CompiledCallPolicy($0.callPolicy)) }, uniquingKeysWith: { first, _ in first })
+        self.callPolicies = callPolicies
         let identityHeaderNames = Set(configuration.routers.flatMap { $0.identityHeaders.all.map(HeaderPolicy.folded) }
             + IdentityHeaderNames.default.all.map(HeaderPolicy.folded))
         for entryPoint in configuration.entryPoints {
@@ -86,7 +94,8 @@ final class RuntimeConfiguration: Sendable {
                     upstreamRemovals: removals,
                     middlewares: router.middlewares.compactMap { name in
                         configuration.middlewares[name].map { Self.middleware(named: name, $0, store: store) }
-                    }
+                    },
+                    callPolicy: callPolicies[router.name]
                 )
                 entries.append(.init(name: router.name, rule: router.rule, priority: router.priority, target: route))
             }
@@ -156,16 +165,26 @@ final class ConfigurationHolder: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Told of every replacement (old, new), after it is in force.
+    private let observers = Mutex<[@Sendable (RuntimeConfiguration, RuntimeConfiguration) -> Void]>([])
 
     init(_ initial: RuntimeConfiguration) {
         self.state = Mutex(State(current: initial, rejectedReloads: 0))
+    }
+
+    func observeReplacements(_ observer: @escaping @Sendable (_ old: RuntimeConfiguration, _ new: RuntimeConfiguration) -> Void) {
+        observers.withLock { $0.append(observer) }
     }
 
     var current: RuntimeConfiguration { state.withLock { $0.current } }
     var rejectedReloads: Int { state.withLock { $0.rejectedReloads } }
 
     func replace(with configuration: RuntimeConfiguration) {
-        state.withLock { $0.current = configuration }
+        let old = state.withLock { state in
+            defer { state.current = configuration }
+            return state.current
+        }
+        for observer in observers.withLock({ $0 }) { observer(old, configuration) }
     }
 
     func recordRejectedReload() {

@@ -7,6 +7,8 @@ package import GatewayStore
 package import Hummingbird
 import Logging
 import GatewayMetrics
+import MCPMessages
+import MCPTranslation
 
 /// The request's way through one entry point, stage by stage. Each stage is a small type with one
 /// function that either answers the request or adds what it established to the context for the
@@ -19,8 +21,10 @@ import GatewayMetrics
 /// 5. `Authentication`: the verified caller (`context.caller`) on protected routers
 /// 6. `MCPCallParsing`: the MCP call read and parsed once (`context.call`)
 /// 7. `RouterMiddlewares`: the router's `middlewares` (rate limits) on the authenticated, parsed call
+/// 8. `CallPolicyEnforcement`: the router's tool, resource and prompt policies for the caller
+///    (a hidden name refused as unknown; list answers filtered on their way back)
 ///
-/// Stages that need an authenticated, parsed call (tool policies, metrics) go after stage 6.
+/// Stages that need an authenticated, parsed call go after stage 6.
 /// `EraDispatch` then hands the call to its transport. The stages run in one flat function, by
 /// concrete type: no generic middleware stack, no closure per stage, and the synchronous stages
 /// cost no async frame.
@@ -34,7 +38,10 @@ struct GatewayPipeline: HTTPResponder {
     let authentication: Authentication
     let callParsing: MCPCallParsing
     let routerMiddlewares: RouterMiddlewares
+    let callPolicies: CallPolicyEnforcement
     let dispatch: EraDispatch
+    /// Session GET streams, for the `list_changed` a reload of policies owes them.
+    let listChanges: ListChangeNotifier
     /// `log.accessLog`: one line per request when its response head is ready; nil when off (or
     /// when the log level filters `info` out).
     let accessLog: Logger?
@@ -85,9 +92,44 @@ struct GatewayPipeline: HTTPResponder {
             try await authentication.apply(request, &context)
             try await callParsing.apply(&request, &context)
             if let refused = try await routerMiddlewares.apply(context) { return refused }
-            return try await dispatch.respond(to: request, context: context)
+            switch try callPolicies.apply(request, context) {
+            case .pass:
+                let response = try await dispatch.respond(to: request, context: context)
+                guard request.method == .get, let call = context.call, call.era == .sessionBased, call.sessionID != nil, response.status == .ok,
+                      response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+                else { return response }
+                return listChanges.streaming(response, router: route.router.name, identity: context.caller?.identity)
+            case .refused(let refusal):
+                return refusal
+            case .filter(let filtering):
+                let response = try await dispatch.respond(to: request, context: context)
+                return CallPolicyEnforcement.filtered(response, filtering, nextPage: nextPage(request, context: context))
+            }
         } catch {
             return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
+        }
+    }
+}
+
+extension GatewayPipeline {
+    /// Fetches a further page of the request's list through the same dispatch, under an id of the
+    /// gateway's own (answered with the client's).
+    private func nextPage(_ request: Request, context: Context) -> CallPolicyEnforcement.NextPage? {
+        guard let call = context.call, let message = call.message, let rawID = message.rawID else { return nil }
+        let dispatch = self.dispatch
+        return { cursor in
+            let pageID = JSONRPCErrorResponse.jsonString("mcpgw-page-\(UInt64.random(in: 1...UInt64.max))")
+            guard let edited = message.editing("params", { $0["cursor"] = cursor }), let renumbered = try? JSONRPCMessage(parsing: edited.replacingID(with: pageID)) else { return nil }
+            var pageContext = context
+            pageContext.call = MCPCall(protocolVersion: call.protocolVersion, sessionID: call.sessionID, body: renumbered.bytes)
+            // A body of its own, not watched: see `GatewayMadeRequest`.
+            let pageRequest = Request(head: request.head, body: RequestBody(buffer: renumbered.bytes))
+            let answer: ByteBuffer? = await GatewayMadeRequest.$isActive.withValue(true) {
+                guard let response = try? await dispatch.respond(to: pageRequest, context: pageContext) else { return nil }
+                return await CallPolicyEnforcement.answer(of: response, rawID: pageID)
+            }
+            guard let answer, let parsed = try? JSONRPCMessage(parsing: answer) else { return nil }
+            return parsed.replacingID(with: rawID)
         }
     }
 }
@@ -111,7 +153,9 @@ extension GatewayComponents {
             authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics, tracing: tracing),
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
+            callPolicies: CallPolicyEnforcement(),
             dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing),
+            listChanges: listChanges,
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             observer: audit == nil && metrics == nil ? nil : ResponseObserver(
                 audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) },

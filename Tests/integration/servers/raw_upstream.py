@@ -78,6 +78,44 @@ async def hang(request: Request) -> Response:
         STATE["hanging"] -= 1
 
 
+PAGES = {
+    None: (["hidden_1", "hidden_2"], "page-1"),
+    "page-1": (["hidden_3"], "page-2"),
+    "page-2": (["hidden_4", "visible_a"], "page-3"),
+    "page-3": (["visible_b", "hidden_5"], None),
+}
+PAGED = {"seen": [], "sse": False}
+
+
+async def paged(request: Request) -> Response:
+    """tools/list in pages, most of them hidden by the test's policy; records what was asked."""
+    message = json.loads(await request.body())
+    cursor = (message.get("params") or {}).get("cursor")
+    PAGED["seen"].append({"id": message.get("id"), "cursor": cursor})
+    names, next_cursor = PAGES[cursor]
+    result = {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in names]}
+    if next_cursor:
+        result["nextCursor"] = next_cursor
+    answer = {"jsonrpc": "2.0", "id": message.get("id"), "result": result}
+    if PAGED["sse"]:
+        async def events():
+            yield b": keep-alive\n\n"
+            yield f"event: message\ndata: {json.dumps({'jsonrpc': '2.0', 'method': 'notifications/message', 'params': {'level': 'info', 'data': 'x'}})}\n\n".encode()
+            yield f"id: e1\nevent: message\ndata: {json.dumps(answer)}\n\n".encode()
+        return StreamingResponse(events(), media_type="text/event-stream")
+    return JSONResponse(answer)
+
+
+async def paged_reset(request: Request) -> Response:
+    PAGED["seen"] = []
+    PAGED["sse"] = request.query_params.get("sse") == "1"
+    return Response(status_code=204)
+
+
+async def paged_seen(request: Request) -> Response:
+    return JSONResponse(PAGED["seen"])
+
+
 async def state(request: Request) -> Response:
     return JSONResponse(STATE)
 
@@ -89,6 +127,9 @@ app = Starlette(
         Route("/sse-forever", sse_forever, methods=["GET", "POST"]),
         Route("/hang", hang, methods=["GET", "POST"]),
         Route("/state", state, methods=["GET"]),
+        Route("/paged", paged, methods=["POST"]),
+        Route("/paged/reset", paged_reset, methods=["POST"]),
+        Route("/paged/seen", paged_seen, methods=["GET"]),
     ]
 )
 
