@@ -210,6 +210,8 @@ let package = Package(
             ]
         ),
         // The routers' `middlewares:` stages (rate limits first), run on authenticated, parsed calls.
+        // Virtual servers: members' lists merged and named, broadcast results (pure).
+        .target(name: "MCPAggregation", dependencies: ["GatewayConfig"]),
         // Tool, resource and prompt policies: per-caller decisions and list filtering (pure).
         .target(
             name: "GatewayPolicies",
@@ -242,6 +244,7 @@ let package = Package(
                 "MCPTransport",
                 "GatewayMiddlewares",
                 "GatewayPolicies",
+                "MCPAggregation",
                 "GatewayAudit",
                 "GatewayMetrics",
                 "GatewayPages",
@@ -289,6 +292,7 @@ let package = Package(
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
         .testTarget(name: "GatewayMetricsTests", dependencies: ["GatewayMetrics"]),
         .testTarget(name: "GatewayPagesTests", dependencies: ["GatewayPages"]),
+        .testTarget(name: "MCPAggregationTests", dependencies: ["MCPAggregation", "GatewayConfig"]),
         .testTarget(name: "GatewayPoliciesTests", dependencies: ["GatewayPolicies", "GatewayConfig", "AuthorizationServer", "MCPMessages", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GatewayAuditTests", dependencies: ["GatewayAudit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(

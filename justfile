@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies
+bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -68,3 +68,8 @@ bench-modern: build-release
 bench-policies:
     swift build -c release --product PolicyBenchmark
     .build/release/PolicyBenchmark | tee bench/out/policies.md
+
+# A call through a group of three HTTP members vs one member directly.
+bench-groups: build-release
+    bash scripts/ensure-apt.sh wrk
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/group_overhead.py --gateway .build/release/mcp-gateway

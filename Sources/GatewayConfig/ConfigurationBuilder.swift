@@ -425,6 +425,8 @@ struct ConfigurationBuilder {
         /// Every defined name, valid or not, so routers naming a broken service are not also misreported.
         var names: [String]
         var failed: Bool
+        /// Each group's node and members, for the member checks (and their positions).
+        var groupNodes: [String: (node: Node, members: [String])] = [:]
     }
 
     private func buildServices(_ node: Node?, root: Node) -> ServiceTable? {
@@ -437,26 +439,111 @@ struct ConfigurationBuilder {
         for entry in reader.orderedEntries(node, "services") {
             let path = "services.\(entry.key)"
             table.names.append(entry.key)
-            guard let fields = reader.mapping(entry.value, path, allowed: ["http", "stdio"]) else { failed = true; continue }
-            switch (fields["http"], fields["stdio"]) {
-            case (let http?, nil):
-                if let service = buildHTTPService(name: entry.key, node: http, path: "\(path).http") {
+            guard let fields = reader.mapping(entry.value, path, allowed: ["http", "stdio", "group", "tags"]) else { failed = true; continue }
+            var tags: [String] = []
+            if let tagsNode = fields["tags"], let list = reader.stringList(tagsNode, "\(path).tags") {
+                for tag in list where !Self.isNameToken(tag) {
+                    reader.report("tag \"\(tag)\" must be letters, digits, '_', '-' or '.'", "\(path).tags", tagsNode)
+                    failed = true
+                }
+                tags = list
+            }
+            let kinds = ["http", "stdio", "group"].filter { fields[$0] != nil }
+            guard kinds.count == 1 else {
+                reader.report(
+                    kinds.isEmpty ? "missing \"http\" (url of an MCP server), \"stdio\" (command to spawn) or \"group\" (other services as one)" : "a service is one of \"http\", \"stdio\" or \"group\", not \(kinds.joined(separator: " and "))",
+                    path, entry.value
+                )
+                failed = true
+                continue
+            }
+            if let http = fields["http"] {
+                if var service = buildHTTPService(name: entry.key, node: http, path: "\(path).http") {
+                    service.tags = tags
                     table.byName[entry.key] = .http(service)
                 } else { failed = true }
-            case (nil, let stdio?):
-                if let service = buildStdioService(name: entry.key, node: stdio, path: "\(path).stdio") {
+            } else if let stdio = fields["stdio"] {
+                if var service = buildStdioService(name: entry.key, node: stdio, path: "\(path).stdio") {
+                    service.tags = tags
                     table.byName[entry.key] = .stdio(service)
                 } else { failed = true }
-            case (.some, .some):
-                reader.report("a service is either \"http\" or \"stdio\", not both", path, entry.value)
-                failed = true
-            case (nil, nil):
-                reader.report("missing \"http\" (url of an MCP server) or \"stdio\" (command to spawn)", path, entry.value)
-                failed = true
+            } else if let group = fields["group"] {
+                if fields["tags"] != nil {
+                    reader.report("a group has no tags of its own: tag its members", "\(path).tags", fields["tags"] ?? group)
+                    failed = true
+                }
+                if let (service, wrong) = buildGroupService(name: entry.key, node: group, path: "\(path).group") {
+                    // Members are checked below even when another key of the group is wrong.
+                    table.groupNodes[entry.key] = (group, service.members)
+                    if wrong { failed = true } else { table.byName[entry.key] = .group(service) }
+                } else { failed = true }
+            }
+        }
+        // Members are checked once every service is known.
+        for (name, (node, members)) in table.groupNodes.sorted(by: { $0.key < $1.key }) {
+            let membersNode = reader.mapping(node, "services.\(name).group")?["members"] ?? node
+            let items: [Node] = if case .sequence(let sequence) = membersNode { Array(sequence) } else { [] }
+            for (index, member) in members.enumerated() {
+                let at = index < items.count ? items[index] : membersNode
+                if member == name {
+                    reader.report("a group cannot be its own member", "services.\(name).group.members", at)
+                    failed = true
+                } else if !table.names.contains(member) {
+                    let known = Set(table.names.map(ConfigurationLoader.displayName)).sorted().joined(separator: ", ")
+                    reader.report("service \"\(member)\" is not defined (defined: \(known))", "services.\(name).group.members", at)
+                    failed = true
+                } else if table.groupNodes[member] != nil {
+                    reader.report("service \"\(member)\" is a group: groups take http and stdio services", "services.\(name).group.members", at)
+                    failed = true
+                } else if members.firstIndex(of: member) != index {
+                    reader.report("service \"\(member)\" is listed twice", "services.\(name).group.members", at)
+                    failed = true
+                }
             }
         }
         table.failed = failed
         return table
+    }
+
+    /// Tool-name-safe text: letters, digits, `_`, `-`, `.`.
+    static func isNameToken(_ text: String) -> Bool {
+        !text.isEmpty && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_-.".unicodeScalars.contains($0)) }
+    }
+
+    /// The group, and whether any of its keys was wrong; nil without readable members.
+    private func buildGroupService(name: String, node: Node, path: String) -> (GroupServiceConfiguration, failed: Bool)? {
+        guard let fields = reader.mapping(node, path, allowed: ["members", "prefix", "separator", "broadcast", "broadcastTimeout", "maxRequestBodySize"]) else { return nil }
+        var failed = false
+        guard let membersNode = fields["members"] else {
+            reader.report("missing \"members\": the services this group serves as one, e.g. [time, notes]", path, node)
+            return nil
+        }
+        guard let members = reader.stringList(membersNode, "\(path).members") else { return nil }
+        if members.isEmpty {
+            reader.report("a group needs at least one member", "\(path).members", membersNode)
+            failed = true
+        }
+        var group = GroupServiceConfiguration(name: name, members: members)
+        if let prefixNode = fields["prefix"], let text = reader.string(prefixNode, "\(path).prefix") {
+            if let prefix = GroupServiceConfiguration.Prefix(rawValue: text) { group.prefix = prefix } else {
+                reader.report("prefix must be always, conditional or never, got \"\(text)\"", "\(path).prefix", prefixNode)
+                failed = true
+            }
+        }
+        if let separatorNode = fields["separator"], let text = reader.string(separatorNode, "\(path).separator") {
+            if Self.isNameToken(text) { group.separator = text } else {
+                reader.report("separator must be letters, digits, '_', '-' or '.' (tool names allow no others)", "\(path).separator", separatorNode)
+                failed = true
+            }
+        }
+        if let broadcastNode = fields["broadcast"] { group.broadcast = reader.boolean(broadcastNode, "\(path).broadcast") ?? false }
+        if let timeoutNode = fields["broadcastTimeout"] {
+            if let timeout = reader.duration(timeoutNode, "\(path).broadcastTimeout") { group.broadcastTimeout = timeout } else { failed = true }
+        }
+        if let sizeNode = fields["maxRequestBodySize"] {
+            if let size = reader.byteSize(sizeNode, "\(path).maxRequestBodySize") { group.maxRequestBodyBytes = size } else { failed = true }
+        }
+        return (group, failed)
     }
 
     private func buildHTTPService(name: String, node: Node, path: String) -> HTTPServiceConfiguration? {

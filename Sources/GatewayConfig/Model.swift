@@ -436,12 +436,45 @@ public struct IdentityHeaderNames: Sendable, Equatable {
 public enum ServiceConfiguration: Sendable, Equatable {
     case http(HTTPServiceConfiguration)
     case stdio(StdioServiceConfiguration)
+    /// A virtual server: other services behind one MCP endpoint.
+    case group(GroupServiceConfiguration)
 
     public var maxRequestBodyBytes: Int {
         switch self {
         case .http(let http): http.maxRequestBodyBytes
         case .stdio(let stdio): stdio.maxRequestBodyBytes
+        case .group(let group): group.maxRequestBodyBytes
         }
+    }
+}
+
+/// `services.<s>.group`: several services served as one MCP server. Their tools, prompts and
+/// resources are listed together (named by `prefix` and `separator`), calls go to the member
+/// that has the name, and with `broadcast` one call can go to several members at once.
+public struct GroupServiceConfiguration: Sendable, Equatable {
+    /// When an exposed name carries its member's name.
+    public enum Prefix: String, Sendable, Equatable, CaseIterable {
+        /// Always `<member><separator><name>`.
+        case always
+        /// Only names that more than one member has.
+        case conditional
+        /// Never: on a clash the first member (in `members` order) wins; the clash is logged.
+        case never
+    }
+
+    public var name: String
+    /// Other services (http or stdio), in order.
+    public var members: [String]
+    public var prefix: Prefix = .conditional
+    public var separator: String = "__"
+    /// Expose `broadcast__<tool>` and `broadcast__by_tag__<tag>`.
+    public var broadcast = false
+    public var broadcastTimeout: Duration = .seconds(30)
+    public var maxRequestBodyBytes: Int = ConfigurationDefaults.maxRequestBodyBytes
+
+    public init(name: String, members: [String]) {
+        self.name = name
+        self.members = members
     }
 }
 
@@ -462,6 +495,8 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     public var credentials: UpstreamCredentials?
     /// `identityToken`: a short-lived JWT naming the caller, signed with the gateway's keys.
     public var identityToken: IdentityTokenSettings?
+    /// `services.<s>.tags`: names groups broadcast to (`broadcast__by_tag__<tag>`).
+    public var tags: [String] = []
 
     public init(name: String, url: String, headers: [(name: String, value: String)], connectTimeout: Duration, responseHeaderTimeout: Duration, maxRequestBodyBytes: Int) {
         self.name = name
@@ -530,6 +565,8 @@ public enum UpstreamCredentials: Sendable, Equatable, CustomStringConvertible {
 
 public struct StdioServiceConfiguration: Sendable, Equatable {
     public var name: String
+    /// `services.<s>.tags`: names groups broadcast to (`broadcast__by_tag__<tag>`).
+    public var tags: [String] = []
     public var command: String
     public var args: [String]
     public var env: [String: String]

@@ -66,3 +66,57 @@ import Testing
         }
     }
 }
+
+/// `services.<s>.group` and `services.<s>.tags` as the loader reads them.
+@Suite struct GroupConfigurationTests {
+    static func yaml(_ services: String) -> String { """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    routers:
+      r: { rule: "PathPrefix(`/r`)", service: all }
+    services:
+    \(services)
+    """ }
+
+    @Test func aGroupWithDefaultsAndTaggedMembers() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("""
+          a: { tags: [prod, eu], http: { url: "http://127.0.0.1:1/mcp" } }
+          b: { tags: [prod], stdio: { command: "true" } }
+          all: { group: { members: [a, b] } }
+          loud: { group: { members: [b], prefix: always, separator: ".", broadcast: true, broadcastTimeout: 5s } }
+        """))
+        guard case .group(let all)? = configuration.services["all"], case .group(let loud)? = configuration.services["loud"],
+              case .http(let a)? = configuration.services["a"], case .stdio(let b)? = configuration.services["b"]
+        else {
+            Issue.record("services not read")
+            return
+        }
+        #expect(all.members == ["a", "b"] && all.prefix == .conditional && all.separator == "__" && !all.broadcast && all.broadcastTimeout == .seconds(30))
+        #expect(loud.prefix == .always && loud.separator == "." && loud.broadcast && loud.broadcastTimeout == .seconds(5))
+        #expect(a.tags == ["prod", "eu"] && b.tags == ["prod"])
+    }
+
+    @Test func everyMistakeIsReportedWithItsPosition() {
+        let yaml = Self.yaml("""
+          a: { http: { url: "http://127.0.0.1:1/mcp" }, tags: ["no spaces"] }
+          all: { group: { members: [a, ghost, all, inner, a], prefix: sometimes, separator: "/" } }
+          inner: { group: { members: [] } }
+          both: { http: { url: "http://127.0.0.1:1/mcp" }, group: { members: [a] } }
+        """)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "g.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("services.a.tags: tag \"no spaces\" must be letters"), "\(text)")
+            #expect(text.contains("g.yaml:7:32: services.all.group.members: service \"ghost\" is not defined"), "\(text)")
+            #expect(text.contains("services.all.group.members: a group cannot be its own member"), "\(text)")
+            #expect(text.contains("services.all.group.members: service \"inner\" is a group"), "\(text)")
+            #expect(text.contains("services.all.group.members: service \"a\" is listed twice"), "\(text)")
+            #expect(text.contains("services.all.group.prefix: prefix must be always, conditional or never"), "\(text)")
+            #expect(text.contains("services.all.group.separator: separator must be letters"), "\(text)")
+            #expect(text.contains("services.inner.group.members: a group needs at least one member"), "\(text)")
+            #expect(text.contains("services.both: a service is one of \"http\", \"stdio\" or \"group\", not http and group"), "\(text)")
+        }
+    }
+}

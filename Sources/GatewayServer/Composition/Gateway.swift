@@ -261,6 +261,8 @@ package struct GatewayComponents: Sendable {
     let tracing: Bool
     /// Session streams owed a `list_changed` when a reload changes a caller's policies.
     let listChanges: ListChangeNotifier
+    /// Groups of services served as one MCP server.
+    let groups: GroupServer
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -352,6 +354,7 @@ package struct GatewayComponents: Sendable {
         let listChanges = ListChangeNotifier(logger: logger)
         holder.observeReplacements { old, new in listChanges.configurationReplaced(old: old, new: new) }
         self.listChanges = listChanges
+        self.groups = GroupServer(bindings: bindings, logger: logger)
     }
 
     /// Releases the clients (what the lifecycle services do at shutdown).

@@ -14,6 +14,8 @@ import GatewayPolicies
 enum RouteUpstream: Sendable {
     case http(HTTPUpstream)
     case stdio(StdioSessionManager)
+    /// A virtual server over other services (`services.<s>.group`).
+    case group(GroupRoute)
 }
 
 /// A class: the request context carries it through every stage, and a reference is one retain
@@ -74,24 +76,54 @@ final class RuntimeConfiguration: Sendable {
             var entries: [RouteTable<CompiledRoute>.Entry] = []
             for router in configuration.routers where router.entryPoints.isEmpty || router.entryPoints.contains(entryPoint.name) {
                 guard let service = configuration.services[router.service] else { continue }
+                // Every router's identity header names, on every route: a header one router sets
+                // must not be forgeable through another.
+                func removals(for service: ServiceConfiguration) -> Set<String> {
+                    var removals = identityHeaderNames
+                    if router.auth == .oauth {
+                        removals.formUnion(["authorization", "cookie"])
+                    } else if case .http(let http) = service, !http.passAuthorization {
+                        removals.insert("authorization")
+                    }
+                    return removals
+                }
                 let upstream: RouteUpstream
                 switch service {
                 case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
                 case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
-                }
-                // Every router's identity header names, on every route: a header one router sets
-                // must not be forgeable through another.
-                var removals = identityHeaderNames
-                if router.auth == .oauth {
-                    removals.formUnion(["authorization", "cookie"])
-                } else if case .http(let http) = service, !http.passAuthorization {
-                    removals.insert("authorization")
+                case .group(let group):
+                    var members: [GroupRoute.Member] = []
+                    var tags: [String: [String]] = [:]
+                    for name in group.members {
+                        guard let memberService = configuration.services[name] else { continue }
+                        let memberUpstream: RouteUpstream
+                        switch memberService {
+                        case .http(let http):
+                            memberUpstream = .http(HTTPUpstream(service: http, clients: clients))
+                            tags[name] = http.tags
+                        case .stdio(let stdioService):
+                            memberUpstream = .stdio(stdio.manager(for: stdioService))
+                            tags[name] = stdioService.tags
+                        case .group: continue
+                        }
+                        var memberRouter = router
+                        memberRouter.name = "\(router.name)/\(name)"
+                        memberRouter.service = name
+                        // The group's policies apply to the names it exposes, at the group.
+                        memberRouter.callPolicy = CallPolicy()
+                        members.append(GroupRoute.Member(name: name, route: CompiledRoute(
+                            router: memberRouter, upstream: memberUpstream, maxRequestBodyBytes: memberService.maxRequestBodyBytes,
+                            resourceURL: router.resourceURL(publicURL: configuration.publicURL),
+                            accessPolicy: AccessPolicy(configuration: configuration, router: router), upstreamRemovals: removals(for: memberService)
+                        )))
+                    }
+                    upstream = .group(GroupRoute(configuration: group, members: members, tags: tags))
                 }
                 let route = CompiledRoute(
                     router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
                     resourceURL: router.resourceURL(publicURL: configuration.publicURL),
                     accessPolicy: AccessPolicy(configuration: configuration, router: router),
-                    upstreamRemovals: removals,
+                    upstreamRemovals: removals(for: service),
                     middlewares: router.middlewares.compactMap { name in
                         configuration.middlewares[name].map { Self.middleware(named: name, $0, store: store) }
                     },

@@ -23,6 +23,8 @@ struct EraDispatch {
     /// `tracing:`: the upstream's part is a client span, and the upstream is told its trace (an
     /// HTTP upstream in `traceparent`, a stdio child in the request's `params._meta.traceparent`).
     var tracing = false
+    /// Groups (`services.<s>.group`), whose members this dispatch serves in turn.
+    var groups: GroupServer? = nil
 
     func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard metrics != nil || tracing, let route = context.route else { return try await transport(request, context: context) }
@@ -44,6 +46,8 @@ struct EraDispatch {
         case .stdio:
             span.attributes["mcp_gateway.transport"] = "stdio"
             if let traceparent, let call = context.call { context.call = Self.stamped(call, traceparent: traceparent) }
+        case .group:
+            span.attributes["mcp_gateway.transport"] = "group"
         }
         // The HTTP client's own span (AsyncHTTPClient traces its requests) nests under this one.
         let (request2, context2) = (request, context)
@@ -98,6 +102,9 @@ struct EraDispatch {
             case .modern: return try await stdio.handleModern(exchange, manager: manager)
             case .sessionBased: return try await stdio.handle(exchange, manager: manager)
             }
+        case .group(let group):
+            guard let groups else { throw .pipelineOrder(stage: "EraDispatch (groups)") }
+            return try await groups.respond(request, context: context, group: group, members: self)
         }
     }
 }

@@ -27,6 +27,8 @@ struct FrontDoor {
     let metrics: MetricsEndpoint?
     /// `/admin` (answers only when `admin:` is set).
     let admin: AdminPage
+    /// Groups of services, for /readyz.
+    var groups: GroupServer? = nil
 
     /// The gateway's own answer, or nil for a request that goes on to routing.
     func answer(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response? {
@@ -157,6 +159,8 @@ struct FrontDoor {
             "routers": runtime.configuration.routers.count,
             "stdio": stdioServices,
             "store": storeStatus,
+            // Groups as last listed: members left out (down) and names that clashed.
+            "groups": groups?.readiness ?? [:],
         ]
         return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
     }

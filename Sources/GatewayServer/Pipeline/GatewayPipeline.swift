@@ -146,7 +146,8 @@ extension GatewayComponents {
                         MetricsEndpoint(metrics: metrics, configuration: $0, entryPoint: entryPoint, holder: holder, stdio: stdio.registry, store: readinessStore)
                     }
                 },
-                admin: AdminPage(oauth: oauth, administration: administration, store: store, holder: holder, audit: audit)
+                admin: AdminPage(oauth: oauth, administration: administration, store: store, holder: holder, audit: audit),
+                groups: groups
             ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
             requestChecks: RequestChecks(entryPoint: entryPoint),
@@ -154,7 +155,7 @@ extension GatewayComponents {
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
             callPolicies: CallPolicyEnforcement(),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing, groups: groups),
             listChanges: listChanges,
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             observer: audit == nil && metrics == nil ? nil : ResponseObserver(

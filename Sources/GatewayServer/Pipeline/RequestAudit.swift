@@ -106,6 +106,7 @@ struct RequestAudit: Sendable {
         let transport: String = switch route.upstream {
         case .http: "http"
         case .stdio: "stdio"
+        case .group: "group"
         }
         var argumentsValue: AuditEvent.Value?
         if mcpMethod == "tools/call", arguments != .none, let raw = call?.message?.value(at: ["params", "arguments"]) {
