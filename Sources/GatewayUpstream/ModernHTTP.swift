@@ -1,7 +1,7 @@
 package import MCPTransport
 package import GatewayAuth
 import NIOFoundationEssentialsCompat
-import AuthorizationServer
+package import AuthorizationServer
 package import AsyncHTTPClient
 import Foundation
 import GatewayConfig
@@ -44,9 +44,21 @@ package final class ModernHTTPTranslator: Sendable {
     private let bridged = Mutex<[String: BridgedSession]>([:])
     /// Ownership of the sessions bridged here and of those passed on from upstreams.
     package let bindings: SessionBindings
+    /// Signs the caller's identity for upstreams that ask for it (`identityToken`), as the proxy does.
+    package let identityTokens: IdentityTokens?
 
-    package init(bindings: SessionBindings) {
+    package init(bindings: SessionBindings, identityTokens: IdentityTokens? = nil) {
         self.bindings = bindings
+        self.identityTokens = identityTokens
+    }
+
+    /// The signed identity header of `upstream` (`identityToken`), added to a request the gateway
+    /// writes for `caller`.
+    func addIdentityToken(to headers: inout HTTPHeaders, upstream: HTTPUpstream, route: any TransportRoute, caller: VerifiedCaller?) async {
+        guard let header = upstream.service.identityToken?.header,
+              let token = await HTTPProxy.identityToken(identityTokens, upstream: upstream, route: route, caller: caller)
+        else { return }
+        headers.replaceOrAdd(name: header, value: token)
     }
 
     /// An upstream's ask waiting for a 2026-07-28 client's retry (Multi Round-Trip Requests): the
@@ -163,6 +175,7 @@ package final class ModernHTTPTranslator: Sendable {
         headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
         headers.remove(name: "Content-Type")
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
+        await addIdentityToken(to: &headers, upstream: upstream, route: route, caller: caller)
         guard let response = try? await upstream.send(method: .GET, query: nil, headers: headers, body: nil, logger: context.logger),
               response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
         else { return nil }
@@ -278,6 +291,7 @@ package final class ModernHTTPTranslator: Sendable {
             headers.add(name: "Mcp-Name", value: ModernProtocol.encodeHeader(name))
         }
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller, host: request.head.authority)
+        await addIdentityToken(to: &headers, upstream: upstream, route: route, caller: caller)
         let logger = context.logger
         let sendHeaders = headers
         let canAsk = EraRewrite.declares(stamp: session.meta, anyOf: ["elicitation", "sampling", "roots"])
@@ -423,6 +437,7 @@ package final class ModernHTTPTranslator: Sendable {
         for attempt in 0..<2 {
             var headers = Self.sessionHeaders(upstream, session: session)
             Self.addForwarding(to: &headers, context: context, route: route, caller: caller, host: request.head.authority)
+            await addIdentityToken(to: &headers, upstream: upstream, route: route, caller: caller)
             let response: HTTPClientResponse
             do {
                 response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: outgoing, logger: context.logger)

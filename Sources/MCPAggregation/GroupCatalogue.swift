@@ -50,6 +50,9 @@ package struct GroupCatalogue: Sendable {
     package var clashes: [String] = []
     /// The broadcast tools (`broadcast__…`), when the group has `broadcast: true`.
     package var broadcasts: [BroadcastTool] = []
+    /// Members that did not answer, with the tool and prompt names they had when they last did.
+    package var down: [String: Set<String>] = [:]
+    package var separator = "__"
 
     package static let broadcastPrefix = "broadcast__"
     package static let byTagPrefix = "broadcast__by_tag__"
@@ -103,6 +106,15 @@ package struct GroupCatalogue: Sendable {
     }
 
     package func tool(_ exposed: String) -> ExposedItem? { tools.first { $0.exposed == exposed } }
+
+    /// The member that is down and would serve `exposed` (by its prefix, or by the names it had
+    /// when it last answered), so the call's error can name it.
+    package func downMember(for exposed: String) -> String? {
+        for (member, names) in down.sorted(by: { $0.key < $1.key }) {
+            if exposed.hasPrefix(member + separator) || names.contains(exposed) { return member }
+        }
+        return nil
+    }
     package func prompt(_ exposed: String) -> ExposedItem? { prompts.first { $0.exposed == exposed } }
     package func broadcast(_ exposed: String) -> BroadcastTool? { broadcasts.first { $0.name == exposed } }
 

@@ -30,6 +30,14 @@ import Testing
         #expect(never.clashes == ["echo"])
     }
 
+    @Test func aDownMembersNamesAreRecognised() {
+        var catalogue = GroupCatalogue()
+        catalogue.down = ["ops": ["restart"]]
+        #expect(catalogue.downMember(for: "ops__anything") == "ops")
+        #expect(catalogue.downMember(for: "restart") == "ops")
+        #expect(catalogue.downMember(for: "time__now") == nil && catalogue.downMember(for: "opsx") == nil)
+    }
+
     @Test func resourcesAreRoutedByURIAndTemplates() {
         var catalogue = GroupCatalogue()
         catalogue.resources = GroupCatalogue.byURI([

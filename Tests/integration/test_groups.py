@@ -13,7 +13,7 @@ import mcp_types as types
 import pytest
 from mcp import Client, MCPError
 
-from conftest import SERVERS, free_port, port_open, start_process, wait_until
+from conftest import SERVERS, Subscription, free_port, modern_body, modern_headers, port_open, start_process, wait_until
 from test_attacks import start_gateway
 
 CATALOGUE_TOOLS = ["count", "get_secret", "get_time", "list_zones", "restart_service"]
@@ -28,7 +28,7 @@ def config(catalogue: str, matrix: str, closed_port: int) -> str:
           prefix: {mode}""" for mode in ("always", "conditional", "never"))
     routers = "".join(f"""
       {name}: {{rule: "PathPrefix(`/{name}`)", service: {name}, auth: none}}""" for name in
-                      ("everything-always", "everything-conditional", "everything-never", "fanout"))
+                      ("everything-always", "everything-conditional", "everything-never", "fanout", "dynamic"))
     return f"""
     entryPoints:
       web:
@@ -58,6 +58,13 @@ def config(catalogue: str, matrix: str, closed_port: int) -> str:
         http:
           url: "http://127.0.0.1:{closed_port}/mcp"
           connectTimeout: 1s{groups}
+      kit-stdio:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'raw_stdio_server.py'}"]
+      dynamic:
+        group:
+          members: [kit-stdio, catalogue-http]
       fanout:
         group:
           members: [catalogue-stdio, catalogue-http, broken-http]
@@ -186,6 +193,10 @@ def test_a_down_member_and_clashes_are_named_in_the_log_and_readyz(gateway):
     wait_until(lambda: "group member left out of the lists" in gateway.managed.log() and "broken-http" in gateway.managed.log(), what="the down member logged")
     ready = httpx.get(gateway.url("/readyz"), timeout=10).json()
     assert ready["groups"]["fanout"]["down"] == ["broken-http"]
+    # Its tools answer an error naming it.
+    call = httpx.post(gateway.url("/fanout/mcp"), json=modern_body("tools/call", {"name": "broken-http__get_time", "arguments": {}}),
+                      headers=modern_headers("tools/call", "broken-http__get_time"), timeout=20).json()
+    assert call["error"]["code"] == -32603 and "member broken-http" in call["error"]["message"], call
     # `never` keeps the first member's names and reports the clashes.
     httpx.post(gateway.url("/everything-never/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}, headers={
@@ -236,3 +247,47 @@ def test_a_session_based_cancellation_ends_the_members_call(gateway):
                     assert cancelled.status_code == 202
     # The call would take 10 s; cancelled, the stream ends at once.
     assert time.monotonic() - began < 5 and progress < 30, (progress, time.monotonic() - began)
+
+
+def rpc_of(response: httpx.Response) -> dict:
+    from test_attacks import rpc_result
+
+    return rpc_result(response)
+
+
+def test_a_members_list_change_reaches_session_and_2026_clients(gateway):
+    """A member announces a new tool: a session-based client's GET stream and a 2026-07-28
+    client's subscriptions/listen on the group both hear of it, and the next list has it."""
+    from test_policies import StreamListener
+
+    url = gateway.url("/dynamic/mcp")
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "listener", "version": "1"}}}
+    started = httpx.post(url, json=init, headers=headers, timeout=20)
+    headers["Mcp-Session-Id"] = started.headers["mcp-session-id"]
+    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=20)
+    listener = StreamListener(url, headers)
+    subscription = Subscription(url, {"toolsListChanged": True, "promptsListChanged": True}, 41, close_after=2)
+    try:
+        ack = subscription.wait_for(1)[0]
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
+        assert ack["params"]["notifications"] == {"toolsListChanged": True, "promptsListChanged": True}
+        # Listening takes a moment to reach the member: announce changes until one is heard
+        # (the member announces a change at each add_tool call).
+        def heard():
+            answer = httpx.post(url, json=modern_body("tools/call", {"name": "add_tool", "arguments": {}}),
+                                headers=modern_headers("tools/call", "add_tool"), timeout=20)
+            assert answer.status_code == 200, answer.text
+            return "notifications/tools/list_changed" in listener.methods() and len(subscription.events) >= 2
+        wait_until(heard, interval=0.5, what="the list change on both streams")
+        change = subscription.events[1]
+        assert change["method"] == "notifications/tools/list_changed"
+        assert change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
+        # The merged list is read again after a change (the member's tools are still there).
+        listed = httpx.post(url, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, headers=headers, timeout=20)
+        assert "add_tool" in [tool["name"] for tool in rpc_of(listed)["result"]["tools"]]
+        subscription.join()
+    finally:
+        listener.close()

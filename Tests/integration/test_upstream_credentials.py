@@ -171,3 +171,52 @@ def test_an_upstream_can_verify_the_callers_identity_against_the_gateways_jwks(t
     finally:
         gateway.managed.stop()
         upstream.stop()
+
+
+def test_a_translated_request_carries_the_signed_identity_too(tmp_path_factory, local_password_hash):
+    """A 2026-07-28 client of a session-based-only upstream (SDK 1.x): the gateway writes the
+    upstream's requests itself, and they carry the caller's signed identity as the relay's do."""
+    import jwt
+    from jwt import PyJWKClient
+
+    from conftest import REPO, modern_body, modern_headers
+    from test_attacks import World
+
+    tmp = tmp_path_factory.mktemp("identity-translated")
+    upstream_port = free_port()
+    upstream = start_process("legacy-upstream", [str(REPO / ".venv-legacy" / "bin" / "python"), str(SERVERS / "legacy_server.py"), "--port", str(upstream_port)], tmp)
+    wait_until(lambda: port_open(upstream_port), what="the session-based upstream")
+    gateway = start_gateway(tmp, f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    auth:
+      allow:
+        users: ["alice"]
+      local:
+        users:
+          alice: "{local_password_hash}"
+    routers:
+      legacy: {{ rule: "PathPrefix(`/legacy`)", service: legacy }}
+    services:
+      legacy:
+        http:
+          url: "http://127.0.0.1:{upstream_port}/mcp"
+          identityToken: {{ header: "X-MCP-Identity", ttl: 2m }}
+    """, name="identity-translated")
+    try:
+        world = World(gateway, 0, "", tmp, local_password_hash)
+        token = world.token("alice", "legacy")
+        answer = httpx.post(world.url("/legacy/mcp"), json=modern_body("tools/call", {"name": "request_header", "arguments": {"name": "x-mcp-identity"}}),
+                            headers={**modern_headers("tools/call", "request_header"), "Authorization": f"Bearer {token}"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        from test_attacks import rpc_result
+
+        identity = rpc_result(answer)["result"]["content"][0]["text"]
+        key = PyJWKClient(world.url("/jwks.json")).get_signing_key_from_jwt(identity)
+        claims = jwt.decode(identity, key.key, algorithms=["ES256", "RS256"], audience=f"http://127.0.0.1:{upstream_port}/mcp", issuer=world.url("").rstrip("/"))
+        assert claims["login"] == "alice" and claims["router"] == "legacy"
+    finally:
+        gateway.managed.stop()
+        upstream.stop()

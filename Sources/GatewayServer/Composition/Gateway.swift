@@ -347,7 +347,7 @@ package struct GatewayComponents: Sendable {
         self.registration = registration
         self.oauth = oauth
         self.gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
-        self.modernHTTP = ModernHTTPTranslator(bindings: bindings)
+        self.modernHTTP = ModernHTTPTranslator(bindings: bindings, identityTokens: proxy.identityTokens)
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP

@@ -76,7 +76,7 @@ final class GroupServer: Sendable {
             await bindings.unbind(id)
             return Response(status: .noContent)
         case .get:
-            return Self.quietStream(request)
+            return Self.listChangeStream(serving)
         default:
             break
         }
@@ -116,17 +116,27 @@ final class GroupServer: Sendable {
         return MCPResponses.jsonResponse(Self.response(rawID: message.rawID, result: result), headers: [MCPHeaders.sessionID: sessionID])
     }
 
-    /// A session's GET stream: the group's members have no session of their own to speak on, so
-    /// it carries keep-alives (and the gateway's own notifications) until the client leaves.
-    static func quietStream(_ request: Request) -> Response {
-        var headers = MCPResponses.eventStreamHeaders
-        headers[.contentLength] = nil
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+    /// A session's GET stream: the members' list changes (each member listened to in 2026-07-28),
+    /// keep-alives, and the gateway's own `list_changed` after a reload, until the client leaves.
+    static func listChangeStream(_ serving: Serving) -> Response {
+        let request = serving.request
+        return Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: ": group stream\n\n"))
+            let (events, into) = AsyncStream<ByteBuffer>.makeStream()
             try await request.cancellingOnInboundClose {
-                while true {
-                    try await Task.sleep(for: .seconds(15))
-                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask {
+                        await serving.listenToMembers { method in
+                            into.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\"}")))
+                        }
+                    }
+                    tasks.addTask {
+                        while true {
+                            try await Task.sleep(for: .seconds(15))
+                            into.yield(ByteBuffer(string: ": keep-alive\n\n"))
+                        }
+                    }
+                    for await event in events { try await writer.write(event) }
                 }
             }
             try await writer.finish(nil)
@@ -141,6 +151,10 @@ final class GroupServer: Sendable {
             guard let entry = cached[key], entry.until > now else { return nil }
             return entry.catalogue
         }
+    }
+
+    func forgetCatalogue(_ key: String) {
+        catalogues.withLock { _ = $0.removeValue(forKey: key) }
     }
 
     func remember(_ catalogue: GroupCatalogue, key: String) {
@@ -167,6 +181,18 @@ final class GroupServer: Sendable {
     func cancelInFlight(session: String, rawID: String) {
         let cancels = inFlight.withLock { $0.removeValue(forKey: "\(session)\u{0}\(rawID)") }
         for cancel in cancels?.values ?? [:].values { cancel() }
+    }
+
+    /// The tool and prompt names each member last listed (original names, and as exposed when the
+    /// group prefixes them is decided by the prefix check), so a member that goes down is named.
+    private let lastNames = Mutex<[String: Set<String>]>([:])
+
+    func rememberNames(group: String, member: String, names: Set<String>) {
+        lastNames.withLock { $0["\(group)\u{0}\(member)"] = names }
+    }
+
+    func lastKnownNames(group: String, member: String) -> Set<String> {
+        lastNames.withLock { $0["\(group)\u{0}\(member)"] } ?? []
     }
 
     func record(group: String, down: [String], clashes: [String]) {

@@ -62,6 +62,11 @@ struct Serving: Sendable {
                 return await self.broadcast(broadcast, message: message, modern: modern)
             }
             guard let item = method == "tools/call" ? catalogue.tool(name) : catalogue.prompt(name) else {
+                if let down = catalogue.downMember(for: name) {
+                    return MCPResponses.jsonResponse(JSONRPCErrorResponse.make(
+                        rawID: rawID, code: JSONRPCErrorResponse.internalError, message: "Internal error: member \(down) of this server is unavailable; retry later"
+                    ), headers: [:])
+                }
                 return MCPResponses.jsonResponse(JSONRPCErrorResponse.make(
                     rawID: rawID, code: JSONRPCErrorResponse.invalidParams, message: "\(method == "tools/call" ? "Unknown tool" : "Unknown prompt"): \(name)"
                 ), headers: [:])
@@ -97,9 +102,75 @@ struct Serving: Sendable {
                 return MCPResponses.jsonResponse(JSONRPCErrorResponse.make(rawID: rawID, code: JSONRPCErrorResponse.invalidParams, message: "Invalid params: no member serves this reference"), headers: [:])
             }
             return try await forward(target.message, method: method, name: nil, to: member, session: session)
+        case "subscriptions/listen" where modern:
+            return listen(message)
         default:
             return MCPResponses.jsonResponse(JSONRPCErrorResponse.make(rawID: rawID, code: JSONRPCErrorResponse.methodNotFound, message: "Method not found: \(method)"), headers: [:])
         }
+    }
+
+    // MARK: list changes
+
+    static let listChanges: [(flag: String, method: String)] = [
+        ("toolsListChanged", "notifications/tools/list_changed"), ("promptsListChanged", "notifications/prompts/list_changed"),
+        ("resourcesListChanged", "notifications/resources/list_changed"),
+    ]
+
+    /// Listens (`subscriptions/listen`) to every member's list changes until cancelled; each one
+    /// makes the caller's merged lists be read again and is passed to `changed` (its method).
+    func listenToMembers(_ changed: @escaping @Sendable (String) -> Void) async {
+        let flags = Self.listChanges.map { "\"\($0.flag)\":true" }.joined(separator: ",")
+        await withTaskGroup(of: Void.self) { tasks in
+            for member in group.members {
+                tasks.addTask {
+                    let id = "\"mcpgw-listen-\(UInt64.random(in: 1...UInt64.max))\""
+                    guard let message = try? JSONRPCMessage(parsing: ByteBuffer(string:
+                        "{\"jsonrpc\":\"2.0\",\"id\":\(id),\"method\":\"subscriptions/listen\",\"params\":{\"notifications\":{\(flags)},\"_meta\":\(GroupServer.ownMeta)}}"))
+                    else { return }
+                    let next = feed(message, method: "subscriptions/listen", name: nil, to: member, tracking: nil)
+                    while let (bytes, final) = await next(), !final {
+                        guard let method = (try? JSONRPCMessage(parsing: bytes))?.method, Self.listChanges.contains(where: { $0.method == method }) else { continue }
+                        server.forgetCatalogue(catalogueKey)
+                        changed(method)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A 2026-07-28 client's `subscriptions/listen` on the group: acknowledged for the list changes
+    /// it asks for (resource subscriptions are not offered), then the members' list changes.
+    func listen(_ message: JSONRPCMessage) -> Response {
+        let rawID = message.rawID ?? "null"
+        let wanted = Self.listChanges.filter { message.value(at: ["params", "notifications", $0.flag]) == "true" }
+        let granted = wanted.map { "\"\($0.flag)\":true" }.joined(separator: ",")
+        let meta = "\"_meta\":{\"io.modelcontextprotocol/subscriptionId\":\(rawID)}"
+        let acknowledged = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\(meta),\"notifications\":{\(granted)}}}")
+        let wantedMethods = Set(wanted.map(\.method))
+        let request = self.request
+        let serving = self
+        return Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: ResponseBody { writer in
+            try await writer.write(SSEEncoding.event(id: nil, data: acknowledged))
+            let (events, into) = AsyncStream<ByteBuffer>.makeStream()
+            try await request.cancellingOnInboundClose {
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask {
+                        await serving.listenToMembers { method in
+                            guard wantedMethods.contains(method) else { return }
+                            into.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\",\"params\":{\(meta)}}")))
+                        }
+                    }
+                    tasks.addTask {
+                        while true {
+                            try await Task.sleep(for: .seconds(15))
+                            into.yield(ByteBuffer(string: ": keep-alive\n\n"))
+                        }
+                    }
+                    for await event in events { try await writer.write(event) }
+                }
+            }
+            try await writer.finish(nil)
+        })
     }
 
     // MARK: members
@@ -222,22 +293,26 @@ struct Serving: Sendable {
             for await (name, lists) in tasks { gathered[name] = lists }
             return gathered
         }
+        var catalogue = GroupCatalogue()
+        catalogue.separator = group.configuration.separator
         var toolLists: [MemberItems] = [], promptLists: [MemberItems] = [], resourceLists: [MemberItems] = [], templateLists: [MemberItems] = []
         var down: [String] = []
         for member in group.members {
             guard let lists = gathered[member.name] else { continue }
             if let failure = lists.failure {
-                // A member that is down is left out of the lists; its names answer as unknown.
+                // A member that is down is left out of the lists; a call of one of its names
+                // (by prefix, or as it last listed them) answers an error naming it.
                 down.append(member.name)
+                catalogue.down[member.name] = server.lastKnownNames(group: group.configuration.name, member: member.name)
                 server.logger.warning("group member left out of the lists", metadata: ["group": "\(group.configuration.name)", "member": "\(member.name)", "reason": "\(failure)"])
                 continue
             }
+            server.rememberNames(group: group.configuration.name, member: member.name, names: Set(lists.tools.map(\.0) + lists.prompts.map(\.0)))
             toolLists.append(MemberItems(member: member.name, items: lists.tools))
             promptLists.append(MemberItems(member: member.name, items: lists.prompts))
             resourceLists.append(MemberItems(member: member.name, items: lists.resources))
             templateLists.append(MemberItems(member: member.name, items: lists.templates))
         }
-        var catalogue = GroupCatalogue()
         let tools = GroupCatalogue.expose(toolLists, group: group.configuration)
         let prompts = GroupCatalogue.expose(promptLists, group: group.configuration)
         let resources = GroupCatalogue.byURI(resourceLists)
@@ -280,14 +355,18 @@ struct Serving: Sendable {
     }
 
     /// The member's messages for one request, read as they come (progress first, the answer last).
-    func feed(_ message: JSONRPCMessage, method: String, name: String?, to member: GroupRoute.Member, tracking: (session: String, rawID: String)) -> BridgedMessages {
+    func feed(_ message: JSONRPCMessage, method: String, name: String?, to member: GroupRoute.Member, tracking: (session: String, rawID: String)?) -> BridgedMessages {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         let serving = self
         // A `notifications/cancelled` of the client ends the feed, and so the member's request.
-        let untrack = server.trackInFlight(session: tracking.session, rawID: tracking.rawID) { continuation.finish() }
+        var untrack: @Sendable () -> Void = {}
+        if let tracking {
+            untrack = server.trackInFlight(session: tracking.session, rawID: tracking.rawID) { continuation.finish() }
+        }
+        let stopTracking = untrack
         let task = GatewayMadeRequest.$isActive.withValue(true) {
             Task {
-                defer { untrack() }
+                defer { stopTracking() }
                 do throws(GatewayError) {
                     let response = try await serving.send(message, method: method, name: name, to: member, clientBody: false)
                     let eventStream = response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false

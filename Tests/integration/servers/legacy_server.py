@@ -1,7 +1,7 @@
 """A session-based-only MCP server: the mcp 1.x SDK (FastMCP), run with the project's .venv-legacy
 interpreter, over Streamable HTTP (`--port`) or stdio (no `--port`).
 
-Tools: echo, count (progress), ask / ask_user (elicitation of a colour), wait_for_cancel, add_tool
+Tools: request_header (a header of the HTTP request that carried the call), echo, count (progress), ask / ask_user (elicitation of a colour), wait_for_cancel, add_tool
 (registers a tool and announces tools/list_changed), touch (resources/updated for a URI),
 subscriptions (the URIs subscribed to). Resource memo://one can be subscribed to."""
 
@@ -60,6 +60,13 @@ async def touch(uri: str, ctx: Context) -> str:
 def subscriptions() -> str:
     """The resource URIs subscribed to in this process, comma-separated."""
     return ",".join(sorted(subscribed))
+
+
+@server.tool()
+def request_header(name: str, ctx: Context) -> str:
+    """A header of the HTTP request that carried this call ("" over stdio or when absent)."""
+    request = getattr(ctx.request_context, "request", None)
+    return request.headers.get(name, "") if request is not None else ""
 
 
 @server.tool()
