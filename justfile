@@ -67,7 +67,7 @@ bench-modern: build-release
 # Policy evaluation: a view and a decision with 100 globs against none, a 50-tool answer filtered.
 bench-policies:
     swift build -c release --product PolicyBenchmark
-    .build/release/PolicyBenchmark | tee bench/out/policies.md
+    .build/release/PolicyBenchmark | tee bench/results-policies.md
 
 # A call through a group of three HTTP members vs one member directly.
 bench-groups: build-release

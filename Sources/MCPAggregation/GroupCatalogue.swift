@@ -54,6 +54,17 @@ package struct GroupCatalogue: Sendable {
     package var down: [String: Set<String>] = [:]
     package var separator = "__"
 
+    /// Each list as JSON array text, written once per catalogue (`render()`), so a list answer
+    /// costs no encoding.
+    package var rendered = (tools: "[]", prompts: "[]", resources: "[]", templates: "[]")
+
+    package mutating func render() {
+        func array(_ items: [JSONObject]) -> String {
+            (try? JSONSerialization.data(withJSONObject: items.map(\.value), options: [.withoutEscapingSlashes])).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        }
+        rendered = (array(tools.map(\.json) + broadcasts.map(\.json)), array(prompts.map(\.json)), array(resources.map(\.json)), array(templates.map(\.json)))
+    }
+
     package static let broadcastPrefix = "broadcast__"
     package static let byTagPrefix = "broadcast__by_tag__"
 

@@ -276,6 +276,20 @@ extension JSONRPCMessage {
         return spliced
     }
 
+    /// The message with the value at `path` (an existing member, e.g. `params.name`) replaced by
+    /// `rawJSON`; every other byte kept. Nil when there is no such member.
+    public func replacingValue(at path: [String], withRawJSON rawJSON: String) -> JSONRPCMessage? {
+        let found: Range<Int>? = bytes.withUnsafeReadableBytes { Self.range(of: path, in: $0) }
+        guard let found else { return nil }
+        var spliced = ByteBuffer()
+        spliced.reserveCapacity(bytes.readableBytes - found.count + rawJSON.utf8.count)
+        let start = bytes.readerIndex
+        if let head = bytes.getSlice(at: start, length: found.lowerBound) { spliced.writeImmutableBuffer(head) }
+        spliced.writeString(rawJSON)
+        if let tail = bytes.getSlice(at: start + found.upperBound, length: bytes.readableBytes - found.upperBound) { spliced.writeImmutableBuffer(tail) }
+        return try? JSONRPCMessage(parsing: spliced)
+    }
+
     /// Whether `result` has a member named `key`.
     public func resultHasMember(_ key: String) -> Bool {
         bytes.withUnsafeReadableBytes { Self.range(of: ["result", key], in: $0) != nil }

@@ -28,6 +28,10 @@ import Testing
         #expect(never.items.map(\.exposed) == ["now", "echo", "add", "restart"])
         #expect(never.items[1].member == "time", "the first member wins a clash")
         #expect(never.clashes == ["echo"])
+        var catalogue = GroupCatalogue()
+        catalogue.tools = always.items
+        catalogue.render()
+        #expect(catalogue.rendered.tools.contains(#""name":"ops__restart""#) && catalogue.rendered.prompts == "[]")
     }
 
     @Test func aDownMembersNamesAreRecognised() {

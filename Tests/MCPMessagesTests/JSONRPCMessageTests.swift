@@ -56,6 +56,13 @@ import Testing
         #expect(String(buffer: back) == original)
     }
 
+    @Test func replacesOneValueAndKeepsEveryOtherByte() throws {
+        let message = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name" : "a__x","arguments":{"name":"inner"}}}"#)
+        let renamed = try #require(message.replacingValue(at: ["params", "name"], withRawJSON: #""x""#))
+        #expect(renamed.text == #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name" : "x","arguments":{"name":"inner"}}}"#)
+        #expect(message.replacingValue(at: ["params", "missing"], withRawJSON: "1") == nil)
+    }
+
     @Test func readsNestedParams() throws {
         let message = try JSONRPCMessage(parsing: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p\"1"},"protocolVersion":"2025-11-25"}}"#)
         #expect(message.paramsValue("_meta", "progressToken") == #""p\"1""#)

@@ -40,21 +40,16 @@ struct Serving: Sendable {
             return MCPResponses.jsonResponse(GroupServer.response(rawID: rawID, result: modern ? ["resultType": "complete"] : [:]), headers: [:])
         case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
             let catalogue = await catalogue()
-            let (key, items): (String, [JSONObject]) = switch method {
-            case "tools/list": ("tools", catalogue.tools.map(\.json) + catalogue.broadcasts.map(\.json))
-            case "prompts/list": ("prompts", catalogue.prompts.map(\.json))
-            case "resources/list": ("resources", catalogue.resources.map(\.json))
-            default: ("resourceTemplates", catalogue.templates.map(\.json))
+            let (key, items): (String, String) = switch method {
+            case "tools/list": ("tools", catalogue.rendered.tools)
+            case "prompts/list": ("prompts", catalogue.rendered.prompts)
+            case "resources/list": ("resources", catalogue.rendered.resources)
+            default: ("resourceTemplates", catalogue.rendered.templates)
             }
-            var result: [String: Any] = [key: items.map(\.value)]
-            if modern {
-                // Lists are per caller (members may show each caller other things) and change
-                // with the members: nothing is promised fresh.
-                result["resultType"] = "complete"
-                result["ttlMs"] = 0
-                result["cacheScope"] = "private"
-            }
-            return MCPResponses.jsonResponse(GroupServer.response(rawID: rawID, result: result), headers: [:])
+            // Lists are per caller (members may show each caller other things) and change with
+            // the members: nothing is promised fresh.
+            let modernMembers = modern ? #""resultType":"complete","ttlMs":0,"cacheScope":"private","# : ""
+            return MCPResponses.jsonResponse(ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"id\":\(rawID ?? "null"),\"result\":{\(modernMembers)\"\(key)\":\(items)}}"), headers: [:])
         case "tools/call", "prompts/get":
             let name = message.string(at: ["params", "name"]) ?? ""
             let catalogue = await catalogue()
@@ -72,7 +67,7 @@ struct Serving: Sendable {
                 ), headers: [:])
             }
             guard let member = group.member(item.member),
-                  let renamed = message.editing("params", { $0["name"] = item.original })
+                  let renamed = message.replacingValue(at: ["params", "name"], withRawJSON: JSONRPCErrorResponse.jsonString(item.original))
             else { throw .pipelineOrder(stage: "GroupServer") }
             return try await forward(renamed, method: method, name: item.original, to: member, session: session)
         case "resources/read", "resources/subscribe", "resources/unsubscribe":
@@ -325,6 +320,7 @@ struct Serving: Sendable {
         if !catalogue.clashes.isEmpty {
             server.logger.error("group members clash: the first member keeps each name", metadata: ["group": "\(group.configuration.name)", "names": "\(catalogue.clashes.joined(separator: ","))"])
         }
+        catalogue.render()
         server.record(group: group.configuration.name, down: down, clashes: catalogue.clashes)
         server.remember(catalogue, key: catalogueKey)
         return catalogue
