@@ -276,6 +276,7 @@ let package = Package(
             name: "mcp-gateway",
             dependencies: [
                 "GatewayAdmin",
+                "GatewayAuth",
                 "GatewayRedis",
                 "GatewayStore",
                 "GatewayAudit",

@@ -224,7 +224,7 @@ package struct OAuthEndpoints: Sendable {
         if trimmed.hasSuffix("/") { trimmed.removeLast() }
         if trimmed.lowercased() == issuer.lowercased() { return issuer }
         if currentConfiguration().admin != nil, trimmed == adminResource { return adminResource }
-        for router in currentConfiguration().routers where router.auth != .none {
+        for router in currentConfiguration().routers where router.acceptsOAuth {
             let url = router.resourceURL(publicURL: publicURL)
             if url == trimmed || url.lowercased() == trimmed.lowercased() { return url }
         }

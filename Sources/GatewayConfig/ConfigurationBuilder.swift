@@ -251,7 +251,36 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys"]) else { return nil }
+        var apiKeys: [APIKey] = []
+        var apiKeysFailed = false
+        if let keysNode = fields["apiKeys"] {
+            for entry in reader.orderedEntries(keysNode, "auth.apiKeys") {
+                let path = "auth.apiKeys.\(entry.key)"
+                guard Self.isNameToken(entry.key) else {
+                    reader.report("key names are letters, digits, '_', '-' or '.'", path, entry.keyNode)
+                    apiKeysFailed = true
+                    continue
+                }
+                guard let keyFields = reader.mapping(entry.value, path, allowed: ["hash", "user"]) else { apiKeysFailed = true; continue }
+                guard let hashNode = keyFields["hash"], let hashText = reader.string(hashNode, "\(path).hash") else {
+                    if keyFields["hash"] == nil { reader.report("missing \"hash\": the key's \"sha256:<hex>\" from `mcp-gateway hash-key` (never the key itself)", path, entry.value) }
+                    apiKeysFailed = true
+                    continue
+                }
+                guard let hash = Self.sha256Hex(hashText) else {
+                    reader.report("hash must be \"sha256:\" and 64 hex digits, as `mcp-gateway hash-key` prints it (a key itself never goes in this file)", "\(path).hash", hashNode)
+                    apiKeysFailed = true
+                    continue
+                }
+                guard let userNode = keyFields["user"], let user = reader.nonEmptyString(userNode, "\(path).user") else {
+                    if keyFields["user"] == nil { reader.report("missing \"user\": the login allow-lists and policies see for this key", path, entry.value) }
+                    apiKeysFailed = true
+                    continue
+                }
+                apiKeys.append(APIKey(name: entry.key, hash: hash, user: user))
+            }
+        }
         var github: GitHubConfiguration?
         if let githubNode = fields["github"], let gh = reader.mapping(githubNode, "auth.github", allowed: ["clientID", "clientSecret", "webURL", "apiURL", "membershipToken", "membershipTTL"]) {
             let clientID = gh["clientID"].flatMap { reader.string($0, "auth.github.clientID") } ?? ""
@@ -335,7 +364,34 @@ struct ConfigurationBuilder {
         )
         auth.localLimits = localLimits
         auth.tokenRateLimit = tokenRateLimit
+        auth.apiKeys = apiKeys
+        _ = apiKeysFailed
         return auth
+    }
+
+    /// The 32 bytes of `sha256:<64 hex digits>`.
+    static func sha256Hex(_ text: String) -> [UInt8]? {
+        guard text.hasPrefix("sha256:") else { return nil }
+        let hex = Array(text.dropFirst(7).utf8)
+        guard hex.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        var index = 0
+        while index < 64 {
+            guard let high = Self.hexValue(hex[index]), let low = Self.hexValue(hex[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+
+    private static func hexValue(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 
     private func buildClientMetadata(_ node: Node) -> ClientMetadataConfiguration {
@@ -926,9 +982,32 @@ struct ConfigurationBuilder {
 
             let priority = fields["priority"].map { reader.integer($0, "\(path).priority", range: 0...Int(Int32.max)) } ?? ruleText.count
             var auth = RouterAuth.oauth
-            if let authNode = fields["auth"], let text = reader.string(authNode, "\(path).auth") {
-                if let value = RouterAuth(rawValue: text) { auth = value } else {
-                    reader.report("auth must be \"oauth\" (the default) or \"none\", got \"\(text)\"", "\(path).auth", authNode)
+            var authMethods: Set<AuthMethod> = [.oauth]
+            if let authNode = fields["auth"] {
+                // One kind, or a list of kinds of which any one suffices.
+                let names: [String]? = if case .sequence = authNode { reader.stringList(authNode, "\(path).auth") } else { reader.string(authNode, "\(path).auth").map { [$0] } }
+                if let names {
+                    var methods: Set<AuthMethod> = []
+                    for name in names {
+                        if name == "none" {
+                            if names.count > 1 {
+                                reader.report("auth: none cannot be combined with other kinds", "\(path).auth", authNode)
+                                failed = true
+                            }
+                            auth = .none
+                        } else if let method = AuthMethod(rawValue: name) {
+                            methods.insert(method)
+                        } else {
+                            reader.report("auth must be oauth (the default), apiKey, none, or a list such as [oauth, apiKey]; got \"\(name)\"", "\(path).auth", authNode)
+                            failed = true
+                        }
+                    }
+                    if names.isEmpty {
+                        reader.report("auth needs at least one kind: oauth, apiKey or none", "\(path).auth", authNode)
+                        failed = true
+                    }
+                    if !methods.isEmpty { authMethods = methods }
+                } else {
                     failed = true
                 }
             }
@@ -986,7 +1065,7 @@ struct ConfigurationBuilder {
             routers.append(RouterConfiguration(
                 name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
                 auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders,
-                middlewares: routerMiddlewares, callPolicy: callPolicy
+                middlewares: routerMiddlewares, callPolicy: callPolicy, authMethods: authMethods
             ))
         }
         return failed ? nil : routers

@@ -255,6 +255,8 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var localLimits: LocalSignInLimits = .default
     /// `auth.token.rateLimit`: `/token` requests per client address (IPv6: per /64) per minute.
     public var tokenRateLimit: Int = ConfigurationDefaults.tokenRateLimit
+    /// `auth.apiKeys`: static keys for routers with `auth: apiKey` (reload live).
+    public var apiKeys: [APIKey] = []
 
     public init(
         github: GitHubConfiguration? = nil, allow: AllowList = AllowList(), accessTokenTTL: Duration = ConfigurationDefaults.accessTokenTTL,
@@ -271,10 +273,11 @@ public struct AuthConfiguration: Sendable, Equatable {
         self.clientMetadata = clientMetadata
     }
 
-    /// Equal except for the allow-list, which reloads live.
+    /// Equal except for the allow-list and the API keys, which reload live.
     public func equalsIgnoringAllowList(_ other: AuthConfiguration) -> Bool {
         var copy = other
         copy.allow = allow
+        copy.apiKeys = apiKeys
         return copy == self
     }
 }
@@ -395,10 +398,34 @@ public struct LocalSignInLimits: Sendable, Equatable {
 }
 
 public enum RouterAuth: String, Sendable, Equatable {
-    /// Bearer token of the gateway's own authorization server required (the default).
+    /// Protected: a credential of one of the router's `authMethods` is required (the default:
+    /// a bearer token of the gateway's own authorization server).
     case oauth
     /// No authentication: anyone who can reach the gateway can use the route.
     case none
+}
+
+/// The kinds of credentials a protected router accepts (`auth: oauth`, `auth: apiKey`, or a list).
+public enum AuthMethod: String, Sendable, Equatable, Hashable, CaseIterable {
+    /// An access token of the gateway's own authorization server.
+    case oauth
+    /// A static key of `auth.apiKeys`.
+    case apiKey
+}
+
+/// `auth.apiKeys.<name>`: a static key for headless callers, stored as its SHA-256 only.
+public struct APIKey: Sendable, Equatable {
+    public var name: String
+    /// SHA-256 of the key.
+    public var hash: [UInt8]
+    /// The login allow-lists and policies see for this key's caller.
+    public var user: String
+
+    public init(name: String, hash: [UInt8], user: String) {
+        self.name = name
+        self.hash = hash
+        self.user = user
+    }
 }
 
 public struct RouterConfiguration: Sendable, Equatable {
@@ -420,6 +447,11 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var middlewares: [String] = []
     /// `tools`, `resources`, `prompts` and `policies`: what each caller sees and may call.
     public var callPolicy = CallPolicy()
+    /// On a protected router (`auth` not `none`): the credentials it accepts.
+    public var authMethods: Set<AuthMethod> = [.oauth]
+
+    /// Whether the gateway's own OAuth serves this router (resource metadata, sign-in).
+    public var acceptsOAuth: Bool { auth == .oauth && authMethods.contains(.oauth) }
 }
 
 /// Like Traefik's `authResponseHeaders`: which headers carry the verified identity upstream.

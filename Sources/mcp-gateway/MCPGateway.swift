@@ -3,6 +3,7 @@ import AuthorizationServer
 import Dispatch
 import Foundation
 import GatewayAudit
+import GatewayAuth
 import GatewayConfig
 import GatewayServer
 import Logging
@@ -29,7 +30,7 @@ struct MCPGateway: AsyncParsableCommand {
         commandName: "mcp-gateway",
         abstract: "An authenticating reverse proxy for MCP servers.",
         version: GatewayVersion.current,
-        subcommands: [Serve.self, Check.self, HashPassword.self, Admin.self],
+        subcommands: [Serve.self, Check.self, HashPassword.self, HashKey.self, NewKey.self, Admin.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -134,5 +135,39 @@ struct HashPassword: ParsableCommand {
             throw ExitCode(2)
         }
         print(try PasswordHash.hash(password))
+    }
+}
+
+struct HashKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-key",
+        abstract: "Print the hash of an API key for auth.apiKeys.<name>.hash in gateway.yaml.",
+        discussion: "Reads the key from standard input, e.g. `mcp-gateway hash-key < key-file`; the key itself never goes in gateway.yaml."
+    )
+
+    func run() throws {
+        guard let key = readLine(strippingNewline: true)?.trimmingCharacters(in: .whitespaces), !key.isEmpty else {
+            FileHandle.standardError.write(Data("hash-key: no key on standard input\n".utf8))
+            throw ExitCode(2)
+        }
+        guard key.count >= 20, !key.contains(".") else {
+            FileHandle.standardError.write(Data("hash-key: a key needs at least 20 characters and no '.' (`mcp-gateway new-key` makes one)\n".utf8))
+            throw ExitCode(2)
+        }
+        print(APIKeys.hashText(key))
+    }
+}
+
+struct NewKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new-key",
+        abstract: "Print a fresh API key (256 random bits) and its hash for auth.apiKeys.",
+        discussion: "Give the key to the caller; put only the hash in gateway.yaml."
+    )
+
+    func run() throws {
+        let key = APIKeys.newKey()
+        print("key:  \(key)")
+        print("hash: \(APIKeys.hashText(key))")
     }
 }

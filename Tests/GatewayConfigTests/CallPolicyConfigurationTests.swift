@@ -120,3 +120,52 @@ import Testing
         }
     }
 }
+
+/// `routers.<r>.auth` as one kind or a list, and `auth.apiKeys`.
+@Suite struct AuthKindsConfigurationTests {
+    static let hash = "sha256:" + String(repeating: "ab", count: 32)
+
+    static func yaml(_ routerAuth: String, keys: String) -> String { """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    auth:
+      apiKeys:
+    \(keys)
+    routers:
+      r: { rule: "PathPrefix(`/r`)", service: s, auth: \(routerAuth) }
+    services:
+      s: { http: { url: "http://127.0.0.1:1/mcp" } }
+    """ }
+
+    @Test func kindsAndKeys() throws {
+        let loader = ConfigurationLoader(environment: [:])
+        let both = try loader.load(yaml: Self.yaml("[oauth, apiKey]", keys: "    ci: { hash: \"\(Self.hash)\", user: ci-bot }"))
+        #expect(both.routers[0].auth == .oauth && both.routers[0].authMethods == [.oauth, .apiKey] && both.routers[0].acceptsOAuth)
+        #expect(both.auth?.apiKeys == [APIKey(name: "ci", hash: Array(repeating: 0xAB, count: 32), user: "ci-bot")])
+        let keysOnly = try loader.load(yaml: Self.yaml("apiKey", keys: ""))
+        #expect(keysOnly.routers[0].authMethods == [.apiKey] && !keysOnly.routers[0].acceptsOAuth)
+        let open = try loader.load(yaml: Self.yaml("none", keys: ""))
+        #expect(open.routers[0].auth == .none && !open.routers[0].acceptsOAuth)
+        // Keys reload live like the allow-list: they do not count as a change needing a restart.
+        var changed = try #require(both.auth)
+        changed.apiKeys = []
+        #expect(changed.equalsIgnoringAllowList(try #require(both.auth)))
+    }
+
+    @Test func mistakes() {
+        let yaml = Self.yaml("[none, apiKey]", keys: """
+            bad: { hash: "mcpgw_the-key-itself", user: x }
+            nouser: { hash: "\(Self.hash)" }
+        """)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "k.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("routers.r.auth: auth: none cannot be combined with other kinds"), "\(text)")
+            #expect(text.contains("auth.apiKeys.bad.hash: hash must be \"sha256:\" and 64 hex digits"), "\(text)")
+            #expect(text.contains("auth.apiKeys.nouser: missing \"user\""), "\(text)")
+        }
+        #expect(throws: ConfigError.self) { try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("jwt", keys: "")) }
+    }
+}

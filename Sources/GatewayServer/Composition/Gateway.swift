@@ -174,7 +174,7 @@ extension Gateway {
         for router in configuration.routers {
             logger.info("MCP endpoint", metadata: [
                 "router": "\(router.name)", "url": "\(router.resourceURL(publicURL: configuration.publicURL))",
-                "signIn": "\(router.auth == .oauth ? "required" : "none (public)")",
+                "signIn": "\(router.acceptsOAuth ? "required" : router.auth == .oauth ? "API key" : "none (public)")",
             ])
         }
         guard let demo = configuration.auth?.localUsers["demo"] else { return }

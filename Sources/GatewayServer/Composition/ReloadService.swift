@@ -130,6 +130,10 @@ struct ReloadService: Service, CustomStringConvertible {
         if let allow = candidate.auth?.allow, merged.auth != nil {
             merged.auth?.allow = allow
         }
+        // So do API keys: a removed key stops working at the next request.
+        if merged.auth != nil {
+            merged.auth?.apiKeys = candidate.auth?.apiKeys ?? []
+        }
         return merged
     }
 }

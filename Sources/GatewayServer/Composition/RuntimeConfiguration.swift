@@ -82,6 +82,8 @@ final class RuntimeConfiguration: Sendable {
                     var removals = identityHeaderNames
                     if router.auth == .oauth {
                         removals.formUnion(["authorization", "cookie"])
+                        // A key is the gateway's credential, never the upstream's.
+                        if router.authMethods.contains(.apiKey) { removals.insert("x-api-key") }
                     } else if case .http(let http) = service, !http.passAuthorization {
                         removals.insert("authorization")
                     }

@@ -25,14 +25,27 @@ struct Authentication {
     func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
         guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
         guard route.router.auth == .oauth else { return }
+        let methods = route.router.authMethods
+        // An API key is decisive when the router takes keys and one is presented (X-API-Key, or a
+        // bearer token that is not a JWT); otherwise the gateway's own access token is checked.
+        let key = methods.contains(.apiKey) ? APIKeys.presented(request.headers) : nil
+        let oauth = key == nil && methods.contains(.oauth)
         let checked: Result<VerifiedCaller, TokenCheckFailure>
+        let check: @Sendable () async -> Result<VerifiedCaller, TokenCheckFailure> = { [gate, runtime = context.runtime] in
+            if let key {
+                let keys = runtime?.configuration.auth?.apiKeys ?? []
+                return APIKeys.check(key, keys: keys, route: route, issuer: runtime?.configuration.publicURL.origin ?? "")
+            }
+            guard oauth else { return .failure(.missingToken) }
+            return await gate.check(request.headers, route: route)
+        }
         if tracing {
-            let span = startSpan("token check", context: ServiceContext.current ?? .topLevel)
-            checked = await ServiceContext.withValue(span.context) { await gate.check(request.headers, route: route) }
+            let span = startSpan(key == nil ? "token check" : "api key check", context: ServiceContext.current ?? .topLevel)
+            checked = await ServiceContext.withValue(span.context) { await check() }
             if case .failure(let failure) = checked { span.attributes["mcp_gateway.auth.failure"] = failure.metricReason }
             span.end()
         } else {
-            checked = await gate.check(request.headers, route: route)
+            checked = await check()
         }
         switch checked {
         case .success(let caller):
@@ -42,12 +55,14 @@ struct Authentication {
                 fields.caller = caller
             }
         case .failure(let failure):
-            let refusal = gate.refusal(failure, router: route.router)
+            // With the gateway's OAuth among the router's kinds, the challenge names where to sign in.
+            let refusal = methods.contains(.oauth) ? gate.refusal(failure, router: route.router) : APIKeys.refusal(failure)
             metrics?.authFailure(router: route.router.name, reason: failure.metricReason)
             // A missing token is how every OAuth client starts (to read the challenge): not an event.
             if case .missingToken = failure {} else {
                 var fields: [(String, AuditEvent.Value?)] = [("reason", .string(refusal.code)), ("router", .string(route.router.name)), ("ip", context.clientIP.map(AuditEvent.Value.string))]
                 if case .denied(let login) = failure { fields.append(("user", .string(login))) }
+                if key != nil { fields.append(("credential", .string("api_key"))) }
                 audit?.record(AuditEvent("auth.denied", fields))
             }
             throw .oauth(refusal)

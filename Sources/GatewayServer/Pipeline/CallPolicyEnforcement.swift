@@ -263,7 +263,7 @@ final class CollectingWriter: ResponseBodyWriter, Sendable {
 
     func write(_ buffer: ByteBuffer) async throws {
         var buffer = buffer
-        self.buffer.withLock { $0.writeBuffer(&buffer) }
+        self.buffer.withLock { _ = $0.writeBuffer(&buffer) }
     }
 
     func finish(_ trailingHeaders: HTTPFields?) async throws {}

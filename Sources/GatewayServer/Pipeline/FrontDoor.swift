@@ -115,7 +115,7 @@ struct FrontDoor {
         let suffix = String(request.uri.path.dropFirst("/.well-known/oauth-protected-resource".count))
         let host = IncomingRequest.hostWithoutPort(request.head.authority ?? "")
         let publicURL = runtime.configuration.publicURL
-        let candidates = runtime.configuration.routers.filter { $0.auth == .oauth }
+        let candidates = runtime.configuration.routers.filter(\.acceptsOAuth)
         let match = candidates.first { router in
             guard let components = URLComponents(string: router.resourceURL(publicURL: publicURL)) else { return false }
             let hostMatches = components.host?.lowercased() == host.lowercased() || components.host?.lowercased() == publicURL.host.lowercased()

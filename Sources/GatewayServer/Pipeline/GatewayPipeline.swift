@@ -49,8 +49,21 @@ struct GatewayPipeline: HTTPResponder {
     let observer: ResponseObserver?
     /// `tracing:`: a server span per request, its trace id in the audit record.
     let tracing: Bool
+    /// CORS for the entry point's `allowedOrigins`.
+    let crossOrigin: CrossOrigin
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        // Browser clients on the entry point's allowed origins: preflights, and readable answers.
+        guard let origin = crossOrigin.allowedOrigin(of: request) else { return try await observed(request, context: context) }
+        if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
+            return crossOrigin.preflight(request, origin: origin)
+        }
+        var response = try await observed(request, context: context)
+        crossOrigin.decorate(&response, origin: origin)
+        return response
+    }
+
+    private func observed(_ request: Request, context: Context) async throws -> Response {
         guard accessLog != nil || observer != nil || tracing else { return await answer(request, context: context) }
         var context = context
         let record = RequestRecord()
@@ -162,7 +175,8 @@ extension GatewayComponents {
                 audit: audit.map { RequestAudit(sink: $0.sink, arguments: $0.configuration.arguments, redactKeys: $0.configuration.redactKeys) },
                 metrics: metrics
             ),
-            tracing: tracing
+            tracing: tracing,
+            crossOrigin: CrossOrigin(entryPoint: entryPoint)
         )
     }
 }
