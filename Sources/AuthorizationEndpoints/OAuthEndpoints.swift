@@ -71,7 +71,22 @@ package struct OAuthEndpoints: Sendable {
         cookieName + "-" + pending.browserHash.prefix(16)
     }
 
+    /// Whether `path` asks for the authorization server's metadata in one of the forms clients
+    /// use: the well-known path itself, with the MCP endpoint's path inserted after it (RFC 8414
+    /// §3.1, for an issuer with a path), or appended after that path (Claude drops, inserts and
+    /// appends paths). The issuer is the public URL, so every form gets the same document.
+    package static func isMetadataPath(_ path: String) -> Bool {
+        for name in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+            if path == name || path.hasPrefix(name + "/") || (path.hasSuffix(name) && path.count > name.count) { return true }
+        }
+        return false
+    }
+
     package func respond(to request: Request, context: some AuthorizationRequestContext) async -> Response? {
+        if Self.isMetadataPath(request.uri.path) {
+            guard request.method == .get || request.method == .head else { return OAuthResponses.methodNotAllowed("GET") }
+            return OAuthResponses.json(.ok, metadata, cache: "public, max-age=300")
+        }
         switch request.uri.path {
         case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
             guard request.method == .get || request.method == .head else { return OAuthResponses.methodNotAllowed("GET") }

@@ -291,3 +291,15 @@ def test_a_members_list_change_reaches_session_and_2026_clients(gateway):
         subscription.join()
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sampling_through_a_member_reaches_the_client(gateway, mode):
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="42"), model="test-model")
+
+    async def run():
+        async with Client(gateway.url("/dynamic/mcp"), mode=mode, sampling_callback=sampling) as client:
+            return (await client.call_tool("ask_llm", {})).content[0].text
+
+    assert anyio.run(run) == "model said: 42"

@@ -78,6 +78,13 @@ struct EraDispatch {
 
     private func transport(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "EraDispatch") }
+        // Some clients send `notifications/initialized` without the session id the initialize
+        // answer gave them: it announces nothing the gateway or a server needs, so it is accepted.
+        if call.era == .sessionBased, request.method == .post, call.sessionID == nil, let message = call.message,
+           message.kind == .notification, message.method == "notifications/initialized"
+        {
+            return Response(status: .accepted)
+        }
         let exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         switch route.upstream {
         case .http(let upstream):
