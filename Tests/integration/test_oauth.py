@@ -364,6 +364,8 @@ def test_unknown_scopes_are_dropped_from_the_grant(gateway, browser):
     assert tokens["scope"] == "mcp" and jwt_claims(tokens["access_token"])["scope"] == "mcp"
     _, tokens = signed_in(gateway, browser, scope="claudeai")
     assert tokens["scope"] == "mcp"
+    # A refresh token whether or not offline_access was asked for (Claude never asks).
+    assert tokens["refresh_token"]
 
 
 # --- codes ----------------------------------------------------------------------------------------
