@@ -65,6 +65,9 @@ def config(catalogue: str, paged: str, github, password_hash: str, policy: str =
         service: catalogue-http
         auth: none
         tools: {{allow: ["get_*", "list_*", "count"], deny: ["*_secret"]}}
+      grouped:
+        rule: "PathPrefix(`/grouped`)"
+        service: catalogue-group
       paged:
         rule: "PathPrefix(`/paged`)"
         service: paged
@@ -81,6 +84,9 @@ def config(catalogue: str, paged: str, github, password_hash: str, policy: str =
       paged:
         http:
           url: "{paged}"
+      catalogue-group:
+        group:
+          members: [catalogue-http]
     """
 
 
@@ -339,3 +345,19 @@ def test_a_reload_that_changes_what_a_user_sees_tells_their_open_sessions(world)
         config_path.write_text(original)
         world.gateway.managed.process.send_signal(signal.SIGHUP)
         wait_until(lambda: world.gateway.managed.log().count("configuration reloaded") >= 2, what="the configuration restored")
+
+
+def test_another_users_group_session_is_not_found_through_any_router(world):
+    """A group's sessions are the gateway's own: bound to the router and caller that made them."""
+    alice = open_session(world, "grouped", world.token("alice", "grouped"))
+    listing = {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}
+    own = httpx.post(world.url("/grouped/mcp"), json=listing, headers=alice, timeout=20)
+    assert own.status_code == 200 and "get_time" in own.text
+    session = {"Mcp-Session-Id": alice["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+    bob = httpx.post(world.url("/grouped/mcp"), json=listing, headers={**bearer(world.token("bob", "grouped")), **session}, timeout=20)
+    assert bob.status_code == 404, bob.text
+    elsewhere = httpx.post(world.url("/http/mcp"), json=listing, headers={**bearer(world.token("alice", "http")), **session}, timeout=20)
+    assert elsewhere.status_code == 404, elsewhere.text
+    ended = httpx.delete(world.url("/grouped/mcp"), headers={**bearer(world.token("bob", "grouped")), **session}, timeout=20)
+    assert ended.status_code == 404
+    assert httpx.post(world.url("/grouped/mcp"), json=listing, headers=alice, timeout=20).status_code == 200

@@ -119,27 +119,8 @@ final class GroupServer: Sendable {
     /// A session's GET stream: the members' list changes (each member listened to in 2026-07-28),
     /// keep-alives, and the gateway's own `list_changed` after a reload, until the client leaves.
     static func listChangeStream(_ serving: Serving) -> Response {
-        let request = serving.request
-        return Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: ResponseBody { writer in
-            try await writer.write(ByteBuffer(string: ": group stream\n\n"))
-            let (events, into) = AsyncStream<ByteBuffer>.makeStream()
-            try await request.cancellingOnInboundClose {
-                try await withThrowingTaskGroup(of: Void.self) { tasks in
-                    tasks.addTask {
-                        await serving.listenToMembers { method in
-                            into.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\"}")))
-                        }
-                    }
-                    tasks.addTask {
-                        while true {
-                            try await Task.sleep(for: .seconds(15))
-                            into.yield(ByteBuffer(string: ": keep-alive\n\n"))
-                        }
-                    }
-                    for await event in events { try await writer.write(event) }
-                }
-            }
-            try await writer.finish(nil)
+        Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: serving.listChangeBody(first: ByteBuffer(string: ": group stream\n\n")) { method in
+            SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\"}"))
         })
     }
 

@@ -142,17 +142,25 @@ struct Serving: Sendable {
         let meta = "\"_meta\":{\"io.modelcontextprotocol/subscriptionId\":\(rawID)}"
         let acknowledged = ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\(meta),\"notifications\":{\(granted)}}}")
         let wantedMethods = Set(wanted.map(\.method))
+        return Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: listChangeBody(first: SSEEncoding.event(id: nil, data: acknowledged)) { method in
+            guard wantedMethods.contains(method) else { return nil }
+            return SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\",\"params\":{\(meta)}}"))
+        })
+    }
+
+    /// A stream of the members' list changes (as `event` writes them; nil: not wanted) after
+    /// `first`, with keep-alives, until the client leaves.
+    func listChangeBody(first: ByteBuffer, event: @escaping @Sendable (String) -> ByteBuffer?) -> ResponseBody {
         let request = self.request
         let serving = self
-        return Response(status: .ok, headers: MCPResponses.eventStreamHeaders, body: ResponseBody { writer in
-            try await writer.write(SSEEncoding.event(id: nil, data: acknowledged))
+        return ResponseBody { writer in
+            try await writer.write(first)
             let (events, into) = AsyncStream<ByteBuffer>.makeStream()
             try await request.cancellingOnInboundClose {
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask {
                         await serving.listenToMembers { method in
-                            guard wantedMethods.contains(method) else { return }
-                            into.yield(SSEEncoding.event(id: nil, data: ByteBuffer(string: "{\"jsonrpc\":\"2.0\",\"method\":\"\(method)\",\"params\":{\(meta)}}")))
+                            if let bytes = event(method) { into.yield(bytes) }
                         }
                     }
                     tasks.addTask {
@@ -161,11 +169,11 @@ struct Serving: Sendable {
                             into.yield(ByteBuffer(string: ": keep-alive\n\n"))
                         }
                     }
-                    for await event in events { try await writer.write(event) }
+                    for await bytes in events { try await writer.write(bytes) }
                 }
             }
             try await writer.finish(nil)
-        })
+        }
     }
 
     // MARK: members

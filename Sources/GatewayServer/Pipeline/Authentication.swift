@@ -31,21 +31,13 @@ struct Authentication {
         let key = methods.contains(.apiKey) ? APIKeys.presented(request.headers) : nil
         let oauth = key == nil && methods.contains(.oauth)
         let checked: Result<VerifiedCaller, TokenCheckFailure>
-        let check: @Sendable () async -> Result<VerifiedCaller, TokenCheckFailure> = { [gate, runtime = context.runtime] in
-            if let key {
-                let keys = runtime?.configuration.auth?.apiKeys ?? []
-                return APIKeys.check(key, keys: keys, route: route, issuer: runtime?.configuration.publicURL.origin ?? "")
-            }
-            guard oauth else { return .failure(.missingToken) }
-            return await gate.check(request.headers, route: route)
-        }
         if tracing {
             let span = startSpan(key == nil ? "token check" : "api key check", context: ServiceContext.current ?? .topLevel)
-            checked = await ServiceContext.withValue(span.context) { await check() }
+            checked = await ServiceContext.withValue(span.context) { [context] in await verify(request, key: key, oauth: oauth, route: route, runtime: context.runtime) }
             if case .failure(let failure) = checked { span.attributes["mcp_gateway.auth.failure"] = failure.metricReason }
             span.end()
         } else {
-            checked = await check()
+            checked = await verify(request, key: key, oauth: oauth, route: route, runtime: context.runtime)
         }
         switch checked {
         case .success(let caller):
@@ -67,5 +59,14 @@ struct Authentication {
             }
             throw .oauth(refusal)
         }
+    }
+
+    /// The presented API key against `auth.apiKeys` in force, or the gateway's access token.
+    private func verify(_ request: Request, key: String?, oauth: Bool, route: CompiledRoute, runtime: RuntimeConfiguration?) async -> Result<VerifiedCaller, TokenCheckFailure> {
+        if let key {
+            return APIKeys.check(key, keys: runtime?.configuration.auth?.apiKeys ?? [], route: route, issuer: runtime?.configuration.publicURL.origin ?? "")
+        }
+        guard oauth else { return .failure(.missingToken) }
+        return await gate.check(request.headers, route: route)
     }
 }
