@@ -2,6 +2,7 @@ package import GatewayAudit
 package import GatewayMetrics
 import GatewayAuth
 package import AuthorizationServer
+import Crypto
 import Foundation
 package import GatewayConfig
 package import GatewayStore
@@ -127,6 +128,8 @@ package struct OAuthEndpoints: Sendable {
 
     package var metadata: [String: Any] {
         let authMethods = ["none", "client_secret_basic", "client_secret_post"]
+        var grantTypes = ["authorization_code", "refresh_token"]
+        if currentConfiguration().auth?.machineClients.isEmpty == false { grantTypes.append("client_credentials") }
         return [
             "issuer": issuer,
             "authorization_endpoint": issuer + "/authorize",
@@ -138,7 +141,7 @@ package struct OAuthEndpoints: Sendable {
             "scopes_supported": Scopes.supported,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": grantTypes,
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": authMethods,
             "revocation_endpoint_auth_methods_supported": authMethods,
@@ -531,10 +534,17 @@ package struct OAuthEndpoints: Sendable {
     }
 
     private func token(_ request: Request) async -> Response {
-        let form: FormFields, client: ResolvedClient
-        switch await authenticatedForm(request) {
-        case .success(let authenticated): (form, client) = authenticated
+        var request = request
+        let form: FormFields
+        switch await formBody(&request) {
+        case .success(let fields): form = fields
         case .failure(.response(let response)): return response
+        }
+        // Machine clients are the operator's (auth.clients), not registered ones.
+        if form["grant_type"] == "client_credentials" { return await clientCredentials(request, form: form) }
+        let client: ResolvedClient
+        do { client = try await authenticateClient(request, form: form) } catch {
+            switch error { case .response(let response): return response }
         }
         if case .registered(let record) = client.origin {
             try? await registry.touch(record)
@@ -548,6 +558,67 @@ package struct OAuthEndpoints: Sendable {
             return OAuthResponses.error(.badRequest, "invalid_request", "grant_type is required")
         case let other?:
             return OAuthResponses.error(.badRequest, "unsupported_grant_type", "grant_type \(other) is not supported")
+        }
+    }
+
+    // MARK: client_credentials
+
+    /// RFC 6749 §4.4 for the machine clients in `auth.clients`: the client authenticates with its
+    /// secret (HTTP Basic or the form), names the MCP endpoint (`resource`), and gets an access
+    /// token for it as its configured user; no refresh token (it can always ask again).
+    private func clientCredentials(_ request: Request, form: FormFields) async -> Response {
+        let machineClients = currentConfiguration().auth?.machineClients ?? []
+        guard !machineClients.isEmpty else {
+            return OAuthResponses.error(.badRequest, "unsupported_grant_type", "grant_type client_credentials is not enabled (auth.clients)")
+        }
+        var clientID = form["client_id"], secret = form["client_secret"]
+        var usedBasic = false
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "basic", secret == nil,
+                  let decoded = Data(base64Encoded: String(parts[1])).flatMap({ String(data: $0, encoding: .utf8) }), let colon = decoded.firstIndex(of: ":"),
+                  let headerID = String(decoded[..<colon]).removingPercentEncoding, clientID == nil || clientID == headerID
+            else { return OAuthResponses.error(.unauthorized, "invalid_client", "client authentication failed", basicChallenge: true) }
+            clientID = headerID
+            secret = String(decoded[decoded.index(after: colon)...]).removingPercentEncoding
+            usedBasic = true
+        }
+        // The same answer for an unknown client and a wrong secret: no oracle for client ids.
+        guard let clientID, let secret, let machine = machineClients.first(where: { $0.id == clientID }),
+              ClientRegistry.constantTimeEqual(Array(SHA256.hash(data: Data(secret.utf8))), machine.secretHash)
+        else {
+            logger.notice("client_credentials refused: unknown client or wrong secret", metadata: ["client_id": "\(clientID ?? "")"])
+            audit?.record(AuditEvent("auth.denied", [("reason", .string("invalid_client")), ("client_id", .string(clientID ?? ""))]))
+            return OAuthResponses.error(.unauthorized, "invalid_client", "client authentication failed", basicChallenge: usedBasic)
+        }
+        guard let requested = form["resource"] else {
+            return OAuthResponses.error(.badRequest, "invalid_request", "resource is required: the URL of the MCP endpoint the token is for")
+        }
+        guard let resource = canonicalResource(requested), resource != issuer else {
+            return OAuthResponses.error(.badRequest, "invalid_target", "resource is not one of this gateway's MCP endpoints")
+        }
+        let user = GrantSubject(subject: "client:\(machine.id)", login: machine.user, orgs: [], teams: [])
+        guard policy(for: resource).admits(user.identity) else {
+            return OAuthResponses.error(.badRequest, "unauthorized_client", "\(machine.user) is not allowed to use \(resource)")
+        }
+        let allowed = Set(machine.scopes.isEmpty ? [Scopes.mcp] : machine.scopes)
+        let asked = form["scope"].map { Set($0.split(separator: " ").map(String.init)).intersection(Scopes.supported) } ?? allowed
+        let scope = asked.intersection(allowed)
+        guard !scope.isEmpty else { return OAuthResponses.error(.badRequest, "invalid_scope", "this client may be granted: \(allowed.sorted().joined(separator: " "))") }
+        let grant = Grant(clientID: machine.id, user: user, scope: scope.sorted().joined(separator: " "), resource: resource)
+        do {
+            let lifetime = accessTokenLifetime(for: machine.id)
+            let accessToken = try await accessTokens.issue(for: grant, lifetime: lifetime, grantType: "client_credentials")
+            metrics?.tokenIssued(grantType: "client_credentials")
+            audit?.record(AuditEvent("token.issued", [
+                ("grant_type", .string("client_credentials")), ("user", .string(machine.user)), ("subject", .string(user.subject)),
+                ("client_id", .string(machine.id)), ("resource", .string(resource)),
+            ]))
+            return OAuthResponses.json(.ok, [
+                "access_token": accessToken, "token_type": "Bearer", "expires_in": Int(lifetime.components.seconds), "scope": grant.scope,
+            ])
+        } catch {
+            return OAuthResponses.storeUnavailable
         }
     }
 
@@ -581,29 +652,43 @@ package struct OAuthEndpoints: Sendable {
         guard let presented = form["refresh_token"] else {
             return OAuthResponses.error(.badRequest, "invalid_request", "refresh_token is required")
         }
-        do {
-            var (grant, next, family) = try await refreshTokens.rotate(presented, clientID: client.clientID)
+        let rotation: RefreshTokens.Rotation
+        do { rotation = try await refreshTokens.rotate(presented, clientID: client.clientID) } catch { return grantErrorResponse(error) }
+        switch rotation {
+        case .racing(let answer):
+            logger.debug("a refresh raced an earlier presentation of the same token; the same answer is sent", metadata: ["client_id": "\(client.clientID)"])
+            return OAuthResponses.jsonBytes(.ok, answer)
+        case .rotated(var grant, let next, let family):
             if let requested = form["resource"], canonicalResource(requested) != grant.resource {
+                await refreshTokens.answerSent(for: presented)
                 return OAuthResponses.error(.badRequest, "invalid_target", "a refresh token serves only the resource it was issued for")
             }
             // The allow-lists in force now decide, not those at sign-in.
             guard policy(for: grant.resource).admits(grant.user.identity) else {
                 try? await refreshTokens.revokeFamily(family)
+                await refreshTokens.answerSent(for: presented)
                 return OAuthResponses.error(.badRequest, "invalid_grant", "\(grant.user.login) is no longer allowed to use \(grant.resource)")
             }
             if let narrowed = Scopes.narrow(granted: grant.scope, requested: form["scope"]) {
                 grant.scope = narrowed
             } else {
+                await refreshTokens.answerSent(for: presented)
                 return OAuthResponses.error(.badRequest, "invalid_scope", "a refresh can only keep or narrow the granted scope")
             }
-            return await tokenResponse(grant, client: client, refreshToken: next, family: family)
-        } catch {
-            return grantErrorResponse(error)
+            return await tokenResponse(grant, client: client, refreshToken: next, family: family, presented: presented)
         }
     }
 
+    /// The access-token lifetime for `clientID`: its `auth.clientOverrides` entry, else
+    /// `auth.accessTokenTTL`.
+    private func accessTokenLifetime(for clientID: String) -> Duration {
+        currentConfiguration().auth?.accessTokenLifetime(for: clientID) ?? accessTokens.lifetime
+    }
+
     /// `family`: the sign-in the tokens belong to (its revocation revokes the access token too).
-    private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?, family: String) async -> Response {
+    /// `presented`: the refresh token this answers, whose racing presentations get the same answer
+    /// until it has been sent.
+    private func tokenResponse(_ grant: Grant, client: ResolvedClient, refreshToken: String?, family: String, presented: String? = nil) async -> Response {
         do {
             // Each sign-in's family is indexed under its user before any token of it exists, so
             // revoking the user reaches every token.
@@ -612,9 +697,10 @@ package struct OAuthEndpoints: Sendable {
             } else {
                 try await users?.recordActivity(login: grant.user.login)
             }
-            let accessToken = try await accessTokens.issue(for: grant, family: family)
+            let lifetime = accessTokenLifetime(for: client.clientID)
+            let accessToken = try await accessTokens.issue(for: grant, family: family, lifetime: lifetime)
             var body: [String: Any] = [
-                "access_token": accessToken, "token_type": "Bearer", "expires_in": accessTokens.lifetimeSeconds, "scope": grant.scope,
+                "access_token": accessToken, "token_type": "Bearer", "expires_in": Int(lifetime.components.seconds), "scope": grant.scope,
             ]
             // Never `refresh_token: null`: the field is present only with a token in it.
             if let refreshToken {
@@ -628,10 +714,21 @@ package struct OAuthEndpoints: Sendable {
                 ("subject", .string(grant.user.subject)), ("client_id", .string(client.clientID)), ("resource", .string(grant.resource)),
                 ("family", .string(String(ClientRegistry.hash(family).prefix(16)))),
             ]))
-            return OAuthResponses.json(.ok, body)
+            guard let presented else { return OAuthResponses.json(.ok, body) }
+            let bytes = JSONResponse.encode(body)
+            do {
+                try await refreshTokens.holdAnswer(bytes, for: presented)
+            } catch {
+                // Without the held answer a racing presentation waits and is told to retry; the
+                // answer itself is still good.
+                logger.warning("cannot hold a refresh answer for racing presentations", metadata: ["error": "\(error)"])
+            }
+            return OAuthResponses.jsonBytes(.ok, bytes) { await refreshTokens.answerSent(for: presented) }
         } catch let error as GrantError {
+            if let presented { await refreshTokens.answerSent(for: presented) }
             return grantErrorResponse(error)
         } catch {
+            if let presented { await refreshTokens.answerSent(for: presented) }
             return OAuthResponses.storeUnavailable
         }
     }
@@ -722,6 +819,17 @@ package enum OAuthResponses {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: cache]
         if cache == "no-store" { headers[pragma] = "no-cache" }
         return JSONResponse.make(status: status, object: object, headers: headers)
+    }
+
+    /// A JSON body already encoded; `afterSending` runs once the body has been written out.
+    package static func jsonBytes(_ status: HTTPResponse.Status, _ bytes: [UInt8], afterSending: (@Sendable () async -> Void)? = nil) -> Response {
+        let headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", pragma: "no-cache"]
+        guard let afterSending else { return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes))) }
+        return Response(status: status, headers: headers, body: ResponseBody(contentLength: bytes.count) { writer in
+            try await writer.write(ByteBuffer(bytes: bytes))
+            try await writer.finish(nil)
+            await afterSending()
+        })
     }
 
     package static func error(_ status: HTTPResponse.Status, _ code: String, _ description: String, basicChallenge: Bool = false) -> Response {

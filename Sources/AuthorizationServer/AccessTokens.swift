@@ -15,15 +15,18 @@ public enum TokenValidationError: Error, Sendable, Equatable {
 public struct AccessTokens: Sendable {
     public let issuer: String
     public let lifetime: Duration
+    /// The longest any access token lives (`auth.clientOverrides` give some clients more).
+    public let longestLifetime: Duration
     /// Tolerated clock difference between instances when checking `exp`/`iat`.
     public static let clockSkew: TimeInterval = 10
     let keys: KeyManager
     let store: any KeyValueStore
     let now: @Sendable () -> Date
 
-    public init(issuer: String, lifetime: Duration, keys: KeyManager, store: any KeyValueStore, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(issuer: String, lifetime: Duration, longestLifetime: Duration? = nil, keys: KeyManager, store: any KeyValueStore, now: @escaping @Sendable () -> Date = { Date() }) {
         self.issuer = issuer
         self.lifetime = lifetime
+        self.longestLifetime = max(lifetime, longestLifetime ?? lifetime)
         self.keys = keys
         self.store = store
         self.now = now
@@ -31,15 +34,17 @@ public struct AccessTokens: Sendable {
 
     public var lifetimeSeconds: Int { Int(lifetime.components.seconds) }
 
-    public func issue(for grant: Grant, family: String? = nil) async throws(TokenValidationError) -> String {
+    /// `lifetime`: this token's, when not the default (`auth.clientOverrides`).
+    /// `grantType`: recorded as `gty` for `client_credentials` tokens.
+    public func issue(for grant: Grant, family: String? = nil, lifetime: Duration? = nil, grantType: String? = nil) async throws(TokenValidationError) -> String {
         let ring: KeyRing
         do { ring = try await keys.current() } catch { throw .storeUnavailable("\(error)") }
         guard let key = ring.current else { throw .storeUnavailable("no signing key") }
         let issuedAt = Int(now().timeIntervalSince1970)
         let claims = AccessTokenClaims(
-            iss: issuer, sub: grant.user.subject, aud: grant.resource, exp: issuedAt + lifetimeSeconds, iat: issuedAt,
+            iss: issuer, sub: grant.user.subject, aud: grant.resource, exp: issuedAt + Int((lifetime ?? self.lifetime).components.seconds), iat: issuedAt,
             jti: ClientRegistry.randomToken(bytes: 16), client_id: grant.clientID, scope: grant.scope, login: grant.user.login, email: grant.user.email,
-            nbf: issuedAt, fam: family
+            nbf: issuedAt, fam: family, gty: grantType
         )
         do {
             return try JWT.sign(claims, with: key)
@@ -95,8 +100,10 @@ public struct AccessTokens: Sendable {
     }
 
     /// Every access token issued to the client so far stops working (RFC 7592 DELETE).
+    /// The mark outlives every token it stops, those of `auth.clientOverrides` included.
     public func revokeAll(clientID: String) async throws(StoreError) {
         let time = Int(now().timeIntervalSince1970)
-        try await store.set("client-revoked:\(clientID)", String(time), ttl: .seconds(lifetimeSeconds + Int(Self.clockSkew) + 1))
+        let seconds = Int(longestLifetime.components.seconds)
+        try await store.set("client-revoked:\(clientID)", String(time), ttl: .seconds(seconds + Int(Self.clockSkew) + 1))
     }
 }

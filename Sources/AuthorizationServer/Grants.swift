@@ -185,31 +185,57 @@ public struct RefreshTokens: Sendable {
         return token
     }
 
-    /// Exchanges a refresh token for its successor. The old token is consumed atomically; a second
-    /// presentation of it (replay, or a race) revokes the family.
-    public func rotate(_ token: String, clientID: String) async throws(GrantError) -> (grant: Grant, refreshToken: String, family: String) {
+    /// What presenting a refresh token yields.
+    public enum Rotation: Sendable {
+        /// The token's successor (and the grant it carries): answer the client, holding the answer
+        /// for racing presentations (`holdAnswer`) until it has been sent (`answerSent`).
+        case rotated(grant: Grant, refreshToken: String, family: String)
+        /// The same token is being answered right now for an earlier presentation by the same
+        /// client (clients racing their own refreshes): this is that answer's body, byte for byte.
+        case racing(answer: [UInt8])
+    }
+
+    /// How long a presentation's answer stays claimable by a racing presentation of the same token
+    /// when it is never marked sent (a crash between issuing and answering).
+    public static let raceWindow: Duration = .seconds(30)
+    /// How long a racing presentation waits for the first one's answer.
+    public static let raceWait: Duration = .seconds(5)
+
+    /// Exchanges a refresh token for its successor. The old token is consumed atomically. A second
+    /// presentation while the first is still being answered gets the same answer (clients such as
+    /// Claude race their own refreshes); any presentation after the first answer was sent is reuse
+    /// and revokes the family (RFC 9700 §4.14.2).
+    public func rotate(_ token: String, clientID: String) async throws(GrantError) -> Rotation {
         let hash = ClientRegistry.hash(token)
+        let answering = "refresh-answering:\(hash)"
         do {
+            // The answering mark is claimed before the token is taken, so a presentation racing
+            // this one always finds either the token or the mark.
+            guard try await store.setIfAbsent(answering, Array(clientID.utf8), ttl: Self.raceWindow) else {
+                if let answer = try await racingAnswer(token: token, hash: hash, clientID: clientID) {
+                    return .racing(answer: answer)
+                }
+                return try await refuseUsed(hash)
+            }
             guard let bytes = try await store.take("refresh:\(hash)"),
                   let record = try? JSONDecoder().decode(Record.self, from: Data(bytes))
             else {
-                if let family = try await store.getString("refresh-used:\(hash)") {
-                    try await revokeFamily(family)
-                    throw GrantError.invalidGrant("the refresh token was already used; every token of this sign-in is now revoked")
-                }
-                throw GrantError.invalidGrant("the refresh token is invalid or expired")
+                _ = try? await store.delete([answering])
+                return try await refuseUsed(hash)
             }
             try await store.set("refresh-used:\(hash)", record.family, ttl: lifetime)
             if try await store.get("family-revoked:\(record.family)") != nil {
+                _ = try? await store.delete([answering])
                 throw GrantError.invalidGrant("the refresh token was revoked")
             }
             guard record.grant.clientID == clientID else {
                 // A token presented by another client is treated as stolen.
+                _ = try? await store.delete([answering])
                 try await revokeFamily(record.family)
                 throw GrantError.invalidGrant("the refresh token was issued to another client")
             }
             let next = try await self.token(record.grant, family: record.family)
-            return (record.grant, next, record.family)
+            return .rotated(grant: record.grant, refreshToken: next, family: record.family)
         } catch let error as GrantError {
             throw error
         } catch let error as StoreError {
@@ -217,6 +243,51 @@ public struct RefreshTokens: Sendable {
         } catch {
             throw .storeUnavailable("\(error)")
         }
+    }
+
+    /// A token that is gone: rotated away before (reuse revokes its family) or never valid.
+    private func refuseUsed(_ hash: String) async throws -> Rotation {
+        if let family = try await store.getString("refresh-used:\(hash)") {
+            try await revokeFamily(family)
+            throw GrantError.invalidGrant("the refresh token was already used; every token of this sign-in is now revoked")
+        }
+        throw GrantError.invalidGrant("the refresh token is invalid or expired")
+    }
+
+    /// The first presentation's answer for a presentation that arrived while `token` was still
+    /// being answered for `clientID`; nil when it arrived after the answer was sent (reuse) or
+    /// the racer is another client (theft). Waits up to `raceWait` for the answer to be held; the
+    /// answer outlives its sending, so a racer that arrived in time gets it however late it looks.
+    private func racingAnswer(token: String, hash: String, clientID: String) async throws -> [UInt8]? {
+        guard let answering = try await store.getString("refresh-answering:\(hash)"), answering == clientID else { return nil }
+        let deadline = ContinuousClock.now + Self.raceWait
+        while true {
+            if let sealed = try await store.get("refresh-answer:\(hash)") {
+                guard let box = try? AES.GCM.SealedBox(combined: sealed), let opened = try? AES.GCM.open(box, using: Self.answerKey(token)) else { return nil }
+                return Array(opened)
+            }
+            guard ContinuousClock.now < deadline else {
+                throw GrantError.invalidGrant("the refresh token is being answered for another request; retry")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Keeps the answer to a rotation for presentations racing it, sealed under a key derived from
+    /// the presented token: whoever reads the store without that token learns nothing.
+    public func holdAnswer(_ answer: [UInt8], for token: String) async throws(StoreError) {
+        guard let sealed = try? AES.GCM.seal(answer, using: Self.answerKey(token)).combined else { return }
+        try await store.set("refresh-answer:\(ClientRegistry.hash(token))", Array(sealed), ttl: Self.raceWindow)
+    }
+
+    /// The answer to `token`'s rotation was sent: any presentation arriving from now on is reuse.
+    /// The held answer stays (sealed, for `raceWindow` at most) for racers that arrived before.
+    public func answerSent(for token: String) async {
+        _ = try? await store.delete(["refresh-answering:\(ClientRegistry.hash(token))"])
+    }
+
+    private static func answerKey(_ token: String) -> SymmetricKey {
+        SymmetricKey(data: SHA256.hash(data: Data(("mcpgw-refresh-answer:" + token).utf8)))
     }
 
     /// What a refresh token stands for, without consuming it (introspection, revocation). Nil when

@@ -18,8 +18,11 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
     /// The sign-in (refresh-token family) the token belongs to: revoking the family (refresh
     /// token replay, authorization code replay, revocation) revokes the access tokens too.
     public var fam: String?
+    /// `client_credentials` for a machine client's token (`auth.clients`), whose client must
+    /// still be configured when the token is used; absent for user tokens.
+    public var gty: String?
 
-    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String, email: String? = nil, nbf: Int? = nil, fam: String? = nil) {
+    public init(iss: String, sub: String, aud: String, exp: Int, iat: Int, jti: String, client_id: String, scope: String, login: String, email: String? = nil, nbf: Int? = nil, fam: String? = nil, gty: String? = nil) {
         self.iss = iss
         self.sub = sub
         self.aud = aud
@@ -32,6 +35,7 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
         self.email = email
         self.nbf = nbf
         self.fam = fam
+        self.gty = gty
     }
 }
 

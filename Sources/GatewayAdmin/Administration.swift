@@ -23,11 +23,11 @@ public struct Administration: Sendable {
         ))
         let keys = KeyManager(store: store, settings: .init(
             algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256, rotationInterval: auth.signing.rotationInterval.timeInterval,
-            maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
+            maxTokenLifetime: auth.longestAccessTokenTTL.timeInterval + AccessTokens.clockSkew
         ))
         self.init(
             registry: registry, refreshTokens: RefreshTokens(store: store, lifetime: auth.refreshTokenTTL),
-            accessTokens: AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store),
+            accessTokens: AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, longestLifetime: auth.longestAccessTokenTTL, keys: keys, store: store),
             users: UserDirectory(store: store, lifetime: auth.refreshTokenTTL), sessions: SessionBindings(store: store)
         )
     }

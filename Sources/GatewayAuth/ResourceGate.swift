@@ -83,7 +83,15 @@ package final class ResourceGate: AccessTokenVerifier {
     /// same few seconds.
     private let identities = Mutex<[String: (identity: UserIdentity, validUntil: Date)]>([:])
 
-    package init(accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil) {
+    /// Whether a machine client (`auth.clients`) is configured now: its `client_credentials`
+    /// tokens stop working the moment a reload removes it.
+    package let isConfiguredMachineClient: @Sendable (String) -> Bool
+
+    package init(
+        accessTokens: AccessTokens, publicURL: PublicURL, store: any KeyValueStore, membership: MembershipChecker? = nil,
+        isConfiguredMachineClient: @escaping @Sendable (String) -> Bool = { _ in false }
+    ) {
+        self.isConfiguredMachineClient = isConfiguredMachineClient
         self.accessTokens = accessTokens
         self.publicURL = publicURL
         self.store = store
@@ -125,6 +133,9 @@ package final class ResourceGate: AccessTokenVerifier {
         }
         guard claims.aud == route.resourceURL else {
             return .failure(.invalidToken("the access token is for \(claims.aud), not \(route.resourceURL)"))
+        }
+        if claims.gty == "client_credentials", !isConfiguredMachineClient(claims.client_id) {
+            return .failure(.invalidToken("the client this token was issued to is no longer configured"))
         }
         guard entry.hasMCPScope else { return .failure(.insufficientScope) }
         // Only a token for this router reaches the identity lookup (which may ask GitHub); the

@@ -251,7 +251,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys", "clientOverrides", "clients"]) else { return nil }
         var apiKeys: [APIKey] = []
         var apiKeysFailed = false
         if let keysNode = fields["apiKeys"] {
@@ -366,7 +366,72 @@ struct ConfigurationBuilder {
         auth.tokenRateLimit = tokenRateLimit
         auth.apiKeys = apiKeys
         _ = apiKeysFailed
+        if let node = fields["clientOverrides"] { auth.clientOverrides = buildClientOverrides(node) }
+        if let node = fields["clients"] { auth.machineClients = buildMachineClients(node) }
+        if let rotation = fields["signing"].flatMap({ reader.mapping($0, "auth.signing") })?["rotationInterval"],
+           auth.signing.rotationInterval < auth.longestAccessTokenTTL
+        {
+            reader.report("rotationInterval must be at least the longest access-token TTL (auth.clientOverrides included)", "auth.signing.rotationInterval", rotation)
+        }
         return auth
+    }
+
+    private func buildClientOverrides(_ node: Node) -> [ClientOverride] {
+        guard case .sequence(let entries) = node else {
+            if !reader.isNull(node) { reader.report("expected a list of {clientID, accessTokenTTL}", "auth.clientOverrides", node) }
+            return []
+        }
+        var overrides: [ClientOverride] = []
+        for (index, entry) in entries.enumerated() {
+            let path = "auth.clientOverrides[\(index)]"
+            guard let fields = reader.mapping(entry, path, allowed: ["clientID", "accessTokenTTL"]) else { continue }
+            guard let idNode = fields["clientID"], let clientID = reader.nonEmptyString(idNode, "\(path).clientID") else {
+                if fields["clientID"] == nil { reader.report("missing \"clientID\": a registered client id or a Client ID Metadata Document URL", path, entry) }
+                continue
+            }
+            var ttl: Duration?
+            if let ttlNode = fields["accessTokenTTL"], let value = reader.duration(ttlNode, "\(path).accessTokenTTL") {
+                if value < .seconds(60) || value > .seconds(30 * 86400) {
+                    reader.report("accessTokenTTL must be between 1m and 30d", "\(path).accessTokenTTL", ttlNode)
+                    continue
+                }
+                ttl = value
+            }
+            overrides.append(ClientOverride(clientID: clientID, accessTokenTTL: ttl))
+        }
+        return overrides
+    }
+
+    private func buildMachineClients(_ node: Node) -> [MachineClient] {
+        var clients: [MachineClient] = []
+        for entry in reader.orderedEntries(node, "auth.clients") {
+            let path = "auth.clients.\(entry.key)"
+            guard Self.isNameToken(entry.key) else {
+                reader.report("client ids are letters, digits, '_', '-' or '.'", path, entry.keyNode)
+                continue
+            }
+            guard let fields = reader.mapping(entry.value, path, allowed: ["secretHash", "user", "scopes"]) else { continue }
+            guard let hashNode = fields["secretHash"], let hashText = reader.string(hashNode, "\(path).secretHash") else {
+                if fields["secretHash"] == nil { reader.report("missing \"secretHash\": the secret's \"sha256:<hex>\" from `mcp-gateway new-key` (never the secret itself)", path, entry.value) }
+                continue
+            }
+            guard let hash = Self.sha256Hex(hashText) else {
+                reader.report("secretHash must be \"sha256:\" and 64 hex digits, as `mcp-gateway new-key` or `hash-key` prints it", "\(path).secretHash", hashNode)
+                continue
+            }
+            guard let userNode = fields["user"], let user = reader.nonEmptyString(userNode, "\(path).user") else {
+                if fields["user"] == nil { reader.report("missing \"user\": the login allow-lists and policies see for this client", path, entry.value) }
+                continue
+            }
+            let scopes = fields["scopes"].flatMap { reader.stringList($0, "\(path).scopes") } ?? []
+            // The gateway's scope vocabulary is one scope (AuthorizationServer.Scopes).
+            if let unknown = scopes.first(where: { $0 != "mcp" }), let node = fields["scopes"] {
+                reader.report("unknown scope \"\(unknown)\": the gateway grants one scope, mcp", "\(path).scopes", node)
+                continue
+            }
+            clients.append(MachineClient(id: entry.key, secretHash: hash, user: user, scopes: scopes))
+        }
+        return clients
     }
 
     /// The 32 bytes of `sha256:<64 hex digits>`.

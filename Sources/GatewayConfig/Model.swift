@@ -241,6 +241,36 @@ public struct GitHubConfiguration: Sendable, Equatable {
     }
 }
 
+/// One `auth.clientOverrides` entry.
+public struct ClientOverride: Sendable, Equatable {
+    /// A registered client id or a Client ID Metadata Document URL.
+    public var clientID: String
+    public var accessTokenTTL: Duration?
+
+    public init(clientID: String, accessTokenTTL: Duration?) {
+        self.clientID = clientID
+        self.accessTokenTTL = accessTokenTTL
+    }
+}
+
+/// One `auth.clients` entry: a machine client using the `client_credentials` grant.
+public struct MachineClient: Sendable, Equatable {
+    public var id: String
+    /// SHA-256 of the client secret (`mcp-gateway new-key` prints a secret and its hash).
+    public var secretHash: [UInt8]
+    /// The login its tokens carry, for allow-lists and policies.
+    public var user: String
+    /// The scopes it may be granted; empty: `mcp`.
+    public var scopes: [String]
+
+    public init(id: String, secretHash: [UInt8], user: String, scopes: [String]) {
+        self.id = id
+        self.secretHash = secretHash
+        self.user = user
+        self.scopes = scopes
+    }
+}
+
 public struct AuthConfiguration: Sendable, Equatable {
     public var github: GitHubConfiguration?
     public var allow: AllowList
@@ -257,6 +287,23 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var tokenRateLimit: Int = ConfigurationDefaults.tokenRateLimit
     /// `auth.apiKeys`: static keys for routers with `auth: apiKey` (reload live).
     public var apiKeys: [APIKey] = []
+    /// `auth.clientOverrides`: per-client settings (a longer access-token life for clients that
+    /// never refresh); in file order, the first matching entry wins.
+    public var clientOverrides: [ClientOverride] = []
+    /// `auth.clients`: machine clients the operator registers for the `client_credentials` grant
+    /// (reload live).
+    public var machineClients: [MachineClient] = []
+
+    /// The access-token lifetime for a client: its override, else `accessTokenTTL`.
+    public func accessTokenLifetime(for clientID: String) -> Duration {
+        clientOverrides.first { $0.clientID == clientID }?.accessTokenTTL ?? accessTokenTTL
+    }
+
+    /// The longest any access token lives: signing keys stay published and revocation marks are
+    /// kept at least this long.
+    public var longestAccessTokenTTL: Duration {
+        clientOverrides.compactMap(\.accessTokenTTL).reduce(accessTokenTTL, max)
+    }
 
     public init(
         github: GitHubConfiguration? = nil, allow: AllowList = AllowList(), accessTokenTTL: Duration = ConfigurationDefaults.accessTokenTTL,
@@ -278,6 +325,7 @@ public struct AuthConfiguration: Sendable, Equatable {
         var copy = other
         copy.allow = allow
         copy.apiKeys = apiKeys
+        copy.machineClients = machineClients
         return copy == self
     }
 }

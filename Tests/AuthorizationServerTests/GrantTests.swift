@@ -114,31 +114,44 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
     }
 }
 
+extension RefreshTokens {
+    /// A rotation answered at once, as the token endpoint answers one.
+    func rotateAnswered(_ token: String, clientID: String) async throws(GrantError) -> (Grant, String, String) {
+        switch try await rotate(token, clientID: clientID) {
+        case .rotated(let grant, let next, let family):
+            await answerSent(for: token)
+            return (grant, next, family)
+        case .racing:
+            throw GrantError.invalidGrant("unexpected race")
+        }
+    }
+}
+
 @Suite struct RefreshTokenTests {
     @Test func rotatesOnEveryUse() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
         let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
-        let (rotatedGrant, second, _) = try await tokens.rotate(first, clientID: "client-a")
+        let (rotatedGrant, second, _) = try await tokens.rotateAnswered(first, clientID: "client-a")
         #expect(rotatedGrant == grant)
         #expect(second != first)
-        let (_, third, _) = try await tokens.rotate(second, clientID: "client-a")
+        let (_, third, _) = try await tokens.rotateAnswered(second, clientID: "client-a")
         #expect(third != second)
     }
 
     @Test func reuseRevokesTheWholeFamily() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
         let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
-        let (_, second, _) = try await tokens.rotate(first, clientID: "client-a")
+        let (_, second, _) = try await tokens.rotateAnswered(first, clientID: "client-a")
         // The old token shows up again (stolen copy): rejected, and the current one dies too.
-        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
-        await #expect(throws: GrantError.self) { try await tokens.rotate(second, clientID: "client-a") }
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(first, clientID: "client-a") }
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(second, clientID: "client-a") }
     }
 
     @Test func anotherClientCannotRedeem() async throws {
         let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
         let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         do {
-            _ = try await tokens.rotate(first, clientID: "client-b")
+            _ = try await tokens.rotateAnswered(first, clientID: "client-b")
             Issue.record("another client redeemed the token")
         } catch {
             #expect(error == .invalidGrant("the refresh token was issued to another client"))
@@ -153,8 +166,8 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         other.clientID = "client-z"
         let theirs = try await tokens.issue(other, family: RefreshTokens.newFamily())
         try await tokens.revokeAll(clientID: "client-a")
-        await #expect(throws: GrantError.self) { try await tokens.rotate(mine, clientID: "client-a") }
-        _ = try await tokens.rotate(theirs, clientID: "client-z")
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(mine, clientID: "client-a") }
+        _ = try await tokens.rotateAnswered(theirs, clientID: "client-z")
     }
 
     @Test func expiredTokensFail() async throws {
@@ -162,7 +175,7 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let tokens = RefreshTokens(store: MemoryStore(now: { clock.now }), lifetime: .seconds(100))
         let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         clock.advance(.seconds(101))
-        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(first, clientID: "client-a") }
     }
 
     @Test func onlyHashesAreStored() async throws {
@@ -171,5 +184,56 @@ let verifier = String(repeating: "v", count: 20) + "-._~" + String(repeating: "0
         let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
         #expect(try await store.get("refresh:\(first)") == nil)
         #expect(try await store.get("refresh:\(ClientRegistry.hash(first))") != nil)
+    }
+
+    @Test func aPresentationRacingTheFirstGetsTheSameAnswer() async throws {
+        let store = MemoryStore()
+        let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
+        guard case .rotated(_, let second, _) = try await tokens.rotate(first, clientID: "client-a") else {
+            Issue.record("the first presentation did not rotate")
+            return
+        }
+        // The racer arrives while the first is being answered: it waits for that answer.
+        let racer = Task { try await tokens.rotate(first, clientID: "client-a") }
+        let answer = Array(#"{"refresh_token":"\#(second)"}"#.utf8)
+        try await tokens.holdAnswer(answer, for: first)
+        guard case .racing(let repeated) = try await racer.value else {
+            Issue.record("the racing presentation was not given the first answer")
+            return
+        }
+        #expect(repeated == answer)
+        // Held sealed: the store never shows the new token.
+        let held = try #require(try await store.get("refresh-answer:\(ClientRegistry.hash(first))"))
+        #expect(!String(decoding: held, as: UTF8.self).contains(second))
+        // Once the answer was sent, the same token again is reuse: the family goes.
+        await tokens.answerSent(for: first)
+        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-a") }
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(second, clientID: "client-a") }
+    }
+
+    @Test func anotherClientRacingIsTheft() async throws {
+        let tokens = RefreshTokens(store: MemoryStore(), lifetime: .seconds(3600))
+        let first = try await tokens.issue(grant, family: RefreshTokens.newFamily())
+        guard case .rotated(_, let second, _) = try await tokens.rotate(first, clientID: "client-a") else {
+            Issue.record("the first presentation did not rotate")
+            return
+        }
+        try await tokens.holdAnswer(Array("{}".utf8), for: first)
+        await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-b") }
+        await tokens.answerSent(for: first)
+        await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(second, clientID: "client-a") }
+    }
+
+    @Test func anInvalidTokenIsInvalidGrantAndLeavesNoMark() async throws {
+        let store = MemoryStore()
+        let tokens = RefreshTokens(store: store, lifetime: .seconds(3600))
+        do {
+            _ = try await tokens.rotate("not-a-token", clientID: "client-a")
+            Issue.record("an unknown token rotated")
+        } catch {
+            #expect(error == .invalidGrant("the refresh token is invalid or expired"))
+        }
+        #expect(try await store.get("refresh-answering:\(ClientRegistry.hash("not-a-token"))") == nil)
     }
 }

@@ -169,3 +169,70 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("jwt", keys: "")) }
     }
 }
+
+@Suite struct MachineClientConfigurationTests {
+    static func yaml(_ auth: String) -> String { """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    auth:
+    \(auth)
+    routers:
+      r: { rule: "PathPrefix(`/r`)", service: s }
+    services:
+      s: { http: { url: "http://127.0.0.1:1/mcp" } }
+    """ }
+
+    @Test func clientsAndOverrides() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("""
+          clients:
+            ci-runner: { secretHash: "\(AuthKindsConfigurationTests.hash)", user: ci-bot }
+          clientOverrides:
+            - { clientID: "https://app.example/client.json", accessTokenTTL: 24h }
+            - { clientID: ci-runner, accessTokenTTL: 2h }
+        """))
+        let auth = try #require(configuration.auth)
+        #expect(auth.machineClients == [MachineClient(id: "ci-runner", secretHash: Array(repeating: 0xAB, count: 32), user: "ci-bot", scopes: [])])
+        #expect(auth.accessTokenLifetime(for: "https://app.example/client.json") == .seconds(86400))
+        #expect(auth.accessTokenLifetime(for: "ci-runner") == .seconds(7200))
+        #expect(auth.accessTokenLifetime(for: "mcpgw-other") == auth.accessTokenTTL)
+        // Keys and revocation marks must outlive the longest token.
+        #expect(auth.longestAccessTokenTTL == .seconds(86400))
+        // Machine clients reload live; overrides need a restart (signing keys follow them).
+        var changed = auth
+        changed.machineClients = []
+        #expect(changed.equalsIgnoringAllowList(auth))
+        changed.clientOverrides = []
+        #expect(!changed.equalsIgnoringAllowList(auth))
+    }
+
+    @Test func mistakes() {
+        let yaml = Self.yaml("""
+          clients:
+            plain: { secretHash: "the-secret-itself", user: x }
+            wide: { secretHash: "\(AuthKindsConfigurationTests.hash)", user: x, scopes: [admin] }
+          clientOverrides:
+            - { accessTokenTTL: 1h }
+            - { clientID: c, accessTokenTTL: 90d }
+          signing: { rotationInterval: 12h }
+        """)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "c.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("auth.clients.plain.secretHash: secretHash must be \"sha256:\""), "\(text)")
+            #expect(text.contains("auth.clients.wide.scopes: unknown scope \"admin\""), "\(text)")
+            #expect(text.contains("auth.clientOverrides[0]: missing \"clientID\""), "\(text)")
+            #expect(text.contains("auth.clientOverrides[1].accessTokenTTL: accessTokenTTL must be between 1m and 30d"), "\(text)")
+        }
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("""
+              clientOverrides: [{ clientID: c, accessTokenTTL: 24h }]
+              signing: { rotationInterval: 12h }
+            """), file: "c.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.contains("rotationInterval must be at least the longest access-token TTL"), "\(error.description)")
+        }
+    }
+}

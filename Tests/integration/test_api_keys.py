@@ -1,8 +1,11 @@
-"""API keys (`auth: apiKey`, `auth.apiKeys`): a key reaches a protected route as X-API-Key or as a
-bearer token, never reaches the upstream, is refused on a route that does not take keys, is
-matched by its user against allow-lists and policies (the official SDK client with a key), and
-stops working at once when a reload removes it; `hash-key` and `new-key` print what gateway.yaml
-needs; no key in the log."""
+"""Machine ways in. API keys (`auth: apiKey`, `auth.apiKeys`): a key reaches a protected route as
+X-API-Key or as a bearer token, never reaches the upstream, is refused on a route that does not
+take keys, is matched by its user against allow-lists and policies (the official SDK client with a
+key), and stops working at once when a reload removes it; `hash-key` and `new-key` print what
+gateway.yaml needs. Machine clients (`auth.clients`, the `client_credentials` grant): the SDK's
+ClientCredentialsOAuthProvider discovers the gateway and calls tools as the client's user, with
+the TTL of `auth.clientOverrides`; wrong secrets, unknown clients and users off the allow-list are
+refused; a removed client's tokens stop at once. No key, secret or token in the log."""
 
 from __future__ import annotations
 
@@ -13,16 +16,21 @@ import sys
 
 import anyio
 import httpx
+import jwt
 import pytest
 from mcp import Client
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from conftest import SERVERS, free_port, port_open, start_process, wait_until
 from test_attacks import LEGACY, World, gateway_binary, start_gateway
+from test_sdk_oauth import MemoryStorage
 
 CI_KEY = "mcpgw_ci-bot-key-for-tests-0123456789abcdef"
 MALLORY_KEY = "mcpgw_mallory-key-for-tests-0123456789abcd"
+RUNNER_SECRET = "mcpgw_ci-runner-client-secret-0123456789ab"
+INTRUDER_SECRET = "mcpgw_intruder-client-secret-0123456789abc"
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": {}}}
 
 
@@ -45,6 +53,11 @@ def config(upstream: str, password_hash: str, keys: dict[str, tuple[str, str]]) 
         users:
           alice: "{password_hash}"
       apiKeys:{entries}
+      clients:
+        ci-runner: {{ secretHash: "{sha256(RUNNER_SECRET)}", user: "ci-bot" }}
+        intruder: {{ secretHash: "{sha256(INTRUDER_SECRET)}", user: "mallory" }}
+      clientOverrides:
+        - {{ clientID: "ci-runner", accessTokenTTL: 24h }}
     routers:
       keyed: {{ rule: "PathPrefix(`/keyed`)", service: echo, auth: apiKey }}
       both: {{ rule: "PathPrefix(`/both`)", service: echo, auth: [oauth, apiKey] }}
@@ -52,7 +65,7 @@ def config(upstream: str, password_hash: str, keys: dict[str, tuple[str, str]]) 
       catalogue:
         rule: "PathPrefix(`/catalogue`)"
         service: catalogue
-        auth: apiKey
+        auth: [apiKey, oauth]
         tools: {{ allow: ["get_*"] }}
         policies:
           - users: ["ci-bot"]
@@ -165,10 +178,93 @@ def test_hash_key_and_new_key_print_what_gateway_yaml_needs(world):
     assert key.startswith("mcpgw_") and len(key) >= 40 and digest == sha256(key)
 
 
-def test_no_key_reaches_the_log_even_at_trace(world):
+# --- machine clients (client_credentials) --------------------------------------------------------
+
+def client_token(world: World, client_id: str, secret: str, basic: bool = True, **form) -> httpx.Response:
+    data = {"grant_type": "client_credentials", "resource": world.url("/both/mcp"), **form}
+    if basic:
+        return httpx.post(world.url("/token"), data=data, auth=(client_id, secret), timeout=10)
+    return httpx.post(world.url("/token"), data={**data, "client_id": client_id, "client_secret": secret}, timeout=10)
+
+
+def test_a_machine_client_gets_a_token_for_its_user_with_its_ttl(world):
+    metadata = httpx.get(world.url("/.well-known/oauth-authorization-server"), timeout=10).json()
+    assert "client_credentials" in metadata["grant_types_supported"]
+    for basic in (True, False):
+        answer = client_token(world, "ci-runner", RUNNER_SECRET, basic=basic)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert "refresh_token" not in body and body["scope"] == "mcp"
+        assert body["expires_in"] == 86400, "auth.clientOverrides gives this client a day"
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        assert claims["gty"] == "client_credentials" and claims["sub"] == "client:ci-runner" and claims["login"] == "ci-bot"
+        assert claims["exp"] - claims["iat"] == 86400 and claims["aud"] == world.url("/both/mcp")
+        reached = post(world, "both", Authorization=f"Bearer {body['access_token']}")
+        assert reached.status_code == 200
+        seen = {name.lower(): value for name, value in reached.json()["headers"]}
+        assert seen["x-forwarded-user"] == "ci-bot" and "authorization" not in seen
+    # The token is for the resource it named, not another route.
+    assert post(world, "catalogue", Authorization=f"Bearer {client_token(world, 'ci-runner', RUNNER_SECRET).json()['access_token']}").status_code == 401
+
+
+def test_machine_clients_are_refused_what_they_may_not_have(world):
+    for client_id, secret in (("ci-runner", RUNNER_SECRET + "x"), ("nobody", RUNNER_SECRET), ("ci-runner", "")):
+        refused = client_token(world, client_id, secret)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", (client_id, refused.text)
+    # A registered (public) client cannot use the grant: it is not in auth.clients.
+    registered = httpx.post(world.url("/register"), json={"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}, timeout=10).json()
+    assert client_token(world, registered["client_id"], "", basic=False).status_code == 401
+    missing = httpx.post(world.url("/token"), data={"grant_type": "client_credentials"}, auth=("ci-runner", RUNNER_SECRET), timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request" and "resource" in missing.json()["error_description"]
+    elsewhere = client_token(world, "ci-runner", RUNNER_SECRET, resource="http://elsewhere.example/mcp")
+    assert elsewhere.status_code == 400 and elsewhere.json()["error"] == "invalid_target"
+    keys_only = client_token(world, "ci-runner", RUNNER_SECRET, resource=world.url("/keyed/mcp"))
+    assert keys_only.status_code == 400 and keys_only.json()["error"] == "invalid_target"
+    # Its user is on no allow-list.
+    intruder = client_token(world, "intruder", INTRUDER_SECRET)
+    assert intruder.status_code == 400 and intruder.json()["error"] == "unauthorized_client" and "mallory" in intruder.json()["error_description"]
+
+
+def test_the_official_client_credentials_provider_calls_tools_as_the_clients_user(world):
+    async def tools() -> list[str]:
+        provider = ClientCredentialsOAuthProvider(
+            server_url=world.url("/catalogue/mcp"), storage=MemoryStorage(), client_id="ci-runner", client_secret=RUNNER_SECRET,
+            issuer=world.url(""),
+        )
+        async with create_mcp_http_client(auth=provider) as http:
+            async with Client(streamable_http_client(world.url("/catalogue/mcp"), http_client=http), mode="legacy") as client:
+                return sorted(tool.name for tool in (await client.list_tools()).tools)
+
+    # The policy for ci-bot applies to the machine client's user as to its key.
+    assert anyio.run(tools) == ["get_secret", "get_time", "list_zones"]
+
+
+def test_a_removed_machine_client_is_refused_at_once(world):
+    token = client_token(world, "ci-runner", RUNNER_SECRET).json()["access_token"]
+    assert post(world, "both", Authorization=f"Bearer {token}").status_code == 200
+    config_path = world.tmp / "gateway.yaml"
+    original = config_path.read_text()
+    try:
+        config_path.write_text(original.replace("ci-runner: {", "ci-runner-renamed: {"))
+        world.gateway.managed.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: post(world, "both", Authorization=f"Bearer {token}").status_code == 401, what="the removed client's token refused")
+        refused = post(world, "both", Authorization=f"Bearer {token}")
+        assert "no longer configured" in refused.headers["www-authenticate"]
+        assert client_token(world, "ci-runner", RUNNER_SECRET).status_code == 401
+    finally:
+        config_path.write_text(original)
+        world.gateway.managed.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: post(world, "both", Authorization=f"Bearer {token}").status_code == 200, what="the client back")
+
+
+def test_no_key_secret_or_token_reaches_the_log_even_at_trace(world):
     post(world, "keyed", **{"X-API-Key": CI_KEY})
     post(world, "keyed", **{"X-API-Key": MALLORY_KEY})
     post(world, "both", Authorization=f"Bearer {world.token('alice', 'both')}")
+    machine_token = client_token(world, "ci-runner", RUNNER_SECRET).json()["access_token"]
+    post(world, "both", Authorization=f"Bearer {machine_token}")
+    client_token(world, "ci-runner", RUNNER_SECRET + "-wrong")
     log = world.gateway.managed.log()
     assert "trace" in log, "the gateway logs at trace in this module"
-    assert CI_KEY not in log and MALLORY_KEY not in log and world.token("alice", "both") not in log
+    for secret in (CI_KEY, MALLORY_KEY, world.token("alice", "both"), RUNNER_SECRET, machine_token):
+        assert secret not in log

@@ -4,6 +4,9 @@ refresh rotation, revocation and introspection, with a real redis-server. Each "
 project this gateway replaces has a test here that shows it closed."""
 
 import concurrent.futures
+import json
+import socket
+import urllib.parse
 
 import httpx
 import jwt
@@ -317,6 +320,21 @@ def test_pkce_is_required_and_plain_is_refused(gateway, browser):
     assert error_page_return(plain)["error"] == "invalid_request"
 
 
+def test_a_trailing_slash_on_the_resource_names_the_same_resource(gateway, browser):
+    slashed = time_resource(gateway) + "/"
+    client, tokens = signed_in(gateway, browser, resource=slashed)
+    assert jwt_claims(tokens["access_token"])["aud"] == time_resource(gateway)
+    assert refresh(gateway, client, tokens["refresh_token"], resource=slashed).status_code == 200
+    headers = {"Authorization": f"Bearer {tokens['access_token']}", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "slashed", "version": "1"}}}
+    for path in ("/time/mcp", "/time/mcp/"):
+        assert httpx.post(gateway.url(path), json=init, headers=headers, timeout=20).status_code == 200, path
+    metadata = httpx.get(gateway.url("/.well-known/oauth-protected-resource/time/mcp/"), timeout=10)
+    assert metadata.status_code == 200 and metadata.json()["resource"] == time_resource(gateway)
+
+
 def test_unknown_resource_is_invalid_target(gateway, browser):
     client = register(gateway)
     _, challenge = pkce_pair()
@@ -471,6 +489,54 @@ def test_refresh_rotates_and_reuse_revokes_the_family(gateway, browser):
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     # The whole family is gone: the legitimate latest token fails too.
     assert refresh(gateway, client, second).json()["error"] == "invalid_grant"
+
+
+def raw_refreshes(gateway, client, refresh_token, count: int) -> list[tuple[int, bytes]]:
+    """`count` presentations of one refresh token written back to back on their own connections
+    before any answer is read: what a client racing its own refreshes sends."""
+    body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}).encode()
+    request = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    sockets = [socket.create_connection(("127.0.0.1", gateway.port), timeout=20) for _ in range(count)]
+    for sock in sockets:
+        sock.sendall(request)
+    answers = []
+    for sock in sockets:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        head, _, payload = data.partition(b"\r\n\r\n")
+        answers.append((int(head.split(b" ")[1]), payload))
+    return answers
+
+
+def test_racing_presentations_of_a_refresh_token_get_the_same_pair(gateway, browser):
+    client, tokens = signed_in(gateway, browser)
+    answers = raw_refreshes(gateway, client, tokens["refresh_token"], 3)
+    assert [status for status, _ in answers] == [200, 200, 200], (answers, gateway.managed.log()[-3000:])
+    pairs = {(json.loads(payload)["access_token"], json.loads(payload)["refresh_token"]) for _, payload in answers}
+    assert len(pairs) == 1, "every racer gets the one new pair"
+    (access, second), = pairs
+    # The pair works: the family was not revoked by the race.
+    assert introspect(gateway, client, access).json()["active"] is True
+    # Once answered, the old token again is reuse: an invalid_grant, and the family goes.
+    late = refresh(gateway, client, tokens["refresh_token"])
+    assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
+    assert refresh(gateway, client, second).json()["error"] == "invalid_grant"
+    assert introspect(gateway, client, access).json() == {"active": False}
+
+
+def tokens_of_another_sign_in(gateway, browser) -> str:
+    return signed_in(gateway, browser)[1]["refresh_token"]
+
+
+def test_an_invalid_refresh_token_is_invalid_grant(gateway, browser):
+    client, _ = signed_in(gateway, browser)
+    # (An empty value is an omitted parameter, RFC 6749 §3.1: invalid_request, as for none.)
+    for presented in ("garbage", "x" * 4000, "%00", tokens_of_another_sign_in(gateway, browser)[:-2]):
+        answer = refresh(gateway, client, presented)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", (presented[:10], answer.text)
 
 
 def test_refresh_token_is_bound_to_its_client(gateway, browser):

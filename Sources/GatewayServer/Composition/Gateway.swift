@@ -292,9 +292,9 @@ package struct GatewayComponents: Sendable {
         let keys = KeyManager(store: store, settings: .init(
             algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256,
             rotationInterval: auth.signing.rotationInterval.timeInterval,
-            maxTokenLifetime: auth.accessTokenTTL.timeInterval + AccessTokens.clockSkew
+            maxTokenLifetime: auth.longestAccessTokenTTL.timeInterval + AccessTokens.clockSkew
         ))
-        let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, keys: keys, store: store)
+        let accessTokens = AccessTokens(issuer: configuration.publicURL.origin, lifetime: auth.accessTokenTTL, longestLifetime: auth.longestAccessTokenTTL, keys: keys, store: store)
         // Identity tokens for upstreams that ask for them, signed with the same keys (the JWKS).
         let proxy = HTTPProxy(bindings: bindings, drain: drain, identityTokens: IdentityTokens(issuer: configuration.publicURL.origin, keys: keys))
         var registration = RegistrationEndpoints(
@@ -346,7 +346,10 @@ package struct GatewayComponents: Sendable {
         self.metrics = metrics
         self.registration = registration
         self.oauth = oauth
-        self.gate = ResourceGate(accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership)
+        self.gate = ResourceGate(
+            accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership,
+            isConfiguredMachineClient: { id in holder.current.configuration.auth?.machineClients.contains { $0.id == id } ?? false }
+        )
         self.modernHTTP = ModernHTTPTranslator(bindings: bindings, identityTokens: proxy.identityTokens)
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }

@@ -133,6 +133,8 @@ struct ReloadService: Service, CustomStringConvertible {
         // So do API keys: a removed key stops working at the next request.
         if merged.auth != nil {
             merged.auth?.apiKeys = candidate.auth?.apiKeys ?? []
+            // And machine clients: a removed one's tokens stop at its next request.
+            merged.auth?.machineClients = candidate.auth?.machineClients ?? []
         }
         return merged
     }
