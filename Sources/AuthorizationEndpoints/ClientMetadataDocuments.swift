@@ -46,6 +46,8 @@ package final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     private let cache = Mutex<[String: CacheEntry]>([:])
     private let failedPinnedFetches = Mutex<[String: Date]>([:])
     private let failedFetches = Mutex<[String: Date]>([:])
+    /// `private_key_jwt` clients' key sets fetched from their `jwks_uri`.
+    private let keySets = Mutex<[String: (set: [String: Any], expires: Date, fetched: Date)]>([:])
     private let fetchBudget = Mutex<(window: Date, perHost: [String: Int], total: Int)>((Date.distantPast, [:], 0))
     /// Name lookups block a thread and may hang on a broken resolver: they get their own threads
     /// (not the shared pool that password checks and config reads use) and a deadline.
@@ -135,10 +137,21 @@ package final class ClientMetadataDocuments: ClientMetadataDocumentSource {
     /// calling this being cancelled (the browser went away) cancels the fetch too. The answer does
     /// not wait for the cancelled fetch to wind down.
     private func fetchWithinDeadline(_ clientID: String) async throws(FetchError) -> (ClientMetadata, TimeInterval) {
+        try await withinDeadline { () async throws(FetchError) in
+            let (json, cacheControl) = try await self.fetchJSON(clientID)
+            let metadata: ClientMetadata
+            do throws(RegistrationError) { metadata = try ClientMetadataValidator.validateDocument(json, url: clientID) } catch {
+                throw FetchError(description: error.description)
+            }
+            return (metadata, Self.cacheLifetime(cacheControl))
+        }
+    }
+
+    private func withinDeadline<Success: Sendable>(_ work: @escaping @Sendable () async throws(FetchError) -> Success) async throws(FetchError) -> Success {
         let timeout = configuration.fetchTimeout
-        let outcome = FirstOutcome<(ClientMetadata, TimeInterval), FetchError>()
+        let outcome = FirstOutcome<Success, FetchError>()
         let fetching = Task {
-            do throws(FetchError) { outcome.settle(.success(try await self.fetch(clientID))) } catch { outcome.settle(.failure(error)) }
+            do throws(FetchError) { outcome.settle(.success(try await work())) } catch { outcome.settle(.failure(error)) }
         }
         let timer = Task {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
@@ -155,12 +168,42 @@ package final class ClientMetadataDocuments: ClientMetadataDocumentSource {
         }.get()
     }
 
+    /// The key set of a `private_key_jwt` client: its document's inline `jwks`, or its `jwks_uri`
+    /// fetched with the same care as documents (https, one deadline, size cap, no private
+    /// addresses unless allowed, the fetch budget) and cached like them. `refresh`: fetch again
+    /// even if cached (an assertion named a key id not in the cached set; at most once a minute).
+    package func keySet(for metadata: ClientMetadata, refresh: Bool = false) async throws(ClientLookupError) -> [String: Any] {
+        if let inline = metadata.jwks, let set = (try? JSONSerialization.jsonObject(with: Data(inline.utf8))) as? [String: Any] { return set }
+        guard let uri = metadata.jwks_uri else { throw .unusableDocument("the client publishes no keys") }
+        let now = Date()
+        if let entry = keySets.withLock({ $0[uri] }), entry.expires > now, !(refresh && now.timeIntervalSince(entry.fetched) >= 60) {
+            return entry.set
+        }
+        do throws(FetchError) {
+            try takeFetchBudget(uri, now: now)
+            let (set, lifetime) = try await withinDeadline { () async throws(FetchError) in
+                let (json, cacheControl) = try await self.fetchJSON(uri)
+                guard json["keys"] is [Any] else { throw FetchError(description: "it is not a JSON Web Key Set") }
+                return (JSONBox(json), Self.cacheLifetime(cacheControl))
+            }
+            keySets.withLock { sets in
+                if sets.count >= Self.maxCacheEntries { sets = sets.filter { $0.value.expires > now } }
+                if sets.count < Self.maxCacheEntries { sets[uri] = (set.object, now.addingTimeInterval(max(lifetime, 60)), now) }
+            }
+            return set.object
+        } catch {
+            logger.notice("client key set unusable", metadata: ["jwks_uri": "\(uri)", "reason": "\(error.description)"])
+            throw .unusableDocument("the client's keys could not be fetched")
+        }
+    }
+
     package struct FetchError: Error, CustomStringConvertible {
         package var description: String
     }
 
-    private func fetch(_ clientID: String) async throws(FetchError) -> (ClientMetadata, TimeInterval) {
-        var url = clientID
+    /// One JSON object from `start` (documents, key sets), following same-host redirects.
+    private func fetchJSON(_ start: String) async throws(FetchError) -> ([String: Any], cacheControl: String?) {
+        var url = start
         for _ in 0...Self.maxRedirects {
             guard let components = URLComponents(string: url), components.scheme == "https", let host = components.host, !host.isEmpty else {
                 throw FetchError(description: "only https URLs are fetched")
@@ -201,11 +244,7 @@ package final class ClientMetadataDocuments: ClientMetadataDocumentSource {
             guard let json = (try? JSONSerialization.jsonObject(with: Data(buffer: answer.body))) as? [String: Any] else {
                 throw FetchError(description: "it is not a JSON object")
             }
-            let metadata: ClientMetadata
-            do { metadata = try ClientMetadataValidator.validateDocument(json, url: clientID) } catch {
-                throw FetchError(description: error.description)
-            }
-            return (metadata, Self.cacheLifetime(answer.cacheControl))
+            return (json, answer.cacheControl)
         }
         throw FetchError(description: "too many redirects")
     }
@@ -302,4 +341,10 @@ package final class FirstOutcome<Success: Sendable, Failure: Error>: Sendable {
             }
         }
     }
+}
+
+/// A JSON object crossing a task boundary (it is immutable once parsed).
+struct JSONBox: @unchecked Sendable {
+    let object: [String: Any]
+    init(_ object: [String: Any]) { self.object = object }
 }

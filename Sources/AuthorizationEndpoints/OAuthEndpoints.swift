@@ -38,6 +38,8 @@ package struct OAuthEndpoints: Sendable {
     package var metrics: GatewayMetrics?
     /// Who signed in and which sign-ins they hold (the admin commands); nil in tests that need none.
     package var users: UserDirectory?
+    /// Client ID Metadata Documents, for the keys of `private_key_jwt` clients; nil when off.
+    package var documents: ClientMetadataDocuments?
 
     package init(
         currentConfiguration: @escaping @Sendable () -> GatewayConfiguration, publicURL: PublicURL, registry: ClientRegistry, clients: ClientDirectory,
@@ -127,7 +129,8 @@ package struct OAuthEndpoints: Sendable {
     // MARK: metadata
 
     package var metadata: [String: Any] {
-        let authMethods = ["none", "client_secret_basic", "client_secret_post"]
+        var authMethods = ["none", "client_secret_basic", "client_secret_post"]
+        if metadataDocumentsEnabled { authMethods.append("private_key_jwt") }
         var grantTypes = ["authorization_code", "refresh_token"]
         if currentConfiguration().auth?.machineClients.isEmpty == false { grantTypes.append("client_credentials") }
         return [
@@ -146,6 +149,7 @@ package struct OAuthEndpoints: Sendable {
             "token_endpoint_auth_methods_supported": authMethods,
             "revocation_endpoint_auth_methods_supported": authMethods,
             "introspection_endpoint_auth_methods_supported": authMethods,
+            "token_endpoint_auth_signing_alg_values_supported": JOSEKeys.algorithms.keys.sorted(),
             "client_id_metadata_document_supported": metadataDocumentsEnabled,
             "authorization_response_iss_parameter_supported": true,
         ]
@@ -443,6 +447,9 @@ package struct OAuthEndpoints: Sendable {
     /// RFC 6749 §2.3: the client's registered method decides; an unknown client or wrong secret is
     /// `invalid_client` (401), which makes clients such as Claude register again.
     private func authenticateClient(_ request: Request, form: FormFields) async throws(ClientAuthFailure) -> ResolvedClient {
+        if form["client_assertion_type"] != nil || form["client_assertion"] != nil {
+            return try await authenticateWithAssertion(request, form: form)
+        }
         var clientID = form["client_id"]
         var secret = form["client_secret"]
         var method = ClientMetadata.AuthMethod.none
@@ -484,13 +491,62 @@ package struct OAuthEndpoints: Sendable {
             throw .response(OAuthResponses.storeUnavailable)
         }
         let expected = client.metadata.token_endpoint_auth_method
-        guard expected == method else {
+        // A private_key_jwt document's client may also come as a public client (PKCE binds its
+        // codes): such documents work either way.
+        guard expected == method || (expected == .privateKeyJWT && method == .none) else {
             throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "this client authenticates with \(expected.rawValue)", basicChallenge: usedBasic))
         }
-        if expected != .none {
+        if method != .none {
             guard let secret, let hash = client.clientSecretHash, ClientRegistry.constantTimeEqual(hash, ClientRegistry.hash(secret)) else {
                 throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "client authentication failed", basicChallenge: usedBasic))
             }
+        }
+        return client
+    }
+
+    /// RFC 7523 §2.2: a client assertion instead of a secret, for `private_key_jwt` documents.
+    private func authenticateWithAssertion(_ request: Request, form: FormFields) async throws(ClientAuthFailure) -> ResolvedClient {
+        guard form["client_assertion_type"] == ClientAssertions.type, let assertion = form["client_assertion"] else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "client_assertion_type must be \(ClientAssertions.type), with client_assertion"))
+        }
+        guard request.headers[.authorization] == nil, form["client_secret"] == nil else {
+            throw .response(OAuthResponses.error(.badRequest, "invalid_request", "use one client authentication method, not two"))
+        }
+        guard let claimed = ClientAssertions.claimedClient(assertion), form["client_id"] == nil || form["client_id"] == claimed else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "the client assertion does not name the client_id"))
+        }
+        let client: ResolvedClient
+        do {
+            guard let found = try await clients.resolve(claimed) else {
+                throw ClientAuthFailure.response(OAuthResponses.error(.unauthorized, "invalid_client", "unknown client; register again"))
+            }
+            client = found
+        } catch let failure as ClientAuthFailure {
+            throw failure
+        } catch let error as ClientLookupError {
+            switch error {
+            case .unusableDocument(let detail): throw .response(OAuthResponses.error(.unauthorized, "invalid_client", detail))
+            case .storeUnavailable: throw .response(OAuthResponses.storeUnavailable)
+            }
+        } catch {
+            throw .response(OAuthResponses.storeUnavailable)
+        }
+        guard client.metadata.token_endpoint_auth_method == .privateKeyJWT, let documents else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "this client does not authenticate with private_key_jwt"))
+        }
+        let audiences: Set<String> = [issuer, issuer + "/", issuer + "/token"]
+        do {
+            var keys = await JOSEKeys(try await documents.keySet(for: client.metadata), logger: logger)
+            // An assertion signed with a key the cached set lacks: the client may have rotated.
+            if let keyID = ClientAssertions.keyID(assertion), !keys.knows(keyID) {
+                keys = await JOSEKeys(try await documents.keySet(for: client.metadata, refresh: true), logger: logger)
+            }
+            try await ClientAssertions.verify(assertion, clientID: client.clientID, keys: keys, audiences: audiences, store: store)
+        } catch let error as JOSEError {
+            logger.notice("client assertion refused", metadata: ["client_id": "\(client.clientID)", "reason": "\(error.description)"])
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", error.description))
+        } catch {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "the client's keys could not be fetched"))
         }
         return client
     }

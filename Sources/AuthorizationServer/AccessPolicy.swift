@@ -5,11 +5,15 @@ public struct UserIdentity: Sendable, Equatable {
     public var orgs: [String]?
     /// Teams as `org/team-slug`; nil when not fetched.
     public var teams: [String]?
+    /// Groups an external issuer's token names (`groupsClaim`); always known: empty for
+    /// everyone else.
+    public var groups: [String]
 
-    public init(login: String, orgs: [String]? = nil, teams: [String]? = nil) {
+    public init(login: String, orgs: [String]? = nil, teams: [String]? = nil, groups: [String] = []) {
         self.login = login
         self.orgs = orgs
         self.teams = teams
+        self.groups = groups
     }
 }
 
@@ -21,12 +25,14 @@ public struct AccessRule: Sendable, Equatable {
     public var users: Set<String>
     public var orgs: Set<String>
     public var teams: Set<String>
+    public var groups: Set<String>
 
-    public init(anyone: Bool = false, users: [String] = [], orgs: [String] = [], teams: [String] = []) {
+    public init(anyone: Bool = false, users: [String] = [], orgs: [String] = [], teams: [String] = [], groups: [String] = []) {
         self.anyone = anyone
         self.users = Set(users.map { $0.lowercased() })
         self.orgs = Set(orgs.map { $0.lowercased() })
         self.teams = Set(teams.map { $0.lowercased() })
+        self.groups = Set(groups.map { $0.lowercased() })
     }
 
     /// Whether evaluating this rule needs the user's organisations / teams (each an extra GitHub
@@ -39,6 +45,7 @@ public struct AccessRule: Sendable, Equatable {
         if users.contains(user.login.lowercased()) { return true }
         if let orgs = user.orgs, orgs.contains(where: { self.orgs.contains($0.lowercased()) }) { return true }
         if let teams = user.teams, teams.contains(where: { self.teams.contains($0.lowercased()) }) { return true }
+        if !groups.isEmpty, user.groups.contains(where: { groups.contains($0.lowercased()) }) { return true }
         return false
     }
 }

@@ -82,8 +82,25 @@ extension ClientMetadataValidator {
         var fields = json
         fields["client_id"] = nil
         let method = (fields["token_endpoint_auth_method"] as? String) ?? "none"
-        guard method == "none" else {
-            throw .metadata("token_endpoint_auth_method \(method) is not supported for metadata documents; use none")
+        guard method == "none" || method == "private_key_jwt" else {
+            throw .metadata("token_endpoint_auth_method \(method) is not supported for metadata documents; use none or private_key_jwt")
+        }
+        // A private_key_jwt client names its keys; it may also sign in as a public client (PKCE),
+        // so a document is usable either way.
+        var jwksURI: String?, jwks: String?
+        if method == "private_key_jwt" {
+            if let uri = json["jwks_uri"] as? String {
+                guard uri.utf8.count <= 2048, URLComponents(string: uri)?.scheme?.lowercased() == "https", URLComponents(string: uri)?.host?.isEmpty == false else {
+                    throw .metadata("jwks_uri must be an https URL")
+                }
+                jwksURI = uri
+            } else if let set = json["jwks"] as? [String: Any], let keys = set["keys"] as? [Any], !keys.isEmpty, keys.count <= 20,
+                      let data = try? JSONSerialization.data(withJSONObject: set), data.count <= 16 * 1024
+            {
+                jwks = String(decoding: data, as: UTF8.self)
+            } else {
+                throw .metadata("a private_key_jwt document needs jwks_uri or jwks (with at most 20 keys)")
+            }
         }
         fields["token_endpoint_auth_method"] = "none"
         if fields["grant_types"] == nil { fields["grant_types"] = ["authorization_code", "refresh_token"] }
@@ -95,6 +112,12 @@ extension ClientMetadataValidator {
         ]
         fields = fields.filter { kept.contains($0.key) }
         if let uri = fields["client_uri"] as? String, !uri.hasPrefix("https://") { fields["client_uri"] = nil }
-        return try validate(fields)
+        var metadata = try validate(fields)
+        if method == "private_key_jwt" {
+            metadata.token_endpoint_auth_method = .privateKeyJWT
+            metadata.jwks_uri = jwksURI
+            metadata.jwks = jwks
+        }
+        return metadata
     }
 }

@@ -6,6 +6,9 @@ public struct ClientMetadata: Codable, Sendable, Equatable {
         case none
         case clientSecretBasic = "client_secret_basic"
         case clientSecretPost = "client_secret_post"
+        /// RFC 7523 client assertions signed with the client's keys; Client ID Metadata Documents
+        /// only (ChatGPT's), never registration.
+        case privateKeyJWT = "private_key_jwt"
     }
 
     public var redirect_uris: [String]
@@ -22,6 +25,9 @@ public struct ClientMetadata: Codable, Sendable, Equatable {
     public var software_id: String?
     public var software_version: String?
     public var application_type: String
+    /// A `private_key_jwt` document's keys: where they are published, or the set itself (JSON).
+    public var jwks_uri: String?
+    public var jwks: String?
 
     public var isConfidential: Bool { token_endpoint_auth_method != .none }
 
@@ -83,7 +89,7 @@ public enum ClientMetadataValidator {
         }
 
         let methodText = try string("token_endpoint_auth_method") ?? "client_secret_basic"
-        guard let method = ClientMetadata.AuthMethod(rawValue: methodText) else {
+        guard let method = ClientMetadata.AuthMethod(rawValue: methodText), method != .privateKeyJWT else {
             throw .metadata("token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")
         }
         let grants = try strings("grant_types") ?? ["authorization_code"]

@@ -66,13 +66,16 @@ package enum APIKeys {
         return .success(VerifiedCaller(claims: claims, identity: identity))
     }
 
-    /// The answer to a missing or refused key on a router that does not take the gateway's OAuth
-    /// (there is nowhere to send the client to sign in).
-    package static func refusal(_ failure: TokenCheckFailure) -> OAuthRefusal {
+    /// The answer to a missing or refused credential on a router that does not take the gateway's
+    /// OAuth (there is nowhere to send the client to sign in); `methods`: what the router takes.
+    package static func refusal(_ failure: TokenCheckFailure, methods: Set<AuthMethod> = [.apiKey]) -> OAuthRefusal {
         let challenge = "Bearer realm=\"mcp-gateway\""
         switch failure {
         case .missingToken:
-            return OAuthRefusal(status: .unauthorized, code: "invalid_request", description: "this MCP endpoint requires an API key (X-API-Key or Authorization: Bearer)", challenge: challenge)
+            var wanted: [String] = []
+            if methods.contains(.apiKey) { wanted.append("an API key (X-API-Key or Authorization: Bearer)") }
+            if methods.contains(.jwt) { wanted.append("an access token of a trusted issuer (Authorization: Bearer)") }
+            return OAuthRefusal(status: .unauthorized, code: "invalid_request", description: "this MCP endpoint requires " + wanted.joined(separator: " or "), challenge: challenge)
         case .invalidToken(let reason):
             return OAuthRefusal(status: .unauthorized, code: "invalid_token", description: reason, challenge: challenge + ", error=\"invalid_token\"")
         case .insufficientScope:
@@ -81,6 +84,8 @@ package enum APIKeys {
             return OAuthRefusal(status: .forbidden, code: "access_denied", description: "\(login) is not allowed to use this MCP endpoint", challenge: challenge)
         case .storeUnavailable:
             return OAuthRefusal(status: .serviceUnavailable, code: "temporarily_unavailable", description: "the gateway's state store is unavailable; retry shortly", retryAfter: "2")
+        case .issuerKeysUnavailable:
+            return OAuthRefusal(status: .serviceUnavailable, code: "temporarily_unavailable", description: "the token issuer's keys cannot be fetched now; retry shortly", retryAfter: "5")
         }
     }
 }

@@ -15,6 +15,6 @@ extension AccessPolicy {
 
 extension AccessRule {
     package init(_ list: AllowList) {
-        self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams)
+        self.init(anyone: list.anyone, users: list.users, orgs: list.orgs, teams: list.teams, groups: list.groups)
     }
 }

@@ -36,6 +36,8 @@ package enum TokenCheckFailure: Error, Sendable {
     case insufficientScope
     case denied(login: String)
     case storeUnavailable
+    /// An external issuer's keys cannot be fetched (and none are cached): fail closed, for now.
+    case issuerKeysUnavailable
 
     /// A bounded name for the metrics' `reason` label (the description of an invalid token is not).
     package var metricReason: String {
@@ -45,6 +47,7 @@ package enum TokenCheckFailure: Error, Sendable {
         case .insufficientScope: "insufficient_scope"
         case .denied: "not_allowed"
         case .storeUnavailable: "store_unavailable"
+        case .issuerKeysUnavailable: "issuer_keys_unavailable"
         }
     }
 }
@@ -214,6 +217,8 @@ package final class ResourceGate: AccessTokenVerifier {
                 status: .serviceUnavailable, code: "temporarily_unavailable", description: "the gateway's state store is unavailable; retry shortly",
                 challenge: challenge, retryAfter: "2"
             )
+        case .issuerKeysUnavailable:
+            return APIKeys.refusal(failure)
         }
     }
 

@@ -28,12 +28,15 @@ public struct CallPolicy: Sendable, Equatable {
         public var users: [String]
         public var orgs: [String]
         public var teams: [String]
+        /// Groups of external JWT callers (`auth.jwt.issuers.<i>.groupsClaim`).
+        public var groups: [String]
         public var rules: [Kind: Rules]
 
-        public init(users: [String] = [], orgs: [String] = [], teams: [String] = [], rules: [Kind: Rules] = [:]) {
+        public init(users: [String] = [], orgs: [String] = [], teams: [String] = [], groups: [String] = [], rules: [Kind: Rules] = [:]) {
             self.users = users
             self.orgs = orgs
             self.teams = teams
+            self.groups = groups
             self.rules = rules
         }
     }

@@ -28,6 +28,11 @@ struct ConfigurationBuilder {
         let sectionFailed = (top["audit"] != nil && audit == nil) || (top["admin"] != nil && admin == nil)
             || (top["tracing"] != nil && tracing == nil) || (top["metrics"] != nil && metrics == nil)
 
+        if let routers, auth?.jwtIssuers.isEmpty ?? true, let jwtRouter = routers.first(where: { $0.authMethods.contains(.jwt) && $0.auth == .oauth }),
+           let node = top["routers"]
+        {
+            reader.report("router \(jwtRouter.name) takes auth: jwt, but no issuer is configured under auth.jwt.issuers", "routers.\(jwtRouter.name).auth", node)
+        }
         guard let entryPoints, let publicURL, let services, !services.failed, let routers, let middlewares, !middlewares.failed, !sectionFailed else { return nil }
         var configuration = GatewayConfiguration(
             entryPoints: entryPoints, publicURL: publicURL, store: store, auth: auth,
@@ -251,7 +256,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys", "clientOverrides", "clients"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys", "clientOverrides", "clients", "jwt"]) else { return nil }
         var apiKeys: [APIKey] = []
         var apiKeysFailed = false
         if let keysNode = fields["apiKeys"] {
@@ -368,6 +373,7 @@ struct ConfigurationBuilder {
         _ = apiKeysFailed
         if let node = fields["clientOverrides"] { auth.clientOverrides = buildClientOverrides(node) }
         if let node = fields["clients"] { auth.machineClients = buildMachineClients(node) }
+        if let node = fields["jwt"] { auth.jwtIssuers = buildJWTIssuers(node) }
         if let rotation = fields["signing"].flatMap({ reader.mapping($0, "auth.signing") })?["rotationInterval"],
            auth.signing.rotationInterval < auth.longestAccessTokenTTL
         {
@@ -400,6 +406,55 @@ struct ConfigurationBuilder {
             overrides.append(ClientOverride(clientID: clientID, accessTokenTTL: ttl))
         }
         return overrides
+    }
+
+    private func buildJWTIssuers(_ node: Node) -> [JWTIssuer] {
+        guard let fields = reader.mapping(node, "auth.jwt", allowed: ["issuers"]), let issuersNode = fields["issuers"] else { return [] }
+        var issuers: [JWTIssuer] = []
+        for entry in reader.orderedEntries(issuersNode, "auth.jwt.issuers") {
+            let path = "auth.jwt.issuers.\(entry.key)"
+            guard Self.isNameToken(entry.key) else {
+                reader.report("issuer names are letters, digits, '_', '-' or '.'", path, entry.keyNode)
+                continue
+            }
+            guard let entryFields = reader.mapping(entry.value, path, allowed: ["issuer", "jwksURL", "audience", "userClaim", "emailClaim", "groupsClaim"]) else { continue }
+            guard let issuerNode = entryFields["issuer"], let issuer = reader.nonEmptyString(issuerNode, "\(path).issuer") else {
+                if entryFields["issuer"] == nil { reader.report("missing \"issuer\": the exact iss of its tokens, e.g. https://keycloak.example/realms/acme", path, entry.value) }
+                continue
+            }
+            guard let audienceNode = entryFields["audience"], let audience = reader.nonEmptyString(audienceNode, "\(path).audience") else {
+                if entryFields["audience"] == nil { reader.report("missing \"audience\": what aud must contain (tokens for other services are refused)", path, entry.value) }
+                continue
+            }
+            guard Self.isTrustedKeySource(issuer) else {
+                reader.report("the issuer must be an https URL (http only on a loopback address)", "\(path).issuer", issuerNode)
+                continue
+            }
+            var configured = JWTIssuer(name: entry.key, issuer: issuer, audience: audience)
+            if let jwksNode = entryFields["jwksURL"], let url = reader.nonEmptyString(jwksNode, "\(path).jwksURL") {
+                guard Self.isTrustedKeySource(url) else {
+                    reader.report("jwksURL must be an https URL (http only on a loopback address)", "\(path).jwksURL", jwksNode)
+                    continue
+                }
+                configured.jwksURL = url
+            }
+            if let claimNode = entryFields["userClaim"], let claim = reader.nonEmptyString(claimNode, "\(path).userClaim") { configured.userClaim = claim }
+            if let claimNode = entryFields["emailClaim"], let claim = reader.nonEmptyString(claimNode, "\(path).emailClaim") { configured.emailClaim = claim }
+            if let claimNode = entryFields["groupsClaim"], let claim = reader.nonEmptyString(claimNode, "\(path).groupsClaim") { configured.groupsClaim = claim }
+            if let clash = issuers.first(where: { $0.issuer == issuer }) {
+                reader.report("issuer \"\(issuer)\" is already configured as \(clash.name)", "\(path).issuer", issuerNode)
+                continue
+            }
+            issuers.append(configured)
+        }
+        return issuers
+    }
+
+    /// Keys are fetched over https; plain http only from this machine (tests, a sidecar).
+    static func isTrustedKeySource(_ text: String) -> Bool {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(), let host = components.host?.lowercased() else { return false }
+        if scheme == "https" { return !host.isEmpty }
+        return scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host)
     }
 
     private func buildMachineClients(_ node: Node) -> [MachineClient] {
@@ -507,7 +562,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildAllowList(_ node: Node, _ path: String) -> AllowList? {
-        guard let fields = reader.mapping(node, path, allowed: ["users", "orgs", "teams", "anyone"]) else { return nil }
+        guard let fields = reader.mapping(node, path, allowed: ["users", "orgs", "teams", "groups", "anyone"]) else { return nil }
         return allowList(fields, path)
     }
 
@@ -516,6 +571,7 @@ struct ConfigurationBuilder {
         list.users = fields["users"].flatMap { reader.stringList($0, "\(path).users") } ?? []
         list.orgs = fields["orgs"].flatMap { reader.stringList($0, "\(path).orgs") } ?? []
         list.teams = fields["teams"].flatMap { reader.stringList($0, "\(path).teams") } ?? []
+        list.groups = fields["groups"].flatMap { reader.stringList($0, "\(path).groups") } ?? []
         list.anyone = fields["anyone"].flatMap { reader.boolean($0, "\(path).anyone") } ?? false
         if let teamsNode = fields["teams"] {
             for (index, team) in list.teams.enumerated() where team.split(separator: "/").count != 2 {
@@ -1063,12 +1119,12 @@ struct ConfigurationBuilder {
                         } else if let method = AuthMethod(rawValue: name) {
                             methods.insert(method)
                         } else {
-                            reader.report("auth must be oauth (the default), apiKey, none, or a list such as [oauth, apiKey]; got \"\(name)\"", "\(path).auth", authNode)
+                            reader.report("auth must be oauth (the default), apiKey, jwt, none, or a list such as [oauth, apiKey]; got \"\(name)\"", "\(path).auth", authNode)
                             failed = true
                         }
                     }
                     if names.isEmpty {
-                        reader.report("auth needs at least one kind: oauth, apiKey or none", "\(path).auth", authNode)
+                        reader.report("auth needs at least one kind: oauth, apiKey, jwt or none", "\(path).auth", authNode)
                         failed = true
                     }
                     if !methods.isEmpty { authMethods = methods }
@@ -1154,15 +1210,15 @@ struct ConfigurationBuilder {
             }
             for (index, entry) in entries.enumerated() {
                 let entryPath = "\(path).policies[\(index)]"
-                let allowed = ["users", "orgs", "teams", "allow", "deny"] + CallPolicy.Kind.allCases.map(\.rawValue)
+                let allowed = ["users", "orgs", "teams", "groups", "allow", "deny"] + CallPolicy.Kind.allCases.map(\.rawValue)
                 guard let entryFields = reader.mapping(entry, entryPath, allowed: allowed) else { failed = true; continue }
                 let identities = allowList(entryFields, entryPath)
-                if identities.users.isEmpty, identities.orgs.isEmpty, identities.teams.isEmpty {
-                    reader.report("a policy names whom it applies to: users, orgs or teams (rules for everyone go on the router's own tools, resources and prompts)", entryPath, entry)
+                if identities.users.isEmpty, identities.orgs.isEmpty, identities.teams.isEmpty, identities.groups.isEmpty {
+                    reader.report("a policy names whom it applies to: users, orgs, teams or groups (rules for everyone go on the router's own tools, resources and prompts)", entryPath, entry)
                     failed = true
                     continue
                 }
-                var identityPolicy = CallPolicy.IdentityPolicy(users: identities.users, orgs: identities.orgs, teams: identities.teams)
+                var identityPolicy = CallPolicy.IdentityPolicy(users: identities.users, orgs: identities.orgs, teams: identities.teams, groups: identities.groups)
                 // `allow` / `deny` at the top of an entry are about tools, as in the router's `tools`.
                 if entryFields["allow"] != nil || entryFields["deny"] != nil {
                     if entryFields["tools"] != nil {

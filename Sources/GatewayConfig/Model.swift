@@ -211,14 +211,41 @@ public struct AllowList: Sendable, Equatable {
     public var users: [String]
     public var orgs: [String]
     public var teams: [String]
+    /// Groups of external JWT callers (their issuer's `groupsClaim`).
+    public var groups: [String] = []
     /// Must be written explicitly: an empty list lets nobody in.
     public var anyone: Bool
 
-    public init(users: [String] = [], orgs: [String] = [], teams: [String] = [], anyone: Bool = false) {
+    public init(users: [String] = [], orgs: [String] = [], teams: [String] = [], groups: [String] = [], anyone: Bool = false) {
         self.users = users
         self.orgs = orgs
         self.teams = teams
+        self.groups = groups
         self.anyone = anyone
+    }
+}
+
+/// `auth.jwt.issuers.<name>`: an external OpenID Connect / OAuth issuer (Keycloak, Auth0, Entra,
+/// Okta, …) whose access tokens routers with `auth: jwt` accept.
+public struct JWTIssuer: Sendable, Equatable {
+    public var name: String
+    /// The exact `iss` of its tokens.
+    public var issuer: String
+    /// Where its keys are; nil: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    public var jwksURL: String?
+    /// What `aud` must contain.
+    public var audience: String
+    /// The claim that names the user for allow-lists and policies.
+    public var userClaim: String = "sub"
+    public var emailClaim: String?
+    /// A claim holding the user's groups (a list, or a space-separated string).
+    public var groupsClaim: String?
+
+    public init(name: String, issuer: String, jwksURL: String? = nil, audience: String) {
+        self.name = name
+        self.issuer = issuer
+        self.jwksURL = jwksURL
+        self.audience = audience
     }
 }
 
@@ -293,6 +320,8 @@ public struct AuthConfiguration: Sendable, Equatable {
     /// `auth.clients`: machine clients the operator registers for the `client_credentials` grant
     /// (reload live).
     public var machineClients: [MachineClient] = []
+    /// `auth.jwt.issuers`: external issuers for routers with `auth: jwt` (reload live).
+    public var jwtIssuers: [JWTIssuer] = []
 
     /// The access-token lifetime for a client: its override, else `accessTokenTTL`.
     public func accessTokenLifetime(for clientID: String) -> Duration {
@@ -326,6 +355,7 @@ public struct AuthConfiguration: Sendable, Equatable {
         copy.allow = allow
         copy.apiKeys = apiKeys
         copy.machineClients = machineClients
+        copy.jwtIssuers = jwtIssuers
         return copy == self
     }
 }
@@ -459,6 +489,8 @@ public enum AuthMethod: String, Sendable, Equatable, Hashable, CaseIterable {
     case oauth
     /// A static key of `auth.apiKeys`.
     case apiKey
+    /// An access token of an external issuer (`auth.jwt.issuers`).
+    case jwt
 }
 
 /// `auth.apiKeys.<name>`: a static key for headless callers, stored as its SHA-256 only.

@@ -32,7 +32,7 @@ package struct CompiledCallPolicy: Sendable {
     package init(_ policy: CallPolicy) {
         base = policy.rules.mapValues(CompiledRules.init)
         policies = policy.policies.map { entry in
-            CompiledIdentityPolicy(applies: AccessRule(users: entry.users, orgs: entry.orgs, teams: entry.teams), rules: entry.rules.mapValues(CompiledRules.init))
+            CompiledIdentityPolicy(applies: AccessRule(users: entry.users, orgs: entry.orgs, teams: entry.teams, groups: entry.groups), rules: entry.rules.mapValues(CompiledRules.init))
         }
         isEmpty = policy.isEmpty
         organisations = policies.reduce(into: Set<String>()) { $0.formUnion($1.applies.orgs) }

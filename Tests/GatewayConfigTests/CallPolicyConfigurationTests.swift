@@ -236,3 +236,67 @@ import Testing
         }
     }
 }
+
+@Suite struct ExternalIssuerConfigurationTests {
+    static func yaml(_ issuers: String, routerAuth: String = "jwt") -> String { """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    auth:
+      allow: { groups: ["/sre"] }
+      jwt:
+        issuers:
+    \(issuers)
+    routers:
+      r:
+        rule: "PathPrefix(`/r`)"
+        service: s
+        auth: \(routerAuth)
+        policies:
+          - groups: ["/ops"]
+            allow: ["restart_*"]
+    services:
+      s: { http: { url: "http://127.0.0.1:1/mcp" } }
+    """ }
+
+    @Test func issuersAndGroups() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("""
+              keycloak: { issuer: "https://sso.example/realms/acme", audience: mcp, userClaim: preferred_username, groupsClaim: groups }
+              local: { issuer: "http://127.0.0.1:8180", jwksURL: "http://127.0.0.1:8180/certs", audience: mcp }
+        """, routerAuth: "[oauth, jwt]"))
+        let auth = try #require(configuration.auth)
+        #expect(auth.jwtIssuers.map(\.name) == ["keycloak", "local"])
+        #expect(auth.jwtIssuers[0].userClaim == "preferred_username" && auth.jwtIssuers[0].groupsClaim == "groups" && auth.jwtIssuers[0].jwksURL == nil)
+        #expect(auth.jwtIssuers[1].userClaim == "sub" && auth.jwtIssuers[1].jwksURL == "http://127.0.0.1:8180/certs")
+        #expect(auth.allow.groups == ["/sre"])
+        #expect(configuration.routers[0].authMethods == [.oauth, .jwt])
+        #expect(configuration.routers[0].callPolicy.policies[0].groups == ["/ops"])
+        // Issuers reload live.
+        var changed = auth
+        changed.jwtIssuers = []
+        #expect(changed.equalsIgnoringAllowList(auth))
+    }
+
+    @Test func mistakes() {
+        let yaml = Self.yaml("""
+              plain: { issuer: "http://sso.example/realms/acme", audience: mcp }
+              noaudience: { issuer: "https://sso.example/realms/b" }
+              twice: { issuer: "https://sso.example/realms/c", audience: mcp }
+              again: { issuer: "https://sso.example/realms/c", audience: mcp }
+        """)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: yaml, file: "j.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("auth.jwt.issuers.plain.issuer: the issuer must be an https URL"), "\(text)")
+            #expect(text.contains("auth.jwt.issuers.noaudience: missing \"audience\""), "\(text)")
+            #expect(text.contains("auth.jwt.issuers.again.issuer: issuer \"https://sso.example/realms/c\" is already configured as twice"), "\(text)")
+        }
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("      {}"), file: "j.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.contains("router r takes auth: jwt, but no issuer is configured under auth.jwt.issuers"), "\(error.description)")
+        }
+    }
+}

@@ -1,9 +1,22 @@
 """Client ID Metadata Documents: https client_ids fetched (through a test CA), validated, cached,
-refused when unsafe, and replaced by pinned documents when a fetch fails."""
+refused when unsafe, and replaced by pinned documents when a fetch fails; `private_key_jwt`
+documents (inline `jwks` or `jwks_uri`) authenticating at /token with RFC 7523 assertions, or as
+public clients."""
 
+import ssl
+import time
+import uuid
+
+import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from oauth_helpers import CALLBACK as REDIRECT
 from oauth_helpers import Browser, exchange_code, page_text, pkce_pair
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 from test_oauth import config as oauth_config
 
 
@@ -143,5 +156,59 @@ def test_claudes_document_is_pinned_without_configuration(gateway):
         page = browser.open(browser.authorize_url(claude, pkce_pair()[1], redirect_uri="https://claude.ai/api/mcp/auth_callback",
                                                   resource=gateway.url("/time/mcp")))
         assert page.status_code == 200 and "Claude" in page_text(page)
+    finally:
+        browser.close()
+
+
+def test_private_key_jwt_documents_authenticate_with_assertions_or_as_public_clients(gateway, metadata_documents):
+    key = serialization.load_pem_private_key(httpx.get(metadata_documents.url("/_private_key"), verify=ssl.create_default_context(cafile=str(metadata_documents.ca_file)), timeout=10).content, None)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    metadata = httpx.get(gateway.url("/.well-known/oauth-authorization-server"), timeout=10).json()
+    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
+
+    def assertion(client_id: str, signing_key=key, kid: str = "doc-1", **claims) -> str:
+        now = int(time.time())
+        payload = {"iss": client_id, "sub": client_id, "aud": gateway.url("/token"), "iat": now, "exp": now + 60, "jti": str(uuid.uuid4()), **claims}
+        return jwt.encode(payload, signing_key, algorithm="ES256", headers={"kid": kid})
+
+    def token(form: dict) -> httpx.Response:
+        return httpx.post(gateway.url("/token"), data=form, timeout=10)
+
+    browser = Browser(gateway)
+    try:
+        for path in ("/pkjwt.json", "/pkjwt-uri.json"):
+            client_id = metadata_documents.url(path)
+            verifier, challenge = pkce_pair()
+            page = browser.open(browser.authorize_url(client_id, challenge, resource=gateway.url("/time/mcp")))
+            assert page.status_code == 200, page.text
+            code = browser.follow(browser.approve(page)).params["code"]
+            signed = assertion(client_id)
+            exchanged = token({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
+                               "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed})
+            assert exchanged.status_code == 200, (path, exchanged.text)
+            refresh_token = exchanged.json()["refresh_token"]
+            refused = {
+                "replayed": signed,
+                "another key": assertion(client_id, signing_key=other_key),
+                "another audience": assertion(client_id, aud="https://elsewhere.example/token"),
+                "another client": assertion(metadata_documents.url("/client.json")),
+                "expired": assertion(client_id, exp=int(time.time()) - 120),
+                "a day long": assertion(client_id, exp=int(time.time()) + 86400),
+                "HS256": jwt.encode({"iss": client_id, "sub": client_id, "aud": gateway.url("/token"), "exp": int(time.time()) + 60, "jti": "h"},
+                                    "a-shared-secret-long-enough-for-hs256", algorithm="HS256", headers={"kid": "doc-1"}),
+            }
+            for name, bad in refused.items():
+                answer = token({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_assertion_type": ASSERTION_TYPE, "client_assertion": bad})
+                assert answer.status_code == 401 and answer.json()["error"] == "invalid_client", (path, name, answer.text)
+            refreshed = token({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_assertion_type": ASSERTION_TYPE,
+                               "client_assertion": assertion(client_id)})
+            assert refreshed.status_code == 200, (path, refreshed.text)
+            # The same document also works as a public client (PKCE-bound codes): either way.
+            verifier, challenge = pkce_pair()
+            page = browser.open(browser.authorize_url(client_id, challenge, resource=gateway.url("/time/mcp")))
+            code = browser.follow(browser.approve(page)).params["code"]
+            public = exchange_code(gateway, client_id, code, verifier, resource=gateway.url("/time/mcp"))
+            assert public.status_code == 200, (path, public.text)
+        assert "the client assertion was already used" in gateway.managed.log()
     finally:
         browser.close()

@@ -247,6 +247,8 @@ package struct GatewayComponents: Sendable {
     let gate: ResourceGate
     let modernHTTP: ModernHTTPTranslator
     let authHTTP: HTTPClient
+    /// Access tokens of the issuers in `auth.jwt.issuers` (which reload live).
+    let externalTokens: ExternalTokens
     /// Where the access log goes (`log.accessLog`); nil when it is off.
     let accessLog: Logger?
     /// The audit log (`audit:`) and its settings; nil when there is none.
@@ -340,6 +342,7 @@ package struct GatewayComponents: Sendable {
         oauth.metrics = metrics
         let users = UserDirectory(store: store, lifetime: auth.refreshTokenTTL)
         oauth.users = users
+        oauth.documents = documents
         self.store = store
         self.tracing = configuration.tracing != nil
         self.administration = Administration(registry: registry, refreshTokens: refreshTokens, accessTokens: accessTokens, users: users, sessions: bindings)
@@ -354,6 +357,7 @@ package struct GatewayComponents: Sendable {
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP
+        self.externalTokens = ExternalTokens(http: authHTTP, logger: logger)
         let listChanges = ListChangeNotifier(logger: logger)
         holder.observeReplacements { old, new in listChanges.configurationReplaced(old: old, new: new) }
         self.listChanges = listChanges

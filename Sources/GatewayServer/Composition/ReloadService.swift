@@ -135,6 +135,8 @@ struct ReloadService: Service, CustomStringConvertible {
             merged.auth?.apiKeys = candidate.auth?.apiKeys ?? []
             // And machine clients: a removed one's tokens stop at its next request.
             merged.auth?.machineClients = candidate.auth?.machineClients ?? []
+            // And external issuers: a removed issuer's tokens are refused at the next request.
+            merged.auth?.jwtIssuers = candidate.auth?.jwtIssuers ?? []
         }
         return merged
     }

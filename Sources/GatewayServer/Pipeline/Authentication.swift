@@ -21,23 +21,46 @@ struct Authentication {
     var metrics: GatewayMetrics? = nil
     /// `tracing:`: the token check is a span of its own.
     var tracing = false
+    /// Access tokens of external issuers (`auth: jwt`); nil: none configured at start-up.
+    var externalTokens: ExternalTokens? = nil
+
+    /// Which verifier a request's credentials go to.
+    enum Credential {
+        case apiKey(String)
+        case externalToken(String)
+        case gatewayToken
+        case absent
+    }
+
+    /// An API key is decisive when the router takes keys and one is presented (X-API-Key, or a
+    /// bearer token that is not a JWT); a JWT whose `iss` is a configured external issuer goes to
+    /// that issuer's keys; anything else to the gateway's own token check.
+    static func credential(_ request: Request, methods: Set<AuthMethod>, issuers: [JWTIssuer]) -> Credential {
+        if methods.contains(.apiKey), let key = APIKeys.presented(request.headers) { return .apiKey(key) }
+        if methods.contains(.jwt), let token = BearerToken.from(request.headers), token.contains(".") {
+            if !methods.contains(.oauth) || ExternalTokens.names(token, oneOf: issuers) { return .externalToken(token) }
+        }
+        return methods.contains(.oauth) ? .gatewayToken : .absent
+    }
 
     func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
         guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
         guard route.router.auth == .oauth else { return }
         let methods = route.router.authMethods
-        // An API key is decisive when the router takes keys and one is presented (X-API-Key, or a
-        // bearer token that is not a JWT); otherwise the gateway's own access token is checked.
-        let key = methods.contains(.apiKey) ? APIKeys.presented(request.headers) : nil
-        let oauth = key == nil && methods.contains(.oauth)
+        let credential = Self.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? [])
         let checked: Result<VerifiedCaller, TokenCheckFailure>
         if tracing {
-            let span = startSpan(key == nil ? "token check" : "api key check", context: ServiceContext.current ?? .topLevel)
-            checked = await ServiceContext.withValue(span.context) { [context] in await verify(request, key: key, oauth: oauth, route: route, runtime: context.runtime) }
+            let name = switch credential {
+            case .apiKey: "api key check"
+            case .externalToken: "external token check"
+            case .gatewayToken, .absent: "token check"
+            }
+            let span = startSpan(name, context: ServiceContext.current ?? .topLevel)
+            checked = await ServiceContext.withValue(span.context) { [context] in await verify(request, credential, route: route, runtime: context.runtime) }
             if case .failure(let failure) = checked { span.attributes["mcp_gateway.auth.failure"] = failure.metricReason }
             span.end()
         } else {
-            checked = await verify(request, key: key, oauth: oauth, route: route, runtime: context.runtime)
+            checked = await verify(request, credential, route: route, runtime: context.runtime)
         }
         switch checked {
         case .success(let caller):
@@ -48,25 +71,36 @@ struct Authentication {
             }
         case .failure(let failure):
             // With the gateway's OAuth among the router's kinds, the challenge names where to sign in.
-            let refusal = methods.contains(.oauth) ? gate.refusal(failure, router: route.router) : APIKeys.refusal(failure)
+            let refusal = methods.contains(.oauth) ? gate.refusal(failure, router: route.router) : APIKeys.refusal(failure, methods: methods)
             metrics?.authFailure(router: route.router.name, reason: failure.metricReason)
             // A missing token is how every OAuth client starts (to read the challenge): not an event.
             if case .missingToken = failure {} else {
                 var fields: [(String, AuditEvent.Value?)] = [("reason", .string(refusal.code)), ("router", .string(route.router.name)), ("ip", context.clientIP.map(AuditEvent.Value.string))]
                 if case .denied(let login) = failure { fields.append(("user", .string(login))) }
-                if key != nil { fields.append(("credential", .string("api_key"))) }
+                switch credential {
+                case .apiKey: fields.append(("credential", .string("api_key")))
+                case .externalToken: fields.append(("credential", .string("external_jwt")))
+                case .gatewayToken, .absent: break
+                }
                 audit?.record(AuditEvent("auth.denied", fields))
             }
             throw .oauth(refusal)
         }
     }
 
-    /// The presented API key against `auth.apiKeys` in force, or the gateway's access token.
-    private func verify(_ request: Request, key: String?, oauth: Bool, route: CompiledRoute, runtime: RuntimeConfiguration?) async -> Result<VerifiedCaller, TokenCheckFailure> {
-        if let key {
+    /// The presented API key against `auth.apiKeys` in force, an external issuer's token against
+    /// `auth.jwt.issuers` in force, or the gateway's access token.
+    private func verify(_ request: Request, _ credential: Credential, route: CompiledRoute, runtime: RuntimeConfiguration?) async -> Result<VerifiedCaller, TokenCheckFailure> {
+        switch credential {
+        case .apiKey(let key):
             return APIKeys.check(key, keys: runtime?.configuration.auth?.apiKeys ?? [], route: route, issuer: runtime?.configuration.publicURL.origin ?? "")
+        case .externalToken(let token):
+            guard let externalTokens else { return .failure(.invalidToken("no external issuer is trusted")) }
+            return await externalTokens.check(token, issuers: runtime?.configuration.auth?.jwtIssuers ?? [], route: route)
+        case .gatewayToken:
+            return await gate.check(request.headers, route: route)
+        case .absent:
+            return .failure(.missingToken)
         }
-        guard oauth else { return .failure(.missingToken) }
-        return await gate.check(request.headers, route: route)
     }
 }

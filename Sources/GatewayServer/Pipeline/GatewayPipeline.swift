@@ -164,7 +164,7 @@ extension GatewayComponents {
             ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
             requestChecks: RequestChecks(entryPoint: entryPoint),
-            authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics, tracing: tracing),
+            authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics, tracing: tracing, externalTokens: externalTokens),
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
             callPolicies: CallPolicyEnforcement(),

@@ -7,6 +7,9 @@
 /redirect-same      302 to /client.json on the same host
 /redirect-other     302 to the same document via https://localhost (another host)
 /slow.json          a valid document sent one byte a second (longer than any fetch deadline)
+/pkjwt.json         a private_key_jwt document with its key set inline (jwks)
+/pkjwt-uri.json     a private_key_jwt document naming its key set (jwks_uri → /pkjwt-keys.json)
+/_private_key       the PEM private key of those documents (this is a test server)
 /_count             how many times each path was fetched"""
 
 import argparse
@@ -15,7 +18,14 @@ import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
 counts: dict[str, int] = {}
+# The key a private_key_jwt client signs its assertions with, and the set its documents publish.
+CLIENT_KEY = ec.generate_private_key(ec.SECP256R1())
+CLIENT_JWKS = {"keys": [{**ECAlgorithm.to_jwk(CLIENT_KEY.public_key(), as_dict=True), "kid": "doc-1", "use": "sig", "alg": "ES256"}]}
 lock = threading.Lock()
 REDIRECTS = ["http://127.0.0.1:33418/callback"]
 
@@ -38,6 +48,9 @@ class Handler(BaseHTTPRequestHandler):
         port = self.server.server_address[1]
         base = f"https://127.0.0.1:{port}"
         path = self.path
+        if path == "/_private_key":
+            pem = CLIENT_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            return self.reply(200, pem, {"Content-Type": "application/x-pem-file"})
         if path == "/_count":
             with lock:
                 return self.reply(200, json.dumps(counts).encode(), {"Content-Type": "application/json"})
@@ -54,6 +67,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, json.dumps({"client_id": base + path, **document, "padding": "x" * 70000}).encode(), json_headers)
         if path == "/secret.json":
             return self.reply(200, json.dumps({"client_id": base + path, **document, "token_endpoint_auth_method": "client_secret_basic"}).encode(), json_headers)
+        if path == "/pkjwt.json":
+            return self.reply(200, json.dumps({"client_id": base + path, **document, "token_endpoint_auth_method": "private_key_jwt",
+                                               "jwks": CLIENT_JWKS}).encode(), json_headers)
+        if path == "/pkjwt-uri.json":
+            return self.reply(200, json.dumps({"client_id": base + path, **document, "token_endpoint_auth_method": "private_key_jwt",
+                                               "jwks_uri": base + "/pkjwt-keys.json"}).encode(), json_headers)
+        if path == "/pkjwt-keys.json":
+            return self.reply(200, json.dumps(CLIENT_JWKS).encode(), json_headers)
         if path == "/redirect-same":
             return self.reply(302, b"", {"Location": "/same-target"})
         if path == "/same-target":
