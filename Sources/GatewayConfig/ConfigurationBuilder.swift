@@ -1065,7 +1065,7 @@ struct ConfigurationBuilder {
         var endpoints: [String: String] = [:]
         for entry in reader.orderedEntries(node, "routers") {
             let path = "routers.\(entry.key)"
-            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders", "middlewares", "tools", "resources", "prompts", "policies"]
+            let allowed = ["rule", "service", "priority", "auth", "allow", "entryPoints", "mcpPath", "identityHeaders", "middlewares", "tools", "resources", "prompts", "policies", "legacySSE"]
             guard let fields = reader.mapping(entry.value, path, allowed: allowed) else { failed = true; continue }
 
             var rule: Rule?
@@ -1183,11 +1183,13 @@ struct ConfigurationBuilder {
                 failed = true
             }
             endpoints[endpointKey] = entry.key
-            routers.append(RouterConfiguration(
+            var router = RouterConfiguration(
                 name: entry.key, ruleText: ruleText, rule: rule, priority: priority, service: serviceName,
                 auth: auth, allow: allow, entryPoints: routerEntryPoints, mcpPath: mcpPath, identityHeaders: identityHeaders,
                 middlewares: routerMiddlewares, callPolicy: callPolicy, authMethods: authMethods
-            ))
+            )
+            if let node = fields["legacySSE"], let enabled = reader.boolean(node, "\(path).legacySSE") { router.legacySSE = enabled }
+            routers.append(router)
         }
         return failed ? nil : routers
     }

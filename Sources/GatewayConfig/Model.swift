@@ -530,8 +530,18 @@ public struct RouterConfiguration: Sendable, Equatable {
     /// On a protected router (`auth` not `none`): the credentials it accepts.
     public var authMethods: Set<AuthMethod> = [.oauth]
 
+    /// `legacySSE`: the 2024-11-05 HTTP+SSE transport beside Streamable HTTP (default on).
+    public var legacySSE = true
+
     /// Whether the gateway's own OAuth serves this router (resource metadata, sign-in).
     public var acceptsOAuth: Bool { auth == .oauth && authMethods.contains(.oauth) }
+
+    /// The 2024-11-05 HTTP+SSE endpoints, beside the MCP endpoint: `/time/mcp` → `/time/sse` and
+    /// `/time/messages`; an `mcpPath` not ending in `/mcp` gets them under it.
+    public var legacySSEPaths: (stream: String, messages: String) {
+        let base = mcpPath.hasSuffix("/mcp") ? String(mcpPath.dropLast(4)) : mcpPath
+        return (base + "/sse", base + "/messages")
+    }
 }
 
 /// Like Traefik's `authResponseHeaders`: which headers carry the verified identity upstream.

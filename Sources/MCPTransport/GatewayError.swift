@@ -27,6 +27,8 @@ package enum GatewayError: Error {
     case streamConflict
     case notAcceptable(message: String)
     case stdioAtCapacity(service: String, limit: Int)
+    /// The gateway holds as many of a kind of connection (legacy SSE sessions) as it takes.
+    case atCapacity(what: String, limit: Int)
     case stdioUserLimit(service: String, limit: Int)
     case stdioStartFailed(service: String, detail: String)
     case stdioStartTimeout(service: String, timeout: Duration)
@@ -58,7 +60,7 @@ package enum GatewayError: Error {
         case .sessionNotFound: .notFound
         case .streamConflict: .conflict
         case .notAcceptable: .notAcceptable
-        case .stdioAtCapacity, .storeUnavailable: .serviceUnavailable
+        case .stdioAtCapacity, .storeUnavailable, .atCapacity: .serviceUnavailable
         case .stdioUserLimit: .tooManyRequests
         case .stdioStartFailed: .badGateway
         case .stdioStartTimeout: .gatewayTimeout
@@ -90,6 +92,7 @@ package enum GatewayError: Error {
         case .streamConflict: "stream_conflict"
         case .notAcceptable: "not_acceptable"
         case .stdioAtCapacity: "service_at_capacity"
+        case .atCapacity: "gateway_at_capacity"
         case .stdioUserLimit: "user_session_limit"
         case .stdioStartFailed: "server_start_failed"
         case .stdioStartTimeout: "server_start_timeout"
@@ -123,6 +126,7 @@ package enum GatewayError: Error {
         case .streamConflict: "this session already has an open GET stream"
         case .notAcceptable(let message): message
         case .stdioAtCapacity(let service, let limit): "service \(service) is at its limit of \(limit) sessions; retry later"
+        case .atCapacity(let what, let limit): "the gateway holds its limit of \(limit) \(what); retry later"
         case .stdioUserLimit(let service, let limit): "you already hold \(limit) sessions of service \(service); end one (DELETE) or let one idle out"
         case .stdioStartFailed(let service, let detail): "service \(service): \(detail)"
         case .stdioStartTimeout(let service, let timeout): "service \(service): the MCP server did not answer initialize within \(timeout)"
@@ -179,7 +183,7 @@ package enum GatewayError: Error {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         switch self {
         case .methodNotAllowed: headers[.allow] = "GET, POST, DELETE"
-        case .stdioAtCapacity: headers[.retryAfter] = "5"
+        case .stdioAtCapacity, .atCapacity: headers[.retryAfter] = "5"
         case .stdioUserLimit: headers[.retryAfter] = "30"
         case .storeUnavailable: headers[.retryAfter] = "2"
         case .rateLimited(let refusal):

@@ -106,7 +106,9 @@ def test_metadata_advertises_exactly_what_exists(gateway):
     assert document["response_types_supported"] == ["code"]
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert set(document["grant_types_supported"]) == {"authorization_code", "refresh_token"}
-    assert set(document["token_endpoint_auth_methods_supported"]) == {"none", "client_secret_basic", "client_secret_post"}
+    # private_key_jwt: for Client ID Metadata Documents that declare it (documents are on here).
+    assert set(document["token_endpoint_auth_methods_supported"]) == {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"}
+    assert set(document["token_endpoint_auth_signing_alg_values_supported"]) == {"RS256", "ES256", "EdDSA"}
     assert document["client_id_metadata_document_supported"] is True
     assert document["authorization_response_iss_parameter_supported"] is True
     assert document["scopes_supported"] == ["mcp"]

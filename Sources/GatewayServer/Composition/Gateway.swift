@@ -249,6 +249,8 @@ package struct GatewayComponents: Sendable {
     let authHTTP: HTTPClient
     /// Access tokens of the issuers in `auth.jwt.issuers` (which reload live).
     let externalTokens: ExternalTokens
+    /// Sessions of 2024-11-05 HTTP+SSE clients, whichever entry point they came through.
+    let legacySSE = LegacySSEClients()
     /// Where the access log goes (`log.accessLog`); nil when it is off.
     let accessLog: Logger?
     /// The audit log (`audit:`) and its settings; nil when there is none.

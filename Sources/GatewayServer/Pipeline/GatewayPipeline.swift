@@ -24,7 +24,9 @@ import MCPTranslation
 /// 8. `CallPolicyEnforcement`: the router's tool, resource and prompt policies for the caller
 ///    (a hidden name refused as unknown; list answers filtered on their way back)
 ///
-/// Stages that need an authenticated, parsed call go after stage 6.
+/// Stages that need an authenticated, parsed call go after stage 6. The 2024-11-05 HTTP+SSE
+/// endpoints stop after stage 5: `LegacySSEClients` turns each message into a request of its own
+/// through this same pipeline.
 /// `EraDispatch` then hands the call to its transport. The stages run in one flat function, by
 /// concrete type: no generic middleware stack, no closure per stage, and the synchronous stages
 /// cost no async frame.
@@ -51,6 +53,8 @@ struct GatewayPipeline: HTTPResponder {
     let tracing: Bool
     /// CORS for the entry point's `allowedOrigins`.
     let crossOrigin: CrossOrigin
+    /// The 2024-11-05 HTTP+SSE transport: its sessions drive the pipeline like clients.
+    let legacySSE: LegacySSEClients
 
     func respond(to request: Request, context: Context) async throws -> Response {
         // Browser clients on the entry point's allowed origins: preflights, and readable answers.
@@ -100,6 +104,17 @@ struct GatewayPipeline: HTTPResponder {
             return error.response(routeMatched: false)
         }
         guard let route = context.route else { return GatewayError.pipelineOrder(stage: "EraDispatch").response(routeMatched: false) }
+        if let legacy = context.legacyEndpoint {
+            do {
+                try requestChecks.apply(request, context)
+                try await authentication.apply(request, &context)
+                return try await legacySSE.respond(legacy, request: request, context: context, route: route) { [self] inner, innerContext in
+                    (try? await observed(inner, context: innerContext)) ?? Response(status: .internalServerError)
+                }
+            } catch {
+                return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
+            }
+        }
         do {
             try requestChecks.apply(request, context)
             try await authentication.apply(request, &context)
@@ -176,7 +191,8 @@ extension GatewayComponents {
                 metrics: metrics
             ),
             tracing: tracing,
-            crossOrigin: CrossOrigin(entryPoint: entryPoint)
+            crossOrigin: CrossOrigin(entryPoint: entryPoint),
+            legacySSE: legacySSE
         )
     }
 }

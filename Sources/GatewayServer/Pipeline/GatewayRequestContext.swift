@@ -31,6 +31,9 @@ public struct GatewayRequestContext: RequestContext {
     var route: CompiledRoute?
     /// `RouteMatching`: the host the request names (its authority without port), as routing read it.
     var host = ""
+    /// `RouteMatching`: set when the request is for the router's 2024-11-05 HTTP+SSE endpoints
+    /// rather than its MCP endpoint.
+    var legacyEndpoint: LegacySSEEndpoint?
     /// `Authentication`: who the verified access token belongs to (protected routers only).
     var caller: VerifiedCaller?
     /// `MCPCallParsing`: the MCP call, body read and parsed once.
@@ -39,6 +42,20 @@ public struct GatewayRequestContext: RequestContext {
     /// A reference: every stage's copy of the context shares it with the pipeline's outer end.
     /// Nil when neither the access log nor the audit log is on: nothing is recorded then.
     var record: RequestRecord?
+
+    /// This context as a request the gateway makes on the same client's behalf (a legacy SSE
+    /// session's messages) starts it: the connection and client address stay, what the stages
+    /// established about the earlier request does not.
+    func forInnerRequest() -> GatewayRequestContext {
+        var inner = self
+        inner.route = nil
+        inner.legacyEndpoint = nil
+        inner.caller = nil
+        inner.call = nil
+        inner.record = nil
+        inner.host = ""
+        return inner
+    }
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

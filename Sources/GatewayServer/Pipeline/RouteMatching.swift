@@ -27,8 +27,12 @@ struct RouteMatching {
             throw .noRoute(host: incoming.host, path: incoming.path)
         }
         let mcpPath = route.router.mcpPath
-        guard incoming.path == mcpPath || incoming.path == mcpPath + "/" else {
-            throw .notMCPEndpoint(router: route.router.name, mcpPath: mcpPath)
+        context.legacyEndpoint = nil
+        if incoming.path != mcpPath, incoming.path != mcpPath + "/" {
+            guard let legacy = LegacySSEEndpoint(path: incoming.path, router: route.router) else {
+                throw .notMCPEndpoint(router: route.router.name, mcpPath: mcpPath)
+            }
+            context.legacyEndpoint = legacy
         }
         context.route = route
         context.host = incoming.host
