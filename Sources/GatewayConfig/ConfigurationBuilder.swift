@@ -616,7 +616,7 @@ struct ConfigurationBuilder {
         for entry in reader.orderedEntries(node, "services") {
             let path = "services.\(entry.key)"
             table.names.append(entry.key)
-            guard let fields = reader.mapping(entry.value, path, allowed: ["http", "stdio", "group", "tags"]) else { failed = true; continue }
+            guard let fields = reader.mapping(entry.value, path, allowed: ["http", "stdio", "sse", "group", "tags"]) else { failed = true; continue }
             var tags: [String] = []
             if let tagsNode = fields["tags"], let list = reader.stringList(tagsNode, "\(path).tags") {
                 for tag in list where !Self.isNameToken(tag) {
@@ -625,10 +625,10 @@ struct ConfigurationBuilder {
                 }
                 tags = list
             }
-            let kinds = ["http", "stdio", "group"].filter { fields[$0] != nil }
+            let kinds = ["http", "stdio", "sse", "group"].filter { fields[$0] != nil }
             guard kinds.count == 1 else {
                 reader.report(
-                    kinds.isEmpty ? "missing \"http\" (url of an MCP server), \"stdio\" (command to spawn) or \"group\" (other services as one)" : "a service is one of \"http\", \"stdio\" or \"group\", not \(kinds.joined(separator: " and "))",
+                    kinds.isEmpty ? "missing \"http\" (url of an MCP server), \"stdio\" (command to spawn), \"sse\" (url of a 2024-11-05 HTTP+SSE server) or \"group\" (other services as one)" : "a service is one of \"http\", \"stdio\", \"sse\" or \"group\", not \(kinds.joined(separator: " and "))",
                     path, entry.value
                 )
                 failed = true
@@ -641,6 +641,11 @@ struct ConfigurationBuilder {
                 } else { failed = true }
             } else if let stdio = fields["stdio"] {
                 if var service = buildStdioService(name: entry.key, node: stdio, path: "\(path).stdio") {
+                    service.tags = tags
+                    table.byName[entry.key] = .stdio(service)
+                } else { failed = true }
+            } else if let sse = fields["sse"] {
+                if var service = buildSSEService(name: entry.key, node: sse, path: "\(path).sse") {
                     service.tags = tags
                     table.byName[entry.key] = .stdio(service)
                 } else { failed = true }
@@ -858,14 +863,39 @@ struct ConfigurationBuilder {
         return value
     }
 
-    private func buildStdioService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
-        let allowed = ["command", "args", "env", "cwd", "maxSessions", "maxSessionsPerUser", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "spares", "maxRequestBodySize", "passIdentity", "isolation", "pool", "sseKeepAlive"]
-        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
-        guard let commandNode = fields["command"] else {
-            reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
+    /// `sse`: a remote server speaking only the 2024-11-05 HTTP+SSE transport. Its connection keys
+    /// are an HTTP service's (`url` of its SSE stream, `headers`, `auth`, `connectTimeout`); its
+    /// session keys a stdio service's, since each connection is bridged like a child.
+    private func buildSSEService(name: String, node: Node, path: String) -> StdioServiceConfiguration? {
+        guard case .mapping(let mapping) = node else {
+            reader.report("expected a mapping with url (the server's SSE endpoint, e.g. \"http://127.0.0.1:9200/sse\")", path, node)
             return nil
         }
-        let command = reader.nonEmptyString(commandNode, "\(path).command")
+        let connectionKeys: Set<String> = ["url", "headers", "auth", "connectTimeout"]
+        let isConnectionKey = { (key: Node) in key.scalar.map { connectionKeys.contains($0.string) } ?? false }
+        let connectionPart = Node.mapping(Node.Mapping(mapping.filter { isConnectionKey($0.key) }, mapping.tag, mapping.style, mapping.mark))
+        let sessionPart = Node.mapping(Node.Mapping(mapping.filter { !isConnectionKey($0.key) }, mapping.tag, mapping.style, mapping.mark))
+        let connection = buildHTTPService(name: name, node: connectionPart, path: path)
+        let sessions = buildStdioService(name: name, node: sessionPart, path: path, remote: true)
+        guard let connection, var sessions else { return nil }
+        sessions.sse = connection
+        return sessions
+    }
+
+    private func buildStdioService(name: String, node: Node, path: String, remote: Bool = false) -> StdioServiceConfiguration? {
+        let sessionKeys = ["maxSessions", "maxSessionsPerUser", "idleTimeout", "requestTimeout", "shutdownGrace", "startTimeout", "maxRequestBodySize", "isolation", "pool", "sseKeepAlive"]
+        let allowed = remote ? sessionKeys + ["url", "headers", "auth", "connectTimeout"] : ["command", "args", "env", "cwd", "spares", "passIdentity"] + sessionKeys
+        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
+        let command: String?
+        if remote {
+            command = ""
+        } else {
+            guard let commandNode = fields["command"] else {
+                reader.report("missing \"command\" to spawn, e.g. \"mcp-server-time\"", path, node)
+                return nil
+            }
+            command = reader.nonEmptyString(commandNode, "\(path).command")
+        }
         let args = fields["args"].map { reader.stringList($0, "\(path).args") } ?? []
         // Values may be secret references (env://, file://), resolved here and on every reload.
         var envPairs: [(key: String, value: String)]? = []

@@ -713,6 +713,10 @@ public struct StdioServiceConfiguration: Sendable, Equatable {
     /// SSE comment sent on a 2026-07-28 response stream that has been quiet this long, so proxies
     /// and clients do not time it out.
     public var sseKeepAlive: Duration = .seconds(15)
+    /// `services.<s>.sse`: not a process but a remote server speaking only the 2024-11-05
+    /// HTTP+SSE transport; each "child" is one SSE connection to it (its `url`, `headers`,
+    /// `auth`, `connectTimeout`), bridged for every client like a stdio child.
+    public var sse: HTTPServiceConfiguration?
 
     public enum Isolation: String, Sendable, Equatable {
         case user

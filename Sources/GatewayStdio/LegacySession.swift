@@ -46,7 +46,7 @@ public final class LegacySession: Sendable {
         case alreadyAttached
     }
 
-    let child: ChildProcess
+    let child: any MessagePeer
     let serviceName: String
     let logger: Logger
     private let replayLimit: Int
@@ -80,7 +80,7 @@ public final class LegacySession: Sendable {
         var startTimer: Task<Void, Never>?
     }
 
-    init(child: ChildProcess, serviceName: String, replayLimit: Int, logger: Logger) {
+    init(child: any MessagePeer, serviceName: String, replayLimit: Int, logger: Logger) {
         self.child = child
         self.serviceName = serviceName
         self.replayLimit = replayLimit

@@ -4,6 +4,7 @@ public import Logging
 public import GatewayMetrics
 public import MCPMessages
 import MCPTransport
+import AsyncHTTPClient
 public import NIOCore
 public import NIOPosix
 import Synchronization
@@ -238,21 +239,35 @@ public final class StdioSessionManager: Sendable {
         var environment = baseEnvironment
         for (key, value) in service.env { environment[key] = value }
         for (key, value) in identity { environment[key] = value }
-        let options = ChildProcess.Options(command: service.command, arguments: service.args, environment: environment, workingDirectory: service.cwd)
         let box = SessionBox()
         let childLogger = logger
-        let stderrRelay = StderrRelay(logger: childLogger)
-        let child: ChildProcess
-        do {
-            child = try await ChildProcess.spawn(
-                options, eventLoop: eventLoopGroup.next(), logger: childLogger,
-                onLine: { line in box.session?.handleChildLine(line) },
-                onStderr: { line in stderrRelay.relay(line) }
-            )
-        } catch {
-            logger.error("cannot start child", metadata: ["error": "\(error)"])
-            metrics?.stdioSpawnFailure(service: service.name)
-            throw .spawnFailed("\(error)")
+        let child: any MessagePeer
+        if let remote = service.sse {
+            // A server speaking only the 2024-11-05 HTTP+SSE transport: one connection per "child".
+            do {
+                child = try await SSEUpstreamPeer.connect(
+                    remote, http: HTTPClient.shared, eventLoop: eventLoopGroup.next(), timeout: service.startTimeout, logger: childLogger,
+                    onMessage: { message in box.session?.handleChildLine(message) }
+                )
+            } catch {
+                logger.error("cannot connect to the SSE server", metadata: ["error": "\(error)"])
+                metrics?.stdioSpawnFailure(service: service.name)
+                throw .spawnFailed("\(error)")
+            }
+        } else {
+            let options = ChildProcess.Options(command: service.command, arguments: service.args, environment: environment, workingDirectory: service.cwd)
+            let stderrRelay = StderrRelay(logger: childLogger)
+            do {
+                child = try await ChildProcess.spawn(
+                    options, eventLoop: eventLoopGroup.next(), logger: childLogger,
+                    onLine: { line in box.session?.handleChildLine(line) },
+                    onStderr: { line in stderrRelay.relay(line) }
+                )
+            } catch {
+                logger.error("cannot start child", metadata: ["error": "\(error)"])
+                metrics?.stdioSpawnFailure(service: service.name)
+                throw .spawnFailed("\(error)")
+            }
         }
         var sessionLogger = logger
         sessionLogger[metadataKey: "pid"] = "\(child.pid)"

@@ -116,7 +116,7 @@ import Testing
             #expect(text.contains("services.all.group.prefix: prefix must be always, conditional or never"), "\(text)")
             #expect(text.contains("services.all.group.separator: separator must be letters"), "\(text)")
             #expect(text.contains("services.inner.group.members: a group needs at least one member"), "\(text)")
-            #expect(text.contains("services.both: a service is one of \"http\", \"stdio\" or \"group\", not http and group"), "\(text)")
+            #expect(text.contains("services.both: a service is one of \"http\", \"stdio\", \"sse\" or \"group\", not http and group"), "\(text)")
         }
     }
 }
@@ -297,6 +297,52 @@ import Testing
             Issue.record("expected an error")
         } catch {
             #expect(error.description.contains("router r takes auth: jwt, but no issuer is configured under auth.jwt.issuers"), "\(error.description)")
+        }
+    }
+}
+
+@Suite struct SSEServiceConfigurationTests {
+    static func yaml(_ service: String) -> String { """
+    entryPoints: { web: { address: "127.0.0.1:8080" } }
+    publicURL: "http://localhost:8080"
+    routers:
+      r: { rule: "PathPrefix(`/r`)", service: s, auth: none }
+    services:
+      s:
+    \(service)
+    """ }
+
+    @Test func anSSEServiceIsBridgedLikeAChild() throws {
+        let configuration = try ConfigurationLoader(environment: ["OLD_TOKEN": "t0ken"]).load(yaml: Self.yaml("""
+            sse:
+              url: "http://127.0.0.1:9200/sse"
+              headers: { X-Team: platform }
+              auth: { bearer: "env://OLD_TOKEN" }
+              maxSessions: 7
+              idleTimeout: 2m
+        """))
+        guard case .stdio(let service) = configuration.services["s"] else {
+            Issue.record("an sse service is bridged like a stdio child")
+            return
+        }
+        #expect(service.sse?.url == "http://127.0.0.1:9200/sse")
+        #expect(service.sse?.headers.map(\.name) == ["X-Team"])
+        #expect(service.sse?.credentials == .bearer("t0ken"))
+        #expect(service.maxSessions == 7 && service.idleTimeout == .seconds(120))
+    }
+
+    @Test func mistakes() {
+        for (service, expected) in [
+            ("    sse: { headers: { X-A: b } }", "services.s.sse: missing \"url\""),
+            ("    sse: { url: \"http://127.0.0.1:9200/sse\", command: x }", "unknown key \"command\""),
+            ("    sse: { url: \"http://127.0.0.1:9200/sse\" }\n    stdio: { command: x }", "a service is one of"),
+        ] {
+            do {
+                _ = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(service), file: "s.yaml")
+                Issue.record("expected an error for \(service)")
+            } catch {
+                #expect(error.description.contains(expected), "\(error.description)")
+            }
         }
     }
 }

@@ -252,7 +252,7 @@ let exampleEnvironment = ["GITHUB_CLIENT_ID": "id-123", "GITHUB_CLIENT_SECRET": 
             #expect(text.contains("f.yaml:1:1: missing \"entryPoints\""))
             #expect(text.contains("f.yaml:1:12: publicURL: must be an origin only"))
             #expect(text.contains("f.yaml:4:5: routers.a: missing \"rule\""))
-            #expect(text.contains("f.yaml:7:5: services.s: a service is one of \"http\", \"stdio\" or \"group\", not http and stdio"))
+            #expect(text.contains("f.yaml:7:5: services.s: a service is one of \"http\", \"stdio\", \"sse\" or \"group\", not http and stdio"))
             #expect(text.contains("f.yaml:9:6: services.t: missing \"http\""))
             #expect(text.contains("f.yaml:11:36: services.u.stdio.spares: spares (5) cannot exceed maxSessions (2)"))
         }

@@ -1,6 +1,7 @@
 """What real clients do that a strict server would refuse, absorbed: a 2026-07-28 body under a
 `2025-11-25` version header (Claude Code), and `notifications/initialized` without the session id
-the initialize answer gave. Through a stdio child and an HTTP upstream (SDK servers)."""
+the initialize answer gave, through a stdio child and an HTTP upstream (SDK servers); metadata
+looked for where clients look for it (paths dropped, inserted, appended)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,34 @@ def test_authorization_server_metadata_answers_where_clients_look_for_it(gateway
         assert answer.status_code == 200 and answer.json() == reference, path
     # Nothing else under those names: a look-alike is not the metadata.
     assert httpx.get(gateway.url("/.well-known/oauth-authorization-server-evil"), timeout=10).status_code == 404
+
+
+def test_resource_metadata_answers_where_clients_look_for_it(tmp_path, local_password_hash):
+    gateway = start_gateway(tmp_path, f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    auth:
+      allow: {{ users: ["alice"] }}
+      local: {{ users: {{ alice: "{local_password_hash}" }} }}
+    routers:
+      time: {{ rule: "PathPrefix(`/time`)", service: time }}
+      open: {{ rule: "PathPrefix(`/open`)", service: time, auth: none }}
+    services:
+      time:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'catalogue_server.py'}"]
+    """)
+    try:
+        resource = gateway.url("/time/mcp")
+        # Inserted (RFC 9728), appended, and at the root with the path dropped: this gateway has
+        # one endpoint that takes its sign-in, so the root can only mean that one.
+        for path in ("/.well-known/oauth-protected-resource/time/mcp", "/time/mcp/.well-known/oauth-protected-resource",
+                     "/.well-known/oauth-protected-resource"):
+            answer = httpx.get(gateway.url(path), timeout=10)
+            assert answer.status_code == 200 and answer.json()["resource"] == resource, (path, answer.text)
+        assert httpx.get(gateway.url("/open/mcp/.well-known/oauth-protected-resource"), timeout=10).status_code == 404
+    finally:
+        gateway.managed.stop()

@@ -118,6 +118,12 @@ def test_metadata_advertises_exactly_what_exists(gateway):
         assert httpx.get(document[key], timeout=5).status_code != 404, key
 
 
+def test_resource_metadata_at_the_root_is_not_guessed_among_several_endpoints(gateway):
+    assert httpx.get(gateway.url("/time/mcp/.well-known/oauth-protected-resource"), timeout=5).json()["resource"] == time_resource(gateway)
+    # Two routers here take the gateway's sign-in: the root names neither.
+    assert httpx.get(gateway.url("/.well-known/oauth-protected-resource"), timeout=5).status_code == 404
+
+
 def test_jwks_publishes_the_signing_key_and_tokens_verify_with_it(gateway, browser):
     _, tokens = signed_in(gateway, browser)
     keys = httpx.get(gateway.url("/jwks.json"), timeout=5).json()["keys"]

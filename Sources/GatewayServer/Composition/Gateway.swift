@@ -21,6 +21,8 @@ import ServiceLifecycle
 import HummingbirdHTTP2
 import HummingbirdCore
 import HummingbirdTLS
+import HummingbirdWebSocket
+import HTTPTypes
 import NIOCore
 import NIOSSL
 
@@ -99,7 +101,10 @@ public struct Gateway {
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
-            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration())
+            let pipeline = components.pipeline(for: entryPoint, readinessStore: redis)
+            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration()) { head, channel, logger in
+                await pipeline.webSocketUpgrade(head, channel: channel, logger: logger)
+            }
             let onServerRunning: @Sendable (any Channel) async -> Void = { [entryLogger] channel in
                 entryLogger.info("listening", metadata: [
                     "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "scheme": "\(entryPoint.tls == nil ? "http" : "https")",
@@ -114,7 +119,7 @@ public struct Gateway {
                 ))
             } else {
                 services.append(Application(
-                    responder: components.responder(for: entryPoint, readinessStore: redis), server: server, configuration: address,
+                    responder: pipeline, server: server, configuration: address,
                     onServerRunning: onServerRunning, logger: entryLogger
                 ))
             }
@@ -148,14 +153,22 @@ public struct Gateway {
 }
 
 extension Gateway {
-    /// HTTP/1.1; over TLS when the entry point has a certificate, with HTTP/2 by ALPN when asked.
-    static func server(for entryPoint: EntryPoint, tls: TLSConfiguration?) throws -> HTTPServerBuilder {
+    /// HTTP/1.1 with WebSocket upgrades (`webSocket` decides each); over TLS when the entry point
+    /// has a certificate, with HTTP/2 by ALPN when asked (no WebSocket then: RFC 8441 is not served).
+    static func server(
+        for entryPoint: EntryPoint, tls: TLSConfiguration?,
+        webSocket: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+    ) throws -> HTTPServerBuilder {
         let idleTimeout = Duration.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let headerTimeout = TimeAmount.nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9))
         let idleAmount = TimeAmount.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)], idleTimeout: idleAmount)
-        guard let tls else { return .http1(configuration: http1) }
-        guard entryPoint.http2 else { return try .tls(.http1(configuration: http1), tlsConfiguration: tls) }
+        // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
+        let upgrading = HTTPServerBuilder.http1WebSocketUpgrade(
+            configuration: .init(http1: http1, ws: .init(maxFrameSize: 4 << 20, autoPing: .enabled(timePeriod: .seconds(30)))), shouldUpgrade: webSocket
+        )
+        guard let tls else { return upgrading }
+        guard entryPoint.http2 else { return try .tls(upgrading, tlsConfiguration: tls) }
         // The handlers are shared by HTTP/1.1 connections and HTTP/2 streams; the header deadline
         // reads HTTP/1 bytes, so an h2 entry point relies on the connection's idle timeout.
         return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(
@@ -251,6 +264,8 @@ package struct GatewayComponents: Sendable {
     let externalTokens: ExternalTokens
     /// Sessions of 2024-11-05 HTTP+SSE clients, whichever entry point they came through.
     let legacySSE = LegacySSEClients()
+    /// WebSocket sessions, whichever entry point they came through.
+    let webSocketSessions = WebSocketClients.SessionCount()
     /// Where the access log goes (`log.accessLog`); nil when it is off.
     let accessLog: Logger?
     /// The audit log (`audit:`) and its settings; nil when there is none.

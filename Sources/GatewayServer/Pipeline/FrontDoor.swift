@@ -56,8 +56,12 @@ struct FrontDoor {
         if request.uri.path == "/verify" {
             return await forwardAuth(request, runtime: runtime)
         }
-        if request.uri.path.hasPrefix("/.well-known/oauth-protected-resource") {
-            return protectedResourceMetadata(request, runtime: runtime)
+        if request.uri.path.hasPrefix(Self.resourceMetadataPath) {
+            return protectedResourceMetadata(request, runtime: runtime, resourcePath: String(request.uri.path.dropFirst(Self.resourceMetadataPath.count)))
+        }
+        // The appended form some clients build (`/time/mcp/.well-known/oauth-protected-resource`).
+        if request.uri.path.hasSuffix(Self.resourceMetadataPath), request.method == .get || request.method == .head {
+            return protectedResourceMetadata(request, runtime: runtime, resourcePath: String(request.uri.path.dropLast(Self.resourceMetadataPath.count)))
         }
         if request.uri.path == "/", request.method == .get || request.method == .head,
            WelcomePage.isGatewayHost(IncomingRequest.hostWithoutPort(request.head.authority ?? ""), publicURL: runtime.configuration.publicURL)
@@ -109,20 +113,27 @@ struct FrontDoor {
         }
     }
 
-    /// RFC 9728 metadata of a protected router: path-inserted (`/.well-known/oauth-protected-resource/time/mcp`),
-    /// and at the root for a router reached by its own host.
-    private func protectedResourceMetadata(_ request: Request, runtime: RuntimeConfiguration) -> Response {
-        let suffix = String(request.uri.path.dropFirst("/.well-known/oauth-protected-resource".count))
+    static let resourceMetadataPath = "/.well-known/oauth-protected-resource"
+
+    /// RFC 9728 metadata of a protected router: path-inserted (`/.well-known/oauth-protected-resource/time/mcp`)
+    /// or appended; at the root for a router reached by its own host, and for the one router with
+    /// a path when there is only one (clients that drop the path: Claude).
+    private func protectedResourceMetadata(_ request: Request, runtime: RuntimeConfiguration, resourcePath suffix: String) -> Response {
         let host = IncomingRequest.hostWithoutPort(request.head.authority ?? "")
         let publicURL = runtime.configuration.publicURL
         let candidates = runtime.configuration.routers.filter(\.acceptsOAuth)
-        let match = candidates.first { router in
+        let atRoot = suffix.isEmpty || suffix == "/"
+        var match = candidates.first { router in
             guard let components = URLComponents(string: router.resourceURL(publicURL: publicURL)) else { return false }
             let hostMatches = components.host?.lowercased() == host.lowercased() || components.host?.lowercased() == publicURL.host.lowercased()
-            if suffix.isEmpty || suffix == "/" {
+            if atRoot {
                 return components.host?.lowercased() == host.lowercased() && components.host?.lowercased() != publicURL.host.lowercased()
             }
             return hostMatches && (components.path == suffix || components.path + "/" == suffix)
+        }
+        if match == nil, atRoot, host.lowercased() == publicURL.host.lowercased() {
+            let onThisHost = candidates.filter { URLComponents(string: $0.resourceURL(publicURL: publicURL))?.host?.lowercased() == publicURL.host.lowercased() }
+            if onThisHost.count == 1 { match = onThisHost.first }
         }
         guard let router = match else {
             return JSONResponse.make(status: .notFound, object: ["error": "not_found", "error_description": "no protected MCP endpoint here"], headers: [.cacheControl: "no-store"])

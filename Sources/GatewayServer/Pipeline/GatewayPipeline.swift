@@ -55,6 +55,8 @@ struct GatewayPipeline: HTTPResponder {
     let crossOrigin: CrossOrigin
     /// The 2024-11-05 HTTP+SSE transport: its sessions drive the pipeline like clients.
     let legacySSE: LegacySSEClients
+    /// MCP over WebSocket (upgrades decided in `webSocketUpgrade`).
+    let webSockets: WebSocketClients
 
     func respond(to request: Request, context: Context) async throws -> Response {
         // Browser clients on the entry point's allowed origins: preflights, and readable answers.
@@ -67,7 +69,9 @@ struct GatewayPipeline: HTTPResponder {
         return response
     }
 
-    private func observed(_ request: Request, context: Context) async throws -> Response {
+    /// A request answered and observed (access log, audit, metrics, trace); also how the gateway's
+    /// bridged sessions (legacy SSE, WebSocket) send their clients' messages through.
+    func observed(_ request: Request, context: Context) async throws -> Response {
         guard accessLog != nil || observer != nil || tracing else { return await answer(request, context: context) }
         var context = context
         let record = RequestRecord()
@@ -165,6 +169,10 @@ extension GatewayPipeline {
 extension GatewayComponents {
     /// The pipeline of one entry point; `readinessStore` is what /readyz pings (nil: memory).
     package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
+        pipeline(for: entryPoint, readinessStore: readinessStore)
+    }
+
+    func pipeline(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> GatewayPipeline {
         GatewayPipeline(
             clientAddressing: ClientAddressing(entryPoint: entryPoint, holder: holder),
             frontDoor: FrontDoor(
@@ -192,7 +200,8 @@ extension GatewayComponents {
             ),
             tracing: tracing,
             crossOrigin: CrossOrigin(entryPoint: entryPoint),
-            legacySSE: legacySSE
+            legacySSE: legacySSE,
+            webSockets: WebSocketClients(sessions: webSocketSessions)
         )
     }
 }

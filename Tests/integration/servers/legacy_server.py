@@ -1,5 +1,6 @@
 """A session-based-only MCP server: the mcp 1.x SDK (FastMCP), run with the project's .venv-legacy
-interpreter, over Streamable HTTP (`--port`) or stdio (no `--port`).
+interpreter, over Streamable HTTP (`--port`), the 2024-11-05 HTTP+SSE transport (`--port` and
+`--sse`: GET /sse, POST /messages/) or stdio (no `--port`).
 
 Tools: request_header (a header of the HTTP request that carried the call), echo, count (progress), ask / ask_user (elicitation of a colour), wait_for_cancel, add_tool
 (registers a tool and announces tools/list_changed), touch (resources/updated for a URI),
@@ -14,6 +15,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int)
+parser.add_argument("--sse", action="store_true")
 args = parser.parse_args()
 
 server = FastMCP("legacy-server", host="127.0.0.1", port=args.port or 0, log_level="WARNING")
@@ -123,4 +125,4 @@ async def add_tool(name: str, ctx: Context) -> str:
 
 server.add_tool(ask, name="ask_user", description="Ask the user (elicitation) for a colour.")
 
-server.run(transport="streamable-http" if args.port else "stdio")
+server.run(transport=("sse" if args.sse else "streamable-http") if args.port else "stdio")
