@@ -5,6 +5,7 @@ import MCPMessages
 package import NIOCore
 import NIOFoundationEssentialsCompat
 import Synchronization
+import Logging
 
 /// A child serving 2026-07-28 (stateless) requests, initialized by the gateway itself.
 package struct PoolChild: Sendable {
@@ -103,6 +104,11 @@ package final class ModernPool: Sendable {
         }
     }
 
+    /// Takes `key`'s pool out (a group's client session ended): its children, for the caller to end.
+    package func remove(key: String) -> [PoolChild] {
+        state.withLock { state in state.pools.removeValue(forKey: key)?.children ?? [] }
+    }
+
     /// The live child of `key`'s pool whose session id is `sessionID`.
     package func child(key: String, sessionID: String) -> PoolChild? {
         state.withLock { state in
@@ -163,14 +169,15 @@ package enum PoolPlan: Equatable {
 
 extension StdioSessionManager {
     /// The key of a caller's pool: the subject, or `shared` for a service with `isolation: shared`.
-    package func poolKey(subject: String?) -> String {
-        service.isolation == .shared ? "shared" : (subject ?? "anonymous")
+    package func poolKey(subject: String?, scope: String? = nil) -> String {
+        let key = service.isolation == .shared ? "shared" : (subject ?? "anonymous")
+        return scope.map { key + "\u{0}group-session:" + $0 } ?? key
     }
 
     /// A child for the caller's pool, reused or started (and the warm children topped up when one
     /// was taken or started). `identity`: the environment for `passIdentity: env` services.
-    package func poolChild(subject: String?, identity: [String: String]?) async throws(Failure) -> PoolChild {
-        let key = poolKey(subject: subject)
+    package func poolChild(subject: String?, scope: String? = nil, identity: [String: String]?) async throws(Failure) -> PoolChild {
+        let key = poolKey(subject: subject, scope: scope)
         let owner = "modern:\(key)"
         do {
             let (child, changed) = try await pool.child(key: key, owner: owner) { warm in
@@ -186,8 +193,16 @@ extension StdioSessionManager {
     }
 
     /// The caller's pool child with session id `sessionID`, if it is still alive.
-    package func poolChild(subject: String?, sessionID: String) -> PoolChild? {
-        pool.child(key: poolKey(subject: subject), sessionID: sessionID)
+    package func poolChild(subject: String?, scope: String? = nil, sessionID: String) -> PoolChild? {
+        pool.child(key: poolKey(subject: subject, scope: scope), sessionID: sessionID)
+    }
+
+    /// Ends the children kept for a group's client session `scope` (the client's session ended).
+    package func endScope(subject: String?, scope: String) async {
+        for child in pool.remove(key: poolKey(subject: subject, scope: scope)) {
+            logger.debug("ending a group member's child with the client session", metadata: ["pid": "\(child.session.pid)"])
+            await child.session.child.terminate(grace: .milliseconds(500))
+        }
     }
 
     /// Tops the service's warm children up to `pool.min` (started in the background). Services that

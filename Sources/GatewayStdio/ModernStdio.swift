@@ -41,7 +41,7 @@ extension StdioBridge {
         let presentedState = message.string(at: ["params", "requestState"])
         if let state = presentedState, state.hasPrefix(RequestStateAffinity.prefix) {
             guard let (sessionID, original) = RequestStateAffinity.parse(state, requester: requester),
-                  let child = manager.poolChild(subject: subject, sessionID: sessionID), child.modern,
+                  let child = manager.poolChild(subject: subject, scope: exchange.memberScope, sessionID: sessionID), child.modern,
                   let restored = RequestStateAffinity.restoring(message, state: original)
             else {
                 return ModernProtocol.error(.ok, code: JSONRPCErrorResponse.invalidParams, message: "requestState belongs to an MCP server process that has ended; send the request again without it", rawID: rawID)
@@ -53,7 +53,7 @@ extension StdioBridge {
         if let returning {
             entry = returning
         } else {
-            do { entry = try await manager.poolChild(subject: subject, identity: identity) } catch { throw GatewayError(error, service: service.name) }
+            do { entry = try await manager.poolChild(subject: subject, scope: exchange.memberScope, identity: identity) } catch { throw GatewayError(error, service: service.name) }
         }
 
         if method == "server/discover" {

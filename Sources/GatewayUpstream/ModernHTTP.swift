@@ -135,6 +135,23 @@ package final class ModernHTTPTranslator: Sendable {
         return headers
     }
 
+    /// Ends the upstream sessions kept for a group's client session `scope` (the client's session
+    /// ended): forgotten here and deleted at the upstream.
+    package func endScope(_ scope: String, upstream: HTTPUpstream, logger: Logger) async {
+        let suffix = "\u{0}group-session:" + scope
+        let ended = sessions.withLock { sessions -> [UpstreamSession] in
+            sessions.keys.filter { $0.hasSuffix(suffix) }.compactMap { sessions.removeValue(forKey: $0) }
+        }
+        for session in ended {
+            var headers = Self.baseHeaders(upstream)
+            headers.replaceOrAdd(name: "Mcp-Session-Id", value: session.id)
+            headers.replaceOrAdd(name: "MCP-Protocol-Version", value: session.protocolVersion)
+            if let response = try? await upstream.send(method: .DELETE, query: nil, headers: headers, body: nil, logger: logger) {
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+            }
+        }
+    }
+
     /// The JSON-RPC response in an upstream answer (JSON or SSE), decoded; what precedes it is skipped.
     package static func finalResult(_ response: HTTPClientResponse) async -> [String: Any]? {
         let reader = UpstreamMessageReader(response)
@@ -409,7 +426,7 @@ package final class ModernHTTPTranslator: Sendable {
         let message = try ModernProtocol.validate(exchange.call, request: request)
         let rawID = message.rawID
         let method = message.method ?? ""
-        let key = SessionOwner(route: route, caller: caller).key
+        let key = exchange.scopedKey(SessionOwner(route: route, caller: caller).key)
         var session = try await session(for: key, upstream: upstream, logger: context.logger)
         if method == "server/discover" {
             return MCPResponses.jsonResponse(EraRewrite.discoverResponse(rawID: rawID, initializeResult: session.initializeResult, modern: false), headers: [:])

@@ -40,6 +40,9 @@ package struct MCPExchange: Sendable {
     /// The verified caller on protected routers; nil on `auth: none` ones.
     package let caller: VerifiedCaller?
     package let call: MCPCall
+    /// A group's client session this request is made for (see `memberScope` in the pipeline's
+    /// context): sessions the transport keeps per caller are kept per caller and scope.
+    package var memberScope: String?
 
     package init(request: Request, context: TransportContext, route: any TransportRoute, caller: VerifiedCaller?, call: MCPCall) {
         self.request = request
@@ -47,6 +50,11 @@ package struct MCPExchange: Sendable {
         self.route = route
         self.caller = caller
         self.call = call
+    }
+
+    /// The key of the caller's sessions kept by a transport, scoped to a group's client session.
+    package func scopedKey(_ key: String) -> String {
+        memberScope.map { key + "\u{0}group-session:" + $0 } ?? key
     }
 
     /// Who sessions created by this request belong to.

@@ -1,7 +1,9 @@
 """Virtual servers (`services.<s>.group`): a stdio child and two HTTP servers (each written with
 the official SDK) behind one MCP endpoint, listed with prefixed names in each `prefix` mode,
 called through the official SDK client in both eras with progress and an elicitation through a
-member; broadcast tools over tagged members with one member down."""
+member; broadcast tools over tagged members with one member down; a session-based client's
+session gets member sessions of its own (a stdio child, an upstream session), opened at first use
+and ended with it."""
 
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import mcp_types as types
 import pytest
 from mcp import Client, MCPError
 
-from conftest import SERVERS, Subscription, free_port, modern_body, modern_headers, port_open, start_process, wait_until
+from conftest import REPO, SERVERS, Subscription, free_port, modern_body, modern_headers, port_open, start_process, wait_until
 from test_attacks import start_gateway
 
+LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
 CATALOGUE_TOOLS = ["count", "get_secret", "get_time", "list_zones", "restart_service"]
 MATRIX_TOOLS = ["ask", "count", "echo", "pid"]
 
 
-def config(catalogue: str, matrix: str, closed_port: int) -> str:
+def config(catalogue: str, matrix: str, closed_port: int, legacy: str) -> str:
     groups = "".join(f"""
       everything-{mode}:
         group:
@@ -28,7 +31,7 @@ def config(catalogue: str, matrix: str, closed_port: int) -> str:
           prefix: {mode}""" for mode in ("always", "conditional", "never"))
     routers = "".join(f"""
       {name}: {{rule: "PathPrefix(`/{name}`)", service: {name}, auth: none}}""" for name in
-                      ("everything-always", "everything-conditional", "everything-never", "fanout", "dynamic"))
+                      ("everything-always", "everything-conditional", "everything-never", "fanout", "dynamic", "per-session"))
     return f"""
     entryPoints:
       web:
@@ -65,6 +68,17 @@ def config(catalogue: str, matrix: str, closed_port: int) -> str:
       dynamic:
         group:
           members: [kit-stdio, catalogue-http]
+      pid-stdio:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{SERVERS / 'stdio_server.py'}"]
+      legacy-http:
+        http:
+          url: "{legacy}/mcp"
+      per-session:
+        group:
+          members: [pid-stdio, legacy-http]
+          prefix: always
       fanout:
         group:
           members: [catalogue-stdio, catalogue-http, broken-http]
@@ -78,11 +92,13 @@ def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("groups")
     started = []
     try:
-        catalogue_port, matrix_port = free_port(), free_port()
+        catalogue_port, matrix_port, legacy_port = free_port(), free_port(), free_port()
         started.append(start_process("catalogue", [sys.executable, str(SERVERS / "catalogue_server.py"), "--port", str(catalogue_port)], tmp))
         started.append(start_process("matrix", [sys.executable, str(SERVERS / "mcp_http_server.py"), "--port", str(matrix_port)], tmp))
-        wait_until(lambda: port_open(catalogue_port) and port_open(matrix_port), what="the HTTP members")
-        gateway = start_gateway(tmp, config(f"http://127.0.0.1:{catalogue_port}", f"http://127.0.0.1:{matrix_port}", free_port()))
+        started.append(start_process("legacy", [LEGACY_PYTHON, str(SERVERS / "legacy_server.py"), "--port", str(legacy_port)], tmp))
+        wait_until(lambda: port_open(catalogue_port) and port_open(matrix_port) and port_open(legacy_port), what="the HTTP members")
+        gateway = start_gateway(tmp, config(f"http://127.0.0.1:{catalogue_port}", f"http://127.0.0.1:{matrix_port}", free_port(),
+                                            f"http://127.0.0.1:{legacy_port}"))
         started.append(gateway.managed)
         yield gateway
     finally:
@@ -303,3 +319,34 @@ def test_sampling_through_a_member_reaches_the_client(gateway, mode):
             return (await client.call_tool("ask_llm", {})).content[0].text
 
     assert anyio.run(run) == "model said: 42"
+
+
+def test_a_client_session_gets_member_sessions_of_its_own_ended_with_it(gateway):
+    url = gateway.url("/per-session/mcp")
+
+    async def identities(client) -> tuple[str, str]:
+        pid = await client.call_tool("pid-stdio__pid", {})
+        upstream_session = await client.call_tool("legacy-http__request_header", {"name": "mcp-session-id"})
+        return pid.content[0].text, upstream_session.content[0].text
+
+    async def scenario():
+        async with Client(url, mode="legacy") as first:
+            a1 = await identities(first)
+            a2 = await identities(first)
+            async with Client(url, mode="legacy") as second:
+                b = await identities(second)
+        return a1, a2, b
+
+    (pid_a, session_a), again, (pid_b, session_b) = anyio.run(scenario)
+    assert again == (pid_a, session_a), "a client session keeps its member sessions"
+    assert pid_a != pid_b and session_a != session_b, "another client session gets its own"
+    assert session_a and session_b
+    # Both client sessions ended (the client deletes its session on leaving): so did their children.
+    def gone(pid: str) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_until(lambda: gone(pid_a) and gone(pid_b), what="the member children of ended client sessions")

@@ -53,6 +53,23 @@ def test_document_client_signs_in_and_is_cached(gateway, metadata_documents):
         browser.close()
 
 
+def test_a_documents_loopback_redirect_may_use_any_port(gateway, metadata_documents):
+    # The document registers http://127.0.0.1:33418/callback; native clients use another port.
+    client_id = metadata_documents.url("/client.json")
+    other_port = "http://127.0.0.1:40111/callback"
+    browser = Browser(gateway)
+    try:
+        verifier, challenge = pkce_pair()
+        page = browser.open(browser.authorize_url(client_id, challenge, redirect_uri=other_port, resource=gateway.url("/time/mcp")))
+        assert page.status_code == 200, page.text
+        result = browser.follow(browser.approve(page), stop_prefix=other_port)
+        assert result.params.get("code"), result
+        tokens = exchange_code(gateway, client_id, result.params["code"], verifier, resource=gateway.url("/time/mcp"), redirect_uri=other_port)
+        assert tokens.status_code == 200, tokens.text
+    finally:
+        browser.close()
+
+
 @pytest.mark.parametrize("path, reason", [
     ("/wrong-id.json", "must equal its URL"),
     ("/big.json", "64 KiB"),

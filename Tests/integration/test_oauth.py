@@ -453,6 +453,20 @@ def test_unknown_client_gets_401_invalid_client(gateway):
     assert response.headers["cache-control"] == "no-store"
 
 
+def test_a_deleted_client_is_told_to_register_again_at_authorize_and_token(gateway, browser):
+    client = register(gateway)
+    code, verifier = code_for(gateway, browser, client)
+    deleted = httpx.delete(client["registration_client_uri"], headers={"Authorization": f"Bearer {client['registration_access_token']}"}, timeout=10)
+    assert deleted.status_code == 204
+    # /token: 401 invalid_client (what makes Claude register again).
+    answer = exchange_code(gateway, client["client_id"], code, verifier)
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    # /authorize: an error page, never a redirect to the (no longer registered) redirect URI.
+    page = browser.open(browser.authorize_url(client["client_id"], pkce_pair()[1], resource=time_resource(gateway)))
+    assert page.status_code == 400 and "location" not in page.headers
+    assert "unknown" in page.text.lower() or "not registered" in page.text.lower(), page.text[:500]
+
+
 def test_confidential_clients_authenticate_with_their_registered_method(gateway, browser):
     basic = register(gateway, token_endpoint_auth_method="client_secret_basic")
     code, verifier = code_for(gateway, browser, basic)

@@ -164,9 +164,16 @@ extension Gateway {
         let idleAmount = TimeAmount.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)], idleTimeout: idleAmount)
         // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
-        let upgrading = HTTPServerBuilder.http1WebSocketUpgrade(
-            configuration: .init(http1: http1, ws: .init(maxFrameSize: 4 << 20, autoPing: .enabled(timePeriod: .seconds(30)))), shouldUpgrade: webSocket
-        )
+        let upgrading = HTTPServerBuilder { responder in
+            GuardedUpgradeChannel(
+                base: HTTP1WebSocketUpgradeChannel(
+                    responder: responder,
+                    configuration: .init(http1: http1, ws: .init(maxFrameSize: 4 << 20, autoPing: .enabled(timePeriod: .seconds(30)))),
+                    shouldUpgrade: webSocket
+                ),
+                headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024
+            )
+        }
         guard let tls else { return upgrading }
         guard entryPoint.http2 else { return try .tls(upgrading, tlsConfiguration: tls) }
         // The handlers are shared by HTTP/1.1 connections and HTTP/2 streams; the header deadline

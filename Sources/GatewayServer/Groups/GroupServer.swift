@@ -17,7 +17,9 @@ import Synchronization
 /// session-based or stdio member is translated as usual), and to the client in the client's era:
 /// a 2026-07-28 client's calls pass to the member and back as they are; a session-based client
 /// gets a session of the gateway's own, whose calls are relayed with the member's progress and
-/// asks (elicitation, sampling) as server→client messages on the call's stream.
+/// asks (elicitation, sampling) as server→client messages on the call's stream. Such a session's
+/// member requests carry its id as their `memberScope`, so the members' transports keep a child
+/// or an upstream session per client session, opened at first use and ended with its DELETE.
 final class GroupServer: Sendable {
     struct Session {
         let owner: SessionOwner
@@ -74,6 +76,10 @@ final class GroupServer: Sendable {
         case .delete:
             sessions.withLock { _ = $0.removeValue(forKey: id) }
             await bindings.unbind(id)
+            // The members' sessions of this client session end with it.
+            for member in serving.group.members {
+                await serving.dispatch.endMemberScope(id, route: member.route, caller: serving.context.caller, logger: serving.context.logger)
+            }
             return Response(status: .noContent)
         case .get:
             return Self.listChangeStream(serving)
@@ -94,7 +100,9 @@ final class GroupServer: Sendable {
             }
             return Response(status: .accepted)
         }
-        return try await serving.answer(EraRewrite.stamping(message, meta: session.meta), session: (id, session))
+        var scoped = serving
+        scoped.memberScope = id
+        return try await scoped.answer(EraRewrite.stamping(message, meta: session.meta), session: (id, session))
     }
 
     private func initialize(_ serving: Serving, message: JSONRPCMessage, owner: SessionOwner) async throws(GatewayError) -> Response {

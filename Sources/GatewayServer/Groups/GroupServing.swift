@@ -21,6 +21,8 @@ struct Serving: Sendable {
     let context: GatewayRequestContext
     let dispatch: EraDispatch
     let router: String
+    /// A session-based client's session: members keep a session per client session.
+    var memberScope: String?
 
     var catalogueKey: String { "\(router)\u{0}\(context.caller?.claims.sub ?? "")" }
 
@@ -193,6 +195,7 @@ struct Serving: Sendable {
         let memberRequest = Request(head: head, body: clientBody ? request.body : RequestBody(buffer: message.bytes))
         var memberContext = context
         memberContext.route = member.route
+        memberContext.memberScope = memberScope
         memberContext.call = MCPCall(protocolVersion: ModernProtocol.versions[0], sessionID: nil, body: message.bytes)
         return try await dispatch.respond(to: memberRequest, context: memberContext)
     }

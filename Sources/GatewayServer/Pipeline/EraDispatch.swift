@@ -4,6 +4,9 @@ import Instrumentation
 import MCPTranslation
 import GatewayUpstream
 import Hummingbird
+import GatewayAuth
+import AuthorizationServer
+import Logging
 import MCPMessages
 import MCPTransport
 import GatewayStdio
@@ -76,6 +79,16 @@ struct EraDispatch {
         return MCPCall(protocolVersion: call.protocolVersion, sessionID: call.sessionID, body: edited.bytes)
     }
 
+    /// Ends what `route`'s transport kept for a group's client session `scope`: its pool children
+    /// (stdio members) or its upstream sessions (session-based HTTP members).
+    func endMemberScope(_ scope: String, route: CompiledRoute, caller: VerifiedCaller?, logger: Logger) async {
+        switch route.upstream {
+        case .stdio(let manager): await manager.endScope(subject: caller?.claims.sub, scope: scope)
+        case .http(let upstream): await modernHTTP.endScope(scope, upstream: upstream, logger: logger)
+        case .group: break
+        }
+    }
+
     private func transport(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "EraDispatch") }
         // Some clients send `notifications/initialized` without the session id the initialize
@@ -85,7 +98,8 @@ struct EraDispatch {
         {
             return Response(status: .accepted)
         }
-        let exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
+        var exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
+        exchange.memberScope = context.memberScope
         switch route.upstream {
         case .http(let upstream):
             switch call.era {

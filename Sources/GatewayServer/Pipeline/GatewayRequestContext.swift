@@ -38,6 +38,10 @@ public struct GatewayRequestContext: RequestContext {
     var caller: VerifiedCaller?
     /// `MCPCallParsing`: the MCP call, body read and parsed once.
     var call: MCPCall?
+    /// Set by a group for its members' requests on behalf of a session-based client's session:
+    /// the members keep a session of their own (a stdio child, an upstream session) per client
+    /// session, opened at its first request and ended with the client's session.
+    var memberScope: String?
     /// What the access log (and later stages) report of the request, filled as stages learn it.
     /// A reference: every stage's copy of the context shares it with the pipeline's outer end.
     /// Nil when neither the access log nor the audit log is on: nothing is recorded then.
