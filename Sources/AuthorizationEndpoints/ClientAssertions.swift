@@ -2,7 +2,6 @@ import AuthorizationServer
 package import Foundation
 package import GatewayAuth
 package import GatewayStore
-package import Logging
 
 /// RFC 7523 client authentication (`private_key_jwt`) for Client ID Metadata Documents that
 /// declare it (ChatGPT's): the client signs a short-lived JWT with a key its document publishes

@@ -1,7 +1,7 @@
 import AsyncHTTPClient
 import Foundation
-public import GatewayConfig
-public import Logging
+import GatewayConfig
+import Logging
 import MCPMessages
 public import NIOCore
 import NIOFoundationEssentialsCompat
