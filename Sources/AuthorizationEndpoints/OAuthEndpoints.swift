@@ -474,22 +474,7 @@ package struct OAuthEndpoints: Sendable {
         guard let clientID, !clientID.isEmpty else {
             throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "client authentication is required (client_id)", basicChallenge: usedBasic))
         }
-        let client: ResolvedClient
-        do {
-            guard let found = try await clients.resolve(clientID) else {
-                throw ClientAuthFailure.response(OAuthResponses.error(.unauthorized, "invalid_client", "unknown client; register again", basicChallenge: usedBasic))
-            }
-            client = found
-        } catch let failure as ClientAuthFailure {
-            throw failure
-        } catch let error as ClientLookupError {
-            switch error {
-            case .unusableDocument(let detail): throw .response(OAuthResponses.error(.unauthorized, "invalid_client", detail))
-            case .storeUnavailable: throw .response(OAuthResponses.storeUnavailable)
-            }
-        } catch {
-            throw .response(OAuthResponses.storeUnavailable)
-        }
+        let client = try await resolveClient(clientID, basicChallenge: usedBasic)
         let expected = client.metadata.token_endpoint_auth_method
         // A private_key_jwt document's client may also come as a public client (PKCE binds its
         // codes): such documents work either way.
@@ -504,6 +489,22 @@ package struct OAuthEndpoints: Sendable {
         return client
     }
 
+    /// The client a `/token`, `/revoke` or `/introspect` request names; an unknown one is
+    /// `invalid_client` (401), which makes clients register again.
+    private func resolveClient(_ clientID: String, basicChallenge: Bool) async throws(ClientAuthFailure) -> ResolvedClient {
+        let found: ResolvedClient?
+        do { found = try await clients.resolve(clientID) } catch {
+            switch error {
+            case .unusableDocument(let detail): throw .response(OAuthResponses.error(.unauthorized, "invalid_client", detail))
+            case .storeUnavailable: throw .response(OAuthResponses.storeUnavailable)
+            }
+        }
+        guard let found else {
+            throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "unknown client; register again", basicChallenge: basicChallenge))
+        }
+        return found
+    }
+
     /// RFC 7523 §2.2: a client assertion instead of a secret, for `private_key_jwt` documents.
     private func authenticateWithAssertion(_ request: Request, form: FormFields) async throws(ClientAuthFailure) -> ResolvedClient {
         guard form["client_assertion_type"] == ClientAssertions.type, let assertion = form["client_assertion"] else {
@@ -515,22 +516,7 @@ package struct OAuthEndpoints: Sendable {
         guard let claimed = ClientAssertions.claimedClient(assertion), form["client_id"] == nil || form["client_id"] == claimed else {
             throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "the client assertion does not name the client_id"))
         }
-        let client: ResolvedClient
-        do {
-            guard let found = try await clients.resolve(claimed) else {
-                throw ClientAuthFailure.response(OAuthResponses.error(.unauthorized, "invalid_client", "unknown client; register again"))
-            }
-            client = found
-        } catch let failure as ClientAuthFailure {
-            throw failure
-        } catch let error as ClientLookupError {
-            switch error {
-            case .unusableDocument(let detail): throw .response(OAuthResponses.error(.unauthorized, "invalid_client", detail))
-            case .storeUnavailable: throw .response(OAuthResponses.storeUnavailable)
-            }
-        } catch {
-            throw .response(OAuthResponses.storeUnavailable)
-        }
+        let client = try await resolveClient(claimed, basicChallenge: false)
         guard client.metadata.token_endpoint_auth_method == .privateKeyJWT, let documents else {
             throw .response(OAuthResponses.error(.unauthorized, "invalid_client", "this client does not authenticate with private_key_jwt"))
         }

@@ -111,9 +111,7 @@ extension GatewayPipeline {
             if offersMCP { headers[.secWebSocketProtocol] = WebSocketClients.subprotocol }
             let accepted = context
             return .upgrade(headers) { [self] inbound, outbound, _ in
-                await webSockets.serve(inbound: inbound, outbound: outbound, head: credentialed, context: accepted, route: route) { inner, innerContext in
-                    (try? await observed(inner, context: innerContext)) ?? Response(status: .internalServerError)
-                }
+                await webSockets.serve(inbound: inbound, outbound: outbound, head: credentialed, context: accepted, route: route, send: bridgedSend)
             }
         } catch let error as GatewayError {
             // The WebSocket library answers every refused upgrade with an empty 400; the reason

@@ -69,6 +69,11 @@ struct GatewayPipeline: HTTPResponder {
         return response
     }
 
+    /// How a bridged session (legacy SSE, WebSocket) sends its client's messages through.
+    var bridgedSend: BridgedSession.Send {
+        { [self] request, context in (try? await observed(request, context: context)) ?? Response(status: .internalServerError) }
+    }
+
     /// A request answered and observed (access log, audit, metrics, trace); also how the gateway's
     /// bridged sessions (legacy SSE, WebSocket) send their clients' messages through.
     func observed(_ request: Request, context: Context) async throws -> Response {
@@ -112,9 +117,7 @@ struct GatewayPipeline: HTTPResponder {
             do {
                 try requestChecks.apply(request, context)
                 try await authentication.apply(request, &context)
-                return try await legacySSE.respond(legacy, request: request, context: context, route: route) { [self] inner, innerContext in
-                    (try? await observed(inner, context: innerContext)) ?? Response(status: .internalServerError)
-                }
+                return try await legacySSE.respond(legacy, request: request, context: context, route: route, send: bridgedSend)
             } catch {
                 return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
             }
