@@ -80,6 +80,7 @@ let package = Package(
                 "GatewayMetrics",
                 "GatewayConfig",
                 "GatewayAuth",
+                "GatewayCluster",
                 "MCPMessages",
                 "MCPTranslation",
                 "MCPTransport",
@@ -91,6 +92,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 // Services that speak only the 2024-11-05 HTTP+SSE transport (`sse:`).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        // Several instances on one store: membership by heartbeat, signed hops between instances.
+        .target(
+            name: "GatewayCluster",
+            dependencies: [
+                "GatewayStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -149,6 +159,7 @@ let package = Package(
             name: "MCPTransport",
             dependencies: [
                 "GatewayAuth",
+                "GatewayCluster",
                 "AuthorizationEndpoints",
                 "GatewayConfig",
                 "MCPMessages",
@@ -258,6 +269,7 @@ let package = Package(
                 "GatewayPages",
                 "GatewayAdmin",
                 "GatewayTracing",
+                "GatewayCluster",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 "GatewayAuth",
@@ -315,6 +327,7 @@ let package = Package(
         ),
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
+        .testTarget(name: "GatewayClusterTests", dependencies: ["GatewayCluster", "GatewayStore", "GatewayAuth", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "AuthorizationEndpointsTests",
             dependencies: ["AuthorizationEndpoints", "AuthorizationServer", "GatewayAuth", "GatewayConfig", "GatewayStore", .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types")]

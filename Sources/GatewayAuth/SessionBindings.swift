@@ -24,6 +24,56 @@ package struct SessionOwner: Hashable, Sendable, Codable {
     package var key: String { "\(router)\u{0}\(subject ?? "anonymous")" }
 }
 
+/// A session as the store records it: who owns it (router and subject, as `SessionOwner`), and
+/// what another instance needs to serve it (`instance`, `initialize`), so that any instance
+/// sharing the store can check ownership, forward a request to the instance holding the session,
+/// or take the session over when that instance is gone. Records written before these fields
+/// existed decode with them nil.
+package struct SessionRecord: Codable, Sendable, Equatable {
+    package var router: String
+    package var subject: String?
+    /// The service the router sends to.
+    package var service: String?
+    /// `stdio` (a child process), `http` (an upstream's own session), `group`, or `bridged` (a
+    /// session-based client of a 2026-07-28-only server).
+    package var kind: String?
+    /// The instance holding the session's state; nil once released by a stopping instance.
+    package var instance: String?
+    /// The client's `initialize` request as it sent it: replayed to a new child on takeover.
+    package var initialize: String?
+    package var protocolVersion: String?
+    /// Unix time the session started.
+    package var created: Int?
+
+    package var owner: SessionOwner { SessionOwner(router: router, subject: subject) }
+
+    package init(owner: SessionOwner, details: SessionDetails?, instance: String?) {
+        router = owner.router
+        subject = owner.subject
+        service = details?.service
+        kind = details?.kind
+        initialize = details?.initialize
+        protocolVersion = details?.protocolVersion
+        self.instance = instance
+        created = Int(Date().timeIntervalSince1970)
+    }
+}
+
+/// What a new session's record says besides its owner.
+package struct SessionDetails: Sendable {
+    package var service: String
+    package var kind: String
+    package var initialize: String?
+    package var protocolVersion: String?
+
+    package init(service: String, kind: String, initialize: String? = nil, protocolVersion: String? = nil) {
+        self.service = service
+        self.kind = kind
+        self.initialize = initialize
+        self.protocolVersion = protocolVersion
+    }
+}
+
 /// The one place session ownership is decided. Every session id the gateway hands to a client
 /// (stdio sessions it mints, HTTP upstream sessions it passes on, sessions it bridges) is bound to
 /// its `SessionOwner` in the store when it is created, and every later request naming it is
@@ -45,7 +95,8 @@ package final class SessionBindings: Sendable {
     package static let maxCached = 100_000
 
     private struct Cached {
-        package let owner: SessionOwner
+        package let record: SessionRecord
+        package var owner: SessionOwner { record.owner }
         /// When the store last confirmed the binding.
         package var checked: ContinuousClock.Instant
         /// When the binding's TTL was last pushed forward.
@@ -54,9 +105,13 @@ package final class SessionBindings: Sendable {
 
     private let store: any KeyValueStore
     private let cache = Mutex<[String: Cached]>([:])
+    /// This process's instance id (`ClusterMembership`), written into the records of the sessions
+    /// it holds.
+    package let instanceID: String
 
-    package init(store: any KeyValueStore) {
+    package init(store: any KeyValueStore, instanceID: String = "local") {
         self.store = store
+        self.instanceID = instanceID
     }
 
     /// Store key for a session id: hashed, so a client's string never becomes a key as it is.
@@ -89,15 +144,17 @@ package final class SessionBindings: Sendable {
 
     /// Binds a new session to its owner. A session id that is already bound to someone else is
     /// refused (an upstream handing out a known id must not hand over its owner's session).
-    package func bind(_ sessionID: String, to owner: SessionOwner) async throws(SessionRefusal) {
+    package func bind(_ sessionID: String, to owner: SessionOwner, details: SessionDetails? = nil) async throws(SessionRefusal) {
         let key = Self.key(sessionID)
+        var record = SessionRecord(owner: owner, details: details, instance: instanceID)
         let value: [UInt8]
-        do { value = Array(try JSONEncoder().encode(owner)) } catch { throw .storeUnavailable }
+        do { value = Array(try JSONEncoder().encode(record)) } catch { throw .storeUnavailable }
         do {
             if try await !store.setIfAbsent(key, value, ttl: Self.ttl) {
-                guard let existing = try await store.get(key), (try? JSONDecoder().decode(SessionOwner.self, from: Data(existing))) == owner else {
+                guard let existing = try await store.get(key), let bound = try? JSONDecoder().decode(SessionRecord.self, from: Data(existing)), bound.owner == owner else {
                     throw SessionRefusal.notFound
                 }
+                record = bound
             }
         } catch let error as SessionRefusal {
             throw error
@@ -105,33 +162,78 @@ package final class SessionBindings: Sendable {
             throw .storeUnavailable
         }
         await index(key)
-        remember(key, owner: owner, refreshed: true)
+        remember(key, record: record, refreshed: true)
+    }
+
+    /// The session's record as the store has it now (not the cached one): where it is held.
+    package func currentRecord(_ sessionID: String) async throws(SessionRefusal) -> SessionRecord? {
+        let bytes: [UInt8]?
+        do { bytes = try await store.get(Self.key(sessionID)) } catch { throw .storeUnavailable }
+        return bytes.flatMap { try? JSONDecoder().decode(SessionRecord.self, from: Data($0)) }
+    }
+
+    /// Records that `instance` holds the session now (this one took it over), or that nobody
+    /// does (`instance` nil: released by a stopping instance), but only while the record names one
+    /// of `from`: a compare-and-set, so that a release never undoes another instance's takeover
+    /// and two takeovers do not both win. True when the record was changed.
+    @discardableResult
+    package func move(_ sessionID: String, from: Set<String?>, to instance: String?) async throws(SessionRefusal) -> Bool {
+        let key = Self.key(sessionID)
+        for _ in 0..<4 {
+            let bytes: [UInt8]?
+            do { bytes = try await store.get(key) } catch { throw .storeUnavailable }
+            guard let bytes, var record = try? JSONDecoder().decode(SessionRecord.self, from: Data(bytes)), from.contains(record.instance) else { return false }
+            record.instance = instance
+            do {
+                let changed = Array(try JSONEncoder().encode(record))
+                if try await store.replaceIfEqual(key, expected: bytes, with: changed) {
+                    remember(key, record: record, refreshed: false)
+                    return true
+                }
+            } catch {
+                throw .storeUnavailable
+            }
+            // Changed meanwhile (a heartbeat of use, another instance): read again.
+        }
+        return false
+    }
+
+    /// A short lock for taking a session over, so that two instances (or two requests) do not
+    /// both start a child for it. True when this caller holds it.
+    package func lockTakeover(_ sessionID: String, for duration: Duration) async throws(SessionRefusal) -> Bool {
+        do { return try await store.setIfAbsent("session-takeover:\(Self.hash(sessionID))", Array(instanceID.utf8), ttl: duration) } catch { throw .storeUnavailable }
+    }
+
+    package func unlockTakeover(_ sessionID: String) async {
+        _ = try? await store.delete(["session-takeover:\(Self.hash(sessionID))"])
     }
 
     /// Passes when `sessionID` is bound to `owner`; 404 when it is bound to anyone else or to
     /// nobody; 503 when the store cannot say.
-    package func check(_ sessionID: String, owner: SessionOwner) async throws(SessionRefusal) {
+    @discardableResult
+    package func check(_ sessionID: String, owner: SessionOwner) async throws(SessionRefusal) -> SessionRecord {
         let key = Self.key(sessionID)
         let now = ContinuousClock.now
         let cached = cache.withLock { $0[key] }
         if let cached {
             guard cached.owner == owner else { throw .notFound }
-            if now - cached.checked < Self.recheckInterval { return }
+            if now - cached.checked < Self.recheckInterval { return cached.record }
         }
         let bytes: [UInt8]?
         do { bytes = try await store.get(key) } catch { throw .storeUnavailable }
-        guard let bytes, let bound = try? JSONDecoder().decode(SessionOwner.self, from: Data(bytes)) else {
+        guard let bytes, let bound = try? JSONDecoder().decode(SessionRecord.self, from: Data(bytes)) else {
             cache.withLock { $0[key] = nil }
             throw .notFound
         }
-        guard bound == owner else { throw .notFound }
+        guard bound.owner == owner else { throw .notFound }
         // In use: keep the binding alive as long as the session is (at most once an interval).
         let refresh = cached.map { now - $0.refreshed >= Self.refreshInterval } ?? true
         if refresh {
             try? await store.set(key, bytes, ttl: Self.ttl)
             await index(key)
         }
-        remember(key, owner: owner, refreshed: refresh)
+        remember(key, record: bound, refreshed: refresh)
+        return bound
     }
 
     /// A bound session as the admin commands list it.
@@ -151,7 +253,7 @@ package final class SessionBindings: Sendable {
             let indexKey = Self.indexKey(daysAgo: daysAgo)
             var gone: [String] = []
             for hash in try await store.setMembers(indexKey) where !sessions.contains(where: { $0.hash == hash }) {
-                guard let bytes = try await store.get("session:\(hash)"), let owner = try? JSONDecoder().decode(SessionOwner.self, from: Data(bytes)) else {
+                guard let bytes = try await store.get("session:\(hash)"), let owner = try? JSONDecoder().decode(SessionRecord.self, from: Data(bytes)) else {
                     gone.append(hash)
                     continue
                 }
@@ -182,12 +284,12 @@ package final class SessionBindings: Sendable {
         _ = try? await store.delete([key])
     }
 
-    private func remember(_ key: String, owner: SessionOwner, refreshed: Bool) {
+    private func remember(_ key: String, record: SessionRecord, refreshed: Bool) {
         let now = ContinuousClock.now
         cache.withLock { cache in
             if cache.count >= Self.maxCached { cache.removeAll(keepingCapacity: true) }
             let lastRefresh = refreshed ? now : (cache[key]?.refreshed ?? now)
-            cache[key] = Cached(owner: owner, checked: now, refreshed: lastRefresh)
+            cache[key] = Cached(record: record, checked: now, refreshed: lastRefresh)
         }
     }
 }

@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin", "tracing"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin", "tracing", "cluster", "shutdownGrace"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -24,9 +24,12 @@ struct ConfigurationBuilder {
         let audit = top["audit"].flatMap { buildAudit($0) }
         let admin = top["admin"].flatMap { buildAdmin($0) }
         let tracing = top["tracing"].flatMap { buildTracing($0) }
+        let cluster = top["cluster"].flatMap { buildCluster($0, store: store, storeNode: top["store"]) }
+        let shutdownGrace = top["shutdownGrace"].map { reader.duration($0, "shutdownGrace") }
         let metrics = top["metrics"].flatMap { buildMetrics($0, entryPointNames: Self.names(in: top["entryPoints"])) }
         let sectionFailed = (top["audit"] != nil && audit == nil) || (top["admin"] != nil && admin == nil)
             || (top["tracing"] != nil && tracing == nil) || (top["metrics"] != nil && metrics == nil)
+            || (top["cluster"] != nil && cluster == nil) || (shutdownGrace.map { $0 == nil } ?? false)
 
         if let routers, auth?.jwtIssuers.isEmpty ?? true, let jwtRouter = routers.first(where: { $0.authMethods.contains(.jwt) && $0.auth == .oauth }),
            let node = top["routers"]
@@ -42,6 +45,8 @@ struct ConfigurationBuilder {
         configuration.metrics = metrics
         configuration.admin = admin
         configuration.tracing = tracing
+        configuration.cluster = cluster
+        if let grace = shutdownGrace ?? nil { configuration.shutdownGrace = grace }
         return configuration
     }
 
@@ -1377,6 +1382,43 @@ struct ConfigurationBuilder {
             return nil
         }
         return AdminConfiguration(allow: allow)
+    }
+
+    /// `cluster:`: several instances on one store. Needs `store.redis` (instances share nothing else).
+    private func buildCluster(_ node: Node, store: StoreConfiguration?, storeNode: Node?) -> ClusterConfiguration? {
+        guard let fields = reader.mapping(node, "cluster", allowed: ["advertiseURL", "secret", "heartbeatTimeout"]) else { return nil }
+        var failed = false
+        if store == nil {
+            reader.report("cluster needs store.redis: the instances share their sessions through it", "cluster", node)
+            failed = true
+        }
+        guard let urlNode = fields["advertiseURL"] else {
+            reader.report("missing \"advertiseURL\": how the other instances reach this one, e.g. \"http://10.0.0.5:8080\"", "cluster", node)
+            return nil
+        }
+        guard let secretNode = fields["secret"] else {
+            reader.report("missing \"secret\": the key that signs requests between instances, e.g. secret: \"env://MCPGW_CLUSTER_SECRET\" (32 characters or more)", "cluster", node)
+            return nil
+        }
+        let url = httpURL(urlNode, "cluster.advertiseURL")
+        let secret = secret(secretNode, "cluster.secret")
+        if let secret, secret.utf8.count < 32 {
+            reader.report("the cluster secret must be at least 32 characters (e.g. openssl rand -base64 32)", "cluster.secret", secretNode)
+            failed = true
+        }
+        var result = ClusterConfiguration(advertiseURL: url ?? "", secret: secret ?? "")
+        if let timeoutNode = fields["heartbeatTimeout"] {
+            if let timeout = reader.duration(timeoutNode, "cluster.heartbeatTimeout") {
+                if timeout < .seconds(3) {
+                    reader.report("heartbeatTimeout must be at least 3s", "cluster.heartbeatTimeout", timeoutNode)
+                    failed = true
+                }
+                result.heartbeatTimeout = timeout
+            } else {
+                failed = true
+            }
+        }
+        return failed || url == nil || secret == nil ? nil : result
     }
 
     private func buildTracing(_ node: Node) -> TracingConfiguration? {

@@ -20,6 +20,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var admin: AdminConfiguration?
     /// `tracing:`; nil: no traces (and no cost).
     public var tracing: TracingConfiguration?
+    /// `cluster:`; nil: this instance does not forward requests to others (it still records its
+    /// sessions in the store and takes over the sessions of an instance that is gone).
+    public var cluster: ClusterConfiguration?
+    /// `shutdownGrace`: how long a stopping instance lets requests in flight finish before it ends
+    /// its stdio children and releases their sessions to the other instances.
+    public var shutdownGrace: Duration = ConfigurationDefaults.clusterShutdownGrace
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -35,6 +41,29 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.services = services
         self.log = log
     }
+}
+
+/// `cluster:`: how the instances sharing one store reach each other. A request naming a stdio or
+/// group session another live instance holds is forwarded there (one hop), signed with `secret`.
+public struct ClusterConfiguration: Sendable, Equatable {
+    /// How the other instances reach this one (a private address), e.g. `http://10.0.0.5:8080`.
+    public var advertiseURL: String
+    /// The HMAC key of forwarded requests (at least 32 characters), the same on every instance.
+    public var secret: String
+    /// An instance whose heartbeat is older than this is gone: its sessions are taken over.
+    public var heartbeatTimeout: Duration = .seconds(10)
+
+    public init(advertiseURL: String, secret: String, heartbeatTimeout: Duration = .seconds(10)) {
+        self.advertiseURL = advertiseURL
+        self.secret = secret
+        self.heartbeatTimeout = heartbeatTimeout
+    }
+}
+
+extension ClusterConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The secret never prints.
+    public var description: String { "cluster(advertiseURL: \(advertiseURL), secret: [redacted], heartbeatTimeout: \(heartbeatTimeout))" }
+    public var debugDescription: String { description }
 }
 
 /// `audit:`: one JSON object per line for every MCP request and every security event.
@@ -753,6 +782,8 @@ public enum ConfigurationDefaults {
     public static let maxSessionsPerUser = 10
     public static let idleTimeout: Duration = .seconds(600)
     public static let shutdownGrace: Duration = .seconds(5)
+    /// The top-level `shutdownGrace` (requests in flight at SIGTERM).
+    public static let clusterShutdownGrace: Duration = .seconds(15)
     public static let startTimeout: Duration = .seconds(30)
     public static let redisKeyPrefix = "mcpgw:"
     public static let entryPointIdleTimeout: Duration = .seconds(60)

@@ -9,6 +9,9 @@ public final class RedisStore: KeyValueStore {
     public let keyPrefix: String
 
     /// Increments a counter and starts its expiry window on the first increment, atomically.
+    /// Compare-and-set keeping the key's TTL (KEEPTTL: Redis 6.0 and later).
+    private static let replaceScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0"
+
     private static let incrementScript = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n"
 
     /// ``RateLimitCell`` in one atomic step, on the Redis server's clock (so every gateway
@@ -75,6 +78,12 @@ public final class RedisStore: KeyValueStore {
     public func delete(_ keys: [String]) async throws(StoreError) -> Int {
         guard !keys.isEmpty else { return 0 }
         return Int(try await run([Array("DEL".utf8)] + keys.map { self.key($0) }).integer ?? 0)
+    }
+
+    public func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool {
+        let reply = try await run([Array("EVAL".utf8), Array(Self.replaceScript.utf8), Array("1".utf8), self.key(key), expected, value])
+        if case .error(let message) = reply { throw .rejected(message) }
+        return reply.integer == 1
     }
 
     public func increment(_ key: String, window: Duration) async throws(StoreError) -> Int {

@@ -60,6 +60,9 @@ public final class LegacySession: Sendable {
         /// A session-based client bridged to a 2026-07-28-only child: the `_meta` members (raw JSON)
         /// stamped on every request forwarded to the child.
         var modernMeta: String?
+        /// Taken over from an instance that is gone: the child is new, and its events before the
+        /// takeover are lost (a `Last-Event-ID` of them resumes with what comes next).
+        var reestablished = false
         /// Pool children (2026-07-28 clients) idle out on the pool's timeout; warm ones never do.
         var idleTimeout: Duration?
         var neverIdle = false
@@ -117,6 +120,12 @@ public final class LegacySession: Sendable {
     public var modernMeta: String? {
         get { state.withLock { $0.modernMeta } }
         set { state.withLock { $0.modernMeta = newValue } }
+    }
+
+    /// Set when the session was taken over from a gateway instance that is gone.
+    public var reestablished: Bool {
+        get { state.withLock { $0.reestablished } }
+        set { state.withLock { $0.reestablished = newValue } }
     }
 
     /// A warm pool child not yet assigned to anyone.

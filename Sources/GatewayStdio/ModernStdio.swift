@@ -39,6 +39,9 @@ extension StdioBridge {
         // that child: its requestState may be sealed with that process's own key.
         var returning: PoolChild?
         let presentedState = message.string(at: ["params", "requestState"])
+        // A stopping instance: requests standing alone go to a serving one (retries of asks
+        // parked here stay, as does anything forwarded here already).
+        if presentedState == nil, let elsewhere = await locator.elsewhereForNewSession(atHopLimit: context.atHopLimit || context.forwarded) { throw elsewhere }
         if let state = presentedState, state.hasPrefix(RequestStateAffinity.prefix) {
             guard let (sessionID, original) = RequestStateAffinity.parse(state, requester: requester),
                   let child = manager.poolChild(subject: subject, scope: exchange.memberScope, sessionID: sessionID), child.modern,
@@ -173,11 +176,12 @@ extension StdioBridge {
     /// `discovered`: the child's DiscoverResult when it was started with `server/discover` (a child
     /// that answered initialize's refusal is asked on the same process otherwise).
     package func initializeForModernChild(
-        _ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?, owner: SessionOwner, discovered: [String: Any]? = nil
+        _ message: JSONRPCMessage, session: LegacySession, manager: StdioSessionManager, caller: String?, owner: SessionOwner, discovered: [String: Any]? = nil,
+        resuming: String? = nil
     ) async throws(GatewayError) -> Response {
         let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
         let version = Self.supportedVersions.contains(requested) ? requested : Self.supportedVersions[Self.supportedVersions.count - 1]
-        let sessionID = manager.activate(session, protocolVersion: version, owner: caller)
+        let sessionID = manager.activate(session, protocolVersion: version, owner: caller, resuming: resuming)
         let discoverResult: [String: Any]
         if let discovered {
             discoverResult = discovered
@@ -192,11 +196,13 @@ extension StdioBridge {
             if let gatewayError = error as? GatewayError { throw gatewayError }
             throw .stdioStartFailed(service: manager.service.name, detail: "\(error)")
         } }
-        do {
-            try await bindings.bind(sessionID, to: owner)
-        } catch {
-            await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
-            throw GatewayError(error)
+        if resuming == nil {
+            do {
+                try await bindings.bind(sessionID, to: owner, details: Self.details(of: message, service: manager.service.name, version: version))
+            } catch {
+                await manager.end(sessionID: sessionID, reason: "the session could not be recorded")
+                throw GatewayError(error)
+            }
         }
         session.modernMeta = ModernProtocol.clientStamp(from: message)
         return MCPResponses.jsonResponse(ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: manager.service.name), headers: [Self.sessionHeader: sessionID])

@@ -80,6 +80,18 @@ public final class StdioSessionManager: Sendable {
 
     public var sessionCount: Int { state.withLock { $0.sessions.count } }
 
+    /// The ids of the client sessions this manager holds (pool children excluded).
+    public var sessionIDs: [String] {
+        let sessions = state.withLock { Array($0.sessions) }
+        return sessions.filter { $0.value.owner?.hasPrefix("modern:") != true }.map(\.key)
+    }
+
+    /// Requests sent to this manager's children and not answered yet.
+    public var pendingRequests: Int {
+        let sessions = state.withLock { Array($0.sessions.values) }
+        return sessions.reduce(0) { $0 + $1.pendingCount }
+    }
+
     /// Children by what they do: serving a client's session, serving 2026-07-28 requests from the
     /// pool (warm ones included), or spare (started ahead for the next session).
     public var childCounts: (sessions: Int, pool: Int, spares: Int) {
@@ -157,12 +169,13 @@ public final class StdioSessionManager: Sendable {
         return (session, subscription)
     }
 
-    /// The child answered initialize successfully: the session becomes addressable by `sessionID`.
-    public func activate(_ session: LegacySession, protocolVersion: String?, owner: String?) -> String {
-        let sessionID = Self.mintSessionID()
+    /// The child answered initialize successfully: the session becomes addressable by a new
+    /// session id, or by `resuming` (a session taken over from an instance that is gone).
+    public func activate(_ session: LegacySession, protocolVersion: String?, owner: String?, resuming: String? = nil) -> String {
+        let sessionID = resuming ?? Self.mintSessionID()
         session.activate(sessionID: sessionID, protocolVersion: protocolVersion, owner: owner)
         state.withLock { $0.activate(session, sessionID: sessionID) }
-        logger.info("session started", metadata: ["session": "\(MCPSessionID.logged(sessionID))", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
+        logger.info(resuming == nil ? "session started" : "session re-established", metadata: ["session": "\(MCPSessionID.logged(sessionID))", "pid": "\(session.pid)", "protocolVersion": "\(protocolVersion ?? "?")"])
         return sessionID
     }
 

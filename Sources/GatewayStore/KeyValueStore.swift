@@ -25,6 +25,9 @@ public protocol KeyValueStore: Sendable {
     func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError)
     /// Stores `value` only if `key` does not exist; returns whether it was stored.
     func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool
+    /// Replaces the value of `key` with `value` only while it is still `expected`, keeping its
+    /// time to live, in one atomic step; returns whether it was replaced (compare-and-set).
+    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool
     /// Returns the value and deletes the key in one atomic step (nil if absent or expired).
     func take(_ key: String) async throws(StoreError) -> [UInt8]?
     /// Deletes keys; returns how many existed.

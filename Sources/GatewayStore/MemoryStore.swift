@@ -50,6 +50,14 @@ public final class MemoryStore: KeyValueStore {
         }
     }
 
+    public func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool {
+        entries.withLock { entries in
+            guard let entry = live(&entries, key), entry.value == expected else { return false }
+            entries[key] = Entry(value: value, expires: entry.expires)
+            return true
+        }
+    }
+
     public func take(_ key: String) async throws(StoreError) -> [UInt8]? {
         entries.withLock { entries in
             let value = live(&entries, key)?.value

@@ -111,6 +111,9 @@ public struct TracedStore: KeyValueStore {
     public func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool {
         try await traced("SET NX") { () async throws(StoreError) in try await base.setIfAbsent(key, value, ttl: ttl) }
     }
+    public func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool {
+        try await traced("EVAL compare-and-set") { () async throws(StoreError) in try await base.replaceIfEqual(key, expected: expected, with: value) }
+    }
     public func take(_ key: String) async throws(StoreError) -> [UInt8]? { try await traced("GETDEL") { () async throws(StoreError) in try await base.take(key) } }
     public func delete(_ keys: [String]) async throws(StoreError) -> Int { try await traced("DEL") { () async throws(StoreError) in try await base.delete(keys) } }
     public func increment(_ key: String, window: Duration) async throws(StoreError) -> Int {

@@ -31,12 +31,16 @@ package struct HTTPProxy: Sendable {
         self.identityTokens = identityTokens
     }
 
-    package func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+    /// `translator`: where a session the gateway bridged (a session-based client of a
+    /// 2026-07-28-only upstream) that this process does not hold goes.
+    package func forward(_ exchange: MCPExchange, to upstream: HTTPUpstream, translator: ModernHTTPTranslator? = nil) async throws(GatewayError) -> Response {
         let (request, context, route, caller) = (exchange.request, exchange.context, exchange.route, exchange.caller)
         let sessionID = exchange.call.sessionID
         let owner = exchange.owner
         if let sessionID {
-            do { try await bindings.check(sessionID, owner: owner) } catch { throw GatewayError(error) }
+            let record: SessionRecord
+            do { record = try await bindings.check(sessionID, owner: owner) } catch { throw GatewayError(error) }
+            if record.kind == "bridged", let translator { return try await translator.bridgeOrphan(exchange, upstream: upstream) }
         }
         // Read (up to the route's limit) and checked by `MCPCallParsing`.
         let body = exchange.call.body
@@ -61,7 +65,7 @@ package struct HTTPProxy: Sendable {
 
         var fields = HeaderPolicy.clientResponseHeaders(from: upstreamResponse.headers)
         if let created = fields[Self.sessionHeader], created != sessionID {
-            do { try await bindings.bind(created, to: owner) } catch { throw GatewayError(error) }
+            do { try await bindings.bind(created, to: owner, details: SessionDetails(service: upstream.service.name, kind: "http")) } catch { throw GatewayError(error) }
         }
         if request.method == .delete, let sessionID, (200..<300).contains(upstreamResponse.status.code) {
             await bindings.unbind(sessionID)

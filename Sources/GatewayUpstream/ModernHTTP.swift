@@ -47,9 +47,38 @@ package final class ModernHTTPTranslator: Sendable {
     /// Signs the caller's identity for upstreams that ask for it (`identityToken`), as the proxy does.
     package let identityTokens: IdentityTokens?
 
-    package init(bindings: SessionBindings, identityTokens: IdentityTokens? = nil) {
+    /// Where a bridged session this process does not hold is (another instance, or none).
+    package let locator: SessionLocator?
+
+    package init(bindings: SessionBindings, identityTokens: IdentityTokens? = nil, locator: SessionLocator? = nil) {
         self.bindings = bindings
         self.identityTokens = identityTokens
+        self.locator = locator
+    }
+
+    /// A request of a bridged session this process does not hold: forwarded to the instance that
+    /// does (`heldElsewhere`), or, when none lives, the session rebuilt here from its recorded
+    /// `initialize` (its state is the client's `_meta`) and the request bridged.
+    package func bridgeOrphan(_ exchange: MCPExchange, upstream: HTTPUpstream) async throws(GatewayError) -> Response {
+        guard let locator, let id = exchange.call.sessionID else { throw .sessionNotFound }
+        let record = try await locator.orphan(id, owner: exchange.owner, atHopLimit: exchange.context.atHopLimit, needsChild: exchange.request.method == .post && exchange.call.message?.isRequest != false)
+        guard record.kind == "bridged", let text = record.initialize, let message = try? JSONRPCMessage(parsing: ByteBuffer(string: text)) else { throw .sessionNotFound }
+        try await locator.adopt(id, record: record)
+        remember(id, BridgedSession(owner: exchange.caller?.claims.sub, router: exchange.route.router.name, meta: ModernProtocol.clientStamp(from: message)))
+        exchange.context.logger.warning("bridged session re-established on this instance: its previous gateway instance is gone", metadata: [
+            "session": "\(MCPSessionID.logged(id))", "service": "\(upstream.service.name)",
+        ])
+        return try await bridge(exchange, upstream: upstream)
+    }
+
+    private func remember(_ id: String, _ session: BridgedSession) {
+        bridged.withLock { sessions in
+            // Bounded: clients that never say DELETE must not grow this forever.
+            if sessions.count >= Self.maxBridgedSessions {
+                for key in sessions.keys.prefix(Self.maxBridgedSessions / 10) { sessions[key] = nil }
+            }
+            sessions[id] = session
+        }
     }
 
     /// The signed identity header of `upstream` (`identityToken`), added to a request the gateway
@@ -241,7 +270,7 @@ package final class ModernHTTPTranslator: Sendable {
             var fields = HeaderPolicy.clientResponseHeaders(from: response.headers)
             fields[.contentLength] = nil
             if let created = fields[HTTPProxy.sessionHeader] {
-                do { try await bindings.bind(created, to: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
+                do { try await bindings.bind(created, to: SessionOwner(route: route, caller: caller), details: SessionDetails(service: upstream.service.name, kind: "http")) } catch { throw GatewayError(error) }
             }
             return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
         }
@@ -255,14 +284,9 @@ package final class ModernHTTPTranslator: Sendable {
         }
         let metaJSON = ModernProtocol.clientStamp(from: message)
         let sessionID = MCPSessionID.mint()
-        do { try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller)) } catch { throw GatewayError(error) }
-        bridged.withLock { sessions in
-            // Bounded: clients that never say DELETE must not grow this forever.
-            if sessions.count >= Self.maxBridgedSessions {
-                for key in sessions.keys.prefix(Self.maxBridgedSessions / 10) { sessions[key] = nil }
-            }
-            sessions[sessionID] = BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON)
-        }
+        let details = SessionDetails(service: upstream.service.name, kind: "bridged", initialize: String(buffer: message.bytes), protocolVersion: message.string(at: ["params", "protocolVersion"]))
+        do { try await bindings.bind(sessionID, to: SessionOwner(route: route, caller: caller), details: details) } catch { throw GatewayError(error) }
+        remember(sessionID, BridgedSession(owner: caller?.claims.sub, router: route.router.name, meta: metaJSON))
         let reply = ModernProtocol.initializeAnswer(to: message, discover: discoverResult, fallbackName: upstream.service.name)
         context.logger.info("session-based client bridged to a 2026-07-28-only upstream", metadata: ["service": "\(upstream.service.name)"])
         return MCPResponses.jsonResponse(reply, headers: [MCPHeaders.sessionID: sessionID])

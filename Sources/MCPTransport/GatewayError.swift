@@ -24,12 +24,22 @@ package enum GatewayError: Error {
     case clientBodyFailed(detail: String)
     case badRequest(code: Int, message: String)
     case sessionNotFound
+    /// The session is held by another live instance (`ClusterMembership`): the pipeline forwards
+    /// the request to `url`; only when that is not possible does a client see this (503).
+    case heldElsewhere(instance: String, url: String)
+    /// A request another instance forwarded here for a session this stopping instance is handing
+    /// on: the forwarding instance takes the session over itself (`ClusterHops`).
+    case instanceDraining
+    /// The session is held by another live instance that cannot be reached (no `cluster:`).
+    case clusterUnreachable(instance: String)
     case streamConflict
     case notAcceptable(message: String)
     case stdioAtCapacity(service: String, limit: Int)
     /// The gateway holds as many of a kind of connection (legacy SSE sessions) as it takes.
     case atCapacity(what: String, limit: Int)
     case stdioUserLimit(service: String, limit: Int)
+    /// The service's children are ending (a reload replaced it, or the gateway is stopping).
+    case stdioShuttingDown(service: String)
     case stdioStartFailed(service: String, detail: String)
     case stdioStartTimeout(service: String, timeout: Duration)
     /// The state store could not answer a check the request depends on (fails closed).
@@ -60,7 +70,7 @@ package enum GatewayError: Error {
         case .sessionNotFound: .notFound
         case .streamConflict: .conflict
         case .notAcceptable: .notAcceptable
-        case .stdioAtCapacity, .storeUnavailable, .atCapacity: .serviceUnavailable
+        case .stdioAtCapacity, .storeUnavailable, .atCapacity, .heldElsewhere, .clusterUnreachable, .stdioShuttingDown, .instanceDraining: .serviceUnavailable
         case .stdioUserLimit: .tooManyRequests
         case .stdioStartFailed: .badGateway
         case .stdioStartTimeout: .gatewayTimeout
@@ -89,9 +99,12 @@ package enum GatewayError: Error {
         case .clientBodyFailed: "client_body_failed"
         case .badRequest: "bad_request"
         case .sessionNotFound: "session_not_found"
+        case .heldElsewhere, .clusterUnreachable: "session_on_other_instance"
+        case .instanceDraining: "instance_draining"
         case .streamConflict: "stream_conflict"
         case .notAcceptable: "not_acceptable"
         case .stdioAtCapacity: "service_at_capacity"
+        case .stdioShuttingDown: "service_stopping"
         case .atCapacity: "gateway_at_capacity"
         case .stdioUserLimit: "user_session_limit"
         case .stdioStartFailed: "server_start_failed"
@@ -123,10 +136,14 @@ package enum GatewayError: Error {
         case .clientBodyFailed(let detail): "reading the request body failed: \(detail)"
         case .badRequest(_, let message): message
         case .sessionNotFound: "Session not found: the Mcp-Session-Id is unknown or the session has ended; initialize a new session"
+        case .instanceDraining: "this gateway instance is stopping and hands the session on; retry"
+        case .heldElsewhere(let instance, _): "the session is held by gateway instance \(instance), which could not be reached; retry shortly"
+        case .clusterUnreachable(let instance): "the session is held by gateway instance \(instance), which this one cannot reach: configure cluster.advertiseURL and cluster.secret on every instance"
         case .streamConflict: "this session already has an open GET stream"
         case .notAcceptable(let message): message
         case .stdioAtCapacity(let service, let limit): "service \(service) is at its limit of \(limit) sessions; retry later"
         case .atCapacity(let what, let limit): "the gateway holds its limit of \(limit) \(what); retry later"
+        case .stdioShuttingDown(let service): "service \(service) is stopping on this gateway instance; retry"
         case .stdioUserLimit(let service, let limit): "you already hold \(limit) sessions of service \(service); end one (DELETE) or let one idle out"
         case .stdioStartFailed(let service, let detail): "service \(service): \(detail)"
         case .stdioStartTimeout(let service, let timeout): "service \(service): the MCP server did not answer initialize within \(timeout)"
@@ -150,11 +167,14 @@ package enum GatewayError: Error {
 
     package var service: String? {
         switch self {
-        case .stdioAtCapacity(let service, _), .stdioUserLimit(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _): service
+        case .stdioAtCapacity(let service, _), .stdioUserLimit(let service, _), .stdioStartFailed(let service, _), .stdioStartTimeout(let service, _), .stdioShuttingDown(let service): service
         case .upstream(let error): error.service
         default: nil
         }
     }
+
+    /// Says to the instance that forwarded a request that this one is stopping (`instanceDraining`).
+    package static let hopStateHeader = HTTPField.Name("mcp-gateway-hop-state")!
 
     /// The forms a failure is answered in.
     package enum ResponseForm {
@@ -184,8 +204,12 @@ package enum GatewayError: Error {
         switch self {
         case .methodNotAllowed: headers[.allow] = "GET, POST, DELETE"
         case .stdioAtCapacity, .atCapacity: headers[.retryAfter] = "5"
+        case .stdioShuttingDown: headers[.retryAfter] = "1"
         case .stdioUserLimit: headers[.retryAfter] = "30"
-        case .storeUnavailable: headers[.retryAfter] = "2"
+        case .storeUnavailable, .heldElsewhere, .clusterUnreachable: headers[.retryAfter] = "2"
+        case .instanceDraining:
+            headers[.retryAfter] = "1"
+            headers[Self.hopStateHeader] = "draining"
         case .rateLimited(let refusal):
             headers[.retryAfter] = String(refusal.retryAfterSeconds)
             headers[RateLimitRefusal.policyHeader] = refusal.policyField

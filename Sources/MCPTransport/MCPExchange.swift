@@ -22,12 +22,19 @@ package struct TransportContext: Sendable {
     package let clientIP: String?
     /// How the client reached the gateway (`http` or `https`), for `X-Forwarded-Proto` upstream.
     package let forwardedProto: String
+    /// The request was forwarded between instances of the cluster as often as it may be
+    /// (`ClusterHops.maximumHops`): it is served here or refused, never forwarded again.
+    package var atHopLimit = false
+    /// Forwarded by another instance of the cluster (its signature verified).
+    package var forwarded = false
 
-    package init(channel: any Channel, logger: Logger, clientIP: String?, forwardedProto: String) {
+    package init(channel: any Channel, logger: Logger, clientIP: String?, forwardedProto: String, atHopLimit: Bool = false, forwarded: Bool = false) {
         self.channel = channel
         self.logger = logger
         self.clientIP = clientIP
         self.forwardedProto = forwardedProto
+        self.atHopLimit = atHopLimit
+        self.forwarded = forwarded
     }
 }
 

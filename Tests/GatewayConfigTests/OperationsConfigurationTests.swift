@@ -61,3 +61,45 @@ import Testing
         }
     }
 }
+
+/// `cluster:` and the top-level `shutdownGrace`.
+@Suite struct ClusterConfigurationTests {
+    static func yaml(_ extra: String) -> String { OperationsConfigurationTests.yaml(entryPoints: "  web: { address: \":8080\" }", extra: extra) }
+
+    @Test func aClusterWithItsSecretFromTheEnvironment() throws {
+        let configuration = try ConfigurationLoader(environment: ["MCPGW_CLUSTER_SECRET": String(repeating: "k", count: 44), "POD_IP": "10.0.0.5"]).load(yaml: Self.yaml("""
+        store: { redis: { url: "redis://127.0.0.1:6379/0" } }
+        cluster: { advertiseURL: "http://${POD_IP}:8080/", secret: "env://MCPGW_CLUSTER_SECRET", heartbeatTimeout: 5s }
+        shutdownGrace: 30s
+        """))
+        let cluster = try #require(configuration.cluster)
+        #expect(cluster.advertiseURL == "http://10.0.0.5:8080" && cluster.secret.count == 44 && cluster.heartbeatTimeout == .seconds(5))
+        #expect(configuration.shutdownGrace == .seconds(30))
+        // The secret never prints.
+        #expect(!"\(cluster)".contains("kkkk") && !String(reflecting: cluster).contains("kkkk"))
+    }
+
+    @Test func withoutClusterTheDefaultsHold() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(""))
+        #expect(configuration.cluster == nil && configuration.shutdownGrace == .seconds(15))
+    }
+
+    @Test func everyClusterMistakeIsReportedWithItsPosition() {
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml("""
+            cluster: { advertiseURL: "10.0.0.5:8080", secret: "short", heartbeatTimeout: 1s, gossip: true }
+            shutdownGrace: soon
+            """), file: "c.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("c.yaml:5:"), "\(text)")
+            #expect(text.contains("cluster: cluster needs store.redis"), "\(text)")
+            #expect(text.contains("cluster.advertiseURL: \"10.0.0.5:8080\" is not an absolute http(s) URL"), "\(text)")
+            #expect(text.contains("cluster.secret: the cluster secret must be at least 32 characters"), "\(text)")
+            #expect(text.contains("cluster.heartbeatTimeout: heartbeatTimeout must be at least 3s"), "\(text)")
+            #expect(text.contains("gossip"), "\(text)")
+            #expect(text.contains("shutdownGrace: expected a duration"), "\(text)")
+        }
+    }
+}

@@ -102,6 +102,7 @@ struct UnavailableStore: KeyValueStore {
     func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { throw .unavailable("down") }
     func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool { throw .unavailable("down") }
     func take(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("down") }
+    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool { throw .unavailable("down") }
     func delete(_ keys: [String]) async throws(StoreError) -> Int { throw .unavailable("down") }
     func increment(_ key: String, window: Duration) async throws(StoreError) -> Int { throw .unavailable("down") }
     func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision { throw .unavailable("down") }

@@ -84,6 +84,22 @@ enum StoreConformance {
         #expect(try await store.setIfAbsent(k("once"), [2], ttl: .seconds(60)) == false)
         #expect(try await store.get(k("once")) == [1])
 
+        // Compare-and-set: only over the expected value, keeping the TTL; one winner of many.
+        try await store.set(k("cas"), Array("owner:a".utf8), ttl: .seconds(60))
+        #expect(try await store.replaceIfEqual(k("cas"), expected: Array("owner:z".utf8), with: Array("owner:b".utf8)) == false)
+        #expect(try await store.replaceIfEqual(k("missing-cas"), expected: Array("owner:a".utf8), with: Array("owner:b".utf8)) == false)
+        #expect(try await store.get(k("missing-cas")) == nil)
+        let casWinners = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<10 {
+                group.addTask { (try? await store.replaceIfEqual(k("cas"), expected: Array("owner:a".utf8), with: Array("owner:\(index)".utf8))) ?? false }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(casWinners == 1)
+        #expect(try await store.get(k("cas")) != Array("owner:a".utf8))
+        let casTTL = try await store.timeToLive(k("cas"))
+        #expect(casTTL != nil && casTTL! > .seconds(50))
+
         // take: single use, atomically, even under concurrent attempts.
         try await store.set(k("code"), Array("c0de".utf8), ttl: .seconds(60))
         let winners = await withTaskGroup(of: Bool.self) { group in

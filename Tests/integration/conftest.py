@@ -4,6 +4,7 @@ ports, wait for readiness by polling, and stop exactly the processes they starte
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,6 +201,14 @@ class RedisServer:
 
 def _redis_argv(port: int) -> list[str]:
     return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+@pytest.fixture
+def nginx_binary() -> str:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not shutil.which(binary):
+        pytest.fail("nginx is not installed (the test recipe installs nginx-light)")
+    return binary
 
 
 @pytest.fixture

@@ -44,14 +44,6 @@ NGINX_SITE = """
 """
 
 
-@pytest.fixture
-def nginx_binary() -> str:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not shutil.which(binary):
-        pytest.fail("nginx is not installed (the test recipe installs nginx-light)")
-    return binary
-
-
 def test_nginx_auth_request_through_verify(start_gateway, redis_server, fake_github, local_password_hash, raw_upstream, processes, tmp_path, nginx_binary):
     nginx_port = free_port()
     text = oauth_config(redis_server.url, fake_github, local_password_hash).replace(

@@ -20,7 +20,7 @@ from test_attacks import start_gateway
 
 LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
 CATALOGUE_TOOLS = ["count", "get_secret", "get_time", "list_zones", "restart_service"]
-MATRIX_TOOLS = ["ask", "count", "echo", "pid"]
+MATRIX_TOOLS = ["ask", "ask_user", "count", "echo", "pid"]
 
 
 def config(catalogue: str, matrix: str, closed_port: int, legacy: str) -> str:
@@ -161,7 +161,7 @@ def test_conditional_prefixes_only_names_that_clash(gateway, mode):
         "count": ("catalogue-http__count", {"steps": 2}),
     })
     shared = [f"{member}__{name}" for member in ("catalogue-stdio", "catalogue-http") for name in CATALOGUE_TOOLS]
-    assert names == sorted(shared + ["matrix-http__count", "ask", "echo", "pid"])
+    assert names == sorted(shared + ["matrix-http__count", "ask", "ask_user", "echo", "pid"])
     assert results["echo"] == "through the group"
     assert results["count"] == "counted 2" and progress == [1, 2]
 

@@ -25,6 +25,7 @@ import HummingbirdWebSocket
 import HTTPTypes
 import NIOCore
 import NIOSSL
+import GatewayCluster
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
 /// shared upstream clients, run as one service group with graceful shutdown on SIGTERM/SIGINT.
@@ -88,6 +89,7 @@ public struct Gateway {
             logger.info("audit log", metadata: ["file": "\(configuration.audit?.file ?? "")", "arguments": "\(configuration.audit?.arguments.rawValue ?? "")"])
         }
         let (clients, stdioRegistry, holder, drain, authHTTP) = (components.clients, components.stdioRegistry, components.holder, components.drain, components.authHTTP)
+        let membership = components.hops.membership
         // Warm children for 2026-07-28 clients, so the first requests spawn nothing.
         for case .stdio(let service) in configuration.services.values where service.pool.min > 0 {
             stdioRegistry.manager(for: service).keepWarm()
@@ -95,6 +97,7 @@ public struct Gateway {
         _ = LocalAccounts.decoyHash  // computed at start-up, not on the first failed sign-in
         var services: [any Service] = [
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
+            HTTPClientShutdownService(client: components.hops.http), ClusterHeartbeatService(membership: membership),
         ]
         // Started before the servers, so it stops after them and flushes the last spans.
         if let tracingService { services.append(tracingService) }
@@ -133,11 +136,12 @@ public struct Gateway {
         ))
         // Shut down first (services stop in reverse order): ending the children ends their open
         // streams, which lets the HTTP servers finish gracefully.
-        services.append(StdioShutdownService(registry: stdioRegistry, logger: logger))
-        services.append(ShutdownDrainService(drain: drain))
+        services.append(StdioShutdownService(registry: stdioRegistry, bindings: components.stdio.bindings, membership: membership, grace: configuration.shutdownGrace, logger: logger))
+        services.append(ShutdownDrainService(drain: drain, membership: membership))
         logger.info("mcp-gateway starting", metadata: [
             "config": "\(options.configPath)", "publicURL": "\(configuration.publicURL)",
             "routers": "\(configuration.routers.map(\.name).joined(separator: ","))",
+            "instance": "\(membership.instanceID)", "cluster": "\(configuration.cluster?.advertiseURL ?? "off")",
         ])
         Self.logFirstRunHints(configuration, logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(
@@ -145,8 +149,9 @@ public struct Gateway {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
-        // Long-lived streams must not hold shutdown hostage.
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
+        // Long-lived streams must not hold shutdown hostage: requests in flight get `shutdownGrace`,
+        // the servers a few seconds more to close their connections.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace + .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
     }
@@ -206,15 +211,50 @@ extension Gateway {
     }
 }
 
+/// At SIGTERM: lets the requests the children are answering finish (up to `shutdownGrace`),
+/// then releases this instance's sessions in the store (another instance takes each over at its
+/// next request, without waiting for this one's heartbeat to lapse), ends the children, and
+/// leaves the cluster.
 struct StdioShutdownService: Service {
     let registry: StdioRegistry
+    let bindings: SessionBindings
+    let membership: ClusterMembership
+    let grace: Duration
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
+        let deadline = ContinuousClock.now + grace
+        // While draining, answers close their connections: a second lets the proxies in front
+        // cycle their kept-alive connections before the listener goes.
+        try? await Task.sleep(for: min(grace, .seconds(1)))
+        var pending = registry.allManagers.reduce(0) { $0 + $1.pendingRequests }
+        if pending > 0 { logger.info("waiting for requests in flight", metadata: ["requests": "\(pending)", "grace": "\(grace)"]) }
+        // Polled: a request ending is not an event anyone waits on elsewhere, and this runs once.
+        while pending > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+            pending = registry.allManagers.reduce(0) { $0 + $1.pendingRequests }
+        }
+        if pending > 0 { logger.warning("shutdownGrace elapsed with requests in flight; they end now", metadata: ["requests": "\(pending)"]) }
+        let sessions = registry.allManagers.flatMap(\.sessionIDs)
+        for sessionID in sessions {
+            try? await bindings.move(sessionID, from: [membership.instanceID], to: nil)
+        }
         let count = registry.allManagers.reduce(0) { $0 + $1.childPIDs.count }
-        logger.info("ending stdio children", metadata: ["children": "\(count)"])
+        logger.info("ending stdio children", metadata: ["children": "\(count)", "sessionsReleased": "\(sessions.count)"])
         await registry.shutdown()
+        await membership.leave()
+    }
+}
+
+/// This instance's heartbeat in the store, until the graceful shutdown.
+struct ClusterHeartbeatService: Service {
+    let membership: ClusterMembership
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await membership.run()
+        }
     }
 }
 
@@ -289,6 +329,8 @@ package struct GatewayComponents: Sendable {
     let listChanges: ListChangeNotifier
     /// Groups of services served as one MCP server.
     let groups: GroupServer
+    /// The other instances on the store, and the requests forwarded to them.
+    let hops: ClusterHops
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
@@ -305,10 +347,20 @@ package struct GatewayComponents: Sendable {
         let metrics = configuration.metrics.map { _ in GatewayMetrics() }
         let stdioRegistry = StdioRegistry(logger: logger, metrics: metrics)
         let holder = ConfigurationHolder(RuntimeConfiguration(configuration: configuration, generation: 1, clients: clients, stdio: stdioRegistry, store: store))
-        let bindings = SessionBindings(store: store)
+        let instances = ClusterMembership(
+            store: store, advertiseURL: configuration.cluster?.advertiseURL, heartbeatTimeout: configuration.cluster?.heartbeatTimeout ?? .seconds(10), logger: logger
+        )
+        let bindings = SessionBindings(store: store, instanceID: instances.instanceID)
         let drain = ShutdownDrain()
+        self.hops = ClusterHops(
+            membership: instances, signature: configuration.cluster.map { HopSignature(secret: $0.secret) },
+            http: HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: .init(
+                redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1)), decompression: .disabled
+            )),
+            drain: drain
+        )
 
-        let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings)
+        let stdio = StdioBridge(registry: stdioRegistry, bindings: bindings, cluster: instances, forwards: configuration.cluster != nil)
         let auth = configuration.auth ?? AuthConfiguration()
         let registry = ClientRegistry(store: store, settings: .init(
             rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL,
@@ -377,7 +429,7 @@ package struct GatewayComponents: Sendable {
             accessTokens: accessTokens, publicURL: configuration.publicURL, store: store, membership: membership,
             isConfiguredMachineClient: { id in holder.current.configuration.auth?.machineClients.contains { $0.id == id } ?? false }
         )
-        self.modernHTTP = ModernHTTPTranslator(bindings: bindings, identityTokens: proxy.identityTokens)
+        self.modernHTTP = ModernHTTPTranslator(bindings: bindings, identityTokens: proxy.identityTokens, locator: stdio.locator)
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP
@@ -385,7 +437,7 @@ package struct GatewayComponents: Sendable {
         let listChanges = ListChangeNotifier(logger: logger)
         holder.observeReplacements { old, new in listChanges.configurationReplaced(old: old, new: new) }
         self.listChanges = listChanges
-        self.groups = GroupServer(bindings: bindings, logger: logger)
+        self.groups = GroupServer(bindings: bindings, locator: stdio.locator, logger: logger)
     }
 
     /// Releases the clients (what the lifecycle services do at shutdown).
@@ -393,6 +445,7 @@ package struct GatewayComponents: Sendable {
         await stdioRegistry.shutdown()
         await clients.shutdown()
         try? await authHTTP.shutdown()
+        try? await hops.http.shutdown()
     }
 }
 
@@ -400,9 +453,12 @@ package struct GatewayComponents: Sendable {
 /// told before the HTTP servers, which wait for open requests).
 struct ShutdownDrainService: Service {
     let drain: ShutdownDrain
+    let membership: ClusterMembership
 
     func run() async throws {
         try? await gracefulShutdown()
         drain.drain()
+        // From now on the other instances take this one's sessions over instead of forwarding.
+        await membership.markDraining()
     }
 }

@@ -112,6 +112,8 @@ struct ReloadService: Service, CustomStringConvertible {
         if candidate.audit != running.audit { restartNeeded.append("audit") }
         if candidate.metrics != running.metrics { restartNeeded.append("metrics") }
         if candidate.tracing != running.tracing { restartNeeded.append("tracing") }
+        if candidate.cluster != running.cluster { restartNeeded.append("cluster") }
+        if candidate.shutdownGrace != running.shutdownGrace { restartNeeded.append("shutdownGrace") }
         if !restartNeeded.isEmpty {
             logger.warning("these settings changed but take effect only after a restart; the running values stay in force", metadata: [
                 "keys": "\(restartNeeded.joined(separator: ", "))",

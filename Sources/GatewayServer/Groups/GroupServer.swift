@@ -33,6 +33,8 @@ final class GroupServer: Sendable {
     static let maxPages = 16
 
     let bindings: SessionBindings
+    /// Where a group session this process does not hold is (another instance, or none).
+    let locator: SessionLocator?
     let asks = BridgeAsks()
     let logger: Logger
     private let sessions = Mutex<[String: Session]>([:])
@@ -44,8 +46,9 @@ final class GroupServer: Sendable {
     private let health = Mutex<[String: (down: [String], clashes: [String])]>([:])
     private let catalogues = Mutex<[String: (catalogue: GroupCatalogue, until: ContinuousClock.Instant)]>([:])
 
-    init(bindings: SessionBindings, logger: Logger) {
+    init(bindings: SessionBindings, locator: SessionLocator? = nil, logger: Logger) {
         self.bindings = bindings
+        self.locator = locator
         self.logger = logger
     }
 
@@ -70,8 +73,15 @@ final class GroupServer: Sendable {
         if request.method == .post, let message = call.message, message.method == "initialize", message.isRequest {
             return try await initialize(serving, message: message, owner: owner)
         }
-        guard let id = call.sessionID, let session = sessions.withLock({ $0[id] }), session.owner == owner else { throw .sessionNotFound }
+        guard let id = call.sessionID else { throw .sessionNotFound }
         do { try await bindings.check(id, owner: owner) } catch { throw GatewayError(error) }
+        let session: Session
+        if let local = sessions.withLock({ $0[id] }) {
+            guard local.owner == owner else { throw .sessionNotFound }
+            session = local
+        } else {
+            session = try await takeOver(id, owner: owner, atHopLimit: serving.context.atHopLimit, needsChild: request.method == .post && call.message?.isRequest != false)
+        }
         switch request.method {
         case .delete:
             sessions.withLock { _ = $0.removeValue(forKey: id) }
@@ -105,7 +115,33 @@ final class GroupServer: Sendable {
         return try await scoped.answer(EraRewrite.stamping(message, meta: session.meta), session: (id, session))
     }
 
+    /// A group session no live instance holds (another instance holding it gets the request
+    /// forwarded instead): its state is the client's `_meta`, rebuilt from the recorded
+    /// `initialize`; the members' own sessions start anew at their first request.
+    private func takeOver(_ id: String, owner: SessionOwner, atHopLimit: Bool, needsChild: Bool) async throws(GatewayError) -> Session {
+        guard let locator else { throw .sessionNotFound }
+        let record = try await locator.orphan(id, owner: owner, atHopLimit: atHopLimit, needsChild: needsChild)
+        guard record.kind == "group", let text = record.initialize, let message = try? JSONRPCMessage(parsing: ByteBuffer(string: text)) else { throw .sessionNotFound }
+        let session = Session(owner: owner, meta: ModernProtocol.clientStamp(from: message))
+        try await locator.adopt(id, record: record)
+        remember(id, session)
+        logger.warning("group session re-established on this instance: its previous gateway instance is gone; its members' sessions start anew", metadata: [
+            "session": "\(MCPSessionID.logged(id))", "previousInstance": "\(record.instance ?? "released")",
+        ])
+        return session
+    }
+
+    private func remember(_ id: String, _ session: Session) {
+        sessions.withLock { sessions in
+            if sessions.count >= Self.maxSessions {
+                for key in sessions.keys.prefix(Self.maxSessions / 10) { sessions[key] = nil }
+            }
+            sessions[id] = session
+        }
+    }
+
     private func initialize(_ serving: Serving, message: JSONRPCMessage, owner: SessionOwner) async throws(GatewayError) -> Response {
+        if let elsewhere = await locator?.elsewhereForNewSession(atHopLimit: serving.context.atHopLimit) { throw elsewhere }
         let discovered = await serving.discoverMembers()
         let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
         let result: [String: Any] = [
@@ -114,13 +150,9 @@ final class GroupServer: Sendable {
             "serverInfo": ["name": serving.group.configuration.name, "version": "mcp-gateway"],
         ]
         let sessionID = MCPSessionID.mint()
-        do { try await bindings.bind(sessionID, to: owner) } catch { throw GatewayError(error) }
-        sessions.withLock { sessions in
-            if sessions.count >= Self.maxSessions {
-                for key in sessions.keys.prefix(Self.maxSessions / 10) { sessions[key] = nil }
-            }
-            sessions[sessionID] = Session(owner: owner, meta: ModernProtocol.clientStamp(from: message))
-        }
+        let details = SessionDetails(service: serving.group.configuration.name, kind: "group", initialize: String(buffer: message.bytes), protocolVersion: result["protocolVersion"] as? String)
+        do { try await bindings.bind(sessionID, to: owner, details: details) } catch { throw GatewayError(error) }
+        remember(sessionID, Session(owner: owner, meta: ModernProtocol.clientStamp(from: message)))
         return MCPResponses.jsonResponse(Self.response(rawID: message.rawID, result: result), headers: [MCPHeaders.sessionID: sessionID])
     }
 

@@ -45,7 +45,8 @@ struct Authentication {
 
     func apply(_ request: Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
         guard let route = context.route else { throw .pipelineOrder(stage: "Authentication") }
-        guard route.router.auth == .oauth else { return }
+        // Verified by `ClusterHops` (the instance that forwarded it checked the credentials).
+        guard route.router.auth == .oauth, !context.credentialsVerifiedByHop else { return }
         let methods = route.router.authMethods
         let credential = Self.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? [])
         let checked: Result<VerifiedCaller, TokenCheckFailure>

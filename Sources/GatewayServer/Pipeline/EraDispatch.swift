@@ -12,6 +12,7 @@ import MCPTransport
 import GatewayStdio
 import GatewayMetrics
 import GatewayConfig
+import GatewayCluster
 
 /// The end of the pipeline: one dispatch by protocol era and transport. An HTTP upstream gets
 /// the request relayed as it is, unless the client's era and the upstream's differ (then the
@@ -28,12 +29,14 @@ struct EraDispatch {
     var tracing = false
     /// Groups (`services.<s>.group`), whose members this dispatch serves in turn.
     var groups: GroupServer? = nil
+    /// Sessions held by another instance of the cluster: the request goes there.
+    var hops: ClusterHops? = nil
 
     func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
-        guard metrics != nil || tracing, let route = context.route else { return try await transport(request, context: context) }
+        guard metrics != nil || tracing, let route = context.route else { return try await placed(request, context: context) }
         let started = ContinuousClock.now
         defer { metrics?.upstream(service: route.router.service, duration: ContinuousClock.now - started) }
-        guard tracing else { return try await transport(request, context: context) }
+        guard tracing else { return try await placed(request, context: context) }
         let span = startSpan("upstream \(route.router.service)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
         defer { span.end() }
         span.attributes["mcp_gateway.service"] = route.router.service
@@ -55,7 +58,7 @@ struct EraDispatch {
         // The HTTP client's own span (AsyncHTTPClient traces its requests) nests under this one.
         let (request2, context2) = (request, context)
         let result: Result<Response, GatewayError> = await ServiceContext.withValue(span.context) {
-            do throws(GatewayError) { return .success(try await transport(request2, context: context2)) } catch { return .failure(error) }
+            do throws(GatewayError) { return .success(try await placed(request2, context: context2)) } catch { return .failure(error) }
         }
         switch result {
         case .success(let response):
@@ -89,6 +92,44 @@ struct EraDispatch {
         }
     }
 
+    /// The transport's answer, or, for a session another live instance holds, that instance's
+    /// (one hop). An instance that cannot be connected to is taken for gone: the request is
+    /// dispatched again, and the session taken over here.
+    private func placed(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
+        do {
+            return try await transport(request, context: context)
+        } catch .stdioShuttingDown(let service) {
+            // This instance is stopping and its children have ended: a serving instance answers.
+            guard let hops, let elsewhere = await stdio.locator.elsewhereForNewSession(atHopLimit: context.atHopLimit),
+                  case .heldElsewhere(let instance, let url) = elsewhere
+            else { throw .stdioShuttingDown(service: service) }
+            do {
+                return try await hops.forward(request, context: context, instance: instance, url: url)
+            } catch let error as GatewayError {
+                throw error
+            } catch {
+                throw .stdioShuttingDown(service: service)
+            }
+        } catch .heldElsewhere(let instance, let url) {
+            guard let hops, !context.atHopLimit else { throw .heldElsewhere(instance: instance, url: url) }
+            do {
+                return try await hops.forward(request, context: context, instance: instance, url: url)
+            } catch let unreachable as ClusterHops.Unreachable {
+                if unreachable.draining {
+                    hops.membership.learned(instance, .draining(url: url))
+                } else {
+                    context.logger.warning("the gateway instance holding the session cannot be reached: taking the session over", metadata: ["instance": "\(instance)"])
+                    hops.membership.learned(instance, .gone)
+                }
+                return try await transport(request, context: context)
+            } catch let error as GatewayError {
+                throw error
+            } catch {
+                throw .heldElsewhere(instance: instance, url: url)
+            }
+        }
+    }
+
     private func transport(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "EraDispatch") }
         // Some clients send `notifications/initialized` without the session id the initialize
@@ -117,7 +158,7 @@ struct EraDispatch {
                     return try await modernHTTP.legacyInitialize(exchange, upstream: upstream, proxy: proxy)
                 }
             }
-            return try await proxy.forward(exchange, to: upstream)
+            return try await proxy.forward(exchange, to: upstream, translator: modernHTTP)
         case .stdio(let manager):
             switch call.era {
             case .modern: return try await stdio.handleModern(exchange, manager: manager)

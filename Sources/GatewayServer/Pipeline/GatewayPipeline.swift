@@ -1,4 +1,5 @@
 import GatewayStdio
+import GatewayCluster
 import GatewayUpstream
 import MCPTransport
 import GatewayAuth
@@ -18,6 +19,7 @@ import MCPTranslation
 /// 2. `FrontDoor`: health, readiness, the authorization server, `/verify`, resource metadata, `/`
 /// 3. `RouteMatching`: the router (`context.route`); from here on errors are JSON-RPC
 /// 4. `RequestChecks`: Host, Origin, method
+///    `ClusterHops`: a request another instance forwarded, its signed identity as the caller
 /// 5. `Authentication`: the verified caller (`context.caller`) on protected routers
 /// 6. `MCPCallParsing`: the MCP call read and parsed once (`context.call`)
 /// 7. `RouterMiddlewares`: the router's `middlewares` (rate limits) on the authenticated, parsed call
@@ -37,6 +39,8 @@ struct GatewayPipeline: HTTPResponder {
     let frontDoor: FrontDoor
     let routeMatching: RouteMatching
     let requestChecks: RequestChecks
+    /// Requests forwarded between the instances of a cluster (admitted here; sent by `dispatch`).
+    let hops: ClusterHops
     let authentication: Authentication
     let callParsing: MCPCallParsing
     let routerMiddlewares: RouterMiddlewares
@@ -59,6 +63,14 @@ struct GatewayPipeline: HTTPResponder {
     let webSockets: WebSocketClients
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        var response = try await answerWithCORS(request, context: context)
+        // Stopping: no connection is kept for another request, so a proxy in front does not send
+        // one on a connection this instance is about to close (it would not retry a POST).
+        if hops.membership.isDraining { response.headers[.connection] = "close" }
+        return response
+    }
+
+    private func answerWithCORS(_ request: Request, context: Context) async throws -> Response {
         // Browser clients on the entry point's allowed origins: preflights, and readable answers.
         guard let origin = crossOrigin.allowedOrigin(of: request) else { return try await observed(request, context: context) }
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
@@ -86,7 +98,7 @@ struct GatewayPipeline: HTTPResponder {
             await answer(request, context: context)
         } : await answer(request, context: context)
         let fields = record.current
-        if let observer {
+        if let observer, !fields.hopped {
             response = observer.observing(response, request: request, record: fields, clientIP: context.clientIP, started: started)
         }
         guard let accessLog else { return response }
@@ -124,6 +136,7 @@ struct GatewayPipeline: HTTPResponder {
         }
         do {
             try requestChecks.apply(request, context)
+            try await hops.admit(&request, &context)
             try await authentication.apply(request, &context)
             try await callParsing.apply(&request, &context)
             if let refused = try await routerMiddlewares.apply(context) { return refused }
@@ -190,11 +203,12 @@ extension GatewayComponents {
             ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
             requestChecks: RequestChecks(entryPoint: entryPoint),
+            hops: hops,
             authentication: Authentication(gate: gate, audit: audit?.sink, metrics: metrics, tracing: tracing, externalTokens: externalTokens),
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
             callPolicies: CallPolicyEnforcement(),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing, groups: groups),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing, groups: groups, hops: hops),
             listChanges: listChanges,
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             observer: audit == nil && metrics == nil ? nil : ResponseObserver(

@@ -34,6 +34,13 @@ public struct GatewayRequestContext: RequestContext {
     /// `RouteMatching`: set when the request is for the router's 2024-11-05 HTTP+SSE endpoints
     /// rather than its MCP endpoint.
     var legacyEndpoint: LegacySSEEndpoint?
+    /// `ClusterHops`: forwarded between the instances of the cluster as often as it may be: served
+    /// here, never forwarded again.
+    var atHopLimit = false
+    /// `ClusterHops`: how many instances forwarded the request (0: it came from the client).
+    var hopCount = 0
+    /// `ClusterHops`: the caller was verified by the instance that forwarded the request.
+    var credentialsVerifiedByHop = false
     /// `Authentication`: who the verified access token belongs to (protected routers only).
     var caller: VerifiedCaller?
     /// `MCPCallParsing`: the MCP call, body read and parsed once.
@@ -57,6 +64,9 @@ public struct GatewayRequestContext: RequestContext {
         inner.caller = nil
         inner.call = nil
         inner.record = nil
+        inner.atHopLimit = false
+        inner.hopCount = 0
+        inner.credentialsVerifiedByHop = false
         inner.host = ""
         return inner
     }
@@ -85,6 +95,8 @@ final class RequestRecord: Sendable {
         var call: MCPCall?
         /// The request's trace (`tracing:`), for the audit record.
         var traceID: String?
+        /// Forwarded by another instance, which audits and counts it: not again here.
+        var hopped = false
     }
 
     private let fields = Mutex(Fields())
@@ -98,7 +110,7 @@ extension GatewayRequestContext: RouteAwareContext {
 
     /// What the transport needs of the context.
     var transport: TransportContext {
-        TransportContext(channel: channel, logger: logger, clientIP: clientIP, forwardedProto: forwardedProto)
+        TransportContext(channel: channel, logger: logger, clientIP: clientIP, forwardedProto: forwardedProto, atHopLimit: atHopLimit, forwarded: hopCount > 0)
     }
 }
 

@@ -19,7 +19,8 @@ struct RouterMiddlewares {
     /// The refusal of the first middleware that answers the request itself; nil: go on.
     func apply(_ context: GatewayRequestContext) async throws(GatewayError) -> Response? {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "RouterMiddlewares") }
-        guard !route.middlewares.isEmpty else { return nil }
+        // A forwarded request was admitted (and counted) by the instance it reached first.
+        guard !route.middlewares.isEmpty, !context.credentialsVerifiedByHop else { return nil }
         let input = MiddlewareRequest(router: route.router.name, caller: context.caller, call: call, clientIP: context.clientIP, logger: context.logger)
         for middleware in route.middlewares {
             do {

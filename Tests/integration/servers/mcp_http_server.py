@@ -47,6 +47,15 @@ async def ask(choice: Annotated[Colour, Resolve(favourite_colour)]) -> str:
     return f"user likes {choice.colour}"
 
 
+@server.tool()
+async def ask_user(ctx: Context) -> str:
+    """Ask the user (elicitation) for a colour on the call's own stream (related to the request)."""
+    answer = await ctx.elicit("What is your favourite colour?", Colour)
+    if answer.action == "accept" and answer.data is not None:
+        return f"user likes {answer.data.colour}"
+    return f"user chose {answer.action}"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

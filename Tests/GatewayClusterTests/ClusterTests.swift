@@ -1,0 +1,131 @@
+import Foundation
+import GatewayCluster
+import GatewayStore
+import GatewayAuth
+import Logging
+import Testing
+
+@Suite struct HopSignatureTests {
+    let signature = HopSignature(secret: String(repeating: "s", count: 40))
+    let body = Array(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pid"}}"#.utf8)
+
+    @Test func aSignedRequestVerifiesAndAnyChangeDoesNot() {
+        let now = Date()
+        let signed = signature.sign(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, now: now)
+        #expect(signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        // Every signed part matters.
+        #expect(!signature.verify(method: "GET", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp?x", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abd", identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: nil, identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ8", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body + [32], time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: String(Int(signed.time)! + 1), signature: signed.signature, now: now))
+        // Another cluster's secret, garbage, and an empty signature.
+        let other = HopSignature(secret: String(repeating: "t", count: 40))
+        #expect(!other.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: signed.signature, now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: "bm9wZQ==", now: now))
+        #expect(!signature.verify(method: "POST", target: "/kit/mcp", sessionID: "abc", identity: "eyJ9", body: body, time: signed.time, signature: "", now: now))
+    }
+
+    @Test func aSignatureIsGoodForThirtySecondsEitherWay() {
+        let then = Date(timeIntervalSince1970: 1_800_000_000)
+        let signed = signature.sign(method: "POST", target: "/m", sessionID: nil, identity: "i", body: body, now: then)
+        func verify(after seconds: Double) -> Bool {
+            signature.verify(method: "POST", target: "/m", sessionID: nil, identity: "i", body: body, time: signed.time, signature: signed.signature, now: then.addingTimeInterval(seconds))
+        }
+        #expect(verify(after: 30) && verify(after: -30))
+        #expect(!verify(after: 31) && !verify(after: -31))
+        #expect(!signature.verify(method: "POST", target: "/m", sessionID: nil, identity: "i", body: body, time: "soon", signature: signed.signature, now: then))
+    }
+}
+
+@Suite struct ClusterMembershipTests {
+    let logger = Logger(label: "test")
+
+    @Test func instancesAreHereLiveDrainingOrGone() async throws {
+        let store = MemoryStore()
+        let a = ClusterMembership(store: store, advertiseURL: "http://10.0.0.1:8080", heartbeatTimeout: .seconds(3), logger: logger)
+        let b = ClusterMembership(store: store, advertiseURL: "http://10.0.0.2:8080", heartbeatTimeout: .seconds(3), logger: logger)
+        #expect(a.instanceID != b.instanceID)
+        let beatA = await a.heartbeat()
+        let beatB = await b.heartbeat()
+        #expect(beatA && beatB)
+        #expect(try await a.placement(of: a.instanceID) == .here)
+        #expect(try await a.placement(of: b.instanceID) == .live(url: "http://10.0.0.2:8080"))
+        #expect(try await a.placement(of: nil) == .gone)
+        #expect(try await a.placement(of: "never-seen") == .gone)
+        let peer = await a.servingPeer()
+        #expect(peer?.id == b.instanceID && peer?.url == "http://10.0.0.2:8080")
+
+        // b stops: the others see it draining (after their one-second cache), then gone.
+        await b.markDraining()
+        let c = ClusterMembership(store: store, advertiseURL: "http://10.0.0.3:8080", logger: logger)
+        #expect(try await c.placement(of: b.instanceID) == .draining(url: "http://10.0.0.2:8080"))
+        #expect(await c.servingPeer()?.id == a.instanceID)
+        await b.leave()
+        let d = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+        #expect(try await d.placement(of: b.instanceID) == .gone)
+        // What a failed forward learned wins over the cache until it is read again.
+        a.learned(b.instanceID, .gone)
+        #expect(try await a.placement(of: b.instanceID) == .gone)
+    }
+
+    @Test func aHeartbeatLapsesAfterItsTimeout() async throws {
+        let store = MemoryStore()
+        let a = ClusterMembership(store: store, advertiseURL: "http://a", heartbeatTimeout: .milliseconds(200), logger: logger)
+        #expect(await a.heartbeat())
+        let observer = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+        #expect(try await observer.placement(of: a.instanceID) == .live(url: "http://a"))
+        // No event to wait for: the key's expiry is the event under test.
+        let deadline = ContinuousClock.now + .seconds(5)
+        var placement = ClusterMembership.Placement.here
+        while ContinuousClock.now < deadline {
+            let fresh = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+            placement = try await fresh.placement(of: a.instanceID)
+            if placement == .gone { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(placement == .gone)
+    }
+}
+
+@Suite struct SessionRecordTests {
+    @Test func aReleaseNeverUndoesATakeoverAndOnlyOneTakeoverWins() async throws {
+        let store = MemoryStore()
+        let a = SessionBindings(store: store, instanceID: "a")
+        let owner = SessionOwner(router: "kit", subject: "alice")
+        try await a.bind("s1", to: owner, details: SessionDetails(service: "kit", kind: "stdio", initialize: #"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#, protocolVersion: "2025-06-18"))
+        let recorded = try #require(try await a.currentRecord("s1"))
+        #expect(recorded.instance == "a" && recorded.kind == "stdio" && recorded.service == "kit" && recorded.initialize?.contains("initialize") == true)
+
+        // b and c race to take it over from a: one wins.
+        let b = SessionBindings(store: store, instanceID: "b")
+        let c = SessionBindings(store: store, instanceID: "c")
+        async let byB = b.move("s1", from: ["a", nil], to: "b")
+        async let byC = c.move("s1", from: ["a", nil], to: "c")
+        let (wonB, wonC) = try await (byB, byC)
+        #expect(wonB != wonC)
+        let holder = try #require(try await a.currentRecord("s1")?.instance)
+        #expect(holder == (wonB ? "b" : "c"))
+
+        // a, stopping, releases what it held: the record names someone else now, so it stays.
+        #expect(try await a.move("s1", from: ["a"], to: nil) == false)
+        #expect(try await a.currentRecord("s1")?.instance == holder)
+        // The holder releases: nobody holds it, and anyone may take it.
+        #expect(try await SessionBindings(store: store, instanceID: holder).move("s1", from: [holder], to: nil))
+        #expect(try await a.currentRecord("s1")?.instance == nil)
+        // Ownership is unchanged by all of it; another caller still gets 404.
+        try await a.check("s1", owner: owner)
+        await #expect(throws: SessionRefusal.self) { try await b.check("s1", owner: SessionOwner(router: "kit", subject: "mallory")) }
+    }
+
+    @Test func aRecordWrittenBeforeThePlacementFieldsStillReads() async throws {
+        let store = MemoryStore()
+        let hash = SessionBindings.hash("old")
+        try await store.set("session:\(hash)", Array(#"{"router":"kit","subject":"alice"}"#.utf8), ttl: .seconds(60))
+        let bindings = SessionBindings(store: store, instanceID: "a")
+        let record = try await bindings.check("old", owner: SessionOwner(router: "kit", subject: "alice"))
+        #expect(record.instance == nil && record.kind == nil)
+    }
+}
