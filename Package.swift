@@ -148,6 +148,7 @@ let package = Package(
             dependencies: [
                 "MCPMessages",
                 "AuthorizationServer",
+                "GatewayStore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),

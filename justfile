@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups
+bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -73,3 +73,13 @@ bench-policies:
 bench-groups: build-release
     bash scripts/ensure-apt.sh wrk
     PATH="{{venv}}/bin:$PATH" {{python}} bench/group_overhead.py --gateway .build/release/mcp-gateway
+
+# Several instances on one Redis: the forwarding hop's cost and session takeover time.
+bench-cluster: build-release
+    bash scripts/ensure-apt.sh redis-server
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/cluster.py --gateway .build/release/mcp-gateway
+
+# Soak (not in `bench`): three instances behind nginx for 10 minutes, RSS and descriptors sampled.
+soak-cluster: build-release
+    bash scripts/ensure-apt.sh redis-server nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/cluster_soak.py --gateway .build/release/mcp-gateway --minutes 10

@@ -43,7 +43,7 @@ public final class ClusterMembership: Sendable {
     private static let cacheLifetime: Duration = .seconds(1)
     static let indexKey = "instances"
 
-    public init(store: any KeyValueStore, advertiseURL: String?, heartbeatTimeout: Duration = .seconds(10), instanceID: String = ClusterMembership.mintInstanceID(), logger: Logger) {
+    public init(store: any KeyValueStore, advertiseURL: String?, heartbeatTimeout: Duration = .seconds(10), instanceID: String = ProcessInstance.id, logger: Logger) {
         self.store = store
         self.advertiseURL = advertiseURL
         self.heartbeatTimeout = heartbeatTimeout
@@ -51,12 +51,6 @@ public final class ClusterMembership: Sendable {
         var logger = logger
         logger[metadataKey: "instance"] = "\(instanceID)"
         self.logger = logger
-    }
-
-    /// 16 random bytes in hex.
-    public static func mintInstanceID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 
     static func key(_ instance: String) -> String { "instance:\(instance)" }

@@ -42,7 +42,7 @@ extension StdioBridge {
         // A stopping instance: requests standing alone go to a serving one (retries of asks
         // parked here stay, as does anything forwarded here already).
         if presentedState == nil, let elsewhere = await locator.elsewhereForNewSession(atHopLimit: context.atHopLimit || context.forwarded) { throw elsewhere }
-        if let state = presentedState, state.hasPrefix(RequestStateAffinity.prefix) {
+        if let state = presentedState, RequestStateRouting.local(state).hasPrefix(RequestStateAffinity.prefix) {
             guard let (sessionID, original) = RequestStateAffinity.parse(state, requester: requester),
                   let child = manager.poolChild(subject: subject, scope: exchange.memberScope, sessionID: sessionID), child.modern,
                   let restored = RequestStateAffinity.restoring(message, state: original)

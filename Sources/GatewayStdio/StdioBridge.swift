@@ -41,7 +41,7 @@ package struct StdioBridge: Sendable {
     /// `caller` is the subject of the request's token on protected routes: a session belongs to the
     /// identity that created it, and is not found (404) for anyone else.
     package func handle(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
-        let (request, context, route, verified) = (exchange.request, exchange.context, exchange.route, exchange.caller)
+        let (request, verified) = (exchange.request, exchange.caller)
         let caller = verified?.claims.sub
         let owner = exchange.owner
         switch request.method {

@@ -9,6 +9,18 @@ public final class StdioRegistry: Sendable {
     private let logger: Logger
     private let metrics: GatewayMetrics?
     private let state = Mutex<(current: [String: StdioSessionManager], draining: [StdioSessionManager])>(([:], []))
+    private let endedHook = Mutex<(@Sendable (String) async -> Void)?>(nil)
+
+    /// Called with the id of a client session that ended on its own (idle, its child exited), so
+    /// its record goes and no other instance takes it over as if its instance had gone.
+    public func onSessionEnded(_ hook: @escaping @Sendable (String) async -> Void) {
+        endedHook.withLock { $0 = hook }
+    }
+
+    func sessionEnded(_ sessionID: String) async {
+        guard let hook = endedHook.withLock({ $0 }) else { return }
+        await hook(sessionID)
+    }
 
     public init(logger: Logger, metrics: GatewayMetrics? = nil) {
         self.logger = logger
@@ -22,6 +34,7 @@ public final class StdioRegistry: Sendable {
                 return (existing, nil, false)
             }
             let manager = StdioSessionManager(service: service, logger: logger, metrics: metrics)
+            manager.registry = self
             let old = state.current[service.name]
             state.current[service.name] = manager
             if let old { state.draining.append(old) }

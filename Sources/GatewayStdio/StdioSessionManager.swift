@@ -31,6 +31,12 @@ public final class StdioSessionManager: Sendable {
     private let state: Mutex<SessionCapacity<LegacySession>>
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let modernOnly = Atomic<Bool>(false)
+    /// Told when a client session ends on its own (set by the registry that made this manager).
+    private let owningRegistry = Mutex<StdioRegistry?>(nil)
+    var registry: StdioRegistry? {
+        get { owningRegistry.withLock { $0 } }
+        set { owningRegistry.withLock { $0 = newValue } }
+    }
     /// The children serving 2026-07-28 requests with these settings (see ``ModernPool``).
     package let pool: ModernPool
 
@@ -209,6 +215,7 @@ public final class StdioSessionManager: Sendable {
         }
         for (sessionID, timeout) in idle {
             await end(sessionID: sessionID, reason: "idle for \(timeout)")
+            await registry?.sessionEnded(sessionID)
         }
     }
 
@@ -304,6 +311,7 @@ public final class StdioSessionManager: Sendable {
         if unexpected {
             logger.error("child exited", metadata: ["session": "\(MCPSessionID.logged(session.sessionID))", "pid": "\(session.pid)", "exit": "\(exit)"])
             replenishSpares()
+            if let sessionID = session.sessionID, let registry { Task { await registry.sessionEnded(sessionID) } }
         }
     }
 

@@ -27,12 +27,13 @@ package final class ParkedRequests<Value: Sendable>: Sendable {
             parked = parked.filter { $0.value.expires > now }
             parked[token] = Parked(value: value, owner: owner, expires: now + Self.lifetime)
         }
-        return token
+        return RequestStateRouting.tag(token)
     }
 
     /// The parked value, once, for its owner only.
-    package func take(token: String, owner: String) -> Value? {
-        parked.withLock { parked in
+    package func take(token routed: String, owner: String) -> Value? {
+        let token = RequestStateRouting.local(routed)
+        return parked.withLock { parked in
             guard let entry = parked[token], entry.owner == owner, entry.expires > .now else { return nil }
             parked[token] = nil
             return entry.value

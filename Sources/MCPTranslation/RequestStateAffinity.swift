@@ -7,7 +7,7 @@ package import NIOCore
 import Synchronization
 
 /// Ties a 2026-07-28 child's `requestState` to that child: the state the client sees is
-/// `mcpgw~<child session>~<child's state>`, and the retry is sent back to the same child with the
+/// `mcpgw~<child session>~<mac>~<child's state>` (routed to this instance: `RequestStateRouting`), and the retry is sent back to the same child with the
 /// child's own state. Routing only: the pool it is looked up in is the caller's own.
 package enum RequestStateAffinity {
     package static let prefix = "mcpgw~"
@@ -16,7 +16,8 @@ package enum RequestStateAffinity {
 
     /// The child and the child's own state of a tag this process gave `requester`; nil for any
     /// other tag (forged, altered, or another caller's).
-    package static func parse(_ state: String, requester: String) -> (sessionID: String, original: String)? {
+    package static func parse(_ routed: String, requester: String) -> (sessionID: String, original: String)? {
+        let state = RequestStateRouting.local(routed)
         guard state.hasPrefix(prefix) else { return nil }
         let parts = state.dropFirst(prefix.count).split(separator: "~", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3 else { return nil }
@@ -29,7 +30,7 @@ package enum RequestStateAffinity {
     package static func tagging(_ bytes: ByteBuffer, sessionID: String, requester: String) -> ByteBuffer {
         (try? JSONRPCMessage(parsing: bytes))?.editing("result") { result in
             let original = (result["requestState"] as? String) ?? ""
-            result["requestState"] = prefix + sessionID + "~" + mac(sessionID: sessionID, original: original, requester: requester) + "~" + original
+            result["requestState"] = RequestStateRouting.tag(prefix + sessionID + "~" + mac(sessionID: sessionID, original: original, requester: requester) + "~" + original)
         }?.bytes ?? bytes
     }
 

@@ -94,6 +94,15 @@ struct Check: ParsableCommand {
         do {
             let configuration = try ConfigurationLoader().load(path: options.config)
             print("\(options.config): OK (\(configuration.entryPoints.count) entry point(s), \(configuration.routers.count) router(s), \(configuration.services.count) service(s))")
+            // What an operator scaling out needs to know, without failing the check.
+            switch (configuration.store, configuration.cluster) {
+            case (nil, _):
+                print("note: no store: run one instance only (sessions, clients and tokens live in its memory)")
+            case (_?, nil):
+                print("note: store.redis without cluster: one instance at a time on this store; to run several, give each cluster: {advertiseURL, secret} (docs/deployment.md, \"Several instances\")")
+            case (_?, let cluster?):
+                print("note: cluster: this instance is reached by the others at \(cluster.advertiseURL); every instance needs the same cluster.secret")
+            }
         } catch {
             FileHandle.standardError.write(Data("\(error.description)\n\(options.config): \(error.diagnostics.count) problem(s)\n".utf8))
             throw ExitCode(1)

@@ -45,8 +45,8 @@ import Testing
 
     @Test func instancesAreHereLiveDrainingOrGone() async throws {
         let store = MemoryStore()
-        let a = ClusterMembership(store: store, advertiseURL: "http://10.0.0.1:8080", heartbeatTimeout: .seconds(3), logger: logger)
-        let b = ClusterMembership(store: store, advertiseURL: "http://10.0.0.2:8080", heartbeatTimeout: .seconds(3), logger: logger)
+        let a = ClusterMembership(store: store, advertiseURL: "http://10.0.0.1:8080", heartbeatTimeout: .seconds(3), instanceID: "a", logger: logger)
+        let b = ClusterMembership(store: store, advertiseURL: "http://10.0.0.2:8080", heartbeatTimeout: .seconds(3), instanceID: "b", logger: logger)
         #expect(a.instanceID != b.instanceID)
         let beatA = await a.heartbeat()
         let beatB = await b.heartbeat()
@@ -60,11 +60,11 @@ import Testing
 
         // b stops: the others see it draining (after their one-second cache), then gone.
         await b.markDraining()
-        let c = ClusterMembership(store: store, advertiseURL: "http://10.0.0.3:8080", logger: logger)
+        let c = ClusterMembership(store: store, advertiseURL: "http://10.0.0.3:8080", instanceID: "c", logger: logger)
         #expect(try await c.placement(of: b.instanceID) == .draining(url: "http://10.0.0.2:8080"))
         #expect(await c.servingPeer()?.id == a.instanceID)
         await b.leave()
-        let d = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+        let d = ClusterMembership(store: store, advertiseURL: nil, instanceID: "d", logger: logger)
         #expect(try await d.placement(of: b.instanceID) == .gone)
         // What a failed forward learned wins over the cache until it is read again.
         a.learned(b.instanceID, .gone)
@@ -73,15 +73,15 @@ import Testing
 
     @Test func aHeartbeatLapsesAfterItsTimeout() async throws {
         let store = MemoryStore()
-        let a = ClusterMembership(store: store, advertiseURL: "http://a", heartbeatTimeout: .milliseconds(200), logger: logger)
+        let a = ClusterMembership(store: store, advertiseURL: "http://a", heartbeatTimeout: .milliseconds(200), instanceID: "a", logger: logger)
         #expect(await a.heartbeat())
-        let observer = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+        let observer = ClusterMembership(store: store, advertiseURL: nil, instanceID: "observer", logger: logger)
         #expect(try await observer.placement(of: a.instanceID) == .live(url: "http://a"))
         // No event to wait for: the key's expiry is the event under test.
         let deadline = ContinuousClock.now + .seconds(5)
         var placement = ClusterMembership.Placement.here
         while ContinuousClock.now < deadline {
-            let fresh = ClusterMembership(store: store, advertiseURL: nil, logger: logger)
+            let fresh = ClusterMembership(store: store, advertiseURL: nil, instanceID: "fresh", logger: logger)
             placement = try await fresh.placement(of: a.instanceID)
             if placement == .gone { break }
             try await Task.sleep(for: .milliseconds(50))

@@ -1,6 +1,7 @@
 import Foundation
 import MCPMessages
 import MCPTranslation
+import GatewayStore
 import NIOCore
 import Testing
 
@@ -10,7 +11,9 @@ import Testing
     @Test func aTagIsHonouredForItsCallerOnly() throws {
         let tagged = RequestStateAffinity.tagging(Self.answer, sessionID: "child-1", requester: "alpha\u{0}alice")
         let state = try #require(try JSONRPCMessage(parsing: tagged).string(at: ["result", "requestState"]))
-        #expect(state.hasPrefix(RequestStateAffinity.prefix))
+        // Routed to this process, then the child's tag.
+        let routing = try #require(RequestStateRouting.split(state))
+        #expect(routing.instance == ProcessInstance.id && routing.handle.hasPrefix(RequestStateAffinity.prefix))
         let parsed = try #require(RequestStateAffinity.parse(state, requester: "alpha\u{0}alice"))
         #expect(parsed.sessionID == "child-1" && parsed.original == "child-state")
         // Another caller, another router, an altered child or state: not honoured.
@@ -19,6 +22,17 @@ import Testing
         #expect(RequestStateAffinity.parse(state.replacingOccurrences(of: "child-1", with: "child-2"), requester: "alpha\u{0}alice") == nil)
         #expect(RequestStateAffinity.parse(state + "x", requester: "alpha\u{0}alice") == nil)
         #expect(RequestStateAffinity.parse("mcpgw~child-1~0000000000000000~child-state", requester: "alpha\u{0}alice") == nil)
+        // Another instance's tag (the same handle routed elsewhere) is not this process's to honour.
+        #expect(RequestStateAffinity.parse(RequestStateRouting.tag(routing.handle, instance: "another"), requester: "alpha\u{0}alice") == nil)
+        // The handle alone (unrouted) still parses: routing is only where to send it.
+        #expect(RequestStateAffinity.parse(routing.handle, requester: "alpha\u{0}alice")?.original == "child-state")
+    }
+
+    @Test func routedStatesNameTheirInstance() {
+        #expect(RequestStateRouting.split("mcpgw@abc~handle~with~tildes")! == ("abc", "handle~with~tildes"))
+        #expect(RequestStateRouting.split("mcpgw@~x") == nil && RequestStateRouting.split("mcpgw@abc") == nil && RequestStateRouting.split("plain") == nil)
+        #expect(RequestStateRouting.local(RequestStateRouting.tag("h")) == "h")
+        #expect(RequestStateRouting.local("mcpgw@other~h") == "mcpgw@other~h")
     }
 
     @Test func theRetryCarriesTheChildsOwnState() throws {

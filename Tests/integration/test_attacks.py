@@ -296,11 +296,16 @@ def test_another_users_request_state_cannot_be_completed(world):
         return rpc_result(response)
 
     state = ask(alice)["result"]["requestState"]
-    assert state.startswith("mcpgw~")
+    # Routed to the instance that issued it (mcpgw@<instance>~), then the child's tag.
+    routing, tagged = state.split("~", 1)
+    assert routing.startswith("mcpgw@") and tagged.startswith("mcpgw~")
     assert ask(bob, state)["error"]["code"] == -32602
-    prefix, child, mac, original = state.split("~", 3)
-    assert ask(alice, f"{prefix}~{child}~{'0' * len(mac)}~{original}")["error"]["code"] == -32602
+    prefix, child, mac, original = tagged.split("~", 3)
+    assert ask(alice, f"{routing}~{prefix}~{child}~{'0' * len(mac)}~{original}")["error"]["code"] == -32602
     assert ask(alice, original)["error"]["code"] == -32602  # untagged: never handed out by the gateway
+    # Routed to an instance that does not exist: refused here, never forwarded anywhere.
+    elsewhere = ask(alice, f"mcpgw@{'f' * 32}~{tagged}")["error"]
+    assert elsewhere["code"] == -32602 and "no longer running" in elsewhere["message"]
     assert "user likes red" in ask(alice, state)["result"]["content"][0]["text"]
 
 

@@ -19,9 +19,10 @@ import httpx
 import pytest
 from mcp import Client, types
 
-from conftest import SERVERS, ManagedProcess, free_port, gateway_binary, port_open, start_process, wait_until
+from conftest import SERVERS, ManagedProcess, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
 
 STDIO_SERVER = str(SERVERS / "stdio_server.py")
+RAW_STDIO_SERVER = str(SERVERS / "raw_stdio_server.py")
 SECRET = "cluster-secret-for-tests-0123456789abcdef"
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cluster-test", "version": "1"}}}
@@ -53,7 +54,15 @@ def cluster_config(port: int, redis_url: str, upstream: str, secret: str = SECRE
         rule: "PathPrefix(`/notes`)"
         service: notes
         auth: none
+      raw:
+        rule: "PathPrefix(`/raw`)"
+        service: raw
+        auth: none
     services:
+      raw:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{RAW_STDIO_SERVER}"]
       kit:
         stdio:
           command: "{sys.executable}"
@@ -187,6 +196,57 @@ def test_a_killed_instance_s_session_is_taken_over_under_the_same_id(cluster):
     assert "session re-established on this instance" in b.log()
     # Served by the new child from now on, under the same id.
     assert result_text(call(b.base, session, "pid", {}, id=3)) == new_pid
+
+
+def next_event_id(stream) -> str:
+    """The id of the next event on an open SSE response."""
+    event_id = None
+    for line in stream.iter_lines():
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:") and event_id:
+            return event_id
+    raise AssertionError("the stream ended without an event")
+
+
+def test_a_broken_stream_resumes_through_another_instance_and_after_a_takeover(cluster):
+    a, b = cluster.add("a"), cluster.add("b")
+    session = initialize(a.base)
+    headers = {**LEGACY, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+
+    def first_event_of_a_count(id: str) -> str:
+        body = {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "count", "arguments": {"steps": 4, "delay_seconds": 0.3}, "_meta": {"progressToken": id}}}
+        with httpx.stream("POST", a.base + "/kit/mcp", json=body, headers=headers, timeout=20) as stream:
+            return next_event_id(stream)  # the connection drops after the first event
+
+    # Resumed through b: forwarded to a, which replays what the dropped stream missed.
+    resumed = httpx.get(b.base + "/kit/mcp", headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": first_event_of_a_count("c1")}, timeout=20)
+    events = [json.loads(line[5:]) for line in resumed.text.splitlines() if line.startswith("data:")]
+    assert [e["params"]["progress"] for e in events if e.get("method") == "notifications/progress"] == [2, 3, 4]
+    assert events[-1]["id"] == "c1" and events[-1]["result"]["content"][0]["text"] == "counted 4"
+
+    # a is gone mid-call: the stream resumes on b's new child, without the lost events, and the log says so.
+    last = first_event_of_a_count("c2")
+    os.kill(a.managed.pid, signal.SIGKILL)
+    a.managed.process.wait(timeout=10)
+    with httpx.stream("GET", b.base + "/kit/mcp", headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": last}, timeout=20) as stream:
+        assert stream.status_code == 200
+    assert "resumes without the events sent before the takeover" in b.log()
+    assert result_text(call(b.base, session, "echo", {"text": "still here"}, id=4)) == "still here"
+
+
+def test_a_session_whose_child_crashed_is_over_on_every_instance(cluster):
+    """Ended on its own (not with its instance): no other instance resurrects it."""
+    a, b = cluster.add("a"), cluster.add("b")
+    session = initialize(a.base)
+    call(a.base, session, "crash", {})
+    wait_until(lambda: call(a.base, session, "pid", {}, id=5).status_code == 404, what="the crashed session ends on a")
+    # Even once a is gone too: the session's record went with its child.
+    os.kill(a.managed.pid, signal.SIGKILL)
+    a.managed.process.wait(timeout=10)
+    assert call(b.base, session, "pid", {}, id=6).status_code == 404
+    assert "session re-established" not in b.log()
 
 
 def test_a_forged_or_altered_hop_is_refused(cluster):
@@ -399,6 +459,46 @@ def test_progress_and_elicitation_cross_instances_behind_round_robin(cluster, pr
                         assert result.content[0].text == "counted 2" and steps == [1, 2], (path, attempt, steps)
 
     anyio.run(scenario)
+
+
+def test_a_multi_round_trip_retry_goes_to_the_instance_that_parked_it(cluster, processes, tmp_path, nginx_binary):
+    """2026-07-28: the official client's elicitations through round robin (each retry with its
+    requestState lands on either instance), then a retry whose instance is gone."""
+    a, b = cluster.add("a"), cluster.add("b")
+    front = start_round_robin([a, b], processes, tmp_path, nginx_binary)
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+    async def scenario():
+        async with Client(front + "/raw/mcp", mode="2026-07-28", elicitation_callback=elicitation) as client:
+            for attempt in range(6):
+                with anyio.fail_after(15):
+                    assert (await client.call_tool("ask_user", {})).content[0].text == "user likes teal", attempt
+
+    anyio.run(scenario)
+    assert "mcp-gateway-hop" not in (tmp_path / "nginx-error.log").read_text()
+
+    def ask_on_a():
+        body = modern_body("tools/call", {"name": "ask_user", "arguments": {}})
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = {"elicitation": {"form": {}}}
+        asked = httpx.post(a.base + "/raw/mcp", json=body, headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
+        assert asked["result"]["requestState"].startswith("mcpgw@"), asked
+        answers = {key: {"action": "accept", "content": {"colour": "teal"}} for key in asked["result"]["inputRequests"]}
+        retry = modern_body("tools/call", {"name": "ask_user", "arguments": {}, "requestState": asked["result"]["requestState"], "inputResponses": answers})
+        retry["params"]["_meta"] = body["params"]["_meta"]
+        return retry
+
+    # Parked on a, retried at b: b sends it to a.
+    answered = httpx.post(b.base + "/raw/mcp", json=ask_on_a(), headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
+    assert answered["result"]["content"][0]["text"] == "user likes teal", answered
+    # Parked on a; a is killed; the retry reaching b is told precisely what to do.
+    retry = ask_on_a()
+    os.kill(a.managed.pid, signal.SIGKILL)
+    a.managed.process.wait(timeout=10)
+    # Its heartbeat has not lapsed yet: b learns it is gone from the refused connection.
+    refused = httpx.post(b.base + "/raw/mcp", json=retry, headers=modern_headers("tools/call", "ask_user"), timeout=30).json()
+    assert refused["error"]["code"] == -32602 and "no longer running" in refused["error"]["message"], refused
 
 
 def test_three_instances_behind_round_robin_survive_a_kill_a_rolling_restart_and_a_redis_restart(cluster, redis_server, processes, tmp_path, nginx_binary):

@@ -238,7 +238,7 @@ struct StdioShutdownService: Service {
         if pending > 0 { logger.warning("shutdownGrace elapsed with requests in flight; they end now", metadata: ["requests": "\(pending)"]) }
         let sessions = registry.allManagers.flatMap(\.sessionIDs)
         for sessionID in sessions {
-            try? await bindings.move(sessionID, from: [membership.instanceID], to: nil)
+            _ = try? await bindings.move(sessionID, from: [membership.instanceID], to: nil)
         }
         let count = registry.allManagers.reduce(0) { $0 + $1.childPIDs.count }
         logger.info("ending stdio children", metadata: ["children": "\(count)", "sessionsReleased": "\(sessions.count)"])
@@ -351,6 +351,8 @@ package struct GatewayComponents: Sendable {
             store: store, advertiseURL: configuration.cluster?.advertiseURL, heartbeatTimeout: configuration.cluster?.heartbeatTimeout ?? .seconds(10), logger: logger
         )
         let bindings = SessionBindings(store: store, instanceID: instances.instanceID)
+        // A session that ended on its own is gone everywhere: no other instance resurrects it.
+        stdioRegistry.onSessionEnded { sessionID in await bindings.unbind(sessionID) }
         let drain = ShutdownDrain()
         self.hops = ClusterHops(
             membership: instances, signature: configuration.cluster.map { HopSignature(secret: $0.secret) },

@@ -13,6 +13,7 @@ import GatewayStdio
 import GatewayMetrics
 import GatewayConfig
 import GatewayCluster
+import GatewayStore
 
 /// The end of the pipeline: one dispatch by protocol era and transport. An HTTP upstream gets
 /// the request relayed as it is, unless the client's era and the upstream's differ (then the
@@ -138,6 +139,21 @@ struct EraDispatch {
            message.kind == .notification, message.method == "notifications/initialized"
         {
             return Response(status: .accepted)
+        }
+        // A Multi Round-Trip retry goes to the instance that issued its requestState.
+        if call.era == .modern, let state = call.message?.string(at: ["params", "requestState"]),
+           let (instance, _) = RequestStateRouting.split(state), instance != ProcessInstance.id
+        {
+            if !context.atHopLimit, let hops, let placement = try? await hops.membership.placement(of: instance) {
+                switch placement {
+                case .live(let url?), .draining(let url?): throw .heldElsewhere(instance: instance, url: url)
+                default: break
+                }
+            }
+            return ModernProtocol.error(
+                .ok, code: JSONRPCErrorResponse.invalidParams,
+                message: "requestState was issued by a gateway instance that is no longer running; send the request again without it", rawID: call.rawID
+            )
         }
         var exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         exchange.memberScope = context.memberScope
