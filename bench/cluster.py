@@ -36,6 +36,11 @@ from common import free_port, machine_line, own_cpu_seconds, percentile, wait_po
 HERE = Path(__file__).resolve().parent
 TINY = HERE / "tiny_child.awk"
 SECRET = "bench-cluster-secret-0123456789abcdefghij"
+def compact(message: dict) -> bytes:
+    """JSON without spaces: the minimal awk child reads ids with a plain pattern."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
 
@@ -56,7 +61,7 @@ class Instance:
           tiny: {{rule: "PathPrefix(`/tiny`)", service: tiny, auth: none}}
           time: {{rule: "PathPrefix(`/time`)", service: time, auth: none}}
         services:
-          tiny: {{stdio: {{command: "awk", args: ["-f", "{TINY}"]}}}}
+          tiny: {{stdio: {{command: "awk", args: ["-W", "interactive", "-f", "{TINY}"]}}}}
           time: {{stdio: {{command: "mcp-server-time", args: ["--local-timezone=UTC"]}}}}
         """))
         self.process: subprocess.Popen | None = None
@@ -79,7 +84,7 @@ class Instance:
 
 
 def initialize(client: httpx.Client, base: str, path: str) -> str:
-    answer = client.post(base + path, json=INIT, headers=HEADERS)
+    answer = client.post(base + path, content=compact(INIT), headers=HEADERS)
     answer.raise_for_status()
     session = answer.headers["mcp-session-id"]
     client.post(base + path, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**HEADERS, "Mcp-Session-Id": session})
@@ -89,7 +94,7 @@ def initialize(client: httpx.Client, base: str, path: str) -> str:
 def call(client: httpx.Client, base: str, path: str, session: str, id: int, tool: str = "ping") -> float:
     body = {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {} if tool == "ping" else {"timezone": "UTC"}}}
     started = time.perf_counter()
-    answer = client.post(base + path, json=body, headers={**HEADERS, "Mcp-Session-Id": session})
+    answer = client.post(base + path, content=compact(body), headers={**HEADERS, "Mcp-Session-Id": session})
     elapsed = time.perf_counter() - started
     if answer.status_code != 200 or '"result"' not in answer.text:
         raise SystemExit(f"call failed: {answer.status_code} {answer.text[:200]}")
@@ -133,17 +138,18 @@ def main() -> None:
     parser.add_argument("--takeovers", type=int, default=7)
     parser.add_argument("--output", default=str(HERE / "results-cluster.md"))
     args = parser.parse_args()
+    args.gateway = str(Path(args.gateway).resolve())
     if not shutil.which("mcp-server-time"):
         raise SystemExit("mcp-server-time is not on PATH (run through `just bench-cluster`)")
 
     work = Path(tempfile.mkdtemp(prefix="mcpgw-bench-cluster-"))
     redis_port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, cwd=work)
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     wait_port(redis_port)
     a, b = Instance(args.gateway, work, "a", redis_port), Instance(args.gateway, work, "b", redis_port)
-    a.start()
-    b.start()
     try:
+        a.start()
+        b.start()
         rounds = [hop_round(a, b, args.calls) for _ in range(args.rounds)]
         kill_tiny = [takeover(a, b, "/tiny/mcp", "ping", signal.SIGKILL) for _ in range(args.takeovers)]
         kill_time = [takeover(a, b, "/time/mcp", "get_current_time", signal.SIGKILL) for _ in range(args.takeovers)]
@@ -160,7 +166,7 @@ def main() -> None:
     lines = [
         "# Several instances: the forwarding hop and session takeover",
         "",
-        f"`bench/cluster.py` ({time.strftime('%Y-%m-%d')}, {machine_line()}): two instances on one redis-server, loopback, "
+        f"`bench/cluster.py` ({machine_line()}): two instances on one redis-server, loopback, "
         f"a session-based client at c=1; {args.calls} tools/call per path per round, {args.rounds} interleaved rounds (medians of the rounds; "
         "each round's figures below). CPU is both gateway processes' own, children excluded.",
         "",

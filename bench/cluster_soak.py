@@ -8,6 +8,7 @@ Writes bench/results-cluster-soak.md. Usage: python bench/cluster_soak.py --gate
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,11 @@ REPO = HERE.parent
 TINY = HERE / "tiny_child.awk"
 UPSTREAM = REPO / "Tests" / "integration" / "servers" / "mcp_http_server.py"
 SECRET = "bench-cluster-secret-0123456789abcdefghij"
+def compact(message: dict) -> bytes:
+    """JSON without spaces: the minimal awk child reads ids with a plain pattern."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "soak", "version": "1"}}}
 
@@ -43,11 +49,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--output", default=str(HERE / "results-cluster-soak.md"))
     args = parser.parse_args()
+    args.gateway = str(Path(args.gateway).resolve())
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="mcpgw-soak-"))
     processes: list[subprocess.Popen] = []
     redis_port, upstream_port, front_port = free_port(), free_port(), free_port()
-    processes.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, cwd=work))
+    processes.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work))
     processes.append(subprocess.Popen([sys.executable, str(UPSTREAM), "--port", str(upstream_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work))
     wait_port(redis_port)
     wait_port(upstream_port)
@@ -66,7 +73,7 @@ def main() -> None:
           tiny: {{rule: "PathPrefix(`/tiny`)", service: tiny, auth: none}}
           notes: {{rule: "PathPrefix(`/notes`)", service: notes, auth: none}}
         services:
-          tiny: {{stdio: {{command: "awk", args: ["-f", "{TINY}"]}}}}
+          tiny: {{stdio: {{command: "awk", args: ["-W", "interactive", "-f", "{TINY}"]}}}}
           notes: {{http: {{url: "http://127.0.0.1:{upstream_port}/mcp"}}}}
         """))
         process = subprocess.Popen([args.gateway, "serve", "--config", str(config)], stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT, cwd=work)
@@ -97,7 +104,7 @@ http {{
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 # A session of 200 calls, then DELETE and a new one: sessions come and go as in use.
-                answer = client.post(front + path, json=INIT, headers=HEADERS)
+                answer = client.post(front + path, content=compact(INIT), headers=HEADERS)
                 session = answer.headers.get("mcp-session-id")
                 if answer.status_code != 200 or not session:
                     with lock:
@@ -109,7 +116,7 @@ http {{
                     if stop.is_set():
                         break
                     body = {"jsonrpc": "2.0", "id": call + 2, "method": "tools/call", "params": tool}
-                    reply = client.post(front + path, json=body, headers={**HEADERS, "Mcp-Session-Id": session})
+                    reply = client.post(front + path, content=compact(body), headers={**HEADERS, "Mcp-Session-Id": session})
                     with lock:
                         counts["ok" if reply.status_code == 200 and '"result"' in reply.text else "failed"] += 1
                 client.delete(front + path, headers={**HEADERS, "Mcp-Session-Id": session})
@@ -141,7 +148,7 @@ http {{
     lines = [
         "# Soak: three instances behind nginx round robin",
         "",
-        f"`bench/cluster_soak.py` ({time.strftime('%Y-%m-%d')}, {machine_line()}): {args.minutes:g} minutes, {args.workers} workers "
+        f"`bench/cluster_soak.py` ({machine_line()}): {args.minutes:g} minutes, {args.workers} workers "
         "(half on a stdio route with a minimal awk child, half on an HTTP route to a Python SDK server), each running sessions of "
         "200 tools/call then DELETE, through nginx round robin without affinity (so most requests are forwarded to the instance "
         "holding their session). RSS and open descriptors of each instance every 10 s.",

@@ -356,9 +356,7 @@ package struct GatewayComponents: Sendable {
         let drain = ShutdownDrain()
         self.hops = ClusterHops(
             membership: instances, signature: configuration.cluster.map { HopSignature(secret: $0.secret) },
-            http: HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: .init(
-                redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1)), decompression: .disabled
-            )),
+            http: HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: Self.hopClientConfiguration),
             drain: drain
         )
 
@@ -440,6 +438,17 @@ package struct GatewayComponents: Sendable {
         holder.observeReplacements { old, new in listChanges.configurationReplaced(old: old, new: new) }
         self.listChanges = listChanges
         self.groups = GroupServer(bindings: bindings, locator: stdio.locator, logger: logger)
+    }
+
+    /// The client of requests forwarded between instances: a refused connection fails at once (the
+    /// instance is gone: its sessions are taken over without waiting out a connect timeout), and
+    /// every open event stream relayed holds a connection of its own, so the pool is not capped at
+    /// AsyncHTTPClient's default of 8 per instance.
+    static var hopClientConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1)), decompression: .disabled)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 65_536
+        return configuration
     }
 
     /// Releases the clients (what the lifecycle services do at shutdown).
