@@ -94,6 +94,23 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        // Users' own connections to OAuth-protected upstreams: sealed tokens in the store, the
+        // gateway as an MCP OAuth client (discovery, registration, PKCE, refresh, revocation).
+        .target(
+            name: "GatewayConnections",
+            dependencies: [
+                "GatewayConfig",
+                "GatewayStore",
+                "GatewayAuth",
+                "AuthorizationServer",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
+            ]
+        ),
         // Several instances on one store: membership by heartbeat, signed hops between instances.
         .target(
             name: "GatewayCluster",
@@ -271,6 +288,7 @@ let package = Package(
                 "GatewayAdmin",
                 "GatewayTracing",
                 "GatewayCluster",
+                "GatewayConnections",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 "GatewayAuth",
@@ -298,6 +316,7 @@ let package = Package(
             name: "mcp-gateway",
             dependencies: [
                 "GatewayAdmin",
+                "GatewayConnections",
                 "GatewayAuth",
                 "GatewayRedis",
                 "GatewayStore",
@@ -328,6 +347,7 @@ let package = Package(
         ),
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
+        .testTarget(name: "GatewayConnectionsTests", dependencies: ["GatewayConnections", "GatewayConfig", "GatewayStore"]),
         .testTarget(name: "GatewayClusterTests", dependencies: ["GatewayCluster", "GatewayStore", "GatewayAuth", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "AuthorizationEndpointsTests",

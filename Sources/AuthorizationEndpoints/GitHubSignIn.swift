@@ -5,10 +5,16 @@ import HTTPTypes
 
 /// GitHub (or GitHub Enterprise) as an identity provider: the browser signs in at GitHub, comes
 /// back with a code, and the gateway reads the user (and, when an allow-list needs them, their
-/// organisations and teams) with GitHub's token, which is used for this sign-in only.
+/// organisations and teams) with GitHub's token. The token is used for this sign-in only, unless
+/// services call GitHub with it (`oauth.provider: github`): then their scopes are asked for too
+/// and the token is handed to `keepToken`, which stores it sealed for those services.
 package struct GitHubSignIn: RedirectingIdentityProvider {
     package let github: GitHubClient
     package let logger: Logger
+    /// The scopes services with `provider: github` need (read at each sign-in: they reload).
+    package var extraScopes: @Sendable () -> [String] = { [] }
+    /// Keeps the user's token for those services.
+    package var keepToken: (@Sendable (_ user: GrantSubject, _ token: String) async -> Void)?
     package var name: String { "github" }
     package var displayName: String { "GitHub" }
 
@@ -18,7 +24,7 @@ package struct GitHubSignIn: RedirectingIdentityProvider {
     }
 
     package func signInURL(state: String, callbackURL: String, policy: AccessPolicy) -> String {
-        github.authorizeURL(state: state, callbackURL: callbackURL, needsOrgs: policy.needsMembership)
+        github.authorizeURL(state: state, callbackURL: callbackURL, needsOrgs: policy.needsMembership, extraScopes: extraScopes())
     }
 
     package func signedIn(callback: FormFields, callbackURL: String, policy: AccessPolicy) async -> SignInOutcome {
@@ -34,7 +40,9 @@ package struct GitHubSignIn: RedirectingIdentityProvider {
             let user = try await github.user(token: token)
             let orgs = policy.needsOrgs ? try await github.orgs(token: token) : nil
             let teams = policy.needsTeams ? try await github.teams(token: token) : nil
-            return .signedIn(GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams, email: user.email))
+            let subject = GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams, email: user.email)
+            await keepToken?(subject, token)
+            return .signedIn(subject)
         } catch {
             logger.warning("GitHub sign-in failed", metadata: ["detail": "\(error.description)"])
             return .providerFailed(detail: error.description)

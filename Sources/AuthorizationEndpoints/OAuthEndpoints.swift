@@ -221,7 +221,7 @@ package struct OAuthEndpoints: Sendable {
             return fail("invalid_target", "resource must be one of this gateway's MCP endpoint URLs")
         }
         // The admin page's resource is its own client's alone, and that client signs in nowhere else.
-        guard (resource == adminResource) == (clientID == Self.adminClientID) else {
+        guard (resource == adminResource) == (clientID == Self.adminClientID), (resource == connectionsResource) == (clientID == Self.connectionsClientID) else {
             return fail("invalid_target", "resource must be one of this gateway's MCP endpoint URLs")
         }
         let authorizationRequest = AuthorizationRequest(
@@ -246,6 +246,7 @@ package struct OAuthEndpoints: Sendable {
         if trimmed.hasSuffix("/") { trimmed.removeLast() }
         if trimmed.lowercased() == issuer.lowercased() { return issuer }
         if currentConfiguration().admin != nil, trimmed == adminResource { return adminResource }
+        if trimmed == connectionsResource, Self.hasConnections(currentConfiguration()) { return connectionsResource }
         for router in currentConfiguration().routers where router.acceptsOAuth {
             let url = router.resourceURL(publicURL: publicURL)
             if url == trimmed || url.lowercased() == trimmed.lowercased() { return url }
@@ -381,11 +382,27 @@ package struct OAuthEndpoints: Sendable {
     package var adminResource: String { issuer + "/admin" }
     package static let adminClientID = "mcp-gateway-admin"
 
+    /// The connections pages' sign-in (`/connect/<service>`, `/connections`): their own resource,
+    /// with the global allow-list as its policy, and a built-in client like the admin page's.
+    package var connectionsResource: String { issuer + "/connections" }
+    package static let connectionsClientID = "mcp-gateway-connections"
+
+    /// Whether any service calls its upstream with users' own tokens.
+    package static func hasConnections(_ configuration: GatewayConfiguration) -> Bool {
+        configuration.services.values.contains { service in
+            if case .http(let http) = service { return http.oauth != nil }
+            return false
+        }
+    }
+
     package func policy(for resource: String) -> AccessPolicy {
         let configuration = currentConfiguration()
         if resource == adminResource {
             // Nobody without an `admin:` section; only the admin allow-list otherwise.
             return AccessPolicy(global: AccessRule(configuration.admin?.allow ?? AllowList()), router: nil)
+        }
+        if resource == connectionsResource {
+            return AccessPolicy(configuration: configuration, router: nil)
         }
         let router = configuration.routers.first { $0.resourceURL(publicURL: publicURL) == resource }
         return AccessPolicy(configuration: configuration, router: router)

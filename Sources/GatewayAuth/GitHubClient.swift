@@ -23,11 +23,14 @@ package struct GitHubClient: Sendable {
         self.http = http
     }
 
-    package func authorizeURL(state: String, callbackURL: String, needsOrgs: Bool) -> String {
+    /// `extraScopes`: what services with `oauth.provider: github` need of the user's token.
+    package func authorizeURL(state: String, callbackURL: String, needsOrgs: Bool, extraScopes: [String] = []) -> String {
+        // Org and team membership are readable only with read:org.
+        var scopes = needsOrgs ? ["read:org"] : []
+        for scope in extraScopes where !scopes.contains(scope) { scopes.append(scope) }
         let pairs: [(String, String?)] = [
             ("client_id", configuration.clientID), ("redirect_uri", callbackURL), ("state", state),
-            // Org and team membership are readable only with read:org.
-            ("scope", needsOrgs ? "read:org" : ""), ("allow_signup", "false"),
+            ("scope", scopes.joined(separator: " ")), ("allow_signup", "false"),
         ]
         return FormEncoding.appending(pairs, to: configuration.webURL + "/login/oauth/authorize")
     }

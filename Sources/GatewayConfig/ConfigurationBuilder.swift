@@ -15,6 +15,7 @@ struct ConfigurationBuilder {
         let entryPoints = buildEntryPoints(top["entryPoints"], root: root)
         let publicURL = buildPublicURL(top["publicURL"], root: root)
         let store = top["store"].flatMap { buildStore($0) }
+        let storeKeys = top["store"].flatMap { buildStoreKeys($0) }
         let auth = top["auth"].flatMap { buildAuth($0) }
         let services = buildServices(top["services"], root: root)
         let middlewares = buildMiddlewares(top["middlewares"])
@@ -31,6 +32,9 @@ struct ConfigurationBuilder {
             || (top["tracing"] != nil && tracing == nil) || (top["metrics"] != nil && metrics == nil)
             || (top["cluster"] != nil && cluster == nil) || (shutdownGrace.map { $0 == nil } ?? false)
 
+        if let services, let servicesNode = top["services"] {
+            checkUpstreamOAuth(services.byName, routers: routers ?? [], servicesNode: servicesNode, storeKeys: storeKeys, auth: auth, storeNode: top["store"], root: root)
+        }
         if let routers, auth?.jwtIssuers.isEmpty ?? true, let jwtRouter = routers.first(where: { $0.authMethods.contains(.jwt) && $0.auth == .oauth }),
            let node = top["routers"]
         {
@@ -46,6 +50,7 @@ struct ConfigurationBuilder {
         configuration.admin = admin
         configuration.tracing = tracing
         configuration.cluster = cluster
+        configuration.storeKeys = storeKeys
         if let grace = shutdownGrace ?? nil { configuration.shutdownGrace = grace }
         return configuration
     }
@@ -240,7 +245,7 @@ struct ConfigurationBuilder {
     // MARK: store
 
     private func buildStore(_ node: Node) -> StoreConfiguration? {
-        guard let fields = reader.mapping(node, "store", allowed: ["redis"]) else { return nil }
+        guard let fields = reader.mapping(node, "store", allowed: ["redis", "encryptionKey", "previousEncryptionKeys"]) else { return nil }
         guard let redisNode = fields["redis"] else { return nil }
         guard let redis = reader.mapping(redisNode, "store.redis", allowed: ["url", "keyPrefix"]) else { return nil }
         guard let urlNode = redis["url"] else {
@@ -256,6 +261,58 @@ struct ConfigurationBuilder {
         }
         let prefix = redis["keyPrefix"].flatMap { reader.string($0, "store.redis.keyPrefix") } ?? ConfigurationDefaults.redisKeyPrefix
         return StoreConfiguration(redisURL: url, keyPrefix: prefix)
+    }
+
+    /// `store.encryptionKey` and `store.previousEncryptionKeys`: 32 bytes each, base64 (standard
+    /// or URL alphabet), usually `env://` or `file://` references.
+    private func buildStoreKeys(_ node: Node) -> StoreKeys? {
+        guard case .mapping = node, let keyNode = node["encryptionKey"] else { return nil }
+        guard let current = encryptionKey(keyNode, "store.encryptionKey") else { return nil }
+        var previous: [[UInt8]] = []
+        if let listNode = node["previousEncryptionKeys"] {
+            guard case .sequence(let items) = listNode else {
+                reader.report("a list of keys, e.g. [\"env://MCPGW_OLD_STORE_KEY\"]", "store.previousEncryptionKeys", listNode)
+                return nil
+            }
+            for (index, item) in items.enumerated() {
+                guard let key = encryptionKey(item, "store.previousEncryptionKeys[\(index)]") else { return nil }
+                previous.append(key)
+            }
+        }
+        return StoreKeys(current: current, previous: previous)
+    }
+
+    private func encryptionKey(_ node: Node, _ path: String) -> [UInt8]? {
+        guard let text = secret(node, path) else { return nil }
+        var base64 = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64), data.count == 32 else {
+            reader.report("the key must be 32 random bytes in base64 (e.g. from `openssl rand -base64 32`)", path, node)
+            return nil
+        }
+        return Array(data)
+    }
+
+    /// `services.<s>.http.oauth` needs a key to seal users' tokens with, routers that know who the
+    /// user is, and (for `provider: github`) the gateway's GitHub sign-in.
+    private func checkUpstreamOAuth(
+        _ services: [String: ServiceConfiguration], routers: [RouterConfiguration], servicesNode: Node, storeKeys: StoreKeys?, auth: AuthConfiguration?,
+        storeNode: Node?, root: Node
+    ) {
+        for (name, service) in services.sorted(by: { $0.key < $1.key }) {
+            guard case .http(let http) = service, let oauth = http.oauth else { continue }
+            let node = servicesNode[name]?["http"]?["oauth"] ?? servicesNode
+            let path = "services.\(name).http.oauth"
+            if storeKeys == nil {
+                reader.report("users' upstream tokens are stored encrypted: set store.encryptionKey (32 random bytes, base64, e.g. env://MCPGW_STORE_KEY)", path, node)
+            }
+            if oauth.provider == .github, auth?.github == nil {
+                reader.report("provider: github uses the gateway's GitHub sign-in: configure auth.github", "\(path).provider", node)
+            }
+            for router in routers where router.service == name && router.auth == .none {
+                reader.report("router \(router.name) has auth: none, but \(name) calls its upstream with each signed-in user's own token", path, node)
+            }
+        }
     }
 
     // MARK: auth
@@ -734,7 +791,7 @@ struct ConfigurationBuilder {
     }
 
     private func buildHTTPService(name: String, node: Node, path: String) -> HTTPServiceConfiguration? {
-        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize", "passAuthorization", "auth", "identityToken"]) else { return nil }
+        guard let fields = reader.mapping(node, path, allowed: ["url", "headers", "connectTimeout", "responseHeaderTimeout", "maxRequestBodySize", "passAuthorization", "auth", "identityToken", "oauth"]) else { return nil }
         guard let urlNode = fields["url"] else {
             reader.report("missing \"url\" of the upstream MCP endpoint, e.g. \"http://127.0.0.1:9100/mcp\"", path, node)
             return nil
@@ -795,12 +852,68 @@ struct ConfigurationBuilder {
         } else if fields["identityToken"] != nil {
             failed = true
         }
+        var oauth: UpstreamOAuthSettings?
+        if let oauthNode = fields["oauth"] {
+            oauth = buildUpstreamOAuth(oauthNode, path: "\(path).oauth")
+            if oauth == nil { failed = true }
+            for (key, clash) in [("auth", fields["auth"] != nil), ("passAuthorization", passAuthorization == true)] where clash {
+                reader.report("oauth and \(key) both set the upstream's credentials: choose one", "\(path).oauth", oauthNode)
+                failed = true
+            }
+            if headers.contains(where: { $0.name.lowercased() == "authorization" }) {
+                reader.report("oauth sets Authorization itself: remove it from headers", "\(path).oauth", oauthNode)
+                failed = true
+            }
+        }
         guard !failed, let url, let connect, let ttfb, let body, let passAuthorization else { return nil }
         var service = HTTPServiceConfiguration(name: name, url: url, headers: headers, connectTimeout: connect, responseHeaderTimeout: ttfb, maxRequestBodyBytes: body)
+        service.oauth = oauth
         service.passAuthorization = passAuthorization
         service.credentials = credentials
         service.identityToken = identityToken
         return service
+    }
+
+    /// `oauth: {provider, authorizationServer, clientID, clientSecret, scopes}`.
+    private func buildUpstreamOAuth(_ node: Node, path: String) -> UpstreamOAuthSettings? {
+        guard let fields = reader.mapping(node, path, allowed: ["provider", "authorizationServer", "clientID", "clientSecret", "scopes"]) else { return nil }
+        var settings = UpstreamOAuthSettings()
+        var failed = false
+        if let providerNode = fields["provider"], let text = reader.string(providerNode, "\(path).provider") {
+            if let provider = UpstreamOAuthSettings.Provider(rawValue: text) { settings.provider = provider } else {
+                reader.report("provider is mcp (the upstream's own authorization server, the default) or github", "\(path).provider", providerNode)
+                failed = true
+            }
+        }
+        if let serverNode = fields["authorizationServer"] {
+            if let url = httpURL(serverNode, "\(path).authorizationServer") { settings.authorizationServer = url } else { failed = true }
+        }
+        if let idNode = fields["clientID"], let id = reader.string(idNode, "\(path).clientID") {
+            // `${VAR:-}` left empty means: no registered client, identify automatically.
+            settings.clientID = id.isEmpty ? nil : id
+        }
+        if let secretNode = fields["clientSecret"] {
+            if let value = secret(secretNode, "\(path).clientSecret") { settings.clientSecret = value } else { failed = true }
+            if settings.clientID == nil {
+                reader.report("clientSecret belongs to a clientID: set both", "\(path).clientSecret", secretNode)
+                failed = true
+            }
+        }
+        if let scopesNode = fields["scopes"] {
+            if let scopes = reader.stringList(scopesNode, "\(path).scopes") {
+                if let bad = scopes.first(where: { $0.isEmpty || $0.contains(where: { $0 == " " || $0 == "\"" || $0 == "\\" || $0.asciiValue.map { $0 < 0x21 || $0 > 0x7E } ?? true }) }) {
+                    reader.report("\"\(bad)\" is not an OAuth scope token", "\(path).scopes", scopesNode)
+                    failed = true
+                } else {
+                    settings.scopes = scopes
+                }
+            } else { failed = true }
+        }
+        if settings.provider == .github, settings.authorizationServer != nil || settings.clientID != nil {
+            reader.report("provider: github takes only scopes (the token comes from the gateway's GitHub sign-in)", path, node)
+            failed = true
+        }
+        return failed ? nil : settings
     }
 
     /// `auth`: exactly one of `bearer`, `apiKey {header, value}`, `basic {username, password}`,

@@ -26,6 +26,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// `shutdownGrace`: how long a stopping instance lets requests in flight finish before it ends
     /// its stdio children and releases their sessions to the other instances.
     public var shutdownGrace: Duration = ConfigurationDefaults.clusterShutdownGrace
+    /// `store.encryptionKey` (and `store.previousEncryptionKeys`): what seals the users' upstream
+    /// tokens at rest; nil when none is configured (then no service may use `oauth`).
+    public var storeKeys: StoreKeys?
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -234,6 +237,24 @@ public struct StoreConfiguration: Sendable, Equatable {
     public var redisURL: String
     /// Prefix of every Redis key the gateway writes.
     public var keyPrefix: String
+}
+
+/// AES-256 keys sealing secrets the gateway keeps for users (their upstream OAuth tokens). Each
+/// sealed value names the key that sealed it, so a new `encryptionKey` can be rolled in while the
+/// old one, listed under `previousEncryptionKeys`, still opens what it sealed until
+/// `mcp-gateway admin rotate-store-key` has sealed everything again under the new one.
+public struct StoreKeys: Sendable, Equatable, CustomStringConvertible {
+    /// 32 bytes: seals everything written from now on.
+    public var current: [UInt8]
+    /// Older keys, only for opening.
+    public var previous: [[UInt8]]
+
+    public init(current: [UInt8], previous: [[UInt8]] = []) {
+        self.current = current
+        self.previous = previous
+    }
+
+    public var description: String { "StoreKeys([redacted], \(previous.count) previous)" }
 }
 
 public struct AllowList: Sendable, Equatable {
@@ -648,6 +669,8 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     public var identityToken: IdentityTokenSettings?
     /// `services.<s>.tags`: names groups broadcast to (`broadcast__by_tag__<tag>`).
     public var tags: [String] = []
+    /// `oauth`: the upstream wants each user's own OAuth token (a per-user connection).
+    public var oauth: UpstreamOAuthSettings?
 
     public init(name: String, url: String, headers: [(name: String, value: String)], connectTimeout: Duration, responseHeaderTimeout: Duration, maxRequestBodyBytes: Int) {
         self.name = name
@@ -659,9 +682,36 @@ public struct HTTPServiceConfiguration: Sendable, Equatable {
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.passAuthorization == rhs.passAuthorization && lhs.credentials == rhs.credentials && lhs.identityToken == rhs.identityToken && lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
+        lhs.passAuthorization == rhs.passAuthorization && lhs.oauth == rhs.oauth && lhs.credentials == rhs.credentials && lhs.identityToken == rhs.identityToken && lhs.name == rhs.name && lhs.url == rhs.url && lhs.connectTimeout == rhs.connectTimeout
             && lhs.responseHeaderTimeout == rhs.responseHeaderTimeout && lhs.maxRequestBodyBytes == rhs.maxRequestBodyBytes
             && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
+    }
+}
+
+/// `services.<s>.http.oauth`: the upstream is a protected MCP server; every user connects their
+/// own account once (`/connect/<service>`) and the gateway calls it with that user's token.
+public struct UpstreamOAuthSettings: Sendable, Equatable, CustomStringConvertible {
+    public enum Provider: String, Sendable, Equatable {
+        /// The MCP authorization spec: discovery from the upstream's 401, PKCE, `resource`.
+        case mcp
+        /// The user's GitHub token from the gateway's own GitHub sign-in.
+        case github
+    }
+
+    public var provider: Provider = .mcp
+    /// The upstream's authorization server (issuer URL); nil: discovered from its 401.
+    public var authorizationServer: String?
+    /// A client id registered at the upstream's authorization server; nil: the gateway's Client ID
+    /// Metadata Document where supported (an https `publicURL`), else dynamic registration.
+    public var clientID: String?
+    /// For a confidential `clientID` (resolved secret; never logged).
+    public var clientSecret: String?
+    public var scopes: [String] = []
+
+    public init() {}
+
+    public var description: String {
+        "UpstreamOAuthSettings(provider: \(provider.rawValue), authorizationServer: \(authorizationServer ?? "discovered"), clientID: \(clientID ?? "automatic"), clientSecret: \(clientSecret == nil ? "none" : "[redacted]"), scopes: \(scopes))"
     }
 }
 

@@ -9,7 +9,7 @@ public enum Pages {
         var library = MustacheLibrary()
         let templates = [
             ("page", Templates.page), ("consent", Templates.consent), ("error", Templates.error), ("welcome", Templates.welcome),
-            ("wide", Templates.wide), ("admin", Templates.admin),
+            ("wide", Templates.wide), ("admin", Templates.admin), ("connections", Templates.connections), ("connected", Templates.connected),
         ]
         // The templates are constants of this module and PagesTests renders each one; a template
         // that failed to parse is left out, and `render` answers the plain fallback page for it
@@ -112,6 +112,25 @@ enum Templates {
     header{display:flex;justify-content:space-between;align-items:baseline}
     </style></head>
     <body><main>{{$body}}{{/body}}</main></body></html>
+    """
+
+    /// `/connections`: the signed-in user's connections to OAuth-protected upstreams.
+    static let connections = """
+    {{<page}}{{$body}}
+    <h1>Your connections</h1>
+    <p class="note">Signed in as <b id="login">{{login}}</b>. Services behind this gateway that call their upstream with your own account:</p>
+    {{#done}}<p class="done" id="done">{{done}}</p>{{/done}}
+    <dl>{{#services}}<dt>{{name}}</dt><dd id="status-{{name}}">{{#connected}}connected {{since}}
+    <form method="post" action="/connections/disconnect"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="service" value="{{name}}"><button type="submit" id="disconnect-{{name}}">Disconnect</button></form>{{/connected}}{{^connected}}not connected <a id="connect-{{name}}" href="/connect/{{name}}">Connect</a>{{/connected}}</dd>
+    {{/services}}{{^services}}<dt>none</dt><dd>no service here needs a connection</dd>{{/services}}</dl>
+    {{/body}}{{/page}}
+    """
+
+    /// The end of a connection: the user returns to their MCP client.
+    static let connected = """
+    {{<page}}{{$body}}<h1 id="title">Connected to {{service}}</h1>
+    <p id="message">Your {{service}} account is connected for <b>{{login}}</b>. Return to your MCP client and try again: it now works with your account.</p>
+    <p class="note"><a href="/connections">Your connections</a></p>{{/body}}{{/page}}
     """
 
     static let admin = """

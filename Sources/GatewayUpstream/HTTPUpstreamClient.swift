@@ -52,11 +52,31 @@ public final class UpstreamClients: Sendable {
     }
 }
 
+/// A user's own credentials for an OAuth-protected upstream (`services.<s>.http.oauth`): the
+/// current access token, and a fresh one after the upstream refused a token.
+public struct UpstreamAuthorization: Sendable {
+    /// The token to send; nil when the user is no longer connected.
+    public let token: @Sendable () async -> String?
+    /// A token after `stale` was refused (refreshed once, by one caller at a time); nil when the
+    /// refresh was refused (the user must connect again). The same token back: not refreshable now.
+    public let refreshed: @Sendable (_ stale: String) async -> String?
+    /// The user is out: the upstream refused even a fresh token.
+    public let disconnect: @Sendable () async -> Void
+
+    public init(token: @escaping @Sendable () async -> String?, refreshed: @escaping @Sendable (String) async -> String?, disconnect: @escaping @Sendable () async -> Void) {
+        self.token = token
+        self.refreshed = refreshed
+        self.disconnect = disconnect
+    }
+}
+
 /// Sends one request to an HTTP MCP upstream and returns once its response head arrives;
 /// the body is left to the caller to stream.
 public struct HTTPUpstream: Sendable {
     public let service: HTTPServiceConfiguration
     private let client: HTTPClient
+    /// For `oauth` services: the calling user's token, set per request by the era dispatch.
+    public var authorization: UpstreamAuthorization?
 
     public init(service: HTTPServiceConfiguration, clients: UpstreamClients) {
         self.service = service
@@ -86,11 +106,38 @@ public struct HTTPUpstream: Sendable {
         }
         if let body { request.body = .bytes(body) }
         let timeout = TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
-        do {
-            return try await client.execute(request, timeout: timeout, logger: clientLogger)
-        } catch {
-            throw Self.classify(error, service: service)
+        guard let authorization else {
+            do {
+                return try await client.execute(request, timeout: timeout, logger: clientLogger)
+            } catch {
+                throw Self.classify(error, service: service)
+            }
         }
+        // The user's token; the client logs no header of it (its debug logs show headers).
+        if clientLogger.logLevel < .info { clientLogger.logLevel = .info }
+        guard let token = await authorization.token() else {
+            throw UpstreamError(.authorizationRequired, service: service.name, detail: "the user is not connected")
+        }
+        request.headers.replaceOrAdd(name: "Authorization", value: "Bearer \(token)")
+        let first: HTTPClientResponse
+        do { first = try await client.execute(request, timeout: timeout, logger: clientLogger) } catch { throw Self.classify(error, service: service) }
+        guard first.status == .unauthorized else { return first }
+        // Refused: refreshed once and sent once more. An upstream's 401 never reaches the client,
+        // whose own credentials are the gateway's.
+        _ = try? await first.body.collect(upTo: 64 * 1024)
+        guard let fresh = await authorization.refreshed(token) else {
+            throw UpstreamError(.authorizationRequired, service: service.name, detail: "the upstream refused the user's token and the refresh was refused")
+        }
+        guard fresh != token else {
+            throw UpstreamError(.protocolFailure, service: service.name, detail: "the upstream refused the user's token, and it cannot be refreshed now")
+        }
+        request.headers.replaceOrAdd(name: "Authorization", value: "Bearer \(fresh)")
+        let second: HTTPClientResponse
+        do { second = try await client.execute(request, timeout: timeout, logger: clientLogger) } catch { throw Self.classify(error, service: service) }
+        guard second.status == .unauthorized else { return second }
+        _ = try? await second.body.collect(upTo: 64 * 1024)
+        await authorization.disconnect()
+        throw UpstreamError(.authorizationRequired, service: service.name, detail: "the upstream refused a freshly refreshed token")
     }
 
     static func classify(_ error: any Error, service: HTTPServiceConfiguration) -> UpstreamError {

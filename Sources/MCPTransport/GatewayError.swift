@@ -78,6 +78,8 @@ package enum GatewayError: Error {
             switch error.kind {
             case .timeout: .gatewayTimeout
             case .unreachable, .protocolFailure: .badGateway
+            // Answered as a JSON-RPC error by the era dispatch; a 401 would mean the gateway's token.
+            case .authorizationRequired: .forbidden
             }
         case .oauth(let refusal): refusal.status
         case .protocolViolation(let violation): violation.status
@@ -119,6 +121,7 @@ package enum GatewayError: Error {
             case .timeout: "upstream_timeout"
             case .unreachable: "upstream_unreachable"
             case .protocolFailure: "upstream_failed"
+            case .authorizationRequired: "upstream_connection_required"
             }
         }
     }

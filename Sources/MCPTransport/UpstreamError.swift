@@ -7,6 +7,9 @@ public struct UpstreamError: Error, Sendable, CustomStringConvertible {
         case timeout
         /// The upstream broke the exchange after it started, or answered nonsense: 502.
         case protocolFailure
+        /// The user's connection to an OAuth-protected upstream is missing or no longer accepted
+        /// (its token refused and not refreshable): the client is sent to connect again.
+        case authorizationRequired
     }
 
     public var kind: Kind

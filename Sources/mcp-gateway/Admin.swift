@@ -3,6 +3,7 @@ import AuthorizationServer
 import Foundation
 import GatewayAdmin
 import GatewayConfig
+import GatewayConnections
 import GatewayRedis
 import GatewayStore
 
@@ -11,7 +12,7 @@ struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List and revoke clients, sessions and users in the gateway's store.",
         discussion: "Reads the same gateway.yaml as the gateway and acts on its Redis store; the running gateways see each change within seconds.",
-        subcommands: [Clients.self, Sessions.self, Users.self, Tokens.self]
+        subcommands: [Clients.self, Sessions.self, Users.self, Tokens.self, RotateStoreKey.self]
     )
 
     struct Options: ParsableArguments {
@@ -190,6 +191,41 @@ struct Admin: AsyncParsableCommand {
                     let count = try await administration.revokeUser(user)
                     emit(["user": user, "revokedSignIns": "\(count)"], json: options.json) { [["USER", "REVOKED SIGN-INS"], [user, "\(count)"]] }
                 }
+            }
+        }
+    }
+
+    struct RotateStoreKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-store-key",
+            abstract: "Seal every stored upstream connection again under store.encryptionKey.",
+            discussion: """
+            To rotate the key: put the new key in store.encryptionKey and the old one in \
+            store.previousEncryptionKeys, reload or restart the gateways, run this command, then \
+            remove the old key. Connections no configured key opens are listed and left alone.
+            """
+        )
+        @OptionGroup var options: Options
+
+        func run() async {
+            let configuration: GatewayConfiguration
+            do { configuration = try ConfigurationLoader().load(path: options.config.config) } catch {
+                fail("\(error.description)\n\(options.config.config): \(error.diagnostics.count) problem(s)", code: 2)
+            }
+            guard let keys = configuration.storeKeys else { fail("\(options.config.config) has no store.encryptionKey", code: 2) }
+            let (_, store) = open(options)
+            let vault = ConnectionVault(store: store, keys: { keys })
+            do {
+                let result = try await vault.reseal()
+                await store.shutdown()
+                let keyID = SecretSealer(keys: keys).currentKeyID
+                emit(["key": keyID, "resealed": "\(result.resealed)", "unchanged": "\(result.unchanged)", "failed": result.failed.joined(separator: " ")], json: options.json) {
+                    [["KEY", "RESEALED", "ALREADY UNDER IT", "NOT OPENED"], [keyID, "\(result.resealed)", "\(result.unchanged)", result.failed.isEmpty ? "-" : result.failed.joined(separator: " ")]]
+                }
+                if !result.failed.isEmpty { Foundation.exit(1) }
+            } catch {
+                await store.shutdown()
+                fail("\(error)")
             }
         }
     }

@@ -26,6 +26,7 @@ import HTTPTypes
 import NIOCore
 import NIOSSL
 import GatewayCluster
+import GatewayConnections
 
 /// Composition root: one Hummingbird server per entry point, the config reload service, and the
 /// shared upstream clients, run as one service group with graceful shutdown on SIGTERM/SIGINT.
@@ -331,12 +332,25 @@ package struct GatewayComponents: Sendable {
     let groups: GroupServer
     /// The other instances on the store, and the requests forwarded to them.
     let hops: ClusterHops
+    /// Users' own connections to OAuth-protected upstreams.
+    let connections: UpstreamConnections
 
     /// The sign-in methods the consent page offers: GitHub when configured with a client id, local
     /// accounts when any are listed.
-    static func identityProviders(github: GitHubClient?, auth: AuthConfiguration, store: any KeyValueStore, logger: Logger) -> [any IdentityProvider] {
+    static func identityProviders(
+        github: GitHubClient?, auth: AuthConfiguration, store: any KeyValueStore, logger: Logger, connections: UpstreamConnections? = nil
+    ) -> [any IdentityProvider] {
         var providers: [any IdentityProvider] = []
-        if let github { providers.append(GitHubSignIn(github: github, logger: logger)) }
+        if let github {
+            var signIn = GitHubSignIn(github: github, logger: logger)
+            if let connections {
+                // Services calling GitHub with the user's token (`oauth.provider: github`): their
+                // scopes are asked for at sign-in, and the token is kept for them.
+                signIn.extraScopes = { connections.githubServices().flatMap(\.scopes) }
+                signIn.keepToken = { user, token in await connections.keepGitHubToken(token, for: user) }
+            }
+            providers.append(signIn)
+        }
         if !auth.localUsers.isEmpty { providers.append(LocalAccounts(users: auth.localUsers, limits: auth.localLimits, store: store, logger: logger)) }
         return providers
     }
@@ -394,15 +408,25 @@ package struct GatewayComponents: Sendable {
         if auth.github != nil, github == nil {
             logger.warning("auth.github.clientID is empty: GitHub sign-in is off (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
         }
+        let connections = UpstreamConnections(
+            vault: ConnectionVault(store: store, keys: { holder.current.configuration.storeKeys }),
+            client: UpstreamOAuthClient(http: authHTTP, store: store, logger: logger, keys: { holder.current.configuration.storeKeys }),
+            holder: holder, logger: logger, audit: auditSink
+        )
+        var builtInClients: [String: ClientMetadata] = [
+            OAuthEndpoints.connectionsClientID: .builtIn(name: "mcp-gateway connections", redirectURI: configuration.publicURL.origin + "/connections/callback"),
+        ]
+        if configuration.admin != nil {
+            builtInClients[OAuthEndpoints.adminClientID] = .builtIn(name: "mcp-gateway admin page", redirectURI: configuration.publicURL.origin + "/admin/callback")
+        }
         var oauth = OAuthEndpoints(
             currentConfiguration: { holder.current.configuration }, publicURL: configuration.publicURL, registry: registry,
-            clients: ClientDirectory(
-                registry: registry, documents: documents,
-                builtIn: configuration.admin == nil ? [:] : [OAuthEndpoints.adminClientID: .builtIn(name: "mcp-gateway admin page", redirectURI: configuration.publicURL.origin + "/admin/callback")]
-            ), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
+            clients: ClientDirectory(registry: registry, documents: documents, builtIn: builtInClients), codes: AuthorizationCodes(store: store, familyLifetime: auth.refreshTokenTTL),
             refreshTokens: refreshTokens, accessTokens: accessTokens, keys: keys, flows: AuthorizationFlows(store: store),
-            identityProviders: Self.identityProviders(github: github, auth: auth, store: store, logger: logger), metadataDocumentsEnabled: documents != nil, store: store, logger: logger
+            identityProviders: Self.identityProviders(github: github, auth: auth, store: store, logger: logger, connections: connections),
+            metadataDocumentsEnabled: documents != nil, store: store, logger: logger
         )
+        self.connections = connections
         var membership: MembershipChecker?
         if let github, let githubConfiguration = auth.github, !githubConfiguration.membershipToken.isEmpty {
             membership = MembershipChecker(github: github, token: githubConfiguration.membershipToken, ttl: githubConfiguration.membershipTTL, store: store, logger: logger)

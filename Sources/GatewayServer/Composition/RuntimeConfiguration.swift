@@ -91,6 +91,19 @@ final class RuntimeConfiguration: Sendable {
                 }
                 let upstream: RouteUpstream
                 switch service {
+                case .http(let http) where http.oauth != nil:
+                    var memberRouter = router
+                    memberRouter.name = "\(router.name)/\(router.service)"
+                    memberRouter.callPolicy = CallPolicy()
+                    let member = GroupRoute.Member(name: router.service, route: CompiledRoute(
+                        router: memberRouter, upstream: .http(HTTPUpstream(service: http, clients: clients)), maxRequestBodyBytes: service.maxRequestBodyBytes,
+                        resourceURL: router.resourceURL(publicURL: configuration.publicURL),
+                        accessPolicy: AccessPolicy(configuration: configuration, router: router), upstreamRemovals: removals(for: service)
+                    ))
+                    var group = GroupServiceConfiguration(name: router.service, members: [router.service])
+                    group.prefix = .never
+                    group.maxRequestBodyBytes = http.maxRequestBodyBytes
+                    upstream = .group(GroupRoute(configuration: group, members: [member], tags: [:], passthrough: true))
                 case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
                 case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
                 case .group(let group):

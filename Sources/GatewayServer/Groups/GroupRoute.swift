@@ -13,11 +13,17 @@ final class GroupRoute: Sendable {
     let members: [Member]
     /// Each member's `tags`, for `broadcast__by_tag__<tag>`.
     let tags: [String: [String]]
+    /// One member passed through as it is (no merged lists, no names changed): how an
+    /// OAuth-protected HTTP service is served to session-based clients, so that their session is
+    /// the gateway's own (it exists before the user has connected) and the upstream session is
+    /// opened with the user's token at the first request that has one.
+    let passthrough: Bool
 
-    init(configuration: GroupServiceConfiguration, members: [Member], tags: [String: [String]]) {
+    init(configuration: GroupServiceConfiguration, members: [Member], tags: [String: [String]], passthrough: Bool = false) {
         self.configuration = configuration
         self.members = members
         self.tags = tags
+        self.passthrough = passthrough
     }
 
     func member(_ name: String) -> Member? { members.first { $0.name == name } }

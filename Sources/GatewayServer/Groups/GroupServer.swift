@@ -142,7 +142,12 @@ final class GroupServer: Sendable {
 
     private func initialize(_ serving: Serving, message: JSONRPCMessage, owner: SessionOwner) async throws(GatewayError) -> Response {
         if let elsewhere = await locator?.elsewhereForNewSession(atHopLimit: serving.context.atHopLimit) { throw elsewhere }
-        let discovered = await serving.discoverMembers()
+        var discovered = await serving.discoverMembers()
+        if serving.group.passthrough, discovered.capabilities.isEmpty {
+            // Not connected yet: what an MCP server behind a gateway usually offers; the requests
+            // themselves lead the user to connect.
+            discovered.capabilities = ["tools": ["listChanged": true], "prompts": ["listChanged": true], "resources": ["listChanged": true]]
+        }
         let requested = message.string(at: ["params", "protocolVersion"]) ?? "2025-11-25"
         let result: [String: Any] = [
             "protocolVersion": MCPVersions.sessionBased.contains(requested) ? requested : MCPVersions.sessionBased[MCPVersions.sessionBased.count - 1],

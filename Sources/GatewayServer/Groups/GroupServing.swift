@@ -31,6 +31,10 @@ struct Serving: Sendable {
         guard message.isRequest, let method = message.method else { return Response(status: .accepted) }
         let rawID = message.rawID
         let modern = session == nil
+        if group.passthrough, method != "ping", let member = group.members.first {
+            let name = message.string(at: ["params", "name"]) ?? message.string(at: ["params", "uri"])
+            return try await forward(message, method: method, name: name, to: member, session: session)
+        }
         switch method {
         case "server/discover":
             let discovered = await discoverMembers()

@@ -32,6 +32,8 @@ struct EraDispatch {
     var groups: GroupServer? = nil
     /// Sessions held by another instance of the cluster: the request goes there.
     var hops: ClusterHops? = nil
+    /// Users' own connections to OAuth-protected upstreams (`services.<s>.http.oauth`).
+    var connections: UpstreamConnections? = nil
 
     func respond(to request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response {
         guard metrics != nil || tracing, let route = context.route else { return try await placed(request, context: context) }
@@ -88,7 +90,13 @@ struct EraDispatch {
     func endMemberScope(_ scope: String, route: CompiledRoute, caller: VerifiedCaller?, logger: Logger) async {
         switch route.upstream {
         case .stdio(let manager): await manager.endScope(subject: caller?.claims.sub, scope: scope)
-        case .http(let upstream): await modernHTTP.endScope(scope, upstream: upstream, logger: logger)
+        case .http(let configured):
+            var upstream = configured
+            // The upstream session was the user's: ended with the user's token.
+            if configured.service.oauth != nil, let connections, let subject = caller?.claims.sub {
+                upstream.authorization = try? await connections.authorization(subject: subject, service: configured.service)
+            }
+            await modernHTTP.endScope(scope, upstream: upstream, logger: logger)
         case .group: break
         }
     }
@@ -155,10 +163,55 @@ struct EraDispatch {
                 message: "requestState was issued by a gateway instance that is no longer running; send the request again without it", rawID: call.rawID
             )
         }
+        switch route.upstream {
+        case .http(let plain) where plain.service.oauth != nil:
+            return try await connected(request, context: context, call: call, upstream: plain)
+        case .group(let group) where group.passthrough && call.era == .modern:
+            // A 2026-07-28 client of an OAuth-protected upstream: each request stands alone, so the
+            // gateway holds no session for it; it goes straight to the upstream's route.
+            guard let member = group.members.first else { throw .pipelineOrder(stage: "EraDispatch (passthrough)") }
+            var memberContext = context
+            memberContext.route = member.route
+            return try await transport(request, context: memberContext)
+        default:
+            break
+        }
+        return try await transport(request, context: context, route: route, call: call, upstreamOverride: nil)
+    }
+
+    /// A request for an OAuth-protected upstream: sent with the caller's own token, or answered
+    /// with the way to connect when the caller has no usable connection.
+    private func connected(_ request: Request, context: GatewayRequestContext, call: MCPCall, upstream plain: HTTPUpstream) async throws(GatewayError) -> Response {
+        guard let connections, let route = context.route else { throw .pipelineOrder(stage: "EraDispatch (connections)") }
+        guard let subject = context.caller?.claims.sub else { throw .pipelineOrder(stage: "EraDispatch (connections need a caller)") }
+        let service = plain.service
+        let answer = UpstreamConnections.connectAnswer(call)
+        let sessionBased = context.memberScope != nil
+        var authorization = try await connections.authorization(subject: subject, service: service)
+        if authorization == nil, answer == "accept" {
+            authorization = try await connections.awaitConnection(subject: subject, service: service)
+        }
+        guard let authorization else {
+            return connections.connectRequired(call, service: service.name, sessionBased: sessionBased, retried: answer != nil)
+        }
+        var upstream = plain
+        upstream.authorization = authorization
+        let forwarded = answer == nil ? call : UpstreamConnections.withoutConnectAnswer(call)
+        do {
+            return try await transport(request, context: context, route: route, call: forwarded, upstreamOverride: upstream)
+        } catch .upstream(let error) where error.kind == .authorizationRequired {
+            return connections.connectRequired(call, service: service.name, sessionBased: sessionBased, retried: false)
+        }
+    }
+
+    private func transport(
+        _ request: Request, context: GatewayRequestContext, route: CompiledRoute, call: MCPCall, upstreamOverride: HTTPUpstream?
+    ) async throws(GatewayError) -> Response {
         var exchange = MCPExchange(request: request, context: context.transport, route: route, caller: context.caller, call: call)
         exchange.memberScope = context.memberScope
         switch route.upstream {
-        case .http(let upstream):
+        case .http(let configured):
+            let upstream = upstreamOverride ?? configured
             switch call.era {
             case .modern:
                 if await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {

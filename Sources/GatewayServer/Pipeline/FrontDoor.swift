@@ -5,6 +5,7 @@ import GatewayAuth
 import GatewayStdio
 import Foundation
 import GatewayConfig
+import GatewayConnections
 import GatewayRouting
 import GatewayStore
 import HTTPTypes
@@ -27,6 +28,9 @@ struct FrontDoor {
     let metrics: MetricsEndpoint?
     /// `/admin` (answers only when `admin:` is set).
     let admin: AdminPage
+    /// `/connect/<service>`, `/connections` and the gateway's client metadata document (answers
+    /// only when a service uses `oauth`).
+    let connectionsPage: ConnectionsPage
     /// Groups of services, for /readyz.
     var groups: GroupServer? = nil
 
@@ -44,6 +48,9 @@ struct FrontDoor {
             return await metrics.respond()
         }
         if let response = await admin.respond(to: request, context: context) {
+            return response
+        }
+        if let response = await connectionsPage.respond(to: request, context: context) {
             return response
         }
         if let response = await registration.respond(to: request, context: context) {
@@ -141,6 +148,16 @@ struct FrontDoor {
         return OAuthResponses.json(.ok, gate.protectedResourceMetadata(router), cache: "public, max-age=300")
     }
 
+    private func connectionCounts(_ configuration: GatewayConfiguration) async -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for (name, service) in configuration.services {
+            if case .http(let http) = service, http.oauth != nil { counts[name] = 0 }
+        }
+        guard !counts.isEmpty, let stored = try? await connectionsPage.connections.vault.connectedCounts() else { return counts }
+        for (name, count) in stored where counts[name] != nil { counts[name] = count }
+        return counts
+    }
+
     private func readiness() async -> Response {
         let runtime = holder.current
         var storeStatus = "memory"
@@ -172,6 +189,8 @@ struct FrontDoor {
             "store": storeStatus,
             // Groups as last listed: members left out (down) and names that clashed.
             "groups": groups?.readiness ?? [:],
+            // Per service with `oauth`: how many users are connected (a count, no names).
+            "connections": await connectionCounts(runtime.configuration),
         ]
         return JSONResponse.make(status: .ok, object: body, headers: [.cacheControl: "no-store"])
     }

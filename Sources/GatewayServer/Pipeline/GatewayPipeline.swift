@@ -199,6 +199,7 @@ extension GatewayComponents {
                     }
                 },
                 admin: AdminPage(oauth: oauth, administration: administration, store: store, holder: holder, audit: audit),
+                connectionsPage: ConnectionsPage(oauth: oauth, connections: connections, store: store, holder: holder),
                 groups: groups
             ),
             routeMatching: RouteMatching(entryPoint: entryPoint),
@@ -208,7 +209,7 @@ extension GatewayComponents {
             callParsing: MCPCallParsing(),
             routerMiddlewares: RouterMiddlewares(audit: audit?.sink, metrics: metrics),
             callPolicies: CallPolicyEnforcement(),
-            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing, groups: groups, hops: hops),
+            dispatch: EraDispatch(proxy: proxy, stdio: stdio, modernHTTP: modernHTTP, metrics: metrics, tracing: tracing, groups: groups, hops: hops, connections: connections),
             listChanges: listChanges,
             accessLog: accessLog.flatMap { $0.logLevel <= .info ? $0 : nil },
             observer: audit == nil && metrics == nil ? nil : ResponseObserver(
