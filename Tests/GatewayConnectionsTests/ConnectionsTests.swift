@@ -127,6 +127,33 @@ import Testing
         #expect(try await vault.grant(subject: "s", service: "linear") == nil)
     }
 
+    @Test func twoInstancesOnOneStoreRefreshOnce() async throws {
+        let store = MemoryStore()
+        let keys: @Sendable () -> StoreKeys? = { StoreKeys(current: Array(repeating: 1, count: 32)) }
+        let (first, second) = (ConnectionVault(store: store, keys: keys), ConnectionVault(store: store, keys: keys))
+        try await first.save(Self.grant("old"), subject: "s", service: "linear")
+        let calls = Counter()
+        let (entered, enteredSignal) = AsyncStream<Void>.makeStream()
+        let refresh: @Sendable (UpstreamGrant) async -> ConnectionVault.RefreshOutcome = { current in
+            calls.value.wrappingAdd(1, ordering: .relaxed)
+            enteredSignal.yield()
+            // A slow authorization server: the other instance arrives meanwhile.
+            try? await Task.sleep(for: .milliseconds(300))
+            var next = current
+            next.accessToken = "new"
+            return .refreshed(next)
+        }
+        async let fromFirst = first.refreshed(subject: "s", service: "linear", stale: "old", refresh: refresh)
+        // The first instance holds the lock and is refreshing.
+        var signals = entered.makeAsyncIterator()
+        _ = await signals.next()
+        async let fromSecond = second.refreshed(subject: "s", service: "linear", stale: "old", refresh: refresh)
+        let (a, b) = await (fromFirst, fromSecond)
+        // The second instance found the first's lock and used the record it wrote.
+        #expect(a?.accessToken == "new" && b?.accessToken == "new")
+        #expect(calls.value.load(ordering: .relaxed) == 1)
+    }
+
     @Test func aTokenIsRefreshedWithinAQuarterOfItsLifeOrAMinuteOfExpiring() {
         let now = Date()
         var hour = UpstreamGrant(accessToken: "t", refreshToken: "r", expiresAt: now.addingTimeInterval(3600), connectedAt: now)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -419,3 +420,37 @@ def test_provider_github_sends_the_users_github_token_asked_with_the_services_sc
     assert anyio.run(bearer, "2026-07-28").startswith("Bearer gho_")
     assert gateway.readiness()["connections"] == {"copilot": 1}
     assert seen.removeprefix("Bearer ") not in gateway.managed.log()
+
+
+def test_the_store_key_is_rotated_without_losing_a_connection(world):
+    assert world.connect_in_browser(world.connect_url, "alice", "ann") == "Connected to linear"
+    old_key_id = world.raw_grant("alice").split(".")[1]
+    new_key = base64.b64encode(bytes(range(100, 132))).decode()
+    key_file = world.gateway.config_path.parent / "store-key"
+    key_file.write_text(new_key + "\n")
+    # The new key in force, the old one kept for opening; the running gateway reloads it live.
+    text = world.gateway.config_path.read_text().replace(
+        'encryptionKey: "env://MCPGW_STORE_KEY"', f'encryptionKey: "file://{key_file}"\n  previousEncryptionKeys: ["env://MCPGW_STORE_KEY"]'
+    )
+    generation = world.gateway.readiness()["configGeneration"]
+    world.gateway.rewrite_config(text)
+    world.gateway.wait_for_generation(generation + 1)
+    assert anyio.run(world.whoami, "alice", [], None) == "ann"
+    rotated = subprocess.run(
+        [gateway_binary(), "admin", "rotate-store-key", "--config", str(world.gateway.config_path), "--json"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "MCPGW_STORE_KEY": KEY},
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    report = json.loads(rotated.stdout)
+    assert report["resealed"] == "1" and report["failed"] == "" and report["key"] != old_key_id
+    assert world.raw_grant("alice").split(".")[1] == report["key"]
+    assert world.grant("alice", key=new_key)["accessToken"]
+    with pytest.raises(InvalidTag):
+        world.grant("alice", key=KEY)
+    # The old key can go: the connection still serves.
+    generation = world.gateway.readiness()["configGeneration"]
+    world.gateway.rewrite_config(text.replace('\n  previousEncryptionKeys: ["env://MCPGW_STORE_KEY"]', ""))
+    world.gateway.wait_for_generation(generation + 1)
+    assert anyio.run(world.whoami, "alice", [], None) == "ann"
+    # The key never appears in the command's output or the gateway's log.
+    assert new_key not in rotated.stdout + rotated.stderr + world.gateway.managed.log() and KEY not in world.gateway.managed.log()

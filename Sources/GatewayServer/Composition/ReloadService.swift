@@ -123,6 +123,9 @@ struct ReloadService: Service, CustomStringConvertible {
         merged.routers = candidate.routers
         merged.services = candidate.services
         merged.middlewares = candidate.middlewares
+        // The keys sealing users' upstream tokens reload live, so a key can be rotated
+        // (`admin rotate-store-key`) without a restart.
+        merged.storeKeys = candidate.storeKeys
         // The admin page's allow-list reloads live too (adding or removing `admin:` needs a restart).
         if merged.admin != nil, let admin = candidate.admin { merged.admin = admin }
         if (candidate.admin == nil) != (running.admin == nil) {
