@@ -454,3 +454,33 @@ def test_the_store_key_is_rotated_without_losing_a_connection(world):
     assert anyio.run(world.whoami, "alice", [], None) == "ann"
     # The key never appears in the command's output or the gateway's log.
     assert new_key not in rotated.stdout + rotated.stderr + world.gateway.managed.log() and KEY not in world.gateway.managed.log()
+
+
+def test_a_client_without_url_elicitation_on_the_2024_transport_is_told_where_to_connect(world):
+    from conftest import REPO
+    from oauth_helpers import Browser, exchange_code, pkce_pair, register
+
+    # Alice's gateway token, from a client of her own (local account).
+    browser = Browser(world.gateway)
+    client = register(world.gateway)
+    verifier, challenge = pkce_pair()
+    code = browser.sign_in(client["client_id"], challenge, provider="local", username="alice", password=PASSWORD, resource=world.mcp_url).params["code"]
+    token = exchange_code(world.gateway, client["client_id"], code, verifier, resource=world.mcp_url).json()["access_token"]
+    browser.close()
+
+    def whoami() -> dict:
+        finished = subprocess.run(
+            [str(REPO / ".venv-legacy" / "bin" / "python"), str(REPO / "Tests" / "integration" / "clients" / "whoami_client.py"),
+             "--url", world.gateway.url("/linear/sse"), "--token", token],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return json.loads(finished.stdout.strip().splitlines()[-1])
+
+    # The mcp 1.x client over HTTP+SSE declares no URL elicitation: it gets an error that names
+    # the page, with the reason and URL as data.
+    refused = whoami()
+    assert refused["error"]["code"] == -32010 and world.connect_url in refused["error"]["message"], refused
+    assert refused["error"]["data"] == {"reason": "upstream_connection_required", "service": "linear", "url": world.connect_url}
+    assert world.connect_in_browser(world.connect_url, "alice", "ann") == "Connected to linear"
+    assert whoami() == {"result": "ann"}
