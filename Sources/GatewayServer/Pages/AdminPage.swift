@@ -25,20 +25,11 @@ struct AdminPage: Sendable {
     let holder: ConfigurationHolder
     let audit: (sink: any AuditSink, configuration: AuditConfiguration)?
 
-    static let sessionLifetime: Duration = .seconds(3600)
-
-    private var secure: Bool { holder.current.configuration.publicURL.scheme == "https" }
-    private var sessionCookie: String { secure ? "__Host-mcpgw-admin" : "mcpgw-admin" }
-    private var loginCookie: String { secure ? "__Host-mcpgw-admin-login" : "mcpgw-admin-login" }
-    private var callbackURL: String { oauth.issuer + "/admin/callback" }
-
-    struct AdminSession: Codable {
-        /// Who signed in, with the orgs and teams read then (the allow-list is re-checked on them).
-        let user: GrantSubject
-        let csrf: String
-
-        var login: String { user.login }
-        var subject: String { user.subject }
+    private var signIn: PageSignIn {
+        PageSignIn(
+            oauth: oauth, store: store, clientID: OAuthEndpoints.adminClientID, resource: oauth.adminResource, callbackPath: "/admin/callback",
+            cookieName: "mcpgw-admin", sameSite: "Strict", storePrefix: "admin-session", secure: holder.current.configuration.publicURL.scheme == "https"
+        )
     }
 
     /// The page's answer for `/admin` paths; nil for anything else (or when `admin:` is not set).
@@ -48,20 +39,20 @@ struct AdminPage: Sendable {
         do {
             switch (request.method, path) {
             case (.get, "/admin"), (.head, "/admin"):
-                guard let session = try await session(of: request) else { return try await startSignIn() }
+                guard let session = try await signIn.session(of: request) else { return signIn.start(returnTo: "/admin") }
                 return try await dashboard(session, done: FormFields(query: request)["done"])
             case (.get, "/admin/callback"):
-                return try await finishSignIn(request)
+                let (response, session) = try await signIn.finish(request, fallback: "/admin", again: "open /admin again") { $0 == "/admin" }
+                if let session { record("admin.signin", session, []) }
+                return response
             case (.post, "/admin/action"):
                 return try await action(request, context: context)
             case (.post, "/admin/logout"):
                 var request = request
-                if let session = try await session(of: request), let form = await FormFields.body(&request), Self.same(form["csrf"], session.csrf),
-                   let token = Cookies.value(sessionCookie, in: request)
-                {
-                    _ = try await store.delete(["admin-session:\(ClientRegistry.hash(token))"])
+                guard let session = try await signIn.session(of: request), let form = await FormFields.body(&request), PageSignIn.same(form["csrf"], session.csrf) else {
+                    return PageSignIn.redirect("/", cookies: [])
                 }
-                return Self.redirect("/", cookies: [expired(sessionCookie)])
+                return PageSignIn.redirect("/", cookies: [try await signIn.signOut(request)])
             default:
                 return AuthPages.error(.notFound, title: "Not found", message: "There is no such admin page.")
             }
@@ -70,60 +61,9 @@ struct AdminPage: Sendable {
         }
     }
 
-    // MARK: sign-in
-
-    private func startSignIn() async throws -> Response {
-        let verifier = ClientRegistry.randomToken(bytes: 32)
-        let state = ClientRegistry.randomToken(bytes: 16)
-        let url = FormEncoding.appending([
-            ("response_type", "code"), ("client_id", OAuthEndpoints.adminClientID), ("redirect_uri", callbackURL),
-            ("code_challenge", PKCE.challenge(for: verifier)), ("code_challenge_method", "S256"), ("state", state), ("resource", oauth.adminResource),
-        ], to: oauth.issuer + "/authorize")
-        // The state and verifier ride in a short-lived cookie of this browser: a callback from
-        // another browser (a planted code) does not match.
-        return Self.redirect(url, cookies: [cookie(loginCookie, "\(state).\(verifier)", maxAge: 900, sameSite: "Lax")])
-    }
-
-    private func finishSignIn(_ request: Request) async throws -> Response {
-        let query = FormFields(query: request)
-        guard let code = query["code"], let state = query["state"], let saved = Cookies.value(loginCookie, in: request) else {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: query["error_description"] ?? "The sign-in did not complete; open /admin again.")
-        }
-        let parts = saved.split(separator: ".", maxSplits: 1).map(String.init)
-        guard parts.count == 2, Self.same(parts[0], state) else {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: "This sign-in was started in another browser; open /admin again.")
-        }
-        let grant: Grant
-        do {
-            grant = try await oauth.codes.redeem(
-                code, clientID: OAuthEndpoints.adminClientID, redirectURI: callbackURL, codeVerifier: parts[1], resource: oauth.adminResource,
-                family: RefreshTokens.newFamily()
-            )
-        } catch {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: "The sign-in code cannot be used; open /admin again.")
-        }
-        let token = ClientRegistry.randomToken(bytes: 32)
-        let session = AdminSession(user: grant.user, csrf: ClientRegistry.randomToken(bytes: 24))
-        try await store.set("admin-session:\(ClientRegistry.hash(token))", Array(JSONEncoder().encode(session)), ttl: Self.sessionLifetime)
-        record("admin.signin", session, [])
-        return Self.redirect("/admin", cookies: [
-            cookie(sessionCookie, token, maxAge: Int(Self.sessionLifetime.components.seconds), sameSite: "Strict"), expired(loginCookie),
-        ])
-    }
-
-    /// The administrator of this request, while the admin allow-list still admits them.
-    private func session(of request: Request) async throws -> AdminSession? {
-        guard let token = Cookies.value(sessionCookie, in: request),
-              let bytes = try await store.get("admin-session:\(ClientRegistry.hash(token))"),
-              let session = try? JSONDecoder().decode(AdminSession.self, from: Data(bytes))
-        else { return nil }
-        // Removed from admin.allow (a live reload): out at the next request.
-        return oauth.policy(for: oauth.adminResource).admits(session.user.identity) ? session : nil
-    }
-
     // MARK: the page
 
-    private func dashboard(_ session: AdminSession, done: String?) async throws -> Response {
+    private func dashboard(_ session: PageSession, done: String?) async throws -> Response {
         let clients = try await administration.clients()
         let users = try await administration.userList()
         let sessions = try await administration.sessionList()
@@ -156,15 +96,13 @@ struct AdminPage: Sendable {
 
     private func action(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         var request = request
-        guard let session = try await session(of: request) else {
+        guard let session = try await signIn.session(of: request) else {
             return AuthPages.error(.forbidden, title: "Not signed in", message: "Open /admin and sign in again.")
         }
-        // SameSite=Strict already keeps other sites' forms out; the token and Origin make sure.
-        // ("null" is what a browser sends under a no-referrer policy: the token decides then.)
-        if let origin = request.headers[.origin], origin != "null", origin.lowercased() != oauth.issuer.lowercased() {
+        if signIn.isFromAnotherSite(request) {
             return AuthPages.error(.forbidden, title: "Refused", message: "The form came from another site.")
         }
-        guard let form = await FormFields.body(&request), Self.same(form["csrf"], session.csrf), let action = form["action"], let target = form["target"], !target.isEmpty else {
+        guard let form = await FormFields.body(&request), PageSignIn.same(form["csrf"], session.csrf), let action = form["action"], let target = form["target"], !target.isEmpty else {
             return AuthPages.error(.forbidden, title: "Refused", message: "The form has expired; reload the page.")
         }
         let found: Bool
@@ -175,10 +113,10 @@ struct AdminPage: Sendable {
         default: return AuthPages.error(.badRequest, title: "Unknown action", message: "The form asked for something this page does not do.")
         }
         record("admin.\(action)", session, [("target", .string(target)), ("ip", context.clientIP.map(AuditEvent.Value.string))])
-        return Self.redirect("/admin?done=\(found ? action : "missing")", cookies: [])
+        return PageSignIn.redirect("/admin?done=\(found ? action : "missing")", cookies: [])
     }
 
-    private func record(_ event: String, _ session: AdminSession, _ fields: [(String, AuditEvent.Value?)]) {
+    private func record(_ event: String, _ session: PageSession, _ fields: [(String, AuditEvent.Value?)]) {
         audit?.sink.record(AuditEvent(event, [("user", .string(session.login)), ("subject", .string(session.subject))] + fields))
     }
 
@@ -206,27 +144,6 @@ struct AdminPage: Sendable {
             ])
         }
         return (events, nil)
-    }
-
-    // MARK: helpers
-
-    private func cookie(_ name: String, _ value: String, maxAge: Int, sameSite: String) -> String {
-        var text = "\(name)=\(value); Path=/; HttpOnly; SameSite=\(sameSite); Max-Age=\(maxAge)"
-        if secure { text += "; Secure" }
-        return text
-    }
-
-    private func expired(_ name: String) -> String { cookie(name, "", maxAge: 0, sameSite: "Lax") }
-
-    private static func redirect(_ location: String, cookies: [String]) -> Response {
-        var headers: HTTPFields = [.location: location, .cacheControl: "no-store", .contentLength: "0"]
-        for cookie in cookies { headers.append(HTTPField(name: .setCookie, value: cookie)) }
-        return Response(status: .seeOther, headers: headers)
-    }
-
-    private static func same(_ presented: String?, _ expected: String) -> Bool {
-        guard let presented else { return false }
-        return ClientRegistry.constantTimeEqual(presented, expected)
     }
 
     private static func time(_ seconds: Int) -> String {

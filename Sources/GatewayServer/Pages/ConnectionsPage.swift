@@ -28,17 +28,13 @@ struct ConnectionsPage: Sendable {
     let store: any KeyValueStore
     let holder: ConfigurationHolder
 
-    static let sessionLifetime: Duration = .seconds(3600)
     static let flowLifetime: Duration = .seconds(600)
 
-    private var secure: Bool { holder.current.configuration.publicURL.scheme == "https" }
-    private var sessionCookie: String { secure ? "__Host-mcpgw-connections" : "mcpgw-connections" }
-    private var loginCookie: String { secure ? "__Host-mcpgw-connections-login" : "mcpgw-connections-login" }
-    private var callbackURL: String { oauth.issuer + "/connections/callback" }
-
-    struct Session: Codable {
-        let user: GrantSubject
-        let csrf: String
+    private var signIn: PageSignIn {
+        PageSignIn(
+            oauth: oauth, store: store, clientID: OAuthEndpoints.connectionsClientID, resource: oauth.connectionsResource, callbackPath: "/connections/callback",
+            cookieName: "mcpgw-connections", sameSite: "Lax", storePrefix: "connections-session", secure: holder.current.configuration.publicURL.scheme == "https"
+        )
     }
 
     /// The state of one connection under way (kept in the store until the upstream calls back).
@@ -61,10 +57,12 @@ struct ConnectionsPage: Sendable {
             case (.get, Self.documentPath):
                 return OAuthResponses.json(.ok, UpstreamOAuthClient.metadataDocument(publicURL: configuration.publicURL), cache: "public, max-age=3600")
             case (.get, "/connections"):
-                guard let session = try await session(of: request) else { return try await startSignIn(returnTo: "/connections") }
+                guard let session = try await signIn.session(of: request) else { return signIn.start(returnTo: "/connections") }
                 return try await overview(session, done: FormFields(query: request)["done"])
             case (.get, "/connections/callback"):
-                return try await finishSignIn(request)
+                return try await signIn.finish(request, fallback: "/connections", again: "open the link again") { target in
+                    target == "/connections" || (target.hasPrefix("/connect/") && !target.dropFirst("/connect/".count).contains("/"))
+                }.response
             case (.post, "/connections/disconnect"):
                 return try await disconnect(request)
             case (.get, "/connect/callback"):
@@ -74,7 +72,7 @@ struct ConnectionsPage: Sendable {
                 guard case .http(let http)? = configuration.services[service], let settings = http.oauth else {
                     return AuthPages.error(.notFound, title: "Not found", message: "No service here is connected per user under that name.")
                 }
-                guard let session = try await session(of: request) else { return try await startSignIn(returnTo: "/connect/" + service) }
+                guard let session = try await signIn.session(of: request) else { return signIn.start(returnTo: "/connect/" + service) }
                 return try await startConnection(session, service: http, settings: settings)
             default:
                 return AuthPages.error(.notFound, title: "Not found", message: "There is no such page.")
@@ -86,64 +84,13 @@ struct ConnectionsPage: Sendable {
 
     static let documentPath = "/.well-known/mcp-gateway-client.json"
 
-    // MARK: the gateway's sign-in
-
-    private func startSignIn(returnTo: String) async throws -> Response {
-        let verifier = ClientRegistry.randomToken(bytes: 32)
-        let state = ClientRegistry.randomToken(bytes: 16)
-        let url = FormEncoding.appending([
-            ("response_type", "code"), ("client_id", OAuthEndpoints.connectionsClientID), ("redirect_uri", callbackURL),
-            ("code_challenge", PKCE.challenge(for: verifier)), ("code_challenge_method", "S256"), ("state", state), ("resource", oauth.connectionsResource),
-        ], to: oauth.issuer + "/authorize")
-        // Where to go after: a path of these pages only (never a URL someone put in a link).
-        let target = Base64URL.encode(Array(returnTo.utf8))
-        return Self.redirect(url, cookies: [cookie(loginCookie, "\(state).\(verifier).\(target)", maxAge: 900, sameSite: "Lax")])
-    }
-
-    private func finishSignIn(_ request: Request) async throws -> Response {
-        let query = FormFields(query: request)
-        guard let code = query["code"], let state = query["state"], let saved = Cookies.value(loginCookie, in: request) else {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: query["error_description"] ?? "The sign-in did not complete; open the link again.")
-        }
-        let parts = saved.split(separator: ".", maxSplits: 2).map(String.init)
-        guard parts.count == 3, Self.same(parts[0], state) else {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: "This sign-in was started in another browser; open the link again.")
-        }
-        let grant: Grant
-        do {
-            grant = try await oauth.codes.redeem(
-                code, clientID: OAuthEndpoints.connectionsClientID, redirectURI: callbackURL, codeVerifier: parts[1], resource: oauth.connectionsResource,
-                family: RefreshTokens.newFamily()
-            )
-        } catch {
-            return AuthPages.error(.badRequest, title: "Sign-in failed", message: "The sign-in code cannot be used; open the link again.")
-        }
-        let token = ClientRegistry.randomToken(bytes: 32)
-        let session = Session(user: grant.user, csrf: ClientRegistry.randomToken(bytes: 24))
-        try await store.set("connections-session:\(ClientRegistry.hash(token))", Array(JSONEncoder().encode(session)), ttl: Self.sessionLifetime)
-        var target = Base64URL.decode(parts[2]).map { String(decoding: $0, as: UTF8.self) } ?? "/connections"
-        if !(target == "/connections" || target.hasPrefix("/connect/")) || target.contains("//") || target.contains("\\") { target = "/connections" }
-        return Self.redirect(target, cookies: [
-            cookie(sessionCookie, token, maxAge: Int(Self.sessionLifetime.components.seconds), sameSite: "Lax"), expired(loginCookie),
-        ])
-    }
-
-    private func session(of request: Request) async throws -> Session? {
-        guard let token = Cookies.value(sessionCookie, in: request),
-              let bytes = try await store.get("connections-session:\(ClientRegistry.hash(token))"),
-              let session = try? JSONDecoder().decode(Session.self, from: Data(bytes))
-        else { return nil }
-        // Taken off the allow-list (a reload): out at the next request.
-        return oauth.policy(for: oauth.connectionsResource).admits(session.user.identity) ? session : nil
-    }
-
     // MARK: connecting
 
-    private func startConnection(_ session: Session, service: HTTPServiceConfiguration, settings: UpstreamOAuthSettings) async throws -> Response {
+    private func startConnection(_ session: PageSession, service: HTTPServiceConfiguration, settings: UpstreamOAuthSettings) async throws -> Response {
         if settings.provider == .github {
             // The token comes from the gateway's own GitHub sign-in, which asks GitHub for this
             // service's scopes too: a fresh sign-in (choosing GitHub) keeps it.
-            return try await startSignIn(returnTo: "/connections")
+            return signIn.start(returnTo: "/connections")
         }
         let publicURL = holder.current.configuration.publicURL
         let discovery: UpstreamOAuthClient.Discovery
@@ -160,7 +107,7 @@ struct ConnectionsPage: Sendable {
         let flow = Flow(subject: session.user.subject, login: session.user.login, service: service.name, verifier: verifier, clientID: client.clientID, issuer: discovery.issuer)
         try await store.set("connect-flow:\(ClientRegistry.hash(state))", Array(JSONEncoder().encode(flow)), ttl: Self.flowLifetime)
         let url = connections.client.authorizationURL(discovery: discovery, client: client, settings: settings, publicURL: publicURL, state: state, verifier: verifier)
-        return Self.redirect(url, cookies: [])
+        return PageSignIn.redirect(url, cookies: [])
     }
 
     private func finishConnection(_ request: Request) async throws -> Response {
@@ -171,7 +118,7 @@ struct ConnectionsPage: Sendable {
             return AuthPages.error(.badRequest, title: "Connection failed", message: "This connection link has expired or was already used; start again from your MCP client.")
         }
         // The browser that comes back is the one that started: same signed-in user.
-        guard let session = try await session(of: request), session.user.subject == flow.subject else {
+        guard let session = try await signIn.session(of: request), session.user.subject == flow.subject else {
             return AuthPages.error(.forbidden, title: "Connection refused", message: "This connection was started by another signed-in user or browser; start again from your MCP client.")
         }
         if let error = query["error"] {
@@ -212,7 +159,7 @@ struct ConnectionsPage: Sendable {
 
     // MARK: the overview
 
-    private func overview(_ session: Session, done: String?) async throws -> Response {
+    private func overview(_ session: PageSession, done: String?) async throws -> Response {
         let configuration = holder.current.configuration
         var services: [[String: Any]] = []
         for (name, service) in configuration.services.sorted(by: { $0.key < $1.key }) {
@@ -232,13 +179,13 @@ struct ConnectionsPage: Sendable {
 
     private func disconnect(_ request: Request) async throws -> Response {
         var request = request
-        guard let session = try await session(of: request) else {
+        guard let session = try await signIn.session(of: request) else {
             return AuthPages.error(.forbidden, title: "Not signed in", message: "Open /connections and sign in again.")
         }
-        if let origin = request.headers[.origin], origin != "null", origin.lowercased() != oauth.issuer.lowercased() {
+        if signIn.isFromAnotherSite(request) {
             return AuthPages.error(.forbidden, title: "Refused", message: "The form came from another site.")
         }
-        guard let form = await FormFields.body(&request), Self.same(form["csrf"], session.csrf), let service = form["service"] else {
+        guard let form = await FormFields.body(&request), PageSignIn.same(form["csrf"], session.csrf), let service = form["service"] else {
             return AuthPages.error(.forbidden, title: "Refused", message: "The form has expired; reload the page.")
         }
         let removed: UpstreamGrant?
@@ -252,27 +199,6 @@ struct ConnectionsPage: Sendable {
         connections.audit?.record(AuditEvent("connection.ended", [
             ("service", .string(service)), ("user", .string(session.user.login)), ("subject", .string(session.user.subject)), ("reason", .string("disconnected")),
         ]))
-        return Self.redirect("/connections?done=disconnected", cookies: [])
-    }
-
-    // MARK: helpers
-
-    private func cookie(_ name: String, _ value: String, maxAge: Int, sameSite: String) -> String {
-        var text = "\(name)=\(value); Path=/; HttpOnly; SameSite=\(sameSite); Max-Age=\(maxAge)"
-        if secure { text += "; Secure" }
-        return text
-    }
-
-    private func expired(_ name: String) -> String { cookie(name, "", maxAge: 0, sameSite: "Lax") }
-
-    private static func redirect(_ location: String, cookies: [String]) -> Response {
-        var headers: HTTPFields = [.location: location, .cacheControl: "no-store", .contentLength: "0"]
-        for cookie in cookies { headers.append(HTTPField(name: .setCookie, value: cookie)) }
-        return Response(status: .seeOther, headers: headers)
-    }
-
-    private static func same(_ presented: String?, _ expected: String) -> Bool {
-        guard let presented else { return false }
-        return ClientRegistry.constantTimeEqual(presented, expected)
+        return PageSignIn.redirect("/connections?done=disconnected", cookies: [])
     }
 }
