@@ -269,6 +269,10 @@ def test_a_user_connects_through_url_elicitation_and_the_upstream_sees_their_own
         assert secret not in log
     audit = [json.loads(line) for line in (world.gateway.config_path.parent / "audit.jsonl").read_text().splitlines()]
     assert [e["user"] for e in audit if e["event"] == "connection.created"] == ["alice", "bob"]
+    # The calls are audited like any HTTP route's, with the user and the tool.
+    calls = [e for e in audit if e["event"] == "mcp.request" and e.get("tool") == "whoami"]
+    assert calls and {e["transport"] for e in calls} == {"http"} and {e["service"] for e in calls} == {"linear"}
+    assert {e["user"] for e in calls} == {"alice", "bob"}
 
 
 def test_an_expired_or_refused_upstream_token_is_refreshed_and_a_revoked_grant_leads_back_to_connect(processes, tmp_path, redis_server, local_password_hash):

@@ -55,8 +55,8 @@ struct EraDispatch {
         case .stdio:
             span.attributes["mcp_gateway.transport"] = "stdio"
             if let traceparent, let call = context.call { context.call = Self.stamped(call, traceparent: traceparent) }
-        case .group:
-            span.attributes["mcp_gateway.transport"] = "group"
+        case .group(let group):
+            span.attributes["mcp_gateway.transport"] = group.passthrough ? "http" : "group"
         }
         // The HTTP client's own span (AsyncHTTPClient traces its requests) nests under this one.
         let (request2, context2) = (request, context)

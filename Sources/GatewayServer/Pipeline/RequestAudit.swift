@@ -106,7 +106,8 @@ struct RequestAudit: Sendable {
         let transport: String = switch route.upstream {
         case .http: "http"
         case .stdio: "stdio"
-        case .group: "group"
+        // An OAuth-protected HTTP service is served through a one-member passthrough group.
+        case .group(let group): group.passthrough ? "http" : "group"
         }
         var argumentsValue: AuditEvent.Value?
         if mcpMethod == "tools/call", arguments != .none, let raw = call?.message?.value(at: ["params", "arguments"]) {
