@@ -53,6 +53,10 @@ public final class ConnectionVault: Sendable {
     let store: any KeyValueStore
     let keys: @Sendable () -> StoreKeys?
     private let refreshes = Mutex<[String: Task<UpstreamGrant?, Never>]>([:])
+    /// Grants read recently, for the request path (`grant(subject:service:maxAge:)`): a store
+    /// round trip and an AES open per proxied request would cost as much as the proxying.
+    private let recent = Mutex<[String: (grant: UpstreamGrant, read: ContinuousClock.Instant)]>([:])
+    static let recentLimit = 10_000
     public static let indexKey = "upstream-grants"
 
     public init(store: any KeyValueStore, keys: @escaping @Sendable () -> StoreKeys?) {
@@ -72,8 +76,26 @@ public final class ConnectionVault: Sendable {
         return SecretSealer(keys: keys)
     }
 
-    public func grant(subject: String, service: String) async throws(Failure) -> UpstreamGrant? {
-        try await grant(service: service, subjectHash: Self.subjectHash(subject))
+    /// The user's grant; with `maxAge`, one this process read or wrote that recently will do (a
+    /// change made on another instance shows within that time; one made here, at once).
+    public func grant(subject: String, service: String, maxAge: Duration = .zero) async throws(Failure) -> UpstreamGrant? {
+        let hash = Self.subjectHash(subject)
+        let key = "\(service):\(hash)"
+        if maxAge > .zero, let (grant, read) = recent.withLock({ $0[key] }), ContinuousClock.now - read < maxAge { return grant }
+        let grant = try await grant(service: service, subjectHash: hash)
+        remember(grant, key: key)
+        return grant
+    }
+
+    private func remember(_ grant: UpstreamGrant?, key: String) {
+        recent.withLock { recent in
+            guard let grant else {
+                recent[key] = nil
+                return
+            }
+            if recent.count >= Self.recentLimit { recent.removeAll(keepingCapacity: true) }
+            recent[key] = (grant, ContinuousClock.now)
+        }
     }
 
     func grant(service: String, subjectHash: String) async throws(Failure) -> UpstreamGrant? {
@@ -109,6 +131,7 @@ public final class ConnectionVault: Sendable {
         } catch {
             throw .store(error.description)
         }
+        remember(grant, key: "\(service):\(subjectHash)")
     }
 
     /// Forgets a connection; what it held (to revoke at the upstream), if anything.
@@ -116,6 +139,7 @@ public final class ConnectionVault: Sendable {
     public func remove(subject: String, service: String) async throws(Failure) -> UpstreamGrant? {
         let hash = Self.subjectHash(subject)
         let existing = try? await grant(service: service, subjectHash: hash)
+        remember(nil, key: "\(service):\(hash)")
         do {
             _ = try await store.delete([Self.recordKey(service: service, subjectHash: hash)])
             try await store.removeFromSet(Self.indexKey, ["\(service):\(hash)"])
@@ -213,18 +237,22 @@ public final class ConnectionVault: Sendable {
             }
             return current
         }
-        defer { Task { [store] in _ = try? await store.delete([lockKey]) } }
+        let result: UpstreamGrant?
         switch await refresh(current) {
         case .refreshed(let grant):
             try? await save(grant, service: service, subjectHash: subjectHash)
-            return grant
+            result = grant
         case .refused:
             _ = try? await store.delete([Self.recordKey(service: service, subjectHash: subjectHash)])
             try? await store.removeFromSet(Self.indexKey, ["\(service):\(subjectHash)"])
-            return nil
+            remember(nil, key: "\(service):\(subjectHash)")
+            result = nil
         case .unavailable:
-            return current
+            result = current
         }
+        // Released once the record says what happened (the lock's TTL covers a crash meanwhile).
+        _ = try? await store.delete([lockKey])
+        return result
     }
 }
 

@@ -87,6 +87,24 @@ import Testing
         #expect(try await vault.connectedCounts() == ["linear": 1, "github": 1])
     }
 
+    @Test func theRequestPathReusesARecentReadAndSeesItsOwnChangesAtOnce() async throws {
+        let store = MemoryStore()
+        let keys: @Sendable () -> StoreKeys? = { StoreKeys(current: Array(repeating: 1, count: 32)) }
+        let (here, there) = (ConnectionVault(store: store, keys: keys), ConnectionVault(store: store, keys: keys))
+        try await here.save(Self.grant("t1"), subject: "s", service: "linear")
+        #expect(try await there.grant(subject: "s", service: "linear", maxAge: .seconds(5))?.accessToken == "t1")
+        // Changed on another instance: a recent read stands for up to maxAge; a plain read sees it.
+        try await here.save(Self.grant("t2"), subject: "s", service: "linear")
+        #expect(try await there.grant(subject: "s", service: "linear", maxAge: .seconds(5))?.accessToken == "t1")
+        #expect(try await there.grant(subject: "s", service: "linear")?.accessToken == "t2")
+        // Changed here: at once, even through the recent reads.
+        try await here.remove(subject: "s", service: "linear")
+        #expect(try await here.grant(subject: "s", service: "linear", maxAge: .seconds(5)) == nil)
+        // Nothing is remembered of a user without a connection: their connecting shows at once.
+        try await there.save(Self.grant("t3"), subject: "s", service: "linear")
+        #expect(try await here.grant(subject: "s", service: "linear", maxAge: .seconds(5))?.accessToken == "t3")
+    }
+
     @Test func withoutAKeyNothingIsStored() async {
         let vault = ConnectionVault(store: MemoryStore(), keys: { nil })
         await #expect(throws: ConnectionVault.Failure.self) { try await vault.save(Self.grant("t"), subject: "s", service: "linear") }

@@ -102,7 +102,7 @@ def gateway_config(redis_url: str, password_hash: str, upstream_mcp: str) -> str
     """
 
 
-def launch(processes, tmp_path: Path, name: str, config: str, env: dict | None = None) -> Gateway:
+def launch(processes, tmp_path: Path, name: str, config: str, env: dict | None = None, verify=True) -> Gateway:
     directory = tmp_path / name
     directory.mkdir()
     port = free_port()
@@ -111,12 +111,14 @@ def launch(processes, tmp_path: Path, name: str, config: str, env: dict | None =
     managed = start_process(name, [gateway_binary(), "serve", "--config", str(path), "--watch-interval", "0.2"], directory, env={**os.environ, **(env or {})})
     processes.append(managed)
     gateway = Gateway(managed, port, path)
+    if "tls:" in config:
+        gateway.base = f"https://127.0.0.1:{port}"
 
     def healthy():
         if managed.process.poll() is not None:
             raise AssertionError(f"{name} exited:\n{managed.log()}")
         try:
-            return httpx.get(gateway.url("/healthz"), timeout=1).status_code == 200
+            return httpx.get(gateway.url("/healthz"), timeout=1, verify=verify).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -488,3 +490,55 @@ def test_a_client_without_url_elicitation_on_the_2024_transport_is_told_where_to
     assert refused["error"]["data"] == {"reason": "upstream_connection_required", "service": "linear", "url": world.connect_url}
     assert world.connect_in_browser(world.connect_url, "alice", "ann") == "Connected to linear"
     assert whoami() == {"result": "ann"}
+
+
+def test_an_https_gateway_is_known_to_the_upstream_by_its_client_id_metadata_document(processes, tmp_path, redis_server, local_password_hash):
+    """No registration: the upstream's authorization server supports Client ID Metadata Documents
+    and the gateway is on https, so its client id is its document's URL, which the upstream
+    fetches (trusting the test CA)."""
+    import ssl
+
+    from pki import make_ca_and_server_cert
+
+    ca_file, cert_file, key_file = make_ca_and_server_cert(tmp_path)
+    backend_port = _start_python_server(processes, tmp_path, "identity_server.py", "identity-backend")
+    upstream_text = upstream_config(f"redis://127.0.0.1:{redis_server.port}/1", local_password_hash, f"http://127.0.0.1:{backend_port}/mcp")
+    upstream_text = upstream_text.replace("      accessTokenTTL:", f'      clientMetadata:\n        allowPrivateAddresses: true\n        caFile: "{ca_file}"\n      accessTokenTTL:')
+    upstream = launch(processes, tmp_path, "upstream", upstream_text)
+    config = gateway_config(redis_server.url, local_password_hash, upstream.url("/tools/mcp"))
+    config = config.replace('publicURL: "http://127.0.0.1:{port}"', 'publicURL: "https://127.0.0.1:{port}"')
+    config = config.replace('        address: "127.0.0.1:{port}"', f'        address: "127.0.0.1:{{port}}"\n        tls:\n          certFile: "{cert_file}"\n          keyFile: "{key_file}"')
+    verify = ssl.create_default_context(cafile=str(ca_file))
+    gateway = launch(processes, tmp_path, "gateway", config, env={"MCPGW_STORE_KEY": KEY}, verify=verify)
+    document_url = gateway.url("/.well-known/mcp-gateway-client.json")
+
+    # The user's browser: the gateway's sign-in, then the upstream's, both as local accounts.
+    browser = httpx.Client(follow_redirects=False, timeout=15, verify=verify)
+    response = browser.get(gateway.url("/connect/linear"))
+    consents = []
+    for _ in range(20):
+        if response.status_code in (302, 303):
+            location = str(response.url.join(response.headers["location"]))
+            if location.startswith(upstream.url("/authorize")):
+                assert query_of(location)["client_id"] == document_url, location
+            response = browser.get(location)
+            continue
+        if 'name="password"' not in response.text:
+            break
+        origin = f"{response.url.scheme}://{response.url.netloc.decode()}"
+        consents.append(origin)
+        fields = form_for(response.text, "approve", "local")
+        login = "alice" if origin == gateway.base else "ann"
+        response = browser.post(origin + "/authorize/consent", data={**fields, "username": login, "password": PASSWORD})
+    assert response.status_code == 200 and "Connected to linear" in response.text, response.text[:500]
+    assert consents == [gateway.base, upstream.base]
+    # The upstream knows the gateway by its document and was never asked to register it.
+    assert "path=/register" not in upstream.managed.log()
+    # It fetched the document from the gateway instead.
+    assert "method=GET path=/.well-known/mcp-gateway-client.json" in gateway.managed.log()
+    subject_hash = hashlib.sha256(b"upstream-subject:local:alice").hexdigest()
+    raw = redis_server.cli("-n", "0", "GET", f"gw:upstream-grant:linear:{subject_hash}").strip()
+    _version, _key_id, sealed = raw.split(".", 2)
+    blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    grant = json.loads(AESGCM(base64.b64decode(KEY)).decrypt(blob[:12], blob[12:], f"upstream-grant|linear|{subject_hash}".encode()))
+    assert grant["clientID"] == document_url and jwt_claims(grant["accessToken"])["sub"] == "local:ann"

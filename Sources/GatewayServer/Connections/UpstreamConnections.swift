@@ -23,6 +23,10 @@ final class UpstreamConnections: Sendable {
 
     /// The id of the gateway's own ask (its `inputRequests` key) and the `requestState` it sets.
     static let inputKey = "mcpgw-connect"
+    /// How long a grant read for one request serves the next ones of this process: a disconnect or
+    /// a refresh on another instance shows within this time (and an upstream that refuses the old
+    /// token makes the gateway read the store at once).
+    static let recentGrantAge: Duration = .seconds(5)
     /// How long a retry after the user accepted to connect waits for the connection to exist.
     static let connectWait: Duration = .seconds(120)
 
@@ -41,7 +45,7 @@ final class UpstreamConnections: Sendable {
     /// The user's credentials for `service`, nil when they have no connection to it.
     func authorization(subject: String, service: HTTPServiceConfiguration) async throws(GatewayError) -> UpstreamAuthorization? {
         let grant: UpstreamGrant?
-        do { grant = try await vault.grant(subject: subject, service: service.name) } catch {
+        do { grant = try await vault.grant(subject: subject, service: service.name, maxAge: Self.recentGrantAge) } catch {
             switch error {
             case .store(let detail):
                 logger.warning("the store cannot be read for an upstream connection", metadata: ["detail": "\(detail)"])
@@ -57,16 +61,23 @@ final class UpstreamConnections: Sendable {
         let name = service.name
         let refresh: @Sendable (String) async -> String? = { stale in
             let settings = Self.settings(of: name, in: holder)
+            // Called once per refresh, whoever else waits for it: the events are recorded there.
             let refreshed = await vault.refreshed(subject: subject, service: name, stale: stale) { current in
-                guard let settings, settings.provider == .mcp else { return .refused }
-                let secret = await client.clientSecret(for: current, settings: settings, publicURL: holder.current.configuration.publicURL)
-                return await client.refresh(current, clientSecret: secret)
-            }
-            if refreshed == nil {
-                logger.notice("upstream connection ended: its refresh was refused", metadata: ["service": "\(name)"])
-                audit?.record(AuditEvent("connection.ended", [("service", .string(name)), ("subject", .string(subject)), ("reason", .string("refresh_refused"))]))
-            } else if refreshed?.accessToken != stale {
-                audit?.record(AuditEvent("connection.refreshed", [("service", .string(name)), ("subject", .string(subject))]))
+                var outcome = ConnectionVault.RefreshOutcome.refused
+                if let settings, settings.provider == .mcp {
+                    let secret = await client.clientSecret(for: current, settings: settings, publicURL: holder.current.configuration.publicURL)
+                    outcome = await client.refresh(current, clientSecret: secret)
+                }
+                switch outcome {
+                case .refreshed:
+                    audit?.record(AuditEvent("connection.refreshed", [("service", .string(name)), ("subject", .string(subject))]))
+                case .refused:
+                    logger.notice("upstream connection ended: its refresh was refused", metadata: ["service": "\(name)"])
+                    audit?.record(AuditEvent("connection.ended", [("service", .string(name)), ("subject", .string(subject)), ("reason", .string("refresh_refused"))]))
+                case .unavailable:
+                    break
+                }
+                return outcome
             }
             return refreshed?.accessToken
         }
