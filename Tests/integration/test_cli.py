@@ -92,3 +92,41 @@ def test_hash_password_writes_a_standard_scrypt_hash():
     assert int(settings["ln"]) >= 14
     empty = subprocess.run([gateway_binary(), "hash-password"], input="", capture_output=True, text=True, timeout=30)
     assert empty.returncode == 2
+
+
+def test_serve_raises_its_file_descriptor_limit_and_says_so(tmp_path: Path):
+    import resource
+    import signal
+
+    import httpx
+
+    from conftest import free_port, wait_until
+
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+entryPoints: {{ web: {{ address: "127.0.0.1:{port}" }} }}
+publicURL: "http://127.0.0.1:{port}"
+routers:
+  r: {{ rule: "PathPrefix(`/r`)", service: s, auth: none }}
+services:
+  s: {{ http: {{ url: "http://127.0.0.1:9/mcp" }} }}
+""")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    soft = min(256, hard)
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [gateway_binary(), "serve", "--config", str(config)], stdout=output, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        )
+    try:
+        wait_until(lambda: process.poll() is None and httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200, what="gateway /healthz")
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        open_files = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()
+        assert open_files[3] == open_files[4] == str(hard), limits
+        if soft < hard:
+            assert f"from={soft}" in log.read_text() and f"to={hard}" in log.read_text() and "file descriptor limit raised" in log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)

@@ -54,11 +54,21 @@ public struct Gateway {
     public func run() async throws {
         // A write to a peer that went away must fail the write, not kill the process.
         signal(SIGPIPE, SIG_IGN)
-        // Every stdio child holds three descriptors in the gateway: use all the process may have.
+        // Every connection, open stream and stdio child holds descriptors: use all the process may
+        // have (the hard limit), and say so, since it bounds how many clients one instance holds.
         var limit = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max
-            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            let soft = limit.rlim_cur
+            if soft < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max
+                if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+                    logger.info("file descriptor limit raised", metadata: ["from": "\(soft)", "to": "\(limit.rlim_max)"])
+                } else {
+                    logger.warning("the file descriptor limit could not be raised", metadata: ["limit": "\(soft)", "hard": "\(limit.rlim_max)"])
+                }
+            } else {
+                logger.info("file descriptor limit", metadata: ["limit": "\(soft)"])
+            }
         }
 
         var store: any KeyValueStore
