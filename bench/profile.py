@@ -1,0 +1,134 @@
+"""Where the gateway's CPU goes on the HTTP route: tools/call POSTs with wrk through mcp-gateway
+to nginx answering a canned result (as bench/http_proxy.py), sampled by `perf record -e cpu-clock`
+(a software clock: this machine has no hardware counters, and valgrind cannot run the binary)
+for the whole load. Prints and writes the share of samples per library and the top symbols
+(demangled), so a change's effect on the data path can be explained, not only measured.
+
+Usage: python bench/profile.py --gateway .build/release/mcp-gateway [--connections 16] [--seconds 10]
+Writes bench/results-profile.md (the report) and bench/out/profile-http.data (perf's raw data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import free_port, machine_line, run_wrk, wait_port  # noqa: E402
+from http_proxy import CANNED, start_nginx  # noqa: E402
+
+
+def demangled(text: str) -> str:
+    swift = shutil.which("swift")
+    if not swift:
+        return text
+    result = subprocess.run([swift, "demangle", "--simplified"], input=text, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else text
+
+
+def report(data: Path, sort: str, limit: float) -> list[tuple[float, str]]:
+    """(percent, what) rows of `perf report` sorted by `sort`, those at or above `limit` %."""
+    output = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort, "--percent-limit", str(limit)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = []
+    for line in output.splitlines():
+        match = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)
+        if match and not line.lstrip().startswith("#"):
+            what = re.sub(r"(\s+-)+$", "", match.group(2))  # perf's empty source columns
+            rows.append((float(match.group(1)), re.sub(r"\s{2,}", "  ", what)))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--frequency", type=int, default=999, help="samples per second per CPU")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--output", default=str(HERE / "results-profile.md"))
+    args = parser.parse_args()
+    if not shutil.which("perf"):
+        raise SystemExit("perf is not installed (just bench-profile installs linux-perf)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="mcpgw-profile-"))
+    (HERE / "out").mkdir(exist_ok=True)
+    data = HERE / "out" / "profile-http.data"
+    started: list[subprocess.Popen] = []
+    try:
+        upstream, upstream_port = start_nginx(
+            "upstream", f"server {{ listen 127.0.0.1:PORT; location / {{ default_type application/json; return 200 '{CANNED}'; }} }}", workdir,
+        )
+        started.append(upstream)
+        port = free_port()
+        config = workdir / "gateway.yaml"
+        config.write_text(textwrap.dedent(f"""
+            entryPoints:
+              web:
+                address: "127.0.0.1:{port}"
+            publicURL: "http://127.0.0.1:{port}"
+            log:
+              level: warning
+            routers:
+              bench:
+                rule: "PathPrefix(`/bench`)"
+                service: bench
+                auth: none
+            services:
+              bench:
+                http:
+                  url: "http://127.0.0.1:{upstream_port}/mcp"
+        """))
+        gateway = subprocess.Popen([args.gateway, "serve", "--config", str(config)], stderr=open(workdir / "gateway.log", "wb"))
+        started.append(gateway)
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/bench/mcp"
+        run_wrk(url, args.connections, 2, HERE / "tools_call.lua")  # warm-up
+        recorder = subprocess.Popen(
+            ["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency), "-p", str(gateway.pid), "-o", str(data), "--", "sleep", str(args.seconds)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        load = run_wrk(url, args.connections, args.seconds, HERE / "tools_call.lua")
+        recorder.wait(timeout=args.seconds + 60)
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGQUIT if process is upstream else signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    libraries = report(data, "dso", 0.5)
+    symbols = report(data, "dso,symbol", 0.0)[: args.top]
+    lines = [
+        "# Where the gateway's CPU goes (HTTP route)", "",
+        f"{machine_line()}; `bench/profile.py`: wrk {args.seconds}s at c={args.connections}, tools/call POSTs through mcp-gateway "
+        f"(release build, `auth: none`) to nginx answering a canned result; `perf record -e cpu-clock -F {args.frequency}` on the gateway "
+        f"for the whole load: {load['rps']:.0f} req/s, p50 {load['p50']:.3f} ms, {load['errors']} errors.",
+        "", "## Samples per library", "", "| share | library |", "|---|---|",
+        *[f"| {share:.1f} % | `{name}` |" for share, name in libraries],
+        "", f"## Top {args.top} symbols", "", "| share | library and symbol |", "|---|---|",
+    ]
+    names = demangled("\n".join(name for _, name in symbols)).splitlines()
+    for (share, _), name in zip(symbols, names):
+        lines.append(f"| {share:.2f} % | `{name.replace('|', '/')[:160]}` |")
+    text = "\n".join(lines) + "\n"
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
