@@ -342,6 +342,10 @@ def test_a_connection_cannot_be_planted_replayed_or_forged(world):
     alice, alice_authorize = world.signed_in_browser("alice")
     bob, _ = world.signed_in_browser("bob")
     state = query_of(alice_authorize)["state"]
+    # The flow under way is sealed in the store like the tokens: no verifier, no user in clear.
+    flow_key = "gw:connect-flow:" + hashlib.sha256(state.encode()).hexdigest()
+    flow = world.redis.cli("-n", "0", "GET", flow_key).strip()
+    assert flow.startswith("v1.") and "alice" not in flow and "verifier" not in flow, flow
     assert query_of(alice_authorize)["code_challenge_method"] == "S256" and query_of(alice_authorize)["resource"] == world.upstream_mcp
     # Bob is lured to the gateway's callback with Alice's state (and a code of his choosing):
     # the flow is Alice's, so nothing is stored under either name, and the state is spent.

@@ -105,15 +105,22 @@ struct ConnectionsPage: Sendable {
         let verifier = ClientRegistry.randomToken(bytes: 32)
         let state = ClientRegistry.randomToken(bytes: 24)
         let flow = Flow(subject: session.user.subject, login: session.user.login, service: service.name, verifier: verifier, clientID: client.clientID, issuer: discovery.issuer)
-        try await store.set("connect-flow:\(ClientRegistry.hash(state))", Array(JSONEncoder().encode(flow)), ttl: Self.flowLifetime)
+        // Sealed like the tokens: the PKCE verifier and who is connecting are nobody's to read in the store.
+        let flowKey = "connect-flow:\(ClientRegistry.hash(state))"
+        guard let keys = holder.current.configuration.storeKeys, let sealed = try? SecretSealer(keys: keys).seal(Array(JSONEncoder().encode(flow)), context: flowKey) else {
+            return AuthPages.error(.serviceUnavailable, title: "Cannot connect now", message: "The gateway has no store.encryptionKey to keep the connection with.")
+        }
+        try await store.set(flowKey, Array(sealed.utf8), ttl: Self.flowLifetime)
         let url = connections.client.authorizationURL(discovery: discovery, client: client, settings: settings, publicURL: publicURL, state: state, verifier: verifier)
         return PageSignIn.redirect(url, cookies: [])
     }
 
     private func finishConnection(_ request: Request) async throws -> Response {
         let query = FormFields(query: request)
-        guard let state = query["state"], let bytes = try await store.take("connect-flow:\(ClientRegistry.hash(state))"),
-              let flow = try? JSONDecoder().decode(Flow.self, from: Data(bytes))
+        let flowKey = "connect-flow:\(ClientRegistry.hash(query["state"] ?? ""))"
+        guard query["state"] != nil, let bytes = try await store.take(flowKey), let keys = holder.current.configuration.storeKeys,
+              let plain = try? SecretSealer(keys: keys).open(String(decoding: bytes, as: UTF8.self), context: flowKey),
+              let flow = try? JSONDecoder().decode(Flow.self, from: Data(plain))
         else {
             return AuthPages.error(.badRequest, title: "Connection failed", message: "This connection link has expired or was already used; start again from your MCP client.")
         }
