@@ -3,6 +3,7 @@ import GatewayCluster
 import GatewayStore
 import GatewayAuth
 import Logging
+import Synchronization
 import Testing
 
 @Suite struct HopSignatureTests {
@@ -72,22 +73,26 @@ import Testing
     }
 
     @Test func aHeartbeatLapsesAfterItsTimeout() async throws {
-        let store = MemoryStore()
+        // The store's clock is the test's: the heartbeat's expiry is moved to, not waited for.
+        let clock = TestClock()
+        let store = MemoryStore(now: { clock.now })
         let a = ClusterMembership(store: store, advertiseURL: "http://a", heartbeatTimeout: .milliseconds(200), instanceID: "a", logger: logger)
         #expect(await a.heartbeat())
         let observer = ClusterMembership(store: store, advertiseURL: nil, instanceID: "observer", logger: logger)
         #expect(try await observer.placement(of: a.instanceID) == .live(url: "http://a"))
-        // No event to wait for: the key's expiry is the event under test.
-        let deadline = ContinuousClock.now + .seconds(5)
-        var placement = ClusterMembership.Placement.here
-        while ContinuousClock.now < deadline {
-            let fresh = ClusterMembership(store: store, advertiseURL: nil, instanceID: "fresh", logger: logger)
-            placement = try await fresh.placement(of: a.instanceID)
-            if placement == .gone { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        #expect(placement == .gone)
+        clock.advance(by: .milliseconds(150))
+        #expect(try await ClusterMembership(store: store, advertiseURL: nil, instanceID: "early", logger: logger).placement(of: a.instanceID) == .live(url: "http://a"))
+        clock.advance(by: .milliseconds(100))
+        #expect(try await ClusterMembership(store: store, advertiseURL: nil, instanceID: "fresh", logger: logger).placement(of: a.instanceID) == .gone)
     }
+}
+
+/// A clock the test moves.
+final class TestClock: Sendable {
+    private let offset = Mutex<Duration>(.zero)
+    private let start = ContinuousClock.now
+    var now: ContinuousClock.Instant { start + offset.withLock { $0 } }
+    func advance(by duration: Duration) { offset.withLock { $0 += duration } }
 }
 
 @Suite struct SessionRecordTests {

@@ -35,6 +35,14 @@ import Testing
         #expect(throws: SecretSealer.Failure.self) { try sealer.open("plain-token", context: "x") }
     }
 
+    @Test func noKeyReachesADescription() {
+        let secretKey = Array(repeating: UInt8(173), count: 32)
+        let sealer = SecretSealer(keys: StoreKeys(current: secretKey, previous: [secretKey]))
+        for printed in [String(describing: sealer), String(reflecting: sealer), String(describing: sealer.keys), String(reflecting: sealer.keys)] {
+            #expect(!printed.contains("173"), "\(printed)")
+        }
+    }
+
     @Test func aRotatedKeyStillOpensWhatTheOldOneSealed() throws {
         let sealed = try SecretSealer(keys: old).seal(Array("t".utf8), context: "c")
         let rotated = SecretSealer(keys: new)
@@ -114,12 +122,17 @@ import Testing
         let vault = ConnectionVault(store: MemoryStore(), keys: { StoreKeys(current: Array(repeating: 1, count: 32)) })
         try await vault.save(Self.grant("old"), subject: "s", service: "linear")
         let calls = Counter()
+        let gate = Gate()
+        let asked = Counter()
         let tokens = await withTaskGroup(of: String?.self) { group in
             for _ in 0..<20 {
                 group.addTask {
-                    await vault.refreshed(subject: "s", service: "linear", stale: "old") { current in
+                    if asked.value.wrappingAdd(1, ordering: .relaxed).newValue == 20 { gate.open() }
+                    return await vault.refreshed(subject: "s", service: "linear", stale: "old") { current in
                         calls.value.wrappingAdd(1, ordering: .relaxed)
-                        try? await Task.sleep(for: .milliseconds(50))
+                        // Held until every caller has asked: they join this refresh or, coming
+                        // later, find its record.
+                        await gate.wait()
                         var next = current
                         next.accessToken = "new"
                         return .refreshed(next)
@@ -146,17 +159,19 @@ import Testing
     }
 
     @Test func twoInstancesOnOneStoreRefreshOnce() async throws {
-        let store = MemoryStore()
+        let lockRefused = Gate()
+        let store = LockWatchingStore(MemoryStore()) { lockRefused.open() }
         let keys: @Sendable () -> StoreKeys? = { StoreKeys(current: Array(repeating: 1, count: 32)) }
         let (first, second) = (ConnectionVault(store: store, keys: keys), ConnectionVault(store: store, keys: keys))
         try await first.save(Self.grant("old"), subject: "s", service: "linear")
         let calls = Counter()
         let (entered, enteredSignal) = AsyncStream<Void>.makeStream()
+        let gate = Gate()
         let refresh: @Sendable (UpstreamGrant) async -> ConnectionVault.RefreshOutcome = { current in
             calls.value.wrappingAdd(1, ordering: .relaxed)
             enteredSignal.yield()
-            // A slow authorization server: the other instance arrives meanwhile.
-            try? await Task.sleep(for: .milliseconds(300))
+            // The authorization server answers once the other instance has found the lock taken.
+            await gate.wait()
             var next = current
             next.accessToken = "new"
             return .refreshed(next)
@@ -166,6 +181,8 @@ import Testing
         var signals = entered.makeAsyncIterator()
         _ = await signals.next()
         async let fromSecond = second.refreshed(subject: "s", service: "linear", stale: "old", refresh: refresh)
+        await lockRefused.wait()
+        gate.open()
         let (a, b) = await (fromFirst, fromSecond)
         // The second instance found the first's lock and used the record it wrote.
         #expect(a?.accessToken == "new" && b?.accessToken == "new")
@@ -188,6 +205,61 @@ import Testing
 
 final class Counter: Sendable {
     let value = Atomic<Int>(0)
+}
+
+/// Closed until `open`; every `wait` returns once it is open.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func open() {
+        let waiting = state.withLock { state in
+            state.open = true
+            defer { state.waiting.removeAll() }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = state.withLock { state in
+                if state.open { return true }
+                state.waiting.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+}
+
+/// A store that says when a lock (`setIfAbsent`) was found taken.
+struct LockWatchingStore: KeyValueStore {
+    let base: MemoryStore
+    let refused: @Sendable () -> Void
+
+    init(_ base: MemoryStore, refused: @escaping @Sendable () -> Void) {
+        self.base = base
+        self.refused = refused
+    }
+
+    func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool {
+        let set = try await base.setIfAbsent(key, value, ttl: ttl)
+        if !set { refused() }
+        return set
+    }
+
+    func get(_ key: String) async throws(StoreError) -> [UInt8]? { try await base.get(key) }
+    func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { try await base.set(key, value, ttl: ttl) }
+    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool { try await base.replaceIfEqual(key, expected: expected, with: value) }
+    func take(_ key: String) async throws(StoreError) -> [UInt8]? { try await base.take(key) }
+    func delete(_ keys: [String]) async throws(StoreError) -> Int { try await base.delete(keys) }
+    func increment(_ key: String, window: Duration) async throws(StoreError) -> Int { try await base.increment(key, window: window) }
+    func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision { try await base.rateLimit(key, interval: interval, burst: burst) }
+    func timeToLive(_ key: String) async throws(StoreError) -> Duration? { try await base.timeToLive(key) }
+    func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) { try await base.addToSet(key, members, ttl: ttl) }
+    func setMembers(_ key: String) async throws(StoreError) -> [String] { try await base.setMembers(key) }
+    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { try await base.removeFromSet(key, members) }
+    func ping() async throws(StoreError) { try await base.ping() }
 }
 
 @Suite struct UpstreamOAuthClientTests {

@@ -407,7 +407,10 @@ class Load:
                                 break
             except Exception as error:
                 self.record(name, False, f"session: {type(error).__name__}: {error}"[:300])
-                await anyio.sleep(0.2)
+                # A new session once the front answers again (an instance may be stopping).
+                await anyio.to_thread.run_sync(lambda: wait_until(
+                    lambda: httpx.get(self.front + "/healthz", timeout=2).status_code == 200, what="the front answers", timeout=30
+                ))
 
     async def _main(self):
         async with anyio.create_task_group() as group:
