@@ -407,9 +407,10 @@ class Load:
                                 break
             except Exception as error:
                 self.record(name, False, f"session: {type(error).__name__}: {error}"[:300])
-                # A new session once the front answers again (an instance may be stopping).
+                # A new session once an instance behind the front is ready again (its store
+                # reachable: /readyz answers 503 while Redis is away).
                 await anyio.to_thread.run_sync(lambda: wait_until(
-                    lambda: httpx.get(self.front + "/healthz", timeout=2).status_code == 200, what="the front answers", timeout=30
+                    lambda: httpx.get(self.front + "/readyz", timeout=2).status_code == 200, what="the front is ready", timeout=30
                 ))
 
     async def _main(self):

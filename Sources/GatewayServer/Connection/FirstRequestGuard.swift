@@ -30,10 +30,7 @@ struct GuardedUpgradeChannel: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        // The connection's requests run on its own event loop (no hop per read and write).
-        await withTaskExecutorPreference(EventLoopTaskExecutor(value.channel.eventLoop)) {
-            await base.handle(value: value, logger: logger)
-        }
+        await base.handle(value: value, logger: logger)
     }
 }
 
