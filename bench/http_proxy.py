@@ -218,7 +218,7 @@ def main() -> int:
         gw, ng, direct = by[("mcp-gateway", connections)], by[("nginx", connections)], by[("direct", connections)]
         ratio = gw["cpu_per_k"] / ng["cpu_per_k"] if ng["cpu_per_k"] else float("nan")
         lines.append(
-            f"- c={connections}: gateway CPU per request = **{ratio:.2f}×** nginx's (target ≤ 2×); "
+            f"- c={connections}: gateway CPU per request = **{ratio:.2f}×** nginx's (target ≤ 3×); "
             f"added p50 over direct {gw['p50'] - direct['p50']:.3f} ms (nginx: {ng['p50'] - direct['p50']:.3f} ms); "
             f"gateway req/s = {gw['rps'] / ng['rps']:.2f}× nginx's; errors {gw['errors']}"
         )

@@ -58,6 +58,9 @@ package enum TokenCheckFailure: Error, Sendable {
 /// credentials (API keys, tokens of external issuers) are others behind the same stage.
 package protocol AccessTokenVerifier: Sendable {
     func check(_ fields: HTTPFields, route: some ProtectedRoute) async -> Result<VerifiedCaller, TokenCheckFailure>
+    /// The caller when `check` would admit the request without suspending (a token verified in
+    /// the last few seconds); nil otherwise.
+    func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> VerifiedCaller?
     func refusal(_ failure: TokenCheckFailure, router: RouterConfiguration) -> OAuthRefusal
 }
 
@@ -130,36 +133,65 @@ package final class ResourceGate: AccessTokenVerifier {
             }
         }
         guard let entry else { return .failure(.invalidToken("the access token is not valid")) }
-        let claims = entry.claims
-        guard TimeInterval(claims.exp) + AccessTokens.clockSkew > now.timeIntervalSince1970 else {
-            return .failure(.invalidToken("the access token expired"))
-        }
-        guard claims.aud == route.resourceURL else {
-            return .failure(.invalidToken("the access token is for \(claims.aud), not \(route.resourceURL)"))
-        }
-        if claims.gty == "client_credentials", !isConfiguredMachineClient(claims.client_id) {
-            return .failure(.invalidToken("the client this token was issued to is no longer configured"))
-        }
-        guard entry.hasMCPScope else { return .failure(.insufficientScope) }
-        // Only a token for this router reaches the identity lookup (which may ask GitHub); the
-        // identity is shaped by this router's policy, so it is not cached with the token.
-        let loginOnly = UserIdentity(login: claims.login)
-        if !route.accessPolicy.callPoliciesNeedMembership, route.accessPolicy.admits(loginOnly) { return .success(VerifiedCaller(claims: claims)) }
-        let identityKey = "\(claims.sub)\u{0}\(route.router.name)"
-        var identity = identities.withLock { cached -> UserIdentity? in
-            guard let entry = cached[identityKey], entry.validUntil > now else { return nil }
-            return entry.identity
-        }
-        if identity == nil {
+        switch verdict(entry, route: route, now: now) {
+        case .decided(let result):
+            return result
+        case .needsIdentity(let claims, let identityKey):
             let fresh = await self.identity(for: claims, policy: route.accessPolicy)
             identities.withLock { cached in
                 if cached.count >= Self.maxCachedTokens { cached = cached.filter { $0.value.validUntil > now } }
                 if cached.count < Self.maxCachedTokens { cached[identityKey] = (fresh, now.addingTimeInterval(Self.cacheSeconds)) }
             }
-            identity = fresh
+            guard route.accessPolicy.admits(fresh) else { return .failure(.denied(login: claims.login)) }
+            return .success(VerifiedCaller(claims: claims, identity: fresh))
         }
-        guard let identity, route.accessPolicy.admits(identity) else { return .failure(.denied(login: claims.login)) }
-        return .success(VerifiedCaller(claims: claims, identity: identity))
+    }
+
+    /// The caller of a token verified in the last few seconds, when everything the check needs is
+    /// at hand (no signature, store or membership lookup): the same decision as `check`, made
+    /// without suspending. Nil for anything else, failures included: `check` answers those.
+    package func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> VerifiedCaller? {
+        guard let token = BearerToken.from(fields) else { return nil }
+        var bearer = token
+        let key = bearer.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        let now = Date()
+        guard let entry = cache.withLock({ $0[key] }), entry.validUntil > now,
+              case .decided(.success(let caller)) = verdict(entry, route: route, now: now)
+        else { return nil }
+        return caller
+    }
+
+    private enum Verdict {
+        case decided(Result<VerifiedCaller, Failure>)
+        /// The allow-lists need the user's orgs or teams, not known in the last few seconds.
+        case needsIdentity(AccessTokenClaims, identityKey: String)
+    }
+
+    /// Expiry, audience, the machine client, scope, then the allow-lists, for a verified token.
+    private func verdict(_ entry: CachedToken, route: some ProtectedRoute, now: Date) -> Verdict {
+        let claims = entry.claims
+        guard TimeInterval(claims.exp) + AccessTokens.clockSkew > now.timeIntervalSince1970 else {
+            return .decided(.failure(.invalidToken("the access token expired")))
+        }
+        guard claims.aud == route.resourceURL else {
+            return .decided(.failure(.invalidToken("the access token is for \(claims.aud), not \(route.resourceURL)")))
+        }
+        if claims.gty == "client_credentials", !isConfiguredMachineClient(claims.client_id) {
+            return .decided(.failure(.invalidToken("the client this token was issued to is no longer configured")))
+        }
+        guard entry.hasMCPScope else { return .decided(.failure(.insufficientScope)) }
+        // Only a token for this router reaches the identity lookup (which may ask GitHub); the
+        // identity is shaped by this router's policy, so it is not cached with the token.
+        let loginOnly = UserIdentity(login: claims.login)
+        if !route.accessPolicy.callPoliciesNeedMembership, route.accessPolicy.admits(loginOnly) { return .decided(.success(VerifiedCaller(claims: claims))) }
+        let identityKey = "\(claims.sub)\u{0}\(route.router.name)"
+        let identity = identities.withLock { cached -> UserIdentity? in
+            guard let entry = cached[identityKey], entry.validUntil > now else { return nil }
+            return entry.identity
+        }
+        guard let identity else { return .needsIdentity(claims, identityKey: identityKey) }
+        guard route.accessPolicy.admits(identity) else { return .decided(.failure(.denied(login: claims.login))) }
+        return .decided(.success(VerifiedCaller(claims: claims, identity: identity)))
     }
 
     /// The user as the allow-lists see them: the login alone when it suffices; otherwise orgs and

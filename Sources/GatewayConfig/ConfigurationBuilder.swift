@@ -73,7 +73,7 @@ struct ConfigurationBuilder {
         var redirects: [(String, String, Node)] = []
         for entry in entries {
             let path = "entryPoints.\(entry.key)"
-            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins", "allowedHosts", "trustedProxies", "idleTimeout", "headerTimeout", "tls", "http2", "redirectTo"]) else { failed = true; continue }
+            guard let fields = reader.mapping(entry.value, path, allowed: ["address", "allowedOrigins", "allowedHosts", "trustedProxies", "idleTimeout", "headerTimeout", "tls", "http2", "redirectTo", "fastRelay"]) else { failed = true; continue }
             guard let addressNode = fields["address"] else {
                 reader.report("missing \"address\" (host:port, e.g. \"127.0.0.1:8080\" or \":8080\")", path, entry.value)
                 failed = true
@@ -144,6 +144,10 @@ struct ConfigurationBuilder {
             if let tlsNode = fields["tls"] {
                 guard let tls = buildTLS(tlsNode, path: "\(path).tls") else { failed = true; continue }
                 entryPoint.tls = tls
+            }
+            if let fastRelayNode = fields["fastRelay"] {
+                guard let fastRelay = reader.boolean(fastRelayNode, "\(path).fastRelay") else { failed = true; continue }
+                entryPoint.fastRelay = fastRelay
             }
             if let http2Node = fields["http2"] {
                 guard let http2 = reader.boolean(http2Node, "\(path).http2") else { failed = true; continue }

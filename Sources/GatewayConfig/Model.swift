@@ -180,6 +180,9 @@ public struct EntryPoint: Sendable, Equatable {
     public var tls: TLSSettings?
     /// `http2`: HTTP/2 offered by ALPN next to HTTP/1.1 (needs `tls`).
     public var http2 = false
+    /// `fastRelay`: 2026-07-28 calls to plain HTTP upstreams that every stage admits at once are
+    /// relayed by the connection handler (off: every request takes the full pipeline).
+    public var fastRelay = true
     /// `redirectTo`: every request but the health checks answered with a 308 to this https entry
     /// point.
     public var redirectTo: String?

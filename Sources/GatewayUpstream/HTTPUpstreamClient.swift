@@ -77,10 +77,29 @@ public struct HTTPUpstream: Sendable {
     private let client: HTTPClient
     /// For `oauth` services: the calling user's token, set per request by the era dispatch.
     public var authorization: UpstreamAuthorization?
+    /// Where the fast relay sends this upstream's requests (nil: a URL the relay does not carry).
+    public let relayTarget: RelayTarget?
 
     public init(service: HTTPServiceConfiguration, clients: UpstreamClients) {
         self.service = service
         self.client = clients.client(connectTimeout: service.connectTimeout)
+        self.relayTarget = RelayTarget(url: service.url)
+    }
+
+    /// The gateway's own credentials for this upstream (the client's never get this far).
+    public func addCredentials(to headers: inout HTTPHeaders) {
+        for field in service.credentials?.headerFields ?? [] {
+            headers.replaceOrAdd(name: field.name, value: field.value)
+        }
+    }
+
+    /// The fast relay's request target: the URL's path and query, the client's query, and a
+    /// credential the upstream takes in the query.
+    public func relayRequestTarget(query: String?) -> String {
+        guard let relayTarget else { return "/" }
+        var target = relayTarget.requestTarget(query: query)
+        if let credential = service.credentials?.queryItem { target += (target.contains("?") ? "&" : "?") + credential }
+        return target
     }
 
     /// - Parameter query: the client's raw query string, appended to the service URL's own.
@@ -100,10 +119,7 @@ public struct HTTPUpstream: Sendable {
         var request = HTTPClientRequest(url: url)
         request.method = method
         request.headers = headers
-        // The gateway's own credentials for this upstream (the client's never get this far).
-        for field in service.credentials?.headerFields ?? [] {
-            request.headers.replaceOrAdd(name: field.name, value: field.value)
-        }
+        addCredentials(to: &request.headers)
         if let body { request.body = .bytes(body) }
         let timeout = TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
         guard let authorization else {

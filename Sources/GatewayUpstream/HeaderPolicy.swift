@@ -20,9 +20,10 @@ public enum HeaderPolicy {
     /// underscores as dashes. Removal decisions compare this form, so `X_Forwarded_User` cannot
     /// ride next to the `X-Forwarded-User` the gateway sets.
     public static func folded(_ name: String) -> String {
-        var folded = name.lowercased()
-        if folded.contains("_") { folded = folded.replacingOccurrences(of: "_", with: "-") }
-        return folded
+        let folded = name.lowercased()
+        // Byte search: `String.contains(String)` goes through Foundation, per header, per request.
+        guard folded.utf8.contains(UInt8(ascii: "_")) else { return folded }
+        return folded.replacingOccurrences(of: "_", with: "-")
     }
 
     /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`

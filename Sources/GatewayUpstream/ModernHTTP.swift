@@ -116,6 +116,12 @@ package final class ModernHTTPTranslator: Sendable {
     package static let maxBridgedSessions = 10_000
     package static let maxBody = 16 * 1024 * 1024
 
+    /// The upstream's era when it is known and fresh (nil: `era(of:logger:)` must probe).
+    package func knownEra(of upstream: HTTPUpstream) -> Era? {
+        guard let (era, checked) = eras.withLock({ $0[upstream.service.url] }), ContinuousClock.now - checked < Self.eraTTL else { return nil }
+        return era
+    }
+
     /// The upstream's era, probed with `server/discover` when unknown or stale.
     package func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
         let now = ContinuousClock.now

@@ -2,6 +2,7 @@ import AuthorizationEndpoints
 package import GatewayAuth
 import Foundation
 package import HTTPTypes
+package import NIOCore
 package import Hummingbird
 import MCPMessages
 
@@ -203,6 +204,37 @@ package enum GatewayError: Error {
 
     /// The one mapping from a failure to its response.
     package func response(form: ResponseForm) -> Response {
+        let headers = responseHeaders
+        switch form {
+        case .oauth:
+            if case .oauth(let refusal) = self { return refusal.response }
+            return OAuthRefusal(status: status, code: reason, description: message, retryAfter: headers[.retryAfter]).response
+        case .jsonRPC(let rawID):
+            let answer = jsonRPCAnswer(rawID: rawID)
+            return Response(status: answer.status, headers: answer.headers, body: ResponseBody(byteBuffer: answer.body))
+        case .plain:
+            var object: [String: Any] = ["status": Int(status.code), "reason": reason, "error": reason, "message": message]
+            if let service { object["service"] = service }
+            return JSONResponse.make(status: status, object: object, headers: headers)
+        }
+    }
+
+    /// The JSON-RPC form as its parts, for a connection handler that writes them itself (the
+    /// fast relay).
+    package func jsonRPCAnswer(rawID: String?) -> (status: HTTPResponse.Status, headers: HTTPFields, body: ByteBuffer) {
+        var dataJSON: String?
+        if case .protocolViolation(let violation) = self {
+            dataJSON = violation.dataJSON
+        } else {
+            var data: [String: Any] = ["status": Int(status.code), "reason": reason]
+            if let service { data["service"] = service }
+            dataJSON = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys, .withoutEscapingSlashes])).flatMap { String(data: $0, encoding: .utf8) }
+        }
+        let body = JSONRPCErrorResponse.make(rawID: rawID, code: jsonRPCCode, message: message, dataJSON: dataJSON)
+        return (status, responseHeaders, body)
+    }
+
+    private var responseHeaders: HTTPFields {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         switch self {
         case .methodNotAllowed: headers[.allow] = "GET, POST, DELETE"
@@ -224,26 +256,7 @@ package enum GatewayError: Error {
             if let allow = violation.allow { headers[.allow] = allow }
         default: break
         }
-        switch form {
-        case .oauth:
-            if case .oauth(let refusal) = self { return refusal.response }
-            return OAuthRefusal(status: status, code: reason, description: message, retryAfter: headers[.retryAfter]).response
-        case .jsonRPC(let rawID):
-            var dataJSON: String?
-            if case .protocolViolation(let violation) = self {
-                dataJSON = violation.dataJSON
-            } else {
-                var data: [String: Any] = ["status": Int(status.code), "reason": reason]
-                if let service { data["service"] = service }
-                dataJSON = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys, .withoutEscapingSlashes])).flatMap { String(data: $0, encoding: .utf8) }
-            }
-            let body = JSONRPCErrorResponse.make(rawID: rawID, code: jsonRPCCode, message: message, dataJSON: dataJSON)
-            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
-        case .plain:
-            var object: [String: Any] = ["status": Int(status.code), "reason": reason, "error": reason, "message": message]
-            if let service { object["service"] = service }
-            return JSONResponse.make(status: status, object: object, headers: headers)
-        }
+        return headers
     }
 }
 

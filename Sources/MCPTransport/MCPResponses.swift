@@ -187,9 +187,14 @@ package enum RequestBodyReader {
         } catch {
             throw .clientBodyFailed(detail: "\(error)")
         }
-        // Every client message is read strictly once, here, before anything looks at it: a body
-        // the gateway and a server could read two ways (duplicate names, bad escapes, lone
-        // surrogates, invalid UTF-8) never gets past the gateway.
+        try checkStrictly(body)
+        return body
+    }
+
+    /// Every client message is read strictly once, before anything looks at it: a body the
+    /// gateway and a server could read two ways (duplicate names, bad escapes, lone surrogates,
+    /// invalid UTF-8) never gets past the gateway.
+    package static func checkStrictly(_ body: ByteBuffer) throws(GatewayError) {
         let violation: StrictJSON.Violation? = body.withUnsafeReadableBytes { buffer in
             do throws(StrictJSON.Violation) { try StrictJSON.validate(buffer) } catch { return error }
             return nil
@@ -198,7 +203,6 @@ package enum RequestBodyReader {
             let error = violation
             throw .badRequest(code: JSONRPCErrorResponse.parseError, message: "Parse error: the body is not acceptable JSON: \(error.description)")
         }
-        return body
     }
 }
 

@@ -35,6 +35,23 @@ import Testing
         #expect(metrics.path == "/metrics" && metrics.entryPoint == nil && metrics.allowFrom == MetricsConfiguration.loopback)
     }
 
+    @Test func theFastRelayIsOnUnlessAnEntryPointTurnsItOff() throws {
+        let configuration = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(entryPoints: """
+          web: { address: ":80" }
+          careful: { address: ":81", fastRelay: false }
+        """))
+        #expect(configuration.entryPoints.first { $0.name == "web" }?.fastRelay == true)
+        #expect(configuration.entryPoints.first { $0.name == "careful" }?.fastRelay == false)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(entryPoints: """
+              web: { address: ":80", fastRelay: sometimes }
+            """), file: "f.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("f.yaml:2:37: entryPoints.web.fastRelay: expected true or false"), "\(error)")
+        }
+    }
+
     @Test func everyMistakeIsReportedWithItsPosition() {
         let yaml = Self.yaml(entryPoints: """
           web: { address: ":80", redirectTo: plain, http2: true }

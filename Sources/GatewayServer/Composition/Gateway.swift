@@ -112,11 +112,17 @@ public struct Gateway {
         ]
         // Started before the servers, so it stops after them and flushes the last spans.
         if let tracingService { services.append(tracingService) }
+        let relayPools = UpstreamRelayPools()
         for entryPoint in configuration.entryPoints {
             var entryLogger = logger
             entryLogger[metadataKey: "entryPoint"] = "\(entryPoint.name)"
             let pipeline = components.pipeline(for: entryPoint, readinessStore: redis)
-            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration()) { head, channel, logger in
+            // Plain HTTP upstreams' requests that every stage admits at once skip the task machinery.
+            var fastRelay: (@Sendable () -> FastRelay)?
+            if pipeline.relaysFast, entryPoint.fastRelay {
+                fastRelay = { @Sendable [entryLogger] in FastRelay(pipeline: pipeline, pools: relayPools, logger: entryLogger) }
+            }
+            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration(), fastRelay: fastRelay) { head, channel, logger in
                 await pipeline.webSocketUpgrade(head, channel: channel, logger: logger)
             }
             let onServerRunning: @Sendable (any Channel) async -> Void = { [entryLogger] channel in
@@ -172,13 +178,16 @@ extension Gateway {
     /// HTTP/1.1 with WebSocket upgrades (`webSocket` decides each); over TLS when the entry point
     /// has a certificate, with HTTP/2 by ALPN when asked (no WebSocket then: RFC 8441 is not served).
     static func server(
-        for entryPoint: EntryPoint, tls: TLSConfiguration?,
+        for entryPoint: EntryPoint, tls: TLSConfiguration?, fastRelay: (@Sendable () -> FastRelay)? = nil,
         webSocket: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
     ) throws -> HTTPServerBuilder {
         let idleTimeout = Duration.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let headerTimeout = TimeAmount.nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9))
         let idleAmount = TimeAmount.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)], idleTimeout: idleAmount)
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)] + (fastRelay.map { [FastRelayInstaller($0)] } ?? []),
+            idleTimeout: idleAmount
+        )
         // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
         let upgrading = HTTPServerBuilder { responder in
             GuardedUpgradeChannel(

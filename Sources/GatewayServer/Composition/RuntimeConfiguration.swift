@@ -37,6 +37,10 @@ final class CompiledRoute: TransportRoute {
     let middlewares: [any RouteMiddleware]
     /// The router's `tools` / `resources` / `prompts` / `policies`, compiled.
     let callPolicy: CompiledCallPolicy
+    /// Whether the fast relay may carry this route's requests: a plain HTTP upstream it can
+    /// reach, no stage that needs to wait (middlewares, policies, the user's own upstream token,
+    /// a signed identity), and an MCP path the front door never answers.
+    let relaysFast: Bool
 
     init(
         router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
@@ -50,6 +54,13 @@ final class CompiledRoute: TransportRoute {
         self.resourceURL = resourceURL
         self.accessPolicy = accessPolicy
         self.upstreamRemovals = upstreamRemovals
+        if case .http(let http) = upstream, http.service.oauth == nil, http.service.identityToken == nil, http.relayTarget != nil,
+           middlewares.isEmpty, self.callPolicy.isEmpty, !FrontDoor.mayAnswer(path: router.mcpPath)
+        {
+            self.relaysFast = true
+        } else {
+            self.relaysFast = false
+        }
     }
 }
 

@@ -34,6 +34,24 @@ struct FrontDoor {
     /// Groups of services, for /readyz.
     var groups: GroupServer? = nil
 
+    /// Whether `answer` might answer a request for `path` (any method): the paths the gateway
+    /// serves itself. The fast relay takes only requests for other paths. Kept with `answer`:
+    /// a path served here must be covered.
+    static func mayAnswer(path: String) -> Bool {
+        if path == "/" || path.contains("/.well-known/") { return true }
+        switch path {
+        case "/healthz", "/readyz", "/verify", "/jwks.json", "/authorize", "/token", "/revoke", "/introspect", "/register", "/admin", "/connections":
+            return true
+        default:
+            break
+        }
+        for prefix in ["/authorize/", "/oauth/", "/register/", "/admin/", "/connections/", "/connect/"] where path.hasPrefix(prefix) {
+            return true
+        }
+        // `metrics.prometheus.path` answers GET only; the fast relay carries POST.
+        return false
+    }
+
     /// The gateway's own answer, or nil for a request that goes on to routing.
     func answer(_ request: Request, context: GatewayRequestContext) async throws(GatewayError) -> Response? {
         switch request.uri.path {

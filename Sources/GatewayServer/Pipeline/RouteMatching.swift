@@ -49,7 +49,7 @@ struct RouteMatching {
         return error.response(routeMatched: true)
     }
 
-    private static func log(_ error: GatewayError, router: String, logger: Logger) {
+    static func log(_ error: GatewayError, router: String, logger: Logger) {
         switch error {
         case .upstream(let upstreamError):
             logger.warning("upstream request failed", metadata: [

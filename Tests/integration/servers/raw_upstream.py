@@ -47,6 +47,8 @@ async def sse(request: Request) -> Response:
 
 
 async def sse_forever(request: Request) -> Response:
+    if (answer := await discover_answer(request)) is not None:
+        return answer
     STATE["stream_requests"] += 1
 
     async def events():
@@ -64,7 +66,18 @@ async def sse_forever(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def discover_answer(request: Request) -> Response | None:
+    """The gateway's own era probe answered as a 2026-07-28 server would (the streaming and
+    hanging routes would otherwise never answer it)."""
+    if request.method == "POST" and request.headers.get("mcp-method") == "server/discover":
+        message = json.loads(await request.body())
+        return JSONResponse({"jsonrpc": "2.0", "id": message.get("id"), "result": {"supportedVersions": ["2026-07-28"]}})
+    return None
+
+
 async def hang(request: Request) -> Response:
+    if (answer := await discover_answer(request)) is not None:
+        return answer
     STATE["hanging"] = STATE.get("hanging", 0) + 1
     try:
         # Watch for the caller going away (uvicorn does not cancel a plain handler by itself).

@@ -1,0 +1,394 @@
+import GatewayUpstream
+import GatewayConfig
+import GatewayAuth
+import GatewayStore
+import GatewayCluster
+import AuthorizationServer
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import MCPMessages
+import MCPTransport
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOPosix
+
+/// The data plane's fast path: a request to a plain HTTP upstream that the pipeline's stages can
+/// admit without waiting (see `FastPath.swift`) is relayed by this connection handler on the
+/// client connection's own event loop, through a kept-alive upstream connection of the same loop:
+/// no task, no thread hop, no copy of the body beyond the socket reads. Every other request goes
+/// on to Hummingbird and the full pipeline, unchanged.
+///
+/// Requests on one connection are answered in order: while the full pipeline holds a request,
+/// later ones go there too; while a request is relayed here, later ones (pipelined) wait.
+///
+/// It sits behind Hummingbird's connection state handler (see `FastRelayInstaller`), which so
+/// sees the relayed requests like any other: idle timeouts and a graceful stop wait for them.
+final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamExchange {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let pipeline: GatewayPipeline
+    private let pools: UpstreamRelayPools
+    private let logger: Logger
+
+    private var context: ChannelHandlerContext?
+    /// What the parts of the request being read are for.
+    private enum Inbound {
+        case between
+        /// Handed to the full pipeline.
+        case handedOver
+        /// Admitted by the fast path so far: head and body kept until the end decides.
+        case reading(FastAdmission, body: ByteBuffer?)
+    }
+    private var inbound = Inbound.between
+    /// Requests handed to the full pipeline whose response has not ended.
+    private var handedOver = 0
+    /// The request being relayed.
+    private var relay: Relay?
+    /// Parts of requests that arrived (pipelined) while one is relayed.
+    private var waiting = CircularBuffer<HTTPRequestPart>()
+    /// A read was held back while requests waited.
+    private var readPending = false
+
+    private struct Relay {
+        var admission: FastAdmission
+        var connection: UpstreamConnection?
+        var timer: Scheduled<Void>?
+        var responded = false
+        var eventStream = false
+        var status = 0
+        var paused = false
+        /// The upstream handed out a session id: the answer waits until it is bound to the caller.
+        var binding = false
+        var held: [ByteBuffer] = []
+        var upstreamEnded = false
+        let started = ContinuousClock.now
+    }
+
+    init(pipeline: GatewayPipeline, pools: UpstreamRelayPools, logger: Logger) {
+        self.pipeline = pipeline
+        self.pools = pools
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        abandonRelay()
+        self.context = nil
+    }
+
+    // MARK: requests in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if relay != nil {
+            waiting.append(part)
+            return
+        }
+        read(part, context: context)
+    }
+
+    private func read(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (part, inbound) {
+        case (.head(let head), _):
+            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger) {
+                inbound = .reading(admission, body: nil)
+            } else {
+                handOver(.head(head), context: context)
+                inbound = .handedOver
+            }
+        case (.body(let part), .reading(let admission, let kept)):
+            inbound = .between
+            var body = part
+            if var kept {
+                kept.writeImmutableBuffer(part)
+                body = kept
+            }
+            if body.readableBytes > admission.route.maxRequestBodyBytes {
+                // Too large: the full pipeline answers 413 (it reads the rest of the body).
+                handOver(.head(admission.request.head), context: context)
+                context.fireChannelRead(wrapInboundOut(.body(body)))
+                inbound = .handedOver
+            } else {
+                inbound = .reading(admission, body: body)
+            }
+        case (.end(let trailers), .reading(let admission, let body)):
+            inbound = .between
+            let bytes = body ?? ByteBuffer()
+            guard let call = pipeline.fastCall(admission, body: bytes) else {
+                handOver(.head(admission.request.head), context: context)
+                if bytes.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(bytes))) }
+                context.fireChannelRead(wrapInboundOut(.end(trailers)))
+                return
+            }
+            start(call, body: bytes, context: context)
+        case (.end, _):
+            inbound = .between
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.body, _):
+            context.fireChannelRead(wrapInboundOut(part))
+        }
+    }
+
+    private func handOver(_ head: HTTPRequestPart, context: ChannelHandlerContext) {
+        handedOver += 1
+        context.fireChannelRead(wrapInboundOut(head))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+    }
+
+    /// Reading pauses while pipelined requests wait behind a relayed one: a client cannot make
+    /// the gateway buffer without bound.
+    func read(context: ChannelHandlerContext) {
+        if relay != nil, !waiting.isEmpty {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), handedOver > 0 { handedOver -= 1 }
+        context.write(data, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The client went away: the upstream request is cancelled with it.
+        abandonRelay()
+        waiting.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, var relay, relay.paused {
+            relay.paused = false
+            self.relay = relay
+            relay.connection?.setReading(true)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: the relay
+
+    private func start(_ admission: FastAdmission, body: ByteBuffer, context: ChannelHandlerContext) {
+        relay = Relay(admission: admission)
+        let head = pipeline.fastUpstreamHead(admission, bodyLength: body.readableBytes)
+        let service = admission.upstream.service
+        let connectTimeout = TimeAmount.nanoseconds(Int64(service.connectTimeout.timeInterval * 1e9))
+        let pool = pools.pool(on: context.eventLoop)
+        pool.connection(to: admission.target, service: service.name, connectTimeout: connectTimeout) { [self] result in
+            guard var relay = self.relay, relay.connection == nil else {
+                // The client left while connecting.
+                if case .success(let connection) = result { connection.abandon() }
+                return
+            }
+            switch result {
+            case .failure(let error):
+                failed(error)
+            case .success(let connection):
+                relay.connection = connection
+                let timeout = TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
+                relay.timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+                    self.relay?.connection?.abandon()
+                    failed(UpstreamError(.timeout, service: service.name, detail: "no response within \(service.responseHeaderTimeout)"))
+                }
+                self.relay = relay
+                connection.send(head, body: body, to: self)
+            }
+        }
+    }
+
+    func upstreamResponded(_ head: HTTPResponseHead) {
+        guard var relay, let context else { return }
+        relay.timer?.cancel()
+        relay.timer = nil
+        relay.responded = true
+        relay.status = Int(head.status.code)
+        var fields = HeaderPolicy.clientResponseHeaders(from: head.headers)
+        // Stopping: this connection is not kept for another request (as the full pipeline says).
+        if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
+        if fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false {
+            relay.eventStream = true
+            fields[SSEHeaders.accelBuffering] = "no"
+            fields[.connection] = "close"
+            if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
+        }
+        let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
+        guard let created = fields[MCPHeaders.sessionID] else {
+            self.relay = relay
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
+            logAccess(relay, status: relay.status)
+            return
+        }
+        // A session id the upstream hands out is bound to this router and caller before the
+        // client sees it, as the proxy does (presented by anyone else, it is not found).
+        relay.binding = true
+        self.relay = relay
+        let bindings = pipeline.dispatch.proxy.bindings
+        let owner = SessionOwner(route: relay.admission.route, caller: relay.admission.context.caller)
+        let details = SessionDetails(service: relay.admission.upstream.service.name, kind: "http")
+        let bound = context.eventLoop.makePromise(of: Void.self)
+        bound.completeWithTask {
+            do throws(SessionRefusal) { try await bindings.bind(created, to: owner, details: details) } catch { throw GatewayError(error) }
+        }
+        bound.futureResult.assumeIsolated().whenComplete { [self] result in
+            sessionBound(result, response: response)
+        }
+    }
+
+    private func sessionBound(_ result: Result<Void, any Error>, response: HTTPResponse) {
+        guard var relay, let context else { return }
+        if case .failure(let error) = result {
+            relay.connection?.abandon()
+            relay.responded = false
+            self.relay = relay
+            answer(relay, with: (error as? GatewayError) ?? .storeUnavailable)
+            return
+        }
+        relay.binding = false
+        let (held, ended) = (relay.held, relay.upstreamEnded)
+        relay.held = []
+        self.relay = relay
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        logAccess(relay, status: relay.status)
+        for part in held { context.write(wrapOutboundOut(.body(part)), promise: nil) }
+        context.flush()
+        if ended { upstreamEnded() }
+    }
+
+    func upstreamBody(_ part: ByteBuffer) {
+        guard let context, var relay else { return }
+        if relay.binding {
+            relay.held.append(part)
+            self.relay = relay
+            return
+        }
+        context.write(wrapOutboundOut(.body(part)), promise: nil)
+        if !context.channel.isWritable, !relay.paused {
+            // The client reads slower than the upstream writes: stop reading the upstream.
+            relay.paused = true
+            self.relay = relay
+            relay.connection?.setReading(false)
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamEnded() {
+        guard var relay, let context else { return }
+        if relay.binding {
+            relay.upstreamEnded = true
+            self.relay = relay
+            return
+        }
+        self.relay = nil
+        let closing = relay.eventStream
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in
+            if closing { context.close(promise: nil) }
+        }
+        if !closing { readWaiting(context: context) }
+    }
+
+    func upstreamFailed(_ error: UpstreamError) {
+        failed(error)
+    }
+
+    /// The upstream failed: before its answer began, the client gets the JSON-RPC error the full
+    /// pipeline would send (502, 504); after, the connection closes (the answer is cut short).
+    private func failed(_ error: UpstreamError) {
+        guard let relay, let context else { return }
+        let gatewayError = GatewayError.upstream(error)
+        RouteMatching.log(gatewayError, router: relay.admission.route.router.name, logger: logger)
+        guard !relay.responded else {
+            abandonRelay()
+            context.close(promise: nil)
+            return
+        }
+        answer(relay, with: gatewayError)
+    }
+
+    /// The JSON-RPC error the full pipeline would answer with, instead of the upstream's answer.
+    private func answer(_ relay: Relay, with gatewayError: GatewayError) {
+        guard let context else { return }
+        relay.timer?.cancel()
+        self.relay = nil
+        let answer = gatewayError.jsonRPCAnswer(rawID: nil)
+        var fields = answer.headers
+        fields[.contentLength] = String(answer.body.readableBytes)
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
+        context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        logAccess(relay, status: Int(answer.status.code))
+        readWaiting(context: context)
+    }
+
+    /// Requests that arrived while one was relayed, in order.
+    private func readWaiting(context: ChannelHandlerContext) {
+        guard !waiting.isEmpty else { return }
+        while relay == nil, let part = waiting.popFirst() {
+            read(part, context: context)
+        }
+        context.fireChannelReadComplete()
+        if waiting.isEmpty, readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func abandonRelay() {
+        guard let relay else { return }
+        self.relay = nil
+        relay.timer?.cancel()
+        relay.connection?.abandon()
+    }
+
+    /// The access log's line, when the response head is written (as the full pipeline's).
+    private func logAccess(_ relay: Relay, status: Int) {
+        guard let accessLog = pipeline.accessLog else { return }
+        let admission = relay.admission
+        let call = admission.context.call
+        accessLog.info("request", metadata: [
+            "method": "POST", "path": "\(admission.request.uri.path)", "status": "\(status)",
+            "duration_ms": "\((ContinuousClock.now - relay.started).wholeMilliseconds)", "router": "\(admission.route.router.name)",
+            "user": "\(admission.context.caller?.claims.login ?? "")", "mcp_method": "\(call?.method ?? "")",
+            "tool": "\(call?.method == "tools/call" ? call?.target ?? "" : "")", "ip": "\(admission.context.clientIP ?? "")",
+            "relay": "fast",
+        ])
+    }
+}
+
+/// Puts a `FastRelay` behind Hummingbird's `HTTPConnectionStateHandler` once the connection's
+/// HTTP handlers are in place (after the first request head: the WebSocket upgrade pipeline adds
+/// them only then), and steps aside. An additional channel handler is added before that state
+/// handler, where requests it answered itself would look idle to it.
+final class FastRelayInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    private let makeRelay: () -> FastRelay
+
+    init(_ makeRelay: @escaping () -> FastRelay) {
+        self.makeRelay = makeRelay
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let operations = context.pipeline.syncOperations
+        if let state = try? operations.handler(type: HTTPConnectionStateHandler.self) {
+            try? operations.addHandler(makeRelay(), position: .after(state))
+        }
+        context.fireChannelRead(data)
+        operations.removeHandler(context: context, promise: nil)
+    }
+}

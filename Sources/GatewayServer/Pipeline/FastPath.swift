@@ -1,0 +1,103 @@
+import GatewayAuth
+import GatewayPolicies
+import GatewayCluster
+import MCPTranslation
+import GatewayConfig
+import GatewayUpstream
+import HTTPTypes
+import Hummingbird
+import Logging
+import MCPMessages
+import MCPTransport
+import NIOCore
+import NIOHTTP1
+
+/// A request the fast relay carries: the pipeline's stages ran on it without suspending, and the
+/// era dispatch would relay it to a plain HTTP upstream as it is.
+struct FastAdmission {
+    var request: Request
+    var context: GatewayRequestContext
+    let route: CompiledRoute
+    let upstream: HTTPUpstream
+    let target: RelayTarget
+}
+
+/// The fast path is the pipeline's own stages, run where each can decide at once; a request any
+/// stage cannot decide without waiting (a token not verified in the last seconds, a rate limit,
+/// a policy, a session, a translation, audit, metrics, traces) takes the full pipeline instead.
+/// `FastRelay` (the connection handler) asks twice: at the request head, and once the body is in.
+extension GatewayPipeline {
+    /// Whether anything configured on the entry point needs every request to take the full
+    /// pipeline (the response observers and traces hook into it).
+    var relaysFast: Bool { observer == nil && !tracing }
+
+    /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer.
+    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger) -> FastAdmission? {
+        guard head.method == .post, !hops.membership.isDraining else { return nil }
+        let fields = head.headerFields
+        // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
+        // connections: the full pipeline.
+        guard fields[.origin] == nil, fields[.expect] == nil, fields[ClusterHops.signatureHeader] == nil,
+              fields[MCPHeaders.sessionID] == nil,
+              !(fields[.connection].map { $0.lowercased().contains("close") || $0.lowercased().contains("upgrade") } ?? false)
+        else { return nil }
+        let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
+        var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
+        clientAddressing.apply(request, &context)
+        do {
+            try routeMatching.apply(request, &context)
+            try requestChecks.apply(request, context)
+        } catch {
+            return nil
+        }
+        // The front door answers no router's MCP path that `relaysFast` admits (checked per
+        // configuration), so only that path (not its legacy SSE endpoints) is relayed
+        // (the path exactly as sent: anything routing had to normalize takes the full pipeline).
+        guard context.legacyEndpoint == nil, let route = context.route, route.relaysFast, request.uri.path == route.router.mcpPath,
+              case .http(let upstream) = route.upstream,
+              let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream) == .modern
+        else { return nil }
+        if route.router.auth == .oauth {
+            let methods = route.router.authMethods
+            switch Authentication.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? []) {
+            case .gatewayToken:
+                guard let caller = authentication.gate.admittedFromCache(fields, route: route) else { return nil }
+                context.caller = caller
+            case .apiKey, .externalToken, .absent:
+                return nil
+            }
+        }
+        return FastAdmission(request: request, context: context, route: route, upstream: upstream, target: target)
+    }
+
+    /// Stage 6 and the era dispatch's choice once the body is in: a single 2026-07-28 request or
+    /// notification in strict JSON, that the dispatch would relay as it is. Nil: the full pipeline.
+    func fastCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
+        let header = admission.request.headers[MCPHeaders.protocolVersion]
+        guard let header, MCPVersions.modern.contains(header) else { return nil }
+        do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
+        let call = MCPCall(protocolVersion: header, sessionID: nil, body: body)
+        guard call.era == .modern, let message = call.message, message.method != "subscriptions/listen",
+              message.value(at: ["params", "requestState"]) == nil
+        else { return nil }
+        // A body naming another version than the header: `MCPCallParsing` reconciles the two.
+        if let bodyVersion = message.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"]), bodyVersion != header { return nil }
+        var admitted = admission
+        admitted.context.call = call
+        admitted.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
+        return admitted
+    }
+
+    /// The upstream request's head, by the proxy's header policy.
+    func fastUpstreamHead(_ admission: FastAdmission, bodyLength: Int) -> HTTPRequestHead {
+        let context = admission.context
+        var headers = HTTPProxy.upstreamHeaders(
+            for: admission.request, context: context.transport, route: admission.route, upstream: admission.upstream, caller: context.caller
+        )
+        admission.upstream.addCredentials(to: &headers)
+        headers.replaceOrAdd(name: "Host", value: admission.target.hostHeader)
+        headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
+        let target = admission.upstream.relayRequestTarget(query: admission.request.uri.query)
+        return HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
+    }
+}

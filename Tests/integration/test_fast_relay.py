@@ -1,0 +1,291 @@
+"""The fast relay: 2026-07-28 requests to a plain HTTP upstream that every stage admits at once are
+relayed by a connection handler on the client's event loop. It must keep every behaviour of the
+full pipeline: the header policy, session binding, 502/504, 413, SSE event by event, cancellation
+when the client goes away, requests answered in order, and the token check (a token verified a
+moment ago admits only its own router). The access log says which requests it carried
+(`relay=fast`)."""
+
+import json
+import socket
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import SERVERS, free_port, modern_body, modern_headers, port_open, start_process, wait_until
+
+
+def relay_config(raw_upstream: str, extra: str = "") -> str:
+    return f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    log:
+      level: info
+    routers:
+      echo:
+        rule: "PathPrefix(`/echo`)"
+        service: echo
+        auth: none
+      other:
+        rule: "PathPrefix(`/other`)"
+        service: echo
+        auth: none
+      stream:
+        rule: "PathPrefix(`/stream`)"
+        service: stream
+        auth: none
+      slow:
+        rule: "PathPrefix(`/slow`)"
+        service: slow
+        auth: none
+    services:
+      echo:
+        http:
+          url: "{raw_upstream}/echo"
+          maxRequestBodySize: "4KiB"
+      stream:
+        http:
+          url: "{raw_upstream}/sse-forever"
+      slow:
+        http:
+          url: "{raw_upstream}/hang"
+          responseHeaderTimeout: 1s
+{extra}
+    """
+
+
+@pytest.fixture
+def relay_gateway(start_gateway, raw_upstream):
+    return start_gateway(relay_config(raw_upstream))
+
+
+def call(gateway, path: str, headers: dict | None = None, body: dict | None = None, client: httpx.Client | None = None) -> httpx.Response:
+    sender = client or httpx
+    return sender.post(gateway.url(path), headers={**modern_headers("tools/call", "echo"), **(headers or {})},
+                       json=body or modern_body("tools/call", {"name": "echo", "arguments": {}}), timeout=10)
+
+
+def fast_lines(gateway) -> list[str]:
+    return [line for line in gateway.managed.log().splitlines() if "relay=fast" in line]
+
+
+def echoed_headers(response: httpx.Response) -> dict:
+    return {name.lower(): value for name, value in response.json()["headers"]}
+
+
+def test_a_modern_call_is_relayed_fast_with_the_proxys_header_policy(relay_gateway):
+    gateway = relay_gateway
+    hostile = {
+        "X-Forwarded-User": "admin", "X_Forwarded_User": "admin", "x-forwarded-email": "root@example.com",
+        "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Real-IP": "203.0.113.9",
+        "Authorization": "Bearer not-for-the-upstream", "Cookie": "mcpgw-session=secret; theme=dark",
+        "Connection": "X-Hop", "X-Hop": "hop-by-hop", "Proxy-Authorization": "Basic eA==", "X-Custom": "kept",
+    }
+    with httpx.Client() as client:
+        first = call(gateway, "/echo/mcp", hostile, client=client)  # the era probe: the full pipeline
+        assert first.status_code == 200
+        before = len(fast_lines(gateway))
+        second = call(gateway, "/echo/mcp?tenant=a%20b", hostile, client=client)
+    assert second.status_code == 200
+    wait_until(lambda: len(fast_lines(gateway)) > before, what="the second call relayed fast")
+    for response in (first, second):
+        seen = echoed_headers(response)
+        assert seen["x-custom"] == "kept"
+        for name in ("x-forwarded-user", "x_forwarded_user", "x-forwarded-email", "x-real-ip", "authorization", "x-hop", "proxy-authorization"):
+            assert name not in seen, (name, seen)
+        assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-forwarded-proto"] == "http"
+        assert seen["x-forwarded-host"] == f"127.0.0.1:{gateway.port}" and seen["cookie"] == "theme=dark"
+        assert seen["mcp-protocol-version"] == "2026-07-28"
+        # The upstream's hop-by-hop headers stay with the gateway.
+        assert "x-drop-me" not in response.headers and response.headers["x-upstream"] == "raw"
+    assert second.json()["query"] == "tenant=a%20b" and second.json()["path"] == "/echo"
+    assert json.loads(second.json()["body"])["method"] == "tools/call"
+    # Both ways forward the same header names.
+    assert sorted(echoed_headers(first)) == sorted(echoed_headers(second))
+
+
+def test_a_session_id_handed_out_on_the_fast_relay_is_bound_to_its_router(relay_gateway):
+    gateway = relay_gateway
+    with httpx.Client() as client:
+        call(gateway, "/echo/mcp", client=client)
+        before = len(fast_lines(gateway))
+        answered = call(gateway, "/echo/mcp", client=client)
+    wait_until(lambda: len(fast_lines(gateway)) > before, what="relayed fast")
+    session = answered.headers["mcp-session-id"]
+    assert session.startswith("upstream-session-")
+    session_headers = {"MCP-Protocol-Version": "2025-06-18", "Mcp-Session-Id": session, "Accept": "application/json, text/event-stream"}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    # Its own router takes it; through another router (same upstream) it does not exist.
+    assert httpx.post(gateway.url("/echo/mcp"), headers=session_headers, json=ping, timeout=10).status_code == 200
+    assert httpx.post(gateway.url("/other/mcp"), headers=session_headers, json=ping, timeout=10).status_code == 404
+
+
+def test_upstream_failures_answer_like_the_full_pipeline(start_gateway, processes, tmp_path):
+    port = free_port()
+    upstream = start_process("raw-upstream-down", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: port_open(port), what="raw upstream")
+    gateway = start_gateway(relay_config(f"http://127.0.0.1:{port}"))
+    assert call(gateway, "/echo/mcp").status_code == 200
+    assert call(gateway, "/echo/mcp").status_code == 200
+    upstream.stop()
+    refused = call(gateway, "/echo/mcp")
+    assert refused.status_code == 502
+    error = refused.json()["error"]
+    assert error["data"]["reason"] == "upstream_unreachable" and error["data"]["service"] == "echo", error
+
+    # No response head within responseHeaderTimeout: 504, and the upstream request is cancelled.
+    hanging = start_process("raw-upstream-hang", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(port)], tmp_path)
+    processes.append(hanging)
+    wait_until(lambda: port_open(port), what="raw upstream again")
+    state = lambda: httpx.get(f"http://127.0.0.1:{port}/state", timeout=5).json()
+    assert call(gateway, "/slow/mcp").status_code == 504  # the era probe is answered; the call hangs
+    wait_until(lambda: state().get("hanging") == 0, what="the first hanging request ended")
+    cancelled = state().get("hang_disconnects", 0)
+    before = len(fast_lines(gateway))
+    started = time.monotonic()
+    timed_out = call(gateway, "/slow/mcp")
+    assert timed_out.status_code == 504 and timed_out.json()["error"]["data"]["reason"] == "upstream_timeout"
+    assert time.monotonic() - started < 5
+    wait_until(lambda: len(fast_lines(gateway)) > before, what="the timed-out call was relayed fast")
+    wait_until(lambda: state().get("hang_disconnects", 0) > cancelled and state().get("hanging") == 0, what="the upstream saw the request cancelled")
+
+
+def test_an_oversized_body_is_refused_before_the_upstream_sees_it(relay_gateway, raw_upstream):
+    gateway = relay_gateway
+    call(gateway, "/echo/mcp")
+    big = modern_body("tools/call", {"name": "echo", "arguments": {"text": "x" * 8000}})
+    refused = call(gateway, "/echo/mcp", body=big)
+    assert refused.status_code == 413
+    # Sent in chunks, without a length: the same.
+    payload = json.dumps(big).encode()
+    chunked = httpx.post(gateway.url("/echo/mcp"), headers=modern_headers("tools/call", "echo"), content=iter([payload[:3000], payload[3000:]]), timeout=10)
+    assert chunked.status_code == 413
+    # Bad JSON on the fast path's route is the full pipeline's 400, not relayed.
+    bad = httpx.post(gateway.url("/echo/mcp"), headers={**modern_headers("tools/call", "echo"), "Content-Type": "application/json"},
+                     content=b'{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call"}', timeout=10)
+    assert bad.status_code == 400
+
+
+def test_event_streams_are_relayed_event_by_event_and_cancelled_with_the_client(relay_gateway, raw_upstream):
+    gateway = relay_gateway
+    call(gateway, "/echo/mcp")  # not the stream's route: its era probe happens on its first call
+    state = lambda: httpx.get(f"{raw_upstream}/state", timeout=5).json()
+    # The first stream (era probe on the full pipeline's path), then a relayed one.
+    for attempt in range(2):
+        before = state()["disconnects"]
+        with httpx.stream("POST", gateway.url("/stream/mcp"), headers=modern_headers("tools/call", "echo"),
+                          json=modern_body("tools/call", {"name": "echo", "arguments": {}}), timeout=10) as response:
+            assert response.status_code == 200
+            assert response.headers["x-accel-buffering"] == "no" and response.headers["content-type"].startswith("text/event-stream")
+            events = []
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                if len(events) == 3:
+                    break
+        assert [event["n"] for event in events] == [0, 1, 2]
+        # Closing the stream is how a 2026-07-28 client cancels: the upstream sees it at once.
+        wait_until(lambda: state()["disconnects"] > before and state()["active_streams"] == 0, what="upstream stream cancelled")
+    assert any("router=stream" in line for line in fast_lines(gateway))
+
+
+def test_pipelined_requests_are_answered_in_order(relay_gateway):
+    gateway = relay_gateway
+    call(gateway, "/echo/mcp")
+
+    def request(path: str, id: int, version: str = "2026-07-28") -> bytes:
+        body = json.dumps(modern_body("tools/call", {"name": "echo", "arguments": {}}, id=id)).encode()
+        head = (f"POST {path}?n={id} HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nContent-Type: application/json\r\n"
+                f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {version}\r\nMcp-Method: tools/call\r\n"
+                f"Mcp-Name: echo\r\nContent-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    # Fast, full pipeline (a GET the relay never takes), fast, fast: one write, answers in order.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        probe = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n\r\n".encode()
+        sock.sendall(request("/echo/mcp", 1) + probe + request("/echo/mcp", 2) + request("/other/mcp", 3))
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"HTTP/1.1 ") < 4 and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        time.sleep(0.2)
+        sock.settimeout(0.5)
+        try:
+            received += sock.recv(65536)
+        except socket.timeout:
+            pass
+    order = [b'"query":"n=1"', b'"status":"ok"', b'"query":"n=2"', b'"query":"n=3"']
+    positions = [received.find(marker) for marker in order]
+    assert all(position >= 0 for position in positions), received[:2000]
+    assert positions == sorted(positions), received[:2000]
+
+
+def test_a_token_verified_a_moment_ago_admits_only_its_own_router(start_gateway, redis_server, fake_github, local_password_hash, raw_upstream):
+    from oauth_helpers import access_token_for
+
+    gateway = start_gateway(f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+    publicURL: "http://127.0.0.1:{{port}}"
+    log:
+      level: info
+    store:
+      redis:
+        url: "{redis_server.url}"
+        keyPrefix: "fastrelay:"
+    auth:
+      github:
+        clientID: "fake-github-client"
+        clientSecret: "fake-github-secret"
+        webURL: "{fake_github.web_url}"
+        apiURL: "{fake_github.api_url}"
+      allow:
+        users: ["octocat"]
+    routers:
+      mine:
+        rule: "PathPrefix(`/mine`)"
+        service: echo
+      theirs:
+        rule: "PathPrefix(`/theirs`)"
+        service: echo
+        allow:
+          users: ["someone-else"]
+    services:
+      echo:
+        http:
+          url: "{raw_upstream}/echo"
+    """)
+    token = access_token_for(gateway, fake_github, "octocat", 1, gateway.url("/mine/mcp"))
+    bearer = {"Authorization": f"Bearer {token}"}
+    with httpx.Client() as client:
+        assert call(gateway, "/mine/mcp", bearer, client=client).status_code == 200
+        before = len(fast_lines(gateway))
+        relayed = call(gateway, "/mine/mcp", bearer, client=client)
+        assert relayed.status_code == 200 and "authorization" not in echoed_headers(relayed)
+        assert echoed_headers(relayed)["x-forwarded-user"] == "octocat"
+        wait_until(lambda: len(fast_lines(gateway)) > before, what="relayed fast with the cached token")
+        # The same token, just verified, for another router: refused, fast or not.
+        other = call(gateway, "/theirs/mcp", bearer, client=client)
+        assert other.status_code == 401 and "invalid_token" in other.headers["www-authenticate"]
+        # A token that is not the verified one (one character changed): refused.
+        forged = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+        assert call(gateway, "/mine/mcp", {"Authorization": f"Bearer {forged}"}, client=client).status_code == 401
+        assert call(gateway, "/mine/mcp", client=client).status_code == 401
+
+
+def test_an_entry_point_can_turn_the_fast_relay_off(start_gateway, raw_upstream):
+    gateway = start_gateway(relay_config(raw_upstream).replace('''        address: "127.0.0.1:{port}"''', '''        address: "127.0.0.1:{port}"
+        fastRelay: false''', 1))
+    with httpx.Client() as client:
+        for _ in range(3):
+            assert call(gateway, "/echo/mcp", client=client).status_code == 200
+    wait_until(lambda: gateway.managed.log().count("path=/echo/mcp") >= 3, what="three access lines")
+    assert fast_lines(gateway) == []
