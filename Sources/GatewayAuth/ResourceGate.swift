@@ -59,8 +59,9 @@ package enum TokenCheckFailure: Error, Sendable {
 package protocol AccessTokenVerifier: Sendable {
     func check(_ fields: HTTPFields, route: some ProtectedRoute) async -> Result<VerifiedCaller, TokenCheckFailure>
     /// The caller when `check` would admit the request without suspending (a token verified in
-    /// the last few seconds); nil otherwise.
-    func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> VerifiedCaller?
+    /// the last few seconds), and until when the same token on the same route is sure to get the
+    /// same answer; nil otherwise.
+    func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> (caller: VerifiedCaller, until: Date)?
     func refusal(_ failure: TokenCheckFailure, router: RouterConfiguration) -> OAuthRefusal
 }
 
@@ -150,7 +151,7 @@ package final class ResourceGate: AccessTokenVerifier {
     /// The caller of a token verified in the last few seconds, when everything the check needs is
     /// at hand (no signature, store or membership lookup): the same decision as `check`, made
     /// without suspending. Nil for anything else, failures included: `check` answers those.
-    package func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> VerifiedCaller? {
+    package func admittedFromCache(_ fields: HTTPFields, route: some ProtectedRoute) -> (caller: VerifiedCaller, until: Date)? {
         guard let token = BearerToken.from(fields) else { return nil }
         var bearer = token
         let key = bearer.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
@@ -158,7 +159,10 @@ package final class ResourceGate: AccessTokenVerifier {
         guard let entry = cache.withLock({ $0[key] }), entry.validUntil > now,
               case .decided(.success(let caller)) = verdict(entry, route: route, now: now)
         else { return nil }
-        return caller
+        // Decided by the login alone: certain while the verified token is remembered. Decided by
+        // orgs or teams remembered separately: certain only now.
+        let byLogin = !route.accessPolicy.callPoliciesNeedMembership && route.accessPolicy.admits(UserIdentity(login: caller.claims.login))
+        return (caller, byLogin ? entry.validUntil : now)
     }
 
     private enum Verdict {

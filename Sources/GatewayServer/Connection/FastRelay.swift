@@ -54,9 +54,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var waiting = CircularBuffer<HTTPRequestPart>()
     /// A read was held back while requests waited.
     private var readPending = false
+    /// The token check's answer for the connection's last token.
+    private var tokens = TokenMemo()
 
-    private struct Relay {
-        var admission: FastAdmission
+    /// A class: every callback of the exchange updates it in place.
+    private final class Relay {
+        let admission: FastAdmission
         var connection: UpstreamConnection?
         var timer: Scheduled<Void>?
         var responded = false
@@ -68,6 +71,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var held: [ByteBuffer] = []
         var upstreamEnded = false
         let started = ContinuousClock.now
+
+        init(admission: FastAdmission) {
+            self.admission = admission
+        }
     }
 
     init(pipeline: GatewayPipeline, pools: UpstreamRelayPools, logger: Logger) {
@@ -99,7 +106,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private func read(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (part, inbound) {
         case (.head(let head), _):
-            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger) {
+            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger, tokens: &tokens) {
                 inbound = .reading(admission, body: nil)
             } else {
                 handOver(.head(head), context: context)
@@ -170,9 +177,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, var relay, relay.paused {
+        if context.channel.isWritable, let relay, relay.paused {
             relay.paused = false
-            self.relay = relay
             relay.connection?.setReading(true)
         }
         context.fireChannelWritabilityChanged()
@@ -187,7 +193,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let connectTimeout = TimeAmount.nanoseconds(Int64(service.connectTimeout.timeInterval * 1e9))
         let pool = pools.pool(on: context.eventLoop)
         pool.connection(to: admission.target, service: service.name, connectTimeout: connectTimeout) { [self] result in
-            guard var relay = self.relay, relay.connection == nil else {
+            guard let relay = self.relay, relay.connection == nil else {
                 // The client left while connecting.
                 if case .success(let connection) = result { connection.abandon() }
                 return
@@ -202,14 +208,13 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                     self.relay?.connection?.abandon()
                     failed(UpstreamError(.timeout, service: service.name, detail: "no response within \(service.responseHeaderTimeout)"))
                 }
-                self.relay = relay
                 connection.send(head, body: body, to: self)
             }
         }
     }
 
     func upstreamResponded(_ head: HTTPResponseHead) {
-        guard var relay, let context else { return }
+        guard let relay, let context else { return }
         relay.timer?.cancel()
         relay.timer = nil
         relay.responded = true
@@ -225,15 +230,13 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         }
         let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
         guard let created = fields[MCPHeaders.sessionID] else {
-            self.relay = relay
-            context.write(wrapOutboundOut(.head(response)), promise: nil)
             logAccess(relay, status: relay.status)
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
             return
         }
         // A session id the upstream hands out is bound to this router and caller before the
         // client sees it, as the proxy does (presented by anyone else, it is not found).
         relay.binding = true
-        self.relay = relay
         let bindings = pipeline.dispatch.proxy.bindings
         let owner = SessionOwner(route: relay.admission.route, caller: relay.admission.context.caller)
         let details = SessionDetails(service: relay.admission.upstream.service.name, kind: "http")
@@ -247,37 +250,33 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     private func sessionBound(_ result: Result<Void, any Error>, response: HTTPResponse) {
-        guard var relay, let context else { return }
+        guard let relay, let context else { return }
         if case .failure(let error) = result {
             relay.connection?.abandon()
             relay.responded = false
-            self.relay = relay
             answer(relay, with: (error as? GatewayError) ?? .storeUnavailable)
             return
         }
         relay.binding = false
         let (held, ended) = (relay.held, relay.upstreamEnded)
         relay.held = []
-        self.relay = relay
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
         logAccess(relay, status: relay.status)
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
         for part in held { context.write(wrapOutboundOut(.body(part)), promise: nil) }
         context.flush()
         if ended { upstreamEnded() }
     }
 
     func upstreamBody(_ part: ByteBuffer) {
-        guard let context, var relay else { return }
+        guard let context, let relay else { return }
         if relay.binding {
             relay.held.append(part)
-            self.relay = relay
             return
         }
         context.write(wrapOutboundOut(.body(part)), promise: nil)
         if !context.channel.isWritable, !relay.paused {
             // The client reads slower than the upstream writes: stop reading the upstream.
             relay.paused = true
-            self.relay = relay
             relay.connection?.setReading(false)
         }
     }
@@ -287,10 +286,9 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func upstreamEnded() {
-        guard var relay, let context else { return }
+        guard let relay, let context else { return }
         if relay.binding {
             relay.upstreamEnded = true
-            self.relay = relay
             return
         }
         self.relay = nil
@@ -327,10 +325,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let answer = gatewayError.jsonRPCAnswer(rawID: nil)
         var fields = answer.headers
         fields[.contentLength] = String(answer.body.readableBytes)
+        logAccess(relay, status: Int(answer.status.code))
         context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        logAccess(relay, status: Int(answer.status.code))
         readWaiting(context: context)
     }
 
@@ -354,7 +352,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         relay.connection?.abandon()
     }
 
-    /// The access log's line, when the response head is written (as the full pipeline's).
+    /// The access log's line, when the response head is ready (as the full pipeline's): before
+    /// the client can have it.
     private func logAccess(_ relay: Relay, status: Int) {
         guard let accessLog = pipeline.accessLog else { return }
         let admission = relay.admission

@@ -1,4 +1,5 @@
 import GatewayAuth
+import Foundation
 import GatewayPolicies
 import GatewayCluster
 import MCPTranslation
@@ -13,13 +14,22 @@ import NIOCore
 import NIOHTTP1
 
 /// A request the fast relay carries: the pipeline's stages ran on it without suspending, and the
-/// era dispatch would relay it to a plain HTTP upstream as it is.
-struct FastAdmission {
+/// era dispatch would relay it to a plain HTTP upstream as it is. A class: the connection handler
+/// keeps one per request through every step, and the request and context are large values.
+final class FastAdmission {
     var request: Request
     var context: GatewayRequestContext
     let route: CompiledRoute
     let upstream: HTTPUpstream
     let target: RelayTarget
+
+    init(request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, target: RelayTarget) {
+        self.request = request
+        self.context = context
+        self.route = route
+        self.upstream = upstream
+        self.target = target
+    }
 }
 
 /// The fast path is the pipeline's own stages, run where each can decide at once; a request any
@@ -31,8 +41,9 @@ extension GatewayPipeline {
     /// pipeline (the response observers and traces hook into it).
     var relaysFast: Bool { observer == nil && !tracing }
 
-    /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer.
-    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger) -> FastAdmission? {
+    /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer. `tokens`: what
+    /// the token check said of the connection's last token.
+    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger, tokens: inout TokenMemo) -> FastAdmission? {
         guard head.method == .post, !hops.membership.isDraining else { return nil }
         let fields = head.headerFields
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
@@ -61,8 +72,14 @@ extension GatewayPipeline {
             let methods = route.router.authMethods
             switch Authentication.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? []) {
             case .gatewayToken:
-                guard let caller = authentication.gate.admittedFromCache(fields, route: route) else { return nil }
-                context.caller = caller
+                guard let authorization = fields[.authorization] else { return nil }
+                if let caller = tokens.caller(for: authorization, route: route) {
+                    context.caller = caller
+                } else {
+                    guard let (caller, until) = authentication.gate.admittedFromCache(fields, route: route) else { return nil }
+                    tokens = TokenMemo(authorization: authorization, route: route, caller: caller, until: until)
+                    context.caller = caller
+                }
             case .apiKey, .externalToken, .absent:
                 return nil
             }
@@ -82,10 +99,9 @@ extension GatewayPipeline {
         else { return nil }
         // A body naming another version than the header: `MCPCallParsing` reconciles the two.
         if let bodyVersion = message.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"]), bodyVersion != header { return nil }
-        var admitted = admission
-        admitted.context.call = call
-        admitted.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
-        return admitted
+        admission.context.call = call
+        admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
+        return admission
     }
 
     /// The upstream request's head, by the proxy's header policy.
@@ -99,5 +115,30 @@ extension GatewayPipeline {
         headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
         let target = admission.upstream.relayRequestTarget(query: admission.request.uri.query)
         return HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
+    }
+}
+
+/// The connection's last token and the token check's answer for it on one route, until the gate
+/// itself would check again: a client presents the same token request after request, and the
+/// exact same header on the same compiled route (one configuration generation) within that time
+/// gets the same answer without hashing the token again.
+struct TokenMemo {
+    private var authorization = ""
+    private weak var route: CompiledRoute?
+    private var caller: VerifiedCaller?
+    private var until = Date.distantPast
+
+    init() {}
+
+    init(authorization: String, route: CompiledRoute, caller: VerifiedCaller, until: Date) {
+        self.authorization = authorization
+        self.route = route
+        self.caller = caller
+        self.until = until
+    }
+
+    func caller(for authorization: String, route: CompiledRoute) -> VerifiedCaller? {
+        guard let caller, self.route === route, Date() < until, self.authorization == authorization else { return nil }
+        return caller
     }
 }
