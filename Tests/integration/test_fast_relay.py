@@ -296,3 +296,52 @@ def test_an_entry_point_can_turn_the_fast_relay_off(start_gateway, raw_upstream)
             assert call(gateway, "/echo/mcp", client=client).status_code == 200
     wait_until(lambda: gateway.managed.log().count("path=/echo/mcp") >= 3, what="three access lines")
     assert fast_lines(gateway) == []
+
+
+def test_relayed_calls_are_audited_and_counted_like_the_full_pipelines(start_gateway, processes, tmp_path):
+    from test_metrics import scrape, value
+
+    port = free_port()
+    upstream = start_process("raw-upstream-observed", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: port_open(port), what="raw upstream")
+    audit_file = tmp_path / "audit.jsonl"
+    gateway = start_gateway(relay_config(f"http://127.0.0.1:{port}", extra=f"""
+    audit:
+      file: "{audit_file}"
+      arguments: redacted
+    metrics:
+      prometheus: {{}}
+    """))
+    assert call(gateway, "/echo/mcp").status_code == 200  # the era probe: the full pipeline
+    secret = {"name": "echo", "arguments": {"text": "hi", "password": "hunter2-not-logged"}}
+    for _ in range(3):  # a connection each: nothing ahead of them, so all three are relayed fast
+        before = len(fast_lines(gateway))
+        assert call(gateway, "/echo/mcp", body=modern_body("tools/call", secret)).status_code == 200
+        assert len(fast_lines(gateway)) == before + 1
+    upstream.stop()
+    before = len(fast_lines(gateway))
+    assert call(gateway, "/echo/mcp").status_code == 502
+    assert len(fast_lines(gateway)) == before + 1
+
+    def lines():
+        return [json.loads(line) for line in audit_file.read_text().splitlines() if '"mcp.request"' in line]
+
+    records = wait_until(lambda: len(lines()) >= 5 and lines(), what="five mcp.request lines")
+    relayed = [r for r in records if r.get("arguments")]
+    assert len(relayed) == 3, records
+    for record in relayed:
+        assert record["router"] == "echo" and record["service"] == "echo" and record["transport"] == "http"
+        assert record["mcp_method"] == "tools/call" and record["tool"] == "echo" and record["status"] == 200
+        assert record["protocol_version"] == "2026-07-28" and record["ip"] == "127.0.0.1"
+        assert record["bytes_in"] > 0 and record["bytes_out"] > 0 and "duration_ms" in record
+        assert record["arguments"]["text"] == "hi" and record["arguments"]["password"] != "hunter2-not-logged"
+    failed = records[-1]
+    assert failed["status"] == 502 and failed["error_code"] == -32000, failed
+    assert "hunter2-not-logged" not in audit_file.read_text()
+
+    samples = scrape(gateway.url("/metrics"))
+    count = "mcp_server_operation_duration_seconds_count"
+    assert value(samples, count, mcp_method_name="tools/call", gen_ai_tool_name="echo", router="echo", error_type="") >= 4
+    assert value(samples, count, mcp_method_name="tools/call", router="echo", error_type="-32000") == 1
+    assert value(samples, "mcp_gateway_upstream_duration_seconds_count", service="echo") >= 5

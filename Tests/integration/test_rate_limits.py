@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import SERVERS, free_port, port_open, start_process, wait_until
+from conftest import SERVERS, free_port, modern_body, modern_headers, port_open, start_process, wait_until
 from test_attacks import World, bearer, rpc_result, start_gateway
 
 
@@ -24,12 +24,13 @@ def config(redis_url: str, upstream: str, password_hash: str) -> str:
         keyPrefix: "rl:"
     auth:
       allow:
-        users: ["alice", "bob", "carol"]
+        users: ["alice", "bob", "carol", "dave"]
       local:
         users:
           alice: "{password_hash}"
           bob: "{password_hash}"
           carol: "{password_hash}"
+          dave: "{password_hash}"
         rateLimit:
           perAddress: 1000
     middlewares:
@@ -125,6 +126,30 @@ def test_a_tool_limit_replaces_the_routers_for_that_tool(pair):
     # Other calls count against the router's own limit, untouched by the tool's.
     assert call(first, "/limited/mcp", carol, tool="echo", id=3).status_code == 200
     assert call(first, "/limited/mcp", carol, id=4).status_code == 200
+
+
+def test_2026_calls_on_the_fast_relay_are_limited_the_same_way(pair):
+    """2026-07-28 calls to a plain HTTP upstream are relayed by the connection handler, which runs
+    the router's middlewares itself: the same limit, counted in the same Redis, the same 429."""
+    world, second = pair
+    dave = world.token("dave", "limited")
+
+    def modern(base: str, id: int) -> httpx.Response:
+        body = modern_body("tools/call", {"name": "echo", "arguments": {}}, id=id)
+        return httpx.post(base + "/limited/mcp", json=body, headers={**bearer(dave), **modern_headers("tools/call", "echo")}, timeout=10)
+
+    def fast(gateway) -> list[str]:
+        return [line for line in gateway.managed.log().splitlines() if "relay=fast" in line and "user=dave" in line]
+
+    first = world.gateway
+    assert modern(first.base, 1).status_code == 200  # may be the era probe: the full pipeline
+    assert modern(first.base, 2).status_code == 200
+    assert modern(second.base, 3).status_code == 200
+    assert_limited(modern(second.base, 4), "perUser", 3, 4)
+    assert_limited(modern(first.base, 5), "perUser", 3, 5)
+    # Each call had a connection of its own: from the second on, the relay carried them.
+    assert any("status=429" in line for line in fast(first)), first.managed.log()[-3000:]
+    assert any("status=200" in line for line in fast(first))
 
 
 def test_an_open_routers_limit_is_per_address_and_forged_forwarding_does_not_reset_it(pair):

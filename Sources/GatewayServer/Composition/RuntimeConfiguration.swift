@@ -38,8 +38,8 @@ final class CompiledRoute: TransportRoute {
     /// The router's `tools` / `resources` / `prompts` / `policies`, compiled.
     let callPolicy: CompiledCallPolicy
     /// Whether the fast relay may carry this route's requests: a plain HTTP upstream it can
-    /// reach, no stage that needs to wait (middlewares, policies, the user's own upstream token,
-    /// a signed identity), and an MCP path the front door never answers.
+    /// reach, no policies, neither the user's own upstream token nor a signed identity, and an
+    /// MCP path the front door never answers. (Middlewares it runs itself.)
     let relaysFast: Bool
 
     init(
@@ -55,7 +55,7 @@ final class CompiledRoute: TransportRoute {
         self.accessPolicy = accessPolicy
         self.upstreamRemovals = upstreamRemovals
         if case .http(let http) = upstream, http.service.oauth == nil, http.service.identityToken == nil, http.relayTarget != nil,
-           middlewares.isEmpty, self.callPolicy.isEmpty, !FrontDoor.mayAnswer(path: router.mcpPath)
+           self.callPolicy.isEmpty, !FrontDoor.mayAnswer(path: router.mcpPath)
         {
             self.relaysFast = true
         } else {

@@ -3,6 +3,7 @@ import GatewayConfig
 import GatewayAuth
 import GatewayStore
 import GatewayCluster
+import GatewayMetrics
 import AuthorizationServer
 import HTTPTypes
 import Hummingbird
@@ -71,6 +72,11 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var held: [ByteBuffer] = []
         var upstreamEnded = false
         let started = ContinuousClock.now
+        /// `audit` / `metrics`: what was sent, for the observations at the end.
+        var tally: BodyTally?
+        var contentType = ""
+        var createdSession: String?
+        var observed = false
 
         init(admission: FastAdmission) {
             self.admission = admission
@@ -187,13 +193,35 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     // MARK: the relay
 
     private func start(_ admission: FastAdmission, body: ByteBuffer, context: ChannelHandlerContext) {
-        relay = Relay(admission: admission)
+        let relay = Relay(admission: admission)
+        if pipeline.observer != nil { relay.tally = BodyTally() }
+        self.relay = relay
+        guard !admission.route.middlewares.isEmpty else { return send(relay, body: body, context: context) }
+        // Stage 7: the router's middlewares (a rate limit's one store round trip), then the relay.
+        let middlewares = pipeline.routerMiddlewares
+        let requestContext = admission.context
+        let admitted = context.eventLoop.makePromise(of: GatewayError?.self)
+        admitted.completeWithTask {
+            do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
+        }
+        admitted.futureResult.assumeIsolated().whenComplete { [self] result in
+            guard self.relay === relay else { return }  // the client left meanwhile
+            switch result {
+            case .success(nil): send(relay, body: body, context: context)
+            case .success(let refusal?): answer(relay, with: refusal)
+            case .failure: answer(relay, with: .storeUnavailable)
+            }
+        }
+    }
+
+    private func send(_ relay: Relay, body: ByteBuffer, context: ChannelHandlerContext) {
+        let admission = relay.admission
         let head = pipeline.fastUpstreamHead(admission, bodyLength: body.readableBytes)
         let service = admission.upstream.service
         let connectTimeout = TimeAmount.nanoseconds(Int64(service.connectTimeout.timeInterval * 1e9))
         let pool = pools.pool(on: context.eventLoop)
         pool.connection(to: admission.target, service: service.name, connectTimeout: connectTimeout) { [self] result in
-            guard let relay = self.relay, relay.connection == nil else {
+            guard self.relay === relay, relay.connection == nil else {
                 // The client left while connecting.
                 if case .success(let connection) = result { connection.abandon() }
                 return
@@ -229,6 +257,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
         }
         let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
+        if let observer = pipeline.observer {
+            relay.contentType = fields[.contentType] ?? ""
+            relay.createdSession = fields[MCPHeaders.sessionID]
+            observer.metrics?.upstream(service: relay.admission.upstream.service.name, duration: ContinuousClock.now - relay.started)
+            observer.metrics?.request(router: relay.admission.route.router.name, status: relay.status)
+        }
         guard let created = fields[MCPHeaders.sessionID] else {
             logAccess(relay, status: relay.status)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
@@ -269,6 +303,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     func upstreamBody(_ part: ByteBuffer) {
         guard let context, let relay else { return }
+        relay.tally?.add(part)
         if relay.binding {
             relay.held.append(part)
             return
@@ -292,6 +327,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             return
         }
         self.relay = nil
+        observe(relay, status: relay.status)
         let closing = relay.eventStream
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in
             if closing { context.close(promise: nil) }
@@ -314,18 +350,30 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             context.close(promise: nil)
             return
         }
+        pipeline.observer?.metrics?.upstream(service: relay.admission.upstream.service.name, duration: ContinuousClock.now - relay.started)
         answer(relay, with: gatewayError)
     }
 
-    /// The JSON-RPC error the full pipeline would answer with, instead of the upstream's answer.
+    /// The JSON-RPC error the full pipeline would answer with, instead of the upstream's answer
+    /// (a middleware's refusal for the request's id, as stage 7 answers).
     private func answer(_ relay: Relay, with gatewayError: GatewayError) {
         guard let context else { return }
         relay.timer?.cancel()
         self.relay = nil
-        let answer = gatewayError.jsonRPCAnswer(rawID: nil)
+        var rawID: String?
+        if case .rateLimited = gatewayError { rawID = relay.admission.context.call?.rawID }
+        let answer = gatewayError.jsonRPCAnswer(rawID: rawID)
         var fields = answer.headers
         fields[.contentLength] = String(answer.body.readableBytes)
         logAccess(relay, status: Int(answer.status.code))
+        if pipeline.observer != nil {
+            pipeline.observer?.metrics?.request(router: relay.admission.route.router.name, status: Int(answer.status.code))
+            relay.tally = BodyTally()
+            relay.tally?.add(answer.body)
+            relay.contentType = "application/json"
+            relay.createdSession = nil
+            observe(relay, status: Int(answer.status.code))
+        }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -350,6 +398,32 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         self.relay = nil
         relay.timer?.cancel()
         relay.connection?.abandon()
+        // The client went away, or the upstream broke off its answer: recorded with what was sent
+        // (before any answer, as the full pipeline's cancelled request: 502).
+        observe(relay, status: relay.responded ? relay.status : 502)
+    }
+
+    /// The audit line and metrics of a finished relay (once), as the full pipeline's observer
+    /// makes them.
+    private func observe(_ relay: Relay, status: Int) {
+        guard let observer = pipeline.observer, !relay.observed else { return }
+        relay.observed = true
+        let admission = relay.admission
+        let call = admission.context.call
+        let (bytesOut, errorCode) = relay.tally?.summary(contentType: relay.contentType) ?? (0, nil)
+        var record = RequestRecord.Fields()
+        record.router = admission.route.router.name
+        record.user = admission.context.caller?.claims.login
+        record.mcpMethod = call?.method
+        if call?.method == "tools/call" { record.tool = call?.target }
+        record.route = admission.route
+        record.caller = admission.context.caller
+        record.call = call
+        let sent = RequestAudit.Sent(
+            method: "POST", status: HTTPResponse.Status(code: status), bytesOut: bytesOut, errorCode: errorCode, createdSession: relay.createdSession,
+            clientIP: admission.context.clientIP, elapsed: ContinuousClock.now - relay.started
+        )
+        observer.observed(route: admission.route, record: record, sent: sent)
     }
 
     /// The access log's line, when the response head is ready (as the full pipeline's): before

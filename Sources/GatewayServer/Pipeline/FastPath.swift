@@ -33,13 +33,15 @@ final class FastAdmission {
 }
 
 /// The fast path is the pipeline's own stages, run where each can decide at once; a request any
-/// stage cannot decide without waiting (a token not verified in the last seconds, a rate limit,
-/// a policy, a session, a translation, audit, metrics, traces) takes the full pipeline instead.
-/// `FastRelay` (the connection handler) asks twice: at the request head, and once the body is in.
+/// stage cannot decide without waiting (a token not verified in the last seconds, a policy, a
+/// session, a translation, traces) takes the full pipeline instead. `FastRelay` (the connection
+/// handler) asks twice: at the request head, and once the body is in; it runs the router's
+/// middlewares (stage 7) itself, and records the audit line and metrics.
 extension GatewayPipeline {
-    /// Whether anything configured on the entry point needs every request to take the full
-    /// pipeline (the response observers and traces hook into it).
-    var relaysFast: Bool { observer == nil && !tracing }
+    /// Whether the fast relay may serve this entry point at all: traces need the full pipeline
+    /// (a span per request, carried in task-local context); audit lines and metrics the relay
+    /// records itself.
+    var relaysFast: Bool { !tracing }
 
     /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer. `tokens`: what
     /// the token check said of the connection's last token.

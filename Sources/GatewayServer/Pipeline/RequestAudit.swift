@@ -48,7 +48,14 @@ struct ResponseObserver: Sendable {
         return response
     }
 
-    private static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
+    /// The observations of a request the fast relay answered, once its answer is done: the same
+    /// audit line and metrics as `observing` makes for the full pipeline's.
+    func observed(route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
+        audit?.record(route: route, record: record, sent: sent)
+        if let metrics { Self.measure(metrics, route: route, record: record, sent: sent) }
+    }
+
+    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
         let router = route.router.name
         if let mcpMethod = record.call?.method {
             let failed = sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)

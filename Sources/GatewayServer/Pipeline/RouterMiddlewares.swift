@@ -18,6 +18,14 @@ struct RouterMiddlewares {
 
     /// The refusal of the first middleware that answers the request itself; nil: go on.
     func apply(_ context: GatewayRequestContext) async throws(GatewayError) -> Response? {
+        guard let call = context.call else { throw .pipelineOrder(stage: "RouterMiddlewares") }
+        guard let refusal = try await refusal(context) else { return nil }
+        return refusal.response(form: .jsonRPC(rawID: call.rawID))
+    }
+
+    /// The first middleware's refusal (counted and audited), or nil: go on. The fast relay asks
+    /// this and answers with the refusal's JSON-RPC form itself.
+    func refusal(_ context: GatewayRequestContext) async throws(GatewayError) -> GatewayError? {
         guard let route = context.route, let call = context.call else { throw .pipelineOrder(stage: "RouterMiddlewares") }
         // A forwarded request was admitted (and counted) by the instance it reached first.
         guard !route.middlewares.isEmpty, !context.credentialsVerifiedByHop else { return nil }
@@ -34,7 +42,7 @@ struct RouterMiddlewares {
                         ("mcp_method", call.method.map(AuditEvent.Value.string)), ("tool", call.method == "tools/call" ? call.target.map(AuditEvent.Value.string) : nil),
                     ]))
                 }
-                return error.response(form: .jsonRPC(rawID: call.rawID))
+                return error
             }
         }
         return nil
