@@ -84,6 +84,12 @@ bench-cluster: build-release
     bash scripts/ensure-apt.sh redis-server
     PATH="{{venv}}/bin:$PATH" {{python}} bench/cluster.py --gateway .build/release/mcp-gateway
 
+# Connections at scale (not in `bench`): thousands of held connections (idle, streams, WebSocket)
+# while active clients call through; RSS per connection. Needs a hard descriptor limit above the count.
+bench-connections: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/connections.py --gateway .build/release/mcp-gateway
+
 # Soak (not in `bench`): three instances behind nginx for 10 minutes, RSS and descriptors sampled.
 soak-cluster: build-release
     bash scripts/ensure-apt.sh redis-server nginx-light

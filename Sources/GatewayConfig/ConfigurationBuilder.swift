@@ -7,7 +7,7 @@ import Yams
 struct ConfigurationBuilder {
     let reader: NodeReader
 
-    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin", "tracing", "cluster", "shutdownGrace"]
+    static let topLevelKeys = ["entryPoints", "publicURL", "store", "auth", "middlewares", "routers", "services", "log", "audit", "metrics", "admin", "tracing", "cluster", "shutdownGrace", "limits"]
 
     func build(root: Node) -> GatewayConfiguration? {
         guard let top = reader.mapping(root, "", allowed: Self.topLevelKeys) else { return nil }
@@ -28,7 +28,8 @@ struct ConfigurationBuilder {
         let cluster = top["cluster"].flatMap { buildCluster($0, store: store, storeNode: top["store"]) }
         let shutdownGrace = top["shutdownGrace"].map { reader.duration($0, "shutdownGrace") }
         let metrics = top["metrics"].flatMap { buildMetrics($0, entryPointNames: Self.names(in: top["entryPoints"])) }
-        let sectionFailed = (top["audit"] != nil && audit == nil) || (top["admin"] != nil && admin == nil)
+        let limits = top["limits"].map { buildLimits($0) }
+        let sectionFailed = (limits.map { $0 == nil } ?? false) || (top["audit"] != nil && audit == nil) || (top["admin"] != nil && admin == nil)
             || (top["tracing"] != nil && tracing == nil) || (top["metrics"] != nil && metrics == nil)
             || (top["cluster"] != nil && cluster == nil) || (shutdownGrace.map { $0 == nil } ?? false)
 
@@ -52,6 +53,7 @@ struct ConfigurationBuilder {
         configuration.cluster = cluster
         configuration.storeKeys = storeKeys
         if let grace = shutdownGrace ?? nil { configuration.shutdownGrace = grace }
+        if let limits = limits ?? nil { configuration.limits = limits }
         return configuration
     }
 
@@ -1555,6 +1557,22 @@ struct ConfigurationBuilder {
                 reader.report("sampleRatio must be a number from 0 to 1", "tracing.sampleRatio", ratioNode)
                 failed = true
             }
+        }
+        return failed ? nil : result
+    }
+
+    private func buildLimits(_ node: Node) -> SessionLimits? {
+        guard let fields = reader.mapping(node, "limits", allowed: ["connections", "webSocketSessions", "legacySSESessions"]) else { return nil }
+        var result = SessionLimits.default
+        var failed = false
+        if let value = fields["webSocketSessions"] {
+            if let count = reader.integer(value, "limits.webSocketSessions", range: 1...SessionLimits.ceiling) { result.webSocketSessions = count } else { failed = true }
+        }
+        if let value = fields["connections"] {
+            if let count = reader.integer(value, "limits.connections", range: 1...SessionLimits.ceiling) { result.connections = count } else { failed = true }
+        }
+        if let value = fields["legacySSESessions"] {
+            if let count = reader.integer(value, "limits.legacySSESessions", range: 1...SessionLimits.ceiling) { result.legacySSESessions = count } else { failed = true }
         }
         return failed ? nil : result
     }

@@ -29,6 +29,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// `store.encryptionKey` (and `store.previousEncryptionKeys`): what seals the users' upstream
     /// tokens at rest; nil when none is configured (then no service may use `oauth`).
     public var storeKeys: StoreKeys?
+    /// `limits:`: how many long-lived client sessions of each transport one instance holds.
+    public var limits: SessionLimits = .default
 
     public init(
         entryPoints: [EntryPoint], publicURL: PublicURL, store: StoreConfiguration?, auth: AuthConfiguration?,
@@ -132,6 +134,28 @@ public struct AdminConfiguration: Sendable, Equatable {
     public init(allow: AllowList) {
         self.allow = allow
     }
+}
+
+/// `limits:`: caps on client connections and on the sessions that each hold one open for their
+/// whole life, so one instance's memory and descriptors stay within what the operator planned for.
+public struct SessionLimits: Sendable, Equatable {
+    /// MCP-over-WebSocket sessions, across entry points.
+    public var webSocketSessions: Int
+    /// 2024-11-05 HTTP+SSE sessions, across routers.
+    public var legacySSESessions: Int
+    /// Client connections held at once, across entry points; nil: half the descriptor limit
+    /// (less a reserve), decided at start.
+    public var connections: Int?
+
+    public init(webSocketSessions: Int, legacySSESessions: Int, connections: Int? = nil) {
+        self.webSocketSessions = webSocketSessions
+        self.legacySSESessions = legacySSESessions
+        self.connections = connections
+    }
+
+    public static let `default` = SessionLimits(webSocketSessions: 1024, legacySSESessions: 1024)
+    /// The largest value either key takes: a million sessions is beyond any one process's descriptors.
+    public static let ceiling = 1_000_000
 }
 
 public struct LogConfiguration: Sendable, Equatable {

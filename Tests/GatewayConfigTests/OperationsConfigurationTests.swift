@@ -52,6 +52,25 @@ import Testing
         }
     }
 
+    @Test func sessionLimitsDefaultTo1024AndTakeWholeNumbers() throws {
+        let plain = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(entryPoints: "  web: { address: \":80\" }"))
+        #expect(plain.limits == SessionLimits(webSocketSessions: 1024, legacySSESessions: 1024))
+        let raised = try ConfigurationLoader(environment: [:]).load(yaml: Self.yaml(entryPoints: "  web: { address: \":80\" }", extra: "limits: { webSocketSessions: 20000, connections: 30000 }"))
+        #expect(raised.limits == SessionLimits(webSocketSessions: 20000, legacySSESessions: 1024, connections: 30000))
+        #expect(plain.limits.connections == nil)
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(
+                yaml: Self.yaml(entryPoints: "  web: { address: \":80\" }", extra: "limits: { webSocketSessions: 0, legacySSESessions: lots, sessions: 5 }"), file: "l.yaml"
+            )
+            Issue.record("expected errors")
+        } catch {
+            let text = error.description
+            #expect(text.contains("l.yaml:4:58: limits.sessions: unknown key \"sessions\"; allowed here: connections, webSocketSessions, legacySSESessions"), "\(text)")
+            #expect(text.contains("l.yaml:4:30: limits.webSocketSessions: must be between 1 and 1000000, got 0"), "\(text)")
+            #expect(text.contains("l.yaml:4:52: limits.legacySSESessions: expected a whole number, got \"lots\""), "\(text)")
+        }
+    }
+
     @Test func everyMistakeIsReportedWithItsPosition() {
         let yaml = Self.yaml(entryPoints: """
           web: { address: ":80", redirectTo: plain, http2: true }

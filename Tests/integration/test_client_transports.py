@@ -267,3 +267,118 @@ def test_an_sse_upstream_that_is_down_is_a_clear_error(world):
     assert answer.status_code == 502 and answer.json()["error"]["data"]["reason"] == "server_start_failed", answer.text
     assert "gone-server" in answer.json()["error"]["message"]
     assert "cannot connect to the SSE server" in world.gateway.managed.log()
+
+
+def test_limits_cap_websocket_and_legacy_sse_sessions(tmp_path):
+    """`limits:` caps each transport's sessions per instance; a closed session frees its place."""
+    gateway = start_gateway(tmp_path, """
+    entryPoints:
+      web:
+        address: "127.0.0.1:{port}"
+    publicURL: "http://127.0.0.1:{port}"
+    limits: { webSocketSessions: 2, legacySSESessions: 2 }
+    routers:
+      capped: { rule: "PathPrefix(`/capped`)", service: nowhere, auth: none }
+    services:
+      nowhere: { http: { url: "http://127.0.0.1:9/mcp" } }
+    """, extra_args=["--log-level", "debug"])
+    ws_url = gateway.url("/capped/mcp").replace("http://", "ws://")
+    held = []
+    try:
+        held = [websocket.create_connection(ws_url, timeout=10, subprotocols=["mcp"]) for _ in range(2)]
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(ws_url, timeout=10, subprotocols=["mcp"])
+        refused = [line for line in gateway.managed.log().splitlines() if "WebSocket upgrade refused" in line]
+        assert refused and "status=503" in refused[-1], refused[-1:]
+        held.pop().close()
+
+        def admitted_again():
+            held.append(websocket.create_connection(ws_url, timeout=10, subprotocols=["mcp"]))
+            return True
+
+        wait_until(admitted_again, what="a WebSocket session admitted once another closed")
+
+        with httpx.Client(timeout=10) as client, client.stream("GET", gateway.url("/capped/sse")) as first, \
+                client.stream("GET", gateway.url("/capped/sse")) as second:
+            assert first.status_code == 200 and second.status_code == 200
+            third = client.get(gateway.url("/capped/sse"))
+            assert third.status_code == 503, third.text
+        # Both streams are closed now: their places come back.
+        wait_until(lambda: _legacy_stream_opens(gateway.url("/capped/sse")), what="a legacy SSE session admitted once the others closed")
+    finally:
+        for connection in held:
+            connection.close()
+        gateway.managed.stop()
+
+
+def _legacy_stream_opens(url: str) -> bool:
+    with httpx.Client(timeout=10) as client, client.stream("GET", url) as stream:
+        return stream.status_code == 200
+
+
+def test_limits_connections_closes_the_connections_beyond_and_keeps_the_held_ones(tmp_path):
+    """A flood of connections beyond `limits.connections` is closed at once; the held ones go on
+    being served, a place freed is taken again, and the log says so once, not per connection."""
+    import socket
+
+    gateway = start_gateway(tmp_path, """
+    entryPoints:
+      web:
+        address: "127.0.0.1:{port}"
+    publicURL: "http://127.0.0.1:{port}"
+    limits: { connections: 3 }
+    routers:
+      capped: { rule: "PathPrefix(`/capped`)", service: nowhere, auth: none }
+    services:
+      nowhere: { http: { url: "http://127.0.0.1:9/mcp" } }
+    """)
+    health = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n\r\n".encode()
+
+    def answers(sock: socket.socket) -> bool:
+        sock.sendall(health)
+        return sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sock.settimeout(10)
+        return sock
+
+    held: list[socket.socket] = []
+    try:
+        # The readiness probe's connection may still be closing: wait until three are held.
+        def three_held():
+            while len(held) < 3:
+                sock = connect()
+                if not answers(sock):
+                    sock.close()
+                    return False
+                held.append(sock)
+            return True
+
+        wait_until(three_held, what="three connections held")
+        refused = [connect() for _ in range(20)]
+        for sock in refused:
+            try:
+                sock.sendall(health)
+                assert sock.recv(4096) == b"", "a connection beyond the limit was served"
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            sock.close()
+        assert all(answers(sock) for sock in held), "a held connection stopped being served"
+        log = gateway.managed.log()
+        assert log.count("connections refused") == 1 and "limit=3" in log, log[-2000:]
+        held.pop().close()
+
+        def admitted_again():
+            sock = connect()
+            if answers(sock):
+                held.append(sock)
+                return True
+            sock.close()
+            return False
+
+        wait_until(admitted_again, what="a connection admitted once a held one closed")
+    finally:
+        for sock in held:
+            sock.close()
+        gateway.managed.stop()

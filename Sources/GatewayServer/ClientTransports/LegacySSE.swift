@@ -40,10 +40,15 @@ enum LegacySSEEndpoint: Sendable, Equatable {
 /// server). The stream's connection stands in for the client's: when it closes, the messages in
 /// flight are cancelled and the inner session is deleted.
 final class LegacySSEClients: Sendable {
-        static let maximumSessions = 1024
     static let keepAlive: Duration = .seconds(15)
 
     private let sessions = Mutex<[String: BridgedSession]>([:])
+    /// `limits.legacySSESessions`: beyond it a new stream gets 503.
+    let maximumSessions: Int
+
+    init(maximumSessions: Int) {
+        self.maximumSessions = maximumSessions
+    }
 
     func respond(
         _ endpoint: LegacySSEEndpoint, request: Request, context: GatewayRequestContext, route: CompiledRoute, send: @escaping BridgedSession.Send
@@ -70,11 +75,11 @@ final class LegacySSEClients: Sendable {
             streamHead: request.head, streamContext: context.forInnerRequest(), outbound: continuation, send: send, transport: "legacy SSE"
         )
         let admitted = sessions.withLock { sessions in
-            guard sessions.count < Self.maximumSessions else { return false }
+            guard sessions.count < maximumSessions else { return false }
             sessions[session.id] = session
             return true
         }
-        guard admitted else { throw .atCapacity(what: "legacy SSE sessions", limit: Self.maximumSessions) }
+        guard admitted else { throw .atCapacity(what: "legacy SSE sessions", limit: maximumSessions) }
         context.logger.debug("legacy SSE session opened", metadata: ["router": "\(route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
         let endpointURL = route.router.legacySSEPaths.messages + "?sessionId=" + session.id
         let body = ResponseBody { [self] writer in

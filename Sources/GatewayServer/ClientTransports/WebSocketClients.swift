@@ -23,14 +23,20 @@ import Synchronization
 struct WebSocketClients: Sendable {
     static let subprotocol = "mcp"
     static let bearerPrefix = "bearer."
-    static let maximumSessions = 1024
 
     let sessions: SessionCount
 
     /// Live WebSocket sessions, across entry points.
     final class SessionCount: Sendable {
         private let count = Mutex(0)
-        func admit() -> Bool { count.withLock { guard $0 < WebSocketClients.maximumSessions else { return false }; $0 += 1; return true } }
+        /// `limits.webSocketSessions`: beyond it an upgrade gets 503.
+        let limit: Int
+
+        init(limit: Int) {
+            self.limit = limit
+        }
+
+        func admit() -> Bool { count.withLock { guard $0 < limit else { return false }; $0 += 1; return true } }
         func release() { count.withLock { $0 -= 1 } }
         var current: Int { count.withLock { $0 } }
     }
@@ -103,7 +109,7 @@ extension GatewayPipeline {
             guard let route = context.route, context.legacyEndpoint == nil else { throw GatewayError.notMCPEndpoint(router: context.route?.router.name ?? "", mcpPath: context.route?.router.mcpPath ?? "") }
             try requestChecks.apply(request, context)
             try await authentication.apply(request, &context)
-            guard webSockets.sessions.admit() else { throw GatewayError.atCapacity(what: "WebSocket sessions", limit: WebSocketClients.maximumSessions) }
+            guard webSockets.sessions.admit() else { throw GatewayError.atCapacity(what: "WebSocket sessions", limit: webSockets.sessions.limit) }
             context.logger.info("WebSocket upgrade", metadata: [
                 "router": "\(route.router.name)", "user": "\(context.caller?.claims.login ?? "")", "ip": "\(context.clientIP ?? "")",
             ])

@@ -70,6 +70,15 @@ public struct Gateway {
                 logger.info("file descriptor limit", metadata: ["limit": "\(soft)"])
             }
         }
+        let descriptors = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(clamping: limit.rlim_cur) : 1024
+        let gate = ConnectionGate(limit: configuration.limits.connections ?? ConnectionGate.defaultLimit(descriptorLimit: descriptors), logger: logger)
+        if gate.limit > descriptors {
+            logger.warning("limits.connections is more than the descriptors this process may open: a flood of connections can exhaust them", metadata: [
+                "connections": "\(gate.limit)", "descriptors": "\(descriptors)",
+            ])
+        } else {
+            logger.info("connection limit", metadata: ["connections": "\(gate.limit)", "source": "\(configuration.limits.connections == nil ? "half the descriptor limit" : "limits.connections")"])
+        }
 
         var store: any KeyValueStore
         var redis: RedisStore?
@@ -120,9 +129,10 @@ public struct Gateway {
             // Plain HTTP upstreams' requests that every stage admits at once skip the task machinery.
             var fastRelay: (@Sendable () -> FastRelay)?
             if pipeline.relaysFast, entryPoint.fastRelay {
-                fastRelay = { @Sendable [entryLogger] in FastRelay(pipeline: pipeline, pools: relayPools, logger: entryLogger) }
+                let shared = FastRelay.Shared(pipeline: pipeline, pools: relayPools, logger: entryLogger)
+                fastRelay = { @Sendable in FastRelay(shared: shared) }
             }
-            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration(), fastRelay: fastRelay) { head, channel, logger in
+            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration(), gate: gate, fastRelay: fastRelay) { head, channel, logger in
                 await pipeline.webSocketUpgrade(head, channel: channel, logger: logger)
             }
             let onServerRunning: @Sendable (any Channel) async -> Void = { [entryLogger] channel in
@@ -178,7 +188,7 @@ extension Gateway {
     /// HTTP/1.1 with WebSocket upgrades (`webSocket` decides each); over TLS when the entry point
     /// has a certificate, with HTTP/2 by ALPN when asked (no WebSocket then: RFC 8441 is not served).
     static func server(
-        for entryPoint: EntryPoint, tls: TLSConfiguration?, fastRelay: (@Sendable () -> FastRelay)? = nil,
+        for entryPoint: EntryPoint, tls: TLSConfiguration?, gate: ConnectionGate, fastRelay: (@Sendable () -> FastRelay)? = nil,
         webSocket: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
     ) throws -> HTTPServerBuilder {
         let idleTimeout = Duration.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
@@ -189,7 +199,7 @@ extension Gateway {
             idleTimeout: idleAmount
         )
         // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
-        let upgrading = HTTPServerBuilder { responder in
+        @Sendable func upgrading(_ responder: @escaping HTTPChannelHandler.Responder) -> GuardedUpgradeChannel {
             GuardedUpgradeChannel(
                 base: HTTP1WebSocketUpgradeChannel(
                     responder: responder,
@@ -199,13 +209,21 @@ extension Gateway {
                 headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024
             )
         }
-        guard let tls else { return upgrading }
-        guard entryPoint.http2 else { return try .tls(upgrading, tlsConfiguration: tls) }
+        // Every connection passes the gate first (limits.connections), whatever it speaks.
+        guard let tls else {
+            return HTTPServerBuilder { responder in GatedChildChannel(base: upgrading(responder), gate: gate) }
+        }
+        guard entryPoint.http2 else {
+            return HTTPServerBuilder { responder in GatedChildChannel(base: try TLSChannel(upgrading(responder), tlsConfiguration: tls), gate: gate) }
+        }
         // The handlers are shared by HTTP/1.1 connections and HTTP/2 streams; the header deadline
         // reads HTTP/1 bytes, so an h2 entry point relies on the connection's idle timeout.
-        return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(
+        let http2 = HTTP2UpgradeChannel.Configuration(
             idleTimeout: idleTimeout, streamConfiguration: .init(additionalChannelHandlers: [HTTP2HeaderHygiene(), InboundCloseWatcher()], idleTimeout: idleAmount)
-        ))
+        )
+        return HTTPServerBuilder { responder in
+            GatedChildChannel(base: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: http2, responder: responder), gate: gate)
+        }
     }
 }
 
@@ -330,9 +348,9 @@ package struct GatewayComponents: Sendable {
     /// Access tokens of the issuers in `auth.jwt.issuers` (which reload live).
     let externalTokens: ExternalTokens
     /// Sessions of 2024-11-05 HTTP+SSE clients, whichever entry point they came through.
-    let legacySSE = LegacySSEClients()
+    let legacySSE: LegacySSEClients
     /// WebSocket sessions, whichever entry point they came through.
-    let webSocketSessions = WebSocketClients.SessionCount()
+    let webSocketSessions: WebSocketClients.SessionCount
     /// Where the access log goes (`log.accessLog`); nil when it is off.
     let accessLog: Logger?
     /// The audit log (`audit:`) and its settings; nil when there is none.
@@ -474,6 +492,8 @@ package struct GatewayComponents: Sendable {
         )
         self.modernHTTP = ModernHTTPTranslator(bindings: bindings, identityTokens: proxy.identityTokens, locator: stdio.locator)
         self.accessLog = configuration.log.accessLog ? Logger(label: "mcp-gateway.access") : nil
+        self.legacySSE = LegacySSEClients(maximumSessions: configuration.limits.legacySSESessions)
+        self.webSocketSessions = WebSocketClients.SessionCount(limit: configuration.limits.webSocketSessions)
         self.audit = auditSink.flatMap { sink in configuration.audit.map { (sink, $0) } }
         self.authHTTP = authHTTP
         self.externalTokens = ExternalTokens(http: authHTTP, logger: logger)

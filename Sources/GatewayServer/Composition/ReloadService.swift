@@ -114,6 +114,7 @@ struct ReloadService: Service, CustomStringConvertible {
         if candidate.tracing != running.tracing { restartNeeded.append("tracing") }
         if candidate.cluster != running.cluster { restartNeeded.append("cluster") }
         if candidate.shutdownGrace != running.shutdownGrace { restartNeeded.append("shutdownGrace") }
+        if candidate.limits != running.limits { restartNeeded.append("limits") }
         if !restartNeeded.isEmpty {
             logger.warning("these settings changed but take effect only after a restart; the running values stay in force", metadata: [
                 "keys": "\(restartNeeded.joined(separator: ", "))",

@@ -33,9 +33,25 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    private let pipeline: GatewayPipeline
-    private let pools: UpstreamRelayPools
-    private let logger: Logger
+    /// The entry point's pipeline, pools and logger, one reference per connection: a copy of the
+    /// pipeline's fields in every connection would cost ~4 KiB each.
+    private let shared: Shared
+    private var pipeline: GatewayPipeline { shared.pipeline }
+    private var pools: UpstreamRelayPools { shared.pools }
+    private var logger: Logger { shared.logger }
+
+    /// What every connection of one entry point relays with.
+    final class Shared: Sendable {
+        let pipeline: GatewayPipeline
+        let pools: UpstreamRelayPools
+        let logger: Logger
+
+        init(pipeline: GatewayPipeline, pools: UpstreamRelayPools, logger: Logger) {
+            self.pipeline = pipeline
+            self.pools = pools
+            self.logger = logger
+        }
+    }
 
     private var context: ChannelHandlerContext?
     /// What the parts of the request being read are for.
@@ -83,10 +99,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         }
     }
 
-    init(pipeline: GatewayPipeline, pools: UpstreamRelayPools, logger: Logger) {
-        self.pipeline = pipeline
-        self.pools = pools
-        self.logger = logger
+    init(shared: Shared) {
+        self.shared = shared
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

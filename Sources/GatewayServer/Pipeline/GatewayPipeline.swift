@@ -63,7 +63,21 @@ struct GatewayPipeline: HTTPResponder {
     let webSockets: WebSocketClients
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        var response = try await answerWithCORS(request, context: context)
+        try await answeredInChildTask(request, context: context)
+    }
+
+    /// Answered in a child task, not in the connection's own: a task keeps every stack slab its
+    /// deepest await needed until the task ends, and the pipeline's frames take ~80 KiB. In the
+    /// connection's task that memory would stay with every idle keep-alive connection for its
+    /// whole life (bench/results-connections.md); a child task returns it when the answer is made.
+    /// Not inlined, so that the connection's task holds this small frame, not the pipeline's.
+    @inline(never)
+    private func answeredInChildTask(_ request: Request, context: Context) async throws -> Response {
+        var response = try await withThrowingTaskGroup(of: Response.self) { group in
+            group.addTask { try await answerWithCORS(request, context: context) }
+            // One task was added: next() has its answer (nil only for an empty group).
+            return try await group.next() ?? Response(status: .internalServerError)
+        }
         // Stopping: no connection is kept for another request, so a proxy in front does not send
         // one on a connection this instance is about to close (it would not retry a POST).
         if hops.membership.isDraining { response.headers[.connection] = "close" }
