@@ -6,3 +6,10 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
 wrk.headers["Mcp-Method"] = "tools/call"
 wrk.headers["Mcp-Name"] = "get_current_time"
+-- With MCPGW_DELAY_MS set (bench/soak.py), each connection waits that long between requests: a paced load.
+local pause = tonumber(os.getenv("MCPGW_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end

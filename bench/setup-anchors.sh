@@ -12,3 +12,6 @@ install() {
 }
 install .venv-bench-streamablehttp "mcp-streamablehttp-proxy==0.2.0"
 install .venv-bench-mcpproxy "mcp-proxy==0.13.0" "mcp<2"
+# The gateways a user would install instead (bench/peers.py).
+install .venv-bench-contextforge "mcp-contextforge-gateway==1.0.7.post20260921"
+install .venv-bench-fastmcp "fastmcp==4.2.3"

@@ -11,3 +11,10 @@ local token = os.getenv("MCPGW_TOKEN")
 if token and token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
 end
+-- With MCPGW_DELAY_MS set (bench/soak.py), each connection waits that long between requests: a paced load.
+local pause = tonumber(os.getenv("MCPGW_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end

@@ -149,7 +149,7 @@ public struct Gateway {
                 ))
             } else {
                 services.append(Application(
-                    responder: pipeline, server: server, configuration: address,
+                    responder: ConnectionResponder(pipeline), server: server, configuration: address,
                     onServerRunning: onServerRunning, logger: entryLogger
                 ))
             }

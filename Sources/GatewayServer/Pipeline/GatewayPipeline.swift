@@ -63,21 +63,7 @@ struct GatewayPipeline: HTTPResponder {
     let webSockets: WebSocketClients
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        try await answeredInChildTask(request, context: context)
-    }
-
-    /// Answered in a child task, not in the connection's own: a task keeps every stack slab its
-    /// deepest await needed until the task ends, and the pipeline's frames take ~80 KiB. In the
-    /// connection's task that memory would stay with every idle keep-alive connection for its
-    /// whole life (bench/results-connections.md); a child task returns it when the answer is made.
-    /// Not inlined, so that the connection's task holds this small frame, not the pipeline's.
-    @inline(never)
-    private func answeredInChildTask(_ request: Request, context: Context) async throws -> Response {
-        var response = try await withThrowingTaskGroup(of: Response.self) { group in
-            group.addTask { try await answerWithCORS(request, context: context) }
-            // One task was added: next() has its answer (nil only for an empty group).
-            return try await group.next() ?? Response(status: .internalServerError)
-        }
+        var response = try await answerWithCORS(request, context: context)
         // Stopping: no connection is kept for another request, so a proxy in front does not send
         // one on a connection this instance is about to close (it would not retry a POST).
         if hops.membership.isDraining { response.headers[.connection] = "close" }
@@ -199,7 +185,7 @@ extension GatewayPipeline {
 extension GatewayComponents {
     /// The pipeline of one entry point; `readinessStore` is what /readyz pings (nil: memory).
     package func responder(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> some HTTPResponder<GatewayRequestContext> {
-        pipeline(for: entryPoint, readinessStore: readinessStore)
+        ConnectionResponder(pipeline(for: entryPoint, readinessStore: readinessStore))
     }
 
     func pipeline(for entryPoint: EntryPoint, readinessStore: (any KeyValueStore)?) -> GatewayPipeline {
@@ -235,5 +221,39 @@ extension GatewayComponents {
             legacySSE: legacySSE,
             webSockets: WebSocketClients(sessions: webSocketSessions)
         )
+    }
+}
+
+/// What Hummingbird calls for each request of a connection: the pipeline, answered in a child task
+/// of the connection's task. A task keeps every stack slab its deepest await needed until it ends,
+/// and the pipeline's frames take ~80 KiB (each holds the ~4 KiB `GatewayPipeline` value besides
+/// the request and its context); answered in the connection's own task, that memory would stay
+/// with every idle keep-alive connection for its whole life (bench/results-connections.md). This
+/// responder holds the pipeline by one reference, so the frames left in the connection's task
+/// stay small.
+struct ConnectionResponder: HTTPResponder {
+    typealias Context = GatewayRequestContext
+
+    final class Shared: Sendable {
+        let pipeline: GatewayPipeline
+
+        init(_ pipeline: GatewayPipeline) {
+            self.pipeline = pipeline
+        }
+    }
+
+    let shared: Shared
+
+    init(_ pipeline: GatewayPipeline) {
+        shared = Shared(pipeline)
+    }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        let shared = shared
+        return try await withThrowingTaskGroup(of: Response.self) { group in
+            group.addTask { try await shared.pipeline.respond(to: request, context: context) }
+            // One task was added: next() has its answer (nil only for an empty group).
+            return try await group.next() ?? Response(status: .internalServerError)
+        }
     }
 }
