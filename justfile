@@ -35,7 +35,7 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster
+bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster bench-peers
 
 # HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
 bench-http: build-release
@@ -83,6 +83,17 @@ bench-groups: build-release
 bench-cluster: build-release
     bash scripts/ensure-apt.sh redis-server
     PATH="{{venv}}/bin:$PATH" {{python}} bench/cluster.py --gateway .build/release/mcp-gateway
+
+# The gateways a user would install instead (ContextForge, FastMCP's proxy) and nginx, same upstream.
+bench-peers: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    bash bench/setup-anchors.sh
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/peers.py --gateway .build/release/mcp-gateway
+
+# Soak (not in `bench`): 10 minutes at ~80 % of the peak on the HTTP route, then on a stdio route.
+soak: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/soak.py --gateway .build/release/mcp-gateway --minutes 10
 
 # Connections at scale (not in `bench`): thousands of held connections (idle, streams, WebSocket)
 # while active clients call through; RSS per connection. Needs a hard descriptor limit above the count.

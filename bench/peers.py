@@ -3,8 +3,9 @@ proxying the same fast MCP upstream, with nginx `proxy_pass` and the upstream di
 
 - mcp-gateway: `auth: apiKey` (a bearer key checked on every call), release build.
 - IBM ContextForge (`mcp-contextforge-gateway`, PyPI): its defaults (one uvicorn worker, JWT bearer
-  auth, SQLite), the upstream registered as a gateway and exposed through a virtual server; only
-  `SSRF_ALLOW_LOCALHOST=true` is set, because the upstream listens on loopback.
+  auth, SQLite), the upstream registered as a gateway and exposed through a virtual server; set:
+  `SSRF_ALLOW_LOCALHOST=true` (the upstream listens on loopback) and `RATE_LIMITING_ENABLED=false`
+  (its default 100 tool calls a minute per user, then a 15-minute lockout, would be measured).
 - FastMCP's proxy (`fastmcp`, PyPI): `create_proxy(url)` served over Streamable HTTP, stateless
   with JSON answers (one POST per call, like the others).
 
@@ -128,6 +129,9 @@ def start_contextforge(workdir: Path, upstream: str) -> tuple[subprocess.Popen, 
         **os.environ, "JWT_SECRET_KEY": JWT_SECRET, "PLATFORM_ADMIN_EMAIL": "admin@example.com", "PLATFORM_ADMIN_PASSWORD": "bench-Admin-password-1!",
         "MCPGATEWAY_UI_ENABLED": "false", "MCPGATEWAY_ADMIN_API_ENABLED": "true", "DATABASE_URL": f"sqlite:///{workdir}/contextforge.db",
         "SSRF_ALLOW_LOCALHOST": "true",
+        # Its default limit of 100 tool calls a minute per user (then a 15-minute lockout) would
+        # measure the limiter, not the proxy: turned off, like mcp-gateway runs without a limit here.
+        "RATE_LIMITING_ENABLED": "false",
     }
     process = subprocess.Popen([str(CONTEXTFORGE / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=workdir,
                                stdout=open(workdir / "contextforge.log", "wb"), stderr=subprocess.STDOUT)
@@ -188,6 +192,7 @@ def main() -> int:
             log:
               level: warning
             auth:
+              allow: {{ users: [bench] }}
               apiKeys:
                 bench: {{ hash: "{digest}", user: bench }}
             routers:
@@ -195,7 +200,6 @@ def main() -> int:
                 rule: "PathPrefix(`/bench`)"
                 service: bench
                 auth: apiKey
-                allow: {{ users: [bench] }}
             services:
               bench:
                 http:
@@ -253,7 +257,9 @@ def main() -> int:
         "Load: wrk, one 2025-06-18 tools/call POST per request without a session (bench/tools_call_2025.lua), "
         f"{args.seconds} s per cell. CPU per call: the proxy's process tree (user+system) over the cell's requests. "
         "Upstream: a minimal asyncio MCP server with JSON answers (bench/peers.py). mcp-gateway checks an API key "
-        "(`auth: apiKey`), ContextForge its JWT (its default auth); FastMCP's proxy and nginx check nothing.",
+        "(`auth: apiKey`), ContextForge its JWT (its default auth; its default rate limit of 100 calls a minute per user is off); "
+        "FastMCP's proxy and nginx check nothing. mcp-gateway takes this 2025-06-18 request through the full pipeline "
+        "(the fast relay takes 2026-07-28 calls: bench/results-http.md).",
         "",
         "| proxy | concurrency | req/s | p50 ms | p99 ms | errors | CPU µs/call |",
         "|---|---:|---:|---:|---:|---:|---:|",
