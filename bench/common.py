@@ -64,7 +64,13 @@ def run_wrk(url: str, connections: int, seconds: int, script: Path, env: dict | 
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
     ).stdout
-    result: dict = {"raw": out}
+    return {"raw": out, **parse_wrk(out)}
+
+
+def parse_wrk(out: str) -> dict:
+    """req/s, request count, p50/p99 (ms) and errors (socket errors and non-2xx answers) of wrk's
+    `--latency` output."""
+    result: dict = {}
     result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     for label, key in (("50%", "p50"), ("99%", "p99")):
@@ -80,6 +86,25 @@ def run_wrk(url: str, connections: int, seconds: int, script: Path, env: dict | 
         errors += int(non2xx.group(1))
     result["errors"] = errors
     return result
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def stop_all(started: list[subprocess.Popen], quit_signal_for: tuple = ()) -> None:
+    """Stops what a bench started, last first: SIGTERM, or SIGQUIT (nginx's graceful stop) for
+    the processes in `quit_signal_for`; killed after 20 s."""
+    import signal
+
+    for process in reversed(started):
+        if process.poll() is None:
+            process.send_signal(signal.SIGQUIT if process in quit_signal_for else signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, rss_kib, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, open_descriptors as fds, rss_kib, run_wrk, stop_all, wait_port  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 PER_SOURCE_ADDRESS = 20_000
@@ -276,10 +275,6 @@ async def still_working(held: Held, port: int) -> bool:
         return False
 
 
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def settle_rss(pid: int) -> int:
     """RSS once it stops moving (allocations of the last connections made, no load running)."""
     last = rss_kib(pid)
@@ -463,14 +458,7 @@ def main() -> int:
             "",
         ]
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT if process is started[0] else signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started, quit_signal_for=tuple(started[:1]))
     text = "\n".join(report)
     print(text)
     Path(args.output).write_text(text)

@@ -21,9 +21,7 @@ Writes bench/results-peers.md. Usage: python bench/peers.py --gateway .build/rel
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +34,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, run_wrk, tree_cpu_seconds, wait_port  # noqa: E402
+from common import free_port, machine_line, run_wrk, stop_all, tree_cpu_seconds, wait_port  # noqa: E402
 from http_proxy import start_nginx  # noqa: E402
 
 SCRIPT = HERE / "tools_call_2025.lua"
@@ -241,14 +239,7 @@ def main() -> int:
                 print(f"{name:26} c={connections:<3} {result['rps']:>9.0f} req/s  p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms  "
                       f"errors {result['errors']}  cpu/call {'—' if cpu is None else f'{cpu:.0f} µs'}", flush=True)
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT if process is started[1] else signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started, quit_signal_for=tuple(started[1:2]))
 
     lines = [
         "# Peers: the same upstream behind mcp-gateway, ContextForge, FastMCP's proxy and nginx",

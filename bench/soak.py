@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,25 +28,10 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, rss_kib, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, open_descriptors as fds, parse_wrk, rss_kib, run_wrk, stop_all, wait_port  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 TIME_SERVER = str(REPO / ".venv" / "bin" / "mcp-server-time")
-
-
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def parse_errors(output: str) -> int:
-    errors = 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if socket_errors:
-        errors += sum(int(x) for x in socket_errors.groups())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    return errors
 
 
 def calibrate(url: str, script: Path, target: float, p50_ms: float) -> tuple[int, int, dict]:
@@ -85,15 +68,8 @@ def soak(name: str, url: str, script: Path, pid: int, minutes: float) -> dict:
             pass
     output = wrk.stdout.read() if wrk.stdout else ""
     samples.append((time.monotonic() - started, rss_kib(pid), fds(pid)))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    latency = {}
-    for label, key in (("50%", "p50"), ("99%", "p99")):
-        match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)\b", output)
-        value, unit = float(match.group(1)), match.group(2)
-        latency[key] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    return {"name": name, "peak": peak["rps"], "target": target, "connections": connections, "delay": delay, "rps": rps,
-            "requests": requests, "errors": parse_errors(output), **latency, "samples": samples}
+    measured = parse_wrk(output)
+    return {"name": name, "peak": peak["rps"], "target": target, "connections": connections, "delay": delay, **measured, "samples": samples}
 
 
 def main() -> int:
@@ -151,14 +127,7 @@ def main() -> int:
         runs.append(soak("HTTP route (fast relay, nginx upstream)", f"http://127.0.0.1:{port}/bench/mcp", HERE / "tools_call.lua", gateway.pid, args.minutes))
         runs.append(soak("stdio route (2026-07-28, warm pool of 2 mcp-server-time)", f"http://127.0.0.1:{port}/time/mcp", HERE / "modern_call.lua", gateway.pid, args.minutes))
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT if process is started[0] else signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started, quit_signal_for=tuple(started[:1]))
 
     lines = [
         "# Soak: ~80 % of the peak for a while, RSS and descriptors sampled every 10 s",

@@ -88,18 +88,19 @@ final class ConnectionGateHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if admitted {
-            admitted = false
-            gate.release()
-        }
+        leave()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        if admitted {
-            admitted = false
-            gate.release()
-        }
+        leave()
+    }
+
+    /// Gives the place back, once, whichever of closing or removal comes first.
+    private func leave() {
+        guard admitted else { return }
+        admitted = false
+        gate.release()
     }
 
     /// True when the connection may go on.

@@ -80,13 +80,16 @@ async def hang(request: Request) -> Response:
         return answer
     STATE["hanging"] = STATE.get("hanging", 0) + 1
     try:
-        # Watch for the caller going away (uvicorn does not cancel a plain handler by itself).
-        for _ in range(36000):
-            if await request.is_disconnected():
-                STATE["hang_disconnects"] = STATE.get("hang_disconnects", 0) + 1
-                return Response(status_code=499)
-            await asyncio.sleep(0.05)
-        return Response(status_code=204)
+        # Wait for the caller going away (uvicorn does not cancel a plain handler by itself): once
+        # the body is read, the next ASGI message is the disconnect.
+        await request.body()
+        try:
+            while (await asyncio.wait_for(request.receive(), 1800))["type"] != "http.disconnect":
+                pass
+        except asyncio.TimeoutError:
+            return Response(status_code=204)
+        STATE["hang_disconnects"] = STATE.get("hang_disconnects", 0) + 1
+        return Response(status_code=499)
     finally:
         STATE["hanging"] -= 1
 
