@@ -1,11 +1,17 @@
-"""Where the gateway's CPU goes on the HTTP route: tools/call POSTs with wrk through mcp-gateway
-to nginx answering a canned result (as bench/http_proxy.py), sampled by `perf record -e cpu-clock`
-(a software clock: this machine has no hardware counters, and valgrind cannot run the binary)
-for the whole load. Prints and writes the share of samples per library and the top symbols
-(demangled), so a change's effect on the data path can be explained, not only measured.
+"""Where the gateway's CPU goes, sampled by `perf record -e cpu-clock` (a software clock: this
+machine has no hardware counters, and valgrind cannot run the binary) for the whole load:
 
-Usage: python bench/profile.py --gateway .build/release/mcp-gateway [--connections 16] [--seconds 10]
-Writes bench/results-profile.md (the report) and bench/out/profile-http.data (perf's raw data).
+- `--route http` (default): tools/call POSTs with wrk through mcp-gateway to nginx answering a
+  canned result (as bench/http_proxy.py);
+- `--route stdio`: tools/call POSTs spread over 50 sessions of mcp-server-time children (as
+  bench/stdio_bridge.py); only the gateway process is sampled, its children are not.
+
+Prints and writes the share of samples per library and the top symbols (demangled), so a change's
+effect on the data path can be explained, not only measured.
+
+Usage: python bench/profile.py --gateway .build/release/mcp-gateway [--route stdio] [--connections 16] [--seconds 10]
+Writes bench/results-profile.md (or results-profile-stdio.md) and bench/out/profile-<route>.data
+(perf's raw data).
 """
 
 from __future__ import annotations
@@ -56,14 +62,69 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--frequency", type=int, default=999, help="samples per second per CPU")
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--output", default=str(HERE / "results-profile.md"))
+    parser.add_argument("--route", choices=["http", "stdio"], default="http")
+    parser.add_argument("--sessions", type=int, default=50, help="stdio route: sessions the calls are spread over")
+    parser.add_argument("--output")
     args = parser.parse_args()
+    output = Path(args.output) if args.output else HERE / ("results-profile.md" if args.route == "http" else "results-profile-stdio.md")
     if not shutil.which("perf"):
         raise SystemExit("perf is not installed (just bench-profile installs linux-perf)")
 
     workdir = Path(tempfile.mkdtemp(prefix="mcpgw-profile-"))
     (HERE / "out").mkdir(exist_ok=True)
-    data = HERE / "out" / "profile-http.data"
+    data = HERE / "out" / f"profile-{args.route}.data"
+    if args.route == "stdio":
+        load, what = profile_stdio(args, workdir, data)
+    else:
+        load, what = profile_http(args, workdir, data)
+
+    libraries = report(data, "dso", 0.5)
+    symbols = report(data, "dso,symbol", 0.0)[: args.top]
+    lines = [
+        f"# Where the gateway's CPU goes ({args.route} route)", "",
+        f"{machine_line()}; `bench/profile.py --route {args.route}`: wrk {args.seconds}s at c={args.connections}, {what}; "
+        f"`perf record -e cpu-clock -F {args.frequency}` on the gateway "
+        f"for the whole load: {load['rps']:.0f} req/s, p50 {load['p50']:.3f} ms, {load['errors']} errors.",
+        "", "## Samples per library", "", "| share | library |", "|---|---|",
+        *[f"| {share:.1f} % | `{name}` |" for share, name in libraries],
+        "", f"## Top {args.top} symbols", "", "| share | library and symbol |", "|---|---|",
+    ]
+    names = demangled("\n".join(name for _, name in symbols)).splitlines()
+    for (share, _), name in zip(symbols, names):
+        lines.append(f"| {share:.2f} % | `{name.replace('|', '/')[:160]}` |")
+    text = "\n".join(lines) + "\n"
+    output.write_text(text)
+    print(text)
+    return 0
+
+
+def record(args, pid: int, data: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency), "-p", str(pid), "-o", str(data), "--", "sleep", str(args.seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def profile_stdio(args, workdir: Path, data: Path) -> tuple[dict, str]:
+    from stdio_bridge import create_sessions, gateway_target
+
+    target = gateway_target(args.gateway, workdir)
+    try:
+        sessions = create_sessions(target.url, args.sessions)
+        sessions_file = workdir / "sessions.txt"
+        sessions_file.write_text("\n".join(sessions) + "\n")
+        env = {"MCPGW_SESSIONS": str(sessions_file)}
+        run_wrk(target.url, args.connections, 2, HERE / "sessions.lua", env)  # warm-up
+        recorder = record(args, target.process.pid, data)
+        load = run_wrk(target.url, args.connections, args.seconds, HERE / "sessions.lua", env)
+        recorder.wait(timeout=args.seconds + 60)
+    finally:
+        target.stop()
+    return load, (f"tools/call POSTs (2025-06-18) spread over {args.sessions} sessions of mcp-server-time children "
+                  "(release build, `auth: none`); the gateway process only, children excluded")
+
+
+def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
     started: list[subprocess.Popen] = []
     try:
         upstream, upstream_port = start_nginx(
@@ -94,10 +155,7 @@ def main() -> int:
         wait_port(port)
         url = f"http://127.0.0.1:{port}/bench/mcp"
         run_wrk(url, args.connections, 2, HERE / "tools_call.lua")  # warm-up
-        recorder = subprocess.Popen(
-            ["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency), "-p", str(gateway.pid), "-o", str(data), "--", "sleep", str(args.seconds)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        recorder = record(args, gateway.pid, data)
         load = run_wrk(url, args.connections, args.seconds, HERE / "tools_call.lua")
         recorder.wait(timeout=args.seconds + 60)
     finally:
@@ -109,25 +167,7 @@ def main() -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-    libraries = report(data, "dso", 0.5)
-    symbols = report(data, "dso,symbol", 0.0)[: args.top]
-    lines = [
-        "# Where the gateway's CPU goes (HTTP route)", "",
-        f"{machine_line()}; `bench/profile.py`: wrk {args.seconds}s at c={args.connections}, tools/call POSTs through mcp-gateway "
-        f"(release build, `auth: none`) to nginx answering a canned result; `perf record -e cpu-clock -F {args.frequency}` on the gateway "
-        f"for the whole load: {load['rps']:.0f} req/s, p50 {load['p50']:.3f} ms, {load['errors']} errors.",
-        "", "## Samples per library", "", "| share | library |", "|---|---|",
-        *[f"| {share:.1f} % | `{name}` |" for share, name in libraries],
-        "", f"## Top {args.top} symbols", "", "| share | library and symbol |", "|---|---|",
-    ]
-    names = demangled("\n".join(name for _, name in symbols)).splitlines()
-    for (share, _), name in zip(symbols, names):
-        lines.append(f"| {share:.2f} % | `{name.replace('|', '/')[:160]}` |")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
-    return 0
+    return load, "tools/call POSTs through mcp-gateway (release build, `auth: none`) to nginx answering a canned result"
 
 
 if __name__ == "__main__":

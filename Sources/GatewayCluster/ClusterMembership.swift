@@ -36,15 +36,25 @@ public final class ClusterMembership: Sendable {
     public let heartbeatTimeout: Duration
     private let store: any KeyValueStore
     private let logger: Logger
+    private let now: @Sendable () -> ContinuousClock.Instant
     private let draining = Atomic<Bool>(false)
+    /// Whether a missing heartbeat can be believed (see ``StoreContinuity``).
+    private let continuity = Mutex(StoreContinuity())
     private let started = Int(Date().timeIntervalSince1970)
     /// Recent answers about other instances, so a burst of requests asks the store once.
     private let cache = Mutex<[String: (Placement, ContinuousClock.Instant)]>([:])
     private static let cacheLifetime: Duration = .seconds(1)
+    /// The longest a store client waits before reconnecting (`RedisConnection`'s backoff cap): an
+    /// instance's first heartbeat after the store returns can be that late.
+    static let storeReconnectWait: Duration = .seconds(2)
     static let indexKey = "instances"
 
-    public init(store: any KeyValueStore, advertiseURL: String?, heartbeatTimeout: Duration = .seconds(10), instanceID: String = ProcessInstance.id, logger: Logger) {
+    public init(
+        store: any KeyValueStore, advertiseURL: String?, heartbeatTimeout: Duration = .seconds(10), instanceID: String = ProcessInstance.id,
+        logger: Logger, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
         self.store = store
+        self.now = now
         self.advertiseURL = advertiseURL
         self.heartbeatTimeout = heartbeatTimeout
         self.instanceID = instanceID
@@ -65,14 +75,18 @@ public final class ClusterMembership: Sendable {
         do {
             try await store.set(Self.key(instanceID), Array(bytes), ttl: heartbeatTimeout)
             try await store.addToSet(Self.indexKey, [instanceID], ttl: nil)
+            let now = now()
+            continuity.withLock { $0.reached(at: now) }
             return true
         } catch {
+            continuity.withLock { $0.failed() }
             return false
         }
     }
 
-    /// Beats until cancelled, three times per `heartbeatTimeout`; a store that cannot be reached
-    /// is logged once until it can again.
+    /// Beats until cancelled, three times per `heartbeatTimeout`, and every quarter second while
+    /// the store cannot be reached (so this instance is registered again as soon as it is back);
+    /// a store that cannot be reached is logged once until it can again.
     public func run() async {
         let interval = heartbeatTimeout / 3
         var failing = false
@@ -82,7 +96,7 @@ public final class ClusterMembership: Sendable {
                 if ok { logger.info("cluster heartbeat written again") } else { logger.error("cluster heartbeat cannot be written: the store is unreachable; other instances will take this one's sessions over after \(heartbeatTimeout)") }
                 failing = !ok
             }
-            guard (try? await Task.sleep(for: interval)) != nil else { return }
+            guard (try? await Task.sleep(for: ok ? interval : min(interval, .milliseconds(250)))) != nil else { return }
         }
     }
 
@@ -103,12 +117,24 @@ public final class ClusterMembership: Sendable {
     public func placement(of instance: String?) async throws(StoreError) -> Placement {
         guard let instance else { return .gone }
         if instance == instanceID { return .here }
-        let now = ContinuousClock.now
+        let now = now()
         if let (placement, seen) = cache.withLock({ $0[instance] }), now - seen < Self.cacheLifetime { return placement }
         let placement: Placement
-        if let bytes = try await store.get(Self.key(instance)), let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)) {
+        let stored: [UInt8]?
+        do { stored = try await store.get(Self.key(instance)) } catch {
+            continuity.withLock { $0.failed() }
+            throw error
+        }
+        if let bytes = stored, let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)) {
             placement = record.state == "draining" ? .draining(url: record.url) : .live(url: record.url)
         } else {
+            // Just after the store was away, every instance's heartbeat has lapsed in it: a live
+            // instance is registered again only at its next beat. Taken for gone now, its sessions
+            // would be taken over while it still serves them (two children for one session).
+            let window = heartbeatTimeout + Self.storeReconnectWait
+            guard continuity.withLock({ $0.missingHeartbeatIsConclusive(now: now, window: window) }) else {
+                throw .unavailable("the store was unreachable until recently: whether instance \(instance) is gone is known once its heartbeat had time to be written again")
+            }
             placement = .gone
         }
         cache.withLock { cache in
@@ -137,5 +163,32 @@ public final class ClusterMembership: Sendable {
         }
         if !gone.isEmpty { try? await store.removeFromSet(Self.indexKey, gone) }
         return nil
+    }
+}
+
+/// What this instance saw of the store, deciding whether another instance's missing heartbeat
+/// means it is gone. A heartbeat lapses in the store while the store is away, for live instances
+/// too; it is conclusive only once the store has been reachable again for a whole heartbeat
+/// timeout (plus the store client's reconnect wait), since every live instance has written its
+/// heartbeat again by then. An instance that has always reached the store believes it at once.
+struct StoreContinuity: Equatable {
+    private(set) var failing = false
+    private(set) var recovered: ContinuousClock.Instant?
+
+    mutating func failed() {
+        failing = true
+    }
+
+    /// This instance's own heartbeat was written at `now`.
+    mutating func reached(at now: ContinuousClock.Instant) {
+        guard failing else { return }
+        failing = false
+        recovered = now
+    }
+
+    func missingHeartbeatIsConclusive(now: ContinuousClock.Instant, window: Duration) -> Bool {
+        guard !failing else { return false }
+        guard let recovered else { return true }
+        return now - recovered >= window
     }
 }

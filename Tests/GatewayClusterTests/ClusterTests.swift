@@ -85,6 +85,71 @@ import Testing
         clock.advance(by: .milliseconds(100))
         #expect(try await ClusterMembership(store: store, advertiseURL: nil, instanceID: "fresh", logger: logger).placement(of: a.instanceID) == .gone)
     }
+
+    @Test func aHeartbeatMissingJustAfterTheStoreWasAwayIsNotTakenForGone() async throws {
+        // Redis restarted after an outage longer than the heartbeat timeout: every instance's
+        // heartbeat has lapsed in it, the live ones' too. Until they had time to beat again, a
+        // missing heartbeat says nothing (taking the sessions over would give them two children).
+        let clock = TestClock()
+        let store = SwitchableStore(MemoryStore(now: { clock.now }))
+        let timeout = Duration.seconds(3)
+        let a = ClusterMembership(store: store, advertiseURL: "http://a", heartbeatTimeout: timeout, instanceID: "a", logger: logger, now: { clock.now })
+        let b = ClusterMembership(store: store, advertiseURL: "http://b", heartbeatTimeout: timeout, instanceID: "b", logger: logger, now: { clock.now })
+        #expect(await a.heartbeat())
+        #expect(await b.heartbeat())
+        #expect(try await b.placement(of: "a") == .live(url: "http://a"))
+
+        store.isDown = true
+        clock.advance(by: .seconds(5))
+        #expect(await b.heartbeat() == false)
+        await #expect(throws: StoreError.self) { try await b.placement(of: "a") }
+        store.isDown = false
+        #expect(await b.heartbeat())
+        // a's heartbeat lapsed while the store was away, and a has not beaten yet.
+        await #expect(throws: StoreError.self) { try await b.placement(of: "a") }
+        clock.advance(by: .seconds(1))
+        #expect(await a.heartbeat())
+        #expect(try await b.placement(of: "a") == .live(url: "http://a"))
+
+        // An instance that really is gone: gone once the store has been back for a heartbeat
+        // timeout plus the store client's reconnect wait.
+        clock.advance(by: timeout + .seconds(1))
+        #expect(try await ClusterMembership(store: store, advertiseURL: nil, instanceID: "c", logger: logger).placement(of: "a") == .gone)
+        let late = try await b.placement(of: "a")
+        #expect(late == .gone, "b: the store has been back for 5 s; a's heartbeat lapsed after its last beat")
+        // An instance that has always reached the store believes a missing heartbeat at once.
+        #expect(try await b.placement(of: "never-seen") == .gone)
+    }
+}
+
+/// A store that can be taken away and brought back.
+final class SwitchableStore: KeyValueStore {
+    private let base: MemoryStore
+    private let down = Atomic<Bool>(false)
+    init(_ base: MemoryStore) { self.base = base }
+    var isDown: Bool {
+        get { down.load(ordering: .relaxed) }
+        set { down.store(newValue, ordering: .relaxed) }
+    }
+
+    private func check() throws(StoreError) { if isDown { throw .unavailable("down") } }
+    func get(_ key: String) async throws(StoreError) -> [UInt8]? { try check(); return try await base.get(key) }
+    func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { try check(); try await base.set(key, value, ttl: ttl) }
+    func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool { try check(); return try await base.setIfAbsent(key, value, ttl: ttl) }
+    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool {
+        try check(); return try await base.replaceIfEqual(key, expected: expected, with: value)
+    }
+    func take(_ key: String) async throws(StoreError) -> [UInt8]? { try check(); return try await base.take(key) }
+    func delete(_ keys: [String]) async throws(StoreError) -> Int { try check(); return try await base.delete(keys) }
+    func increment(_ key: String, window: Duration) async throws(StoreError) -> Int { try check(); return try await base.increment(key, window: window) }
+    func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
+        try check(); return try await base.rateLimit(key, interval: interval, burst: burst)
+    }
+    func timeToLive(_ key: String) async throws(StoreError) -> Duration? { try check(); return try await base.timeToLive(key) }
+    func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) { try check(); try await base.addToSet(key, members, ttl: ttl) }
+    func setMembers(_ key: String) async throws(StoreError) -> [String] { try check(); return try await base.setMembers(key) }
+    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { try check(); try await base.removeFromSet(key, members) }
+    func ping() async throws(StoreError) { try check() }
 }
 
 /// A clock the test moves.

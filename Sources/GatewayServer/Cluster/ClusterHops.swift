@@ -164,6 +164,8 @@ struct ClusterHops: Sendable {
             return Response(status: .init(code: Int(answer.status.code)), headers: fields, body: ResponseBody(byteBuffer: whole))
         }
         fields[SSEHeaders.accelBuffering] = "no"
+        // Written under `cancellingOnInboundClose`: the connection closes after the stream.
+        fields[.connection] = "close"
         let drain = request.method == .get ? self.drain : nil
         let clientRequest = request
         let responseBody = ResponseBody { writer in

@@ -67,6 +67,13 @@ struct GatewayPipeline: HTTPResponder {
         // Stopping: no connection is kept for another request, so a proxy in front does not send
         // one on a connection this instance is about to close (it would not retry a POST).
         if hops.membership.isDraining { response.headers[.connection] = "close" }
+        // Every SSE body is written under `cancellingOnInboundClose`, which ends the connection's
+        // request stream when the body ends: the connection closes after it. A proxy in front
+        // that was not told so sends its next request on it and gets no answer (nginx: "upstream
+        // prematurely closed connection while reading response header").
+        if response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false {
+            response.headers[.connection] = "close"
+        }
         return response
     }
 
