@@ -40,10 +40,12 @@ def demangled(text: str) -> str:
     return result.stdout if result.returncode == 0 else text
 
 
-def report(data: Path, sort: str, limit: float) -> list[tuple[float, str]]:
-    """(percent, what) rows of `perf report` sorted by `sort`, those at or above `limit` %."""
+def report(data: Path, sort: str, limit: float, children: bool = False) -> list[tuple[float, str]]:
+    """(percent, what) rows of `perf report` sorted by `sort`, those at or above `limit` %.
+    `children`: inclusive shares (a function with everything it called), from call chains."""
     output = subprocess.run(
-        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort, "--percent-limit", str(limit)],
+        ["perf", "report", "-i", str(data), "--stdio", "--children" if children else "--no-children", "-g", "none",
+         "--sort", sort, "--percent-limit", str(limit)],
         capture_output=True, text=True, check=True,
     ).stdout
     rows = []
@@ -64,6 +66,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--route", choices=["http", "stdio"], default="http")
     parser.add_argument("--sessions", type=int, default=50, help="stdio route: sessions the calls are spread over")
+    parser.add_argument("--call-graph", action="store_true",
+                        help="record call chains (frame pointers) and add the gateway's functions by inclusive share")
     parser.add_argument("--output")
     args = parser.parse_args()
     output = Path(args.output) if args.output else HERE / ("results-profile.md" if args.route == "http" else "results-profile-stdio.md")
@@ -92,6 +96,13 @@ def main() -> int:
     names = demangled("\n".join(name for _, name in symbols)).splitlines()
     for (share, _), name in zip(symbols, names):
         lines.append(f"| {share:.2f} % | `{name.replace('|', '/')[:160]}` |")
+    if args.call_graph:
+        # perf's children mode prints the inclusive share first, then the function's own.
+        inclusive = [row for row in report(data, "symbol", 1.0, children=True)][: args.top]
+        lines += ["", f"## Inclusive shares (a function and what it calls), top {args.top}", "", "| inclusive | self and symbol |", "|---|---|"]
+        names = demangled("\n".join(name for _, name in inclusive)).splitlines()
+        for (share, _), name in zip(inclusive, names):
+            lines.append(f"| {share:.1f} % | `{name.replace('|', '/')[:160]}` |")
     text = "\n".join(lines) + "\n"
     output.write_text(text)
     print(text)
@@ -100,7 +111,8 @@ def main() -> int:
 
 def record(args, pid: int, data: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        ["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency), "-p", str(pid), "-o", str(data), "--", "sleep", str(args.seconds)],
+        ["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency), *(["--call-graph", "fp"] if args.call_graph else []),
+         "-p", str(pid), "-o", str(data), "--", "sleep", str(args.seconds)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 

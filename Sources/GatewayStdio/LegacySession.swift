@@ -76,7 +76,7 @@ public final class LegacySession: Sendable {
         /// Requests in flight, their streams and the replay buffer (`SessionStreams`).
         var streams: SessionStreams
         /// The readers of the streams (HTTP responses), by stream id.
-        var readers: [Int: AsyncStream<StreamItem>.Continuation] = [:]
+        var readers: [Int: StreamReader] = [:]
         /// `requestTimeout` timers per stream, cancelled when the stream's answers are all in.
         var timers: [Int: Task<Void, Never>] = [:]
         /// The child's deadline for answering initialize, cancelled when it does.
@@ -182,12 +182,38 @@ public final class LegacySession: Sendable {
     /// cancellation (nil: no limit).
     public func sendRequests(_ messages: [JSONRPCMessage], timeout: Duration?, origin: String? = nil) throws(ClosedError) -> Subscription {
         let (stream, continuation) = AsyncStream<StreamItem>.makeStream(bufferingPolicy: .unbounded)
+        let streamID = try send(messages, timeout: timeout, origin: origin, reader: .stream(continuation))
+        return Subscription(streamID: streamID, generation: 1, items: stream)
+    }
+
+    /// Sends one request to the child on a new stream whose messages go to `deliver`, called
+    /// with each item in order (nil once the stream is done) while the session's lock is held:
+    /// it must only hand the item on (the fast relay enqueues it on its connection's event
+    /// loop). Returns the stream's id, for ``stopReading(streamID:)``.
+    public func sendRequest(
+        _ message: JSONRPCMessage, timeout: Duration?, deliver: @escaping @Sendable (StreamItem?) -> Void
+    ) throws(ClosedError) -> Int {
+        try send([message], timeout: timeout, origin: nil, reader: .callback(deliver))
+    }
+
+    /// The reader of a stream opened by ``sendRequest(_:timeout:deliver:)`` stopped (its answer is
+    /// complete, or its client went away): as ``readerStopped(_:)``.
+    public func stopReading(streamID: Int) {
+        state.withLock { state in
+            state.lastActivity = .now
+            state.lastClientUse = .now
+            let outputs = state.streams.readerStopped(streamID: streamID, generation: 1)
+            Self.apply(outputs, to: &state)
+        }
+    }
+
+    private func send(_ messages: [JSONRPCMessage], timeout: Duration?, origin: String?, reader: StreamReader) throws(ClosedError) -> Int {
         let (streamID, lines): (Int, [ByteBuffer]) = try state.withLock { state throws(ClosedError) in
             if case .closed(let reason) = state.phase { throw ClosedError(reason: reason) }
             state.lastActivity = .now
             state.lastClientUse = .now
             let (streamID, lines, outputs) = state.streams.open(messages, origin: origin)
-            Self.apply(outputs, to: &state, newReader: continuation)
+            Self.apply(outputs, to: &state, newReader: reader)
             return (streamID, lines)
         }
         if let requestTimeout = timeout {
@@ -204,7 +230,7 @@ public final class LegacySession: Sendable {
             }
         }
         for line in lines { child.send(line) }
-        return Subscription(streamID: streamID, generation: 1, items: stream)
+        return streamID
     }
 
     /// `requestTimeout` passed: the client gets an error, the child a cancellation.
@@ -274,7 +300,7 @@ public final class LegacySession: Sendable {
             state.lastActivity = .now
             do throws(SessionStreams.AttachFailure) {
                 let (streamID, generation, outputs) = try state.streams.attach(lastEventID: lastEventID)
-                Self.apply(outputs, to: &state, newReader: continuation)
+                Self.apply(outputs, to: &state, newReader: .stream(continuation))
                 return (streamID, generation)
             } catch {
                 switch error {
@@ -321,7 +347,7 @@ public final class LegacySession: Sendable {
 
     /// Carries out what `SessionStreams` decided on the readers and timers; `newReader` is the
     /// reader of the call that asked (a POST's response, a GET).
-    private static func apply(_ outputs: [SessionStreams.Output], to state: inout State, newReader: AsyncStream<StreamItem>.Continuation? = nil) {
+    private static func apply(_ outputs: [SessionStreams.Output], to state: inout State, newReader: StreamReader? = nil) {
         for output in outputs {
             switch output {
             case .attachReader(let streamID):
@@ -363,5 +389,26 @@ public final class LegacySession: Sendable {
             return true
         }
         return closed
+    }
+}
+
+/// Who reads one stream of a session: an HTTP response's async sequence, or the fast relay's
+/// callback (nil: the stream is done).
+enum StreamReader: Sendable {
+    case stream(AsyncStream<StreamItem>.Continuation)
+    case callback(@Sendable (StreamItem?) -> Void)
+
+    func yield(_ item: StreamItem) {
+        switch self {
+        case .stream(let continuation): continuation.yield(item)
+        case .callback(let deliver): deliver(item)
+        }
+    }
+
+    func finish() {
+        switch self {
+        case .stream(let continuation): continuation.finish()
+        case .callback(let deliver): deliver(nil)
+        }
     }
 }

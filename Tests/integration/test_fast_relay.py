@@ -363,3 +363,149 @@ def test_relayed_calls_are_audited_and_counted_like_the_full_pipelines(start_gat
     assert value(samples, count, mcp_method_name="tools/call", gen_ai_tool_name="echo", router="echo", error_type="") >= 4
     assert value(samples, count, mcp_method_name="tools/call", router="echo", error_type="-32000") == 1
     assert value(samples, "mcp_gateway_upstream_duration_seconds_count", service="echo") >= 5
+
+
+# --- stdio sessions ------------------------------------------------------------------------------
+
+STDIO_SERVER = str(SERVERS / "stdio_server.py")
+SESSION_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def stdio_config() -> str:
+    return ENTRY_POINT + f"""
+    routers:
+      kit:
+        rule: "PathPrefix(`/kit`)"
+        service: kit
+        auth: none
+      side:
+        rule: "PathPrefix(`/side`)"
+        service: kit
+        auth: none
+    services:
+      kit:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{STDIO_SERVER}"]
+    """
+
+
+@pytest.fixture
+def stdio_gateway(start_gateway):
+    return start_gateway(stdio_config())
+
+
+def open_session(gateway, path: str = "/kit/mcp") -> dict:
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "fast", "version": "1"}}}
+    answer = httpx.post(gateway.url(path), json=init, headers=SESSION_HEADERS, timeout=20)
+    assert answer.status_code == 200, answer.text
+    headers = {**SESSION_HEADERS, "Mcp-Session-Id": answer.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+    assert httpx.post(gateway.url(path), json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10).status_code == 202
+    return headers
+
+
+def tool_call(id, name: str, arguments: dict, progress: str | None = None) -> dict:
+    params = {"name": name, "arguments": arguments}
+    if progress:
+        params["_meta"] = {"progressToken": progress}
+    return {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_calls_in_a_stdio_session_are_relayed_fast_json_and_sse_on_one_connection(stdio_gateway):
+    headers = open_session(stdio_gateway)
+    url = stdio_gateway.url("/kit/mcp")
+    with httpx.Client(headers=headers, timeout=10) as client:
+        for attempt in range(3):
+            answer = client.post(url, json=tool_call(f"e{attempt}", "echo", {"text": f"über {attempt}"}))
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", answer.text
+            assert answer.json() == {"jsonrpc": "2.0", "id": f"e{attempt}", "result": answer.json()["result"]}
+            assert answer.json()["result"]["content"][0]["text"] == f"über {attempt}"
+        # Progress first: the answer is an SSE stream, event by event with resumable ids, and the
+        # connection stays usable after it.
+        counted = client.post(url, json=tool_call(7, "count", {"steps": 3, "delay_seconds": 0.05}, progress="p7"))
+        assert counted.headers["content-type"].startswith("text/event-stream")
+        assert "connection" not in counted.headers or counted.headers["connection"] != "close"
+        events = sse_events(counted.text)
+        assert [e["params"]["progress"] for e in events if e.get("method") == "notifications/progress"] == [1, 2, 3]
+        assert events[-1]["id"] == 7 and events[-1]["result"]["content"][0]["text"] == "counted 3"
+        assert counted.text.count("\nid: ") + counted.text.startswith("id: ") == 4
+        assert client.post(url, json=tool_call(8, "pid", {})).json()["result"]["content"][0]["text"].isdigit()
+    fast = [line for line in fast_lines(stdio_gateway) if "path=/kit/mcp" in line and "mcp_method=tools/call" in line]
+    assert len(fast) >= 4, stdio_gateway.managed.log()[-3000:]
+    assert any("tool=count" in line for line in fast)
+
+
+def test_a_session_is_not_found_through_another_router_or_under_a_made_up_id(stdio_gateway):
+    headers = open_session(stdio_gateway)
+    kit, side = stdio_gateway.url("/kit/mcp"), stdio_gateway.url("/side/mcp")
+    for attempt in range(2):
+        assert httpx.post(kit, json=tool_call(attempt, "pid", {}), headers=headers, timeout=10).status_code == 200
+    # The same service behind another router: the session belongs to /kit's router.
+    for attempt in range(2):
+        elsewhere = httpx.post(side, json=tool_call(attempt, "pid", {}), headers=headers, timeout=10)
+        assert elsewhere.status_code == 404, elsewhere.text
+    made_up = {**headers, "Mcp-Session-Id": headers["Mcp-Session-Id"][:-2] + ("00" if not headers["Mcp-Session-Id"].endswith("00") else "11")}
+    assert httpx.post(kit, json=tool_call(3, "pid", {}), headers=made_up, timeout=10).status_code == 404
+    assert not [line for line in fast_lines(stdio_gateway) if "path=/side/mcp" in line]
+
+
+def test_a_fast_relayed_stream_broken_by_the_client_resumes_with_last_event_id(stdio_gateway):
+    headers = open_session(stdio_gateway)
+    url = stdio_gateway.url("/kit/mcp")
+    assert httpx.post(url, json=tool_call("warm", "pid", {}), headers=headers, timeout=10).status_code == 200
+    last_id = None
+    with httpx.stream("POST", url, json=tool_call("c1", "count", {"steps": 4, "delay_seconds": 0.3}, progress="tok"), headers=headers, timeout=10) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                last_id = line[4:]
+            if line.startswith("data: "):
+                break  # the client goes away after the first event
+    assert last_id
+    resumed = httpx.get(url, headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": last_id}, timeout=10)
+    events = sse_events(resumed.text)
+    assert [e["params"]["progress"] for e in events if e.get("method") == "notifications/progress"] == [2, 3, 4]
+    assert events[-1]["id"] == "c1" and events[-1]["result"]["content"][0]["text"] == "counted 4"
+    assert any("tool=count" in line for line in fast_lines(stdio_gateway))
+
+
+def test_the_official_client_elicits_and_gets_progress_over_the_fast_relay(stdio_gateway):
+    import anyio
+    from mcp import Client, types
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+    async def scenario():
+        async with Client(stdio_gateway.url("/kit/mcp"), mode="legacy", elicitation_callback=elicitation) as client:
+            for attempt in range(3):
+                with anyio.fail_after(15):
+                    assert (await client.call_tool("ask_user", {})).content[0].text == "user likes teal"
+                    steps = []
+
+                    async def progress(done, total, message):
+                        steps.append(done)
+
+                    result = await client.call_tool("count", {"steps": 2, "delay_seconds": 0.01}, progress_callback=progress)
+                    assert result.content[0].text == "counted 2" and steps == [1, 2], (attempt, steps)
+
+    anyio.run(scenario)
+    fast = fast_lines(stdio_gateway)
+    assert any("tool=ask_user" in line for line in fast) and any("tool=count" in line for line in fast), stdio_gateway.managed.log()[-3000:]
+
+
+def test_a_child_crashing_mid_call_on_the_fast_relay_answers_an_error(stdio_gateway):
+    headers = open_session(stdio_gateway)
+    url = stdio_gateway.url("/kit/mcp")
+    assert httpx.post(url, json=tool_call("warm", "pid", {}), headers=headers, timeout=10).status_code == 200
+    crashed = httpx.post(url, json=tool_call("boom", "crash", {}), headers=headers, timeout=20)
+    text = crashed.text
+    messages = sse_events(text) if crashed.headers["content-type"].startswith("text/event-stream") else [crashed.json()]
+    assert messages and "error" in messages[-1], text
+    assert httpx.post(url, json=tool_call("after", "pid", {}), headers=headers, timeout=10).status_code == 404
+    assert any("tool=crash" in line for line in fast_lines(stdio_gateway))

@@ -38,8 +38,8 @@ final class CompiledRoute: TransportRoute {
     /// The router's `tools` / `resources` / `prompts` / `policies`, compiled.
     let callPolicy: CompiledCallPolicy
     /// Whether the fast relay may carry this route's requests: a plain HTTP upstream it can
-    /// reach, no policies, neither the user's own upstream token nor a signed identity, and an
-    /// MCP path the front door never answers. (Middlewares it runs itself.)
+    /// reach (neither the user's own upstream token nor a signed identity) or a stdio service,
+    /// no policies, and an MCP path the front door never answers. (Middlewares it runs itself.)
     let relaysFast: Bool
 
     init(
@@ -54,11 +54,13 @@ final class CompiledRoute: TransportRoute {
         self.resourceURL = resourceURL
         self.accessPolicy = accessPolicy
         self.upstreamRemovals = upstreamRemovals
-        if case .http(let http) = upstream, http.service.oauth == nil, http.service.identityToken == nil, http.relayTarget != nil,
-           self.callPolicy.isEmpty, !FrontDoor.mayAnswer(path: router.mcpPath)
-        {
-            self.relaysFast = true
-        } else {
+        switch upstream {
+        case .http(let http):
+            self.relaysFast = http.service.oauth == nil && http.service.identityToken == nil && http.relayTarget != nil
+                && self.callPolicy.isEmpty && !FrontDoor.mayAnswer(path: router.mcpPath)
+        case .stdio:
+            self.relaysFast = self.callPolicy.isEmpty && !FrontDoor.mayAnswer(path: router.mcpPath)
+        case .group:
             self.relaysFast = false
         }
     }

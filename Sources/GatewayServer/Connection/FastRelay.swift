@@ -1,4 +1,5 @@
 import GatewayUpstream
+import GatewayStdio
 import GatewayConfig
 import GatewayAuth
 import GatewayStore
@@ -93,6 +94,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var contentType = ""
         var createdSession: String?
         var observed = false
+        /// A stdio session's stream this relay reads (its id), once the request went to the child.
+        var stdioStream: Int?
 
         init(admission: FastAdmission) {
             self.admission = admission
@@ -230,11 +233,16 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     private func send(_ relay: Relay, body: ByteBuffer, context: ChannelHandlerContext) {
         let admission = relay.admission
-        let head = pipeline.fastUpstreamHead(admission, bodyLength: body.readableBytes)
-        let service = admission.upstream.service
+        let (upstream, relayTarget): (HTTPUpstream, RelayTarget)
+        switch admission.destination {
+        case .stdio(let manager, let session): return sendToChild(relay, manager: manager, session: session, context: context)
+        case .http(let http, let target): (upstream, relayTarget) = (http, target)
+        }
+        let head = pipeline.fastUpstreamHead(admission, upstream: upstream, target: relayTarget, bodyLength: body.readableBytes)
+        let service = upstream.service
         let connectTimeout = TimeAmount.nanoseconds(Int64(service.connectTimeout.timeInterval * 1e9))
         let pool = pools.pool(on: context.eventLoop)
-        pool.connection(to: admission.target, service: service.name, connectTimeout: connectTimeout) { [self] result in
+        pool.connection(to: relayTarget, service: service.name, connectTimeout: connectTimeout) { [self] result in
             guard self.relay === relay, relay.connection == nil else {
                 // The client left while connecting.
                 if case .success(let connection) = result { connection.abandon() }
@@ -253,6 +261,82 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 connection.send(head, body: body, to: self)
             }
         }
+    }
+
+    // MARK: a stdio session's child
+
+    /// The request goes to the session's child; its messages come back on the child's event
+    /// loop and are handed to this connection's, in order: the answer alone is JSON, messages
+    /// before it (progress, the child's own requests) make the answer an SSE stream, as
+    /// `StdioBridge` answers.
+    private func sendToChild(_ relay: Relay, manager: StdioSessionManager, session: LegacySession, context: ChannelHandlerContext) {
+        guard let message = relay.admission.context.call?.message else { return answer(relay, with: .pipelineOrder(stage: "FastRelay (stdio)")) }
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let relayOnLoop = NIOLoopBound(relay, eventLoop: loop)
+        do {
+            relay.stdioStream = try session.sendRequest(message, timeout: manager.service.requestTimeout) { item in
+                loop.execute { handler.value.childSent(item, relay: relayOnLoop.value, session: session) }
+            }
+        } catch {
+            answer(relay, with: .sessionNotFound)
+        }
+    }
+
+    private func childSent(_ item: StreamItem?, relay: Relay, session: LegacySession) {
+        guard self.relay === relay, let context, let streamID = relay.stdioStream else { return }
+        switch item {
+        case .message(let eventID, let bytes, let final):
+            if !relay.responded, final {
+                relay.responded = true
+                relay.status = 200
+                var fields: HTTPFields = [.contentType: "application/json", .contentLength: String(bytes.readableBytes)]
+                if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
+                logAccess(relay, status: 200)
+                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+                context.write(wrapOutboundOut(.body(bytes)), promise: nil)
+                finishChildRelay(relay, session: session, streamID: streamID, context: context)
+                return
+            }
+            if !relay.responded {
+                relay.responded = true
+                relay.eventStream = true
+                relay.status = 200
+                var fields = MCPResponses.eventStreamHeaders
+                // Relayed here, the stream does not end the connection (the full pipeline's does).
+                fields[.connection] = pipeline.hops.membership.isDraining ? "close" : nil
+                logAccess(relay, status: 200)
+                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+            }
+            context.write(wrapOutboundOut(.body(SSEEncoding.event(id: eventID, data: bytes, allocator: context.channel.allocator))), promise: nil)
+            if final {
+                finishChildRelay(relay, session: session, streamID: streamID, context: context)
+            } else {
+                context.flush()
+            }
+        case .end, nil:
+            guard relay.responded else {
+                // The session ended before the answer (its child exited): as `StdioBridge` says.
+                relay.responded = true
+                relay.status = 200
+                let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
+                logAccess(relay, status: 200)
+                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: [.contentType: "application/json", .contentLength: String(error.readableBytes)]))), promise: nil)
+                context.write(wrapOutboundOut(.body(error)), promise: nil)
+                return finishChildRelay(relay, session: session, streamID: streamID, context: context)
+            }
+            finishChildRelay(relay, session: session, streamID: streamID, context: context)
+        }
+    }
+
+    private func finishChildRelay(_ relay: Relay, session: LegacySession, streamID: Int, context: ChannelHandlerContext) {
+        self.relay = nil
+        session.stopReading(streamID: streamID)
+        let closing = pipeline.hops.membership.isDraining
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in
+            if closing { context.close(promise: nil) }
+        }
+        if !closing { readWaiting(context: context) }
     }
 
     func upstreamResponded(_ head: HTTPResponseHead) {
@@ -274,7 +358,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         if let observer = pipeline.observer {
             relay.contentType = fields[.contentType] ?? ""
             relay.createdSession = fields[MCPHeaders.sessionID]
-            observer.metrics?.upstream(service: relay.admission.upstream.service.name, duration: ContinuousClock.now - relay.started)
+            observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
             observer.metrics?.request(router: relay.admission.route.router.name, status: relay.status)
         }
         guard let created = fields[MCPHeaders.sessionID] else {
@@ -287,7 +371,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         relay.binding = true
         let bindings = pipeline.dispatch.proxy.bindings
         let owner = SessionOwner(route: relay.admission.route, caller: relay.admission.context.caller)
-        let details = SessionDetails(service: relay.admission.upstream.service.name, kind: "http")
+        let details = SessionDetails(service: relay.admission.serviceName, kind: "http")
         let bound = context.eventLoop.makePromise(of: Void.self)
         bound.completeWithTask {
             do throws(SessionRefusal) { try await bindings.bind(created, to: owner, details: details) } catch { throw GatewayError(error) }
@@ -364,7 +448,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             context.close(promise: nil)
             return
         }
-        pipeline.observer?.metrics?.upstream(service: relay.admission.upstream.service.name, duration: ContinuousClock.now - relay.started)
+        pipeline.observer?.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
         answer(relay, with: gatewayError)
     }
 
@@ -412,6 +496,11 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         self.relay = nil
         relay.timer?.cancel()
         relay.connection?.abandon()
+        // A session's messages keep buffering for a resume (`Last-Event-ID`), as when the full
+        // pipeline's reader stops.
+        if case .stdio(_, let session) = relay.admission.destination, let streamID = relay.stdioStream {
+            session.stopReading(streamID: streamID)
+        }
         // The client went away, or the upstream broke off its answer: recorded with what was sent
         // (before any answer, as the full pipeline's cancelled request: 502).
         observe(relay, status: relay.responded ? relay.status : 502)

@@ -1,10 +1,12 @@
 import GatewayAuth
+import AuthorizationServer
 import Foundation
 import GatewayPolicies
 import GatewayCluster
 import MCPTranslation
 import GatewayConfig
 import GatewayUpstream
+import GatewayStdio
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -14,21 +16,34 @@ import NIOCore
 import NIOHTTP1
 
 /// A request the fast relay carries: the pipeline's stages ran on it without suspending, and the
-/// era dispatch would relay it to a plain HTTP upstream as it is. A class: the connection handler
-/// keeps one per request through every step, and the request and context are large values.
+/// era dispatch would relay it as it is, to a plain HTTP upstream or to the child of a stdio
+/// session this process holds. A class: the connection handler keeps one per request through
+/// every step, and the request and context are large values.
 final class FastAdmission {
     var request: Request
     var context: GatewayRequestContext
     let route: CompiledRoute
-    let upstream: HTTPUpstream
-    let target: RelayTarget
+    let destination: Destination
 
-    init(request: Request, context: GatewayRequestContext, route: CompiledRoute, upstream: HTTPUpstream, target: RelayTarget) {
+    enum Destination {
+        case http(HTTPUpstream, RelayTarget)
+        /// A session-based client's request for the child of `session` (held here, the caller's);
+        /// `manager`: the session's own (after a reload it may be an older one, with its own settings).
+        case stdio(StdioSessionManager, LegacySession)
+    }
+
+    init(request: Request, context: GatewayRequestContext, route: CompiledRoute, destination: Destination) {
         self.request = request
         self.context = context
         self.route = route
-        self.upstream = upstream
-        self.target = target
+        self.destination = destination
+    }
+
+    var serviceName: String {
+        switch destination {
+        case .http(let upstream, _): upstream.service.name
+        case .stdio(let manager, _): manager.service.name
+        }
     }
 }
 
@@ -51,9 +66,9 @@ extension GatewayPipeline {
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
         // connections: the full pipeline.
         guard fields[.origin] == nil, fields[.expect] == nil, fields[ClusterHops.signatureHeader] == nil,
-              fields[MCPHeaders.sessionID] == nil,
               !(fields[.connection].map { $0.lowercased().contains("close") || $0.lowercased().contains("upgrade") } ?? false)
         else { return nil }
+        let sessionID = fields[MCPHeaders.sessionID]
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
         var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         clientAddressing.apply(request, &context)
@@ -66,10 +81,22 @@ extension GatewayPipeline {
         // The front door answers no router's MCP path that `relaysFast` admits (checked per
         // configuration), so only that path (not its legacy SSE endpoints) is relayed
         // (the path exactly as sent: anything routing had to normalize takes the full pipeline).
-        guard context.legacyEndpoint == nil, let route = context.route, route.relaysFast, request.uri.path == route.router.mcpPath,
-              case .http(let upstream) = route.upstream,
-              let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream) == .modern
-        else { return nil }
+        guard context.legacyEndpoint == nil, let route = context.route, route.relaysFast, request.uri.path == route.router.mcpPath else { return nil }
+        var httpDestination: FastAdmission.Destination?
+        switch route.upstream {
+        case .http(let upstream):
+            guard sessionID == nil, let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream) == .modern else { return nil }
+            httpDestination = .http(upstream, target)
+        case .stdio:
+            // A request in a session of a stdio child: the session is looked up once the caller
+            // is known. One instance only (in a cluster the store says where a session is), and
+            // no audit or metrics (recorded by the full pipeline's observer).
+            guard sessionID != nil, observer == nil, !dispatch.stdio.locator.forwards,
+                  let version = fields[MCPHeaders.protocolVersion], StdioBridge.supportedVersions.contains(version)
+            else { return nil }
+        case .group:
+            return nil
+        }
         if route.router.auth == .oauth {
             let methods = route.router.authMethods
             switch Authentication.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? []) {
@@ -86,12 +113,31 @@ extension GatewayPipeline {
                 return nil
             }
         }
-        return FastAdmission(request: request, context: context, route: route, upstream: upstream, target: target)
+        if let httpDestination {
+            return FastAdmission(request: request, context: context, route: route, destination: httpDestination)
+        }
+        guard let sessionID, let (manager, session) = stdioSession(sessionID, route: route, caller: context.caller) else { return nil }
+        return FastAdmission(request: request, context: context, route: route, destination: .stdio(manager, session))
+    }
+
+    /// The session `id` of a stdio route when this process holds it for `caller` and the store
+    /// confirmed so within the last seconds (`SessionBindings.recentlyChecked`): what
+    /// `StdioBridge` would find after asking the store. Sessions bridged to a 2026-07-28-only
+    /// child (stamped, translated) take the full pipeline.
+    private func stdioSession(_ id: String, route: CompiledRoute, caller: VerifiedCaller?) -> (StdioSessionManager, LegacySession)? {
+        guard case .stdio(let manager) = route.upstream,
+              dispatch.stdio.bindings.recentlyChecked(id, owner: SessionOwner(route: route, caller: caller)) != nil,
+              let (owner, session) = dispatch.stdio.registry.session(serviceName: manager.service.name, id: id),
+              session.owner == caller?.claims.sub, session.phase == .ready, session.modernMeta == nil
+        else { return nil }
+        return (owner, session)
     }
 
     /// Stage 6 and the era dispatch's choice once the body is in: a single 2026-07-28 request or
-    /// notification in strict JSON, that the dispatch would relay as it is. Nil: the full pipeline.
+    /// notification in strict JSON, that the dispatch would relay as it is; for a stdio session,
+    /// a single request other than `initialize`. Nil: the full pipeline.
     func fastCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
+        if case .stdio = admission.destination { return fastSessionCall(admission, body: body) }
         let header = admission.request.headers[MCPHeaders.protocolVersion]
         guard let header, MCPVersions.modern.contains(header) else { return nil }
         do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
@@ -106,16 +152,25 @@ extension GatewayPipeline {
         return admission
     }
 
+    private func fastSessionCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
+        do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
+        let call = MCPCall(protocolVersion: admission.request.headers[MCPHeaders.protocolVersion], sessionID: admission.request.headers[MCPHeaders.sessionID], body: body)
+        guard call.era == .sessionBased, let message = call.message, message.isRequest, message.method != "initialize" else { return nil }
+        admission.context.call = call
+        admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
+        return admission
+    }
+
     /// The upstream request's head, by the proxy's header policy.
-    func fastUpstreamHead(_ admission: FastAdmission, bodyLength: Int) -> HTTPRequestHead {
+    func fastUpstreamHead(_ admission: FastAdmission, upstream: HTTPUpstream, target relayTarget: RelayTarget, bodyLength: Int) -> HTTPRequestHead {
         let context = admission.context
         var headers = HTTPProxy.upstreamHeaders(
-            for: admission.request, context: context.transport, route: admission.route, upstream: admission.upstream, caller: context.caller
+            for: admission.request, context: context.transport, route: admission.route, upstream: upstream, caller: context.caller
         )
-        admission.upstream.addCredentials(to: &headers)
-        headers.replaceOrAdd(name: "Host", value: admission.target.hostHeader)
+        upstream.addCredentials(to: &headers)
+        headers.replaceOrAdd(name: "Host", value: relayTarget.hostHeader)
         headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
-        let target = admission.upstream.relayRequestTarget(query: admission.request.uri.query)
+        let target = upstream.relayRequestTarget(query: admission.request.uri.query)
         return HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
     }
 }
