@@ -8,6 +8,13 @@ import Testing
 /// The fast relay's pure parts: where it sends a request, which paths it leaves to the front
 /// door, and the error it answers with (the full pipeline's).
 @Suite struct FastRelayPiecesTests {
+    @Test func answersMadeOnTheRelayAreDatedInIMFFixdate() {
+        #expect(HTTPDate.format(secondsSince1970: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.format(secondsSince1970: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(secondsSince1970: 1_796_473_326) == "Sat, 05 Dec 2026 12:22:06 GMT")
+        #expect(HTTPDate.now().hasSuffix(" GMT") && HTTPDate.now().count == 29)
+    }
+
     @Test func relayTargetsAreReadFromPlainHTTPURLsOnly() throws {
         let target = try #require(RelayTarget(url: "http://127.0.0.1:8080/mcp?tenant=a"))
         #expect(target.host == "127.0.0.1" && target.port == 8080)

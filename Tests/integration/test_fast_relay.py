@@ -5,6 +5,7 @@ when the client goes away, requests answered in order, and the token check (a to
 moment ago admits only its own router). The access log says which requests it carried
 (`relay=fast`)."""
 
+import email.utils
 import json
 import socket
 import sys
@@ -425,6 +426,7 @@ def test_calls_in_a_stdio_session_are_relayed_fast_json_and_sse_on_one_connectio
             assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", answer.text
             assert answer.json() == {"jsonrpc": "2.0", "id": f"e{attempt}", "result": answer.json()["result"]}
             assert answer.json()["result"]["content"][0]["text"] == f"über {attempt}"
+            assert abs(email.utils.parsedate_to_datetime(answer.headers["date"]).timestamp() - time.time()) < 5
         # Progress first: the answer is an SSE stream, event by event with resumable ids, and the
         # connection stays usable after it.
         counted = client.post(url, json=tool_call(7, "count", {"steps": 3, "delay_seconds": 0.05}, progress="p7"))

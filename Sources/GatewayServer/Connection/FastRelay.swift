@@ -16,6 +16,10 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOPosix
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The data plane's fast path: a request to a plain HTTP upstream that the pipeline's stages can
 /// admit without waiting (see `FastPath.swift`) is relayed by this connection handler on the
@@ -290,7 +294,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             if !relay.responded, final {
                 relay.responded = true
                 relay.status = 200
-                var fields: HTTPFields = [.contentType: "application/json", .contentLength: String(bytes.readableBytes)]
+                var fields: HTTPFields = [.contentType: "application/json", .contentLength: String(bytes.readableBytes), .date: HTTPDate.now()]
                 if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
                 logAccess(relay, status: 200)
                 context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
@@ -305,6 +309,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 var fields = MCPResponses.eventStreamHeaders
                 // Relayed here, the stream does not end the connection (the full pipeline's does).
                 fields[.connection] = pipeline.hops.membership.isDraining ? "close" : nil
+                fields[.date] = HTTPDate.now()
                 logAccess(relay, status: 200)
                 context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
             }
@@ -321,7 +326,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 relay.status = 200
                 let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
                 logAccess(relay, status: 200)
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: [.contentType: "application/json", .contentLength: String(error.readableBytes)]))), promise: nil)
+                let fields: HTTPFields = [.contentType: "application/json", .contentLength: String(error.readableBytes), .date: HTTPDate.now()]
+                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
                 context.write(wrapOutboundOut(.body(error)), promise: nil)
                 return finishChildRelay(relay, session: session, streamID: streamID, context: context)
             }
@@ -566,5 +572,31 @@ final class FastRelayInstaller: ChannelInboundHandler, RemovableChannelHandler {
         }
         context.fireChannelRead(data)
         operations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// The `Date` of the answers the gateway makes itself on the fast relay (RFC 9110 §6.6.1), as
+/// Hummingbird adds it to the full pipeline's: formatted once a second.
+enum HTTPDate {
+    private static let cached = Mutex<(second: Int, text: String)>((-1, ""))
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func now() -> String {
+        let second = Int(time(nil))
+        if let hit = cached.withLock({ $0.second == second ? $0.text : nil }) { return hit }
+        let text = format(secondsSince1970: second)
+        cached.withLock { $0 = (second, text) }
+        return text
+    }
+
+    /// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func format(secondsSince1970 second: Int) -> String {
+        var seconds = time_t(second)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
     }
 }

@@ -1,0 +1,140 @@
+"""Two builds of the gateway side by side in one run: the gateway's own CPU per proxied call on the
+HTTP route (tools/call to nginx answering a canned result, as bench/http_proxy.py) and per call
+on the stdio route (tools/call spread over 50 sessions of mcp-server-time children, as
+bench/stdio_bridge.py; children excluded), rounds interleaved (baseline, candidate, baseline, …)
+so that drift on the machine falls on both. Reports the median per build and the ratio.
+
+Usage: python bench/compare_builds.py --baseline OLD_BINARY --gateway NEW_BINARY [--rounds 3]
+Writes bench/results-builds.md. Build an old commit with
+`git worktree add /tmp/base <commit> && swift build -c release --package-path /tmp/base`.
+Both builds get the same configuration (keys every build since the wave-1 layout knows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import free_port, machine_line, own_cpu_seconds, run_wrk, stop_all, wait_port  # noqa: E402
+from http_proxy import CANNED, start_nginx  # noqa: E402
+from stdio_bridge import CHILD_ARGS, TIME_SERVER, create_sessions  # noqa: E402
+
+
+def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    config = workdir / f"gateway-{name}.yaml"
+    config.write_text(textwrap.dedent(f"""
+        entryPoints:
+          web:
+            address: "127.0.0.1:{port}"
+        publicURL: "http://127.0.0.1:{port}"
+        log:
+          level: warning
+        routers:
+          bench:
+            rule: "PathPrefix(`/bench`)"
+            service: bench
+            auth: none
+          time:
+            rule: "PathPrefix(`/time`)"
+            service: time
+            auth: none
+        services:
+          bench:
+            http:
+              url: "http://127.0.0.1:{upstream_port}/mcp"
+          time:
+            stdio:
+              command: "{TIME_SERVER}"
+              args: {CHILD_ARGS!r}
+              maxSessions: 100
+              maxSessionsPerUser: 100
+              idleTimeout: "1h"
+    """).replace("'", '"'))
+    process = subprocess.Popen([binary, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "wb"))
+    wait_port(port)
+    return process, port
+
+
+def measure(process: subprocess.Popen, url: str, seconds: int, script: Path, env: dict | None = None) -> dict:
+    before = own_cpu_seconds(process.pid)
+    result = run_wrk(url, 16, seconds, script, env)
+    after = own_cpu_seconds(process.pid)
+    return {"rps": result["rps"], "errors": result["errors"], "cpu_us": (after - before) / max(1, result["requests"]) * 1e6}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", required=True, help="the older build")
+    parser.add_argument("--gateway", required=True, help="the build to compare with it")
+    parser.add_argument("--baseline-name", default="baseline")
+    parser.add_argument("--gateway-name", default="candidate")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--output", default=str(HERE / "results-builds.md"))
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="mcpgw-builds-"))
+    started: list[subprocess.Popen] = []
+    samples: dict[tuple[str, str], list[dict]] = {}
+    try:
+        upstream, upstream_port = start_nginx(
+            "upstream", f"server {{ listen 127.0.0.1:PORT; location / {{ default_type application/json; return 200 '{CANNED}'; }} }}", workdir,
+        )
+        started.append(upstream)
+        builds = []
+        for name, binary in ((args.baseline_name, args.baseline), (args.gateway_name, args.gateway)):
+            process, port = start_gateway(binary, workdir, name, upstream_port)
+            started.append(process)
+            sessions = create_sessions(f"http://127.0.0.1:{port}/time/mcp", 50)
+            sessions_file = workdir / f"sessions-{name}.txt"
+            sessions_file.write_text("\n".join(sessions) + "\n")
+            builds.append((name, process, port, {"MCPGW_SESSIONS": str(sessions_file)}))
+        routes = [
+            ("HTTP route, c=16", "/bench/mcp", HERE / "tools_call.lua", False),
+            ("stdio route, 50 sessions × c=16", "/time/mcp", HERE / "sessions.lua", True),
+        ]
+        for name, process, port, env in builds:  # warm-up
+            for _, path, script, needs_sessions in routes:
+                run_wrk(f"http://127.0.0.1:{port}{path}", 16, 2, script, env if needs_sessions else None)
+        for round_number in range(args.rounds):
+            for route, path, script, needs_sessions in routes:
+                for name, process, port, env in builds:
+                    sample = measure(process, f"http://127.0.0.1:{port}{path}", args.seconds, script, env if needs_sessions else None)
+                    samples.setdefault((route, name), []).append(sample)
+                    print(f"round {round_number + 1} {route:32} {name:12} {sample['rps']:8.0f} req/s {sample['cpu_us']:7.1f} µs/call errors {sample['errors']}", flush=True)
+    finally:
+        stop_all(started)
+
+    lines = [
+        "# Two builds side by side", "",
+        f"{machine_line()}; `bench/compare_builds.py`: wrk c=16, {args.seconds}s per sample, {args.rounds} rounds interleaved; "
+        "the gateway's own CPU per call (children excluded), median of the rounds. "
+        f"Baseline: {args.baseline_name}; candidate: {args.gateway_name}. Both with the same configuration and defaults.", "",
+        "| route | build | req/s (median) | CPU µs/call (median) | samples µs/call | errors |", "|---|---|---:|---:|---|---:|",
+    ]
+    for route, _, _, _ in routes:
+        for name, *_ in builds:
+            rows = samples[(route, name)]
+            lines.append(f"| {route} | {name} | {statistics.median(r['rps'] for r in rows):.0f} | {statistics.median(r['cpu_us'] for r in rows):.1f} | "
+                         f"{', '.join(f'{r['cpu_us']:.0f}' for r in rows)} | {sum(r['errors'] for r in rows)} |")
+    lines += ["", "## Candidate against baseline", ""]
+    for route, _, _, _ in routes:
+        base = statistics.median(r["cpu_us"] for r in samples[(route, builds[0][0])])
+        candidate = statistics.median(r["cpu_us"] for r in samples[(route, builds[1][0])])
+        lines.append(f"- {route}: {candidate:.1f} µs against {base:.1f} µs per call = **{candidate / base:.2f}×**")
+    text = "\n".join(lines) + "\n"
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
