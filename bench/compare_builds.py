@@ -7,7 +7,8 @@ so that drift on the machine falls on both. Reports the median per build and the
 Usage: python bench/compare_builds.py --baseline OLD_BINARY --gateway NEW_BINARY [--rounds 3]
 Writes bench/results-builds.md. Build an old commit with
 `git worktree add /tmp/base <commit> && swift build -c release --package-path /tmp/base`.
-Both builds get the same configuration (keys every build since the wave-1 layout knows).
+Both builds get the same configuration (keys every build since the wave-1 layout knows; the
+newer ones' per-user session cap raised for the 50 sessions of one load generator).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from http_proxy import CANNED, start_nginx  # noqa: E402
 from stdio_bridge import CHILD_ARGS, TIME_SERVER, create_sessions  # noqa: E402
 
 
-def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int) -> tuple[subprocess.Popen, int]:
+def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int, entry_point_extra: str = "", baseline: bool = False) -> tuple[subprocess.Popen, int]:
+    """`baseline`: an older build, without the keys it does not know (`maxSessionsPerUser`: it
+    had no per-user cap)."""
+    per_user = "" if baseline else "maxSessionsPerUser: 100"
     port = free_port()
-    config = workdir / f"gateway-{name}.yaml"
+    config = workdir / f"gateway-{name.replace(' ', '-').replace(':', '')}.yaml"
     config.write_text(textwrap.dedent(f"""
         entryPoints:
           web:
             address: "127.0.0.1:{port}"
+            {entry_point_extra}
         publicURL: "http://127.0.0.1:{port}"
         log:
           level: warning
@@ -55,7 +60,7 @@ def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int) -> 
               command: "{TIME_SERVER}"
               args: {CHILD_ARGS!r}
               maxSessions: 100
-              maxSessionsPerUser: 100
+              {per_user}
               idleTimeout: "1h"
     """).replace("'", '"'))
     process = subprocess.Popen([binary, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "wb"))
@@ -78,6 +83,8 @@ def main() -> int:
     parser.add_argument("--gateway-name", default="candidate")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--candidate-full-pipeline", action="store_true",
+                        help="also the candidate with `fastRelay: false` (a key older builds do not know)")
     parser.add_argument("--output", default=str(HERE / "results-builds.md"))
     args = parser.parse_args()
 
@@ -90,8 +97,11 @@ def main() -> int:
         )
         started.append(upstream)
         builds = []
-        for name, binary in ((args.baseline_name, args.baseline), (args.gateway_name, args.gateway)):
-            process, port = start_gateway(binary, workdir, name, upstream_port)
+        candidates = [(args.baseline_name, args.baseline, ""), (args.gateway_name, args.gateway, "")]
+        if args.candidate_full_pipeline:
+            candidates.append((f"{args.gateway_name}, fastRelay: false", args.gateway, "fastRelay: false"))
+        for index, (name, binary, extra) in enumerate(candidates):
+            process, port = start_gateway(binary, workdir, name, upstream_port, extra, baseline=index == 0)
             started.append(process)
             sessions = create_sessions(f"http://127.0.0.1:{port}/time/mcp", 50)
             sessions_file = workdir / f"sessions-{name}.txt"
@@ -117,19 +127,20 @@ def main() -> int:
         "# Two builds side by side", "",
         f"{machine_line()}; `bench/compare_builds.py`: wrk c=16, {args.seconds}s per sample, {args.rounds} rounds interleaved; "
         "the gateway's own CPU per call (children excluded), median of the rounds. "
-        f"Baseline: {args.baseline_name}; candidate: {args.gateway_name}. Both with the same configuration and defaults.", "",
+        f"Baseline: {args.baseline_name}; candidate: {args.gateway_name}. Both with the same configuration and defaults (but the per-user session cap, a key the baseline does not know).", "",
         "| route | build | req/s (median) | CPU µs/call (median) | samples µs/call | errors |", "|---|---|---:|---:|---|---:|",
     ]
     for route, _, _, _ in routes:
         for name, *_ in builds:
             rows = samples[(route, name)]
             lines.append(f"| {route} | {name} | {statistics.median(r['rps'] for r in rows):.0f} | {statistics.median(r['cpu_us'] for r in rows):.1f} | "
-                         f"{', '.join(f'{r['cpu_us']:.0f}' for r in rows)} | {sum(r['errors'] for r in rows)} |")
-    lines += ["", "## Candidate against baseline", ""]
+                         f"{', '.join(format(r['cpu_us'], '.0f') for r in rows)} | {sum(r['errors'] for r in rows)} |")
+    lines += ["", "## Against the baseline", ""]
     for route, _, _, _ in routes:
         base = statistics.median(r["cpu_us"] for r in samples[(route, builds[0][0])])
-        candidate = statistics.median(r["cpu_us"] for r in samples[(route, builds[1][0])])
-        lines.append(f"- {route}: {candidate:.1f} µs against {base:.1f} µs per call = **{candidate / base:.2f}×**")
+        for name, *_ in builds[1:]:
+            candidate = statistics.median(r["cpu_us"] for r in samples[(route, name)])
+            lines.append(f"- {route}, {name}: {candidate:.1f} µs against {base:.1f} µs per call = **{candidate / base:.2f}×**")
     text = "\n".join(lines) + "\n"
     Path(args.output).write_text(text)
     print(text)
