@@ -511,3 +511,45 @@ def test_a_child_crashing_mid_call_on_the_fast_relay_answers_an_error(stdio_gate
     assert messages and "error" in messages[-1], text
     assert httpx.post(url, json=tool_call("after", "pid", {}), headers=headers, timeout=10).status_code == 404
     assert any("tool=crash" in line for line in fast_lines(stdio_gateway))
+
+
+def test_relayed_stdio_calls_are_audited_and_counted_like_the_full_pipelines(start_gateway, tmp_path):
+    from test_metrics import scrape, value
+
+    audit_file = tmp_path / "audit.jsonl"
+    gateway = start_gateway(stdio_config() + f"""
+    audit:
+      file: "{audit_file}"
+      arguments: redacted
+    metrics:
+      prometheus: {{}}
+    """)
+    headers = open_session(gateway)
+    url = gateway.url("/kit/mcp")
+    with httpx.Client(headers=headers, timeout=10) as client:
+        for attempt in range(3):
+            answer = client.post(url, json=tool_call(attempt, "echo", {"text": "hi", "password": "hunter2-not-logged"}))
+            assert answer.json()["result"]["content"][0]["text"] == "hi"
+        counted = client.post(url, json=tool_call(9, "count", {"steps": 2, "delay_seconds": 0.01}, progress="p9"))
+        assert counted.headers["content-type"].startswith("text/event-stream")
+    fast = [line for line in fast_lines(gateway) if "mcp_method=tools/call" in line]
+    assert len(fast) >= 3, gateway.managed.log()[-3000:]
+
+    def calls():
+        return [json.loads(line) for line in audit_file.read_text().splitlines() if '"tools/call"' in line]
+
+    records = wait_until(lambda: len(calls()) >= 4 and calls(), what="four tools/call audit lines")
+    echoes = [r for r in records if r.get("tool") == "echo"]
+    assert len(echoes) == 3, records
+    for record in echoes:
+        assert record["router"] == "kit" and record["service"] == "kit" and record["transport"] == "stdio" and record["status"] == 200
+        assert record["bytes_in"] > 0 and record["bytes_out"] > 0 and "duration_ms" in record
+        assert record["arguments"]["text"] == "hi" and record["arguments"]["password"] != "hunter2-not-logged"
+    streamed = [r for r in records if r.get("tool") == "count"]
+    assert streamed and streamed[0]["status"] == 200 and streamed[0]["bytes_out"] > counted.text.count("data:") * 10
+    assert "hunter2-not-logged" not in audit_file.read_text()
+
+    samples = scrape(gateway.url("/metrics"))
+    count = "mcp_server_operation_duration_seconds_count"
+    assert value(samples, count, mcp_method_name="tools/call", gen_ai_tool_name="echo", router="kit", error_type="") == 3
+    assert value(samples, "mcp_gateway_upstream_duration_seconds_count", service="kit") >= 4

@@ -292,28 +292,25 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         switch item {
         case .message(let eventID, let bytes, let final):
             if !relay.responded, final {
-                relay.responded = true
-                relay.status = 200
                 var fields: HTTPFields = [.contentType: "application/json", .contentLength: String(bytes.readableBytes), .date: HTTPDate.now()]
                 if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
-                logAccess(relay, status: 200)
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+                childResponded(relay, fields: fields, context: context)
+                relay.tally?.add(bytes)
                 context.write(wrapOutboundOut(.body(bytes)), promise: nil)
                 finishChildRelay(relay, session: session, streamID: streamID, context: context)
                 return
             }
             if !relay.responded {
-                relay.responded = true
                 relay.eventStream = true
-                relay.status = 200
                 var fields = MCPResponses.eventStreamHeaders
                 // Relayed here, the stream does not end the connection (the full pipeline's does).
                 fields[.connection] = pipeline.hops.membership.isDraining ? "close" : nil
                 fields[.date] = HTTPDate.now()
-                logAccess(relay, status: 200)
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+                childResponded(relay, fields: fields, context: context)
             }
-            context.write(wrapOutboundOut(.body(SSEEncoding.event(id: eventID, data: bytes, allocator: context.channel.allocator))), promise: nil)
+            let event = SSEEncoding.event(id: eventID, data: bytes, allocator: context.channel.allocator)
+            relay.tally?.add(event)
+            context.write(wrapOutboundOut(.body(event)), promise: nil)
             if final {
                 finishChildRelay(relay, session: session, streamID: streamID, context: context)
             } else {
@@ -322,12 +319,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         case .end, nil:
             guard relay.responded else {
                 // The session ended before the answer (its child exited): as `StdioBridge` says.
-                relay.responded = true
-                relay.status = 200
                 let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
-                logAccess(relay, status: 200)
                 let fields: HTTPFields = [.contentType: "application/json", .contentLength: String(error.readableBytes), .date: HTTPDate.now()]
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+                childResponded(relay, fields: fields, context: context)
+                relay.tally?.add(error)
                 context.write(wrapOutboundOut(.body(error)), promise: nil)
                 return finishChildRelay(relay, session: session, streamID: streamID, context: context)
             }
@@ -335,9 +330,24 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         }
     }
 
+    /// The answer's head (200: errors of the child are JSON-RPC errors in the body), with the
+    /// access-log line and, when on, the metrics the full pipeline records at this point.
+    private func childResponded(_ relay: Relay, fields: HTTPFields, context: ChannelHandlerContext) {
+        relay.responded = true
+        relay.status = 200
+        if let observer = pipeline.observer {
+            relay.contentType = fields[.contentType] ?? ""
+            observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
+            observer.metrics?.request(router: relay.admission.route.router.name, status: 200)
+        }
+        logAccess(relay, status: 200)
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+    }
+
     private func finishChildRelay(_ relay: Relay, session: LegacySession, streamID: Int, context: ChannelHandlerContext) {
         self.relay = nil
         session.stopReading(streamID: streamID)
+        observe(relay, status: relay.status)
         let closing = pipeline.hops.membership.isDraining
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in
             if closing { context.close(promise: nil) }

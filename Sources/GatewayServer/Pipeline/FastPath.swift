@@ -89,9 +89,8 @@ extension GatewayPipeline {
             httpDestination = .http(upstream, target)
         case .stdio:
             // A request in a session of a stdio child: the session is looked up once the caller
-            // is known. One instance only (in a cluster the store says where a session is), and
-            // no audit or metrics (recorded by the full pipeline's observer).
-            guard sessionID != nil, observer == nil, !dispatch.stdio.locator.forwards,
+            // is known. One instance only (in a cluster the store says where a session is).
+            guard sessionID != nil, !dispatch.stdio.locator.forwards,
                   let version = fields[MCPHeaders.protocolVersion], StdioBridge.supportedVersions.contains(version)
             else { return nil }
         case .group:
