@@ -85,6 +85,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--candidate-full-pipeline", action="store_true",
                         help="also the candidate with `fastRelay: false` (a key older builds do not know)")
+    parser.add_argument("--recent-baseline", action="store_true", help="the baseline knows the per-user session cap (built after it came)")
+    parser.add_argument("--entry-point", default="", help="extra entry-point keys for both builds, e.g. 'fastRelay: false'")
     parser.add_argument("--output", default=str(HERE / "results-builds.md"))
     args = parser.parse_args()
 
@@ -97,11 +99,11 @@ def main() -> int:
         )
         started.append(upstream)
         builds = []
-        candidates = [(args.baseline_name, args.baseline, ""), (args.gateway_name, args.gateway, "")]
+        candidates = [(args.baseline_name, args.baseline, args.entry_point), (args.gateway_name, args.gateway, args.entry_point)]
         if args.candidate_full_pipeline:
             candidates.append((f"{args.gateway_name}, fastRelay: false", args.gateway, "fastRelay: false"))
         for index, (name, binary, extra) in enumerate(candidates):
-            process, port = start_gateway(binary, workdir, name, upstream_port, extra, baseline=index == 0)
+            process, port = start_gateway(binary, workdir, name, upstream_port, extra, baseline=index == 0 and not args.recent_baseline)
             started.append(process)
             sessions = create_sessions(f"http://127.0.0.1:{port}/time/mcp", 50)
             sessions_file = workdir / f"sessions-{name}.txt"
