@@ -275,6 +275,7 @@ let package = Package(
         .target(
             name: "GatewayServer",
             dependencies: [
+                "CProcessSpawn",
                 "GatewayConfig",
                 "GatewayRouting",
                 "GatewayUpstream",

@@ -1,3 +1,4 @@
+import CProcessSpawn
 import MCPTransport
 import Foundation
 import GatewayConfig
@@ -155,18 +156,14 @@ struct FileFingerprint: Equatable, Sendable {
     var modified: Int
     var modifiedNanoseconds: Int
 
+    /// One stat(2) (the watcher reads it every interval; Foundation's `attributesOfItem` also
+    /// reads /etc/passwd and /etc/group to name the owner, each time).
     static func read(_ path: String) -> FileFingerprint? {
-        // Through Foundation rather than stat(2): the C struct's fields are visible only through
-        // whichever module clang attributes the header to, which differs between builds.
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              let inode = (attributes[.systemFileNumber] as? NSNumber)?.uint64Value,
-              let size = (attributes[.size] as? NSNumber)?.int64Value,
-              let modified = attributes[.modificationDate] as? Date
-        else { return nil }
-        let seconds = modified.timeIntervalSince1970
-        return FileFingerprint(
-            inode: inode, size: size, modified: Int(seconds.rounded(.down)),
-            modifiedNanoseconds: Int(((seconds - seconds.rounded(.down)) * 1e9).rounded())
-        )
+        var inode: UInt64 = 0
+        var size: Int64 = 0
+        var seconds: Int64 = 0
+        var nanoseconds: Int64 = 0
+        guard mcpgw_file_fingerprint(path, &inode, &size, &seconds, &nanoseconds) == 0 else { return nil }
+        return FileFingerprint(inode: inode, size: size, modified: Int(seconds), modifiedNanoseconds: Int(nanoseconds))
     }
 }
