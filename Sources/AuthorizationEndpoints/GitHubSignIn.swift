@@ -41,7 +41,9 @@ package struct GitHubSignIn: RedirectingIdentityProvider {
             let orgs = policy.needsOrgs ? try await github.orgs(token: token) : nil
             let teams = policy.needsTeams ? try await github.teams(token: token) : nil
             let subject = GrantSubject(subject: "github:\(user.id)", login: user.login, orgs: orgs, teams: teams, email: user.email)
-            await keepToken?(subject, token)
+            // Kept only for someone the allow-lists admit: the refused user's token is not
+            // stored anywhere (the caller refuses the sign-in on the same policy).
+            if policy.admits(subject.identity) { await keepToken?(subject, token) }
             return .signedIn(subject)
         } catch {
             logger.warning("GitHub sign-in failed", metadata: ["detail": "\(error.description)"])

@@ -430,6 +430,12 @@ def test_provider_github_sends_the_users_github_token_asked_with_the_services_sc
     assert anyio.run(bearer, "2026-07-28").startswith("Bearer gho_")
     assert gateway.readiness()["connections"] == {"copilot": 1}
     assert seen.removeprefix("Bearer ") not in gateway.managed.log()
+    # Someone the allow-list refuses signs in at GitHub too: refused, and their token is kept
+    # nowhere.
+    fake_github.set_user("mallory", user_id=666)
+    with pytest.raises(BaseException):
+        anyio.run(bearer, "legacy")
+    assert gateway.readiness()["connections"] == {"copilot": 1}
 
 
 def test_the_store_key_is_rotated_without_losing_a_connection(world):
