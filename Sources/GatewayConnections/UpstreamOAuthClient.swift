@@ -63,12 +63,15 @@ public final class UpstreamOAuthClient: Sendable {
         self.keys = keys
     }
 
-    /// The registration made at an authorization server, as kept in the store (sealed).
+    /// The registration made at an authorization server, as kept in the store (sealed). One
+    /// sealed under a previous key is sealed again under the current one as it is read.
     private func storedRegistration(_ key: String) async -> ClientIdentity? {
-        guard let raw = try? await store.get(key), let keys = keys(),
-              let plain = try? SecretSealer(keys: keys).open(String(decoding: raw, as: UTF8.self), context: key)
-        else { return nil }
-        return try? JSONDecoder().decode(ClientIdentity.self, from: Data(plain))
+        guard let raw = try? await store.get(key), let keys = keys() else { return nil }
+        let sealer = SecretSealer(keys: keys)
+        let text = String(decoding: raw, as: UTF8.self)
+        guard let plain = try? sealer.open(text, context: key), let identity = try? JSONDecoder().decode(ClientIdentity.self, from: Data(plain)) else { return nil }
+        if SecretSealer.keyID(of: text) != sealer.currentKeyID { await keepRegistration(identity, key: key) }
+        return identity
     }
 
     private func keepRegistration(_ identity: ClientIdentity, key: String) async {
@@ -76,6 +79,36 @@ public final class UpstreamOAuthClient: Sendable {
               let sealed = try? SecretSealer(keys: keys).seal(Array(encoded), context: key)
         else { return }
         try? await store.set(key, Array(sealed.utf8), ttl: nil)
+        try? await store.addToSet(Self.registrationIndexKey, [key], ttl: nil)
+    }
+
+    /// The keys of the registrations kept (for `admin rotate-store-key`).
+    static let registrationIndexKey = "upstream-clients"
+
+    /// Seals every kept registration again under the current key (`admin rotate-store-key`):
+    /// how many were resealed, already under it, and the ones no configured key opens (left as
+    /// they are; the next connection registers again).
+    public static func resealRegistrations(store: any KeyValueStore, keys: StoreKeys) async throws(StoreError) -> (resealed: Int, unchanged: Int, failed: [String]) {
+        let sealer = SecretSealer(keys: keys)
+        var (resealed, unchanged, failed) = (0, 0, [String]())
+        for key in try await store.setMembers(registrationIndexKey) {
+            guard let raw = try await store.get(key) else {
+                try await store.removeFromSet(registrationIndexKey, [key])
+                continue
+            }
+            let text = String(decoding: raw, as: UTF8.self)
+            if SecretSealer.keyID(of: text) == sealer.currentKeyID {
+                unchanged += 1
+                continue
+            }
+            guard let plain = try? sealer.open(text, context: key), let again = try? sealer.seal(plain, context: key) else {
+                failed.append(String(key.suffix(12)))
+                continue
+            }
+            try await store.set(key, Array(again.utf8), ttl: nil)
+            resealed += 1
+        }
+        return (resealed, unchanged, failed)
     }
 
     static func registrationKey(issuer: String, publicURL: PublicURL) -> String {

@@ -198,11 +198,12 @@ struct Admin: AsyncParsableCommand {
     struct RotateStoreKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rotate-store-key",
-            abstract: "Seal every stored upstream connection again under store.encryptionKey.",
+            abstract: "Seal every stored upstream connection and registration again under store.encryptionKey.",
             discussion: """
             To rotate the key: put the new key in store.encryptionKey and the old one in \
             store.previousEncryptionKeys, reload or restart the gateways, run this command, then \
-            remove the old key. Connections no configured key opens are listed and left alone.
+            remove the old key. Connections no configured key opens are listed and left alone; \
+            so are the gateway's client registrations at upstream authorization servers.
             """
         )
         @OptionGroup var options: Options
@@ -217,12 +218,24 @@ struct Admin: AsyncParsableCommand {
             let vault = ConnectionVault(store: store, keys: { keys })
             do {
                 let result = try await vault.reseal()
+                let registrations: (resealed: Int, unchanged: Int, failed: [String])
+                do { registrations = try await UpstreamOAuthClient.resealRegistrations(store: store, keys: keys) } catch {
+                    await store.shutdown()
+                    fail("\(error)")
+                }
                 await store.shutdown()
                 let keyID = SecretSealer(keys: keys).currentKeyID
-                emit(["key": keyID, "resealed": "\(result.resealed)", "unchanged": "\(result.unchanged)", "failed": result.failed.joined(separator: " ")], json: options.json) {
-                    [["KEY", "RESEALED", "ALREADY UNDER IT", "NOT OPENED"], [keyID, "\(result.resealed)", "\(result.unchanged)", result.failed.isEmpty ? "-" : result.failed.joined(separator: " ")]]
+                let failed = result.failed + registrations.failed.map { "registration:\($0)" }
+                emit([
+                    "key": keyID, "resealed": "\(result.resealed)", "unchanged": "\(result.unchanged)", "failed": failed.joined(separator: " "),
+                    "registrationsResealed": "\(registrations.resealed)", "registrationsUnchanged": "\(registrations.unchanged)",
+                ], json: options.json) {
+                    [
+                        ["KEY", "RESEALED", "ALREADY UNDER IT", "REGISTRATIONS RESEALED", "REGISTRATIONS UNDER IT", "NOT OPENED"],
+                        [keyID, "\(result.resealed)", "\(result.unchanged)", "\(registrations.resealed)", "\(registrations.unchanged)", failed.isEmpty ? "-" : failed.joined(separator: " ")],
+                    ]
                 }
-                if !result.failed.isEmpty { Foundation.exit(1) }
+                if !failed.isEmpty { Foundation.exit(1) }
             } catch {
                 await store.shutdown()
                 fail("\(error)")

@@ -441,6 +441,14 @@ def test_provider_github_sends_the_users_github_token_asked_with_the_services_sc
 def test_the_store_key_is_rotated_without_losing_a_connection(world):
     assert world.connect_in_browser(world.connect_url, "alice", "ann") == "Connected to linear"
     old_key_id = world.raw_grant("alice").split(".")[1]
+
+    def registration() -> str:
+        """The gateway's client registration at the upstream's authorization server (sealed)."""
+        keys = world.redis.cli("-n", "0", "KEYS", "gw:upstream-client:*").split()
+        assert len(keys) == 1, keys
+        return world.redis.cli("-n", "0", "GET", keys[0]).strip()
+
+    assert registration().split(".")[1] == old_key_id
     new_key = base64.b64encode(bytes(range(100, 132))).decode()
     key_file = world.gateway.config_path.parent / "store-key"
     key_file.write_text(new_key + "\n")
@@ -459,7 +467,10 @@ def test_the_store_key_is_rotated_without_losing_a_connection(world):
     assert rotated.returncode == 0, rotated.stderr
     report = json.loads(rotated.stdout)
     assert report["resealed"] == "1" and report["failed"] == "" and report["key"] != old_key_id
+    assert report["registrationsResealed"] == "1" and report["registrationsUnchanged"] == "0"
     assert world.raw_grant("alice").split(".")[1] == report["key"]
+    resealed_registration = registration()
+    assert resealed_registration.split(".")[1] == report["key"]
     assert world.grant("alice", key=new_key)["accessToken"]
     with pytest.raises(InvalidTag):
         world.grant("alice", key=KEY)
@@ -468,6 +479,10 @@ def test_the_store_key_is_rotated_without_losing_a_connection(world):
     world.gateway.rewrite_config(text.replace('\n  previousEncryptionKeys: ["env://MCPGW_STORE_KEY"]', ""))
     world.gateway.wait_for_generation(generation + 1)
     assert anyio.run(world.whoami, "alice", [], None) == "ann"
+    # A new connection uses the same registration: it still opens (registering again would
+    # write another one).
+    assert world.connect_in_browser(world.connect_url, "bob", "ben") == "Connected to linear"
+    assert registration() == resealed_registration
     # The key never appears in the command's output or the gateway's log.
     assert new_key not in rotated.stdout + rotated.stderr + world.gateway.managed.log() and KEY not in world.gateway.managed.log()
 
