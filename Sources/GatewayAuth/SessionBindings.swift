@@ -208,9 +208,6 @@ package final class SessionBindings: Sendable {
         _ = try? await store.delete(["session-takeover:\(Self.hash(sessionID))"])
     }
 
-    /// Passes when `sessionID` is bound to `owner`; 404 when it is bound to anyone else or to
-    /// nobody; 503 when the store cannot say.
-    @discardableResult
     /// `check` without waiting: the record when the store confirmed, within `recheckInterval`,
     /// that `owner` holds the session; nil when only the store can say (`check` asks it).
     package func recentlyChecked(_ sessionID: String, owner: SessionOwner) -> SessionRecord? {
@@ -222,6 +219,9 @@ package final class SessionBindings: Sendable {
         }
     }
 
+    /// Passes when `sessionID` is bound to `owner`; 404 when it is bound to anyone else or to
+    /// nobody; 503 when the store cannot say.
+    @discardableResult
     package func check(_ sessionID: String, owner: SessionOwner) async throws(SessionRefusal) -> SessionRecord {
         let key = Self.key(sessionID)
         let now = ContinuousClock.now
