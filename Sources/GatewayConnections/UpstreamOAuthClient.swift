@@ -188,7 +188,7 @@ public final class UpstreamOAuthClient: Sendable {
         request.headers.add(name: "Accept", value: "application/json, text/event-stream")
         request.headers.add(name: "MCP-Protocol-Version", value: "2025-11-25")
         request.body = .bytes(ByteBuffer(string: #"{"jsonrpc":"2.0","id":"mcpgw-discovery","method":"ping"}"#))
-        if let response = try? await http.execute(request, timeout: .seconds(10), logger: logger) {
+        if let response = try? await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient) {
             _ = try? await response.body.collect(upTo: 64 * 1024)
             for challenge in response.headers["WWW-Authenticate"] {
                 if let url = Self.parameter("resource_metadata", in: challenge) { return url }
@@ -245,7 +245,7 @@ public final class UpstreamOAuthClient: Sendable {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "Accept", value: "application/json")
         do {
-            let response = try await http.execute(request, timeout: .seconds(10), logger: logger)
+            let response = try await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient)
             let body = try await response.body.collect(upTo: Self.maxDocument)
             guard response.status == .ok else { throw Failure("\(what) at \(url): HTTP \(response.status.code)") }
             guard let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else { throw Failure("\(what) at \(url) is not a JSON object") }
@@ -282,7 +282,7 @@ public final class UpstreamOAuthClient: Sendable {
         request.body = .bytes(ByteBuffer(data: body))
         let object: [String: Any]
         do {
-            let response = try await http.execute(request, timeout: .seconds(10), logger: logger)
+            let response = try await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient)
             let bytes = try await response.body.collect(upTo: Self.maxDocument)
             let answer = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any]
             guard (200..<300).contains(response.status.code), let parsed = answer else {
@@ -374,8 +374,7 @@ public final class UpstreamOAuthClient: Sendable {
         }
         request.body = .bytes(ByteBuffer(string: FormEncoding.encode(fields)))
         // The token endpoint's answers hold secrets: the HTTP client logs nothing of them.
-        var quiet = logger
-        quiet.logLevel = .info
+        let quiet = logger.forHTTPClient
         do {
             let response = try await http.execute(request, timeout: .seconds(15), logger: quiet)
             let bytes = try await response.body.collect(upTo: Self.maxDocument)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GatewayAuth
 import GatewayConfig
 import Logging
 import MCPMessages
@@ -50,10 +51,9 @@ public final class SSEUpstreamPeer: MessagePeer {
         onMessage: @escaping @Sendable (ByteBuffer) -> Void
     ) async throws(ConnectError) -> SSEUpstreamPeer {
         var url = service.url
-        var clientLogger = logger
+        let clientLogger = logger.forHTTPClient
         if let credential = service.credentials?.queryItem {
             url += (url.contains("?") ? "&" : "?") + credential
-            if clientLogger.logLevel < .info { clientLogger.logLevel = .info }
         }
         guard let base = URL(string: url), let origin = Self.origin(of: base) else { throw ConnectError(description: "\(service.url) is not a URL") }
         var request = HTTPClientRequest(url: url)
@@ -177,7 +177,7 @@ public final class SSEUpstreamPeer: MessagePeer {
         request.body = .bytes(message)
         var failure: String?
         do {
-            let response = try await http.execute(request, timeout: .nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9)), logger: logger)
+            let response = try await http.execute(request, timeout: .nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9)), logger: logger.forHTTPClient)
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if !(200..<300).contains(response.status.code) { failure = "HTTP \(response.status.code)" }
         } catch {

@@ -1,6 +1,7 @@
 public import MCPTransport
 public import AsyncHTTPClient
 import Foundation
+import GatewayAuth
 public import GatewayConfig
 public import Logging
 public import NIOCore
@@ -110,11 +111,9 @@ public struct HTTPUpstream: Sendable {
         if let query, !query.isEmpty {
             url += (url.contains("?") ? "&" : "?") + query
         }
-        var clientLogger = logger
+        let clientLogger = logger.forHTTPClient
         if let credential = service.credentials?.queryItem {
             url += (url.contains("?") ? "&" : "?") + credential
-            // The HTTP client logs request URLs at debug and trace: this one holds a secret.
-            if clientLogger.logLevel < .info { clientLogger.logLevel = .info }
         }
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -129,8 +128,7 @@ public struct HTTPUpstream: Sendable {
                 throw Self.classify(error, service: service)
             }
         }
-        // The user's token; the client logs no header of it (its debug logs show headers).
-        if clientLogger.logLevel < .info { clientLogger.logLevel = .info }
+        // The user's token (the client's logger is held at info: `forHTTPClient`).
         guard let token = await authorization.token() else {
             throw UpstreamError(.authorizationRequired, service: service.name, detail: "the user is not connected")
         }

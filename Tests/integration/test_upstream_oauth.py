@@ -269,6 +269,9 @@ def test_a_user_connects_through_url_elicitation_and_the_upstream_sees_their_own
     log = world.gateway.managed.log() + (world.gateway.config_path.parent / "audit.jsonl").read_text()
     for secret in (token, grant["refreshToken"], world.grant("bob")["accessToken"]):
         assert secret not in log
+        # Nor the first bytes of one as the HTTP client's trace output would show a body part (hex).
+        assert secret[:12].encode().hex() not in log
+    assert "ahc-http-part" not in log
     audit = [json.loads(line) for line in (world.gateway.config_path.parent / "audit.jsonl").read_text().splitlines()]
     assert [e["user"] for e in audit if e["event"] == "connection.created"] == ["alice", "bob"]
     # The calls are audited like any HTTP route's, with the user and the tool.
