@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, run_wrk, stop_all, wait_port  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 
@@ -171,14 +170,7 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         load = run_wrk(url, args.connections, args.seconds, HERE / "tools_call.lua")
         recorder.wait(timeout=args.seconds + 60)
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT if process is upstream else signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started, quit_signal_for=tuple(started[:1]))  # nginx stops gracefully on SIGQUIT
     return load, "tools/call POSTs through mcp-gateway (release build, `auth: none`) to nginx answering a canned result"
 
 

@@ -199,12 +199,7 @@ public final class LegacySession: Sendable {
     /// The reader of a stream opened by ``sendRequest(_:timeout:deliver:)`` stopped (its answer is
     /// complete, or its client went away): as ``readerStopped(_:)``.
     public func stopReading(streamID: Int) {
-        state.withLock { state in
-            state.lastActivity = .now
-            state.lastClientUse = .now
-            let outputs = state.streams.readerStopped(streamID: streamID, generation: 1)
-            Self.apply(outputs, to: &state)
-        }
+        readerStopped(streamID: streamID, generation: 1)
     }
 
     private func send(_ messages: [JSONRPCMessage], timeout: Duration?, origin: String?, reader: StreamReader) throws(ClosedError) -> Int {
@@ -315,10 +310,14 @@ public final class LegacySession: Sendable {
     /// The HTTP response reading `subscription` has stopped (stream complete, or the client went
     /// away). Messages keep buffering for a `Last-Event-ID` resume; a newer reader is left alone.
     public func readerStopped(_ subscription: Subscription) {
+        readerStopped(streamID: subscription.streamID, generation: subscription.generation)
+    }
+
+    private func readerStopped(streamID: Int, generation: Int) {
         state.withLock { state in
             state.lastActivity = .now
             state.lastClientUse = .now
-            let outputs = state.streams.readerStopped(streamID: subscription.streamID, generation: subscription.generation)
+            let outputs = state.streams.readerStopped(streamID: streamID, generation: generation)
             Self.apply(outputs, to: &state)
         }
     }
