@@ -22,17 +22,29 @@ public struct AuditEvent: Sendable {
     }
 
     /// The line, newline included.
-    public var line: String {
-        var text = "{\"time\":" + JSONText.quoted(JSONText.timestamp(time)) + ",\"event\":" + JSONText.quoted(name)
+    public var line: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// The line's UTF-8 bytes, newline included: what the audit log writes (built without
+    /// intermediate strings; one line per MCP request).
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(384)
+        out.append(contentsOf: #"{"time":""#.utf8)
+        JSONText.appendTimestamp(time, to: &out)
+        out.append(contentsOf: #"","event":"#.utf8)
+        JSONText.appendQuoted(name, to: &out)
         for (key, value) in fields {
-            text += "," + JSONText.quoted(key) + ":"
+            out.append(UInt8(ascii: ","))
+            JSONText.appendQuoted(key, to: &out)
+            out.append(UInt8(ascii: ":"))
             switch value {
-            case .string(let string): text += JSONText.quoted(string)
-            case .integer(let number): text += String(number)
-            case .json(let json): text += json
+            case .string(let string): JSONText.appendQuoted(string, to: &out)
+            case .integer(let number): out.append(contentsOf: String(number).utf8)
+            case .json(let json): out.append(contentsOf: json.utf8)
             }
         }
-        return text + "}\n"
+        out.append(contentsOf: "}\n".utf8)
+        return out
     }
 }
 
@@ -71,33 +83,67 @@ public enum AuditArguments {
 public enum JSONText {
     /// A JSON string literal: quotes, backslashes and control characters escaped.
     public static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case let control where control.value < 0x20:
-                let hex = String(control.value, radix: 16)
-                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: result.unicodeScalars.append(scalar)
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count + 2)
+        appendQuoted(text, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `quoted(text)`'s bytes appended to `out`. A Swift string is valid UTF-8, so every byte
+    /// other than the ones JSON reserves is copied as it is.
+    public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            default: out.append(byte)
             }
         }
-        return result + "\""
+        out.append(UInt8(ascii: "\""))
     }
 
     public static func timestamp(_ date: Date) -> String {
+        var out: [UInt8] = []
+        appendTimestamp(date, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T13:29:56.500Z`.
+    public static func appendTimestamp(_ date: Date, to out: inout [UInt8]) {
         let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
         var whole = time_t(totalMillis / 1000)
         var parts = tm()
         gmtime_r(&whole, &parts)
-        func pad(_ value: Int64, _ width: Int = 2) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func digits(_ value: Int64, _ width: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
+            var rest = max(0, value)
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
+                rest %= divisor
+                divisor /= 10
+            }
         }
-        return "\(pad(Int64(parts.tm_year) + 1900, 4))-\(pad(Int64(parts.tm_mon) + 1))-\(pad(Int64(parts.tm_mday)))T"
-            + "\(pad(Int64(parts.tm_hour))):\(pad(Int64(parts.tm_min))):\(pad(Int64(parts.tm_sec))).\(pad(totalMillis % 1000, 3))Z"
+        digits(Int64(parts.tm_year) + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(Int64(parts.tm_mon) + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(Int64(parts.tm_mday), 2)
+        out.append(UInt8(ascii: "T"))
+        digits(Int64(parts.tm_hour), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int64(parts.tm_min), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int64(parts.tm_sec), 2)
+        out.append(UInt8(ascii: "."))
+        digits(totalMillis % 1000, 3)
+        out.append(UInt8(ascii: "Z"))
     }
 }

@@ -3,8 +3,10 @@ import Foundation
 public import Logging
 import Synchronization
 
-/// The audit log file (`audit.file`, or "-" for standard output). Lines are handed to one serial
-/// writer queue, never written on the caller's thread (an event loop, a request task). SIGUSR1
+/// The audit log file (`audit.file`, or "-" for standard output). Lines are never written on the
+/// caller's thread (an event loop, a request task): they are appended to a buffer, and one serial
+/// writer queue writes what gathered every `batchWindow` (one wake-up and one write for all the
+/// lines of that time, rather than per line). `flush()` (tests, shutdown) writes at once. SIGUSR1
 /// reopens the file (after logrotate moved it). A file that cannot be opened or written (full
 /// disk, permissions) is reported in the gateway's log at most once a minute and never fails a
 /// request; the lines of that moment are lost.
@@ -16,6 +18,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var handle: FileHandle?
     private var lastProblemReport: Date?
     private var signalSource: (any DispatchSourceSignal)?
+    /// Lines recorded and not yet handed to the writer, and whether a write of them is scheduled.
+    private let pending = Mutex<(bytes: [UInt8], scheduled: Bool)>(([], false))
+    /// How long lines gather before they are written: what a crash of the process can lose.
+    static let batchWindow = DispatchTimeInterval.milliseconds(10)
 
     public init(path: String, logger: Logger) {
         self.path = path
@@ -39,13 +45,32 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func record(_ event: AuditEvent) {
-        let line = event.line
-        queue.async { self.write(line) }
+        let line = event.bytes
+        let schedule = pending.withLock { pending -> Bool in
+            pending.bytes.append(contentsOf: line)
+            defer { pending.scheduled = true }
+            return !pending.scheduled
+        }
+        if schedule {
+            queue.asyncAfter(deadline: .now() + Self.batchWindow) { self.writePending() }
+        }
     }
 
-    /// Waits until every line recorded so far is written (tests, shutdown).
+    /// Writes every line recorded so far before returning (tests, shutdown).
     public func flush() {
-        queue.sync {}
+        queue.sync { writePending() }
+    }
+
+    /// On `queue`.
+    private func writePending() {
+        let bytes = pending.withLock { pending -> [UInt8] in
+            pending.scheduled = false
+            var taken: [UInt8] = []
+            swap(&taken, &pending.bytes)
+            return taken
+        }
+        guard !bytes.isEmpty else { return }
+        write(bytes)
     }
 
     private func open() {
@@ -65,11 +90,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         handle = opened
     }
 
-    private func write(_ line: String) {
+    private func write(_ lines: [UInt8]) {
         if handle == nil { open() }
         guard let handle else { return }
         do {
-            try handle.write(contentsOf: Data(line.utf8))
+            try handle.write(contentsOf: lines)
         } catch {
             report("cannot write the audit log: \(error)")
             try? handle.close()

@@ -104,7 +104,8 @@ public struct Gateway {
             if let tls = entryPoint.tls { certificates[entryPoint.name] = try CertificateReloader(entryPoint: entryPoint.name, settings: tls, logger: logger) }
         }
         let components = try GatewayComponents(configuration: configuration, store: store, logger: logger)
-        if let auditLog = components.audit?.sink as? AuditLog {
+        let auditLog = components.audit?.sink as? AuditLog
+        if let auditLog {
             auditLog.reopenOnSIGUSR1()
             logger.info("audit log", metadata: ["file": "\(configuration.audit?.file ?? "")", "arguments": "\(configuration.audit?.arguments.rawValue ?? "")"])
         }
@@ -119,6 +120,8 @@ public struct Gateway {
             UpstreamClientsService(clients: clients), StoreShutdownService(redis: redis), HTTPClientShutdownService(client: authHTTP),
             HTTPClientShutdownService(client: components.hops.http), ClusterHeartbeatService(membership: membership),
         ]
+        // First in the list: services stop in reverse order, so this one stops after the servers.
+        if let auditLog { services.insert(AuditFlushService(log: auditLog), at: 0) }
         // Started before the servers, so it stops after them and flushes the last spans.
         if let tracingService { services.append(tracingService) }
         let relayPools = UpstreamRelayPools()
@@ -299,6 +302,16 @@ struct ClusterHeartbeatService: Service {
 public struct GatewayStartupError: Error, CustomStringConvertible {
     public var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Writes the audit lines still gathering once everything that records them has stopped.
+struct AuditFlushService: Service {
+    let log: AuditLog
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        log.flush()
+    }
 }
 
 /// Closes the Redis connections last.

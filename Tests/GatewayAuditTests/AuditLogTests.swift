@@ -1,0 +1,55 @@
+import Foundation
+import GatewayAudit
+import Logging
+import Testing
+
+@Suite struct AuditLogTests {
+    private func temporaryFile() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString).log").path
+    }
+
+    @Test func linesRecordedFromManyThreadsAreAllWrittenWholeByFlush() async throws {
+        let path = temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = AuditLog(path: path, logger: Logger(label: "test"))
+        await withTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    for index in 0..<250 {
+                        log.record(AuditEvent("mcp.request", [("writer", .integer(Int64(writer))), ("index", .integer(Int64(index))), ("user", .string("ünï\u{1}"))]))
+                    }
+                }
+            }
+        }
+        log.flush()
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(text.hasSuffix("\n"))
+        #expect(lines.count == 2000)
+        var seen = Set<[Int]>()
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(object["user"] as? String == "ünï\u{1}")
+            seen.insert([try #require(object["writer"] as? Int), try #require(object["index"] as? Int)])
+        }
+        #expect(seen.count == 2000)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test func linesAreWrittenWithoutAFlushWithinTheBatchWindow() async throws {
+        let path = temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = AuditLog(path: path, logger: Logger(label: "test"))
+        log.record(AuditEvent("auth.signin", [("user", .string("alice"))]))
+        // The writer runs on its own after the window: poll the file, no flush.
+        let deadline = ContinuousClock.now + .seconds(5)
+        var text = ""
+        while ContinuousClock.now < deadline {
+            text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            if !text.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(text.contains(#""event":"auth.signin","user":"alice"}"#))
+    }
+}
