@@ -70,6 +70,8 @@ let package = Package(
             dependencies: [
                 "CHiredis",
                 "GatewayStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
@@ -348,7 +350,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MCPMessagesTests", dependencies: ["MCPMessages", .product(name: "NIOTestUtils", package: "swift-nio")]),
-        .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis"]),
+        .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayRedis", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "GatewayConnectionsTests", dependencies: ["GatewayConnections", "GatewayConfig", "GatewayStore"]),
         .testTarget(name: "GatewayClusterTests", dependencies: ["GatewayCluster", "GatewayStore", "GatewayAuth", .product(name: "Logging", package: "swift-log")]),
         .testTarget(

@@ -26,29 +26,77 @@ package struct RateLimiter: RouteMiddleware {
     }
 
     package func admit(_ request: MiddlewareRequest) async throws(GatewayError) {
+        let counted = counter(for: request)
+        let decision: Result<RateLimitDecision, StoreError>
+        do {
+            decision = .success(try await store.rateLimit(counted.key, interval: counted.limit.interval, burst: counted.limit.burst))
+        } catch {
+            decision = .failure(error)
+        }
+        if let refusal = verdict(decision, request: request, counted: counted) { throw refusal }
+    }
+
+    package var decidesWithoutTask: Bool { store is any CallbackRateLimiting }
+
+    package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
+        guard let immediate = store as? any CallbackRateLimiting else {
+            Task {
+                do throws(GatewayError) {
+                    try await admit(request)
+                    decided(nil)
+                } catch {
+                    decided(error)
+                }
+            }
+            return
+        }
+        let counted = counter(for: request)
+        immediate.rateLimit(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) { [self] decision in
+            decided(verdict(decision, request: request, counted: counted))
+        }
+    }
+
+    /// The allowance a request counts against: the store key, the per-tool pattern that chose
+    /// it (nil: the middleware's own limit) and that limit.
+    private struct Counted {
+        let key: String
+        let pattern: String?
+        let limit: RateLimitConfiguration.Limit
+        let tool: String?
+    }
+
+    private func counter(for request: MiddlewareRequest) -> Counted {
         let tool = request.call.method == "tools/call" ? request.call.target : nil
         let (pattern, limit) = configuration.limit(forTool: tool)
         let key = "ratelimit:mw:\(name):\(request.router):\(pattern.map { "tool:" + $0 } ?? "*"):\(caller(of: request))"
+        return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
+    }
+
+    /// nil: go on; otherwise the refusal (429, or 503 when the store failed and `onStoreError`
+    /// is `deny`).
+    private func verdict(_ result: Result<RateLimitDecision, StoreError>, request: MiddlewareRequest, counted: Counted) -> GatewayError? {
+        let (pattern, limit, tool) = (counted.pattern, counted.limit, counted.tool)
         let decision: RateLimitDecision
-        do {
-            decision = try await store.rateLimit(key, interval: limit.interval, burst: limit.burst)
-        } catch {
+        switch result {
+        case .success(let decided): decision = decided
+        case .failure(let error):
             if lastStoreErrorLog.due() {
                 request.logger.warning("rate limit cannot be checked: the store is unavailable", metadata: [
                     "middleware": "\(name)", "router": "\(request.router)", "onStoreError": "\(configuration.onStoreError.rawValue)", "error": "\(error)",
                 ])
             }
             switch configuration.onStoreError {
-            case .allow: return
-            case .deny: throw .storeUnavailable
+            case .allow: return nil
+            case .deny: return .storeUnavailable
             }
         }
         guard decision.allowed else {
             request.logger.notice("rate limited", metadata: ["middleware": "\(name)", "router": "\(request.router)", "tool": "\(tool ?? "")"])
-            throw .rateLimited(RateLimitRefusal(
+            return .rateLimited(RateLimitRefusal(
                 policy: pattern.map { "\(name);tool=\($0)" } ?? name, quota: limit.average, window: limit.period, retryAfter: decision.retryAfter
             ))
         }
+        return nil
     }
 
     /// Whose allowance the request uses: `by` on protected routers; the client address when there

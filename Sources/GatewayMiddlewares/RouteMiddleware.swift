@@ -30,4 +30,25 @@ package protocol RouteMiddleware: Sendable {
     /// The name it has under `middlewares:`.
     var name: String { get }
     func admit(_ request: MiddlewareRequest) async throws(GatewayError)
+    /// Whether `admit(_:decided:)` decides without a task (the fast relay then decides on its
+    /// event loop; otherwise it runs `admit` in a task).
+    var decidesWithoutTask: Bool { get }
+    /// `admit` as a callback: `decided` gets nil (go on) or the refusal, on the calling thread
+    /// or another one.
+    func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void)
+}
+
+extension RouteMiddleware {
+    package var decidesWithoutTask: Bool { false }
+
+    package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
+        Task {
+            do throws(GatewayError) {
+                try await admit(request)
+                decided(nil)
+            } catch {
+                decided(error)
+            }
+        }
+    }
 }

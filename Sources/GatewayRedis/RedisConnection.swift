@@ -262,7 +262,7 @@ final class RedisConnection: Sendable {
         }
     }
 
-    private static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
+    static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
         let value = reply.pointee
         switch value.type {
         case REDIS_REPLY_STRING:

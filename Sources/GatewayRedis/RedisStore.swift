@@ -1,12 +1,23 @@
 public import GatewayStore
+import Crypto
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// ``KeyValueStore`` on Redis through hiredis: a small pool of connections, each on its own
 /// thread, every key under `keyPrefix`.
-public final class RedisStore: KeyValueStore {
+public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     private let connections: [RedisConnection]
     private let next = Atomic<Int>(0)
     public let keyPrefix: String
+    private let endpoint: RedisEndpoint
+    private let timeout: Duration
+    /// One connection per event loop that asked (see `RedisLoopConnection`), by the loop's identity.
+    private let loopConnections = Mutex<[ObjectIdentifier: RedisLoopConnection]>([:])
+    private static let rateLimitScriptSHA = Array(Insecure.SHA1.hash(data: Array(rateLimitScript.utf8)).map { byte in
+        let hex = Array("0123456789abcdef".utf8)
+        return [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+    }.joined())
 
     /// Increments a counter and starts its expiry window on the first increment, atomically.
     /// Compare-and-set keeping the key's TTL (KEEPTTL: Redis 6.0 and later).
@@ -34,11 +45,20 @@ public final class RedisStore: KeyValueStore {
     public init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
         guard let endpoint = RedisEndpoint(url: url) else { return nil }
         self.keyPrefix = keyPrefix
+        self.endpoint = endpoint
+        self.timeout = timeout
         self.connections = (0..<max(1, connections)).map { _ in RedisConnection(endpoint: endpoint, timeout: timeout) }
     }
 
     public func shutdown() async {
         for connection in connections { await connection.shutdown() }
+        let onLoops = loopConnections.withLock { connections in
+            defer { connections.removeAll() }
+            return Array(connections.values)
+        }
+        for connection in onLoops {
+            try? await connection.loop.submit { connection.close() }.get()
+        }
     }
 
     private func key(_ key: String) -> [UInt8] { Array((keyPrefix + key).utf8) }
@@ -99,10 +119,48 @@ public final class RedisStore: KeyValueStore {
             Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8), self.key(key),
             Array(String(max(1, interval.wholeMilliseconds)).utf8), Array(String(max(1, burst)).utf8),
         ])
+        return try Self.decision(reply)
+    }
+
+    private static func decision(_ reply: RedisValue) throws(StoreError) -> RateLimitDecision {
+        if case .error(let message) = reply { throw .rejected(message) }
         guard case .array(let values) = reply, values.count == 4, let allowed = values[0].integer, let remaining = values[1].integer,
               let retry = values[2].integer, let reset = values[3].integer
         else { throw .rejected("unexpected reply to the rate limit script") }
         return RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
+    }
+
+    /// The rate limit without a task. Called on an event loop (the fast relay), the script runs
+    /// on that loop's own connection and `completion` is called on the loop; elsewhere it runs as
+    /// `rateLimit(_:interval:burst:)` in a task. `EVALSHA` first: the script is sent in full only
+    /// when Redis does not have it yet (after a restart or `SCRIPT FLUSH`).
+    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
+            Task {
+                do throws(StoreError) { completion(.success(try await rateLimit(key, interval: interval, burst: burst))) } catch { completion(.failure(error)) }
+            }
+            return
+        }
+        let connection = loopConnection(for: loop)
+        let arguments = [self.key(key), Array(String(max(1, interval.wholeMilliseconds)).utf8), Array(String(max(1, burst)).utf8)]
+        connection.send([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments) { result in
+            if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") {
+                connection.send([Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8)] + arguments) { result in
+                    completion(result.flatMap { reply in Result { () throws(StoreError) in try Self.decision(reply) } })
+                }
+                return
+            }
+            completion(result.flatMap { reply in Result { () throws(StoreError) in try Self.decision(reply) } })
+        }
+    }
+
+    private func loopConnection(for loop: any EventLoop) -> RedisLoopConnection {
+        loopConnections.withLock { connections in
+            if let existing = connections[ObjectIdentifier(loop)] { return existing }
+            let created = RedisLoopConnection(loop: loop, endpoint: endpoint, timeout: timeout)
+            connections[ObjectIdentifier(loop)] = created
+            return created
+        }
     }
 
     public func timeToLive(_ key: String) async throws(StoreError) -> Duration? {

@@ -49,6 +49,13 @@ public protocol KeyValueStore: Sendable {
     func ping() async throws(StoreError)
 }
 
+/// A store that counts a rate limit without a task (the fast relay decides on its event loop):
+/// `completion` gets what `rateLimit(_:interval:burst:)` would return, on the calling thread or
+/// another one (the caller hops where it needs to be).
+public protocol CallbackRateLimiting: Sendable {
+    func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void)
+}
+
 extension Duration {
     /// Whole milliseconds (for Redis PX / PEXPIRE).
     public var wholeMilliseconds: Int64 {

@@ -88,6 +88,10 @@ public final class MemoryStore: KeyValueStore {
     }
 
     public func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
+        decide(key, interval: interval, burst: burst)
+    }
+
+    private func decide(_ key: String, interval: Duration, burst: Int) -> RateLimitDecision {
         let current = now()
         // Milliseconds since a fixed origin of this store's clock: only differences matter.
         let nowMillis = (current - origin).wholeMilliseconds
@@ -129,4 +133,11 @@ public final class MemoryStore: KeyValueStore {
     }
 
     public func ping() async throws(StoreError) {}
+}
+
+extension MemoryStore: CallbackRateLimiting {
+    /// Decided at once, on the caller's thread.
+    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        completion(.success(decide(key, interval: interval, burst: burst)))
+    }
 }

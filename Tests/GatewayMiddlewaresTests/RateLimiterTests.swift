@@ -92,6 +92,38 @@ import Testing
     }
 }
 
+/// The callback form the fast relay uses decides as `admit` does, on the same allowance.
+@Suite struct RateLimiterCallbackTests {
+    static func decide(_ limiter: RateLimiter, _ request: MiddlewareRequest) async -> GatewayError? {
+        await withCheckedContinuation { done in limiter.admit(request) { done.resume(returning: $0) } }
+    }
+
+    @Test func theCallbackCountsAgainstTheSameAllowanceAsAdmit() async throws {
+        let limiter = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 2, period: .seconds(60))))
+        #expect(limiter.decidesWithoutTask)
+        let alice = try RateLimiterTests.caller("local:alice")
+        #expect(await RateLimiterTests.refusals(limiter, RateLimiterTests.request(alice), count: 1) == [nil])
+        #expect(await Self.decide(limiter, RateLimiterTests.request(alice)) == nil)
+        guard case .rateLimited(let refusal)? = await Self.decide(limiter, RateLimiterTests.request(alice)) else {
+            Issue.record("the third request was not refused")
+            return
+        }
+        #expect(refusal.retryAfterSeconds == 30)
+    }
+
+    @Test func aStoreFailureByCallbackDeniesOrAllowsAsConfigured() async throws {
+        let alice = try RateLimiterTests.caller("local:alice")
+        let deny = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1)), store: UnavailableStore())
+        #expect(deny.decidesWithoutTask)
+        guard case .storeUnavailable? = await Self.decide(deny, RateLimiterTests.request(alice)) else {
+            Issue.record("onStoreError: deny let the request through")
+            return
+        }
+        let allow = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1), onStoreError: .allow), store: UnavailableStore())
+        #expect(await Self.decide(allow, RateLimiterTests.request(alice)) == nil)
+    }
+}
+
 extension GatewayError: Equatable {
     package static func == (lhs: GatewayError, rhs: GatewayError) -> Bool { lhs.reason == rhs.reason }
 }
@@ -111,4 +143,10 @@ struct UnavailableStore: KeyValueStore {
     func setMembers(_ key: String) async throws(StoreError) -> [String] { throw .unavailable("down") }
     func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { throw .unavailable("down") }
     func ping() async throws(StoreError) { throw .unavailable("down") }
+}
+
+extension UnavailableStore: CallbackRateLimiting {
+    func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        completion(.failure(.unavailable("down")))
+    }
 }

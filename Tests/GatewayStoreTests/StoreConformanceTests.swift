@@ -1,6 +1,8 @@
 import Foundation
 import GatewayRedis
 import GatewayStore
+import NIOCore
+import NIOPosix
 import Testing
 
 #if canImport(Glibc)
@@ -219,6 +221,63 @@ enum StoreConformance {
         try await store.set("after", [2], ttl: nil)
         #expect(try await store.get("after") == [2])
         await store.shutdown()
+    }
+
+    /// The fast relay's rate limit: on an event loop, by that loop's own connection, answered on
+    /// the loop; the same allowance as the task path counts against.
+    @Test func rateLimitOnAnEventLoopSharesTheAllowanceAndAnswersOnTheLoop() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let store = try #require(RedisStore(url: server.url, keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        try await server.waitReady(store)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        func onLoop(_ key: String, burst: Int = 3) async -> (Result<RateLimitDecision, StoreError>, onLoop: Bool) {
+            await withCheckedContinuation { done in
+                loop.execute {
+                    store.rateLimit(key, interval: .seconds(60), burst: burst) { result in done.resume(returning: (result, loop.inEventLoop)) }
+                }
+            }
+        }
+        // Two through the task path, then the loop's: the third is the last of the burst of 3.
+        #expect(try await store.rateLimit("shared", interval: .seconds(60), burst: 3).allowed)
+        #expect(try await store.rateLimit("shared", interval: .seconds(60), burst: 3).allowed)
+        let third = await onLoop("shared")
+        #expect(third.onLoop)
+        #expect((try? third.0.get())?.allowed == true)
+        let fourth = await onLoop("shared")
+        let refused = try #require(try? fourth.0.get())
+        #expect(!refused.allowed && refused.retryAfter > .seconds(50))
+        #expect(try await store.rateLimit("shared", interval: .seconds(60), burst: 3).allowed == false)
+
+        // Redis forgot the script (a restart, SCRIPT FLUSH): sent in full once, then by its hash.
+        try runCLI(port: server.port, "SCRIPT", "FLUSH")
+        #expect((try? await onLoop("other").0.get())?.allowed == true)
+        #expect((try? await onLoop("other").0.get())?.allowed == true)
+
+        // Redis gone: refused at once with "unavailable", then back without a restart.
+        server.stop()
+        let started = ContinuousClock.now
+        guard case .failure(.unavailable) = await onLoop("third").0 else { Issue.record("expected unavailable"); return }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        try server.start()
+        try await server.waitReady(store)
+        var recovered = false
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !recovered, ContinuousClock.now < deadline {
+            if case .success(let decision) = await onLoop("third").0 { recovered = decision.allowed } else { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(recovered)
+        await store.shutdown()
+    }
+
+    private func runCLI(port: Int, _ arguments: String...) throws {
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        cli.arguments = ["-p", "\(port)"] + arguments
+        cli.standardOutput = FileHandle.nullDevice
+        try cli.run()
+        cli.waitUntilExit()
+        #expect(cli.terminationStatus == 0)
     }
 
     @Test func parsesRedisURLs() throws {

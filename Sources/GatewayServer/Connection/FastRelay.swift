@@ -222,8 +222,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let middlewares = pipeline.routerMiddlewares
         let requestContext = admission.context
         let admitted = context.eventLoop.makePromise(of: GatewayError?.self)
-        admitted.completeWithTask {
-            do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
+        // Without a task when the middlewares can (a rate limit on Redis answers on this loop).
+        let decidingNow = middlewares.refusal(requestContext) { refusal in admitted.succeed(refusal) }
+        if !decidingNow {
+            admitted.completeWithTask {
+                do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
+            }
         }
         admitted.futureResult.assumeIsolated().whenComplete { [self] result in
             guard self.relay === relay else { return }  // the client left meanwhile

@@ -34,17 +34,49 @@ struct RouterMiddlewares {
             do {
                 try await middleware.admit(input)
             } catch {
-                if case .rateLimited(let refusal) = error {
-                    metrics?.rateLimited(router: route.router.name)
-                    audit?.record(AuditEvent("rate_limited", [
-                        ("router", .string(route.router.name)), ("policy", .string(refusal.policy)), ("user", context.caller.map { .string($0.claims.login) }),
-                        ("subject", context.caller.map { .string($0.claims.sub) }), ("ip", context.clientIP.map(AuditEvent.Value.string)),
-                        ("mcp_method", call.method.map(AuditEvent.Value.string)), ("tool", call.method == "tools/call" ? call.target.map(AuditEvent.Value.string) : nil),
-                    ]))
-                }
+                noteRefusal(error, route: route, call: call, context: context)
                 return error
             }
         }
         return nil
+    }
+
+    /// `refusal` without a task when every middleware of the route decides so (a rate limit on
+    /// Redis asks on the calling event loop's own connection): `decided` gets what `refusal`
+    /// would return, on this thread or another. False: nothing was asked; use `refusal`.
+    func refusal(_ context: GatewayRequestContext, decided: @escaping @Sendable (GatewayError?) -> Void) -> Bool {
+        guard let route = context.route, let call = context.call, route.middlewares.allSatisfy(\.decidesWithoutTask) else { return false }
+        guard !route.middlewares.isEmpty, !context.credentialsVerifiedByHop else {
+            decided(nil)
+            return true
+        }
+        let input = MiddlewareRequest(router: route.router.name, caller: context.caller, call: call, clientIP: context.clientIP, logger: context.logger)
+        let middlewares = route.middlewares
+        let (caller, clientIP) = (context.caller, context.clientIP)
+        @Sendable func ask(_ index: Int) {
+            guard index < middlewares.count else { return decided(nil) }
+            middlewares[index].admit(input) { refusal in
+                guard let refusal else { return ask(index + 1) }
+                noteRefusal(refusal, route: route, call: call, caller: caller, clientIP: clientIP)
+                decided(refusal)
+            }
+        }
+        ask(0)
+        return true
+    }
+
+    private func noteRefusal(_ error: GatewayError, route: CompiledRoute, call: MCPCall, context: GatewayRequestContext) {
+        noteRefusal(error, route: route, call: call, caller: context.caller, clientIP: context.clientIP)
+    }
+
+    /// A rate limit's refusal is counted and audited (`rate_limited`).
+    private func noteRefusal(_ error: GatewayError, route: CompiledRoute, call: MCPCall, caller: VerifiedCaller?, clientIP: String?) {
+        guard case .rateLimited(let refusal) = error else { return }
+        metrics?.rateLimited(router: route.router.name)
+        audit?.record(AuditEvent("rate_limited", [
+            ("router", .string(route.router.name)), ("policy", .string(refusal.policy)), ("user", caller.map { .string($0.claims.login) }),
+            ("subject", caller.map { .string($0.claims.sub) }), ("ip", clientIP.map(AuditEvent.Value.string)),
+            ("mcp_method", call.method.map(AuditEvent.Value.string)), ("tool", call.method == "tools/call" ? call.target.map(AuditEvent.Value.string) : nil),
+        ]))
     }
 }
