@@ -67,9 +67,14 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50, help="stdio route: sessions the calls are spread over")
     parser.add_argument("--call-graph", action="store_true",
                         help="record call chains (frame pointers) and add the gateway's functions by inclusive share")
+    parser.add_argument("--operations", action="store_true",
+                        help="http route: with an audit log, Prometheus metrics and a rate limit on Redis (issue 12's all-on configuration)")
     parser.add_argument("--output")
     args = parser.parse_args()
-    output = Path(args.output) if args.output else HERE / ("results-profile.md" if args.route == "http" else "results-profile-stdio.md")
+    default_output = {"http": "results-profile.md", "stdio": "results-profile-stdio.md"}[args.route]
+    if args.operations:
+        default_output = "results-profile-operations.md"
+    output = Path(args.output) if args.output else HERE / default_output
     if not shutil.which("perf"):
         raise SystemExit("perf is not installed (just bench-profile installs linux-perf)")
 
@@ -143,6 +148,24 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         )
         started.append(upstream)
         port = free_port()
+        operations = router_middlewares = ""
+        if args.operations:
+            router_middlewares = "\n                middlewares: [generous]"
+            redis_port = free_port()
+            started.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                            stdout=subprocess.DEVNULL))
+            wait_port(redis_port)
+            operations = f"""
+            store:
+              redis:
+                url: "redis://127.0.0.1:{redis_port}/0"
+            audit:
+              file: "{workdir / 'audit.log'}"
+            metrics:
+              prometheus: {{}}
+            middlewares:
+              generous:
+                rateLimit: {{ average: 1000000, period: 1s, by: ip }}"""
         config = workdir / "gateway.yaml"
         config.write_text(textwrap.dedent(f"""
             entryPoints:
@@ -150,12 +173,12 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
                 address: "127.0.0.1:{port}"
             publicURL: "http://127.0.0.1:{port}"
             log:
-              level: warning
+              level: warning{operations}
             routers:
               bench:
                 rule: "PathPrefix(`/bench`)"
                 service: bench
-                auth: none
+                auth: none{router_middlewares}
             services:
               bench:
                 http:
@@ -171,7 +194,10 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         recorder.wait(timeout=args.seconds + 60)
     finally:
         stop_all(started, quit_signal_for=tuple(started[:1]))  # nginx stops gracefully on SIGQUIT
-    return load, "tools/call POSTs through mcp-gateway (release build, `auth: none`) to nginx answering a canned result"
+    what = "tools/call POSTs through mcp-gateway (release build, `auth: none`) to nginx answering a canned result"
+    if args.operations:
+        what += "; with an audit log, Prometheus metrics and a `rateLimit` middleware (by address) on Redis"
+    return load, what
 
 
 if __name__ == "__main__":

@@ -37,6 +37,24 @@ public final class GatewayMetrics: Sendable {
     /// A session unused for this long no longer counts as open (its child or upstream has
     /// likely reaped it; a DELETE ends it at once).
     public static let sessionWindow: Duration = .seconds(30 * 60)
+    /// The handles of the per-request series by their labels, made once: making one through the
+    /// factory on every request (a registry lookup under its lock, a new handle) cost more than
+    /// the observation itself. As bounded as the series they stand for.
+    private let handles = Mutex(Handles())
+
+    private struct Handles {
+        struct Operation: Hashable {
+            let method: String, tool: String, router: String, errorType: String
+        }
+
+        struct Request: Hashable {
+            let router: String, code: String
+        }
+
+        var operations: [Operation: CoreMetrics.Timer] = [:]
+        var requests: [Request: CoreMetrics.Counter] = [:]
+        var upstreams: [String: CoreMetrics.Timer] = [:]
+    }
     static let maxTrackedSessions = 100_000
 
     public init() {
@@ -63,19 +81,39 @@ public final class GatewayMetrics: Sendable {
     public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration) {
         let methodLabel = methods.admit(method)
         let toolLabel = method == "tools/call" ? tool.map { tools.admit($0) } ?? "" : ""
-        Timer(label: Name.operationDuration, dimensions: [
-            ("mcp_method_name", methodLabel), ("gen_ai_tool_name", toolLabel), ("router", router), ("error_type", errorType ?? ""),
-        ], factory: factory).recordNanoseconds(duration.nanoseconds)
+        let key = Handles.Operation(method: methodLabel, tool: toolLabel, router: router, errorType: errorType ?? "")
+        let timer = handles.withLock { handles in
+            if let made = handles.operations[key] { return made }
+            let made = Timer(label: Name.operationDuration, dimensions: [
+                ("mcp_method_name", key.method), ("gen_ai_tool_name", key.tool), ("router", key.router), ("error_type", key.errorType),
+            ], factory: factory)
+            handles.operations[key] = made
+            return made
+        }
+        timer.recordNanoseconds(duration.nanoseconds)
     }
 
     /// Every request an entry point answered, by router (empty: the gateway's own endpoints).
     public func request(router: String, status: Int) {
-        Counter(label: Name.requests, dimensions: [("router", router), ("code", Self.statusClass(status))], factory: factory).increment()
+        let key = Handles.Request(router: router, code: Self.statusClass(status))
+        let counter = handles.withLock { handles in
+            if let made = handles.requests[key] { return made }
+            let made = Counter(label: Name.requests, dimensions: [("router", key.router), ("code", key.code)], factory: factory)
+            handles.requests[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     /// How long the upstream took to answer (the response head, or the stdio child's reply).
     public func upstream(service: String, duration: Duration) {
-        Timer(label: Name.upstreamDuration, dimensions: [("service", service)], factory: factory).recordNanoseconds(duration.nanoseconds)
+        let timer = handles.withLock { handles in
+            if let made = handles.upstreams[service] { return made }
+            let made = Timer(label: Name.upstreamDuration, dimensions: [("service", service)], factory: factory)
+            handles.upstreams[service] = made
+            return made
+        }
+        timer.recordNanoseconds(duration.nanoseconds)
     }
 
     public func authFailure(router: String, reason: String) {

@@ -19,10 +19,14 @@ package struct RateLimiter: RouteMiddleware {
     /// When a store failure was last logged (seconds since the epoch): at most once a minute.
     private let lastStoreErrorLog = LastLogged()
 
+    /// The store's callback form, when it has one (asked once, not per request).
+    private let immediateStore: (any CallbackRateLimiting)?
+
     package init(name: String, configuration: RateLimitConfiguration, store: any KeyValueStore) {
         self.name = name
         self.configuration = configuration
         self.store = store
+        self.immediateStore = store as? any CallbackRateLimiting
     }
 
     package func admit(_ request: MiddlewareRequest) async throws(GatewayError) {
@@ -36,10 +40,10 @@ package struct RateLimiter: RouteMiddleware {
         if let refusal = verdict(decision, request: request, counted: counted) { throw refusal }
     }
 
-    package var decidesWithoutTask: Bool { store is any CallbackRateLimiting }
+    package var decidesWithoutTask: Bool { immediateStore != nil }
 
     package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
-        guard let immediate = store as? any CallbackRateLimiting else {
+        guard let immediate = immediateStore else {
             Task {
                 do throws(GatewayError) {
                     try await admit(request)
@@ -102,12 +106,11 @@ package struct RateLimiter: RouteMiddleware {
     /// Whose allowance the request uses: `by` on protected routers; the client address when there
     /// is no verified caller (`auth: none`), whatever `by` says.
     private func caller(of request: MiddlewareRequest) -> String {
-        let address = "ip:" + ClientAddress.limitKey(request.clientIP)
-        guard let caller = request.caller else { return address }
+        guard let caller = request.caller else { return "ip:" + ClientAddress.limitKey(request.clientIP) }
         switch configuration.by {
         case .user: return "user:" + caller.claims.sub
         case .client: return "client:" + caller.claims.client_id
-        case .ip: return address
+        case .ip: return "ip:" + ClientAddress.limitKey(request.clientIP)
         }
     }
 }

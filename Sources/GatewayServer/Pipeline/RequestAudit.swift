@@ -171,18 +171,51 @@ final class BodyTally: Sendable {
     /// Bytes sent, and the error code when the final message is a JSON-RPC error.
     func summary(contentType: String) -> (Int64, Int?) {
         let (bytes, last) = state.withLock { ($0.bytes, $0.last) }
+        // Most answers are results: only one that mentions "error" is worth parsing.
+        guard Self.mentionsError(last) else { return (bytes, nil) }
         var message = last
-        if contentType.lowercased().hasPrefix("text/event-stream") {
+        if Self.hasPrefixIgnoringCase(contentType, "text/event-stream") {
             // The last `data:` line of the last chunk written (one event per chunk).
             let text = String(buffer: last)
             guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return (bytes, nil) }
             message = ByteBuffer(string: String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces))
-        } else if !contentType.lowercased().hasPrefix("application/json") {
+        } else if !Self.hasPrefixIgnoringCase(contentType, "application/json") {
             return (bytes, nil)
         }
         guard let parsed = try? JSONRPCMessage(parsing: message), parsed.kind == .errorResponse,
               let code = parsed.value(at: ["error", "code"]).flatMap({ Int($0) })
         else { return (bytes, nil) }
         return (bytes, code)
+    }
+
+    private static let errorKey = Array(#""error""#.utf8)
+
+    static func mentionsError(_ buffer: ByteBuffer) -> Bool {
+        buffer.withUnsafeReadableBytes { raw in
+            let count = errorKey.count
+            guard raw.count >= count else { return false }
+            var index = 0
+            while index <= raw.count - count {
+                if raw[index] == UInt8(ascii: "\""), raw[index + 1] == UInt8(ascii: "e") {
+                    var matched = 2
+                    while matched < count, raw[index + matched] == errorKey[matched] { matched += 1 }
+                    if matched == count { return true }
+                }
+                index += 1
+            }
+            return false
+        }
+    }
+
+    /// ASCII case-insensitive `hasPrefix` (media types), without lowercasing a copy.
+    static func hasPrefixIgnoringCase(_ text: String, _ prefix: StaticString) -> Bool {
+        var characters = text.utf8.makeIterator()
+        let expected = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+        for byte in expected {
+            guard let next = characters.next() else { return false }
+            let lowered = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(next) ? next + 32 : next
+            guard lowered == byte else { return false }
+        }
+        return true
     }
 }

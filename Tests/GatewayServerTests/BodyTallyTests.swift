@@ -1,0 +1,39 @@
+import NIOCore
+import Testing
+
+@testable import GatewayServer
+
+/// What the audit line and metrics read off an answer: bytes sent and a JSON-RPC error's code.
+@Suite struct BodyTallyTests {
+    private func summary(_ chunks: [String], contentType: String) -> (Int64, Int?) {
+        let tally = BodyTally()
+        for chunk in chunks { tally.add(ByteBuffer(string: chunk)) }
+        return tally.summary(contentType: contentType)
+    }
+
+    @Test func anErrorAnswersCodeIsFoundInJSONAndInTheLastEvent() {
+        let error = #"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#
+        #expect(summary([error], contentType: "application/json").1 == -32602)
+        #expect(summary([error], contentType: "Application/JSON; charset=utf-8").1 == -32602)
+        let events = ["event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n", "event: message\ndata: \(error)\n\n"]
+        let (bytes, code) = summary(events, contentType: "TEXT/event-stream")
+        #expect(code == -32602)
+        #expect(bytes == Int64(events.map(\.utf8.count).reduce(0, +)))
+    }
+
+    @Test func aResultHasNoCodeEvenWhenItsTextMentionsAnError() {
+        let result = #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"error\": none"}]}}"#
+        #expect(summary([result], contentType: "application/json").1 == nil)
+        #expect(summary([#"{"jsonrpc":"2.0","id":1,"result":{}}"#], contentType: "application/json").1 == nil)
+        #expect(summary([#"{"error":{"code":1}}"#], contentType: "text/plain").1 == nil)
+    }
+
+    @Test func prefixesCompareWithoutCase() {
+        #expect(BodyTally.hasPrefixIgnoringCase("Text/Event-Stream; x", "text/event-stream"))
+        #expect(!BodyTally.hasPrefixIgnoringCase("text/event", "text/event-stream"))
+        #expect(!BodyTally.hasPrefixIgnoringCase("application/jsonx", "text/event-stream"))
+        #expect(BodyTally.mentionsError(ByteBuffer(string: #"x"error""#)))
+        #expect(!BodyTally.mentionsError(ByteBuffer(string: #""erro"#)))
+        #expect(!BodyTally.mentionsError(ByteBuffer()))
+    }
+}
