@@ -42,11 +42,12 @@ bench-http: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway
 
-# Where the gateway's CPU goes on the HTTP and the stdio route: perf (cpu-clock) profiles under load.
+# Where the gateway's CPU goes on the HTTP and the stdio route, and on the HTTP route with audit, metrics and a rate limit on: perf (cpu-clock) profiles under load.
 bench-profile: build-release
     bash scripts/ensure-apt.sh wrk nginx-light linux-perf
     PATH="{{venv}}/bin:$PATH" {{python}} bench/profile.py --gateway .build/release/mcp-gateway
     PATH="{{venv}}/bin:$PATH" {{python}} bench/profile.py --route stdio --call-graph --gateway .build/release/mcp-gateway
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/profile.py --operations --call-graph --gateway .build/release/mcp-gateway
 
 # Token check: the same HTTP route with auth: none and with a valid token.
 bench-auth: build-release

@@ -5,7 +5,11 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     public let bytes: [UInt8]
 
     public init?(_ text: some StringProtocol) {
-        var trimmed = String(text).trimmingCharacters(in: .whitespaces)
+        // Addresses from sockets and headers seldom carry spaces: trim only when there are some
+        // (Foundation's trimming is the costliest step of a per-request parse).
+        let spaces: (UInt8?) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        var trimmed = String(text)
+        if spaces(trimmed.utf8.first) || spaces(trimmed.utf8.last) { trimmed = trimmed.trimmingCharacters(in: .whitespaces) }
         if trimmed.hasPrefix("["), let close = trimmed.firstIndex(of: "]") {
             trimmed = String(trimmed[trimmed.index(after: trimmed.startIndex)..<close])
         }

@@ -26,4 +26,12 @@ import Testing
         let v4 = try #require(IPAddress("192.0.2.7"))
         #expect(v4.rateLimitKey == "192.0.2.7")
     }
+
+    @Test func surroundingSpacesAreTrimmedAndInnerOnesRefused() throws {
+        #expect(IPAddress(" 10.0.0.1\t")?.description == "10.0.0.1")
+        #expect(IPAddress("\t::1")?.description == "0:0:0:0:0:0:0:1")
+        #expect(IPAddress("10.0.0.1")?.rateLimitKey == "10.0.0.1")
+        #expect(IPAddress("10.0. 0.1") == nil)
+        #expect(IPAddress("") == nil)
+    }
 }
