@@ -513,6 +513,75 @@ def test_a_child_crashing_mid_call_on_the_fast_relay_answers_an_error(stdio_gate
     assert any("tool=crash" in line for line in fast_lines(stdio_gateway))
 
 
+def test_a_body_with_two_readings_in_a_stdio_session_is_refused_and_reaches_no_child(stdio_gateway):
+    """The session is warm (its binding just confirmed), so each of these is a fast relay
+    candidate: the strict JSON check must refuse it before any byte reaches the child."""
+    headers = open_session(stdio_gateway)
+    url = stdio_gateway.url("/kit/mcp")
+    with httpx.Client(headers=headers, timeout=10) as client:
+        first_pid = client.post(url, json=tool_call("w1", "pid", {})).json()["result"]["content"][0]["text"]
+        assert client.post(url, json=tool_call("w2", "pid", {})).status_code == 200
+        bodies = [
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"crash","arguments":{"text":"x"}}}',
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","n\\u0061me":"crash","arguments":{"text":"x"}}}',
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}},"params":{"name":"crash"}}',
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","id":2,"params":{"name":"crash"}}',
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crash\\x"}}',
+        ]
+        for body in bodies:
+            refused = client.post(url, content=body.encode())
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700, (body, refused.text)
+        # The child neither crashed nor was replaced: the same process answers.
+        after = client.post(url, json=tool_call("w3", "pid", {}))
+        assert after.status_code == 200 and after.json()["result"]["content"][0]["text"] == first_pid
+    assert not [line for line in fast_lines(stdio_gateway) if "tool=crash" in line]
+
+
+def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start_gateway, fake_github):
+    from oauth_helpers import access_token_for
+
+    gateway = start_gateway(ENTRY_POINT + f"""
+    auth:
+      github:
+        clientID: "fake-github-client"
+        clientSecret: "fake-github-secret"
+        webURL: "{fake_github.web_url}"
+        apiURL: "{fake_github.api_url}"
+      allow:
+        users: ["octocat", "hubot"]
+    routers:
+      kit:
+        rule: "PathPrefix(`/kit`)"
+        service: kit
+    services:
+      kit:
+        stdio:
+          command: "{sys.executable}"
+          args: ["{STDIO_SERVER}"]
+    """)
+    resource = gateway.url("/kit/mcp")
+    alice = {"Authorization": f"Bearer {access_token_for(gateway, fake_github, 'octocat', 1, resource)}"}
+    bob = {"Authorization": f"Bearer {access_token_for(gateway, fake_github, 'hubot', 2, resource)}"}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "fast", "version": "1"}}}
+    opened = httpx.post(resource, json=init, headers={**SESSION_HEADERS, **alice}, timeout=20)
+    assert opened.status_code == 200, opened.text
+    session = {**SESSION_HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+    assert httpx.post(resource, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**session, **alice}, timeout=10).status_code == 202
+    with httpx.Client(timeout=10) as owner, httpx.Client(timeout=10) as intruder:
+        for attempt in range(3):
+            assert owner.post(resource, json=tool_call(f"a{attempt}", "pid", {}), headers={**session, **alice}).status_code == 200
+        # Bob's valid token, on one connection (so it is remembered as verified), with Alice's
+        # warm session id: never her child.
+        for attempt in range(3):
+            refused = intruder.post(resource, json=tool_call(f"b{attempt}", "echo", {"text": "mine now"}), headers={**session, **bob})
+            assert refused.status_code == 404, refused.text
+        assert owner.post(resource, json=tool_call("a9", "pid", {}), headers={**session, **alice}).status_code == 200
+    lines = fast_lines(gateway)
+    assert any("user=octocat" in line and "tool=pid" in line for line in lines), gateway.managed.log()[-3000:]
+    assert not [line for line in lines if "user=hubot" in line]
+
+
 def test_relayed_stdio_calls_are_audited_and_counted_like_the_full_pipelines(start_gateway, tmp_path):
     from test_metrics import scrape, value
 
