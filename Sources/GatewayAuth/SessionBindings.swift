@@ -95,6 +95,8 @@ package final class SessionBindings: Sendable {
     package static let maxCached = 100_000
 
     private struct Cached {
+        /// The session's store key (the id's hash), so that ending a session by its hash finds it.
+        let storeKey: String
         package let record: SessionRecord
         package var owner: SessionOwner { record.owner }
         /// When the store last confirmed the binding.
@@ -104,6 +106,8 @@ package final class SessionBindings: Sendable {
     }
 
     private let store: any KeyValueStore
+    /// By the session id as the client sends it: a request in a session whose binding was
+    /// confirmed a moment ago is admitted without hashing its id again.
     private let cache = Mutex<[String: Cached]>([:])
     /// This process's instance id (`ClusterMembership`), written into the records of the sessions
     /// it holds.
@@ -162,7 +166,7 @@ package final class SessionBindings: Sendable {
             throw .storeUnavailable
         }
         await index(key)
-        remember(key, record: record, refreshed: true)
+        remember(sessionID, key: key, record: record, refreshed: true)
     }
 
     /// The session's record as the store has it now (not the cached one): where it is held.
@@ -187,7 +191,7 @@ package final class SessionBindings: Sendable {
             do {
                 let changed = Array(try JSONEncoder().encode(record))
                 if try await store.replaceIfEqual(key, expected: bytes, with: changed) {
-                    remember(key, record: record, refreshed: false)
+                    remember(sessionID, key: key, record: record, refreshed: false)
                     return true
                 }
             } catch {
@@ -211,10 +215,9 @@ package final class SessionBindings: Sendable {
     /// `check` without waiting: the record when the store confirmed, within `recheckInterval`,
     /// that `owner` holds the session; nil when only the store can say (`check` asks it).
     package func recentlyChecked(_ sessionID: String, owner: SessionOwner) -> SessionRecord? {
-        let key = Self.key(sessionID)
         let now = ContinuousClock.now
         return cache.withLock { cache in
-            guard let cached = cache[key], cached.owner == owner, now - cached.checked < Self.recheckInterval else { return nil }
+            guard let cached = cache[sessionID], cached.owner == owner, now - cached.checked < Self.recheckInterval else { return nil }
             return cached.record
         }
     }
@@ -223,17 +226,17 @@ package final class SessionBindings: Sendable {
     /// nobody; 503 when the store cannot say.
     @discardableResult
     package func check(_ sessionID: String, owner: SessionOwner) async throws(SessionRefusal) -> SessionRecord {
-        let key = Self.key(sessionID)
         let now = ContinuousClock.now
-        let cached = cache.withLock { $0[key] }
+        let cached = cache.withLock { $0[sessionID] }
         if let cached {
             guard cached.owner == owner else { throw .notFound }
             if now - cached.checked < Self.recheckInterval { return cached.record }
         }
+        let key = cached?.storeKey ?? Self.key(sessionID)
         let bytes: [UInt8]?
         do { bytes = try await store.get(key) } catch { throw .storeUnavailable }
         guard let bytes, let bound = try? JSONDecoder().decode(SessionRecord.self, from: Data(bytes)) else {
-            cache.withLock { $0[key] = nil }
+            cache.withLock { $0[sessionID] = nil }
             throw .notFound
         }
         guard bound.owner == owner else { throw .notFound }
@@ -243,7 +246,7 @@ package final class SessionBindings: Sendable {
             try? await store.set(key, bytes, ttl: Self.ttl)
             await index(key)
         }
-        remember(key, record: bound, refreshed: refresh)
+        remember(sessionID, key: key, record: bound, refreshed: refresh)
         return bound
     }
 
@@ -282,8 +285,9 @@ package final class SessionBindings: Sendable {
         let isHash = idOrHash.count == 64 && idOrHash.allSatisfy { $0.isHexDigit && !$0.isUppercase }
         var keys = ["session:\(Self.hash(idOrHash))"]
         if isHash { keys.append("session:\(idOrHash)") }
-        for key in keys {
-            cache.withLock { $0[key] = nil }
+        cache.withLock { cache in
+            cache[idOrHash] = nil
+            for (id, cached) in cache where keys.contains(cached.storeKey) { cache[id] = nil }
         }
         return try await store.delete(keys) > 0
     }
@@ -291,16 +295,16 @@ package final class SessionBindings: Sendable {
     /// The session ended (DELETE): its id binds nobody any more.
     package func unbind(_ sessionID: String) async {
         let key = Self.key(sessionID)
-        cache.withLock { $0[key] = nil }
+        cache.withLock { $0[sessionID] = nil }
         _ = try? await store.delete([key])
     }
 
-    private func remember(_ key: String, record: SessionRecord, refreshed: Bool) {
+    private func remember(_ sessionID: String, key: String, record: SessionRecord, refreshed: Bool) {
         let now = ContinuousClock.now
         cache.withLock { cache in
             if cache.count >= Self.maxCached { cache.removeAll(keepingCapacity: true) }
-            let lastRefresh = refreshed ? now : (cache[key]?.refreshed ?? now)
-            cache[key] = Cached(record: record, checked: now, refreshed: lastRefresh)
+            let lastRefresh = refreshed ? now : (cache[sessionID]?.refreshed ?? now)
+            cache[sessionID] = Cached(storeKey: key, record: record, checked: now, refreshed: lastRefresh)
         }
     }
 }

@@ -190,6 +190,29 @@ final class TestClock: Sendable {
         await #expect(throws: SessionRefusal.self) { try await b.check("s1", owner: SessionOwner(router: "kit", subject: "mallory")) }
     }
 
+    /// The confirmation cache is by id; ending a session by its hash (the admin page) or by its
+    /// id must still stop it at once on this instance, and another owner never gets the cached answer.
+    @Test func aCachedConfirmationIsTheOwnersOnlyAndEndsWithTheSession() async throws {
+        let store = MemoryStore()
+        let bindings = SessionBindings(store: store, instanceID: "a")
+        let alice = SessionOwner(router: "kit", subject: "alice")
+        try await bindings.bind("s1", to: alice)
+        try await bindings.check("s1", owner: alice)
+        #expect(bindings.recentlyChecked("s1", owner: alice) != nil)
+        #expect(bindings.recentlyChecked("s1", owner: SessionOwner(router: "kit", subject: "mallory")) == nil)
+        #expect(bindings.recentlyChecked("s1", owner: SessionOwner(router: "side", subject: "alice")) == nil)
+        await #expect(throws: SessionRefusal.self) { try await bindings.check("s1", owner: SessionOwner(router: "kit", subject: "mallory")) }
+
+        #expect(try await bindings.end(idOrHash: SessionBindings.hash("s1")))
+        #expect(bindings.recentlyChecked("s1", owner: alice) == nil)
+        await #expect(throws: SessionRefusal.self) { try await bindings.check("s1", owner: alice) }
+
+        try await bindings.bind("s2", to: alice)
+        #expect(bindings.recentlyChecked("s2", owner: alice) != nil)
+        #expect(try await bindings.end(idOrHash: "s2"))
+        #expect(bindings.recentlyChecked("s2", owner: alice) == nil)
+    }
+
     @Test func aRecordWrittenBeforeThePlacementFieldsStillReads() async throws {
         let store = MemoryStore()
         let hash = SessionBindings.hash("old")
