@@ -69,11 +69,15 @@ def main() -> int:
                         help="record call chains (frame pointers) and add the gateway's functions by inclusive share")
     parser.add_argument("--operations", action="store_true",
                         help="http route: with an audit log, Prometheus metrics and a rate limit on Redis (issue 12's all-on configuration)")
+    parser.add_argument("--full-pipeline", action="store_true",
+                        help="http route: the entry point's fast relay off, so every request takes the full pipeline")
     parser.add_argument("--output")
     args = parser.parse_args()
     default_output = {"http": "results-profile.md", "stdio": "results-profile-stdio.md"}[args.route]
     if args.operations:
         default_output = "results-profile-operations.md"
+    if args.full_pipeline:
+        default_output = default_output.replace(".md", "-full-pipeline.md")
     output = Path(args.output) if args.output else HERE / default_output
     if not shutil.which("perf"):
         raise SystemExit("perf is not installed (just bench-profile installs linux-perf)")
@@ -149,6 +153,7 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         started.append(upstream)
         port = free_port()
         operations = router_middlewares = ""
+        fast_relay = "\n                fastRelay: false" if args.full_pipeline else ""
         if args.operations:
             router_middlewares = "\n                middlewares: [generous]"
             redis_port = free_port()
@@ -170,7 +175,7 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         config.write_text(textwrap.dedent(f"""
             entryPoints:
               web:
-                address: "127.0.0.1:{port}"
+                address: "127.0.0.1:{port}"{fast_relay}
             publicURL: "http://127.0.0.1:{port}"
             log:
               level: warning{operations}
@@ -195,6 +200,8 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
     finally:
         stop_all(started, quit_signal_for=tuple(started[:1]))  # nginx stops gracefully on SIGQUIT
     what = "tools/call POSTs through mcp-gateway (release build, `auth: none`) to nginx answering a canned result"
+    if args.full_pipeline:
+        what += "; the fast relay off (`fastRelay: false`): the full pipeline"
     if args.operations:
         what += "; with an audit log, Prometheus metrics and a `rateLimit` middleware (by address) on Redis"
     return load, what

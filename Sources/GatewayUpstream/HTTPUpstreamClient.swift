@@ -7,7 +7,9 @@ public import Logging
 public import NIOCore
 public import NIOHTTP1
 public import NIOPosix
+import Instrumentation
 import Synchronization
+import Tracing
 
 /// The HTTP clients the proxy uses, one per distinct connect timeout (a client-wide setting in
 /// AsyncHTTPClient). Clients live as long as the gateway, so reloads never cut open streams.
@@ -35,6 +37,7 @@ public final class UpstreamClients: Sendable {
             // A refused connection should become a 502 at once, not after retrying for the whole
             // connect timeout.
             configuration.connectionPool.retryConnectionEstablishment = false
+            configuration.traceOnlyWithInstalledTracer()
             let client = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
             clients[connectTimeout] = client
             return client
@@ -178,5 +181,15 @@ public struct HTTPUpstream: Sendable {
     static func describe(_ duration: Duration) -> String {
         let seconds = duration.timeInterval
         return seconds == seconds.rounded() ? "\(Int(seconds))s" : String(format: "%.3fs", seconds)
+    }
+}
+
+extension HTTPClient.Configuration {
+    /// AsyncHTTPClient traces every request with the global tracer, and without `tracing:` that is
+    /// the no-op one: a span that records nothing, but whose attributes (the URL taken apart, the
+    /// method, the body size) are still computed, ~2 % of a full-pipeline request. Without a tracer
+    /// installed, the client does not trace at all.
+    package mutating func traceOnlyWithInstalledTracer() {
+        if InstrumentationSystem.tracer is NoOpTracer { tracing.tracer = nil }
     }
 }

@@ -522,6 +522,7 @@ package struct GatewayComponents: Sendable {
     /// AsyncHTTPClient's default of 8 per instance.
     static var hopClientConfiguration: HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1)), decompression: .disabled)
+        configuration.traceOnlyWithInstalledTracer()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 65_536
         return configuration
