@@ -68,7 +68,7 @@ struct Serve: AsyncParsableCommand {
         switch configuration.log.format {
         case .text:
             LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
+                var handler = TextLogHandler.standardError(label: label)
                 handler.logLevel = level
                 return handler
             }
