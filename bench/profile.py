@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--operations", action="store_true",
                         help="http route: with an audit log, Prometheus metrics and a rate limit on Redis (issue 12's all-on configuration)")
     parser.add_argument("--full-pipeline", action="store_true",
-                        help="http route: the entry point's fast relay off, so every request takes the full pipeline")
+                        help="the entry point's fast relay off, so every request takes the full pipeline")
     parser.add_argument("--output")
     args = parser.parse_args()
     default_output = {"http": "results-profile.md", "stdio": "results-profile-stdio.md"}[args.route]
@@ -128,7 +128,7 @@ def record(args, pid: int, data: Path) -> subprocess.Popen:
 def profile_stdio(args, workdir: Path, data: Path) -> tuple[dict, str]:
     from stdio_bridge import create_sessions, gateway_target
 
-    target = gateway_target(args.gateway, workdir)
+    target = gateway_target(args.gateway, workdir, fast_relay=not args.full_pipeline)
     try:
         sessions = create_sessions(target.url, args.sessions)
         sessions_file = workdir / "sessions.txt"
