@@ -135,7 +135,10 @@ final class RedisLoopConnection: @unchecked Sendable {
         return commands.map { command in
             (Self.encode(command, allocator: ByteBufferAllocator()), { [self] result in
                 guard case .success(.error) = result else { return }
+                // A wrong password or database: not retried on every command.
                 close()
+                failures += 1
+                state = .waiting(until: .now() + .milliseconds(Int64(min(2000, 50 << min(failures - 1, 6)))))
             })
         }
     }

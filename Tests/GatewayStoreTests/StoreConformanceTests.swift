@@ -12,10 +12,13 @@ import Glibc
 /// A real redis-server on a free loopback port, started and stopped (by PID) by the test.
 final class RedisServer: @unchecked Sendable {
     let port: Int
+    /// `requirepass`, when set.
+    let password: String?
     private var process: Process?
 
-    init() throws {
+    init(password: String? = nil) throws {
         port = Self.freePort()
+        self.password = password
         try start()
     }
 
@@ -23,6 +26,7 @@ final class RedisServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+            + (password.map { ["--requirepass", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -268,6 +272,31 @@ enum StoreConformance {
         }
         #expect(recovered)
         await store.shutdown()
+    }
+
+    /// The event loop's connection authenticates as the hiredis ones do; a wrong password fails
+    /// the calls (and is not retried on every one) without any reaching Redis unauthenticated.
+    @Test func theLoopConnectionAuthenticates() async throws {
+        let server = try RedisServer(password: "s3cret-pass")
+        defer { server.stop() }
+        let store = try #require(RedisStore(url: "redis://:s3cret-pass@127.0.0.1:\(server.port)/2", keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        try await server.waitReady(store)
+        let wrong = try #require(RedisStore(url: "redis://:wrong@127.0.0.1:\(server.port)/0", keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        func onLoop(_ store: RedisStore, _ key: String) async -> Result<RateLimitDecision, StoreError> {
+            await withCheckedContinuation { done in
+                loop.execute { store.rateLimit(key, interval: .seconds(60), burst: 1) { done.resume(returning: $0) } }
+            }
+        }
+        #expect((try? await onLoop(store, "k").get())?.allowed == true)
+        #expect((try? await onLoop(store, "k").get())?.allowed == false)
+        // Counted in database 2 (SELECT), where the task path counts too.
+        #expect(try await store.rateLimit("k", interval: .seconds(60), burst: 1).allowed == false)
+        for _ in 0..<3 {
+            guard case .failure = await onLoop(wrong, "k") else { Issue.record("a wrong password was let through"); return }
+        }
+        await store.shutdown()
+        await wrong.shutdown()
     }
 
     private func runCLI(port: Int, _ arguments: String...) throws {
