@@ -23,9 +23,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// How long lines gather before they are written: what a crash of the process can lose.
     static let batchWindow = DispatchTimeInterval.milliseconds(10)
 
-    public init(path: String, logger: Logger) {
+    /// Told after each write to the file (tests wait on it rather than on time).
+    private let afterWrite: (@Sendable () -> Void)?
+
+    public init(path: String, logger: Logger, afterWrite: (@Sendable () -> Void)? = nil) {
         self.path = path
         self.logger = logger
+        self.afterWrite = afterWrite
         queue.sync { self.open() }
     }
 
@@ -71,6 +75,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         guard !bytes.isEmpty else { return }
         write(bytes)
+        afterWrite?()
     }
 
     private func open() {

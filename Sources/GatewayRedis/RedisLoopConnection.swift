@@ -29,14 +29,17 @@ final class RedisLoopConnection: @unchecked Sendable {
     let loop: any EventLoop
     private let endpoint: RedisEndpoint
     private let timeout: Duration
+    /// The backoff's clock (tests move it on instead of waiting).
+    private let now: @Sendable () -> NIODeadline
     private var state = State.idle
     private var failures = 0
     private var flushScheduled = false
 
-    init(loop: any EventLoop, endpoint: RedisEndpoint, timeout: Duration) {
+    init(loop: any EventLoop, endpoint: RedisEndpoint, timeout: Duration, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.loop = loop
         self.endpoint = endpoint
         self.timeout = timeout
+        self.now = now
     }
 
     /// Sends one command; `reply` is called on `loop`, possibly before this returns.
@@ -50,7 +53,7 @@ final class RedisLoopConnection: @unchecked Sendable {
         case .connecting(var queued):
             queued.append((command, reply))
             state = .connecting(queued)
-        case .waiting(let until) where NIODeadline.now() < until:
+        case .waiting(let until) where now() < until:
             reply(.failure(.unavailable("reconnecting to Redis")))
         case .idle, .waiting:
             state = .connecting([(command, reply)])
@@ -118,10 +121,14 @@ final class RedisLoopConnection: @unchecked Sendable {
     }
 
     private func failed(_ queued: [(ByteBuffer, Reply)], _ error: StoreError) {
-        failures += 1
-        // 50 ms, 100 ms, … capped at 2 s.
-        state = .waiting(until: .now() + .milliseconds(Int64(min(2000, 50 << min(failures - 1, 6)))))
+        backOff()
         for (_, reply) in queued { reply(.failure(error)) }
+    }
+
+    /// After a failed attempt: commands fail at once for 50 ms, 100 ms, … capped at 2 s.
+    private func backOff() {
+        failures += 1
+        state = .waiting(until: now() + .milliseconds(Int64(min(2000, 50 << min(failures - 1, 6)))))
     }
 
     /// AUTH and SELECT, as the hiredis connections send them; a refusal closes the connection
@@ -137,8 +144,7 @@ final class RedisLoopConnection: @unchecked Sendable {
                 guard case .success(.error) = result else { return }
                 // A wrong password or database: not retried on every command.
                 close()
-                failures += 1
-                state = .waiting(until: .now() + .milliseconds(Int64(min(2000, 50 << min(failures - 1, 6)))))
+                backOff()
             })
         }
     }

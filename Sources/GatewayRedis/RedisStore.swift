@@ -1,6 +1,7 @@
 public import GatewayStore
 import Crypto
-import NIOCore
+import Foundation
+package import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -12,12 +13,10 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     public let keyPrefix: String
     private let endpoint: RedisEndpoint
     private let timeout: Duration
+    private let loopClock: @Sendable () -> NIODeadline
     /// One connection per event loop that asked (see `RedisLoopConnection`), by the loop's identity.
     private let loopConnections = Mutex<[ObjectIdentifier: RedisLoopConnection]>([:])
-    private static let rateLimitScriptSHA = Array(Insecure.SHA1.hash(data: Array(rateLimitScript.utf8)).map { byte in
-        let hex = Array("0123456789abcdef".utf8)
-        return [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-    }.joined())
+    private static let rateLimitScriptSHA = Array(Insecure.SHA1.hash(data: Array(rateLimitScript.utf8)).map { String(format: "%02x", $0) }.joined().utf8)
 
     /// Increments a counter and starts its expiry window on the first increment, atomically.
     /// Compare-and-set keeping the key's TTL (KEEPTTL: Redis 6.0 and later).
@@ -42,11 +41,17 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         return {1, math.floor((now - allowAt) / interval), 0, nextTat - now}
         """
 
-    public init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
+    public convenience init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
+        self.init(url: url, keyPrefix: keyPrefix, connections: connections, timeout: timeout, loopClock: { .now() })
+    }
+
+    /// `loopClock`: the event-loop connections' backoff clock (tests move it on).
+    package init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2), loopClock: @escaping @Sendable () -> NIODeadline) {
         guard let endpoint = RedisEndpoint(url: url) else { return nil }
         self.keyPrefix = keyPrefix
         self.endpoint = endpoint
         self.timeout = timeout
+        self.loopClock = loopClock
         self.connections = (0..<max(1, connections)).map { _ in RedisConnection(endpoint: endpoint, timeout: timeout) }
     }
 
@@ -157,7 +162,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     private func loopConnection(for loop: any EventLoop) -> RedisLoopConnection {
         loopConnections.withLock { connections in
             if let existing = connections[ObjectIdentifier(loop)] { return existing }
-            let created = RedisLoopConnection(loop: loop, endpoint: endpoint, timeout: timeout)
+            let created = RedisLoopConnection(loop: loop, endpoint: endpoint, timeout: timeout, now: loopClock)
             connections[ObjectIdentifier(loop)] = created
             return created
         }

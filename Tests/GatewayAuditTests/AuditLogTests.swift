@@ -40,16 +40,15 @@ import Testing
     @Test func linesAreWrittenWithoutAFlushWithinTheBatchWindow() async throws {
         let path = temporaryFile()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let log = AuditLog(path: path, logger: Logger(label: "test"))
+        let (written, signal) = AsyncStream<Void>.makeStream()
+        let log = AuditLog(path: path, logger: Logger(label: "test"), afterWrite: { signal.yield() })
+        let recorded = ContinuousClock.now
         log.record(AuditEvent("auth.signin", [("user", .string("alice"))]))
-        // The writer runs on its own after the window: poll the file, no flush.
-        let deadline = ContinuousClock.now + .seconds(5)
-        var text = ""
-        while ContinuousClock.now < deadline {
-            text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            if !text.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(5))
-        }
+        // The writer runs on its own once the batch window has passed: no flush is asked for.
+        var writes = written.makeAsyncIterator()
+        _ = await writes.next()
+        #expect(ContinuousClock.now - recorded < .seconds(5))
+        let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains(#""event":"auth.signin","user":"alice"}"#))
     }
 }
