@@ -8,7 +8,5 @@ extension Logger {
     /// nothing it says is wanted. A logger that drops everything also costs nothing when the
     /// client sets its per-request metadata (the stream handler formats all of it again on every
     /// change: 3 % of a full-pipeline request's CPU).
-    package var forHTTPClient: Logger { Self.httpClientLogger }
-
-    private static let httpClientLogger = Logger(label: "mcp-gateway.http-client", factory: { _ in SwiftLogNoOpLogHandler() })
+    package static let forHTTPClient = Logger(label: "mcp-gateway.http-client", factory: { _ in SwiftLogNoOpLogHandler() })
 }

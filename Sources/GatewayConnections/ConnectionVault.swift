@@ -164,32 +164,16 @@ public final class ConnectionVault: Sendable {
     /// Seals every record again under the current key (`admin rotate-store-key`): how many were
     /// resealed, and the records no configured key opens (left as they are).
     public func reseal() async throws(Failure) -> (resealed: Int, unchanged: Int, failed: [String]) {
-        let members: [String]
-        do { members = try await store.setMembers(Self.indexKey) } catch { throw .store(error.description) }
-        let current = try sealer().currentKeyID
-        var (resealed, unchanged, failed) = (0, 0, [String]())
-        for member in members {
-            guard let colon = member.lastIndex(of: ":") else { continue }
+        let index = SealedRecordIndex(store: store, indexKey: Self.indexKey, record: { member in
+            guard let colon = member.lastIndex(of: ":") else { return nil }
             let (service, hash) = (String(member[..<colon]), String(member[member.index(after: colon)...]))
-            let raw: [UInt8]?
-            do { raw = try await store.get(Self.recordKey(service: service, subjectHash: hash)) } catch { throw .store(error.description) }
-            guard let raw else {
-                try? await store.removeFromSet(Self.indexKey, [member])
-                continue
-            }
-            if SecretSealer.keyID(of: String(decoding: raw, as: UTF8.self)) == current {
-                unchanged += 1
-                continue
-            }
-            do {
-                guard let grant = try await grant(service: service, subjectHash: hash) else { continue }
-                try await save(grant, service: service, subjectHash: hash)
-                resealed += 1
-            } catch {
-                failed.append("\(service):\(hash.prefix(12))")
-            }
-        }
-        return (resealed, unchanged, failed)
+            return (Self.recordKey(service: service, subjectHash: hash), Self.context(service: service, subjectHash: hash))
+        }, name: { member in
+            guard let colon = member.lastIndex(of: ":") else { return member }
+            return String(member[..<colon]) + ":" + member[member.index(after: colon)...].prefix(12)
+        })
+        let sealer = try sealer()
+        do { return try await index.reseal(with: sealer) } catch { throw .store(error.description) }
     }
 
     /// The connection's grant after a refresh by `refresh`, once per connection at a time: callers

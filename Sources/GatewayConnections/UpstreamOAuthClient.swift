@@ -89,26 +89,9 @@ public final class UpstreamOAuthClient: Sendable {
     /// how many were resealed, already under it, and the ones no configured key opens (left as
     /// they are; the next connection registers again).
     public static func resealRegistrations(store: any KeyValueStore, keys: StoreKeys) async throws(StoreError) -> (resealed: Int, unchanged: Int, failed: [String]) {
-        let sealer = SecretSealer(keys: keys)
-        var (resealed, unchanged, failed) = (0, 0, [String]())
-        for key in try await store.setMembers(registrationIndexKey) {
-            guard let raw = try await store.get(key) else {
-                try await store.removeFromSet(registrationIndexKey, [key])
-                continue
-            }
-            let text = String(decoding: raw, as: UTF8.self)
-            if SecretSealer.keyID(of: text) == sealer.currentKeyID {
-                unchanged += 1
-                continue
-            }
-            guard let plain = try? sealer.open(text, context: key), let again = try? sealer.seal(plain, context: key) else {
-                failed.append(String(key.suffix(12)))
-                continue
-            }
-            try await store.set(key, Array(again.utf8), ttl: nil)
-            resealed += 1
-        }
-        return (resealed, unchanged, failed)
+        // A registration is sealed under its own store key as context.
+        let index = SealedRecordIndex(store: store, indexKey: registrationIndexKey, record: { key in (key, key) }, name: { String($0.suffix(12)) })
+        return try await index.reseal(with: SecretSealer(keys: keys))
     }
 
     static func registrationKey(issuer: String, publicURL: PublicURL) -> String {
@@ -188,7 +171,7 @@ public final class UpstreamOAuthClient: Sendable {
         request.headers.add(name: "Accept", value: "application/json, text/event-stream")
         request.headers.add(name: "MCP-Protocol-Version", value: "2025-11-25")
         request.body = .bytes(ByteBuffer(string: #"{"jsonrpc":"2.0","id":"mcpgw-discovery","method":"ping"}"#))
-        if let response = try? await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient) {
+        if let response = try? await http.execute(request, timeout: .seconds(10), logger: Logger.forHTTPClient) {
             _ = try? await response.body.collect(upTo: 64 * 1024)
             for challenge in response.headers["WWW-Authenticate"] {
                 if let url = Self.parameter("resource_metadata", in: challenge) { return url }
@@ -245,7 +228,7 @@ public final class UpstreamOAuthClient: Sendable {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "Accept", value: "application/json")
         do {
-            let response = try await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient)
+            let response = try await http.execute(request, timeout: .seconds(10), logger: Logger.forHTTPClient)
             let body = try await response.body.collect(upTo: Self.maxDocument)
             guard response.status == .ok else { throw Failure("\(what) at \(url): HTTP \(response.status.code)") }
             guard let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else { throw Failure("\(what) at \(url) is not a JSON object") }
@@ -282,7 +265,7 @@ public final class UpstreamOAuthClient: Sendable {
         request.body = .bytes(ByteBuffer(data: body))
         let object: [String: Any]
         do {
-            let response = try await http.execute(request, timeout: .seconds(10), logger: logger.forHTTPClient)
+            let response = try await http.execute(request, timeout: .seconds(10), logger: Logger.forHTTPClient)
             let bytes = try await response.body.collect(upTo: Self.maxDocument)
             let answer = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any]
             guard (200..<300).contains(response.status.code), let parsed = answer else {
@@ -374,7 +357,7 @@ public final class UpstreamOAuthClient: Sendable {
         }
         request.body = .bytes(ByteBuffer(string: FormEncoding.encode(fields)))
         // The token endpoint's answers hold secrets: the HTTP client logs nothing of them.
-        let quiet = logger.forHTTPClient
+        let quiet = Logger.forHTTPClient
         do {
             let response = try await http.execute(request, timeout: .seconds(15), logger: quiet)
             let bytes = try await response.body.collect(upTo: Self.maxDocument)

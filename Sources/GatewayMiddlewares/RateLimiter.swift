@@ -43,17 +43,7 @@ package struct RateLimiter: RouteMiddleware {
     package var decidesWithoutTask: Bool { immediateStore != nil }
 
     package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
-        guard let immediate = immediateStore else {
-            Task {
-                do throws(GatewayError) {
-                    try await admit(request)
-                    decided(nil)
-                } catch {
-                    decided(error)
-                }
-            }
-            return
-        }
+        guard let immediate = immediateStore else { return admitInTask(request, decided: decided) }
         let counted = counter(for: request)
         immediate.rateLimit(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) { [self] decision in
             decided(verdict(decision, request: request, counted: counted))

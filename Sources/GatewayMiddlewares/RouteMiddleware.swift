@@ -42,6 +42,11 @@ extension RouteMiddleware {
     package var decidesWithoutTask: Bool { false }
 
     package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
+        admitInTask(request, decided: decided)
+    }
+
+    /// `admit` run in a task, its verdict handed to `decided`.
+    package func admitInTask(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
         Task {
             do throws(GatewayError) {
                 try await admit(request)

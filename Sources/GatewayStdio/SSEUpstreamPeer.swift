@@ -51,7 +51,7 @@ public final class SSEUpstreamPeer: MessagePeer {
         onMessage: @escaping @Sendable (ByteBuffer) -> Void
     ) async throws(ConnectError) -> SSEUpstreamPeer {
         var url = service.url
-        let clientLogger = logger.forHTTPClient
+        let clientLogger = Logger.forHTTPClient
         if let credential = service.credentials?.queryItem {
             url += (url.contains("?") ? "&" : "?") + credential
         }
@@ -177,7 +177,7 @@ public final class SSEUpstreamPeer: MessagePeer {
         request.body = .bytes(message)
         var failure: String?
         do {
-            let response = try await http.execute(request, timeout: .nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9)), logger: logger.forHTTPClient)
+            let response = try await http.execute(request, timeout: .nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9)), logger: Logger.forHTTPClient)
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if !(200..<300).contains(response.status.code) { failure = "HTTP \(response.status.code)" }
         } catch {

@@ -114,7 +114,7 @@ public struct HTTPUpstream: Sendable {
         if let query, !query.isEmpty {
             url += (url.contains("?") ? "&" : "?") + query
         }
-        let clientLogger = logger.forHTTPClient
+        let clientLogger = Logger.forHTTPClient
         if let credential = service.credentials?.queryItem {
             url += (url.contains("?") ? "&" : "?") + credential
         }
@@ -131,7 +131,7 @@ public struct HTTPUpstream: Sendable {
                 throw Self.classify(error, service: service)
             }
         }
-        // The user's token (the client's logger is held at info: `forHTTPClient`).
+        // The user's token (the client logs nothing: `Logger.forHTTPClient`).
         guard let token = await authorization.token() else {
             throw UpstreamError(.authorizationRequired, service: service.name, detail: "the user is not connected")
         }
