@@ -24,7 +24,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 PASSWORD = "bench-password-not-secret"
@@ -144,9 +144,7 @@ services:
     for connections, cells in rows:
         ratio = cells["oauth + token"]["cpu_us"] / cells["auth: none"]["cpu_us"]
         lines.append(f"- c={connections}: CPU per request with the token check = **{ratio:.2f}×** `auth: none` (target ≤ 1.15×)")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
     return 0
 
 

@@ -124,3 +124,10 @@ def machine_line() -> str:
     except FileNotFoundError:
         pass
     return f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), Linux {platform.release()}"
+
+
+def write_results(output, lines: list[str]) -> None:
+    """A results file from its lines (printed too)."""
+    text = "\n".join(lines) + "\n"
+    Path(output).write_text(text)
+    print(text)

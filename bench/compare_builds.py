@@ -18,14 +18,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, own_cpu_seconds, run_wrk, stop_all, wait_port  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, run_wrk, stop_all, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
-from stdio_bridge import CHILD_ARGS, TIME_SERVER, create_sessions  # noqa: E402
+from stdio_bridge import create_sessions, two_route_config  # noqa: E402
 
 
 def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int, entry_point_extra: str = "", baseline: bool = False) -> tuple[subprocess.Popen, int]:
@@ -34,35 +33,7 @@ def start_gateway(binary: str, workdir: Path, name: str, upstream_port: int, ent
     per_user = "" if baseline else "maxSessionsPerUser: 100"
     port = free_port()
     config = workdir / f"gateway-{name.replace(' ', '-').replace(':', '')}.yaml"
-    config.write_text(textwrap.dedent(f"""
-        entryPoints:
-          web:
-            address: "127.0.0.1:{port}"
-            {entry_point_extra}
-        publicURL: "http://127.0.0.1:{port}"
-        log:
-          level: warning
-        routers:
-          bench:
-            rule: "PathPrefix(`/bench`)"
-            service: bench
-            auth: none
-          time:
-            rule: "PathPrefix(`/time`)"
-            service: time
-            auth: none
-        services:
-          bench:
-            http:
-              url: "http://127.0.0.1:{upstream_port}/mcp"
-          time:
-            stdio:
-              command: "{TIME_SERVER}"
-              args: {CHILD_ARGS!r}
-              maxSessions: 100
-              {per_user}
-              idleTimeout: "1h"
-    """).replace("'", '"'))
+    config.write_text(two_route_config(port, upstream_port, entry_point_extra, time_extra=f'maxSessions: 100\n{per_user}\nidleTimeout: "1h"'))
     process = subprocess.Popen([binary, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "wb"))
     wait_port(port)
     return process, port
@@ -143,9 +114,7 @@ def main() -> int:
         for name, *_ in builds[1:]:
             candidate = statistics.median(r["cpu_us"] for r in samples[(route, name)])
             lines.append(f"- {route}, {name}: {candidate:.1f} µs against {base:.1f} µs per call = **{candidate / base:.2f}×**")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port, write_results  # noqa: E402
 
 SCRIPT = HERE / "group_call.lua"
 
@@ -108,9 +108,7 @@ services:{members}
         cpu = median("tools/call group", concurrency, "cpu_us") - median("tools/call direct", concurrency, "cpu_us")
         lines.append(f"| tools/call: p50 added by the group, c={concurrency} | {added:.2f} ms | ≤ 0.5 ms |")
         lines.append(f"| tools/call: gateway CPU added by the group, c={concurrency} | {cpu:.0f} µs | – |")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
     return 0
 
 

@@ -21,7 +21,7 @@ import httpx
 from stdio_bridge import (  # noqa: E402 (bench/ is on sys.path when run as a script)
     CHILD_ARGS, HERE, REPO, TIME_SERVER, Target, child_ceiling, create_sessions, delete_sessions, gateway_target,
 )
-from common import free_port, machine_line, own_cpu_seconds, percentile, run_wrk, tree_cpu_seconds  # noqa: E402,F401
+from common import free_port, machine_line, own_cpu_seconds, percentile, run_wrk, tree_cpu_seconds, write_results  # noqa: E402,F401
 
 MODERN_BODY = json.loads(
     '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"},'
@@ -144,9 +144,7 @@ def main() -> int:
         f"children that cost this much can exceed {os.cpu_count() * 1e6 / modern['children_us']:.0f} req/s = {os.cpu_count() * 1e6 / modern['children_us'] / anchor['rps']:.2f}× "
         "the anchor in this run, even if the bridge and the load generator cost nothing",
     ]
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from auth_overhead import PASSWORD, token_for  # noqa: E402
-from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 
@@ -166,9 +166,7 @@ def main() -> int:
         lines.append(f"- c={connections}: CPU per request with audit, metrics and a rate limit = **{on['cpu_us'] / off['cpu_us']:.2f}×** all off "
                      f"(target ≤ 1.10×); Redis round trips per request {off['trips_per_request']:.3f} → {on['trips_per_request']:.3f} "
                      f"(**+{on['trips_per_request'] - off['trips_per_request']:.3f}**, target ≤ 1)")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
     return 0
 
 

@@ -19,19 +19,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import free_port, machine_line, open_descriptors as fds, parse_wrk, rss_kib, run_wrk, stop_all, wait_port  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
+from stdio_bridge import two_route_config  # noqa: E402
 
-TIME_SERVER = str(REPO / ".venv" / "bin" / "mcp-server-time")
 
 
 def calibrate(url: str, script: Path, target: float, p50_ms: float) -> tuple[int, int, dict]:
@@ -88,33 +86,9 @@ def main() -> int:
         )
         started.append(upstream)
         port = free_port()
-        (workdir / "gateway.yaml").write_text(textwrap.dedent(f"""
-            entryPoints:
-              web:
-                address: "127.0.0.1:{port}"
-            publicURL: "http://127.0.0.1:{port}"
-            log:
-              level: warning
-            routers:
-              bench:
-                rule: "PathPrefix(`/bench`)"
-                service: bench
-                auth: none
-              time:
-                rule: "PathPrefix(`/time`)"
-                service: time
-                auth: none
-            services:
-              bench:
-                http:
-                  url: "http://127.0.0.1:{upstream_port}/mcp"
-              time:
-                stdio:
-                  command: "{TIME_SERVER}"
-                  args: ["--local-timezone=UTC"]
-                  isolation: shared
-                  pool: {{ min: 2, max: 2, idleTimeout: "1h" }}
-        """))
+        (workdir / "gateway.yaml").write_text(two_route_config(
+            port, upstream_port, time_extra='isolation: shared\npool: { min: 2, max: 2, idleTimeout: "1h" }'
+        ))
         gateway = subprocess.Popen([args.gateway, "serve", "--config", str(workdir / "gateway.yaml")], stderr=open(workdir / "gateway.log", "wb"))
         started.append(gateway)
         wait_port(port)

@@ -26,7 +26,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import free_port, machine_line, own_cpu_seconds, percentile, rss_kib, run_wrk, wait_port  # noqa: E402
+from common import free_port, machine_line, own_cpu_seconds, percentile, rss_kib, run_wrk, wait_port, write_results  # noqa: E402
 
 TIME_SERVER = str(REPO / ".venv" / "bin" / "mcp-server-time")
 CHILD_ARGS = ["--local-timezone=UTC"]
@@ -78,6 +78,25 @@ class Target:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def two_route_config(port: int, upstream_port: int, entry_point_extra: str = "", time_extra: str = "") -> str:
+    """The gateway of the benches that drive both routes: /bench to an HTTP upstream at
+    `upstream_port` (nginx answering a canned result), /time to mcp-server-time children, both
+    `auth: none`. `entry_point_extra` and `time_extra`: more keys (one per line) for the entry
+    point and for the stdio service."""
+    def keys(extra: str, indent: str) -> list[str]:
+        return [indent + line.strip() for line in extra.splitlines() if line.strip()]
+    return "\n".join([
+        "entryPoints:", "  web:", f'    address: "127.0.0.1:{port}"', *keys(entry_point_extra, "    "),
+        f'publicURL: "http://127.0.0.1:{port}"', "log:", "  level: warning",
+        "routers:",
+        "  bench:", '    rule: "PathPrefix(`/bench`)"', "    service: bench", "    auth: none",
+        "  time:", '    rule: "PathPrefix(`/time`)"', "    service: time", "    auth: none",
+        "services:",
+        "  bench:", "    http:", f'      url: "http://127.0.0.1:{upstream_port}/mcp"',
+        "  time:", "    stdio:", f'      command: "{TIME_SERVER}"', f"      args: {json.dumps(CHILD_ARGS)}", *keys(time_extra, "      "),
+    ]) + "\n"
 
 
 def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS,
@@ -222,7 +241,6 @@ def main() -> int:
     session_counts = [1, 50]
     concurrencies = [1, 16] if args.quick else [1, 16, 64]
     rows: list[dict] = []
-    notes: list[str] = []
 
     targets = [
         ("mcp-gateway", lambda: gateway_target(args.gateway, workdir)),
@@ -365,9 +383,7 @@ def write_report(args, rows, creation, memory, concurrencies, session_counts) ->
               "| idle sessions | gateway RSS before | gateway RSS after | per session |", "|---:|---:|---:|---:|"]
     for count, baseline, rss, per in memory:
         lines.append(f"| {count} | {baseline / 1024:.1f} MiB | {rss / 1024:.1f} MiB | {per:.1f} KiB |")
-    text = "\n".join(lines) + "\n"
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
 
 
 if __name__ == "__main__":
