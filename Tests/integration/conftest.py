@@ -288,6 +288,11 @@ class FakeGitHub:
         # GitHub Enterprise layout: the REST API under /api/v3.
         return self.base + "/api/v3"
 
+    @property
+    def config(self) -> str:
+        """`auth.github` for a gateway signing users in here (a YAML flow mapping, one line)."""
+        return f'{{clientID: "fake-github-client", clientSecret: "fake-github-secret", webURL: "{self.web_url}", apiURL: "{self.api_url}"}}'
+
     def set_user(self, login: str, user_id: int = 583231, orgs=(), teams=(), email: str | None = None) -> None:
         user = {"login": login, "id": user_id, "orgs": list(orgs), "teams": list(teams), "email": email}
         httpx.post(self.base + "/_control", json={"user": user}, timeout=5)

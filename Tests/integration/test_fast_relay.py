@@ -266,11 +266,7 @@ def test_a_token_verified_a_moment_ago_admits_only_its_own_router(start_gateway,
         url: "{redis_server.url}"
         keyPrefix: "fastrelay:"
     auth:
-      github:
-        clientID: "fake-github-client"
-        clientSecret: "fake-github-secret"
-        webURL: "{fake_github.web_url}"
-        apiURL: "{fake_github.api_url}"
+      github: {fake_github.config}
       allow:
         users: ["octocat"]
     routers:
@@ -542,11 +538,7 @@ def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start
 
     gateway = start_gateway(ENTRY_POINT + f"""
     auth:
-      github:
-        clientID: "fake-github-client"
-        clientSecret: "fake-github-secret"
-        webURL: "{fake_github.web_url}"
-        apiURL: "{fake_github.api_url}"
+      github: {fake_github.config}
       allow:
         users: ["octocat", "hubot"]
     routers:

@@ -393,11 +393,7 @@ def test_provider_github_sends_the_users_github_token_asked_with_the_services_sc
         keyPrefix: "gh:"
       encryptionKey: "env://MCPGW_STORE_KEY"
     auth:
-      github:
-        clientID: "fake-github-client"
-        clientSecret: "fake-github-secret"
-        webURL: "{fake_github.web_url}"
-        apiURL: "{fake_github.api_url}"
+      github: {fake_github.config}
       allow:
         users: ["octocat"]
     routers:
