@@ -7,7 +7,9 @@ moment ago admits only its own router). The access log says which requests it ca
 
 import email.utils
 import json
+import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -301,6 +303,51 @@ def test_a_token_verified_a_moment_ago_admits_only_its_own_router(start_gateway,
     assert "trace" in log and "relay=fast" in log
     for secret in (token, forged, token.split(".")[2], "fake-github-secret"):
         assert secret not in log
+
+
+def test_a_rate_limit_on_a_password_protected_redis_is_decided_on_the_loop_and_logs_no_secret(start_gateway, processes, tmp_path, raw_upstream):
+    """The relay asks Redis on its event loop's own connection, which authenticates and selects
+    the configured database like the others; at trace, neither the Redis password nor anything
+    else secret reaches the log."""
+    password = "redis-pass-" + os.urandom(8).hex()
+    redis_port = free_port()
+    processes.append(start_process("redis-pw", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                                "--requirepass", password], tmp_path))
+    wait_until(lambda: port_open(redis_port), what="redis with a password")
+    gateway = start_gateway(ENTRY_POINT + f"""
+    store:
+      redis:
+        url: "redis://:{password}@127.0.0.1:{redis_port}/3"
+    middlewares:
+      tight:
+        rateLimit: {{ average: 2, period: 1m, by: ip }}
+    routers:
+      echo:
+        rule: "PathPrefix(`/echo`)"
+        service: echo
+        auth: none
+        middlewares: [tight]
+    services:
+      echo:
+        http:
+          url: "{raw_upstream}/echo"
+    """, extra_args=["--log-level", "trace"])
+    url = gateway.url("/echo/mcp")
+    statuses = []
+    with httpx.Client(timeout=10) as client:
+        # The first call may be the era probe (full pipeline); the rest are relayed.
+        for attempt in range(4):
+            body = modern_body("tools/call", {"name": "echo", "arguments": {}}, id=attempt)
+            statuses.append(client.post(url, json=body, headers=modern_headers("tools/call", "echo")).status_code)
+    assert statuses[:2] == [200, 200] and statuses[2:] == [429, 429], statuses
+    assert any("status=429" in line for line in fast_lines(gateway)), gateway.managed.log()[-3000:]
+    # Counted in database 3, under the password.
+    keys = subprocess.run(["redis-cli", "-p", str(redis_port), "--no-auth-warning", "-a", password, "-n", "3", "--scan", "--pattern", "*ratelimit*"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert keys, "no rate-limit key in database 3"
+    log = gateway.managed.log()
+    assert " trace " in log
+    assert password not in log
 
 
 def test_an_entry_point_can_turn_the_fast_relay_off(start_gateway, raw_upstream):
