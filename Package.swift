@@ -385,7 +385,7 @@ let package = Package(
         .testTarget(
             name: "GatewayServerTests",
             dependencies: [
-                "GatewayServer", "GatewayConfig", "GatewayStore", "GatewayTesting", "GatewayUpstream", "MCPTransport",
+                "GatewayServer", "GatewayConfig", "GatewayStore", "GatewayTesting", "GatewayUpstream", "MCPMessages", "MCPTransport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

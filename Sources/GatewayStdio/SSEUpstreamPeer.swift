@@ -65,7 +65,7 @@ public final class SSEUpstreamPeer: MessagePeer {
         } catch {
             throw ConnectError(description: "cannot open the SSE stream of \(service.url): \(error)")
         }
-        guard response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true else {
+        guard response.status == .ok, MediaTypes.isEventStream(response.headers.first(name: "content-type")) else {
             throw ConnectError(description: "\(service.url) answered HTTP \(response.status.code) (\(response.headers.first(name: "content-type") ?? "no content type")), not an event stream")
         }
         let (endpoints, endpointContinuation) = AsyncStream<URL>.makeStream()

@@ -70,7 +70,7 @@ package struct HTTPProxy: Sendable {
         if request.method == .delete, let sessionID, (200..<300).contains(upstreamResponse.status.code) {
             await bindings.unbind(sessionID)
         }
-        let isEventStream = fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+        let isEventStream = MediaTypes.isEventStream(fields[.contentType])
         let upstreamBody = upstreamResponse.body
         let responseBody: ResponseBody
         if isEventStream {

@@ -229,7 +229,7 @@ package final class ModernHTTPTranslator: Sendable {
         Self.addForwarding(to: &headers, context: context, route: route, caller: caller)
         await addIdentityToken(to: &headers, upstream: upstream, route: route, caller: caller)
         guard let response = try? await upstream.send(method: .GET, query: nil, headers: headers, body: nil, logger: context.logger),
-              response.status == .ok, response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
+              response.status == .ok, MediaTypes.isEventStream(response.headers.first(name: "content-type"))
         else { return nil }
         let reader = UpstreamMessageReader(response)
         let logger = context.logger
@@ -350,7 +350,7 @@ package final class ModernHTTPTranslator: Sendable {
         }
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: stamped.bytes, logger: context.logger) } catch { throw .upstream(error) }
-        let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        let isEventStream = MediaTypes.isEventStream(response.headers.first(name: "content-type"))
         if message.isRequest, response.status == .ok, isEventStream {
             return await MCPResponses.relayBridged(original: message, feed: Self.messages(of: UpstreamMessageReader(response)), sessionKey: id, asks: bridgeAsks, canAsk: canAsk, exchange: exchange)
         }
@@ -364,7 +364,7 @@ package final class ModernHTTPTranslator: Sendable {
             let feed: BridgedMessages = { delivered.withLock { done in defer { done = true }; return done ? nil : (only, true) } }
             return await MCPResponses.relayBridged(original: message, feed: feed, sessionKey: id, asks: bridgeAsks, canAsk: true, exchange: exchange)
         }
-        if fields[.contentType]?.lowercased().hasPrefix("application/json") == true {
+        if MediaTypes.isJSON(fields[.contentType]) {
             answer = EraRewrite.refusingInputRequired(answer)
         }
         return Response(status: .init(code: Int(response.status.code)), headers: fields, body: ResponseBody(byteBuffer: answer))
@@ -524,7 +524,7 @@ package final class UpstreamMessageReader: @unchecked Sendable {
 
     package init(_ response: HTTPClientResponse) {
         iterator = response.body.makeAsyncIterator()
-        isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        isEventStream = MediaTypes.isEventStream(response.headers.first(name: "content-type"))
     }
 
     package func next() async -> ByteBuffer? {

@@ -1,3 +1,4 @@
+import MCPMessages
 import NIOCore
 import Testing
 
@@ -28,10 +29,11 @@ import Testing
         #expect(summary([#"{"error":{"code":1}}"#], contentType: "text/plain").1 == nil)
     }
 
-    @Test func prefixesCompareWithoutCase() {
-        #expect(BodyTally.hasPrefixIgnoringCase("Text/Event-Stream; x", "text/event-stream"))
-        #expect(!BodyTally.hasPrefixIgnoringCase("text/event", "text/event-stream"))
-        #expect(!BodyTally.hasPrefixIgnoringCase("application/jsonx", "text/event-stream"))
+    @Test func mediaTypesCompareWithoutCaseAndAnErrorKeyIsFound() {
+        #expect(MediaTypes.isEventStream("Text/Event-Stream; charset=utf-8"))
+        #expect(!MediaTypes.isEventStream("text/event"))
+        #expect(!MediaTypes.isEventStream("application/json") && !MediaTypes.isEventStream(nil))
+        #expect(MediaTypes.isJSON("APPLICATION/json") && !MediaTypes.isJSON("text/plain"))
         #expect(BodyTally.mentionsError(ByteBuffer(string: #"x"error""#)))
         #expect(!BodyTally.mentionsError(ByteBuffer(string: #""erro"#)))
         #expect(!BodyTally.mentionsError(ByteBuffer()))

@@ -105,7 +105,7 @@ final class BridgedSession: Sendable {
             head.path = mcpPath
             head.headerFields = fields
             let response = await GatewayMadeRequest.$isActive.withValue(true) { await send(Request(head: head, body: RequestBody(buffer: ByteBuffer())), streamContext) }
-            guard response.status == .ok, response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") == true else { return }
+            guard response.status == .ok, MediaTypes.isEventStream(response.headers[.contentType]) else { return }
             try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: true))
         }
     }
@@ -147,7 +147,7 @@ final class BridgedSession: Sendable {
     /// An answer's messages onto the stream. A refusal that is not a JSON-RPC message (an HTTP
     /// error of the pipeline) becomes a JSON-RPC error for the request it answers.
     private func forward(_ response: Response, for message: JSONRPCMessage?) async {
-        let eventStream = response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+        let eventStream = MediaTypes.isEventStream(response.headers[.contentType])
         if (200..<300).contains(response.status.code) {
             try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: eventStream))
             return
@@ -164,7 +164,7 @@ final class BridgedSession: Sendable {
 
     /// Every message of a whole answer (a JSON body, or each event of an SSE body).
     private static func messages(of response: Response) async -> [ByteBuffer] {
-        let eventStream = response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+        let eventStream = MediaTypes.isEventStream(response.headers[.contentType])
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         try? await response.body.write(MessageFeedWriter(into: continuation, eventStream: eventStream))
         continuation.finish()

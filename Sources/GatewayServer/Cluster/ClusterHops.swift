@@ -153,7 +153,7 @@ struct ClusterHops: Sendable {
         if answer.headers.first(name: GatewayError.hopStateHeader.rawName) == "draining" { throw Unreachable(draining: true) }
         var fields = HeaderPolicy.clientResponseHeaders(from: answer.headers)
         let answerBody = answer.body
-        guard fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false else {
+        guard MediaTypes.isEventStream(fields[.contentType]) else {
             // A JSON answer is read whole first: a hop cut short is then a clear 503 to retry,
             // not a connection closed without an answer.
             let whole: ByteBuffer

@@ -337,15 +337,21 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     /// The answer's head (200: errors of the child are JSON-RPC errors in the body), with the
     /// access-log line and, when on, the metrics the full pipeline records at this point.
     private func childResponded(_ relay: Relay, fields: HTTPFields, context: ChannelHandlerContext) {
-        relay.responded = true
-        relay.status = 200
-        if let observer = pipeline.observer {
-            relay.contentType = fields[.contentType] ?? ""
-            observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
-            observer.metrics?.request(router: relay.admission.route.router.name, status: 200)
-        }
+        noteHead(relay, status: 200, fields: fields)
         logAccess(relay, status: 200)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
+    }
+
+    /// The answer's head is decided (the upstream's, or the one made for a child's answer): what
+    /// the audit line needs of it later, and the metrics the full pipeline records at this point.
+    private func noteHead(_ relay: Relay, status: Int, fields: HTTPFields) {
+        relay.responded = true
+        relay.status = status
+        guard let observer = pipeline.observer else { return }
+        relay.contentType = fields[.contentType] ?? ""
+        relay.createdSession = fields[MCPHeaders.sessionID]
+        observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
+        observer.metrics?.request(router: relay.admission.route.router.name, status: status)
     }
 
     private func finishChildRelay(_ relay: Relay, session: LegacySession, streamID: Int, context: ChannelHandlerContext) {
@@ -363,24 +369,17 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         guard let relay, let context else { return }
         relay.timer?.cancel()
         relay.timer = nil
-        relay.responded = true
-        relay.status = Int(head.status.code)
         var fields = HeaderPolicy.clientResponseHeaders(from: head.headers)
         // Stopping: this connection is not kept for another request (as the full pipeline says).
         if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
-        if fields[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false {
+        if MediaTypes.isEventStream(fields[.contentType]) {
             relay.eventStream = true
             fields[SSEHeaders.accelBuffering] = "no"
             fields[.connection] = "close"
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
         }
         let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
-        if let observer = pipeline.observer {
-            relay.contentType = fields[.contentType] ?? ""
-            relay.createdSession = fields[MCPHeaders.sessionID]
-            observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
-            observer.metrics?.request(router: relay.admission.route.router.name, status: relay.status)
-        }
+        noteHead(relay, status: Int(head.status.code), fields: fields)
         guard let created = fields[MCPHeaders.sessionID] else {
             logAccess(relay, status: relay.status)
             context.write(wrapOutboundOut(.head(response)), promise: nil)

@@ -380,7 +380,7 @@ struct Serving: Sendable {
                 defer { stopTracking() }
                 do throws(GatewayError) {
                     let response = try await serving.send(message, method: method, name: name, to: member, clientBody: false)
-                    let eventStream = response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+                    let eventStream = MediaTypes.isEventStream(response.headers[.contentType])
                     try? await response.body.write(MessageFeedWriter(into: continuation, eventStream: eventStream))
                 } catch {
                     continuation.yield(Self.unavailable(member, message: message, error: error))

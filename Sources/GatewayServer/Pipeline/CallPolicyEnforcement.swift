@@ -136,9 +136,8 @@ struct CallPolicyEnforcement {
     static func filtered(_ response: Response, _ filtering: Filtering, nextPage: NextPage?) -> Response {
         guard response.status == .ok else { return response }
         var response = response
-        let contentType = response.headers[.contentType]?.lowercased() ?? ""
-        let eventStream = contentType.hasPrefix("text/event-stream")
-        guard eventStream || contentType.hasPrefix("application/json") else { return response }
+        let eventStream = MediaTypes.isEventStream(response.headers[.contentType])
+        guard eventStream || MediaTypes.isJSON(response.headers[.contentType]) else { return response }
         let original = response.body
         response.headers[.contentLength] = nil
         response.body = ResponseBody { writer in
@@ -155,7 +154,7 @@ struct CallPolicyEnforcement {
         let collector = CollectingWriter()
         try? await response.body.write(collector)
         var body = collector.collected
-        if response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false {
+        if MediaTypes.isEventStream(response.headers[.contentType]) {
             var decoder = SSEDecoder()
             while let event = try? decoder.decode(buffer: &body) ?? decoder.decodeLast(buffer: &body, seenEOF: true) {
                 if let message = try? JSONRPCMessage(parsing: event.data), message.isResponse, message.rawID == rawID { return event.data }

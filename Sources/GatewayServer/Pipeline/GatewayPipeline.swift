@@ -71,7 +71,7 @@ struct GatewayPipeline: HTTPResponder {
         // request stream when the body ends: the connection closes after it. A proxy in front
         // that was not told so sends its next request on it and gets no answer (nginx: "upstream
         // prematurely closed connection while reading response header").
-        if response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false {
+        if MediaTypes.isEventStream(response.headers[.contentType]) {
             response.headers[.connection] = "close"
         }
         return response
@@ -151,7 +151,7 @@ struct GatewayPipeline: HTTPResponder {
             case .pass:
                 let response = try await dispatch.respond(to: request, context: context)
                 guard request.method == .get, let call = context.call, call.era == .sessionBased, call.sessionID != nil, response.status == .ok,
-                      response.headers[.contentType]?.lowercased().hasPrefix("text/event-stream") ?? false
+                      MediaTypes.isEventStream(response.headers[.contentType])
                 else { return response }
                 return listChanges.streaming(response, router: route.router.name, identity: context.caller?.identity)
             case .refused(let refusal):

@@ -174,12 +174,12 @@ final class BodyTally: Sendable {
         // Most answers are results: only one that mentions "error" is worth parsing.
         guard Self.mentionsError(last) else { return (bytes, nil) }
         var message = last
-        if Self.hasPrefixIgnoringCase(contentType, "text/event-stream") {
+        if MediaTypes.isEventStream(contentType) {
             // The last `data:` line of the last chunk written (one event per chunk).
             let text = String(buffer: last)
             guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return (bytes, nil) }
             message = ByteBuffer(string: String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces))
-        } else if !Self.hasPrefixIgnoringCase(contentType, "application/json") {
+        } else if !MediaTypes.isJSON(contentType) {
             return (bytes, nil)
         }
         guard let parsed = try? JSONRPCMessage(parsing: message), parsed.kind == .errorResponse,
@@ -205,17 +205,5 @@ final class BodyTally: Sendable {
             }
             return false
         }
-    }
-
-    /// ASCII case-insensitive `hasPrefix` (media types), without lowercasing a copy.
-    static func hasPrefixIgnoringCase(_ text: String, _ prefix: StaticString) -> Bool {
-        var characters = text.utf8.makeIterator()
-        let expected = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
-        for byte in expected {
-            guard let next = characters.next() else { return false }
-            let lowered = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(next) ? next + 32 : next
-            guard lowered == byte else { return false }
-        }
-        return true
     }
 }
