@@ -30,7 +30,11 @@ def config(redis_url: str, github, password_hash: str, allow_users=("octocat",),
         url: "{redis_url}"
         keyPrefix: "gwtest:"
     auth:
-      github: {github.config}
+      github:
+        clientID: "fake-github-client"
+        clientSecret: "fake-github-secret"
+        webURL: "{github.web_url}"
+        apiURL: "{github.api_url}"
       allow:
         users: [{users}]
         orgs: ["acme"]
