@@ -25,21 +25,28 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     private static let incrementScript = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n"
 
     /// ``RateLimitCell`` in one atomic step, on the Redis server's clock (so every gateway
-    /// instance counts against the same time): returns allowed (0/1), remaining, retry-after and
-    /// reset-after in milliseconds.
+    /// instance counts against the same time), for `ARGV[3]` requests at once (default 1; the
+    /// instance reserves the others, see `RateLimitReserves`): grants as many as the burst allows
+    /// now, at most that many, at least one or none. Returns allowed (0/1), remaining, retry-after
+    /// and reset-after in milliseconds, and the number granted.
     private static let rateLimitScript = """
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local interval = tonumber(ARGV[1])
         local burst = tonumber(ARGV[2])
+        local wanted = tonumber(ARGV[3]) or 1
         local tat = tonumber(redis.call('GET', KEYS[1])) or now
         if tat < now then tat = now end
-        local nextTat = tat + interval
-        local allowAt = nextTat - burst * interval
-        if now < allowAt then return {0, 0, allowAt - now, tat - now} end
+        local available = math.floor((now - tat) / interval) + burst
+        if available < 1 then return {0, 0, tat + interval - burst * interval - now, tat - now, 0} end
+        local granted = math.min(wanted, available)
+        local nextTat = tat + granted * interval
         redis.call('SET', KEYS[1], nextTat, 'PX', nextTat - now)
-        return {1, math.floor((now - allowAt) / interval), 0, nextTat - now}
+        return {1, available - granted, 0, nextTat - now, granted}
         """
+
+    /// Tokens this instance took ahead of use for hot keys (limits with a burst of 32 or more).
+    private let reserves = Mutex(RateLimitReserves())
 
     public convenience init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
         self.init(url: url, keyPrefix: keyPrefix, connections: connections, timeout: timeout, loopClock: { .now() })
@@ -120,25 +127,58 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     }
 
     public func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
+        let now = Self.milliseconds()
+        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
+        let wanted: Int
+        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        case .ask(let count): wanted = count
+        case .admitted(let left): return Self.fromReserve(left: left)
+        case .refused(let retryAfter): return Self.refusedAgain(retryAfter: retryAfter)
+        }
         let reply = try await run([
             Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8), self.key(key),
-            Array(String(max(1, interval.wholeMilliseconds)).utf8), Array(String(max(1, burst)).utf8),
+            Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8),
         ])
-        return try Self.decision(reply)
+        return try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now)
     }
 
-    private static func decision(_ reply: RedisValue) throws(StoreError) -> RateLimitDecision {
+    /// A request admitted from this instance's reserve.
+    private static func fromReserve(left: Int) -> RateLimitDecision {
+        RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero)
+    }
+
+    /// A request refused without asking, before the retry-after Redis gave the last one.
+    private static func refusedAgain(retryAfter: Int64) -> RateLimitDecision {
+        RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter))
+    }
+
+    /// The script's decision, with what it granted beyond the request reserved.
+    private func noted(_ reply: RedisValue, key: String, interval: Int64, burst: Int, wanted: Int, now: Int64) throws(StoreError) -> RateLimitDecision {
         if case .error(let message) = reply { throw .rejected(message) }
-        guard case .array(let values) = reply, values.count == 4, let allowed = values[0].integer, let remaining = values[1].integer,
-              let retry = values[2].integer, let reset = values[3].integer
+        guard case .array(let values) = reply, values.count == 5, let allowed = values[0].integer, let remaining = values[1].integer,
+              let retry = values[2].integer, let reset = values[3].integer, let granted = values[4].integer
         else { throw .rejected("unexpected reply to the rate limit script") }
-        return RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
+        let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
+        reserves.withLock { reserves in
+            if decision.allowed {
+                reserves.granted(key, interval: interval, burst: burst, granted: Int(granted), asked: wanted, now: now)
+            } else {
+                reserves.refused(key, interval: interval, burst: burst, retryAfter: retry, now: now)
+            }
+        }
+        return decision
+    }
+
+    /// This process's monotonic clock in milliseconds (reserves lapse by it).
+    private static func milliseconds() -> Int64 {
+        Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
     }
 
     /// The rate limit without a task. Called on an event loop (the fast relay), the script runs
     /// on that loop's own connection and `completion` is called on the loop; elsewhere it runs as
-    /// `rateLimit(_:interval:burst:)` in a task. `EVALSHA` first: the script is sent in full only
-    /// when Redis does not have it yet (after a restart or `SCRIPT FLUSH`).
+    /// `rateLimit(_:interval:burst:)` in a task. A request the instance's reserve admits completes
+    /// at once. `EVALSHA` first: the script is sent in full only when Redis does not have it yet
+    /// (after a restart or `SCRIPT FLUSH`).
     public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
         guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
             Task {
@@ -146,16 +186,27 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
             }
             return
         }
+        let now = Self.milliseconds()
+        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
+        let wanted: Int
+        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        case .ask(let count): wanted = count
+        case .admitted(let left): return completion(.success(Self.fromReserve(left: left)))
+        case .refused(let retryAfter): return completion(.success(Self.refusedAgain(retryAfter: retryAfter)))
+        }
         let connection = loopConnection(for: loop)
-        let arguments = [self.key(key), Array(String(max(1, interval.wholeMilliseconds)).utf8), Array(String(max(1, burst)).utf8)]
+        let arguments = [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
+        let decide: @Sendable (Result<RedisValue, StoreError>) -> Void = { [self] result in
+            completion(result.flatMap { reply in
+                Result { () throws(StoreError) in try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now) }
+            })
+        }
         connection.send([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments) { result in
             if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") {
-                connection.send([Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8)] + arguments) { result in
-                    completion(result.flatMap { reply in Result { () throws(StoreError) in try Self.decision(reply) } })
-                }
+                connection.send([Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8)] + arguments, reply: decide)
                 return
             }
-            completion(result.flatMap { reply in Result { () throws(StoreError) in try Self.decision(reply) } })
+            decide(result)
         }
     }
 

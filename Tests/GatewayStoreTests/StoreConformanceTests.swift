@@ -303,14 +303,68 @@ enum StoreConformance {
         await wrong.shutdown()
     }
 
-    private func runCLI(port: Int, _ arguments: String...) throws {
+    @discardableResult
+    private func runCLI(port: Int, _ arguments: String...) throws -> String {
         let cli = Process()
         cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         cli.arguments = ["-p", "\(port)"] + arguments
-        cli.standardOutput = FileHandle.nullDevice
+        let output = Pipe()
+        cli.standardOutput = output
         try cli.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         cli.waitUntilExit()
         #expect(cli.terminationStatus == 0)
+        return text
+    }
+
+    /// Calls of the rate limit script so far (EVAL and EVALSHA), from `INFO commandstats`.
+    private func scriptCalls(port: Int) throws -> Int {
+        let stats = try runCLI(port: port, "INFO", "commandstats")
+        return stats.split(whereSeparator: \.isNewline).reduce(0) { total, line in
+            guard line.hasPrefix("cmdstat_eval:") || line.hasPrefix("cmdstat_evalsha:"),
+                  let calls = line.split(separator: ",").first?.split(separator: "=").last, let count = Int(calls)
+            else { return total }
+            return total + count
+        }
+    }
+
+    /// A hot key with a large burst: each gateway instance (here two stores on one Redis, one
+    /// asking on an event loop, one from tasks) takes tokens ahead of use, so most requests cost
+    /// no round trip; hammered from both, the two together still never admit more than the burst.
+    @Test func reservesSpareRoundTripsAndNeverExceedTheBurst() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let first = try #require(RedisStore(url: server.url, keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        let second = try #require(RedisStore(url: server.url, keyPrefix: "t:", connections: 1, timeout: .seconds(1)))
+        try await server.waitReady(first)
+        try await server.waitReady(second)
+        let before = try scriptCalls(port: server.port)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        // 320 at once, then one a minute: nothing refills while the test runs.
+        let (interval, burst) = (Duration.milliseconds(187_500), 320)
+        var admitted = 0
+        for _ in 0..<250 {
+            let onLoop: Result<RateLimitDecision, StoreError> = await withCheckedContinuation { done in
+                loop.execute { first.rateLimit("hot", interval: interval, burst: burst) { done.resume(returning: $0) } }
+            }
+            if try onLoop.get().allowed { admitted += 1 }
+            if try await second.rateLimit("hot", interval: interval, burst: burst).allowed { admitted += 1 }
+        }
+        // Never more than the burst; less only by reserves that lapsed (a second unused).
+        #expect(admitted <= burst)
+        #expect(admitted >= burst - 2 * RateLimitReserves.limit(burst: burst))
+        let calls = try scriptCalls(port: server.port) - before
+        // The refusals after the burst too: each instance asked once, then knew until when.
+        #expect(calls < 60, "500 requests took \(calls) script calls")
+        // Refused again, with its time to wait.
+        let refused = try await second.rateLimit("hot", interval: interval, burst: burst)
+        #expect(!refused.allowed && refused.retryAfter > .seconds(60))
+        // A small burst is never reserved: each request asks Redis.
+        let small = try scriptCalls(port: server.port)
+        for _ in 0..<5 { _ = try await first.rateLimit("small", interval: .seconds(60), burst: 31) }
+        #expect(try scriptCalls(port: server.port) - small == 5)
+        await first.shutdown()
+        await second.shutdown()
     }
 
     @Test func parsesRedisURLs() throws {
@@ -328,6 +382,83 @@ final class MovableClock: Sendable {
 
     func now() -> NIODeadline { .now() + .nanoseconds(offset.load(ordering: .relaxed)) }
     func advance(seconds: Int64) { offset.add(seconds * 1_000_000_000, ordering: .relaxed) }
+}
+
+/// A gateway instance's reserves of hot keys' allowance, on values (milliseconds).
+@Suite struct RateLimitReservesTests {
+    @Test func smallBurstsAreNeverReserved() {
+        var reserves = RateLimitReserves()
+        for now in Int64(0)..<10 {
+            #expect(reserves.take("k", interval: 100, burst: 31, now: now) == .ask(1))
+            reserves.granted("k", interval: 100, burst: 31, granted: 1, asked: 1, now: now)
+        }
+        #expect(reserves.count == 0)
+        #expect(RateLimitReserves.limit(burst: 31) == 1)
+        #expect(RateLimitReserves.limit(burst: 320) == 20)
+        #expect(RateLimitReserves.limit(burst: 1_000_000) == RateLimitReserves.maxSize)
+    }
+
+    @Test func aHotKeyReservesMoreUpToTheLimit() {
+        var reserves = RateLimitReserves()
+        var asked: [Int] = []
+        var fromReserve = 0
+        for now in Int64(0)..<200 {
+            switch reserves.take("k", interval: 100, burst: 320, now: now) {
+            case .admitted: fromReserve += 1
+            case .ask(let count):
+                asked.append(count)
+                reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now)
+            case .refused: Issue.record("nothing was refused")
+            }
+        }
+        // Doubling while used up in time, then the limit (a sixteenth of the burst).
+        #expect(Array(asked.prefix(7)) == [1, 2, 4, 8, 16, 20, 20])
+        #expect(asked.reduce(0, +) - asked.count == fromReserve + reserves.reserved("k", interval: 100, burst: 320, now: 199))
+        #expect(fromReserve > 150)
+    }
+
+    @Test func aLapsedReserveIsDroppedAndTheNextOneSmaller() {
+        var reserves = RateLimitReserves()
+        reserves.granted("k", interval: 100, burst: 640, granted: 16, asked: 16, now: 0)
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: 10) == 15)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 10) == .admitted(left: 14))
+        // Past its validity, the 14 left are not used.
+        let later = RateLimitReserves.validity + 1
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: later) == 0)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: later) == .ask(8))
+    }
+
+    @Test func aPartialGrantReservesWhatWasGranted() {
+        var reserves = RateLimitReserves()
+        reserves.granted("k", interval: 100, burst: 640, granted: 3, asked: 8, now: 0)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 1) == .admitted(left: 1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 2) == .admitted(left: 0))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 3) == .ask(16))
+    }
+
+    @Test func aRefusalIsRememberedUntilItsRetryAfterThenStartsOverFromSingleTokens() {
+        var reserves = RateLimitReserves()
+        reserves.granted("k", interval: 100, burst: 640, granted: 1, asked: 1, now: 0)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 1) == .ask(2))
+        reserves.refused("k", interval: 100, burst: 640, retryAfter: 50, now: 1)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 11) == .refused(retryAfter: 40))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 51) == .ask(1))
+        // Small bursts too (exact: nobody is admitted before the retry-after).
+        reserves.refused("small", interval: 100, burst: 2, retryAfter: 100, now: 0)
+        #expect(reserves.take("small", interval: 100, burst: 2, now: 99) == .refused(retryAfter: 1))
+        #expect(reserves.take("small", interval: 100, burst: 2, now: 100) == .ask(1))
+        // Another limit under the same key (a reload changed it) is not refused by the old one.
+        reserves.refused("k", interval: 100, burst: 640, retryAfter: 1000, now: 100)
+        #expect(reserves.take("k", interval: 100, burst: 1280, now: 101) == .ask(1))
+    }
+
+    @Test func lapsedReservesAreSweptWhenManyKeysAreKept() {
+        var reserves = RateLimitReserves()
+        for index in 0..<5000 { reserves.granted("k\(index)", interval: 100, burst: 640, granted: 2, asked: 2, now: 0) }
+        #expect(reserves.count == 5000)
+        reserves.granted("fresh", interval: 100, burst: 640, granted: 2, asked: 2, now: RateLimitReserves.validity + 1)
+        #expect(reserves.count == 1)
+    }
 }
 
 /// The rate-limit algorithm on values (milliseconds).

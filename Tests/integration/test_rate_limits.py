@@ -40,6 +40,8 @@ def config(redis_url: str, upstream: str, password_hash: str) -> str:
           period: 1m
           tools:
             "slow_*": {{ average: 1, period: 1m }}
+      hot:
+        rateLimit: {{ average: 320, period: 1h }}
     routers:
       limited:
         rule: "PathPrefix(`/limited`)"
@@ -53,6 +55,11 @@ def config(redis_url: str, upstream: str, password_hash: str) -> str:
       free:
         rule: "PathPrefix(`/free`)"
         service: echo
+      hot:
+        rule: "PathPrefix(`/hot`)"
+        service: echo
+        auth: none
+        middlewares: [hot]
     services:
       echo:
         http:
@@ -160,6 +167,53 @@ def test_an_open_routers_limit_is_per_address_and_forged_forwarding_does_not_res
     for n, headers in enumerate(spoofs):
         assert call(world.gateway.base, "/open/mcp", None, id=n, **headers).status_code == 200
     assert_limited(call(second.base, "/open/mcp", None, id=9, **{"X_Forwarded_For": "203.0.113.4"}), "perUser", 3, 9)
+
+
+def script_calls(redis_port: int) -> int:
+    """Calls of the rate limit script so far (EVAL and EVALSHA), from `INFO commandstats`."""
+    import re
+    import subprocess
+
+    stats = subprocess.run(["redis-cli", "-p", str(redis_port), "INFO", "commandstats"], capture_output=True, text=True, check=True).stdout
+    return sum(int(calls) for calls in re.findall(r"cmdstat_eval(?:sha)?:calls=(\d+)", stats))
+
+
+def test_a_hot_key_costs_few_round_trips_and_two_gateways_never_admit_more_than_the_burst(pair):
+    """A limit with a large burst (320 at once, then 320 an hour): each instance takes a few
+    tokens ahead of use for a key it sees often, so most requests cost no Redis round trip; hammered
+    through both instances at once, 2025 calls (full pipeline) and 2026 calls (fast relay), the two
+    together still admit no more than the burst, and then refuse with the time to wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    world, second = pair
+    before = script_calls(world.redis_port)
+
+    def hammer(base: str, modern: bool) -> list[int]:
+        with httpx.Client(timeout=10) as client:
+            statuses = []
+            for n in range(120):
+                if modern:
+                    body = modern_body("tools/call", {"name": "echo", "arguments": {}}, id=n)
+                    response = client.post(base + "/hot/mcp", json=body, headers=modern_headers("tools/call", "echo"))
+                else:
+                    response = client.post(base + "/hot/mcp", json={"jsonrpc": "2.0", "id": n, "method": "ping"})
+                statuses.append(response.status_code)
+            return statuses
+
+    with ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(hammer, gateway.base, modern) for gateway in (world.gateway, second) for modern in (False, True)]
+        statuses = [status for run in runs for status in run.result()]
+    assert set(statuses) <= {200, 429}, statuses
+    admitted = statuses.count(200)
+    # Never more than the burst; fewer only by reserves not used up (at most 20 per instance).
+    assert 320 - 2 * 20 <= admitted <= 320, admitted
+    calls = script_calls(world.redis_port) - before
+    assert calls < 120, f"480 requests took {calls} script calls"
+    # Refused with the time to the next token (an hour / 320 = 11.25 s), remembered or asked.
+    for base in (world.gateway.base, second.base):
+        refused = call(base, "/hot/mcp", None, id=1)
+        assert refused.status_code == 429 and refused.headers["ratelimit-policy"] == '"hot";q=320;w=3600', refused.headers
+        assert 5 <= int(refused.headers["retry-after"]) <= 12, refused.headers
 
 
 def test_an_unknown_middleware_is_a_config_error_with_its_position(tmp_path):

@@ -1,0 +1,119 @@
+/// Allowance one gateway instance took from a shared rate limit ahead of use, so that a key
+/// requested at a high rate does not cost a store round trip per request.
+///
+/// The store grants a request for `n` tokens atomically (the GCRA's arrival time moves `n`
+/// intervals at once, never past the burst); the instance then admits the next `n - 1` requests
+/// of that key from its reserve. A reserve is used within `validity` or dropped. Its size adapts:
+/// it doubles while reserves are used up in time (a hot key) and halves when one lapses unused,
+/// and never exceeds `limit(burst:)`: a sixteenth of the burst, at most `maxSize`. Limits with a
+/// burst under 32 therefore never reserve: every request asks the store, exactly as without.
+///
+/// What it costs in exactness, per instance and key: the store counted reserved tokens when it
+/// granted them, so no more than the limit's average is ever admitted over time; an instance can
+/// admit its unused reserve on top of a burst the store admits elsewhere (at most
+/// `limit(burst:)` requests, 1/16 of the burst), and tokens of a reserve that lapses are not
+/// admitted by anyone (the limit is then briefly stricter than configured).
+///
+/// A refusal is remembered until its retry-after: nobody can be admitted before then (other
+/// instances only move the arrival time later), so a caller hammering a limit it is over costs no
+/// round trip either. Exact, whatever the burst.
+///
+/// A value: events return what to do; the owner (the Redis store) keeps it under a lock and talks
+/// to the store.
+public struct RateLimitReserves: Sendable {
+    /// How long a reserve stays usable, in milliseconds.
+    public static let validity: Int64 = 1000
+    /// The largest reserve, whatever the burst.
+    public static let maxSize = 256
+    /// Reserves kept before lapsed ones are swept.
+    static let sweepAbove = 4096
+
+    /// The largest reserve of a limit with `burst`: 1 (no reserve) under a burst of 32.
+    public static func limit(burst: Int) -> Int {
+        max(1, min(burst / 16, maxSize))
+    }
+
+    struct Reserve: Sendable {
+        /// Tokens left to admit requests with.
+        var tokens: Int
+        /// When they lapse (milliseconds, the owner's monotonic clock).
+        var lapses: Int64
+        /// How many tokens the last grant asked for.
+        var size: Int
+        /// Until when requests are refused without asking (0: not refused).
+        var refusedUntil: Int64 = 0
+    }
+
+    /// A limit's key with its parameters: a reload that changes the limit starts afresh.
+    struct Limit: Hashable, Sendable {
+        let key: String
+        let interval: Int64
+        let burst: Int
+    }
+
+    private var reserves: [Limit: Reserve] = [:]
+
+    public init() {}
+
+    public enum Take: Sendable, Equatable {
+        /// A reserved token admits the request: no store round trip; `left` remain.
+        case admitted(left: Int)
+        /// Ask the store for this many tokens (the request's own and the reserve's).
+        case ask(Int)
+        /// The store refused a request of this key, and would until `retryAfter` milliseconds.
+        case refused(retryAfter: Int64)
+    }
+
+    /// A request of `key` (`interval` milliseconds, `burst`) at `now`.
+    public mutating func take(_ key: String, interval: Int64, burst: Int, now: Int64) -> Take {
+        let limit = Self.limit(burst: burst)
+        let id = Limit(key: key, interval: interval, burst: burst)
+        guard var reserve = reserves[id] else { return .ask(1) }
+        if now < reserve.refusedUntil { return .refused(retryAfter: reserve.refusedUntil - now) }
+        guard limit > 1 else {
+            reserves[id] = nil
+            return .ask(1)
+        }
+        if now < reserve.lapses, reserve.tokens > 0 {
+            reserve.tokens -= 1
+            reserves[id] = reserve
+            return .admitted(left: reserve.tokens)
+        }
+        // Used up in time: the key is hot, reserve more. Lapsed unused: reserve less.
+        let usedUp = now < reserve.lapses
+        return .ask(usedUp ? min(limit, reserve.size * 2) : max(1, reserve.size / 2))
+    }
+
+    /// The store granted `granted` of the `asked` tokens at `now`: one admits the request that
+    /// asked, the rest are reserved.
+    public mutating func granted(_ key: String, interval: Int64, burst: Int, granted: Int, asked: Int, now: Int64) {
+        let id = Limit(key: key, interval: interval, burst: burst)
+        guard Self.limit(burst: burst) > 1 else {
+            reserves[id] = nil
+            return
+        }
+        let left = reserves[id].map { now < $0.lapses ? $0.tokens : 0 } ?? 0
+        keep(id, Reserve(tokens: left + max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked)), now: now)
+    }
+
+    /// The store refused the request at `now`, until `retryAfter` milliseconds from then: until
+    /// that time requests are refused here, and then start again from single tokens.
+    public mutating func refused(_ key: String, interval: Int64, burst: Int, retryAfter: Int64, now: Int64) {
+        keep(Limit(key: key, interval: interval, burst: burst), Reserve(tokens: 0, lapses: now, size: 1, refusedUntil: now + max(0, retryAfter)), now: now)
+    }
+
+    private mutating func keep(_ id: Limit, _ reserve: Reserve, now: Int64) {
+        if reserves[id] == nil, reserves.count >= Self.sweepAbove {
+            reserves = reserves.filter { now < $0.value.lapses || now < $0.value.refusedUntil }
+        }
+        reserves[id] = reserve
+    }
+
+    /// Tokens reserved for `key` now (tests, diagnostics).
+    public func reserved(_ key: String, interval: Int64, burst: Int, now: Int64) -> Int {
+        reserves[Limit(key: key, interval: interval, burst: burst)].map { now < $0.lapses ? $0.tokens : 0 } ?? 0
+    }
+
+    /// Keys with a reserve entry, lapsed or not.
+    public var count: Int { reserves.count }
+}
