@@ -29,6 +29,12 @@ public struct AuditEvent: Sendable {
     public var bytes: [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(384)
+        append(to: &out)
+        return out
+    }
+
+    /// The line appended to `out` (the audit log's pending batch: no array of its own).
+    public func append(to out: inout [UInt8]) {
         out.append(contentsOf: #"{"time":""#.utf8)
         JSONText.appendTimestamp(time, to: &out)
         out.append(contentsOf: #"","event":"#.utf8)
@@ -44,7 +50,6 @@ public struct AuditEvent: Sendable {
             }
         }
         out.append(contentsOf: "}\n".utf8)
-        return out
     }
 }
 
@@ -93,6 +98,12 @@ public enum JSONText {
     /// other than the ones JSON reserves is copied as it is.
     public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most values (names, ids, addresses) need no escape: copied whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: text.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])

@@ -49,9 +49,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func record(_ event: AuditEvent) {
-        let line = event.bytes
         let schedule = pending.withLock { pending -> Bool in
-            pending.bytes.append(contentsOf: line)
+            event.append(to: &pending.bytes)
             defer { pending.scheduled = true }
             return !pending.scheduled
         }
@@ -69,7 +68,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private func writePending() {
         let bytes = pending.withLock { pending -> [UInt8] in
             pending.scheduled = false
-            var taken: [UInt8] = []
+            // The next batch starts with room for as much as this one (no regrowing per line).
+            var taken = [UInt8]()
+            taken.reserveCapacity(pending.bytes.count)
             swap(&taken, &pending.bytes)
             return taken
         }

@@ -28,19 +28,23 @@ public struct RateLimitConfiguration: Sendable, Equatable {
 
     public struct Limit: Sendable, Equatable {
         /// Requests per `period`, sustained.
-        public var average: Int
-        public var period: Duration
+        public var average: Int { didSet { interval = Self.interval(period, average) } }
+        public var period: Duration { didSet { interval = Self.interval(period, average) } }
         /// Requests allowed at once (default: `average`).
         public var burst: Int
+        /// The time one request uses up of the allowance (kept: asked on every request).
+        public private(set) var interval: Duration
 
         public init(average: Int, period: Duration = .seconds(1), burst: Int? = nil) {
             self.average = average
             self.period = period
             self.burst = burst ?? average
+            self.interval = Self.interval(period, average)
         }
 
-        /// The time one request uses up of the allowance.
-        public var interval: Duration { period / average }
+        private static func interval(_ period: Duration, _ average: Int) -> Duration {
+            period / max(1, average)
+        }
     }
 
     public var limit: Limit

@@ -21,12 +21,15 @@ package struct RateLimiter: RouteMiddleware {
 
     /// The store's callback form, when it has one (asked once, not per request).
     private let immediateStore: (any CallbackRateLimiting)?
+    /// Where every key of this middleware starts.
+    private let keyPrefix: String
 
     package init(name: String, configuration: RateLimitConfiguration, store: any KeyValueStore) {
         self.name = name
         self.configuration = configuration
         self.store = store
         self.immediateStore = store as? any CallbackRateLimiting
+        self.keyPrefix = "ratelimit:mw:\(name):"
     }
 
     package func admit(_ request: MiddlewareRequest) async throws(GatewayError) {
@@ -62,7 +65,10 @@ package struct RateLimiter: RouteMiddleware {
     private func counter(for request: MiddlewareRequest) -> Counted {
         let tool = request.call.method == "tools/call" ? request.call.target : nil
         let (pattern, limit) = configuration.limit(forTool: tool)
-        let key = "ratelimit:mw:\(name):\(request.router):\(pattern.map { "tool:" + $0 } ?? "*"):\(caller(of: request))"
+        var key = keyPrefix
+        key += request.router
+        key += pattern.map { ":tool:" + $0 + ":" } ?? ":*:"
+        key += caller(of: request)
         return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
     }
 

@@ -1,4 +1,5 @@
 public import NIOCore
+import Synchronization
 
 /// The protocol revisions the gateway speaks, by era.
 public enum MCPVersions {
@@ -29,6 +30,8 @@ public final class MCPCall: Sendable {
     public let body: ByteBuffer?
     /// The body as JSON-RPC, or why it is not JSON-RPC (each era answers that in its own words).
     public let parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?
+    /// `target`, once found (several stages ask: a per-tool limit, policies, metrics, the audit).
+    private let foundTarget = Mutex<String??>(nil)
 
     public init(protocolVersion: String?, sessionID: String?, body: ByteBuffer?) {
         self.protocolVersion = protocolVersion
@@ -64,6 +67,13 @@ public final class MCPCall: Sendable {
     /// What the call is about: the tool or prompt name of `tools/call` and `prompts/get`, the
     /// resource URI of `resources/read`, `resources/subscribe` and `resources/unsubscribe`.
     public var target: String? {
+        if let found = foundTarget.withLock({ $0 }) { return found }
+        let found = findTarget()
+        foundTarget.withLock { $0 = .some(found) }
+        return found
+    }
+
+    private func findTarget() -> String? {
         guard let message, let method = message.method else { return nil }
         switch method {
         case "tools/call", "prompts/get": return message.string(at: ["params", "name"])

@@ -92,6 +92,22 @@ import Testing
     }
 }
 
+/// The key per-address limits count under: canonical IPv4 addresses are taken as they are (asked
+/// on every request), everything else through the address parser, with the same result.
+@Suite struct AddressLimitKeyTests {
+    @Test func theIPv4ShortcutAgreesWithTheParser() {
+        let addresses = [
+            "10.0.0.1", "0.0.0.0", "255.255.255.255", "192.0.2.7", "192.168.001.1", "010.0.0.1", "256.1.1.1", "1.2.3", "1.2.3.4.5",
+            "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", "::ffff:10.0.0.1", "2001:db8::1", "2001:db8::2:3", "1.2.3.1000", "not an address", "",
+        ]
+        for address in addresses {
+            #expect(ClientAddress.limitKey(address) == (IPAddress(address)?.rateLimitKey ?? address), "\(address)")
+        }
+        #expect(ClientAddress.limitKey("2001:db8::1") == ClientAddress.limitKey("2001:db8::2:3"))
+        #expect(ClientAddress.limitKey(nil) == "unknown")
+    }
+}
+
 /// The callback form the fast relay uses decides as `admit` does, on the same allowance.
 @Suite struct RateLimiterCallbackTests {
     static func decide(_ limiter: RateLimiter, _ request: MiddlewareRequest) async -> GatewayError? {

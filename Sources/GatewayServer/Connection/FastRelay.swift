@@ -221,10 +221,17 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         // Stage 7: the router's middlewares (a rate limit's one store round trip), then the relay.
         let middlewares = pipeline.routerMiddlewares
         let requestContext = admission.context
+        // Without a task when the middlewares can (a rate limit on Redis answers on this loop, or
+        // at once from what the instance knows).
+        let decision = MiddlewareDecision()
+        let decidingNow = middlewares.refusal(requestContext) { decision.decided($0) }
+        if decidingNow, let known = decision.known {
+            return proceed(relay, refusal: known, body: body, context: context)
+        }
         let admitted = context.eventLoop.makePromise(of: GatewayError?.self)
-        // Without a task when the middlewares can (a rate limit on Redis answers on this loop).
-        let decidingNow = middlewares.refusal(requestContext) { refusal in admitted.succeed(refusal) }
-        if !decidingNow {
+        if decidingNow {
+            decision.await(admitted)
+        } else {
             admitted.completeWithTask {
                 do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
             }
@@ -232,11 +239,16 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         admitted.futureResult.assumeIsolated().whenComplete { [self] result in
             guard self.relay === relay else { return }  // the client left meanwhile
             switch result {
-            case .success(nil): send(relay, body: body, context: context)
-            case .success(let refusal?): answer(relay, with: refusal)
+            case .success(let refusal): proceed(relay, refusal: refusal, body: body, context: context)
             case .failure: answer(relay, with: .storeUnavailable)
             }
         }
+    }
+
+    /// After the middlewares: the relay, or their refusal.
+    private func proceed(_ relay: Relay, refusal: GatewayError?, body: ByteBuffer, context: ChannelHandlerContext) {
+        if let refusal { return answer(relay, with: refusal) }
+        send(relay, body: body, context: context)
     }
 
     private func send(_ relay: Relay, body: ByteBuffer, context: ChannelHandlerContext) {
@@ -611,5 +623,48 @@ enum HTTPDate {
         func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
         return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
             + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}
+
+/// The middlewares' verdict on one request, which may come before `refusal(_:decided:)` returns
+/// (a rate limit decided from what the instance knows, the memory store): then it is taken at
+/// once, without a promise; otherwise the promise given to `await` gets it.
+private final class MiddlewareDecision: Sendable {
+    private enum State: Sendable {
+        case asking
+        case decided(GatewayError?)
+        case awaited(EventLoopPromise<GatewayError?>)
+    }
+
+    private let state = Mutex(State.asking)
+
+    func decided(_ refusal: GatewayError?) {
+        let promise: EventLoopPromise<GatewayError?>? = state.withLock { state in
+            switch state {
+            case .asking:
+                state = .decided(refusal)
+                return nil
+            case .awaited(let promise): return promise
+            case .decided: return nil
+            }
+        }
+        promise?.succeed(refusal)
+    }
+
+    /// The verdict when it has come already (`.some(nil)`: go on).
+    var known: GatewayError?? {
+        state.withLock { state in
+            if case .decided(let refusal) = state { return .some(refusal) }
+            return nil
+        }
+    }
+
+    func await(_ promise: EventLoopPromise<GatewayError?>) {
+        let early: GatewayError?? = state.withLock { state in
+            if case .decided(let refusal) = state { return .some(refusal) }
+            state = .awaited(promise)
+            return nil
+        }
+        if let early { promise.succeed(early) }
     }
 }
