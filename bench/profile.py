@@ -67,10 +67,13 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50, help="stdio route: sessions the calls are spread over")
     parser.add_argument("--call-graph", action="store_true",
                         help="record call chains (frame pointers) and add the gateway's functions by inclusive share")
-    parser.add_argument("--operations", action="store_true",
-                        help="http route: with an audit log, Prometheus metrics and a rate limit on Redis (issue 12's all-on configuration)")
+    parser.add_argument("--operations", nargs="?", const="audit,metrics,rateLimit", default="",
+                        help="http route: with an audit log, Prometheus metrics and a rate limit on Redis (issue 12's all-on "
+                             "configuration), or those named (comma-separated: audit, metrics, rateLimit; Redis in every case)")
     parser.add_argument("--full-pipeline", action="store_true",
                         help="the entry point's fast relay off, so every request takes the full pipeline")
+    parser.add_argument("--older-build", action="store_true",
+                        help="stdio route: the gateway is a build from before wave 2 (its configuration without the keys it does not know)")
     parser.add_argument("--output")
     args = parser.parse_args()
     default_output = {"http": "results-profile.md", "stdio": "results-profile-stdio.md"}[args.route]
@@ -128,7 +131,7 @@ def record(args, pid: int, data: Path) -> subprocess.Popen:
 def profile_stdio(args, workdir: Path, data: Path) -> tuple[dict, str]:
     from stdio_bridge import create_sessions, gateway_target
 
-    target = gateway_target(args.gateway, workdir, fast_relay=not args.full_pipeline)
+    target = gateway_target(args.gateway, workdir, fast_relay=not args.full_pipeline, older_build=args.older_build)
     try:
         sessions = create_sessions(target.url, args.sessions)
         sessions_file = workdir / "sessions.txt"
@@ -155,7 +158,7 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
         operations = router_middlewares = ""
         fast_relay = "\n                fastRelay: false" if args.full_pipeline else ""
         if args.operations:
-            router_middlewares = "\n                middlewares: [generous]"
+            features = set(args.operations.split(","))
             redis_port = free_port()
             started.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                             stdout=subprocess.DEVNULL))
@@ -163,14 +166,21 @@ def profile_http(args, workdir: Path, data: Path) -> tuple[dict, str]:
             operations = f"""
             store:
               redis:
-                url: "redis://127.0.0.1:{redis_port}/0"
+                url: "redis://127.0.0.1:{redis_port}/0\""""
+            if "audit" in features:
+                operations += f"""
             audit:
-              file: "{workdir / 'audit.log'}"
+              file: "{workdir / 'audit.log'}\""""
+            if "metrics" in features:
+                operations += """
             metrics:
-              prometheus: {{}}
+              prometheus: {}"""
+            if "rateLimit" in features:
+                router_middlewares = "\n                middlewares: [generous]"
+                operations += """
             middlewares:
               generous:
-                rateLimit: {{ average: 1000000, period: 1s, by: ip }}"""
+                rateLimit: { average: 1000000, period: 1s, by: ip }"""
         config = workdir / "gateway.yaml"
         config.write_text(textwrap.dedent(f"""
             entryPoints:

@@ -100,16 +100,20 @@ def two_route_config(port: int, upstream_port: int, entry_point_extra: str = "",
 
 
 def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS,
-                   max_sessions: int = 1000, name: str = "mcp-gateway", extra: str = "", fast_relay: bool = True) -> Target:
+                   max_sessions: int = 1000, name: str = "mcp-gateway", extra: str = "", fast_relay: bool = True,
+                   older_build: bool = False) -> Target:
     """The gateway serving one stdio service at /time/mcp; `extra` adds keys to the service;
-    `fast_relay: False` sends every request through the full pipeline."""
+    `fast_relay: False` sends every request through the full pipeline; `older_build`: a build from
+    before wave 2, without the keys it does not know (`fastRelay`, `maxSessionsPerUser`)."""
     port = free_port()
+    newer_entry_point = "" if older_build else f"fastRelay: {'true' if fast_relay else 'false'}"
+    newer_service = "" if older_build else f"maxSessionsPerUser: {max_sessions}"
     config = workdir / f"gateway-{name.replace(' ', '-').replace(',', '')}.yaml"
     config.write_text(textwrap.dedent(f"""
         entryPoints:
           web:
             address: "127.0.0.1:{port}"
-            fastRelay: {"true" if fast_relay else "false"}
+            {newer_entry_point}
         publicURL: "http://127.0.0.1:{port}"
         log:
           level: warning
@@ -125,7 +129,7 @@ def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = T
               args: {json.dumps(args)}
               maxSessions: {max_sessions}
               # One load generator from one address opens every session.
-              maxSessionsPerUser: {max_sessions}
+              {newer_service}
               spares: {spares}
               idleTimeout: "1h"
 {textwrap.indent(extra, "              ")}
