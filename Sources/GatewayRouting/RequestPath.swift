@@ -27,6 +27,38 @@ public enum RequestPath {
     /// other escapes kept (hex in upper case), repeated slashes merged, dot segments removed
     /// (RFC 3986 §5.2.4). A trailing slash is kept.
     public static func normalize(_ raw: String) throws(Refusal) -> String {
+        // Asked on every request; nearly every path is already in normal form.
+        if isNormal(raw) { return raw }
+        return try normalizeFully(raw)
+    }
+
+    /// Whether `raw` is its own normal form: absolute, no escape, no character normalization
+    /// refuses, no empty, `.` or `..` segment.
+    package static func isNormal(_ raw: String) -> Bool {
+        var started = false
+        var segmentLength = 0
+        var leadingDots = 0
+        for byte in raw.utf8 {
+            guard started else {
+                guard byte == UInt8(ascii: "/") else { return false }
+                started = true
+                continue
+            }
+            if byte < 0x21 || byte == 0x7F || byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "%") { return false }
+            if byte == UInt8(ascii: "/") {
+                // `//`, `/./`, `/../`
+                if segmentLength == 0 || (segmentLength == leadingDots && leadingDots <= 2) { return false }
+                (segmentLength, leadingDots) = (0, 0)
+            } else {
+                if byte == UInt8(ascii: "."), leadingDots == segmentLength { leadingDots += 1 }
+                segmentLength += 1
+            }
+        }
+        // A last segment `.` or `..`.
+        return started && !(segmentLength > 0 && segmentLength == leadingDots && leadingDots <= 2)
+    }
+
+    package static func normalizeFully(_ raw: String) throws(Refusal) -> String {
         let bytes = Array(raw.utf8)
         guard bytes.first == UInt8(ascii: "/") else { throw .notAbsolute }
         // 1. Percent-decoding of unreserved characters; refusal of what stays ambiguous.

@@ -33,4 +33,20 @@ import Testing
         #expect(throws: RequestPath.Refusal.invalidCharacter) { try RequestPath.normalize("/alpha/mcp%zz") }
         #expect(throws: RequestPath.Refusal.notAbsolute) { try RequestPath.normalize("alpha/mcp") }
     }
+
+    /// The shortcut for paths already in normal form agrees with the full normalization: a path
+    /// it takes is its own normal form, and every path it declines is one the full form changes
+    /// or refuses.
+    @Test func theShortcutTakesExactlyThePathsTheFullFormKeeps() {
+        let paths = [
+            "/", "/time/mcp", "/alpha/mcp/", "/a/b/c", "/.well-known/oauth-protected-resource/mcp", "/...", "/a/.../b", "/a/.b/..c",
+            "/.x/", "/é/mcp", "/a%3bb", "/a%61", "//a", "/a//b", "/a/./b", "/a/../b", "/a/.", "/a/..", "/.", "/..", "/./", "/../",
+            "/a/b/..", "a/b", "", "/a b", "/a\\b", "/a\u{7F}", "/a/b//", "/a/.../", "/..a/", "/a./b.",
+        ]
+        for path in paths {
+            let full = try? RequestPath.normalizeFully(path)
+            #expect(RequestPath.isNormal(path) == (full == path), "\(path): full form \(full ?? "refused")")
+            #expect((try? RequestPath.normalize(path)) == full, "\(path)")
+        }
+    }
 }
