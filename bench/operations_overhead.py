@@ -3,7 +3,8 @@ canned tools/call result, a valid token) through two gateways on one Redis, one 
 (arguments off), Prometheus metrics and a rate-limit middleware (a limit never reached) on, one
 with all of them off; the two are measured in alternating rounds in one run. Reports gateway CPU
 per request for each, their ratio, and Redis commands per request (the rate limit is meant to cost
-one round trip at most). `--each` also measures each feature alone.
+one round trip at most; this limit's burst is large, so each instance takes tokens ahead of use
+and most requests cost none). `--each` also measures each feature alone.
 
 Writes bench/results-operations.md (and prints it). Usage: python bench/operations_overhead.py --gateway PATH
 """

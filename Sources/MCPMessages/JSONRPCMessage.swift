@@ -138,10 +138,8 @@ public struct JSONRPCMessage: Sendable {
     private static func range(of path: [String], in buffer: UnsafeRawBufferPointer) -> Range<Int>? {
         var range = 0..<buffer.count
         for key in path {
-            guard let members = try? JSONScanner.members(of: buffer, in: range),
-                  let member = members.first(where: { $0.key == key })
-            else { return nil }
-            range = member.value
+            guard let value = JSONScanner.member(named: key, of: buffer, in: range) else { return nil }
+            range = value
         }
         return range
     }

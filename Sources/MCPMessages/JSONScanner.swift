@@ -25,6 +25,15 @@ public struct JSONScanner {
         return members
     }
 
+    /// The value range of the first member named `key` of the object spanning `range`, scanning
+    /// no further than that member (keys compared as bytes; decoded only when escaped). Nil when
+    /// `range` is not an object or has no such member.
+    public static func member(named key: String, of bytes: UnsafeRawBufferPointer, in range: Range<Int>) -> Range<Int>? {
+        var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
+        scanner.skipWhitespace()
+        return try? scanner.findMember(Array(key.utf8))
+    }
+
     /// Checks that `range` holds exactly one valid JSON value.
     public static func validate(_ bytes: UnsafeRawBufferPointer, in range: Range<Int>) throws(Failure) {
         var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
@@ -123,6 +132,30 @@ public struct JSONScanner {
                 skipWhitespace()
                 guard let separator = next() else { throw .invalidJSON(offset: position) }
                 if separator == UInt8(ascii: "}") { return }
+                guard separator == UInt8(ascii: ",") else { throw .invalidJSON(offset: position - 1) }
+            }
+        }
+
+        /// The value range of the first member named `key` (UTF-8) of the object at the cursor.
+        mutating func findMember(_ key: [UInt8]) throws(Failure) -> Range<Int>? {
+            guard next() == UInt8(ascii: "{") else { throw .notAnObject }
+            skipWhitespace()
+            if peek() == UInt8(ascii: "}") { return nil }
+            while true {
+                skipWhitespace()
+                let keyStart = position
+                try skipString()
+                let raw = UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(position - 1)])
+                let matches = raw.contains(UInt8(ascii: "\\")) ? Array(Self.unescape(raw).utf8) == key : raw.elementsEqual(key)
+                skipWhitespace()
+                guard next() == UInt8(ascii: ":") else { throw .invalidJSON(offset: position - 1) }
+                skipWhitespace()
+                let start = position
+                try skipValue(depth: 0)
+                if matches { return start..<position }
+                skipWhitespace()
+                guard let separator = next() else { throw .invalidJSON(offset: position) }
+                if separator == UInt8(ascii: "}") { return nil }
                 guard separator == UInt8(ascii: ",") else { throw .invalidJSON(offset: position - 1) }
             }
         }

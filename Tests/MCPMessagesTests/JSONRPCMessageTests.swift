@@ -137,3 +137,34 @@ import Testing
         #expect(error.insertingIntoResult(#""x":1"#) == nil)
     }
 }
+
+/// Looking one member up stops at it, and finds what reading every member would find.
+@Suite struct JSONMemberLookupTests {
+    @Test func aLookupFindsTheFirstMemberAsTheFullReadingDoes() throws {
+        let objects = [
+            #"{"name":"echo","arguments":{"a":1}}"#,
+            #"{ "arguments" : {"name":"inner"} , "name" : "outer" }"#,
+            #"{"na\u006de":"escaped key","other":[1,2,{"name":3}]}"#,
+            #"{"name":"first","name":"second"}"#,
+            #"{"nam":"prefix","names":"longer"}"#,
+            #"{}"#,
+            #"{"uri":"file:///x","name":null}"#,
+        ]
+        for object in objects {
+            let bytes = Array(object.utf8)
+            bytes.withUnsafeBytes { buffer in
+                let all = try? JSONScanner.members(of: buffer, in: 0..<buffer.count)
+                for key in ["name", "uri", "arguments", "missing"] {
+                    let expected = all?.first(where: { $0.key == key })?.value
+                    #expect(JSONScanner.member(named: key, of: buffer, in: 0..<buffer.count) == expected, "\(key) in \(object)")
+                }
+            }
+        }
+        let array = Array("[1,2]".utf8)
+        array.withUnsafeBytes { #expect(JSONScanner.member(named: "name", of: $0, in: 0..<$0.count) == nil) }
+        let message = try JSONRPCMessage(parsing: ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"no"},"name":"get_time"}}"#))
+        #expect(message.string(at: ["params", "name"]) == "get_time")
+        #expect(message.string(at: ["params", "arguments", "name"]) == "no")
+        #expect(message.string(at: ["params", "missing"]) == nil)
+    }
+}
