@@ -135,10 +135,14 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         case .admitted(let left): return Self.fromReserve(left: left)
         case .refused(let retryAfter): return Self.refusedAgain(retryAfter: retryAfter)
         }
-        let reply = try await run([
-            Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8), self.key(key),
-            Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8),
-        ])
+        let arguments = [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
+        let reply: RedisValue
+        do {
+            reply = try await run([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments)
+        } catch .rejected(let message) where message.hasPrefix("NOSCRIPT") {
+            // Redis does not have the script yet (a restart, SCRIPT FLUSH): sent in full once.
+            reply = try await run([Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8)] + arguments)
+        }
         return try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now)
     }
 
@@ -177,8 +181,8 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     /// The rate limit without a task. Called on an event loop (the fast relay), the script runs
     /// on that loop's own connection and `completion` is called on the loop; elsewhere it runs as
     /// `rateLimit(_:interval:burst:)` in a task. A request the instance's reserve admits completes
-    /// at once. `EVALSHA` first: the script is sent in full only when Redis does not have it yet
-    /// (after a restart or `SCRIPT FLUSH`).
+    /// at once. `EVALSHA` first (on either path): the script is sent in full only when Redis does
+    /// not have it yet (after a restart or `SCRIPT FLUSH`).
     public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
         guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
             Task {

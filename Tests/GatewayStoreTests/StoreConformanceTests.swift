@@ -261,6 +261,10 @@ enum StoreConformance {
         try runCLI(port: server.port, "SCRIPT", "FLUSH")
         #expect((try? await onLoop("other").0.get())?.allowed == true)
         #expect((try? await onLoop("other").0.get())?.allowed == true)
+        // The task path too.
+        try runCLI(port: server.port, "SCRIPT", "FLUSH")
+        #expect(try await store.rateLimit("tasks", interval: .seconds(60), burst: 3).allowed)
+        #expect(try await store.rateLimit("tasks", interval: .seconds(60), burst: 3).allowed)
 
         // Redis gone: refused at once with "unavailable", then back without a restart.
         server.stop()
