@@ -42,6 +42,12 @@ public struct RateLimitReserves: Sendable {
         var size: Int
         /// Until when requests are refused without asking (0: not refused).
         var refusedUntil: Int64 = 0
+        /// A reserve's ask is out until then (0: none; given up after `validity`, when the store
+        /// never answered): requests meanwhile ask for themselves alone, so concurrent asks never
+        /// reserve more than the limit between them.
+        var askingUntil: Int64 = 0
+        /// How many tokens that ask asked for.
+        var pendingSize = 0
     }
 
     /// A limit's key with its parameters: a reload that changes the limit starts afresh.
@@ -79,9 +85,14 @@ public struct RateLimitReserves: Sendable {
             reserves[id] = reserve
             return .admitted(left: reserve.tokens)
         }
+        if now < reserve.askingUntil { return .ask(1) }
         // Used up in time: the key is hot, reserve more. Lapsed unused: reserve less.
         let usedUp = now < reserve.lapses
-        return .ask(usedUp ? min(limit, reserve.size * 2) : max(1, reserve.size / 2))
+        let size = usedUp ? min(limit, reserve.size * 2) : max(1, reserve.size / 2)
+        reserve.askingUntil = now + Self.validity
+        reserve.pendingSize = size
+        reserves[id] = reserve
+        return .ask(size)
     }
 
     /// The store granted `granted` of the `asked` tokens at `now`: one admits the request that
@@ -92,8 +103,18 @@ public struct RateLimitReserves: Sendable {
             reserves[id] = nil
             return
         }
-        let left = reserves[id].map { now < $0.lapses ? $0.tokens : 0 } ?? 0
-        keep(id, Reserve(tokens: left + max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked)), now: now)
+        guard var reserve = reserves[id] else {
+            return keep(id, Reserve(tokens: max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked)), now: now)
+        }
+        let left = now < reserve.lapses ? reserve.tokens : 0
+        if now < reserve.askingUntil, asked == reserve.pendingSize {
+            // The reserve's own ask.
+            reserve = Reserve(tokens: left + max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked))
+        } else {
+            // A request that asked for itself while the reserve's ask was out.
+            reserve.tokens = left + max(0, granted - 1)
+        }
+        reserves[id] = reserve
     }
 
     /// The store refused the request at `now`, until `retryAfter` milliseconds from then: until
@@ -104,7 +125,7 @@ public struct RateLimitReserves: Sendable {
 
     private mutating func keep(_ id: Limit, _ reserve: Reserve, now: Int64) {
         if reserves[id] == nil, reserves.count >= Self.sweepAbove {
-            reserves = reserves.filter { now < $0.value.lapses || now < $0.value.refusedUntil }
+            reserves = reserves.filter { now < $0.value.lapses || now < $0.value.refusedUntil || now < $0.value.askingUntil }
         }
         reserves[id] = reserve
     }

@@ -421,6 +421,41 @@ final class MovableClock: Sendable {
         #expect(fromReserve > 150)
     }
 
+    @Test func whileAReservesAskIsOutOthersAskForThemselvesAlone() {
+        var reserves = RateLimitReserves()
+        reserves.granted("k", interval: 100, burst: 640, granted: 1, asked: 1, now: 0)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 1) == .ask(2))
+        // Concurrent requests (another event loop, the task path) while that ask is out.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 2) == .ask(1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 3) == .ask(1))
+        reserves.granted("k", interval: 100, burst: 640, granted: 1, asked: 1, now: 4)
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: 4) == 0)
+        reserves.granted("k", interval: 100, burst: 640, granted: 2, asked: 2, now: 5)
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: 5) == 1)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 6) == .admitted(left: 0))
+        // An ask the store never answered is given up after the validity.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 7) == .ask(4))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 8) == .ask(1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 7 + RateLimitReserves.validity) == .ask(1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 8 + RateLimitReserves.validity) == .ask(1))
+    }
+
+    /// However many requests ask at once, the reserve never holds more than the limit.
+    @Test func concurrentAsksNeverReserveMoreThanTheLimit() {
+        var reserves = RateLimitReserves()
+        let limit = RateLimitReserves.limit(burst: 320)
+        var now: Int64 = 0
+        for _ in 0..<50 {
+            var asked: [Int] = []
+            for _ in 0..<16 {
+                if case .ask(let count) = reserves.take("k", interval: 100, burst: 320, now: now) { asked.append(count) }
+            }
+            for count in asked { reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now) }
+            #expect(reserves.reserved("k", interval: 100, burst: 320, now: now) <= limit)
+            now += 1
+        }
+    }
+
     @Test func aLapsedReserveIsDroppedAndTheNextOneSmaller() {
         var reserves = RateLimitReserves()
         reserves.granted("k", interval: 100, burst: 640, granted: 16, asked: 16, now: 0)
