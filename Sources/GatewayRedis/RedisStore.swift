@@ -130,12 +130,11 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         let now = Self.milliseconds()
         let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
         let wanted: Int
-        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        switch knownDecision(key, interval: interval, burst: burst, now: now) {
+        case .decided(let decision): return decision
         case .ask(let count): wanted = count
-        case .admitted(let left): return Self.fromReserve(left: left)
-        case .refused(let retryAfter): return Self.refusedAgain(retryAfter: retryAfter)
         }
-        let arguments = [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
+        let arguments = scriptArguments(key, interval: interval, burst: burst, wanted: wanted)
         let reply: RedisValue
         do {
             reply = try await run([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments)
@@ -146,14 +145,29 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         return try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now)
     }
 
-    /// A request admitted from this instance's reserve.
-    private static func fromReserve(left: Int) -> RateLimitDecision {
-        RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero)
+    private enum Known {
+        /// Decided without asking: admitted from this instance's reserve, or refused again before
+        /// the retry-after Redis gave the last refusal.
+        case decided(RateLimitDecision)
+        /// Ask the script for this many tokens.
+        case ask(Int)
     }
 
-    /// A request refused without asking, before the retry-after Redis gave the last one.
-    private static func refusedAgain(retryAfter: Int64) -> RateLimitDecision {
-        RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter))
+    /// What the reserves say of a request (both paths ask this first).
+    private func knownDecision(_ key: String, interval: Int64, burst: Int, now: Int64) -> Known {
+        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        case .ask(let count):
+            .ask(count)
+        case .admitted(let left):
+            .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
+        case .refused(let retryAfter):
+            .decided(RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter)))
+        }
+    }
+
+    /// The script's key and arguments (after the script or its hash and the key count).
+    private func scriptArguments(_ key: String, interval: Int64, burst: Int, wanted: Int) -> [[UInt8]] {
+        [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
     }
 
     /// The script's decision, with what it granted beyond the request reserved.
@@ -193,13 +207,12 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         let now = Self.milliseconds()
         let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
         let wanted: Int
-        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        switch knownDecision(key, interval: interval, burst: burst, now: now) {
+        case .decided(let decision): return completion(.success(decision))
         case .ask(let count): wanted = count
-        case .admitted(let left): return completion(.success(Self.fromReserve(left: left)))
-        case .refused(let retryAfter): return completion(.success(Self.refusedAgain(retryAfter: retryAfter)))
         }
         let connection = loopConnection(for: loop)
-        let arguments = [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
+        let arguments = scriptArguments(key, interval: interval, burst: burst, wanted: wanted)
         let decide: @Sendable (Result<RedisValue, StoreError>) -> Void = { [self] result in
             completion(result.flatMap { reply in
                 Result { () throws(StoreError) in try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now) }
