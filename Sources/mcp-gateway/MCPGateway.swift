@@ -16,7 +16,9 @@ enum Entry {
         // Run Swift concurrency on the NIO event loops: a request then stays on the loop that
         // does its I/O instead of hopping between thread pools (measured: see bench/results-http.md).
         // This must happen before any async code runs, hence the synchronous main.
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        if !EventLoopsAsGlobalExecutor.install() {
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         Task {
             await MCPGateway.main()
             exit(0)

@@ -38,8 +38,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    /// The entry point's pipeline, pools and logger, one reference per connection: a copy of the
-    /// pipeline's fields in every connection would cost ~4 KiB each.
+    /// The entry point's pipeline, pools and logger, one reference per connection.
     private let shared: Shared
     private var pipeline: GatewayPipeline { shared.pipeline }
     private var pools: UpstreamRelayPools { shared.pools }

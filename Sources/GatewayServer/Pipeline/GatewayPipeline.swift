@@ -32,7 +32,7 @@ import MCPTranslation
 /// `EraDispatch` then hands the call to its transport. The stages run in one flat function, by
 /// concrete type: no generic middleware stack, no closure per stage, and the synchronous stages
 /// cost no async frame.
-struct GatewayPipeline: HTTPResponder {
+final class GatewayPipeline: HTTPResponder, Sendable {
     typealias Context = GatewayRequestContext
 
     let clientAddressing: ClientAddressing
@@ -61,6 +61,44 @@ struct GatewayPipeline: HTTPResponder {
     let legacySSE: LegacySSEClients
     /// MCP over WebSocket (upgrades decided in `webSocketUpgrade`).
     let webSockets: WebSocketClients
+
+    init(
+        clientAddressing: ClientAddressing,
+        frontDoor: FrontDoor,
+        routeMatching: RouteMatching,
+        requestChecks: RequestChecks,
+        hops: ClusterHops,
+        authentication: Authentication,
+        callParsing: MCPCallParsing,
+        routerMiddlewares: RouterMiddlewares,
+        callPolicies: CallPolicyEnforcement,
+        dispatch: EraDispatch,
+        listChanges: ListChangeNotifier,
+        accessLog: Logger?,
+        observer: ResponseObserver?,
+        tracing: Bool,
+        crossOrigin: CrossOrigin,
+        legacySSE: LegacySSEClients,
+        webSockets: WebSocketClients
+    ) {
+        self.clientAddressing = clientAddressing
+        self.frontDoor = frontDoor
+        self.routeMatching = routeMatching
+        self.requestChecks = requestChecks
+        self.hops = hops
+        self.authentication = authentication
+        self.callParsing = callParsing
+        self.routerMiddlewares = routerMiddlewares
+        self.callPolicies = callPolicies
+        self.dispatch = dispatch
+        self.listChanges = listChanges
+        self.accessLog = accessLog
+        self.observer = observer
+        self.tracing = tracing
+        self.crossOrigin = crossOrigin
+        self.legacySSE = legacySSE
+        self.webSockets = webSockets
+    }
 
     func respond(to request: Request, context: Context) async throws -> Response {
         var response = try await answerWithCORS(request, context: context)
@@ -233,32 +271,22 @@ extension GatewayComponents {
 
 /// What Hummingbird calls for each request of a connection: the pipeline, answered in a child task
 /// of the connection's task. A task keeps every stack slab its deepest await needed until it ends,
-/// and the pipeline's frames take ~80 KiB (each holds the ~4 KiB `GatewayPipeline` value besides
-/// the request and its context); answered in the connection's own task, that memory would stay
-/// with every idle keep-alive connection for its whole life (bench/results-connections.md). This
-/// responder holds the pipeline by one reference, so the frames left in the connection's task
-/// stay small. The child is an `async let`, not a task group: no group to allocate and wait on
+/// and the pipeline's frames take ~80 KiB (each holds the request and its context); answered in the connection's own task, that memory would stay
+/// with every idle keep-alive connection for its whole life (bench/results-connections.md). The
+/// frames left in the connection's task stay small. The child is an `async let`, not a task group: no group to allocate and wait on
 /// (5–9 % of the full pipeline's CPU per request), the same memory per idle connection.
 struct ConnectionResponder: HTTPResponder {
     typealias Context = GatewayRequestContext
 
-    final class Shared: Sendable {
-        let pipeline: GatewayPipeline
-
-        init(_ pipeline: GatewayPipeline) {
-            self.pipeline = pipeline
-        }
-    }
-
-    let shared: Shared
+    let pipeline: GatewayPipeline
 
     init(_ pipeline: GatewayPipeline) {
-        shared = Shared(pipeline)
+        self.pipeline = pipeline
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        let shared = shared
-        async let response = shared.pipeline.respond(to: request, context: context)
+        let pipeline = pipeline
+        async let response = pipeline.respond(to: request, context: context)
         return try await response
     }
 }
