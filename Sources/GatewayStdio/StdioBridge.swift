@@ -45,7 +45,7 @@ package struct StdioBridge: Sendable {
         let caller = verified?.claims.sub
         let owner = exchange.owner
         switch request.method {
-        case .post where request.headers[Self.sessionHeader] == nil && manager.service.passIdentity:
+        case .post where request.headers.value(of: Self.sessionHeader) == nil && manager.service.passIdentity:
             return try await post(exchange, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
         case .post: return try await post(exchange, manager: manager, caller: caller, owner: owner)
         case .get: return try await get(exchange, manager: manager)
@@ -160,7 +160,7 @@ package struct StdioBridge: Sendable {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(detail)")
         }
 
-        guard let sessionID = request.headers[Self.sessionHeader] else {
+        guard let sessionID = request.headers.value(of: Self.sessionHeader) else {
             guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
                 throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
             }
@@ -334,24 +334,24 @@ package struct StdioBridge: Sendable {
 
     private func get(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
         let request = exchange.request
-        let accept = request.headers[.accept] ?? ""
+        let accept = request.headers.value(of: .accept) ?? ""
         guard accept.contains("text/event-stream") || accept.contains("*/*") else {
             throw .notAcceptable(message: "GET on an MCP endpoint opens an event stream: send Accept: text/event-stream")
         }
-        guard let sessionID = request.headers[Self.sessionHeader] else {
+        guard let sessionID = request.headers.value(of: Self.sessionHeader) else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
         let (_, session) = try await session(id: sessionID, exchange: exchange, manager: manager)
         try checkProtocolVersion(request)
         if let elsewhere = await locator.whileDraining(sessionID, needsChild: false, atHopLimit: exchange.context.atHopLimit, forwarded: exchange.context.forwarded) { throw elsewhere }
-        if session.reestablished, let lastEventID = request.headers[Self.lastEventIDHeader] {
+        if session.reestablished, let lastEventID = request.headers.value(of: Self.lastEventIDHeader) {
             exchange.context.logger.notice("a stream of a re-established session resumes without the events sent before the takeover", metadata: [
                 "session": "\(MCPSessionID.logged(sessionID))", "lastEventID": "\(lastEventID)",
             ])
         }
         let subscription: LegacySession.Subscription
         do {
-            subscription = try session.attachStream(lastEventID: request.headers[Self.lastEventIDHeader])
+            subscription = try session.attachStream(lastEventID: request.headers.value(of: Self.lastEventIDHeader))
         } catch {
             switch error {
             case .alreadyAttached: throw .streamConflict
@@ -364,7 +364,7 @@ package struct StdioBridge: Sendable {
     // MARK: DELETE
 
     private func delete(_ exchange: MCPExchange, manager: StdioSessionManager) async throws(GatewayError) -> Response {
-        guard let sessionID = exchange.request.headers[Self.sessionHeader] else {
+        guard let sessionID = exchange.request.headers.value(of: Self.sessionHeader) else {
             throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required")
         }
         // A session no live instance holds has no child to end: its record goes.
@@ -378,7 +378,7 @@ package struct StdioBridge: Sendable {
     // MARK: responses
 
     private func checkProtocolVersion(_ request: Request) throws(GatewayError) {
-        guard let version = request.headers[Self.versionHeader] else { return }
+        guard let version = request.headers.value(of: Self.versionHeader) else { return }
         guard Self.supportedVersions.contains(version) else {
             throw .badRequest(
                 code: JSONRPCErrorResponse.invalidRequest,

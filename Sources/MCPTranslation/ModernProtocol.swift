@@ -14,6 +14,8 @@ package enum ModernProtocol {
     package static let initializeRequest = #"{"jsonrpc":"2.0","id":"mcp-gateway-init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{},"sampling":{}},"clientInfo":{"name":"mcp-gateway","version":"0.1.0"}}}"#
     package static let versions = MCPVersions.modern
     package static let metaPrefix = "io.modelcontextprotocol/"
+    /// Where a 2026-07-28 request carries its protocol version (read on every request).
+    package static let protocolVersionPath = ["params", "_meta", metaPrefix + "protocolVersion"]
     package static let headerMismatch = -32020
     package static let unsupportedVersion = -32022
 

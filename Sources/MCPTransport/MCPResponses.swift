@@ -174,7 +174,7 @@ package enum SSEHeaders {
 /// Reads an MCP request body up to the route's limit (overflow: 413) and checks it is strict JSON (400).
 package enum RequestBodyReader {
     package static func read(_ request: inout Request, limit: Int) async throws(GatewayError) -> ByteBuffer {
-        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+        if let declared = request.headers.value(of: .contentLength).flatMap({ Int($0) }), declared > limit {
             throw .requestTooLarge(limit: limit)
         }
         let body: ByteBuffer

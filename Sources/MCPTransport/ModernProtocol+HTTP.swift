@@ -52,7 +52,7 @@ extension ModernProtocol {
             throw violation(.badRequest, unsupportedVersion, "Unsupported protocol version \(headerVersion)", rawID: rawID, dataJSON: "{\"supported\":[\(supported)]}")
         }
         var mismatch: String?
-        let bodyVersion = message.string(at: ["params", "_meta", metaPrefix + "protocolVersion"])
+        let bodyVersion = message.string(at: ModernProtocol.protocolVersionPath)
         if let bodyVersion, bodyVersion != headerVersion {
             mismatch = "MCP-Protocol-Version \(headerVersion) differs from _meta protocolVersion \(bodyVersion)"
         } else if bodyVersion == nil, message.isRequest {

@@ -63,12 +63,12 @@ struct ClusterHops: Sendable {
     /// (the identity it carries becomes the verified caller, and `Authentication` has nothing
     /// left to do) or refused: a made-up or replayed hop never reaches a transport.
     func admit(_ request: inout Request, _ context: inout GatewayRequestContext) async throws(GatewayError) {
-        guard let signed = request.headers[Self.signatureHeader] else { return }
+        guard let signed = request.headers.value(of: Self.signatureHeader) else { return }
         guard let route = context.route else { throw .pipelineOrder(stage: "ClusterHops") }
         let refused = GatewayError.protocolViolation(ProtocolViolation(
             status: .forbidden, code: -32000, message: "Forbidden: a request forwarded between gateway instances must carry a valid cluster signature"
         ))
-        guard let signature, let time = request.headers[Self.timeHeader], let identityText = request.headers[Self.identityHeader] else {
+        guard let signature, let time = request.headers.value(of: Self.timeHeader), let identityText = request.headers.value(of: Self.identityHeader) else {
             context.logger.warning("refused a request with a cluster hop signature: this instance has no cluster: configured")
             throw refused
         }
@@ -76,13 +76,13 @@ struct ClusterHops: Sendable {
         if request.method == .post { body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes) }
         let valid = body.withUnsafeReadableBytes { bytes in
             signature.verify(
-                method: request.method.rawValue, target: request.uri.description, sessionID: request.headers[MCPHeaders.sessionID],
+                method: request.method.rawValue, target: request.uri.description, sessionID: request.headers.value(of: MCPHeaders.sessionID),
                 identity: identityText, body: bytes, time: time, signature: signed
             )
         }
         guard valid, let data = Base64URL.decode(identityText), let identity = try? JSONDecoder().decode(Identity.self, from: Data(data)) else {
             context.logger.warning("refused a forwarded request whose cluster signature did not verify (wrong cluster.secret, altered, or older than \(HopSignature.maximumAge) s)", metadata: [
-                "from": "\(request.headers[Self.instanceHeader] ?? "?")", "ip": "\(context.clientIP ?? "")",
+                "from": "\(request.headers.value(of: Self.instanceHeader) ?? "?")", "ip": "\(context.clientIP ?? "")",
             ])
             throw refused
         }
@@ -130,7 +130,7 @@ struct ClusterHops: Sendable {
         let identityText = Base64URL.encode(try JSONEncoder().encode(identity))
         let body = context.call?.body ?? ByteBuffer()
         let signed = body.withUnsafeReadableBytes { bytes in
-            signature.sign(method: request.method.rawValue, target: target, sessionID: request.headers[MCPHeaders.sessionID], identity: identityText, body: bytes)
+            signature.sign(method: request.method.rawValue, target: target, sessionID: request.headers.value(of: MCPHeaders.sessionID), identity: identityText, body: bytes)
         }
         outbound.headers.add(name: HopSignature.identityHeader, value: identityText)
         outbound.headers.add(name: HopSignature.timeHeader, value: signed.time)

@@ -1,3 +1,4 @@
+import MCPTransport
 import GatewayConfig
 import HTTPTypes
 import Hummingbird
@@ -18,7 +19,7 @@ struct CrossOrigin: Sendable {
 
     /// The request's `Origin` when the entry point allows it.
     func allowedOrigin(of request: Request) -> String? {
-        guard let origin = request.headers[.origin] else { return nil }
+        guard let origin = request.headers.value(of: .origin) else { return nil }
         return entryPoint.allowedOrigins.contains(origin.lowercased()) ? origin : nil
     }
 
@@ -37,7 +38,7 @@ struct CrossOrigin: Sendable {
     func decorate(_ response: inout Response, origin: String) {
         response.headers[.accessControlAllowOrigin] = origin
         response.headers[.accessControlExposeHeaders] = Self.exposeHeaders
-        if let vary = response.headers[.vary] {
+        if let vary = response.headers.value(of: .vary) {
             if !vary.lowercased().contains("origin") { response.headers[.vary] = vary + ", Origin" }
         } else {
             response.headers[.vary] = "Origin"

@@ -65,10 +65,10 @@ extension GatewayPipeline {
         let fields = head.headerFields
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
         // connections: the full pipeline.
-        guard fields[.origin] == nil, fields[.expect] == nil, fields[ClusterHops.signatureHeader] == nil,
-              !(fields[.connection].map { $0.lowercased().contains("close") || $0.lowercased().contains("upgrade") } ?? false)
+        guard !fields.contains(.origin), !fields.contains(.expect), !fields.contains(ClusterHops.signatureHeader),
+              !fields.lists(.connection, token: "close"), !fields.lists(.connection, token: "upgrade")
         else { return nil }
-        let sessionID = fields[MCPHeaders.sessionID]
+        let sessionID = fields.value(of: MCPHeaders.sessionID)
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
         var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         clientAddressing.apply(request, &context)
@@ -91,7 +91,7 @@ extension GatewayPipeline {
             // A request in a session of a stdio child: the session is looked up once the caller
             // is known. One instance only (in a cluster the store says where a session is).
             guard sessionID != nil, !dispatch.stdio.locator.forwards,
-                  let version = fields[MCPHeaders.protocolVersion], StdioBridge.supportedVersions.contains(version)
+                  let version = fields.value(of: MCPHeaders.protocolVersion), StdioBridge.supportedVersions.contains(version)
             else { return nil }
         case .group:
             return nil
@@ -100,7 +100,7 @@ extension GatewayPipeline {
             let methods = route.router.authMethods
             switch Authentication.credential(request, methods: methods, issuers: context.runtime?.configuration.auth?.jwtIssuers ?? []) {
             case .gatewayToken:
-                guard let authorization = fields[.authorization] else { return nil }
+                guard let authorization = fields.value(of: .authorization) else { return nil }
                 if let caller = tokens.caller(for: authorization, route: route) {
                     context.caller = caller
                 } else {
@@ -137,7 +137,7 @@ extension GatewayPipeline {
     /// a single request other than `initialize`. Nil: the full pipeline.
     func fastCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
         if case .stdio = admission.destination { return fastSessionCall(admission, body: body) }
-        let header = admission.request.headers[MCPHeaders.protocolVersion]
+        let header = admission.request.headers.value(of: MCPHeaders.protocolVersion)
         guard let header, MCPVersions.modern.contains(header) else { return nil }
         do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
         let call = MCPCall(protocolVersion: header, sessionID: nil, body: body)
@@ -145,7 +145,7 @@ extension GatewayPipeline {
               message.value(at: ["params", "requestState"]) == nil
         else { return nil }
         // A body naming another version than the header: `MCPCallParsing` reconciles the two.
-        if let bodyVersion = message.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"]), bodyVersion != header { return nil }
+        if let bodyVersion = message.string(at: ModernProtocol.protocolVersionPath), bodyVersion != header { return nil }
         admission.context.call = call
         admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
         return admission
@@ -153,7 +153,7 @@ extension GatewayPipeline {
 
     private func fastSessionCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
         do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
-        let call = MCPCall(protocolVersion: admission.request.headers[MCPHeaders.protocolVersion], sessionID: admission.request.headers[MCPHeaders.sessionID], body: body)
+        let call = MCPCall(protocolVersion: admission.request.headers.value(of: MCPHeaders.protocolVersion), sessionID: admission.request.headers.value(of: MCPHeaders.sessionID), body: body)
         guard call.era == .sessionBased, let message = call.message, message.isRequest, message.method != "initialize" else { return nil }
         admission.context.call = call
         admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))

@@ -109,7 +109,7 @@ final class GatewayPipeline: HTTPResponder, Sendable {
         // request stream when the body ends: the connection closes after it. A proxy in front
         // that was not told so sends its next request on it and gets no answer (nginx: "upstream
         // prematurely closed connection while reading response header").
-        if MediaTypes.isEventStream(response.headers[.contentType]) {
+        if MediaTypes.isEventStream(response.headers.value(of: .contentType)) {
             response.headers[.connection] = "close"
         }
         return response
@@ -118,7 +118,7 @@ final class GatewayPipeline: HTTPResponder, Sendable {
     private func answerWithCORS(_ request: Request, context: Context) async throws -> Response {
         // Browser clients on the entry point's allowed origins: preflights, and readable answers.
         guard let origin = crossOrigin.allowedOrigin(of: request) else { return try await observed(request, context: context) }
-        if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
+        if request.method == .options, request.headers.value(of: .accessControlRequestMethod) != nil {
             return crossOrigin.preflight(request, origin: origin)
         }
         var response = try await observed(request, context: context)
@@ -189,7 +189,7 @@ final class GatewayPipeline: HTTPResponder, Sendable {
             case .pass:
                 let response = try await dispatch.respond(to: request, context: context)
                 guard request.method == .get, let call = context.call, call.era == .sessionBased, call.sessionID != nil, response.status == .ok,
-                      MediaTypes.isEventStream(response.headers[.contentType])
+                      MediaTypes.isEventStream(response.headers.value(of: .contentType))
                 else { return response }
                 return listChanges.streaming(response, router: route.router.name, identity: context.caller?.identity)
             case .refused(let refusal):
@@ -286,7 +286,10 @@ struct ConnectionResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let pipeline = pipeline
-        async let response = pipeline.respond(to: request, context: context)
-        return try await response
+        // The child task (and whatever it awaits) runs on the connection's event loop.
+        return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(context.channel.eventLoop)) {
+            async let response = pipeline.respond(to: request, context: context)
+            return try await response
+        }
     }
 }

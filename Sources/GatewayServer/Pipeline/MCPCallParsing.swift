@@ -23,13 +23,13 @@ struct MCPCallParsing {
         if request.method == .post {
             body = try await RequestBodyReader.read(&request, limit: route.maxRequestBodyBytes)
         }
-        let header = request.headers[MCPHeaders.protocolVersion]
-        var call = MCPCall(protocolVersion: header, sessionID: request.headers[MCPHeaders.sessionID], body: body)
+        let header = request.headers.value(of: MCPHeaders.protocolVersion)
+        var call = MCPCall(protocolVersion: header, sessionID: request.headers.value(of: MCPHeaders.sessionID), body: body)
         // A 2026-07-28 body under a session-based version header, or none (Claude Code sends
         // `2025-11-25` with a 2026-07-28 body): the body says what the request is, and the header
         // is made to agree, so the era, the checks and the upstream all read one version. A
         // version the gateway does not know still gets the version negotiation's answer.
-        if let bodyVersion = call.message?.string(at: ["params", "_meta", ModernProtocol.metaPrefix + "protocolVersion"]),
+        if let bodyVersion = call.message?.string(at: ModernProtocol.protocolVersionPath),
            MCPVersions.modern.contains(bodyVersion), header.map({ MCPVersions.sessionBased.contains($0) }) ?? true
         {
             var head = request.head

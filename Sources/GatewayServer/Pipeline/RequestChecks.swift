@@ -30,7 +30,7 @@ struct RequestChecks {
     /// gateway's public origin, an explicitly allowed one, or name a host this entry point serves
     /// (never merely the Host the request was sent to: a rebinding page has exactly that pair).
     static func checkOrigin(_ request: Request, publicURL: PublicURL, entryPoint: EntryPoint, hosts: HostAllowList) throws(GatewayError) {
-        guard let origin = request.headers[.origin] else { return }
+        guard let origin = request.headers.value(of: .origin) else { return }
         let normalized = origin.lowercased()
         if normalized == publicURL.origin.lowercased() { return }
         if entryPoint.allowedOrigins.contains(normalized) { return }
