@@ -161,14 +161,7 @@ package struct StdioBridge: Sendable {
         }
 
         guard let sessionID = request.headers.value(of: Self.sessionHeader) else {
-            guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
-                throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
-            }
-            // A stopping instance starts no session: another instance takes the client.
-            if let elsewhere = await locator.elsewhereForNewSession(atHopLimit: context.atHopLimit) { throw elsewhere }
-            // maxSessionsPerUser counts per signed-in user; anonymous callers per address.
-            let requester = caller ?? "address:" + ClientAddress.limitKey(context.clientIP)
-            return try await initialize(message, request: request, manager: manager, caller: caller, owner: sessionOwner, identity: identity, requester: requester)
+            return try await startSession(payload, request: request, context: context, manager: manager, caller: caller, owner: sessionOwner, identity: identity)
         }
         // The session's own manager: after a reload it may be an older one, with its own settings.
         let (owner, session) = try await session(id: sessionID, exchange: exchange, manager: manager)
@@ -218,6 +211,21 @@ package struct StdioBridge: Sendable {
         } catch {
             throw .sessionNotFound
         }
+    }
+
+    /// A POST without a session id: an `initialize` starting a session. (A function of its own:
+    /// its temporaries stay out of the frame every session request allocates.)
+    private func startSession(
+        _ payload: JSONRPCPayload, request: Request, context: TransportContext, manager: StdioSessionManager, caller: String?, owner: SessionOwner, identity: [String: String]?
+    ) async throws(GatewayError) -> Response {
+        guard case .single(let message) = payload, message.method == "initialize", message.isRequest else {
+            throw .badRequest(code: JSONRPCErrorResponse.invalidRequest, message: "Bad Request: Mcp-Session-Id header is required (send initialize first)")
+        }
+        // A stopping instance starts no session: another instance takes the client.
+        if let elsewhere = await locator.elsewhereForNewSession(atHopLimit: context.atHopLimit) { throw elsewhere }
+        // maxSessionsPerUser counts per signed-in user; anonymous callers per address.
+        let requester = caller ?? "address:" + ClientAddress.limitKey(context.clientIP)
+        return try await initialize(message, request: request, manager: manager, caller: caller, owner: owner, identity: identity, requester: requester)
     }
 
     /// `resuming`: the id of a session being taken over (recorded already), instead of a new one.

@@ -40,6 +40,12 @@ struct EraDispatch {
         let started = ContinuousClock.now
         defer { metrics?.upstream(service: route.router.service, duration: ContinuousClock.now - started) }
         guard tracing else { return try await placed(request, context: context) }
+        return try await traced(request, context: context, route: route)
+    }
+
+    /// `respond` under a client span. A function of its own: an async function's frame holds
+    /// the temporaries of all its branches, and every request would allocate this one's.
+    private func traced(_ request: Request, context: GatewayRequestContext, route: CompiledRoute) async throws(GatewayError) -> Response {
         let span = startSpan("upstream \(route.router.service)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
         defer { span.end() }
         span.attributes["mcp_gateway.service"] = route.router.service
@@ -152,16 +158,7 @@ struct EraDispatch {
         if call.era == .modern, let state = call.message?.string(at: ["params", "requestState"]),
            let (instance, _) = RequestStateRouting.split(state), instance != ProcessInstance.id
         {
-            if !context.atHopLimit, let hops, let placement = try? await hops.membership.placement(of: instance) {
-                switch placement {
-                case .live(let url?), .draining(let url?): throw .heldElsewhere(instance: instance, url: url)
-                default: break
-                }
-            }
-            return ModernProtocol.error(
-                .ok, code: JSONRPCErrorResponse.invalidParams,
-                message: "requestState was issued by a gateway instance that is no longer running; send the request again without it", rawID: call.rawID
-            )
+            return try await otherInstancesRetry(call, instance: instance, context: context)
         }
         switch route.upstream {
         case .http(let plain) where plain.service.oauth != nil:
@@ -177,6 +174,20 @@ struct EraDispatch {
             break
         }
         return try await transport(request, context: context, route: route, call: call, upstreamOverride: nil)
+    }
+
+    /// A retry whose requestState another instance issued: sent there while it runs.
+    private func otherInstancesRetry(_ call: MCPCall, instance: String, context: GatewayRequestContext) async throws(GatewayError) -> Response {
+        if !context.atHopLimit, let hops, let placement = try? await hops.membership.placement(of: instance) {
+            switch placement {
+            case .live(let url?), .draining(let url?): throw .heldElsewhere(instance: instance, url: url)
+            default: break
+            }
+        }
+        return ModernProtocol.error(
+            .ok, code: JSONRPCErrorResponse.invalidParams,
+            message: "requestState was issued by a gateway instance that is no longer running; send the request again without it", rawID: call.rawID
+        )
     }
 
     /// A request for an OAuth-protected upstream: sent with the caller's own token, or answered
@@ -211,23 +222,7 @@ struct EraDispatch {
         exchange.memberScope = context.memberScope
         switch route.upstream {
         case .http(let configured):
-            let upstream = upstreamOverride ?? configured
-            switch call.era {
-            case .modern:
-                if await modernHTTP.era(of: upstream, logger: context.logger) == .legacy {
-                    return try await modernHTTP.handle(exchange, upstream: upstream)
-                }
-            case .sessionBased:
-                if modernHTTP.isBridged(request) {
-                    return try await modernHTTP.bridge(exchange, upstream: upstream)
-                }
-                if request.method == .post, call.sessionID == nil {
-                    // Possibly a session-based client starting a session: if the upstream refuses
-                    // initialize as a 2026-07-28-only server, the gateway bridges.
-                    return try await modernHTTP.legacyInitialize(exchange, upstream: upstream, proxy: proxy)
-                }
-            }
-            return try await proxy.forward(exchange, to: upstream, translator: modernHTTP)
+            return try await httpTransport(exchange, upstream: upstreamOverride ?? configured, logger: context.logger)
         case .stdio(let manager):
             switch call.era {
             case .modern: return try await stdio.handleModern(exchange, manager: manager)
@@ -237,5 +232,27 @@ struct EraDispatch {
             guard let groups else { throw .pipelineOrder(stage: "EraDispatch (groups)") }
             return try await groups.respond(request, context: context, group: group, members: self)
         }
+    }
+
+    /// An HTTP upstream's transport for the call's era. (Each transport's own function keeps the
+    /// others' temporaries out of its async frame.)
+    private func httpTransport(_ exchange: MCPExchange, upstream: HTTPUpstream, logger: Logger) async throws(GatewayError) -> Response {
+        let (request, call) = (exchange.request, exchange.call)
+        switch call.era {
+        case .modern:
+            if await modernHTTP.era(of: upstream, logger: logger) == .legacy {
+                return try await modernHTTP.handle(exchange, upstream: upstream)
+            }
+        case .sessionBased:
+            if modernHTTP.isBridged(request) {
+                return try await modernHTTP.bridge(exchange, upstream: upstream)
+            }
+            if request.method == .post, call.sessionID == nil {
+                // Possibly a session-based client starting a session: if the upstream refuses
+                // initialize as a 2026-07-28-only server, the gateway bridges.
+                return try await modernHTTP.legacyInitialize(exchange, upstream: upstream, proxy: proxy)
+            }
+        }
+        return try await proxy.forward(exchange, to: upstream, translator: modernHTTP)
     }
 }

@@ -171,13 +171,7 @@ final class GatewayPipeline: HTTPResponder, Sendable {
         }
         guard let route = context.route else { return GatewayError.pipelineOrder(stage: "EraDispatch").response(routeMatched: false) }
         if let legacy = context.legacyEndpoint {
-            do {
-                try requestChecks.apply(request, context)
-                try await authentication.apply(request, &context)
-                return try await legacySSE.respond(legacy, request: request, context: context, route: route, send: bridgedSend)
-            } catch {
-                return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
-            }
+            return await answerLegacy(legacy, request: request, context: context, route: route)
         }
         do {
             try requestChecks.apply(request, context)
@@ -188,19 +182,45 @@ final class GatewayPipeline: HTTPResponder, Sendable {
             switch try callPolicies.apply(request, context) {
             case .pass:
                 let response = try await dispatch.respond(to: request, context: context)
-                guard request.method == .get, let call = context.call, call.era == .sessionBased, call.sessionID != nil, response.status == .ok,
-                      MediaTypes.isEventStream(response.headers.value(of: .contentType))
-                else { return response }
-                return listChanges.streaming(response, router: route.router.name, identity: context.caller?.identity)
+                guard request.method == .get else { return response }
+                return sessionStream(response, request: request, context: context, route: route)
             case .refused(let refusal):
                 return refusal
             case .filter(let filtering):
-                let response = try await dispatch.respond(to: request, context: context)
-                return CallPolicyEnforcement.filtered(response, filtering, nextPage: nextPage(request, context: context))
+                return try await filtered(request, context: context, filtering: filtering)
             }
         } catch {
             return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
         }
+    }
+
+    // The branches below are functions of their own: an async function's frame holds the
+    // temporaries of every branch, and every request allocates `answer`'s.
+
+    /// The 2024-11-05 HTTP+SSE endpoints: stages 4 and 5, then the legacy transport.
+    private func answerLegacy(_ legacy: LegacySSEEndpoint, request: Request, context: Context, route: CompiledRoute) async -> Response {
+        var context = context
+        do {
+            try requestChecks.apply(request, context)
+            try await authentication.apply(request, &context)
+            return try await legacySSE.respond(legacy, request: request, context: context, route: route, send: bridgedSend)
+        } catch {
+            return RouteMatching.answer(error, router: route.router.name, logger: context.logger)
+        }
+    }
+
+    /// A session's GET stream, watched for the `list_changed` a reload of policies owes it.
+    private func sessionStream(_ response: Response, request: Request, context: Context, route: CompiledRoute) -> Response {
+        guard let call = context.call, call.era == .sessionBased, call.sessionID != nil, response.status == .ok,
+              MediaTypes.isEventStream(response.headers.value(of: .contentType))
+        else { return response }
+        return listChanges.streaming(response, router: route.router.name, identity: context.caller?.identity)
+    }
+
+    /// A list answer filtered by the router's policies (further pages fetched as needed).
+    private func filtered(_ request: Request, context: Context, filtering: CallPolicyEnforcement.Filtering) async throws(GatewayError) -> Response {
+        let response = try await dispatch.respond(to: request, context: context)
+        return CallPolicyEnforcement.filtered(response, filtering, nextPage: nextPage(request, context: context))
     }
 }
 
