@@ -3,6 +3,7 @@ import Logging
 import MCPTransport
 public import MCPMessages
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// One session-based (2025) MCP session bridged to one child process.
@@ -78,7 +79,7 @@ public final class LegacySession: Sendable {
         /// The readers of the streams (HTTP responses), by stream id.
         var readers: [Int: StreamReader] = [:]
         /// `requestTimeout` timers per stream, cancelled when the stream's answers are all in.
-        var timers: [Int: Task<Void, Never>] = [:]
+        var timers: [Int: Scheduled<Void>] = [:]
         /// The child's deadline for answering initialize, cancelled when it does.
         var startTimer: Task<Void, Never>?
     }
@@ -213,8 +214,11 @@ public final class LegacySession: Sendable {
         }
         if let requestTimeout = timeout {
             let ids: [Int64] = state.withLock { $0.streams.pendingIDs(of: streamID) }
-            let timer = Task { [weak self] in
-                guard (try? await Task.sleep(for: requestTimeout)) != nil else { return }
+            // A timer of the loop the request is sent from (requests are sent from event loops:
+            // the fast relay's, or a task's, which runs on one): no task per request. Expiring
+            // is thread-safe.
+            let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+            let timer = loop.scheduleTask(in: Self.timeAmount(requestTimeout)) { [weak self] in
                 for gatewayID in ids {
                     self?.expire(gatewayID, after: requestTimeout)
                 }
@@ -226,6 +230,15 @@ public final class LegacySession: Sendable {
         }
         for line in lines { child.send(line) }
         return streamID
+    }
+
+    /// `duration` as NIO's time amount (saturating: a timeout beyond ~292 years is never reached).
+    static func timeAmount(_ duration: Duration) -> TimeAmount {
+        let (seconds, attoseconds) = duration.components
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return .nanoseconds(seconds < 0 ? 0 : .max) }
+        let (nanoseconds, overflowAgain) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return .nanoseconds(overflowAgain ? .max : max(0, nanoseconds))
     }
 
     /// `requestTimeout` passed: the client gets an error, the child a cancellation.
