@@ -315,6 +315,24 @@ def test_transport_edges_over_raw_http(gateway):
     assert httpx.delete(url, headers=headers).status_code == 404
 
 
+def test_session_header_variants_name_the_session_exactly_or_not_at_all(gateway):
+    """Through the fast relay (a ready session on one instance): a header name in another case is
+    the same header; an underscore variant is another header (no session named: 400); the id sent
+    twice, even the same id, names no session (404), as the full pipeline reads it."""
+    url = gateway.url("/kit/mcp")
+    headers = raw_session(gateway)
+    session = headers.pop("Mcp-Session-Id")
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    lower = httpx.post(url, json=ping, headers={**headers, "mcp-session-id": session})
+    assert lower.status_code == 200 and lower.json()["id"] == 1
+    underscore = httpx.post(url, json=ping, headers={**headers, "Mcp_Session_Id": session})
+    assert underscore.status_code == 400
+    twice = httpx.post(url, json=ping, headers=[*headers.items(), ("Mcp-Session-Id", session), ("Mcp-Session-Id", session)])
+    assert twice.status_code == 404 and twice.json()["error"]["code"] == -32001
+    # The session still serves its own client.
+    assert httpx.post(url, json=ping, headers={**headers, "Mcp-Session-Id": session}).status_code == 200
+
+
 def test_batches_are_accepted_for_2025_03_26(gateway):
     url = gateway.url("/kit/mcp")
     init = raw_initialize(gateway, version="2025-03-26")
