@@ -279,6 +279,14 @@ package struct SessionStreams {
             if stream.finished {
                 outputs += [.deliver(streamID: id, .end), .finishReader(streamID: id)]
                 stream.hasReader = false
+                if !stream.isStandalone {
+                    // Complete, and its reader had every event: nothing left to resume. Dropped
+                    // now, so that a reader that saw the end need not report back
+                    // (``readerStopped(streamID:generation:)`` then finds nothing to do).
+                    bufferedEvents -= stream.buffered.count
+                    streams[id] = nil
+                    return outputs
+                }
             }
         }
         streams[id] = stream

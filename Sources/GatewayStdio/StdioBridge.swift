@@ -405,7 +405,8 @@ package struct StdioBridge: Sendable {
         let first = await iterator.next()
         switch first {
         case .message(_, let bytes, true) where single:
-            session.readerStopped(subscription)
+            // The answer of the stream's only request: the stream is complete, and the session
+            // dropped it as it handed the answer over (no `readerStopped` to report).
             return MCPResponses.jsonResponse(transform?(bytes) ?? bytes, headers: extraHeaders)
         case .none, .end:
             session.readerStopped(subscription)

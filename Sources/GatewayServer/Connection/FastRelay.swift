@@ -312,7 +312,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 childResponded(relay, fields: fields, context: context)
                 relay.tally?.add(bytes)
                 context.write(wrapOutboundOut(.body(bytes)), promise: nil)
-                finishChildRelay(relay, session: session, streamID: streamID, context: context)
+                finishChildRelay(relay, session: session, streamID: streamID, answered: true, context: context)
                 return
             }
             if !relay.responded {
@@ -327,7 +327,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             relay.tally?.add(event)
             context.write(wrapOutboundOut(.body(event)), promise: nil)
             if final {
-                finishChildRelay(relay, session: session, streamID: streamID, context: context)
+                finishChildRelay(relay, session: session, streamID: streamID, answered: true, context: context)
             } else {
                 context.flush()
             }
@@ -365,9 +365,11 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         observer.metrics?.request(router: relay.admission.route.router.name, status: status)
     }
 
-    private func finishChildRelay(_ relay: Relay, session: LegacySession, streamID: Int, context: ChannelHandlerContext) {
+    /// `answered`: the child's answer came (the stream's only request is answered: the session
+    /// dropped the stream as it handed the answer over); otherwise the session ended first.
+    private func finishChildRelay(_ relay: Relay, session: LegacySession, streamID: Int, answered: Bool = false, context: ChannelHandlerContext) {
         self.relay = nil
-        session.stopReading(streamID: streamID)
+        if !answered { session.stopReading(streamID: streamID) }
         observe(relay, status: relay.status)
         let closing = pipeline.hops.membership.isDraining
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in

@@ -100,6 +100,12 @@ final class GatewayPipeline: HTTPResponder, Sendable {
         self.webSockets = webSockets
     }
 
+    /// `respond` as the first thing a request's own task does: its frames in one reserve.
+    func respondInNewTask(to request: Request, context: Context) async throws -> Response {
+        TaskStackReserve.make()
+        return try await respond(to: request, context: context)
+    }
+
     func respond(to request: Request, context: Context) async throws -> Response {
         var response = try await answerWithCORS(request, context: context)
         // Stopping: no connection is kept for another request, so a proxy in front does not send
@@ -294,7 +300,8 @@ extension GatewayComponents {
 /// and the pipeline's frames take ~80 KiB (each holds the request and its context); answered in the connection's own task, that memory would stay
 /// with every idle keep-alive connection for its whole life (bench/results-connections.md). The
 /// frames left in the connection's task stay small. The child is an `async let`, not a task group: no group to allocate and wait on
-/// (5–9 % of the full pipeline's CPU per request), the same memory per idle connection.
+/// (5–9 % of the full pipeline's CPU per request), the same memory per idle connection. It starts
+/// by making room for its frames in one slab (`TaskStackReserve`).
 struct ConnectionResponder: HTTPResponder {
     typealias Context = GatewayRequestContext
 
@@ -305,11 +312,7 @@ struct ConnectionResponder: HTTPResponder {
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        let pipeline = pipeline
-        // The child task (and whatever it awaits) runs on the connection's event loop.
-        return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(context.channel.eventLoop)) {
-            async let response = pipeline.respond(to: request, context: context)
-            return try await response
-        }
+        async let response = pipeline.respondInNewTask(to: request, context: context)
+        return try await response
     }
 }
