@@ -58,6 +58,8 @@ def main() -> int:
                         help="also the candidate with `fastRelay: false` (a key older builds do not know)")
     parser.add_argument("--recent-baseline", action="store_true", help="the baseline knows the per-user session cap (built after it came)")
     parser.add_argument("--entry-point", default="", help="extra entry-point keys for both builds, e.g. 'fastRelay: false'")
+    parser.add_argument("--routes", choices=["both", "http", "stdio"], default="both",
+                        help="measure one route only (more rounds of it in the same time)")
     parser.add_argument("--output", default=str(HERE / "results-builds.md"))
     args = parser.parse_args()
 
@@ -84,6 +86,8 @@ def main() -> int:
             ("HTTP route, c=16", "/bench/mcp", HERE / "tools_call.lua", False),
             ("stdio route, 50 sessions × c=16", "/time/mcp", HERE / "sessions.lua", True),
         ]
+        if args.routes != "both":
+            routes = [route for route in routes if route[3] == (args.routes == "stdio")]
         for name, process, port, env in builds:  # warm-up
             for _, path, script, needs_sessions in routes:
                 run_wrk(f"http://127.0.0.1:{port}{path}", 16, 2, script, env if needs_sessions else None)
