@@ -45,7 +45,7 @@ package struct StdioBridge: Sendable {
         let caller = verified?.claims.sub
         let owner = exchange.owner
         switch request.method {
-        case .post where request.headers.value(of: Self.sessionHeader) == nil && manager.service.passIdentity:
+        case .post where manager.service.passIdentity && request.headers.value(of: Self.sessionHeader) == nil:
             return try await post(exchange, manager: manager, caller: caller, owner: owner, identity: verified.map(Self.identityEnvironment) ?? [:])
         case .post: return try await post(exchange, manager: manager, caller: caller, owner: owner)
         case .get: return try await get(exchange, manager: manager)

@@ -16,6 +16,10 @@ final class RedisServer: @unchecked Sendable {
     /// `requirepass`, when set.
     let password: String?
     private var process: Process?
+    /// Yields once redis-server has logged that it accepts connections (ends without: it exited).
+    private var readiness: AsyncStream<Void>?
+    /// Whether this run of the server said it was ready (one reading serves every store).
+    private var started = false
 
     init(password: String? = nil) throws {
         port = Self.freePort()
@@ -28,10 +32,39 @@ final class RedisServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
             + (password.map { ["--requirepass", $0] } ?? [])
-        process.standardOutput = FileHandle.nullDevice
+        // Its log (stdout) says when it accepts connections: `waitReady` waits for that line.
+        let output = Pipe()
+        let (ready, signal) = AsyncStream<Void>.makeStream()
+        let seen = Mutex<String?>("")
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else {
+                // Exited (or closed its output) without saying it was ready.
+                handle.readabilityHandler = nil
+                signal.finish()
+                return
+            }
+            let nowReady = seen.withLock { text -> Bool in
+                guard let earlier = text else { return false }  // ready already: the rest is read and dropped
+                let all = earlier + String(decoding: data, as: UTF8.self)
+                guard all.contains("Ready to accept connections") else {
+                    text = all
+                    return false
+                }
+                text = nil
+                return true
+            }
+            if nowReady {
+                signal.yield()
+                signal.finish()
+            }
+        }
+        process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
+        self.readiness = ready
+        self.started = false
     }
 
     func stop() {
@@ -45,14 +78,31 @@ final class RedisServer: @unchecked Sendable {
 
     var url: String { "redis://127.0.0.1:\(port)/0" }
 
-    /// Waits until the server answers, by PING through a store (a readiness check, not a sleep).
+    /// Waits for redis-server's own word that it accepts connections (its log line), then until
+    /// `store` gets through. A store whose calls failed while the server was down (the restart
+    /// tests) lets the next one through only after its reconnect backoff (at most 2 s), which no
+    /// event announces: only then is PING asked again.
     func waitReady(_ store: RedisStore) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline {
-            if (try? await store.ping()) != nil { return }
-            try await Task.sleep(for: .milliseconds(50))
+        if !started, let readiness {
+            for await _ in readiness { started = true }
         }
-        Issue.record("redis-server on port \(port) did not become ready")
+        guard started else {
+            Issue.record("redis-server on port \(port) exited before it was ready")
+            return
+        }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            do {
+                try await store.ping()
+                return
+            } catch {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("redis-server on port \(port) is ready, but the store did not get through: \(error)")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
     }
 
     static func freePort() -> Int {

@@ -22,7 +22,7 @@ enum TaskStackReserve {
 
     /// Call first thing in a new task, before it awaits anything: the reserve becomes the task
     /// allocator's next slab. Does nothing when the runtime does not export the allocator.
-    static func make(_ bytes: Int = bytes) {
+    static func make() {
         guard let entryPoints else { return }
         let reserve = entryPoints.allocate(bytes)
         entryPoints.deallocate(reserve)
