@@ -35,21 +35,84 @@ public struct AuditEvent: Sendable {
 
     /// The line appended to `out` (the audit log's pending batch: no array of its own).
     public func append(to out: inout [UInt8]) {
-        out.append(contentsOf: #"{"time":""#.utf8)
-        JSONText.appendTimestamp(time, to: &out)
-        out.append(contentsOf: #"","event":"#.utf8)
-        JSONText.appendQuoted(name, to: &out)
+        AuditLine.start(name, time: time, to: &out)
         for (key, value) in fields {
             out.append(UInt8(ascii: ","))
             JSONText.appendQuoted(key, to: &out)
             out.append(UInt8(ascii: ":"))
             switch value {
             case .string(let string): JSONText.appendQuoted(string, to: &out)
-            case .integer(let number): out.append(contentsOf: String(number).utf8)
+            case .integer(let number): JSONText.appendInteger(number, to: &out)
             case .json(let json): out.append(contentsOf: json.utf8)
             }
         }
-        out.append(contentsOf: "}\n".utf8)
+        AuditLine.end(to: &out)
+    }
+}
+
+/// An audit line written field by field straight into the log's batch, for the line written on
+/// every request (`mcp.request`): no `AuditEvent`, no array of fields, no intermediate strings.
+/// The result is the same JSON `AuditEvent.append` writes: `time` and `event` first, fields with
+/// no value left out. Keys are literals that need no escaping.
+public enum AuditLine {
+    /// `{"time":"…","event":"<name>"`.
+    public static func start(_ name: String, time: Date, to out: inout [UInt8]) {
+        out.append(contentsOf: #"{"time":""#.utf8)
+        JSONText.appendTimestamp(time, to: &out)
+        out.append(contentsOf: #"","event":"#.utf8)
+        JSONText.appendQuoted(name, to: &out)
+    }
+
+    /// `,"<key>":"<value>"`, or nothing without a value.
+    public static func field(_ key: StaticString, _ value: String?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendKey(key, to: &out)
+        JSONText.appendQuoted(value, to: &out)
+    }
+
+    /// `,"<key>":<number>`, or nothing without a value.
+    public static func field(_ key: StaticString, _ value: Int64?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendKey(key, to: &out)
+        JSONText.appendInteger(value, to: &out)
+    }
+
+    /// `,"<key>":<json>` for a value that is JSON already, or nothing without a value.
+    public static func field(_ key: StaticString, json value: String?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendKey(key, to: &out)
+        out.append(contentsOf: value.utf8)
+    }
+
+    /// Fields encoded once ahead (`,"router":"…",…`, from `fields(_:)`), e.g. a route's.
+    public static func encoded(_ fields: [UInt8], to out: inout [UInt8]) {
+        out.append(contentsOf: fields)
+    }
+
+    /// `}` and the newline.
+    public static func end(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// String fields encoded once for `encoded(_:to:)` (values escaped as any other).
+    public static func fields(_ fields: [(key: String, value: String)]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (key, value) in fields {
+            out.append(UInt8(ascii: ","))
+            JSONText.appendQuoted(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONText.appendQuoted(value, to: &out)
+        }
+        return out
+    }
+
+    private static func appendKey(_ key: StaticString, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: ","))
+        out.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: ":"))
     }
 }
 
@@ -57,6 +120,9 @@ public struct AuditEvent: Sendable {
 /// without `audit:` nothing is recorded.
 public protocol AuditSink: Sendable {
     func record(_ event: AuditEvent)
+    /// One line written by `encode` (which appends a whole JSON object and its newline, with
+    /// `AuditLine`) straight into where lines gather: the per-request line's way.
+    func recordLine(_ encode: (inout [UInt8]) -> Void)
 }
 
 /// Tool arguments as the audit log shows them.
@@ -99,8 +165,12 @@ public enum JSONText {
     public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         // Most values (names, ids, addresses) need no escape: copied whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out.append(contentsOf: text.utf8)
+        let plain = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            for byte in bytes where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if plain == true {
             out.append(UInt8(ascii: "\""))
             return
         }
@@ -118,6 +188,23 @@ public enum JSONText {
             }
         }
         out.append(UInt8(ascii: "\""))
+    }
+
+    /// A decimal integer's digits appended to `out`.
+    public static func appendInteger(_ number: Int64, to out: inout [UInt8]) {
+        if number < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = number.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var index = buffer.count
+            repeat {
+                index -= 1
+                buffer[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[index...]))
+        }
     }
 
     public static func timestamp(_ date: Date) -> String {

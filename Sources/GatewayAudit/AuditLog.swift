@@ -49,8 +49,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func record(_ event: AuditEvent) {
+        recordLine { event.append(to: &$0) }
+    }
+
+    public func recordLine(_ encode: (inout [UInt8]) -> Void) {
         let schedule = pending.withLock { pending -> Bool in
-            event.append(to: &pending.bytes)
+            encode(&pending.bytes)
             defer { pending.scheduled = true }
             return !pending.scheduled
         }

@@ -76,13 +76,58 @@ public final class GatewayMetrics: Sendable {
 
     // MARK: what the stages record
 
+    /// The handles one connection recorded with last, by the values they were asked for: its
+    /// next request of the same kind (the usual case: one client calling one router) records
+    /// without the shared lookup and its locks. One per connection, on its event loop.
+    public struct LocalHandles {
+        fileprivate var operation: (method: String, tool: String?, router: String, errorType: String?, timer: CoreMetrics.Timer)?
+        fileprivate var request: (router: String, code: String, counter: CoreMetrics.Counter)?
+        fileprivate var upstream: (service: String, timer: CoreMetrics.Timer)?
+
+        public init() {}
+    }
+
+    /// `operation(method:tool:router:errorType:duration:)` through a connection's handles.
+    public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration, handles: inout LocalHandles) {
+        // A label value, once admitted or folded into `_other`, stays so: the handle found for
+        // these values stands for them as long as this instance runs.
+        if let last = handles.operation, last.method == method, last.router == router, last.errorType == errorType,
+           method != "tools/call" || last.tool == tool {
+            return last.timer.recordNanoseconds(duration.nanoseconds)
+        }
+        let timer = operationTimer(method: method, tool: tool, router: router, errorType: errorType)
+        handles.operation = (method, tool, router, errorType, timer)
+        timer.recordNanoseconds(duration.nanoseconds)
+    }
+
+    /// `request(router:status:)` through a connection's handles.
+    public func request(router: String, status: Int, handles: inout LocalHandles) {
+        let code = Self.statusClass(status)
+        if let last = handles.request, last.code == code, last.router == router { return last.counter.increment() }
+        let counter = requestCounter(router: router, code: code)
+        handles.request = (router, code, counter)
+        counter.increment()
+    }
+
+    /// `upstream(service:duration:)` through a connection's handles.
+    public func upstream(service: String, duration: Duration, handles: inout LocalHandles) {
+        if let last = handles.upstream, last.service == service { return last.timer.recordNanoseconds(duration.nanoseconds) }
+        let timer = upstreamTimer(service: service)
+        handles.upstream = (service, timer)
+        timer.recordNanoseconds(duration.nanoseconds)
+    }
+
     /// One MCP request through a router: the OpenTelemetry MCP semantic conventions' operation
     /// duration. `errorType`: the JSON-RPC error code or the HTTP status of a failed request.
     public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration) {
+        operationTimer(method: method, tool: tool, router: router, errorType: errorType).recordNanoseconds(duration.nanoseconds)
+    }
+
+    private func operationTimer(method: String, tool: String?, router: String, errorType: String?) -> CoreMetrics.Timer {
         let methodLabel = methods.admit(method)
         let toolLabel = method == "tools/call" ? tool.map { tools.admit($0) } ?? "" : ""
         let key = Handles.Operation(method: methodLabel, tool: toolLabel, router: router, errorType: errorType ?? "")
-        let timer = handles.withLock { handles in
+        return handles.withLock { handles in
             if let made = handles.operations[key] { return made }
             let made = Timer(label: Name.operationDuration, dimensions: [
                 ("mcp_method_name", key.method), ("gen_ai_tool_name", key.tool), ("router", key.router), ("error_type", key.errorType),
@@ -90,30 +135,35 @@ public final class GatewayMetrics: Sendable {
             handles.operations[key] = made
             return made
         }
-        timer.recordNanoseconds(duration.nanoseconds)
     }
 
     /// Every request an entry point answered, by router (empty: the gateway's own endpoints).
     public func request(router: String, status: Int) {
-        let key = Handles.Request(router: router, code: Self.statusClass(status))
-        let counter = handles.withLock { handles in
+        requestCounter(router: router, code: Self.statusClass(status)).increment()
+    }
+
+    private func requestCounter(router: String, code: String) -> CoreMetrics.Counter {
+        let key = Handles.Request(router: router, code: code)
+        return handles.withLock { handles in
             if let made = handles.requests[key] { return made }
             let made = Counter(label: Name.requests, dimensions: [("router", key.router), ("code", key.code)], factory: factory)
             handles.requests[key] = made
             return made
         }
-        counter.increment()
     }
 
     /// How long the upstream took to answer (the response head, or the stdio child's reply).
     public func upstream(service: String, duration: Duration) {
-        let timer = handles.withLock { handles in
+        upstreamTimer(service: service).recordNanoseconds(duration.nanoseconds)
+    }
+
+    private func upstreamTimer(service: String) -> CoreMetrics.Timer {
+        handles.withLock { handles in
             if let made = handles.upstreams[service] { return made }
             let made = Timer(label: Name.upstreamDuration, dimensions: [("service", service)], factory: factory)
             handles.upstreams[service] = made
             return made
         }
-        timer.recordNanoseconds(duration.nanoseconds)
     }
 
     public func authFailure(router: String, reason: String) {

@@ -45,11 +45,16 @@ package struct RateLimiter: RouteMiddleware {
 
     package var decidesWithoutTask: Bool { immediateStore != nil }
 
-    package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
-        guard let immediate = immediateStore else { return admitInTask(request, decided: decided) }
+    package func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict {
+        guard let immediate = immediateStore else { return .pending { decided in admitInTask(request, decided: decided) } }
         let counted = counter(for: request)
-        immediate.rateLimit(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) { [self] decision in
-            decided(verdict(decision, request: request, counted: counted))
+        switch immediate.rateLimitNow(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) {
+        case .decided(let decision):
+            return verdict(.success(decision), request: request, counted: counted).map(MiddlewareVerdict.refused) ?? .proceed
+        case .ask(let ask):
+            return .pending { [self] decided in
+                immediate.rateLimit(asking: ask) { decision in decided(verdict(decision, request: request, counted: counted)) }
+            }
         }
     }
 
@@ -63,12 +68,24 @@ package struct RateLimiter: RouteMiddleware {
     }
 
     private func counter(for request: MiddlewareRequest) -> Counted {
-        let tool = request.call.method == "tools/call" ? request.call.target : nil
+        // The tool name is looked for only when some tool has a limit of its own.
+        let tool = request.call.method == "tools/call" && !configuration.tools.isEmpty ? request.call.target : nil
         let (pattern, limit) = configuration.limit(forTool: tool)
-        var key = keyPrefix
+        let (kind, whose) = caller(of: request)
+        // One allocation: the key's length is known before it is written.
+        var key = String()
+        key.reserveCapacity(keyPrefix.utf8.count + request.router.utf8.count + (pattern.map { $0.utf8.count + 7 } ?? 3) + kind.utf8.count + whose.utf8.count)
+        key += keyPrefix
         key += request.router
-        key += pattern.map { ":tool:" + $0 + ":" } ?? ":*:"
-        key += caller(of: request)
+        if let pattern {
+            key += ":tool:"
+            key += pattern
+            key += ":"
+        } else {
+            key += ":*:"
+        }
+        key += kind
+        key += whose
         return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
     }
 
@@ -91,7 +108,8 @@ package struct RateLimiter: RouteMiddleware {
             }
         }
         guard decision.allowed else {
-            request.logger.notice("rate limited", metadata: ["middleware": "\(name)", "router": "\(request.router)", "tool": "\(tool ?? "")"])
+            let called = tool ?? (request.call.method == "tools/call" ? request.call.target : nil)
+            request.logger.notice("rate limited", metadata: ["middleware": "\(name)", "router": "\(request.router)", "tool": "\(called ?? "")"])
             return .rateLimited(RateLimitRefusal(
                 policy: pattern.map { "\(name);tool=\($0)" } ?? name, quota: limit.average, window: limit.period, retryAfter: decision.retryAfter
             ))
@@ -101,12 +119,12 @@ package struct RateLimiter: RouteMiddleware {
 
     /// Whose allowance the request uses: `by` on protected routers; the client address when there
     /// is no verified caller (`auth: none`), whatever `by` says.
-    private func caller(of request: MiddlewareRequest) -> String {
-        guard let caller = request.caller else { return "ip:" + ClientAddress.limitKey(request.clientIP) }
+    private func caller(of request: MiddlewareRequest) -> (kind: String, whose: String) {
+        guard let caller = request.caller else { return ("ip:", ClientAddress.limitKey(request.clientIP)) }
         switch configuration.by {
-        case .user: return "user:" + caller.claims.sub
-        case .client: return "client:" + caller.claims.client_id
-        case .ip: return "ip:" + ClientAddress.limitKey(request.clientIP)
+        case .user: return ("user:", caller.claims.sub)
+        case .client: return ("client:", caller.claims.client_id)
+        case .ip: return ("ip:", ClientAddress.limitKey(request.clientIP))
         }
     }
 }

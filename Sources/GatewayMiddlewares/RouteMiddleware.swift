@@ -33,16 +33,36 @@ package protocol RouteMiddleware: Sendable {
     /// Whether `admit(_:decided:)` decides without a task (the fast relay then decides on its
     /// event loop; otherwise it runs `admit` in a task).
     var decidesWithoutTask: Bool { get }
-    /// `admit` as a callback: `decided` gets nil (go on) or the refusal, on the calling thread
-    /// or another one.
-    func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void)
+    /// `admit` without a task: the verdict when it is known at once (a rate limit admitted from
+    /// what the instance reserved), or how to wait for it. Counts the request either way.
+    func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict
+}
+
+/// A middleware's verdict on a request, as `admitNow` finds it.
+package enum MiddlewareVerdict: Sendable {
+    /// Go on.
+    case proceed
+    /// The middleware answers the request itself.
+    case refused(GatewayError)
+    /// Not known yet: the function starts what decides it and hands the verdict (nil: go on)
+    /// to its argument, on the calling thread or another one.
+    case pending(@Sendable (_ decided: @escaping @Sendable (GatewayError?) -> Void) -> Void)
 }
 
 extension RouteMiddleware {
     package var decidesWithoutTask: Bool { false }
 
+    package func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict {
+        .pending { decided in admitInTask(request, decided: decided) }
+    }
+
+    /// `admitNow` with its verdict handed to `decided` (at once when it is known).
     package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
-        admitInTask(request, decided: decided)
+        switch admitNow(request) {
+        case .proceed: decided(nil)
+        case .refused(let refusal): decided(refusal)
+        case .pending(let wait): wait(decided)
+        }
     }
 
     /// `admit` run in a task, its verdict handed to `decided`.

@@ -127,14 +127,15 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     }
 
     public func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision {
-        let now = Self.milliseconds()
-        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
-        let wanted: Int
-        switch knownDecision(key, interval: interval, burst: burst, now: now) {
+        switch rateLimitNow(key, interval: interval, burst: burst) {
         case .decided(let decision): return decision
-        case .ask(let count): wanted = count
+        case .ask(let ask): return try await rateLimit(asking: ask)
         }
-        let arguments = scriptArguments(key, interval: interval, burst: burst, wanted: wanted)
+    }
+
+    /// An ask on the shared connections (from a task).
+    private func rateLimit(asking ask: RateLimitAsk) async throws(StoreError) -> RateLimitDecision {
+        let arguments = scriptArguments(ask)
         let reply: RedisValue
         do {
             reply = try await run([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments)
@@ -142,36 +143,32 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
             // Redis does not have the script yet (a restart, SCRIPT FLUSH): sent in full once.
             reply = try await run([Array("EVAL".utf8), Array(Self.rateLimitScript.utf8), Array("1".utf8)] + arguments)
         }
-        return try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now)
+        return try noted(reply, ask: ask)
     }
 
-    private enum Known {
-        /// Decided without asking: admitted from this instance's reserve, or refused again before
-        /// the retry-after Redis gave the last refusal.
-        case decided(RateLimitDecision)
-        /// Ask the script for this many tokens.
-        case ask(Int)
-    }
-
-    /// What the reserves say of a request (both paths ask this first).
-    private func knownDecision(_ key: String, interval: Int64, burst: Int, now: Int64) -> Known {
+    /// What the reserves say of a request (both paths ask this first): admitted from this
+    /// instance's reserve, refused again before the retry-after Redis gave the last refusal, or
+    /// the script to ask for this many tokens.
+    public func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
+        let now = Self.milliseconds()
+        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
         switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
         case .ask(let count):
-            .ask(count)
+            return .ask(RateLimitAsk(key: key, interval: interval, burst: burst, wanted: count, now: now))
         case .admitted(let left):
-            .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
+            return .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
         case .refused(let retryAfter):
-            .decided(RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter)))
+            return .decided(RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter)))
         }
     }
 
     /// The script's key and arguments (after the script or its hash and the key count).
-    private func scriptArguments(_ key: String, interval: Int64, burst: Int, wanted: Int) -> [[UInt8]] {
-        [self.key(key), Array(String(interval).utf8), Array(String(burst).utf8), Array(String(wanted).utf8)]
+    private func scriptArguments(_ ask: RateLimitAsk) -> [[UInt8]] {
+        [self.key(ask.key), Array(String(ask.interval).utf8), Array(String(ask.burst).utf8), Array(String(ask.wanted).utf8)]
     }
 
     /// The script's decision, with what it granted beyond the request reserved.
-    private func noted(_ reply: RedisValue, key: String, interval: Int64, burst: Int, wanted: Int, now: Int64) throws(StoreError) -> RateLimitDecision {
+    private func noted(_ reply: RedisValue, ask: RateLimitAsk) throws(StoreError) -> RateLimitDecision {
         if case .error(let message) = reply { throw .rejected(message) }
         guard case .array(let values) = reply, values.count == 5, let allowed = values[0].integer, let remaining = values[1].integer,
               let retry = values[2].integer, let reset = values[3].integer, let granted = values[4].integer
@@ -179,9 +176,9 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
         reserves.withLock { reserves in
             if decision.allowed {
-                reserves.granted(key, interval: interval, burst: burst, granted: Int(granted), asked: wanted, now: now)
+                reserves.granted(ask.key, interval: ask.interval, burst: ask.burst, granted: Int(granted), asked: ask.wanted, now: ask.now)
             } else {
-                reserves.refused(key, interval: interval, burst: burst, retryAfter: retry, now: now)
+                reserves.refused(ask.key, interval: ask.interval, burst: ask.burst, retryAfter: retry, now: ask.now)
             }
         }
         return decision
@@ -192,30 +189,22 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
     }
 
-    /// The rate limit without a task. Called on an event loop (the fast relay), the script runs
-    /// on that loop's own connection and `completion` is called on the loop; elsewhere it runs as
-    /// `rateLimit(_:interval:burst:)` in a task. A request the instance's reserve admits completes
-    /// at once. `EVALSHA` first (on either path): the script is sent in full only when Redis does
-    /// not have it yet (after a restart or `SCRIPT FLUSH`).
-    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+    /// An ask without a task. Called on an event loop (the fast relay), the script runs on that
+    /// loop's own connection and `completion` is called on the loop; elsewhere it runs on the
+    /// shared connections in a task. `EVALSHA` first (on either path): the script is sent in
+    /// full only when Redis does not have it yet (after a restart or `SCRIPT FLUSH`).
+    public func rateLimit(asking ask: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
         guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
             Task {
-                do throws(StoreError) { completion(.success(try await rateLimit(key, interval: interval, burst: burst))) } catch { completion(.failure(error)) }
+                do throws(StoreError) { completion(.success(try await rateLimit(asking: ask))) } catch { completion(.failure(error)) }
             }
             return
         }
-        let now = Self.milliseconds()
-        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
-        let wanted: Int
-        switch knownDecision(key, interval: interval, burst: burst, now: now) {
-        case .decided(let decision): return completion(.success(decision))
-        case .ask(let count): wanted = count
-        }
         let connection = loopConnection(for: loop)
-        let arguments = scriptArguments(key, interval: interval, burst: burst, wanted: wanted)
+        let arguments = scriptArguments(ask)
         let decide: @Sendable (Result<RedisValue, StoreError>) -> Void = { [self] result in
             completion(result.flatMap { reply in
-                Result { () throws(StoreError) in try noted(reply, key: key, interval: interval, burst: burst, wanted: wanted, now: now) }
+                Result { () throws(StoreError) in try noted(reply, ask: ask) }
             })
         }
         connection.send([Array("EVALSHA".utf8), Self.rateLimitScriptSHA, Array("1".utf8)] + arguments) { result in

@@ -49,11 +49,53 @@ public protocol KeyValueStore: Sendable {
     func ping() async throws(StoreError)
 }
 
-/// A store that counts a rate limit without a task (the fast relay decides on its event loop):
-/// `completion` gets what `rateLimit(_:interval:burst:)` would return, on the calling thread or
-/// another one (the caller hops where it needs to be).
+/// A store that counts a rate limit without a task (the fast relay decides on its event loop).
+/// A request is decided in two steps, so that the common case costs no callback: what the
+/// instance knows at once (`rateLimitNow`), else one ask of the store (`rateLimit(asking:)`).
 public protocol CallbackRateLimiting: Sendable {
-    func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void)
+    /// The decision when it needs no store round trip (a reserved token, a refusal remembered
+    /// until its retry-after; the memory store always decides so); otherwise the ask to make.
+    /// Counts the request either way: an `.ask` must be asked.
+    func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt
+    /// The store's answer to an ask `rateLimitNow` returned: `completion` gets what
+    /// `rateLimit(_:interval:burst:)` would return, on the calling thread or another one (the
+    /// caller hops where it needs to be).
+    func rateLimit(asking: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void)
+}
+
+/// What `CallbackRateLimiting.rateLimitNow` found.
+public enum RateLimitAttempt: Sendable {
+    case decided(RateLimitDecision)
+    case ask(RateLimitAsk)
+}
+
+/// A rate limit's round trip to the store: the key, the limit (milliseconds per token, burst),
+/// how many tokens to ask for (the request's own and a reserve's) and when it was decided to ask
+/// (the store's monotonic milliseconds).
+public struct RateLimitAsk: Sendable {
+    public let key: String
+    public let interval: Int64
+    public let burst: Int
+    public let wanted: Int
+    public let now: Int64
+
+    public init(key: String, interval: Int64, burst: Int, wanted: Int, now: Int64) {
+        self.key = key
+        self.interval = interval
+        self.burst = burst
+        self.wanted = wanted
+        self.now = now
+    }
+}
+
+extension CallbackRateLimiting {
+    /// Both steps: `completion` gets the decision, at once when no round trip is needed.
+    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        switch rateLimitNow(key, interval: interval, burst: burst) {
+        case .decided(let decision): completion(.success(decision))
+        case .ask(let ask): rateLimit(asking: ask, completion: completion)
+        }
+    }
 }
 
 extension Duration {

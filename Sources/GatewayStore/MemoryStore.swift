@@ -136,8 +136,13 @@ public final class MemoryStore: KeyValueStore {
 }
 
 extension MemoryStore: CallbackRateLimiting {
-    /// Decided at once, on the caller's thread.
-    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
-        completion(.success(decide(key, interval: interval, burst: burst)))
+    /// Always decided at once, on the caller's thread.
+    public func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
+        .decided(decide(key, interval: interval, burst: burst))
+    }
+
+    /// Never needed (nothing is asked); decides the ask's key as a request of its own.
+    public func rateLimit(asking: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        completion(.success(decide(asking.key, interval: .milliseconds(asking.interval), burst: asking.burst)))
     }
 }

@@ -127,6 +127,18 @@ public struct JSONRPCMessage: Sendable {
         }
     }
 
+    /// The decoded string member `key` of `params`, if present and a string: `string(at:
+    /// ["params", key])` from where the parse found `params`, for what is asked on every request
+    /// (the tool name).
+    public func paramString(_ key: StaticString) -> String? {
+        guard let paramsRange else { return nil }
+        return bytes.withUnsafeReadableBytes { buffer -> String? in
+            let found = key.withUTF8Buffer { name in JSONScanner.member(named: name, of: buffer, in: paramsRange) }
+            guard let found else { return nil }
+            return JSONScanner.string(buffer, in: found)
+        }
+    }
+
     /// The decoded string at `path`, if present and a string.
     public func string(at path: [String]) -> String? {
         bytes.withUnsafeReadableBytes { buffer -> String? in

@@ -34,6 +34,13 @@ public struct JSONScanner {
         return try? scanner.findMember(Array(key.utf8))
     }
 
+    /// `member(named:of:in:)` for a name given as UTF-8 bytes.
+    public static func member(named key: UnsafeBufferPointer<UInt8>, of bytes: UnsafeRawBufferPointer, in range: Range<Int>) -> Range<Int>? {
+        var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
+        scanner.skipWhitespace()
+        return try? scanner.findMember(key)
+    }
+
     /// Checks that `range` holds exactly one valid JSON value.
     public static func validate(_ bytes: UnsafeRawBufferPointer, in range: Range<Int>) throws(Failure) {
         var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
@@ -138,6 +145,10 @@ public struct JSONScanner {
 
         /// The value range of the first member named `key` (UTF-8) of the object at the cursor.
         mutating func findMember(_ key: [UInt8]) throws(Failure) -> Range<Int>? {
+            try key.withUnsafeBufferPointer { key throws(Failure) in try findMember(key) }
+        }
+
+        mutating func findMember(_ key: UnsafeBufferPointer<UInt8>) throws(Failure) -> Range<Int>? {
             guard next() == UInt8(ascii: "{") else { throw .notAnObject }
             skipWhitespace()
             if peek() == UInt8(ascii: "}") { return nil }
@@ -146,7 +157,7 @@ public struct JSONScanner {
                 let keyStart = position
                 try skipString()
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(position - 1)])
-                let matches = raw.contains(UInt8(ascii: "\\")) ? Array(Self.unescape(raw).utf8) == key : raw.elementsEqual(key)
+                let matches = raw.contains(UInt8(ascii: "\\")) ? Array(Self.unescape(raw).utf8).elementsEqual(key) : raw.elementsEqual(key)
                 skipWhitespace()
                 guard next() == UInt8(ascii: ":") else { throw .invalidJSON(offset: position - 1) }
                 skipWhitespace()

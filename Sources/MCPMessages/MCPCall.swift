@@ -76,8 +76,8 @@ public final class MCPCall: Sendable {
     private func findTarget() -> String? {
         guard let message, let method = message.method else { return nil }
         switch method {
-        case "tools/call", "prompts/get": return message.string(at: ["params", "name"])
-        case "resources/read", "resources/subscribe", "resources/unsubscribe": return message.string(at: ["params", "uri"])
+        case "tools/call", "prompts/get": return message.paramString("name")
+        case "resources/read", "resources/subscribe", "resources/unsubscribe": return message.paramString("uri")
         default: return nil
         }
     }

@@ -17,6 +17,30 @@ import Testing
         #expect((object["arguments"] as? [String: String]) == ["q": "x/y"])
     }
 
+    @Test func aLineWrittenFieldByFieldIsTheSameAsTheEventsLine() throws {
+        let time = Date(timeIntervalSince1970: 1_796_390_996.5)
+        let event = AuditEvent("mcp.request", time: time, [
+            ("trace_id", nil), ("router", .string("ro\\uter")), ("service", .string("svc")), ("user", .string("al\"ice\n")),
+            ("status", .integer(200)), ("error_code", .integer(-32_601)), ("bytes_out", .integer(0)), ("big", .integer(.min)),
+            ("arguments", .json(#"{"q":"x/y"}"#)),
+        ])
+        var out: [UInt8] = []
+        AuditLine.start("mcp.request", time: time, to: &out)
+        AuditLine.field("trace_id", nil as String?, to: &out)
+        AuditLine.encoded(AuditLine.fields([("router", "ro\\uter"), ("service", "svc")]), to: &out)
+        AuditLine.field("user", "al\"ice\n", to: &out)
+        AuditLine.field("status", 200, to: &out)
+        AuditLine.field("error_code", -32_601, to: &out)
+        AuditLine.field("bytes_out", 0, to: &out)
+        AuditLine.field("big", Int64.min, to: &out)
+        AuditLine.field("missing", nil as Int64?, to: &out)
+        AuditLine.field("arguments", json: #"{"q":"x/y"}"#, to: &out)
+        AuditLine.end(to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == event.line)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
+        #expect(object["big"] as? Int64 == .min && object["error_code"] as? Int == -32_601 && object["router"] as? String == "ro\\uter")
+    }
+
     @Test func redactionReplacesSensitiveKeysAtAnyDepthCaseInsensitively() throws {
         let raw = #"{"query":"weather","apiKey":"s1","nested":{"PASSWORD":"s2","list":[{"session_token":"s3","ok":1}]},"keyboard":"s4"}"#
         let redacted = try #require(AuditArguments.redacted(raw, keys: ["password", "token", "key"]))

@@ -18,6 +18,34 @@ import Testing
         #expect(text.contains(#"mcp_server_operation_duration_seconds_bucket{mcp_method_name="tools/call",gen_ai_tool_name="get_time",router="time",error_type="",le="0.005"} 1"#))
     }
 
+    @Test func aConnectionsHandlesRecordIntoTheSeriesOfTheValuesAskedEachTime() {
+        let metrics = GatewayMetrics()
+        var handles = GatewayMetrics.LocalHandles()
+        // Alternating values: a handle kept for one set of labels must never take another's.
+        for (method, tool, errorType) in [
+            ("tools/call", "a", nil), ("tools/call", "a", nil), ("tools/call", "b", nil), ("tools/call", "a", "-32602"),
+            ("tools/list", "a", nil), ("tools/list", "b", nil), ("tools/call", "a", nil),
+        ] as [(String, String?, String?)] {
+            metrics.operation(method: method, tool: tool, router: "r", errorType: errorType, duration: .milliseconds(1), handles: &handles)
+        }
+        for (router, status) in [("r", 200), ("r", 200), ("r", 404), ("s", 200)] {
+            metrics.request(router: router, status: status, handles: &handles)
+        }
+        for service in ["up", "up", "other"] {
+            metrics.upstream(service: service, duration: .milliseconds(2), handles: &handles)
+        }
+        let text = text(metrics)
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type=""} 3"#))
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="b",router="r",error_type=""} 1"#))
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type="-32602"} 1"#))
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/list",gen_ai_tool_name="",router="r",error_type=""} 2"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="r",code="2xx"} 2"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="r",code="4xx"} 1"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="s",code="2xx"} 1"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="up"} 2"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="other"} 1"#))
+    }
+
     @Test func inventedToolNamesFoldIntoOtherBeyondTheBudget() {
         let metrics = GatewayMetrics()
         for index in 0..<600 {

@@ -127,6 +127,31 @@ import Testing
         #expect(refusal.retryAfterSeconds == 30)
     }
 
+    @Test func whatTheStoreDecidesAtOnceIsTheVerdictAtOnceAndAnAskWaits() async throws {
+        let alice = try RateLimiterTests.caller("local:alice")
+        // The memory store always decides at once: no callback is needed for either verdict.
+        let limiter = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1, period: .seconds(60))))
+        guard case .proceed = limiter.admitNow(RateLimiterTests.request(alice)) else {
+            Issue.record("the first request was not admitted at once")
+            return
+        }
+        guard case .refused(.rateLimited) = limiter.admitNow(RateLimiterTests.request(alice)) else {
+            Issue.record("the second request was not refused at once")
+            return
+        }
+        // A store that must be asked: the verdict comes through the wait (here, its failure).
+        let asking = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1)), store: UnavailableStore())
+        guard case .pending(let wait) = asking.admitNow(RateLimiterTests.request(alice)) else {
+            Issue.record("a store that must be asked decided at once")
+            return
+        }
+        let verdict = await withCheckedContinuation { done in wait { done.resume(returning: $0) } }
+        guard case .storeUnavailable? = verdict else {
+            Issue.record("the ask's failure did not deny")
+            return
+        }
+    }
+
     @Test func aStoreFailureByCallbackDeniesOrAllowsAsConfigured() async throws {
         let alice = try RateLimiterTests.caller("local:alice")
         let deny = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1)), store: UnavailableStore())
@@ -162,7 +187,11 @@ struct UnavailableStore: KeyValueStore {
 }
 
 extension UnavailableStore: CallbackRateLimiting {
-    func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+    func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
+        .ask(RateLimitAsk(key: key, interval: interval.wholeMilliseconds, burst: burst, wanted: 1, now: 0))
+    }
+
+    func rateLimit(asking: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
         completion(.failure(.unavailable("down")))
     }
 }

@@ -21,6 +21,21 @@ import Testing
         #expect(read.sessionID == "s")
     }
 
+    @Test func theTargetIsTheParamsMemberAsTheBodySpellsIt() {
+        func target(_ body: String) -> String? {
+            MCPCall(protocolVersion: "2026-07-28", sessionID: nil, body: ByteBuffer(string: body)).target
+        }
+        // A key written with an escape is the same key; a nested or top-level `name` is not it.
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"inner"},"n\u0061me":"outer"}}"#) == "outer")
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","name":"top","params":{"arguments":{"name":"inner"}}}"#) == nil)
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"caf\u00e9"}}"#) == "café")
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["name"]}"#) == nil)
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#) == nil)
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#) == nil)
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}}"#) == "greet")
+        #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}"#) == nil)
+    }
+
     @Test func batchesAndNonsenseAreKeptApart() {
         let batch = MCPCall(protocolVersion: "2025-03-26", sessionID: "s", body: ByteBuffer(string: #"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#))
         guard case .batch(let messages) = batch.payload else {

@@ -9,6 +9,7 @@ import Synchronization
 import GatewayMiddlewares
 import GatewayStore
 import GatewayPolicies
+import GatewayAudit
 
 /// What a router leads to once compiled.
 enum RouteUpstream: Sendable {
@@ -35,18 +36,24 @@ final class CompiledRoute: TransportRoute {
     let upstreamRemovals: Set<String>
     /// The router's `middlewares`, in its order, built for this configuration generation.
     let middlewares: [any RouteMiddleware]
+    /// Whether every one of them decides without a task (`RouteMiddleware.decidesWithoutTask`).
+    let middlewaresDecideWithoutTask: Bool
     /// The router's `tools` / `resources` / `prompts` / `policies`, compiled.
     let callPolicy: CompiledCallPolicy
     /// Whether the fast relay may carry this route's requests: a plain HTTP upstream it can
     /// reach (neither the user's own upstream token nor a signed identity) or a stdio service,
     /// no policies, and an MCP path the front door never answers. (Middlewares it runs itself.)
     let relaysFast: Bool
+    /// The audit line's `router`, `service` and `transport`, encoded once (every request's line
+    /// has them).
+    let auditFields: [UInt8]
 
     init(
         router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
         middlewares: [any RouteMiddleware] = [], callPolicy: CompiledCallPolicy? = nil
     ) {
         self.middlewares = middlewares
+        self.middlewaresDecideWithoutTask = middlewares.allSatisfy(\.decidesWithoutTask)
         self.callPolicy = callPolicy ?? CompiledCallPolicy(router.callPolicy)
         self.router = router
         self.upstream = upstream
@@ -63,6 +70,13 @@ final class CompiledRoute: TransportRoute {
         case .group:
             self.relaysFast = false
         }
+        let transport: String = switch upstream {
+        case .http: "http"
+        case .stdio: "stdio"
+        // An OAuth-protected HTTP service is served through a one-member passthrough group.
+        case .group(let group): group.passthrough ? "http" : "group"
+        }
+        self.auditFields = AuditLine.fields([("router", router.name), ("service", router.service), ("transport", transport)])
     }
 }
 

@@ -5,6 +5,7 @@ import GatewayAuth
 import GatewayStore
 import GatewayCluster
 import GatewayMetrics
+import GatewayMiddlewares
 import AuthorizationServer
 import HTTPTypes
 import Hummingbird
@@ -77,6 +78,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var readPending = false
     /// The token check's answer for the connection's last token.
     private var tokens = TokenMemo()
+    /// The metric series this connection recorded last (`metrics:`).
+    private var metricHandles = GatewayMetrics.LocalHandles()
 
     /// A class: every callback of the exchange updates it in place.
     private final class Relay {
@@ -93,7 +96,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var upstreamEnded = false
         let started = ContinuousClock.now
         /// `audit` / `metrics`: what was sent, for the observations at the end.
-        var tally: BodyTally?
+        var tally: ResponseTally?
         var contentType = ""
         var createdSession: String?
         var observed = false
@@ -214,23 +217,23 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     private func start(_ admission: FastAdmission, body: ByteBuffer, context: ChannelHandlerContext) {
         let relay = Relay(admission: admission)
-        if pipeline.observer != nil { relay.tally = BodyTally() }
+        if pipeline.observer != nil { relay.tally = ResponseTally() }
         self.relay = relay
         guard !admission.route.middlewares.isEmpty else { return send(relay, body: body, context: context) }
         // Stage 7: the router's middlewares (a rate limit's one store round trip), then the relay.
         let middlewares = pipeline.routerMiddlewares
         let requestContext = admission.context
-        // Without a task when the middlewares can (a rate limit on Redis answers on this loop, or
-        // at once from what the instance knows).
-        let decision = MiddlewareDecision()
-        let decidingNow = middlewares.refusal(requestContext) { decision.decided($0) }
-        if decidingNow, let known = decision.known {
-            return proceed(relay, refusal: known, body: body, context: context)
-        }
-        let admitted = context.eventLoop.makePromise(of: GatewayError?.self)
-        if decidingNow {
-            decision.await(admitted)
-        } else {
+        // Without a task when the middlewares can (a rate limit on Redis answers at once from what
+        // the instance reserved, or asks on this loop's own connection).
+        let admitted: EventLoopPromise<GatewayError?>
+        switch middlewares.refusalNow(requestContext) {
+        case .proceed?: return send(relay, body: body, context: context)
+        case .refused(let refusal)?: return answer(relay, with: refusal)
+        case .pending(let wait)?:
+            admitted = context.eventLoop.makePromise(of: GatewayError?.self)
+            wait { admitted.succeed($0) }
+        case nil:
+            admitted = context.eventLoop.makePromise(of: GatewayError?.self)
             admitted.completeWithTask {
                 do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
             }
@@ -309,7 +312,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             if !relay.responded, final {
                 var fields: HTTPFields = [.contentType: "application/json", .contentLength: String(bytes.readableBytes), .date: HTTPDate.now()]
                 if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
-                childResponded(relay, fields: fields, context: context)
+                childResponded(relay, fields: fields, contentType: "application/json", context: context)
                 relay.tally?.add(bytes)
                 context.write(wrapOutboundOut(.body(bytes)), promise: nil)
                 finishChildRelay(relay, session: session, streamID: streamID, answered: true, context: context)
@@ -321,7 +324,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 // Relayed here, the stream does not end the connection (the full pipeline's does).
                 fields[.connection] = pipeline.hops.membership.isDraining ? "close" : nil
                 fields[.date] = HTTPDate.now()
-                childResponded(relay, fields: fields, context: context)
+                childResponded(relay, fields: fields, contentType: "text/event-stream", context: context)
             }
             let event = SSEEncoding.event(id: eventID, data: bytes, allocator: context.channel.allocator)
             relay.tally?.add(event)
@@ -336,7 +339,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 // The session ended before the answer (its child exited): as `StdioBridge` says.
                 let error = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.internalError, message: "the session ended")
                 let fields: HTTPFields = [.contentType: "application/json", .contentLength: String(error.readableBytes), .date: HTTPDate.now()]
-                childResponded(relay, fields: fields, context: context)
+                childResponded(relay, fields: fields, contentType: "application/json", context: context)
                 relay.tally?.add(error)
                 context.write(wrapOutboundOut(.body(error)), promise: nil)
                 return finishChildRelay(relay, session: session, streamID: streamID, context: context)
@@ -347,22 +350,23 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     /// The answer's head (200: errors of the child are JSON-RPC errors in the body), with the
     /// access-log line and, when on, the metrics the full pipeline records at this point.
-    private func childResponded(_ relay: Relay, fields: HTTPFields, context: ChannelHandlerContext) {
-        noteHead(relay, status: 200, fields: fields)
+    private func childResponded(_ relay: Relay, fields: HTTPFields, contentType: String, context: ChannelHandlerContext) {
+        noteHead(relay, status: 200, contentType: contentType, createdSession: nil)
         logAccess(relay, status: 200)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: fields))), promise: nil)
     }
 
     /// The answer's head is decided (the upstream's, or the one made for a child's answer): what
     /// the audit line needs of it later, and the metrics the full pipeline records at this point.
-    private func noteHead(_ relay: Relay, status: Int, fields: HTTPFields) {
+    private func noteHead(_ relay: Relay, status: Int, contentType: String?, createdSession: String?) {
         relay.responded = true
         relay.status = status
         guard let observer = pipeline.observer else { return }
-        relay.contentType = fields[.contentType] ?? ""
-        relay.createdSession = fields[MCPHeaders.sessionID]
-        observer.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
-        observer.metrics?.request(router: relay.admission.route.router.name, status: status)
+        relay.contentType = contentType ?? ""
+        relay.createdSession = createdSession
+        guard let metrics = observer.metrics else { return }
+        metrics.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started, handles: &metricHandles)
+        metrics.request(router: relay.admission.route.router.name, status: status, handles: &metricHandles)
     }
 
     /// `answered`: the child's answer came (the stream's only request is answered: the session
@@ -385,15 +389,17 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var fields = HeaderPolicy.clientResponseHeaders(from: head.headers)
         // Stopping: this connection is not kept for another request (as the full pipeline says).
         if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
-        if MediaTypes.isEventStream(fields[.contentType]) {
+        let contentType = fields[.contentType]
+        if MediaTypes.isEventStream(contentType) {
             relay.eventStream = true
             fields[SSEHeaders.accelBuffering] = "no"
             fields[.connection] = "close"
             if fields[.cacheControl] == nil { fields[.cacheControl] = "no-cache" }
         }
         let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
-        noteHead(relay, status: Int(head.status.code), fields: fields)
-        guard let created = fields[MCPHeaders.sessionID] else {
+        let created = fields[MCPHeaders.sessionID]
+        noteHead(relay, status: Int(head.status.code), contentType: contentType, createdSession: created)
+        guard let created else {
             logAccess(relay, status: relay.status)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
             return
@@ -498,7 +504,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         logAccess(relay, status: Int(answer.status.code))
         if pipeline.observer != nil {
             pipeline.observer?.metrics?.request(router: relay.admission.route.router.name, status: Int(answer.status.code))
-            relay.tally = BodyTally()
+            relay.tally = ResponseTally()
             relay.tally?.add(answer.body)
             relay.contentType = "application/json"
             relay.createdSession = nil
@@ -558,7 +564,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             method: "POST", status: HTTPResponse.Status(code: status), bytesOut: bytesOut, errorCode: errorCode, createdSession: relay.createdSession,
             clientIP: admission.context.clientIP, elapsed: ContinuousClock.now - relay.started
         )
-        observer.observed(route: admission.route, record: record, sent: sent)
+        observer.observed(route: admission.route, record: record, sent: sent, handles: &metricHandles)
     }
 
     /// The access log's line, when the response head is ready (as the full pipeline's): before
@@ -627,45 +633,3 @@ enum HTTPDate {
     }
 }
 
-/// The middlewares' verdict on one request, which may come before `refusal(_:decided:)` returns
-/// (a rate limit decided from what the instance knows, the memory store): then it is taken at
-/// once, without a promise; otherwise the promise given to `await` gets it.
-private final class MiddlewareDecision: Sendable {
-    private enum State: Sendable {
-        case asking
-        case decided(GatewayError?)
-        case awaited(EventLoopPromise<GatewayError?>)
-    }
-
-    private let state = Mutex(State.asking)
-
-    func decided(_ refusal: GatewayError?) {
-        let promise: EventLoopPromise<GatewayError?>? = state.withLock { state in
-            switch state {
-            case .asking:
-                state = .decided(refusal)
-                return nil
-            case .awaited(let promise): return promise
-            case .decided: return nil
-            }
-        }
-        promise?.succeed(refusal)
-    }
-
-    /// The verdict when it has come already (`.some(nil)`: go on).
-    var known: GatewayError?? {
-        state.withLock { state in
-            if case .decided(let refusal) = state { return .some(refusal) }
-            return nil
-        }
-    }
-
-    func await(_ promise: EventLoopPromise<GatewayError?>) {
-        let early: GatewayError?? = state.withLock { state in
-            if case .decided(let refusal) = state { return .some(refusal) }
-            state = .awaited(promise)
-            return nil
-        }
-        if let early { promise.succeed(early) }
-    }
-}

@@ -38,7 +38,8 @@ struct ResponseObserver: Sendable {
                     method: method, status: status, bytesOut: bytesOut, errorCode: errorCode, createdSession: createdSession, clientIP: clientIP, elapsed: elapsed
                 )
                 audit?.record(route: route, record: record, sent: sent)
-                if let metrics { Self.measure(metrics, route: route, record: record, sent: sent) }
+                var handles = GatewayMetrics.LocalHandles()
+                if let metrics { Self.measure(metrics, route: route, record: record, sent: sent, handles: &handles) }
             }
             try await original.write(writer.map { buffer in
                 tally.add(buffer)
@@ -50,16 +51,18 @@ struct ResponseObserver: Sendable {
 
     /// The observations of a request the fast relay answered, once its answer is done: the same
     /// audit line and metrics as `observing` makes for the full pipeline's.
-    func observed(route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
+    /// `handles`: the connection's (see `GatewayMetrics.LocalHandles`).
+    func observed(route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
         audit?.record(route: route, record: record, sent: sent)
-        if let metrics { Self.measure(metrics, route: route, record: record, sent: sent) }
+        if let metrics { Self.measure(metrics, route: route, record: record, sent: sent, handles: &handles) }
     }
 
-    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent) {
+    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
         let router = route.router.name
         if let mcpMethod = record.call?.method {
             let failed = sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
-            metrics.operation(method: mcpMethod, tool: record.call?.target, router: router, errorType: failed, duration: sent.elapsed)
+            let tool = mcpMethod == "tools/call" ? record.call?.target : nil
+            metrics.operation(method: mcpMethod, tool: tool, router: router, errorType: failed, duration: sent.elapsed, handles: &handles)
         }
         guard (200..<300).contains(sent.status.code) else { return }
         if sent.method == "DELETE", let ended = record.call?.sessionID {
@@ -89,103 +92,123 @@ struct RequestAudit: Sendable {
     }
 
     func record(route: CompiledRoute, record: RequestRecord.Fields, sent: Sent) {
-        sink.record(event(route: route, record: record, sent: sent))
+        let call = record.call
+        let mcpMethod = call?.method
+        // What takes work is done before the line is written into the shared batch.
+        let createdSession = sent.createdSession.flatMap { call?.sessionID == nil ? $0 : nil }
+        let session = (call?.sessionID ?? sent.createdSession).map(Self.sessionHash)
+        let target = call?.target
+        // Only `initialize` names its version in the body; other requests say it in the header.
+        let protocolVersion = call?.protocolVersion ?? (mcpMethod == "initialize" ? call?.message?.string(at: ["params", "protocolVersion"]) : nil)
+        let argumentsJSON = mcpMethod == "tools/call" ? arguments(of: call) : nil
+        let caller = record.caller
+        sink.recordLine { out in
+            AuditLine.start("mcp.request", time: Date(), to: &out)
+            AuditLine.field("trace_id", record.traceID, to: &out)
+            AuditLine.encoded(route.auditFields, to: &out)
+            AuditLine.field("http_method", sent.method, to: &out)
+            AuditLine.field("protocol_version", protocolVersion, to: &out)
+            AuditLine.field("mcp_method", mcpMethod, to: &out)
+            switch mcpMethod {
+            case "tools/call": AuditLine.field("tool", target, to: &out)
+            case "resources/read": AuditLine.field("resource_uri", target, to: &out)
+            case "prompts/get": AuditLine.field("prompt", target, to: &out)
+            default: break
+            }
+            AuditLine.field("session", session, to: &out)
+            if let caller {
+                AuditLine.field("user", caller.claims.login, to: &out)
+                AuditLine.field("subject", caller.claims.sub, to: &out)
+                AuditLine.field("client_id", caller.claims.client_id, to: &out)
+            }
+            AuditLine.field("ip", sent.clientIP, to: &out)
+            AuditLine.field("status", Int64(sent.status.code), to: &out)
+            AuditLine.field("error_code", sent.errorCode.map(Int64.init), to: &out)
+            AuditLine.field("duration_ms", sent.elapsed.wholeMilliseconds, to: &out)
+            AuditLine.field("bytes_in", Int64(call?.body?.readableBytes ?? 0), to: &out)
+            AuditLine.field("bytes_out", sent.bytesOut, to: &out)
+            AuditLine.field("arguments", json: argumentsJSON, to: &out)
+            AuditLine.end(to: &out)
+        }
         // Sessions begin with an answer that hands out an id, and end with a DELETE.
-        let sessionOf: (String) -> AuditEvent.Value = { .string(String(ClientRegistry.hash($0).prefix(16))) }
         guard (200..<300).contains(sent.status.code) else { return }
-        if let createdSession = sent.createdSession, record.call?.sessionID == nil {
+        if let createdSession {
             sink.record(AuditEvent("session.started", [
-                ("session", sessionOf(createdSession)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
+                ("session", .string(Self.sessionHash(createdSession))), ("router", .string(route.router.name)), ("user", caller.map { .string($0.claims.login) }),
             ]))
         }
-        if sent.method == "DELETE", let ended = record.call?.sessionID {
+        if sent.method == "DELETE", let ended = call?.sessionID {
             sink.record(AuditEvent("session.ended", [
-                ("session", sessionOf(ended)), ("router", .string(route.router.name)), ("user", record.caller.map { .string($0.claims.login) }),
+                ("session", .string(Self.sessionHash(ended))), ("router", .string(route.router.name)), ("user", caller.map { .string($0.claims.login) }),
             ]))
         }
     }
 
-    private func event(route: CompiledRoute, record: RequestRecord.Fields, sent: Sent) -> AuditEvent {
-        let call = record.call
-        let mcpMethod = call?.method
-        let target = call?.target
-        let session = (call?.sessionID ?? sent.createdSession).map { String(ClientRegistry.hash($0).prefix(16)) }
-        let transport: String = switch route.upstream {
-        case .http: "http"
-        case .stdio: "stdio"
-        // An OAuth-protected HTTP service is served through a one-member passthrough group.
-        case .group(let group): group.passthrough ? "http" : "group"
+    /// A session as the audit log names it: a short hash, never the id.
+    private static func sessionHash(_ id: String) -> String {
+        String(ClientRegistry.hash(id).prefix(16))
+    }
+
+    /// The `arguments` field of a `tools/call` as `audit.arguments` says (nil: left out).
+    private func arguments(of call: MCPCall?) -> String? {
+        guard arguments != .none, let raw = call?.message?.value(at: ["params", "arguments"]) else { return nil }
+        switch arguments {
+        case .full: return raw
+        case .redacted: return AuditArguments.redacted(raw, keys: redactKeys)
+        case .none: return nil
         }
-        var argumentsValue: AuditEvent.Value?
-        if mcpMethod == "tools/call", arguments != .none, let raw = call?.message?.value(at: ["params", "arguments"]) {
-            switch arguments {
-            case .full: argumentsValue = .json(raw)
-            case .redacted: argumentsValue = AuditArguments.redacted(raw, keys: redactKeys).map(AuditEvent.Value.json)
-            case .none: argumentsValue = nil
-            }
-        }
-        return AuditEvent("mcp.request", [
-            ("trace_id", record.traceID.map(AuditEvent.Value.string)),
-            ("router", .string(route.router.name)),
-            ("service", .string(route.router.service)),
-            ("transport", .string(transport)),
-            ("http_method", .string(sent.method)),
-            ("protocol_version", (call?.protocolVersion ?? call?.message?.string(at: ["params", "protocolVersion"])).map(AuditEvent.Value.string)),
-            ("mcp_method", mcpMethod.map(AuditEvent.Value.string)),
-            ("tool", mcpMethod == "tools/call" ? target.map(AuditEvent.Value.string) : nil),
-            ("resource_uri", mcpMethod == "resources/read" ? target.map(AuditEvent.Value.string) : nil),
-            ("prompt", mcpMethod == "prompts/get" ? target.map(AuditEvent.Value.string) : nil),
-            ("session", session.map(AuditEvent.Value.string)),
-            ("user", record.caller.map { .string($0.claims.login) }),
-            ("subject", record.caller.map { .string($0.claims.sub) }),
-            ("client_id", record.caller.map { .string($0.claims.client_id) }),
-            ("ip", sent.clientIP.map(AuditEvent.Value.string)),
-            ("status", .integer(Int64(sent.status.code))),
-            ("error_code", sent.errorCode.map { .integer(Int64($0)) }),
-            ("duration_ms", .integer(sent.elapsed.wholeMilliseconds)),
-            ("bytes_in", .integer(Int64(call?.body?.readableBytes ?? 0))),
-            ("bytes_out", .integer(sent.bytesOut)),
-            ("arguments", argumentsValue),
-        ])
     }
 }
 
-/// Bytes sent, and the last message for the JSON-RPC error code (the answer is last).
-final class BodyTally: Sendable {
-    private struct State {
-        var bytes: Int64 = 0
-        var last = ByteBuffer()
-    }
-
-    private let state = Mutex(State())
+/// Bytes sent, and the last message for the JSON-RPC error code (the answer is last). The full
+/// pipeline's response body is written from a task: `BodyTally` is this behind a lock; the fast
+/// relay keeps one in its loop-bound state.
+struct ResponseTally {
+    private(set) var bytes: Int64 = 0
+    private var last = ByteBuffer()
     /// A large answer's tail is enough to find an error object (errors are small).
     private static let keep = 64 * 1024
 
-    func add(_ buffer: ByteBuffer) {
-        state.withLock { state in
-            state.bytes += Int64(buffer.readableBytes)
-            if buffer.readableBytes <= Self.keep { state.last = buffer } else { state.last = ByteBuffer() }
-        }
+    mutating func add(_ buffer: ByteBuffer) {
+        bytes += Int64(buffer.readableBytes)
+        last = buffer.readableBytes <= Self.keep ? buffer : ByteBuffer()
     }
 
     /// Bytes sent, and the error code when the final message is a JSON-RPC error.
     func summary(contentType: String) -> (Int64, Int?) {
-        let (bytes, last) = state.withLock { ($0.bytes, $0.last) }
+        (bytes, BodyTally.errorCode(last, contentType: contentType))
+    }
+}
+
+final class BodyTally: Sendable {
+    private let state = Mutex(ResponseTally())
+
+    func add(_ buffer: ByteBuffer) {
+        state.withLock { $0.add(buffer) }
+    }
+
+    /// Bytes sent, and the error code when the final message is a JSON-RPC error.
+    func summary(contentType: String) -> (Int64, Int?) {
+        state.withLock { $0 }.summary(contentType: contentType)
+    }
+
+    /// The JSON-RPC error code of `last` (the last chunk written) when it is an error answer.
+    static func errorCode(_ last: ByteBuffer, contentType: String) -> Int? {
         // Most answers are results: only one that mentions "error" is worth parsing.
-        guard Self.mentionsError(last) else { return (bytes, nil) }
+        guard mentionsError(last) else { return nil }
         var message = last
         if MediaTypes.isEventStream(contentType) {
             // The last `data:` line of the last chunk written (one event per chunk).
             let text = String(buffer: last)
-            guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return (bytes, nil) }
+            guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return nil }
             message = ByteBuffer(string: String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces))
         } else if !MediaTypes.isJSON(contentType) {
-            return (bytes, nil)
+            return nil
         }
         guard let parsed = try? JSONRPCMessage(parsing: message), parsed.kind == .errorResponse,
               let code = parsed.value(at: ["error", "code"]).flatMap({ Int($0) })
-        else { return (bytes, nil) }
-        return (bytes, code)
+        else { return nil }
+        return code
     }
 
     private static let errorKey = Array(#""error""#.utf8)

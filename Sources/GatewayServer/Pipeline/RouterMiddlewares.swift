@@ -42,27 +42,44 @@ struct RouterMiddlewares {
     }
 
     /// `refusal` without a task when every middleware of the route decides so (a rate limit on
-    /// Redis asks on the calling event loop's own connection): `decided` gets what `refusal`
-    /// would return, on this thread or another. False: nothing was asked; use `refusal`.
-    func refusal(_ context: GatewayRequestContext, decided: @escaping @Sendable (GatewayError?) -> Void) -> Bool {
-        guard let route = context.route, let call = context.call, route.middlewares.allSatisfy(\.decidesWithoutTask) else { return false }
-        guard !route.middlewares.isEmpty, !context.credentialsVerifiedByHop else {
-            decided(nil)
-            return true
-        }
+    /// Redis asks on the calling event loop's own connection, or answers at once from what the
+    /// instance reserved): the verdict, known at once in the common case. Nil: nothing was
+    /// asked; use `refusal`.
+    func refusalNow(_ context: GatewayRequestContext) -> MiddlewareVerdict? {
+        guard let route = context.route, let call = context.call, route.middlewaresDecideWithoutTask else { return nil }
+        guard !route.middlewares.isEmpty, !context.credentialsVerifiedByHop else { return .proceed }
         let input = MiddlewareRequest(router: route.router.name, caller: context.caller, call: call, clientIP: context.clientIP, logger: context.logger)
-        let middlewares = route.middlewares
-        let (caller, clientIP) = (context.caller, context.clientIP)
-        @Sendable func ask(_ index: Int) {
-            guard index < middlewares.count else { return decided(nil) }
-            middlewares[index].admit(input) { refusal in
-                guard let refusal else { return ask(index + 1) }
-                noteRefusal(refusal, route: route, call: call, caller: caller, clientIP: clientIP)
-                decided(refusal)
+        return verdict(from: 0, input: input, route: route)
+    }
+
+    /// The verdict of the route's middlewares from `index` on, in order.
+    private func verdict(from index: Int, input: MiddlewareRequest, route: CompiledRoute) -> MiddlewareVerdict {
+        var index = index
+        while index < route.middlewares.count {
+            switch route.middlewares[index].admitNow(input) {
+            case .proceed:
+                index += 1
+            case .refused(let refusal):
+                noteRefusal(refusal, route: route, call: input.call, caller: input.caller, clientIP: input.clientIP)
+                return .refused(refusal)
+            case .pending(let wait):
+                let next = index + 1
+                return .pending { [self] decided in
+                    wait { refusal in
+                        if let refusal {
+                            noteRefusal(refusal, route: route, call: input.call, caller: input.caller, clientIP: input.clientIP)
+                            return decided(refusal)
+                        }
+                        switch verdict(from: next, input: input, route: route) {
+                        case .proceed: decided(nil)
+                        case .refused(let refusal): decided(refusal)
+                        case .pending(let waitMore): waitMore(decided)
+                        }
+                    }
+                }
             }
         }
-        ask(0)
-        return true
+        return .proceed
     }
 
     private func noteRefusal(_ error: GatewayError, route: CompiledRoute, call: MCPCall, context: GatewayRequestContext) {
