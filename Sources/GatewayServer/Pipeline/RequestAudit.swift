@@ -13,10 +13,16 @@ import Synchronization
 
 /// What happens once a routed request's response has been sent: its audit line and its metrics.
 /// The body is wrapped once for both, to count the bytes sent and read the JSON-RPC error code of
-/// the answer (the last message).
-struct ResponseObserver: Sendable {
+/// the answer (the last message). A class: the fast relay asks for it several times per request,
+/// and a reference is one retain where a copy of the audit settings would be several.
+final class ResponseObserver: Sendable {
     let audit: RequestAudit?
     let metrics: GatewayMetrics?
+
+    init(audit: RequestAudit?, metrics: GatewayMetrics?) {
+        self.audit = audit
+        self.metrics = metrics
+    }
 
     /// `response` with its body counted; the observations are made once the body is done.
     func observing(_ response: Response, request: Request, record: RequestRecord.Fields, clientIP: String?, started: ContinuousClock.Instant) -> Response {
