@@ -16,11 +16,15 @@ public struct RouteTable<Target: Sendable>: Sendable {
     }
 
     public let entries: [Entry]
+    /// Whether every rule reads only the host and path: then the same host and path always lead
+    /// to the same entry, and a connection may remember where its last request went.
+    public let routesByHostAndPath: Bool
 
     public init(_ entries: [Entry]) {
         self.entries = entries.sorted { lhs, rhs in
             lhs.priority != rhs.priority ? lhs.priority > rhs.priority : lhs.name < rhs.name
         }
+        self.routesByHostAndPath = entries.allSatisfy(\.rule.readsOnlyHostAndPath)
     }
 
     public func match(_ request: some RoutableRequest) -> Entry? {

@@ -22,6 +22,17 @@ public indirect enum Rule: Sendable, Equatable {
         }
     }
 
+    /// Whether the rule reads nothing of a request but its host and path (no method, header or
+    /// query matcher anywhere): two requests with the same host and path match it alike.
+    public var readsOnlyHostAndPath: Bool {
+        switch self {
+        case .matcher(.host), .matcher(.hostRegexp), .matcher(.path), .matcher(.pathPrefix), .matcher(.pathRegexp): true
+        case .matcher: false
+        case .and(let lhs, let rhs), .or(let lhs, let rhs): lhs.readsOnlyHostAndPath && rhs.readsOnlyHostAndPath
+        case .not(let inner): inner.readsOnlyHostAndPath
+        }
+    }
+
     /// Every host name a `Host` matcher of the rule names (outside `!`).
     public var hostNames: [String] {
         switch self {

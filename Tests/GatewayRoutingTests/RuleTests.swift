@@ -113,6 +113,18 @@ struct FakeRequest: RoutableRequest {
         #expect(table.match(FakeRequest(path: "/c")) == nil)
     }
 
+    @Test func aTableRoutesByHostAndPathOnlyWhenNoRuleReadsAnythingElse() throws {
+        func table(_ rules: [String]) throws -> RouteTable<String> {
+            try RouteTable(rules.enumerated().map { index, text in .init(name: "r\(index)", rule: try Rule(parsing: text), priority: 1, target: text) })
+        }
+        #expect(try table(["PathPrefix(`/a`)", "Host(`x.example`) && !Path(`/b`)", "HostRegexp(`^.+\\.example$`) || PathRegexp(`^/c`)"]).routesByHostAndPath)
+        // One rule reading a header, the method or the query anywhere (even under `!` or `||`)
+        // makes the same host and path able to lead elsewhere: nothing may be remembered.
+        for other in ["Header(`X-Tenant`, `a`)", "!Method(`GET`)", "PathPrefix(`/d`) || Query(`v`, `1`)", "HeaderRegexp(`X-T`, `^a`) && PathPrefix(`/e`)"] {
+            #expect(try !table(["PathPrefix(`/a`)", other]).routesByHostAndPath, "\(other)")
+        }
+    }
+
     @Test func explicitPriorityAndNameBreakTies() throws {
         let rule = try Rule(parsing: "PathPrefix(`/a`)")
         let table = RouteTable([

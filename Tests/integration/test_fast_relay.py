@@ -6,6 +6,7 @@ moment ago admits only its own router). The access log says which requests it ca
 (`relay=fast`)."""
 
 import email.utils
+import http.client
 import json
 import os
 import socket
@@ -143,6 +144,55 @@ def test_paths_that_read_two_ways_are_left_to_the_full_pipeline(relay_gateway):
         # Routing normalizes and refuses what reads two ways; the relay takes only the exact path.
         assert status in (400, 404), (path, status)
         assert len(fast_lines(gateway)) == before, path
+
+
+def test_one_connection_is_routed_afresh_whenever_its_host_path_or_configuration_changes(relay_gateway, raw_upstream):
+    """The relay remembers where a connection's last request went; the next request is routed
+    again the moment its host, its path or the configuration differs."""
+    gateway = relay_gateway
+    body = json.dumps(modern_body("tools/call", {"name": "echo", "arguments": {}}))
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+
+    def post(path: str, host: str | None = None) -> int:
+        # http.client sends the path as written and the Host given, on one kept-alive connection.
+        headers = {**modern_headers("tools/call", "echo"), "Content-Type": "application/json", "Host": host or f"127.0.0.1:{gateway.port}"}
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    def router_of_last(path: str) -> str | None:
+        # Access-log lines: `… path=/echo/mcp … router=echo status=200 … [GatewayServer] request`.
+        lines = [line for line in gateway.managed.log().splitlines() if line.rstrip().endswith(" request") and f" path={path} " in line]
+        found = [part.split("=", 1)[1] for part in lines[-1].split() if part.startswith("router=")] if lines else []
+        return found[0] if found else None
+
+    try:
+        for _ in range(10):
+            before = len(fast_lines(gateway))
+            assert post("/echo/mcp") == 200
+            if len(fast_lines(gateway)) > before:
+                break
+        else:
+            raise AssertionError("no call was relayed fast")
+        for path, host, status, router in [
+            ("/other/mcp", None, 200, "other"), ("/echo/mcp", None, 200, "echo"), ("/echo/mcp", "evil.example", 421, None),
+            ("/echo/mcp", None, 200, "echo"), ("/other/../echo/mcp", None, (400, 404), None), ("/echo/mcp?x=1", None, 200, "echo"),
+            ("/other/mcp", None, 200, "other"), ("/other/mcp", None, 200, "other"),
+        ]:
+            got = post(path, host)
+            assert got in (status if isinstance(status, tuple) else (status,)), (path, host, got)
+            if router:
+                assert router_of_last(path.split("?")[0]) == router, (path, gateway.managed.log()[-2000:])
+        # A reload that removes the router: the same connection's next request finds no route.
+        other = "      other:\n        rule: \"PathPrefix(`/other`)\"\n        service: echo\n        auth: none\n"
+        assert other in relay_config(raw_upstream)
+        gateway.rewrite_config(relay_config(raw_upstream).replace(other, "").replace("{port}", str(gateway.port)))
+        gateway.wait_for_generation(2)
+        assert post("/other/mcp") == 404
+        assert post("/echo/mcp") == 200
+    finally:
+        connection.close()
 
 
 def test_a_session_id_handed_out_on_the_fast_relay_is_bound_to_its_router(relay_gateway):

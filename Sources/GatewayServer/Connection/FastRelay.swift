@@ -78,6 +78,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var readPending = false
     /// The token check's answer for the connection's last token.
     private var tokens = TokenMemo()
+    /// Where the connection's last request was routed (when the rules allow remembering it).
+    private var routes = RouteMemo()
     /// The metric series this connection recorded last (`metrics:`).
     private var metricHandles = GatewayMetrics.LocalHandles()
 
@@ -135,7 +137,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private func read(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (part, inbound) {
         case (.head(let head), _):
-            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger, tokens: &tokens) {
+            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger, tokens: &tokens, routes: &routes) {
                 inbound = .reading(admission, body: nil)
             } else {
                 handOver(.head(head), context: context)

@@ -1,3 +1,4 @@
+import GatewayRouting
 import GatewayAuth
 import AuthorizationServer
 import Foundation
@@ -60,7 +61,7 @@ extension GatewayPipeline {
 
     /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer. `tokens`: what
     /// the token check said of the connection's last token.
-    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger, tokens: inout TokenMemo) -> FastAdmission? {
+    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger, tokens: inout TokenMemo, routes: inout RouteMemo) -> FastAdmission? {
         guard head.method == .post, !hops.membership.isDraining else { return nil }
         let fields = head.headerFields
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
@@ -72,16 +73,34 @@ extension GatewayPipeline {
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
         var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         clientAddressing.apply(request, &context)
-        do {
-            try routeMatching.apply(request, &context)
-            try requestChecks.apply(request, context)
-        } catch {
-            return nil
+        let route: CompiledRoute
+        if let runtime = context.runtime, let (remembered, host) = routes.route(of: head, runtime: runtime) {
+            // The connection's last request had this host and path under this configuration:
+            // routing and the host check would decide the same again.
+            route = remembered
+            context.route = route
+            context.host = host
+            context.legacyEndpoint = nil
+            context.record?.update { fields in
+                fields.router = route.router.name
+                fields.route = route
+            }
+        } else {
+            do {
+                try routeMatching.apply(request, &context)
+                try requestChecks.apply(request, context)
+            } catch {
+                return nil
+            }
+            // The front door answers no router's MCP path that `relaysFast` admits (checked per
+            // configuration), so only that path (not its legacy SSE endpoints) is relayed
+            // (the path exactly as sent: anything routing had to normalize takes the full pipeline).
+            guard context.legacyEndpoint == nil, let matched = context.route, matched.relaysFast, request.uri.path == matched.router.mcpPath else { return nil }
+            route = matched
+            if let runtime = context.runtime, runtime.routeTable(entryPoint: routeMatching.entryPoint.name)?.routesByHostAndPath == true {
+                routes = RouteMemo(runtime: runtime, head: head, route: route, host: context.host)
+            }
         }
-        // The front door answers no router's MCP path that `relaysFast` admits (checked per
-        // configuration), so only that path (not its legacy SSE endpoints) is relayed
-        // (the path exactly as sent: anything routing had to normalize takes the full pipeline).
-        guard context.legacyEndpoint == nil, let route = context.route, route.relaysFast, request.uri.path == route.router.mcpPath else { return nil }
         var httpDestination: FastAdmission.Destination?
         switch route.upstream {
         case .http(let upstream):
@@ -178,6 +197,36 @@ extension GatewayPipeline {
 /// itself would check again: a client presents the same token request after request, and the
 /// exact same header on the same compiled route (one configuration generation) within that time
 /// gets the same answer without hashing the token again.
+/// Where a connection's last fast-relayed request was routed: the next one with the same
+/// authority and path (query included, as sent) under the same configuration goes there without
+/// routing it again. Kept only when the entry point's rules read nothing but host and path
+/// (`RouteTable.routesByHostAndPath`), and only for a request that routing, the host check and
+/// the fast path's own route checks all admitted: the same text then gets the same answer.
+struct RouteMemo {
+    /// Weak: an idle connection does not keep a replaced configuration alive.
+    private weak var runtime: RuntimeConfiguration?
+    private var authority: String?
+    private var path: String?
+    private weak var route: CompiledRoute?
+    private var host = ""
+
+    init() {}
+
+    init(runtime: RuntimeConfiguration, head: HTTPRequest, route: CompiledRoute, host: String) {
+        self.runtime = runtime
+        self.authority = head.authority
+        self.path = head.path
+        self.route = route
+        self.host = host
+    }
+
+    /// The route and host of `head` when it is the remembered request's twin under `runtime`.
+    func route(of head: HTTPRequest, runtime: RuntimeConfiguration) -> (CompiledRoute, String)? {
+        guard let route, self.runtime === runtime, let path, head.path == path, head.authority == authority else { return nil }
+        return (route, host)
+    }
+}
+
 struct TokenMemo {
     private var authorization = ""
     private weak var route: CompiledRoute?
