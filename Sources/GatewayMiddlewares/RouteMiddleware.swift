@@ -30,7 +30,7 @@ package protocol RouteMiddleware: Sendable {
     /// The name it has under `middlewares:`.
     var name: String { get }
     func admit(_ request: MiddlewareRequest) async throws(GatewayError)
-    /// Whether `admit(_:decided:)` decides without a task (the fast relay then decides on its
+    /// Whether `admitNow` decides without a task (the fast relay then decides on its
     /// event loop; otherwise it runs `admit` in a task).
     var decidesWithoutTask: Bool { get }
     /// `admit` without a task: the verdict when it is known at once (a rate limit admitted from
@@ -54,15 +54,6 @@ extension RouteMiddleware {
 
     package func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict {
         .pending { decided in admitInTask(request, decided: decided) }
-    }
-
-    /// `admitNow` with its verdict handed to `decided` (at once when it is known).
-    package func admit(_ request: MiddlewareRequest, decided: @escaping @Sendable (GatewayError?) -> Void) {
-        switch admitNow(request) {
-        case .proceed: decided(nil)
-        case .refused(let refusal): decided(refusal)
-        case .pending(let wait): wait(decided)
-        }
     }
 
     /// `admit` run in a task, its verdict handed to `decided`.

@@ -1,6 +1,7 @@
 import CHiredis
 import GatewayStore
 import Foundation
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -54,7 +55,8 @@ final class RedisConnection: Sendable {
 
     private struct Backoff {
         var failures = 0
-        var nextAttempt = ContinuousClock.now
+        /// No attempt before then (the connection's clock); the distant past: none waited for.
+        var nextAttempt = NIODeadline.distantPast
     }
 
     private let endpoint: RedisEndpoint
@@ -62,6 +64,8 @@ final class RedisConnection: Sendable {
     private let thread: NIOThreadPool
     private let context = Mutex(Context())
     private let backoff = Mutex(Backoff())
+    /// The backoff's clock (tests move it on instead of waiting).
+    private let now: @Sendable () -> NIODeadline
 
     /// Calls waiting for the thread, and whether a drain of them is scheduled on it.
     private struct Queue {
@@ -71,9 +75,10 @@ final class RedisConnection: Sendable {
 
     private let queue = Mutex(Queue())
 
-    init(endpoint: RedisEndpoint, timeout: Duration) {
+    init(endpoint: RedisEndpoint, timeout: Duration, now: @escaping @Sendable () -> NIODeadline) {
         self.endpoint = endpoint
         self.timeout = timeout
+        self.now = now
         self.thread = NIOThreadPool(numberOfThreads: 1)
         self.thread.start()
     }
@@ -90,9 +95,9 @@ final class RedisConnection: Sendable {
 
     /// Sends commands in one round trip and returns their replies in order.
     func pipeline(_ commands: [[[UInt8]]]) async throws(StoreError) -> [RedisValue] {
-        let wait = backoff.withLock { $0.nextAttempt - ContinuousClock.now }
+        let wait = backoff.withLock { $0.nextAttempt - now() }
         if wait > .zero {
-            throw .unavailable("reconnecting to Redis (next attempt in \(wait))")
+            throw .unavailable("reconnecting to Redis (next attempt in \(Duration.milliseconds(wait.nanoseconds / 1_000_000)))")
         }
         let result: Result<[RedisValue], StoreError> = await withCheckedContinuation { done in
             let schedule = queue.withLock { queue -> Bool in
@@ -119,7 +124,7 @@ final class RedisConnection: Sendable {
                     state.failures += 1
                     // 50 ms, 100 ms, … capped at 2 s.
                     let delay = min(2000, 50 << min(state.failures - 1, 6))
-                    state.nextAttempt = .now + .milliseconds(delay)
+                    state.nextAttempt = now() + .milliseconds(Int64(delay))
                 }
             }
             throw error

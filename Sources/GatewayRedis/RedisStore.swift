@@ -13,7 +13,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     public let keyPrefix: String
     private let endpoint: RedisEndpoint
     private let timeout: Duration
-    private let loopClock: @Sendable () -> NIODeadline
+    private let clock: @Sendable () -> NIODeadline
     /// One connection per event loop that asked (see `RedisLoopConnection`), by the loop's identity.
     private let loopConnections = Mutex<[ObjectIdentifier: RedisLoopConnection]>([:])
     private static let rateLimitScriptSHA = Array(Insecure.SHA1.hash(data: Array(rateLimitScript.utf8)).map { String(format: "%02x", $0) }.joined().utf8)
@@ -49,17 +49,18 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     private let reserves = Mutex(RateLimitReserves())
 
     public convenience init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
-        self.init(url: url, keyPrefix: keyPrefix, connections: connections, timeout: timeout, loopClock: { .now() })
+        self.init(url: url, keyPrefix: keyPrefix, connections: connections, timeout: timeout, clock: { .now() })
     }
 
-    /// `loopClock`: the event-loop connections' backoff clock (tests move it on).
-    package init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2), loopClock: @escaping @Sendable () -> NIODeadline) {
+    /// `clock`: the clock every connection's reconnect backoff reads (tests move it on instead of
+    /// waiting the backoff out).
+    package init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2), clock: @escaping @Sendable () -> NIODeadline) {
         guard let endpoint = RedisEndpoint(url: url) else { return nil }
         self.keyPrefix = keyPrefix
         self.endpoint = endpoint
         self.timeout = timeout
-        self.loopClock = loopClock
-        self.connections = (0..<max(1, connections)).map { _ in RedisConnection(endpoint: endpoint, timeout: timeout) }
+        self.clock = clock
+        self.connections = (0..<max(1, connections)).map { _ in RedisConnection(endpoint: endpoint, timeout: timeout, now: clock) }
     }
 
     public func shutdown() async {
@@ -219,7 +220,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     private func loopConnection(for loop: any EventLoop) -> RedisLoopConnection {
         loopConnections.withLock { connections in
             if let existing = connections[ObjectIdentifier(loop)] { return existing }
-            let created = RedisLoopConnection(loop: loop, endpoint: endpoint, timeout: timeout, now: loopClock)
+            let created = RedisLoopConnection(loop: loop, endpoint: endpoint, timeout: timeout, now: clock)
             connections[ObjectIdentifier(loop)] = created
             return created
         }

@@ -88,16 +88,6 @@ public struct RateLimitAsk: Sendable {
     }
 }
 
-extension CallbackRateLimiting {
-    /// Both steps: `completion` gets the decision, at once when no round trip is needed.
-    public func rateLimit(_ key: String, interval: Duration, burst: Int, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
-        switch rateLimitNow(key, interval: interval, burst: burst) {
-        case .decided(let decision): completion(.success(decision))
-        case .ask(let ask): rateLimit(asking: ask, completion: completion)
-        }
-    }
-}
-
 extension Duration {
     /// Whole milliseconds (for Redis PX / PEXPIRE).
     public var wholeMilliseconds: Int64 {

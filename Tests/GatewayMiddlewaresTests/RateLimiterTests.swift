@@ -111,7 +111,13 @@ import Testing
 /// The callback form the fast relay uses decides as `admit` does, on the same allowance.
 @Suite struct RateLimiterCallbackTests {
     static func decide(_ limiter: RateLimiter, _ request: MiddlewareRequest) async -> GatewayError? {
-        await withCheckedContinuation { done in limiter.admit(request) { done.resume(returning: $0) } }
+        await withCheckedContinuation { done in
+            switch limiter.admitNow(request) {
+            case .proceed: done.resume(returning: nil)
+            case .refused(let refusal): done.resume(returning: refusal)
+            case .pending(let wait): wait { done.resume(returning: $0) }
+            }
+        }
     }
 
     @Test func theCallbackCountsAgainstTheSameAllowanceAsAdmit() async throws {
