@@ -750,8 +750,10 @@ def test_pool_children_idle_out_by_last_client_use(tmp_path_factory, local_passw
 # --- no secret in any log, at any level ------------------------------------------------------------
 
 def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_password_hash):
-    """Sign-in, token exchange, refresh, a proxied call with a configured upstream key and a
-    confidential client: the log at --log-level trace holds none of the secrets involved."""
+    """Sign-in, token exchange, refresh, a proxied call with a configured upstream key, a
+    confidential client, and calls the fast relay carries through a rate limit with the audit log
+    and metrics on: the log at --log-level trace (and the audit log) holds none of the secrets
+    involved."""
     tmp = tmp_path_factory.mktemp("trace")
     upstream_port = free_port()
     upstream = start_process("raw-upstream", [sys.executable, str(SERVERS / "raw_upstream.py"), "--port", str(upstream_port)], tmp)
@@ -767,10 +769,19 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
       local:
         users:
           alice: "{local_password_hash}"
+    audit:
+      file: "{tmp / 'audit.log'}"
+      arguments: full
+    metrics:
+      prometheus: {{}}
+    middlewares:
+      traced:
+        rateLimit: {{ average: 1000, period: 1s }}
     routers:
       alpha:
         rule: "PathPrefix(`/alpha`)"
         service: echo
+        middlewares: [traced]
       kids:
         rule: "PathPrefix(`/kids`)"
         service: child
@@ -803,6 +814,13 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         echoed = httpx.post(world.url("/alpha/mcp"), json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
                             headers=bearer(signed["access_token"], **{"Mcp-Session-Id": session}), timeout=10)
         assert echoed.status_code == 200 and upstream_key in echoed.text  # the key did reach the upstream
+        # 2026-07-28 calls on one connection: the fast relay carries them (route memo, token memo,
+        # rate limit decided at once, audit line, metrics) after the first one learns the era.
+        with httpx.Client() as client:
+            for index in range(4):
+                modern = client.post(world.url("/alpha/mcp"), json=modern_body("tools/call", {"name": "echo", "arguments": {"n": index}}),
+                                     headers={**modern_headers("tools/call", "echo"), "Authorization": f"Bearer {signed['access_token']}"}, timeout=10)
+                assert modern.status_code == 200, modern.text
         child_token = world.sign_in("alice", "kids")["access_token"]
         child_session = legacy_session(world, "/kids/mcp", child_token)
         call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "getenv", "arguments": {"name": "CHILD_API_KEY"}}}
@@ -816,6 +834,9 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         upstream.stop()
     log = gateway.managed.log()
     assert " trace mcp-gateway:" in log and " debug mcp-gateway:" in log  # the levels really were on
+    assert "relay=fast" in log  # the fast relay's own logging was exercised at trace
+    audit = (tmp / "audit.log").read_text()
+    assert '"mcp_method":"tools/call"' in audit
     secrets = {
         "access token": signed["access_token"], "refresh token": signed["refresh_token"], "code": signed["code"],
         "PKCE verifier": signed["verifier"], "password": PASSWORD, "upstream key": upstream_key,
@@ -827,3 +848,4 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
     }
     for what, secret in secrets.items():
         assert secret not in log, f"the {what} is in the log"
+        assert secret not in audit, f"the {what} is in the audit log"
