@@ -368,6 +368,17 @@ let package = Package(
             dependencies: ["GatewayPolicies", "GatewayConfig", "AuthorizationServer", .product(name: "NIOCore", package: "swift-nio")],
             path: "bench/PolicyBenchmark"
         ),
+        // The floor of a SwiftNIO relay, measured beside nginx and the gateway by bench/http_proxy.py
+        // (not part of the product).
+        .executableTarget(
+            name: "NIOFloor",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "bench/NIOFloor"
+        ),
         // Shared test support: the gateway in process from a gateway.yaml text, an echo upstream.
         .target(
             name: "GatewayTesting",

@@ -37,7 +37,7 @@ test: build
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
 bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster bench-peers
 
-# HTTP route: direct vs nginx proxy_pass vs mcp-gateway.
+# HTTP route: direct vs nginx proxy_pass vs the SwiftNIO floor (bench/NIOFloor) vs mcp-gateway.
 bench-http: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway

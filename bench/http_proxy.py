@@ -2,6 +2,9 @@
 (nginx answering a canned JSON-RPC result), measured direct, through nginx `proxy_pass` (the
 reference for a mature C proxy) and through mcp-gateway, all in one run on this machine.
 Also relays a 1 000-event SSE stream direct and through the gateway and compares per-event delay.
+When the NIOFloor product is built next to the gateway (`swift build -c release --product NIOFloor`),
+two SwiftNIO relays with nothing of the gateway's are measured in the same run: the floor of a
+proxy written with SwiftNIO, to tell SwiftNIO's own cost from the gateway's.
 
 Writes bench/results-http.md (and prints it). Usage: python bench/http_proxy.py --gateway PATH
 """
@@ -103,6 +106,7 @@ def main() -> int:
     parser.add_argument("--gateway-cpu", default="", help="pin the gateway to this CPU (taskset -c)")
     parser.add_argument("--log-level", default="warning", help="the gateway's log.level (info: with the access log)")
     parser.add_argument("--extra-log", default="", help="more log: keys, e.g. 'accessLog: false' (builds that know them)")
+    parser.add_argument("--floor", default="", help="the NIOFloor binary (default: next to --gateway, when built there)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -130,6 +134,20 @@ def main() -> int:
         sse_upstream = subprocess.Popen([sys.executable, str(sse_script), str(sse_port)])
         started.append(sse_upstream)
         wait_port(sse_port)
+
+        # SwiftNIO's floor (bench/NIOFloor): a byte relay and an HTTP/1 relay with nothing of the
+        # gateway's, each with as many event loops as the gateway has (one per core).
+        floor_binary = Path(args.floor) if args.floor else Path(args.gateway).resolve().parent / "NIOFloor"
+        floors = []
+        if floor_binary.exists():
+            for mode in ("tcp", "http"):
+                floor_port = free_port()
+                floor = subprocess.Popen([str(floor_binary), "--listen", str(floor_port), "--upstream", str(upstream_port), "--mode", mode], stdout=subprocess.DEVNULL)
+                started.append(floor)
+                wait_port(floor_port)
+                floors.append((f"SwiftNIO {mode} relay", f"http://127.0.0.1:{floor_port}/mcp", [floor.pid]))
+        else:
+            print(f"no {floor_binary} (swift build -c release --product NIOFloor): the SwiftNIO floor is not measured", file=sys.stderr)
 
         gateway_port = free_port()
         config = workdir / "gateway.yaml"
@@ -168,6 +186,7 @@ def main() -> int:
         targets = [
             ("direct", f"http://127.0.0.1:{upstream_port}/mcp", []),
             ("nginx", f"http://127.0.0.1:{proxy_port}/mcp", [proxy.pid]),
+            *floors,
             ("mcp-gateway", f"http://127.0.0.1:{gateway_port}/bench/mcp", [gateway.pid]),
         ]
         rows = []
@@ -217,6 +236,23 @@ def main() -> int:
             f"added p50 over direct {gw['p50'] - direct['p50']:.3f} ms (nginx: {ng['p50'] - direct['p50']:.3f} ms); "
             f"gateway req/s = {gw['rps'] / ng['rps']:.2f}× nginx's; errors {gw['errors']}"
         )
+    if floors:
+        lines += [
+            "",
+            "## The SwiftNIO floor",
+            "",
+            "CPU per request against nginx `proxy_pass`, for the two SwiftNIO relays of bench/NIOFloor (one kept-alive "
+            "upstream connection per client connection on its own event loop; `tcp`: bytes passed through unparsed; "
+            "`http`: NIOHTTP1's server pipeline and client codec, every part passed through unchanged) and for the "
+            "gateway, and the gateway against the HTTP relay:",
+            "",
+            "| concurrency | SwiftNIO tcp relay | SwiftNIO http relay | mcp-gateway | mcp-gateway / SwiftNIO http relay |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for connections in concurrencies:
+            ng = by[("nginx", connections)]["cpu_per_k"]
+            tcp, http, gw = (by[(name, connections)]["cpu_per_k"] for name in ("SwiftNIO tcp relay", "SwiftNIO http relay", "mcp-gateway"))
+            lines.append(f"| {connections} | {tcp / ng:.2f}× | {http / ng:.2f}× | {gw / ng:.2f}× | {gw / http:.2f}× |")
     lines += [
         "",
         "## SSE relay (1 000 events, one every 2 ms)",
