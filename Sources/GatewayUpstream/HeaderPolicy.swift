@@ -16,14 +16,25 @@ public enum HeaderPolicy {
         "x-forwarded-user", "x-forwarded-email", "x-forwarded-client-id",
     ]
 
+    /// The client headers that never reach an upstream as the client sent them: one set, so that
+    /// a name is hashed once per header.
+    static let neverForwarded: Set<String> = hopByHop.union(forwardingHeaders)
+
     /// A header name as servers that fold `_` into `-` (CGI, many frameworks) read it: lower case,
     /// underscores as dashes. Removal decisions compare this form, so `X_Forwarded_User` cannot
     /// ride next to the `X-Forwarded-User` the gateway sets.
     public static func folded(_ name: String) -> String {
-        let folded = name.lowercased()
-        // Byte search: `String.contains(String)` goes through Foundation, per header, per request.
-        guard folded.utf8.contains(UInt8(ascii: "_")) else { return folded }
-        return folded.replacingOccurrences(of: "_", with: "-")
+        foldedLowercase(name.lowercased())
+    }
+
+    /// `folded` for a name already in lower case (an `HTTPField.Name`'s `canonicalName`).
+    static func foldedLowercase(_ lowercase: String) -> String {
+        // A search of the contiguous bytes: `String.contains(String)` goes through Foundation, and
+        // iterating the UTF-8 view costs ~15 instructions a byte, per header, per request.
+        let underscore = UInt8(ascii: "_")
+        let found = lowercase.utf8.withContiguousStorageIfAvailable { $0.contains(underscore) } ?? lowercase.utf8.contains(underscore)
+        guard found else { return lowercase }
+        return String(decoding: lowercase.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self)
     }
 
     /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`
@@ -42,13 +53,14 @@ public enum HeaderPolicy {
         let connectionListed = Set(fields[values: .connection].flatMap { $0.split(separator: ",") }.map {
             folded($0.trimmingCharacters(in: .whitespaces))
         })
-        let configured = Set(serviceHeaders.map { folded($0.name) })
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(fields.count + 4)
+        let configured = serviceHeaders.isEmpty ? [] : Set(serviceHeaders.map { folded($0.name) })
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(fields.count + 3 + serviceHeaders.count)
         for field in fields {
-            let name = folded(field.name.canonicalName)
-            if hopByHop.contains(name) || forwardingHeaders.contains(name) || connectionListed.contains(name)
-                || extraRemovals.contains(name) || configured.contains(name)
+            let name = foldedLowercase(field.name.canonicalName)
+            // The per-request and per-route sets are empty on most requests: no hashing for them.
+            if neverForwarded.contains(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
+                || (!extraRemovals.isEmpty && extraRemovals.contains(name)) || (!configured.isEmpty && configured.contains(name))
             {
                 continue
             }
@@ -56,32 +68,46 @@ public enum HeaderPolicy {
                 let kept = field.value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { cookie in
                     !cookiePrefixes.contains { cookie.lowercased().hasPrefix($0.lowercased()) }
                 }
-                if !kept.isEmpty { headers.add(name: field.name.rawName, value: kept.joined(separator: "; ")) }
+                if !kept.isEmpty { headers.append((field.name.rawName, kept.joined(separator: "; "))) }
                 continue
             }
-            headers.add(name: field.name.rawName, value: field.value)
+            headers.append((field.name.rawName, field.value))
         }
-        if let clientAddress { headers.add(name: "X-Forwarded-For", value: clientAddress) }
-        headers.add(name: "X-Forwarded-Proto", value: forwardedProto)
-        if let forwardedHost { headers.add(name: "X-Forwarded-Host", value: forwardedHost) }
+        if let clientAddress { headers.append(("X-Forwarded-For", clientAddress)) }
+        headers.append(("X-Forwarded-Proto", forwardedProto))
+        if let forwardedHost { headers.append(("X-Forwarded-Host", forwardedHost)) }
         for header in serviceHeaders {
-            headers.add(name: header.name, value: header.value)
+            headers.append((header.name, header.value))
         }
-        return headers
+        // Built in one go: `HTTPHeaders.add` scans each name for non-ASCII bytes once more, and
+        // every name here is an HTTP token already (an `HTTPField.Name`, the gateway's own, or a
+        // configured one the configuration checked).
+        return HTTPHeaders(headers)
     }
 
     /// Headers for the client response: the upstream's end-to-end headers, hop-by-hop removed.
     public static func clientResponseHeaders(from headers: HTTPHeaders) -> HTTPFields {
-        let connectionListed = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
+        var connectionListed: [String] = []
+        for (name, value) in headers where name.utf8.count == 10 && name.lowercased() == "connection" {
+            for token in value.utf8.split(separator: UInt8(ascii: ",")) {
+                // Optional whitespace around list members (RFC 9110 §5.6.1), trimmed without
+                // Foundation, which would bridge each token through NSString.
+                let isWhitespace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+                guard let first = token.firstIndex(where: { !isWhitespace($0) }), let last = token.lastIndex(where: { !isWhitespace($0) }) else { continue }
+                connectionListed.append(String(decoding: token[first...last], as: UTF8.self).lowercased())
+            }
+        }
         var fields = HTTPFields()
+        fields.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let lower = name.lowercased()
+            // `HTTPField.Name` checks the name and keeps its lower-case form: compared from there.
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            let lower = fieldName.canonicalName
             if lower == "content-length" {
                 // Kept: the body is relayed byte for byte, so the length still holds.
-            } else if hopByHop.contains(lower) || connectionListed.contains(lower) {
+            } else if hopByHop.contains(lower) || (!connectionListed.isEmpty && connectionListed.contains(lower)) {
                 continue
             }
-            guard let fieldName = HTTPField.Name(name) else { continue }
             fields.append(HTTPField(name: fieldName, value: value))
         }
         return fields
