@@ -49,6 +49,13 @@ bench-profile: build-release
     PATH="{{venv}}/bin:$PATH" {{python}} bench/profile.py --route stdio --call-graph --gateway .build/release/mcp-gateway
     PATH="{{venv}}/bin:$PATH" {{python}} bench/profile.py --operations --call-graph --gateway .build/release/mcp-gateway
 
+# `just bench-callgrind --baseline OLD_BINARY` adds an older build
+# (git worktree add /tmp/base <commit> && swift build -c release --package-path /tmp/base).
+# Instructions per proxied request under callgrind (not in `bench`): HTTP route, SwiftNIO floor, audit/metrics/rate limit off and on.
+bench-callgrind *args: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light valgrind redis-server
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/callgrind.py --gateway .build/release/mcp-gateway --operations {{args}}
+
 # Token check: the same HTTP route with auth: none and with a valid token.
 bench-auth: build-release
     bash scripts/ensure-apt.sh wrk nginx-light redis-server
