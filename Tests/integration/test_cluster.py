@@ -21,6 +21,9 @@ from mcp import Client, types
 
 from conftest import SERVERS, ManagedProcess, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
 
+# GatewayRedis: a connection that failed waits 50 ms, doubling up to this, before it tries again.
+REDIS_MAX_BACKOFF = 2.0
+
 STDIO_SERVER = str(SERVERS / "stdio_server.py")
 RAW_STDIO_SERVER = str(SERVERS / "raw_stdio_server.py")
 SECRET = "cluster-secret-for-tests-0123456789abcdef"
@@ -553,8 +556,15 @@ def test_three_instances_behind_round_robin_survive_a_kill_a_rolling_restart_and
         wait_until(lambda: len(load.failures("redis-down")) >= 3, what="calls failing while Redis is down")
         down = load.failures("redis-down")
         redis_server.restart(tmp_path)
+        back_at = time.monotonic()
         load.phase = "redis-back"
         load.advance(10, "calls after Redis is back")
+        # A Redis connection that failed while Redis was away answers 503 at once until its
+        # backoff (50 ms doubling to 2 s, GatewayRedis) has run out, then reconnects on the next
+        # call that needs it. Ten calls per worker can all land on connections that are back
+        # while another still waits, so calls go on until the longest backoff has passed.
+        wait_until(lambda: time.monotonic() - back_at > REDIS_MAX_BACKOFF + 0.5, what="the longest Redis reconnect backoff to pass")
+        load.advance(5, "calls past the longest Redis reconnect backoff")
         assert all("503" in detail or "unavailable" in detail.lower() or "Timeout" in detail for _, detail in down), down
         load.phase = "after"
         load.advance(5, "calls once recovered")
