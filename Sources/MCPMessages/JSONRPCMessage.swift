@@ -70,7 +70,9 @@ public struct JSONRPCMessage: Sendable {
                 }
                 method = name
             case "id": idRange = member.value
-            case "params": paramsRange = member.value
+            // The first, as `JSONScanner.member(named:)` finds it: every lookup under `params`
+            // starts here, so a body with two (only a non-strict one can have them) reads one way.
+            case "params": if paramsRange == nil { paramsRange = member.value }
             case "result": hasResult = true
             case "error": hasError = true
             default: continue
@@ -122,7 +124,7 @@ public struct JSONRPCMessage: Sendable {
     /// Raw JSON of the value at `path` (object keys from the top level), if present.
     public func value(at path: [String]) -> String? {
         bytes.withUnsafeReadableBytes { buffer -> String? in
-            guard let range = Self.range(of: path, in: buffer) else { return nil }
+            guard let range = range(of: path, in: buffer) else { return nil }
             return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[range]), as: UTF8.self)
         }
     }
@@ -142,14 +144,21 @@ public struct JSONRPCMessage: Sendable {
     /// The decoded string at `path`, if present and a string.
     public func string(at path: [String]) -> String? {
         bytes.withUnsafeReadableBytes { buffer -> String? in
-            guard let range = Self.range(of: path, in: buffer) else { return nil }
+            guard let range = range(of: path, in: buffer) else { return nil }
             return JSONScanner.string(buffer, in: range)
         }
     }
 
-    private static func range(of path: [String], in buffer: UnsafeRawBufferPointer) -> Range<Int>? {
+    private func range(of path: [String], in buffer: UnsafeRawBufferPointer) -> Range<Int>? {
         var range = 0..<buffer.count
-        for key in path {
+        var keys = path[...]
+        // `params` is where the parse found it: no walk over the envelope again.
+        if keys.first == "params" {
+            guard let paramsRange else { return nil }
+            range = paramsRange
+            keys = keys.dropFirst()
+        }
+        for key in keys {
             guard let value = JSONScanner.member(named: key, of: buffer, in: range) else { return nil }
             range = value
         }
@@ -249,7 +258,7 @@ extension JSONRPCMessage {
     /// member are kept as they are.
     public func removingParamsMeta(ifOnlyKeysWithPrefix prefix: String) -> JSONRPCMessage? {
         let cut: Range<Int>?? = bytes.withUnsafeReadableBytes { buffer -> Range<Int>?? in
-            guard let params = Self.range(of: ["params"], in: buffer), let metaValue = Self.range(of: ["params", "_meta"], in: buffer) else {
+            guard let params = range(of: ["params"], in: buffer), let metaValue = range(of: ["params", "_meta"], in: buffer) else {
                 return .some(nil)
             }
             guard let members = try? JSONScanner.members(of: buffer, in: metaValue), members.allSatisfy({ $0.key.hasPrefix(prefix) }) else {
@@ -271,7 +280,7 @@ extension JSONRPCMessage {
     /// at the start of its `result` object; nil when `result` is not an object.
     public func insertingIntoResult(_ members: String) -> ByteBuffer? {
         let position: (Int, Bool)? = bytes.withUnsafeReadableBytes { buffer in
-            guard let result = Self.range(of: ["result"], in: buffer), result.count >= 2, buffer[result.lowerBound] == UInt8(ascii: "{") else { return nil }
+            guard let result = range(of: ["result"], in: buffer), result.count >= 2, buffer[result.lowerBound] == UInt8(ascii: "{") else { return nil }
             let empty = (try? JSONScanner.members(of: buffer, in: result))?.isEmpty ?? false
             return (result.lowerBound + 1, empty)
         }
@@ -289,7 +298,7 @@ extension JSONRPCMessage {
     /// The message with the value at `path` (an existing member, e.g. `params.name`) replaced by
     /// `rawJSON`; every other byte kept. Nil when there is no such member.
     public func replacingValue(at path: [String], withRawJSON rawJSON: String) -> JSONRPCMessage? {
-        let found: Range<Int>? = bytes.withUnsafeReadableBytes { Self.range(of: path, in: $0) }
+        let found: Range<Int>? = bytes.withUnsafeReadableBytes { range(of: path, in: $0) }
         guard let found else { return nil }
         var spliced = ByteBuffer()
         spliced.reserveCapacity(bytes.readableBytes - found.count + rawJSON.utf8.count)
@@ -302,7 +311,7 @@ extension JSONRPCMessage {
 
     /// Whether `result` has a member named `key`.
     public func resultHasMember(_ key: String) -> Bool {
-        bytes.withUnsafeReadableBytes { Self.range(of: ["result", key], in: $0) != nil }
+        bytes.withUnsafeReadableBytes { range(of: ["result", key], in: $0) != nil }
     }
 
     /// The byte span of the member `"key": value` inside `container`, including one adjacent comma.

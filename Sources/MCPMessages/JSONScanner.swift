@@ -29,9 +29,8 @@ public struct JSONScanner {
     /// no further than that member (keys compared as bytes; decoded only when escaped). Nil when
     /// `range` is not an object or has no such member.
     public static func member(named key: String, of bytes: UnsafeRawBufferPointer, in range: Range<Int>) -> Range<Int>? {
-        var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
-        scanner.skipWhitespace()
-        return try? scanner.findMember(Array(key.utf8))
+        var key = key  // `withUTF8` reads the name's own bytes: no array of them per lookup
+        return key.withUTF8 { name in member(named: name, of: bytes, in: range) }
     }
 
     /// `member(named:of:in:)` for a name given as UTF-8 bytes.
@@ -141,11 +140,6 @@ public struct JSONScanner {
                 if separator == UInt8(ascii: "}") { return }
                 guard separator == UInt8(ascii: ",") else { throw .invalidJSON(offset: position - 1) }
             }
-        }
-
-        /// The value range of the first member named `key` (UTF-8) of the object at the cursor.
-        mutating func findMember(_ key: [UInt8]) throws(Failure) -> Range<Int>? {
-            try key.withUnsafeBufferPointer { key throws(Failure) in try findMember(key) }
         }
 
         mutating func findMember(_ key: UnsafeBufferPointer<UInt8>) throws(Failure) -> Range<Int>? {

@@ -167,4 +167,39 @@ import Testing
         #expect(message.string(at: ["params", "arguments", "name"]) == "no")
         #expect(message.string(at: ["params", "missing"]) == nil)
     }
+
+    /// Lookups under `params` start where the parse found it: they must read what a walk from
+    /// the top reads, whatever stands before or after `params`, and when there are two `params`
+    /// (which only a body that skipped the strict check can have), all of them read the first.
+    @Test func lookupsUnderParamsReadWhatAWalkFromTheTopReads() throws {
+        let bodies = [
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_time","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            #"{"params":{"name":"first in the body"},"jsonrpc":"2.0","id":"x","method":"tools/call"}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"escaped key"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"first"},"params":{"name":"second","requestState":"s"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1,2]}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        ]
+        for body in bodies {
+            let message = try JSONRPCMessage(parsing: body)
+            let bytes = Array(body.utf8)
+            bytes.withUnsafeBytes { buffer in
+                func walk(_ path: [String]) -> String? {
+                    var range = 0..<buffer.count
+                    for key in path {
+                        guard let found = JSONScanner.member(named: key, of: buffer, in: range) else { return nil }
+                        range = found
+                    }
+                    return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[range]), as: UTF8.self)
+                }
+                for path in [["params"], ["params", "name"], ["params", "requestState"], ["params", "_meta", "io.modelcontextprotocol/protocolVersion"], ["method"]] {
+                    #expect(message.value(at: path) == walk(path), "\(path) in \(body)")
+                }
+                #expect(message.paramString("name") == message.string(at: ["params", "name"]), "\(body)")
+            }
+        }
+        let twice = try JSONRPCMessage(parsing: bodies[3])
+        #expect(twice.paramString("name") == "first")
+        #expect(twice.value(at: ["params", "requestState"]) == nil)
+    }
 }
