@@ -85,17 +85,22 @@ public enum HeaderPolicy {
         return HTTPHeaders(headers)
     }
 
+    /// The members of a comma-separated header list, lower case, with the optional whitespace
+    /// around them (RFC 9110 §5.6.1) trimmed and empty ones dropped; without Foundation, which
+    /// would bridge each member through NSString.
+    static func listMembers(_ value: String) -> [String] {
+        let isWhitespace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        return value.utf8.split(separator: UInt8(ascii: ",")).compactMap { member in
+            guard let first = member.firstIndex(where: { !isWhitespace($0) }), let last = member.lastIndex(where: { !isWhitespace($0) }) else { return nil }
+            return String(decoding: member[first...last], as: UTF8.self).lowercased()
+        }
+    }
+
     /// Headers for the client response: the upstream's end-to-end headers, hop-by-hop removed.
     public static func clientResponseHeaders(from headers: HTTPHeaders) -> HTTPFields {
         var connectionListed: [String] = []
         for (name, value) in headers where name.utf8.count == 10 && name.lowercased() == "connection" {
-            for token in value.utf8.split(separator: UInt8(ascii: ",")) {
-                // Optional whitespace around list members (RFC 9110 §5.6.1), trimmed without
-                // Foundation, which would bridge each token through NSString.
-                let isWhitespace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-                guard let first = token.firstIndex(where: { !isWhitespace($0) }), let last = token.lastIndex(where: { !isWhitespace($0) }) else { continue }
-                connectionListed.append(String(decoding: token[first...last], as: UTF8.self).lowercased())
-            }
+            connectionListed += listMembers(value)
         }
         var fields = HTTPFields()
         fields.reserveCapacity(headers.count)

@@ -193,10 +193,6 @@ extension GatewayPipeline {
     }
 }
 
-/// The connection's last token and the token check's answer for it on one route, until the gate
-/// itself would check again: a client presents the same token request after request, and the
-/// exact same header on the same compiled route (one configuration generation) within that time
-/// gets the same answer without hashing the token again.
 /// Where a connection's last fast-relayed request was routed: the next one with the same
 /// authority and path (query included, as sent) under the same configuration goes there without
 /// routing it again. Kept only when the entry point's rules read nothing but host and path
@@ -227,6 +223,10 @@ struct RouteMemo {
     }
 }
 
+/// The connection's last token and the token check's answer for it on one route, until the gate
+/// itself would check again: a client presents the same token request after request, and the
+/// exact same header on the same compiled route (one configuration generation) within that time
+/// gets the same answer without hashing the token again.
 struct TokenMemo {
     private var authorization = ""
     private weak var route: CompiledRoute?
