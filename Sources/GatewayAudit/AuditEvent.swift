@@ -213,35 +213,56 @@ public enum JSONText {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T13:29:56.500Z`.
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T13:29:56.500Z`. Written on every
+    /// audit line and JSON log line: the civil date is computed from the day number (no
+    /// `gmtime_r`), and the 24 bytes are appended at once.
     public static func appendTimestamp(_ date: Date, to out: inout [UInt8]) {
         let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        var whole = time_t(totalMillis / 1000)
-        var parts = tm()
-        gmtime_r(&whole, &parts)
-        func digits(_ value: Int64, _ width: Int) {
-            var divisor: Int64 = 1
-            for _ in 1..<width { divisor *= 10 }
-            var rest = max(0, value)
-            while divisor > 0 {
-                out.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
-                rest %= divisor
-                divisor /= 10
+        let (days, millisOfDay) = floorDivision(totalMillis, 86_400_000)
+        let (year, month, day) = civilDate(daysSince1970: days)
+        let secondsOfDay = millisOfDay / 1000
+        var text: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                   UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, UInt8(ascii: "-"), 0, 0, UInt8(ascii: "-"), 0, 0, UInt8(ascii: "T"), 0,
+             0, UInt8(ascii: ":"), 0, 0, UInt8(ascii: ":"), 0, 0, UInt8(ascii: "."), 0, 0, 0, UInt8(ascii: "Z"))
+        withUnsafeMutableBytes(of: &text) { bytes in
+            func put(_ value: Int64, at offset: Int, width: Int) {
+                var rest = max(0, value)
+                var index = offset + width - 1
+                while index >= offset {
+                    bytes[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                    index -= 1
+                }
             }
+            put(year, at: 0, width: 4)
+            put(month, at: 5, width: 2)
+            put(day, at: 8, width: 2)
+            put(secondsOfDay / 3600, at: 11, width: 2)
+            put(secondsOfDay / 60 % 60, at: 14, width: 2)
+            put(secondsOfDay % 60, at: 17, width: 2)
+            put(millisOfDay % 1000, at: 20, width: 3)
+            out.append(contentsOf: UnsafeRawBufferPointer(bytes))
         }
-        digits(Int64(parts.tm_year) + 1900, 4)
-        out.append(UInt8(ascii: "-"))
-        digits(Int64(parts.tm_mon) + 1, 2)
-        out.append(UInt8(ascii: "-"))
-        digits(Int64(parts.tm_mday), 2)
-        out.append(UInt8(ascii: "T"))
-        digits(Int64(parts.tm_hour), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int64(parts.tm_min), 2)
-        out.append(UInt8(ascii: ":"))
-        digits(Int64(parts.tm_sec), 2)
-        out.append(UInt8(ascii: "."))
-        digits(totalMillis % 1000, 3)
-        out.append(UInt8(ascii: "Z"))
+    }
+
+    /// Quotient and remainder rounded toward negative infinity (instants before 1970).
+    private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
+        let remainder = value % divisor
+        return remainder < 0 ? (value / divisor - 1, remainder + divisor) : (value / divisor, remainder)
+    }
+
+    /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+    /// `civil_from_days`).
+    static func civilDate(daysSince1970 days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }

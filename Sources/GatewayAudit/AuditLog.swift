@@ -22,6 +22,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private let pending = Mutex<(bytes: [UInt8], scheduled: Bool)>(([], false))
     /// How long lines gather before they are written: what a crash of the process can lose.
     static let batchWindow = DispatchTimeInterval.milliseconds(10)
+    /// Room for a usual `mcp.request` line (longer ones grow once).
+    static let lineCapacity = 512
 
     /// Told after each write to the file (tests wait on it rather than on time).
     private let afterWrite: (@Sendable () -> Void)?
@@ -53,8 +55,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func recordLine(_ encode: (inout [UInt8]) -> Void) {
+        // Encoded before the lock is taken: every event loop records lines, and a lock held
+        // for the encoding (a few microseconds) is one they queue on. Held for a copy only.
+        var line = [UInt8]()
+        line.reserveCapacity(Self.lineCapacity)
+        encode(&line)
         let schedule = pending.withLock { pending -> Bool in
-            encode(&pending.bytes)
+            pending.bytes.append(contentsOf: line)
             defer { pending.scheduled = true }
             return !pending.scheduled
         }

@@ -72,20 +72,33 @@ package struct RateLimiter: RouteMiddleware {
         let tool = request.call.method == "tools/call" && !configuration.tools.isEmpty ? request.call.target : nil
         let (pattern, limit) = configuration.limit(forTool: tool)
         let (kind, whose) = caller(of: request)
-        // One allocation: the key's length is known before it is written.
-        var key = String()
-        key.reserveCapacity(keyPrefix.utf8.count + request.router.utf8.count + (pattern.map { $0.utf8.count + 7 } ?? 3) + kind.utf8.count + whose.utf8.count)
-        key += keyPrefix
-        key += request.router
-        if let pattern {
-            key += ":tool:"
-            key += pattern
-            key += ":"
-        } else {
-            key += ":*:"
+        var length = keyPrefix.utf8.count + request.router.utf8.count + kind.utf8.count + whose.utf8.count
+        length += pattern.map { $0.utf8.count + 7 } ?? 3
+        // One allocation of the exact length, written once (appending piece by piece costs a
+        // capacity and uniqueness check per piece, on every request).
+        let key = String(unsafeUninitializedCapacity: length) { buffer in
+            var written = 0
+            func put(_ text: String) {
+                var text = text
+                text.withUTF8 { bytes in
+                    guard written + bytes.count <= buffer.count else { return }
+                    _ = UnsafeMutableBufferPointer(rebasing: buffer[written..<written + bytes.count]).initialize(fromContentsOf: bytes)
+                    written += bytes.count
+                }
+            }
+            put(keyPrefix)
+            put(request.router)
+            if let pattern {
+                put(":tool:")
+                put(pattern)
+                put(":")
+            } else {
+                put(":*:")
+            }
+            put(kind)
+            put(whose)
+            return written
         }
-        key += kind
-        key += whose
         return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
     }
 

@@ -10,6 +10,7 @@ import Logging
 import MCPMessages
 package import MCPTransport
 import NIOCore
+import Synchronization
 import Testing
 
 /// The rate-limit middleware on the memory store, and on a store that cannot answer.
@@ -169,6 +170,62 @@ import Testing
         let allow = RateLimiterTests.limiter(RateLimitConfiguration(limit: .init(average: 1), onStoreError: .allow), store: UnavailableStore())
         #expect(await Self.decide(allow, RateLimiterTests.request(alice)) == nil)
     }
+}
+
+/// The store key each request counts against: one per router, allowance and caller, written in
+/// full (keys are built byte by byte on every request).
+@Suite struct RateLimiterKeyTests {
+    @Test func eachAllowanceHasItsOwnKeyWrittenInFull() throws {
+        let store = KeyRecordingStore()
+        let limiter = RateLimiter(name: "limit", configuration: RateLimitConfiguration(
+            limit: .init(average: 5, period: .seconds(60)), tools: [("delete_*", .init(average: 1, period: .seconds(60)))]
+        ), store: store)
+        let alice = try RateLimiterTests.caller("local:alice"), someone = try RateLimiterTests.caller("github:Zoë-ünïcödé-😀")
+        for request in [
+            RateLimiterTests.request(alice), RateLimiterTests.request(alice, tool: "delete_all"), RateLimiterTests.request(alice, tool: "read"),
+            RateLimiterTests.request(nil, ip: "192.0.2.7"), RateLimiterTests.request(someone),
+        ] {
+            guard case .proceed = limiter.admitNow(request) else {
+                Issue.record("the recording store admits every request")
+                return
+            }
+        }
+        #expect(store.keys.withLock { $0 } == [
+            "ratelimit:mw:limit:r:*:user:local:alice",
+            "ratelimit:mw:limit:r:tool:delete_*:user:local:alice",
+            "ratelimit:mw:limit:r:*:user:local:alice",
+            "ratelimit:mw:limit:r:*:ip:" + ClientAddress.limitKey("192.0.2.7"),
+            "ratelimit:mw:limit:r:*:user:github:Zoë-ünïcödé-😀",
+        ])
+    }
+}
+
+/// Admits every request and remembers the key it counted against.
+final class KeyRecordingStore: KeyValueStore, CallbackRateLimiting, Sendable {
+    let keys = Mutex<[String]>([])
+
+    func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
+        keys.withLock { $0.append(key) }
+        return .decided(RateLimitDecision(allowed: true, remaining: 1, retryAfter: .zero, resetAfter: .zero))
+    }
+
+    func rateLimit(asking: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
+        completion(.failure(.unavailable("not asked")))
+    }
+
+    func get(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("unused") }
+    func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { throw .unavailable("unused") }
+    func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool { throw .unavailable("unused") }
+    func take(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("unused") }
+    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool { throw .unavailable("unused") }
+    func delete(_ keys: [String]) async throws(StoreError) -> Int { throw .unavailable("unused") }
+    func increment(_ key: String, window: Duration) async throws(StoreError) -> Int { throw .unavailable("unused") }
+    func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision { throw .unavailable("unused") }
+    func timeToLive(_ key: String) async throws(StoreError) -> Duration? { throw .unavailable("unused") }
+    func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) { throw .unavailable("unused") }
+    func setMembers(_ key: String) async throws(StoreError) -> [String] { throw .unavailable("unused") }
+    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { throw .unavailable("unused") }
+    func ping() async throws(StoreError) { throw .unavailable("unused") }
 }
 
 extension GatewayError: Equatable {
