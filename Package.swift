@@ -70,6 +70,7 @@ let package = Package(
             dependencies: [
                 "CHiredis",
                 "GatewayStore",
+                "ThreadShards",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -216,8 +217,10 @@ let package = Package(
         // writer that SIGUSR1 reopens) and `log.format: json`.
         .target(
             name: "GatewayAudit",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: ["ThreadShards", .product(name: "Logging", package: "swift-log")]
         ),
+        // State kept per thread, for what every event loop updates on every request (pure).
+        .target(name: "ThreadShards"),
         // What operators do to the state: clients, sessions, users (the admin CLI and page).
         .target(
             name: "GatewayAdmin",
@@ -247,6 +250,7 @@ let package = Package(
         .target(
             name: "GatewayMetrics",
             dependencies: [
+                "ThreadShards",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
@@ -339,6 +343,7 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayRoutingTests", dependencies: ["GatewayRouting"]),
         .testTarget(name: "GatewayMetricsTests", dependencies: ["GatewayMetrics"]),
+        .testTarget(name: "ThreadShardsTests", dependencies: ["ThreadShards"]),
         .testTarget(name: "GatewayPagesTests", dependencies: ["GatewayPages"]),
         .testTarget(name: "MCPAggregationTests", dependencies: ["MCPAggregation", "GatewayConfig"]),
         .testTarget(name: "GatewayPoliciesTests", dependencies: ["GatewayPolicies", "GatewayConfig", "AuthorizationServer", "MCPMessages", .product(name: "NIOCore", package: "swift-nio")]),

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 public import Logging
 import Synchronization
+import ThreadShards
 
 /// The audit log file (`audit.file`, or "-" for standard output). Lines are never written on the
 /// caller's thread (an event loop, a request task): they are appended to a buffer, and one serial
@@ -18,8 +19,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var handle: FileHandle?
     private var lastProblemReport: Date?
     private var signalSource: (any DispatchSourceSignal)?
-    /// Lines recorded and not yet handed to the writer, and whether a write of them is scheduled.
-    private let pending = Mutex<(bytes: [UInt8], scheduled: Bool)>(([], false))
+    /// Lines recorded and not yet handed to the writer: one batch per thread (each event loop
+    /// records a line per request; one shared batch was written from both cores every time). A
+    /// write takes every thread's batch in turn, so lines of one batch window from different
+    /// threads are grouped by thread, not interleaved by time (each line has its `time`).
+    private let pending = PerThread<[UInt8]> { [] }
+    /// Whether a write of what is pending is scheduled: one for all threads' batches. Cleared
+    /// by the write before it takes the batches, so a line added after it took one schedules
+    /// the next write.
+    private let scheduled = Atomic<Bool>(false)
     /// How long lines gather before they are written: what a crash of the process can lose.
     static let batchWindow = DispatchTimeInterval.milliseconds(10)
     /// Room for a usual `mcp.request` line (longer ones grow once).
@@ -60,12 +68,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         var line = [UInt8]()
         line.reserveCapacity(Self.lineCapacity)
         encode(&line)
-        let schedule = pending.withLock { pending -> Bool in
-            pending.bytes.append(contentsOf: line)
-            defer { pending.scheduled = true }
-            return !pending.scheduled
-        }
-        if schedule {
+        pending.withLock { $0.append(contentsOf: line) }
+        // Read first: the flag changes once a batch window, and only its first reader writes it.
+        if !scheduled.load(ordering: .acquiring), scheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
             queue.asyncAfter(deadline: .now() + Self.batchWindow) { self.writePending() }
         }
     }
@@ -77,13 +82,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     /// On `queue`.
     private func writePending() {
-        let bytes = pending.withLock { pending -> [UInt8] in
-            pending.scheduled = false
+        scheduled.store(false, ordering: .releasing)
+        var bytes = [UInt8]()
+        pending.forEach { pending in
+            guard !pending.isEmpty else { return }
+            bytes.append(contentsOf: pending)
             // The next batch starts with room for as much as this one (no regrowing per line).
-            var taken = [UInt8]()
-            taken.reserveCapacity(pending.bytes.count)
-            swap(&taken, &pending.bytes)
-            return taken
+            pending.removeAll(keepingCapacity: true)
         }
         guard !bytes.isEmpty else { return }
         write(bytes)

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Prometheus
 import Synchronization
+import ThreadShards
 
 /// The gateway's Prometheus series, recorded through swift-metrics and rendered by
 /// swift-prometheus. Handed to the stages that see each event; nil where metrics are off, so an
@@ -74,6 +75,63 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
+    // MARK: observations folded in batches
+
+    /// Per-request observations made on one thread since they were last folded into the shared
+    /// series. Each event loop records two durations and a count per request: into the shared
+    /// histograms directly, both cores wrote the same locks and buckets every time. A thread folds
+    /// its observations in every `foldEvery`; a scrape folds every thread's first, so it shows
+    /// every observation made before it.
+    private struct Unfolded: Sendable {
+        var durations: [(histogram: CoreMetrics.Recorder, seconds: Double)] = []
+        var counts: [CoreMetrics.Counter] = []
+    }
+    private let unfolded = PerThread<Unfolded> { Unfolded() }
+    static let foldEvery = 64
+
+    private func observe(_ histogram: CoreMetrics.Recorder, _ duration: Duration) {
+        let seconds = duration.histogramSeconds
+        let full = unfolded.withLock { unfolded -> Unfolded? in
+            unfolded.durations.append((histogram, seconds))
+            return unfolded.durations.count >= Self.foldEvery ? Self.take(&unfolded) : nil
+        }
+        if let full { Self.fold(full) }
+    }
+
+    private func count(_ counter: CoreMetrics.Counter) {
+        let full = unfolded.withLock { unfolded -> Unfolded? in
+            unfolded.counts.append(counter)
+            return unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
+        }
+        if let full { Self.fold(full) }
+    }
+
+    /// What `unfolded` held, leaving it empty with the same room.
+    private static func take(_ unfolded: inout Unfolded) -> Unfolded {
+        let taken = unfolded
+        unfolded.durations.removeAll(keepingCapacity: true)
+        unfolded.counts.removeAll(keepingCapacity: true)
+        return taken
+    }
+
+    /// Recorded outside the thread's lock (the series have their own).
+    private static func fold(_ taken: Unfolded) {
+        for (histogram, seconds) in taken.durations { histogram.record(seconds) }
+        for counter in taken.counts { counter.increment() }
+    }
+
+    /// Every thread's observations into the shared series (before a scrape renders them).
+    private func foldAll() {
+        var everything = Unfolded()
+        unfolded.forEach { unfolded in
+            everything.durations.append(contentsOf: unfolded.durations)
+            everything.counts.append(contentsOf: unfolded.counts)
+            unfolded.durations.removeAll(keepingCapacity: true)
+            unfolded.counts.removeAll(keepingCapacity: true)
+        }
+        Self.fold(everything)
+    }
+
     // MARK: what the stages record
 
     /// The handles one connection recorded with last, by the values they were asked for: its
@@ -93,17 +151,17 @@ public final class GatewayMetrics: Sendable {
         // these values stands for them as long as this instance runs.
         if let last = handles.operation, last.method == method, last.router == router, last.errorType == errorType,
            method != "tools/call" || last.tool == tool {
-            return last.histogram.record(duration.histogramSeconds)
+            return observe(last.histogram, duration)
         }
         let histogram = operationHistogram(method: method, tool: tool, router: router, errorType: errorType)
         handles.operation = (method, tool, router, errorType, histogram)
-        histogram.record(duration.histogramSeconds)
+        observe(histogram, duration)
     }
 
     /// `request(router:status:)` through a connection's handles.
     public func request(router: String, status: Int, handles: inout LocalHandles) {
         let code = Self.statusClass(status)
-        if let last = handles.request, last.code == code, last.router == router { return last.counter.increment() }
+        if let last = handles.request, last.code == code, last.router == router { return count(last.counter) }
         let counter = requestCounter(router: router, code: code)
         handles.request = (router, code, counter)
         counter.increment()
@@ -111,16 +169,16 @@ public final class GatewayMetrics: Sendable {
 
     /// `upstream(service:duration:)` through a connection's handles.
     public func upstream(service: String, duration: Duration, handles: inout LocalHandles) {
-        if let last = handles.upstream, last.service == service { return last.histogram.record(duration.histogramSeconds) }
+        if let last = handles.upstream, last.service == service { return observe(last.histogram, duration) }
         let histogram = upstreamHistogram(service: service)
         handles.upstream = (service, histogram)
-        histogram.record(duration.histogramSeconds)
+        observe(histogram, duration)
     }
 
     /// One MCP request through a router: the OpenTelemetry MCP semantic conventions' operation
     /// duration. `errorType`: the JSON-RPC error code or the HTTP status of a failed request.
     public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration) {
-        operationHistogram(method: method, tool: tool, router: router, errorType: errorType).record(duration.histogramSeconds)
+        observe(operationHistogram(method: method, tool: tool, router: router, errorType: errorType), duration)
     }
 
     private func operationHistogram(method: String, tool: String?, router: String, errorType: String?) -> CoreMetrics.Recorder {
@@ -139,7 +197,7 @@ public final class GatewayMetrics: Sendable {
 
     /// Every request an entry point answered, by router (empty: the gateway's own endpoints).
     public func request(router: String, status: Int) {
-        requestCounter(router: router, code: Self.statusClass(status)).increment()
+        count(requestCounter(router: router, code: Self.statusClass(status)))
     }
 
     private func requestCounter(router: String, code: String) -> CoreMetrics.Counter {
@@ -154,7 +212,7 @@ public final class GatewayMetrics: Sendable {
 
     /// How long the upstream took to answer (the response head, or the stdio child's reply).
     public func upstream(service: String, duration: Duration) {
-        upstreamHistogram(service: service).record(duration.histogramSeconds)
+        observe(upstreamHistogram(service: service), duration)
     }
 
     private func upstreamHistogram(service: String) -> CoreMetrics.Recorder {
@@ -221,6 +279,7 @@ public final class GatewayMetrics: Sendable {
 
     /// The text exposition format, after the snapshot's values are written.
     public func exposition(_ snapshot: Snapshot) -> [UInt8] {
+        foldAll()
         let now = ContinuousClock.now
         var sessions = Dictionary(uniqueKeysWithValues: snapshot.routers.map { ($0, 0) })
         openSessions.withLock { open in

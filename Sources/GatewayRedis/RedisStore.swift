@@ -4,6 +4,7 @@ import Foundation
 package import NIOCore
 import NIOPosix
 import Synchronization
+import ThreadShards
 
 /// ``KeyValueStore`` on Redis through hiredis: a small pool of connections, each on its own
 /// thread, every key under `keyPrefix`.
@@ -45,8 +46,14 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         return {1, available - granted, 0, nextTat - now, granted}
         """
 
-    /// Tokens this instance took ahead of use for hot keys (limits with a burst of 32 or more).
-    private let reserves = Mutex(RateLimitReserves())
+    /// Tokens this instance took ahead of use for hot keys (limits with a burst of 32 or more):
+    /// a table per event loop, so the loops (each checking a limit on every request the fast
+    /// relay carries) do not write one shared table from both cores, and one for checks made in
+    /// tasks (which move between threads). An ask's reply goes to the table it was taken from.
+    private let loopReserves = PerThread { RateLimitReserves() }
+    private let taskReserves = Mutex(RateLimitReserves())
+    /// `RateLimitAsk.origin` of an ask taken from `taskReserves`.
+    private static let taskTable = -1
 
     public convenience init?(url: String, keyPrefix: String, connections: Int = 4, timeout: Duration = .seconds(2)) {
         self.init(url: url, keyPrefix: keyPrefix, connections: connections, timeout: timeout, clock: { .now() })
@@ -153,9 +160,10 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     public func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
         let now = Self.milliseconds()
         let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
-        switch reserves.withLock({ $0.take(key, interval: interval, burst: burst, now: now) }) {
+        let table = MultiThreadedEventLoopGroup.currentEventLoop == nil ? Self.taskTable : loopReserves.currentIndex
+        switch withReserves(table, { $0.take(key, interval: interval, burst: burst, now: now) }) {
         case .ask(let count):
-            return .ask(RateLimitAsk(key: key, interval: interval, burst: burst, wanted: count, now: now))
+            return .ask(RateLimitAsk(key: key, interval: interval, burst: burst, wanted: count, now: now, origin: table))
         case .admitted(let left):
             return .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
         case .refused(let retryAfter):
@@ -175,7 +183,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
               let retry = values[2].integer, let reset = values[3].integer, let granted = values[4].integer
         else { throw .rejected("unexpected reply to the rate limit script") }
         let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
-        reserves.withLock { reserves in
+        withReserves(ask.origin) { reserves in
             if decision.allowed {
                 reserves.granted(ask.key, interval: ask.interval, burst: ask.burst, granted: Int(granted), asked: ask.wanted, now: ask.now)
             } else {
@@ -183,6 +191,10 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
             }
         }
         return decision
+    }
+
+    private func withReserves<Result>(_ table: Int, _ body: (inout RateLimitReserves) -> Result) -> Result {
+        table == Self.taskTable ? taskReserves.withLock { body(&$0) } : loopReserves.withLock(at: table) { body(&$0) }
     }
 
     /// This process's monotonic clock in milliseconds (reserves lapse by it).

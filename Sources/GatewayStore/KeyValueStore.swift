@@ -78,13 +78,16 @@ public struct RateLimitAsk: Sendable {
     public let burst: Int
     public let wanted: Int
     public let now: Int64
+    /// The store's own note of where the ask was taken (e.g. which reserve table), for the reply.
+    public let origin: Int
 
-    public init(key: String, interval: Int64, burst: Int, wanted: Int, now: Int64) {
+    public init(key: String, interval: Int64, burst: Int, wanted: Int, now: Int64, origin: Int = 0) {
         self.key = key
         self.interval = interval
         self.burst = burst
         self.wanted = wanted
         self.now = now
+        self.origin = origin
     }
 }
 

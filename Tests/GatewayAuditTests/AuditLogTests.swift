@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAudit
 import Logging
+import Synchronization
 import Testing
 
 @Suite struct AuditLogTests {
@@ -35,6 +36,35 @@ import Testing
         #expect(seen.count == 2000)
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    /// Lines recorded in a burst are written together: one write per batch window, not per line
+    /// (a write per line is a wake-up of the writer and a system call on every request).
+    @Test func aBurstOfLinesIsWrittenInAFewWrites() async throws {
+        let path = temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let writes = Mutex(0)
+        let log = AuditLog(path: path, logger: Logger(label: "test"), afterWrite: { writes.withLock { $0 += 1 } })
+        let started = ContinuousClock.now
+        // Two threads at once, as two event loops.
+        let group = DispatchGroup()
+        for half in 0..<2 {
+            group.enter()
+            Thread {
+                for index in 0..<500 {
+                    log.record(AuditEvent("mcp.request", [("index", .integer(Int64(half * 500 + index)))]))
+                }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        let elapsed = ContinuousClock.now - started
+        log.flush()
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.split(separator: "\n").count == 1000)
+        // A write per batch window that passed while recording, and the flush's.
+        let windows = Int(elapsed / .milliseconds(10)) + 2
+        #expect(writes.withLock { $0 } <= windows, "\(writes.withLock { $0 }) writes for 1000 lines in \(elapsed)")
     }
 
     @Test func linesAreWrittenWithoutAFlushWithinTheBatchWindow() async throws {
