@@ -34,6 +34,12 @@ def own_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def own_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU of one process (its children excluded), apart."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
 def tree_cpu_seconds(pids: list[int]) -> float:
     """User+system CPU of the given processes and all their live descendants."""
     total, seen, frontier = 0.0, set(), list(pids)

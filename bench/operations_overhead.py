@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from auth_overhead import PASSWORD, token_for  # noqa: E402
-from common import free_port, machine_line, own_cpu_seconds, run_wrk, wait_port, write_results  # noqa: E402
+from common import free_port, machine_line, own_cpu_split, run_wrk, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 
 
@@ -129,13 +129,14 @@ def main() -> int:
                     for name, (process, base, token) in gateways.items():
                         env = {"MCPGW_TOKEN": token}
                         run_wrk(base + "/locked/mcp", connections, 2, script, env)  # warm-up
-                        before_cpu, (before_total, before_trips) = own_cpu_seconds(process.pid), redis_counts(redis_port)
+                        before_cpu, (before_total, before_trips) = own_cpu_split(process.pid), redis_counts(redis_port)
                         result = run_wrk(base + "/locked/mcp", connections, args.seconds, script, env)
-                        cpu = own_cpu_seconds(process.pid) - before_cpu
+                        after_cpu = own_cpu_split(process.pid)
+                        user, system = after_cpu[0] - before_cpu[0], after_cpu[1] - before_cpu[1]
                         after_total, after_trips = redis_counts(redis_port)
                         requests = max(1, result["requests"])
                         samples.setdefault((connections, name), []).append({
-                            **result, "cpu_us": cpu / requests * 1e6, "redis_per_request": (after_total - before_total - 1) / requests,
+                            **result, "cpu_us": (user + system) / requests * 1e6, "user_us": user / requests * 1e6, "sys_us": system / requests * 1e6, "redis_per_request": (after_total - before_total - 1) / requests,
                             "trips_per_request": (after_trips - before_trips - 1) / requests,  # the INFO call itself
                         })
         finally:
@@ -152,15 +153,15 @@ def main() -> int:
         "build) to nginx answering a canned result. Both gateways share one Redis (own key prefixes); only the audit log "
         "(arguments off), `metrics.prometheus` and a `rateLimit` middleware differ. Gateway CPU from /proc; Redis commands "
         "from `INFO commandstats`.", "",
-        "| c | configuration | req/s | p50 ms | errors | gateway CPU µs/req | Redis round trips/req | Redis commands/req (incl. in scripts) |",
+        "| c | configuration | req/s | p50 ms | errors | gateway CPU µs/req (user + system) | Redis round trips/req | Redis commands/req (incl. in scripts) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     medians = {}
     for (connections, name), cells in samples.items():
-        median = {key: statistics.median(cell[key] for cell in cells) for key in ("rps", "p50", "cpu_us", "redis_per_request", "trips_per_request")}
+        median = {key: statistics.median(cell[key] for cell in cells) for key in ("rps", "p50", "cpu_us", "user_us", "sys_us", "redis_per_request", "trips_per_request")}
         median["errors"] = sum(cell["errors"] for cell in cells)
         medians[(connections, name)] = median
-        lines.append(f"| {connections} | {name} | {median['rps']:.0f} | {median['p50']:.2f} | {median['errors']} | {median['cpu_us']:.0f} | {median['trips_per_request']:.4f} | {median['redis_per_request']:.4f} |")
+        lines.append(f"| {connections} | {name} | {median['rps']:.0f} | {median['p50']:.2f} | {median['errors']} | {median['cpu_us']:.0f} ({median['user_us']:.0f} + {median['sys_us']:.0f}) | {median['trips_per_request']:.4f} | {median['redis_per_request']:.4f} |")
     lines.append("")
     for connections in levels:
         on, off = medians[(connections, "audit + metrics + rate limit")], medians[(connections, "all off")]

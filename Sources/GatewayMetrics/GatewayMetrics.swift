@@ -83,8 +83,17 @@ public final class GatewayMetrics: Sendable {
     /// its observations in every `foldEvery`; a scrape folds every thread's first, so it shows
     /// every observation made before it.
     private struct Unfolded: Sendable {
-        var durations: [(histogram: CoreMetrics.Recorder, seconds: Double)] = []
-        var counts: [CoreMetrics.Counter] = []
+        var durations: [(histogram: Series<CoreMetrics.Recorder>, seconds: Double)] = []
+        var counts: [Series<CoreMetrics.Counter>] = []
+    }
+
+    /// A series' handle, not counted as a reference: every handle is kept in `handles` (never
+    /// removed) for as long as this instance lives. Counting a reference to the shared handle on
+    /// every observation, from every core, is the traffic the per-thread batches avoid.
+    private struct Series<Handle: AnyObject>: @unchecked Sendable {
+        private let handle: Unmanaged<Handle>
+        init(_ handle: Handle) { self.handle = .passUnretained(handle) }
+        func use(_ body: (Handle) -> Void) { handle._withUnsafeGuaranteedRef(body) }
     }
     private let unfolded = PerThread<Unfolded> { Unfolded() }
     static let foldEvery = 64
@@ -92,7 +101,7 @@ public final class GatewayMetrics: Sendable {
     private func observe(_ histogram: CoreMetrics.Recorder, _ duration: Duration) {
         let seconds = duration.histogramSeconds
         let full = unfolded.withLock { unfolded -> Unfolded? in
-            unfolded.durations.append((histogram, seconds))
+            unfolded.durations.append((Series(histogram), seconds))
             return unfolded.durations.count >= Self.foldEvery ? Self.take(&unfolded) : nil
         }
         if let full { Self.fold(full) }
@@ -100,7 +109,7 @@ public final class GatewayMetrics: Sendable {
 
     private func count(_ counter: CoreMetrics.Counter) {
         let full = unfolded.withLock { unfolded -> Unfolded? in
-            unfolded.counts.append(counter)
+            unfolded.counts.append(Series(counter))
             return unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
         }
         if let full { Self.fold(full) }
@@ -116,8 +125,8 @@ public final class GatewayMetrics: Sendable {
 
     /// Recorded outside the thread's lock (the series have their own).
     private static func fold(_ taken: Unfolded) {
-        for (histogram, seconds) in taken.durations { histogram.record(seconds) }
-        for counter in taken.counts { counter.increment() }
+        for (histogram, seconds) in taken.durations { histogram.use { $0.record(seconds) } }
+        for counter in taken.counts { counter.use { $0.increment() } }
     }
 
     /// Every thread's observations into the shared series (before a scrape renders them).
