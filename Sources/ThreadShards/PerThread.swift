@@ -3,18 +3,21 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
+public import Synchronization
 
 /// State kept once per thread that uses it, each copy behind its own lock, for what every event
 /// loop updates on every request (the audit log's pending lines, metric observations). One shared
 /// lock and its data, written from two cores for each request, move between the cores' caches on
 /// every write and make the loops queue on each other; a copy per thread stays in its core's cache
 /// and its lock is uncontended. Readers that need everything (a flush, a scrape) visit every copy.
+///
+/// Its methods are `@inlinable`: a generic type used from another module is otherwise run
+/// unspecialized, looking up type metadata at run time on every call.
 public final class PerThread<State: Sendable>: Sendable {
-    private let shards: [Shard]
+    @usableFromInline let shards: [Shard]
 
-    private final class Shard: Sendable {
-        let state: Mutex<State>
+    @usableFromInline final class Shard: Sendable {
+        @usableFromInline let state: Mutex<State>
         /// Keeps the next copy (allocated right after this one) off this one's cache line: two
         /// copies on one line would bounce between the cores as one shared value does.
         private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -27,21 +30,21 @@ public final class PerThread<State: Sendable>: Sendable {
     }
 
     /// `body` on the calling thread's copy.
-    public func withLock<Result, E: Error>(_ body: (inout sending State) throws(E) -> sending Result) throws(E) -> sending Result {
+    @inlinable public func withLock<Result, E: Error>(_ body: (inout sending State) throws(E) -> sending Result) throws(E) -> sending Result {
         try shards[currentIndex].state.withLock(body)
     }
 
     /// Which copy the calling thread uses: for work that starts on one thread and may finish on
     /// another (`withLock(at:_:)` then returns to the same copy).
-    public var currentIndex: Int { ThreadSlot.current % shards.count }
+    @inlinable public var currentIndex: Int { ThreadSlot.current % shards.count }
 
     /// `body` on the copy `currentIndex` named (any index: taken modulo the copies).
-    public func withLock<Result, E: Error>(at index: Int, _ body: (inout sending State) throws(E) -> sending Result) throws(E) -> sending Result {
+    @inlinable public func withLock<Result, E: Error>(at index: Int, _ body: (inout sending State) throws(E) -> sending Result) throws(E) -> sending Result {
         try shards[abs(index % shards.count)].state.withLock(body)
     }
 
     /// `body` on each copy in turn (each under its lock, one at a time).
-    public func forEach(_ body: (inout sending State) -> Void) {
+    @inlinable public func forEach(_ body: (inout sending State) -> Void) {
         for shard in shards { shard.state.withLock { body(&$0) } }
     }
 }

@@ -82,6 +82,16 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var routes = RouteMemo()
     /// The metric series this connection recorded last (`metrics:`).
     private var metricHandles = GatewayMetrics.LocalHandles()
+    /// The connection's peer, made once (its address as text is an `inet_ntop` call).
+    private var knownPeer: GatewayRequestContext.Peer?
+
+    private func peer(of channel: any Channel) -> GatewayRequestContext.Peer {
+        if let knownPeer { return knownPeer }
+        let peer = GatewayRequestContext.Peer(of: channel)
+        // A connection without an address yet (none seen in practice) asks again next time.
+        if peer.address != nil { knownPeer = peer }
+        return peer
+    }
 
     /// A class: every callback of the exchange updates it in place.
     private final class Relay {
@@ -137,7 +147,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private func read(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (part, inbound) {
         case (.head(let head), _):
-            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, logger: logger, tokens: &tokens, routes: &routes) {
+            if handedOver == 0, let admission = pipeline.fastAdmission(head, channel: context.channel, peer: peer(of: context.channel), logger: logger, tokens: &tokens, routes: &routes) {
                 inbound = .reading(admission, body: nil)
             } else {
                 handOver(.head(head), context: context)

@@ -61,7 +61,7 @@ extension GatewayPipeline {
 
     /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer. `tokens`: what
     /// the token check said of the connection's last token.
-    func fastAdmission(_ head: HTTPRequest, channel: any Channel, logger: Logger, tokens: inout TokenMemo, routes: inout RouteMemo) -> FastAdmission? {
+    func fastAdmission(_ head: HTTPRequest, channel: any Channel, peer: GatewayRequestContext.Peer, logger: Logger, tokens: inout TokenMemo, routes: inout RouteMemo) -> FastAdmission? {
         guard head.method == .post, !hops.membership.isDraining else { return nil }
         let fields = head.headerFields
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
@@ -71,7 +71,7 @@ extension GatewayPipeline {
         else { return nil }
         let sessionID = fields.value(of: MCPHeaders.sessionID)
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
-        var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
+        var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger), peer: peer)
         clientAddressing.apply(request, &context)
         let route: CompiledRoute
         if let runtime = context.runtime, let (remembered, host) = routes.route(of: head, runtime: runtime) {

@@ -72,10 +72,32 @@ public struct GatewayRequestContext: RequestContext {
     }
 
     public init(source: ApplicationRequestContextSource) {
+        let remoteAddress = source.channel.remoteAddress
+        self.init(source: source, peer: Peer(address: remoteAddress, ip: remoteAddress?.ipAddress))
+    }
+
+    /// The connection's peer, as a connection handler that serves many requests keeps it: the
+    /// address as text costs an `inet_ntop` each time it is made.
+    struct Peer {
+        let address: SocketAddress?
+        let ip: String?
+
+        init(address: SocketAddress?, ip: String?) {
+            self.address = address
+            self.ip = ip
+        }
+
+        init(of channel: any Channel) {
+            let address = channel.remoteAddress
+            self.init(address: address, ip: address?.ipAddress)
+        }
+    }
+
+    init(source: ApplicationRequestContextSource, peer: Peer) {
         self.coreContext = .init(source: source)
-        self.remoteAddress = source.channel.remoteAddress
+        self.remoteAddress = peer.address
         self.channel = source.channel
-        self.clientIP = source.channel.remoteAddress?.ipAddress
+        self.clientIP = peer.ip
     }
 }
 
