@@ -81,7 +81,8 @@ public final class GatewayMetrics: Sendable {
     /// series. Each event loop records two durations and a count per request: into the shared
     /// histograms directly, both cores wrote the same locks and buckets every time. A thread folds
     /// its observations in every `foldEvery`; a scrape folds every thread's first, so it shows
-    /// every observation made before it.
+    /// every observation made before it (but for a batch another thread is folding at that
+    /// moment, which the next scrape shows).
     private struct Unfolded: Sendable {
         var durations: [(histogram: Series<CoreMetrics.Recorder>, seconds: Double)] = []
         var counts: [Series<CoreMetrics.Counter>] = []
