@@ -6,7 +6,7 @@ import Darwin
 public import Synchronization
 
 /// State kept once per thread that uses it, each copy behind its own lock, for what every event
-/// loop updates on every request (the audit log's pending lines, metric observations). One shared
+/// loop updates on every request (audit lines, metric observations, rate-limit reserves). One shared
 /// lock and its data, written from two cores for each request, move between the cores' caches on
 /// every write and make the loops queue on each other; a copy per thread stays in its core's cache
 /// and its lock is uncontended. Readers that need everything (a flush, a scrape) visit every copy.
