@@ -200,8 +200,9 @@ import Testing
     }
 }
 
-/// Admits every request and remembers the key it counted against.
-final class KeyRecordingStore: KeyValueStore, CallbackRateLimiting, Sendable {
+/// Admits every request (by callback, as the fast relay asks) and remembers the key it counted
+/// against.
+final class KeyRecordingStore: FailingStore, CallbackRateLimiting, Sendable {
     let keys = Mutex<[String]>([])
 
     func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
@@ -212,28 +213,17 @@ final class KeyRecordingStore: KeyValueStore, CallbackRateLimiting, Sendable {
     func rateLimit(asking: RateLimitAsk, completion: @escaping @Sendable (Result<RateLimitDecision, StoreError>) -> Void) {
         completion(.failure(.unavailable("not asked")))
     }
-
-    func get(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("unused") }
-    func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { throw .unavailable("unused") }
-    func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool { throw .unavailable("unused") }
-    func take(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("unused") }
-    func replaceIfEqual(_ key: String, expected: [UInt8], with value: [UInt8]) async throws(StoreError) -> Bool { throw .unavailable("unused") }
-    func delete(_ keys: [String]) async throws(StoreError) -> Int { throw .unavailable("unused") }
-    func increment(_ key: String, window: Duration) async throws(StoreError) -> Int { throw .unavailable("unused") }
-    func rateLimit(_ key: String, interval: Duration, burst: Int) async throws(StoreError) -> RateLimitDecision { throw .unavailable("unused") }
-    func timeToLive(_ key: String) async throws(StoreError) -> Duration? { throw .unavailable("unused") }
-    func addToSet(_ key: String, _ members: [String], ttl: Duration?) async throws(StoreError) { throw .unavailable("unused") }
-    func setMembers(_ key: String) async throws(StoreError) -> [String] { throw .unavailable("unused") }
-    func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { throw .unavailable("unused") }
-    func ping() async throws(StoreError) { throw .unavailable("unused") }
 }
 
 extension GatewayError: Equatable {
     package static func == (lhs: GatewayError, rhs: GatewayError) -> Bool { lhs.reason == rhs.reason }
 }
 
-/// A store whose every call fails as an unreachable Redis does.
-struct UnavailableStore: KeyValueStore {
+/// A store whose every call fails as an unreachable Redis does (what the tests' stores do not
+/// use fails the same way).
+protocol FailingStore: KeyValueStore {}
+
+extension FailingStore {
     func get(_ key: String) async throws(StoreError) -> [UInt8]? { throw .unavailable("down") }
     func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) { throw .unavailable("down") }
     func setIfAbsent(_ key: String, _ value: [UInt8], ttl: Duration?) async throws(StoreError) -> Bool { throw .unavailable("down") }
@@ -248,6 +238,8 @@ struct UnavailableStore: KeyValueStore {
     func removeFromSet(_ key: String, _ members: [String]) async throws(StoreError) { throw .unavailable("down") }
     func ping() async throws(StoreError) { throw .unavailable("down") }
 }
+
+struct UnavailableStore: FailingStore {}
 
 extension UnavailableStore: CallbackRateLimiting {
     func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
