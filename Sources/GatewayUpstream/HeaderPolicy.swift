@@ -50,9 +50,7 @@ public enum HeaderPolicy {
         forwardedHost: String?,
         serviceHeaders: [(name: String, value: String)]
     ) -> HTTPHeaders {
-        let connectionListed = Set(fields[values: .connection].flatMap { $0.split(separator: ",") }.map {
-            folded($0.trimmingCharacters(in: .whitespaces))
-        })
+        let connectionListed = Set(fields[values: .connection].flatMap(listMembers).map(foldedLowercase))
         let configured = serviceHeaders.isEmpty ? [] : Set(serviceHeaders.map { folded($0.name) })
         var headers: [(String, String)] = []
         headers.reserveCapacity(fields.count + 3 + serviceHeaders.count)

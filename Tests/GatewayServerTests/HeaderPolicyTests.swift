@@ -24,6 +24,9 @@ import Testing
         fields.append(HTTPField(name: .connection, value: " keep-alive ,\tX-Secret-Hop ,Upgrade"))
         fields.append(HTTPField(name: name("X-Secret-Hop"), value: "listed in Connection"))
         fields.append(HTTPField(name: name("x-secret-hop"), value: "lower case, still listed"))
+        // A second Connection field, its member in another case with underscores: listed too.
+        fields.append(HTTPField(name: .connection, value: "X_OTHER_HOP"))
+        fields.append(HTTPField(name: name("x-other-hop"), value: "listed as X_OTHER_HOP"))
         fields.append(HTTPField(name: name("Keep-Alive"), value: "timeout=5"))
         fields.append(HTTPField(name: name("Transfer-Encoding"), value: "chunked"))
         fields.append(HTTPField(name: name("Proxy-Authorization"), value: "Basic c2VjcmV0"))
