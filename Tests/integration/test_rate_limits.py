@@ -83,7 +83,7 @@ def pair(tmp_path_factory, local_password_hash):
         # The same public URL (one issuer, one audience per router), another listening address.
         second = start_gateway(tmp, text.replace('publicURL: "http://127.0.0.1:{port}"', f'publicURL: "http://127.0.0.1:{first.port}"'), name="second")
         started.append(second.managed)
-        yield World(first, redis_port, "", tmp, local_password_hash), second
+        yield World(first, redis_port, f"http://127.0.0.1:{upstream_port}", tmp, local_password_hash), second
     finally:
         for managed in reversed(started):
             managed.stop()
@@ -274,3 +274,54 @@ def test_the_token_endpoint_has_its_own_per_address_limit_across_instances(tmp_p
     finally:
         first.managed.stop()
         second.managed.stop()
+
+
+def test_clients_behind_a_trusted_proxy_on_one_kept_alive_connection_have_their_own_limits(pair, tmp_path_factory):
+    """Behind a trusted proxy, one connection carries many clients: the fast relay keeps the
+    connection's peer address, but each request's client is its own X-Forwarded-For (the proxy's
+    entry, the last one). Entries a client wrote before the proxy's do not make it another client."""
+    world, _ = pair
+    tmp = tmp_path_factory.mktemp("behind-proxy")
+    gateway = start_gateway(tmp, f"""
+    entryPoints:
+      web:
+        address: "127.0.0.1:{{port}}"
+        trustedProxies: ["127.0.0.1/32"]
+    publicURL: "http://127.0.0.1:{{port}}"
+    store:
+      redis:
+        url: "redis://127.0.0.1:{world.redis_port}/0"
+        keyPrefix: "proxied:"
+    middlewares:
+      perAddress:
+        rateLimit: {{ average: 2, period: 1m }}
+    routers:
+      open:
+        rule: "PathPrefix(`/open`)"
+        service: echo
+        auth: none
+        middlewares: [perAddress]
+    services:
+      echo:
+        http:
+          url: "{world.upstream}/echo"
+    """, name="behind-proxy", extra_args=["--log-level", "debug"])
+    try:
+        with httpx.Client(timeout=10) as proxy:  # one kept-alive connection, as a proxy's
+            def relayed(forwarded_for: str, id: int) -> httpx.Response:
+                body = modern_body("tools/call", {"name": "echo", "arguments": {}}, id=id)
+                return proxy.post(gateway.base + "/open/mcp", json=body, headers={**modern_headers("tools/call", "echo"), "X-Forwarded-For": forwarded_for})
+
+            assert relayed("198.51.100.1", 1).status_code == 200
+            assert relayed("198.51.100.1", 2).status_code == 200
+            assert_limited(relayed("198.51.100.1", 3), "perAddress", 2, 3)
+            # Another client through the same connection has its own allowance.
+            assert relayed("198.51.100.2", 4).status_code == 200
+            # A client that writes another address before the proxy's entry is still itself.
+            assert_limited(relayed("203.0.113.77, 198.51.100.1", 5), "perAddress", 2, 5)
+            assert relayed("198.51.100.2", 6).status_code == 200
+            assert_limited(relayed("198.51.100.2", 7), "perAddress", 2, 7)
+    finally:
+        gateway.managed.stop()
+    fast = [line for line in gateway.managed.log().splitlines() if "relay=fast" in line]
+    assert any("ip=198.51.100.2" in line for line in fast) and any("ip=198.51.100.1" in line for line in fast), fast
