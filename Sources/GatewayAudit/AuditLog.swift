@@ -30,8 +30,6 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private let scheduled = Atomic<Bool>(false)
     /// How long lines gather before they are written: what a crash of the process can lose.
     static let batchWindow = DispatchTimeInterval.milliseconds(10)
-    /// Room for a usual `mcp.request` line (longer ones grow once).
-    static let lineCapacity = 512
 
     /// Told after each write to the file (tests wait on it rather than on time).
     private let afterWrite: (@Sendable () -> Void)?
@@ -63,12 +61,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func recordLine(_ encode: (inout [UInt8]) -> Void) {
-        // Encoded before the lock is taken: every event loop records lines, and a lock held
-        // for the encoding (a few microseconds) is one they queue on. Held for a copy only.
-        var line = [UInt8]()
-        line.reserveCapacity(Self.lineCapacity)
-        encode(&line)
-        pending.withLock { $0.append(contentsOf: line) }
+        // Encoded straight into this thread's batch: its lock is taken by nobody else but the
+        // writer, once a batch window.
+        pending.withLock { encode(&$0) }
         // Read first: the flag changes once a batch window, and only its first reader writes it.
         if !scheduled.load(ordering: .acquiring), scheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
             queue.asyncAfter(deadline: .now() + Self.batchWindow) { self.writePending() }

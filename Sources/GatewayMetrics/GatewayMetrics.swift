@@ -174,7 +174,7 @@ public final class GatewayMetrics: Sendable {
         if let last = handles.request, last.code == code, last.router == router { return count(last.counter) }
         let counter = requestCounter(router: router, code: code)
         handles.request = (router, code, counter)
-        counter.increment()
+        count(counter)
     }
 
     /// `upstream(service:duration:)` through a connection's handles.
