@@ -94,6 +94,17 @@ public enum HeaderPolicy {
         }
     }
 
+    /// The lengths of the hop-by-hop names, as bits: most names are told apart without hashing.
+    private static let hopByHopLengths: UInt64 = hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
+
+    /// Whether an upstream's response field (its lower-case name) stays between the upstream and
+    /// the gateway: `clientResponseHeaders`' rule for one name, `Connection`'s list aside.
+    public static func isHopByHopInResponse(_ lowercase: String) -> Bool {
+        let length = lowercase.utf8.count
+        guard length < 64, hopByHopLengths & (1 << UInt64(length)) != 0, lowercase != "content-length" else { return false }
+        return hopByHop.contains(lowercase)
+    }
+
     /// Headers for the client response: the upstream's end-to-end headers, hop-by-hop removed.
     public static func clientResponseHeaders(from headers: HTTPHeaders) -> HTTPFields {
         var connectionListed: [String] = []

@@ -42,7 +42,7 @@ public struct RelayTarget: Sendable, Hashable {
 /// What an exchange on an upstream connection hears back. Every call comes on the connection's
 /// event loop, which is the client connection's own: the relay never changes threads.
 public protocol UpstreamExchange: AnyObject {
-    func upstreamResponded(_ head: HTTPResponseHead)
+    func upstreamResponded(_ head: UpstreamResponseHead)
     func upstreamBody(_ part: ByteBuffer)
     /// The end of one read from the upstream socket: the moment to flush what was relayed.
     func upstreamReadComplete()
@@ -51,18 +51,19 @@ public protocol UpstreamExchange: AnyObject {
     func upstreamFailed(_ error: UpstreamError)
 }
 
-/// One kept-alive HTTP/1.1 connection to an upstream. It carries one exchange at a time and goes
-/// back to its loop's pool when a response ends with keep-alive.
+/// One kept-alive HTTP/1.1 connection to an upstream, speaking the relay's own HTTP/1.1
+/// (`UpstreamHTTP1.swift`) straight on the socket's bytes. It carries one exchange at a time and
+/// goes back to its loop's pool when a response ends with keep-alive.
 public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler {
-    public typealias InboundIn = HTTPClientResponsePart
-    public typealias OutboundOut = HTTPClientRequestPart
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     let target: RelayTarget
     let service: String
     private unowned let pool: UpstreamLoopPool
     private var context: ChannelHandlerContext?
     private var exchange: (any UpstreamExchange)?
-    private var keepAlive = true
+    private var parser = UpstreamResponseParser()
     var idleSince = NIODeadline.now()
 
     init(target: RelayTarget, service: String, pool: UpstreamLoopPool) {
@@ -82,16 +83,22 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Sends one request; the answer goes to `exchange`.
-    public func send(_ head: HTTPRequestHead, body: ByteBuffer?, to exchange: any UpstreamExchange) {
+    public func send(_ head: HTTPRequestHead, body: ByteBuffer, to exchange: any UpstreamExchange) {
         guard let context else {
             exchange.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the upstream closed the connection before answering"))
             return
         }
+        var request = context.channel.allocator.buffer(capacity: 512 + body.readableBytes)
+        do {
+            try UpstreamRequestWriter.write(head, body: body, into: &request)
+        } catch {
+            pool.release(self)
+            exchange.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the request cannot be sent: \(error)"))
+            return
+        }
         self.exchange = exchange
-        keepAlive = true
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        parser.reset()
+        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
 
     /// Reads from the upstream paused (the client is not keeping up) or resumed.
@@ -105,27 +112,42 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
     /// the upstream sees the request cancelled.
     public func abandon() {
         exchange = nil
-        keepAlive = false
         context?.close(promise: nil)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            keepAlive = head.isKeepAlive
-            exchange?.upstreamResponded(head)
-        case .body(let part):
-            exchange?.upstreamBody(part)
-        case .end:
-            let finished = exchange
-            exchange = nil
-            if keepAlive, finished != nil {
-                pool.release(self)
-            } else {
-                context.close(promise: nil)
-            }
-            finished?.upstreamEnded()
+        let bytes = unwrapInboundIn(data)
+        guard exchange != nil else {
+            // Nothing was asked: whatever this is, the connection is not used again.
+            context.close(promise: nil)
+            return
         }
+        var ended = false
+        do {
+            try parser.parse(bytes) { event in
+                switch event {
+                case .head(let head): exchange?.upstreamResponded(head)
+                case .body(let part): exchange?.upstreamBody(part)
+                case .end: ended = true
+                }
+            }
+        } catch {
+            // Bytes behind the end of the response: the exchange is complete, the connection unusable.
+            guard ended else { return fail(context: context, detail: "the upstream's answer could not be read (\(error))") }
+        }
+        guard ended else { return }
+        let finished = exchange
+        exchange = nil
+        // Back to the pool first: the client's next request (pipelined) may take it at once.
+        if parser.reusable { pool.release(self) } else { context.close(promise: nil) }
+        finished?.upstreamEnded()
+    }
+
+    private func fail(context: ChannelHandlerContext, detail: String) {
+        let failed = exchange
+        exchange = nil
+        context.close(promise: nil)
+        failed?.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: detail))
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
@@ -134,6 +156,12 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
 
     public func channelInactive(context: ChannelHandlerContext) {
         pool.remove(self)
+        // A body without a length ends with the connection.
+        if exchange != nil, parser.closed() {
+            let finished = exchange
+            exchange = nil
+            finished?.upstreamEnded()
+        }
         let failed = exchange
         exchange = nil
         failed?.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the upstream closed the connection before answering"))
@@ -141,10 +169,7 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let failed = exchange
-        exchange = nil
-        context.close(promise: nil)
-        failed?.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the upstream's answer could not be read (\(error))"))
+        fail(context: context, detail: "the upstream's answer could not be read (\(error))")
     }
 }
 
@@ -180,7 +205,6 @@ public final class UpstreamLoopPool {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }

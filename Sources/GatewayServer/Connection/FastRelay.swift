@@ -394,11 +394,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         if !closing { readWaiting(context: context) }
     }
 
-    func upstreamResponded(_ head: HTTPResponseHead) {
+    func upstreamResponded(_ head: UpstreamResponseHead) {
         guard let relay, let context else { return }
         relay.timer?.cancel()
         relay.timer = nil
-        var fields = HeaderPolicy.clientResponseHeaders(from: head.headers)
+        // The end-to-end fields only (`UpstreamResponseHead.fields`).
+        var fields = head.fields
         // Stopping: this connection is not kept for another request (as the full pipeline says).
         if pipeline.hops.membership.isDraining { fields[.connection] = "close" }
         // `value(of:)`: the subscript joins through a lazy map per read (~2k instructions each).
@@ -409,9 +410,9 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             fields[.connection] = "close"
             if !fields.contains(.cacheControl) { fields[.cacheControl] = "no-cache" }
         }
-        let response = HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
+        let response = HTTPResponse(status: .init(code: head.status, reasonPhrase: head.reasonPhrase), headerFields: fields)
         let created = fields.value(of: MCPHeaders.sessionID)
-        noteHead(relay, status: Int(head.status.code), contentType: contentType, createdSession: created)
+        noteHead(relay, status: head.status, contentType: contentType, createdSession: created)
         guard let created else {
             logAccess(relay, status: relay.status)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
