@@ -2,6 +2,11 @@ public import HTTPTypes
 public import NIOCore
 public import NIOHTTP1
 import MCPTransport
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The fast relay's own HTTP/1.1 for its upstream connections: one request at a time, written as
 /// one buffer, and its response read straight into `HTTPFields` and body slices of the bytes read.
@@ -160,12 +165,12 @@ public struct UpstreamResponseParser {
 
     /// One line (without its line break), or nil until it has arrived.
     private func readLine(_ buffer: inout ByteBuffer, what: String) throws(Malformed) -> ByteBuffer? {
-        let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))
-        guard let newline else {
+        let found = buffer.withUnsafeReadableBytes { Self.lineFeed(in: $0, from: 0) }
+        guard let found else {
             if buffer.readableBytes > Self.maxLineBytes { throw Malformed(reason: "a \(what) line is longer than \(Self.maxLineBytes) bytes") }
             return nil
         }
-        let length = newline - buffer.readerIndex
+        let length = found
         guard length <= Self.maxLineBytes, var line = buffer.readSlice(length: length) else {
             throw Malformed(reason: "a \(what) line is longer than \(Self.maxLineBytes) bytes")
         }
@@ -213,7 +218,7 @@ public struct UpstreamResponseParser {
             // A line break followed by an empty line (`\r\n` or a bare `\n`).
             var index = max(headScanned, 0)
             while index < bytes.count {
-                guard let newline = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+                guard let newline = Self.lineFeed(in: bytes, from: index) else { break }
                 var next = newline + 1
                 if next < bytes.count, bytes[next] == UInt8(ascii: "\r") { next += 1 }
                 if next < bytes.count, bytes[next] == UInt8(ascii: "\n") { return next + 1 }
@@ -249,8 +254,15 @@ public struct UpstreamResponseParser {
             }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw Malformed(reason: "the response has a header line that is not a field") }
             let nameBytes = UnsafeRawBufferPointer(rebasing: line[line.startIndex..<colon])
-            guard let name = Self.knownName(nameBytes) ?? HTTPField.Name(String(decoding: nameBytes, as: UTF8.self)) else {
-                throw Malformed(reason: "the response has a header line that is not a field")
+            let name: HTTPField.Name
+            let hopByHop: Bool
+            if let known = Self.knownName(nameBytes) {
+                (name, hopByHop) = known
+            } else {
+                guard let parsed = HTTPField.Name(String(decoding: nameBytes, as: UTF8.self)) else {
+                    throw Malformed(reason: "the response has a header line that is not a field")
+                }
+                (name, hopByHop) = (parsed, HeaderPolicy.isHopByHopInResponse(parsed.canonicalName))
             }
             let valueBytes = Self.trimmed(UnsafeRawBufferPointer(rebasing: line[(colon + 1)...]))
             let field = HTTPField(name: name, value: String(decoding: valueBytes, as: UTF8.self))
@@ -264,6 +276,8 @@ public struct UpstreamResponseParser {
                 transferEncoded = true
                 // Only the last coding frames the body (RFC 9112 §6.3).
                 chunked = HeaderPolicy.listMembers(field.value).last == "chunked"
+            case "connection" where Self.equals(valueBytes, "keep-alive") || Self.equals(valueBytes, "Keep-Alive"):
+                if http10 { close = false }
             case "connection":
                 for member in HeaderPolicy.listMembers(field.value) {
                     if member == "close" {
@@ -277,7 +291,7 @@ public struct UpstreamResponseParser {
             default:
                 break
             }
-            if !HeaderPolicy.isHopByHopInResponse(name.canonicalName) { kept.append(field) }
+            if !hopByHop { kept.append(field) }
         }
         if transferEncoded, contentLength != nil {
             throw Malformed(reason: "the response has both Transfer-Encoding and Content-Length")
@@ -307,20 +321,50 @@ public struct UpstreamResponseParser {
         return UpstreamResponseHead(status: status, reasonPhrase: reason, fields: fields, keepAlive: keepAlive)
     }
 
-    /// The names servers send most, as `HTTPField.Name`s in the two spellings seen on the wire:
-    /// a name found here needs no new string, check or lower-casing.
-    private static let knownNames: [HTTPField.Name] = {
-        let common: [HTTPField.Name] = [
-            .contentType, .contentLength, .date, .server, .connection, .transferEncoding, .cacheControl, .vary, MCPHeaders.sessionID,
-        ]
-        return common + common.compactMap { HTTPField.Name(parsed: $0.canonicalName) }
-    }()
-
-    private static func knownName(_ bytes: UnsafeRawBufferPointer) -> HTTPField.Name? {
-        for name in knownNames where name.rawName.utf8.count == bytes.count {
-            if name.rawName.utf8.elementsEqual(bytes) { return name }
+    /// The names servers send most, in the two spellings seen on the wire: a name found here
+    /// needs no new string, check or lower-casing. With whether it is hop-by-hop.
+    private static func knownName(_ bytes: UnsafeRawBufferPointer) -> (HTTPField.Name, hopByHop: Bool)? {
+        switch bytes.count {
+        case 4:
+            if equals(bytes, "Date") { return (.date, false) }
+            if equals(bytes, "date") { return (Lowercase.date, false) }
+        case 6:
+            if equals(bytes, "Server") { return (.server, false) }
+            if equals(bytes, "server") { return (Lowercase.server, false) }
+        case 10:
+            if equals(bytes, "Connection") { return (.connection, true) }
+            if equals(bytes, "connection") { return (Lowercase.connection, true) }
+        case 12:
+            if equals(bytes, "Content-Type") { return (.contentType, false) }
+            if equals(bytes, "content-type") { return (Lowercase.contentType, false) }
+        case 14:
+            if equals(bytes, "Content-Length") { return (.contentLength, false) }
+            if equals(bytes, "content-length") { return (Lowercase.contentLength, false) }
+            if equals(bytes, "mcp-session-id") { return (Lowercase.sessionID, false) }
+            if equals(bytes, "Mcp-Session-Id") { return (MCPHeaders.sessionID, false) }
+        case 17:
+            if equals(bytes, "Transfer-Encoding") { return (.transferEncoding, true) }
+            if equals(bytes, "transfer-encoding") { return (Lowercase.transferEncoding, true) }
+        default:
+            break
         }
         return nil
+    }
+
+    /// Lower-case spellings of `knownName`'s names, made once.
+    private enum Lowercase {
+        static let date = HTTPField.Name(parsed: "date")!
+        static let server = HTTPField.Name(parsed: "server")!
+        static let connection = HTTPField.Name(parsed: "connection")!
+        static let contentType = HTTPField.Name(parsed: "content-type")!
+        static let contentLength = HTTPField.Name(parsed: "content-length")!
+        static let transferEncoding = HTTPField.Name(parsed: "transfer-encoding")!
+        static let sessionID = HTTPField.Name(parsed: "mcp-session-id")!
+    }
+
+    static func equals(_ bytes: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
+        guard bytes.count == text.utf8CodeUnitCount, let base = bytes.baseAddress else { return false }
+        return memcmp(base, text.utf8Start, bytes.count) == 0
     }
 
     private static func statusLine(_ line: Slice<UnsafeRawBufferPointer>) throws(Malformed) -> (http10: Bool, status: Int, reason: String) {
@@ -377,6 +421,13 @@ public struct UpstreamResponseParser {
         return UnsafeRawBufferPointer(rebasing: value[start..<end])
     }
 
+    /// The index of the first line feed in `bytes[from...]` (`memchr`: a byte loop costs a few
+    /// instructions per byte).
+    static func lineFeed(in bytes: UnsafeRawBufferPointer, from: Int) -> Int? {
+        guard from < bytes.count, let base = bytes.baseAddress, let found = memchr(base + from, 0x0A, bytes.count - from) else { return nil }
+        return UnsafeRawPointer(found) - base
+    }
+
     /// The lines of a head, without their line breaks (`\r\n` or `\n`).
     private struct HeadLines {
         let bytes: UnsafeRawBufferPointer
@@ -389,7 +440,7 @@ public struct UpstreamResponseParser {
 
         mutating func next() -> Slice<UnsafeRawBufferPointer>? {
             guard index < bytes.endIndex else { return nil }
-            let newline = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
+            let newline = UpstreamResponseParser.lineFeed(in: bytes, from: index) ?? bytes.endIndex
             var end = newline
             if end > index, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
             defer { index = min(newline + 1, bytes.endIndex) }
@@ -469,9 +520,15 @@ public enum UpstreamRequestWriter {
         var name = name
         let (low, high) = (tokenLow, tokenHigh)
         return name.withUTF8 { bytes in
-            !bytes.isEmpty && bytes.allSatisfy { byte in
-                byte < 64 ? low & (1 << UInt64(byte)) != 0 : byte < 128 && high & (1 << UInt64(byte - 64)) != 0
+            guard !bytes.isEmpty else { return false }
+            var index = 0
+            while index < bytes.count {
+                let byte = bytes[index]
+                let allowed = byte < 64 ? low & (1 << UInt64(byte)) != 0 : byte < 128 && high & (1 << UInt64(byte &- 64)) != 0
+                guard allowed else { return false }
+                index &+= 1
             }
+            return true
         }
     }
 

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The strict reading every client message gets before the gateway looks at it or passes it on.
 ///
 /// JSON parsers disagree on what to do with a duplicated member name (first wins, last wins,
@@ -56,6 +62,17 @@ public enum StrictJSON {
     struct Reader {
         let bytes: UnsafeRawBufferPointer
         var position = 0
+        /// The member names of the objects being read, innermost object's last: each object
+        /// looks for a duplicate among its own, then drops them. One array for the whole body.
+        var memberNames: [MemberName] = []
+
+        /// A member name: where it is in the body when it has no escape (its bytes are then its
+        /// value), else its value decoded. Most names are compared without being copied.
+        struct MemberName {
+            var start: Int
+            var end: Int
+            var decoded: [UInt8]?
+        }
 
         init(bytes: UnsafeRawBufferPointer) {
             self.bytes = bytes
@@ -100,20 +117,24 @@ public enum StrictJSON {
                 return
             }
             // Most objects have a handful of members: a linear search beats hashing there.
-            var names: [[UInt8]] = []
+            let base = memberNames.count
+            defer { memberNames.removeSubrange(base...) }
             var nameSet: Set<[UInt8]>?
             while true {
                 skipWhitespace()
                 let start = position
                 guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON(offset: position) }
-                guard let name = try string(decode: true) else { throw .invalidJSON(offset: start) }
+                let name = try memberName()
                 if var set = nameSet {
-                    guard set.insert(name).inserted else { throw .duplicateMember(name: String(decoding: name, as: UTF8.self), offset: start) }
+                    let value = self.value(of: name)
+                    guard set.insert(value).inserted else { throw .duplicateMember(name: String(decoding: value, as: UTF8.self), offset: start) }
                     nameSet = set
                 } else {
-                    if names.contains(name) { throw .duplicateMember(name: String(decoding: name, as: UTF8.self), offset: start) }
-                    names.append(name)
-                    if names.count > 16 { nameSet = Set(names) }
+                    for index in base..<memberNames.count where same(memberNames[index], name) {
+                        throw .duplicateMember(name: String(decoding: self.value(of: name), as: UTF8.self), offset: start)
+                    }
+                    memberNames.append(name)
+                    if memberNames.count - base > 16 { nameSet = Set(memberNames[base...].map { self.value(of: $0) }) }
                 }
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
@@ -125,6 +146,46 @@ public enum StrictJSON {
                 if separator == UInt8(ascii: "}") { return }
                 guard separator == UInt8(ascii: ",") else { throw .invalidJSON(offset: position - 1) }
             }
+        }
+
+        /// Reads a member name: its place when it holds no escape, else its decoded value.
+        mutating func memberName() throws(Violation) -> MemberName {
+            let start = position
+            try expect(UInt8(ascii: "\""))
+            while position < bytes.count {
+                let byte = bytes[position]
+                switch byte {
+                case UInt8(ascii: "\""):
+                    position += 1
+                    return MemberName(start: start + 1, end: position - 1, decoded: nil)
+                case UInt8(ascii: "\\"):
+                    // An escape: read the name again, decoding it.
+                    position = start
+                    guard let decoded = try string(decode: true) else { throw .invalidJSON(offset: start) }
+                    return MemberName(start: start, end: position, decoded: decoded)
+                case 0x00..<0x20:
+                    throw .invalidJSON(offset: position)
+                case 0x20..<0x80:
+                    position += 1
+                default:
+                    position += try utf8Sequence(at: position)
+                }
+            }
+            throw .invalidJSON(offset: position)
+        }
+
+        /// A member name's value as bytes.
+        func value(of name: MemberName) -> [UInt8] {
+            name.decoded ?? Array(bytes[name.start..<name.end])
+        }
+
+        /// Whether two member names have the same value (compared after unescaping).
+        func same(_ first: MemberName, _ second: MemberName) -> Bool {
+            guard first.decoded == nil, second.decoded == nil else { return value(of: first) == value(of: second) }
+            let count = first.end - first.start
+            guard count == second.end - second.start else { return false }
+            guard count > 0, let base = bytes.baseAddress else { return true }
+            return memcmp(base + first.start, base + second.start, count) == 0
         }
 
         mutating func array(depth: Int) throws(Violation) {

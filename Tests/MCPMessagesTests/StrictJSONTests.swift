@@ -35,6 +35,13 @@ import Testing
             Issue.record("an escaped duplicate name was accepted")
         }
         #expect(violation(#"[{"x":1},{"y":{"z":1,"z":2}}]"#) != nil)
+        // Names are compared by value: raw against escaped either way round, non-ASCII too, and
+        // a nested object's names neither hide nor collide with its parent's.
+        #expect(violation(#"{"n\u0061me":1,"name":2}"#) == .duplicateMember(name: "name", offset: 15))
+        #expect(violation(#"{"é":1,"\u00e9":2}"#) != nil)
+        #expect(violation(#"{"ab":1,"a":2,"abc":3}"#) == nil)
+        #expect(violation(#"{"a":{"b":1},"b":2,"c":{"a":1,"c":2}}"#) == nil)
+        #expect(violation(#"{"a":{"b":1},"a":2}"#) != nil)
         // Many members: the hashed path finds duplicates too.
         let many = (0..<40).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
         #expect(violation("{\(many)}") == nil)
@@ -57,6 +64,8 @@ import Testing
             #expect(violation(bytes: prefix + bad + suffix) == .invalidUTF8(offset: prefix.count), "\(bad)")
         }
         #expect(violation(bytes: prefix + [0xE2, 0x82, 0xAC] + suffix) == nil)
+        // In a member name too.
+        #expect(violation(bytes: Array(#"{""#.utf8) + [0xC0, 0xAF] + Array(#"":1}"#.utf8)) == .invalidUTF8(offset: 2))
     }
 
     @Test func refusesMalformedJSONAndExcessiveDepth() {

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -711,3 +712,98 @@ def test_relayed_stdio_calls_are_audited_and_counted_like_the_full_pipelines(sta
     count = "mcp_server_operation_duration_seconds_count"
     assert value(samples, count, mcp_method_name="tools/call", gen_ai_tool_name="echo", router="kit", error_type="") == 3
     assert value(samples, "mcp_gateway_upstream_duration_seconds_count", service="kit") >= 4
+
+
+class ScriptedUpstream:
+    """A raw HTTP/1.1 upstream whose answer to a tools/call is the bytes its `mode` argument names:
+    what a broken or hostile server could send to make one answer read as two. The gateway's era
+    probe gets a proper 2026-07-28 answer."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def stop(self):
+        self.closed = True
+        self.server.close()
+
+    def accept(self):
+        while not self.closed:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def answer(status: str, body: bytes, extra: str = "") -> bytes:
+        return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+    def serve(self, connection: socket.socket):
+        pending = b""
+        with connection:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, pending = pending.split(b"\r\n\r\n", 1)
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                while len(pending) < length:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                body, pending = pending[:length], pending[length:]
+                message = json.loads(body)
+                if message.get("method") == "server/discover":
+                    result = {"jsonrpc": "2.0", "id": message.get("id"), "result": {"supportedVersions": ["2026-07-28"]}}
+                    connection.sendall(self.answer("200 OK", json.dumps(result).encode()))
+                    continue
+                mode = message.get("params", {}).get("arguments", {}).get("mode", "ok")
+                good = json.dumps({"jsonrpc": "2.0", "id": message.get("id"), "result": {"content": [], "mode": mode}}).encode()
+                evil = json.dumps({"jsonrpc": "2.0", "id": message.get("id"), "result": {"content": [], "smuggled": True}}).encode()
+                if mode == "both-lengths":
+                    connection.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(good)}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                                       + f"{len(evil):x}\r\n".encode() + evil + b"\r\n0\r\n\r\n")
+                elif mode == "two-lengths":
+                    connection.sendall(self.answer("200 OK", good, f"Content-Length: {len(good) + 1}\r\n"))
+                elif mode == "folded":
+                    connection.sendall(self.answer("200 OK", good, "X-Folded: a\r\n Content-Length: 0\r\n"))
+                elif mode == "trailing-answer":
+                    # A second answer nobody asked for, in the same write: the next request on
+                    # this connection would otherwise read it as its own.
+                    connection.sendall(self.answer("200 OK", good) + self.answer("200 OK", evil))
+                else:
+                    connection.sendall(self.answer("200 OK", good))
+
+
+def test_an_upstream_answer_that_could_read_as_two_is_never_relayed_as_one(start_gateway):
+    upstream = ScriptedUpstream()
+    try:
+        gateway = start_gateway(relay_config(f"http://127.0.0.1:{upstream.port}"))
+
+        def tool(client: httpx.Client, mode: str) -> httpx.Response:
+            return call(gateway, "/echo/mcp", body=modern_body("tools/call", {"name": "echo", "arguments": {"mode": mode}}), client=client)
+
+        with httpx.Client() as client:
+            assert tool(client, "ok").json()["result"]["mode"] == "ok"  # the era probe, then the fast relay
+            for mode in ("both-lengths", "two-lengths", "folded"):
+                before = len(fast_lines(gateway))
+                refused = tool(client, mode)
+                assert refused.status_code == 502, (mode, refused.text)
+                assert refused.json()["error"]["data"]["reason"] == "upstream_failed", refused.text
+                assert "smuggled" not in refused.text
+                assert len(fast_lines(gateway)) > before, mode
+            # The answer behind the end is dropped with its connection: every later call, on the
+            # same client connection, gets its own answer.
+            relayed = tool(client, "trailing-answer")
+            assert relayed.status_code == 200 and relayed.json()["result"]["mode"] == "trailing-answer", relayed.text
+            for _ in range(3):
+                answer = tool(client, "ok")
+                assert answer.status_code == 200 and answer.json()["result"] == {"content": [], "mode": "ok"}, answer.text
+    finally:
+        upstream.stop()
