@@ -19,6 +19,15 @@ public enum HeaderPolicy {
     /// The client headers that never reach an upstream as the client sent them: one set, so that
     /// a name is hashed once per header.
     static let neverForwarded: Set<String> = hopByHop.union(forwardingHeaders)
+    /// The lengths of those names, as bits: most names are let through without hashing them.
+    private static let neverForwardedLengths: UInt64 = neverForwarded.reduce(0) { $1.utf8.count < 64 ? $0 | 1 << UInt64($1.utf8.count) : $0 }
+
+    /// Whether a client field (its folded name) never reaches an upstream as the client sent it.
+    static func isNeverForwarded(_ folded: String) -> Bool {
+        let length = folded.utf8.count
+        if length < 64, neverForwardedLengths & (1 << UInt64(length)) == 0 { return false }
+        return neverForwarded.contains(folded)
+    }
 
     /// A header name as servers that fold `_` into `-` (CGI, many frameworks) read it: lower case,
     /// underscores as dashes. Removal decisions compare this form, so `X_Forwarded_User` cannot
@@ -57,7 +66,7 @@ public enum HeaderPolicy {
         for field in fields {
             let name = foldedLowercase(field.name.canonicalName)
             // The per-request and per-route sets are empty on most requests: no hashing for them.
-            if neverForwarded.contains(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
+            if isNeverForwarded(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
                 || (!extraRemovals.isEmpty && extraRemovals.contains(name)) || (!configured.isEmpty && configured.contains(name))
             {
                 continue

@@ -85,6 +85,30 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     /// The connection's peer, made once (its address as text is an `inet_ntop` call).
     private var knownPeer: GatewayRequestContext.Peer?
 
+    /// One timer per connection for the upstream's response-head deadline, re-armed from its own
+    /// firing while a head is due: relayed requests do not schedule and cancel a task each.
+    private var headTimer: Scheduled<Void>?
+    /// When `headTimer` fires.
+    private var headTimerDue = NIODeadline.uptimeNanoseconds(0)
+
+    private func armHeadTimer(_ context: ChannelHandlerContext) {
+        guard let due = relay?.headDue else { return }
+        // A timer that fires by then will do (it re-arms for the rest); a later one (a previous
+        // request's longer timeout) is replaced.
+        if headTimer != nil, headTimerDue <= due { return }
+        headTimer?.cancel()
+        headTimerDue = due
+        headTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [self] in
+            headTimer = nil
+            // Nothing due any more: the timer lapses until the next relay arms it.
+            guard let relay, let due = relay.headDue else { return }
+            guard NIODeadline.now() >= due else { return armHeadTimer(context) }
+            relay.headDue = nil
+            relay.connection?.abandon()
+            failed(UpstreamError(.timeout, service: relay.admission.serviceName, detail: "no response within \(relay.headerTimeout)"))
+        }
+    }
+
     private func peer(of channel: any Channel) -> GatewayRequestContext.Peer {
         if let knownPeer { return knownPeer }
         let peer = GatewayRequestContext.Peer(of: channel)
@@ -97,7 +121,9 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private final class Relay {
         let admission: FastAdmission
         var connection: UpstreamConnection?
-        var timer: Scheduled<Void>?
+        /// When the upstream's response head is due (`responseHeaderTimeout`), until it arrives.
+        var headDue: NIODeadline?
+        var headerTimeout = Duration.zero
         var responded = false
         var eventStream = false
         var status = 0
@@ -130,6 +156,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     func handlerRemoved(context: ChannelHandlerContext) {
         abandonRelay()
+        headTimer?.cancel()
+        headTimer = nil
         self.context = nil
     }
 
@@ -287,11 +315,9 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 failed(error)
             case .success(let connection):
                 relay.connection = connection
-                let timeout = TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
-                relay.timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-                    self.relay?.connection?.abandon()
-                    failed(UpstreamError(.timeout, service: service.name, detail: "no response within \(service.responseHeaderTimeout)"))
-                }
+                relay.headerTimeout = service.responseHeaderTimeout
+                relay.headDue = .now() + TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
+                armHeadTimer(context)
                 connection.send(head, body: body, to: self)
             }
         }
@@ -396,8 +422,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     func upstreamResponded(_ head: UpstreamResponseHead) {
         guard let relay, let context else { return }
-        relay.timer?.cancel()
-        relay.timer = nil
+        relay.headDue = nil
         // The end-to-end fields only (`UpstreamResponseHead.fields`).
         var fields = head.fields
         // Stopping: this connection is not kept for another request (as the full pipeline says).
@@ -508,7 +533,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     /// (a middleware's refusal for the request's id, as stage 7 answers).
     private func answer(_ relay: Relay, with gatewayError: GatewayError) {
         guard let context else { return }
-        relay.timer?.cancel()
+        relay.headDue = nil
         self.relay = nil
         var rawID: String?
         if case .rateLimited = gatewayError { rawID = relay.admission.context.call?.rawID }
@@ -546,7 +571,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private func abandonRelay() {
         guard let relay else { return }
         self.relay = nil
-        relay.timer?.cancel()
+        relay.headDue = nil
         relay.connection?.abandon()
         // A session's messages keep buffering for a resume (`Last-Event-ID`), as when the full
         // pipeline's reader stops.

@@ -166,7 +166,7 @@ extension GatewayPipeline {
         // A body naming another version than the header: `MCPCallParsing` reconciles the two.
         if let bodyVersion = message.string(at: ModernProtocol.protocolVersionPath), bodyVersion != header { return nil }
         admission.context.call = call
-        admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
+        admission.request.body = RequestBody(buffer: body)
         return admission
     }
 
@@ -175,7 +175,7 @@ extension GatewayPipeline {
         let call = MCPCall(protocolVersion: admission.request.headers.value(of: MCPHeaders.protocolVersion), sessionID: admission.request.headers.value(of: MCPHeaders.sessionID), body: body)
         guard call.era == .sessionBased, let message = call.message, message.isRequest, message.method != "initialize" else { return nil }
         admission.context.call = call
-        admission.request = Request(head: admission.request.head, body: RequestBody(buffer: body))
+        admission.request.body = RequestBody(buffer: body)
         return admission
     }
 
