@@ -94,6 +94,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="16")
     parser.add_argument("--output", default=str(HERE / "results-operations.md"))
     parser.add_argument("--each", action="store_true", help="also measure each feature alone")
+    parser.add_argument("--paced-ms", type=int, default=0,
+                        help="each connection waits this long between requests (tools_call.lua's MCPGW_DELAY_MS): both configurations "
+                             "then get nearly the same request rate, below either's peak, instead of as many as each can answer")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     script = HERE / "tools_call.lua"
@@ -127,7 +130,7 @@ def main() -> int:
             for connections in levels:
                 for _ in range(args.rounds):
                     for name, (process, base, token) in gateways.items():
-                        env = {"MCPGW_TOKEN": token}
+                        env = {"MCPGW_TOKEN": token, **({"MCPGW_DELAY_MS": str(args.paced_ms)} if args.paced_ms else {})}
                         run_wrk(base + "/locked/mcp", connections, 2, script, env)  # warm-up
                         before_cpu, (before_total, before_trips) = own_cpu_split(process.pid), redis_counts(redis_port)
                         result = run_wrk(base + "/locked/mcp", connections, args.seconds, script, env)
@@ -152,7 +155,9 @@ def main() -> int:
         "configuration (medians shown), tools/call POSTs (bench/tools_call.lua) with a valid token through the gateway (release "
         "build) to nginx answering a canned result. Both gateways share one Redis (own key prefixes); only the audit log "
         "(arguments off), `metrics.prometheus` and a `rateLimit` middleware differ. Gateway CPU from /proc; Redis commands "
-        "from `INFO commandstats`.", "",
+        "from `INFO commandstats`." + (f" Paced: each connection waits {args.paced_ms} ms between requests, so both configurations "
+                                        "get nearly the same request rate, below either's peak (`--paced-ms`)." if args.paced_ms else
+                                        " Unpaced: each configuration answers as many requests as it can."), "",
         "| c | configuration | req/s | p50 ms | errors | gateway CPU µs/req (user + system) | Redis round trips/req | Redis commands/req (incl. in scripts) |",
         "|---|---|---|---|---|---|---|---|",
     ]
