@@ -776,6 +776,18 @@ class ScriptedUpstream:
                     connection.sendall(self.answer("200 OK", good, f"Content-Length: {len(good) + 1}\r\n"))
                 elif mode == "folded":
                     connection.sendall(self.answer("200 OK", good, "X-Folded: a\r\n Content-Length: 0\r\n"))
+                elif mode == "chunked":
+                    # Chunk by chunk, an extension and a trailer: the client gets the body whole.
+                    half = len(good) // 2
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                       + f"{half:x};ext=1\r\n".encode() + good[:half] + b"\r\n"
+                                       + f"{len(good) - half:X}\r\n".encode() + good[half:] + b"\r\n0\r\nX-Trailer: t\r\n\r\n")
+                elif mode == "until-close":
+                    # No length: the answer ends when the upstream closes the connection.
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + good[:10])
+                    time.sleep(0.05)
+                    connection.sendall(good[10:])
+                    return
                 elif mode == "trailing-answer":
                     # A second answer nobody asked for, in the same write: the next request on
                     # this connection would otherwise read it as its own.
@@ -800,6 +812,12 @@ def test_an_upstream_answer_that_could_read_as_two_is_never_relayed_as_one(start
                 assert refused.status_code == 502, (mode, refused.text)
                 assert refused.json()["error"]["data"]["reason"] == "upstream_failed", refused.text
                 assert "smuggled" not in refused.text
+                assert len(fast_lines(gateway)) > before, mode
+            # Every framing a server may use arrives whole.
+            for mode in ("chunked", "until-close"):
+                before = len(fast_lines(gateway))
+                answer = tool(client, mode)
+                assert answer.status_code == 200 and answer.json()["result"] == {"content": [], "mode": mode}, (mode, answer.text)
                 assert len(fast_lines(gateway)) > before, mode
             # The answer behind the end is dropped with its connection: every later call, on the
             # same client connection, gets its own answer.
