@@ -8,16 +8,16 @@ import Glibc
 import Darwin
 #endif
 
-/// The fast relay's own HTTP/1.1 for its upstream connections: one request at a time, written as
-/// one buffer, and its response read straight into `HTTPFields` and body slices of the bytes read.
-/// NIOHTTP1's client codec built `HTTPHeaders`, checked them again on the way out, and parsed the
-/// answer through llhttp's callbacks into another `HTTPHeaders` that the relay then converted:
-/// about a fifth of the relay's instructions per request (bench/results-callgrind.md).
-///
-/// Strict where a lenient reading could let one response be taken for two: a `Content-Length`
-/// next to `Transfer-Encoding`, differing lengths, a folded header line, bytes after the end of
-/// a response, or a head larger than `maxHeadBytes` fail the exchange (502) and close the
-/// connection.
+// The fast relay's own HTTP/1.1 for its upstream connections: one request at a time, written as
+// one buffer, and its response read straight into `HTTPFields` and body slices of the bytes read.
+// NIOHTTP1's client codec built `HTTPHeaders`, checked them again on the way out, and parsed the
+// answer through llhttp's callbacks into another `HTTPHeaders` that the relay then converted:
+// about a fifth of the relay's instructions per request (bench/results.md, session 22).
+//
+// Strict where a lenient reading could let one response be taken for two: a `Content-Length`
+// next to `Transfer-Encoding`, differing lengths, a folded header line, bytes after the end of
+// a response, or a head larger than `maxHeadBytes` fail the exchange (502) and close the
+// connection.
 
 /// A response head as the upstream sent it.
 public struct UpstreamResponseHead: Sendable {
@@ -77,9 +77,6 @@ public struct UpstreamResponseParser {
     public mutating func reset() {
         self = UpstreamResponseParser()
     }
-
-    /// Whether the response ended; bytes that arrive after it are an error.
-    public var isDone: Bool { state == .done }
 
     /// Whether the connection can carry another request: the response ended, with keep-alive.
     public var reusable: Bool { state == .done && keepAlive }
