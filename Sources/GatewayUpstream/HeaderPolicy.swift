@@ -4,10 +4,10 @@ public import NIOHTTP1
 /// Which headers cross the gateway, in each direction.
 public enum HeaderPolicy {
     /// RFC 9110 §7.6.1 hop-by-hop headers, plus ones the client must not dictate to the upstream.
-    static let hopByHop: Set<String> = [
+    static let hopByHop = FieldNameSet([
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
         "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect", "http2-settings",
-    ]
+    ])
 
     /// The gateway sets these itself; client-supplied copies are never trusted.
     static let forwardingHeaders: Set<String> = [
@@ -17,17 +17,8 @@ public enum HeaderPolicy {
     ]
 
     /// The client headers that never reach an upstream as the client sent them: one set, so that
-    /// a name is hashed once per header.
-    static let neverForwarded: Set<String> = hopByHop.union(forwardingHeaders)
-    /// The lengths of those names, as bits: most names are let through without hashing them.
-    private static let neverForwardedLengths: UInt64 = neverForwarded.reduce(0) { $1.utf8.count < 64 ? $0 | 1 << UInt64($1.utf8.count) : $0 }
-
-    /// Whether a client field (its folded name) never reaches an upstream as the client sent it.
-    static func isNeverForwarded(_ folded: String) -> Bool {
-        let length = folded.utf8.count
-        if length < 64, neverForwardedLengths & (1 << UInt64(length)) == 0 { return false }
-        return neverForwarded.contains(folded)
-    }
+    /// a name is hashed once per header (at most).
+    static let neverForwarded = FieldNameSet(hopByHop.names.union(forwardingHeaders))
 
     /// A header name as servers that fold `_` into `-` (CGI, many frameworks) read it: lower case,
     /// underscores as dashes. Removal decisions compare this form, so `X_Forwarded_User` cannot
@@ -66,7 +57,7 @@ public enum HeaderPolicy {
         for field in fields {
             let name = foldedLowercase(field.name.canonicalName)
             // The per-request and per-route sets are empty on most requests: no hashing for them.
-            if isNeverForwarded(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
+            if neverForwarded.contains(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
                 || (!extraRemovals.isEmpty && extraRemovals.contains(name)) || (!configured.isEmpty && configured.contains(name))
             {
                 continue
@@ -103,15 +94,10 @@ public enum HeaderPolicy {
         }
     }
 
-    /// The lengths of the hop-by-hop names, as bits: most names are told apart without hashing.
-    private static let hopByHopLengths: UInt64 = hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
-
     /// Whether an upstream's response field (its lower-case name) stays between the upstream and
     /// the gateway: `clientResponseHeaders`' rule for one name, `Connection`'s list aside.
     public static func isHopByHopInResponse(_ lowercase: String) -> Bool {
-        let length = lowercase.utf8.count
-        guard length < 64, hopByHopLengths & (1 << UInt64(length)) != 0, lowercase != "content-length" else { return false }
-        return hopByHop.contains(lowercase)
+        lowercase != "content-length" && hopByHop.contains(lowercase)
     }
 
     /// Headers for the client response: the upstream's end-to-end headers, hop-by-hop removed.
@@ -134,6 +120,25 @@ public enum HeaderPolicy {
             fields.append(HTTPField(name: fieldName, value: value))
         }
         return fields
+    }
+}
+
+/// Lower-case field names, most other names told apart by their length alone: a name is hashed
+/// only when some name in the set is as long (headers are checked against these on every request).
+struct FieldNameSet: Sendable {
+    let names: Set<String>
+    /// Bit n: some name is n bytes long (names of 64 bytes or more are always looked up).
+    private let lengths: UInt64
+
+    init(_ names: Set<String>) {
+        self.names = names
+        self.lengths = names.reduce(0) { $1.utf8.count < 64 ? $0 | 1 << UInt64($1.utf8.count) : $0 }
+    }
+
+    func contains(_ name: String) -> Bool {
+        let length = name.utf8.count
+        if length < 64, lengths & (1 << UInt64(length)) == 0 { return false }
+        return names.contains(name)
     }
 }
 

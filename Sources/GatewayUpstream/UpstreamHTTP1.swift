@@ -348,15 +348,20 @@ public struct UpstreamResponseParser {
         return nil
     }
 
-    /// Lower-case spellings of `knownName`'s names, made once.
+    /// Lower-case spellings of `knownName`'s names, made once from the capitalized ones.
     private enum Lowercase {
-        static let date = HTTPField.Name(parsed: "date")!
-        static let server = HTTPField.Name(parsed: "server")!
-        static let connection = HTTPField.Name(parsed: "connection")!
-        static let contentType = HTTPField.Name(parsed: "content-type")!
-        static let contentLength = HTTPField.Name(parsed: "content-length")!
-        static let transferEncoding = HTTPField.Name(parsed: "transfer-encoding")!
-        static let sessionID = HTTPField.Name(parsed: "mcp-session-id")!
+        static let date = lowercase(.date)
+        static let server = lowercase(.server)
+        static let connection = lowercase(.connection)
+        static let contentType = lowercase(.contentType)
+        static let contentLength = lowercase(.contentLength)
+        static let transferEncoding = lowercase(.transferEncoding)
+        static let sessionID = lowercase(MCPHeaders.sessionID)
+
+        /// The name spelled as its canonical form (never nil for these: they are tokens).
+        private static func lowercase(_ name: HTTPField.Name) -> HTTPField.Name {
+            HTTPField.Name(parsed: name.canonicalName) ?? name
+        }
     }
 
     static func equals(_ bytes: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
@@ -493,15 +498,15 @@ public enum UpstreamRequestWriter {
         mutating func copy(_ string: String) {
             var string = string
             string.withUTF8 { bytes in
-                guard let source = bytes.baseAddress, written + bytes.count <= output.count else { return }
-                (output.baseAddress! + written).copyMemory(from: source, byteCount: bytes.count)
+                guard let source = bytes.baseAddress, let target = output.baseAddress, written + bytes.count <= output.count else { return }
+                (target + written).copyMemory(from: source, byteCount: bytes.count)
                 written += bytes.count
             }
         }
 
         mutating func copy(_ text: StaticString) {
-            guard written + text.utf8CodeUnitCount <= output.count else { return }
-            (output.baseAddress! + written).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
+            guard let target = output.baseAddress, written + text.utf8CodeUnitCount <= output.count else { return }
+            (target + written).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
             written += text.utf8CodeUnitCount
         }
     }
