@@ -277,6 +277,7 @@ let package = Package(
                 "GatewayStore",
                 "MCPMessages",
                 "MCPTransport",
+                "ThreadShards",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -27,14 +27,11 @@ public struct AuditEvent: Sendable {
     /// The line's UTF-8 bytes, newline included: what the audit log writes (built without
     /// intermediate strings; one line per MCP request).
     public var bytes: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(384)
-        append(to: &out)
-        return out
+        AuditLineWriter.bytes { append(to: &$0) }
     }
 
-    /// The line appended to `out` (the audit log's pending batch: no array of its own).
-    public func append(to out: inout [UInt8]) {
+    /// The line written to `out`.
+    public func append(to out: inout AuditLineWriter) {
         AuditLine.start(name, time: time, to: &out)
         for (key, value) in fields {
             out.append(UInt8(ascii: ","))
@@ -43,7 +40,7 @@ public struct AuditEvent: Sendable {
             switch value {
             case .string(let string): JSONText.appendQuoted(string, to: &out)
             case .integer(let number): JSONText.appendInteger(number, to: &out)
-            case .json(let json): out.append(contentsOf: json.utf8)
+            case .json(let json): out.appendUnescaped(json)
             }
         }
         AuditLine.end(to: &out)
@@ -56,61 +53,61 @@ public struct AuditEvent: Sendable {
 /// no value left out. Keys are literals that need no escaping.
 public enum AuditLine {
     /// `{"time":"…","event":"<name>"`.
-    public static func start(_ name: String, time: Date, to out: inout [UInt8]) {
-        out.append(contentsOf: #"{"time":""#.utf8)
+    public static func start(_ name: String, time: Date, to out: inout AuditLineWriter) {
+        out.append(#"{"time":""#)
         JSONText.appendTimestamp(time, to: &out)
-        out.append(contentsOf: #"","event":"#.utf8)
+        out.append(#"","event":"#)
         JSONText.appendQuoted(name, to: &out)
     }
 
     /// `,"<key>":"<value>"`, or nothing without a value.
-    public static func field(_ key: StaticString, _ value: String?, to out: inout [UInt8]) {
+    public static func field(_ key: StaticString, _ value: String?, to out: inout AuditLineWriter) {
         guard let value else { return }
         appendKey(key, to: &out)
         JSONText.appendQuoted(value, to: &out)
     }
 
     /// `,"<key>":<number>`, or nothing without a value.
-    public static func field(_ key: StaticString, _ value: Int64?, to out: inout [UInt8]) {
+    public static func field(_ key: StaticString, _ value: Int64?, to out: inout AuditLineWriter) {
         guard let value else { return }
         appendKey(key, to: &out)
         JSONText.appendInteger(value, to: &out)
     }
 
     /// `,"<key>":<json>` for a value that is JSON already, or nothing without a value.
-    public static func field(_ key: StaticString, json value: String?, to out: inout [UInt8]) {
+    public static func field(_ key: StaticString, json value: String?, to out: inout AuditLineWriter) {
         guard let value else { return }
         appendKey(key, to: &out)
-        out.append(contentsOf: value.utf8)
+        out.appendUnescaped(value)
     }
 
     /// Fields encoded once ahead (`,"router":"…",…`, from `fields(_:)`), e.g. a route's.
-    public static func encoded(_ fields: [UInt8], to out: inout [UInt8]) {
-        out.append(contentsOf: fields)
+    public static func encoded(_ fields: [UInt8], to out: inout AuditLineWriter) {
+        fields.withUnsafeBytes { out.append($0) }
     }
 
     /// `}` and the newline.
-    public static func end(to out: inout [UInt8]) {
+    public static func end(to out: inout AuditLineWriter) {
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "\n"))
     }
 
     /// String fields encoded once for `encoded(_:to:)` (values escaped as any other).
     public static func fields(_ fields: [(key: String, value: String)]) -> [UInt8] {
-        var out: [UInt8] = []
-        for (key, value) in fields {
-            out.append(UInt8(ascii: ","))
-            JSONText.appendQuoted(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            JSONText.appendQuoted(value, to: &out)
+        AuditLineWriter.bytes { out in
+            for (key, value) in fields {
+                out.append(UInt8(ascii: ","))
+                JSONText.appendQuoted(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                JSONText.appendQuoted(value, to: &out)
+            }
         }
-        return out
     }
 
-    private static func appendKey(_ key: StaticString, to out: inout [UInt8]) {
+    private static func appendKey(_ key: StaticString, to out: inout AuditLineWriter) {
         out.append(UInt8(ascii: ","))
         out.append(UInt8(ascii: "\""))
-        key.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
         out.append(UInt8(ascii: "\""))
         out.append(UInt8(ascii: ":"))
     }
@@ -120,9 +117,9 @@ public enum AuditLine {
 /// without `audit:` nothing is recorded.
 public protocol AuditSink: Sendable {
     func record(_ event: AuditEvent)
-    /// One line written by `encode` (which appends a whole JSON object and its newline, with
-    /// `AuditLine`) straight into where lines gather: the per-request line's way.
-    func recordLine(_ encode: (inout [UInt8]) -> Void)
+    /// One line written by `encode` (a whole JSON object and its newline, with `AuditLine`):
+    /// the per-request line's way, without an `AuditEvent`.
+    func recordLine(_ encode: (inout AuditLineWriter) -> Void)
 }
 
 /// Tool arguments as the audit log shows them.
@@ -154,20 +151,17 @@ public enum AuditArguments {
 public enum JSONText {
     /// A JSON string literal: quotes, backslashes and control characters escaped.
     public static func quoted(_ text: String) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count + 2)
-        appendQuoted(text, to: &out)
-        return String(decoding: out, as: UTF8.self)
+        String(decoding: AuditLineWriter.bytes { appendQuoted(text, to: &$0) }, as: UTF8.self)
     }
 
     /// `quoted(text)`'s bytes appended to `out`. A Swift string is valid UTF-8, so every byte
     /// other than the ones JSON reserves is copied as it is.
-    public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
+    public static func appendQuoted(_ text: String, to out: inout AuditLineWriter) {
         out.append(UInt8(ascii: "\""))
         // Most values (names, ids, addresses) need no escape: copied whole.
         let plain = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
-            for byte in bytes where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
-            out.append(contentsOf: bytes)
+            guard !needsEscaping(UnsafeRawBufferPointer(bytes)) else { return false }
+            out.append(UnsafeRawBufferPointer(bytes))
             return true
         }
         if plain == true {
@@ -176,22 +170,49 @@ public enum JSONText {
         }
         for byte in text.utf8 {
             switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case UInt8(ascii: "\""): out.append(#"\""#)
+            case UInt8(ascii: "\\"): out.append(#"\\"#)
+            case UInt8(ascii: "\n"): out.append(#"\n"#)
+            case UInt8(ascii: "\r"): out.append(#"\r"#)
+            case UInt8(ascii: "\t"): out.append(#"\t"#)
             case 0..<0x20:
                 let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                out.append(#"\u00"#)
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0xF)])
             default: out.append(byte)
             }
         }
         out.append(UInt8(ascii: "\""))
     }
 
+    /// Whether any byte is one JSON escapes in a string: a control character, `"` or `\`.
+    /// Eight bytes at a time (every value of every audit and JSON log line is scanned).
+    static func needsEscaping(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var index = 0
+        while index &+ 8 <= bytes.count {
+            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            // A byte below 0x20, or equal to `"` or `\` (equal: the XOR is zero), sets its high
+            // bit in one of these (the classic "has a zero byte" test; bytes of 0x80 and up
+            // never set it, as `~word` clears their high bit).
+            let control = (word &- ones &* 0x20) & ~word & highs
+            let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
+            let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
+            if control | quote | backslash != 0 { return true }
+            index &+= 8
+        }
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return true }
+            index &+= 1
+        }
+        return false
+    }
+
     /// A decimal integer's digits appended to `out`.
-    public static func appendInteger(_ number: Int64, to out: inout [UInt8]) {
+    public static func appendInteger(_ number: Int64, to out: inout AuditLineWriter) {
         if number < 0 { out.append(UInt8(ascii: "-")) }
         var magnitude = number.magnitude
         var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
@@ -203,20 +224,18 @@ public enum JSONText {
                 buffer[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
                 magnitude /= 10
             } while magnitude > 0
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[index...]))
+            out.append(UnsafeRawBufferPointer(rebasing: buffer[index...]))
         }
     }
 
     public static func timestamp(_ date: Date) -> String {
-        var out: [UInt8] = []
-        appendTimestamp(date, to: &out)
-        return String(decoding: out, as: UTF8.self)
+        String(decoding: AuditLineWriter.bytes { appendTimestamp(date, to: &$0) }, as: UTF8.self)
     }
 
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T13:29:56.500Z`. Written on every
     /// audit line and JSON log line: the civil date is computed from the day number (no
     /// `gmtime_r`), and the 24 bytes are appended at once.
-    public static func appendTimestamp(_ date: Date, to out: inout [UInt8]) {
+    public static func appendTimestamp(_ date: Date, to out: inout AuditLineWriter) {
         let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
         let (days, millisOfDay) = floorDivision(totalMillis, 86_400_000)
         let (year, month, day) = civilDate(daysSince1970: days)
@@ -242,7 +261,7 @@ public enum JSONText {
             put(secondsOfDay / 60 % 60, at: 14, width: 2)
             put(secondsOfDay % 60, at: 17, width: 2)
             put(millisOfDay % 1000, at: 20, width: 3)
-            out.append(contentsOf: UnsafeRawBufferPointer(bytes))
+            out.append(UnsafeRawBufferPointer(bytes))
         }
     }
 
@@ -264,5 +283,107 @@ public enum JSONText {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+}
+
+/// Where a JSON line is written: a buffer on the caller's stack while the line fits in it (every
+/// usual line), an array from the first byte that does not (tool arguments written in full can
+/// be large). An append is a bounds check and a copy: writing into an array costs a uniqueness
+/// and a capacity check per piece, and a line has some sixty pieces.
+public struct AuditLineWriter {
+    private let base: UnsafeMutablePointer<UInt8>
+    /// The room in `base`; 0 once the line moved to `spilled`.
+    private var capacity: Int
+    private var count = 0
+    private var spilled: [UInt8]?
+    /// What fits on the stack: a `mcp.request` line without arguments is ~400 bytes.
+    static let stackCapacity = 2048
+
+    private init(base: UnsafeMutablePointer<UInt8>, capacity: Int) {
+        self.base = base
+        self.capacity = capacity
+    }
+
+    /// The bytes `encode` writes, handed to `use` (valid only during the call).
+    public static func withLine<Result>(_ encode: (inout AuditLineWriter) -> Void, _ use: (UnsafeRawBufferPointer) -> Result) -> Result {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: stackCapacity) { buffer in
+            if let base = buffer.baseAddress { return write(into: base, capacity: buffer.count, encode, use) }
+            let heap = UnsafeMutablePointer<UInt8>.allocate(capacity: stackCapacity)
+            defer { heap.deallocate() }
+            return write(into: heap, capacity: stackCapacity, encode, use)
+        }
+    }
+
+    private static func write<Result>(
+        into base: UnsafeMutablePointer<UInt8>, capacity: Int, _ encode: (inout AuditLineWriter) -> Void, _ use: (UnsafeRawBufferPointer) -> Result
+    ) -> Result {
+        var writer = AuditLineWriter(base: base, capacity: capacity)
+        encode(&writer)
+        if let spilled = writer.spilled { return spilled.withUnsafeBytes(use) }
+        return use(UnsafeRawBufferPointer(start: base, count: writer.count))
+    }
+
+    /// The bytes `encode` writes, as an array.
+    public static func bytes(_ encode: (inout AuditLineWriter) -> Void) -> [UInt8] {
+        withLine(encode) { Array($0) }
+    }
+
+    @inline(__always)
+    public mutating func append(_ byte: UInt8) {
+        if count < capacity {
+            base[count] = byte
+            count &+= 1
+        } else {
+            appendSpilled(byte)
+        }
+    }
+
+    @inline(__always)
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        if bytes.count <= capacity &- count {
+            (base + count).update(from: source.assumingMemoryBound(to: UInt8.self), count: bytes.count)
+            count &+= bytes.count
+        } else {
+            appendSpilled(bytes)
+        }
+    }
+
+    /// A literal's bytes (keys, punctuation).
+    @inline(__always)
+    public mutating func append(_ literal: StaticString) {
+        append(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    /// A string's UTF-8 bytes as they are (JSON already).
+    public mutating func appendUnescaped(_ text: String) {
+        var text = text
+        text.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    private mutating func appendSpilled(_ byte: UInt8) {
+        var array = takeSpilled()
+        array.append(byte)
+        spilled = array
+    }
+
+    private mutating func appendSpilled(_ bytes: UnsafeRawBufferPointer) {
+        var array = takeSpilled()
+        array.append(contentsOf: bytes)
+        spilled = array
+    }
+
+    /// The spilled array, owned uniquely (nil left behind), made from the stack's bytes at the
+    /// first spill.
+    private mutating func takeSpilled() -> [UInt8] {
+        if let array = spilled {
+            spilled = nil
+            return array
+        }
+        var array = [UInt8]()
+        array.reserveCapacity(count * 2 + 4096)
+        array.append(contentsOf: UnsafeBufferPointer(start: base, count: count))
+        capacity = 0
+        return array
     }
 }

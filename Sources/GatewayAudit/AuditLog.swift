@@ -60,10 +60,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         recordLine { event.append(to: &$0) }
     }
 
-    public func recordLine(_ encode: (inout [UInt8]) -> Void) {
-        // Encoded straight into this thread's batch: its lock is taken by nobody else but the
-        // writer, once a batch window.
-        pending.withLock { encode(&$0) }
+    public func recordLine(_ encode: (inout AuditLineWriter) -> Void) {
+        // Encoded on the stack, then copied into this thread's batch at once: its lock is taken by
+        // nobody else but the writer, once a batch window.
+        AuditLineWriter.withLine(encode) { line in
+            // Typed bytes: an array copies those at once, raw ones byte by byte.
+            line.withMemoryRebound(to: UInt8.self) { line in pending.withLock { $0.append(contentsOf: line) } }
+        }
         // Read first: the flag changes once a batch window, and only its first reader writes it.
         if !scheduled.load(ordering: .acquiring), scheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
             queue.asyncAfter(deadline: .now() + Self.batchWindow) { self.writePending() }

@@ -25,8 +25,24 @@ public final class GatewayMetrics: Sendable {
         public static let requests = "mcp_gateway_http_requests_total"
     }
 
+    /// The per-request series' names, with the help line a scrape shows.
+    private enum Descriptor {
+        // Computed: the type is not `Sendable`; each is made once per series, when it is first made.
+        static var operationDuration: MetricNameDescriptor { MetricNameDescriptor(
+            metricName: Name.operationDuration, unitName: "", helpText: "Duration of MCP requests through a router, in seconds (OpenTelemetry MCP semantic conventions)."
+        ) }
+        static var upstreamDuration: MetricNameDescriptor { MetricNameDescriptor(
+            metricName: Name.upstreamDuration, unitName: "", helpText: "Time until an upstream answered (its response head, or a stdio child's reply), in seconds."
+        ) }
+        static var requests: MetricNameDescriptor { MetricNameDescriptor(metricName: Name.requests, unitName: "", helpText: "HTTP requests answered, by router and status class.") }
+    }
+
     private let registry: PrometheusCollectorRegistry
     private let factory: any MetricsFactory
+    /// The per-request series are made on the registry directly, not through swift-metrics: a
+    /// `Recorder` converts each value through a generic `BinaryFloatingPoint` initializer and an
+    /// existential handler, which cost more than the histogram's own work.
+    private let latencyBuckets: [Double]
     private let methods = LabelBudget(limit: 64)
     private let tools = LabelBudget(limit: 512)
     /// The gauge label sets written at the last scrape, so a series that disappeared reads 0.
@@ -52,22 +68,21 @@ public final class GatewayMetrics: Sendable {
             let router: String, code: String
         }
 
-        var operations: [Operation: CoreMetrics.Recorder] = [:]
-        var requests: [Request: CoreMetrics.Counter] = [:]
-        var upstreams: [String: CoreMetrics.Recorder] = [:]
+        var operations: [Operation: ValueHistogram] = [:]
+        var requests: [Request: Prometheus.Counter] = [:]
+        var upstreams: [String: ValueHistogram] = [:]
     }
     static let maxTrackedSessions = 100_000
 
     public init() {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.registry = registry
+        self.factory = factory
         // Durations are recorded as seconds in a floating-point histogram: each observation
         // compares against every bucket bound, and `Double` compares cost a fraction of
         // `Duration`'s 128-bit ones (two observations on every proxied request).
-        let latency: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-        factory.valueHistogramBuckets = [Name.operationDuration: latency, Name.upstreamDuration: latency]
-        self.registry = registry
-        self.factory = factory
+        self.latencyBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
         // Counters a scrape should show from the start (at 0), for series without labels a
         // request chooses.
         for result in ["accepted", "rejected"] {
@@ -84,8 +99,8 @@ public final class GatewayMetrics: Sendable {
     /// every observation made before it (but for a batch another thread is folding at that
     /// moment, which the next scrape shows).
     private struct Unfolded: Sendable {
-        var durations: [(histogram: Series<CoreMetrics.Recorder>, seconds: Double)] = []
-        var counts: [Series<CoreMetrics.Counter>] = []
+        var durations: [(histogram: Series<ValueHistogram>, seconds: Double)] = []
+        var counts: [Series<Prometheus.Counter>] = []
     }
 
     /// A series' handle, not counted as a reference: every handle is kept in `handles` (never
@@ -99,8 +114,11 @@ public final class GatewayMetrics: Sendable {
     private let unfolded = PerThread<Unfolded> { Unfolded() }
     static let foldEvery = 64
 
-    private func observe(_ histogram: CoreMetrics.Recorder, _ duration: Duration) {
-        let seconds = duration.histogramSeconds
+    private func observe(_ histogram: ValueHistogram, _ duration: Duration) {
+        observe(histogram, seconds: duration.histogramSeconds)
+    }
+
+    private func observe(_ histogram: ValueHistogram, seconds: Double) {
         let full = unfolded.withLock { unfolded -> Unfolded? in
             unfolded.durations.append((Series(histogram), seconds))
             return unfolded.durations.count >= Self.foldEvery ? Self.take(&unfolded) : nil
@@ -108,7 +126,7 @@ public final class GatewayMetrics: Sendable {
         if let full { Self.fold(full) }
     }
 
-    private func count(_ counter: CoreMetrics.Counter) {
+    private func count(_ counter: Prometheus.Counter) {
         let full = unfolded.withLock { unfolded -> Unfolded? in
             unfolded.counts.append(Series(counter))
             return unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
@@ -148,41 +166,73 @@ public final class GatewayMetrics: Sendable {
     /// next request of the same kind (the usual case: one client calling one router) records
     /// without the shared lookup and its locks. One per connection, on its event loop.
     public struct LocalHandles {
-        fileprivate var operation: (method: String, tool: String?, router: String, errorType: String?, histogram: CoreMetrics.Recorder)?
-        fileprivate var request: (router: String, code: String, counter: CoreMetrics.Counter)?
-        fileprivate var upstream: (service: String, histogram: CoreMetrics.Recorder)?
+        fileprivate var operation: (method: String, tool: String?, router: String, errorType: String?, histogram: ValueHistogram)?
+        fileprivate var request: (router: String, code: String, counter: Prometheus.Counter)?
+        fileprivate var upstream: (service: String, histogram: ValueHistogram)?
 
         public init() {}
     }
 
-    /// `operation(method:tool:router:errorType:duration:)` through a connection's handles.
-    public func operation(method: String, tool: String?, router: String, errorType: String?, duration: Duration, handles: inout LocalHandles) {
+    /// `operation(method:tool:router:errorType:duration:)` through a connection's handles, with
+    /// the duration in seconds (a `Duration`'s 128-bit arithmetic costs more than the histogram).
+    public func operation(method: String, tool: String?, router: String, errorType: String?, seconds: Double, handles: inout LocalHandles) {
         // A label value, once admitted or folded into `_other`, stays so: the handle found for
         // these values stands for them as long as this instance runs.
+        observe(operationHistogram(method: method, tool: tool, router: router, errorType: errorType, handles: &handles), seconds: seconds)
+    }
+
+    private func operationHistogram(method: String, tool: String?, router: String, errorType: String?, handles: inout LocalHandles) -> ValueHistogram {
         if let last = handles.operation, last.method == method, last.router == router, last.errorType == errorType,
            method != "tools/call" || last.tool == tool {
-            return observe(last.histogram, duration)
+            return last.histogram
         }
         let histogram = operationHistogram(method: method, tool: tool, router: router, errorType: errorType)
         handles.operation = (method, tool, router, errorType, histogram)
-        observe(histogram, duration)
+        return histogram
+    }
+
+    /// A relayed request's three per-request observations at once, at its end: its count, the
+    /// upstream's time to answer and the operation's duration (nil `method`: not an MCP request),
+    /// appended under one lock rather than three.
+    public func relayed(
+        router: String, status: Int, service: String, upstreamSeconds: Double,
+        method: String?, tool: String?, errorType: String?, seconds: Double, handles: inout LocalHandles
+    ) {
+        let counter = requestCounter(router: router, status: status, handles: &handles)
+        let upstream = upstreamHistogram(service: service, handles: &handles)
+        let operation = method.map { operationHistogram(method: $0, tool: tool, router: router, errorType: errorType, handles: &handles) }
+        let full = unfolded.withLock { unfolded -> Unfolded? in
+            unfolded.counts.append(Series(counter))
+            unfolded.durations.append((Series(upstream), upstreamSeconds))
+            if let operation { unfolded.durations.append((Series(operation), seconds)) }
+            return unfolded.durations.count >= Self.foldEvery || unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
+        }
+        if let full { Self.fold(full) }
     }
 
     /// `request(router:status:)` through a connection's handles.
     public func request(router: String, status: Int, handles: inout LocalHandles) {
-        let code = Self.statusClass(status)
-        if let last = handles.request, last.code == code, last.router == router { return count(last.counter) }
-        let counter = requestCounter(router: router, code: code)
-        handles.request = (router, code, counter)
-        count(counter)
+        count(requestCounter(router: router, status: status, handles: &handles))
     }
 
-    /// `upstream(service:duration:)` through a connection's handles.
-    public func upstream(service: String, duration: Duration, handles: inout LocalHandles) {
-        if let last = handles.upstream, last.service == service { return observe(last.histogram, duration) }
+    private func requestCounter(router: String, status: Int, handles: inout LocalHandles) -> Prometheus.Counter {
+        let code = Self.statusClass(status)
+        if let last = handles.request, last.code == code, last.router == router { return last.counter }
+        let counter = requestCounter(router: router, code: code)
+        handles.request = (router, code, counter)
+        return counter
+    }
+
+    /// `upstream(service:duration:)` through a connection's handles, in seconds.
+    public func upstream(service: String, seconds: Double, handles: inout LocalHandles) {
+        observe(upstreamHistogram(service: service, handles: &handles), seconds: seconds)
+    }
+
+    private func upstreamHistogram(service: String, handles: inout LocalHandles) -> ValueHistogram {
+        if let last = handles.upstream, last.service == service { return last.histogram }
         let histogram = upstreamHistogram(service: service)
         handles.upstream = (service, histogram)
-        observe(histogram, duration)
+        return histogram
     }
 
     /// One MCP request through a router: the OpenTelemetry MCP semantic conventions' operation
@@ -191,15 +241,15 @@ public final class GatewayMetrics: Sendable {
         observe(operationHistogram(method: method, tool: tool, router: router, errorType: errorType), duration)
     }
 
-    private func operationHistogram(method: String, tool: String?, router: String, errorType: String?) -> CoreMetrics.Recorder {
+    private func operationHistogram(method: String, tool: String?, router: String, errorType: String?) -> ValueHistogram {
         let methodLabel = methods.admit(method)
         let toolLabel = method == "tools/call" ? tool.map { tools.admit($0) } ?? "" : ""
         let key = Handles.Operation(method: methodLabel, tool: toolLabel, router: router, errorType: errorType ?? "")
         return handles.withLock { handles in
             if let made = handles.operations[key] { return made }
-            let made = Recorder(label: Name.operationDuration, dimensions: [
+            let made = registry.makeValueHistogram(descriptor: Descriptor.operationDuration, labels: [
                 ("mcp_method_name", key.method), ("gen_ai_tool_name", key.tool), ("router", key.router), ("error_type", key.errorType),
-            ], aggregate: true, factory: factory)
+            ], buckets: latencyBuckets)
             handles.operations[key] = made
             return made
         }
@@ -210,11 +260,11 @@ public final class GatewayMetrics: Sendable {
         count(requestCounter(router: router, code: Self.statusClass(status)))
     }
 
-    private func requestCounter(router: String, code: String) -> CoreMetrics.Counter {
+    private func requestCounter(router: String, code: String) -> Prometheus.Counter {
         let key = Handles.Request(router: router, code: code)
         return handles.withLock { handles in
             if let made = handles.requests[key] { return made }
-            let made = Counter(label: Name.requests, dimensions: [("router", key.router), ("code", key.code)], factory: factory)
+            let made = registry.makeCounter(descriptor: Descriptor.requests, labels: [("router", key.router), ("code", key.code)])
             handles.requests[key] = made
             return made
         }
@@ -225,10 +275,10 @@ public final class GatewayMetrics: Sendable {
         observe(upstreamHistogram(service: service), duration)
     }
 
-    private func upstreamHistogram(service: String) -> CoreMetrics.Recorder {
+    private func upstreamHistogram(service: String) -> ValueHistogram {
         handles.withLock { handles in
             if let made = handles.upstreams[service] { return made }
-            let made = Recorder(label: Name.upstreamDuration, dimensions: [("service", service)], aggregate: true, factory: factory)
+            let made = registry.makeValueHistogram(descriptor: Descriptor.upstreamDuration, labels: [("service", service)], buckets: latencyBuckets)
             handles.upstreams[service] = made
             return made
         }

@@ -7,6 +7,7 @@ import MCPMessages
 import AuthorizationServer
 import Foundation
 import Synchronization
+import ThreadShards
 
 /// `rateLimit`: each request counts against its caller's allowance in the store (Redis: shared by
 /// every gateway instance, one round trip); `tools/call` of a tool with its own limit counts
@@ -23,6 +24,18 @@ package struct RateLimiter: RouteMiddleware {
     private let immediateStore: (any CallbackRateLimiting)?
     /// Where every key of this middleware starts.
     private let keyPrefix: String
+    /// The last key each thread built and what from: a connection's requests (one client on one
+    /// router) count against the same allowance one after another, and building the key again
+    /// cost more than deciding the limit.
+    private let lastKeys = PerThread<KeyMemo?> { nil }
+
+    private struct KeyMemo {
+        let router: String
+        let pattern: String?
+        let kind: String
+        let whose: String
+        let key: String
+    }
 
     package init(name: String, configuration: RateLimitConfiguration, store: any KeyValueStore) {
         self.name = name
@@ -72,11 +85,23 @@ package struct RateLimiter: RouteMiddleware {
         let tool = request.call.method == "tools/call" && !configuration.tools.isEmpty ? request.call.target : nil
         let (pattern, limit) = configuration.limit(forTool: tool)
         let (kind, whose) = caller(of: request)
-        var length = keyPrefix.utf8.count + request.router.utf8.count + kind.utf8.count + whose.utf8.count
+        let remembered = lastKeys.withLock { memo -> String? in
+            guard let memo, memo.whose == whose, memo.router == request.router, memo.pattern == pattern, memo.kind == kind else { return nil }
+            return memo.key
+        }
+        if let remembered { return Counted(key: remembered, pattern: pattern, limit: limit, tool: tool) }
+        let key = Self.key(prefix: keyPrefix, router: request.router, pattern: pattern, kind: kind, whose: whose)
+        lastKeys.withLock { $0 = KeyMemo(router: request.router, pattern: pattern, kind: kind, whose: whose, key: key) }
+        return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
+    }
+
+    /// `<prefix><router>:*:<kind><whose>`, or `<prefix><router>:tool:<pattern>:<kind><whose>`.
+    private static func key(prefix keyPrefix: String, router: String, pattern: String?, kind: String, whose: String) -> String {
+        var length = keyPrefix.utf8.count + router.utf8.count + kind.utf8.count + whose.utf8.count
         length += pattern.map { $0.utf8.count + 7 } ?? 3
         // One allocation of the exact length, written once (appending piece by piece costs a
         // capacity and uniqueness check per piece, on every request).
-        let key = String(unsafeUninitializedCapacity: length) { buffer in
+        return String(unsafeUninitializedCapacity: length) { buffer in
             var written = 0
             func put(_ text: String) {
                 var text = text
@@ -87,7 +112,7 @@ package struct RateLimiter: RouteMiddleware {
                 }
             }
             put(keyPrefix)
-            put(request.router)
+            put(router)
             if let pattern {
                 put(":tool:")
                 put(pattern)
@@ -99,7 +124,6 @@ package struct RateLimiter: RouteMiddleware {
             put(whose)
             return written
         }
-        return Counted(key: key, pattern: pattern, limit: limit, tool: tool)
     }
 
     /// nil: go on; otherwise the refusal (429, or 503 when the store failed and `onStoreError`

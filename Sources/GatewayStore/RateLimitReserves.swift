@@ -73,25 +73,24 @@ public struct RateLimitReserves: Sendable {
     /// A request of `key` (`interval` milliseconds, `burst`) at `now`.
     public mutating func take(_ key: String, interval: Int64, burst: Int, now: Int64) -> Take {
         let limit = Self.limit(burst: burst)
-        let id = Limit(key: key, interval: interval, burst: burst)
-        guard var reserve = reserves[id] else { return .ask(1) }
+        // Found once and changed in place: the key is hashed once per request.
+        guard let index = reserves.index(forKey: Limit(key: key, interval: interval, burst: burst)) else { return .ask(1) }
+        let reserve = reserves.values[index]
         if now < reserve.refusedUntil { return .refused(retryAfter: reserve.refusedUntil - now) }
         guard limit > 1 else {
-            reserves[id] = nil
+            reserves.remove(at: index)
             return .ask(1)
         }
         if now < reserve.lapses, reserve.tokens > 0 {
-            reserve.tokens -= 1
-            reserves[id] = reserve
-            return .admitted(left: reserve.tokens)
+            reserves.values[index].tokens -= 1
+            return .admitted(left: reserve.tokens - 1)
         }
         if now < reserve.askingUntil { return .ask(1) }
         // Used up in time: the key is hot, reserve more. Lapsed unused: reserve less.
         let usedUp = now < reserve.lapses
         let size = usedUp ? min(limit, reserve.size * 2) : max(1, reserve.size / 2)
-        reserve.askingUntil = now + Self.validity
-        reserve.pendingSize = size
-        reserves[id] = reserve
+        reserves.values[index].askingUntil = now + Self.validity
+        reserves.values[index].pendingSize = size
         return .ask(size)
     }
 

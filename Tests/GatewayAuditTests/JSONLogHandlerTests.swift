@@ -14,6 +14,28 @@ import Testing
         #expect(quoted.contains("\\u0007") && !quoted.contains("\\/"))
     }
 
+    /// Plain text is checked eight bytes at a time: a character JSON escapes is found at every
+    /// position of a word and of the tail, and bytes at or above 0x80 (UTF-8) or just above the
+    /// escaped ones are not mistaken for them.
+    @Test func everyEscapedCharacterIsFoundWhereverItIs() throws {
+        let escaped: [Character] = ["\"", "\\", "\n", "\u{00}", "\u{01}", "\u{1F}", "\t"]
+        let plain: [Character] = [" ", "!", "#", "[", "]", "]", "\u{7F}", "é", "€", "😀", "A"]
+        for length in 0..<20 {
+            for position in 0...length {
+                for special in escaped + plain {
+                    var text = String(repeating: "a", count: position)
+                    text.append(special)
+                    text += String(repeating: "b", count: length - position)
+                    let quoted = JSONText.quoted(text)
+                    let decoded = try JSONSerialization.jsonObject(with: Data("[\(quoted)]".utf8)) as? [String]
+                    #expect(decoded == [text], "\(text.debugDescription)")
+                    // Plain text is copied as it is, between quotes.
+                    if plain.contains(special) { #expect(quoted == "\"\(text)\"") }
+                }
+            }
+        }
+    }
+
     @Test func nestedMetadataBecomesObjectsAndArrays() throws {
         let value: Logger.Metadata.Value = ["list": ["a", "b"], "count": "\(3)", "inner": ["k": "v"]]
         let object = try JSONSerialization.jsonObject(with: Data(JSONLogHandler.json(value).utf8)) as? [String: Any]

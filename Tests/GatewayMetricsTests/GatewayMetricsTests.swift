@@ -26,13 +26,13 @@ import Testing
             ("tools/call", "a", nil), ("tools/call", "a", nil), ("tools/call", "b", nil), ("tools/call", "a", "-32602"),
             ("tools/list", "a", nil), ("tools/list", "b", nil), ("tools/call", "a", nil),
         ] as [(String, String?, String?)] {
-            metrics.operation(method: method, tool: tool, router: "r", errorType: errorType, duration: .milliseconds(1), handles: &handles)
+            metrics.operation(method: method, tool: tool, router: "r", errorType: errorType, seconds: 0.001, handles: &handles)
         }
         for (router, status) in [("r", 200), ("r", 200), ("r", 404), ("s", 200)] {
             metrics.request(router: router, status: status, handles: &handles)
         }
         for service in ["up", "up", "other"] {
-            metrics.upstream(service: service, duration: .milliseconds(2), handles: &handles)
+            metrics.upstream(service: service, seconds: 0.002, handles: &handles)
         }
         let text = text(metrics)
         #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type=""} 3"#))
@@ -44,6 +44,28 @@ import Testing
         #expect(text.contains(#"mcp_gateway_http_requests_total{router="s",code="2xx"} 1"#))
         #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="up"} 2"#))
         #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="other"} 1"#))
+    }
+
+    /// The fast relay's one call per finished request records what the three separate calls
+    /// would, into the same series, mixed with them on one connection's handles.
+    @Test func aRelayedRequestRecordsItsCountUpstreamTimeAndOperationAtOnce() {
+        let metrics = GatewayMetrics()
+        var handles = GatewayMetrics.LocalHandles()
+        metrics.relayed(router: "r", status: 200, service: "up", upstreamSeconds: 0.002, method: "tools/call", tool: "a", errorType: nil, seconds: 0.003, handles: &handles)
+        metrics.operation(method: "tools/call", tool: "a", router: "r", errorType: nil, seconds: 0.001, handles: &handles)
+        metrics.relayed(router: "r", status: 502, service: "up", upstreamSeconds: 0.5, method: "tools/call", tool: "a", errorType: "502", seconds: 0.5, handles: &handles)
+        // Not an MCP request (no method): counted, and the upstream's time, without an operation.
+        metrics.relayed(router: "r", status: 200, service: "other", upstreamSeconds: 0.002, method: nil, tool: nil, errorType: nil, seconds: 0.003, handles: &handles)
+        let text = text(metrics)
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type=""} 2"#))
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type="502"} 1"#))
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("mcp_server_operation_duration_seconds_count") }.count == 2)
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="r",code="2xx"} 2"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="r",code="5xx"} 1"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="up"} 2"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="other"} 1"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_bucket{service="up",le="0.5"} 2"#))
+        #expect(text.contains("# HELP mcp_gateway_upstream_duration_seconds "))
     }
 
     @Test func inventedToolNamesFoldIntoOtherBeyondTheBudget() {

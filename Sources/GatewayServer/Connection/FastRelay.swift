@@ -81,7 +81,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     /// Where the connection's last request was routed (when the rules allow remembering it).
     private var routes = RouteMemo()
     /// The metric series this connection recorded last (`metrics:`).
-    private var metricHandles = GatewayMetrics.LocalHandles()
+    private var observations = ObservationMemo()
     /// The connection's peer, made once (its address as text is an `inet_ntop` call).
     private var knownPeer: GatewayRequestContext.Peer?
 
@@ -132,12 +132,15 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var binding = false
         var held: [ByteBuffer] = []
         var upstreamEnded = false
-        let started = ContinuousClock.now
+        let started = Stopwatch()
         /// `audit` / `metrics`: what was sent, for the observations at the end.
         var tally: ResponseTally?
         var contentType = ""
         var createdSession: String?
         var observed = false
+        /// The upstream's time to the answer's head, when the head is counted at the end
+        /// (`noteHead`).
+        var uncountedHead: Double?
         /// A stdio session's stream this relay reads (its id), once the request went to the child.
         var stdioStream: Int?
 
@@ -403,8 +406,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         relay.contentType = contentType ?? ""
         relay.createdSession = createdSession
         guard let metrics = observer.metrics else { return }
-        metrics.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started, handles: &metricHandles)
-        metrics.request(router: relay.admission.route.router.name, status: status, handles: &metricHandles)
+        let upstreamSeconds = relay.started.elapsedSeconds
+        // A JSON answer ends soon: its head is counted with the rest of its observations, under
+        // one lock. A stream can last long: counted now, as the full pipeline does.
+        guard relay.eventStream else { return relay.uncountedHead = upstreamSeconds }
+        metrics.upstream(service: relay.admission.serviceName, seconds: upstreamSeconds, handles: &observations.metrics)
+        metrics.request(router: relay.admission.route.router.name, status: status, handles: &observations.metrics)
     }
 
     /// `answered`: the child's answer came (the stream's only request is answered: the session
@@ -525,7 +532,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             context.close(promise: nil)
             return
         }
-        pipeline.observer?.metrics?.upstream(service: relay.admission.serviceName, duration: ContinuousClock.now - relay.started)
+        pipeline.observer?.metrics?.upstream(service: relay.admission.serviceName, seconds: relay.started.elapsedSeconds, handles: &observations.metrics)
         answer(relay, with: gatewayError)
     }
 
@@ -591,19 +598,12 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let admission = relay.admission
         let call = admission.context.call
         let (bytesOut, errorCode) = relay.tally?.summary(contentType: relay.contentType) ?? (0, nil)
-        var record = RequestRecord.Fields()
-        record.router = admission.route.router.name
-        record.user = admission.context.caller?.claims.login
-        record.mcpMethod = call?.method
-        if call?.method == "tools/call" { record.tool = call?.target }
-        record.route = admission.route
-        record.caller = admission.context.caller
-        record.call = call
         let sent = RequestAudit.Sent(
             method: "POST", status: HTTPResponse.Status(code: status), bytesOut: bytesOut, errorCode: errorCode, createdSession: relay.createdSession,
-            clientIP: admission.context.clientIP, elapsed: ContinuousClock.now - relay.started
+            clientIP: admission.context.clientIP, elapsedNanoseconds: relay.started.elapsedNanoseconds
         )
-        observer.observed(route: admission.route, record: record, sent: sent, handles: &metricHandles)
+        let head = relay.uncountedHead.map { (service: admission.serviceName, upstreamSeconds: $0) }
+        observer.observed(route: admission.route, caller: admission.context.caller, call: call, sent: sent, head: head, memo: &observations)
     }
 
     /// The access log's line, when the response head is ready (as the full pipeline's): before
@@ -614,7 +614,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let call = admission.context.call
         accessLog.info("request", metadata: [
             "method": "POST", "path": "\(admission.request.uri.path)", "status": "\(status)",
-            "duration_ms": "\((ContinuousClock.now - relay.started).wholeMilliseconds)", "router": "\(admission.route.router.name)",
+            "duration_ms": "\(relay.started.elapsedNanoseconds / 1_000_000)", "router": "\(admission.route.router.name)",
             "user": "\(admission.context.caller?.claims.login ?? "")", "mcp_method": "\(call?.method ?? "")",
             "tool": "\(call?.method == "tools/call" ? call?.target ?? "" : "")", "ip": "\(admission.context.clientIP ?? "")",
             "relay": "fast",

@@ -33,17 +33,18 @@ final class FastAdmission {
         case stdio(StdioSessionManager, LegacySession)
     }
 
+    /// The service the request goes to (the metrics' label): kept, as reading it out of
+    /// `destination` copies the whole case's payload.
+    let serviceName: String
+
     init(request: Request, context: GatewayRequestContext, route: CompiledRoute, destination: Destination) {
         self.request = request
         self.context = context
         self.route = route
         self.destination = destination
-    }
-
-    var serviceName: String {
         switch destination {
-        case .http(let upstream, _): upstream.service.name
-        case .stdio(let manager, _): manager.service.name
+        case .http(let upstream, _): serviceName = upstream.service.name
+        case .stdio(let manager, _): serviceName = manager.service.name
         }
     }
 }

@@ -1,4 +1,5 @@
 import AuthorizationServer
+import Dispatch
 import Foundation
 import GatewayAuth
 import GatewayStore
@@ -38,14 +39,14 @@ final class ResponseObserver: Sendable {
         let (audit, metrics) = (self.audit, self.metrics)
         response.body = ResponseBody(contentLength: original.contentLength) { writer in
             defer {
-                let elapsed = ContinuousClock.now - started
+                let elapsed = (ContinuousClock.now - started).wholeNanoseconds
                 let (bytesOut, errorCode) = tally.summary(contentType: contentType)
                 let sent = RequestAudit.Sent(
-                    method: method, status: status, bytesOut: bytesOut, errorCode: errorCode, createdSession: createdSession, clientIP: clientIP, elapsed: elapsed
+                    method: method, status: status, bytesOut: bytesOut, errorCode: errorCode, createdSession: createdSession, clientIP: clientIP, elapsedNanoseconds: elapsed
                 )
-                audit?.record(route: route, record: record, sent: sent)
-                var handles = GatewayMetrics.LocalHandles()
-                if let metrics { Self.measure(metrics, route: route, record: record, sent: sent, handles: &handles) }
+                var memo = ObservationMemo()
+                audit?.record(route: route, caller: record.caller, call: record.call, traceID: record.traceID, sent: sent, memo: &memo)
+                if let metrics { Self.measure(metrics, route: route, call: record.call, sent: sent, handles: &memo.metrics) }
             }
             try await original.write(writer.map { buffer in
                 tally.add(buffer)
@@ -57,25 +58,75 @@ final class ResponseObserver: Sendable {
 
     /// The observations of a request the fast relay answered, once its answer is done: the same
     /// audit line and metrics as `observing` makes for the full pipeline's.
-    /// `handles`: the connection's (see `GatewayMetrics.LocalHandles`).
-    func observed(route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
-        audit?.record(route: route, record: record, sent: sent)
-        if let metrics { Self.measure(metrics, route: route, record: record, sent: sent, handles: &handles) }
+    /// `memo`: the connection's. `head`: the answer's head was not counted yet (nor the
+    /// upstream's time to it), it is with the rest.
+    func observed(
+        route: CompiledRoute, caller: VerifiedCaller?, call: MCPCall?, sent: RequestAudit.Sent, head: (service: String, upstreamSeconds: Double)?,
+        memo: inout ObservationMemo
+    ) {
+        audit?.record(route: route, caller: caller, call: call, traceID: nil, sent: sent, memo: &memo)
+        guard let metrics else { return }
+        guard let head else { return Self.measure(metrics, route: route, call: call, sent: sent, handles: &memo.metrics) }
+        let router = route.router.name
+        let method = call?.method
+        metrics.relayed(
+            router: router, status: Int(sent.status.code), service: head.service, upstreamSeconds: head.upstreamSeconds,
+            method: method, tool: method == "tools/call" ? call?.target : nil, errorType: Self.errorType(sent), seconds: Double(sent.elapsedNanoseconds) * 1e-9,
+            handles: &memo.metrics
+        )
+        Self.noteSession(metrics, router: router, call: call, sent: sent)
     }
 
-    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, record: RequestRecord.Fields, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
+    /// The operation's `error_type`: the JSON-RPC error code, or the HTTP status of a failure.
+    private static func errorType(_ sent: RequestAudit.Sent) -> String? {
+        sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
+    }
+
+    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, call: MCPCall?, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
         let router = route.router.name
-        if let mcpMethod = record.call?.method {
-            let failed = sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
-            let tool = mcpMethod == "tools/call" ? record.call?.target : nil
-            metrics.operation(method: mcpMethod, tool: tool, router: router, errorType: failed, duration: sent.elapsed, handles: &handles)
+        if let mcpMethod = call?.method {
+            let tool = mcpMethod == "tools/call" ? call?.target : nil
+            metrics.operation(method: mcpMethod, tool: tool, router: router, errorType: errorType(sent), seconds: Double(sent.elapsedNanoseconds) * 1e-9, handles: &handles)
         }
+        noteSession(metrics, router: router, call: call, sent: sent)
+    }
+
+    /// Sessions begin with an answer that hands out an id and end with a DELETE.
+    private static func noteSession(_ metrics: GatewayMetrics, router: String, call: MCPCall?, sent: RequestAudit.Sent) {
         guard (200..<300).contains(sent.status.code) else { return }
-        if sent.method == "DELETE", let ended = record.call?.sessionID {
+        if sent.method == "DELETE", let ended = call?.sessionID {
             metrics.sessionEnded(router: router, id: ended)
-        } else if let id = record.call?.sessionID ?? sent.createdSession {
+        } else if let id = call?.sessionID ?? sent.createdSession {
             metrics.sessionUsed(router: router, id: id)
         }
+    }
+}
+
+/// What a connection's observations reuse from its last request: the metric handles, and the
+/// audit line's fields about who called (a connection serves one client, usually with one token).
+struct ObservationMemo {
+    var metrics = GatewayMetrics.LocalHandles()
+    fileprivate var who: (caller: VerifiedCaller?, clientIP: String?, encoded: [UInt8])?
+}
+
+/// A point in time to measure a request's duration from: nanoseconds of the monotonic clock, whose
+/// differences are plain integers (a `ContinuousClock` duration's parts take 128-bit arithmetic,
+/// done several times per request for the audit line and the metrics).
+struct Stopwatch {
+    private let started = DispatchTime.now().uptimeNanoseconds
+
+    var elapsedNanoseconds: Int64 {
+        Int64(clamping: DispatchTime.now().uptimeNanoseconds &- started)
+    }
+
+    var elapsedSeconds: Double { Double(elapsedNanoseconds) * 1e-9 }
+}
+
+extension Duration {
+    /// Whole nanoseconds (the audit line's and the metrics' unit of a request's duration).
+    var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 }
 
@@ -94,11 +145,10 @@ struct RequestAudit: Sendable {
         let errorCode: Int?
         let createdSession: String?
         let clientIP: String?
-        let elapsed: Duration
+        let elapsedNanoseconds: Int64
     }
 
-    func record(route: CompiledRoute, record: RequestRecord.Fields, sent: Sent) {
-        let call = record.call
+    func record(route: CompiledRoute, caller: VerifiedCaller?, call: MCPCall?, traceID: String?, sent: Sent, memo: inout ObservationMemo) {
         let mcpMethod = call?.method
         // What takes work is done before the line is written into the shared batch.
         let createdSession = sent.createdSession.flatMap { call?.sessionID == nil ? $0 : nil }
@@ -107,10 +157,10 @@ struct RequestAudit: Sendable {
         // Only `initialize` names its version in the body; other requests say it in the header.
         let protocolVersion = call?.protocolVersion ?? (mcpMethod == "initialize" ? call?.message?.string(at: ["params", "protocolVersion"]) : nil)
         let argumentsJSON = mcpMethod == "tools/call" ? arguments(of: call) : nil
-        let caller = record.caller
+        let whoFields = Self.whoFields(caller: caller, clientIP: sent.clientIP, memo: &memo)
         sink.recordLine { out in
             AuditLine.start("mcp.request", time: Date(), to: &out)
-            AuditLine.field("trace_id", record.traceID, to: &out)
+            AuditLine.field("trace_id", traceID, to: &out)
             AuditLine.encoded(route.auditFields, to: &out)
             AuditLine.field("http_method", sent.method, to: &out)
             AuditLine.field("protocol_version", protocolVersion, to: &out)
@@ -122,15 +172,10 @@ struct RequestAudit: Sendable {
             default: break
             }
             AuditLine.field("session", session, to: &out)
-            if let caller {
-                AuditLine.field("user", caller.claims.login, to: &out)
-                AuditLine.field("subject", caller.claims.sub, to: &out)
-                AuditLine.field("client_id", caller.claims.client_id, to: &out)
-            }
-            AuditLine.field("ip", sent.clientIP, to: &out)
+            AuditLine.encoded(whoFields, to: &out)
             AuditLine.field("status", Int64(sent.status.code), to: &out)
             AuditLine.field("error_code", sent.errorCode.map(Int64.init), to: &out)
-            AuditLine.field("duration_ms", sent.elapsed.wholeMilliseconds, to: &out)
+            AuditLine.field("duration_ms", sent.elapsedNanoseconds / 1_000_000, to: &out)
             AuditLine.field("bytes_in", Int64(call?.body?.readableBytes ?? 0), to: &out)
             AuditLine.field("bytes_out", sent.bytesOut, to: &out)
             AuditLine.field("arguments", json: argumentsJSON, to: &out)
@@ -148,6 +193,22 @@ struct RequestAudit: Sendable {
                 ("session", .string(Self.sessionHash(ended))), ("router", .string(route.router.name)), ("user", caller.map { .string($0.claims.login) }),
             ]))
         }
+    }
+
+    /// `user`, `subject`, `client_id` and `ip`, encoded: the same for a connection's requests
+    /// (one caller, one address), so encoded once for as long as they stay the same.
+    private static func whoFields(caller: VerifiedCaller?, clientIP: String?, memo: inout ObservationMemo) -> [UInt8] {
+        if let last = memo.who, last.caller === caller, last.clientIP == clientIP { return last.encoded }
+        let encoded = AuditLineWriter.bytes { out in
+            if let caller {
+                AuditLine.field("user", caller.claims.login, to: &out)
+                AuditLine.field("subject", caller.claims.sub, to: &out)
+                AuditLine.field("client_id", caller.claims.client_id, to: &out)
+            }
+            AuditLine.field("ip", clientIP, to: &out)
+        }
+        memo.who = (caller, clientIP, encoded)
+        return encoded
     }
 
     /// A session as the audit log names it: a short hash, never the id.
