@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import httpx
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +29,7 @@ from http_proxy import CANNED, start_nginx  # noqa: E402
 
 
 FEATURES = ("audit", "metrics", "rateLimit")
+PROBE_BODY = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
 
 
 def gateway_config(port: int, redis_port: int, upstream_port: int, password_hash: str, workdir: Path, features: set[str]) -> str:
@@ -137,6 +140,12 @@ def main() -> int:
                         after_cpu = own_cpu_split(process.pid)
                         user, system = after_cpu[0] - before_cpu[0], after_cpu[1] - before_cpu[1]
                         after_total, after_trips = redis_counts(redis_port)
+                        if result["errors"]:
+                            # What an erroring cell answered, to tell a refusal from a failure.
+                            probe = httpx.post(base + "/locked/mcp", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                                                              "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"},
+                                               content=PROBE_BODY)
+                            print(f"{name}: {result['errors']} errors in this cell; a request now gets {probe.status_code} {probe.text[:300]}", file=sys.stderr)
                         requests = max(1, result["requests"])
                         samples.setdefault((connections, name), []).append({
                             **result, "cpu_us": (user + system) / requests * 1e6, "user_us": user / requests * 1e6, "sys_us": system / requests * 1e6, "redis_per_request": (after_total - before_total - 1) / requests,

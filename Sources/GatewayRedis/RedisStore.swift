@@ -28,11 +28,12 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     /// ``RateLimitCell`` in one atomic step, on the Redis server's clock (so every gateway
     /// instance counts against the same time), for `ARGV[3]` requests at once (default 1; the
     /// instance reserves the others, see `RateLimitReserves`): grants as many as the burst allows
-    /// now, at most that many, at least one or none. Returns allowed (0/1), remaining, retry-after
-    /// and reset-after in milliseconds, and the number granted.
+    /// now, at most that many, at least one or none. Times are microseconds (exact in Lua's
+    /// doubles until the year 2255). Returns allowed (0/1), remaining, retry-after and
+    /// reset-after in microseconds, and the number granted.
     private static let rateLimitScript = """
         local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         local interval = tonumber(ARGV[1])
         local burst = tonumber(ARGV[2])
         local wanted = tonumber(ARGV[3]) or 1
@@ -42,9 +43,14 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         if available < 1 then return {0, 0, tat + interval - burst * interval - now, tat - now, 0} end
         local granted = math.min(wanted, available)
         local nextTat = tat + granted * interval
-        redis.call('SET', KEYS[1], nextTat, 'PX', nextTat - now)
+        redis.call('SET', KEYS[1], string.format('%d', nextTat), 'PX', math.ceil((nextTat - now) / 1000))
         return {1, available - granted, 0, nextTat - now, granted}
         """
+
+    /// Appended to a rate limit's key: its TAT is in microseconds. Until 2026-12 it was in
+    /// milliseconds under the bare key; an instance of an older version still running on the
+    /// same Redis (a rolling upgrade) keeps its own cell rather than misreading this one.
+    private static let rateLimitKeySuffix = ":us"
 
     /// Tokens this instance took ahead of use for hot keys (limits with a burst of 32 or more):
     /// a table per event loop, so the loops (each checking a limit on every request the fast
@@ -159,7 +165,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
     /// the script to ask for this many tokens.
     public func rateLimitNow(_ key: String, interval: Duration, burst: Int) -> RateLimitAttempt {
         let now = Self.milliseconds()
-        let (interval, burst) = (max(1, interval.wholeMilliseconds), max(1, burst))
+        let (interval, burst) = (max(1, interval.wholeMicroseconds), max(1, burst))
         let table = MultiThreadedEventLoopGroup.currentEventLoop == nil ? Self.taskTable : loopReserves.currentIndex
         switch withReserves(table, { $0.take(key, interval: interval, burst: burst, now: now) }) {
         case .ask(let count):
@@ -173,7 +179,7 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
 
     /// The script's key and arguments (after the script or its hash and the key count).
     private func scriptArguments(_ ask: RateLimitAsk) -> [[UInt8]] {
-        [self.key(ask.key), Array(String(ask.interval).utf8), Array(String(ask.burst).utf8), Array(String(ask.wanted).utf8)]
+        [self.key(ask.key + Self.rateLimitKeySuffix), Array(String(ask.interval).utf8), Array(String(ask.burst).utf8), Array(String(ask.wanted).utf8)]
     }
 
     /// The script's decision, with what it granted beyond the request reserved.
@@ -182,12 +188,12 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         guard case .array(let values) = reply, values.count == 5, let allowed = values[0].integer, let remaining = values[1].integer,
               let retry = values[2].integer, let reset = values[3].integer, let granted = values[4].integer
         else { throw .rejected("unexpected reply to the rate limit script") }
-        let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .milliseconds(retry), resetAfter: .milliseconds(reset))
+        let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .microseconds(retry), resetAfter: .microseconds(reset))
         withReserves(ask.origin) { reserves in
             if decision.allowed {
                 reserves.granted(ask.key, interval: ask.interval, burst: ask.burst, granted: Int(granted), asked: ask.wanted, now: ask.now)
             } else {
-                reserves.refused(ask.key, interval: ask.interval, burst: ask.burst, retryAfter: retry, now: ask.now)
+                reserves.refused(ask.key, interval: ask.interval, burst: ask.burst, retryAfter: (retry + 999) / 1000, now: ask.now)
             }
         }
         return decision

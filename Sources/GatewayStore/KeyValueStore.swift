@@ -96,6 +96,12 @@ extension Duration {
     public var wholeMilliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
+
+    /// Whole microseconds (a rate limit's interval and times, see `RateLimitCell`).
+    public var wholeMicroseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
 }
 
 extension KeyValueStore {

@@ -93,13 +93,13 @@ public final class MemoryStore: KeyValueStore {
 
     private func decide(_ key: String, interval: Duration, burst: Int) -> RateLimitDecision {
         let current = now()
-        // Milliseconds since a fixed origin of this store's clock: only differences matter.
-        let nowMillis = (current - origin).wholeMilliseconds
+        // Microseconds since a fixed origin of this store's clock: only differences matter.
+        let nowMicros = (current - origin).wholeMicroseconds
         return entries.withLock { entries in
             let stored = live(&entries, key).flatMap { Int64(String(decoding: $0.value, as: UTF8.self)) }
-            let (decision, next) = RateLimitCell.decide(tat: stored, now: nowMillis, interval: interval.wholeMilliseconds, burst: burst)
+            let (decision, next) = RateLimitCell.decide(tat: stored, now: nowMicros, interval: interval.wholeMicroseconds, burst: burst)
             if let next {
-                entries[key] = Entry(value: Array(String(next).utf8), expires: current + .milliseconds(next - nowMillis))
+                entries[key] = Entry(value: Array(String(next).utf8), expires: current + .microseconds(next - nowMicros))
             }
             return decision
         }

@@ -17,7 +17,9 @@ public struct RateLimitDecision: Sendable, Equatable {
 }
 
 /// The generic cell rate algorithm on one stored value, the theoretical arrival time (TAT, in
-/// milliseconds): each request moves it `interval` later; a request is allowed while the TAT stays
+/// microseconds: a limit of more than 1000 requests a second has an interval under a
+/// millisecond, which milliseconds would round up, capping it at 1000): each request moves it
+/// `interval` later; a request is allowed while the TAT stays
 /// within `burst` intervals of now. One number per key, one atomic step per request: the memory
 /// store runs this function, the Redis store the same steps in a Lua script (`RedisStore`).
 public enum RateLimitCell {
@@ -29,8 +31,8 @@ public enum RateLimitCell {
         let next = tat + interval
         let allowAt = next - Int64(burst) * interval
         if now < allowAt {
-            return (RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(allowAt - now), resetAfter: .milliseconds(tat - now)), nil)
+            return (RateLimitDecision(allowed: false, remaining: 0, retryAfter: .microseconds(allowAt - now), resetAfter: .microseconds(tat - now)), nil)
         }
-        return (RateLimitDecision(allowed: true, remaining: Int((now - allowAt) / interval), retryAfter: .zero, resetAfter: .milliseconds(next - now)), next)
+        return (RateLimitDecision(allowed: true, remaining: Int((now - allowAt) / interval), retryAfter: .zero, resetAfter: .microseconds(next - now)), next)
     }
 }

@@ -191,6 +191,10 @@ enum StoreConformance {
         #expect(decisions.map(\.remaining) == [2, 1, 0, 0])
         #expect(decisions[3].retryAfter > .seconds(55) && decisions[3].retryAfter <= .seconds(60))
         #expect(decisions[2].resetAfter > .seconds(175) && decisions[2].resetAfter <= .seconds(180))
+        // More than a thousand a second: an interval under a millisecond (4,000 a second here) is
+        // kept as it is, not rounded up to one (which capped every limit at 1,000 a second).
+        let fast = try await store.rateLimit(k("fast"), interval: .microseconds(250), burst: 20)
+        #expect(fast.allowed && fast.remaining == 19 && fast.resetAfter == .microseconds(250))
         // A failed call is a failure of its own (not one refusal fewer): under load a reply may be
         // late, and the count alone would not say so.
         let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -585,7 +589,7 @@ final class MovableClock: Sendable {
     }
 }
 
-/// The rate-limit algorithm on values (milliseconds).
+/// The rate-limit algorithm on values (microseconds).
 @Suite struct RateLimitCellTests {
     @Test func aBurstThenOneRequestPerInterval() {
         var tat: Int64?
@@ -598,7 +602,7 @@ final class MovableClock: Sendable {
         #expect(allowed == [true, true, false])
         // Refused: retry after one interval, the stored time unchanged.
         let refused = RateLimitCell.decide(tat: tat, now: 1_000, interval: 100, burst: 2)
-        #expect(refused.decision.retryAfter == .milliseconds(100) && refused.store == nil)
+        #expect(refused.decision.retryAfter == .microseconds(100) && refused.store == nil)
         // One interval later, one more request fits, and only one.
         let later = RateLimitCell.decide(tat: tat, now: 1_100, interval: 100, burst: 2)
         #expect(later.decision.allowed && later.decision.remaining == 0)
