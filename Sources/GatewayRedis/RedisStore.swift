@@ -172,6 +172,10 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
             return .ask(RateLimitAsk(key: key, interval: interval, burst: burst, wanted: count, now: now, origin: table))
         case .admitted(let left):
             return .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
+        case .admittedToppingUp(let left, let count):
+            // The reply tops the reserve up (`noted`); the request goes on now.
+            rateLimit(asking: RateLimitAsk(key: key, interval: interval, burst: burst, wanted: count, now: now, origin: table, topUp: true)) { _ in }
+            return .decided(RateLimitDecision(allowed: true, remaining: left, retryAfter: .zero, resetAfter: .zero))
         case .refused(let retryAfter):
             return .decided(RateLimitDecision(allowed: false, remaining: 0, retryAfter: .milliseconds(retryAfter), resetAfter: .milliseconds(retryAfter)))
         }
@@ -191,9 +195,9 @@ public final class RedisStore: KeyValueStore, CallbackRateLimiting {
         let decision = RateLimitDecision(allowed: allowed == 1, remaining: Int(remaining), retryAfter: .microseconds(retry), resetAfter: .microseconds(reset))
         withReserves(ask.origin) { reserves in
             if decision.allowed {
-                reserves.granted(ask.key, interval: ask.interval, burst: ask.burst, granted: Int(granted), asked: ask.wanted, now: ask.now)
+                reserves.granted(ask.key, interval: ask.interval, burst: ask.burst, granted: Int(granted), asked: ask.wanted, now: ask.now, topUp: ask.topUp)
             } else {
-                reserves.refused(ask.key, interval: ask.interval, burst: ask.burst, retryAfter: (retry + 999) / 1000, now: ask.now)
+                reserves.refused(ask.key, interval: ask.interval, burst: ask.burst, retryAfter: (retry + 999) / 1000, now: ask.now, topUp: ask.topUp)
             }
         }
         return decision

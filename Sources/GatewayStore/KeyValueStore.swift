@@ -80,14 +80,17 @@ public struct RateLimitAsk: Sendable {
     public let now: Int64
     /// The store's own note of where the ask was taken (e.g. which reserve table), for the reply.
     public let origin: Int
+    /// A reserve's top-up: no request waits for it, every token granted is reserved.
+    public let topUp: Bool
 
-    public init(key: String, interval: Int64, burst: Int, wanted: Int, now: Int64, origin: Int = 0) {
+    public init(key: String, interval: Int64, burst: Int, wanted: Int, now: Int64, origin: Int = 0, topUp: Bool = false) {
         self.key = key
         self.interval = interval
         self.burst = burst
         self.wanted = wanted
         self.now = now
         self.origin = origin
+        self.topUp = topUp
     }
 }
 

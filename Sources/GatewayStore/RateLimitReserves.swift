@@ -8,6 +8,12 @@
 /// and never exceeds `limit(burst:)`: a sixteenth of the burst, at most `maxSize`. Limits with a
 /// burst under 32 therefore never reserve: every request asks the store, exactly as without.
 ///
+/// A reserve running low (a quarter of its size left, within its validity) is topped up ahead of
+/// need: the request that finds it so is admitted from it and the owner asks the store for the
+/// tokens that bring the reserve to its next size, without anyone waiting for the answer. A hot
+/// key's requests therefore never wait for the store; before, every one that came while the
+/// reserve's own ask was out asked the store for itself.
+///
 /// What it costs in exactness, per instance and key: the store counted reserved tokens when it
 /// granted them, so no more than the limit's average is ever admitted over time; an instance can
 /// admit its unused reserve on top of a burst the store admits elsewhere (at most
@@ -48,6 +54,9 @@ public struct RateLimitReserves: Sendable {
         var askingUntil: Int64 = 0
         /// How many tokens that ask asked for.
         var pendingSize = 0
+        /// The size the reserve will have when the top-up out is granted (0: the ask out, if
+        /// any, is a request's).
+        var pendingTarget = 0
     }
 
     /// A limit's key with its parameters: a reload that changes the limit starts afresh.
@@ -64,6 +73,9 @@ public struct RateLimitReserves: Sendable {
     public enum Take: Sendable, Equatable {
         /// A reserved token admits the request: no store round trip; `left` remain.
         case admitted(left: Int)
+        /// As `admitted`, and the reserve runs low: ask the store for this many more tokens now,
+        /// with nobody waiting for the answer (`granted(…, topUp: true)`).
+        case admittedToppingUp(left: Int, ask: Int)
         /// Ask the store for this many tokens (the request's own and the reserve's).
         case ask(Int)
         /// The store refused a request of this key, and would until `retryAfter` milliseconds.
@@ -82,8 +94,20 @@ public struct RateLimitReserves: Sendable {
             return .ask(1)
         }
         if now < reserve.lapses, reserve.tokens > 0 {
-            reserves.values[index].tokens -= 1
-            return .admitted(left: reserve.tokens - 1)
+            let left = reserve.tokens - 1
+            reserves.values[index].tokens = left
+            // Low within its validity: a hot key. Topped up to twice its size (at most the limit)
+            // while requests keep being admitted from what is left.
+            if left <= reserve.size / 4, now >= reserve.askingUntil {
+                let target = min(limit, reserve.size * 2)
+                if target > left {
+                    reserves.values[index].askingUntil = now + Self.validity
+                    reserves.values[index].pendingSize = target - left
+                    reserves.values[index].pendingTarget = target
+                    return .admittedToppingUp(left: left, ask: target - left)
+                }
+            }
+            return .admitted(left: left)
         }
         if now < reserve.askingUntil { return .ask(1) }
         // Used up in time: the key is hot, reserve more. Lapsed unused: reserve less.
@@ -91,22 +115,29 @@ public struct RateLimitReserves: Sendable {
         let size = usedUp ? min(limit, reserve.size * 2) : max(1, reserve.size / 2)
         reserves.values[index].askingUntil = now + Self.validity
         reserves.values[index].pendingSize = size
+        reserves.values[index].pendingTarget = 0
         return .ask(size)
     }
 
     /// The store granted `granted` of the `asked` tokens at `now`: one admits the request that
-    /// asked, the rest are reserved.
-    public mutating func granted(_ key: String, interval: Int64, burst: Int, granted: Int, asked: Int, now: Int64) {
+    /// asked, the rest are reserved; all of them for a top-up (`topUp`, nobody asked for itself).
+    public mutating func granted(_ key: String, interval: Int64, burst: Int, granted: Int, asked: Int, now: Int64, topUp: Bool = false) {
         let id = Limit(key: key, interval: interval, burst: burst)
-        guard Self.limit(burst: burst) > 1 else {
+        let limit = Self.limit(burst: burst)
+        guard limit > 1 else {
             reserves[id] = nil
             return
         }
+        let own = topUp ? 0 : 1
         guard var reserve = reserves[id] else {
-            return keep(id, Reserve(tokens: max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked)), now: now)
+            return keep(id, Reserve(tokens: max(0, granted - own), lapses: now + Self.validity, size: max(1, asked)), now: now)
         }
         let left = now < reserve.lapses ? reserve.tokens : 0
-        if now < reserve.askingUntil, asked == reserve.pendingSize {
+        if topUp {
+            // Never more than the limit, however the asks crossed (tokens over it are not used).
+            let tokens = min(limit, left + granted)
+            reserve = Reserve(tokens: tokens, lapses: now + Self.validity, size: max(1, reserve.pendingTarget > 0 ? reserve.pendingTarget : tokens))
+        } else if now < reserve.askingUntil, reserve.pendingTarget == 0, asked == reserve.pendingSize {
             // The reserve's own ask.
             reserve = Reserve(tokens: left + max(0, granted - 1), lapses: now + Self.validity, size: max(1, asked))
         } else {
@@ -117,8 +148,16 @@ public struct RateLimitReserves: Sendable {
     }
 
     /// The store refused the request at `now`, until `retryAfter` milliseconds from then: until
-    /// that time requests are refused here, and then start again from single tokens.
-    public mutating func refused(_ key: String, interval: Int64, burst: Int, retryAfter: Int64, now: Int64) {
+    /// that time requests are refused here, and then start again from single tokens. A refused
+    /// top-up (`topUp`) leaves the tokens left to be used, and none is asked for until then.
+    public mutating func refused(_ key: String, interval: Int64, burst: Int, retryAfter: Int64, now: Int64, topUp: Bool = false) {
+        if topUp {
+            let id = Limit(key: key, interval: interval, burst: burst)
+            guard reserves[id] != nil else { return }
+            reserves[id]?.askingUntil = now + max(0, retryAfter)
+            reserves[id]?.pendingTarget = 0
+            return
+        }
         keep(Limit(key: key, interval: interval, burst: burst), Reserve(tokens: 0, lapses: now, size: 1, refusedUntil: now + max(0, retryAfter)), now: now)
     }
 

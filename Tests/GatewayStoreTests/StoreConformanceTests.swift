@@ -494,20 +494,70 @@ final class MovableClock: Sendable {
     @Test func aHotKeyReservesMoreUpToTheLimit() {
         var reserves = RateLimitReserves()
         var asked: [Int] = []
+        var toppedUp: [Int] = []
         var fromReserve = 0
         for now in Int64(0)..<200 {
             switch reserves.take("k", interval: 100, burst: 320, now: now) {
             case .admitted: fromReserve += 1
+            case .admittedToppingUp(_, let count):
+                fromReserve += 1
+                toppedUp.append(count)
+                reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now, topUp: true)
             case .ask(let count):
                 asked.append(count)
                 reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now)
             case .refused: Issue.record("nothing was refused")
             }
         }
-        // Doubling while used up in time, then the limit (a sixteenth of the burst).
-        #expect(Array(asked.prefix(7)) == [1, 2, 4, 8, 16, 20, 20])
-        #expect(asked.reduce(0, +) - asked.count == fromReserve + reserves.reserved("k", interval: 100, burst: 320, now: 199))
-        #expect(fromReserve > 150)
+        // Two requests ask the store and start the reserve; from then on it is topped up when a
+        // quarter is left, to twice its size up to the limit (a sixteenth of the burst), and no
+        // request asks (waits) again.
+        #expect(asked == [1, 2])
+        #expect(Array(toppedUp.prefix(6)) == [4, 7, 14, 16, 15, 15])
+        #expect(asked.reduce(0, +) - asked.count + toppedUp.reduce(0, +) == fromReserve + reserves.reserved("k", interval: 100, burst: 320, now: 199))
+        #expect(fromReserve == 198)
+    }
+
+    @Test func aReserveRunningLowIsToppedUpWhileRequestsGoOn() {
+        var reserves = RateLimitReserves()
+        // Burst 640: reserves of at most 40.
+        reserves.granted("k", interval: 100, burst: 640, granted: 16, asked: 16, now: 0)
+        for now in Int64(1)...10 { #expect(reserves.take("k", interval: 100, burst: 640, now: now) == .admitted(left: 15 - Int(now))) }
+        // A quarter left: admitted, and the tokens to make it 32 are asked for.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 11) == .admittedToppingUp(left: 4, ask: 28))
+        // One top-up at a time.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 12) == .admitted(left: 3))
+        reserves.granted("k", interval: 100, burst: 640, granted: 28, asked: 28, now: 11, topUp: true)
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: 12) == 31)
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 13) == .admitted(left: 30))
+        // A top-up granted in part keeps what was granted, never more than the limit.
+        var partial = RateLimitReserves()
+        partial.granted("k", interval: 100, burst: 640, granted: 3, asked: 8, now: 0)
+        #expect(partial.take("k", interval: 100, burst: 640, now: 1) == .admittedToppingUp(left: 1, ask: 15))
+        #expect(partial.take("k", interval: 100, burst: 640, now: 2) == .admitted(left: 0))
+        // Empty while the top-up is out: a request asks for itself alone.
+        #expect(partial.take("k", interval: 100, burst: 640, now: 3) == .ask(1))
+        partial.granted("k", interval: 100, burst: 640, granted: 5, asked: 15, now: 1, topUp: true)
+        #expect(partial.reserved("k", interval: 100, burst: 640, now: 4) == 5)
+        partial.granted("k", interval: 100, burst: 640, granted: 100, asked: 100, now: 4, topUp: true)
+        #expect(partial.reserved("k", interval: 100, burst: 640, now: 5) == RateLimitReserves.limit(burst: 640))
+    }
+
+    @Test func aRefusedTopUpLeavesTheTokensLeftAndAsksNoMoreUntilItsRetryAfter() {
+        var reserves = RateLimitReserves()
+        reserves.granted("k", interval: 100, burst: 640, granted: 16, asked: 16, now: 0)
+        for now in Int64(1)...10 { _ = reserves.take("k", interval: 100, burst: 640, now: now) }
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 11) == .admittedToppingUp(left: 4, ask: 28))
+        reserves.refused("k", interval: 100, burst: 640, retryAfter: 500, now: 11, topUp: true)
+        // The four left were granted: they admit requests, and no top-up is asked for.
+        for (now, left) in [(Int64(12), 3), (13, 2), (14, 1), (15, 0)] {
+            #expect(reserves.take("k", interval: 100, burst: 640, now: now) == .admitted(left: left))
+        }
+        // Then each request asks for itself (and a refusal is remembered from there).
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 16) == .ask(1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 510) == .ask(1))
+        // After the retry-after, a reserve is asked for again.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 511) == .ask(32))
     }
 
     @Test func whileAReservesAskIsOutOthersAskForThemselvesAlone() {
@@ -521,12 +571,12 @@ final class MovableClock: Sendable {
         #expect(reserves.reserved("k", interval: 100, burst: 640, now: 4) == 0)
         reserves.granted("k", interval: 100, burst: 640, granted: 2, asked: 2, now: 5)
         #expect(reserves.reserved("k", interval: 100, burst: 640, now: 5) == 1)
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 6) == .admitted(left: 0))
-        // An ask the store never answered is given up after the validity.
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 7) == .ask(4))
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 8) == .ask(1))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 6) == .admittedToppingUp(left: 0, ask: 4))
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 7) == .ask(1))
+        // An ask the store never answered is given up after the validity (the reserve, lapsed by
+        // then, starts again smaller).
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 6 + RateLimitReserves.validity) == .ask(1))
         #expect(reserves.take("k", interval: 100, burst: 640, now: 7 + RateLimitReserves.validity) == .ask(1))
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 8 + RateLimitReserves.validity) == .ask(1))
     }
 
     /// However many requests ask at once, the reserve never holds more than the limit.
@@ -535,11 +585,15 @@ final class MovableClock: Sendable {
         let limit = RateLimitReserves.limit(burst: 320)
         var now: Int64 = 0
         for _ in 0..<50 {
-            var asked: [Int] = []
+            var asked: [(count: Int, topUp: Bool)] = []
             for _ in 0..<16 {
-                if case .ask(let count) = reserves.take("k", interval: 100, burst: 320, now: now) { asked.append(count) }
+                switch reserves.take("k", interval: 100, burst: 320, now: now) {
+                case .ask(let count): asked.append((count, false))
+                case .admittedToppingUp(_, let count): asked.append((count, true))
+                case .admitted, .refused: break
+                }
             }
-            for count in asked { reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now) }
+            for (count, topUp) in asked { reserves.granted("k", interval: 100, burst: 320, granted: count, asked: count, now: now, topUp: topUp) }
             #expect(reserves.reserved("k", interval: 100, burst: 320, now: now) <= limit)
             now += 1
         }
@@ -559,9 +613,9 @@ final class MovableClock: Sendable {
     @Test func aPartialGrantReservesWhatWasGranted() {
         var reserves = RateLimitReserves()
         reserves.granted("k", interval: 100, burst: 640, granted: 3, asked: 8, now: 0)
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 1) == .admitted(left: 1))
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 2) == .admitted(left: 0))
-        #expect(reserves.take("k", interval: 100, burst: 640, now: 3) == .ask(16))
+        #expect(reserves.reserved("k", interval: 100, burst: 640, now: 1) == 2)
+        // The two left are a quarter of the 8 asked for: topped up right away.
+        #expect(reserves.take("k", interval: 100, burst: 640, now: 1) == .admittedToppingUp(left: 1, ask: 15))
     }
 
     @Test func aRefusalIsRememberedUntilItsRetryAfterThenStartsOverFromSingleTokens() {

@@ -265,11 +265,11 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         guard !admission.route.middlewares.isEmpty else { return send(relay, body: body, context: context) }
         // Stage 7: the router's middlewares (a rate limit's one store round trip), then the relay.
         let middlewares = pipeline.routerMiddlewares
-        let requestContext = admission.context
         // Without a task when the middlewares can (a rate limit on Redis answers at once from what
-        // the instance reserved, or asks on this loop's own connection).
+        // the instance reserved, or asks on this loop's own connection). The context is read
+        // where it is: a copy of it is a few dozen retains.
         let admitted: EventLoopPromise<GatewayError?>
-        switch middlewares.refusalNow(requestContext) {
+        switch middlewares.refusalNow(admission.context) {
         case .proceed?: return send(relay, body: body, context: context)
         case .refused(let refusal)?: return answer(relay, with: refusal)
         case .pending(let wait)?:
@@ -277,6 +277,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             wait { admitted.succeed($0) }
         case nil:
             admitted = context.eventLoop.makePromise(of: GatewayError?.self)
+            let requestContext = admission.context
             admitted.completeWithTask {
                 do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
             }
