@@ -188,6 +188,9 @@ def main() -> int:
                         zip(samples[(connections, "all off")], samples[(connections, "audit + metrics + rate limit")]))
         lines.append(f"  - the same ratio within each round (all off and all on of the same round): median "
                      f"{statistics.median(paired):.2f}×, from {paired[0]:.2f}× to {paired[-1]:.2f}× over {len(paired)} rounds")
+        rounds = zip(samples[(connections, "all off")], samples[(connections, "audit + metrics + rate limit")])
+        lines.append("  - each round, all off → all on, µs per request (user + system): " + "; ".join(
+            f"{off_cell['user_us']:.0f}+{off_cell['sys_us']:.0f} → {on_cell['user_us']:.0f}+{on_cell['sys_us']:.0f}" for off_cell, on_cell in rounds))
     write_results(args.output, lines)
     return 0
 
