@@ -78,18 +78,28 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         queue.sync { writePending() }
     }
 
+    /// Emptied batches, kept for the threads' next ones (only touched on `queue`): a batch is
+    /// taken by swapping in one of these, so a thread's lock is held for a swap (its event loop
+    /// may be waiting on it), not for a copy of its lines; and the next batch starts with room
+    /// for as much as an earlier one (no regrowing per line).
+    private var spareBatches: [[UInt8]] = []
+
     /// On `queue`.
     private func writePending() {
         scheduled.store(false, ordering: .releasing)
-        var bytes = [UInt8]()
+        var taken: [[UInt8]] = []
         pending.forEach { pending in
             guard !pending.isEmpty else { return }
-            bytes.append(contentsOf: pending)
-            // The next batch starts with room for as much as this one (no regrowing per line).
-            pending.removeAll(keepingCapacity: true)
+            var batch = spareBatches.popLast() ?? []
+            swap(&pending, &batch)
+            taken.append(batch)
         }
-        guard !bytes.isEmpty else { return }
-        write(bytes)
+        guard !taken.isEmpty else { return }
+        write(taken)
+        for var batch in taken {
+            batch.removeAll(keepingCapacity: true)
+            spareBatches.append(batch)
+        }
         afterWrite?()
     }
 
@@ -110,11 +120,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         handle = opened
     }
 
-    private func write(_ lines: [UInt8]) {
+    /// Each thread's batch in turn (a line is never split between two).
+    private func write(_ batches: [[UInt8]]) {
         if handle == nil { open() }
         guard let handle else { return }
         do {
-            try handle.write(contentsOf: lines)
+            for lines in batches { try handle.write(contentsOf: lines) }
         } catch {
             report("cannot write the audit log: \(error)")
             try? handle.close()
