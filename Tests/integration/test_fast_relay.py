@@ -463,6 +463,42 @@ def test_relayed_calls_are_audited_and_counted_like_the_full_pipelines(start_gat
     assert value(samples, "mcp_gateway_upstream_duration_seconds_count", service="echo") >= 5
 
 
+def test_clients_behind_one_proxy_connection_are_audited_each_as_itself(start_gateway, raw_upstream, tmp_path):
+    """The audit line's `ip` (and who called) is encoded once per connection while it stays the
+    same: a proxy in front reuses one connection for many clients, and each request must still be
+    recorded with its own forwarded address, never the previous client's."""
+    audit_file = tmp_path / "audit.jsonl"
+    gateway = start_gateway(ENTRY_POINT.replace("        address:", "        trustedProxies: [\"127.0.0.1\"]\n        address:") + f"""
+    audit:
+      file: "{audit_file}"
+    routers:
+      echo:
+        rule: "PathPrefix(`/echo`)"
+        service: echo
+        auth: none
+    services:
+      echo:
+        http:
+          url: "{raw_upstream}/echo"
+    """)
+    clients = ["198.51.100.7", "203.0.113.9", "198.51.100.7", "2001:db8:0:0:0:0:0:5"]
+    with httpx.Client() as proxy:  # one keep-alive connection, as a proxy in front holds it
+        relayed_fast(gateway, "/echo/mcp", headers={"X-Forwarded-For": "192.0.2.1"}, client=proxy)
+        before = len(fast_lines(gateway))
+        for address in clients:
+            assert call(gateway, "/echo/mcp", headers={"X-Forwarded-For": address}, client=proxy).status_code == 200
+        assert len(fast_lines(gateway)) == before + len(clients)  # every one relayed fast
+
+    def addresses():
+        return [json.loads(line).get("ip") for line in audit_file.read_text().splitlines() if '"mcp.request"' in line]
+
+    seen = wait_until(lambda: len(addresses()) >= len(clients) + 2 and addresses(), what="the audit lines")
+    assert seen[-len(clients):] == clients, seen
+    # The warm-up calls' client too, whichever path took them (the full pipeline's audit line
+    # named the proxy until the client address was settled before its observations).
+    assert set(seen[:-len(clients)]) == {"192.0.2.1"}, seen
+
+
 # --- stdio sessions ------------------------------------------------------------------------------
 
 STDIO_SERVER = str(SERVERS / "stdio_server.py")

@@ -140,8 +140,12 @@ final class GatewayPipeline: HTTPResponder, Sendable {
     /// A request answered and observed (access log, audit, metrics, trace); also how the gateway's
     /// bridged sessions (legacy SSE, WebSocket) send their clients' messages through.
     func observed(_ request: Request, context: Context) async throws -> Response {
-        guard accessLog != nil || observer != nil || tracing else { return await answer(request, context: context) }
         var context = context
+        // Stage 1 here, once (it resolves the forwarded address from the peer's): the access log,
+        // the audit line and the span record the client it settled on, behind trusted proxies the
+        // forwarded one, as the fast relay does.
+        clientAddressing.apply(request, &context)
+        guard accessLog != nil || observer != nil || tracing else { return await answer(request, context: context) }
         let record = RequestRecord()
         context.record = record
         let started = ContinuousClock.now
@@ -169,7 +173,6 @@ final class GatewayPipeline: HTTPResponder, Sendable {
         var request = request
         var context = context
         do {
-            clientAddressing.apply(request, &context)
             if let answered = try await frontDoor.answer(request, context: context) { return answered }
             try routeMatching.apply(request, &context)
         } catch {
