@@ -119,17 +119,19 @@ public final class GatewayMetrics: Sendable {
     }
 
     private func observe(_ histogram: ValueHistogram, seconds: Double) {
-        let full = unfolded.withLock { unfolded -> Unfolded? in
-            unfolded.durations.append((Series(histogram), seconds))
-            return unfolded.durations.count >= Self.foldEvery ? Self.take(&unfolded) : nil
-        }
-        if let full { Self.fold(full) }
+        gather { $0.durations.append((Series(histogram), seconds)) }
     }
 
     private func count(_ counter: Prometheus.Counter) {
+        gather { $0.counts.append(Series(counter)) }
+    }
+
+    /// `add`'s observations into this thread's batch, under its lock; a full batch is folded
+    /// into the shared series outside it.
+    private func gather(_ add: (inout Unfolded) -> Void) {
         let full = unfolded.withLock { unfolded -> Unfolded? in
-            unfolded.counts.append(Series(counter))
-            return unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
+            add(&unfolded)
+            return unfolded.durations.count >= Self.foldEvery || unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
         }
         if let full { Self.fold(full) }
     }
@@ -201,13 +203,11 @@ public final class GatewayMetrics: Sendable {
         let counter = requestCounter(router: router, status: status, handles: &handles)
         let upstream = upstreamHistogram(service: service, handles: &handles)
         let operation = method.map { operationHistogram(method: $0, tool: tool, router: router, errorType: errorType, handles: &handles) }
-        let full = unfolded.withLock { unfolded -> Unfolded? in
+        gather { unfolded in
             unfolded.counts.append(Series(counter))
             unfolded.durations.append((Series(upstream), upstreamSeconds))
             if let operation { unfolded.durations.append((Series(operation), seconds)) }
-            return unfolded.durations.count >= Self.foldEvery || unfolded.counts.count >= Self.foldEvery ? Self.take(&unfolded) : nil
         }
-        if let full { Self.fold(full) }
     }
 
     /// `request(router:status:)` through a connection's handles.

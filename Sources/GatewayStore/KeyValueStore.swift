@@ -100,6 +100,12 @@ extension Duration {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 
+    /// Whole nanoseconds (a request's duration in the audit line and the metrics).
+    public var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
+
     /// Whole microseconds (a rate limit's interval and times, see `RateLimitCell`).
     public var wholeMicroseconds: Int64 {
         let (seconds, attoseconds) = components

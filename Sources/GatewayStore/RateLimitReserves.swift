@@ -52,7 +52,7 @@ public struct RateLimitReserves: Sendable {
         /// never answered): requests meanwhile ask for themselves alone, so concurrent asks never
         /// reserve more than the limit between them.
         var askingUntil: Int64 = 0
-        /// How many tokens that ask asked for.
+        /// How many tokens a request's ask out asked for (`pendingTarget` is a top-up's).
         var pendingSize = 0
         /// The size the reserve will have when the top-up out is granted (0: the ask out, if
         /// any, is a request's).
@@ -102,7 +102,6 @@ public struct RateLimitReserves: Sendable {
                 let target = min(limit, reserve.size * 2)
                 if target > left {
                     reserves.values[index].askingUntil = now + Self.validity
-                    reserves.values[index].pendingSize = target - left
                     reserves.values[index].pendingTarget = target
                     return .admittedToppingUp(left: left, ask: target - left)
                 }
@@ -152,10 +151,9 @@ public struct RateLimitReserves: Sendable {
     /// top-up (`topUp`) leaves the tokens left to be used, and none is asked for until then.
     public mutating func refused(_ key: String, interval: Int64, burst: Int, retryAfter: Int64, now: Int64, topUp: Bool = false) {
         if topUp {
-            let id = Limit(key: key, interval: interval, burst: burst)
-            guard reserves[id] != nil else { return }
-            reserves[id]?.askingUntil = now + max(0, retryAfter)
-            reserves[id]?.pendingTarget = 0
+            guard let index = reserves.index(forKey: Limit(key: key, interval: interval, burst: burst)) else { return }
+            reserves.values[index].askingUntil = now + max(0, retryAfter)
+            reserves.values[index].pendingTarget = 0
             return
         }
         keep(Limit(key: key, interval: interval, burst: burst), Reserve(tokens: 0, lapses: now, size: 1, refusedUntil: now + max(0, retryAfter)), now: now)

@@ -65,28 +65,28 @@ final class ResponseObserver: Sendable {
         memo: inout ObservationMemo
     ) {
         audit?.record(route: route, caller: caller, call: call, traceID: nil, sent: sent, memo: &memo)
-        guard let metrics else { return }
-        guard let head else { return Self.measure(metrics, route: route, call: call, sent: sent, handles: &memo.metrics) }
+        if let metrics { Self.measure(metrics, route: route, call: call, sent: sent, head: head, handles: &memo.metrics) }
+    }
+
+    /// The operation's duration, the session gauge, and with `head` the answer's count and the
+    /// upstream's time to it (all under one lock).
+    static func measure(
+        _ metrics: GatewayMetrics, route: CompiledRoute, call: MCPCall?, sent: RequestAudit.Sent, head: (service: String, upstreamSeconds: Double)? = nil,
+        handles: inout GatewayMetrics.LocalHandles
+    ) {
         let router = route.router.name
         let method = call?.method
-        metrics.relayed(
-            router: router, status: Int(sent.status.code), service: head.service, upstreamSeconds: head.upstreamSeconds,
-            method: method, tool: method == "tools/call" ? call?.target : nil, errorType: Self.errorType(sent), seconds: Double(sent.elapsedNanoseconds) * 1e-9,
-            handles: &memo.metrics
-        )
-        Self.noteSession(metrics, router: router, call: call, sent: sent)
-    }
-
-    /// The operation's `error_type`: the JSON-RPC error code, or the HTTP status of a failure.
-    private static func errorType(_ sent: RequestAudit.Sent) -> String? {
-        sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
-    }
-
-    static func measure(_ metrics: GatewayMetrics, route: CompiledRoute, call: MCPCall?, sent: RequestAudit.Sent, handles: inout GatewayMetrics.LocalHandles) {
-        let router = route.router.name
-        if let mcpMethod = call?.method {
-            let tool = mcpMethod == "tools/call" ? call?.target : nil
-            metrics.operation(method: mcpMethod, tool: tool, router: router, errorType: errorType(sent), seconds: Double(sent.elapsedNanoseconds) * 1e-9, handles: &handles)
+        let tool = method == "tools/call" ? call?.target : nil
+        // The operation's `error_type`: the JSON-RPC error code, or the HTTP status of a failure.
+        let errorType = sent.errorCode.map { String($0) } ?? (sent.status.code >= 400 ? String(sent.status.code) : nil)
+        let seconds = Double(sent.elapsedNanoseconds) * 1e-9
+        if let head {
+            metrics.relayed(
+                router: router, status: Int(sent.status.code), service: head.service, upstreamSeconds: head.upstreamSeconds,
+                method: method, tool: tool, errorType: errorType, seconds: seconds, handles: &handles
+            )
+        } else if let method {
+            metrics.operation(method: method, tool: tool, router: router, errorType: errorType, seconds: seconds, handles: &handles)
         }
         noteSession(metrics, router: router, call: call, sent: sent)
     }
@@ -120,14 +120,6 @@ struct Stopwatch {
     }
 
     var elapsedSeconds: Double { Double(elapsedNanoseconds) * 1e-9 }
-}
-
-extension Duration {
-    /// Whole nanoseconds (the audit line's and the metrics' unit of a request's duration).
-    var wholeNanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-    }
 }
 
 /// The `mcp.request` line of the audit log, from what the stages recorded and what was sent, and
