@@ -99,6 +99,7 @@ def test_requests_and_security_events_are_audited_without_secrets(tmp_path_facto
     request = next(e for e in by_name["mcp.request"] if e.get("status") == 200 and e.get("tool") == "lookup")
     assert request["router"] == "echo" and request["service"] == "echo" and request["transport"] == "http"
     assert request["mcp_method"] == "tools/call" and request["user"] == "alice" and request["subject"] == "local:alice"
+    assert request["request_id"] == 7
     assert request["client_id"] == signed["client"]["client_id"] and request["ip"] == "127.0.0.1"
     assert request["bytes_in"] > 0 and request["bytes_out"] > 0 and request["duration_ms"] >= 0
     assert request["arguments"] == {"query": "weather", "api_key": "[redacted]", "nested": {"Password": "[redacted]"}}
@@ -135,13 +136,25 @@ def test_arguments_are_left_out_by_default_and_kept_whole_when_asked(tmp_path_fa
             try:
                 world = World(gateway, 0, "", tmp, local_password_hash)
                 token = world.token("alice", "echo")
-                call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "lookup", "arguments": {"query": "weather"}}}
+                # A string id in one mode, a number in the other: each is written as the client sent it.
+                call = {"jsonrpc": "2.0", "id": "call-1" if mode == "none" else 1, "method": "tools/call",
+                        "params": {"name": "lookup", "arguments": {"query": "weather"}}}
                 assert httpx.post(world.url("/echo/mcp"), json=call, headers=bearer(token), timeout=10).status_code == 200
-                wait_until(lambda: any(e["event"] == "mcp.request" for e in read(audit_file)) if audit_file.exists() else False, what="the request line")
-                seen[mode] = next(e for e in read(audit_file) if e["event"] == "mcp.request")
+                # A client-chosen id trying to forge a line of its own, and long enough to bloat every one.
+                hostile_id = 'evil"}\n{"event":"token.revoked","user":"bob"}' + "x" * 500
+                hostile = {**call, "id": hostile_id}
+                assert httpx.post(world.url("/echo/mcp"), json=hostile, headers=bearer(token), timeout=10).status_code == 429
+                wait_until(lambda: len([e for e in read(audit_file) if e["event"] == "mcp.request"]) >= 2 if audit_file.exists() else False,
+                           what="both request lines")
+                requests = [e for e in read(audit_file) if e["event"] == "mcp.request"]
+                seen[mode] = requests[0]
+                assert requests[1]["status"] == 429 and requests[1]["request_id"] == json.dumps(hostile_id)[:128] + "…", requests[1]
+                assert not any(e["event"] == "token.revoked" for e in read(audit_file))
+                assert all(len(line) < 4096 for line in audit_file.read_text().splitlines())
             finally:
                 gateway.managed.stop()
     finally:
         upstream.stop()
     assert "arguments" not in seen["none"] and seen["none"]["tool"] == "lookup"
+    assert seen["none"]["request_id"] == "call-1" and seen["full"]["request_id"] == 1
     assert seen["full"]["arguments"] == {"query": "weather"}

@@ -90,6 +90,7 @@ def test_span_tree_and_trace_propagation(tmp_path_factory, redis_server, local_p
         assert server["name"] == "tools/call lookup"
         attributes = server["attributes"]
         assert attributes["mcp.method.name"] == "tools/call" and attributes["gen_ai.tool.name"] == "lookup"
+        assert attributes["jsonrpc.request.id"] == "7"
         assert attributes["enduser.id"] == "alice" and attributes["mcp_gateway.router"] == "echo"
         assert attributes["http.response.status_code"] == 200 and len(attributes["mcp.session.id"]) == 16
         children = {s["name"]: s for s in spans if s["parent_span_id"] == server["span_id"]}

@@ -9,6 +9,7 @@ import GatewayMetrics
 import HTTPTypes
 import Hummingbird
 import MCPMessages
+import MCPTransport
 import NIOCore
 import Synchronization
 
@@ -34,7 +35,7 @@ final class ResponseObserver: Sendable {
         let original = response.body
         let status = response.status
         let contentType = response.headers[.contentType] ?? ""
-        let createdSession = response.headers[HTTPField.Name("Mcp-Session-Id")!]
+        let createdSession = response.headers[MCPHeaders.sessionID]
         let method = request.method.rawValue
         let (audit, metrics) = (self.audit, self.metrics)
         response.body = ResponseBody(contentLength: original.contentLength) { writer in
@@ -152,6 +153,7 @@ struct RequestAudit: Sendable {
         let whoFields = Self.whoFields(caller: caller, clientIP: sent.clientIP, memo: &memo)
         sink.recordLine { out in
             AuditLine.start("mcp.request", time: Date(), to: &out)
+            Self.requestIDField(call?.rawID, to: &out)
             AuditLine.field("trace_id", traceID, to: &out)
             AuditLine.encoded(route.auditFields, to: &out)
             AuditLine.field("http_method", sent.method, to: &out)
@@ -201,6 +203,24 @@ struct RequestAudit: Sendable {
         }
         memo.who = (caller, clientIP, encoded)
         return encoded
+    }
+
+    /// The longest JSON-RPC id written as the client sent it: the client chooses it, and a
+    /// megabyte of id would otherwise be a megabyte of audit line per request.
+    static let maxRequestIDLength = 128
+
+    /// `request_id`: the JSON-RPC id as the client sent it (a number stays a number, a string a
+    /// string), to find the request in the client's and the upstream's logs; nothing for a
+    /// notification. A longer id is cut to `maxRequestIDLength` characters and kept as a string
+    /// ending in `…`.
+    static func requestIDField(_ rawID: String?, to out: inout AuditLineWriter) {
+        guard let rawID else { return }
+        if rawID.utf8.count <= maxRequestIDLength {
+            // Raw JSON the strict parse accepted: valid as it is, with no raw control character.
+            AuditLine.field("request_id", json: rawID, to: &out)
+        } else {
+            AuditLine.field("request_id", String(rawID.prefix(maxRequestIDLength)) + "…", to: &out)
+        }
     }
 
     /// A session as the audit log names it: a short hash, never the id.

@@ -4,6 +4,7 @@ import Hummingbird
 import Instrumentation
 import Tracing
 import MCPMessages
+import MCPTransport
 import HTTPTypes
 
 /// `tracing:`: the server span of one request. An incoming W3C `traceparent` makes it a child of
@@ -29,7 +30,9 @@ enum RequestSpan {
             span.attributes["mcp.method.name"] = method
             if method == "tools/call", let tool = call.target { span.attributes["gen_ai.tool.name"] = tool }
             if let version = call.protocolVersion { span.attributes["mcp.protocol.version"] = version }
-            if let session = call.sessionID ?? response.headers[.init("Mcp-Session-Id")!] {
+            // The id's value: a string id without its quotes, a number as written.
+            if let id = call.message?.string(at: ["id"]) ?? call.rawID { span.attributes["jsonrpc.request.id"] = String(id.prefix(RequestAudit.maxRequestIDLength)) }
+            if let session = call.sessionID ?? response.headers[MCPHeaders.sessionID] {
                 // Hashed, as in the audit log: the id itself lets its holder use the session.
                 span.attributes["mcp.session.id"] = String(ClientRegistry.hash(session).prefix(16))
             }
