@@ -47,6 +47,7 @@ from auth_overhead import PASSWORD, token_for  # noqa: E402
 from common import free_port, machine_line, run_wrk, stop_all, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 from operations_overhead import FEATURES, gateway_config as operations_config  # noqa: E402
+from stdio_bridge import CHILD_ARGS, TIME_SERVER, create_sessions  # noqa: E402
 
 SIGSUSPEND_SHIM = r"""
 #define _GNU_SOURCE
@@ -99,8 +100,7 @@ class Measured:
     def control(self, command: str) -> None:
         subprocess.run(["callgrind_control", f"--{command}", str(self.pid)], check=True, capture_output=True)
 
-    def instructions_per_request(self, connections: int, seconds: int, env: dict) -> tuple[float, int]:
-        script = HERE / "tools_call.lua"
+    def instructions_per_request(self, connections: int, seconds: int, env: dict, script: Path = HERE / "tools_call.lua") -> tuple[float, int]:
         run_wrk(self.url, connections, 3, script, env)  # warm-up: lazy paths, caches, pools
         self.control("zero")
         result = run_wrk(self.url, connections, seconds, script, env)
@@ -111,6 +111,31 @@ class Measured:
         if not totals or result["errors"] or not result["requests"]:
             raise SystemExit(f"{self.label}: no count ({result['errors']} errors, {result['requests']} requests)")
         return int(totals.group(1)) / result["requests"], result["requests"]
+
+
+def stdio_config(port: int) -> str:
+    """The stdio route of bench/stdio_bridge.py: mcp-server-time children, one per session."""
+    return textwrap.dedent(f"""
+        entryPoints:
+          web:
+            address: "127.0.0.1:{port}"
+        publicURL: "http://127.0.0.1:{port}"
+        log:
+          level: warning
+        routers:
+          time:
+            rule: "PathPrefix(`/time`)"
+            service: time
+            auth: none
+        services:
+          time:
+            stdio:
+              command: "{TIME_SERVER}"
+              args: {CHILD_ARGS!r}
+              maxSessions: 1000
+              maxSessionsPerUser: 1000
+              idleTimeout: "1h"
+        """).replace("'", '"')
 
 
 def prepared(binary: str, workdir: Path, name: str) -> str:
@@ -135,6 +160,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--output", default=str(HERE / "results-callgrind.md"))
+    parser.add_argument("--stdio", type=int, default=0, metavar="SESSIONS",
+                        help="also the stdio route: tools/call (bench/sessions.lua) over this many sessions of mcp-server-time")
+    parser.add_argument("--no-http", action="store_true", help="leave out the HTTP route and the SwiftNIO floor")
     parser.add_argument("--keep", default="", help="a directory to keep the dumps in (for callgrind_annotate)")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
@@ -154,7 +182,7 @@ def main() -> int:
                 f"location / {{ default_type application/json; return 200 '{CANNED}'; }} }}", workdir)
             started.append(upstream)
             builds = [(args.gateway_name, args.gateway)] + ([(args.baseline_name, args.baseline)] if args.baseline else [])
-            for name, binary in builds:
+            for name, binary in ([] if args.no_http else builds):
                 port = free_port()
                 gateway = Measured(serve(binary, workdir, f"gateway-{len(started)}", http_config(port, upstream_port)), port, workdir,
                                    f"{name}, HTTP route, auth: none", shim, "/bench/mcp")
@@ -164,7 +192,7 @@ def main() -> int:
                     rows.append((gateway.label, connections, per_request, requests))
                     print(f"{gateway.label:45} c={connections:<3} {per_request:>10.0f} instructions/request ({requests} requests)", flush=True)
             floor = Path(args.gateway).resolve().parent / "NIOFloor"
-            if floor.exists():
+            if floor.exists() and not args.no_http:
                 for mode in ("tcp", "http"):
                     port = free_port()
                     relay = Measured([prepared(str(floor), workdir, f"floor-{mode}"), "--listen", str(port), "--upstream", str(upstream_port), "--mode", mode],
@@ -191,6 +219,17 @@ def main() -> int:
                         per_request, requests = gateway.instructions_per_request(connections, args.seconds, {"MCPGW_TOKEN": token})
                         rows.append((gateway.label, connections, per_request, requests))
                         print(f"{gateway.label:45} c={connections:<3} {per_request:>10.0f} instructions/request ({requests} requests)", flush=True)
+            for name, binary in (builds if args.stdio else []):
+                port = free_port()
+                gateway = Measured(serve(binary, workdir, f"gateway-{len(started)}", stdio_config(port)), port, workdir,
+                                   f"{name}, stdio route, {args.stdio} sessions", shim, "/time/mcp")
+                started.append(gateway.process)
+                sessions = workdir / f"sessions-{len(started)}.txt"
+                sessions.write_text("\n".join(create_sessions(gateway.url, args.stdio)) + "\n")
+                for connections in levels:
+                    per_request, requests = gateway.instructions_per_request(connections, args.seconds, {"MCPGW_SESSIONS": str(sessions)}, HERE / "sessions.lua")
+                    rows.append((gateway.label, connections, per_request, requests))
+                    print(f"{gateway.label:45} c={connections:<3} {per_request:>10.0f} instructions/request ({requests} requests)", flush=True)
             if args.keep:
                 Path(args.keep).mkdir(parents=True, exist_ok=True)
                 for dump in workdir.glob("callgrind-*.out.*"):
@@ -213,7 +252,7 @@ def main() -> int:
     by = {(label, connections): per_request for label, connections, per_request, _ in rows}
     lines.append("")
     for connections in levels:
-        if args.baseline:
+        if args.baseline and not args.no_http:
             new = by[(f"{args.gateway_name}, HTTP route, auth: none", connections)]
             old = by[(f"{args.baseline_name}, HTTP route, auth: none", connections)]
             lines.append(f"- c={connections}, HTTP route: {args.gateway_name} / {args.baseline_name} = **{new / old:.2f}×** ({old:,.0f} → {new:,.0f})")
@@ -222,6 +261,10 @@ def main() -> int:
             on = by[(f"{args.gateway_name}, protected route, audit + metrics + rate limit", connections)]
             lines.append(f"- c={connections}, protected route: audit + metrics + rate limit / all off = **{on / off:.2f}×** "
                          f"({off:,.0f} → {on:,.0f}, +{on - off:,.0f})")
+        if args.baseline and args.stdio:
+            new = by[(f"{args.gateway_name}, stdio route, {args.stdio} sessions", connections)]
+            old = by[(f"{args.baseline_name}, stdio route, {args.stdio} sessions", connections)]
+            lines.append(f"- c={connections}, stdio route: {args.gateway_name} / {args.baseline_name} = **{new / old:.2f}×** ({old:,.0f} → {new:,.0f})")
     write_results(args.output, lines)
     return 0
 

@@ -1,4 +1,9 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Splits a child's output into lines on `\n` only. (Splitting on other Unicode line breaks would
 /// cut JSON strings that carry a raw U+2028.) Lines longer than `maxLength` are dropped whole
@@ -20,19 +25,23 @@ struct LineFramer: ByteToMessageDecoder {
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let view = buffer.readableBytesView
-        // Resume the search where the previous call stopped, so long lines are scanned once.
-        let searchStart = view.index(view.startIndex, offsetBy: min(scanned, view.count))
-        guard let newline = view[searchStart...].firstIndex(of: UInt8(ascii: "\n")) else {
-            scanned = view.count
-            if discarding > 0 || view.count > maxLength {
-                discarding += view.count
-                buffer.moveReaderIndex(forwardBy: view.count)
+        let readable = buffer.readableBytes
+        // Resume the search where the previous call stopped, so long lines are scanned once
+        // (`memchr`: a byte loop costs several instructions a byte, and answers are long).
+        let from = min(scanned, readable)
+        let newline: Int? = buffer.withUnsafeReadableBytes { bytes in
+            guard from < bytes.count, let base = bytes.baseAddress, let found = memchr(base + from, 0x0A, bytes.count - from) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
+        }
+        guard let length = newline else {
+            scanned = readable
+            if discarding > 0 || readable > maxLength {
+                discarding += readable
+                buffer.moveReaderIndex(forwardBy: readable)
                 scanned = 0
             }
             return .needMoreData
         }
-        let length = newline - view.startIndex
         scanned = 0
         if discarding > 0 || length > maxLength {
             let total = discarding + length

@@ -239,19 +239,30 @@ public struct JSONScanner {
 
         mutating func skipString() throws(Failure) {
             guard next() == UInt8(ascii: "\"") else { throw .invalidJSON(offset: position - 1) }
-            while let byte = next() {
-                switch byte {
-                case UInt8(ascii: "\""): return
-                case UInt8(ascii: "\\"):
-                    guard let escaped = next() else { throw .invalidJSON(offset: position) }
-                    if escaped == UInt8(ascii: "u") {
-                        guard position + 4 <= end else { throw .invalidJSON(offset: position) }
-                        position += 4
-                    }
-                case 0x00..<0x20:
-                    throw .invalidJSON(offset: position - 1)
-                default:
+            while position < end {
+                if position &+ 8 <= end, JSONBytes.isPlain(JSONBytes.word(bytes, at: position)) {
+                    position &+= 8
                     continue
+                }
+                // Byte by byte through these eight: one of them ends the string, starts an
+                // escape or is invalid.
+                let stop = min(position &+ 8, end)
+                while position < stop {
+                    let byte = bytes[position]
+                    position &+= 1
+                    switch byte {
+                    case UInt8(ascii: "\""): return
+                    case UInt8(ascii: "\\"):
+                        guard let escaped = next() else { throw .invalidJSON(offset: position) }
+                        if escaped == UInt8(ascii: "u") {
+                            guard position + 4 <= end else { throw .invalidJSON(offset: position) }
+                            position += 4
+                        }
+                    case 0x00..<0x20:
+                        throw .invalidJSON(offset: position - 1)
+                    default:
+                        continue
+                    }
                 }
             }
             throw .invalidJSON(offset: position)

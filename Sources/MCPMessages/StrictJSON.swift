@@ -241,7 +241,17 @@ public enum StrictJSON {
         mutating func string(decode: Bool) throws(Violation) -> [UInt8]? {
             try expect(UInt8(ascii: "\""))
             var decoded: [UInt8] = []
+            // Until there, bytes are looked at one by one (a word there had one to look at).
+            var byteByByteUntil = 0
             while position < bytes.count {
+                if position >= byteByByteUntil {
+                    if position &+ 8 <= bytes.count, JSONBytes.isPlainASCII(JSONBytes.word(bytes, at: position)) {
+                        if decode { decoded.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[position..<(position &+ 8)])) }
+                        position &+= 8
+                        continue
+                    }
+                    byteByByteUntil = position &+ 8
+                }
                 let byte = bytes[position]
                 switch byte {
                 case UInt8(ascii: "\""):
