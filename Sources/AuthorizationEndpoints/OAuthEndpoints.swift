@@ -776,7 +776,7 @@ package struct OAuthEndpoints: Sendable {
             guard let presented else { return OAuthResponses.json(.ok, body) }
             let bytes = JSONResponse.encode(body)
             do {
-                try await refreshTokens.holdAnswer(bytes, for: presented)
+                try await refreshTokens.holdAnswer(bytes, for: presented, clientID: client.clientID)
             } catch {
                 // Without the held answer a racing presentation waits and is told to retry; the
                 // answer itself is still good.

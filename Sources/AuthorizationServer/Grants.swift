@@ -255,17 +255,22 @@ public struct RefreshTokens: Sendable {
     }
 
     /// The first presentation's answer for a presentation that arrived while `token` was still
-    /// being answered for `clientID`; nil when it arrived after the answer was sent (reuse) or
-    /// the racer is another client (theft). Waits up to `raceWait` for the answer to be held; the
-    /// answer outlives its sending, so a racer that arrived in time gets it however late it looks.
-    private func racingAnswer(token: String, hash: String, clientID: String) async throws -> [UInt8]? {
-        guard let answering = try await store.getString("refresh-answering:\(hash)"), answering == clientID else { return nil }
+    /// being answered for `clientID`: its claim of the answering mark failed, so the mark was
+    /// there and that answer had not been sent when it arrived, however late it looks now (a
+    /// loaded instance may send the answer, and remove the mark, before this runs). Nil when the
+    /// first presentation was for another client (theft), or was refused (no answer was held).
+    /// Waits up to `raceWait` for the answer to be held.
+    func racingAnswer(token: String, hash: String, clientID: String) async throws -> [UInt8]? {
         let deadline = ContinuousClock.now + Self.raceWait
         while true {
-            if let sealed = try await store.get("refresh-answer:\(hash)") {
-                guard let box = try? AES.GCM.SealedBox(combined: sealed), let opened = try? AES.GCM.open(box, using: Self.answerKey(token)) else { return nil }
-                return Array(opened)
+            if let held = try await heldAnswer(token: token, hash: hash) { return held.clientID == clientID ? held.answer : nil }
+            // Nothing held yet: the mark says who is being answered, or that the answer went.
+            guard let answering = try await store.getString("refresh-answering:\(hash)") else {
+                // An answer is held before its mark goes: one held in between is there now.
+                guard let held = try await heldAnswer(token: token, hash: hash) else { return nil }
+                return held.clientID == clientID ? held.answer : nil
             }
+            guard answering == clientID else { return nil }
             guard ContinuousClock.now < deadline else {
                 throw GrantError.invalidGrant("the refresh token is being answered for another request; retry")
             }
@@ -273,11 +278,29 @@ public struct RefreshTokens: Sendable {
         }
     }
 
-    /// Keeps the answer to a rotation for presentations racing it, sealed under a key derived from
-    /// the presented token: whoever reads the store without that token learns nothing.
-    public func holdAnswer(_ answer: [UInt8], for token: String) async throws(StoreError) {
-        guard let sealed = try? AES.GCM.seal(answer, using: Self.answerKey(token)).combined else { return }
-        try await store.set("refresh-answer:\(ClientRegistry.hash(token))", Array(sealed), ttl: Self.raceWindow)
+    /// The held answer to `token`'s rotation and the client it was for; nil when none is held
+    /// (or it cannot be opened with this token).
+    private func heldAnswer(token: String, hash: String) async throws -> (clientID: String, answer: [UInt8])? {
+        guard let sealed = try await store.get("refresh-held:\(hash)"),
+              let box = try? AES.GCM.SealedBox(combined: sealed), let opened = try? AES.GCM.open(box, using: Self.answerKey(token)),
+              opened.count >= 2
+        else { return nil }
+        let bytes = Array(opened)
+        let length = Int(bytes[0]) << 8 | Int(bytes[1])
+        guard bytes.count >= 2 + length else { return nil }
+        return (String(decoding: bytes[2..<(2 + length)], as: UTF8.self), Array(bytes[(2 + length)...]))
+    }
+
+    /// Keeps the answer to a rotation for `clientID`'s presentations racing it, sealed under a key
+    /// derived from the presented token (whoever reads the store without that token learns
+    /// nothing), with the client it was for (a racer of another client is a thief).
+    public func holdAnswer(_ answer: [UInt8], for token: String, clientID: String) async throws(StoreError) {
+        let client = Array(clientID.utf8.prefix(0xFFFF))
+        let plain = [UInt8(client.count >> 8), UInt8(client.count & 0xFF)] + client + answer
+        guard let sealed = try? AES.GCM.seal(plain, using: Self.answerKey(token)).combined else { return }
+        // Under a name of its own: an answer held by an older instance (without the client) is not
+        // read as one with it during a rolling upgrade; its racers are told to retry instead.
+        try await store.set("refresh-held:\(ClientRegistry.hash(token))", Array(sealed), ttl: Self.raceWindow)
     }
 
     /// The answer to `token`'s rotation was sent: any presentation arriving from now on is reuse.

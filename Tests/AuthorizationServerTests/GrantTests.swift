@@ -197,14 +197,14 @@ extension RefreshTokens {
         // The racer arrives while the first is being answered: it waits for that answer.
         let racer = Task { try await tokens.rotate(first, clientID: "client-a") }
         let answer = Array(#"{"refresh_token":"\#(second)"}"#.utf8)
-        try await tokens.holdAnswer(answer, for: first)
+        try await tokens.holdAnswer(answer, for: first, clientID: "client-a")
         guard case .racing(let repeated) = try await racer.value else {
             Issue.record("the racing presentation was not given the first answer")
             return
         }
         #expect(repeated == answer)
         // Held sealed: the store never shows the new token.
-        let held = try #require(try await store.get("refresh-answer:\(ClientRegistry.hash(first))"))
+        let held = try #require(try await store.get("refresh-held:\(ClientRegistry.hash(first))"))
         #expect(!String(decoding: held, as: UTF8.self).contains(second))
         // Once the answer was sent, the same token again is reuse: the family goes.
         await tokens.answerSent(for: first)
@@ -219,7 +219,7 @@ extension RefreshTokens {
             Issue.record("the first presentation did not rotate")
             return
         }
-        try await tokens.holdAnswer(Array("{}".utf8), for: first)
+        try await tokens.holdAnswer(Array("{}".utf8), for: first, clientID: "client-a")
         await #expect(throws: GrantError.self) { try await tokens.rotate(first, clientID: "client-b") }
         await tokens.answerSent(for: first)
         await #expect(throws: GrantError.self) { try await tokens.rotateAnswered(second, clientID: "client-a") }
