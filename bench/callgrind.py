@@ -47,7 +47,7 @@ from auth_overhead import PASSWORD, token_for  # noqa: E402
 from common import free_port, machine_line, run_wrk, stop_all, wait_port, write_results  # noqa: E402
 from http_proxy import CANNED, start_nginx  # noqa: E402
 from operations_overhead import FEATURES, gateway_config as operations_config  # noqa: E402
-from stdio_bridge import CHILD_ARGS, TIME_SERVER, create_sessions  # noqa: E402
+from stdio_bridge import create_sessions, stdio_gateway_config  # noqa: E402
 
 SIGSUSPEND_SHIM = r"""
 #define _GNU_SOURCE
@@ -111,31 +111,6 @@ class Measured:
         if not totals or result["errors"] or not result["requests"]:
             raise SystemExit(f"{self.label}: no count ({result['errors']} errors, {result['requests']} requests)")
         return int(totals.group(1)) / result["requests"], result["requests"]
-
-
-def stdio_config(port: int) -> str:
-    """The stdio route of bench/stdio_bridge.py: mcp-server-time children, one per session."""
-    return textwrap.dedent(f"""
-        entryPoints:
-          web:
-            address: "127.0.0.1:{port}"
-        publicURL: "http://127.0.0.1:{port}"
-        log:
-          level: warning
-        routers:
-          time:
-            rule: "PathPrefix(`/time`)"
-            service: time
-            auth: none
-        services:
-          time:
-            stdio:
-              command: "{TIME_SERVER}"
-              args: {CHILD_ARGS!r}
-              maxSessions: 1000
-              maxSessionsPerUser: 1000
-              idleTimeout: "1h"
-        """).replace("'", '"')
 
 
 def prepared(binary: str, workdir: Path, name: str) -> str:
@@ -221,7 +196,7 @@ def main() -> int:
                         print(f"{gateway.label:45} c={connections:<3} {per_request:>10.0f} instructions/request ({requests} requests)", flush=True)
             for name, binary in (builds if args.stdio else []):
                 port = free_port()
-                gateway = Measured(serve(binary, workdir, f"gateway-{len(started)}", stdio_config(port)), port, workdir,
+                gateway = Measured(serve(binary, workdir, f"gateway-{len(started)}", stdio_gateway_config(port)), port, workdir,
                                    f"{name}, stdio route, {args.stdio} sessions", shim, "/time/mcp")
                 started.append(gateway.process)
                 sessions = workdir / f"sessions-{len(started)}.txt"

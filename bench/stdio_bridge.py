@@ -99,17 +99,15 @@ def two_route_config(port: int, upstream_port: int, entry_point_extra: str = "",
     ]) + "\n"
 
 
-def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS,
-                   max_sessions: int = 1000, name: str = "mcp-gateway", extra: str = "", fast_relay: bool = True,
-                   older_build: bool = False) -> Target:
-    """The gateway serving one stdio service at /time/mcp; `extra` adds keys to the service;
-    `fast_relay: False` sends every request through the full pipeline; `older_build`: a build from
-    before wave 2, without the keys it does not know (`fastRelay`, `maxSessionsPerUser`)."""
-    port = free_port()
+def stdio_gateway_config(port: int, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS, max_sessions: int = 1000,
+                         extra: str = "", fast_relay: bool = True, older_build: bool = False) -> str:
+    """gateway.yaml serving one stdio service at /time/mcp (`auth: none`); `extra` adds keys to
+    the service; `fast_relay: False` sends every request through the full pipeline;
+    `older_build`: a build from before wave 2, without the keys it does not know (`fastRelay`,
+    `maxSessionsPerUser`)."""
     newer_entry_point = "" if older_build else f"fastRelay: {'true' if fast_relay else 'false'}"
     newer_service = "" if older_build else f"maxSessionsPerUser: {max_sessions}"
-    config = workdir / f"gateway-{name.replace(' ', '-').replace(',', '')}.yaml"
-    config.write_text(textwrap.dedent(f"""
+    return textwrap.dedent(f"""
         entryPoints:
           web:
             address: "127.0.0.1:{port}"
@@ -133,7 +131,16 @@ def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = T
               spares: {spares}
               idleTimeout: "1h"
 {textwrap.indent(extra, "              ")}
-    """))
+    """)
+
+
+def gateway_target(binary: str, workdir: Path, spares: int = 0, command: str = TIME_SERVER, args: list[str] = CHILD_ARGS,
+                   max_sessions: int = 1000, name: str = "mcp-gateway", extra: str = "", fast_relay: bool = True,
+                   older_build: bool = False) -> Target:
+    """The gateway of `stdio_gateway_config`, started."""
+    port = free_port()
+    config = workdir / f"gateway-{name.replace(' ', '-').replace(',', '')}.yaml"
+    config.write_text(stdio_gateway_config(port, spares, command, args, max_sessions, extra, fast_relay, older_build))
     return Target(name, [binary, "serve", "--config", str(config)], port, "/time/mcp")
 
 

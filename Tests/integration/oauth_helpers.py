@@ -8,6 +8,7 @@ import html
 import json
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -167,6 +168,26 @@ def exchange_code(gateway, client_id: str, code: str, verifier: str, resource: s
     if resource:
         data["resource"] = resource
     return token_request(gateway, data, auth=auth)
+
+
+def raw_refreshes(gateway, client, refresh_token, count: int) -> list[tuple[int, bytes]]:
+    """`count` presentations of one refresh token written back to back on their own connections
+    before any answer is read: what a client racing its own refreshes sends."""
+    body = urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}).encode()
+    request = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    sockets = [socket.create_connection(("127.0.0.1", gateway.port), timeout=20) for _ in range(count)]
+    for sock in sockets:
+        sock.sendall(request)
+    answers = []
+    for sock in sockets:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        head, _, payload = data.partition(b"\r\n\r\n")
+        answers.append((int(head.split(b" ")[1]), payload))
+    return answers
 
 
 def page_text(response: httpx.Response) -> str:

@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from conftest import SERVERS, free_port, gateway_binary, modern_body, modern_headers, port_open, start_process, wait_until
-from oauth_helpers import Browser, exchange_code, pkce_pair, register, token_request
+from oauth_helpers import Browser, exchange_code, pkce_pair, raw_refreshes, register, token_request
 
 PASSWORD = "correct horse battery staple"
 LEGACY = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -749,9 +749,9 @@ def test_pool_children_idle_out_by_last_client_use(tmp_path_factory, local_passw
 
 # --- no secret in any log, at any level ------------------------------------------------------------
 
-def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_password_hash):
-    """Sign-in, token exchange, refresh, a proxied call with a configured upstream key, a
-    confidential client, and calls the fast relay carries through a rate limit with the audit log
+def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_password_hash, redis_server):
+    """Sign-in, token exchange, refresh and racing refreshes (on Redis), a proxied call with a
+    configured upstream key, a confidential client, and calls the fast relay carries through a rate limit with the audit log
     and metrics on: the log at --log-level trace (and the audit log) holds none of the secrets
     involved."""
     tmp = tmp_path_factory.mktemp("trace")
@@ -763,6 +763,11 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
       web:
         address: "127.0.0.1:{{port}}"
     publicURL: "http://127.0.0.1:{{port}}"
+    # Redis: its commands are logged at trace too, and a refresh race's answer is held there.
+    store:
+      redis:
+        url: "{redis_server.url}"
+        keyPrefix: "trace:"
     auth:
       allow:
         users: ["alice"]
@@ -829,12 +834,17 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         refreshed = token_request(gateway, {"grant_type": "refresh_token", "refresh_token": signed["refresh_token"],
                                             "client_id": signed["client"]["client_id"]}).json()
         assert "access_token" in refreshed
+        # Presentations racing each other: one is rotated, the others get its held answer.
+        raced = raw_refreshes(gateway, signed["client"], refreshed["refresh_token"], 3)
+        assert [status for status, _ in raced] == [200, 200, 200], raced
+        raced_pair = json.loads(raced[0][1])
     finally:
         gateway.managed.stop()
         upstream.stop()
     log = gateway.managed.log()
     assert " trace mcp-gateway:" in log and " debug mcp-gateway:" in log  # the levels really were on
     assert "relay=fast" in log  # the fast relay's own logging was exercised at trace
+    assert "a refresh raced an earlier presentation" in log  # a racer was given the held answer
     audit = (tmp / "audit.log").read_text()
     assert '"mcp_method":"tools/call"' in audit
     secrets = {
@@ -843,6 +853,7 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
         "client secret": confidential["client_secret"], "registration token": confidential["registration_access_token"],
         "refreshed access token": refreshed["access_token"], "rotated refresh token": refreshed["refresh_token"],
         "environment-only secret": unused_secret, "stdio env key": child_key,
+        "raced access token": raced_pair["access_token"], "raced refresh token": raced_pair["refresh_token"],
         # A session id lets whoever holds it act as its owner's client: logs name it by hash.
         "stdio session id": child_session,
     }

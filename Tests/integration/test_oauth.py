@@ -14,7 +14,8 @@ import pytest
 
 from conftest import wait_until
 from oauth_helpers import (
-    CALLBACK, Browser, error_page_return, exchange_code, form_for, jwt_claims, jwt_header, page_text, pkce_pair, query_of, register, token_request,
+    CALLBACK, Browser, error_page_return, exchange_code, form_for, jwt_claims, jwt_header, page_text, pkce_pair, query_of, raw_refreshes, register,
+    token_request,
 )
 
 
@@ -511,26 +512,6 @@ def test_refresh_rotates_and_reuse_revokes_the_family(gateway, browser):
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     # The whole family is gone: the legitimate latest token fails too.
     assert refresh(gateway, client, second).json()["error"] == "invalid_grant"
-
-
-def raw_refreshes(gateway, client, refresh_token, count: int) -> list[tuple[int, bytes]]:
-    """`count` presentations of one refresh token written back to back on their own connections
-    before any answer is read: what a client racing its own refreshes sends."""
-    body = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}).encode()
-    request = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
-    sockets = [socket.create_connection(("127.0.0.1", gateway.port), timeout=20) for _ in range(count)]
-    for sock in sockets:
-        sock.sendall(request)
-    answers = []
-    for sock in sockets:
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        sock.close()
-        head, _, payload = data.partition(b"\r\n\r\n")
-        answers.append((int(head.split(b" ")[1]), payload))
-    return answers
 
 
 def test_racing_presentations_of_a_refresh_token_get_the_same_pair(gateway, browser):
