@@ -217,7 +217,7 @@ let package = Package(
         // writer that SIGUSR1 reopens) and `log.format: json`.
         .target(
             name: "GatewayAudit",
-            dependencies: ["ThreadShards", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ThreadShards", "MCPMessages", .product(name: "Logging", package: "swift-log")]
         ),
         // State kept per thread, for what every event loop updates on every request (pure).
         .target(name: "ThreadShards"),

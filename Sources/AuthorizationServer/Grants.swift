@@ -263,12 +263,15 @@ public struct RefreshTokens: Sendable {
     func racingAnswer(token: String, hash: String, clientID: String) async throws -> [UInt8]? {
         let deadline = ContinuousClock.now + Self.raceWait
         while true {
-            if let held = try await heldAnswer(token: token, hash: hash) { return held.clientID == clientID ? held.answer : nil }
+            // nil: nothing held; .some(nil): held for another client (theft); else the answer.
+            func heldForThisClient() async throws -> [UInt8]?? {
+                try await heldAnswer(token: token, hash: hash).map { $0.clientID == clientID ? $0.answer : nil }
+            }
+            if let held = try await heldForThisClient() { return held }
             // Nothing held yet: the mark says who is being answered, or that the answer went.
             guard let answering = try await store.getString("refresh-answering:\(hash)") else {
                 // An answer is held before its mark goes: one held in between is there now.
-                guard let held = try await heldAnswer(token: token, hash: hash) else { return nil }
-                return held.clientID == clientID ? held.answer : nil
+                return try await heldForThisClient() ?? nil
             }
             guard answering == clientID else { return nil }
             guard ContinuousClock.now < deadline else {

@@ -1,4 +1,5 @@
 public import Foundation
+import MCPMessages
 
 /// One line of the audit log: an event name and its fields, written as one JSON object with
 /// `time` (RFC 3339, UTC, milliseconds) and `event` first. Fields with no value are left out.
@@ -189,18 +190,9 @@ public enum JSONText {
     /// Whether any byte is one JSON escapes in a string: a control character, `"` or `\`.
     /// Eight bytes at a time (every value of every audit and JSON log line is scanned).
     static func needsEscaping(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
         var index = 0
         while index &+ 8 <= bytes.count {
-            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            // A byte below 0x20, or equal to `"` or `\` (equal: the XOR is zero), sets its high
-            // bit in one of these (the classic "has a zero byte" test; bytes of 0x80 and up
-            // never set it, as `~word` clears their high bit).
-            let control = (word &- ones &* 0x20) & ~word & highs
-            let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
-            let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
-            if control | quote | backslash != 0 { return true }
+            if !JSONBytes.isPlain(JSONBytes.word(bytes, at: index)) { return true }
             index &+= 8
         }
         while index < bytes.count {
