@@ -288,8 +288,12 @@ public struct AuditLineWriter {
     private var capacity: Int
     private var count = 0
     private var spilled: [UInt8]?
-    /// What fits on the stack: a `mcp.request` line without arguments is ~400 bytes.
-    static let stackCapacity = 2048
+    /// What fits on the stack: a `mcp.request` line without arguments is ~400 bytes. At most
+    /// 1 024: the standard library puts a temporary allocation up to that size on the stack
+    /// without asking, and a larger one on the heap wherever it cannot tell how much stack the
+    /// thread has left (an event loop's thread: a `malloc` and `free` per line, ~1 000
+    /// instructions).
+    public static let stackCapacity = 1024
 
     private init(base: UnsafeMutablePointer<UInt8>, capacity: Int) {
         self.base = base

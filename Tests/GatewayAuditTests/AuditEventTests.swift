@@ -49,18 +49,18 @@ import Testing
         let arguments = "{\"text\":\(JSONText.quoted(long))}"
         let event = AuditEvent("mcp.request", time: Date(timeIntervalSince1970: 0), [("user", .string(long)), ("arguments", .json(arguments))])
         let bytes = event.bytes
-        #expect(bytes.count > 4 * 2048)
+        #expect(bytes.count > 4 * AuditLineWriter.stackCapacity)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
         #expect(object["user"] as? String == long)
         #expect((object["arguments"] as? [String: String])?["text"] == long)
         #expect(bytes.last == UInt8(ascii: "\n") && bytes.filter { $0 == UInt8(ascii: "\n") }.count == 1)
         // Spilling in the middle of a piece keeps the bytes before it, once.
         let edge = AuditLineWriter.bytes { out in
-            for _ in 0..<2047 { out.append(UInt8(ascii: "x")) }
+            for _ in 0..<(AuditLineWriter.stackCapacity - 1) { out.append(UInt8(ascii: "x")) }
             out.append("yz")
             out.append(UInt8(ascii: "!"))
         }
-        #expect(edge == Array(repeating: UInt8(ascii: "x"), count: 2047) + Array("yz!".utf8))
+        #expect(edge == Array(repeating: UInt8(ascii: "x"), count: AuditLineWriter.stackCapacity - 1) + Array("yz!".utf8))
     }
 
     @Test func redactionReplacesSensitiveKeysAtAnyDepthCaseInsensitively() throws {
