@@ -198,7 +198,8 @@ extension Gateway {
         let headerTimeout = TimeAmount.nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9))
         let idleAmount = TimeAmount.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)] + (fastRelay.map { [FastRelayInstaller($0)] } ?? []),
+            // The codec first: it takes the place of the library's, added just before it.
+            additionalChannelHandlers: [HTTP1ServerCodec(), InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)] + (fastRelay.map { [FastRelayInstaller($0)] } ?? []),
             idleTimeout: idleAmount
         )
         // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
