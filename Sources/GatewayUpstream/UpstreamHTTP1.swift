@@ -70,12 +70,16 @@ public struct UpstreamResponseParser {
     /// How far into `pending` the search for the end of the head has looked.
     private var headScanned = 0
     private var keepAlive = true
+    /// The connection's last head, kept across `reset()`.
+    private var lastHead: LastHead?
 
     public init() {}
 
     /// Ready for the next response on the same connection.
     public mutating func reset() {
+        let lastHead = lastHead.take()
         self = UpstreamResponseParser()
+        self.lastHead = lastHead
     }
 
     /// Whether the connection can carry another request: the response ended, with keep-alive.
@@ -233,36 +237,85 @@ public struct UpstreamResponseParser {
         return nil
     }
 
+    /// The fields of the connection's last response head, and the lines they were made from. An
+    /// upstream answers every request of a connection with the same fields in the same order,
+    /// mostly with the same values (`Date` changes once a second, `Content-Length` with the
+    /// body): a line the same as the last head's line at its place is that line's field again,
+    /// and a head whose names are the last head's, in order, starts from its `HTTPFields` (made
+    /// field by field, each a generic call the compiler cannot specialize, they were ~40 % of
+    /// the head's cost).
+    private struct LastHead {
+        struct Line {
+            var bytes: [UInt8]
+            var nameCount: Int
+            var name: HTTPField.Name
+            var hopByHop: Bool
+            var field: HTTPField
+        }
+
+        var lines: [Line]
+        /// The kept fields of `lines`, in order.
+        var fields: HTTPFields
+    }
+
     private mutating func parseHead(_ bytes: UnsafeRawBufferPointer) throws(Malformed) -> UpstreamResponseHead {
         var lines = HeadLines(bytes)
         guard let statusLine = lines.next() else { throw Malformed(reason: "the response has no status line") }
         let (http10, status, reason) = try Self.statusLine(statusLine)
-        var kept: [HTTPField] = []
-        kept.reserveCapacity(12)
         var contentLength: Int?
         var chunked = false
         var transferEncoded = false
         var close = http10
         var connectionListed: [String] = []
+        // Taken out (one owner: the lines and fields change in place while the names match).
+        var last = lastHead.take() ?? LastHead(lines: [], fields: HTTPFields())
+        var lineCount = 0
+        var keptCount = 0
+        // Once the names stop matching the last head's: the lines, and the kept fields (before,
+        // they are the last head's first `keptCount`).
+        var remade: [LastHead.Line]?
+        var kept: [HTTPField] = []
         while let line = lines.next() {
             guard !line.isEmpty else { break }
             guard line[line.startIndex] != UInt8(ascii: " "), line[line.startIndex] != UInt8(ascii: "\t") else {
                 throw Malformed(reason: "the response has a folded header line")
             }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw Malformed(reason: "the response has a header line that is not a field") }
+            let lineBytes = UnsafeRawBufferPointer(rebasing: line)
             let nameBytes = UnsafeRawBufferPointer(rebasing: line[line.startIndex..<colon])
+            let valueBytes = Self.trimmed(UnsafeRawBufferPointer(rebasing: line[(colon + 1)...]))
+            let index = lineCount
+            lineCount += 1
             let name: HTTPField.Name
             let hopByHop: Bool
-            if let known = Self.knownName(nameBytes) {
-                (name, hopByHop) = known
-            } else {
-                guard let parsed = HTTPField.Name(String(decoding: nameBytes, as: UTF8.self)) else {
-                    throw Malformed(reason: "the response has a header line that is not a field")
+            let field: HTTPField
+            if remade == nil, index < last.lines.count, Self.sameName(nameBytes, as: last.lines[index]) {
+                (name, hopByHop) = (last.lines[index].name, last.lines[index].hopByHop)
+                if Self.equals(lineBytes, last.lines[index].bytes) {
+                    field = last.lines[index].field
+                } else {
+                    field = HTTPField(name: name, value: String(decoding: valueBytes, as: UTF8.self))
+                    last.lines[index].bytes = Array(lineBytes)
+                    last.lines[index].field = field
+                    // The names so far are the last head's: so are the kept fields' places.
+                    if !hopByHop { last.fields[keptCount] = field }
                 }
-                (name, hopByHop) = (parsed, HeaderPolicy.isHopByHopInResponse(parsed.canonicalName))
+            } else {
+                if let known = Self.knownName(nameBytes) {
+                    (name, hopByHop) = known
+                } else {
+                    guard let parsed = HTTPField.Name(String(decoding: nameBytes, as: UTF8.self)) else {
+                        throw Malformed(reason: "the response has a header line that is not a field")
+                    }
+                    (name, hopByHop) = (parsed, HeaderPolicy.isHopByHopInResponse(parsed.canonicalName))
+                }
+                field = HTTPField(name: name, value: String(decoding: valueBytes, as: UTF8.self))
+                if remade == nil {
+                    remade = Array(last.lines.prefix(index))
+                    kept = Array(last.fields.prefix(keptCount))
+                }
+                remade?.append(LastHead.Line(bytes: Array(lineBytes), nameCount: nameBytes.count, name: name, hopByHop: hopByHop, field: field))
             }
-            let valueBytes = Self.trimmed(UnsafeRawBufferPointer(rebasing: line[(colon + 1)...]))
-            let field = HTTPField(name: name, value: String(decoding: valueBytes, as: UTF8.self))
             switch name.canonicalName {
             case "content-length":
                 guard let length = Self.contentLength(valueBytes), contentLength == nil || contentLength == length else {
@@ -288,12 +341,33 @@ public struct UpstreamResponseParser {
             default:
                 break
             }
-            if !hopByHop { kept.append(field) }
+            if !hopByHop {
+                if remade != nil { kept.append(field) }
+                keptCount += 1
+            }
         }
         if transferEncoded, contentLength != nil {
             throw Malformed(reason: "the response has both Transfer-Encoding and Content-Length")
         }
-        if !connectionListed.isEmpty { kept.removeAll { $0.name != .contentLength && connectionListed.contains($0.name.canonicalName) } }
+        if remade == nil, lineCount < last.lines.count {
+            remade = Array(last.lines.prefix(lineCount))
+            kept = Array(last.fields.prefix(keptCount))
+        }
+        var fields = HTTPFields()
+        if !connectionListed.isEmpty {
+            if remade == nil { kept = Array(last.fields) }
+            // Which fields are kept depends on a value here: nothing for the next head to start from.
+            lastHead = nil
+            kept.removeAll { $0.name != .contentLength && connectionListed.contains($0.name.canonicalName) }
+            // One call: `HTTPFields.append` goes through `insert(_:at:)` field by field.
+            fields.append(contentsOf: kept)
+        } else if let remade {
+            fields.append(contentsOf: kept)
+            lastHead = LastHead(lines: remade, fields: fields)
+        } else {
+            fields = last.fields
+            lastHead = last
+        }
         keepAlive = !close
         if (100..<200).contains(status) {
             state = .head
@@ -312,9 +386,6 @@ public struct UpstreamResponseParser {
             state = .untilClose
             keepAlive = false
         }
-        var fields = HTTPFields()
-        // One call: `HTTPFields.append` goes through `insert(_:at:)` field by field.
-        fields.append(contentsOf: kept)
         return UpstreamResponseHead(status: status, reasonPhrase: reason, fields: fields, keepAlive: keepAlive)
     }
 
@@ -361,6 +432,25 @@ public struct UpstreamResponseParser {
         /// The name spelled as its canonical form (never nil for these: they are tokens).
         private static func lowercase(_ name: HTTPField.Name) -> HTTPField.Name {
             HTTPField.Name(parsed: name.canonicalName) ?? name
+        }
+    }
+
+    /// Whether the line `bytes` is `line`'s, byte for byte.
+    private static func equals(_ bytes: UnsafeRawBufferPointer, _ line: [UInt8]) -> Bool {
+        guard bytes.count == line.count else { return false }
+        guard let base = bytes.baseAddress else { return true }
+        return line.withUnsafeBytes { stored in
+            guard let storedBase = stored.baseAddress else { return false }
+            return memcmp(base, storedBase, bytes.count) == 0
+        }
+    }
+
+    /// Whether `name` is the name of the line `line`.
+    private static func sameName(_ name: UnsafeRawBufferPointer, as line: LastHead.Line) -> Bool {
+        guard name.count == line.nameCount, let base = name.baseAddress else { return false }
+        return line.bytes.withUnsafeBytes { stored in
+            guard let storedBase = stored.baseAddress, stored.count >= name.count else { return false }
+            return memcmp(base, storedBase, name.count) == 0
         }
     }
 

@@ -169,4 +169,69 @@ import Testing
         let shouted = "HTTP/1.1 200 OK\r\nCONNECTION: X-HOP\r\nx-hop: 1\r\nTRANSFER-ENCODING: chunked\r\n\r\n0\r\n\r\n"
         #expect(try events(shouted).events.first == "head 200 OK keepAlive=true ")
     }
+
+    /// One response on a fresh parser, and on `parser` (a connection's, after what it read
+    /// before): each head, field by field with its spelling, and the framing, must be the same.
+    private func expectSameOnConnection(_ text: String, _ parser: inout UpstreamResponseParser, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        func transcript(_ parser: inout UpstreamResponseParser) throws -> [String] {
+            var seen: [String] = []
+            try parser.parse(ByteBuffer(string: text)) { event in
+                switch event {
+                case .head(let head):
+                    seen.append("head \(head.status) keepAlive=\(head.keepAlive) " + head.fields.map { "\($0.name.rawName)=\($0.value)" }.joined(separator: ","))
+                case .body(let part): seen.append("body \(String(buffer: part))")
+                case .end: seen.append("end")
+                }
+            }
+            seen.append("reusable=\(parser.reusable)")
+            return seen
+        }
+        var fresh = UpstreamResponseParser()
+        let expected = try transcript(&fresh)
+        parser.reset()
+        #expect(try transcript(&parser) == expected, sourceLocation: sourceLocation)
+    }
+
+    @Test func aConnectionsResponsesEachReadAsOnAFreshParser() throws {
+        // A head starts from the connection's last one while its names are the same, in order:
+        // values that changed, names that did not, and heads of other shapes in between.
+        let usual = ["Date: Sun, 06 Dec 2026 21:00:00 GMT", "Server: up", "Content-Type: application/json", "Content-Length: 2", "Mcp-Session-Id: s1"]
+        func response(_ lines: [String], body: String = "{}") -> String {
+            "HTTP/1.1 200 OK\r\n" + lines.map { $0 + "\r\n" }.joined() + "\r\n" + body
+        }
+        let responses = [
+            response(usual),
+            response(usual),
+            // The date and the length change; then the session id, then nothing again.
+            response(["Date: Sun, 06 Dec 2026 21:00:01 GMT"] + usual[1..<3] + ["Content-Length: 11"] + [usual[4]], body: "{\"ok\":true}"),
+            response(["Date: Sun, 06 Dec 2026 21:00:01 GMT"] + usual[1..<3] + ["Content-Length: 11", "Mcp-Session-Id: s2"], body: "{\"ok\":true}"),
+            response(["Date: Sun, 06 Dec 2026 21:00:01 GMT"] + usual[1..<3] + ["Content-Length: 11", "Mcp-Session-Id: s2"], body: "{\"ok\":true}"),
+            // Hop-by-hop fields between kept ones, changing; the same names in another case.
+            response([usual[0], "Connection: keep-alive", usual[2], "Keep-Alive: timeout=5", usual[3]]),
+            response([usual[0], "Connection: keep-alive", usual[2], "Keep-Alive: timeout=9", "Content-Length: 3"], body: "{ }"),
+            response(usual.map { $0.lowercased() }),
+            // Fewer lines, more lines, another order, a repeated name, values with spaces.
+            response(Array(usual.prefix(3)) + ["Content-Length: 2"]),
+            response(usual + ["X-Extra: 1"]),
+            response(usual.reversed()),
+            response(usual + ["Set-Cookie: a=1", "Set-Cookie: b=2"]),
+            response(usual + ["Set-Cookie: a=1", "Set-Cookie: b=3"]),
+            response(usual + ["X-Padded:   spaced value  "]),
+            // Names listed in Connection are dropped, and nothing is kept from that head.
+            response(usual + ["Connection: X-Hop", "X-Hop: 1"]),
+            response(usual + ["Connection: X-Hop", "X-Hop: 1"]),
+            response(usual + ["Connection: X-Other", "X-Hop: 1"]),
+            // Other framings and a no-body answer between ordinary ones.
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata:\r\n0\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n" + usual.prefix(3).map { $0 + "\r\n" }.joined() + "\r\n",
+            "HTTP/1.0 200 OK\r\n" + usual.map { $0 + "\r\n" }.joined() + "Connection: keep-alive\r\n\r\n{}",
+            "HTTP/1.1 100 Continue\r\nServer: up\r\n\r\n" + response(usual),
+            response([]),
+            response(usual),
+        ]
+        var parser = UpstreamResponseParser()
+        for text in responses {
+            try expectSameOnConnection(text, &parser)
+        }
+    }
 }
