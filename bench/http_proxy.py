@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,11 @@ def main() -> int:
     parser.add_argument("--log-level", default="warning", help="the gateway's log.level (info: with the access log)")
     parser.add_argument("--extra-log", default="", help="more log: keys, e.g. 'accessLog: false' (builds that know them)")
     parser.add_argument("--floor", default="", help="the NIOFloor binary (default: next to --gateway, when built there)")
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="measure every cell this many times, the targets alternating within each round; the tables show medians "
+        "(one run's ratios move by ±0.3× with what else the 2 cores do)",
+    )
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -192,14 +198,18 @@ def main() -> int:
         rows = []
         for name, url, pids in targets:
             run_wrk(url, 16, 2)  # warm-up: connections, caches, JIT-free but lazy paths
-        for connections in concurrencies:
-            for name, url, pids in targets:
-                before = process_tree_cpu(pids) if pids else 0.0
-                result = run_wrk(url, connections, args.seconds)
-                after = process_tree_cpu(pids) if pids else 0.0
-                cpu_per_k = (after - before) / result["requests"] * 1000 if pids and result["requests"] else None
-                rows.append({"target": name, "c": connections, **{k: v for k, v in result.items() if k != "raw"}, "cpu_per_k": cpu_per_k})
-                print(f"{name:12} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms  errors {result['errors']}  cpu/1k {cpu_per_k if cpu_per_k is None else round(cpu_per_k, 3)}", flush=True)
+        for round_number in range(args.rounds):
+            for connections in concurrencies:
+                for name, url, pids in targets:
+                    before = process_tree_cpu(pids) if pids else 0.0
+                    result = run_wrk(url, connections, args.seconds)
+                    after = process_tree_cpu(pids) if pids else 0.0
+                    cpu_per_k = (after - before) / result["requests"] * 1000 if pids and result["requests"] else None
+                    rows.append({
+                        "target": name, "c": connections, "round": round_number,
+                        **{k: v for k, v in result.items() if k != "raw"}, "cpu_per_k": cpu_per_k,
+                    })
+                    print(f"round {round_number + 1} {name:12} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms  errors {result['errors']}  cpu/1k {cpu_per_k if cpu_per_k is None else round(cpu_per_k, 3)}", flush=True)
 
         direct_sse = sse_delays(f"http://127.0.0.1:{sse_port}/sse", 1000)
         gateway_sse = sse_delays(f"http://127.0.0.1:{gateway_port}/sse/mcp", 1000)
@@ -213,28 +223,48 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    by = {(row["target"], row["c"]): row for row in rows}
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    # Each cell's median over the rounds (errors: their sum), and the rounds themselves.
+    by: dict = {}
+    rounds: dict = {}
+    for key in dict.fromkeys((row["target"], row["c"]) for row in rows):
+        cells = [row for row in rows if (row["target"], row["c"]) == key]
+        rounds[key] = cells
+        cpu = [cell["cpu_per_k"] for cell in cells if cell["cpu_per_k"] is not None]
+        by[key] = {
+            "target": key[0], "c": key[1],
+            **{field: median([cell[field] for cell in cells]) for field in ("rps", "p50", "p99")},
+            "errors": sum(cell["errors"] for cell in cells), "cpu_per_k": median(cpu) if cpu else None,
+        }
     lines = [
         "# HTTP route benchmark",
         "",
-        f"Measured {machine_line()}; wrk with {args.seconds}s per cell, tools/call POSTs "
+        f"Measured {machine_line()}; wrk with {args.seconds}s per cell, {args.rounds} rounds (every target at every "
+        "concurrency in each round; medians shown, errors summed), tools/call POSTs "
         "(bench/tools_call.lua) against nginx answering a canned JSON-RPC result. nginx 1 worker for both "
         "upstream and reference proxy; mcp-gateway release build. Everything, wrk included, shares the 2 cores.",
         "",
         "| target | concurrency | req/s | p50 ms | p99 ms | errors | proxy CPU s / 1 000 req |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
+    for row in by.values():
         cpu = "—" if row["cpu_per_k"] is None else f"{row['cpu_per_k']:.3f}"
         lines.append(f"| {row['target']} | {row['c']} | {row['rps']:.0f} | {row['p50']:.3f} | {row['p99']:.3f} | {row['errors']} | {cpu} |")
-    lines += ["", "## Against the targets", ""]
+    lines += ["", "## Against the targets", "", "Ratios of the medians; in brackets, each round's own.", ""]
     for connections in concurrencies:
         gw, ng, direct = by[("mcp-gateway", connections)], by[("nginx", connections)], by[("direct", connections)]
         ratio = gw["cpu_per_k"] / ng["cpu_per_k"] if ng["cpu_per_k"] else float("nan")
+        each = zip(rounds[("mcp-gateway", connections)], rounds[("nginx", connections)], rounds[("direct", connections)])
+        per_round = [(g["cpu_per_k"] / n["cpu_per_k"], g["p50"] - d["p50"], g["rps"]) for g, n, d in each if n["cpu_per_k"]]
         lines.append(
-            f"- c={connections}: gateway CPU per request = **{ratio:.2f}×** nginx's (target ≤ 3×); "
-            f"added p50 over direct {gw['p50'] - direct['p50']:.3f} ms (nginx: {ng['p50'] - direct['p50']:.3f} ms); "
-            f"gateway req/s = {gw['rps'] / ng['rps']:.2f}× nginx's; errors {gw['errors']}"
+            f"- c={connections}: gateway CPU per request = **{ratio:.2f}×** nginx's (target ≤ 3×; "
+            f"{', '.join(f'{r[0]:.2f}×' for r in per_round)}); "
+            f"added p50 over direct {gw['p50'] - direct['p50']:.3f} ms ({', '.join(f'{r[1]:.3f}' for r in per_round)}; "
+            f"nginx: {ng['p50'] - direct['p50']:.3f} ms); "
+            f"gateway {gw['rps']:.0f} req/s ({', '.join(f'{r[2]:.0f}' for r in per_round)}) = {gw['rps'] / ng['rps']:.2f}× nginx's; "
+            f"errors {gw['errors']}"
         )
     if floors:
         lines += [
