@@ -715,7 +715,7 @@ package struct OAuthEndpoints: Sendable {
         do { rotation = try await refreshTokens.rotate(presented, clientID: client.clientID) } catch { return grantErrorResponse(error) }
         switch rotation {
         case .racing(let answer):
-            logger.debug("a refresh raced an earlier presentation of the same token; the same answer is sent", metadata: ["client_id": "\(client.clientID)"])
+            logger.debug("a refresh raced an earlier presentation of the same token, or followed its answer within auth.refreshReuseGrace; the same answer is sent", metadata: ["client_id": "\(client.clientID)"])
             return OAuthResponses.jsonBytes(.ok, answer)
         case .rotated(var grant, let next, let family):
             if let requested = form["resource"], canonicalResource(requested) != grant.resource {
@@ -775,14 +775,16 @@ package struct OAuthEndpoints: Sendable {
             ]))
             guard let presented else { return OAuthResponses.json(.ok, body) }
             let bytes = JSONResponse.encode(body)
+            var held: String?
             do {
                 try await refreshTokens.holdAnswer(bytes, for: presented, clientID: client.clientID)
+                held = client.clientID
             } catch {
                 // Without the held answer a racing presentation waits and is told to retry; the
                 // answer itself is still good.
                 logger.warning("cannot hold a refresh answer for racing presentations", metadata: ["error": "\(error)"])
             }
-            return OAuthResponses.jsonBytes(.ok, bytes) { await refreshTokens.answerSent(for: presented) }
+            return OAuthResponses.jsonBytes(.ok, bytes) { [held] in await refreshTokens.answerSent(for: presented, heldFor: held) }
         } catch let error as GrantError {
             if let presented { await refreshTokens.answerSent(for: presented) }
             return grantErrorResponse(error)

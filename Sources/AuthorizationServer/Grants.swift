@@ -153,10 +153,16 @@ public struct RefreshTokens: Sendable {
 
     let store: any KeyValueStore
     public let lifetime: Duration
+    /// How long after a rotation's answer was sent the same client presenting the same token again
+    /// gets that answer again instead of revoking the family (`auth.refreshReuseGrace`). Clients
+    /// race their own refreshes, and a racer the network delays past the first answer is not a
+    /// thief; another client presenting the token is, at any time.
+    public let reuseGrace: Duration
 
-    public init(store: any KeyValueStore, lifetime: Duration) {
+    public init(store: any KeyValueStore, lifetime: Duration, reuseGrace: Duration = .zero) {
         self.store = store
         self.lifetime = lifetime
+        self.reuseGrace = max(reuseGrace, .zero)
     }
 
     /// A new family id, for a sign-in's tokens (access tokens carry it as `fam`).
@@ -202,9 +208,9 @@ public struct RefreshTokens: Sendable {
     public static let raceWait: Duration = .seconds(5)
 
     /// Exchanges a refresh token for its successor. The old token is consumed atomically. A second
-    /// presentation while the first is still being answered gets the same answer (clients such as
-    /// Claude race their own refreshes); any presentation after the first answer was sent is reuse
-    /// and revokes the family (RFC 9700 §4.14.2).
+    /// presentation by the same client while the first is still being answered, or within
+    /// `reuseGrace` of its answer, gets the same answer (clients such as Claude race their own
+    /// refreshes); any later presentation is reuse and revokes the family (RFC 9700 §4.14.2).
     public func rotate(_ token: String, clientID: String) async throws(GrantError) -> Rotation {
         let hash = ClientRegistry.hash(token)
         let answering = "refresh-answering:\(hash)"
@@ -249,15 +255,18 @@ public struct RefreshTokens: Sendable {
     private func refuseUsed(_ hash: String) async throws -> Rotation {
         if let family = try await store.getString("refresh-used:\(hash)") {
             try await revokeFamily(family)
+            // The grace ends with the family: its owner presenting the token again is refused too
+            // (the held answer's tokens would not work anyway).
+            _ = try? await store.delete(["refresh-answering:\(hash)", "refresh-held:\(hash)"])
             throw GrantError.invalidGrant("the refresh token was already used; every token of this sign-in is now revoked")
         }
         throw GrantError.invalidGrant("the refresh token is invalid or expired")
     }
 
     /// The first presentation's answer for a presentation that arrived while `token` was still
-    /// being answered for `clientID`: its claim of the answering mark failed, so the mark was
-    /// there and that answer had not been sent when it arrived, however late it looks now (a
-    /// loaded instance may send the answer, and remove the mark, before this runs). Nil when the
+    /// being answered for `clientID`, or within the reuse grace after: its claim of the answering
+    /// mark failed, so the mark was there when it arrived, however late it looks now (a loaded
+    /// instance may send the answer, and remove the mark, before this runs). Nil when the
     /// first presentation was for another client (theft), or was refused (no answer was held).
     /// Waits up to `raceWait` for the answer to be held.
     func racingAnswer(token: String, hash: String, clientID: String) async throws -> [UInt8]? {
@@ -303,13 +312,22 @@ public struct RefreshTokens: Sendable {
         guard let sealed = try? AES.GCM.seal(plain, using: Self.answerKey(token)).combined else { return }
         // Under a name of its own: an answer held by an older instance (without the client) is not
         // read as one with it during a rolling upgrade; its racers are told to retry instead.
-        try await store.set("refresh-held:\(ClientRegistry.hash(token))", Array(sealed), ttl: Self.raceWindow)
+        // Held through the grace too: the answering mark may live that long after the answer.
+        try await store.set("refresh-held:\(ClientRegistry.hash(token))", Array(sealed), ttl: Self.raceWindow + reuseGrace)
     }
 
-    /// The answer to `token`'s rotation was sent: any presentation arriving from now on is reuse.
-    /// The held answer stays (sealed, for `raceWindow` at most) for racers that arrived before.
-    public func answerSent(for token: String) async {
-        _ = try? await store.delete(["refresh-answering:\(ClientRegistry.hash(token))"])
+    /// The answer to `token`'s rotation was sent. `heldFor`: the client whose answer was held
+    /// (`holdAnswer`): its presentations within `reuseGrace` from now still get that answer (the
+    /// answering mark stays that long). Without it (a refusal, or an answer that could not be
+    /// held), and once the grace is over, any presentation arriving from now on is reuse. The held
+    /// answer stays (sealed) for racers that arrived before.
+    public func answerSent(for token: String, heldFor clientID: String? = nil) async {
+        let answering = "refresh-answering:\(ClientRegistry.hash(token))"
+        if let clientID, reuseGrace > .zero {
+            _ = try? await store.set(answering, clientID, ttl: reuseGrace)
+        } else {
+            _ = try? await store.delete([answering])
+        }
     }
 
     private static func answerKey(_ token: String) -> SymmetricKey {

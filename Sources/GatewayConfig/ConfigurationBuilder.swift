@@ -324,7 +324,7 @@ struct ConfigurationBuilder {
     // MARK: auth
 
     private func buildAuth(_ node: Node) -> AuthConfiguration? {
-        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "registration", "local", "signing", "clientMetadata", "token", "apiKeys", "clientOverrides", "clients", "jwt"]) else { return nil }
+        guard let fields = reader.mapping(node, "auth", allowed: ["github", "allow", "accessTokenTTL", "refreshTokenTTL", "refreshReuseGrace", "registration", "local", "signing", "clientMetadata", "token", "apiKeys", "clientOverrides", "clients", "jwt"]) else { return nil }
         var apiKeys: [APIKey] = []
         var apiKeysFailed = false
         if let keysNode = fields["apiKeys"] {
@@ -437,6 +437,13 @@ struct ConfigurationBuilder {
         )
         auth.localLimits = localLimits
         auth.tokenRateLimit = tokenRateLimit
+        if let node = fields["refreshReuseGrace"], let grace = reader.duration(node, "auth.refreshReuseGrace") {
+            if grace > ConfigurationDefaults.longestRefreshReuseGrace {
+                reader.report("refreshReuseGrace must be at most 60s (0s: any second presentation revokes the sign-in)", "auth.refreshReuseGrace", node)
+            } else {
+                auth.refreshReuseGrace = grace
+            }
+        }
         auth.apiKeys = apiKeys
         _ = apiKeysFailed
         if let node = fields["clientOverrides"] { auth.clientOverrides = buildClientOverrides(node) }

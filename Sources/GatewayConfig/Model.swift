@@ -380,6 +380,10 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var allow: AllowList
     public var accessTokenTTL: Duration
     public var refreshTokenTTL: Duration
+    /// `auth.refreshReuseGrace`: how long after a refresh was answered the same client presenting
+    /// the same token again gets that answer again instead of revoking the sign-in (a client whose
+    /// racing refreshes reach the gateway one after the other).
+    public var refreshReuseGrace: Duration = ConfigurationDefaults.refreshReuseGrace
     public var registration: RegistrationConfiguration
     /// Local identity provider: user name → scrypt hash (`mcp-gateway hash-password`).
     public var localUsers: [String: String]
@@ -855,6 +859,9 @@ public enum ConfigurationDefaults {
     public static let responseHeaderTimeout: Duration = .seconds(60)
     public static let accessTokenTTL: Duration = .seconds(3600)
     public static let refreshTokenTTL: Duration = .seconds(720 * 3600)
+    public static let refreshReuseGrace: Duration = .seconds(10)
+    /// The longest `auth.refreshReuseGrace`: past a minute a replay is not a race.
+    public static let longestRefreshReuseGrace: Duration = .seconds(60)
     public static let maxSessions = 100
     public static let maxSessionsPerUser = 10
     public static let idleTimeout: Duration = .seconds(600)

@@ -237,6 +237,32 @@ import Testing
     }
 }
 
+/// `auth.refreshReuseGrace`: 10 s unless written; 0 s to 60 s.
+@Suite struct RefreshReuseGraceConfigurationTests {
+    @Test func defaultWrittenAndZero() throws {
+        let loader = ConfigurationLoader(environment: [:])
+        #expect(try loader.load(yaml: MachineClientConfigurationTests.yaml("  accessTokenTTL: 1h")).auth?.refreshReuseGrace == .seconds(10))
+        #expect(try loader.load(yaml: MachineClientConfigurationTests.yaml("  refreshReuseGrace: 2500ms")).auth?.refreshReuseGrace == .milliseconds(2500))
+        let strict = try #require(try loader.load(yaml: MachineClientConfigurationTests.yaml("  refreshReuseGrace: 0s")).auth)
+        #expect(strict.refreshReuseGrace == .zero)
+        // Read at start-up, as the rest of `auth`.
+        var changed = strict
+        changed.refreshReuseGrace = .seconds(5)
+        #expect(!changed.equalsIgnoringAllowList(strict))
+    }
+
+    @Test func tooLongOrNoDurationIsAnErrorAtItsPlace() {
+        for (value, message) in [("61s", "refreshReuseGrace must be at most 60s"), ("soon", "expected a duration")] {
+            do {
+                _ = try ConfigurationLoader(environment: [:]).load(yaml: MachineClientConfigurationTests.yaml("  refreshReuseGrace: \(value)"), file: "c.yaml")
+                Issue.record("\(value) was taken")
+            } catch {
+                #expect(error.description.contains("c.yaml:4:22: auth.refreshReuseGrace: \(message)"), "\(error.description)")
+            }
+        }
+    }
+}
+
 @Suite struct ExternalIssuerConfigurationTests {
     static func yaml(_ issuers: String, routerAuth: String = "jwt") -> String { """
     entryPoints: { web: { address: "127.0.0.1:8080" } }

@@ -41,6 +41,8 @@ def gateway_config(redis_url: str, raw_upstream: str, password_hash: str, extra_
     auth:
       allow:
         users: ["alice", "bob", "carol"]
+      # No grace for repeated refresh tokens: any second presentation is reuse.
+      refreshReuseGrace: 0s
       local:
         users:
           alice: "{password_hash}"

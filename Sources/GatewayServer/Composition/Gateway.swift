@@ -431,7 +431,7 @@ package struct GatewayComponents: Sendable {
             rateLimitPerMinute: auth.registration.rateLimit, unusedClientTTL: auth.registration.unusedClientTTL,
             globalRateLimitPerMinute: auth.registration.globalRateLimit
         ))
-        let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL)
+        let refreshTokens = RefreshTokens(store: store, lifetime: auth.refreshTokenTTL, reuseGrace: auth.refreshReuseGrace)
         let keys = KeyManager(store: store, settings: .init(
             algorithm: auth.signing.algorithm == .rs256 ? .rs256 : .es256,
             rotationInterval: auth.signing.rotationInterval.timeInterval,
