@@ -112,6 +112,25 @@ final class WallClock: Sendable {
         let relabelled = Base64URL.encode(Data(#"{"alg":"ES256","kid":"\#(kid)","typ":"at+jwt"}"#.utf8))
         await #expect(throws: TokenValidationError.self) { try await service.validate("\(relabelled).\(parts[1]).\(parts[2])", audience: nil) }
     }
+
+    @Test func aTokenWithAnythingAddedAroundItsDotsIsRefused() async throws {
+        let service = tokens(store: MemoryStore())
+        let token = try await service.issue(for: grant)
+        _ = try await service.validate(token, audience: nil)
+        let parts = token.split(separator: ".").map(String.init)
+        #expect(parts.count == 3)
+        let (header, payload, signature) = (parts[0], parts[1], parts[2])
+        let altered = [
+            "\(header).\(payload).\(signature).", ".\(header).\(payload).\(signature)", "\(header)..\(payload).\(signature)",
+            "\(header).\(payload)", "\(header).\(payload).", "\(header).\(payload).\(signature)=",
+            // A combining mark joins the dot into one `Character`; split on bytes it is a part's first.
+            "\(header).\u{301}\(payload).\(signature)", "\(header).\(payload).\u{301}\(signature)", "\(header)\u{301}.\(payload).\(signature)",
+            "\(header).\(payload).\(signature)\u{301}", "\(header)．\(payload)．\(signature)", "\(header). \(payload).\(signature)",
+        ]
+        for token in altered {
+            await #expect(throws: TokenValidationError.self, "\(token.debugDescription)") { try await service.validate(token, audience: nil) }
+        }
+    }
 }
 
 enum JWTHeader {
