@@ -1,5 +1,6 @@
 """The HTTP proxy: routing, header hygiene, streaming, failures, limits, origin checks."""
 
+import json
 import socket
 import time
 
@@ -384,3 +385,18 @@ def test_forwarded_proto_follows_the_public_url_or_a_trusted_proxy(start_gateway
                          headers={"Host": "gw.example.com", "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9"})
     assert header_values(proxied.json(), "x-forwarded-proto") == ["http"]
     assert header_values(proxied.json(), "x-forwarded-for") == ["203.0.113.9"]
+    # A legacy SSE session's messages are requests the gateway makes on the client's behalf: they
+    # keep the address and scheme the proxy named when the client opened the stream.
+    forwarded = {"Host": "gw.example.com", "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9"}
+    with httpx.Client(timeout=20) as client, client.stream("GET", gateway.url("/echo/sse"), headers={**forwarded, "Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines) == "event: endpoint"
+        endpoint = next(lines).removeprefix("data: ")
+        posted = client.post(gateway.url(endpoint), json={"jsonrpc": "2.0", "id": 7, "method": "ping"}, headers=forwarded)
+        assert posted.status_code == 202, posted.text
+        while not (line := next(lines)).startswith("data: "):
+            pass
+        echoed = json.loads(line.removeprefix("data: "))
+    assert header_values(echoed, "x-forwarded-proto") == ["http"], echoed
+    assert header_values(echoed, "x-forwarded-for") == ["203.0.113.9"], echoed

@@ -17,6 +17,11 @@ struct ClientAddressing {
     func apply(_ request: Request, _ context: inout GatewayRequestContext) {
         let runtime = holder.current
         context.runtime = runtime
+        // A request the gateway makes on a client's behalf (a legacy SSE or WebSocket session's
+        // messages) keeps what its client's own request established: the peer it sees is the
+        // client already resolved, so the proxy's word would no longer be believed.
+        guard !context.clientAddressed else { return }
+        context.clientAddressed = true
         context.forwardedProto = runtime.configuration.publicURL.scheme
         if !entryPoint.trustedProxies.isEmpty {
             if ClientAddress.isTrusted(context.clientIP, entryPoint.trustedProxies),

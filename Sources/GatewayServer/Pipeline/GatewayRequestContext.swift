@@ -23,6 +23,9 @@ public struct GatewayRequestContext: RequestContext {
     /// `ClientAddressing`: how the client reached the gateway, for `X-Forwarded-Proto` upstream:
     /// the public URL's scheme, or what a trusted proxy in front says.
     var forwardedProto = "http"
+    /// `ClientAddressing` ran: `clientIP` and `forwardedProto` are the client's (kept by
+    /// `forInnerRequest`).
+    var clientAddressed = false
     /// `ClientAddressing`: the configuration in force when the request arrived; the request keeps
     /// it to the end, whatever a reload swaps in meanwhile.
     var runtime: RuntimeConfiguration?
@@ -55,8 +58,8 @@ public struct GatewayRequestContext: RequestContext {
     var record: RequestRecord?
 
     /// This context as a request the gateway makes on the same client's behalf (a legacy SSE
-    /// session's messages) starts it: the connection and client address stay, what the stages
-    /// established about the earlier request does not.
+    /// session's messages) starts it: the connection, client address and scheme stay, what the
+    /// other stages established about the earlier request does not.
     func forInnerRequest() -> GatewayRequestContext {
         var inner = self
         inner.route = nil
