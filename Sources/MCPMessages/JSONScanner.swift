@@ -40,6 +40,55 @@ public struct JSONScanner {
         return try? scanner.findMember(key)
     }
 
+    /// Which of two member names the object spanning `range` has first among its own members:
+    /// 0 for `first`, 1 for `second`, reading no further than that member's key (a JSON-RPC
+    /// answer's `result` or `error` is told without scanning the result). Nil when it has neither,
+    /// is not an object, or is invalid before the name is found.
+    public static func firstMember(_ first: StaticString, or second: StaticString, of bytes: UnsafeRawBufferPointer, in range: Range<Int>) -> Int? {
+        var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)
+        scanner.skipWhitespace()
+        guard scanner.next() == UInt8(ascii: "{") else { return nil }
+        let firstName = UnsafeRawBufferPointer(start: first.utf8Start, count: first.utf8CodeUnitCount)
+        let secondName = UnsafeRawBufferPointer(start: second.utf8Start, count: second.utf8CodeUnitCount)
+        /// Whether the key at `start..<end` of `bytes` (without its quotes) is `name`, as bytes.
+        func isKey(_ name: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Bool {
+            guard end &- start == name.count else { return false }
+            var index = 0
+            while index < name.count {
+                guard bytes[start &+ index] == name[index] else { return false }
+                index &+= 1
+            }
+            return true
+        }
+        do throws(Failure) {
+            scanner.skipWhitespace()
+            if scanner.peek() == UInt8(ascii: "}") { return nil }
+            while true {
+                scanner.skipWhitespace()
+                let keyStart = scanner.position
+                try scanner.skipString()
+                let (start, end) = (keyStart &+ 1, scanner.position &- 1)
+                if isKey(firstName, start, end) { return 0 }
+                if isKey(secondName, start, end) { return 1 }
+                // An escaped key (rare) is compared decoded, as `findMember` does.
+                let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+                if raw.contains(UInt8(ascii: "\\")) {
+                    let key = Array(Cursor.unescape(raw).utf8)
+                    if key.elementsEqual(firstName) { return 0 }
+                    if key.elementsEqual(secondName) { return 1 }
+                }
+                scanner.skipWhitespace()
+                guard scanner.next() == UInt8(ascii: ":") else { return nil }
+                scanner.skipWhitespace()
+                try scanner.skipValue(depth: 0)
+                scanner.skipWhitespace()
+                guard scanner.next() == UInt8(ascii: ",") else { return nil }
+            }
+        } catch {
+            return nil
+        }
+    }
+
     /// Checks that `range` holds exactly one valid JSON value.
     public static func validate(_ bytes: UnsafeRawBufferPointer, in range: Range<Int>) throws(Failure) {
         var scanner = Cursor(bytes: bytes, position: range.lowerBound, end: range.upperBound)

@@ -30,6 +30,10 @@ public final class MCPCall: Sendable {
     public let body: ByteBuffer?
     /// The body as JSON-RPC, or why it is not JSON-RPC (each era answers that in its own words).
     public let parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?
+    /// The JSON-RPC method of a single request or notification.
+    public let method: String?
+    /// The raw JSON of a single message's id.
+    public let rawID: String?
     /// `target`, once found (several stages ask: a per-tool limit, policies, metrics, the audit).
     private let foundTarget = Mutex<String??>(nil)
 
@@ -38,14 +42,23 @@ public final class MCPCall: Sendable {
         self.era = protocolVersion.map { MCPVersions.sessionBased.contains($0) ? .sessionBased : .modern } ?? .sessionBased
         self.sessionID = sessionID
         self.body = body
+        var parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?
         if let body {
             do throws(JSONRPCMessage.ParseError) {
-                self.parsed = .success(try JSONRPCPayload(parsing: body))
+                parsed = .success(try JSONRPCPayload(parsing: body))
             } catch {
-                self.parsed = .failure(error)
+                parsed = .failure(error)
             }
+        }
+        self.parsed = parsed
+        // Kept apart: every stage asks for them, and reading them out of `parsed` copies the
+        // whole message each time.
+        if case .success(.single(let message)) = parsed {
+            self.method = message.method
+            self.rawID = message.rawID
         } else {
-            self.parsed = nil
+            self.method = nil
+            self.rawID = nil
         }
     }
 
@@ -58,12 +71,6 @@ public final class MCPCall: Sendable {
         if case .single(let message) = payload { message } else { nil }
     }
 
-    /// The JSON-RPC method of a single request or notification.
-    public var method: String? { message?.method }
-
-    /// The raw JSON of the message's id.
-    public var rawID: String? { message?.rawID }
-
     /// What the call is about: the tool or prompt name of `tools/call` and `prompts/get`, the
     /// resource URI of `resources/read`, `resources/subscribe` and `resources/unsubscribe`.
     public var target: String? {
@@ -74,7 +81,7 @@ public final class MCPCall: Sendable {
     }
 
     private func findTarget() -> String? {
-        guard let message, let method = message.method else { return nil }
+        guard let method, case .success(.single(let message))? = parsed else { return nil }
         switch method {
         case "tools/call", "prompts/get": return message.paramString("name")
         case "resources/read", "resources/subscribe", "resources/unsubscribe": return message.paramString("uri")

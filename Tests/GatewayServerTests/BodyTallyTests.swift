@@ -22,6 +22,27 @@ import Testing
         #expect(bytes == Int64(events.map(\.utf8.count).reduce(0, +)))
     }
 
+    @Test func anErrorIsFoundWhereverItsMemberStandsAndResultsAreNotRead() {
+        #expect(summary([#"{"error":{"code":7,"message":"x"},"id":1,"jsonrpc":"2.0"}"#], contentType: "application/json").1 == 7)
+        #expect(summary([#" { "id" : "\"result\"" , "jsonrpc":"2.0", "error" : {"code":-1,"message":"x"}} "#], contentType: "application/json").1 == -1)
+        // An escaped key is the key it decodes to.
+        #expect(summary([#"{"jsonrpc":"2.0","id":1,"\u0065rror":{"code":3,"message":"x"}}"#], contentType: "application/json").1 == 3)
+        // A result that says "error" anywhere inside, or a body that is no JSON-RPC answer.
+        #expect(summary([#"{"jsonrpc":"2.0","id":1,"result":{"error":{"code":1}}}"#], contentType: "application/json").1 == nil)
+        #expect(summary([#"{"jsonrpc":"2.0","id":{"error":{"code":1}},"result":{}}"#], contentType: "application/json").1 == nil)
+        #expect(summary([#"["error",{"error":{"code":1}}]"#], contentType: "application/json").1 == nil)
+        #expect(summary([#"{"jsonrpc":"2.0","id":1,"error":{"code":1}"#], contentType: "application/json").1 == nil)
+    }
+
+    @Test func longAnswersAreToldFromTheirFirstMembers() {
+        let text = String(repeating: "x", count: BodyTally.shortChunk)
+        let error = #"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"\#(text)"}}"#
+        #expect(summary([error], contentType: "application/json").1 == -32000)
+        let result = #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":""error" \#(text)"}]}}"#
+        #expect(summary([result], contentType: "application/json").1 == nil)
+        #expect(summary(["event: message\ndata: \(error)\n\n"], contentType: "text/event-stream").1 == -32000)
+    }
+
     @Test func aResultHasNoCodeEvenWhenItsTextMentionsAnError() {
         let result = #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"error\": none"}]}}"#
         #expect(summary([result], contentType: "application/json").1 == nil)
@@ -37,5 +58,15 @@ import Testing
         #expect(BodyTally.mentionsError(ByteBuffer(string: #"x"error""#)))
         #expect(!BodyTally.mentionsError(ByteBuffer(string: #""erro"#)))
         #expect(!BodyTally.mentionsError(ByteBuffer()))
+        #expect(BodyTally.mentionsError(ByteBuffer(string: #""error""#)))
+        #expect(BodyTally.mentionsError(ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"error":{"code":-32601}}"#)))
+        #expect(!BodyTally.mentionsError(ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"result":{"errors":0,"error ":1}}"#)))
+        // Only the readable bytes count: a key in what was read already is not one.
+        var consumed = ByteBuffer(string: #""error"{"result":{}}"#)
+        consumed.moveReaderIndex(forwardBy: 7)
+        #expect(!BodyTally.mentionsError(consumed))
+        var partly = ByteBuffer(string: #"x"error"#)
+        partly.writeString("\"")
+        #expect(BodyTally.mentionsError(partly))
     }
 }

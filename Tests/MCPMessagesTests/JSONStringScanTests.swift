@@ -69,3 +69,36 @@ import Testing
         }
     }
 }
+
+/// `JSONScanner.firstMember(_:or:of:in:)`: which of two names an object has first, read no
+/// further than that key.
+@Suite struct FirstMemberTests {
+    private func first(_ json: String) -> Int? {
+        var json = json
+        return json.withUTF8 { bytes in JSONScanner.firstMember("error", or: "result", of: UnsafeRawBufferPointer(bytes), in: 0..<bytes.count) }
+    }
+
+    @Test func theFirstOfTheTwoAmongTheObjectsOwnMembers() {
+        #expect(first(#"{"jsonrpc":"2.0","id":1,"result":{}}"#) == 1)
+        #expect(first(#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#) == 0)
+        #expect(first(#" {"error":1,"result":2}"#) == 0)
+        #expect(first(#"{"result":1,"error":2}"#) == 1)
+        // Nested names and names inside strings are not members of this object.
+        #expect(first(#"{"id":{"error":1},"x":"\"error\"","result":{}}"#) == 1)
+        #expect(first(#"{"\u0065rror":1}"#) == 0)
+        #expect(first(#"{"errors":1,"resulting":2}"#) == nil)
+    }
+
+    @Test func whatItCannotReadIsNeither() {
+        #expect(first("") == nil)
+        #expect(first("[]") == nil)
+        #expect(first("{}") == nil)
+        #expect(first(#"{"id":1"#) == nil)
+        #expect(first(#"{"id":tru,"error":1}"#) == nil)
+        #expect(first(#"{"id" 1,"error":1}"#) == nil)
+        #expect(first(#"{"id":1 "error":1}"#) == nil)
+        // What comes after the name found is not read: the answer's own parse judges it.
+        #expect(first(#"{"result":"#) == 1)
+    }
+}
+

@@ -273,27 +273,52 @@ final class BodyTally: Sendable {
 
     /// The JSON-RPC error code of `last` (the last chunk written) when it is an error answer.
     static func errorCode(_ last: ByteBuffer, contentType: String) -> Int? {
-        // Most answers are results: only one that mentions "error" is worth parsing.
-        guard mentionsError(last) else { return nil }
-        var message = last
-        if MediaTypes.isEventStream(contentType) {
-            // The last `data:` line of the last chunk written (one event per chunk).
-            let text = String(buffer: last)
-            guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return nil }
-            message = ByteBuffer(string: String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces))
-        } else if !MediaTypes.isJSON(contentType) {
-            return nil
+        // A short chunk that neither mentions "error" nor escapes anything (a key could be
+        // written escaped) is no error: a look at each byte costs less than scanning its first
+        // members (a long one is not read to its end).
+        if last.readableBytes <= Self.shortChunk, !mentionsError(last, orEscapes: true) { return nil }
+        // A JSON answer is told from its first members: a result is not read further (and its
+        // content type not looked at); only an error is parsed.
+        switch leadingMember(last) {
+        case .error: return MediaTypes.isJSON(contentType) ? code(of: last) : nil
+        case .result: return nil
+        case nil: break
         }
-        guard let parsed = try? JSONRPCMessage(parsing: message), parsed.kind == .errorResponse,
-              let code = parsed.value(at: ["error", "code"]).flatMap({ Int($0) })
-        else { return nil }
-        return code
+        // An event stream: the last `data:` line of the last chunk written (one event per chunk),
+        // read only when the chunk mentions "error" at all.
+        guard MediaTypes.isEventStream(contentType), mentionsError(last) else { return nil }
+        let text = String(buffer: last)
+        guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("data:") }) else { return nil }
+        let message = ByteBuffer(string: String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces))
+        return leadingMember(message) == .error ? code(of: message) : nil
+    }
+
+    /// Up to this many bytes, `mentionsError` first.
+    static let shortChunk = 512
+
+    private enum LeadingMember { case error, result }
+
+    /// Which of `error` and `result` the JSON object in `buffer` has first; nil when it is no
+    /// object or has neither.
+    private static func leadingMember(_ buffer: ByteBuffer) -> LeadingMember? {
+        switch buffer.withUnsafeReadableBytes({ JSONScanner.firstMember("error", or: "result", of: $0, in: 0..<$0.count) }) {
+        case 0: .error
+        case 1: .result
+        default: nil
+        }
+    }
+
+    private static func code(of message: ByteBuffer) -> Int? {
+        guard let parsed = try? JSONRPCMessage(parsing: message), parsed.kind == .errorResponse else { return nil }
+        return parsed.value(at: ["error", "code"]).flatMap { Int($0) }
     }
 
     private static let errorKey = Array(#""error""#.utf8)
 
-    static func mentionsError(_ buffer: ByteBuffer) -> Bool {
+    /// Whether `buffer` holds `"error"` (or, with `orEscapes`, any backslash).
+    static func mentionsError(_ buffer: ByteBuffer, orEscapes: Bool = false) -> Bool {
         buffer.withUnsafeReadableBytes { raw in
+            if orEscapes, let base = raw.baseAddress, memchr(base, Int32(UInt8(ascii: "\\")), raw.count) != nil { return true }
             let count = errorKey.count
             guard raw.count >= count else { return false }
             var index = 0
