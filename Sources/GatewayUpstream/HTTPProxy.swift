@@ -121,11 +121,7 @@ package struct HTTPProxy: Sendable {
     package static func upstreamHeaders(
         for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
     ) -> HTTPHeaders {
-        var removals = route.upstreamRemovals
-        // The identity header is the gateway's to set: a client's copy never passes, token or not.
-        if let header = upstream.service.identityToken?.header { removals.insert(header.lowercased()) }
-        var serviceHeaders = (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
-        if let identityToken, let header = upstream.service.identityToken?.header { serviceHeaders.append((header, identityToken)) }
+        let (removals, serviceHeaders) = upstreamHeaderRules(route: route, upstream: upstream, caller: caller, identityToken: identityToken)
         return HeaderPolicy.upstreamRequestHeaders(
             from: request.headers,
             // No token passthrough: the gateway's token and cookies stay at the gateway.
@@ -138,6 +134,33 @@ package struct HTTPProxy: Sendable {
             forwardedProto: context.forwardedProto,
             forwardedHost: request.head.authority,
             serviceHeaders: serviceHeaders
+        )
+    }
+
+    /// What `upstreamHeaders` removes from the client's headers and adds of the gateway's own.
+    package static func upstreamHeaderRules(
+        route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
+    ) -> (removals: Set<String>, serviceHeaders: [(name: String, value: String)]) {
+        var removals = route.upstreamRemovals
+        // The identity header is the gateway's to set: a client's copy never passes, token or not.
+        if let header = upstream.service.identityToken?.header { removals.insert(header.lowercased()) }
+        var serviceHeaders = (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
+        if let identityToken, let header = upstream.service.identityToken?.header { serviceHeaders.append((header, identityToken)) }
+        return (removals, serviceHeaders)
+    }
+
+    /// The fast relay's upstream request, head and body, as `upstreamHeaders` and
+    /// `HTTPUpstream.addCredentials` make its headers (`UpstreamRequestWriter.writePost`).
+    package static func fastUpstreamRequest(
+        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?,
+        target: RelayTarget, body: ByteBuffer, into buffer: inout ByteBuffer
+    ) throws(UpstreamRequestWriter.Refused) {
+        let (removals, serviceHeaders) = upstreamHeaderRules(route: route, upstream: upstream, caller: caller)
+        try UpstreamRequestWriter.writePost(
+            target: upstream.relayRequestTarget(query: request.uri.query), fields: request.headers, removing: removals,
+            removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: context.clientIP, forwardedProto: context.forwardedProto,
+            forwardedHost: request.head.authority, serviceHeaders: serviceHeaders, credentials: upstream.service.credentials?.headerFields ?? [],
+            host: target.hostHeader, body: body, into: &buffer
         )
     }
 

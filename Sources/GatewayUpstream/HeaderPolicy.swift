@@ -50,10 +50,38 @@ public enum HeaderPolicy {
         forwardedHost: String?,
         serviceHeaders: [(name: String, value: String)]
     ) -> HTTPHeaders {
+        var list = HeaderList()
+        list.headers.reserveCapacity(fields.count + 3 + serviceHeaders.count)
+        upstreamRequestHeaders(
+            from: fields, removing: extraRemovals, removingCookies: cookiePrefixes, clientAddress: clientAddress, forwardedProto: forwardedProto,
+            forwardedHost: forwardedHost, serviceHeaders: serviceHeaders, into: &list
+        )
+        // Built in one go: `HTTPHeaders.add` scans each name for non-ASCII bytes once more, and
+        // every name here is an HTTP token already (an `HTTPField.Name`, the gateway's own, or a
+        // configured one the configuration checked).
+        return HTTPHeaders(list.headers)
+    }
+
+    /// The headers as a list, for `HTTPHeaders`.
+    private struct HeaderList: UpstreamHeaderSink {
+        var headers: [(String, String)] = []
+        mutating func add(_ name: String, _ value: String, checked: HeaderChecks) { headers.append((name, value)) }
+    }
+
+    /// `upstreamRequestHeaders`' headers, in order, handed to `sink` (the fast relay writes them
+    /// straight into the request's bytes).
+    static func upstreamRequestHeaders<Sink: UpstreamHeaderSink>(
+        from fields: HTTPFields,
+        removing extraRemovals: Set<String>,
+        removingCookies cookiePrefixes: [String],
+        clientAddress: String?,
+        forwardedProto: String,
+        forwardedHost: String?,
+        serviceHeaders: [(name: String, value: String)],
+        into sink: inout Sink
+    ) {
         let connectionListed = Set(fields[values: .connection].flatMap(listMembers).map(foldedLowercase))
         let configured = serviceHeaders.isEmpty ? [] : Set(serviceHeaders.map { folded($0.name) })
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(fields.count + 3 + serviceHeaders.count)
         for field in fields {
             let name = foldedLowercase(field.name.canonicalName)
             // The per-request and per-route sets are empty on most requests: no hashing for them.
@@ -66,21 +94,17 @@ public enum HeaderPolicy {
                 let kept = field.value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { cookie in
                     !cookiePrefixes.contains { cookie.lowercased().hasPrefix($0.lowercased()) }
                 }
-                if !kept.isEmpty { headers.append((field.name.rawName, kept.joined(separator: "; "))) }
+                if !kept.isEmpty { sink.add(field.name.rawName, kept.joined(separator: "; "), checked: .both) }
                 continue
             }
-            headers.append((field.name.rawName, field.value))
+            sink.add(field.name.rawName, field.value, checked: .both)
         }
-        if let clientAddress { headers.append(("X-Forwarded-For", clientAddress)) }
-        headers.append(("X-Forwarded-Proto", forwardedProto))
-        if let forwardedHost { headers.append(("X-Forwarded-Host", forwardedHost)) }
+        if let clientAddress { sink.add("X-Forwarded-For", clientAddress, checked: .name) }
+        sink.add("X-Forwarded-Proto", forwardedProto, checked: .name)
+        if let forwardedHost { sink.add("X-Forwarded-Host", forwardedHost, checked: .name) }
         for header in serviceHeaders {
-            headers.append((header.name, header.value))
+            sink.add(header.name, header.value, checked: .none)
         }
-        // Built in one go: `HTTPHeaders.add` scans each name for non-ASCII bytes once more, and
-        // every name here is an HTTP token already (an `HTTPField.Name`, the gateway's own, or a
-        // configured one the configuration checked).
-        return HTTPHeaders(headers)
     }
 
     /// The members of a comma-separated header list, lower case, with the optional whitespace
@@ -123,22 +147,39 @@ public enum HeaderPolicy {
     }
 }
 
-/// Lower-case field names, most other names told apart by their length alone: a name is hashed
-/// only when some name in the set is as long (headers are checked against these on every request).
+/// Where `HeaderPolicy` hands the upstream request's headers, in order, with what is known of
+/// them: `checked`, a field of the client's request as `HTTPFields` holds it (a token for a name,
+/// a value without line breaks or NUL), or a part of one; `.name`, a name the gateway spells
+/// itself; `.none`, a configured header (checked where it is written).
+protocol UpstreamHeaderSink {
+    mutating func add(_ name: String, _ value: String, checked: HeaderChecks)
+}
+
+/// What is known to be sendable of a header.
+enum HeaderChecks {
+    case none, name, both
+}
+
+/// Lower-case field names, looked up by their length first: a name is compared only with the
+/// names of the set as long as it (headers are checked against these on every request; hashing
+/// each name cost more than the few comparisons).
 struct FieldNameSet: Sendable {
     let names: Set<String>
-    /// Bit n: some name is n bytes long (names of 64 bytes or more are always looked up).
-    private let lengths: UInt64
+    /// The names of each length below 64 (longer ones are looked up in `names`).
+    private let byLength: [[String]]
 
     init(_ names: Set<String>) {
         self.names = names
-        self.lengths = names.reduce(0) { $1.utf8.count < 64 ? $0 | 1 << UInt64($1.utf8.count) : $0 }
+        var byLength = Array(repeating: [String](), count: 64)
+        for name in names where name.utf8.count < 64 { byLength[name.utf8.count].append(name) }
+        self.byLength = byLength
     }
 
     func contains(_ name: String) -> Bool {
         let length = name.utf8.count
-        if length < 64, lengths & (1 << UInt64(length)) == 0 { return false }
-        return names.contains(name)
+        guard length < 64 else { return names.contains(name) }
+        for candidate in byLength[length] where candidate == name { return true }
+        return false
     }
 }
 

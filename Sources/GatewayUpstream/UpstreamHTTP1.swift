@@ -580,6 +580,114 @@ public enum UpstreamRequestWriter {
         buffer.writeImmutableBuffer(body)
     }
 
+    /// The fast relay's request, written straight from the client's fields: `POST target`, the
+    /// headers `HeaderPolicy.upstreamRequestHeaders` sends for them, then `credentials`, `Host`
+    /// and `Content-Length` as `HTTPHeaders.replaceOrAdd` would set them on those (an earlier header
+    /// of the same name, in any case, is left out), then `body`: the bytes `write(_:body:into:)`
+    /// writes for that head, without the head in between. The client's fields are not checked
+    /// again (`HTTPFields` holds only token names and values without line breaks or NUL); every
+    /// other name and value is.
+    public static func writePost(
+        target: String, fields: HTTPFields, removing: Set<String>, removingCookies: [String], clientAddress: String?, forwardedProto: String,
+        forwardedHost: String?, serviceHeaders: [(name: String, value: String)], credentials: [(name: String, value: String)], host: String,
+        body: ByteBuffer, into buffer: inout ByteBuffer
+    ) throws(Refused) {
+        guard isRequestTarget(target) else { throw Refused(description: "the request target cannot be sent in HTTP/1.1") }
+        var trailing: [(name: String, value: String, checked: HeaderChecks)] = []
+        trailing.reserveCapacity(credentials.count + 2)
+        let gateways: [(name: String, value: String, checked: HeaderChecks)] = [("Host", host, .name), ("Content-Length", String(body.readableBytes), .both)]
+        for header in credentials.map({ ($0.name, $0.value, HeaderChecks.none) }) + gateways {
+            trailing.removeAll { equalIgnoringASCIICase($0.name, header.name) }
+            trailing.append(header)
+        }
+        var sink = DirectHeaders(buffer: buffer, replaced: trailing.map(\.name))
+        buffer = ByteBuffer()  // the sink holds the only reference while it writes (no copy on write)
+        sink.writeStatic("POST ")
+        sink.write(target)
+        sink.writeStatic(" HTTP/1.1\r\n")
+        HeaderPolicy.upstreamRequestHeaders(
+            from: fields, removing: removing, removingCookies: removingCookies, clientAddress: clientAddress, forwardedProto: forwardedProto,
+            forwardedHost: forwardedHost, serviceHeaders: serviceHeaders, into: &sink
+        )
+        sink.replaced = []
+        for header in trailing { sink.add(header.name, header.value, checked: header.checked) }
+        sink.writeStatic("\r\n")
+        buffer = sink.buffer
+        if let refused = sink.refused { throw refused }
+        buffer.writeImmutableBuffer(body)
+    }
+
+    /// `HTTPHeaders`' comparison of names: ASCII letters in any case.
+    static func equalIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        var (a, b) = (a, b)
+        return a.withUTF8 { a in
+            b.withUTF8 { b in
+                var index = 0
+                while index < a.count {
+                    let (x, y) = (a[index], b[index])
+                    if x != y {
+                        let lower = x | 0x20
+                        guard lower == y | 0x20, lower >= UInt8(ascii: "a"), lower <= UInt8(ascii: "z") else { return false }
+                    }
+                    index &+= 1
+                }
+                return true
+            }
+        }
+    }
+
+    /// Writes each header line as it comes; the first name or value that cannot be sent is kept
+    /// (and the request not sent).
+    private struct DirectHeaders: UpstreamHeaderSink {
+        var buffer: ByteBuffer
+        /// Names set after the policy's headers: left out where they come earlier.
+        var replaced: [String]
+        var refused: Refused?
+
+        mutating func add(_ name: String, _ value: String, checked: HeaderChecks) {
+            if !replaced.isEmpty, replaced.contains(where: { UpstreamRequestWriter.equalIgnoringASCIICase($0, name) }) { return }
+            switch checked {
+            case .both:
+                // A pseudo-header's name is never a field of the request.
+                guard name.utf8.first != UInt8(ascii: ":") else { return refuse("a header name is not a field name") }
+            case .name:
+                guard UpstreamRequestWriter.isFieldValue(value) else { return refuse("the value of \(name) holds a line break or NUL") }
+            case .none:
+                guard UpstreamRequestWriter.isToken(name) else { return refuse("a header name is not a field name") }
+                guard UpstreamRequestWriter.isFieldValue(value) else { return refuse("the value of \(name) holds a line break or NUL") }
+            }
+            var (name, value) = (name, value)
+            name.withUTF8 { name in
+                value.withUTF8 { value in
+                    let length = name.count + 2 + value.count + 2
+                    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { output in
+                        guard let target = output.baseAddress, length <= output.count else { return 0 }
+                        if let source = name.baseAddress { target.copyMemory(from: source, byteCount: name.count) }
+                        target.storeBytes(of: UInt8(ascii: ":"), toByteOffset: name.count, as: UInt8.self)
+                        target.storeBytes(of: UInt8(ascii: " "), toByteOffset: name.count + 1, as: UInt8.self)
+                        if let source = value.baseAddress { (target + name.count + 2).copyMemory(from: source, byteCount: value.count) }
+                        target.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: length - 2, as: UInt8.self)
+                        target.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: length - 1, as: UInt8.self)
+                        return length
+                    }
+                }
+            }
+        }
+
+        mutating func write(_ text: String) {
+            buffer.writeString(text)
+        }
+
+        mutating func writeStatic(_ text: StaticString) {
+            buffer.writeStaticString(text)
+        }
+
+        private mutating func refuse(_ reason: String) {
+            if refused == nil { refused = Refused(description: reason) }
+        }
+    }
+
     /// Copies into space measured beforehand.
     private struct HeadWriter {
         let output: UnsafeMutableRawBufferPointer

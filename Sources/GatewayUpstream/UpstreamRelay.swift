@@ -101,6 +101,18 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
         context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
 
+    /// Sends one request written beforehand (`UpstreamRequestWriter.writePost`); the answer goes
+    /// to `exchange`.
+    public func send(request: ByteBuffer, to exchange: any UpstreamExchange) {
+        guard let context else {
+            exchange.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the upstream closed the connection before answering"))
+            return
+        }
+        self.exchange = exchange
+        parser.reset()
+        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+    }
+
     /// Reads from the upstream paused (the client is not keeping up) or resumed.
     public func setReading(_ reading: Bool) {
         guard let channel = context?.channel else { return }

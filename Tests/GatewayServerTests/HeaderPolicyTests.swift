@@ -1,5 +1,6 @@
 import GatewayUpstream
 import HTTPTypes
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -100,5 +101,109 @@ import Testing
     @Test func aResponseWithoutConnectionKeepsEveryEndToEndHeader() {
         let headers = HTTPHeaders([("Server", "nginx"), ("Date", "Sun, 06 Dec 2026 06:00:00 GMT"), ("Content-Type", "text/event-stream")])
         #expect(HeaderPolicy.clientResponseHeaders(from: headers).count == 3)
+    }
+}
+
+/// The fast relay writes its upstream request straight from the client's fields
+/// (`UpstreamRequestWriter.writePost`): byte for byte what the full pipeline's way makes, through
+/// `HeaderPolicy.upstreamRequestHeaders`, `replaceOrAdd` of the credentials, `Host` and
+/// `Content-Length`, and `UpstreamRequestWriter.write`; refused where that is refused.
+@Suite struct DirectUpstreamRequestTests {
+    struct Case {
+        var fields: HTTPFields
+        var removing: Set<String> = []
+        var clientAddress: String? = "203.0.113.9"
+        var forwardedHost: String? = "gw.example"
+        var serviceHeaders: [(name: String, value: String)] = []
+        var credentials: [(name: String, value: String)] = []
+        var target = "/mcp?x=1"
+        var body = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)
+    }
+
+    private static func field(_ name: String, _ value: String) -> HTTPField {
+        HTTPField(name: HTTPField.Name(name)!, value: value)  // test input: valid tokens only
+    }
+
+    private static func fields(_ pairs: [(String, String)]) -> HTTPFields {
+        HTTPFields(pairs.map { field($0.0, $0.1) })
+    }
+
+    /// The full pipeline's way; nil when refused.
+    private static func composed(_ c: Case) -> ByteBuffer? {
+        var headers = HeaderPolicy.upstreamRequestHeaders(
+            from: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
+            forwardedProto: "https", forwardedHost: c.forwardedHost, serviceHeaders: c.serviceHeaders
+        )
+        for credential in c.credentials { headers.replaceOrAdd(name: credential.name, value: credential.value) }
+        headers.replaceOrAdd(name: "Host", value: "upstream.internal:8080")
+        headers.replaceOrAdd(name: "Content-Length", value: String(c.body.readableBytes))
+        var buffer = ByteBuffer()
+        do {
+            try UpstreamRequestWriter.write(HTTPRequestHead(version: .http1_1, method: .POST, uri: c.target, headers: headers), body: c.body, into: &buffer)
+        } catch {
+            return nil
+        }
+        return buffer
+    }
+
+    private static func direct(_ c: Case) -> ByteBuffer? {
+        var buffer = ByteBuffer()
+        do {
+            try UpstreamRequestWriter.writePost(
+                target: c.target, fields: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
+                forwardedProto: "https", forwardedHost: c.forwardedHost, serviceHeaders: c.serviceHeaders, credentials: c.credentials,
+                host: "upstream.internal:8080", body: c.body, into: &buffer
+            )
+        } catch {
+            return nil
+        }
+        return buffer
+    }
+
+    static let cases: [(String, Case)] = [
+        ("wrk's tools/call", Case(fields: fields([
+            ("Host", "127.0.0.1:8080"), ("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream"),
+            ("MCP-Protocol-Version", "2026-07-28"), ("Authorization", "Bearer abc"), ("Content-Length", "71"),
+        ]), removing: ["authorization", "cookie"])),
+        ("the SDK's lower case, no address, no host", Case(fields: fields([
+            ("accept", "application/json, text/event-stream"), ("content-type", "application/json"), ("user-agent", "python-httpx/0.28"),
+            ("mcp-protocol-version", "2026-07-28"), ("accept-encoding", "gzip, deflate"), ("connection", "keep-alive"),
+        ]), clientAddress: nil, forwardedHost: nil)),
+        ("hop-by-hop, smuggled forwarding and identity headers, cookies", Case(fields: fields([
+            ("Connection", " keep-alive ,\tX-Secret-Hop"), ("X-Secret-Hop", "listed"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
+            ("X-Forwarded-For", "198.51.100.1"), ("X_Forwarded_Proto", "http"), ("x_forwarded_user", "admin"), ("Forwarded", "for=x"),
+            ("Cookie", "theme=dark; mcpgw-session=s3cret; __Host-mcpgw-b=x"), ("Cookie", "mcpgw-only=1"), ("X_Custom", "kept"),
+            ("X-Unicode", "grüße ☃"),
+        ]), removing: ["x-forwarded-user"])),
+        ("credentials replace the client's copy in any case", Case(fields: fields([
+            ("x-api-key", "client's"), ("X-API-KEY", "client's again"), ("Accept", "*/*"),
+        ]), credentials: [("X-Api-Key", "the service's")])),
+        ("a credential replaces a configured header, the last of a name wins", Case(fields: fields([("Accept", "*/*")]),
+            serviceHeaders: [("X-Tenant", "a"), ("Authorization", "Basic configured")],
+            credentials: [("authorization", "Bearer first"), ("AUTHORIZATION", "Bearer second"), ("X-Other", "o")])),
+        ("configured headers replace every client spelling", Case(fields: fields([("x_tenant", "evil"), ("X-TENANT", "evil too")]),
+            serviceHeaders: [("X-Tenant", "acme")])),
+        ("an empty body", Case(fields: fields([("Accept", "*/*")]), body: ByteBuffer())),
+        ("refused: a configured value with a line break", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X-Bad", "a\r\nInjected: yes")])),
+        ("refused: a configured name that is no token", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X Bad", "a")])),
+        ("refused: a credential with a NUL", Case(fields: fields([("Accept", "*/*")]), credentials: [("X-Key", "a\u{0}b")])),
+        ("refused: a forwarded host with a line break", Case(fields: fields([("Accept", "*/*")]), forwardedHost: "gw.example\r\nX-Evil: 1")),
+        ("refused: a target with a space", Case(fields: fields([("Accept", "*/*")]), target: "/mcp?x=a b")),
+    ]
+
+    @Test(arguments: cases.map(\.0)) func theSameBytesOrTheSameRefusal(_ name: String) throws {
+        let c = try #require(Self.cases.first { $0.0 == name }).1
+        let expected = Self.composed(c)
+        let written = Self.direct(c)
+        #expect(written == expected, "\(name): \(written.map { String(buffer: $0) } ?? "refused") against \(expected.map { String(buffer: $0) } ?? "refused")")
+    }
+
+    @Test func theRefusalsAreRefusals() {
+        let refused = Self.cases.filter { $0.0.hasPrefix("refused: ") }
+        #expect(refused.count == 5)
+        for (name, c) in refused {
+            #expect(Self.direct(c) == nil, "\(name)")
+            #expect(Self.composed(c) == nil, "\(name)")
+        }
     }
 }

@@ -304,8 +304,14 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         case .stdio(let manager, let session): return sendToChild(relay, manager: manager, session: session, context: context)
         case .http(let http, let target): (upstream, relayTarget) = (http, target)
         }
-        let head = pipeline.fastUpstreamHead(admission, upstream: upstream, target: relayTarget, bodyLength: body.readableBytes)
         let service = upstream.service
+        // Written before a connection is taken: a request that cannot be sent takes none.
+        var request = context.channel.allocator.buffer(capacity: 512 + body.readableBytes)
+        do {
+            try pipeline.fastUpstreamRequest(admission, upstream: upstream, target: relayTarget, body: body, into: &request)
+        } catch {
+            return failed(UpstreamError(.protocolFailure, service: service.name, detail: "the request cannot be sent: \(error)"))
+        }
         let connectTimeout = TimeAmount.nanoseconds(Int64(service.connectTimeout.timeInterval * 1e9))
         let pool = pools.pool(on: context.eventLoop)
         pool.connection(to: relayTarget, service: service.name, connectTimeout: connectTimeout) { [self] result in
@@ -322,7 +328,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 relay.headerTimeout = service.responseHeaderTimeout
                 relay.headDue = .now() + TimeAmount.nanoseconds(Int64(service.responseHeaderTimeout.timeInterval * 1e9))
                 armHeadTimer(context)
-                connection.send(head, body: body, to: self)
+                connection.send(request: request, to: self)
             }
         }
     }

@@ -181,16 +181,12 @@ extension GatewayPipeline {
     }
 
     /// The upstream request's head, by the proxy's header policy.
-    func fastUpstreamHead(_ admission: FastAdmission, upstream: HTTPUpstream, target relayTarget: RelayTarget, bodyLength: Int) -> HTTPRequestHead {
+    func fastUpstreamRequest(_ admission: FastAdmission, upstream: HTTPUpstream, target: RelayTarget, body: ByteBuffer, into buffer: inout ByteBuffer) throws(UpstreamRequestWriter.Refused) {
         let context = admission.context
-        var headers = HTTPProxy.upstreamHeaders(
-            for: admission.request, context: context.transport, route: admission.route, upstream: upstream, caller: context.caller
+        try HTTPProxy.fastUpstreamRequest(
+            for: admission.request, context: context.transport, route: admission.route, upstream: upstream, caller: context.caller,
+            target: target, body: body, into: &buffer
         )
-        upstream.addCredentials(to: &headers)
-        headers.replaceOrAdd(name: "Host", value: relayTarget.hostHeader)
-        headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
-        let target = upstream.relayRequestTarget(query: admission.request.uri.query)
-        return HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
     }
 }
 
