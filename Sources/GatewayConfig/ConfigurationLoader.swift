@@ -3,13 +3,15 @@ import GatewayRouting
 import Yams
 
 /// Reads gateway.yaml into a ``GatewayConfiguration``, reporting every problem with its position.
-public struct ConfigurationLoader: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct ConfigurationLoader: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The whole process environment (for `${VAR}`): secrets among it. Never part of a description,
     /// which loggers print (service-lifecycle prints its services at debug).
     public var environment: [String: String]
 
     public var description: String { "ConfigurationLoader(\(environment.count) environment variables)" }
     public var debugDescription: String { description }
+    /// What `dump` and reflection show: the count, never the variables.
+    public var customMirror: Mirror { Mirror(self, children: ["environment": "\(environment.count) variables"]) }
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment

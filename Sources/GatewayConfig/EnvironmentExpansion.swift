@@ -1,7 +1,7 @@
 import Foundation
 /// Expands `${VAR}` and `${VAR:-default}` (default used when VAR is unset or empty);
 /// `$$` stands for a literal `$`.
-public struct EnvironmentExpander: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct EnvironmentExpander: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public enum Failure: Error, Equatable {
         case unset(name: String)
         case malformed(String)
@@ -17,6 +17,8 @@ public struct EnvironmentExpander: Sendable, CustomStringConvertible, CustomDebu
 
     public var description: String { "EnvironmentExpander(\(environment.count) environment variables)" }
     public var debugDescription: String { description }
+    /// What `dump` and reflection show: the count, never the variables.
+    public var customMirror: Mirror { Mirror(self, children: ["environment": "\(environment.count) variables"]) }
 
     public func expand(_ text: String) throws(Failure) -> String {
         guard text.contains("$") else { return text }

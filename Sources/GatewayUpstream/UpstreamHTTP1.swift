@@ -593,14 +593,17 @@ public enum UpstreamRequestWriter {
         body: ByteBuffer, into buffer: inout ByteBuffer
     ) throws(Refused) {
         guard isRequestTarget(target) else { throw Refused(description: "the request target cannot be sent in HTTP/1.1") }
+        // What `replaceOrAdd` of each, in turn, leaves at the end.
         var trailing: [(name: String, value: String, checked: HeaderChecks)] = []
         trailing.reserveCapacity(credentials.count + 2)
-        let gateways: [(name: String, value: String, checked: HeaderChecks)] = [("Host", host, .name), ("Content-Length", String(body.readableBytes), .both)]
-        for header in credentials.map({ ($0.name, $0.value, HeaderChecks.none) }) + gateways {
-            trailing.removeAll { equalIgnoringASCIICase($0.name, header.name) }
-            trailing.append(header)
+        func replaceOrAdd(_ name: String, _ value: String, _ checked: HeaderChecks) {
+            trailing.removeAll { equalIgnoringASCIICase($0.name, name) }
+            trailing.append((name, value, checked))
         }
-        var sink = DirectHeaders(buffer: buffer, replaced: trailing.map(\.name))
+        for credential in credentials { replaceOrAdd(credential.name, credential.value, .none) }
+        replaceOrAdd("Host", host, .name)
+        replaceOrAdd("Content-Length", String(body.readableBytes), .both)
+        var sink = DirectHeaders(buffer: buffer, replaced: trailing)
         buffer = ByteBuffer()  // the sink holds the only reference while it writes (no copy on write)
         sink.writeStatic("POST ")
         sink.write(target)
@@ -641,12 +644,12 @@ public enum UpstreamRequestWriter {
     /// (and the request not sent).
     private struct DirectHeaders: UpstreamHeaderSink {
         var buffer: ByteBuffer
-        /// Names set after the policy's headers: left out where they come earlier.
-        var replaced: [String]
+        /// Headers set after the policy's: their names are left out where they come earlier.
+        var replaced: [(name: String, value: String, checked: HeaderChecks)]
         var refused: Refused?
 
         mutating func add(_ name: String, _ value: String, checked: HeaderChecks) {
-            if !replaced.isEmpty, replaced.contains(where: { UpstreamRequestWriter.equalIgnoringASCIICase($0, name) }) { return }
+            if !replaced.isEmpty, replaced.contains(where: { UpstreamRequestWriter.equalIgnoringASCIICase($0.name, name) }) { return }
             switch checked {
             case .both:
                 // A pseudo-header's name is never a field of the request.

@@ -82,25 +82,6 @@ public final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHa
         self.context = nil
     }
 
-    /// Sends one request; the answer goes to `exchange`.
-    public func send(_ head: HTTPRequestHead, body: ByteBuffer, to exchange: any UpstreamExchange) {
-        guard let context else {
-            exchange.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the upstream closed the connection before answering"))
-            return
-        }
-        var request = context.channel.allocator.buffer(capacity: 512 + body.readableBytes)
-        do {
-            try UpstreamRequestWriter.write(head, body: body, into: &request)
-        } catch {
-            pool.release(self)
-            exchange.upstreamFailed(UpstreamError(.protocolFailure, service: service, detail: "the request cannot be sent: \(error)"))
-            return
-        }
-        self.exchange = exchange
-        parser.reset()
-        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
-    }
-
     /// Sends one request written beforehand (`UpstreamRequestWriter.writePost`); the answer goes
     /// to `exchange`.
     public func send(request: ByteBuffer, to exchange: any UpstreamExchange) {
