@@ -1,5 +1,4 @@
 public import NIOCore
-public import NIOHTTP1
 import NIOPosix
 public import MCPTransport
 import Synchronization
