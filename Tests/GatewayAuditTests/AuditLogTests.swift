@@ -4,7 +4,16 @@ import Logging
 import Synchronization
 import Testing
 
-@Suite struct AuditLogTests {
+/// Serialized: one test counts the log writer threads of the process.
+@Suite(.serialized) struct AuditLogTests {
+    /// The process's threads named as the audit log's writer.
+    private func writerThreads() -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.filter { task in
+            (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "audit-writer"
+        }.count
+    }
+
     private func temporaryFile() -> String {
         FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString).log").path
     }
@@ -80,5 +89,68 @@ import Testing
         #expect(ContinuousClock.now - recorded < .seconds(5))
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains(#""event":"auth.signin","user":"alice"}"#))
+    }
+
+    /// The writer thread ends with the log, and writes what was recorded before it ends (a
+    /// test's log, a gateway stopping): no thread is left behind, no line lost.
+    @Test func theWriterWritesWhatIsLeftAndEndsWithTheLog() async throws {
+        let path = temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // Earlier tests' writers end once their logs are gone.
+        try await waitUntil { writerThreads() == 0 }
+        var log: AuditLog? = AuditLog(path: path, logger: Logger(label: "test"))
+        try await waitUntil { writerThreads() == 1 }
+        for index in 0..<100 { log?.record(AuditEvent("auth.signin", [("user", .string("alice")), ("index", .integer(Int64(index)))])) }
+        log = nil
+        try await waitUntil { writerThreads() == 0 }
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.split(separator: "\n").count == 100)
+        #expect(text.contains(#""event":"auth.signin","user":"alice","index":99}"#))
+    }
+
+    /// A file that cannot be opened is said in the gateway's log, once a minute, and recording
+    /// goes on without failing (the lines of that moment are lost).
+    @Test func aFileThatCannotBeOpenedIsReportedOnceAndNothingFails() throws {
+        let messages = CapturedMessages()
+        let path = "/nonexistent-\(UUID().uuidString)/audit.log"
+        let log = AuditLog(path: path, logger: Logger(label: "test") { _ in CapturingLogHandler(messages: messages) })
+        for _ in 0..<3 {
+            log.record(AuditEvent("auth.signin", [("user", .string("alice"))]))
+            log.flush()
+        }
+        let errors = messages.all.filter { $0.level == .error }
+        #expect(errors.count == 1)
+        #expect(errors.first?.text.contains("cannot open the audit log file") == true)
+        #expect(errors.first?.text.contains("audit lines are being lost") == true)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    /// Polls a condition about other threads (no event tells it), for up to 5 seconds.
+    private func waitUntil(_ condition: () -> Bool) async throws {
+        for _ in 0..<1000 where !condition() {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(condition())
+    }
+}
+
+private final class CapturedMessages: Sendable {
+    private let messages = Mutex<[(level: Logger.Level, text: String)]>([])
+    var all: [(level: Logger.Level, text: String)] { messages.withLock { $0 } }
+    func add(_ level: Logger.Level, _ text: String) { messages.withLock { $0.append((level, text)) } }
+}
+
+private struct CapturingLogHandler: LogHandler {
+    let messages: CapturedMessages
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        messages.add(event.level, "\(event.message)")
     }
 }
