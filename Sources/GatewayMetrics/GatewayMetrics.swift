@@ -106,7 +106,7 @@ public final class GatewayMetrics: Sendable {
     /// A series' handle, not counted as a reference: every handle is kept in `handles` (never
     /// removed) for as long as this instance lives. Counting a reference to the shared handle on
     /// every observation, from every core, is the traffic the per-thread batches avoid.
-    private struct Series<Handle: AnyObject>: @unchecked Sendable {
+    fileprivate struct Series<Handle: AnyObject>: @unchecked Sendable {
         private let handle: Unmanaged<Handle>
         init(_ handle: Handle) { self.handle = .passUnretained(handle) }
         func use(_ body: (Handle) -> Void) { handle._withUnsafeGuaranteedRef(body) }
@@ -123,7 +123,15 @@ public final class GatewayMetrics: Sendable {
     }
 
     private func count(_ counter: Prometheus.Counter) {
-        gather { $0.counts.append(Series(counter)) }
+        count(Series(counter))
+    }
+
+    private func count(_ counter: Series<Prometheus.Counter>) {
+        gather { $0.counts.append(counter) }
+    }
+
+    private func observe(_ histogram: Series<ValueHistogram>, seconds: Double) {
+        gather { $0.durations.append((histogram, seconds)) }
     }
 
     /// `add`'s observations into this thread's batch, under its lock; a full batch is folded
@@ -168,11 +176,23 @@ public final class GatewayMetrics: Sendable {
     /// next request of the same kind (the usual case: one client calling one router) records
     /// without the shared lookup and its locks. One per connection, on its event loop.
     public struct LocalHandles {
-        fileprivate var operation: (method: String, tool: String?, router: String, errorType: String?, histogram: ValueHistogram)?
-        fileprivate var request: (router: String, code: String, counter: Prometheus.Counter)?
-        fileprivate var upstream: (service: String, histogram: ValueHistogram)?
+        // The handles unretained (`Series`): they live as long as the instance, and retaining a
+        // handle both cores record into moved its reference count between their caches on
+        // every request.
+        fileprivate var operation: (method: String, tool: String?, router: String, errorType: String?, histogram: Series<ValueHistogram>)?
+        fileprivate var request: (router: String, code: String, counter: Series<Prometheus.Counter>)?
+        fileprivate var upstream: (service: String, histogram: Series<ValueHistogram>)?
+        /// The instance the handles are of, kept alive with them (held, not retained per request).
+        fileprivate var owner: GatewayMetrics?
 
         public init() {}
+    }
+
+    /// `handles` emptied when they are another instance's (their handles live as long as it does).
+    private func adopt(_ handles: inout LocalHandles) {
+        guard handles.owner !== self else { return }
+        handles = LocalHandles()
+        handles.owner = self
     }
 
     /// `operation(method:tool:router:errorType:duration:)` through a connection's handles, with
@@ -183,12 +203,13 @@ public final class GatewayMetrics: Sendable {
         observe(operationHistogram(method: method, tool: tool, router: router, errorType: errorType, handles: &handles), seconds: seconds)
     }
 
-    private func operationHistogram(method: String, tool: String?, router: String, errorType: String?, handles: inout LocalHandles) -> ValueHistogram {
+    private func operationHistogram(method: String, tool: String?, router: String, errorType: String?, handles: inout LocalHandles) -> Series<ValueHistogram> {
+        adopt(&handles)
         if let last = handles.operation, last.method == method, last.router == router, last.errorType == errorType,
            method != "tools/call" || last.tool == tool {
             return last.histogram
         }
-        let histogram = operationHistogram(method: method, tool: tool, router: router, errorType: errorType)
+        let histogram = Series(operationHistogram(method: method, tool: tool, router: router, errorType: errorType))
         handles.operation = (method, tool, router, errorType, histogram)
         return histogram
     }
@@ -204,9 +225,9 @@ public final class GatewayMetrics: Sendable {
         let upstream = upstreamHistogram(service: service, handles: &handles)
         let operation = method.map { operationHistogram(method: $0, tool: tool, router: router, errorType: errorType, handles: &handles) }
         gather { unfolded in
-            unfolded.counts.append(Series(counter))
-            unfolded.durations.append((Series(upstream), upstreamSeconds))
-            if let operation { unfolded.durations.append((Series(operation), seconds)) }
+            unfolded.counts.append(counter)
+            unfolded.durations.append((upstream, upstreamSeconds))
+            if let operation { unfolded.durations.append((operation, seconds)) }
         }
     }
 
@@ -215,10 +236,11 @@ public final class GatewayMetrics: Sendable {
         count(requestCounter(router: router, status: status, handles: &handles))
     }
 
-    private func requestCounter(router: String, status: Int, handles: inout LocalHandles) -> Prometheus.Counter {
+    private func requestCounter(router: String, status: Int, handles: inout LocalHandles) -> Series<Prometheus.Counter> {
+        adopt(&handles)
         let code = Self.statusClass(status)
         if let last = handles.request, last.code == code, last.router == router { return last.counter }
-        let counter = requestCounter(router: router, code: code)
+        let counter = Series(requestCounter(router: router, code: code))
         handles.request = (router, code, counter)
         return counter
     }
@@ -228,9 +250,10 @@ public final class GatewayMetrics: Sendable {
         observe(upstreamHistogram(service: service, handles: &handles), seconds: seconds)
     }
 
-    private func upstreamHistogram(service: String, handles: inout LocalHandles) -> ValueHistogram {
+    private func upstreamHistogram(service: String, handles: inout LocalHandles) -> Series<ValueHistogram> {
+        adopt(&handles)
         if let last = handles.upstream, last.service == service { return last.histogram }
-        let histogram = upstreamHistogram(service: service)
+        let histogram = Series(upstreamHistogram(service: service))
         handles.upstream = (service, histogram)
         return histogram
     }

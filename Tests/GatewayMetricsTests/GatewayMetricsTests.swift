@@ -68,6 +68,27 @@ import Testing
         #expect(text.contains("# HELP mcp_gateway_upstream_duration_seconds "))
     }
 
+    /// A connection's handles hold series unretained, kept alive by their instance: handles
+    /// filled by one instance and then used with another record into the other's series only,
+    /// and keep the first instance's series alive while they point at them.
+    @Test func handlesFilledByAnotherInstanceAreNotUsedForThisOne() {
+        var handles = GatewayMetrics.LocalHandles()
+        var first: GatewayMetrics? = GatewayMetrics()
+        weak let firstInstance = first
+        first?.relayed(router: "r", status: 200, service: "up", upstreamSeconds: 0.002, method: "tools/call", tool: "a", errorType: nil, seconds: 0.003, handles: &handles)
+        first = nil
+        #expect(firstInstance != nil, "the handles keep their instance alive")
+        let second = GatewayMetrics()
+        second.relayed(router: "r", status: 200, service: "up", upstreamSeconds: 0.002, method: "tools/call", tool: "a", errorType: nil, seconds: 0.003, handles: &handles)
+        second.request(router: "r", status: 200, handles: &handles)
+        second.upstream(service: "up", seconds: 0.001, handles: &handles)
+        let text = text(second)
+        #expect(text.contains(#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="a",router="r",error_type=""} 1"#))
+        #expect(text.contains(#"mcp_gateway_http_requests_total{router="r",code="2xx"} 2"#))
+        #expect(text.contains(#"mcp_gateway_upstream_duration_seconds_count{service="up"} 2"#))
+        #expect(firstInstance == nil, "handles moved to another instance let the first go")
+    }
+
     @Test func inventedToolNamesFoldIntoOtherBeyondTheBudget() {
         let metrics = GatewayMetrics()
         for index in 0..<600 {

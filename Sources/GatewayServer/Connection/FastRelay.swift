@@ -264,12 +264,11 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         self.relay = relay
         guard !admission.route.middlewares.isEmpty else { return send(relay, body: body, context: context) }
         // Stage 7: the router's middlewares (a rate limit's one store round trip), then the relay.
-        let middlewares = pipeline.routerMiddlewares
         // Without a task when the middlewares can (a rate limit on Redis answers at once from what
-        // the instance reserved, or asks on this loop's own connection). The context is read
-        // where it is: a copy of it is a few dozen retains.
+        // the instance reserved, or asks on this loop's own connection). The context and the
+        // middlewares are read where they are: a copy of either is a dozen retains or more.
         let admitted: EventLoopPromise<GatewayError?>
-        switch middlewares.refusalNow(admission.context) {
+        switch pipeline.routerMiddlewares.refusalNow(admission.context) {
         case .proceed?: return send(relay, body: body, context: context)
         case .refused(let refusal)?: return answer(relay, with: refusal)
         case .pending(let wait)?:
@@ -277,7 +276,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             wait { admitted.succeed($0) }
         case nil:
             admitted = context.eventLoop.makePromise(of: GatewayError?.self)
-            let requestContext = admission.context
+            let (middlewares, requestContext) = (pipeline.routerMiddlewares, admission.context)
             admitted.completeWithTask {
                 do throws(GatewayError) { return try await middlewares.refusal(requestContext) } catch { return error }
             }

@@ -125,10 +125,18 @@ struct Stopwatch {
 
 /// The `mcp.request` line of the audit log, from what the stages recorded and what was sent, and
 /// the `session.started` / `session.ended` events.
-struct RequestAudit: Sendable {
+final class RequestAudit: Sendable {
     let sink: any AuditSink
     let arguments: AuditConfiguration.Arguments
     let redactKeys: [String]
+
+    /// A class: the observer reaches it on every request, and a copy of a value with an
+    /// existential sink and a key list retained both, from every core, each time.
+    init(sink: any AuditSink, arguments: AuditConfiguration.Arguments, redactKeys: [String]) {
+        self.sink = sink
+        self.arguments = arguments
+        self.redactKeys = redactKeys
+    }
 
     /// What the response turned out to be once its body was sent.
     struct Sent {

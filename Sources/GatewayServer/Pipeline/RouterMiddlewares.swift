@@ -11,10 +11,17 @@ import GatewayConfig
 /// Stage 7: the router's own `middlewares` (rate limits, …), in the router's order, on the
 /// authenticated, parsed call. A middleware that answers the request itself (429, 503) is
 /// answered as a JSON-RPC error for the request's id.
-struct RouterMiddlewares {
+final class RouterMiddlewares: Sendable {
     /// Refusals are security events (`rate_limited`).
-    var audit: (any AuditSink)? = nil
-    var metrics: GatewayMetrics? = nil
+    let audit: (any AuditSink)?
+    let metrics: GatewayMetrics?
+
+    /// A class: the fast relay reaches it on every request, and a copy of a value holding the
+    /// sink and the metrics retained both, from both cores, each time.
+    init(audit: (any AuditSink)? = nil, metrics: GatewayMetrics? = nil) {
+        self.audit = audit
+        self.metrics = metrics
+    }
 
     /// The refusal of the first middleware that answers the request itself; nil: go on.
     func apply(_ context: GatewayRequestContext) async throws(GatewayError) -> Response? {
@@ -65,7 +72,7 @@ struct RouterMiddlewares {
             case .pending(let wait):
                 let next = index + 1
                 return .pending { [self] decided in
-                    wait { refusal in
+                    wait { [self] refusal in
                         if let refusal {
                             noteRefusal(refusal, route: route, call: input.call, caller: input.caller, clientIP: input.clientIP)
                             return decided(refusal)
