@@ -74,9 +74,13 @@ private final class Writer: @unchecked Sendable {
     /// the next write.
     private let scheduled = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
-    /// Released by the first line after a write (and by `stop`). A semaphore, not a dispatch
-    /// queue's timer: `asyncAfter` woke libdispatch's timer thread and then a worker thread for
-    /// every batch window, which cost more than the write itself.
+    /// Whether the writer waits on `wakeUp` (nothing came during a batch window). Taken by the
+    /// first line after that, which then releases it. While lines keep coming the writer never
+    /// waits, and event loops never make the system call that wakes a waiting thread.
+    private let idle = Atomic<Bool>(false)
+    /// Released by the first line when the writer is idle (and by `stop`). A semaphore, not a
+    /// dispatch queue's timer: `asyncAfter` woke libdispatch's timer thread and then a worker
+    /// thread for every batch window, which cost more than the write itself.
     private let wakeUp = DispatchSemaphore(value: 0)
     /// The file and what writing needs, for the writer thread, `flush()` and a reopen.
     private let file = Mutex(FileState())
@@ -122,16 +126,29 @@ private final class Writer: @unchecked Sendable {
         wakeUp.signal()
     }
 
-    /// The writer thread: sleeps until a line comes, lets the batch window pass, writes.
+    /// Idle until a line comes (or `stop`). Says so first, then looks once more: a line recorded
+    /// between the write and saying so found the writer busy and released nothing.
+    private func waitForLines() {
+        idle.store(true, ordering: .sequentiallyConsistent)
+        if scheduled.load(ordering: .sequentiallyConsistent) || stopping.load(ordering: .sequentiallyConsistent) {
+            // Still idle: nobody took it, nobody will release it. Taken: its taker releases it.
+            if idle.exchange(false, ordering: .sequentiallyConsistent) { return }
+        }
+        wakeUp.wait()
+    }
+
+    /// The writer thread: lets a batch window pass, writes, and goes on while lines come; waits
+    /// for the next line once a window brought none.
     private func run() {
-        while true {
-            wakeUp.wait()
-            if stopping.load(ordering: .acquiring) { break }
+        waitForLines()
+        while !stopping.load(ordering: .acquiring) {
             let (seconds, attoseconds) = AuditLog.batchWindow.components
             var window = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
             var left = timespec()
             while nanosleep(&window, &left) != 0, errno == EINTR { window = left }
             writePending()
+            // A line recorded after the write took the batches set `scheduled` again.
+            if !scheduled.load(ordering: .sequentiallyConsistent) { waitForLines() }
         }
         writePending()
         file.withLock { state in
@@ -148,7 +165,8 @@ private final class Writer: @unchecked Sendable {
             line.withMemoryRebound(to: UInt8.self) { line in pending.withLock { $0.append(contentsOf: line) } }
         }
         // Read first: the flag changes once a batch window, and only its first reader writes it.
-        if !scheduled.load(ordering: .acquiring), scheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+        if !scheduled.load(ordering: .acquiring), scheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged,
+           idle.load(ordering: .sequentiallyConsistent), idle.exchange(false, ordering: .sequentiallyConsistent) {
             wakeUp.signal()
         }
     }

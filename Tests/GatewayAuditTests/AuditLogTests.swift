@@ -76,7 +76,7 @@ import Testing
         #expect(writes.withLock { $0 } <= windows, "\(writes.withLock { $0 }) writes for 1000 lines in \(elapsed)")
     }
 
-    @Test func linesAreWrittenWithoutAFlushWithinTheBatchWindow() async throws {
+    @Test(.timeLimit(.minutes(1))) func linesAreWrittenWithoutAFlushWithinTheBatchWindow() async throws {
         let path = temporaryFile()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let (written, signal) = AsyncStream<Void>.makeStream()
@@ -89,6 +89,24 @@ import Testing
         #expect(ContinuousClock.now - recorded < .seconds(5))
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains(#""event":"auth.signin","user":"alice"}"#))
+    }
+
+    /// The writer waits once a batch window brought no line; the next line wakes it again.
+    /// Lines one at a time, each written before the next is recorded, take that path each time.
+    @Test(.timeLimit(.minutes(1))) func aLineAfterAQuietWindowWakesTheWriterAgain() async throws {
+        let path = temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let (written, signal) = AsyncStream<Void>.makeStream()
+        let log = AuditLog(path: path, logger: Logger(label: "test"), afterWrite: { signal.yield() })
+        var writes = written.makeAsyncIterator()
+        for index in 0..<5 {
+            log.record(AuditEvent("auth.signin", [("index", .integer(Int64(index)))]))
+            var text = ""
+            while !text.contains(#""index":\#(index)}"#), await writes.next() != nil {
+                text = try String(contentsOfFile: path, encoding: .utf8)
+            }
+            #expect(text.split(separator: "\n").count == index + 1)
+        }
     }
 
     /// The writer thread ends with the log, and writes what was recorded before it ends (a
