@@ -47,6 +47,9 @@ final class CompiledRoute: TransportRoute {
     /// The audit line's `router`, `service` and `transport`, encoded once (every request's line
     /// has them).
     let auditFields: [UInt8]
+    /// This route among every route the process made (`InstanceSerial`): what a connection's
+    /// memo remembers it by, instead of a weak reference.
+    let serial = InstanceSerial.next()
 
     init(
         router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
@@ -85,6 +88,8 @@ final class CompiledRoute: TransportRoute {
 final class RuntimeConfiguration: Sendable {
     let configuration: GatewayConfiguration
     let generation: Int
+    /// This configuration among every one the process made (`InstanceSerial`).
+    let serial = InstanceSerial.next()
     private let tables: [String: RouteTable<CompiledRoute>]
     private let hosts: [String: HostAllowList]
     /// Each router's call policy, compiled once for all its entry points.
@@ -263,5 +268,18 @@ final class ConfigurationHolder: Sendable {
 
     func recordRejectedReload() {
         state.withLock { $0.rejectedReloads += 1 }
+    }
+}
+
+/// Numbers no two objects of a process share, for remembering an object without holding it:
+/// a weak reference moves the object's reference count into a side table for the rest of its
+/// life, and routes and configurations are retained on every request, by both event loops (the
+/// side table's count is the slower path each time). An address could be reused once the
+/// object is gone; a serial is not.
+enum InstanceSerial {
+    private static let counter = Atomic<Int>(0)
+
+    static func next() -> Int {
+        counter.add(1, ordering: .relaxed).newValue
     }
 }

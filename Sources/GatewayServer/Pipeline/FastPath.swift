@@ -196,27 +196,30 @@ extension GatewayPipeline {
 /// (`RouteTable.routesByHostAndPath`), and only for a request that routing, the host check and
 /// the fast path's own route checks all admitted: the same text then gets the same answer.
 struct RouteMemo {
-    /// Weak: an idle connection does not keep a replaced configuration alive.
-    private weak var runtime: RuntimeConfiguration?
+    /// The configuration's serial, not a weak reference (see `InstanceSerial`): an idle
+    /// connection does not keep a replaced configuration alive.
+    private var runtime = 0
     private var authority: String?
     private var path: String?
-    private weak var route: CompiledRoute?
+    /// Unretained: valid only while its configuration is, which `route(of:runtime:)` checks
+    /// against the configuration its caller holds (the configuration's tables own its routes).
+    private var route: Unmanaged<CompiledRoute>?
     private var host = ""
 
     init() {}
 
     init(runtime: RuntimeConfiguration, head: HTTPRequest, route: CompiledRoute, host: String) {
-        self.runtime = runtime
+        self.runtime = runtime.serial
         self.authority = head.authority
         self.path = head.path
-        self.route = route
+        self.route = .passUnretained(route)
         self.host = host
     }
 
     /// The route and host of `head` when it is the remembered request's twin under `runtime`.
     func route(of head: HTTPRequest, runtime: RuntimeConfiguration) -> (CompiledRoute, String)? {
-        guard let route, self.runtime === runtime, let path, head.path == path, head.authority == authority else { return nil }
-        return (route, host)
+        guard let route, self.runtime == runtime.serial, let path, head.path == path, head.authority == authority else { return nil }
+        return (route.takeUnretainedValue(), host)
     }
 }
 
@@ -226,7 +229,8 @@ struct RouteMemo {
 /// gets the same answer without hashing the token again.
 struct TokenMemo {
     private var authorization = ""
-    private weak var route: CompiledRoute?
+    /// The route's serial (`InstanceSerial`): a route made by a reload never matches.
+    private var route = 0
     private var caller: VerifiedCaller?
     private var until = Date.distantPast
 
@@ -234,13 +238,13 @@ struct TokenMemo {
 
     init(authorization: String, route: CompiledRoute, caller: VerifiedCaller, until: Date) {
         self.authorization = authorization
-        self.route = route
+        self.route = route.serial
         self.caller = caller
         self.until = until
     }
 
     func caller(for authorization: String, route: CompiledRoute) -> VerifiedCaller? {
-        guard let caller, self.route === route, Date() < until, self.authorization == authorization else { return nil }
+        guard let caller, self.route == route.serial, Date() < until, self.authorization == authorization else { return nil }
         return caller
     }
 }
