@@ -23,9 +23,10 @@ public final class AuditLog: AuditSink, Sendable {
     /// How long lines gather before they are written: what a crash of the process can lose.
     static let batchWindow: Duration = .milliseconds(10)
 
-    /// `afterWrite`: told after each write to the file (tests wait on it rather than on time).
-    public init(path: String, logger: Logger, afterWrite: (@Sendable () -> Void)? = nil) {
-        writer = Writer(path: path, logger: logger, afterWrite: afterWrite)
+    /// `afterWrite`: told after each write to the file; `writerEnded`: told when the writer
+    /// thread has written what was left and is leaving (tests wait on them rather than on time).
+    public init(path: String, logger: Logger, afterWrite: (@Sendable () -> Void)? = nil, writerEnded: (@Sendable () -> Void)? = nil) {
+        writer = Writer(path: path, logger: logger, afterWrite: afterWrite, writerEnded: writerEnded)
         writer.start()
     }
 
@@ -64,6 +65,7 @@ private final class Writer: @unchecked Sendable {
     private let path: String
     private let logger: Logger
     private let afterWrite: (@Sendable () -> Void)?
+    private let writerEnded: (@Sendable () -> Void)?
     /// Lines recorded and not yet handed to the writer: one batch per thread (each event loop
     /// records a line per request; one shared batch was written from both cores every time). A
     /// write takes every thread's batch in turn, so lines of one batch window from different
@@ -95,10 +97,11 @@ private final class Writer: @unchecked Sendable {
         var spareBatches: [[UInt8]] = []
     }
 
-    init(path: String, logger: Logger, afterWrite: (@Sendable () -> Void)?) {
+    init(path: String, logger: Logger, afterWrite: (@Sendable () -> Void)?, writerEnded: (@Sendable () -> Void)?) {
         self.path = path
         self.logger = logger
         self.afterWrite = afterWrite
+        self.writerEnded = writerEnded
         file.withLock { open(&$0) }
     }
 
@@ -155,6 +158,7 @@ private final class Writer: @unchecked Sendable {
             if let descriptor = state.descriptor, descriptor != STDOUT_FILENO { close(descriptor) }
             state.descriptor = nil
         }
+        writerEnded?()
     }
 
     func add(_ encode: (inout AuditLineWriter) -> Void) {

@@ -119,7 +119,7 @@ public final class GatewayMetrics: Sendable {
     }
 
     private func observe(_ histogram: ValueHistogram, seconds: Double) {
-        gather { $0.durations.append((Series(histogram), seconds)) }
+        observe(Series(histogram), seconds: seconds)
     }
 
     private func count(_ counter: Prometheus.Counter) {
