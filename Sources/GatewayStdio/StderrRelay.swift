@@ -36,9 +36,11 @@ final class StderrRelay: Sendable {
             logger.warning("child stderr: lines suppressed (rate limit)", metadata: ["suppressed": "\(suppressedReport)"])
         }
         if let windowStart = flushAt {
-            Task { [weak self] in
+            // Held until then (at most a second): a child that ends within the window, its
+            // relay released with it, still has its suppressed lines reported.
+            Task { [self] in
                 try? await Task.sleep(until: windowStart + .seconds(1), clock: .continuous)
-                self?.flush(windowStart: windowStart)
+                flush(windowStart: windowStart)
             }
         }
         if shouldLog {
