@@ -239,7 +239,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results-stdio.md"))
     parser.add_argument("--quick", action="store_true", help="fewer cells, for a smoke run")
-    parser.add_argument("--targets", default="mcp-gateway,mcp-gateway full pipeline,mcp-streamablehttp-proxy,mcp-proxy",
+    parser.add_argument("--floor", default="", help="the NIOFloor binary (default: next to --gateway, when built there)")
+    parser.add_argument("--targets", default="mcp-gateway,mcp-gateway full pipeline,SwiftNIO stdio relay,mcp-streamablehttp-proxy,mcp-proxy",
                         help="which bridges to drive (e.g. mcp-gateway alone, to compare two builds of it)")
     parser.add_argument("--sections", default="throughput,ceiling,creation,memory",
                         help="which parts to (re)measure; the others are read from bench/out/ if an earlier run saved them")
@@ -257,6 +258,11 @@ def main() -> int:
         ("mcp-gateway", lambda: gateway_target(args.gateway, workdir)),
         # The same binary with `fastRelay: false`: what the fast relay saves, measured in this run.
         ("mcp-gateway full pipeline", lambda: gateway_target(args.gateway, workdir, name="mcp-gateway full pipeline", fast_relay=False)),
+        # SwiftNIO's floor for this route (bench/NIOFloor --mode stdio): HTTP in, the child's pipe,
+        # the answer out, with nothing of the gateway's; what SwiftNIO and the kernel cost a call.
+        ("SwiftNIO stdio relay", lambda: (lambda port: Target(
+            "SwiftNIO stdio relay",
+            [str(floor_binary), "--listen", str(port), "--mode", "stdio", "--child", " ".join([TIME_SERVER, *CHILD_ARGS])], port, "/mcp"))(free_port())),
         ("mcp-streamablehttp-proxy", lambda: (lambda port: Target(
             "mcp-streamablehttp-proxy",
             [str(REPO / ".venv-bench-streamablehttp" / "bin" / "mcp-streamablehttp-proxy"), "--port", str(port), "--timeout", "3600",
@@ -266,7 +272,11 @@ def main() -> int:
             [str(REPO / ".venv-bench-mcpproxy" / "bin" / "mcp-proxy"), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
              TIME_SERVER, "--", *CHILD_ARGS], port, "/mcp"))(free_port())),
     ]
+    floor_binary = Path(args.floor) if args.floor else Path(args.gateway).resolve().parent / "NIOFloor"
     wanted_targets = set(args.targets.split(","))
+    if "SwiftNIO stdio relay" in wanted_targets and not floor_binary.exists():
+        print(f"no {floor_binary} (swift build -c release --product NIOFloor): the SwiftNIO floor is not measured", file=sys.stderr)
+        wanted_targets.discard("SwiftNIO stdio relay")
     targets = [(name, start) for name, start in targets if name in wanted_targets]
     for name, start in (targets if "throughput" in sections else []):
         target = start()

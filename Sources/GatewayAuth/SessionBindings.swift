@@ -212,13 +212,18 @@ package final class SessionBindings: Sendable {
         _ = try? await store.delete(["session-takeover:\(Self.hash(sessionID))"])
     }
 
-    /// `check` without waiting: the record when the store confirmed, within `recheckInterval`,
-    /// that `owner` holds the session; nil when only the store can say (`check` asks it).
-    package func recentlyChecked(_ sessionID: String, owner: SessionOwner) -> SessionRecord? {
+    /// `check` without waiting: true when the store confirmed, within `recheckInterval`, that
+    /// the owner `router` and `subject` hold the session; false when only the store can say
+    /// (`check` asks it). Compared where the binding is kept: the fast relay asks on every request
+    /// of a stdio session, from every event loop, and a copy of the record retained each of its
+    /// strings (shared by both cores) only to be dropped.
+    package func isRecentlyChecked(_ sessionID: String, router: String, subject: String?) -> Bool {
         let now = ContinuousClock.now
         return cache.withLock { cache in
-            guard let cached = cache[sessionID], cached.owner == owner, now - cached.checked < Self.recheckInterval else { return nil }
-            return cached.record
+            // Read in place (the values' accessor yields the entry): nothing is copied out.
+            guard let index = cache.index(forKey: sessionID) else { return false }
+            return cache.values[index].record.router == router && cache.values[index].record.subject == subject
+                && now - cache.values[index].checked < Self.recheckInterval
         }
     }
 

@@ -117,6 +117,13 @@ public final class LegacySession: Sendable {
         }
     }
 
+    /// Whether the fast relay may send `subject`'s request to this session as it is: the session
+    /// is ready, belongs to `subject`, and is not translated for a 2026-07-28-only child. One
+    /// look under the lock, with nothing copied (asked on every request, from every event loop).
+    public func isRelayable(for subject: String?) -> Bool {
+        state.withLock { state in state.phase == .ready && state.owner == subject && state.modernMeta == nil }
+    }
+
     /// Set when the child speaks only 2026-07-28 and the gateway translates for a session-based client.
     public var modernMeta: String? {
         get { state.withLock { $0.modernMeta } }

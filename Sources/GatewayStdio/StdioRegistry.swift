@@ -49,8 +49,10 @@ public final class StdioRegistry: Sendable {
     /// Finds a session of `serviceName` by id, in the current manager or one being drained.
     public func session(serviceName: String, id: String) -> (StdioSessionManager, LegacySession)? {
         state.withLock { state in
-            let candidates = [state.current[serviceName]].compactMap { $0 } + state.draining.filter { $0.service.name == serviceName }
-            for manager in candidates {
+            // The current manager first, then any a reload is draining; no list is built (asked
+            // by the fast relay on every request of a session).
+            if let manager = state.current[serviceName], let session = manager.session(id: id) { return (manager, session) }
+            for manager in state.draining where manager.service.name == serviceName {
                 if let session = manager.session(id: id) { return (manager, session) }
             }
             return nil

@@ -32,6 +32,16 @@ public struct JSONRPCMessage: Sendable {
         (kind, method, rawID, idRange, paramsRange) = envelope
     }
 
+    /// A message whose top-level members a strict reading found already
+    /// (`StrictJSON.validateTopLevelMembers`): the envelope is read from them, not scanned again.
+    public init(parsing bytes: ByteBuffer, members: [JSONScanner.Member]) throws(ParseError) {
+        self.bytes = bytes
+        let envelope = try bytes.withUnsafeReadableBytes { buffer throws(ParseError) in
+            try Self.envelope(of: members, in: buffer)
+        }
+        (kind, method, rawID, idRange, paramsRange) = envelope
+    }
+
     public init(parsing text: String) throws(ParseError) {
         try self.init(parsing: ByteBuffer(string: text))
     }
@@ -55,6 +65,13 @@ public struct JSONRPCMessage: Sendable {
         } catch {
             throw .invalidJSON
         }
+        return try envelope(of: members, in: buffer)
+    }
+
+    /// The envelope of a JSON object's members, in order.
+    private static func envelope(of members: [JSONScanner.Member], in buffer: UnsafeRawBufferPointer) throws(ParseError)
+        -> (Kind, String?, String?, Range<Int>?, Range<Int>?)
+    {
         var version: String?
         var method: String?
         var idRange: Range<Int>?

@@ -37,11 +37,7 @@ public final class MCPCall: Sendable {
     /// `target`, once found (several stages ask: a per-tool limit, policies, metrics, the audit).
     private let foundTarget = Mutex<String??>(nil)
 
-    public init(protocolVersion: String?, sessionID: String?, body: ByteBuffer?) {
-        self.protocolVersion = protocolVersion
-        self.era = protocolVersion.map { MCPVersions.sessionBased.contains($0) ? .sessionBased : .modern } ?? .sessionBased
-        self.sessionID = sessionID
-        self.body = body
+    public convenience init(protocolVersion: String?, sessionID: String?, body: ByteBuffer?) {
         var parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?
         if let body {
             do throws(JSONRPCMessage.ParseError) {
@@ -50,6 +46,37 @@ public final class MCPCall: Sendable {
                 parsed = .failure(error)
             }
         }
+        self.init(protocolVersion: protocolVersion, sessionID: sessionID, body: body, parsed: parsed)
+    }
+
+    /// The call of a body that passes `StrictJSON`'s reading, parsed from what that reading found
+    /// (one pass over the body where checking and parsing took two); nil when the body fails the
+    /// strict reading (the caller's full path answers why). The same call as
+    /// `init(protocolVersion:sessionID:body:)` after `StrictJSON.validate`.
+    public static func strictlyRead(protocolVersion: String?, sessionID: String?, body: ByteBuffer) -> MCPCall? {
+        let read: Result<[JSONScanner.Member]?, StrictJSON.Violation> = body.withUnsafeReadableBytes { bytes in
+            do throws(StrictJSON.Violation) { return .success(try StrictJSON.validateTopLevelMembers(bytes)) } catch { return .failure(error) }
+        }
+        guard case .success(let members) = read else { return nil }
+        let parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>
+        do throws(JSONRPCMessage.ParseError) {
+            // An object is a single message; anything else is read as before (a batch, or refused).
+            if let members {
+                parsed = .success(.single(try JSONRPCMessage(parsing: body, members: members)))
+            } else {
+                parsed = .success(try JSONRPCPayload(parsing: body))
+            }
+        } catch {
+            parsed = .failure(error)
+        }
+        return MCPCall(protocolVersion: protocolVersion, sessionID: sessionID, body: body, parsed: parsed)
+    }
+
+    private init(protocolVersion: String?, sessionID: String?, body: ByteBuffer?, parsed: Result<JSONRPCPayload, JSONRPCMessage.ParseError>?) {
+        self.protocolVersion = protocolVersion
+        self.era = protocolVersion.map { MCPVersions.sessionBased.contains($0) ? .sessionBased : .modern } ?? .sessionBased
+        self.sessionID = sessionID
+        self.body = body
         self.parsed = parsed
         // Kept apart: every stage asks for them, and reading them out of `parsed` copies the
         // whole message each time.

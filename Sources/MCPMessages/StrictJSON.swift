@@ -50,6 +50,24 @@ public enum StrictJSON {
         guard reader.position == bytes.count else { throw .invalidJSON(offset: reader.position) }
     }
 
+    /// `validate`, also handing back the members of the top-level object as
+    /// `JSONScanner.members` would find them (keys decoded, value ranges without the whitespace
+    /// around them), from the same pass; nil when the value is not an object. A message read
+    /// this way is not scanned a second time for its envelope.
+    public static func validateTopLevelMembers(_ bytes: UnsafeRawBufferPointer) throws(Violation) -> [JSONScanner.Member]? {
+        var reader = Reader(bytes: bytes)
+        // A JSON-RPC message has a handful of members: room for them at once, not regrown.
+        var members: [JSONScanner.Member] = []
+        members.reserveCapacity(8)
+        reader.topLevel = members
+        reader.skipWhitespace()
+        let isObject = reader.peek() == UInt8(ascii: "{")
+        try reader.value(depth: 0)
+        reader.skipWhitespace()
+        guard reader.position == bytes.count else { throw .invalidJSON(offset: reader.position) }
+        return isObject ? reader.topLevel : nil
+    }
+
     public static func validate(_ text: String) throws(Violation) {
         var copy = text
         let violation: Violation? = copy.withUTF8 { buffer in
@@ -65,6 +83,8 @@ public enum StrictJSON {
         /// The member names of the objects being read, innermost object's last: each object
         /// looks for a duplicate among its own, then drops them. One array for the whole body.
         var memberNames: [MemberName] = []
+        /// Non-nil: the top-level object's members are gathered here (`validateTopLevelMembers`).
+        var topLevel: [JSONScanner.Member]?
 
         /// A member name: where it is in the body when it has no escape (its bytes are then its
         /// value), else its value decoded. Most names are compared without being copied.
@@ -139,7 +159,13 @@ public enum StrictJSON {
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
                 skipWhitespace()
+                let valueStart = position
                 try value(depth: depth)
+                // The top-level object is read at depth 1 (`value(depth: 0)` opens it).
+                if depth == 1, topLevel != nil {
+                    let member = JSONScanner.Member(key: key(of: name), value: valueStart..<position)
+                    topLevel?.append(member)
+                }
                 skipWhitespace()
                 guard let separator = peek() else { throw .invalidJSON(offset: position) }
                 position += 1
@@ -172,6 +198,12 @@ public enum StrictJSON {
                 }
             }
             throw .invalidJSON(offset: position)
+        }
+
+        /// A member name's value as a string (valid UTF-8: the reading checked it).
+        func key(of name: MemberName) -> String {
+            if let decoded = name.decoded { return String(decoding: decoded, as: UTF8.self) }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name.start..<name.end]), as: UTF8.self)
         }
 
         /// A member name's value as bytes.

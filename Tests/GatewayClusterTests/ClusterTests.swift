@@ -198,19 +198,21 @@ final class TestClock: Sendable {
         let alice = SessionOwner(router: "kit", subject: "alice")
         try await bindings.bind("s1", to: alice)
         try await bindings.check("s1", owner: alice)
-        #expect(bindings.recentlyChecked("s1", owner: alice) != nil)
-        #expect(bindings.recentlyChecked("s1", owner: SessionOwner(router: "kit", subject: "mallory")) == nil)
-        #expect(bindings.recentlyChecked("s1", owner: SessionOwner(router: "side", subject: "alice")) == nil)
+        #expect(bindings.isRecentlyChecked("s1", router: "kit", subject: "alice"))
+        #expect(!bindings.isRecentlyChecked("s1", router: "kit", subject: "mallory"))
+        #expect(!bindings.isRecentlyChecked("s1", router: "side", subject: "alice"))
+        #expect(!bindings.isRecentlyChecked("s1", router: "kit", subject: nil))
+        #expect(!bindings.isRecentlyChecked("S1", router: "kit", subject: "alice"))
         await #expect(throws: SessionRefusal.self) { try await bindings.check("s1", owner: SessionOwner(router: "kit", subject: "mallory")) }
 
         #expect(try await bindings.end(idOrHash: SessionBindings.hash("s1")))
-        #expect(bindings.recentlyChecked("s1", owner: alice) == nil)
+        #expect(!bindings.isRecentlyChecked("s1", router: "kit", subject: "alice"))
         await #expect(throws: SessionRefusal.self) { try await bindings.check("s1", owner: alice) }
 
         try await bindings.bind("s2", to: alice)
-        #expect(bindings.recentlyChecked("s2", owner: alice) != nil)
+        #expect(bindings.isRecentlyChecked("s2", router: "kit", subject: "alice"))
         #expect(try await bindings.end(idOrHash: "s2"))
-        #expect(bindings.recentlyChecked("s2", owner: alice) == nil)
+        #expect(!bindings.isRecentlyChecked("s2", router: "kit", subject: "alice"))
     }
 
     @Test func aRecordWrittenBeforeThePlacementFieldsStillReads() async throws {

@@ -36,6 +36,60 @@ import Testing
         #expect(target(#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}"#) == nil)
     }
 
+    /// The fast path's one-pass reading gives the same call as the strict check followed by the
+    /// parse, and refuses exactly what the strict check refuses.
+    @Test(arguments: [
+        #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_time","arguments":{"a":[1,{"b":null}]}}}"#,
+        #"  {"method":"tools/call", "jsonrpc" : "2.0" ,"id":"x-1","params":{"n\u0061me":"caf\u00e9"}}  "#,
+        #"{"jsonrpc":"2.0","id":1,"me\u0074hod":"resources/read","params":{"uri":"file:///x"}}"#,
+        #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        #"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"a","result":{}}"#,
+        #"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+        #"{}"#,
+        #"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#,
+        #"[]"#,
+        #""text""#,
+        #"7"#,
+        // Refused by the strict reading: both ways give nothing.
+        #"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/call"}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"name":"a","name":"b"}}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"p\x"}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"\ud800"}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"ping"} x"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"ping""#,
+        "",
+    ])
+    func theOnePassReadingIsTheCheckThenTheParse(_ text: String) {
+        let body = ByteBuffer(string: text)
+        let strict = (try? StrictJSON.validate(text)) != nil
+        let expected = MCPCall(protocolVersion: "2025-06-18", sessionID: "s", body: body)
+        guard let read = MCPCall.strictlyRead(protocolVersion: "2025-06-18", sessionID: "s", body: body) else {
+            #expect(!strict, "refused, though the strict check accepts it")
+            return
+        }
+        #expect(strict, "read, though the strict check refuses it")
+        #expect(read.method == expected.method)
+        #expect(read.rawID == expected.rawID)
+        #expect(read.target == expected.target)
+        #expect(read.era == expected.era)
+        #expect(read.sessionID == "s")
+        switch (read.parsed, expected.parsed) {
+        case (.success(.single(let one))?, .success(.single(let other))?):
+            #expect(one.kind == other.kind)
+            #expect(one.paramsValue() == other.paramsValue())
+            #expect(one.value(at: ["params", "arguments"]) == other.value(at: ["params", "arguments"]))
+        case (.success(.batch(let one))?, .success(.batch(let other))?):
+            #expect(one.map(\.method) == other.map(\.method))
+        case (.failure(let one)?, .failure(let other)?):
+            #expect(one == other)
+        default:
+            Issue.record("the two readings differ: \(String(describing: read.parsed)) against \(String(describing: expected.parsed))")
+        }
+    }
+
     @Test func batchesAndNonsenseAreKeptApart() {
         let batch = MCPCall(protocolVersion: "2025-03-26", sessionID: "s", body: ByteBuffer(string: #"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#))
         guard case .batch(let messages) = batch.payload else {

@@ -9,7 +9,10 @@
 // - `http`: NIOHTTP1's server pipeline and client codec; the request head, body and end are passed
 //   through unchanged, and so is the response (no header policy, no routing, no authentication).
 //
+// A third, `stdio` (StdioRelay.swift), bridges session-based Streamable HTTP to stdio children.
+//
 // Usage: NIOFloor --listen PORT --upstream PORT --mode tcp|http [--threads N]
+//        NIOFloor --listen PORT --mode stdio --child 'COMMAND [ARGUMENT…]' [--threads N]
 
 import NIOCore
 import NIOHTTP1
@@ -20,6 +23,7 @@ struct Options {
     var upstreamPort = 0
     var mode = "http"
     var threads = System.coreCount
+    var child: [String] = []
 
     init(arguments: [String]) throws {
         var rest = arguments.dropFirst()
@@ -30,11 +34,13 @@ struct Options {
             case "--upstream": upstreamPort = Int(value) ?? 0
             case "--mode": mode = value
             case "--threads": threads = Int(value) ?? 0
+            case "--child": child = value.split(separator: " ").map(String.init)
             default: throw UsageError(message: "unknown option \(flag)")
             }
         }
-        guard listenPort > 0, upstreamPort > 0, threads > 0, ["tcp", "http"].contains(mode) else {
-            throw UsageError(message: "usage: NIOFloor --listen PORT --upstream PORT --mode tcp|http [--threads N]")
+        let complete = mode == "stdio" ? !child.isEmpty : upstreamPort > 0 && ["tcp", "http"].contains(mode)
+        guard listenPort > 0, threads > 0, complete else {
+            throw UsageError(message: "usage: NIOFloor --listen PORT (--upstream PORT --mode tcp|http | --mode stdio --child 'COMMAND [ARGUMENT…]') [--threads N]")
         }
     }
 }
@@ -127,6 +133,27 @@ do {
 let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
 let upstreamPort = options.upstreamPort
 let mode = options.mode
+
+if mode == "stdio" {
+    // Ended children are reaped by the kernel.
+    signal(SIGCHLD, SIG_IGN)
+    let sessions = StdioSessions(command: options.child)
+    let server = try await ServerBootstrap(group: group)
+        .serverChannelOption(.backlog, value: 1024)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { client in
+            client.eventLoop.makeCompletedFuture {
+                try client.pipeline.syncOperations.configureHTTPServerPipeline()
+                try client.pipeline.syncOperations.addHandler(StdioFront(sessions: sessions))
+            }
+        }
+        .bind(host: "127.0.0.1", port: options.listenPort)
+        .get()
+    print("NIOFloor (stdio) on 127.0.0.1:\(options.listenPort) → \(options.child.joined(separator: " "))")
+    try await server.closeFuture.get()
+    exit(0)
+}
 
 let server = try await ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)

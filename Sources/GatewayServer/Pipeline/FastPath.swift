@@ -140,14 +140,14 @@ extension GatewayPipeline {
     }
 
     /// The session `id` of a stdio route when this process holds it for `caller` and the store
-    /// confirmed so within the last seconds (`SessionBindings.recentlyChecked`): what
+    /// confirmed so within the last seconds (`SessionBindings.isRecentlyChecked`): what
     /// `StdioBridge` would find after asking the store. Sessions bridged to a 2026-07-28-only
     /// child (stamped, translated) take the full pipeline.
     private func stdioSession(_ id: String, route: CompiledRoute, caller: VerifiedCaller?) -> (StdioSessionManager, LegacySession)? {
         guard case .stdio(let manager) = route.upstream,
-              dispatch.stdio.bindings.recentlyChecked(id, owner: SessionOwner(route: route, caller: caller)) != nil,
+              dispatch.stdio.bindings.isRecentlyChecked(id, router: route.router.name, subject: caller?.claims.sub),
               let (owner, session) = dispatch.stdio.registry.session(serviceName: manager.service.name, id: id),
-              session.owner == caller?.claims.sub, session.phase == .ready, session.modernMeta == nil
+              session.isRelayable(for: caller?.claims.sub)
         else { return nil }
         return (owner, session)
     }
@@ -159,8 +159,8 @@ extension GatewayPipeline {
         if case .stdio = admission.destination { return fastSessionCall(admission, body: body) }
         let header = admission.request.headers.value(of: MCPHeaders.protocolVersion)
         guard let header, MCPVersions.modern.contains(header) else { return nil }
-        do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
-        let call = MCPCall(protocolVersion: header, sessionID: nil, body: body)
+        // A body the strict reading refuses takes the full pipeline, which answers why.
+        guard let call = MCPCall.strictlyRead(protocolVersion: header, sessionID: nil, body: body) else { return nil }
         guard call.era == .modern, let message = call.message, message.method != "subscriptions/listen",
               message.value(at: ["params", "requestState"]) == nil
         else { return nil }
@@ -172,8 +172,9 @@ extension GatewayPipeline {
     }
 
     private func fastSessionCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
-        do { try RequestBodyReader.checkStrictly(body) } catch { return nil }
-        let call = MCPCall(protocolVersion: admission.request.headers.value(of: MCPHeaders.protocolVersion), sessionID: admission.request.headers.value(of: MCPHeaders.sessionID), body: body)
+        guard let call = MCPCall.strictlyRead(
+            protocolVersion: admission.request.headers.value(of: MCPHeaders.protocolVersion), sessionID: admission.request.headers.value(of: MCPHeaders.sessionID), body: body
+        ) else { return nil }
         guard call.era == .sessionBased, let message = call.message, message.isRequest, message.method != "initialize" else { return nil }
         admission.context.call = call
         admission.request.body = RequestBody(buffer: body)
