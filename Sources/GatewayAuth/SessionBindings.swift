@@ -94,15 +94,24 @@ package final class SessionBindings: Sendable {
     package static let recheckInterval: Duration = .seconds(5)
     package static let maxCached = 100_000
 
-    private struct Cached {
+    /// Immutable (a newer confirmation replaces the entry), and a class: reading an entry from
+    /// the shared cache is one retain, where a copy of the record retained each of its strings.
+    private final class Cached: Sendable {
         /// The session's store key (the id's hash), so that ending a session by its hash finds it.
         let storeKey: String
-        package let record: SessionRecord
-        package var owner: SessionOwner { record.owner }
+        let record: SessionRecord
+        var owner: SessionOwner { record.owner }
         /// When the store last confirmed the binding.
-        package var checked: ContinuousClock.Instant
+        let checked: ContinuousClock.Instant
         /// When the binding's TTL was last pushed forward.
-        package var refreshed: ContinuousClock.Instant
+        let refreshed: ContinuousClock.Instant
+
+        init(storeKey: String, record: SessionRecord, checked: ContinuousClock.Instant, refreshed: ContinuousClock.Instant) {
+            self.storeKey = storeKey
+            self.record = record
+            self.checked = checked
+            self.refreshed = refreshed
+        }
     }
 
     private let store: any KeyValueStore
@@ -220,10 +229,8 @@ package final class SessionBindings: Sendable {
     package func isRecentlyChecked(_ sessionID: String, router: String, subject: String?) -> Bool {
         let now = ContinuousClock.now
         return cache.withLock { cache in
-            // Read in place (the values' accessor yields the entry): nothing is copied out.
-            guard let index = cache.index(forKey: sessionID) else { return false }
-            return cache.values[index].record.router == router && cache.values[index].record.subject == subject
-                && now - cache.values[index].checked < Self.recheckInterval
+            guard let cached = cache[sessionID] else { return false }
+            return cached.record.router == router && cached.record.subject == subject && now - cached.checked < Self.recheckInterval
         }
     }
 
