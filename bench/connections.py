@@ -275,6 +275,39 @@ async def still_working(held: Held, port: int) -> bool:
         return False
 
 
+async def open_idle_floor(port: int, index: int) -> Held:
+    """A keep-alive connection to the SwiftNIO floor after one request (an unknown session: 404)."""
+    reader, writer = await connect(port, index)
+    writer.write(post("/mcp", port, TOOLS_CALL, "Mcp-Session-Id: none\r\n"))
+    status, _, _ = await read_response(reader)
+    if status != 404:
+        raise RuntimeError(f"floor connection: answered {status}")
+    return Held("floor", reader, writer)
+
+
+def measure_floor(binary: Path, count: int, hard_limit: int, loop: asyncio.AbstractEventLoop) -> tuple[int, int, int, int] | None:
+    """RSS of a bare SwiftNIO HTTP/1 server (bench/NIOFloor --mode stdio: NIOHTTP1's server pipeline and
+    one handler, nothing of Hummingbird's or the gateway's) before and after `count` idle keep-alive
+    connections, each after one request: what SwiftNIO itself holds per connection."""
+    if not binary.exists():
+        print(f"no {binary} (swift build -c release --product NIOFloor): the SwiftNIO floor is not measured", file=sys.stderr)
+        return None
+    port = free_port()
+    floor = subprocess.Popen(["prlimit", f"--nofile={hard_limit}:{hard_limit}", "--", str(binary), "--listen", str(port), "--mode", "stdio",
+                              "--child", "/bin/true"], stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        before = settle_rss(floor.pid)
+        held, _ = loop.run_until_complete(open_many("floor", open_idle_floor, port, 0, count))
+        after = settle_rss(floor.pid)
+        for connection in held:
+            connection.writer.close()
+        loop.run_until_complete(asyncio.sleep(0.1))
+        return count, len(held), before, after
+    finally:
+        stop_all([floor])
+
+
 def settle_rss(pid: int) -> int:
     """RSS once it stops moving (allocations of the last connections made, no load running)."""
     last = rss_kib(pid)
@@ -297,6 +330,7 @@ def main() -> int:
     parser.add_argument("--websocket", type=int, default=1_500)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results-connections.md"))
+    parser.add_argument("--floor", default="", help="the NIOFloor binary (default: next to --gateway, when built there)")
     args = parser.parse_args()
     total = args.idle + args.idle_relayed + args.sse + args.websocket
     # A stream and a WebSocket session each also hold the session's stream to the upstream.
@@ -412,6 +446,8 @@ def main() -> int:
                 held.watcher.cancel()
             held.writer.close()
         loop.run_until_complete(asyncio.sleep(0.1))
+        floor = measure_floor(Path(args.floor) if args.floor else Path(args.gateway).resolve().parent / "NIOFloor",
+                              max(1, args.idle_relayed), hard_limit, loop)
 
         total_open = sum(row[2] for row in rows)
         overall = (rss_now - rss_start) / max(1, total_open)
@@ -449,6 +485,19 @@ def main() -> int:
             "Still working at the end (a tools/call on each idle connection, each stream still open, a ping over each WebSocket): "
             + ", ".join(f"{kind} {ok} ok / {bad} broken" for kind, (ok, bad) in sorted(tally.items())) + ".",
             "",
+        ]
+        if floor:
+            asked, opened, floor_before, floor_after = floor
+            report += [
+                "## The SwiftNIO floor",
+                "",
+                f"A bare SwiftNIO HTTP/1 server (bench/NIOFloor `--mode stdio`: NIOHTTP1's server pipeline and one handler, "
+                f"{os.cpu_count()} event loops, nothing of Hummingbird's or the gateway's) holding {opened} of {asked} idle keep-alive "
+                f"connections, each after one request: RSS {floor_before / 1024:.1f} → {floor_after / 1024:.1f} MiB, "
+                f"**{(floor_after - floor_before) / max(1, opened):.1f} KiB** per connection.",
+                "",
+            ]
+        report += [
             "## Against the targets",
             "",
             f"- {total_open} of {total} connections held with {overall:.1f} KiB of gateway RSS each (target: 50 000 with ≤ 20 KiB each): "

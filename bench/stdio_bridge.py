@@ -391,6 +391,13 @@ def write_report(args, rows, creation, memory, concurrencies, session_counts) ->
     if gateway and full:
         lines.append(f"- Own CPU per call, 50 sessions × c=16: fast relay {gateway['cpu_us']:.0f} µs, full pipeline (`fastRelay: false`, same binary) "
                      f"{full['cpu_us']:.0f} µs = **{gateway['cpu_us'] / full['cpu_us']:.2f}×** (issue 17's target: ≤ 100 µs).")
+    floor = [(c, by.get(("mcp-gateway", 50, c)), by.get(("SwiftNIO stdio relay", 50, c))) for c in concurrencies]
+    floor = [(c, g, f) for c, g, f in floor if g and f and g.get("cpu_us") and f.get("cpu_us")]
+    if floor:
+        lines.append("- Own CPU per call against SwiftNIO's floor for the route (bench/NIOFloor `--mode stdio`), 50 sessions: "
+                     + ", ".join(f"c={c}: {g['cpu_us']:.0f} against {f['cpu_us']:.0f} µs = **{g['cpu_us'] / f['cpu_us']:.2f}×**" for c, g, f in floor)
+                     + ". The floor relays what the gateway relays with nothing else: no strict JSON reading, no session binding, "
+                     "no resumable streams, no timeouts, no header policy.")
     g1, c1 = by.get(("mcp-gateway", 1, 1)), by.get(("children direct (ceiling)", 1, 1))
     if g1 and c1:
         full1 = by.get(("mcp-gateway full pipeline", 1, 1))
