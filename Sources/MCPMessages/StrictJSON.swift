@@ -44,10 +44,7 @@ public enum StrictJSON {
     /// after unescaping), only valid escapes, paired surrogates and valid UTF-8.
     public static func validate(_ bytes: UnsafeRawBufferPointer) throws(Violation) {
         var reader = Reader(bytes: bytes)
-        reader.skipWhitespace()
-        try reader.value(depth: 0)
-        reader.skipWhitespace()
-        guard reader.position == bytes.count else { throw .invalidJSON(offset: reader.position) }
+        try reader.document()
     }
 
     /// `validate`, also handing back the members of the top-level object as
@@ -60,11 +57,7 @@ public enum StrictJSON {
         var members: [JSONScanner.Member] = []
         members.reserveCapacity(8)
         reader.topLevel = members
-        reader.skipWhitespace()
-        let isObject = reader.peek() == UInt8(ascii: "{")
-        try reader.value(depth: 0)
-        reader.skipWhitespace()
-        guard reader.position == bytes.count else { throw .invalidJSON(offset: reader.position) }
+        let isObject = try reader.document()
         return isObject ? reader.topLevel : nil
     }
 
@@ -99,6 +92,18 @@ public enum StrictJSON {
         }
 
         func peek() -> UInt8? { position < bytes.count ? bytes[position] : nil }
+
+        /// The whole body: one value with nothing but whitespace around it. True when it is an
+        /// object.
+        @discardableResult
+        mutating func document() throws(Violation) -> Bool {
+            skipWhitespace()
+            let isObject = peek() == UInt8(ascii: "{")
+            try value(depth: 0)
+            skipWhitespace()
+            guard position == bytes.count else { throw .invalidJSON(offset: position) }
+            return isObject
+        }
 
         mutating func skipWhitespace() {
             while position < bytes.count {
