@@ -103,7 +103,7 @@ package final class ModernHTTPTranslator: Sendable {
     private let parkedAsks = ParkedRequests<ParkedAsk>()
     /// Answers of session-based clients to asks relayed from 2026-07-28-only upstreams.
     package let bridgeAsks = BridgeAsks()
-    private let eras = Mutex<[String: (Era, ContinuousClock.Instant)]>([:])
+    private let eras = UpstreamEras<Era>(ttl: eraTTL)
     private let sessions = Mutex<[String: UpstreamSession]>([:])
     /// Request ids in upstream sessions are the gateway's: clients of one identity share a
     /// session, and their own ids may collide.
@@ -116,19 +116,22 @@ package final class ModernHTTPTranslator: Sendable {
     package static let maxBridgedSessions = 10_000
     package static let maxBody = 16 * 1024 * 1024
 
-    /// The upstream's era when it is known and fresh (nil: `era(of:logger:)` must probe).
-    package func knownEra(of upstream: HTTPUpstream) -> Era? {
-        guard let (era, checked) = eras.withLock({ $0[upstream.service.url] }), ContinuousClock.now - checked < Self.eraTTL else { return nil }
-        return era
+    /// The upstream's era when one was learned, without waiting (nil: `era(of:logger:)` must
+    /// probe). A stale one is still answered while one probe refreshes it in the background.
+    package func knownEra(of upstream: HTTPUpstream, logger: Logger) -> Era? {
+        eras.known(upstream.service.url) { { await Self.probeEra(of: upstream, logger: logger) } }
     }
 
-    /// The upstream's era, probed with `server/discover` when unknown or stale.
+    /// The upstream's era, probed with `server/discover` when unknown (one probe at a time per
+    /// upstream URL; a stale era is answered while it is refreshed).
     package func era(of upstream: HTTPUpstream, logger: Logger) async -> Era {
-        let now = ContinuousClock.now
-        if let (era, checked) = eras.withLock({ $0[upstream.service.url] }), now - checked < Self.eraTTL { return era }
+        await eras.era(of: upstream.service.url) { { await Self.probeEra(of: upstream, logger: logger) } }
+    }
+
+    private static func probeEra(of upstream: HTTPUpstream, logger: Logger) async -> Era {
         // The 2026-07-28 HTTP rule: a modern request first; only a 4xx without a modern error body
         // means a session-based server. Anything else (including no answer) is proxied as it is.
-        guard let response = await Self.discover(upstream, logger: logger) else { return .modern }
+        guard let response = await discover(upstream, logger: logger) else { return .modern }
         var era = Era.modern
         if (400..<500).contains(response.status.code) {
             let body = (try? await response.body.collect(upTo: 64 * 1024)) ?? ByteBuffer()
@@ -136,9 +139,8 @@ package final class ModernHTTPTranslator: Sendable {
             let modernCodes = [ModernProtocol.headerMismatch, ModernProtocol.unsupportedVersion, JSONRPCErrorResponse.methodNotFound].map(String.init)
             if !(code.map(modernCodes.contains) ?? false) { era = .legacy }
         } else {
-            _ = try? await response.body.collect(upTo: Self.maxBody)
+            _ = try? await response.body.collect(upTo: maxBody)
         }
-        eras.withLock { $0[upstream.service.url] = (era, now) }
         logger.info("upstream era detected", metadata: ["service": "\(upstream.service.name)", "era": "\(era == .modern ? "2026-07-28" : "session-based")"])
         return era
     }

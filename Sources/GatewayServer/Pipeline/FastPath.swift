@@ -105,7 +105,7 @@ extension GatewayPipeline {
         var httpDestination: FastAdmission.Destination?
         switch route.upstream {
         case .http(let upstream):
-            guard sessionID == nil, let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream) == .modern else { return nil }
+            guard sessionID == nil, let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream, logger: logger) == .modern else { return nil }
             httpDestination = .http(upstream, target)
         case .stdio:
             // A request in a session of a stdio child: the session is looked up once the caller
