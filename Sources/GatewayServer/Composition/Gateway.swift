@@ -210,7 +210,7 @@ extension Gateway {
                     configuration: .init(http1: http1, ws: .init(maxFrameSize: 4 << 20, autoPing: .enabled(timePeriod: .seconds(30)))),
                     shouldUpgrade: webSocket
                 ),
-                headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024
+                headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024, defersTask: fastRelay != nil
             )
         }
         // Every connection passes the gate first (limits.connections), whatever it speaks.

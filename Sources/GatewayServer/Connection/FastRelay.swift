@@ -84,6 +84,14 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var observations = ObservationMemo()
     /// The connection's peer, made once (its address as text is an `inet_ntop` call).
     private var knownPeer: GatewayRequestContext.Peer?
+    /// Lets the connection's task enter Hummingbird once a request is handed over, or the
+    /// connection ends (`ConnectionTaskStart`).
+    var taskStart: ConnectionTaskStart?
+
+    private func beginTask() {
+        taskStart?.begin()
+        taskStart = nil
+    }
 
     /// One timer per connection for the upstream's response-head deadline, re-armed from its own
     /// firing while a head is due: relayed requests do not schedule and cancel a task each.
@@ -158,6 +166,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        beginTask()
         abandonRelay()
         headTimer?.cancel()
         headTimer = nil
@@ -211,13 +220,28 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             start(call, body: bytes, context: context)
         case (.end, _):
             inbound = .between
+            beginTask()
             context.fireChannelRead(wrapInboundOut(part))
         case (.body, _):
+            beginTask()
             context.fireChannelRead(wrapInboundOut(part))
         }
     }
 
+    /// Hummingbird's task ends the connection on these (a half-close, a stop, a failed read): it
+    /// must be running to see them.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        beginTask()
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        beginTask()
+        context.fireErrorCaught(error)
+    }
+
     private func handOver(_ head: HTTPRequestPart, context: ChannelHandlerContext) {
+        beginTask()
         handedOver += 1
         context.fireChannelRead(wrapInboundOut(head))
     }
@@ -242,6 +266,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        beginTask()
         // The client went away: the upstream request is cancelled with it.
         abandonRelay()
         waiting.removeAll()
@@ -644,8 +669,20 @@ final class FastRelayInstaller: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let operations = context.pipeline.syncOperations
+        // The connection's task waits until the connection needs it: the relay says when.
+        let holder = try? operations.handler(type: ConnectionTaskStart.Holder.self)
+        let start = holder?.take()
+        if let holder { operations.removeHandler(holder, promise: nil) }
         if let state = try? operations.handler(type: HTTPConnectionStateHandler.self) {
-            try? operations.addHandler(makeRelay(), position: .after(state))
+            let relay = makeRelay()
+            relay.taskStart = start
+            do {
+                try operations.addHandler(relay, position: .after(state))
+            } catch {
+                start?.begin()
+            }
+        } else {
+            start?.begin()
         }
         context.fireChannelRead(data)
         operations.removeHandler(context: context, promise: nil)
