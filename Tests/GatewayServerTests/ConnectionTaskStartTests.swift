@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import Synchronization
 import Testing
 
 @testable import GatewayServer
@@ -11,12 +12,20 @@ import Testing
 @Suite struct ConnectionTaskStartTests {
     private struct OtherEvent {}
 
+    private final class Flag: Sendable {
+        private let value = Mutex(false)
+        func set() { value.withLock { $0 = true } }
+        var isSet: Bool { value.withLock { $0 } }
+    }
+
     /// A channel with the holder at its end, its start, and whether the start has begun.
     private func holding() throws -> (EmbeddedChannel, ConnectionTaskStart, () -> Bool) {
         let channel = EmbeddedChannel()
         let start = ConnectionTaskStart(eventLoop: channel.embeddedEventLoop)
         try channel.pipeline.syncOperations.addHandler(ConnectionTaskStart.Holder(start))
-        let begun = { var done = false; start.futureResult.whenSuccess { done = true }; channel.embeddedEventLoop.run(); return done }
+        let done = Flag()
+        start.futureResult.whenSuccess { done.set() }
+        let begun = { channel.embeddedEventLoop.run(); return done.isSet }
         return (channel, start, begun)
     }
 
