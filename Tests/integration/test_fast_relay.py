@@ -9,6 +9,7 @@ import email.utils
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -864,3 +865,67 @@ def test_an_upstream_answer_that_could_read_as_two_is_never_relayed_as_one(start
                 assert answer.status_code == 200 and answer.json()["result"] == {"content": [], "mode": "ok"}, answer.text
     finally:
         upstream.stop()
+
+
+def test_idle_connections_whose_task_waits_end_with_a_graceful_stop_or_a_half_close(relay_gateway):
+    """A connection the fast relay served (or that sent nothing) keeps Hummingbird's connection
+    task waiting until it needs it: a later full-pipeline request on it is answered, a client's
+    half-close ends it, and a graceful stop closes the idle ones (one that never sent a byte too)
+    and exits at once, not after the header deadline or `shutdownGrace`."""
+    gateway = relay_gateway
+    port = gateway.port
+    body = json.dumps(modern_body("tools/call", {"name": "echo", "arguments": {}})).encode()
+    post = (f"POST /echo/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\n"
+            f"Mcp-Name: echo\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def answer(sock: socket.socket) -> bytes:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        head, rest = received.split(b"\r\n\r\n", 1)
+        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")))
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            rest += chunk
+        return head
+
+    def relayed(sock: socket.socket) -> None:
+        for _ in range(10):
+            before = len(fast_lines(gateway))
+            sock.sendall(post)
+            assert answer(sock).startswith(b"HTTP/1.1 200")
+            if len(fast_lines(gateway)) > before:
+                return
+        raise AssertionError("no call on this connection was relayed fast")
+
+    # A relayed call, then a request only the full pipeline answers, on one connection.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        relayed(sock)
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert answer(sock).startswith(b"HTTP/1.1 200")
+
+    # A half-close after a relayed call: the gateway ends the connection.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        relayed(sock)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(65536) == b""
+
+    # Idle after a relayed call, and idle having sent nothing: a graceful stop closes both.
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        relayed(idle)
+        started = time.monotonic()
+        os.kill(gateway.managed.pid, signal.SIGTERM)
+        assert idle.recv(65536) == b""
+        assert silent.recv(65536) == b""
+        assert gateway.managed.process.wait(timeout=10) == 0
+        # shutdownGrace is 15 s: a task left waiting would hold the stop that long.
+        assert time.monotonic() - started < 10
+    finally:
+        idle.close()
+        silent.close()

@@ -165,6 +165,17 @@ final class FirstRequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         timer = nil
     }
 
+    /// A graceful stop: a connection that has not sent a byte has nothing in flight and is closed
+    /// at once (Hummingbird's state handler, which closes idle connections on a stop, comes only
+    /// with the first request; without this the stop waited for the header deadline).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, seen == 0 {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         let bytes = tail + Array(buffer.readableBytesView.prefix(maxHeadBytes + 4))
