@@ -28,35 +28,49 @@ package final class UpstreamEras<Era: Sendable>: Sendable {
     /// The era of `url` when one was learned (fresh or not), without waiting: a stale or unknown
     /// one starts `probe()` (made only then) unless a probe of `url` is running.
     package func known(_ url: String, probe: () -> Probe) -> Era? {
-        entries.withLock { lookup(url, in: &$0, probe: probe).era }
+        switch entries.withLock({ lookup(url, in: &$0, probe: probe) }) {
+        case .known(let era): era
+        case .probing: nil
+        }
     }
 
     /// The era of `url`: at once when one was learned (a stale one starts a refresh), otherwise
     /// once the probe (this caller's, or the one already running) answers.
     package func era(of url: String, probe: () -> Probe) async -> Era {
-        let (era, running) = entries.withLock { lookup(url, in: &$0, probe: probe) }
-        if let era { return era }
-        guard let running else { return await probe()() }  // not reached: an unknown era has a probe
-        return await running.value
+        switch entries.withLock({ lookup(url, in: &$0, probe: probe) }) {
+        case .known(let era): era
+        case .probing(let running): await running.value
+        }
     }
 
-    /// The era known for `url`, and the probe running for it when it is stale or unknown (started
-    /// here when none runs).
-    private func lookup(_ url: String, in table: inout [String: Entry], probe: () -> Probe) -> (era: Era?, running: Task<Era, Never>?) {
+    private enum Lookup {
+        /// Learned (a stale one is being refreshed meanwhile).
+        case known(Era)
+        /// Not learned yet: the probe that will say.
+        case probing(Task<Era, Never>)
+    }
+
+    /// The era known for `url`, or the probe to wait for; a stale or unknown era gets a probe
+    /// (started here when none runs).
+    private func lookup(_ url: String, in table: inout [String: Entry], probe: () -> Probe) -> Lookup {
         let now = ContinuousClock.now
         var entry = table[url] ?? Entry(era: nil, checked: now, probe: nil)
-        if let era = entry.era, now - entry.checked < ttl { return (era, nil) }
-        if entry.probe == nil {
+        if let era = entry.era, now - entry.checked < ttl { return .known(era) }
+        let running: Task<Era, Never>
+        if let probing = entry.probe {
+            running = probing
+        } else {
             let asked = probe()
             // Recorded by the probe itself under this lock, which is held until the entry below
             // (with the task) is stored: the task's end cannot come first.
-            entry.probe = Task { [self] in
+            running = Task { [self] in
                 let era = await asked()
                 self.entries.withLock { $0[url] = Entry(era: era, checked: .now, probe: nil) }
                 return era
             }
+            entry.probe = running
+            table[url] = entry
         }
-        table[url] = entry
-        return (entry.era, entry.probe)
+        return entry.era.map(Lookup.known) ?? .probing(running)
     }
 }

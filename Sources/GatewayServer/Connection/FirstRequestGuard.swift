@@ -104,10 +104,6 @@ final class ConnectionTaskStart: Sendable {
             start = nil
         }
 
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            context.fireChannelRead(data)
-        }
-
         /// The upgrade's outcome (`HTTPServerUpgradeEvents.upgradeComplete`), a half-close, a stop
         /// (not TLS's handshake: every TLS connection has one).
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
