@@ -34,6 +34,9 @@ public final class MCPCall: Sendable {
     public let method: String?
     /// The raw JSON of a single message's id.
     public let rawID: String?
+    /// The one message of a body that is not a batch. Kept apart: reading it out of `parsed`
+    /// copies the whole payload (a retain of each of its parts) on every stage that asks.
+    public let message: JSONRPCMessage?
     /// `target`, once found (several stages ask: a per-tool limit, policies, metrics, the audit).
     private let foundTarget = Mutex<String??>(nil)
 
@@ -83,19 +86,16 @@ public final class MCPCall: Sendable {
         if case .success(.single(let message)) = parsed {
             self.method = message.method
             self.rawID = message.rawID
+            self.message = message
         } else {
             self.method = nil
             self.rawID = nil
+            self.message = nil
         }
     }
 
     public var payload: JSONRPCPayload? {
         if case .success(let payload) = parsed { payload } else { nil }
-    }
-
-    /// The one message of a body that is not a batch.
-    public var message: JSONRPCMessage? {
-        if case .single(let message) = payload { message } else { nil }
     }
 
     /// What the call is about: the tool or prompt name of `tools/call` and `prompts/get`, the
@@ -108,10 +108,10 @@ public final class MCPCall: Sendable {
     }
 
     private func findTarget() -> String? {
-        guard let method, case .success(.single(let message))? = parsed else { return nil }
+        // `message?.`: read where it is (binding it copies the message).
         switch method {
-        case "tools/call", "prompts/get": return message.paramString("name")
-        case "resources/read", "resources/subscribe", "resources/unsubscribe": return message.paramString("uri")
+        case "tools/call", "prompts/get": return message?.paramString("name")
+        case "resources/read", "resources/subscribe", "resources/unsubscribe": return message?.paramString("uri")
         default: return nil
         }
     }

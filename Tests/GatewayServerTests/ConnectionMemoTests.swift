@@ -7,6 +7,10 @@ import GatewayConfig
 import GatewayRouting
 import GatewayStdio
 import GatewayStore
+import GatewayAudit
+import MCPMessages
+import NIOCore
+import Synchronization
 import HTTPTypes
 import Logging
 import Testing
@@ -72,5 +76,70 @@ import Testing
         let expired = TokenMemo(authorization: "Bearer one", route: try route(of: current), caller: caller, until: Date().addingTimeInterval(-1))
         #expect(expired.caller(for: "Bearer one", route: try route(of: current)) == nil)
         #expect(TokenMemo().caller(for: "Bearer one", route: try route(of: current)) == nil)
+    }
+
+    /// The audit line's fields about what was asked and who asked are encoded once per connection
+    /// while they stay the same: any one of them changing must show in the next line (another
+    /// tool, version, session, caller, address, route or trace), and a session is never named.
+    @Test func theAuditLinesMemoNeverLendsOneRequestsFieldsToAnother() throws {
+        final class Lines: AuditSink, Sendable {
+            let lines = Mutex<[[UInt8]]>([])
+            func record(_ event: AuditEvent) { recordLine { event.append(to: &$0) } }
+            func recordLine(_ encode: (inout AuditLineWriter) -> Void) {
+                let bytes = AuditLineWriter.bytes(encode)
+                lines.withLock { $0.append(bytes) }
+            }
+            func requests() -> [[String: Any]] {
+                lines.withLock { $0 }
+                    .map { bytes in (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] ?? ["unparsable": String(decoding: bytes, as: UTF8.self)] }
+                    .filter { $0["event"] as? String == "mcp.request" }
+            }
+        }
+        let sink = Lines()
+        let audit = RequestAudit(sink: sink, arguments: .none, redactKeys: [])
+        let (first, reloaded) = (try route(of: try runtime()), try route(of: try runtime()))
+        func caller(_ login: String) -> VerifiedCaller {
+            VerifiedCaller(claims: AccessTokenClaims(
+                iss: "http://localhost:8080", sub: "sub-\(login)", aud: "http://localhost:8080/time/mcp", exp: 4_000_000_000, iat: 1, jti: "j", client_id: "client-\(login)",
+                scope: "mcp", login: login
+            ))
+        }
+        func call(tool: String, version: String = "2026-07-28", session: String? = nil) -> MCPCall {
+            MCPCall(protocolVersion: version, sessionID: session, body: ByteBuffer(string: #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"\#(tool)"}}"#))
+        }
+        let (alice, bob) = (caller("alice"), caller("bob"))
+        let requests: [(route: CompiledRoute, caller: VerifiedCaller, call: MCPCall, ip: String, trace: String?)] = [
+            (first, alice, call(tool: "echo"), "10.0.0.1", nil),
+            (first, alice, call(tool: "echo"), "10.0.0.1", nil),
+            (first, alice, call(tool: "delete"), "10.0.0.1", nil),
+            (first, alice, call(tool: "delete", version: "2025-06-18", session: "session-one"), "10.0.0.1", nil),
+            (first, alice, call(tool: "delete", version: "2025-06-18", session: "session-two"), "10.0.0.1", nil),
+            (first, bob, call(tool: "delete", version: "2025-06-18", session: "session-two"), "10.0.0.1", nil),
+            (first, bob, call(tool: "delete", version: "2025-06-18", session: "session-two"), "10.0.0.2", nil),
+            (first, bob, call(tool: "delete", version: "2025-06-18", session: "session-two"), "10.0.0.2", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (first, bob, call(tool: "delete", version: "2025-06-18", session: "session-two"), "10.0.0.2", nil),
+        ]
+        var memo = ObservationMemo()
+        for request in requests + [(reloaded, alice, call(tool: "echo"), "10.0.0.1", nil)] {
+            let sent = RequestAudit.Sent(method: "POST", status: .ok, bytesOut: 10, errorCode: nil, createdSession: nil, clientIP: request.ip, elapsedNanoseconds: 1_000_000)
+            audit.record(route: request.route, caller: request.caller, call: request.call, traceID: request.trace, sent: sent, memo: &memo)
+        }
+        let lines = sink.requests()
+        try #require(lines.count == requests.count + 1)
+        for (line, request) in zip(lines, requests) {
+            #expect(line["tool"] as? String == request.call.target)
+            #expect(line["protocol_version"] as? String == request.call.protocolVersion)
+            #expect(line["user"] as? String == request.caller.claims.login)
+            #expect(line["subject"] as? String == request.caller.claims.sub)
+            #expect(line["client_id"] as? String == request.caller.claims.client_id)
+            #expect(line["ip"] as? String == request.ip)
+            #expect(line["trace_id"] as? String == request.trace)
+            #expect(line["router"] as? String == "time")
+            #expect((line["session"] as? String) == request.call.sessionID.map { String(ClientRegistry.hash($0).prefix(16)) })
+            #expect(!line.values.contains { "\($0)".contains("session-") })
+        }
+        #expect(lines[3]["session"] as? String != lines[4]["session"] as? String)
+        #expect(lines[0]["session"] == nil)
+        #expect(lines.last?["user"] as? String == "alice" && lines.last?["router"] as? String == "time")
     }
 }

@@ -293,7 +293,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         // the instance reserved, or asks on this loop's own connection). The context and the
         // middlewares are read where they are: a copy of either is a dozen retains or more.
         let admitted: EventLoopPromise<GatewayError?>
-        switch pipeline.routerMiddlewares.refusalNow(admission.context) {
+        switch pipeline.routerMiddlewares.refusalNow(admission) {
         case .proceed?: return send(relay, body: body, context: context)
         case .refused(let refusal)?: return answer(relay, with: refusal)
         case .pending(let wait)?:

@@ -104,10 +104,11 @@ final class ResponseObserver: Sendable {
 }
 
 /// What a connection's observations reuse from its last request: the metric handles, and the
-/// audit line's fields about who called (a connection serves one client, usually with one token).
+/// audit line's fields about what was asked and who asked (a connection serves one client,
+/// usually with one token, often calling the same tool).
 struct ObservationMemo {
     var metrics = GatewayMetrics.LocalHandles()
-    fileprivate var who: (caller: VerifiedCaller?, clientIP: String?, encoded: [UInt8])?
+    fileprivate var audited: (request: RequestAudit.AuditedRequest, encoded: [UInt8])?
 }
 
 /// A point in time to measure a request's duration from: nanoseconds of the monotonic clock, whose
@@ -153,28 +154,21 @@ final class RequestAudit: Sendable {
         let mcpMethod = call?.method
         // What takes work is done before the line is written into the shared batch.
         let createdSession = sent.createdSession.flatMap { call?.sessionID == nil ? $0 : nil }
-        let session = (call?.sessionID ?? sent.createdSession).map(Self.sessionHash)
-        let target = call?.target
+        let sessionID = call?.sessionID ?? sent.createdSession
         // Only `initialize` names its version in the body; other requests say it in the header.
         let protocolVersion = call?.protocolVersion ?? (mcpMethod == "initialize" ? call?.message?.string(at: ["params", "protocolVersion"]) : nil)
         let argumentsJSON = mcpMethod == "tools/call" ? arguments(of: call) : nil
-        let whoFields = Self.whoFields(caller: caller, clientIP: sent.clientIP, memo: &memo)
+        let whatAndWho = Self.whatAndWho(
+            AuditedRequest(
+                route: route.serial, traceID: traceID, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: call?.target,
+                sessionID: sessionID, caller: caller, clientIP: sent.clientIP
+            ),
+            route: route, memo: &memo
+        )
         sink.recordLine { out in
-            AuditLine.start("mcp.request", time: Date(), to: &out)
+            AuditLine.start(Self.requestEvent, time: Date(), to: &out)
             Self.requestIDField(call?.rawID, to: &out)
-            AuditLine.field("trace_id", traceID, to: &out)
-            AuditLine.encoded(route.auditFields, to: &out)
-            AuditLine.field("http_method", sent.method, to: &out)
-            AuditLine.field("protocol_version", protocolVersion, to: &out)
-            AuditLine.field("mcp_method", mcpMethod, to: &out)
-            switch mcpMethod {
-            case "tools/call": AuditLine.field("tool", target, to: &out)
-            case "resources/read": AuditLine.field("resource_uri", target, to: &out)
-            case "prompts/get": AuditLine.field("prompt", target, to: &out)
-            default: break
-            }
-            AuditLine.field("session", session, to: &out)
-            AuditLine.encoded(whoFields, to: &out)
+            AuditLine.encoded(whatAndWho, to: &out)
             AuditLine.field("status", Int64(sent.status.code), to: &out)
             AuditLine.field("error_code", sent.errorCode.map(Int64.init), to: &out)
             AuditLine.field("duration_ms", sent.elapsedNanoseconds / 1_000_000, to: &out)
@@ -197,19 +191,59 @@ final class RequestAudit: Sendable {
         }
     }
 
-    /// `user`, `subject`, `client_id` and `ip`, encoded: the same for a connection's requests
-    /// (one caller, one address), so encoded once for as long as they stay the same.
-    private static func whoFields(caller: VerifiedCaller?, clientIP: String?, memo: inout ObservationMemo) -> [UInt8] {
-        if let last = memo.who, last.caller === caller, last.clientIP == clientIP { return last.encoded }
+    static let requestEvent: StaticString = "mcp.request"
+
+    /// What an `mcp.request` line says of the request and its caller, apart from its id, outcome,
+    /// sizes and times: the same for most of a connection's requests (one client calling, often,
+    /// the same tool in the same session), so the audit line reuses its last encoding when they
+    /// are the same (compared as they are, before the session id is hashed).
+    struct AuditedRequest {
+        /// The route's serial (`InstanceSerial`), not the route: the memo does not keep a replaced
+        /// configuration's route alive.
+        let route: Int
+        let traceID: String?
+        let httpMethod: String
+        let protocolVersion: String?
+        let mcpMethod: String?
+        let target: String?
+        let sessionID: String?
+        let caller: VerifiedCaller?
+        let clientIP: String?
+
+        func isSame(as other: AuditedRequest) -> Bool {
+            route == other.route && caller === other.caller && traceID == other.traceID && httpMethod == other.httpMethod
+                && protocolVersion == other.protocolVersion && mcpMethod == other.mcpMethod && target == other.target && sessionID == other.sessionID
+                && clientIP == other.clientIP
+        }
+    }
+
+    /// `trace_id`, the route's fields, `http_method`, `protocol_version`, `mcp_method`, the call's
+    /// target (`tool`, `resource_uri` or `prompt`), `session` (hashed), and `user`, `subject`,
+    /// `client_id` and `ip`: encoded, or the connection's last encoding when they are the same.
+    private static func whatAndWho(_ request: AuditedRequest, route: CompiledRoute, memo: inout ObservationMemo) -> [UInt8] {
+        // A traced request's id is its own: encoding it is all the memo would save.
+        if request.traceID == nil, let last = memo.audited, last.request.isSame(as: request) { return last.encoded }
         let encoded = AuditLineWriter.bytes { out in
-            if let caller {
+            AuditLine.field("trace_id", request.traceID, to: &out)
+            AuditLine.encoded(route.auditFields, to: &out)
+            AuditLine.field("http_method", request.httpMethod, to: &out)
+            AuditLine.field("protocol_version", request.protocolVersion, to: &out)
+            AuditLine.field("mcp_method", request.mcpMethod, to: &out)
+            switch request.mcpMethod {
+            case "tools/call": AuditLine.field("tool", request.target, to: &out)
+            case "resources/read": AuditLine.field("resource_uri", request.target, to: &out)
+            case "prompts/get": AuditLine.field("prompt", request.target, to: &out)
+            default: break
+            }
+            AuditLine.field("session", request.sessionID.map(sessionHash), to: &out)
+            if let caller = request.caller {
                 AuditLine.field("user", caller.claims.login, to: &out)
                 AuditLine.field("subject", caller.claims.sub, to: &out)
                 AuditLine.field("client_id", caller.claims.client_id, to: &out)
             }
-            AuditLine.field("ip", clientIP, to: &out)
+            AuditLine.field("ip", request.clientIP, to: &out)
         }
-        memo.who = (caller, clientIP, encoded)
+        memo.audited = (request, encoded)
         return encoded
     }
 
