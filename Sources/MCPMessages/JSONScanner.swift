@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A validating, non-allocating scanner over JSON bytes that reports the top-level members of an
 /// object as byte ranges. The gateway only needs a JSON-RPC message's envelope (id, method,
 /// result/error, a few params); scanning instead of decoding leaves payloads untouched, so a
@@ -200,7 +206,7 @@ public struct JSONScanner {
                 let keyStart = position
                 try skipString()
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(position - 1)])
-                let matches = raw.contains(UInt8(ascii: "\\")) ? Array(Self.unescape(raw).utf8).elementsEqual(key) : raw.elementsEqual(key)
+                let matches = Self.hasEscape(raw) ? Array(Self.unescape(raw).utf8).elementsEqual(key) : Self.equal(raw, key)
                 skipWhitespace()
                 guard next() == UInt8(ascii: ":") else { throw .invalidJSON(offset: position - 1) }
                 skipWhitespace()
@@ -321,10 +327,25 @@ public struct JSONScanner {
             let start = position
             try skipString()
             let raw = UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<(position - 1)])
-            if !raw.contains(UInt8(ascii: "\\")) {
+            if !Self.hasEscape(raw) {
                 return String(decoding: raw, as: UTF8.self)
             }
             return Self.unescape(raw)
+        }
+
+        /// Whether a string's raw bytes hold a backslash (`memchr`: a key or value is looked at on
+        /// every request, and the generic `contains` goes byte by byte through an iterator).
+        static func hasEscape(_ raw: UnsafeRawBufferPointer) -> Bool {
+            guard let base = raw.baseAddress, !raw.isEmpty else { return false }
+            return memchr(base, Int32(UInt8(ascii: "\\")), raw.count) != nil
+        }
+
+        /// Whether a key's raw bytes are `name` (a length check and `memcmp`, not the generic
+        /// `elementsEqual`).
+        static func equal(_ raw: UnsafeRawBufferPointer, _ name: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard raw.count == name.count else { return false }
+            guard let left = raw.baseAddress, let right = name.baseAddress, raw.count > 0 else { return true }
+            return memcmp(left, right, raw.count) == 0
         }
 
         static func unescape(_ raw: UnsafeRawBufferPointer) -> String {

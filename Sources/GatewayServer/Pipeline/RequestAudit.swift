@@ -108,7 +108,8 @@ final class ResponseObserver: Sendable {
 /// usually with one token, often calling the same tool).
 struct ObservationMemo {
     var metrics = GatewayMetrics.LocalHandles()
-    fileprivate var audited: (request: RequestAudit.AuditedRequest, encoded: [UInt8])?
+    fileprivate var auditedRequest: RequestAudit.AuditedRequest?
+    fileprivate var auditedFields: [UInt8] = []
 }
 
 /// A point in time to measure a request's duration from: nanoseconds of the monotonic clock, whose
@@ -158,13 +159,22 @@ final class RequestAudit: Sendable {
         // Only `initialize` names its version in the body; other requests say it in the header.
         let protocolVersion = call?.protocolVersion ?? (mcpMethod == "initialize" ? call?.message?.string(at: ["params", "protocolVersion"]) : nil)
         let argumentsJSON = mcpMethod == "tools/call" ? arguments(of: call) : nil
-        let whatAndWho = Self.whatAndWho(
-            AuditedRequest(
-                route: route.serial, traceID: traceID, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: call?.target,
+        let target = call?.target
+        let whatAndWho: [UInt8]
+        // A traced request's id is its own: encoding it is all the memo would save.
+        if traceID == nil, memo.auditedRequest?.isSame(
+            route: route.serial, traceID: nil, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: target,
+            sessionID: sessionID, caller: caller, clientIP: sent.clientIP
+        ) == true {
+            whatAndWho = memo.auditedFields
+        } else {
+            let request = AuditedRequest(
+                route: route.serial, traceID: traceID, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: target,
                 sessionID: sessionID, caller: caller, clientIP: sent.clientIP
-            ),
-            route: route, memo: &memo
-        )
+            )
+            whatAndWho = Self.whatAndWho(request, route: route)
+            (memo.auditedRequest, memo.auditedFields) = (request, whatAndWho)
+        }
         sink.recordLine { out in
             AuditLine.start(Self.requestEvent, time: Date(), to: &out)
             Self.requestIDField(call?.rawID, to: &out)
@@ -210,20 +220,24 @@ final class RequestAudit: Sendable {
         let caller: VerifiedCaller?
         let clientIP: String?
 
-        func isSame(as other: AuditedRequest) -> Bool {
-            route == other.route && caller === other.caller && traceID == other.traceID && httpMethod == other.httpMethod
-                && protocolVersion == other.protocolVersion && mcpMethod == other.mcpMethod && target == other.target && sessionID == other.sessionID
-                && clientIP == other.clientIP
+        /// Compared field by field with what a request has (building its own value first would
+        /// retain each of them once more, for every request).
+        func isSame(
+            route: Int, traceID: String?, httpMethod: String, protocolVersion: String?, mcpMethod: String?, target: String?, sessionID: String?,
+            caller: VerifiedCaller?, clientIP: String?
+        ) -> Bool {
+            self.route == route && self.caller === caller && self.traceID == traceID && self.httpMethod == httpMethod
+                && self.protocolVersion == protocolVersion && self.mcpMethod == mcpMethod && self.target == target && self.sessionID == sessionID
+                && self.clientIP == clientIP
         }
     }
 
     /// `trace_id`, the route's fields, `http_method`, `protocol_version`, `mcp_method`, the call's
     /// target (`tool`, `resource_uri` or `prompt`), `session` (hashed), and `user`, `subject`,
-    /// `client_id` and `ip`: encoded, or the connection's last encoding when they are the same.
-    private static func whatAndWho(_ request: AuditedRequest, route: CompiledRoute, memo: inout ObservationMemo) -> [UInt8] {
-        // A traced request's id is its own: encoding it is all the memo would save.
-        if request.traceID == nil, let last = memo.audited, last.request.isSame(as: request) { return last.encoded }
-        let encoded = AuditLineWriter.bytes { out in
+    /// `client_id` and `ip`, encoded (`record` reuses the connection's last encoding when they
+    /// are the same).
+    private static func whatAndWho(_ request: AuditedRequest, route: CompiledRoute) -> [UInt8] {
+        AuditLineWriter.bytes { out in
             AuditLine.field("trace_id", request.traceID, to: &out)
             AuditLine.encoded(route.auditFields, to: &out)
             AuditLine.field("http_method", request.httpMethod, to: &out)
@@ -243,8 +257,6 @@ final class RequestAudit: Sendable {
             }
             AuditLine.field("ip", request.clientIP, to: &out)
         }
-        memo.audited = (request, encoded)
-        return encoded
     }
 
     /// The longest JSON-RPC id written as the client sent it: the client chooses it, and a
