@@ -59,15 +59,21 @@ package struct RateLimiter: RouteMiddleware {
     package var decidesWithoutTask: Bool { immediateStore != nil }
 
     package func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict {
-        guard let immediate = immediateStore else { return .pending { decided in admitInTask(request, decided: decided) } }
+        guard immediateStore != nil else { return .pending { decided in admitInTask(request, decided: decided) } }
         let counted = counter(for: request)
-        switch immediate.rateLimitNow(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) {
-        case .decided(let decision):
+        // The store is asked where it is stored (`immediateStore?.`): binding it to a name copies
+        // the existential, a retain of the store every event loop shares, on every request.
+        let attempt = immediateStore?.rateLimitNow(counted.key, interval: counted.limit.interval, burst: counted.limit.burst)
+        switch attempt {
+        case .decided(let decision)?:
             return verdict(.success(decision), request: request, counted: counted).map(MiddlewareVerdict.refused) ?? .proceed
-        case .ask(let ask):
+        case .ask(let ask)?:
             return .pending { [self] decided in
-                immediate.rateLimit(asking: ask) { decision in decided(verdict(decision, request: request, counted: counted)) }
+                guard let store = immediateStore else { return admitInTask(request, decided: decided) }
+                store.rateLimit(asking: ask) { decision in decided(verdict(decision, request: request, counted: counted)) }
             }
+        case nil:
+            return .pending { decided in admitInTask(request, decided: decided) }
         }
     }
 
