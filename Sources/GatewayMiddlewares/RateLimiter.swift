@@ -59,12 +59,10 @@ package struct RateLimiter: RouteMiddleware {
     package var decidesWithoutTask: Bool { immediateStore != nil }
 
     package func admitNow(_ request: MiddlewareRequest) -> MiddlewareVerdict {
-        guard immediateStore != nil else { return .pending { decided in admitInTask(request, decided: decided) } }
         let counted = counter(for: request)
         // The store is asked where it is stored (`immediateStore?.`): binding it to a name copies
         // the existential, a retain of the store every event loop shares, on every request.
-        let attempt = immediateStore?.rateLimitNow(counted.key, interval: counted.limit.interval, burst: counted.limit.burst)
-        switch attempt {
+        switch immediateStore?.rateLimitNow(counted.key, interval: counted.limit.interval, burst: counted.limit.burst) {
         case .decided(let decision)?:
             return verdict(.success(decision), request: request, counted: counted).map(MiddlewareVerdict.refused) ?? .proceed
         case .ask(let ask)?:
@@ -73,6 +71,7 @@ package struct RateLimiter: RouteMiddleware {
                 store.rateLimit(asking: ask) { decision in decided(verdict(decision, request: request, counted: counted)) }
             }
         case nil:
+            // A store without the callback form.
             return .pending { decided in admitInTask(request, decided: decided) }
         }
     }

@@ -155,23 +155,18 @@ final class RequestAudit: Sendable {
         let mcpMethod = call?.method
         // What takes work is done before the line is written into the shared batch.
         let createdSession = sent.createdSession.flatMap { call?.sessionID == nil ? $0 : nil }
-        let sessionID = call?.sessionID ?? sent.createdSession
         // Only `initialize` names its version in the body; other requests say it in the header.
         let protocolVersion = call?.protocolVersion ?? (mcpMethod == "initialize" ? call?.message?.string(at: ["params", "protocolVersion"]) : nil)
         let argumentsJSON = mcpMethod == "tools/call" ? arguments(of: call) : nil
-        let target = call?.target
+        let request = AuditedRequest(
+            route: route.serial, traceID: traceID, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: call?.target,
+            sessionID: call?.sessionID ?? sent.createdSession, caller: caller, clientIP: sent.clientIP
+        )
         let whatAndWho: [UInt8]
         // A traced request's id is its own: encoding it is all the memo would save.
-        if traceID == nil, memo.auditedRequest?.isSame(
-            route: route.serial, traceID: nil, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: target,
-            sessionID: sessionID, caller: caller, clientIP: sent.clientIP
-        ) == true {
+        if traceID == nil, memo.auditedRequest?.isSame(as: request) == true {
             whatAndWho = memo.auditedFields
         } else {
-            let request = AuditedRequest(
-                route: route.serial, traceID: traceID, httpMethod: sent.method, protocolVersion: protocolVersion, mcpMethod: mcpMethod, target: target,
-                sessionID: sessionID, caller: caller, clientIP: sent.clientIP
-            )
             whatAndWho = Self.whatAndWho(request, route: route)
             (memo.auditedRequest, memo.auditedFields) = (request, whatAndWho)
         }
@@ -220,15 +215,10 @@ final class RequestAudit: Sendable {
         let caller: VerifiedCaller?
         let clientIP: String?
 
-        /// Compared field by field with what a request has (building its own value first would
-        /// retain each of them once more, for every request).
-        func isSame(
-            route: Int, traceID: String?, httpMethod: String, protocolVersion: String?, mcpMethod: String?, target: String?, sessionID: String?,
-            caller: VerifiedCaller?, clientIP: String?
-        ) -> Bool {
-            self.route == route && self.caller === caller && self.traceID == traceID && self.httpMethod == httpMethod
-                && self.protocolVersion == protocolVersion && self.mcpMethod == mcpMethod && self.target == target && self.sessionID == sessionID
-                && self.clientIP == clientIP
+        func isSame(as other: AuditedRequest) -> Bool {
+            route == other.route && caller === other.caller && traceID == other.traceID && httpMethod == other.httpMethod
+                && protocolVersion == other.protocolVersion && mcpMethod == other.mcpMethod && target == other.target && sessionID == other.sessionID
+                && clientIP == other.clientIP
         }
     }
 
