@@ -226,10 +226,13 @@ package final class SessionBindings: Sendable {
     /// (`check` asks it). Compared where the binding is kept: the fast relay asks on every request
     /// of a stdio session, from every event loop, and a copy of the record retained each of its
     /// strings (shared by both cores) only to be dropped.
-    package func isRecentlyChecked(_ sessionID: String, router: String, subject: String?) -> Bool {
+    /// `kind`: when given, the record must say the session is of that kind (an upstream's own
+    /// `http` session, not one the gateway bridged).
+    package func isRecentlyChecked(_ sessionID: String, router: String, subject: String?, kind: String? = nil) -> Bool {
         let now = ContinuousClock.now
         return cache.withLock { cache in
             guard let cached = cache[sessionID] else { return false }
+            if let kind, cached.record.kind != kind { return false }
             return cached.record.router == router && cached.record.subject == subject && now - cached.checked < Self.recheckInterval
         }
     }

@@ -151,13 +151,14 @@ package struct HTTPProxy: Sendable {
 
     /// The fast relay's upstream request, head and body, as `upstreamHeaders` and
     /// `HTTPUpstream.addCredentials` make its headers (`UpstreamRequestWriter.writePost`).
+    /// `body` nil: a GET (a session's stream).
     package static func fastUpstreamRequest(
         for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?,
-        target: RelayTarget, body: ByteBuffer, into buffer: inout ByteBuffer
+        target: RelayTarget, body: ByteBuffer?, into buffer: inout ByteBuffer
     ) throws(UpstreamRequestWriter.Refused) {
         let (removals, serviceHeaders) = upstreamHeaderRules(route: route, upstream: upstream, caller: caller)
         try UpstreamRequestWriter.writePost(
-            target: upstream.relayRequestTarget(query: request.uri.query), fields: request.headers, removing: removals,
+            method: body == nil ? "GET" : "POST", target: upstream.relayRequestTarget(query: request.uri.query), fields: request.headers, removing: removals,
             removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: context.clientIP, forwardedProto: context.forwardedProto,
             forwardedHost: request.head.authority, serviceHeaders: serviceHeaders, credentials: upstream.service.credentials?.headerFields ?? [],
             host: target.hostHeader, body: body, into: &buffer

@@ -587,10 +587,13 @@ public enum UpstreamRequestWriter {
     /// writes for that head, without the head in between. The client's fields are not checked
     /// again (`HTTPFields` holds only token names and values without line breaks or NUL); every
     /// other name and value is.
+    ///
+    /// `method`: `POST`, or `GET` with no body (a session's stream), which is sent without a
+    /// `Content-Length`, as AsyncHTTPClient sends it.
     public static func writePost(
-        target: String, fields: HTTPFields, removing: Set<String>, removingCookies: [String], clientAddress: String?, forwardedProto: String,
+        method: StaticString = "POST", target: String, fields: HTTPFields, removing: Set<String>, removingCookies: [String], clientAddress: String?, forwardedProto: String,
         forwardedHost: String?, serviceHeaders: [(name: String, value: String)], credentials: [(name: String, value: String)], host: String,
-        body: ByteBuffer, into buffer: inout ByteBuffer
+        body: ByteBuffer?, into buffer: inout ByteBuffer
     ) throws(Refused) {
         guard isRequestTarget(target) else { throw Refused(description: "the request target cannot be sent in HTTP/1.1") }
         // What `replaceOrAdd` of each, in turn, leaves at the end.
@@ -602,10 +605,11 @@ public enum UpstreamRequestWriter {
         }
         for credential in credentials { replaceOrAdd(credential.name, credential.value, .none) }
         replaceOrAdd("Host", host, .name)
-        replaceOrAdd("Content-Length", String(body.readableBytes), .both)
+        if let body { replaceOrAdd("Content-Length", String(body.readableBytes), .both) }
         var sink = DirectHeaders(buffer: buffer, replaced: trailing)
         buffer = ByteBuffer()  // the sink holds the only reference while it writes (no copy on write)
-        sink.writeStatic("POST ")
+        sink.writeStatic(method)
+        sink.writeStatic(" ")
         sink.write(target)
         sink.writeStatic(" HTTP/1.1\r\n")
         HeaderPolicy.upstreamRequestHeaders(
@@ -617,7 +621,7 @@ public enum UpstreamRequestWriter {
         sink.writeStatic("\r\n")
         buffer = sink.buffer
         if let refused = sink.refused { throw refused }
-        buffer.writeImmutableBuffer(body)
+        if let body { buffer.writeImmutableBuffer(body) }
     }
 
     /// `HTTPHeaders`' comparison of names: ASCII letters in any case.

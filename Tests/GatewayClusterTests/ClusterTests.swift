@@ -215,6 +215,21 @@ final class TestClock: Sendable {
         #expect(!bindings.isRecentlyChecked("s2", router: "kit", subject: "alice"))
     }
 
+    /// The fast relay carries an upstream's own session only: a session the gateway bridged (or
+    /// a record that names no kind) must not pass the check that asks for `http`.
+    @Test func aCachedConfirmationAsksForItsKind() async throws {
+        let bindings = SessionBindings(store: MemoryStore(), instanceID: "a")
+        let alice = SessionOwner(router: "kit", subject: "alice")
+        try await bindings.bind("own", to: alice, details: SessionDetails(service: "up", kind: "http"))
+        try await bindings.bind("bridged", to: alice, details: SessionDetails(service: "up", kind: "bridged"))
+        try await bindings.bind("plain", to: alice)
+        #expect(bindings.isRecentlyChecked("own", router: "kit", subject: "alice", kind: "http"))
+        #expect(!bindings.isRecentlyChecked("own", router: "kit", subject: "mallory", kind: "http"))
+        #expect(!bindings.isRecentlyChecked("bridged", router: "kit", subject: "alice", kind: "http"))
+        #expect(bindings.isRecentlyChecked("bridged", router: "kit", subject: "alice"))
+        #expect(!bindings.isRecentlyChecked("plain", router: "kit", subject: "alice", kind: "http"))
+    }
+
     @Test func aRecordWrittenBeforeThePlacementFieldsStillReads() async throws {
         let store = MemoryStore()
         let hash = SessionBindings.hash("old")

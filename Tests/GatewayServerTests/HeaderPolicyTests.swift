@@ -117,7 +117,8 @@ import Testing
         var serviceHeaders: [(name: String, value: String)] = []
         var credentials: [(name: String, value: String)] = []
         var target = "/mcp?x=1"
-        var body = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)
+        /// nil: a session's GET stream (no body, no `Content-Length`).
+        var body: ByteBuffer? = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)
     }
 
     private static func field(_ name: String, _ value: String) -> HTTPField {
@@ -136,10 +137,11 @@ import Testing
         )
         for credential in c.credentials { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         headers.replaceOrAdd(name: "Host", value: "upstream.internal:8080")
-        headers.replaceOrAdd(name: "Content-Length", value: String(c.body.readableBytes))
+        if let body = c.body { headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes)) }
         var buffer = ByteBuffer()
         do {
-            try UpstreamRequestWriter.write(HTTPRequestHead(version: .http1_1, method: .POST, uri: c.target, headers: headers), body: c.body, into: &buffer)
+            let head = HTTPRequestHead(version: .http1_1, method: c.body == nil ? .GET : .POST, uri: c.target, headers: headers)
+            try UpstreamRequestWriter.write(head, body: c.body ?? ByteBuffer(), into: &buffer)
         } catch {
             return nil
         }
@@ -150,7 +152,7 @@ import Testing
         var buffer = ByteBuffer()
         do {
             try UpstreamRequestWriter.writePost(
-                target: c.target, fields: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
+                method: c.body == nil ? "GET" : "POST", target: c.target, fields: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
                 forwardedProto: "https", forwardedHost: c.forwardedHost, serviceHeaders: c.serviceHeaders, credentials: c.credentials,
                 host: "upstream.internal:8080", body: c.body, into: &buffer
             )
@@ -184,6 +186,9 @@ import Testing
         ("configured headers replace every client spelling", Case(fields: fields([("x_tenant", "evil"), ("X-TENANT", "evil too")]),
             serviceHeaders: [("X-Tenant", "acme")])),
         ("an empty body", Case(fields: fields([("Accept", "*/*")]), body: ByteBuffer())),
+        ("a session's GET stream: no body, a client's Content-Length left out", Case(fields: fields([
+            ("Accept", "text/event-stream"), ("Mcp-Session-Id", "s-1"), ("Last-Event-ID", "7"), ("Content-Length", "0"),
+        ]), body: nil)),
         ("refused: a configured value with a line break", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X-Bad", "a\r\nInjected: yes")])),
         ("refused: a configured name that is no token", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X Bad", "a")])),
         ("refused: a credential with a NUL", Case(fields: fields([("Accept", "*/*")]), credentials: [("X-Key", "a\u{0}b")])),

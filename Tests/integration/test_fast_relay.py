@@ -9,6 +9,7 @@ import email.utils
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -671,9 +672,22 @@ def test_a_body_with_two_readings_in_a_stdio_session_is_refused_and_reaches_no_c
     assert not [line for line in fast_lines(stdio_gateway) if "tool=crash" in line]
 
 
-def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start_gateway, fake_github):
+@pytest.mark.parametrize("upstream", ["stdio", "http"])
+def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start_gateway, fake_github, request, upstream):
     from oauth_helpers import access_token_for
 
+    if upstream == "stdio":
+        service = f"""
+        stdio:
+          command: "{sys.executable}"
+          args: ["{STDIO_SERVER}"]"""
+    else:
+        # A session-based HTTP upstream: its own session, bound to the caller who started it.
+        url = request.getfixturevalue("raw_upstream") + "/session-stream"
+        service = f"""
+        http:
+          url: "{url}"
+"""
     gateway = start_gateway(ENTRY_POINT + f"""
     auth:
       github: {fake_github.config}
@@ -684,10 +698,7 @@ def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start
         rule: "PathPrefix(`/kit`)"
         service: kit
     services:
-      kit:
-        stdio:
-          command: "{sys.executable}"
-          args: ["{STDIO_SERVER}"]
+      kit:{service}
     """)
     resource = gateway.url("/kit/mcp")
     alice = {"Authorization": f"Bearer {access_token_for(gateway, fake_github, 'octocat', 1, resource)}"}
@@ -697,7 +708,9 @@ def test_another_users_token_with_a_warm_session_id_is_refused_fast_or_not(start
     opened = httpx.post(resource, json=init, headers={**SESSION_HEADERS, **alice}, timeout=20)
     assert opened.status_code == 200, opened.text
     session = {**SESSION_HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
-    assert httpx.post(resource, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**session, **alice}, timeout=10).status_code == 202
+    initialized = httpx.post(resource, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**session, **alice}, timeout=10)
+    # (The HTTP upstream echoes every request.)
+    assert initialized.status_code == (202 if upstream == "stdio" else 200)
     with httpx.Client(timeout=10) as owner, httpx.Client(timeout=10) as intruder:
         for attempt in range(3):
             assert owner.post(resource, json=tool_call(f"a{attempt}", "pid", {}), headers={**session, **alice}).status_code == 200
@@ -929,3 +942,108 @@ def test_idle_connections_whose_task_waits_end_with_a_graceful_stop_or_a_half_cl
     finally:
         idle.close()
         silent.close()
+
+
+def session_stream_config(raw_upstream: str, policy: str = "") -> str:
+    return ENTRY_POINT + f"""
+    routers:
+      live:
+        rule: "PathPrefix(`/live`)"
+        service: live
+        auth: none{policy}
+      side:
+        rule: "PathPrefix(`/side`)"
+        service: live
+        auth: none
+    services:
+      live:
+        http:
+          url: "{raw_upstream}/session-stream"
+    """
+
+
+def start_upstream_session(gateway, path: str = "/live/mcp") -> dict:
+    """A session the (session-based) upstream hands out through the full pipeline's initialize."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "fast", "version": "1"}}}
+    opened = httpx.post(gateway.url(path), json=init, headers=SESSION_HEADERS, timeout=10)
+    assert opened.status_code == 200, opened.text
+    return {**SESSION_HEADERS, "MCP-Protocol-Version": "2025-06-18", "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+
+
+def test_a_session_based_clients_requests_to_an_http_upstream_are_relayed_fast_in_their_session_only(start_gateway, raw_upstream):
+    gateway = start_gateway(session_stream_config(raw_upstream))
+    session = start_upstream_session(gateway)
+    url = gateway.url("/live/mcp")
+    with httpx.Client(timeout=10) as client:
+        for attempt in range(3):
+            answer = client.post(url, json=tool_call(attempt, "echo", {"text": "hi"}),
+                                 headers={**session, "X-Forwarded-User": "admin", "Connection": "X-Hop", "X-Hop": "hop"})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["mcp-session-id"] == session["Mcp-Session-Id"]
+            echoed = echoed_headers(answer)
+            assert answer.json()["method"] == "POST" and echoed["mcp-session-id"] == session["Mcp-Session-Id"]
+            assert "x-forwarded-user" not in echoed and "x-hop" not in echoed and echoed["x-forwarded-for"] == "127.0.0.1"
+    fast = [line for line in fast_lines(gateway) if "mcp_method=tools/call" in line and "router=live" in line]
+    assert fast and all("method=POST" in line for line in fast), gateway.managed.log()[-3000:]
+    # The session id through another router, or one made up: not found, whatever path it takes.
+    for path, headers in (("/side/mcp", session), ("/live/mcp", {**session, "Mcp-Session-Id": "upstream-session-999"})):
+        refused = httpx.post(gateway.url(path), json=tool_call(9, "echo", {}), headers=headers, timeout=10)
+        assert refused.status_code == 404, refused.text
+        with httpx.stream("GET", gateway.url(path), headers=headers, timeout=10) as stream:
+            assert stream.status_code == 404
+    assert not [line for line in fast_lines(gateway) if "router=side" in line]
+    # DELETE ends the session (the full pipeline unbinds it): the id is refused at once after.
+    assert httpx.delete(url, headers=session, timeout=10).status_code == 200
+    gone = httpx.post(url, json=tool_call(10, "echo", {}), headers=session, timeout=10)
+    assert gone.status_code == 404, gone.text
+
+
+def test_a_sessions_get_stream_is_relayed_fast_told_of_policy_changes_and_ended_by_a_stop(start_gateway, raw_upstream):
+    gateway = start_gateway(session_stream_config(raw_upstream))
+    session = start_upstream_session(gateway)
+    url = gateway.url("/live/mcp")
+
+    def active_streams() -> int:
+        return httpx.get(f"{raw_upstream}/state", timeout=5).json()["active_streams"]
+
+    with httpx.Client(timeout=httpx.Timeout(10, read=20)) as client, client.stream("GET", url, headers=session) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.headers["x-accel-buffering"] == "no"
+        lines = stream.iter_lines()
+        numbers: list[int] = []
+        for line in lines:
+            if line.startswith("data: "):
+                numbers.append(json.loads(line[6:])["n"])
+                if len(numbers) == 3:
+                    break
+        assert numbers == sorted(numbers)
+        assert [line for line in fast_lines(gateway) if "method=GET" in line and "router=live" in line], gateway.managed.log()[-3000:]
+        # A second stream of the session, dropped by its client: its upstream stream ends with it.
+        with httpx.Client(timeout=httpx.Timeout(10, read=20)) as other, other.stream("GET", url, headers=session) as dropped:
+            assert dropped.status_code == 200
+            wait_until(lambda: active_streams() == 2, what="two upstream streams")
+        wait_until(lambda: active_streams() == 1, what="the dropped stream's upstream stream closed")
+        # A reload that hides a tool: the open stream is told, between two whole events.
+        text = gateway.config_path.read_text()
+        hidden = re.sub(r"\n( +)auth: none\n", lambda m: f'\n{m[1]}auth: none\n{m[1]}tools: {{deny: ["echo"]}}\n', text, count=1)
+        assert hidden != text
+        gateway.config_path.write_text(hidden)
+        told = False
+        for line in lines:
+            if line.startswith("data: "):
+                message = json.loads(line[6:])
+                if message.get("method") == "notifications/tools/list_changed":
+                    told = True
+                    break
+                assert message["n"] > numbers[-1]
+                numbers.append(message["n"])
+        assert told
+        # A stop ends the stream cleanly at once (it answers no request), and its upstream stream.
+        started = time.monotonic()
+        os.kill(gateway.managed.pid, signal.SIGTERM)
+        for _ in lines:
+            pass
+    assert gateway.managed.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    wait_until(lambda: active_streams() == 0, timeout=10, what="the upstream stream closed")

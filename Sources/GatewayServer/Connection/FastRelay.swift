@@ -151,10 +151,24 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var uncountedHead: Double?
         /// A stdio session's stream this relay reads (its id), once the request went to the child.
         var stdioStream: Int?
+        /// A session's GET stream: its events, so that the gateway's own notifications go
+        /// between two of them (`ListChangeNotifier`), and what it is registered with.
+        var standalone: StandaloneStream?
 
         init(admission: FastAdmission) {
             self.admission = admission
         }
+
+        /// "GET" or "POST", as the audit line and the access log name it (no allocation).
+        var method: String { admission.request.method == .get ? "GET" : "POST" }
+    }
+
+    /// A session's GET stream relayed here: ended when the gateway starts stopping (it answers
+    /// no request, and its client reconnects with `Last-Event-ID`), and told of policy changes.
+    private struct StandaloneStream {
+        var events = SSEEventSplitter()
+        var drainToken: Int?
+        var listener: Int?
     }
 
     init(shared: Shared) {
@@ -332,7 +346,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         // Written before a connection is taken: a request that cannot be sent takes none.
         var request = context.channel.allocator.buffer(capacity: 512 + body.readableBytes)
         do {
-            try pipeline.fastUpstreamRequest(admission, upstream: upstream, target: relayTarget, body: body, into: &request)
+            try pipeline.fastUpstreamRequest(admission, upstream: upstream, target: relayTarget, body: admission.request.method == .get ? nil : body, into: &request)
         } catch {
             return failed(UpstreamError(.protocolFailure, service: service.name, detail: "the request cannot be sent: \(error)"))
         }
@@ -474,8 +488,14 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             if !fields.contains(.cacheControl) { fields[.cacheControl] = "no-cache" }
         }
         let response = HTTPResponse(status: .init(code: head.status, reasonPhrase: head.reasonPhrase), headerFields: fields)
-        let created = fields.value(of: MCPHeaders.sessionID)
+        // A session-based upstream names the request's own session on every answer: only a new
+        // one is bound.
+        var created = fields.value(of: MCPHeaders.sessionID)
+        if created != nil, created == relay.admission.context.call?.sessionID { created = nil }
         noteHead(relay, status: head.status, contentType: contentType, createdSession: created)
+        if relay.eventStream, head.status == 200, relay.admission.request.method == .get {
+            standaloneStreamBegins(relay, context: context)
+        }
         guard let created else {
             logAccess(relay, status: relay.status)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
@@ -514,6 +534,64 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         if ended { upstreamEnded() }
     }
 
+    // MARK: a session's GET stream
+
+    /// Registers a session's GET stream where the full pipeline's is registered: with the
+    /// shutdown drain (`HTTPProxy`: standalone streams end when the gateway starts stopping) and
+    /// with the notifier of policy changes (`GatewayPipeline.sessionStream`).
+    private func standaloneStreamBegins(_ relay: Relay, context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let bound = NIOLoopBound(relay, eventLoop: loop)
+        var stream = StandaloneStream()
+        stream.listener = pipeline.listChanges.listen(router: relay.admission.route.router.name, identity: relay.admission.context.caller?.identity) { event in
+            loop.execute { handler.value.notify(event, relay: bound.value) }
+        }
+        relay.standalone = stream
+        // Last: a drain that has already begun calls back at once (on this loop, later).
+        relay.standalone?.drainToken = pipeline.dispatch.proxy.drain.onDrain {
+            loop.execute { handler.value.drained(relay: bound.value) }
+        }
+    }
+
+    /// Unregisters the stream; what is left of an event cut short, to be sent as it is.
+    private func standaloneStreamEnds(_ relay: Relay) -> ByteBuffer? {
+        guard var stream = relay.standalone else { return nil }
+        relay.standalone = nil
+        if let listener = stream.listener { pipeline.listChanges.stopListening(listener) }
+        pipeline.dispatch.proxy.drain.cancel(stream.drainToken)
+        return stream.events.rest()
+    }
+
+    /// One of the gateway's own notifications, between two of the upstream's events.
+    private func notify(_ event: ByteBuffer, relay: Relay) {
+        guard self.relay === relay, relay.standalone != nil, let context else { return }
+        relay.tally?.add(event)
+        if relay.binding {
+            relay.held.append(event)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.body(event)), promise: nil)
+    }
+
+    /// The gateway is stopping: the stream ends (its client reconnects to a serving instance).
+    private func drained(relay: Relay) {
+        guard self.relay === relay, let context else { return }
+        guard !relay.binding else {
+            // Its head is not sent yet: the connection just closes.
+            abandonRelay()
+            return context.close(promise: nil)
+        }
+        relay.connection?.abandon()
+        relay.connection = nil
+        if let rest = standaloneStreamEnds(relay) { context.write(wrapOutboundOut(.body(rest)), promise: nil) }
+        self.relay = nil
+        observe(relay, status: relay.status)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [context] _ in
+            context.close(promise: nil)
+        }
+    }
+
     func upstreamBody(_ part: ByteBuffer) {
         guard let context, let relay else { return }
         relay.tally?.add(part)
@@ -521,7 +599,13 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             relay.held.append(part)
             return
         }
-        context.write(wrapOutboundOut(.body(part)), promise: nil)
+        if relay.standalone != nil {
+            // Whole events only, so that a notification of the gateway's fits between two.
+            guard let events = relay.standalone?.events.wholeEvents(appending: part) else { return }
+            context.write(wrapOutboundOut(.body(events)), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.body(part)), promise: nil)
+        }
         if !context.channel.isWritable, !relay.paused {
             // The client reads slower than the upstream writes: stop reading the upstream.
             relay.paused = true
@@ -539,6 +623,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             relay.upstreamEnded = true
             return
         }
+        if let rest = standaloneStreamEnds(relay) { context.write(wrapOutboundOut(.body(rest)), promise: nil) }
         self.relay = nil
         observe(relay, status: relay.status)
         let closing = relay.eventStream
@@ -608,6 +693,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     private func abandonRelay() {
         guard let relay else { return }
+        _ = standaloneStreamEnds(relay)
         self.relay = nil
         relay.headDue = nil
         relay.connection?.abandon()
@@ -630,7 +716,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let call = admission.context.call
         let (bytesOut, errorCode) = relay.tally?.summary(contentType: relay.contentType) ?? (0, nil)
         let sent = RequestAudit.Sent(
-            method: "POST", status: HTTPResponse.Status(code: status), bytesOut: bytesOut, errorCode: errorCode, createdSession: relay.createdSession,
+            method: relay.method, status: HTTPResponse.Status(code: status), bytesOut: bytesOut, errorCode: errorCode, createdSession: relay.createdSession,
             clientIP: admission.context.clientIP, elapsedNanoseconds: relay.started.elapsedNanoseconds
         )
         let head = relay.uncountedHead.map { (service: admission.serviceName, upstreamSeconds: $0) }
@@ -644,7 +730,7 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let admission = relay.admission
         let call = admission.context.call
         accessLog.info("request", metadata: [
-            "method": "POST", "path": "\(admission.request.uri.path)", "status": "\(status)",
+            "method": "\(relay.method)", "path": "\(admission.request.uri.path)", "status": "\(status)",
             "duration_ms": "\(relay.started.elapsedNanoseconds / 1_000_000)", "router": "\(admission.route.router.name)",
             "user": "\(admission.context.caller?.claims.login ?? "")", "mcp_method": "\(call?.method ?? "")",
             "tool": "\(call?.method == "tools/call" ? call?.target ?? "" : "")", "ip": "\(admission.context.clientIP ?? "")",

@@ -63,7 +63,10 @@ extension GatewayPipeline {
     /// Stages 1 to 5 on a request head, or nil when the full pipeline must answer. `tokens`: what
     /// the token check said of the connection's last token.
     func fastAdmission(_ head: HTTPRequest, channel: any Channel, peer: GatewayRequestContext.Peer, logger: Logger, tokens: inout TokenMemo, routes: inout RouteMemo) -> FastAdmission? {
-        guard head.method == .post, !hops.membership.isDraining else { return nil }
+        // A GET is a session's stream (to an HTTP upstream); DELETE ends a session (the full
+        // pipeline unbinds it).
+        let isStream = head.method == .get
+        guard head.method == .post || isStream, !hops.membership.isDraining else { return nil }
         let fields = head.headerFields
         // Browsers (CORS, Origin checks), forwarded hops, `Expect`, upgrades and closing
         // connections: the full pipeline.
@@ -105,12 +108,20 @@ extension GatewayPipeline {
         var httpDestination: FastAdmission.Destination?
         switch route.upstream {
         case .http(let upstream):
-            guard sessionID == nil, let target = upstream.relayTarget, dispatch.modernHTTP.knownEra(of: upstream, logger: logger) == .modern else { return nil }
+            guard let target = upstream.relayTarget else { return nil }
+            if let version = fields.value(of: MCPHeaders.protocolVersion), !MCPVersions.sessionBased.contains(version) {
+                // 2026-07-28 (or a version the full pipeline negotiates): to an upstream known to
+                // speak it.
+                guard !isStream, sessionID == nil, dispatch.modernHTTP.knownEra(of: upstream, logger: logger) == .modern else { return nil }
+            } else if isStream {
+                // Session-based: a GET stream only in a session (checked once the caller is known).
+                guard sessionID != nil else { return nil }
+            }
             httpDestination = .http(upstream, target)
         case .stdio:
             // A request in a session of a stdio child: the session is looked up once the caller
             // is known. One instance only (in a cluster the store says where a session is).
-            guard sessionID != nil, !dispatch.stdio.locator.forwards,
+            guard !isStream, sessionID != nil, !dispatch.stdio.locator.forwards,
                   let version = fields.value(of: MCPHeaders.protocolVersion), StdioBridge.supportedVersions.contains(version)
             else { return nil }
         case .group:
@@ -133,6 +144,12 @@ extension GatewayPipeline {
             }
         }
         if let httpDestination {
+            // An upstream's own session, confirmed for this router and caller a moment ago (as
+            // `HTTPProxy.forward` would find it); a session the gateway bridged, or one only the
+            // store can confirm, takes the full pipeline.
+            if let sessionID, !dispatch.proxy.bindings.isRecentlyChecked(sessionID, router: route.router.name, subject: context.caller?.claims.sub, kind: "http") {
+                return nil
+            }
             return FastAdmission(request: request, context: context, route: route, destination: httpDestination)
         }
         guard let sessionID, let (manager, session) = stdioSession(sessionID, route: route, caller: context.caller) else { return nil }
@@ -158,6 +175,7 @@ extension GatewayPipeline {
     func fastCall(_ admission: FastAdmission, body: ByteBuffer) -> FastAdmission? {
         if case .stdio = admission.destination { return fastSessionCall(admission, body: body) }
         let header = admission.request.headers.value(of: MCPHeaders.protocolVersion)
+        if header.map(MCPVersions.sessionBased.contains) ?? true { return fastSessionBasedHTTPCall(admission, header: header, body: body) }
         guard let header, MCPVersions.modern.contains(header) else { return nil }
         // A body the strict reading refuses takes the full pipeline, which answers why.
         guard let call = MCPCall.strictlyRead(protocolVersion: header, sessionID: nil, body: body) else { return nil }
@@ -166,6 +184,28 @@ extension GatewayPipeline {
         else { return nil }
         // A body naming another version than the header: `MCPCallParsing` reconciles the two.
         if let bodyVersion = message.string(at: ModernProtocol.protocolVersionPath), bodyVersion != header { return nil }
+        admission.context.call = call
+        admission.request.body = RequestBody(buffer: body)
+        return admission
+    }
+
+    /// A session-based client's request to an HTTP upstream, that `EraDispatch` would relay as it
+    /// is: a single message other than `initialize` (which may start a bridged session) and a
+    /// session-less `notifications/initialized` (which the gateway answers itself), or a
+    /// session's GET stream without a body.
+    private func fastSessionBasedHTTPCall(_ admission: FastAdmission, header: String?, body: ByteBuffer) -> FastAdmission? {
+        let sessionID = admission.request.headers.value(of: MCPHeaders.sessionID)
+        if admission.request.method == .get {
+            guard body.readableBytes == 0 else { return nil }
+            admission.context.call = MCPCall(protocolVersion: header, sessionID: sessionID, body: nil)
+            return admission
+        }
+        guard let call = MCPCall.strictlyRead(protocolVersion: header, sessionID: sessionID, body: body),
+              call.era == .sessionBased, let message = call.message, let method = message.method, method != "initialize",
+              sessionID != nil || method != "notifications/initialized",
+              // A body naming a version: `MCPCallParsing` reconciles it with the header.
+              message.value(at: ModernProtocol.protocolVersionPath) == nil
+        else { return nil }
         admission.context.call = call
         admission.request.body = RequestBody(buffer: body)
         return admission
@@ -182,7 +222,8 @@ extension GatewayPipeline {
     }
 
     /// The upstream request's head, by the proxy's header policy.
-    func fastUpstreamRequest(_ admission: FastAdmission, upstream: HTTPUpstream, target: RelayTarget, body: ByteBuffer, into buffer: inout ByteBuffer) throws(UpstreamRequestWriter.Refused) {
+    /// `body` nil: a session's GET stream.
+    func fastUpstreamRequest(_ admission: FastAdmission, upstream: HTTPUpstream, target: RelayTarget, body: ByteBuffer?, into buffer: inout ByteBuffer) throws(UpstreamRequestWriter.Refused) {
         let context = admission.context
         try HTTPProxy.fastUpstreamRequest(
             for: admission.request, context: context.transport, route: admission.route, upstream: upstream, caller: context.caller,

@@ -16,7 +16,8 @@ final class ListChangeNotifier: Sendable {
     private struct Listener {
         let router: String
         let identity: UserIdentity?
-        let deliver: AsyncStream<ByteBuffer>.Continuation
+        /// Hands one SSE event to the stream (between two of the upstream's).
+        let deliver: @Sendable (ByteBuffer) -> Void
     }
 
     private let listeners = Mutex<[Int: Listener]>([:])
@@ -36,9 +37,8 @@ final class ListChangeNotifier: Sendable {
         response.headers[.contentLength] = nil
         response.body = ResponseBody { [self] writer in
             let (notifications, deliver) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(16))
-            let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
-            listeners.withLock { $0[id] = Listener(router: router, identity: identity, deliver: deliver) }
-            defer { listeners.withLock { _ = $0.removeValue(forKey: id) } }
+            let id = listen(router: router, identity: identity) { deliver.yield($0) }
+            defer { stopListening(id) }
             let (merged, into) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -59,6 +59,18 @@ final class ListChangeNotifier: Sendable {
         return response
     }
 
+    /// A stream relayed elsewhere (the fast relay's): `deliver` is called with each notification
+    /// its caller is owed, on any thread, until `stopListening` with the id returned.
+    func listen(router: String, identity: UserIdentity?, deliver: @escaping @Sendable (ByteBuffer) -> Void) -> Int {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        listeners.withLock { $0[id] = Listener(router: router, identity: identity, deliver: deliver) }
+        return id
+    }
+
+    func stopListening(_ id: Int) {
+        listeners.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
     /// After a reload: the notifications each open stream's caller is owed.
     func configurationReplaced(old: RuntimeConfiguration, new: RuntimeConfiguration) {
         let open = listeners.withLock { Array($0.values) }
@@ -67,7 +79,7 @@ final class ListChangeNotifier: Sendable {
             let before = (old.callPolicies[listener.router] ?? CompiledCallPolicy(CallPolicy())).view(for: listener.identity)
             let after = (new.callPolicies[listener.router] ?? CompiledCallPolicy(CallPolicy())).view(for: listener.identity)
             for kind in after.changedKinds(from: before) {
-                listener.deliver.yield(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/\(kind.rawValue)/list_changed\"}\n\n"))
+                listener.deliver(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/\(kind.rawValue)/list_changed\"}\n\n"))
                 sent += 1
             }
         }
@@ -75,22 +87,21 @@ final class ListChangeNotifier: Sendable {
     }
 }
 
-/// Passes an SSE body on in whole events (a blank line ends one, after LF, CRLF or CR line
-/// endings), so a notification of the gateway's can go between two of them, never inside one.
-/// Comments (keep-alives) pass as they are.
-struct WholeEventsWriter: ResponseBodyWriter {
-    let into: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+/// Splits an SSE body into whole events (a blank line ends one, after LF, CRLF or CR line
+/// endings), so that a notification of the gateway's can go between two of them, never inside
+/// one. Comments (keep-alives) are events like any other here.
+struct SSEEventSplitter {
     private var pending = ByteBuffer()
     private var scanned = 0
     private var atLineStart = true
     private var previousCR = false
     private var boundaryCR = false
 
-    init(into: AsyncThrowingStream<ByteBuffer, any Error>.Continuation) {
-        self.into = into
-    }
+    init() {}
 
-    mutating func write(_ buffer: ByteBuffer) async throws {
+    /// The events `buffer` completes (with any begun before it), nil when it completes none;
+    /// the rest is kept for the next call.
+    mutating func wholeEvents(appending buffer: ByteBuffer) -> ByteBuffer? {
         var buffer = buffer
         pending.writeBuffer(&buffer)
         var boundary = 0
@@ -119,14 +130,35 @@ struct WholeEventsWriter: ResponseBodyWriter {
             }
         }
         scanned = pending.readableBytes
-        guard boundary > 0, let events = pending.readSlice(length: boundary) else { return }
+        guard boundary > 0, let events = pending.readSlice(length: boundary) else { return nil }
         scanned -= boundary
         pending.discardReadBytes()
-        into.yield(events)
+        return events
+    }
+
+    /// What is left at the end of the body: an event cut short, sent as it is.
+    mutating func rest() -> ByteBuffer? {
+        guard pending.readableBytes > 0 else { return nil }
+        defer { pending = ByteBuffer() }
+        return pending
+    }
+}
+
+/// Passes an SSE body on in whole events (`SSEEventSplitter`).
+struct WholeEventsWriter: ResponseBodyWriter {
+    let into: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+    private var events = SSEEventSplitter()
+
+    init(into: AsyncThrowingStream<ByteBuffer, any Error>.Continuation) {
+        self.into = into
+    }
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        if let whole = events.wholeEvents(appending: buffer) { into.yield(whole) }
     }
 
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
-        if pending.readableBytes > 0 { into.yield(pending) }
+        if let rest = events.rest() { into.yield(rest) }
         into.finish()
     }
 }

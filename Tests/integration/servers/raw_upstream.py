@@ -66,6 +66,14 @@ async def sse_forever(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def session_stream(request: Request) -> Response:
+    """A session-based server whose POSTs are echoed (a new session for a request without one)
+    and whose GET is the session's stream, open until the client goes."""
+    if request.method == "GET":
+        return await sse_forever(request)
+    return await echo(request)
+
+
 async def discover_answer(request: Request) -> Response | None:
     """The gateway's own era probe answered as a 2026-07-28 server would (the streaming and
     hanging routes would otherwise never answer it)."""
@@ -141,6 +149,7 @@ app = Starlette(
         Route("/echo", echo, methods=["GET", "POST", "DELETE", "PUT"]),
         Route("/sse", sse, methods=["GET", "POST"]),
         Route("/sse-forever", sse_forever, methods=["GET", "POST"]),
+        Route("/session-stream", session_stream, methods=["GET", "POST", "DELETE"]),
         Route("/hang", hang, methods=["GET", "POST"]),
         Route("/state", state, methods=["GET"]),
         Route("/paged", paged, methods=["POST"]),
