@@ -25,6 +25,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,7 +153,7 @@ async def watch_stream(held: Held) -> None:
     held.closed = True
 
 
-async def open_sse(port: int, index: int) -> Held:
+async def open_sse(port: int, index: int, own_connection: bool = False) -> Held:
     reader, writer = await connect(port, index)
     writer.write(post("/held/mcp", port, INITIALIZE))
     status, headers, _ = await read_response(reader)
@@ -163,6 +164,11 @@ async def open_sse(port: int, index: int) -> Held:
     status, _, _ = await read_response(reader)
     if status != 202:
         raise RuntimeError(f"notifications/initialized answered {status}")
+    if own_connection:
+        # A client whose POST connection is busy (or that keeps its stream apart) opens the GET on
+        # a connection of its own.
+        writer.close()
+        reader, writer = await connect(port, index)
     writer.write(
         f"GET /held/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nMcp-Session-Id: {session}\r\n\r\n".encode()
     )
@@ -172,6 +178,10 @@ async def open_sse(port: int, index: int) -> Held:
     held = Held("sse", reader, writer)
     held.watcher = asyncio.create_task(watch_stream(held))
     return held
+
+
+async def open_sse_own(port: int, index: int) -> Held:
+    return await open_sse(port, index, own_connection=True)
 
 
 # A WebSocket client of its own (RFC 6455, client frames masked): the bench venv needs no package.
@@ -320,21 +330,34 @@ def settle_rss(pid: int) -> int:
     return last
 
 
+def wrk_rounds(url: str, seconds: int, rounds: int) -> dict:
+    """`rounds` wrk runs of the active clients: medians of req/s, p50 and p99, errors summed, and
+    each run's p50."""
+    runs = [run_wrk(url, 16, seconds, HERE / "tools_call.lua") for _ in range(max(1, rounds))]
+    return {
+        "rps": statistics.median(run["rps"] for run in runs), "p50": statistics.median(run["p50"] for run in runs),
+        "p99": statistics.median(run["p99"] for run in runs), "errors": sum(run["errors"] for run in runs),
+        "p50s": [run["p50"] for run in runs],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True)
     hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    parser.add_argument("--idle", type=int, default=6_000, help="idle connections after a 2025-06-18 call (the full pipeline)")
-    parser.add_argument("--idle-relayed", type=int, default=6_000, help="idle connections after a 2026-07-28 call (the fast relay)")
-    parser.add_argument("--sse", type=int, default=1_500)
+    parser.add_argument("--idle", type=int, default=5_000, help="idle connections after a 2025-06-18 call without a session")
+    parser.add_argument("--idle-relayed", type=int, default=5_000, help="idle connections after a 2026-07-28 call")
+    parser.add_argument("--sse", type=int, default=1_500, help="GET streams on the connection that initialized the session")
+    parser.add_argument("--sse-own", type=int, default=1_500, help="GET streams on a connection of their own")
     parser.add_argument("--websocket", type=int, default=1_500)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs before and while held (medians: one run's p50 varies by more than 10 %)")
     parser.add_argument("--output", default=str(HERE / "results-connections.md"))
     parser.add_argument("--floor", default="", help="the NIOFloor binary (default: next to --gateway, when built there)")
     args = parser.parse_args()
-    total = args.idle + args.idle_relayed + args.sse + args.websocket
+    total = args.idle + args.idle_relayed + args.sse + args.sse_own + args.websocket
     # A stream and a WebSocket session each also hold the session's stream to the upstream.
-    gateway_needs, client_needs = total + args.sse + args.websocket + 600, total + 200
+    gateway_needs, client_needs = total + args.sse + args.sse_own + args.websocket + 600, total + 200
     if max(gateway_needs, client_needs) > hard_limit:
         raise SystemExit(
             f"{total} connections need {gateway_needs} descriptors in the gateway and {client_needs} here; the hard limit is {hard_limit} "
@@ -399,7 +422,7 @@ def main() -> int:
         gate_line = re.search(r"connections=(\d+) .*connection limit", log_text)
 
         run_wrk(url, 16, 2, HERE / "tools_call.lua")  # warm-up
-        before = run_wrk(url, 16, args.seconds, HERE / "tools_call.lua")
+        before = wrk_rounds(url, args.seconds, args.rounds)
         print(f"active before: {before['rps']:.0f} req/s p50 {before['p50']:.3f} ms errors {before['errors']}", flush=True)
 
         loop = asyncio.new_event_loop()
@@ -408,7 +431,7 @@ def main() -> int:
         failures: list[str] = []
         rss_start = settle_rss(pid)
         rss_now, index = rss_start, 0
-        for kind, opener, count in (("idle keep-alive after a relayed 2026-07-28 call", open_idle_modern, args.idle_relayed), ("idle keep-alive after a 2025-06-18 call", open_idle, args.idle), ("GET/SSE stream of a session", open_sse, args.sse), ("WebSocket session", open_websocket, args.websocket)):
+        for kind, opener, count in (("idle keep-alive after a relayed 2026-07-28 call", open_idle_modern, args.idle_relayed), ("idle keep-alive after a 2025-06-18 call", open_idle, args.idle), ("GET/SSE stream of a session, on the connection that initialized it", open_sse, args.sse), ("GET/SSE stream of a session, on a connection of its own", open_sse_own, args.sse_own), ("WebSocket session", open_websocket, args.websocket)):
             if count == 0:
                 continue
             began = time.monotonic()
@@ -423,7 +446,7 @@ def main() -> int:
             print(f"{kind}: {len(held)}/{count} open in {seconds:.1f} s, RSS {rss_now / 1024:.1f} → {rss_after / 1024:.1f} MiB, {per:.1f} KiB each, gateway fds {fds(pid)}", flush=True)
             rss_now = rss_after
 
-        during = run_wrk(url, 16, args.seconds, HERE / "tools_call.lua")
+        during = wrk_rounds(url, args.seconds, args.rounds)
         print(f"active while held: {during['rps']:.0f} req/s p50 {during['p50']:.3f} ms errors {during['errors']}", flush=True)
         gateway_fds = fds(pid)
 
@@ -460,8 +483,8 @@ def main() -> int:
             "(active load, idle connections) and a minimal asyncio session-based (2025-06-18) server that holds GET streams "
             "(streams and WebSocket sessions). Held connections come from one asyncio client process (`bench/connections.py`), "
             f"{OPENING_AT_ONCE} opening at a time; each idle connection made one tools/call first, each stream is a session's GET "
-            "after initialize, each WebSocket session initialized over its socket. Active load: wrk, c=16, "
-            f"{args.seconds} s, tools/call through the fast relay. RSS after it settles.",
+            "after initialize (on the connection that initialized it, or on one of its own), each WebSocket session initialized over its socket. Active load: wrk, c=16, "
+            f"{args.seconds} s × {args.rounds} runs before and while held (medians), tools/call through the fast relay. RSS after it settles.",
             "",
             "Gateway log: " + (f"file descriptor limit raised from {raised.group(1)} to {raised.group(2)}" if raised else "no descriptor-limit line")
             + (f"; connection limit {gate_line.group(1)} (`limits.connections`, set by the bench to the count it opens)" if gate_line else "") + ".",
@@ -502,7 +525,8 @@ def main() -> int:
             "",
             f"- {total_open} of {total} connections held with {overall:.1f} KiB of gateway RSS each (target: 50 000 with ≤ 20 KiB each): "
             + ("**met**." if total_open >= 50_000 and overall <= 20 and not failures else "**not met**."),
-            f"- Active clients' p50 {before['p50']:.3f} → {during['p50']:.3f} ms ({p50_change:+.1f} %; target within 10 %), "
+            f"- Active clients' p50 {before['p50']:.3f} → {during['p50']:.3f} ms ({p50_change:+.1f} %; target within 10 %; medians of {args.rounds} runs each: "
+            f"{', '.join(f'{x:.3f}' for x in before['p50s'])} before, {', '.join(f'{x:.3f}' for x in during['p50s'])} while held), "
             f"errors {during['errors']}: " + ("**met**." if abs(p50_change) <= 10 and during["errors"] == 0 else "**not met**."),
             "",
         ]

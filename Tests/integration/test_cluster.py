@@ -32,7 +32,17 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
 LEGACY = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
-def cluster_config(port: int, redis_url: str, upstream: str, secret: str = SECRET, grace: str = "15s") -> str:
+def cluster_config(port: int, redis_url: str, upstream: str, secret: str = SECRET, grace: str = "15s", modern: str = "") -> str:
+    # A 2026-07-28-only HTTP upstream, when a test runs one: session-based clients are bridged.
+    modern_router = f"""
+      modern:
+        rule: "PathPrefix(`/modern`)"
+        service: modern
+        auth: none""" if modern else ""
+    modern_service = f"""
+      modern:
+        http:
+          url: '{modern}'""" if modern else ""
     return textwrap.dedent(f"""
     entryPoints:
       web:
@@ -60,8 +70,8 @@ def cluster_config(port: int, redis_url: str, upstream: str, secret: str = SECRE
       raw:
         rule: "PathPrefix(`/raw`)"
         service: raw
-        auth: none
-    services:
+        auth: none{modern_router}
+    services:{modern_service}
       raw:
         stdio:
           command: "{sys.executable}"
@@ -99,11 +109,12 @@ class Cluster:
     upstream: str
     instances: list[Instance] = field(default_factory=list)
     starts: int = 0
+    modern: str = ""
 
     def add(self, name: str) -> Instance:
         port = free_port()
         path = self.tmp_path / f"{name}.yaml"
-        path.write_text(cluster_config(port, self.redis.url, self.upstream))
+        path.write_text(cluster_config(port, self.redis.url, self.upstream, modern=self.modern))
         instance = Instance(name, port, path)
         self.instances.append(instance)
         self.start(instance)
@@ -258,6 +269,29 @@ def test_a_session_whose_child_crashed_is_over_on_every_instance(cluster):
     a.managed.process.wait(timeout=10)
     assert call(b.base, session, "pid", {}, id=6).status_code == 404
     assert "session re-established" not in b.log()
+
+
+def test_a_session_bridged_by_one_instance_is_served_through_another(cluster, processes, tmp_path):
+    """The other instance's fast relay learns from the store that the session is bridged (not
+    the upstream's own) and hands the request to its full pipeline, which sends it where the
+    session is held: a request relayed as it is would reach a 2026-07-28-only upstream as a
+    session-based one."""
+    port = free_port()
+    upstream = start_process("modern-http", [sys.executable, str(SERVERS / "modern_http_server.py"), "--port", str(port)], tmp_path)
+    processes.append(upstream)
+    wait_until(lambda: upstream.process.poll() is None and port_open(port), what="the 2026-07-28-only upstream")
+    cluster.modern = f"http://127.0.0.1:{port}/mcp"
+    a, b = cluster.add("a"), cluster.add("b")
+    session = initialize(a.base, "/modern/mcp")
+    assert "bridged to a 2026-07-28-only upstream" in a.log()
+    assert result_text(call(a.base, session, "echo", {"text": "on a"}, path="/modern/mcp")) == "on a"
+    for attempt in range(3):
+        through_b = call(b.base, session, "echo", {"text": f"through b {attempt}"}, path="/modern/mcp", id=10 + attempt)
+        assert through_b.status_code == 200, through_b.text
+        assert result_text(through_b) == f"through b {attempt}"
+    # Made up, or another router's: not found on either instance.
+    assert call(b.base, "made-up-session", "echo", {"text": "x"}, path="/modern/mcp").status_code == 404
+    assert call(b.base, session, "echo", {"text": "x"}, path="/notes/mcp").status_code == 404
 
 
 def test_a_forged_or_altered_hop_is_refused(cluster):

@@ -104,7 +104,12 @@ final class BridgedSession: Sendable {
             head.method = .get
             head.path = mcpPath
             head.headerFields = fields
-            let response = await GatewayMadeRequest.$isActive.withValue(true) { await send(Request(head: head, body: RequestBody(buffer: ByteBuffer())), streamContext) }
+            let (request, context, send) = (Request(head: head, body: RequestBody(buffer: ByteBuffer())), streamContext, self.send)
+            // Answered in a child task, as `ConnectionResponder` answers: a task keeps the slabs
+            // its deepest await needed until it ends, the pipeline's frames take tens of KiB, and
+            // this task lives as long as the stream (bench/results-connections.md).
+            async let answered = GatewayMadeRequest.$isActive.withValue(true) { await send(request, context) }
+            let response = await answered
             guard response.status == .ok, MediaTypes.isEventStream(response.headers[.contentType]) else { return }
             try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: true))
         }

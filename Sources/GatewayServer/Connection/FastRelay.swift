@@ -342,6 +342,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         case .stdio(let manager, let session): return sendToChild(relay, manager: manager, session: session, context: context)
         case .http(let http, let target): (upstream, relayTarget) = (http, target)
         }
+        if let sessionID = admission.sessionToCheck {
+            admission.sessionToCheck = nil
+            return checkSession(sessionID, relay: relay, body: body, context: context)
+        }
         let service = upstream.service
         // Written before a connection is taken: a request that cannot be sent takes none.
         var request = context.channel.allocator.buffer(capacity: 512 + body.readableBytes)
@@ -369,6 +373,39 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
                 connection.send(request: request, to: self)
             }
         }
+    }
+
+    /// The session's binding as the store has it (`SessionBindings.check`, as `HTTPProxy.forward`
+    /// checks it): the request goes on in a session of the upstream's own, is refused (404, or
+    /// 503 when the store cannot say), or, in a session another instance bridged, is handed to the
+    /// full pipeline, which translates its requests.
+    private func checkSession(_ sessionID: String, relay: Relay, body: ByteBuffer, context: ChannelHandlerContext) {
+        let bindings = pipeline.dispatch.proxy.bindings
+        let owner = SessionOwner(route: relay.admission.route, caller: relay.admission.context.caller)
+        let checked = context.eventLoop.makePromise(of: Bool.self)
+        checked.completeWithTask {
+            do throws(SessionRefusal) { return try await bindings.check(sessionID, owner: owner).kind != "bridged" } catch { throw GatewayError(error) }
+        }
+        checked.futureResult.assumeIsolated().whenComplete { [self] result in
+            guard self.relay === relay else { return }  // the client left meanwhile
+            switch result {
+            case .success(true): send(relay, body: body, context: context)
+            case .success(false): handOverRelay(relay, body: body, context: context)
+            case .failure(let error): answer(relay, with: (error as? GatewayError) ?? .storeUnavailable)
+            }
+        }
+    }
+
+    /// A request admitted here that only the full pipeline can answer after all: handed to it
+    /// whole, before any request that arrived after it.
+    private func handOverRelay(_ relay: Relay, body: ByteBuffer, context: ChannelHandlerContext) {
+        self.relay = nil
+        handOver(.head(relay.admission.request.head), context: context)
+        if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+        // Outside a read: Hummingbird's inbound stream takes what was read on a read's completion.
+        context.fireChannelReadComplete()
+        readWaiting(context: context)
     }
 
     // MARK: a stdio session's child

@@ -36,6 +36,10 @@ final class FastAdmission {
     /// The service the request goes to (the metrics' label): kept, as reading it out of
     /// `destination` copies the whole case's payload.
     let serviceName: String
+    /// An HTTP upstream's session the store has not confirmed for this caller in the last seconds:
+    /// checked (`SessionBindings.check`) after the router's middlewares, where `HTTPProxy`
+    /// checks it, before the request is sent.
+    var sessionToCheck: String?
 
     init(request: Request, context: GatewayRequestContext, route: CompiledRoute, destination: Destination) {
         self.request = request
@@ -144,13 +148,16 @@ extension GatewayPipeline {
             }
         }
         if let httpDestination {
-            // An upstream's own session, confirmed for this router and caller a moment ago (as
-            // `HTTPProxy.forward` would find it); a session the gateway bridged, or one only the
-            // store can confirm, takes the full pipeline.
+            let admission = FastAdmission(request: request, context: context, route: route, destination: httpDestination)
+            // An upstream's own session, confirmed for this router and caller a moment ago, goes
+            // on as `HTTPProxy.forward` would send it; any other session id is checked with the
+            // store before the request is sent (`FastRelay`). A session this process bridged (its
+            // requests are translated) takes the full pipeline.
             if let sessionID, !dispatch.proxy.bindings.isRecentlyChecked(sessionID, router: route.router.name, subject: context.caller?.claims.sub, kind: "http") {
-                return nil
+                guard !dispatch.modernHTTP.isBridged(request) else { return nil }
+                admission.sessionToCheck = sessionID
             }
-            return FastAdmission(request: request, context: context, route: route, destination: httpDestination)
+            return admission
         }
         guard let sessionID, let (manager, session) = stdioSession(sessionID, route: route, caller: context.caller) else { return nil }
         return FastAdmission(request: request, context: context, route: route, destination: .stdio(manager, session))

@@ -17,6 +17,8 @@ async def echo(request: Request) -> Response:
     body = await request.body()
     # A session-based server: a request in a session stays in it, any other starts a new one.
     session = request.headers.get("mcp-session-id")
+    if session is not None:
+        STATE["in_session"] = STATE.get("in_session", 0) + 1
     if session is None:
         STATE["sessions"] += 1
         session = f"upstream-session-{STATE['sessions']}"
