@@ -104,15 +104,20 @@ final class BridgedSession: Sendable {
             head.method = .get
             head.path = mcpPath
             head.headerFields = fields
-            let (request, context, send) = (Request(head: head, body: RequestBody(buffer: ByteBuffer())), streamContext, self.send)
-            // Answered in a child task, as `ConnectionResponder` answers: a task keeps the slabs
-            // its deepest await needed until it ends, the pipeline's frames take tens of KiB, and
-            // this task lives as long as the stream (bench/results-connections.md).
-            async let answered = GatewayMadeRequest.$isActive.withValue(true) { await send(request, context) }
-            let response = await answered
+            let response = await Self.answeredApart(Request(head: head, body: RequestBody(buffer: ByteBuffer())), context: streamContext, send: send)
             guard response.status == .ok, MediaTypes.isEventStream(response.headers[.contentType]) else { return }
             try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: true))
         }
+    }
+
+    /// `send`'s answer, made in a child task that has ended when this returns, as
+    /// `ConnectionResponder` answers: a task keeps the slabs its deepest await needed until it
+    /// ends, the pipeline's frames take tens of KiB, and the listening task lives as long as the
+    /// stream (bench/results-connections.md). (An `async let` child ends with its scope: this
+    /// function's, not the caller's.)
+    private static func answeredApart(_ request: Request, context: GatewayRequestContext, send: @escaping BridgedSession.Send) async -> Response {
+        async let answered = GatewayMadeRequest.$isActive.withValue(true) { await send(request, context) }
+        return await answered
     }
 
     /// The stream closed: what is in flight is cancelled and the inner session is deleted.
