@@ -975,6 +975,8 @@ def start_upstream_session(gateway, path: str = "/live/mcp") -> dict:
 def test_a_session_based_clients_requests_to_an_http_upstream_are_relayed_fast_in_their_session_only(start_gateway, raw_upstream):
     gateway = start_gateway(session_stream_config(raw_upstream))
     session = start_upstream_session(gateway)
+    # The session began here too: the upstream's answer, its session bound before the client saw it.
+    assert [line for line in fast_lines(gateway) if "mcp_method=initialize" in line and "status=200" in line], gateway.managed.log()[-3000:]
     url = gateway.url("/live/mcp")
     with httpx.Client(timeout=10) as client:
         for attempt in range(3):

@@ -12,6 +12,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import MCPMessages
+import MCPTranslation
 import MCPTransport
 import NIOCore
 import NIOHTTP1
@@ -140,6 +141,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         var binding = false
         var held: [ByteBuffer] = []
         var upstreamEnded = false
+        /// A session-less initialize answered 400: the answer's head, held with its body (in
+        /// `held`) until the body says whether it is a 2026-07-28-only server's refusal.
+        var refusalCheck: UpstreamResponseHead?
+        var refusalBytes = 0
         let started = Stopwatch()
         /// `audit` / `metrics`: what was sent, for the observations at the end.
         var tally: ResponseTally?
@@ -512,6 +517,10 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     func upstreamResponded(_ head: UpstreamResponseHead) {
         guard let relay, let context else { return }
         relay.headDue = nil
+        if head.status == 400, relay.admission.startsSession, relay.refusalCheck == nil {
+            relay.refusalCheck = head
+            return
+        }
         // The end-to-end fields only (`UpstreamResponseHead.fields`).
         var fields = head.fields
         // Stopping: this connection is not kept for another request (as the full pipeline says).
@@ -569,6 +578,18 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         for part in held { context.write(wrapOutboundOut(.body(part)), promise: nil) }
         context.flush()
         if ended { upstreamEnded() }
+    }
+
+    /// The held answer to an initialize is not a 2026-07-28-only server's refusal: it goes on as
+    /// any answer does.
+    private func releaseRefusalCheck(_ relay: Relay) {
+        guard let head = relay.refusalCheck else { return }
+        let parts = relay.held
+        relay.refusalCheck = nil
+        relay.held = []
+        upstreamResponded(head)
+        for part in parts { upstreamBody(part) }
+        upstreamReadComplete()
     }
 
     // MARK: a session's GET stream
@@ -631,6 +652,13 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     func upstreamBody(_ part: ByteBuffer) {
         guard let context, let relay else { return }
+        if relay.refusalCheck != nil {
+            relay.held.append(part)
+            relay.refusalBytes += part.readableBytes
+            // No refusal is this long: the answer goes on as it is.
+            if relay.refusalBytes > 64 * 1024 { releaseRefusalCheck(relay) }
+            return
+        }
         relay.tally?.add(part)
         if relay.binding {
             relay.held.append(part)
@@ -656,6 +684,19 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 
     func upstreamEnded() {
         guard let relay, let context else { return }
+        if relay.refusalCheck != nil {
+            var answer = ByteBuffer()
+            for part in relay.held { answer.writeImmutableBuffer(part) }
+            let code = (try? JSONRPCMessage(parsing: answer))?.value(at: ["error", "code"])
+            guard code != String(ModernProtocol.unsupportedVersion) else {
+                // A 2026-07-28-only upstream: the full pipeline answers from its discover and
+                // bridges the session (it sends the initialize again, which the upstream refuses
+                // again, changing nothing).
+                return handOverRelay(relay, body: relay.admission.context.call?.body ?? ByteBuffer(), context: context)
+            }
+            releaseRefusalCheck(relay)
+            guard self.relay === relay else { return }
+        }
         if relay.binding {
             relay.upstreamEnded = true
             return

@@ -40,6 +40,10 @@ final class FastAdmission {
     /// checked (`SessionBindings.check`) after the router's middlewares, where `HTTPProxy`
     /// checks it, before the request is sent.
     var sessionToCheck: String?
+    /// A session-based client's `initialize` without a session: its answer is held when the
+    /// upstream refuses it (400) until the body says whether the upstream is a 2026-07-28-only
+    /// server (-32022), whose sessions the full pipeline bridges (`ModernHTTPTranslator.legacyInitialize`).
+    var startsSession = false
 
     init(request: Request, context: GatewayRequestContext, route: CompiledRoute, destination: Destination) {
         self.request = request
@@ -197,9 +201,10 @@ extension GatewayPipeline {
     }
 
     /// A session-based client's request to an HTTP upstream, that `EraDispatch` would relay as it
-    /// is: a single message other than `initialize` (which may start a bridged session) and a
-    /// session-less `notifications/initialized` (which the gateway answers itself), or a
-    /// session's GET stream without a body.
+    /// is: a single message other than a session-less `notifications/initialized` (which the
+    /// gateway answers itself), or a session's GET stream without a body. A session-less
+    /// `initialize` is relayed too, unless its upstream turns out to be 2026-07-28-only (then the
+    /// full pipeline bridges it: `FastAdmission.startsSession`).
     private func fastSessionBasedHTTPCall(_ admission: FastAdmission, header: String?, body: ByteBuffer) -> FastAdmission? {
         let sessionID = admission.request.headers.value(of: MCPHeaders.sessionID)
         if admission.request.method == .get {
@@ -208,11 +213,12 @@ extension GatewayPipeline {
             return admission
         }
         guard let call = MCPCall.strictlyRead(protocolVersion: header, sessionID: sessionID, body: body),
-              call.era == .sessionBased, let message = call.message, let method = message.method, method != "initialize",
+              call.era == .sessionBased, let message = call.message, let method = message.method,
               sessionID != nil || method != "notifications/initialized",
               // A body naming a version: `MCPCallParsing` reconciles it with the header.
               message.value(at: ModernProtocol.protocolVersionPath) == nil
         else { return nil }
+        admission.startsSession = sessionID == nil && method == "initialize" && message.isRequest
         admission.context.call = call
         admission.request.body = RequestBody(buffer: body)
         return admission
