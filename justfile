@@ -35,12 +35,17 @@ test: build
     MCPGW_BINARY="$(swift build --show-bin-path)/mcp-gateway" PATH="{{venv}}/bin:$PATH" {{python}} -m pytest -q Tests/integration
 
 # Benchmarks (wrk, nginx, the anchor bridges); results land in bench/results-*.md.
-bench: bench-http bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster bench-peers
+bench: bench-http bench-session-calls bench-auth bench-operations bench-stdio bench-modern bench-policies bench-groups bench-cluster bench-peers
 
 # HTTP route: direct vs nginx proxy_pass vs the SwiftNIO floor (bench/NIOFloor) vs mcp-gateway.
 bench-http: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/http_proxy.py --gateway .build/release/mcp-gateway
+
+# Session-based (2025-06-18) calls on the HTTP route: the fast relay against the full pipeline.
+bench-session-calls: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/session_calls.py --gateway .build/release/mcp-gateway
 
 # Where the gateway's CPU goes on the HTTP and the stdio route, and on the HTTP route with audit, metrics and a rate limit on: perf (cpu-clock) profiles under load.
 bench-profile: build-release
