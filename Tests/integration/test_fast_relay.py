@@ -1068,3 +1068,36 @@ def test_a_sessions_get_stream_is_relayed_fast_told_of_policy_changes_and_ended_
     assert gateway.managed.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
     wait_until(lambda: active_streams() == 0, timeout=10, what="the upstream stream closed")
+
+
+def test_an_initialize_refused_for_another_reason_is_relayed_as_it_is(start_gateway, raw_upstream):
+    """Only a 2026-07-28-only server's refusal (-32022) is handed to the full pipeline to bridge;
+    any other 400 to an initialize reaches the client whole, short or past the 64 KiB the relay
+    holds to tell."""
+    gateway = start_gateway(ENTRY_POINT + f"""
+    routers:
+      short:
+        rule: "PathPrefix(`/short`)"
+        service: short
+        auth: none
+      long:
+        rule: "PathPrefix(`/long`)"
+        service: long
+        auth: none
+    services:
+      short:
+        http:
+          url: "{raw_upstream}/refuse"
+      long:
+        http:
+          url: "{raw_upstream}/refuse-long"
+    """)
+    init = {"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "fast", "version": "1"}}}
+    for path, length in (("/short/mcp", 9), ("/long/mcp", 70_009)):
+        refused = httpx.post(gateway.url(path), json=init, headers=SESSION_HEADERS, timeout=10)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert refused.json()["id"] == 7 and error["code"] == -32600 and len(error["message"]) == length
+    lines = [line for line in fast_lines(gateway) if "mcp_method=initialize" in line]
+    assert len(lines) == 2 and all("status=400" in line for line in lines), gateway.managed.log()[-3000:]

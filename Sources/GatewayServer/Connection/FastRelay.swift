@@ -587,6 +587,8 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         let parts = relay.held
         relay.refusalCheck = nil
         relay.held = []
+        // Checked: the head goes on this time.
+        relay.admission.startsSession = false
         upstreamResponded(head)
         for part in parts { upstreamBody(part) }
         upstreamReadComplete()

@@ -76,6 +76,14 @@ async def session_stream(request: Request) -> Response:
     return await echo(request)
 
 
+async def refuse(request: Request) -> Response:
+    """Refuses every request with 400 and a JSON-RPC error that is not a 2026-07-28-only server's
+    (-32022); `/refuse-long` pads its message past 64 KiB."""
+    message = json.loads(await request.body() or b"{}")
+    text = "not today" + ("." * 70_000 if request.url.path.endswith("-long") else "")
+    return JSONResponse({"jsonrpc": "2.0", "id": message.get("id"), "error": {"code": -32600, "message": text}}, status_code=400)
+
+
 async def discover_answer(request: Request) -> Response | None:
     """The gateway's own era probe answered as a 2026-07-28 server would (the streaming and
     hanging routes would otherwise never answer it)."""
@@ -152,6 +160,8 @@ app = Starlette(
         Route("/sse", sse, methods=["GET", "POST"]),
         Route("/sse-forever", sse_forever, methods=["GET", "POST"]),
         Route("/session-stream", session_stream, methods=["GET", "POST", "DELETE"]),
+        Route("/refuse", refuse, methods=["POST"]),
+        Route("/refuse-long", refuse, methods=["POST"]),
         Route("/hang", hang, methods=["GET", "POST"]),
         Route("/state", state, methods=["GET"]),
         Route("/paged", paged, methods=["POST"]),
