@@ -989,6 +989,12 @@ def test_a_session_based_clients_requests_to_an_http_upstream_are_relayed_fast_i
             assert "x-forwarded-user" not in echoed and "x-hop" not in echoed and echoed["x-forwarded-for"] == "127.0.0.1"
     fast = [line for line in fast_lines(gateway) if "mcp_method=tools/call" in line and "router=live" in line]
     assert fast and all("method=POST" in line and "status=200" in line for line in fast), gateway.managed.log()[-3000:]
+    # The client's answer to a request of the server's (an elicitation's result) goes the same way.
+    before = len(fast_lines(gateway))
+    answered = httpx.post(url, json={"jsonrpc": "2.0", "id": "server-1", "result": {"action": "accept", "content": {}}}, headers=session, timeout=10)
+    assert answered.status_code == 200 and answered.json()["method"] == "POST", answered.text
+    assert '"server-1"' in answered.json()["body"]
+    assert len(fast_lines(gateway)) == before + 1, gateway.managed.log()[-3000:]
 
     def upstream_heard() -> int:
         return httpx.get(f"{raw_upstream}/state", timeout=5).json().get("in_session", 0)

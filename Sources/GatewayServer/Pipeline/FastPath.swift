@@ -201,8 +201,9 @@ extension GatewayPipeline {
     }
 
     /// A session-based client's request to an HTTP upstream, that `EraDispatch` would relay as it
-    /// is: a single message other than a session-less `notifications/initialized` (which the
-    /// gateway answers itself), or a session's GET stream without a body. A session-less
+    /// is: a single message (a request, a notification other than a session-less
+    /// `notifications/initialized`, which the gateway answers itself, or the client's answer to a
+    /// request of the server's), or a session's GET stream without a body. A session-less
     /// `initialize` is relayed too, unless its upstream turns out to be 2026-07-28-only (then the
     /// full pipeline bridges it: `FastAdmission.startsSession`).
     private func fastSessionBasedHTTPCall(_ admission: FastAdmission, header: String?, body: ByteBuffer) -> FastAdmission? {
@@ -213,12 +214,14 @@ extension GatewayPipeline {
             return admission
         }
         guard let call = MCPCall.strictlyRead(protocolVersion: header, sessionID: sessionID, body: body),
-              call.era == .sessionBased, let message = call.message, let method = message.method,
-              sessionID != nil || method != "notifications/initialized",
+              call.era == .sessionBased, let message = call.message,
+              // A request or notification, or the client's answer to a request of the server's.
+              message.method != nil || message.isResponse,
+              sessionID != nil || message.method != "notifications/initialized",
               // A body naming a version: `MCPCallParsing` reconciles it with the header.
               message.value(at: ModernProtocol.protocolVersionPath) == nil
         else { return nil }
-        admission.startsSession = sessionID == nil && method == "initialize" && message.isRequest
+        admission.startsSession = sessionID == nil && message.method == "initialize" && message.isRequest
         admission.context.call = call
         admission.request.body = RequestBody(buffer: body)
         return admission
