@@ -1011,6 +1011,12 @@ def test_a_session_based_clients_requests_to_an_http_upstream_are_relayed_fast_i
             with httpx.stream("GET", gateway.url(path), headers=headers, timeout=10) as stream:
                 assert stream.status_code == 404
     assert upstream_heard() == heard
+    # A body with two readings (a duplicate key) in the session: refused, never sent as it is.
+    for body in ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"rm_rf"}}',
+                 '{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}'):
+        refused = httpx.post(url, content=body, headers=session, timeout=10)
+        assert refused.status_code == 400, refused.text
+    assert upstream_heard() == heard
     # A session last confirmed longer ago than the check's five seconds is asked about again, and
     # still relayed here. (Waits for the clock: no event says five seconds have passed.)
     time.sleep(5.2)
