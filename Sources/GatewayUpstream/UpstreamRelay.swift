@@ -4,6 +4,16 @@ public import MCPTransport
 import Synchronization
 import Foundation
 
+/// How the gateway's sockets size their receive buffers. NIO's default starts every connection at
+/// 2 KiB and keeps that buffer, pooled, for the connection's life: on a held connection (an idle
+/// keep-alive, a session's stream and its upstream connection) it was the largest single
+/// allocation (bench/results-connections.md). MCP requests and most answers are a few hundred
+/// bytes; a connection that reads more grows its buffer on the next read (doubling, up to 64 KiB)
+/// and keeps what its traffic needs.
+public enum ReceiveBuffers {
+    public static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+}
+
 /// Where the fast relay sends a plain-HTTP upstream's requests: its address and the request
 /// target, computed once per configuration (nil for an upstream the relay does not carry:
 /// `https`, or a URL it cannot read).
@@ -195,6 +205,7 @@ public final class UpstreamLoopPool {
         let connecting = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: ReceiveBuffers.allocator)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(bound.value)

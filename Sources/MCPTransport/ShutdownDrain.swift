@@ -1,3 +1,4 @@
+import Synchronization
 
 /// Ends the streams that would otherwise hold a graceful shutdown open until its deadline: a
 /// standalone GET event stream has no request to finish, and its client reconnects (to another
@@ -25,30 +26,65 @@ package final class ShutdownDrain: Sendable {
     /// Runs `operation` until it returns or the drain starts (then it is cancelled); true when the
     /// drain ended it. `operation` runs in a child task while the caller waits, so it may use the
     /// caller's non-Sendable state (a response body writer), as Hummingbird's own
-    /// `consumeWithCancellationOnInboundClose` does.
+    /// `consumeWithCancellationOnInboundClose` does. One child task, not a second one waiting for
+    /// the drain: a held stream keeps every task of its own for its whole life
+    /// (bench/results-connections.md).
     package func runUntilDrained(_ operation: () async throws -> Void) async throws -> Bool {
         try await withoutActuallyEscaping(operation) { operation in
-            let (barrier, source) = AsyncStream<Void>.makeStream()
-            let token = onDrain { source.finish() }
-            defer {
-                cancel(token)
-                source.finish()
-            }
-            return try await withThrowingTaskGroup(of: Bool.self) { group in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let first = FirstOutcome()
                 let transferred = UnsafeTransfer(operation)
                 group.addTask {
-                    for await _ in barrier {}
-                    return !Task.isCancelled
-                }
-                group.addTask {
+                    defer { first.settle(drained: false) }
                     try await transferred.value()
-                    return false
                 }
-                let drained = try await group.next() ?? false
-                source.finish()
-                group.cancelAll()
-                return drained
+                let token = onDrain { first.settle(drained: true) }
+                defer { cancel(token) }
+                let drained = await first.value()
+                if drained {
+                    // What the cancelled operation throws is the drain's doing, not an error.
+                    group.cancelAll()
+                    return true
+                }
+                try await group.waitForAll()
+                return false
             }
+        }
+    }
+}
+
+/// Which came first: the operation's end or the drain (or the waiting task's cancellation, which
+/// counts as the operation's end: the cancelled operation ends too).
+private final class FirstOutcome: Sendable {
+    private struct State {
+        var drained: Bool?
+        var waiter: CheckedContinuation<Bool, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func settle(drained: Bool) {
+        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            guard state.drained == nil else { return nil }
+            state.drained = drained
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: drained)
+    }
+
+    func value() async -> Bool {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let settled = state.withLock { state -> Bool? in
+                    if let drained = state.drained { return drained }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let settled { continuation.resume(returning: settled) }
+            }
+        } onCancel: {
+            settle(drained: false)
         }
     }
 }

@@ -13,11 +13,22 @@ import Synchronization
 /// One client of a message transport (a 2024-11-05 HTTP+SSE stream, a WebSocket) and the inner
 /// session-based Streamable HTTP session of the gateway's own it drives: each message the client
 /// sends goes through the pipeline (`send`) as a request of that session, with the credentials it
-/// came with; whatever the answers and the session's GET stream hold goes to `outbound`. The
+/// came with; whatever the answers and the session's GET stream hold goes to `outbound`, from the
+/// task that read it (no task of its own to pass messages on: a session keeps its tasks for its
+/// whole life, bench/results-connections.md). The
 /// client's connection stands in for the inner requests' own: when it closes (`close`), what is
 /// in flight is cancelled and the inner session is deleted.
 final class BridgedSession: Sendable {
     typealias Send = @Sendable (Request, GatewayRequestContext) async -> Response
+
+    /// Where the session's messages go: the client's transport.
+    struct Outbound: Sendable {
+        /// Hands one message to the client; returns once the transport has taken it (a WebSocket
+        /// write waits for the socket). Messages one task delivers arrive in that order.
+        let deliver: @Sendable (ByteBuffer) async -> Void
+        /// The session is over: nothing more is delivered.
+        let finish: @Sendable () -> Void
+    }
 
     struct State {
         /// The inner session (the gateway's `Mcp-Session-Id`), once `initialize` was answered.
@@ -37,7 +48,7 @@ final class BridgedSession: Sendable {
     let streamHead: HTTPRequest
     /// The stream's context: its connection is the one whose close ends the session.
     let streamContext: GatewayRequestContext
-    let outbound: AsyncStream<ByteBuffer>.Continuation
+    let outbound: Outbound
     let send: BridgedSession.Send
     /// For the log: which transport the client came by.
     let transport: String
@@ -45,7 +56,7 @@ final class BridgedSession: Sendable {
 
     init(
         id: String, router: String, owner: String?, mcpPath: String, streamHead: HTTPRequest, streamContext: GatewayRequestContext,
-        outbound: AsyncStream<ByteBuffer>.Continuation, send: @escaping BridgedSession.Send, transport: String
+        outbound: Outbound, send: @escaping BridgedSession.Send, transport: String
     ) {
         self.transport = transport
         self.id = id
@@ -79,7 +90,7 @@ final class BridgedSession: Sendable {
                     if let parsed = try? JSONRPCMessage(parsing: message), parsed.isResponse {
                         version = parsed.string(at: ["result", "protocolVersion"])
                     }
-                    outbound.yield(message)
+                    await outbound.deliver(message)
                 }
                 state.withLock {
                     $0.innerSession = session
@@ -106,7 +117,7 @@ final class BridgedSession: Sendable {
             head.headerFields = fields
             let response = await Self.answeredApart(Request(head: head, body: RequestBody(buffer: ByteBuffer())), context: streamContext, send: send)
             guard response.status == .ok, MediaTypes.isEventStream(response.headers[.contentType]) else { return }
-            try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: true))
+            try? await response.body.write(MessageFeedWriter(deliver: outbound.deliver, eventStream: true))
         }
     }
 
@@ -159,17 +170,17 @@ final class BridgedSession: Sendable {
     private func forward(_ response: Response, for message: JSONRPCMessage?) async {
         let eventStream = MediaTypes.isEventStream(response.headers[.contentType])
         if (200..<300).contains(response.status.code) {
-            try? await response.body.write(MessageFeedWriter(into: outbound, eventStream: eventStream))
+            try? await response.body.write(MessageFeedWriter(deliver: outbound.deliver, eventStream: eventStream))
             return
         }
         let body = await Self.messages(of: response).first
         if let body, let answer = try? JSONRPCMessage(parsing: body), answer.isResponse {
-            outbound.yield(body)
+            await outbound.deliver(body)
             return
         }
         guard let message, message.isRequest else { return }
         let detail = body.map { String(buffer: $0) } ?? ""
-        outbound.yield(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "HTTP \(response.status.code): \(detail.prefix(200))"))
+        await outbound.deliver(JSONRPCErrorResponse.make(rawID: message.rawID, code: JSONRPCErrorResponse.internalError, message: "HTTP \(response.status.code): \(detail.prefix(200))"))
     }
 
     /// Every message of a whole answer (a JSON body, or each event of an SSE body).

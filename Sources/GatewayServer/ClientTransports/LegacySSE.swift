@@ -69,10 +69,15 @@ final class LegacySSEClients: Sendable {
     // MARK: the stream
 
     private func stream(_ request: Request, context: GatewayRequestContext, route: CompiledRoute, send: @escaping BridgedSession.Send) throws(GatewayError) -> Response {
-        let (outbound, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        // The session's messages (and the keep-alive ticks, nil) as the stream's events.
+        let (events, eventsContinuation) = AsyncStream<ByteBuffer?>.makeStream()
+        let outbound = BridgedSession.Outbound(
+            deliver: { eventsContinuation.yield(SSEEncoding.event(id: nil, data: $0)) },
+            finish: { eventsContinuation.finish() }
+        )
         let session = BridgedSession(
             id: MCPSessionID.mint(), router: route.router.name, owner: context.caller?.claims.sub, mcpPath: route.router.mcpPath,
-            streamHead: request.head, streamContext: context.forInnerRequest(), outbound: continuation, send: send, transport: "legacy SSE"
+            streamHead: request.head, streamContext: context.forInnerRequest(), outbound: outbound, send: send, transport: "legacy SSE"
         )
         let admitted = sessions.withLock { sessions in
             guard sessions.count < maximumSessions else { return false }
@@ -88,21 +93,13 @@ final class LegacySSEClients: Sendable {
                 session.close()
             }
             try await writer.write(ByteBuffer(string: "event: endpoint\ndata: \(endpointURL)\n\n"))
-            let (events, eventsContinuation) = AsyncStream<ByteBuffer?>.makeStream()
-            let forwarding = Task {
-                for await message in outbound { eventsContinuation.yield(SSEEncoding.event(id: nil, data: message)) }
-                eventsContinuation.finish()
-            }
             let ticker = Task {
                 while !Task.isCancelled {
                     guard (try? await Task.sleep(for: Self.keepAlive)) != nil else { break }
                     eventsContinuation.yield(nil)
                 }
             }
-            defer {
-                ticker.cancel()
-                forwarding.cancel()
-            }
+            defer { ticker.cancel() }
             try await request.cancellingOnInboundClose {
                 for await event in events {
                     try await writer.write(event ?? ByteBuffer(string: ": keep-alive\n\n"))

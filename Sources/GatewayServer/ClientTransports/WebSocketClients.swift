@@ -59,21 +59,17 @@ struct WebSocketClients: Sendable {
         send: @escaping BridgedSession.Send
     ) async {
         defer { sessions.release() }
-        let (messages, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        // Each message is written by the task that has it (an answer's, the session stream's),
+        // not passed to a writer task: a session keeps every task of its own for its whole life.
+        // Once the socket is gone a write fails, and there is nobody left to tell.
         let session = BridgedSession(
             id: MCPSessionID.mint(), router: route.router.name, owner: context.caller?.claims.sub, mcpPath: route.router.mcpPath,
-            streamHead: head, streamContext: context.forInnerRequest(), outbound: continuation, send: send, transport: "WebSocket"
+            streamHead: head, streamContext: context.forInnerRequest(),
+            outbound: .init(deliver: { message in try? await outbound.write(.text(String(buffer: message))) }, finish: {}),
+            send: send, transport: "WebSocket"
         )
         context.logger.debug("WebSocket session opened", metadata: ["router": "\(route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
-        let writer = Task {
-            for await message in messages {
-                do { try await outbound.write(.text(String(buffer: message))) } catch { break }
-            }
-        }
-        defer {
-            session.close()
-            writer.cancel()
-        }
+        defer { session.close() }
         do {
             for try await message in inbound.messages(maxSize: route.maxRequestBodyBytes) {
                 let body: ByteBuffer = switch message {
@@ -83,7 +79,7 @@ struct WebSocketClients: Sendable {
                 do {
                     for single in try LegacySSEClients.split(body) { session.dispatch(single, head: head) }
                 } catch {
-                    continuation.yield(JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)"))
+                    await session.outbound.deliver(JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)"))
                 }
             }
         } catch {

@@ -1,3 +1,4 @@
+import GatewayUpstream
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -125,6 +126,7 @@ struct GatedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         do {
+            try channel.syncOptions?.setOption(.recvAllocator, value: ReceiveBuffers.allocator)
             try channel.pipeline.syncOperations.addHandler(ConnectionGateHandler(gate: gate), position: .first)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)

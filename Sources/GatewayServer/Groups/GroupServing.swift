@@ -454,14 +454,19 @@ struct Serving: Sendable {
 
 /// Reads a member's answer body into messages: each SSE event's data, or the one JSON body.
 struct MessageFeedWriter: ResponseBodyWriter {
-    let into: AsyncStream<ByteBuffer>.Continuation
+    /// Takes each message, in order; the writer waits for it to be taken.
+    let deliver: @Sendable (ByteBuffer) async -> Void
     let eventStream: Bool
     private var pending = ByteBuffer()
     private var decoder = SSEDecoder()
 
-    init(into: AsyncStream<ByteBuffer>.Continuation, eventStream: Bool) {
-        self.into = into
+    init(deliver: @escaping @Sendable (ByteBuffer) async -> Void, eventStream: Bool) {
+        self.deliver = deliver
         self.eventStream = eventStream
+    }
+
+    init(into continuation: AsyncStream<ByteBuffer>.Continuation, eventStream: Bool) {
+        self.init(deliver: { continuation.yield($0) }, eventStream: eventStream)
     }
 
     mutating func write(_ buffer: ByteBuffer) async throws {
@@ -469,7 +474,7 @@ struct MessageFeedWriter: ResponseBodyWriter {
         pending.writeBuffer(&buffer)
         guard eventStream else { return }
         while let event = try decoder.decode(buffer: &pending) {
-            if event.data.readableBytes > 0 { into.yield(event.data) }
+            if event.data.readableBytes > 0 { await deliver(event.data) }
         }
     }
 
@@ -478,10 +483,10 @@ struct MessageFeedWriter: ResponseBodyWriter {
             var decoder = self.decoder
             var pending = self.pending
             while let event = try decoder.decodeLast(buffer: &pending, seenEOF: true) {
-                if event.data.readableBytes > 0 { into.yield(event.data) }
+                if event.data.readableBytes > 0 { await deliver(event.data) }
             }
         } else if pending.readableBytes > 0 {
-            into.yield(pending)
+            await deliver(pending)
         }
     }
 }

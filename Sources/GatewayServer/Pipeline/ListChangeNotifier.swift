@@ -36,10 +36,12 @@ final class ListChangeNotifier: Sendable {
         let original = response.body
         response.headers[.contentLength] = nil
         response.body = ResponseBody { [self] writer in
-            let (notifications, deliver) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(16))
-            let id = listen(router: router, identity: identity) { deliver.yield($0) }
-            defer { stopListening(id) }
             let (merged, into) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+            // A notification is one whole event, yielded at once, and the upstream's events go onto
+            // the same stream whole: it lands between two of them. Straight onto the stream, not
+            // through a task of its own: a held stream keeps its tasks for its whole life.
+            let id = listen(router: router, identity: identity) { into.yield($0) }
+            defer { stopListening(id) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
@@ -47,9 +49,6 @@ final class ListChangeNotifier: Sendable {
                     } catch {
                         into.finish(throwing: error)
                     }
-                }
-                group.addTask {
-                    for await event in notifications { into.yield(event) }
                 }
                 for try await chunk in merged { try await writer.write(chunk) }
                 group.cancelAll()
