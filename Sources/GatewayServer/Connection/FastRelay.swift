@@ -73,8 +73,9 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var handedOver = 0
     /// The request being relayed.
     private var relay: Relay?
-    /// Parts of requests that arrived (pipelined) while one is relayed.
-    private var waiting = CircularBuffer<HTTPRequestPart>()
+    /// Parts of requests that arrived (pipelined) while one is relayed. Room for one to start:
+    /// clients rarely pipeline, and every connection kept the default's 16 slots.
+    private var waiting = CircularBuffer<HTTPRequestPart>(initialCapacity: 1)
     /// A read was held back while requests waited.
     private var readPending = false
     /// The token check's answer for the connection's last token.
