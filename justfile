@@ -115,6 +115,12 @@ bench-connections: build-release
     bash scripts/ensure-apt.sh wrk nginx-light
     PATH="{{venv}}/bin:$PATH" {{python}} bench/connections.py --gateway .build/release/mcp-gateway
 
+# The control for bench-connections' active clients: nginx proxy_pass and the bare SwiftNIO relay
+# under the same load, before, while and after 10 000 idle connections are held on them.
+bench-held-control: build-release
+    bash scripts/ensure-apt.sh wrk nginx-light
+    PATH="{{venv}}/bin:$PATH" {{python}} bench/held_control.py
+
 # Soak (not in `bench`): three instances behind nginx for 10 minutes, RSS and descriptors sampled.
 soak-cluster: build-release
     bash scripts/ensure-apt.sh redis-server nginx-light
