@@ -15,7 +15,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import connections as cx  # noqa: E402
 from common import free_port, open_descriptors, rss_kib, stop_all, wait_port  # noqa: E402
-from http_proxy import CANNED, start_nginx  # noqa: E402
+from http_proxy import CANNED, nginx_config, start_nginx  # noqa: E402
 
 
 def nginx_proxy(workdir: Path, upstream_port: int) -> tuple[subprocess.Popen, int, int]:
@@ -31,24 +30,11 @@ def nginx_proxy(workdir: Path, upstream_port: int) -> tuple[subprocess.Popen, in
     port = free_port()
     prefix = workdir / "proxy"
     prefix.mkdir()
-    conf = prefix / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""
-        daemon off;
-        worker_processes 1;
-        worker_rlimit_nofile 20000;
-        error_log {prefix}/error.log warn;
-        pid {prefix}/nginx.pid;
-        events {{ worker_connections 16000; }}
-        http {{
-            access_log off;
-            client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fastcgi;
-            uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-            keepalive_requests 1000000;
-            keepalive_timeout 30m;
-            upstream mcp {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-            server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
-        }}
-    """))
+    conf = nginx_config(prefix, port, f"""
+        keepalive_timeout 30m;
+        upstream mcp {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+    """, worker_connections=16_000)
     master = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix)])
     wait_port(port)
     deadline = time.monotonic() + 10

@@ -30,14 +30,18 @@ from common import run_wrk as common_run_wrk  # noqa: E402
 CANNED = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}'
 
 
-def nginx_config(prefix: Path, port: int, body: str) -> Path:
+def nginx_config(prefix: Path, port: int, body: str, worker_connections: int = 4096) -> Path:
+    """One worker; `body` inside `http`, `PORT` in it replaced by `port`. More than 4096
+    connections raise the worker's descriptor limit to match."""
     conf = prefix / "nginx.conf"
+    descriptors = f"worker_rlimit_nofile {worker_connections + 1024};" if worker_connections > 4096 else ""
     conf.write_text(textwrap.dedent(f"""
         daemon off;
         worker_processes 1;
+        {descriptors}
         error_log {prefix}/error.log warn;
         pid {prefix}/nginx.pid;
-        events {{ worker_connections 4096; }}
+        events {{ worker_connections {worker_connections}; }}
         http {{
             access_log off;
             client_body_temp_path {prefix}/body;

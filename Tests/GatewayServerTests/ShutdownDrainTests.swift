@@ -7,6 +7,13 @@ import Testing
 @Suite struct ShutdownDrainTests {
     struct Failure: Error, Equatable {}
 
+    /// Waits for nothing but the task's cancellation, then throws it (an event, not a clock).
+    static func untilCancelled() async throws {
+        let (never, _) = AsyncStream<Void>.makeStream()
+        for await _ in never {}
+        try Task.checkCancellation()
+    }
+
     @Test func anOperationThatEndsItselfWasNotDrained() async throws {
         let drain = ShutdownDrain()
         let ran = Mutex(false)
@@ -25,7 +32,7 @@ import Testing
         let sawCancellation = Mutex(false)
         async let drained = drain.runUntilDrained {
             start.finish()
-            do { try await Task.sleep(for: .seconds(3600)) } catch { sawCancellation.withLock { $0 = error is CancellationError } }
+            do { try await Self.untilCancelled() } catch { sawCancellation.withLock { $0 = error is CancellationError } }
         }
         for await _ in started {}
         drain.drain()
@@ -36,7 +43,7 @@ import Testing
     @Test func aDrainThatHasStartedEndsAnOperationAtOnce() async throws {
         let drain = ShutdownDrain()
         drain.drain()
-        #expect(try await drain.runUntilDrained { try await Task.sleep(for: .seconds(3600)) } == true)
+        #expect(try await drain.runUntilDrained { try await Self.untilCancelled() } == true)
     }
 
     @Test func cancellingTheWaitingTaskCancelsTheOperation() async throws {
@@ -45,7 +52,7 @@ import Testing
         let waiting = Task {
             try await drain.runUntilDrained {
                 start.finish()
-                try await Task.sleep(for: .seconds(3600))
+                try await Self.untilCancelled()
             }
         }
         for await _ in started {}
