@@ -6,7 +6,9 @@ session id are refused); closing the stream ends the inner session; a router can
 transport off. WebSocket (subprotocol `mcp` on the MCP endpoint): the SDK 1.x `websocket_client`
 does the same through both upstream kinds; the upgrade is authenticated like a request (header or
 `bearer.<token>` subprotocol, never echoed), refused without a token, with another route's token,
-from a foreign Origin, or without the `mcp` subprotocol; no token in the log. An upstream that
+from a foreign Origin, or without the `mcp` subprotocol; no token in the log; fragments are joined,
+pings answered, a close answered with its code, an oversized message (whole or fragmented) closed
+with 1009 and a stray continuation with 1002; a stopping gateway closes its sessions with 1001. An upstream that
 speaks only the 2024-11-05 transport (`services.<s>.sse`, the SDK 1.x FastMCP `sse` server) reached
 by the official client in both eras and by the SDK 1.x `sse_client`, with tools, progress and an
 elicitation; one that is down is a clear 502."""
@@ -14,6 +16,8 @@ elicitation; one that is down is a clear 502."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -51,7 +55,13 @@ def config(upstream_port: int, password_hash: str, sse_port: int) -> str:
       modern-only: {{ rule: "PathPrefix(`/modern-only`)", service: stdio, auth: none, legacySSE: false }}
       old-server: {{ rule: "PathPrefix(`/old-server`)", service: old-server, auth: none }}
       gone-server: {{ rule: "PathPrefix(`/gone-server`)", service: gone-server, auth: none }}
+      small: {{ rule: "PathPrefix(`/small`)", service: small, auth: none }}
     services:
+      small:
+        stdio:
+          command: "{LEGACY_PYTHON}"
+          args: ["{SERVERS / 'legacy_server.py'}"]
+          maxRequestBodySize: 2KiB
       stdio:
         stdio:
           command: "{LEGACY_PYTHON}"
@@ -234,6 +244,73 @@ def test_a_websocket_upgrade_is_authenticated_like_a_request(world):
         websocket.create_connection(world.url("/open/other").replace("http://", "ws://"), timeout=10)
     refused_lines = [line for line in world.gateway.managed.log().splitlines() if "WebSocket upgrade refused" in line]
     assert "path=/open/other" in refused_lines[-1] and "status=404" in refused_lines[-1]
+
+
+def _close_code(connection: websocket.WebSocket) -> int:
+    """The code of the close frame the gateway sends next (messages before it are skipped)."""
+    while True:
+        opcode, frame = connection.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big")
+
+
+def test_websocket_frames_are_handled_as_rfc_6455_says(world):
+    """A message split into fragments is joined; a ping is answered with its payload; a close is
+    answered with its code; a message beyond the service's body limit (2 KiB here), in one frame
+    or in fragments, closes with 1009; a continuation with no message begun, with 1002."""
+    connection = ws_connect(world, "small", subprotocols=["mcp"])
+    try:
+        initialize = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                 "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw-ws", "version": "1"}}})
+        half = len(initialize) // 2
+        connection.send_frame(websocket.ABNF.create_frame(initialize[:half], websocket.ABNF.OPCODE_TEXT, fin=0))
+        connection.send_frame(websocket.ABNF.create_frame(initialize[half:], websocket.ABNF.OPCODE_CONT, fin=1))
+        answer = json.loads(connection.recv())
+        assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"] == "legacy-server", answer
+        connection.ping(b"are you there")
+        opcode, frame = connection.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"are you there"
+        connection.send_close(status=1000)
+        assert _close_code(connection) == 1000
+    finally:
+        connection.shutdown()
+
+    too_large = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"padding": "x" * 3000}})
+    for frames in ([(too_large, websocket.ABNF.OPCODE_TEXT, 1)],
+                   [(too_large[:1500], websocket.ABNF.OPCODE_TEXT, 0), (too_large[1500:], websocket.ABNF.OPCODE_CONT, 1)],
+                   [("{}", websocket.ABNF.OPCODE_CONT, 1)]):
+        connection = ws_connect(world, "small", subprotocols=["mcp"])
+        try:
+            for data, opcode, fin in frames:
+                connection.send_frame(websocket.ABNF.create_frame(data, opcode, fin=fin))
+            assert _close_code(connection) == (1002 if frames[0][1] == websocket.ABNF.OPCODE_CONT else 1009), frames[0][1:]
+        finally:
+            connection.shutdown()
+
+
+def test_a_stopping_gateway_closes_its_websocket_sessions_with_1001(tmp_path):
+    """SIGTERM ends each WebSocket session at once with 1001 (going away), so its client
+    reconnects to a serving instance, and the gateway exits without waiting for them."""
+    gateway = start_gateway(tmp_path, """
+    entryPoints:
+      web:
+        address: "127.0.0.1:{port}"
+    publicURL: "http://127.0.0.1:{port}"
+    routers:
+      open: { rule: "PathPrefix(`/open`)", service: nowhere, auth: none }
+    services:
+      nowhere: { http: { url: "http://127.0.0.1:9/mcp" } }
+    """)
+    connection = websocket.create_connection(gateway.url("/open/mcp").replace("http://", "ws://"), timeout=10, subprotocols=["mcp"])
+    try:
+        connection.ping(b"up")
+        assert connection.recv_data_frame(control_frame=True)[0] == websocket.ABNF.OPCODE_PONG
+        os.kill(gateway.managed.pid, signal.SIGTERM)
+        assert _close_code(connection) == 1001
+        assert gateway.managed.process.wait(timeout=15) == 0
+    finally:
+        connection.shutdown()
+        gateway.managed.stop()
 
 
 def test_no_token_of_the_old_transports_reaches_the_log(world):

@@ -4,11 +4,11 @@ import GatewayAuth
 import GatewayConfig
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import MCPMessages
 import MCPTransport
 import NIOCore
+import NIOWebSocket
 import Synchronization
 
 /// MCP over WebSocket on every MCP endpoint: an HTTP/1.1 upgrade (subprotocol `mcp`) of a GET to
@@ -17,12 +17,18 @@ import Synchronization
 /// server→client requests and notifications flow on it, and every message goes through the whole
 /// pipeline with the upgrade request's credentials. Those are checked before the upgrade, by the
 /// same stages as any request (route, Host, Origin, authentication); a request they refuse is not
-/// upgraded (the WebSocket library answers an empty 400; the log says why). A browser
-/// cannot set `Authorization` on a WebSocket: the token may come as a subprotocol
-/// `bearer.<token>` instead (never echoed back).
+/// upgraded (an empty 400; the log says why). A browser cannot set `Authorization` on a
+/// WebSocket: the token may come as a subprotocol `bearer.<token>` instead (never echoed back).
+///
+/// The upgraded connection is served by a channel handler (`WebSocketSession`) on NIO's frame
+/// codec: no task waits for its frames, and its pings are timers of its event loop.
 struct WebSocketClients: Sendable {
     static let subprotocol = "mcp"
     static let bearerPrefix = "bearer."
+    /// A ping this often; a peer that has not answered the last one by the next is gone.
+    static let pingInterval = TimeAmount.seconds(30)
+    /// The largest frame read (a message may span frames, up to the route's body limit).
+    static let maxFrameSize = 4 << 20
 
     let sessions: SessionCount
 
@@ -52,38 +58,216 @@ struct WebSocketClients: Sendable {
         head.headerFields[.secWebSocketProtocol] = nil
         return (head, offered.contains(subprotocol), !offered.isEmpty)
     }
+}
 
-    /// Serves one upgraded connection until either side closes it.
-    func serve(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, head: HTTPRequest, context: GatewayRequestContext, route: CompiledRoute,
-        send: @escaping BridgedSession.Send
-    ) async {
-        defer { sessions.release() }
-        // Each message is written by the task that has it (an answer's, the session stream's),
-        // not passed to a writer task: a session keeps every task of its own for its whole life.
+/// The WebSocket protocol of one session's connection (RFC 6455) as a value: each frame read,
+/// each keep-alive tick and each close the gateway starts becomes what the connection's handler
+/// does. Fragmented messages are joined up to the route's body limit (1009 beyond it); a ping is
+/// answered with its payload; a close is answered with its code and the connection closed; a
+/// peer that has not answered the last keep-alive ping by the next tick is gone (1001).
+struct WebSocketProtocolState {
+    enum Action: Equatable {
+        case none
+        /// A whole message from the client.
+        case deliver(ByteBuffer)
+        case pong(ByteBuffer)
+        case ping
+        /// Send a close frame with this code, then close the connection.
+        case close(WebSocketErrorCode)
+        /// The peer answered the gateway's close: close the connection.
+        case closeConnection
+    }
+
+    /// The largest message (the route's `maxRequestBodySize`).
+    let maxMessageBytes: Int
+    /// A close frame was sent: nothing more is, and what the client sends is dropped.
+    private(set) var closing = false
+    /// A message whose first frames arrived (their payloads, joined).
+    private var fragments: ByteBuffer?
+    private var awaitingPong = false
+
+    init(maxMessageBytes: Int) {
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    mutating func read(_ frame: WebSocketFrame) -> Action {
+        switch frame.opcode {
+        case .text, .binary:
+            guard fragments == nil else { return close(.protocolError) }
+            let payload = frame.unmaskedData
+            guard payload.readableBytes <= maxMessageBytes else { return close(.messageTooLarge) }
+            guard frame.fin else {
+                fragments = payload
+                return .none
+            }
+            return closing ? .none : .deliver(payload)
+        case .continuation:
+            guard var joined = fragments else { return close(.protocolError) }
+            var payload = frame.unmaskedData
+            guard joined.readableBytes + payload.readableBytes <= maxMessageBytes else { return close(.messageTooLarge) }
+            joined.writeBuffer(&payload)
+            guard frame.fin else {
+                fragments = joined
+                return .none
+            }
+            fragments = nil
+            return closing ? .none : .deliver(joined)
+        case .ping:
+            return closing ? .none : .pong(frame.unmaskedData)
+        case .pong:
+            awaitingPong = false
+            return .none
+        case .connectionClose:
+            // The answer to the gateway's own close completes the handshake; the peer's own close
+            // is answered with its code (RFC 6455 §5.5.1).
+            guard !closing else { return .closeConnection }
+            var data = frame.unmaskedData
+            return close(data.readWebSocketErrorCode() ?? .normalClosure)
+        default:
+            return close(.protocolError)
+        }
+    }
+
+    /// Every `WebSocketClients.pingInterval`.
+    mutating func keepAliveTick() -> Action {
+        guard !closing else { return .none }
+        guard !awaitingPong else { return close(.goingAway) }
+        awaitingPong = true
+        return .ping
+    }
+
+    /// The gateway closes the session (once).
+    mutating func close(_ code: WebSocketErrorCode) -> Action {
+        guard !closing else { return .none }
+        closing = true
+        fragments = nil
+        return .close(code)
+    }
+}
+
+/// One upgraded connection, on NIO's frame codec: its messages go to a `BridgedSession`, whose
+/// messages come back as text frames; `WebSocketProtocolState` decides the rest. When the gateway
+/// stops (a quiesce) the session ends with 1001, so its client reconnects to a serving instance.
+final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// What the session is made with once the connection is upgraded.
+    struct Opening: Sendable {
+        let head: HTTPRequest
+        let context: GatewayRequestContext
+        let route: CompiledRoute
+        let send: BridgedSession.Send
+        let sessions: WebSocketClients.SessionCount
+    }
+
+    private let opening: Opening
+    private var state: WebSocketProtocolState
+    private var session: BridgedSession?
+    private var pingTimer: Scheduled<Void>?
+    private var released = false
+
+    init(_ opening: Opening) {
+        self.opening = opening
+        self.state = WebSocketProtocolState(maxMessageBytes: opening.route.maxRequestBodyBytes)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        // Each message is written by the task that has it (an answer's, the session stream's): a
+        // write from outside the loop is queued onto it, in order, and awaited for backpressure.
         // Once the socket is gone a write fails, and there is nobody left to tell.
         let session = BridgedSession(
-            id: MCPSessionID.mint(), router: route.router.name, owner: context.caller?.claims.sub, mcpPath: route.router.mcpPath,
-            streamHead: head, streamContext: context.forInnerRequest(),
-            outbound: .init(deliver: { message in try? await outbound.write(.text(String(buffer: message))) }, finish: {}),
-            send: send, transport: "WebSocket"
+            id: MCPSessionID.mint(), router: opening.route.router.name, owner: opening.context.caller?.claims.sub, mcpPath: opening.route.router.mcpPath,
+            streamHead: opening.head, streamContext: opening.context.forInnerRequest(),
+            outbound: .init(
+                deliver: { message in try? await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message)).get() },
+                finish: {}
+            ),
+            send: opening.send, transport: "WebSocket"
         )
-        context.logger.debug("WebSocket session opened", metadata: ["router": "\(route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
-        defer { session.close() }
-        do {
-            for try await message in inbound.messages(maxSize: route.maxRequestBodyBytes) {
-                let body: ByteBuffer = switch message {
-                case .text(let text): ByteBuffer(string: text)
-                case .binary(let bytes): bytes
-                }
-                do {
-                    for single in try LegacySSEClients.split(body) { session.dispatch(single, head: head) }
-                } catch {
-                    await session.outbound.deliver(JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)"))
-                }
+        self.session = session
+        opening.context.logger.debug("WebSocket session opened", metadata: ["router": "\(opening.route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
+        scheduleKeepAlive(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        end()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end()
+        context.fireChannelInactive()
+    }
+
+    /// The connection is gone: the session and its place go with it (once).
+    private func end() {
+        pingTimer?.cancel()
+        pingTimer = nil
+        session?.close()
+        session = nil
+        guard !released else { return }
+        released = true
+        opening.sessions.release()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        perform(state.read(unwrapInboundIn(data)), context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The gateway is stopping.
+        if event is ChannelShouldQuiesceEvent { return perform(state.close(.goingAway), context: context) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's protocol error handler (before this one) has answered its own errors with a close.
+        opening.context.logger.debug("WebSocket session ended by an error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func perform(_ action: WebSocketProtocolState.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            return
+        case .deliver(let body):
+            guard let session else { return }
+            do {
+                // A batch is split into its messages.
+                for single in try LegacySSEClients.split(body) { session.dispatch(single, head: opening.head) }
+            } catch {
+                let refusal = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)")
+                write(.text, refusal, context: context)
             }
-        } catch {
-            context.logger.debug("WebSocket session ended by an error", metadata: ["error": "\(error)"])
+        case .pong(let payload):
+            write(.pong, payload, context: context)
+        case .ping:
+            write(.ping, context.channel.allocator.buffer(capacity: 0), context: context)
+        case .close(let code):
+            // The peer's answering close is not waited for: nothing more would be read from it.
+            var data = context.channel.allocator.buffer(capacity: 2)
+            data.write(webSocketErrorCode: code)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+        case .closeConnection:
+            context.close(promise: nil)
+        }
+    }
+
+    private func write(_ opcode: WebSocketOpcode, _ data: ByteBuffer, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, data: data)), promise: nil)
+    }
+
+    private func scheduleKeepAlive(_ context: ChannelHandlerContext) {
+        pingTimer = context.eventLoop.assumeIsolated().scheduleTask(in: WebSocketClients.pingInterval) { [self] in
+            pingTimer = nil
+            guard context.channel.isActive else { return }
+            let action = state.keepAliveTick()
+            perform(action, context: context)
+            if action == .ping { scheduleKeepAlive(context) }
         }
     }
 }
@@ -91,16 +275,16 @@ struct WebSocketClients: Sendable {
 extension GatewayPipeline {
     /// Whether a WebSocket upgrade request may become an MCP session: the stages up to
     /// authentication run on it as on any request; anything they refuse, and anything that is
-    /// not an MCP endpoint, is left to the pipeline to answer as an ordinary request.
-    func webSocketUpgrade(_ head: HTTPRequest, channel: any Channel, logger: Logger) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+    /// not an MCP endpoint, is not upgraded (the log says what HTTP would have answered).
+    func webSocketUpgrade(_ head: HTTPRequest, channel: any Channel, logger: Logger) async -> WebSocketAcceptance? {
         let (credentialed, offersMCP, offersAny) = WebSocketClients.credentialed(head)
         // A client naming subprotocols must name `mcp` among them.
-        guard offersMCP || !offersAny else { return .dontUpgrade }
+        guard offersMCP || !offersAny else { return nil }
         let request = Request(head: credentialed, body: RequestBody(buffer: ByteBuffer()))
         var context = GatewayRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
         clientAddressing.apply(request, &context)
         do {
-            if try await frontDoor.answer(request, context: context) != nil { return .dontUpgrade }
+            if try await frontDoor.answer(request, context: context) != nil { return nil }
             try routeMatching.apply(request, &context)
             guard let route = context.route, context.legacyEndpoint == nil else { throw GatewayError.notMCPEndpoint(router: context.route?.router.name ?? "", mcpPath: context.route?.router.mcpPath ?? "") }
             try requestChecks.apply(request, context)
@@ -109,22 +293,30 @@ extension GatewayPipeline {
             context.logger.info("WebSocket upgrade", metadata: [
                 "router": "\(route.router.name)", "user": "\(context.caller?.claims.login ?? "")", "ip": "\(context.clientIP ?? "")",
             ])
-            var headers = HTTPFields()
-            if offersMCP { headers[.secWebSocketProtocol] = WebSocketClients.subprotocol }
-            let accepted = context
-            return .upgrade(headers) { [self] inbound, outbound, _ in
-                await webSockets.serve(inbound: inbound, outbound: outbound, head: credentialed, context: accepted, route: route, send: bridgedSend)
-            }
+            var fields = HTTPFields()
+            if offersMCP { fields[.secWebSocketProtocol] = WebSocketClients.subprotocol }
+            let opening = WebSocketSession.Opening(head: credentialed, context: context, route: route, send: bridgedSend, sessions: webSockets.sessions)
+            let sessions = webSockets.sessions
+            return WebSocketAcceptance(
+                responseFields: fields,
+                install: { channel in
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(WebSocketSession(opening))
+                    } catch {
+                        sessions.release()
+                        throw error
+                    }
+                },
+                abandon: { sessions.release() }
+            )
         } catch let error as GatewayError {
-            // The WebSocket library answers every refused upgrade with an empty 400; the reason
-            // (what the same request would have been answered over HTTP) goes to the log.
             context.logger.info("WebSocket upgrade refused", metadata: [
                 "path": "\(head.path ?? "")", "status": "\(error.status.code)", "reason": "\(error.reason)", "ip": "\(context.clientIP ?? "")",
             ])
-            return .dontUpgrade
+            return nil
         } catch {
             context.logger.info("WebSocket upgrade refused", metadata: ["path": "\(head.path ?? "")", "error": "\(error)"])
-            return .dontUpgrade
+            return nil
         }
     }
 }

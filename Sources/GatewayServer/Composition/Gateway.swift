@@ -21,7 +21,6 @@ import ServiceLifecycle
 import HummingbirdHTTP2
 import HummingbirdCore
 import HummingbirdTLS
-import HummingbirdWebSocket
 import HTTPTypes
 import NIOCore
 import NIOSSL
@@ -192,7 +191,7 @@ extension Gateway {
     /// has a certificate, with HTTP/2 by ALPN when asked (no WebSocket then: RFC 8441 is not served).
     static func server(
         for entryPoint: EntryPoint, tls: TLSConfiguration?, gate: ConnectionGate, fastRelay: (@Sendable () -> FastRelay)? = nil,
-        webSocket: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+        webSocket: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> WebSocketAcceptance?
     ) throws -> HTTPServerBuilder {
         let idleTimeout = Duration.nanoseconds(Int64(entryPoint.idleTimeout.timeInterval * 1e9))
         let headerTimeout = TimeAmount.nanoseconds(Int64(entryPoint.headerTimeout.timeInterval * 1e9))
@@ -202,13 +201,10 @@ extension Gateway {
             additionalChannelHandlers: [HTTP1ServerCodec(), InboundCloseWatcher(), HeaderDeadline(timeout: headerTimeout)] + (fastRelay.map { [FastRelayInstaller($0)] } ?? []),
             idleTimeout: idleAmount
         )
-        // Frames up to 4 MiB (a message may be larger: it is bounded by the route's body limit).
         @Sendable func upgrading(_ responder: @escaping HTTPChannelHandler.Responder) -> GuardedUpgradeChannel {
             GuardedUpgradeChannel(
-                base: HTTP1WebSocketUpgradeChannel(
-                    responder: responder,
-                    configuration: .init(http1: http1, ws: .init(maxFrameSize: 4 << 20, autoPing: .enabled(timePeriod: .seconds(30)))),
-                    shouldUpgrade: webSocket
+                base: HTTP1UpgradeChannel(
+                    responder: responder, http1: http1, idleTimeout: idleTimeout, maxFrameSize: WebSocketClients.maxFrameSize, shouldUpgrade: webSocket
                 ),
                 headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024, defersTask: fastRelay != nil
             )

@@ -1,5 +1,4 @@
 import HummingbirdCore
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -13,13 +12,13 @@ import Synchronization
 /// close on a request the parser refuses (`ParseErrorCloser`, at the pipeline's end).
 struct GuardedUpgradeChannel: ServerChildChannel {
     struct Value: ServerChildChannelValue {
-        let base: HTTP1WebSocketUpgradeChannel.Value
+        let base: HTTP1UpgradeChannel.Value
         /// What the connection's task waits for before Hummingbird's handling (nil: no wait).
         let start: ConnectionTaskStart?
         var channel: any Channel { base.channel }
     }
 
-    let base: HTTP1WebSocketUpgradeChannel
+    let base: HTTP1UpgradeChannel
     let headerTimeout: TimeAmount
     let maxHeadBytes: Int
     /// The entry point relays requests itself (`FastRelay`): the connection's task waits until the
