@@ -288,6 +288,46 @@ def test_websocket_frames_are_handled_as_rfc_6455_says(world):
             connection.shutdown()
 
 
+def test_a_websocket_sessions_stream_is_relayed_on_its_connection(world):
+    """On an HTTP upstream the session's GET stream is carried by the fast relay behind the
+    WebSocket (no task reads it): what the server sends outside any request (tools/list_changed,
+    which `add_tool` announces on the GET stream) arrives as a text frame. (A browser's session
+    sends `Origin`, which the fast relay leaves to the full pipeline: the other tests' sessions,
+    whose client sends it, read their stream in a task.)"""
+    connection = ws_connect(world, "open-http", subprotocols=["mcp"], suppress_origin=True)
+    calls = iter(range(100, 200))
+
+    def list_change_arrives() -> bool:
+        # The GET opens after initialize is answered; a notification sent before it is lost, so
+        # each try adds another tool until one's announcement comes.
+        call = next(calls)
+        connection.send(json.dumps({"jsonrpc": "2.0", "id": call, "method": "tools/call",
+                                    "params": {"name": "add_tool", "arguments": {"name": f"ws_extra_{call}"}}}))
+        answered = False
+        while True:
+            try:
+                message = json.loads(connection.recv())
+            except websocket.WebSocketTimeoutException:
+                return False
+            if message.get("method") == "notifications/tools/list_changed":
+                return True
+            if message.get("id") == call:
+                answered = True
+                connection.settimeout(2)  # the announcement may follow the answer
+            elif answered:
+                continue
+
+    try:
+        ws_initialize(connection)
+        connection.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        wait_until(list_change_arrives, what="tools/list_changed over the WebSocket")
+    finally:
+        connection.close()
+    streams = [line for line in world.gateway.managed.log().splitlines()
+               if "relay=fast" in line and "method=GET" in line and "path=/open-http/mcp" in line]
+    assert streams, "the session's GET stream was not relayed on the WebSocket's connection"
+
+
 def test_a_stopping_gateway_closes_its_websocket_sessions_with_1001(tmp_path):
     """SIGTERM ends each WebSocket session at once with 1001 (going away), so its client
     reconnects to a serving instance, and the gateway exits without waiting for them."""

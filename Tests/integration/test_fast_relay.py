@@ -19,6 +19,7 @@ import time
 
 import httpx
 import pytest
+import websocket
 
 from conftest import SERVERS, free_port, modern_body, modern_headers, port_open, start_process, wait_until
 
@@ -956,10 +957,17 @@ def session_stream_config(raw_upstream: str, policy: str = "") -> str:
         rule: "PathPrefix(`/side`)"
         service: live
         auth: none
+      brief:
+        rule: "PathPrefix(`/brief`)"
+        service: brief
+        auth: none
     services:
       live:
         http:
           url: "{raw_upstream}/session-stream"
+      brief:
+        http:
+          url: "{raw_upstream}/session-stream-brief"
     """
 
 
@@ -1113,3 +1121,53 @@ def test_an_initialize_refused_for_another_reason_is_relayed_as_it_is(start_gate
         assert refused.json()["id"] == 7 and error["code"] == -32600 and len(error["message"]) == length
     lines = [line for line in fast_lines(gateway) if "mcp_method=initialize" in line]
     assert len(lines) == 2 and all("status=400" in line for line in lines), gateway.managed.log()[-3000:]
+
+
+def test_a_websocket_sessions_stream_is_relayed_fast_and_its_end_ends_the_session(start_gateway, raw_upstream):
+    """A WebSocket session's inner GET stream is relayed on the WebSocket's own connection: its
+    events arrive as text frames; the client closing the WebSocket ends the upstream stream; a
+    stream the upstream ends ends the session with 1001 (going away), both when the relay carries
+    it and when a task reads it (a client sending `Origin` takes the full pipeline)."""
+    gateway = start_gateway(session_stream_config(raw_upstream))
+    init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "ws", "version": "1"}}})
+
+    def active_streams() -> int:
+        return httpx.get(f"{raw_upstream}/state", timeout=5).json()["active_streams"]
+
+    def session(router: str, **options) -> websocket.WebSocket:
+        connection = websocket.create_connection(gateway.url(f"/{router}/mcp").replace("http://", "ws://"), timeout=20,
+                                                 subprotocols=["mcp"], **options)
+        connection.send(init)
+        return connection
+
+    before = active_streams()
+    connection = session("live", suppress_origin=True)
+    try:
+        numbers = []
+        while len(numbers) < 3:
+            message = json.loads(connection.recv())
+            if "n" in message:
+                numbers.append(message["n"])
+        assert numbers == sorted(numbers)
+        assert active_streams() == before + 1
+    finally:
+        connection.close()
+    wait_until(lambda: active_streams() == before, what="the upstream stream ended with the WebSocket")
+    assert [line for line in fast_lines(gateway) if "method=GET" in line and "router=live" in line], gateway.managed.log()[-3000:]
+
+    for options in ({"suppress_origin": True}, {}):
+        connection = session("brief", **options)
+        try:
+            numbers, code = [], None
+            while code is None:
+                opcode, frame = connection.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(frame.data[:2], "big")
+                elif opcode == websocket.ABNF.OPCODE_TEXT and "n" in (message := json.loads(frame.data)):
+                    numbers.append(message["n"])
+            assert numbers == [0, 1] and code == 1001, (options, numbers, code)
+        finally:
+            connection.shutdown()
+    brief = [line for line in gateway.managed.log().splitlines() if "method=GET" in line and "router=brief" in line]
+    assert len(brief) == 2 and "relay=fast" in brief[0] and "relay=fast" not in brief[1], brief

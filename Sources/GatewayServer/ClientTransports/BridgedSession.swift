@@ -28,6 +28,24 @@ final class BridgedSession: Sendable {
         let deliver: @Sendable (ByteBuffer) async -> Void
         /// The session is over: nothing more is delivered.
         let finish: @Sendable () -> Void
+        /// Carries the inner session's GET stream without a task, when the transport can: a
+        /// WebSocket's connection relays it as the fast relay relays a client's own GET
+        /// (`WebSocketSession`). Called with the GET's head, and with what to do instead when the
+        /// relay cannot carry it (the pipeline's stages need a task for it).
+        var relayStream: (@Sendable (HTTPRequest, _ otherwise: @escaping @Sendable () -> Void) -> Void)?
+        /// The GET stream a task read has ended (a relayed one tells its transport itself).
+        var streamEnded: (@Sendable () -> Void)?
+
+        init(
+            deliver: @escaping @Sendable (ByteBuffer) async -> Void, finish: @escaping @Sendable () -> Void,
+            relayStream: (@Sendable (HTTPRequest, _ otherwise: @escaping @Sendable () -> Void) -> Void)? = nil,
+            streamEnded: (@Sendable () -> Void)? = nil
+        ) {
+            self.deliver = deliver
+            self.finish = finish
+            self.relayStream = relayStream
+            self.streamEnded = streamEnded
+        }
     }
 
     struct State {
@@ -105,19 +123,29 @@ final class BridgedSession: Sendable {
 
     /// The inner session's standalone GET stream: what the server sends outside any request.
     private func listen() {
+        guard let (inner, protocolVersion) = state.withLock({ state in state.innerSession.map { ($0, state.protocolVersion) } }) else { return }
+        var fields = Self.credentials(of: streamHead.headerFields)
+        fields[.accept] = "text/event-stream"
+        fields[MCPHeaders.sessionID] = inner
+        if let protocolVersion { fields[MCPHeaders.protocolVersion] = protocolVersion }
+        var head = streamHead
+        head.method = .get
+        head.path = mcpPath
+        head.headerFields = fields
+        guard let relayStream = outbound.relayStream else { return listenInTask(head) }
+        let streamRequest = head
+        relayStream(streamRequest) { [self] in listenInTask(streamRequest) }
+    }
+
+    /// The GET stream through the whole pipeline, read by a task for the stream's life.
+    private func listenInTask(_ head: HTTPRequest) {
         run { [self] in
-            guard let (inner, protocolVersion) = state.withLock({ state in state.innerSession.map { ($0, state.protocolVersion) } }) else { return }
-            var fields = Self.credentials(of: streamHead.headerFields)
-            fields[.accept] = "text/event-stream"
-            fields[MCPHeaders.sessionID] = inner
-            if let protocolVersion { fields[MCPHeaders.protocolVersion] = protocolVersion }
-            var head = streamHead
-            head.method = .get
-            head.path = mcpPath
-            head.headerFields = fields
             let response = await Self.answeredApart(Request(head: head, body: RequestBody(buffer: ByteBuffer())), context: streamContext, send: send)
             guard response.status == .ok, MediaTypes.isEventStream(response.headers[.contentType]) else { return }
             try? await response.body.write(MessageFeedWriter(deliver: outbound.deliver, eventStream: true))
+            // The stream ended (the upstream ended it, or the gateway is stopping); a session
+            // closed meanwhile has cancelled this task.
+            if !Task.isCancelled { outbound.streamEnded?() }
         }
     }
 
@@ -199,7 +227,9 @@ final class BridgedSession: Sendable {
         var kept = HTTPFields()
         for field in fields {
             switch field.name {
-            case .contentLength, .contentType, .accept, .transferEncoding, .connection, MCPHeaders.sessionID, MCPHeaders.protocolVersion, MCPHeaders.lastEventID: continue
+            case .contentLength, .contentType, .accept, .transferEncoding, .connection, MCPHeaders.sessionID, MCPHeaders.protocolVersion, MCPHeaders.lastEventID,
+                 .upgrade, .secWebSocketKey, .secWebSocketVersion, .secWebSocketExtensions:
+                continue
             default: kept.append(field)
             }
         }

@@ -8,6 +8,7 @@ import Logging
 import MCPMessages
 import MCPTransport
 import NIOCore
+import NIOHTTPTypes
 import NIOWebSocket
 import Synchronization
 
@@ -148,8 +149,19 @@ struct WebSocketProtocolState {
 /// One upgraded connection, on NIO's frame codec: its messages go to a `BridgedSession`, whose
 /// messages come back as text frames; `WebSocketProtocolState` decides the rest. When the gateway
 /// stops (a quiesce) the session ends with 1001, so its client reconnects to a serving instance.
-final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
+///
+/// On an entry point with the fast relay, the inner session's GET stream is relayed by a
+/// `FastRelay` behind this handler, as a client's own GET would be: this handler is that relay's
+/// client, sending it the GET's head and turning the response's events into text frames. Nothing
+/// waits in a task for the stream. A GET the relay hands on (its stages need a task) reaches the
+/// `StreamHandOver` behind it, and the session reads the stream in a task instead. When the
+/// stream ends (the upstream ended it, or the gateway is stopping), whichever way it was read, the
+/// session ends with 1001 and its client opens another: a session without its stream would miss
+/// what the server sends outside requests.
+final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = WebSocketFrame
 
     /// What the session is made with once the connection is upgraded.
@@ -159,13 +171,25 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         let route: CompiledRoute
         let send: BridgedSession.Send
         let sessions: WebSocketClients.SessionCount
+        /// The entry point's fast relay, to carry the inner GET stream.
+        let streamRelay: (@Sendable () -> FastRelay)?
     }
 
     private let opening: Opening
     private var state: WebSocketProtocolState
     private var session: BridgedSession?
+    private var context: ChannelHandlerContext?
     private var pingTimer: Scheduled<Void>?
     private var released = false
+    /// The relayed GET's answer, as the relay writes it.
+    private enum RelayedStream {
+        case none
+        /// A 200 event stream: its events, parsed as they come.
+        case events(SSEDecoder, pending: ByteBuffer)
+        /// Any other answer: the session goes on without a stream, as before it.
+        case refused
+    }
+    private var relayed = RelayedStream.none
 
     init(_ opening: Opening) {
         self.opening = opening
@@ -173,16 +197,31 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let channel = context.channel
-        // Each message is written by the task that has it (an answer's, the session stream's): a
-        // write from outside the loop is queued onto it, in order, and awaited for backpressure.
+        self.context = context
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        var relayStream: (@Sendable (HTTPRequest, @escaping @Sendable () -> Void) -> Void)?
+        if let makeRelay = opening.streamRelay {
+            do {
+                // Behind this handler: what it sends inbound reaches the relay, what the relay
+                // writes reaches it.
+                try context.pipeline.syncOperations.addHandlers([makeRelay(), StreamHandOver()], position: .after(self))
+                relayStream = { head, otherwise in loop.execute { handler.value.relay(head, otherwise: otherwise) } }
+            } catch {
+                opening.context.logger.debug("WebSocket session streams in a task", metadata: ["error": "\(error)"])
+            }
+        }
+        // Each message is written by the task that has it (an answer's, the session stream's): the
+        // write is queued onto the connection's loop, in order, and awaited for backpressure.
         // Once the socket is gone a write fails, and there is nobody left to tell.
         let session = BridgedSession(
             id: MCPSessionID.mint(), router: opening.route.router.name, owner: opening.context.caller?.claims.sub, mcpPath: opening.route.router.mcpPath,
             streamHead: opening.head, streamContext: opening.context.forInnerRequest(),
             outbound: .init(
-                deliver: { message in try? await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message)).get() },
-                finish: {}
+                deliver: { message in try? await loop.flatSubmit { handler.value.sendText(message, loop: loop) }.get() },
+                finish: {},
+                relayStream: relayStream,
+                streamEnded: { loop.execute { handler.value.streamEnded() } }
             ),
             send: opening.send, transport: "WebSocket"
         )
@@ -191,8 +230,68 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         scheduleKeepAlive(context)
     }
 
+    /// A message of the session's to the client.
+    private func sendText(_ message: ByteBuffer, loop: any EventLoop) -> EventLoopFuture<Void> {
+        guard let context, !state.closing else { return loop.makeSucceededVoidFuture() }
+        return context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: message)))
+    }
+
+    /// The inner GET, to the relay behind this handler.
+    private func relay(_ head: HTTPRequest, otherwise: @escaping @Sendable () -> Void) {
+        guard let context, !state.closing else { return }
+        guard let handOver = try? context.pipeline.syncOperations.handler(type: StreamHandOver.self) else { return otherwise() }
+        handOver.otherwise = otherwise
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: the relayed stream's answer
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let response):
+            relayed = response.status == .ok && MediaTypes.isEventStream(response.headerFields[.contentType]) ? .events(SSEDecoder(), pending: ByteBuffer()) : .refused
+        case .body(var part):
+            guard case .events(var decoder, var pending) = relayed else { break }
+            relayed = .none
+            pending.writeBuffer(&part)
+            do {
+                while !state.closing, let event = try decoder.decode(buffer: &pending) {
+                    if event.data.readableBytes > 0 { context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: event.data)), promise: nil) }
+                }
+                pending.discardReadBytes()
+                relayed = .events(decoder, pending: pending)
+            } catch {
+                opening.context.logger.debug("the WebSocket session's stream sent an unreadable event", metadata: ["error": "\(error)"])
+                relayed = .refused
+            }
+        case .end:
+            relayed = .none
+        }
+        promise?.succeed(())
+    }
+
+    /// The session's stream ended, read by a task: the session ends as when the relay ends it.
+    private func streamEnded() {
+        guard let context else { return }
+        perform(state.close(.goingAway), context: context)
+    }
+
+    /// The relay closes its client's connection when the stream ends: the session ends with a
+    /// close frame (1001).
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard context.channel.isActive, case .close = state.close(.goingAway) else { return context.close(mode: mode, promise: promise) }
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: .goingAway)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).assumeIsolated().whenComplete { _ in
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         end()
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -248,9 +347,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
             // The peer's answering close is not waited for: nothing more would be read from it.
             var data = context.channel.allocator.buffer(capacity: 2)
             data.write(webSocketErrorCode: code)
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-                channel.close(promise: nil)
+            // Closed from here, past the relay behind this handler.
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
             }
         case .closeConnection:
             context.close(promise: nil)
@@ -272,11 +371,26 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+/// Behind a WebSocket session's relay: the inner GET the relay hands on (to the full pipeline, as
+/// it would a client's) comes here, and the session reads its stream in a task instead.
+final class StreamHandOver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+
+    /// What the session does instead, for the GET it sent last.
+    var otherwise: (@Sendable () -> Void)?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head = unwrapInboundIn(data) else { return }
+        otherwise?()
+        otherwise = nil
+    }
+}
+
 extension GatewayPipeline {
     /// Whether a WebSocket upgrade request may become an MCP session: the stages up to
     /// authentication run on it as on any request; anything they refuse, and anything that is
     /// not an MCP endpoint, is not upgraded (the log says what HTTP would have answered).
-    func webSocketUpgrade(_ head: HTTPRequest, channel: any Channel, logger: Logger) async -> WebSocketAcceptance? {
+    func webSocketUpgrade(_ head: HTTPRequest, channel: any Channel, logger: Logger, streamRelay: (@Sendable () -> FastRelay)? = nil) async -> WebSocketAcceptance? {
         let (credentialed, offersMCP, offersAny) = WebSocketClients.credentialed(head)
         // A client naming subprotocols must name `mcp` among them.
         guard offersMCP || !offersAny else { return nil }
@@ -295,7 +409,9 @@ extension GatewayPipeline {
             ])
             var fields = HTTPFields()
             if offersMCP { fields[.secWebSocketProtocol] = WebSocketClients.subprotocol }
-            let opening = WebSocketSession.Opening(head: credentialed, context: context, route: route, send: bridgedSend, sessions: webSockets.sessions)
+            let opening = WebSocketSession.Opening(
+                head: credentialed, context: context, route: route, send: bridgedSend, sessions: webSockets.sessions, streamRelay: streamRelay
+            )
             let sessions = webSockets.sessions
             return WebSocketAcceptance(
                 responseFields: fields,

@@ -134,8 +134,8 @@ public struct Gateway {
                 let shared = FastRelay.Shared(pipeline: pipeline, pools: relayPools, logger: entryLogger)
                 fastRelay = { @Sendable in FastRelay(shared: shared) }
             }
-            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration(), gate: gate, fastRelay: fastRelay) { head, channel, logger in
-                await pipeline.webSocketUpgrade(head, channel: channel, logger: logger)
+            let server = try Self.server(for: entryPoint, tls: certificates[entryPoint.name]?.configuration(), gate: gate, fastRelay: fastRelay) { [fastRelay] head, channel, logger in
+                await pipeline.webSocketUpgrade(head, channel: channel, logger: logger, streamRelay: fastRelay)
             }
             let onServerRunning: @Sendable (any Channel) async -> Void = { [entryLogger] channel in
                 entryLogger.info("listening", metadata: [

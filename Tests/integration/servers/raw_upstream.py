@@ -76,6 +76,18 @@ async def session_stream(request: Request) -> Response:
     return await echo(request)
 
 
+async def session_stream_brief(request: Request) -> Response:
+    """As `session_stream`, but the session's GET stream ends after two events."""
+    if request.method != "GET":
+        return await echo(request)
+
+    async def events():
+        for index in range(2):
+            yield f"id: {index}\ndata: {{\"n\": {index}}}\n\n".encode()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def refuse(request: Request) -> Response:
     """Refuses every request with 400 and a JSON-RPC error that is not a 2026-07-28-only server's
     (-32022); `/refuse-long` pads its message past 64 KiB."""
@@ -160,6 +172,7 @@ app = Starlette(
         Route("/sse", sse, methods=["GET", "POST"]),
         Route("/sse-forever", sse_forever, methods=["GET", "POST"]),
         Route("/session-stream", session_stream, methods=["GET", "POST", "DELETE"]),
+        Route("/session-stream-brief", session_stream_brief, methods=["GET", "POST", "DELETE"]),
         Route("/refuse", refuse, methods=["POST"]),
         Route("/refuse-long", refuse, methods=["POST"]),
         Route("/hang", hang, methods=["GET", "POST"]),
