@@ -175,7 +175,11 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         let streamRelay: (@Sendable () -> FastRelay)?
     }
 
-    private let opening: Opening
+    /// Until the session is made: what it is made of (the upgrade's request context is large, and
+    /// the session keeps a copy of its own).
+    private var opening: Opening?
+    private let sessions: WebSocketClients.SessionCount
+    private let logger: Logger
     private var state: WebSocketProtocolState
     private var session: BridgedSession?
     private var context: ChannelHandlerContext?
@@ -193,11 +197,15 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(_ opening: Opening) {
         self.opening = opening
+        self.sessions = opening.sessions
+        self.logger = opening.context.logger
         self.state = WebSocketProtocolState(maxMessageBytes: opening.route.maxRequestBodyBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        guard let opening else { return }
+        self.opening = nil
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         var relayStream: (@Sendable (HTTPRequest, @escaping @Sendable () -> Void) -> Void)?
@@ -208,7 +216,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
                 try context.pipeline.syncOperations.addHandlers([makeRelay(), StreamHandOver()], position: .after(self))
                 relayStream = { head, otherwise in loop.execute { handler.value.relay(head, otherwise: otherwise) } }
             } catch {
-                opening.context.logger.debug("WebSocket session streams in a task", metadata: ["error": "\(error)"])
+                logger.debug("WebSocket session streams in a task", metadata: ["error": "\(error)"])
             }
         }
         // Each message is written by the task that has it (an answer's, the session stream's): the
@@ -226,7 +234,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             send: opening.send, transport: "WebSocket"
         )
         self.session = session
-        opening.context.logger.debug("WebSocket session opened", metadata: ["router": "\(opening.route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
+        logger.debug("WebSocket session opened", metadata: ["router": "\(opening.route.router.name)", "session": "\(MCPSessionID.logged(session.id))"])
         scheduleKeepAlive(context)
     }
 
@@ -263,7 +271,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
                 pending.discardReadBytes()
                 relayed = .events(decoder, pending: pending)
             } catch {
-                opening.context.logger.debug("the WebSocket session's stream sent an unreadable event", metadata: ["error": "\(error)"])
+                logger.debug("the WebSocket session's stream sent an unreadable event", metadata: ["error": "\(error)"])
                 relayed = .refused
             }
         case .end:
@@ -307,7 +315,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         session = nil
         guard !released else { return }
         released = true
-        opening.sessions.release()
+        sessions.release()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -322,7 +330,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // NIO's protocol error handler (before this one) has answered its own errors with a close.
-        opening.context.logger.debug("WebSocket session ended by an error", metadata: ["error": "\(error)"])
+        logger.debug("WebSocket session ended by an error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -334,7 +342,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             guard let session else { return }
             do {
                 // A batch is split into its messages.
-                for single in try LegacySSEClients.split(body) { session.dispatch(single, head: opening.head) }
+                for single in try LegacySSEClients.split(body) { session.dispatch(single, head: session.streamHead) }
             } catch {
                 let refusal = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)")
                 write(.text, refusal, context: context)

@@ -65,8 +65,8 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
     /// What the upgrade handler learnt of the connection's first request, on its event loop.
     private struct Attempt {
         var made = false
+        /// Until it is installed (or the connection closes first).
         var acceptance: WebSocketAcceptance?
-        var installed = false
     }
 
     private struct NotAccepted: Error {}
@@ -95,7 +95,8 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
                         guard let acceptance = attempt.value.acceptance else { throw NotAccepted() }
-                        attempt.value.installed = true
+                        // Not kept for the connection's life: what it holds is the session's now.
+                        attempt.value.acceptance = nil
                         try acceptance.install(channel)
                         return UpgradeResult.webSocket
                     }
@@ -128,7 +129,7 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let upgradeResult = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             channel.closeFuture.whenComplete { _ in
-                if let acceptance = attempt.value.acceptance, !attempt.value.installed { acceptance.abandon() }
+                attempt.value.acceptance?.abandon()
             }
             return Value(upgradeResult: upgradeResult, channel: channel)
         }
