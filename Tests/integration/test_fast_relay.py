@@ -882,11 +882,12 @@ def test_an_upstream_answer_that_could_read_as_two_is_never_relayed_as_one(start
         upstream.stop()
 
 
-def test_idle_connections_whose_task_waits_end_with_a_graceful_stop_or_a_half_close(relay_gateway):
-    """A connection the fast relay served (or that sent nothing) keeps Hummingbird's connection
-    task waiting until it needs it: a later full-pipeline request on it is answered, a client's
-    half-close ends it, and a graceful stop closes the idle ones (one that never sent a byte too)
-    and exits at once, not after the header deadline or `shutdownGrace`."""
+def test_relayed_connections_without_a_task_end_with_a_graceful_stop_or_a_half_close(relay_gateway):
+    """A connection the fast relay served has no task of Hummingbird's until it needs one: a later
+    full-pipeline request on it is answered (after a relayed call, and pipelined behind one with a
+    half-close after both), a client's half-close ends it, and a graceful stop closes the idle ones
+    (one that never sent a byte too) and exits at once, not after the header deadline or
+    `shutdownGrace`."""
     gateway = relay_gateway
     port = gateway.port
     body = json.dumps(modern_body("tools/call", {"name": "echo", "arguments": {}})).encode()
@@ -922,6 +923,18 @@ def test_idle_connections_whose_task_waits_end_with_a_graceful_stop_or_a_half_cl
         relayed(sock)
         sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         assert answer(sock).startswith(b"HTTP/1.1 200")
+
+    # A relayed call and a full-pipeline request sent together, then a half-close: both are
+    # answered, in order, and then the gateway ends the connection (the task that starts for the
+    # second request is told of the half-close that came before it).
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        relayed(sock)
+        sock.sendall(post + f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1 200") == 2, received[:500]
 
     # A half-close after a relayed call: the gateway ends the connection.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

@@ -204,9 +204,10 @@ extension Gateway {
         @Sendable func upgrading(_ responder: @escaping HTTPChannelHandler.Responder) -> GuardedUpgradeChannel {
             GuardedUpgradeChannel(
                 base: HTTP1UpgradeChannel(
-                    responder: responder, http1: http1, idleTimeout: idleTimeout, maxFrameSize: WebSocketClients.maxFrameSize, shouldUpgrade: webSocket
+                    responder: responder, http1: http1, idleTimeout: idleTimeout, maxFrameSize: WebSocketClients.maxFrameSize, defersHTTP: fastRelay != nil,
+                    shouldUpgrade: webSocket
                 ),
-                headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024, defersTask: fastRelay != nil
+                headerTimeout: headerTimeout, maxHeadBytes: 64 * 1024
             )
         }
         // Every connection passes the gate first (limits.connections), whatever it speaks.

@@ -86,13 +86,30 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     private var observations = ObservationMemo()
     /// The connection's peer, made once (its address as text is an `inet_ntop` call).
     private var knownPeer: GatewayRequestContext.Peer?
-    /// Lets the connection's task enter Hummingbird once a request is handed over, or the
-    /// connection ends (`ConnectionTaskStart`).
-    var taskStart: ConnectionTaskStart?
+    /// Whether Hummingbird serves the connection behind this relay yet.
+    enum HTTPHandling {
+        /// Its task reads what the relay hands on.
+        case running
+        /// Not yet: this starts it (its async channel at the pipeline's end, and a task reading
+        /// it), when the relay first hands it a request (`HTTP1UpgradeChannel.defersHTTP`).
+        case deferred(() throws -> Void)
+    }
+    var http = HTTPHandling.running
+    /// The client half-closed the connection (`ChannelEvent.inputClosed`).
+    private var inputClosed = false
+    /// Hummingbird has been told of the half-close.
+    private var inputClosedForwarded = false
 
-    private func beginTask() {
-        taskStart?.begin()
-        taskStart = nil
+    /// Hummingbird's handling, before a request is handed to it.
+    private func startHTTP(_ context: ChannelHandlerContext) {
+        guard case .deferred(let start) = http else { return }
+        http = .running
+        do {
+            try start()
+        } catch {
+            logger.debug("the connection's HTTP handling could not start", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
     }
 
     /// One timer per connection for the upstream's response-head deadline, re-armed from its own
@@ -186,7 +203,6 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        beginTask()
         abandonRelay()
         headTimer?.cancel()
         headTimer = nil
@@ -240,28 +256,39 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
             start(call, body: bytes, context: context)
         case (.end, _):
             inbound = .between
-            beginTask()
+            startHTTP(context)
             context.fireChannelRead(wrapInboundOut(part))
         case (.body, _):
-            beginTask()
+            startHTTP(context)
             context.fireChannelRead(wrapInboundOut(part))
         }
     }
 
-    /// Hummingbird's task ends the connection on these (a half-close, a stop, a failed read): it
-    /// must be running to see them.
+    /// A half-close ends the connection once what it sent is answered: Hummingbird's task does
+    /// that when it runs; otherwise the relay does (here, or when its relay ends: `readWaiting`).
+    /// (A stop and an idle timeout are the state handler's, before this one.)
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        beginTask()
+        if case ChannelEvent.inputClosed = event {
+            inputClosed = true
+            guard case .deferred = http else {
+                inputClosedForwarded = true
+                return context.fireUserInboundEventTriggered(event)
+            }
+            if relay == nil, waiting.isEmpty { context.close(promise: nil) }
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// A failed read: Hummingbird's task ends the connection when it runs; otherwise the relay does.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        beginTask()
-        context.fireErrorCaught(error)
+        guard case .deferred = http else { return context.fireErrorCaught(error) }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
     }
 
     private func handOver(_ head: HTTPRequestPart, context: ChannelHandlerContext) {
-        beginTask()
+        startHTTP(context)
         handedOver += 1
         context.fireChannelRead(wrapInboundOut(head))
     }
@@ -286,7 +313,6 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        beginTask()
         // The client went away: the upstream request is cancelled with it.
         abandonRelay()
         waiting.removeAll()
@@ -759,16 +785,29 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
         readWaiting(context: context)
     }
 
-    /// Requests that arrived while one was relayed, in order.
+    /// Requests that arrived while one was relayed, in order; then a half-close that came
+    /// meanwhile.
     private func readWaiting(context: ChannelHandlerContext) {
-        guard !waiting.isEmpty else { return }
-        while relay == nil, let part = waiting.popFirst() {
-            read(part, context: context)
+        if !waiting.isEmpty {
+            while relay == nil, let part = waiting.popFirst() {
+                read(part, context: context)
+            }
+            context.fireChannelReadComplete()
+            if waiting.isEmpty, readPending {
+                readPending = false
+                context.read()
+            }
         }
-        context.fireChannelReadComplete()
-        if waiting.isEmpty, readPending {
-            readPending = false
-            context.read()
+        guard inputClosed, relay == nil, waiting.isEmpty else { return }
+        switch http {
+        case .deferred:
+            context.close(promise: nil)
+        case .running:
+            // Started after the half-close (a request handed on): it ends the connection once it
+            // has answered what it was handed.
+            guard !inputClosedForwarded else { return }
+            inputClosedForwarded = true
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         }
     }
 
@@ -821,14 +860,17 @@ final class FastRelay: ChannelDuplexHandler, RemovableChannelHandler, UpstreamEx
 }
 
 /// Puts a `FastRelay` behind Hummingbird's `HTTPConnectionStateHandler` once the connection's
-/// HTTP handlers are in place (after the first request head: the WebSocket upgrade pipeline adds
-/// them only then), and steps aside. An additional channel handler is added before that state
-/// handler, where requests it answered itself would look idle to it.
+/// HTTP handlers are in place (after the first request head: the upgrade pipeline adds them only
+/// then), and steps aside. An additional channel handler is added before that state handler,
+/// where requests it answered itself would look idle to it.
 final class FastRelayInstaller: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
 
     private let makeRelay: () -> FastRelay
+    /// Starts Hummingbird's handling of the connection, which then waits until the relay needs it
+    /// (`HTTP1UpgradeChannel.defersHTTP`); nil: it runs already.
+    var startHTTP: (() throws -> Void)?
 
     init(_ makeRelay: @escaping () -> FastRelay) {
         self.makeRelay = makeRelay
@@ -836,21 +878,21 @@ final class FastRelayInstaller: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let operations = context.pipeline.syncOperations
-        // The connection's task waits until the connection needs it: the relay says when.
-        let holder = try? operations.handler(type: ConnectionTaskStart.Holder.self)
-        let start = holder?.take()
-        if let holder { operations.removeHandler(holder, promise: nil) }
+        var installed = false
         if let state = try? operations.handler(type: HTTPConnectionStateHandler.self) {
             let relay = makeRelay()
-            relay.taskStart = start
-            do {
-                try operations.addHandler(relay, position: .after(state))
-            } catch {
-                start?.begin()
-            }
-        } else {
-            start?.begin()
+            if let startHTTP { relay.http = .deferred(startHTTP) }
+            installed = (try? operations.addHandler(relay, position: .after(state))) != nil
         }
+        if !installed, let startHTTP {
+            do {
+                try startHTTP()
+            } catch {
+                context.close(promise: nil)
+                return
+            }
+        }
+        startHTTP = nil
         context.fireChannelRead(data)
         operations.removeHandler(context: context, promise: nil)
     }

@@ -2,7 +2,6 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
 
 /// HTTP/1.1 with WebSocket upgrades, with the connection defences kept for the first request.
 /// The upgrade pipeline reads a connection's first request head itself, before the gateway's
@@ -11,19 +10,11 @@ import Synchronization
 /// front of it until that head is complete: the header deadline, a size cap on the head, and a
 /// close on a request the parser refuses (`ParseErrorCloser`, at the pipeline's end).
 struct GuardedUpgradeChannel: ServerChildChannel {
-    struct Value: ServerChildChannelValue {
-        let base: HTTP1UpgradeChannel.Value
-        /// What the connection's task waits for before Hummingbird's handling (nil: no wait).
-        let start: ConnectionTaskStart?
-        var channel: any Channel { base.channel }
-    }
+    typealias Value = HTTP1UpgradeChannel.Value
 
     let base: HTTP1UpgradeChannel
     let headerTimeout: TimeAmount
     let maxHeadBytes: Int
-    /// The entry point relays requests itself (`FastRelay`): the connection's task waits until the
-    /// connection needs Hummingbird (see `ConnectionTaskStart`).
-    var defersTask = false
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         do {
@@ -31,98 +22,14 @@ struct GuardedUpgradeChannel: ServerChildChannel {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
-        return base.setup(channel: channel, logger: logger).flatMapThrowing { [defersTask] value in
+        return base.setup(channel: channel, logger: logger).flatMapThrowing { value in
             try channel.pipeline.syncOperations.addHandler(ParseErrorCloser())
-            guard defersTask else { return Value(base: value, start: nil) }
-            let start = ConnectionTaskStart(eventLoop: channel.eventLoop)
-            do {
-                try channel.pipeline.syncOperations.addHandler(ConnectionTaskStart.Holder(start))
-            } catch {
-                start.begin()
-                throw error
-            }
-            return Value(base: value, start: start)
+            return value
         }
     }
 
     func handle(value: Value, logger: Logger) async {
-        if let start = value.start {
-            await withTaskCancellationHandler {
-                _ = try? await start.futureResult.get()
-            } onCancel: {
-                start.begin()
-            }
-        }
-        await base.handle(value: value.base, logger: logger)
-    }
-}
-
-/// When a connection's task may enter Hummingbird's HTTP handling. That task holds its frames
-/// (~1 KiB task-allocator slabs: the upgrade channel's `handle`, `handleHTTP`, its cancellation
-/// handler; 8 KiB or more in all) for as long as the connection lives, while a connection whose
-/// requests the fast relay answers never gives it anything to do. So the task waits here, in one
-/// small frame, until the connection needs it: a request handed to the full pipeline, a WebSocket
-/// upgrade (or a failed one), an error, any event of the connection's, or its end.
-///
-/// Until the first request head the `Holder` (at the pipeline's end, where the upgrade pipeline's
-/// events reach it) keeps it; `FastRelayInstaller` then hands it to the connection's `FastRelay`.
-final class ConnectionTaskStart: Sendable {
-    private let promise: EventLoopPromise<Void>
-    private let begun = Atomic<Bool>(false)
-
-    init(eventLoop: any EventLoop) {
-        promise = eventLoop.makePromise(of: Void.self)
-    }
-
-    var futureResult: EventLoopFuture<Void> { promise.futureResult }
-
-    /// Lets the task go on (once; later calls do nothing).
-    func begin() {
-        guard !begun.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        promise.succeed()
-    }
-
-    final class Holder: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = NIOAny
-
-        /// Nil once taken (by the fast relay) or begun.
-        private var start: ConnectionTaskStart?
-
-        init(_ start: ConnectionTaskStart) {
-            self.start = start
-        }
-
-        /// For the connection's fast relay, which begins it when the connection needs the task.
-        func take() -> ConnectionTaskStart? {
-            defer { start = nil }
-            return start
-        }
-
-        private func begin() {
-            start?.begin()
-            start = nil
-        }
-
-        /// The upgrade's outcome (`HTTPServerUpgradeEvents.upgradeComplete`), a half-close, a stop
-        /// (not TLS's handshake: every TLS connection has one).
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if event is HTTPServerUpgradeEvents || event is ChannelEvent || event is ChannelShouldQuiesceEvent { begin() }
-            context.fireUserInboundEventTriggered(event)
-        }
-
-        func errorCaught(context: ChannelHandlerContext, error: any Error) {
-            begin()
-            context.fireErrorCaught(error)
-        }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            begin()
-            context.fireChannelInactive()
-        }
-
-        func handlerRemoved(context: ChannelHandlerContext) {
-            begin()
-        }
+        await base.handle(value: value, logger: logger)
     }
 }
 

@@ -31,6 +31,9 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         /// The connection's WebSocket handler serves it: nothing is left for the task.
         case webSocket
+        /// The connection's `FastRelay` serves it, and starts Hummingbird's handling (in a task of
+        /// its own) only when a request needs the full pipeline: nothing is left for this task.
+        case relayed
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         /// An upgrade was asked for and refused: an empty 400 (the log says why), as Hummingbird
         /// answered it.
@@ -50,15 +53,22 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
     let maxFrameSize: Int
     /// The gateway's decision on an upgrade request: nil refuses it.
     let shouldUpgrade: @Sendable (HTTPRequest, any Channel, Logger) async -> WebSocketAcceptance?
+    /// The entry point relays requests itself (the configuration's handlers include a
+    /// `FastRelayInstaller`): Hummingbird's handling of a connection waits until the connection's
+    /// relay hands it a request. A task keeps the stack slabs its deepest await needed until it
+    /// ends, and a connection whose requests the relay answers would keep Hummingbird's task, its
+    /// slabs and its async channel for nothing (bench/results-connections.md).
+    let defersHTTP: Bool
 
     init(
         responder: @escaping HTTPChannelHandler.Responder, http1: HTTP1Channel.Configuration, idleTimeout: Duration?, maxFrameSize: Int,
-        shouldUpgrade: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> WebSocketAcceptance?
+        defersHTTP: Bool = false, shouldUpgrade: @escaping @Sendable (HTTPRequest, any Channel, Logger) async -> WebSocketAcceptance?
     ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.http1 = http1
         self.idleTimeout = idleTimeout
         self.maxFrameSize = maxFrameSize
+        self.defersHTTP = defersHTTP
         self.shouldUpgrade = shouldUpgrade
     }
 
@@ -102,7 +112,7 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                     }
                 }
             )
-            let http1 = self.http1, idleTimeout = self.idleTimeout
+            let http1 = self.http1, idleTimeout = self.idleTimeout, defersHTTP = self.defersHTTP
             let notUpgrading = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
@@ -111,6 +121,16 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                         // (`HTTP1ServerCodec`): no library codec before it.
                         try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: logger))
+                        if defersHTTP, !attempt.value.made, let installer = try? channel.pipeline.syncOperations.handler(type: FastRelayInstaller.self) {
+                            installer.startHTTP = { [self] in
+                                // At the pipeline's end, behind the relay: what it hands on.
+                                let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true)
+                                )
+                                Task { await self.handleHTTP(asyncChannel: asyncChannel, logger: logger) }
+                            }
+                            return UpgradeResult.relayed
+                        }
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true)
                         )
@@ -142,8 +162,8 @@ struct HTTP1UpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 await handleHTTP(asyncChannel: http1, logger: logger)
             case .failedUpgrade(let http1):
                 await Self.refuseUpgrade(http1, logger: logger)
-            case .webSocket:
-                // Served by its channel handler from here on.
+            case .webSocket, .relayed:
+                // Served by its channel handlers from here on.
                 return
             }
         } catch let error as ChannelError where error == .inputClosed {
