@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -256,8 +257,9 @@ def _close_code(connection: websocket.WebSocket) -> int:
 
 def test_websocket_frames_are_handled_as_rfc_6455_says(world):
     """A message split into fragments is joined; a ping is answered with its payload; a close is
-    answered with its code; a message beyond the service's body limit (2 KiB here), in one frame
-    or in fragments, closes with 1009; a continuation with no message begun, with 1002."""
+    answered with its code; a half-close is answered with a close; a message beyond the service's
+    body limit (2 KiB here), in one frame or in fragments, closes with 1009; a continuation with no
+    message begun, with 1002."""
     connection = ws_connect(world, "small", subprotocols=["mcp"])
     try:
         initialize = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -272,6 +274,13 @@ def test_websocket_frames_are_handled_as_rfc_6455_says(world):
         assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"are you there"
         connection.send_close(status=1000)
         assert _close_code(connection) == 1000
+    finally:
+        connection.shutdown()
+    # A client that half-closes its socket without a close frame: the gateway closes its side too.
+    connection = ws_connect(world, "small", subprotocols=["mcp"])
+    try:
+        connection.sock.shutdown(socket.SHUT_WR)
+        assert connection.sock.recv(65536) == b""
     finally:
         connection.shutdown()
 

@@ -325,6 +325,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The gateway is stopping.
         if event is ChannelShouldQuiesceEvent { return perform(state.close(.goingAway), context: context) }
+        // The client half-closed without a close frame: nothing more will come from it.
+        if case ChannelEvent.inputClosed = event { return context.close(promise: nil) }
         context.fireUserInboundEventTriggered(event)
     }
 
