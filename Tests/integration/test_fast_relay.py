@@ -974,6 +974,10 @@ def session_stream_config(raw_upstream: str, policy: str = "") -> str:
         rule: "PathPrefix(`/brief`)"
         service: brief
         auth: none
+      stuck:
+        rule: "PathPrefix(`/stuck`)"
+        service: stuck
+        auth: none
     services:
       live:
         http:
@@ -981,6 +985,10 @@ def session_stream_config(raw_upstream: str, policy: str = "") -> str:
       brief:
         http:
           url: "{raw_upstream}/session-stream-brief"
+      stuck:
+        http:
+          url: "{raw_upstream}/hang"
+          responseHeaderTimeout: 5m
     """
 
 
@@ -1184,3 +1192,30 @@ def test_a_websocket_sessions_stream_is_relayed_fast_and_its_end_ends_the_sessio
             connection.shutdown()
     brief = [line for line in gateway.managed.log().splitlines() if "method=GET" in line and "router=brief" in line]
     assert len(brief) == 2 and "relay=fast" in brief[0] and "relay=fast" not in brief[1], brief
+
+
+def test_a_websocket_session_holds_a_bounded_number_of_requests_in_flight(start_gateway, raw_upstream):
+    """A client that sends request after request to a server that answers none cannot make the
+    gateway hold them all: past `WebSocketClients.maxRequestsInFlight` (64) each is answered at
+    once with a JSON-RPC error (-32001) and never sent on, and the socket is still read, so the
+    client's close is seen and cancels what is in flight."""
+    gateway = start_gateway(session_stream_config(raw_upstream))
+
+    def hanging() -> int:
+        return httpx.get(f"{raw_upstream}/state", timeout=5).json().get("hanging", 0)
+
+    connection = websocket.create_connection(gateway.url("/stuck/mcp").replace("http://", "ws://"), timeout=20,
+                                             subprotocols=["mcp"], suppress_origin=True)
+    try:
+        for index in range(200):
+            connection.send(json.dumps({"jsonrpc": "2.0", "id": index, "method": "tools/call", "params": {"name": "wait", "arguments": {}}}))
+        refused = []
+        while len(refused) < 136:
+            answer = json.loads(connection.recv())
+            assert answer["error"]["code"] == -32001 and "in flight" in answer["error"]["message"], answer
+            refused.append(answer["id"])
+        assert sorted(refused) == list(range(64, 200))
+        wait_until(lambda: hanging() == 64, what="the 64 requests in flight at the upstream")
+    finally:
+        connection.close()
+    wait_until(lambda: hanging() == 0, what="the requests in flight cancelled with the session")

@@ -249,4 +249,7 @@ final class BridgedSession: Sendable {
             }
         }
     }
+
+    /// The session's tasks that have not ended: messages in flight (and a stream read by a task).
+    var tasksInFlight: Int { state.withLock { $0.tasks.count } }
 }

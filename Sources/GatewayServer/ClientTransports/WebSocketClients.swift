@@ -30,6 +30,12 @@ struct WebSocketClients: Sendable {
     static let pingInterval = TimeAmount.seconds(30)
     /// The largest frame read (a message may span frames, up to the route's body limit).
     static let maxFrameSize = 4 << 20
+    /// A session holds at most this many of its client's requests at once: one more is answered
+    /// at once with a JSON-RPC error (`busyCode`) and not sent on. Notifications and answers (a
+    /// cancellation among them) always go on. The socket is read on, so that a close is seen.
+    static let maxRequestsInFlight = 64
+    /// Server error (JSON-RPC's implementation-defined range): too many requests in flight.
+    static let busyCode = -32001
 
     let sessions: SessionCount
 
@@ -344,7 +350,13 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             guard let session else { return }
             do {
                 // A batch is split into its messages.
-                for single in try LegacySSEClients.split(body) { session.dispatch(single, head: session.streamHead) }
+                for single in try LegacySSEClients.split(body) {
+                    if let refusal = Self.busyRefusal(single, session: session) {
+                        write(.text, refusal, context: context)
+                        continue
+                    }
+                    session.dispatch(single, head: session.streamHead)
+                }
             } catch {
                 let refusal = JSONRPCErrorResponse.make(rawID: nil, code: JSONRPCErrorResponse.invalidRequest, message: "Invalid Request: \(error.message)")
                 write(.text, refusal, context: context)
@@ -364,6 +376,15 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         case .closeConnection:
             context.close(promise: nil)
         }
+    }
+
+    /// The error for a request beyond `maxRequestsInFlight`; nil for anything that may go on.
+    private static func busyRefusal(_ message: ByteBuffer, session: BridgedSession) -> ByteBuffer? {
+        guard session.tasksInFlight >= WebSocketClients.maxRequestsInFlight, let parsed = try? JSONRPCMessage(parsing: message), parsed.isRequest else { return nil }
+        return JSONRPCErrorResponse.make(
+            rawID: parsed.rawID, code: WebSocketClients.busyCode,
+            message: "Too many requests in flight: this session has \(WebSocketClients.maxRequestsInFlight) unanswered; send more once one is answered"
+        )
     }
 
     private func write(_ opcode: WebSocketOpcode, _ data: ByteBuffer, context: ChannelHandlerContext) {
