@@ -124,17 +124,9 @@ final class BridgedSession: Sendable {
     /// The inner session's standalone GET stream: what the server sends outside any request.
     private func listen() {
         guard let (inner, protocolVersion) = state.withLock({ state in state.innerSession.map { ($0, state.protocolVersion) } }) else { return }
-        var fields = Self.credentials(of: streamHead.headerFields)
-        fields[.accept] = "text/event-stream"
-        fields[MCPHeaders.sessionID] = inner
-        if let protocolVersion { fields[MCPHeaders.protocolVersion] = protocolVersion }
-        var head = streamHead
-        head.method = .get
-        head.path = mcpPath
-        head.headerFields = fields
+        let head = innerRequest(.get, session: inner, protocolVersion: protocolVersion, accept: "text/event-stream")
         guard let relayStream = outbound.relayStream else { return listenInTask(head) }
-        let streamRequest = head
-        relayStream(streamRequest) { [self] in listenInTask(streamRequest) }
+        relayStream(head) { [self] in listenInTask(head) }
     }
 
     /// The GET stream through the whole pipeline, read by a task for the stream's life.
@@ -170,13 +162,7 @@ final class BridgedSession: Sendable {
         outbound.finish()
         streamContext.logger.debug("\(transport) session closed", metadata: ["router": "\(router)", "session": "\(MCPSessionID.logged(id))"])
         guard let inner else { return }
-        var fields = Self.credentials(of: streamHead.headerFields)
-        fields[MCPHeaders.sessionID] = inner
-        if let protocolVersion { fields[MCPHeaders.protocolVersion] = protocolVersion }
-        var head = streamHead
-        head.method = .delete
-        head.path = mcpPath
-        head.headerFields = fields
+        let head = innerRequest(.delete, session: inner, protocolVersion: protocolVersion)
         let send = self.send, context = streamContext
         Task {
             _ = await GatewayMadeRequest.$isActive.withValue(true) { await send(Request(head: head, body: RequestBody(buffer: ByteBuffer())), context) }
@@ -220,6 +206,19 @@ final class BridgedSession: Sendable {
         var messages: [ByteBuffer] = []
         for await message in stream { messages.append(message) }
         return messages
+    }
+
+    /// A request of the inner session, with the stream's credentials.
+    private func innerRequest(_ method: HTTPRequest.Method, session: String, protocolVersion: String?, accept: String? = nil) -> HTTPRequest {
+        var fields = Self.credentials(of: streamHead.headerFields)
+        if let accept { fields[.accept] = accept }
+        fields[MCPHeaders.sessionID] = session
+        if let protocolVersion { fields[MCPHeaders.protocolVersion] = protocolVersion }
+        var head = streamHead
+        head.method = method
+        head.path = mcpPath
+        head.headerFields = fields
+        return head
     }
 
     /// The request headers that carry who the caller is (and nothing of the transport).

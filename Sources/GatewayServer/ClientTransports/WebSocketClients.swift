@@ -296,8 +296,14 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     /// close frame (1001).
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         guard context.channel.isActive, case .close = state.close(.goingAway) else { return context.close(mode: mode, promise: promise) }
+        closeWithFrame(.goingAway, mode: mode, promise: promise, context: context)
+    }
+
+    /// A close frame, then the connection closed from here (past the relay behind this handler).
+    /// The peer's answering close is not waited for: nothing more would be read from it.
+    private func closeWithFrame(_ code: WebSocketErrorCode, mode: CloseMode = .all, promise: EventLoopPromise<Void>? = nil, context: ChannelHandlerContext) {
         var data = context.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: .goingAway)
+        data.write(webSocketErrorCode: code)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).assumeIsolated().whenComplete { _ in
             context.close(mode: mode, promise: promise)
         }
@@ -366,13 +372,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         case .ping:
             write(.ping, context.channel.allocator.buffer(capacity: 0), context: context)
         case .close(let code):
-            // The peer's answering close is not waited for: nothing more would be read from it.
-            var data = context.channel.allocator.buffer(capacity: 2)
-            data.write(webSocketErrorCode: code)
-            // Closed from here, past the relay behind this handler.
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
+            closeWithFrame(code, context: context)
         case .closeConnection:
             context.close(promise: nil)
         }
