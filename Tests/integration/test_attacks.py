@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import websocket
 import jwt
 import pytest
 
@@ -828,6 +829,16 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
                 modern = client.post(world.url("/alpha/mcp"), json=modern_body("tools/call", {"name": "echo", "arguments": {"n": index}}),
                                      headers={**modern_headers("tools/call", "echo"), "Authorization": f"Bearer {signed['access_token']}"}, timeout=10)
                 assert modern.status_code == 200, modern.text
+        # A WebSocket session with the token as a `bearer.` subprotocol: its frames, its inner
+        # requests and the inner GET the fast relay carries on its connection are logged at trace.
+        socket_session = websocket.create_connection(world.url("/alpha/mcp").replace("http://", "ws://"), timeout=20, suppress_origin=True,
+                                                     subprotocols=["mcp", f"bearer.{signed['access_token']}"])
+        try:
+            socket_session.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "trace", "version": "1"}}}))
+            assert upstream_key in socket_session.recv()  # the echo upstream answered, with the key it was sent
+        finally:
+            socket_session.close()
         child_token = world.sign_in("alice", "kids")["access_token"]
         child_session = legacy_session(world, "/kids/mcp", child_token)
         call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "getenv", "arguments": {"name": "CHILD_API_KEY"}}}
@@ -846,6 +857,7 @@ def test_no_secret_reaches_the_log_even_at_trace(tmp_path_factory, local_passwor
     log = gateway.managed.log()
     assert " trace mcp-gateway:" in log and " debug mcp-gateway:" in log  # the levels really were on
     assert "relay=fast" in log  # the fast relay's own logging was exercised at trace
+    assert "WebSocket session opened" in log and "WebSocket session closed" in log
     assert "a refresh raced an earlier presentation" in log  # a racer was given the held answer
     audit = (tmp / "audit.log").read_text()
     assert '"mcp_method":"tools/call"' in audit
