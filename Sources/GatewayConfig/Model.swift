@@ -631,6 +631,12 @@ public struct IdentityHeaderNames: Sendable, Equatable {
     public var email: String
     public var clientID: String
 
+    public init(user: String, email: String, clientID: String) {
+        self.user = user
+        self.email = email
+        self.clientID = clientID
+    }
+
     public static let `default` = IdentityHeaderNames(user: "X-Forwarded-User", email: "X-Forwarded-Email", clientID: "X-Forwarded-Client-Id")
 
     public var all: [String] { [user, email, clientID] }

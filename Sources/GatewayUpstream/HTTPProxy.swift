@@ -45,7 +45,7 @@ package struct HTTPProxy: Sendable {
         // Read (up to the route's limit) and checked by `MCPCallParsing`.
         let body = exchange.call.body
         let identity = await Self.identityToken(identityTokens, upstream: upstream, route: route, caller: caller)
-        let headers = Self.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller, identityToken: identity)
+        let headers = Self.upstreamHeaders(for: request, context: context, upstream: upstream, caller: caller, identityToken: identity)
         let upstreamResponse: HTTPClientResponse
         let method = HTTPMethod(rawValue: request.method.rawValue)
         let query = request.uri.query
@@ -107,8 +107,6 @@ package struct HTTPProxy: Sendable {
         return Response(status: .init(code: Int(upstreamResponse.status.code)), headers: fields, body: responseBody)
     }
 
-    /// The headers sent upstream for `request`: hop-by-hop ones removed, `X-Forwarded-*` set by the
-    /// gateway, identity headers and the service's own added.
     /// The caller's signed identity for `upstream`, when it asks for one (`identityToken`).
     package static func identityToken(_ tokens: IdentityTokens?, upstream: HTTPUpstream, route: any TransportRoute, caller: VerifiedCaller?) async -> String? {
         guard let tokens, upstream.service.identityToken != nil, let caller, let settings = upstream.service.identityToken else { return nil }
@@ -118,49 +116,40 @@ package struct HTTPProxy: Sendable {
         )
     }
 
+    /// The headers sent upstream for `request`: hop-by-hop ones removed, `X-Forwarded-*` set by the
+    /// gateway, identity headers and the service's own added.
     package static func upstreamHeaders(
-        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
+        for request: Request, context: TransportContext, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
     ) -> HTTPHeaders {
-        let (removals, serviceHeaders) = upstreamHeaderRules(route: route, upstream: upstream, caller: caller, identityToken: identityToken)
-        return HeaderPolicy.upstreamRequestHeaders(
-            from: request.headers,
-            // No token passthrough: the gateway's token and cookies stay at the gateway.
-            // Identity header names are never taken from a client; on protected routes neither are
-            // the client's credentials.
-            removing: removals,
+        HeaderPolicy.upstreamRequestHeaders(
+            // No token passthrough: the gateway's token and cookies stay at the gateway. Identity
+            // header names are never taken from a client; on protected routes neither are the
+            // client's credentials (`upstream.headerRules`).
+            from: request.headers, rules: upstream.headerRules, identity: caller.map(callerIdentity), identityToken: identityToken,
             // The gateway's own cookies (browser binding) never leave it, whatever the route.
-            removingCookies: ["mcpgw-", "__Host-mcpgw-"],
-            clientAddress: context.clientIP,
-            forwardedProto: context.forwardedProto,
-            forwardedHost: request.head.authority,
-            serviceHeaders: serviceHeaders
+            removingCookies: gatewayCookiePrefixes, clientAddress: context.clientIP, forwardedProto: context.forwardedProto, forwardedHost: request.head.authority
         )
     }
 
-    /// What `upstreamHeaders` removes from the client's headers and adds of the gateway's own.
-    package static func upstreamHeaderRules(
-        route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?, identityToken: String? = nil
-    ) -> (removals: Set<String>, serviceHeaders: [(name: String, value: String)]) {
-        var removals = route.upstreamRemovals
-        // The identity header is the gateway's to set: a client's copy never passes, token or not.
-        if let header = upstream.service.identityToken?.header { removals.insert(header.lowercased()) }
-        var serviceHeaders = (caller.map { IdentityHeaders.fields($0, names: route.router.identityHeaders) } ?? []) + upstream.service.headers
-        if let identityToken, let header = upstream.service.identityToken?.header { serviceHeaders.append((header, identityToken)) }
-        return (removals, serviceHeaders)
+    /// The gateway's cookies (browser bindings): never sent to an upstream.
+    static let gatewayCookiePrefixes = ["mcpgw-", "__Host-mcpgw-"]
+
+    /// The caller as the identity headers tell it.
+    static func callerIdentity(_ caller: VerifiedCaller) -> CallerIdentity {
+        CallerIdentity(login: caller.claims.login, clientID: caller.claims.client_id, email: caller.claims.email)
     }
 
     /// The fast relay's upstream request, head and body, as `upstreamHeaders` and
     /// `HTTPUpstream.addCredentials` make its headers (`UpstreamRequestWriter.writePost`).
     /// `body` nil: a GET (a session's stream).
     package static func fastUpstreamRequest(
-        for request: Request, context: TransportContext, route: any TransportRoute, upstream: HTTPUpstream, caller: VerifiedCaller?,
+        for request: Request, context: TransportContext, upstream: HTTPUpstream, caller: VerifiedCaller?,
         target: RelayTarget, body: ByteBuffer?, into buffer: inout ByteBuffer
     ) throws(UpstreamRequestWriter.Refused) {
-        let (removals, serviceHeaders) = upstreamHeaderRules(route: route, upstream: upstream, caller: caller)
         try UpstreamRequestWriter.writePost(
-            method: body == nil ? "GET" : "POST", target: upstream.relayRequestTarget(query: request.uri.query), fields: request.headers, removing: removals,
-            removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: context.clientIP, forwardedProto: context.forwardedProto,
-            forwardedHost: request.head.authority, serviceHeaders: serviceHeaders, credentials: upstream.service.credentials?.headerFields ?? [],
+            method: body == nil ? "GET" : "POST", target: upstream.relayRequestTarget(query: request.uri.query), fields: request.headers,
+            rules: upstream.headerRules, identity: caller.map(callerIdentity), removingCookies: gatewayCookiePrefixes, clientAddress: context.clientIP,
+            forwardedProto: context.forwardedProto, forwardedHost: request.head.authority, credentials: upstream.service.credentials?.headerFields ?? [],
             host: target.hostHeader, body: body, into: &buffer
         )
     }

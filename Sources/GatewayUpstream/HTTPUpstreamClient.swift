@@ -83,9 +83,13 @@ public struct HTTPUpstream: Sendable {
     public var authorization: UpstreamAuthorization?
     /// Where the fast relay sends this upstream's requests (nil: a URL the relay does not carry).
     public let relayTarget: RelayTarget?
+    /// What this route's requests to the service leave out of the client's headers and add of
+    /// the gateway's own (the router's removals and identity header names, the service's headers).
+    public let headerRules: UpstreamHeaderRules
 
-    public init(service: HTTPServiceConfiguration, clients: UpstreamClients) {
+    public init(service: HTTPServiceConfiguration, clients: UpstreamClients, headerRules: UpstreamHeaderRules) {
         self.service = service
+        self.headerRules = headerRules
         self.client = clients.client(connectTimeout: service.connectTimeout)
         self.relayTarget = RelayTarget(url: service.url)
     }

@@ -1,4 +1,5 @@
 public import HTTPTypes
+public import GatewayConfig
 public import NIOHTTP1
 
 /// Which headers cross the gateway, in each direction.
@@ -37,24 +38,19 @@ public enum HeaderPolicy {
         return String(decoding: lowercase.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self)
     }
 
-    /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, `removing`
-    /// (folded names, e.g. every identity header and the gateway's own credentials), cookies whose
-    /// name starts with one of `removingCookies`, then forwarding headers, then the service's
-    /// configured headers.
+    /// Headers for the upstream request: end-to-end client headers minus hop-by-hop, minus the
+    /// route's removals (`rules`) and cookies whose name starts with one of `removingCookies`, then
+    /// forwarding headers, then the caller's identity (protected routes), the service's configured
+    /// headers and the caller's signed identity token (services that ask for one).
     public static func upstreamRequestHeaders(
-        from fields: HTTPFields,
-        removing extraRemovals: Set<String>,
-        removingCookies cookiePrefixes: [String] = [],
-        clientAddress: String?,
-        forwardedProto: String,
-        forwardedHost: String?,
-        serviceHeaders: [(name: String, value: String)]
+        from fields: HTTPFields, rules: UpstreamHeaderRules, identity: CallerIdentity?, identityToken: String?, removingCookies cookiePrefixes: [String],
+        clientAddress: String?, forwardedProto: String, forwardedHost: String?
     ) -> HTTPHeaders {
         var list = HeaderList()
-        list.headers.reserveCapacity(fields.count + 3 + serviceHeaders.count)
+        list.headers.reserveCapacity(fields.count + 6 + rules.serviceHeaders.count)
         upstreamRequestHeaders(
-            from: fields, removing: extraRemovals, removingCookies: cookiePrefixes, clientAddress: clientAddress, forwardedProto: forwardedProto,
-            forwardedHost: forwardedHost, serviceHeaders: serviceHeaders, into: &list
+            from: fields, rules: rules, identity: identity, identityToken: identityToken, removingCookies: cookiePrefixes, clientAddress: clientAddress,
+            forwardedProto: forwardedProto, forwardedHost: forwardedHost, into: &list
         )
         // Built in one go: `HTTPHeaders.add` scans each name for non-ASCII bytes once more, and
         // every name here is an HTTP token already (an `HTTPField.Name`, the gateway's own, or a
@@ -69,25 +65,26 @@ public enum HeaderPolicy {
     }
 
     /// `upstreamRequestHeaders`' headers, in order, handed to `sink` (the fast relay writes them
-    /// straight into the request's bytes).
+    /// straight into the request's bytes). Nothing is built per request but the headers
+    /// themselves: the route's removals are looked up by length (`FieldNameSet`), and the names the
+    /// gateway adds were checked when the rules were made.
     static func upstreamRequestHeaders<Sink: UpstreamHeaderSink>(
         from fields: HTTPFields,
-        removing extraRemovals: Set<String>,
+        rules: UpstreamHeaderRules,
+        identity: CallerIdentity?,
+        identityToken: String?,
         removingCookies cookiePrefixes: [String],
         clientAddress: String?,
         forwardedProto: String,
         forwardedHost: String?,
-        serviceHeaders: [(name: String, value: String)],
         into sink: inout Sink
     ) {
-        let connectionListed = Set(fields[values: .connection].flatMap(listMembers).map(foldedLowercase))
-        let configured = serviceHeaders.isEmpty ? [] : Set(serviceHeaders.map { folded($0.name) })
+        // Most requests list nothing in `Connection` but `keep-alive`: an array, not a set.
+        var connectionListed: [String] = []
+        for value in fields[values: .connection] { connectionListed += listMembers(value).map(foldedLowercase) }
         for field in fields {
             let name = foldedLowercase(field.name.canonicalName)
-            // The per-request and per-route sets are empty on most requests: no hashing for them.
-            if neverForwarded.contains(name) || (!connectionListed.isEmpty && connectionListed.contains(name))
-                || (!extraRemovals.isEmpty && extraRemovals.contains(name)) || (!configured.isEmpty && configured.contains(name))
-            {
+            if neverForwarded.contains(name) || rules.removed.contains(name) || (!connectionListed.isEmpty && connectionListed.contains(name)) {
                 continue
             }
             if name == "cookie", !cookiePrefixes.isEmpty {
@@ -102,9 +99,16 @@ public enum HeaderPolicy {
         if let clientAddress { sink.add("X-Forwarded-For", clientAddress, checked: .name) }
         sink.add("X-Forwarded-Proto", forwardedProto, checked: .name)
         if let forwardedHost { sink.add("X-Forwarded-Host", forwardedHost, checked: .name) }
-        for header in serviceHeaders {
-            sink.add(header.name, header.value, checked: .none)
+        if let identity {
+            let names = rules.identityNames
+            sink.add(names.user, identity.login, checked: rules.identityNamesChecked)
+            sink.add(names.clientID, identity.clientID, checked: rules.identityNamesChecked)
+            if let email = identity.email { sink.add(names.email, email, checked: rules.identityNamesChecked) }
         }
+        for header in rules.serviceHeaders {
+            sink.add(header.name, header.value, checked: rules.serviceHeadersChecked)
+        }
+        if let identityToken, let header = rules.identityTokenHeader { sink.add(header, identityToken, checked: rules.identityTokenHeaderChecked) }
     }
 
     /// The members of a comma-separated header list, lower case, with the optional whitespace
@@ -180,6 +184,65 @@ struct FieldNameSet: Sendable {
         guard length < 64 else { return names.contains(name) }
         for candidate in byLength[length] where candidate == name { return true }
         return false
+    }
+}
+
+/// Who the caller is, as the identity headers of a protected route tell the upstream.
+public struct CallerIdentity: Sendable {
+    public var login: String
+    public var clientID: String
+    public var email: String?
+
+    public init(login: String, clientID: String, email: String?) {
+        self.login = login
+        self.clientID = clientID
+        self.email = email
+    }
+}
+
+/// What one route's upstream requests leave out of the client's headers and add of the
+/// gateway's own, worked out once when the configuration is compiled: before, each request built
+/// a set of the configured names (lower-casing each), hashed every client header into it and
+/// the route's removals, and checked each configured name byte by byte.
+public struct UpstreamHeaderRules: Sendable {
+    /// Folded names no client header of this route is sent under, beside
+    /// `HeaderPolicy.neverForwarded`: the route's removals (every router's identity header names,
+    /// the client's credentials where the gateway keeps them), this router's identity header
+    /// names, the service's configured headers (its copy replaces every client spelling) and its
+    /// identity-token header.
+    let removed: FieldNameSet
+    /// The names the caller's identity goes out under (protected routes).
+    let identityNames: IdentityHeaderNames
+    let identityNamesChecked: HeaderChecks
+    /// The service's configured headers, after the forwarding and identity headers.
+    let serviceHeaders: [(name: String, value: String)]
+    /// `.both` when every configured header was found sendable here; otherwise each request
+    /// checks them where they are written and is refused (as the configuration should have been).
+    let serviceHeadersChecked: HeaderChecks
+    /// The header of the caller's signed identity (`identityToken.header`), last.
+    let identityTokenHeader: String?
+    let identityTokenHeaderChecked: HeaderChecks
+
+    /// `removing`: folded names (`HeaderPolicy.folded`).
+    public init(
+        removing: Set<String>, identityNames: IdentityHeaderNames = .default, serviceHeaders: [(name: String, value: String)] = [], identityTokenHeader: String? = nil
+    ) {
+        var removed = removing
+        removed.formUnion(identityNames.all.map(HeaderPolicy.folded))
+        removed.formUnion(serviceHeaders.map { HeaderPolicy.folded($0.name) })
+        if let identityTokenHeader { removed.insert(HeaderPolicy.folded(identityTokenHeader)) }
+        self.removed = FieldNameSet(removed)
+        self.identityNames = identityNames
+        self.identityNamesChecked = identityNames.all.allSatisfy(UpstreamRequestWriter.isToken) ? .name : .none
+        self.serviceHeaders = serviceHeaders
+        self.serviceHeadersChecked = serviceHeaders.allSatisfy { UpstreamRequestWriter.isToken($0.name) && UpstreamRequestWriter.isFieldValue($0.value) } ? .both : .none
+        self.identityTokenHeader = identityTokenHeader
+        self.identityTokenHeaderChecked = identityTokenHeader.map(UpstreamRequestWriter.isToken) == true ? .name : .none
+    }
+
+    /// A route's rules for an HTTP service.
+    public init(removing: Set<String>, identityNames: IdentityHeaderNames, service: HTTPServiceConfiguration) {
+        self.init(removing: removing, identityNames: identityNames, serviceHeaders: service.headers, identityTokenHeader: service.identityToken?.header)
     }
 }
 

@@ -268,7 +268,7 @@ package final class ModernHTTPTranslator: Sendable {
         }
         // The same headers the proxy would send (forwarding and identity headers, no credentials).
         let identity = await HTTPProxy.identityToken(proxy.identityTokens, upstream: upstream, route: route, caller: caller)
-        let headers = HTTPProxy.upstreamHeaders(for: request, context: context, route: route, upstream: upstream, caller: caller, identityToken: identity)
+        let headers = HTTPProxy.upstreamHeaders(for: request, context: context, upstream: upstream, caller: caller, identityToken: identity)
         let response: HTTPClientResponse
         do { response = try await upstream.send(method: .POST, query: request.uri.query, headers: headers, body: body, logger: context.logger) } catch { throw .upstream(error) }
         let answer = (try? await response.body.collect(upTo: Self.maxBody)) ?? ByteBuffer()

@@ -591,8 +591,8 @@ public enum UpstreamRequestWriter {
     /// `method`: `POST`, or `GET` with no body (a session's stream), which is sent without a
     /// `Content-Length`, as AsyncHTTPClient sends it.
     public static func writePost(
-        method: StaticString = "POST", target: String, fields: HTTPFields, removing: Set<String>, removingCookies: [String], clientAddress: String?, forwardedProto: String,
-        forwardedHost: String?, serviceHeaders: [(name: String, value: String)], credentials: [(name: String, value: String)], host: String,
+        method: StaticString = "POST", target: String, fields: HTTPFields, rules: UpstreamHeaderRules, identity: CallerIdentity?, removingCookies: [String],
+        clientAddress: String?, forwardedProto: String, forwardedHost: String?, credentials: [(name: String, value: String)], host: String,
         body: ByteBuffer?, into buffer: inout ByteBuffer
     ) throws(Refused) {
         guard isRequestTarget(target) else { throw Refused(description: "the request target cannot be sent in HTTP/1.1") }
@@ -613,8 +613,8 @@ public enum UpstreamRequestWriter {
         sink.write(target)
         sink.writeStatic(" HTTP/1.1\r\n")
         HeaderPolicy.upstreamRequestHeaders(
-            from: fields, removing: removing, removingCookies: removingCookies, clientAddress: clientAddress, forwardedProto: forwardedProto,
-            forwardedHost: forwardedHost, serviceHeaders: serviceHeaders, into: &sink
+            from: fields, rules: rules, identity: identity, identityToken: nil, removingCookies: removingCookies, clientAddress: clientAddress,
+            forwardedProto: forwardedProto, forwardedHost: forwardedHost, into: &sink
         )
         sink.replaced = []
         for header in trailing { sink.add(header.name, header.value, checked: header.checked) }

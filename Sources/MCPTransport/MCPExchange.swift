@@ -7,11 +7,7 @@ package import NIOCore
 
 /// A router as its transport needs it: the token check's view (`ProtectedRoute`) and the headers
 /// never passed upstream.
-package protocol TransportRoute: ProtectedRoute {
-    /// Header names (lowercased) never sent upstream: hop-by-hop ones, identity header names, the
-    /// client's `Authorization` unless passed on purpose; on protected routes all cookies.
-    var upstreamRemovals: Set<String> { get }
-}
+package protocol TransportRoute: ProtectedRoute {}
 
 /// What the pipeline learned about the client's connection, as a transport needs it.
 package struct TransportContext: Sendable {

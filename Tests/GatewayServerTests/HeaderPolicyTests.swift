@@ -1,4 +1,5 @@
 import GatewayUpstream
+import GatewayConfig
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -10,8 +11,8 @@ import Testing
 @Suite struct HeaderPolicyTests {
     private func upstream(_ fields: HTTPFields, removing: Set<String> = [], serviceHeaders: [(name: String, value: String)] = []) -> HTTPHeaders {
         HeaderPolicy.upstreamRequestHeaders(
-            from: fields, removing: removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: "203.0.113.9",
-            forwardedProto: "https", forwardedHost: "gw.example", serviceHeaders: serviceHeaders
+            from: fields, rules: UpstreamHeaderRules(removing: removing, serviceHeaders: serviceHeaders), identity: nil, identityToken: nil,
+            removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: "203.0.113.9", forwardedProto: "https", forwardedHost: "gw.example"
         )
     }
 
@@ -65,6 +66,34 @@ import Testing
         #expect(headers["x_tenant"].isEmpty)
     }
 
+    /// A router that names its own identity headers: no client spelling of them passes, and the
+    /// verified caller's identity goes out under them, after the forwarding headers.
+    @Test func aRoutersIdentityHeadersAreTheGatewaysOnly() {
+        var fields = HTTPFields()
+        fields.append(HTTPField(name: name("X_Remote_User"), value: "admin"))
+        fields.append(HTTPField(name: name("x-remote-user"), value: "admin"))
+        fields.append(HTTPField(name: name("X-REMOTE-CLIENT"), value: "forged"))
+        fields.append(HTTPField(name: name("x_remote_mail"), value: "root@example.com"))
+        fields.append(HTTPField(name: name("X-Signed-Identity"), value: "forged.jwt"))
+        fields.append(HTTPField(name: .accept, value: "*/*"))
+        let rules = UpstreamHeaderRules(
+            removing: [], identityNames: IdentityHeaderNames(user: "X-Remote-User", email: "X-Remote-Mail", clientID: "X-Remote-Client"),
+            serviceHeaders: [(name: "X-Tenant", value: "acme")], identityTokenHeader: "X-Signed-Identity"
+        )
+        let headers = HeaderPolicy.upstreamRequestHeaders(
+            from: fields, rules: rules, identity: CallerIdentity(login: "octocat", clientID: "client-1", email: nil), identityToken: "signed.jwt",
+            removingCookies: [], clientAddress: nil, forwardedProto: "https", forwardedHost: nil
+        )
+        #expect(headers.map { "\($0.name): \($0.value)" } == [
+            "Accept: */*",
+            "X-Forwarded-Proto: https",
+            "X-Remote-User: octocat",
+            "X-Remote-Client: client-1",
+            "X-Tenant: acme",
+            "X-Signed-Identity: signed.jwt",
+        ])
+    }
+
     @Test func foldingLowersCaseAndTurnsUnderscoresIntoDashes() {
         #expect(HeaderPolicy.folded("X_Forwarded_User") == "x-forwarded-user")
         #expect(HeaderPolicy.folded("Accept") == "accept")
@@ -115,6 +144,8 @@ import Testing
         var clientAddress: String? = "203.0.113.9"
         var forwardedHost: String? = "gw.example"
         var serviceHeaders: [(name: String, value: String)] = []
+        var identityNames = IdentityHeaderNames.default
+        var identity: CallerIdentity?
         var credentials: [(name: String, value: String)] = []
         var target = "/mcp?x=1"
         /// nil: a session's GET stream (no body, no `Content-Length`).
@@ -129,11 +160,16 @@ import Testing
         HTTPFields(pairs.map { field($0.0, $0.1) })
     }
 
+    /// The route's rules as the configuration compiles them.
+    private static func rulesOf(_ c: Case) -> UpstreamHeaderRules {
+        UpstreamHeaderRules(removing: c.removing, identityNames: c.identityNames, serviceHeaders: c.serviceHeaders)
+    }
+
     /// The full pipeline's way; nil when refused.
     private static func composed(_ c: Case) -> ByteBuffer? {
         var headers = HeaderPolicy.upstreamRequestHeaders(
-            from: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
-            forwardedProto: "https", forwardedHost: c.forwardedHost, serviceHeaders: c.serviceHeaders
+            from: c.fields, rules: Self.rulesOf(c), identity: c.identity, identityToken: nil, removingCookies: ["mcpgw-", "__Host-mcpgw-"],
+            clientAddress: c.clientAddress, forwardedProto: "https", forwardedHost: c.forwardedHost
         )
         for credential in c.credentials { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         headers.replaceOrAdd(name: "Host", value: "upstream.internal:8080")
@@ -152,8 +188,8 @@ import Testing
         var buffer = ByteBuffer()
         do {
             try UpstreamRequestWriter.writePost(
-                method: c.body == nil ? "GET" : "POST", target: c.target, fields: c.fields, removing: c.removing, removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress,
-                forwardedProto: "https", forwardedHost: c.forwardedHost, serviceHeaders: c.serviceHeaders, credentials: c.credentials,
+                method: c.body == nil ? "GET" : "POST", target: c.target, fields: c.fields, rules: Self.rulesOf(c), identity: c.identity,
+                removingCookies: ["mcpgw-", "__Host-mcpgw-"], clientAddress: c.clientAddress, forwardedProto: "https", forwardedHost: c.forwardedHost, credentials: c.credentials,
                 host: "upstream.internal:8080", body: c.body, into: &buffer
             )
         } catch {
@@ -189,6 +225,16 @@ import Testing
         ("a session's GET stream: no body, a client's Content-Length left out", Case(fields: fields([
             ("Accept", "text/event-stream"), ("Mcp-Session-Id", "s-1"), ("Last-Event-ID", "7"), ("Content-Length", "0"),
         ]), body: nil)),
+        ("a protected route: the caller's identity, client copies of it dropped", Case(fields: fields([
+            ("Accept", "*/*"), ("X-Forwarded-User", "admin"), ("x_forwarded_email", "root@example.com"), ("X-User", "forged"),
+            ("Authorization", "Bearer gateway-token"), ("Cookie", "theme=dark"),
+        ]), removing: ["authorization", "cookie"], identityNames: IdentityHeaderNames(user: "X-User", email: "X-Email", clientID: "X-Client"),
+            identity: CallerIdentity(login: "octocat", clientID: "client-1", email: "octo@example.com"))),
+        ("refused: an identity value with a line break", Case(fields: fields([("Accept", "*/*")]),
+            identity: CallerIdentity(login: "octocat\r\nX-Admin: yes", clientID: "client-1", email: nil))),
+        ("refused: an identity header name that is no token", Case(fields: fields([("Accept", "*/*")]),
+            identityNames: IdentityHeaderNames(user: "X User", email: "X-Email", clientID: "X-Client"),
+            identity: CallerIdentity(login: "octocat", clientID: "client-1", email: nil))),
         ("refused: a configured value with a line break", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X-Bad", "a\r\nInjected: yes")])),
         ("refused: a configured name that is no token", Case(fields: fields([("Accept", "*/*")]), serviceHeaders: [("X Bad", "a")])),
         ("refused: a credential with a NUL", Case(fields: fields([("Accept", "*/*")]), credentials: [("X-Key", "a\u{0}b")])),
@@ -205,7 +251,7 @@ import Testing
 
     @Test func theRefusalsAreRefusals() {
         let refused = Self.cases.filter { $0.0.hasPrefix("refused: ") }
-        #expect(refused.count == 5)
+        #expect(refused.count == 7)
         for (name, c) in refused {
             #expect(Self.direct(c) == nil, "\(name)")
             #expect(Self.composed(c) == nil, "\(name)")

@@ -30,10 +30,6 @@ final class CompiledRoute: TransportRoute {
     /// The allow-lists in force for this router (global narrowed by the router's), compiled once
     /// per configuration generation, so a reload applies at the next request.
     let accessPolicy: AccessPolicy
-    /// Client headers never forwarded upstream (folded names, see `HeaderPolicy.folded`): every
-    /// router's identity header names, and the client's `Authorization` (unless an `auth: none`
-    /// HTTP service asks for it with `passAuthorization`); on protected routes all cookies.
-    let upstreamRemovals: Set<String>
     /// The router's `middlewares`, in its order, built for this configuration generation.
     let middlewares: [any RouteMiddleware]
     /// Whether every one of them decides without a task (`RouteMiddleware.decidesWithoutTask`).
@@ -52,7 +48,7 @@ final class CompiledRoute: TransportRoute {
     let serial = InstanceSerial.next()
 
     init(
-        router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy, upstreamRemovals: Set<String>,
+        router: RouterConfiguration, upstream: RouteUpstream, maxRequestBodyBytes: Int, resourceURL: String, accessPolicy: AccessPolicy,
         middlewares: [any RouteMiddleware] = [], callPolicy: CompiledCallPolicy? = nil
     ) {
         self.middlewares = middlewares
@@ -63,7 +59,6 @@ final class CompiledRoute: TransportRoute {
         self.maxRequestBodyBytes = maxRequestBodyBytes
         self.resourceURL = resourceURL
         self.accessPolicy = accessPolicy
-        self.upstreamRemovals = upstreamRemovals
         switch upstream {
         case .http(let http):
             self.relaysFast = http.service.oauth == nil && http.service.identityToken == nil && http.relayTarget != nil
@@ -110,6 +105,10 @@ final class RuntimeConfiguration: Sendable {
                 guard let service = configuration.services[router.service] else { continue }
                 // Every router's identity header names, on every route: a header one router sets
                 // must not be forgeable through another.
+                // Client headers never forwarded upstream (folded names, see `HeaderPolicy.folded`):
+                // every router's identity header names, and the client's `Authorization` (unless an
+                // `auth: none` HTTP service asks for it with `passAuthorization`); on protected
+                // routes all cookies.
                 func removals(for service: ServiceConfiguration) -> Set<String> {
                     var removals = identityHeaderNames
                     if router.auth == .oauth {
@@ -121,6 +120,10 @@ final class RuntimeConfiguration: Sendable {
                     }
                     return removals
                 }
+                func httpUpstream(_ http: HTTPServiceConfiguration) -> HTTPUpstream {
+                    let rules = UpstreamHeaderRules(removing: removals(for: .http(http)), identityNames: router.identityHeaders, service: http)
+                    return HTTPUpstream(service: http, clients: clients, headerRules: rules)
+                }
                 let upstream: RouteUpstream
                 switch service {
                 case .http(let http) where http.oauth != nil:
@@ -128,15 +131,15 @@ final class RuntimeConfiguration: Sendable {
                     memberRouter.name = "\(router.name)/\(router.service)"
                     memberRouter.callPolicy = CallPolicy()
                     let member = GroupRoute.Member(name: router.service, route: CompiledRoute(
-                        router: memberRouter, upstream: .http(HTTPUpstream(service: http, clients: clients)), maxRequestBodyBytes: service.maxRequestBodyBytes,
+                        router: memberRouter, upstream: .http(httpUpstream(http)), maxRequestBodyBytes: service.maxRequestBodyBytes,
                         resourceURL: router.resourceURL(publicURL: configuration.publicURL),
-                        accessPolicy: AccessPolicy(configuration: configuration, router: router), upstreamRemovals: removals(for: service)
+                        accessPolicy: AccessPolicy(configuration: configuration, router: router)
                     ))
                     var group = GroupServiceConfiguration(name: router.service, members: [router.service])
                     group.prefix = .never
                     group.maxRequestBodyBytes = http.maxRequestBodyBytes
                     upstream = .group(GroupRoute(configuration: group, members: [member], tags: [:], passthrough: true))
-                case .http(let http): upstream = .http(HTTPUpstream(service: http, clients: clients))
+                case .http(let http): upstream = .http(httpUpstream(http))
                 case .stdio(let service): upstream = .stdio(stdio.manager(for: service))
                 case .group(let group):
                     var members: [GroupRoute.Member] = []
@@ -146,7 +149,7 @@ final class RuntimeConfiguration: Sendable {
                         let memberUpstream: RouteUpstream
                         switch memberService {
                         case .http(let http):
-                            memberUpstream = .http(HTTPUpstream(service: http, clients: clients))
+                            memberUpstream = .http(httpUpstream(http))
                             tags[name] = http.tags
                         case .stdio(let stdioService):
                             memberUpstream = .stdio(stdio.manager(for: stdioService))
@@ -161,7 +164,7 @@ final class RuntimeConfiguration: Sendable {
                         members.append(GroupRoute.Member(name: name, route: CompiledRoute(
                             router: memberRouter, upstream: memberUpstream, maxRequestBodyBytes: memberService.maxRequestBodyBytes,
                             resourceURL: router.resourceURL(publicURL: configuration.publicURL),
-                            accessPolicy: AccessPolicy(configuration: configuration, router: router), upstreamRemovals: removals(for: memberService)
+                            accessPolicy: AccessPolicy(configuration: configuration, router: router)
                         )))
                     }
                     upstream = .group(GroupRoute(configuration: group, members: members, tags: tags))
@@ -170,7 +173,6 @@ final class RuntimeConfiguration: Sendable {
                     router: router, upstream: upstream, maxRequestBodyBytes: service.maxRequestBodyBytes,
                     resourceURL: router.resourceURL(publicURL: configuration.publicURL),
                     accessPolicy: AccessPolicy(configuration: configuration, router: router),
-                    upstreamRemovals: removals(for: service),
                     middlewares: router.middlewares.compactMap { name in
                         configuration.middlewares[name].map { Self.middleware(named: name, $0, store: store) }
                     },

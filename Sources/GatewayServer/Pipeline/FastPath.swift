@@ -242,7 +242,7 @@ extension GatewayPipeline {
     func fastUpstreamRequest(_ admission: FastAdmission, upstream: HTTPUpstream, target: RelayTarget, body: ByteBuffer?, into buffer: inout ByteBuffer) throws(UpstreamRequestWriter.Refused) {
         let context = admission.context
         try HTTPProxy.fastUpstreamRequest(
-            for: admission.request, context: context.transport, route: admission.route, upstream: upstream, caller: context.caller,
+            for: admission.request, context: context.transport, upstream: upstream, caller: context.caller,
             target: target, body: body, into: &buffer
         )
     }
