@@ -88,6 +88,11 @@ package final class ResourceGate: AccessTokenVerifier {
     package let membership: MembershipChecker?
     /// Keyed by the token's SHA-256 (the digest itself: no string is built per request).
     private let cache = Mutex<[SHA256.Digest: CachedToken]>([:])
+    /// Verifications under way, by the token's SHA-256, with how many checks wait for each: a
+    /// token not remembered (or no longer) is verified once however many requests bring it at
+    /// that moment. When a busy token's memo runs out, every connection's next request misses at
+    /// once; each used to check the signature and ask the store for revocations itself.
+    private let verifying = Mutex<[SHA256.Digest: (verification: Task<Result<AccessTokenClaims, TokenValidationError>, Never>, waiting: Int)]>([:])
     /// Identities as a router's policy needed them (orgs/teams), per subject and router, for the
     /// same few seconds.
     private let identities = Mutex<[String: (identity: UserIdentity, validUntil: Date)]>([:])
@@ -117,22 +122,10 @@ package final class ResourceGate: AccessTokenVerifier {
         var entry = cache.withLock { $0[key] }
         if let cached = entry, cached.validUntil <= now { entry = nil }
         if entry == nil {
-            do {
-                let claims = try await accessTokens.validate(token, audience: nil)
-                let fresh = CachedToken(
-                    claims: claims, hasMCPScope: claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)),
-                    validUntil: min(now.addingTimeInterval(Self.cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp)))
-                )
-                cache.withLock { cache in
-                    if cache.count >= Self.maxCachedTokens { cache = cache.filter { $0.value.validUntil > now } }
-                    if cache.count < Self.maxCachedTokens { cache[key] = fresh }
-                }
-                entry = fresh
-            } catch {
-                switch error {
-                case .invalid(let description): return .failure(.invalidToken(description))
-                case .storeUnavailable: return .failure(.storeUnavailable)
-                }
+            switch await verified(token, key: key) {
+            case .success(let fresh): entry = fresh
+            case .failure(.invalid(let description)): return .failure(.invalidToken(description))
+            case .failure(.storeUnavailable): return .failure(.storeUnavailable)
             }
         }
         guard let entry else { return .failure(.invalidToken("the access token is not valid")) }
@@ -148,6 +141,54 @@ package final class ResourceGate: AccessTokenVerifier {
             guard route.accessPolicy.admits(fresh) else { return .failure(.denied(login: claims.login)) }
             return .success(VerifiedCaller(claims: claims, identity: fresh))
         }
+    }
+
+    /// `token` verified (signature, claims, revocation) and remembered, by the one verification
+    /// of it under way or by a new one. The verification runs in its own task: a waiting check
+    /// that is cancelled (its client gone) does not cancel it for the others.
+    private func verified(_ token: String, key: SHA256.Digest) async -> Result<CachedToken, TokenValidationError> {
+        let verification = verifying.withLock { verifying in
+            if let running = verifying[key] {
+                verifying[key]?.waiting += 1
+                return running.verification
+            }
+            let verification = Task { [self] () -> Result<AccessTokenClaims, TokenValidationError> in
+                let result: Result<AccessTokenClaims, TokenValidationError>
+                do throws(TokenValidationError) { result = .success(try await accessTokens.validate(token, audience: nil)) } catch { result = .failure(error) }
+                // Remembered before the verification is done with: a check arriving now finds one
+                // or the other.
+                if case .success(let claims) = result {
+                    let now = Date()
+                    let fresh = Self.cached(claims, now: now)
+                    self.cache.withLock { cache in
+                        if cache.count >= Self.maxCachedTokens { cache = cache.filter { $0.value.validUntil > now } }
+                        if cache.count < Self.maxCachedTokens { cache[key] = fresh }
+                    }
+                }
+                _ = self.verifying.withLock { $0.removeValue(forKey: key) }
+                return result
+            }
+            verifying[key] = (verification, 1)
+            return verification
+        }
+        let result = await verification.value
+        verifying.withLock { verifying in
+            if verifying[key]?.verification == verification { verifying[key]?.waiting -= 1 }
+        }
+        return result.map { Self.cached($0, now: Date()) }
+    }
+
+    private static func cached(_ claims: AccessTokenClaims, now: Date) -> CachedToken {
+        CachedToken(
+            claims: claims, hasMCPScope: claims.scope.split(separator: " ").contains(Substring(Scopes.mcp)),
+            validUntil: min(now.addingTimeInterval(cacheSeconds), Date(timeIntervalSince1970: TimeInterval(claims.exp)))
+        )
+    }
+
+    /// How many checks wait for a verification under way now (for tests: that concurrent checks of
+    /// one token share it).
+    package var checksWaitingForVerification: Int {
+        verifying.withLock { $0.values.reduce(0) { $0 + $1.waiting } }
     }
 
     /// The caller of a token verified in the last few seconds, when everything the check needs is
